@@ -1,0 +1,23 @@
+/**
+ * Kernel contract of the RG-LRU scan, shared by every backend.
+ *
+ * RgLruScan      inputs {a, x: [b, t, e] float32, h0: [b, e] float32}
+ *                outputs [h: [b, t, e], hLast: [b, e]]
+ *                h[t] = a[t] * h[t-1] + x[t], h[-1] = h0; the running state is at least float32.
+ * RgLruScanGrad  inputs {a, h: [b, t, e], h0: [b, e], dh: [b, t, e], dhLast: [b, e]}
+ *                outputs [dx: [b, t, e], da: [b, t, e], dh0: [b, e]]
+ */
+export const RG_LRU_SCAN = 'RgLruScan';
+export const RG_LRU_SCAN_GRAD = 'RgLruScanGrad';
+
+/** Reads b, t, e off the inputs and checks that they agree; every kernel calls it first. */
+export function scanDims(aShape: number[], xShape: number[], h0Shape: number[]): [number, number, number] {
+  if (aShape.length !== 3 || xShape.length !== 3 || aShape.some((d, i) => d !== xShape[i])) {
+    throw new Error(`RgLruScan: a and x must both be [b, t, e], got [${aShape}] and [${xShape}]`);
+  }
+  const [b, t, e] = aShape;
+  if (h0Shape.length !== 2 || h0Shape[0] !== b || h0Shape[1] !== e) {
+    throw new Error(`RgLruScan: h0 must be [${b}, ${e}], got [${h0Shape}]`);
+  }
+  return [b, t, e];
+}
