@@ -1,0 +1,96 @@
+/**
+ * Hugging Face checkpoints (config.json + safetensors) in and out of the model.
+ *   const model = await loadHF('ckpt/');       // any RecurrentGemmaForCausalLM.save_pretrained dir
+ *   saveHF(model, 'out/');                     // float32 safetensors + config.json
+ *
+ * The model's parameters carry the HF names already (layers are named after the checkpoint),
+ * so the mapping is the identity; this module checks names, shapes and dtypes before any weight
+ * is written, so a bad checkpoint fails whole instead of leaving a half-loaded model.
+ */
+import * as fs from 'fs';
+import * as path from 'path';
+import {tf} from '../src/tf';
+import {RecurrentGemmaConfig} from '../src/config';
+import {RecurrentGemmaForCausalLM} from '../src/model';
+import {CheckpointError, iterateCheckpoint, listCheckpoint, writeCheckpoint, WriteTensor} from './safetensors';
+
+export {CheckpointError};
+
+export const LM_HEAD = 'lm_head.weight';
+export const EMBED = 'model.embed_tokens.weight';
+
+/** Reads and validates `dir/config.json`. */
+export function readHFConfig(dir: string): RecurrentGemmaConfig {
+  const file = path.join(dir, 'config.json');
+  if (!fs.existsSync(dir)) throw new CheckpointError(`${dir}: no such directory`);
+  if (!fs.existsSync(file)) throw new CheckpointError(`${file}: not found (a Hugging Face checkpoint directory has a config.json)`);
+  let json: unknown;
+  try {
+    json = JSON.parse(fs.readFileSync(file, 'utf8'));
+  } catch (e) {
+    throw new CheckpointError(`${file}: not valid JSON (${(e as Error).message})`);
+  }
+  try {
+    return RecurrentGemmaConfig.fromJSON(json as Record<string, unknown>);
+  } catch (e) {
+    throw new CheckpointError(`${file}: ${(e as Error).message}`);
+  }
+}
+
+export interface LoadProgress { loaded: number; total: number; name: string }
+
+/** Loads an HF checkpoint directory into a new model. */
+export async function loadHF(dir: string, onProgress?: (p: LoadProgress) => void): Promise<RecurrentGemmaForCausalLM> {
+  const config = readHFConfig(dir);
+  const metas = listCheckpoint(dir);
+  const model = new RecurrentGemmaForCausalLM(config, {init: 'zeros'});
+  try {
+    const params = model.namedParameters();
+    // Check everything before reading any data.
+    const missing = [...params.keys()].filter((n) => !metas.has(n));
+    if (missing.length > 0) {
+      throw new CheckpointError(`${dir}: checkpoint lacks ${missing.length} tensor(s) the config needs, first ${JSON.stringify(missing[0])}`);
+    }
+    for (const [name, meta] of metas) {
+      const v = params.get(name);
+      if (v == null) {
+        if (name === LM_HEAD && config.tie_word_embeddings) continue;  // an equal copy of the embedding
+        throw new CheckpointError(`${meta.file}: unexpected tensor ${JSON.stringify(name)} (not part of a RecurrentGemma with this config)`);
+      }
+      if (meta.shape.length !== v.shape.length || meta.shape.some((d, i) => d !== v.shape[i])) {
+        throw new CheckpointError(`${meta.file}: tensor ${JSON.stringify(name)} has shape [${meta.shape}], the config needs [${v.shape}]`);
+      }
+      if (!['F32', 'F16', 'BF16', 'F64'].includes(meta.dtype)) {
+        throw new CheckpointError(`${meta.file}: tensor ${JSON.stringify(name)} has dtype ${meta.dtype}, expected a float type`);
+      }
+    }
+    const total = params.size;
+    let loaded = 0;
+    for await (const {name, shape, data} of iterateCheckpoint(dir, new Set(params.keys()))) {
+      const t = tf.tensor(data as Float32Array, shape, 'float32');
+      params.get(name)!.write(t);
+      t.dispose();
+      onProgress?.({loaded: ++loaded, total, name});
+    }
+    return model;
+  } catch (e) {
+    model.dispose();
+    throw e;
+  }
+}
+
+/** Writes config.json and float32 safetensors (sharded past maxShardBytes) that transformers loads. */
+export function saveHF(model: RecurrentGemmaForCausalLM, dir: string, opts: {maxShardBytes?: number} = {}): void {
+  fs.mkdirSync(dir, {recursive: true});
+  const params = [...model.namedParameters()];
+  const source = function* (): Iterable<WriteTensor> {
+    for (const [name, v] of params) {
+      const data = v.read().dataSync() as Float32Array;
+      yield {name, shape: v.shape as number[], data};
+    }
+  };
+  writeCheckpoint(dir, source, {maxShardBytes: opts.maxShardBytes, metadata: {format: 'pt'}});
+  const tmp = path.join(dir, 'config.json.tmp');
+  fs.writeFileSync(tmp, JSON.stringify(model.config.toJSON(), null, 2) + '\n');
+  fs.renameSync(tmp, path.join(dir, 'config.json'));
+}

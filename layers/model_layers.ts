@@ -1,0 +1,158 @@
+/**
+ * The layers that make up the model's graph: the embedding (shared with the tied LM head),
+ * the residual block and the untied LM head.
+ *   const emb = new Embedding({config, name: 'model.embed_tokens'});
+ *   const x = emb.apply(ids);  const logits = emb.apply(hidden);   // rank picks the direction
+ *
+ * Shape letters: b batch, t time, d hidden_size, V vocab_size.
+ */
+import * as tf from '@tensorflow/tfjs';
+import {GriffinLayer, GriffinLayerArgs, Kwargs, LayerVariable, withInfo} from './base';
+import {MLPBlock, RMSNorm} from './basic';
+import {RecurrentBlock, RecurrentState} from './recurrent';
+import {AttentionState, LocalAttentionBlock} from './attention';
+import {roundToBfloat16, softCap} from '../ops/activations';
+import {SequenceInfo} from '../ops/sequence';
+
+/** Throws when an id is outside [0, V): a lookup there would silently read garbage. */
+export function checkTokenIds(ids: tf.Tensor, vocabSize: number): void {
+  if (ids.size === 0) return;
+  const [lo, hi] = tf.tidy(() => [tf.min(ids), tf.max(ids)]);
+  const [mn, mx] = [lo.dataSync()[0], hi.dataSync()[0]];
+  tf.dispose([lo, hi]);
+  if (mn < 0 || mx >= vocabSize || !Number.isInteger(mn) || !Number.isInteger(mx)) {
+    throw new RangeError(`token id ${mn < 0 || !Number.isInteger(mn) ? mn : mx} is outside the vocabulary [0, ${vocabSize})`);
+  }
+}
+
+/**
+ * ids [b, t] -> embeddings [b, t, d] * bf16(sqrt(d)); hidden [b, t, d] -> soft-capped logits
+ * [b, t, V] through the same matrix (the tied LM head).
+ */
+export class Embedding extends GriffinLayer {
+  static className = 'GriffinEmbedding';
+  weight!: LayerVariable;
+
+  override build(inputShape: tf.Shape | tf.Shape[]): void {
+    this.weight = this.param('weight', [this.cfg.vocab_size, this.cfg.hidden_size], 1 / Math.sqrt(this.cfg.hidden_size));
+    super.build(inputShape);
+  }
+  override computeOutputShape(s: tf.Shape): tf.Shape {
+    return s.length === 2 ? [...s, this.cfg.hidden_size] : [...s.slice(0, -1), this.cfg.vocab_size];
+  }
+
+  /** Both references scale by sqrt(d) rounded to bfloat16 (50.5 for d = 2560). */
+  get scale(): number { return roundToBfloat16(Math.sqrt(this.cfg.hidden_size)); }
+
+  embed(ids: tf.Tensor): tf.Tensor {
+    checkTokenIds(ids, this.cfg.vocab_size);
+    return tf.tidy(() => tf.mul(tf.gather(this.weight.read(), tf.cast(ids, 'int32')), this.scale));
+  }
+  logits(hidden: tf.Tensor): tf.Tensor {
+    return tf.tidy(() => {
+      const [b, t, d] = hidden.shape;
+      const l = tf.matMul(tf.reshape(hidden, [b * t, d]), this.weight.read(), false, true);
+      return softCap(tf.reshape(l, [b, t, this.cfg.vocab_size]), this.cfg.logits_soft_cap);
+    });
+  }
+  override call(inputs: tf.Tensor | tf.Tensor[], _kwargs?: Kwargs): tf.Tensor {
+    const x = Array.isArray(inputs) ? inputs[0] : inputs;
+    return x.rank === 2 ? this.embed(x) : this.logits(x);
+  }
+}
+tf.serialization.registerClass(Embedding);
+
+/** An untied LM head: hidden [b, t, d] -> soft-capped logits [b, t, V]. */
+export class LMHead extends GriffinLayer {
+  static className = 'GriffinLMHead';
+  weight!: LayerVariable;
+
+  override build(inputShape: tf.Shape | tf.Shape[]): void {
+    this.weight = this.param('weight', [this.cfg.vocab_size, this.cfg.hidden_size], 1 / Math.sqrt(this.cfg.hidden_size));
+    super.build(inputShape);
+  }
+  override computeOutputShape(s: tf.Shape): tf.Shape { return [...s.slice(0, -1), this.cfg.vocab_size]; }
+  override call(inputs: tf.Tensor | tf.Tensor[], _kwargs?: Kwargs): tf.Tensor {
+    const x = Array.isArray(inputs) ? inputs[0] : inputs;
+    return tf.tidy(() => {
+      const [b, t, d] = x.shape;
+      const l = tf.matMul(tf.reshape(x, [b * t, d]), this.weight.read(), false, true);
+      return softCap(tf.reshape(l, [b, t, this.cfg.vocab_size]), this.cfg.logits_soft_cap);
+    });
+  }
+}
+tf.serialization.registerClass(LMHead);
+
+export type LayerState = RecurrentState | AttentionState;
+
+export interface ResidualBlockArgs extends GriffinLayerArgs {
+  /** Which layer of the model this is (picks its block type). */
+  layerIndex: number;
+}
+
+/**
+ * x + temporal_block(norm(x)), then + mlp_block(norm(.)). x: [b, t, d] -> [b, t, d].
+ */
+export class ResidualBlock extends GriffinLayer {
+  static className = 'GriffinResidualBlock';
+  readonly layerIndex: number;
+  readonly temporal_pre_norm: RMSNorm;
+  readonly temporal_block: RecurrentBlock | LocalAttentionBlock;
+  readonly channel_pre_norm: RMSNorm;
+  readonly mlp_block: MLPBlock;
+
+  constructor(args: ResidualBlockArgs) {
+    super(args);
+    this.layerIndex = args.layerIndex;
+    const c = this.cfg, init = this.init;
+    this.temporal_pre_norm = this.child(new RMSNorm({config: c, init}), 'temporal_pre_norm');
+    this.temporal_block = this.child(this.blockType === 'recurrent'
+        ? new RecurrentBlock({config: c, init}) : new LocalAttentionBlock({config: c, init}), 'temporal_block');
+    this.channel_pre_norm = this.child(new RMSNorm({config: c, init}), 'channel_pre_norm');
+    this.mlp_block = this.child(new MLPBlock({config: c, init}), 'mlp_block');
+  }
+
+  get blockType() { return this.cfg.layers_block_type[this.layerIndex]; }
+
+  override computeOutputShape(s: tf.Shape): tf.Shape { return s; }
+
+  initState(b: number): LayerState { return this.temporal_block.initState(b); }
+
+  /** With `state` (or keepState), also returns the layer's state after the chunk. */
+  forwardWithState(x: tf.Tensor, info: SequenceInfo, state?: LayerState | null, keepState = false):
+      {y: tf.Tensor, state: LayerState | null} {
+    let newState: LayerState | null = null;
+    const y = tf.tidy(() => {
+      const normed = this.temporal_pre_norm.call(x);
+      let temporal: tf.Tensor;
+      if (this.temporal_block instanceof RecurrentBlock) {
+        const r = this.temporal_block.forwardWithState(normed, info, state as RecurrentState | null);
+        temporal = r.y;
+        newState = r.state;
+      } else {
+        const r = this.temporal_block.forwardWithState(normed, info, state as AttentionState | null, keepState);
+        temporal = r.y;
+        newState = r.state;
+      }
+      const residual = tf.add(temporal, x);
+      const out = tf.add(this.mlp_block.call(this.channel_pre_norm.call(residual)), residual);
+      if (newState != null) Object.values(newState).forEach((t) => tf.keep(t as tf.Tensor));
+      return out;
+    });
+    if (newState != null && state == null && !keepState) {
+      tf.dispose(Object.values(newState as object) as tf.Tensor[]);
+      newState = null;
+    }
+    return {y, state: newState};
+  }
+
+  override call(inputs: tf.Tensor | tf.Tensor[], kwargs?: Kwargs): tf.Tensor {
+    const x = Array.isArray(inputs) ? inputs[0] : inputs;
+    return withInfo(x, kwargs, (info) => this.forwardWithState(x, info).y);
+  }
+
+  override getConfig(): tf.serialization.ConfigDict {
+    return {...super.getConfig(), layerIndex: this.layerIndex};
+  }
+}
+tf.serialization.registerClass(ResidualBlock);

@@ -1,0 +1,56 @@
+/**
+ * Parity with the float64 reference dumps of test/fixtures/tiny-a (HF transformers): logits,
+ * every hidden state, loss and every parameter's gradient. Prints the worst relative error per tensor.
+ */
+import * as path from 'path';
+import {tf} from '../../src/tf';
+import {loadHF} from '../../converters/hf';
+import {readHeader, readTensor} from '../../converters/safetensors';
+import {RecurrentGemmaForCausalLM} from '../../src/model';
+import {relError} from '../helpers';
+
+const DIR = path.join(__dirname, '../fixtures/tiny-a');
+const golden = JSON.parse(require('fs').readFileSync(path.join(DIR, 'golden.json'), 'utf8'));
+const goldenTensors = readHeader(path.join(DIR, 'golden.safetensors')).tensors;
+const G = (name: string) => readTensor(goldenTensors.get(name)!);
+
+let model: RecurrentGemmaForCausalLM;
+beforeAll(async () => {
+  await tf.setBackend('cpu');
+  model = await loadHF(DIR);
+});
+
+test('logits and every hidden state within 1e-5 relative error', () => {
+  const {logits, hiddenStates} = model.forward({inputIds: golden.input_ids, outputHiddenStates: true});
+  const report: string[] = [];
+  const errL = relError(logits.dataSync(), G('logits'));
+  report.push(`logits ${errL.toExponential(2)}`);
+  expect(errL).toBeLessThan(1e-5);
+  expect(hiddenStates!.length).toBe(model.config.num_hidden_layers + 1);
+  hiddenStates!.forEach((h, i) => {
+    const err = relError(h.dataSync(), G(`hidden_states.${i}`));
+    report.push(`hidden_states.${i} ${err.toExponential(2)}`);
+    expect(err).toBeLessThan(1e-5);
+  });
+  console.log('worst relative errors: ' + report.join(', '));
+});
+
+test('loss within 1e-5 and every gradient within 1e-4 relative error', () => {
+  const params = model.namedParameters();
+  const vars = [...params.values()].map((v) => v.read() as tf.Variable);
+  const {value, grads} = tf.variableGrads(() => model.forward({inputIds: golden.input_ids, labels: golden.labels}).loss!, vars);
+  const loss = value.dataSync()[0];
+  console.log(`loss ${loss} vs golden ${golden.loss}`);
+  expect(Math.abs(loss - golden.loss)).toBeLessThan(1e-5);
+  const names = [...params.keys()];
+  expect(new Set(golden.grad_names)).toEqual(new Set(names.map((n) => `grad.${n}`)));
+  let worst = ['', 0] as [string, number];
+  for (const [name, v] of params) {
+    const g = grads[(v.read() as tf.Variable).name];
+    expect(g).toBeDefined();
+    const err = relError(g.dataSync(), G(`grad.${name}`));
+    if (err > worst[1]) worst = [name, err];
+    expect({name, ok: err < 1e-4}).toEqual({name, ok: true});
+  }
+  console.log(`worst gradient relative error ${worst[1].toExponential(2)} (${worst[0]})`);
+});
