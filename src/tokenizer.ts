@@ -1,0 +1,369 @@
+/**
+ * Gemma tokenizer over sentencepiece-js, plus the Gemma chat template.
+ *   const tok = await GemmaTokenizer.load('tokenizer.model');
+ *   const ids = encodeChat(tok, [{ role: 'user', content: 'Hi' }], { addGenerationPrompt: true });
+ */
+import * as fs from 'fs';
+
+/** The slice of sentencepiece-js we use (the package ships no type declarations). */
+interface SpProcessor {
+  load(path: string): Promise<void>;
+  encodeIds(text: string): number[];
+}
+const spjs = require('sentencepiece-js') as { SentencePieceProcessor: new () => SpProcessor };
+
+/** sentencepiece ModelProto.SentencePiece.Type */
+const enum PieceType { Normal = 1, Unknown = 2, Control = 3, UserDefined = 4, Unused = 5, Byte = 6 }
+
+interface ModelInfo {
+  pieces: string[];
+  types: PieceType[];
+  unkId: number; bosId: number; eosId: number; padId: number;
+  addDummyPrefix: boolean;
+  escapeWhitespaces: boolean;
+}
+
+/**
+ * Reads the pieces and the few spec fields we need straight from the .model protobuf, because
+ * sentencepiece-js exposes neither IdToPiece, the piece types nor the vocabulary size.
+ */
+function parseModelProto(buf: Uint8Array): ModelInfo {
+  const fail = (why: string): never => { throw new Error(`tokenizer: not a sentencepiece model (${why})`); };
+  let lastInt32 = 0; // low 32 bits of the last varint, as int32: how negative int32 fields (pad_id -1) decode
+  const readVarint = (b: Uint8Array, p: { i: number }): number => {
+    let r = 0, mul = 1, shift = 0;
+    lastInt32 = 0;
+    for (;;) {
+      if (p.i >= b.length) fail('truncated varint');
+      const x = b[p.i++];
+      if (shift < 32) lastInt32 |= (x & 0x7f) << shift;
+      r += (x & 0x7f) * mul; // multiply, not shift: lengths and keys may exceed 2^31
+      if (!(x & 0x80)) return r;
+      mul *= 128;
+      shift += 7;
+    }
+  };
+  /** Calls visit(field, wireType, varint as int32, bytes) for every field of one message. */
+  const walk = (b: Uint8Array, visit: (f: number, w: number, v: number, bytes: Uint8Array) => void): void => {
+    const p = { i: 0 };
+    while (p.i < b.length) {
+      const key = readVarint(b, p);
+      const f = Math.floor(key / 8), w = key % 8;
+      if (w === 0) { readVarint(b, p); visit(f, w, lastInt32, b.subarray(0, 0)); }
+      else if (w === 2) {
+        const len = readVarint(b, p);
+        if (p.i + len > b.length) fail('truncated field');
+        visit(f, w, 0, b.subarray(p.i, p.i + len));
+        p.i += len;
+      } else if (w === 5) p.i += 4;
+      else if (w === 1) p.i += 8;
+      else fail(`wire type ${w}`);
+    }
+  };
+  const utf8 = new TextDecoder();
+  const info: ModelInfo = {
+    pieces: [], types: [],
+    unkId: 0, bosId: 1, eosId: 2, padId: -1, // sentencepiece's TrainerSpec defaults
+    addDummyPrefix: true, escapeWhitespaces: true, // NormalizerSpec defaults
+  };
+  walk(buf, (f, w, _v, bytes) => {
+    if (w !== 2) return;
+    if (f === 1) {
+      let piece: string | undefined; let type = PieceType.Normal;
+      walk(bytes, (g, w2, v2, b2) => {
+        if (g === 1 && w2 === 2) piece = utf8.decode(b2);
+        else if (g === 3 && w2 === 0) type = v2 as PieceType;
+      });
+      if (piece === undefined) fail(`piece ${info.pieces.length} has no text`);
+      info.pieces.push(piece as string);
+      info.types.push(type);
+    } else if (f === 2) {
+      walk(bytes, (g, w2, v2) => {
+        if (w2 !== 0) return;
+        if (g === 40) info.unkId = v2;
+        else if (g === 41) info.bosId = v2;
+        else if (g === 42) info.eosId = v2;
+        else if (g === 43) info.padId = v2;
+      });
+    } else if (f === 3) {
+      walk(bytes, (g, w2, v2) => {
+        if (w2 !== 0) return;
+        if (g === 3) info.addDummyPrefix = v2 !== 0;
+        else if (g === 5) info.escapeWhitespaces = v2 !== 0;
+      });
+    }
+  });
+  if (info.pieces.length === 0) fail('no pieces');
+  return info;
+}
+
+const REPLACEMENT = '\uFFFD';
+const isTrail = (b: number): boolean => (b & 0xc0) === 0x80;
+
+/** Bytes a UTF-8 sequence starting with `lead` needs, or 0 if `lead` can never start a multi-byte one. */
+function utf8Len(lead: number): number {
+  if ((lead & 0xe0) === 0xc0) return 2;
+  if ((lead & 0xf0) === 0xe0) return 3;
+  if ((lead & 0xf8) === 0xf0) return 4;
+  return 0;
+}
+
+/**
+ * Turns the leading bytes of `bytes` into text the way sentencepiece does (each byte that does not start
+ * a valid character becomes one U+FFFD), returning how many bytes were consumed. With final=false it stops
+ * at a trailing sequence that later bytes could still complete, so streamed output matches a full decode.
+ */
+function drainBytes(bytes: number[], final: boolean): { text: string; used: number } {
+  let text = '', i = 0;
+  while (i < bytes.length) {
+    const b0 = bytes[i];
+    if (b0 < 0x80) { text += String.fromCharCode(b0); i++; continue; }
+    const n = utf8Len(b0);
+    if (n === 0) { text += REPLACEMENT; i++; continue; }
+    const avail = Math.min(n, bytes.length - i);
+    let trailsOk = true;
+    for (let k = 1; k < avail; k++) if (!isTrail(bytes[i + k])) { trailsOk = false; break; }
+    if (avail < n && trailsOk && !final) break; // may still complete: wait for more bytes
+    if (avail === n && trailsOk) {
+      let cp = b0 & (0x7f >> n);
+      for (let k = 1; k < n; k++) cp = (cp << 6) | (bytes[i + k] & 0x3f);
+      const minCp = n === 2 ? 0x80 : n === 3 ? 0x800 : 0x10000;
+      // Same validity rule as sentencepiece's DecodeUTF8: no overlongs, no surrogates, <= U+10FFFF.
+      if (cp >= minCp && (cp < 0xd800 || (cp >= 0xe000 && cp <= 0x10ffff))) {
+        text += String.fromCodePoint(cp);
+        i += n;
+        continue;
+      }
+    }
+    text += REPLACEMENT;
+    i++;
+  }
+  return { text, used: i };
+}
+
+export interface StreamDecoder {
+  /** Feeds one id; returns the text that became printable (may be '' while a multi-byte character is incomplete). */
+  push(id: number): string;
+  /** Ends the stream; returns whatever was held back (an incomplete byte sequence renders as U+FFFD). */
+  flush(): string;
+}
+
+export class GemmaTokenizer {
+  readonly bosId: number;
+  readonly eosId: number;
+  readonly padId: number;
+  readonly unkId: number;
+  /** -1 when the model has no such piece (chat functions then refuse to run). */
+  readonly startOfTurnId: number;
+  readonly endOfTurnId: number;
+  readonly vocabSize: number;
+
+  private readonly pieceIds = new Map<string, number>();
+  /** Byte value of each <0xXX> piece, -1 for other pieces. */
+  private readonly byteValue: Int16Array;
+  private readonly special: Uint8Array;
+
+  private constructor(private readonly sp: SpProcessor, private readonly info: ModelInfo) {
+    const n = info.pieces.length;
+    this.vocabSize = n;
+    this.bosId = info.bosId; this.eosId = info.eosId; this.padId = info.padId; this.unkId = info.unkId;
+    info.pieces.forEach((p, i) => { if (!this.pieceIds.has(p)) this.pieceIds.set(p, i); });
+    this.startOfTurnId = this.pieceIds.get('<start_of_turn>') ?? -1;
+    this.endOfTurnId = this.pieceIds.get('<end_of_turn>') ?? -1;
+    this.byteValue = new Int16Array(n).fill(-1);
+    this.special = new Uint8Array(n);
+    for (let i = 0; i < n; i++) {
+      const t = info.types[i];
+      if (t === PieceType.Byte) {
+        const m = /^<0x([0-9A-Fa-f]{2})>$/.exec(info.pieces[i]);
+        if (m) this.byteValue[i] = parseInt(m[1], 16);
+      }
+      // Only control/unknown pieces and the turn markers count as special: Gemma's other user-defined
+      // pieces (whitespace runs, HTML tags) are ordinary text and must survive skipSpecial.
+      if (t === PieceType.Control || t === PieceType.Unknown) this.special[i] = 1;
+    }
+    if (this.startOfTurnId >= 0) this.special[this.startOfTurnId] = 1;
+    if (this.endOfTurnId >= 0) this.special[this.endOfTurnId] = 1;
+  }
+
+  static async load(modelPath: string): Promise<GemmaTokenizer> {
+    let bytes: Buffer;
+    try {
+      bytes = fs.readFileSync(modelPath);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT') throw new Error(`tokenizer not found: ${modelPath}`);
+      throw new Error(`tokenizer: cannot read ${modelPath} (${code ?? String(e)})`);
+    }
+    // Parse first: sentencepiece-js ignores Load()'s status, so a bad file would otherwise fail later and obscurely.
+    const info = parseModelProto(bytes);
+    const sp = new spjs.SentencePieceProcessor();
+    // The emscripten runtime installs process-wide uncaughtException/unhandledRejection handlers on every
+    // load; drop them so loading several tokenizers neither leaks listeners nor hijacks the app's error handling.
+    const uncaught = process.listeners('uncaughtException');
+    const rejection = process.listeners('unhandledRejection');
+    try {
+      await sp.load(modelPath);
+    } finally {
+      for (const l of process.listeners('uncaughtException')) {
+        if (!uncaught.includes(l)) process.removeListener('uncaughtException', l);
+      }
+      for (const l of process.listeners('unhandledRejection')) {
+        if (!rejection.includes(l)) process.removeListener('unhandledRejection', l);
+      }
+    }
+    return new GemmaTokenizer(sp, info);
+  }
+
+  encode(text: string, opts: { addBos?: boolean } = {}): number[] {
+    const ids = text.length > 0 ? this.sp.encodeIds(text) : [];
+    return opts.addBos ?? true ? [this.bosId, ...ids] : ids;
+  }
+
+  /**
+   * skipSpecial=false (default) renders control/unknown pieces and turn markers as their piece text
+   * (e.g. "<start_of_turn>"), like Hugging Face; skipSpecial=true drops them.
+   */
+  decode(ids: number[], opts: { skipSpecial?: boolean } = {}): string {
+    // One code path for both, so streaming can never drift from a full decode.
+    const d = this.createStreamDecoder(opts);
+    let out = '';
+    for (const id of ids) out += d.push(id);
+    return out + d.flush();
+  }
+
+  idToPiece(id: number): string {
+    this.checkId(id);
+    return this.info.pieces[id];
+  }
+
+  /** Unknown pieces map to unkId, as in sentencepiece. */
+  pieceToId(piece: string): number {
+    return this.pieceIds.get(piece) ?? this.unkId;
+  }
+
+  /** Whether decode(..., {skipSpecial: true}) drops this id. */
+  isSpecial(id: number): boolean {
+    this.checkId(id);
+    return this.special[id] === 1;
+  }
+
+  /**
+   * Incremental detokenization: byte-fallback pieces are held until they form whole characters, and each
+   * piece's '▁' becomes a space in place, so the concatenated pushes equal decode() of the whole sequence.
+   */
+  createStreamDecoder(opts: { skipSpecial?: boolean } = {}): StreamDecoder {
+    const skip = opts.skipSpecial ?? false;
+    let pending: number[] = [];
+    let started = false; // whether any text was produced yet (for the add_dummy_prefix space)
+    const resolvePending = (final: boolean): string => {
+      if (pending.length === 0) return '';
+      const { text, used } = drainBytes(pending, final);
+      pending = used === pending.length ? [] : pending.slice(used);
+      if (text) started = true;
+      return text;
+    };
+    return {
+      push: (id: number): string => {
+        this.checkId(id);
+        const bv = this.byteValue[id];
+        if (bv >= 0) {
+          pending.push(bv);
+          return resolvePending(false);
+        }
+        // Any non-byte piece ends a byte run, as in sentencepiece, even a special one that is skipped.
+        let out = resolvePending(true);
+        if (this.special[id]) return skip ? out : out + this.info.pieces[id];
+        let piece = this.info.pieces[id];
+        if (this.info.escapeWhitespaces) {
+          // Models with add_dummy_prefix (not Gemma) encode a space that was never in the text: drop it once.
+          if (!started && this.info.addDummyPrefix && piece.startsWith('▁')) piece = piece.slice(1);
+          piece = piece.replace(/▁/g, ' ');
+        }
+        if (piece) started = true;
+        return out + piece;
+      },
+      flush: (): string => resolvePending(true),
+    };
+  }
+
+  private checkId(id: number): void {
+    if (!Number.isInteger(id) || id < 0 || id >= this.vocabSize) {
+      throw new RangeError(`token id ${id} out of range [0, ${this.vocabSize})`);
+    }
+  }
+}
+
+export interface ChatMessage { role: 'user' | 'model' | 'system'; content: string }
+
+interface Turn { role: 'user' | 'model'; content: string }
+
+/** Validates the conversation and folds a leading system message into the first user turn (Gemma has no system role). */
+function toTurns(messages: ChatMessage[]): Turn[] {
+  const turns: Turn[] = [];
+  let system: string | undefined;
+  messages.forEach((m, i) => {
+    if (m.role === 'system') {
+      if (i !== 0) throw new Error(`chat: a system message is only allowed first (message ${i})`);
+      system = m.content;
+      return;
+    }
+    if (m.role !== 'user' && m.role !== 'model') throw new Error(`chat: unknown role '${String(m.role)}' (message ${i})`);
+    const expected = turns.length % 2 === 0 ? 'user' : 'model';
+    if (m.role !== expected) {
+      throw new Error(`chat: roles must alternate user/model starting with user; message ${i} is '${m.role}'`);
+    }
+    turns.push({ role: m.role, content: m.content });
+  });
+  if (system !== undefined) {
+    if (turns.length === 0) throw new Error('chat: a system message must be followed by a user message');
+    turns[0] = { role: 'user', content: `${system}\n\n${turns[0].content}` };
+  }
+  return turns;
+}
+
+export function renderChat(messages: ChatMessage[], opts: { addGenerationPrompt?: boolean } = {}): string {
+  let out = '';
+  for (const t of toTurns(messages)) out += `<start_of_turn>${t.role}\n${t.content}<end_of_turn>\n`;
+  if (opts.addGenerationPrompt) out += '<start_of_turn>model\n';
+  return out;
+}
+
+/**
+ * Builds BOS + turns from segments: the turn markers go in as their ids, so user text can never forge
+ * them by tokenization accident, and the role header is encoded apart from the content so that the
+ * training mask falls exactly on the reply's tokens.
+ */
+function buildChat(tok: GemmaTokenizer, messages: ChatMessage[], addGenerationPrompt: boolean) {
+  if (tok.startOfTurnId < 0 || tok.endOfTurnId < 0) {
+    throw new Error('chat: tokenizer has no <start_of_turn>/<end_of_turn> pieces');
+  }
+  const ids: number[] = [tok.bosId];
+  const trainMask: boolean[] = [false];
+  const add = (seg: number[], train: boolean): void => {
+    for (const id of seg) { ids.push(id); trainMask.push(train); }
+  };
+  const text = (s: string): number[] => tok.encode(s, { addBos: false });
+  for (const t of toTurns(messages)) {
+    const isModel = t.role === 'model';
+    add([tok.startOfTurnId], false);
+    add(text(`${t.role}\n`), false);
+    add(text(t.content), isModel);
+    add([tok.endOfTurnId], isModel); // the model must learn to close its turn
+    add(text('\n'), false);
+  }
+  if (addGenerationPrompt) {
+    add([tok.startOfTurnId], false);
+    add(text('model\n'), false);
+  }
+  return { ids, trainMask };
+}
+
+export function encodeChat(tok: GemmaTokenizer, messages: ChatMessage[], opts: { addGenerationPrompt?: boolean } = {}): number[] {
+  return buildChat(tok, messages, opts.addGenerationPrompt ?? false).ids;
+}
+
+/** ids equal encodeChat(tok, messages) without a generation prompt. */
+export function encodeChatForTraining(tok: GemmaTokenizer, messages: ChatMessage[]): { ids: number[]; trainMask: boolean[] } {
+  return buildChat(tok, messages, false);
+}
