@@ -36,7 +36,7 @@ export abstract class GriffinLayer extends tf.layers.Layer {
   constructor(args: GriffinLayerArgs) {
     super({name: args.name, trainable: args.trainable});
     this.cfg = args.config instanceof RecurrentGemmaConfig ? args.config
-        : RecurrentGemmaConfig.fromJSON(args.config as Record<string, unknown>);
+        : RecurrentGemmaConfig.fromJSON(undoCamelCase(args.config) as Record<string, unknown>);
     this.init = args.init ?? 'random';
   }
 
@@ -110,15 +110,30 @@ export abstract class GriffinLayer extends tf.layers.Layer {
   }
 
   override getConfig(): tf.serialization.ConfigDict {
-    const json = this.cfg.toJSON();
-    delete json.extra;
-    return {...super.getConfig(), config: json as tf.serialization.ConfigDict};
+    return {...super.getConfig(), config: this.cfg.toModelFields() as tf.serialization.ConfigDict};
   }
 
   /** Weights exposed in a fixed order: this layer's own first, then each child's. */
   override get weights(): LayerVariable[] {
     return [...this.namedParams().values()];
   }
+}
+
+const toSnake = (s: string) => s.replace(/([a-z0-9])([A-Z])/g, '$1_$2').toLowerCase();
+
+/**
+ * tfjs-layers camel-cases every key and string value of a layer config when it deserializes a
+ * model.json (`num_hidden_layers` -> `numHiddenLayers`, `gelu_pytorch_tanh` -> `geluPytorchTanh`).
+ * The HF config holds only snake_case keys and lowercase values, so snake-casing undoes it
+ * exactly; on a config that was never converted it changes nothing.
+ */
+export function undoCamelCase(v: unknown): unknown {
+  if (typeof v === 'string') return toSnake(v);
+  if (Array.isArray(v)) return v.map(undoCamelCase);
+  if (v != null && typeof v === 'object') {
+    return Object.fromEntries(Object.entries(v).map(([k, x]) => [toSnake(k), undoCamelCase(x)]));
+  }
+  return v;
 }
 
 /**

@@ -163,6 +163,13 @@ export class RecurrentGemmaConfig {
     return cfg;
   }
 
+  /** Only the fields this class models (what a layer's serialized config carries). */
+  toModelFields(): Record<string, unknown> {
+    const out: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(this)) if (k !== 'extra') out[k] = v;
+    return out;
+  }
+
   /** The HF config.json object, with both spellings of the rope settings. */
   toJSON(): Record<string, unknown> {
     const out: Record<string, unknown> = {
@@ -170,9 +177,7 @@ export class RecurrentGemmaConfig {
       model_type: 'recurrent_gemma',
       ...this.extra,
     };
-    for (const [k, v] of Object.entries(this)) {
-      if (k !== 'extra') out[k] = v;
-    }
+    Object.assign(out, this.toModelFields());
     out.head_dim = this.head_dim;
     out.rope_parameters = {rope_theta: this.rope_theta, partial_rotary_factor: this.partial_rotary_factor, rope_type: 'default'};
     out.dtype = out.dtype ?? 'float32';

@@ -15,6 +15,7 @@ import {RMSNorm} from '../layers/basic';
 import type {LayerVariable} from '../layers/base';
 import {disposeSequenceInfo, sequenceInfo, SequenceInfo} from '../ops/sequence';
 import {causalLMLoss} from '../ops/loss';
+import type {LoadOptions, SaveOptions} from '../converters/index';
 
 export type IdsLike = tf.Tensor | number[][];
 
@@ -89,6 +90,44 @@ export class RecurrentGemmaForCausalLM extends tf.LayersModel {
     this.blocks = g.blocks;
     this.finalNorm = g.finalNorm;
     this.lmHead = g.lmHead;
+  }
+
+  /**
+   * Loads a checkpoint directory: Hugging Face layout (config.json + safetensors, single or
+   * sharded, float32/float16/bfloat16) or tfjs layout (model.json + shards).
+   */
+  static async fromPretrained(dir: string, opts: LoadOptions = {}): Promise<RecurrentGemmaForCausalLM> {
+    const {loadPretrained} = await import('../converters/index');
+    return loadPretrained(dir, opts);
+  }
+
+  /**
+   * Saves to a directory: `{format: 'hf'}` (default) or `{format: 'tfjs', dtype?}`. A tfjs
+   * IOHandler or URL ('indexeddb://...', 'downloads://...') is passed on to LayersModel.save.
+   */
+  override async save(dirOrHandler: string | tf.io.IOHandler, opts?: SaveOptions & tf.io.SaveConfig): Promise<tf.io.SaveResult> {
+    if (typeof dirOrHandler !== 'string' || /^[a-z][a-z0-9+.-]*:\/\//i.test(dirOrHandler)) {
+      return super.save(dirOrHandler, opts);
+    }
+    const {savePretrained} = await import('../converters/index');
+    await savePretrained(this, dirOrHandler, opts);
+    return {modelArtifactsInfo: {dateSaved: new Date(), modelTopologyType: 'JSON'}};
+  }
+
+  /**
+   * Frees every weight. The embedding sits twice in the graph when the head is tied, so
+   * LayersModel's per-layer reference count would keep it alive: free what is left by hand.
+   */
+  override dispose(): tf.DisposeResult {
+    const params = [...this.namedParameters().values()];
+    const result = super.dispose();
+    for (const v of params) {
+      if (!(v as unknown as {val: tf.Tensor}).val.isDisposed) {
+        v.dispose();
+        result.numDisposedVariables++;
+      }
+    }
+    return result;
   }
 
   /** Every parameter under its Hugging Face name (no lm_head.weight when tied). */

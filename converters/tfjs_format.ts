@@ -1,0 +1,236 @@
+/**
+ * The tfjs browser format: model.json (topology + weights manifest) and binary weight shards,
+ * loadable by `tf.loadLayersModel` once the package's layer classes are registered.
+ *   saveTfjs(model, 'out/', {dtype: 'float16'});
+ *   const model = await loadTfjs('out/');
+ *
+ * Weights are written and read one tensor at a time (a 2B model is ~10 GB in float32, more than
+ * one ArrayBuffer may hold). Optional quantization uses tfjs's own manifest encoding: float16,
+ * or uint8 affine per tensor (value = q * scale + min), which every tfjs loader decodes.
+ */
+import * as fs from 'fs';
+import * as path from 'path';
+import {tf} from '../src/tf';
+import {RecurrentGemmaConfig} from '../src/config';
+import {RecurrentGemmaForCausalLM} from '../src/model';
+import {CheckpointError, f16ToF32} from './safetensors';
+
+export type WeightDtype = 'float32' | 'float16' | 'uint8';
+
+export interface TfjsSaveOptions {
+  /** Storage dtype of the weights; default float32. */
+  dtype?: WeightDtype;
+  /** Shard size in bytes; default 4 MiB, as tfjs's own converter (good for browser caches). */
+  shardBytes?: number;
+}
+
+interface WeightSpec {
+  name: string;
+  shape: number[];
+  dtype: 'float32';
+  quantization?: {dtype: 'float16'} | {dtype: 'uint8', min: number, scale: number};
+}
+
+export const MODEL_JSON = 'model.json';
+export const FORMAT_TAG = 'griffin-tfjs';
+
+/** float32 -> IEEE half, round to nearest even (overflow to inf). */
+export function f32ToF16(src: Float32Array): Uint16Array {
+  const out = new Uint16Array(src.length);
+  const f = new Float32Array(1), u = new Uint32Array(f.buffer);
+  for (let i = 0; i < src.length; i++) {
+    f[0] = src[i];
+    const x = u[0], sign = (x >>> 16) & 0x8000, exp = (x >>> 23) & 0xff, man = x & 0x7fffff;
+    if (exp === 0xff) { out[i] = sign | 0x7c00 | (man ? 0x200 : 0); continue; }
+    const e = exp - 127 + 15;
+    if (e >= 0x1f) { out[i] = sign | 0x7c00; continue; }
+    if (e <= 0) {
+      if (e < -10) { out[i] = sign; continue; }
+      const m = man | 0x800000, shift = 14 - e;
+      let h = m >>> shift;
+      const rem = m & ((1 << shift) - 1), half = 1 << (shift - 1);
+      if (rem > half || (rem === half && (h & 1))) h++;
+      out[i] = sign | h;
+      continue;
+    }
+    let h = (e << 10) | (man >>> 13);
+    const rem = man & 0x1fff;
+    if (rem > 0x1000 || (rem === 0x1000 && (h & 1))) h++;  // may carry into the exponent: still right
+    out[i] = sign | h;
+  }
+  return out;
+}
+
+function encode(data: Float32Array, dtype: WeightDtype): {bytes: Uint8Array, quantization?: WeightSpec['quantization']} {
+  if (dtype === 'float32') return {bytes: new Uint8Array(data.buffer, data.byteOffset, data.byteLength)};
+  if (dtype === 'float16') {
+    const h = f32ToF16(data);
+    return {bytes: new Uint8Array(h.buffer), quantization: {dtype: 'float16'}};
+  }
+  let min = Infinity, max = -Infinity;
+  for (const v of data) { if (v < min) min = v; if (v > max) max = v; }
+  if (data.length === 0) { min = 0; max = 0; }
+  const scale = max > min ? (max - min) / 255 : 1;
+  const q = new Uint8Array(data.length);
+  for (let i = 0; i < data.length; i++) q[i] = Math.round((data[i] - min) / scale);
+  return {bytes: q, quantization: {dtype: 'uint8', min, scale}};
+}
+
+function decode(bytes: Uint8Array, spec: WeightSpec): Float32Array {
+  const q = spec.quantization;
+  if (q == null) return new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength));
+  if (q.dtype === 'float16') {
+    return f16ToF32(new Uint16Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength)));
+  }
+  const out = new Float32Array(bytes.length);
+  for (let i = 0; i < bytes.length; i++) out[i] = bytes[i] * q.scale + q.min;
+  return out;
+}
+
+const bytesPer = (spec: WeightSpec) =>
+  spec.quantization?.dtype === 'float16' ? 2 : spec.quantization?.dtype === 'uint8' ? 1 : 4;
+
+/** Writes model.json and group1-shard{i}of{n}.bin into dir. */
+export function saveTfjs(model: RecurrentGemmaForCausalLM, dir: string, opts: TfjsSaveOptions = {}): void {
+  const dtype = opts.dtype ?? 'float32';
+  if (!['float32', 'float16', 'uint8'].includes(dtype)) throw new Error(`dtype must be float32, float16 or uint8, got ${dtype}`);
+  const shardBytes = opts.shardBytes ?? 4 * 1024 * 1024;
+  fs.mkdirSync(dir, {recursive: true});
+  for (const f of fs.readdirSync(dir)) if (/^group1-shard\d+of\d+\.bin$/.test(f)) fs.unlinkSync(path.join(dir, f));
+  const specs: WeightSpec[] = [];
+  const tmpShards: string[] = [];
+  let fd = -1, inShard = shardBytes;
+  const write = (bytes: Uint8Array) => {
+    let off = 0;
+    while (off < bytes.length) {
+      if (inShard >= shardBytes) {
+        if (fd >= 0) fs.closeSync(fd);
+        const name = path.join(dir, `.shard${tmpShards.length + 1}.tmp`);
+        tmpShards.push(name);
+        fd = fs.openSync(name, 'w');
+        inShard = 0;
+      }
+      const n = Math.min(bytes.length - off, shardBytes - inShard);
+      fs.writeSync(fd, bytes, off, n);
+      off += n;
+      inShard += n;
+    }
+  };
+  // The manifest uses tfjs's own weight names (LayerVariable.originalName), which is what
+  // tf.loadLayersModel matches on.
+  for (const v of model.namedParameters().values()) {
+    const data = v.read().dataSync() as Float32Array;
+    const {bytes, quantization} = encode(data, dtype);
+    specs.push({name: v.originalName, shape: v.shape as number[], dtype: 'float32', ...(quantization ? {quantization} : {})});
+    write(bytes);
+  }
+  if (fd >= 0) fs.closeSync(fd);
+  const n = tmpShards.length;
+  const paths = tmpShards.map((_, i) => `group1-shard${i + 1}of${n}.bin`);
+  tmpShards.forEach((tmp, i) => fs.renameSync(tmp, path.join(dir, paths[i])));
+  const modelJson = {
+    format: 'layers-model',
+    generatedBy: `TensorFlow.js tfjs-layers v${tf.version_layers}`,
+    convertedBy: FORMAT_TAG,
+    modelTopology: model.toJSON(null, false),
+    weightsManifest: [{paths, weights: specs}],
+    userDefinedMetadata: {griffin: {config: model.config.toJSON()}},
+  };
+  const tmp = path.join(dir, MODEL_JSON + '.tmp');
+  fs.writeFileSync(tmp, JSON.stringify(modelJson));
+  fs.renameSync(tmp, path.join(dir, MODEL_JSON));
+}
+
+interface ModelJson {
+  modelTopology?: unknown;
+  weightsManifest?: {paths: string[], weights: WeightSpec[]}[];
+  userDefinedMetadata?: {griffin?: {config?: Record<string, unknown>}};
+}
+
+/** Reads a model.json written by saveTfjs (or a converter) and checks what loading needs. */
+export function readModelJson(dir: string): {json: ModelJson, config: RecurrentGemmaConfig} {
+  const file = path.join(dir, MODEL_JSON);
+  if (!fs.existsSync(file)) throw new CheckpointError(`${file}: not found`);
+  let json: ModelJson;
+  try {
+    json = JSON.parse(fs.readFileSync(file, 'utf8'));
+  } catch (e) {
+    throw new CheckpointError(`${file}: not valid JSON (${(e as Error).message})`);
+  }
+  const cfg = json.userDefinedMetadata?.griffin?.config;
+  if (cfg == null) throw new CheckpointError(`${file}: no userDefinedMetadata.griffin.config (not written by griffin-tfjs)`);
+  if (!Array.isArray(json.weightsManifest)) throw new CheckpointError(`${file}: no weightsManifest`);
+  try {
+    return {json, config: RecurrentGemmaConfig.fromJSON(cfg)};
+  } catch (e) {
+    throw new CheckpointError(`${file}: ${(e as Error).message}`);
+  }
+}
+
+/** Loads a tfjs-format directory into a new model. Checks every name and shape before writing any weight. */
+export async function loadTfjs(dir: string, onProgress?: (p: {loaded: number, total: number, name: string}) => void):
+    Promise<RecurrentGemmaForCausalLM> {
+  const {json, config} = readModelJson(dir);
+  const file = path.join(dir, MODEL_JSON);
+  const model = new RecurrentGemmaForCausalLM(config, {init: 'zeros'});
+  try {
+    const byName = new Map([...model.namedParameters().values()].map((v) => [v.originalName, v]));
+    const seen = new Set<string>();
+    for (const group of json.weightsManifest!) {
+      let total = 0;
+      for (const p of group.paths) {
+        const f = path.join(dir, p);
+        if (!fs.existsSync(f)) throw new CheckpointError(`${f}: weight shard listed in ${file} not found`);
+        total += fs.statSync(f).size;
+      }
+      let need = 0;
+      for (const spec of group.weights) {
+        const v = byName.get(spec.name);
+        if (v == null) throw new CheckpointError(`${file}: unexpected weight ${JSON.stringify(spec.name)}`);
+        if (spec.shape.length !== v.shape.length || spec.shape.some((d, i) => d !== v.shape[i])) {
+          throw new CheckpointError(`${file}: weight ${JSON.stringify(spec.name)} has shape [${spec.shape}], the config needs [${v.shape}]`);
+        }
+        need += spec.shape.reduce((a, b) => a * b, 1) * bytesPer(spec);
+        seen.add(spec.name);
+      }
+      if (need !== total) throw new CheckpointError(`${file}: the shards hold ${total} bytes, the manifest needs ${need} (truncated or corrupt)`);
+    }
+    const missing = [...byName.keys()].filter((n) => !seen.has(n));
+    if (missing.length > 0) throw new CheckpointError(`${file}: missing weight ${JSON.stringify(missing[0])}`);
+
+    let loaded = 0;
+    for (const group of json.weightsManifest!) {
+      // Walk the shards as one byte stream, reading each weight's bytes as it comes.
+      let shard = 0, fd = fs.openSync(path.join(dir, group.paths[0]), 'r'), pos = 0;
+      let shardSize = fs.fstatSync(fd).size;
+      try {
+        for (const spec of group.weights) {
+          const n = spec.shape.reduce((a, b) => a * b, 1) * bytesPer(spec);
+          const bytes = new Uint8Array(n);
+          let got = 0;
+          while (got < n) {
+            if (pos >= shardSize) {
+              fs.closeSync(fd);
+              fd = fs.openSync(path.join(dir, group.paths[++shard]), 'r');
+              shardSize = fs.fstatSync(fd).size;
+              pos = 0;
+            }
+            const k = fs.readSync(fd, bytes, got, Math.min(n - got, shardSize - pos), pos);
+            got += k;
+            pos += k;
+          }
+          const t = tf.tensor(decode(bytes, spec), spec.shape, 'float32');
+          byName.get(spec.name)!.write(t);
+          t.dispose();
+          onProgress?.({loaded: ++loaded, total: byName.size, name: spec.name});
+        }
+      } finally {
+        fs.closeSync(fd);
+      }
+    }
+    return model;
+  } catch (e) {
+    model.dispose();
+    throw e;
+  }
+}
