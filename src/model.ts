@@ -118,7 +118,7 @@ export class RecurrentGemmaForCausalLM extends tf.LayersModel {
    * Frees every weight. The embedding sits twice in the graph when the head is tied, so
    * LayersModel's per-layer reference count would keep it alive: free what is left by hand.
    */
-  override dispose(): tf.DisposeResult {
+  override dispose(): ReturnType<tf.LayersModel['dispose']> {
     const params = [...this.namedParameters().values()];
     const result = super.dispose();
     for (const v of params) {

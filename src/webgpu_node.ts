@@ -12,7 +12,7 @@ type PowerPreference = 'high-performance' | 'low-power';
 interface GpuLike { requestAdapter(options?: {powerPreference?: PowerPreference}): Promise<object | null> }
 interface Dawn { create(flags: string[]): GpuLike, globals: object }
 
-const NO_ADAPTER = 'WebGPU: no GPU adapter found (on a machine without a GPU set VK_ICD_FILENAMES=/usr/lib/chromium/vk_swiftshader_icd.json, from Debian\'s chromium package)';
+const NO_ADAPTER = 'WebGPU: no GPU adapter found (without a GPU: install Debian\'s chromium and libvulkan1 and set VK_ICD_FILENAMES=/usr/lib/chromium/vk_swiftshader_icd.json)';
 
 function loadDawn(): Dawn {
   try {

@@ -1,0 +1,52 @@
+/**
+ * The `griffin` command line.
+ *   npx griffin generate --prompt "Once upon a time"
+ *   npx griffin convert --from hf-checkpoint/ --out web-model/ --dtype float16
+ *
+ * Every failure a user can cause ends in one line on stderr and exit code 1 (2 for usage
+ * errors), never a stack trace (set GRIFFIN_DEBUG=1 to see one).
+ */
+import {Command, CommanderError} from 'commander';
+import {registerConvert} from './cli/convert';
+
+export class UsageError extends Error {}
+
+export function buildProgram(): Command {
+  const program = new Command('griffin')
+      .description('RecurrentGemma (Griffin) for TensorFlow.js')
+      .exitOverride()
+      .configureOutput({outputError: (s, write) => write(s.trim().split('\n')[0] + '\n')})
+      .showSuggestionAfterError(true);
+  registerConvert(program);
+  for (const mod of ['./cli/generate', './cli/finetune', './cli/bench']) {
+    let register: ((p: Command) => void) | undefined;
+    try {
+      register = (require(mod) as {register?: (p: Command) => void}).register;
+    } catch (e) {
+      if ((e as {code?: string}).code !== 'MODULE_NOT_FOUND') throw e;
+    }
+    register?.(program);
+  }
+  return program;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv, {from: 'user'});
+    return 0;
+  } catch (e) {
+    if (e instanceof CommanderError) {
+      // commander already printed its one-line message (or the help / version text).
+      return e.exitCode === 0 ? 0 : 2;
+    }
+    const err = e as Error;
+    if (process.env.GRIFFIN_DEBUG) console.error(err.stack);
+    else console.error(`griffin: ${(err.message ?? String(err)).split('\n')[0]}`);
+    return err instanceof UsageError ? 2 : 1;
+  }
+}
+
+if (require.main === module) {
+  main(process.argv.slice(2)).then((code) => { process.exitCode = code; });
+}
