@@ -19,12 +19,6 @@ function tryRequire(name: string): boolean {
   }
 }
 
-/** The cpu backend's one-time "install tfjs-node" banner is noise for our users: mute it. */
-function quietCpu(): void {
-  const b = tf.findBackend('cpu') as unknown as {firstUse?: boolean} | null;
-  if (b != null) b.firstUse = false;
-}
-
 async function startWasm(): Promise<void> {
   require('@tensorflow/tfjs-backend-wasm');
   registerRgLruScanHostKernels('wasm');
@@ -51,7 +45,6 @@ export async function useBackend(name?: string): Promise<BackendName> {
   switch (name as BackendName) {
     case 'cpu':
       if (!(await tf.setBackend('cpu'))) throw new Error('backend cpu: failed to start');
-      quietCpu();
       return 'cpu';
     case 'wasm':
       await startWasm();

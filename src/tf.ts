@@ -8,4 +8,10 @@
 import * as tf from '@tensorflow/tfjs';
 import '../ops/register';
 
+// The cpu backend prints a one-time "install tfjs-node" banner on first use in Node; for this
+// package's users that is noise (tfjs-node is an optional peer dependency, chosen by
+// useBackend when installed), so mark the banner as shown.
+const cpu = tf.findBackend('cpu') as unknown as {firstUse?: boolean} | null;
+if (cpu != null) cpu.firstUse = false;
+
 export {tf};
