@@ -3,57 +3,13 @@
  * reference, on tfjs's webgpu backend. Without a GPU this runs on SwiftShader from Debian's
  * chromium package; with no adapter at all it skips, except under CI where it fails.
  */
-import {existsSync} from 'fs';
-import {spawnSync} from 'child_process';
-import * as vm from 'vm';
-
-// Defaults for a machine without a GPU. Jest gives each test file its own copy of process.env,
-// while Dawn reads the real environment (getenv) when it loads the Vulkan driver, so they go to
-// both. VK_ICD_FILENAMES only if the file exists: a missing one would hide every real driver.
-const SWIFTSHADER_ICD = '/usr/lib/chromium/vk_swiftshader_icd.json';
-const hostEnv = (vm.runInThisContext('process') as NodeJS.Process).env;
-for (const env of [process.env, hostEnv]) {
-  if (existsSync(SWIFTSHADER_ICD)) env.VK_ICD_FILENAMES ??= SWIFTSHADER_ICD;
-  env.XDG_RUNTIME_DIR ??= '/tmp';
-}
-
+import {describeWebGPU} from '../webgpu_env';  // first: sets the SwiftShader env before Dawn loads
 import {tf} from '../../src/tf';
 import {initNodeWebGPU} from '../../src/webgpu_node';
 import {rgLruScan} from '../../ops/rg_lru_scan';
 import {rgLruScanReference, rgLruScanGradReference} from '../../ops/rg_lru_scan/reference';
 import {rgLruScanWebGPUConfig, scanPlan} from '../../ops/rg_lru_scan/webgpu';
 import {seededUniform, maxAbsDiff} from '../helpers';
-
-/**
- * Whether Dawn finds an adapter, asked in a child process: jest collects tests synchronously,
- * and a skip has to be decided then.
- */
-function probeAdapter(): {ok: boolean, why: string} {
-  const code = `import('webgpu').then(async ({create}) => {
-    const adapter = await create([]).requestAdapter();
-    console.log(adapter ? 'ADAPTER ' + (adapter.info?.description || adapter.info?.vendor || '?') : 'NO_ADAPTER');
-    process.exit(0);
-  }).catch((e) => { console.log('ERROR ' + e.message); process.exit(0); });`;
-  const r = spawnSync(process.execPath, ['-e', code], {
-    cwd: __dirname, env: process.env, encoding: 'utf8', timeout: 60_000,
-  });
-  const line = (r.stdout ?? '').split('\n').find((l) => /^(ADAPTER|NO_ADAPTER|ERROR)/.test(l)) ??
-      `probe failed: ${r.error?.message ?? r.stderr}`;
-  return {ok: line.startsWith('ADAPTER '), why: line};
-}
-
-const probe = probeAdapter();
-const describeGPU = probe.ok ? describe : describe.skip;
-
-if (!probe.ok) {
-  const why = `no WebGPU adapter (${probe.why.trim()}); without a GPU, ` +
-      `\`apt-get install chromium libvulkan1\` provides SwiftShader at ${SWIFTSHADER_ICD}`;
-  if (process.env.CI && !['false', '0'].includes(process.env.CI)) {
-    test('a WebGPU adapter is available (required under CI)', () => { throw new Error(why); });
-  } else {
-    console.warn(`WebGPU tests skipped: ${why}`);
-  }
-}
 
 function randomCase(seed: number, b: number, t: number, e: number) {
   const r = seededUniform(seed);
@@ -95,7 +51,7 @@ const SHAPES: [number, number, number, number][] = [
 ];
 const TOL = 1e-4;
 
-describeGPU('RgLruScan on webgpu', () => {
+describeWebGPU('RgLruScan on webgpu', () => {
   let scopeStart = 0;
   beforeAll(async () => {
     await initNodeWebGPU();
