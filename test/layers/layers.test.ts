@@ -161,7 +161,8 @@ function nRope(v: A1, pos: number, rot: number, theta: number): A1 {
   return out;
 }
 
-function nAttention(x: A3, p: {q: Lin, k: Lin, v: Lin, o: Lin}, c: RecurrentGemmaConfig, s: NSeq): A3 {
+function nAttention(x: A3, p: {q: Lin, k: Lin, v: Lin, o: Lin}, c: RecurrentGemmaConfig, s: NSeq,
+    kvHead = (h: number) => Math.floor(h / (c.num_attention_heads / c.num_key_value_heads))): A3 {
   const H = c.num_attention_heads, K = c.num_key_value_heads, hd = c.head_dim, W = c.attention_window_size;
   const seg = nSegments(s);
   const heads = (v: A1, n: number) => Array.from({length: n}, (_, h) => v.slice(h * hd, (h + 1) * hd));
@@ -172,7 +173,7 @@ function nAttention(x: A3, p: {q: Lin, k: Lin, v: Lin, o: Lin}, c: RecurrentGemm
     return row.map((_, i) => {
       const out: A1 = [];
       for (let h = 0; h < H; h++) {
-        const kh = Math.floor(h / (H / K));
+        const kh = kvHead(h);
         const js: number[] = [];
         for (let j = Math.max(0, i - W); j <= i; j++) if (seg[bi][j] === seg[bi][i] && s.mask[bi][j] === 1) js.push(j);
         const sc = js.map((j) => q[i][h].reduce((acc, qv, d) => acc + qv * k[j][kh][d], 0) / Math.sqrt(hd));
@@ -444,6 +445,8 @@ describe('LocalAttentionBlock (H = 4, K = 2, W = 3, t = 10)', () => {
     expect(relError(y.dataSync(), flat(wider))).toBeGreaterThan(1e-3);
     const noRope = nAttention(x, params, CFG, nSeq(B, T, [Array(T).fill(0), Array(T).fill(0)]));
     expect(relError(y.dataSync(), flat(noRope))).toBeGreaterThan(1e-3);
+    const interleaved = nAttention(x, params, CFG, nSeq(B, T), (h) => h % CFG.num_key_value_heads);
+    expect(relError(y.dataSync(), flat(interleaved))).toBeGreaterThan(1e-3);
     y.dispose();
   });
 
