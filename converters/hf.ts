@@ -54,7 +54,14 @@ export async function loadHF(dir: string, onProgress?: (p: LoadProgress) => void
     for (const [name, meta] of metas) {
       const v = params.get(name);
       if (v == null) {
-        if (name === LM_HEAD && config.tie_word_embeddings) continue;  // an equal copy of the embedding
+        if (name === LM_HEAD && config.tie_word_embeddings) {
+          // An (equal) copy of the tied embedding: not loaded, but it must at least fit.
+          const want = [config.vocab_size, config.hidden_size];
+          if (meta.shape.length !== 2 || meta.shape[0] !== want[0] || meta.shape[1] !== want[1]) {
+            throw new CheckpointError(`${meta.file}: tensor ${JSON.stringify(name)} has shape [${meta.shape}], the config needs [${want}]`);
+          }
+          continue;
+        }
         throw new CheckpointError(`${meta.file}: unexpected tensor ${JSON.stringify(name)} (not part of a RecurrentGemma with this config)`);
       }
       if (meta.shape.length !== v.shape.length || meta.shape.some((d, i) => d !== v.shape[i])) {
