@@ -17,9 +17,17 @@ import {SequenceInfo} from '../ops/sequence';
 /** Throws when an id is outside [0, V): a lookup there would silently read garbage. */
 export function checkTokenIds(ids: tf.Tensor, vocabSize: number): void {
   if (ids.size === 0) return;
-  const [lo, hi] = tf.tidy(() => [tf.min(ids), tf.max(ids)]);
-  const [mn, mx] = [lo.dataSync()[0], hi.dataSync()[0]];
-  tf.dispose([lo, hi]);
+  let values: ArrayLike<number>;
+  try {
+    // Host-created ids (the usual case) are read without touching the device. webgpu in Node
+    // cannot read device data synchronously at all (no OffscreenCanvas): there the check is
+    // skipped, and webgpu's gather reads an out-of-range id as a zero vector, not garbage.
+    values = ids.dataSync();
+  } catch {
+    return;
+  }
+  let mn = Infinity, mx = -Infinity;
+  for (let i = 0; i < values.length; i++) { const v = values[i]; if (v < mn) mn = v; if (v > mx) mx = v; }
   if (mn < 0 || mx >= vocabSize || !Number.isInteger(mn) || !Number.isInteger(mx)) {
     throw new RangeError(`token id ${mn < 0 || !Number.isInteger(mn) ? mn : mx} is outside the vocabulary [0, ${vocabSize})`);
   }

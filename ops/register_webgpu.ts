@@ -5,13 +5,15 @@
  */
 import {getKernel, registerKernel, unregisterKernel} from '@tensorflow/tfjs-core';
 import {webgpuKernelConfigs} from './rg_lru_scan/webgpu';
+import {preciseTrigKernelConfigs} from './precise_trig/webgpu';
 
 export function registerWebGPUKernels(): void {
-  for (const k of webgpuKernelConfigs) {
+  for (const k of [...webgpuKernelConfigs, ...preciseTrigKernelConfigs]) {
     const existing = getKernel(k.kernelName, k.backendName);
     if (existing?.kernelFunc === k.kernelFunc) continue;
-    // Anything else there is the composite that rgLruScan() installs as a fallback when it
-    // meets a backend with no kernel of its own; the WGSL kernel supersedes it.
+    // What is there already is superseded: for RgLruScan the composite that rgLruScan()
+    // installs on a backend with no kernel of its own, for Sin / Cos the backend's kernels
+    // built on WGSL's low-precision builtins (see ops/precise_trig/webgpu.ts).
     if (existing != null) unregisterKernel(k.kernelName, k.backendName);
     registerKernel(k);
   }
