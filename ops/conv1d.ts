@@ -36,7 +36,14 @@ export function causalConv1d(
       }
       y = tf.add(y, term);
     }
-    const state = w > 1 ? tf.slice(full, [0, t, 0], [b, w - 1, e]) : tf.zeros([b, 0, e]);
+    let state = w > 1 ? tf.slice(full, [0, t, 0], [b, w - 1, e]) : tf.zeros([b, 0, e]);
+    if (segFull != null) {
+      // The next chunk's taps treat the whole history as its running document: drop inputs from
+      // before the row's last document start, or they would leak across it.
+      const lastSeg = tf.slice(info!.segment!, [0, t - 1], [b, 1]);
+      const same = tf.equal(tf.slice(segFull, [0, t], [b, w - 1]), lastSeg);
+      state = tf.mul(state, tf.reshape(tf.cast(same, 'float32'), [b, w - 1, 1]));
+    }
     return {y, state};
   });
 }

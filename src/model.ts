@@ -16,6 +16,8 @@ import type {LayerVariable} from '../layers/base';
 import {disposeSequenceInfo, sequenceInfo, SequenceInfo} from '../ops/sequence';
 import {causalLMLoss} from '../ops/loss';
 import type {LoadOptions, SaveOptions} from '../converters/index';
+import {decodeStep, GenerationState, prefill, PrefillOptions} from './generation/state';
+import {generate, GenerateOptions, streamTokens, TokenEvent} from './generation/generate';
 
 export type IdsLike = tf.Tensor | number[][];
 
@@ -197,5 +199,34 @@ export class RecurrentGemmaForCausalLM extends tf.LayersModel {
       return this.lmHead ? this.lmHead.call(x) : this.embed.logits(x);
     });
     return {logits, states: newStates};
+  }
+
+  /**
+   * Runs a prompt through the model (one parallel pass per chunk of opts.chunkSize steps) and
+   * returns the constant-size decoding state after it; with opts.state, continues that state in
+   * place (chat turns). See src/generation/state.ts.
+   */
+  prefill(inputIds: IdsLike, opts: PrefillOptions = {}): GenerationState {
+    return prefill(this, inputIds, opts);
+  }
+
+  /** Feeds one token per row, advancing `state` in place; returns logits [b, V] (caller disposes). */
+  decodeStep(state: GenerationState, nextIds: number[] | number[][] | tf.Tensor): {logits: tf.Tensor, state: GenerationState} {
+    return decodeStep(this, state, nextIds);
+  }
+
+  /** Reads a state written by `state.save(file)`. */
+  loadState(file: string): Promise<GenerationState> {
+    return GenerationState.load(file, this);
+  }
+
+  /** Samples continuations: prompt (without padding) + new tokens per row. See src/generation/generate.ts. */
+  generate(inputIds: IdsLike, opts: GenerateOptions = {}): Promise<number[][]> {
+    return generate(this, inputIds, opts);
+  }
+
+  /** The same generation as token events, as they are produced. */
+  stream(inputIds: IdsLike, opts: GenerateOptions = {}): AsyncGenerator<TokenEvent, void, undefined> {
+    return streamTokens(this, inputIds, opts);
   }
 }

@@ -1,0 +1,211 @@
+/**
+ * Text generation on top of the incremental state: sampling, stop conditions, batches, streaming.
+ *   const out = await model.generate([[2, 651, 6037]], {maxNewTokens: 20, temperature: 0.7, seed: 1});
+ *   for await (const ev of model.stream(ids, {tokenizer})) process.stdout.write(ev.text ?? '');
+ *
+ * A batch may mix prompt lengths: left-pad and pass attentionMask; each row then gets what its prompt
+ * gets alone. A row that stops leaves the batch (its state rows are dropped), the others go on.
+ */
+import * as tf from '@tensorflow/tfjs';
+import type {IdsLike, RecurrentGemmaForCausalLM} from '../model';
+import type {GemmaTokenizer, StreamDecoder} from '../tokenizer';
+import {Sampler, SamplingOptions, StopStringMatcher, validateSamplingOptions} from './sampling';
+import {GenerationState, idRows, prefill, decodeStep} from './state';
+
+export type FinishReason = 'eos' | 'stop_token' | 'stop_string' | 'length';
+
+export interface TokenEvent {
+  /** The batch row (of the input) this token belongs to. */
+  row: number;
+  tokenId: number;
+  /**
+   * With a tokenizer: the text this token made printable. Incomplete characters and anything that
+   * may still become a stop string are held back until decided; special tokens print nothing.
+   */
+  text?: string;
+  /** Set on a row's last token: why the row stopped. */
+  finishReason?: FinishReason;
+}
+
+export interface GenerateOptions extends SamplingOptions {
+  /** New tokens per row at most (default 64). */
+  maxNewTokens?: number;
+  /** Ends a row (the token is kept). Default: the config's eos, plus <end_of_turn> when a tokenizer is given. */
+  eosTokenId?: number | number[];
+  /** More ids that end a row (kept in the output). */
+  stopTokenIds?: number[];
+  /** Texts that end a row; needs `tokenizer`. The text event stops before the match; the token that completed it is kept. */
+  stopStrings?: string[];
+  /** Turns tokens into TokenEvent.text; needed for stopStrings. */
+  tokenizer?: GemmaTokenizer;
+  /** [b, t]: 0 marks left padding. */
+  attentionMask?: IdsLike | null;
+  /** Called for every token, in order. */
+  onToken?: (event: TokenEvent) => void;
+  /** Stops generating (checked between steps); what was generated so far is returned, held-back text is dropped. */
+  signal?: AbortSignal;
+  /**
+   * Continue from this state (a chat): the prompt is prefilled onto it, and when generation ends it
+   * holds the prompt and every generated token of each row, ready for the next turn.
+   */
+  state?: GenerationState | null;
+  /** Prompt chunk length of the prefill (default 512). */
+  prefillChunkSize?: number;
+}
+
+const DEFAULT_MAX_NEW_TOKENS = 64;
+
+/** Lets timers, I/O and abort signals run between steps, which a chain of resolved promises would starve. */
+const breathe: () => Promise<void> = typeof setImmediate === 'function'
+  ? () => new Promise<void>((r) => setImmediate(r))
+  : () => Promise.resolve();
+
+interface RowTracker {
+  prompt: number[];
+  seen: number[];          // prompt + generated: what the repetition penalty looks at
+  generated: number[];
+  sampler: Sampler;
+  decoder: StreamDecoder | null;
+  matcher: StopStringMatcher | null;
+}
+
+function checkIds(ids: number[], vocab: number, name: string): void {
+  for (const id of ids) {
+    if (!Number.isInteger(id) || id < 0 || id >= vocab) throw new RangeError(`${name}: id ${id} is outside the vocabulary [0, ${vocab})`);
+  }
+}
+
+function prepare(model: RecurrentGemmaForCausalLM, inputIds: IdsLike, opts: GenerateOptions) {
+  const V = model.config.vocab_size;
+  const rows = idRows(inputIds, 'inputIds', opts.state != null);
+  const mask = opts.attentionMask != null ? idRows(opts.attentionMask, 'attentionMask', true) : null;
+  const maxNew = opts.maxNewTokens ?? DEFAULT_MAX_NEW_TOKENS;
+  if (!Number.isInteger(maxNew) || maxNew < 0) throw new Error(`maxNewTokens must be an integer >= 0, got ${maxNew}`);
+  validateSamplingOptions(opts);
+  const tok = opts.tokenizer ?? null;
+  if (opts.stopStrings?.length && tok == null) throw new Error('stopStrings need a tokenizer (opts.tokenizer)');
+  const eos = opts.eosTokenId != null ? [opts.eosTokenId].flat()
+    : [...model.config.eos_token_ids, ...(tok != null && tok.endOfTurnId >= 0 ? [tok.endOfTurnId] : [])];
+  checkIds(eos, V, 'eosTokenId');
+  checkIds(opts.stopTokenIds ?? [], V, 'stopTokenIds');
+  const trackers: RowTracker[] = rows.map((r, i) => {
+    const prompt = mask ? r.filter((_, j) => mask[i]?.[j] !== 0) : [...r];
+    return {
+      prompt,
+      seen: [...prompt],
+      generated: [],
+      // Row i draws from seed + i: a row of a batch samples what it samples alone (row 0 exactly).
+      sampler: new Sampler({...opts, seed: opts.seed != null ? opts.seed + i : undefined}),
+      decoder: tok?.createStreamDecoder({skipSpecial: true}) ?? null,
+      matcher: opts.stopStrings?.length ? new StopStringMatcher(opts.stopStrings) : null,
+    };
+  });
+  return {rows, mask, maxNew, eos: new Set(eos), stops: new Set(opts.stopTokenIds ?? []), trackers};
+}
+
+/**
+ * The token events of a generation, as they are produced. Breaking out of the iteration stops it
+ * and frees everything (opts.state is still left consistent).
+ */
+export async function* streamTokens(model: RecurrentGemmaForCausalLM, inputIds: IdsLike, opts: GenerateOptions = {}):
+    AsyncGenerator<TokenEvent, void, undefined> {
+  yield* run(model, inputIds, opts, prepare(model, inputIds, opts));
+}
+
+/** Prompt (without padding) + new tokens, per row. */
+export async function generate(model: RecurrentGemmaForCausalLM, inputIds: IdsLike, opts: GenerateOptions = {}): Promise<number[][]> {
+  const p = prepare(model, inputIds, opts);
+  for await (const _ of run(model, inputIds, opts, p)) { /* events reach opts.onToken */ }
+  return p.trackers.map((t) => [...t.prompt, ...t.generated]);
+}
+
+async function* run(model: RecurrentGemmaForCausalLM, _inputIds: IdsLike, opts: GenerateOptions, p: ReturnType<typeof prepare>):
+    AsyncGenerator<TokenEvent, void, undefined> {
+  const {rows, mask, maxNew, eos, stops, trackers} = p;
+  const V = model.config.vocab_size;
+  const userState = opts.state ?? null;
+  if (opts.signal?.aborted) return;
+  // With a caller's state, each row's final token is fed too, so that the state covers everything.
+  const keepFinal = userState != null;
+  const prefilled = prefill(model, rows, {attentionMask: mask, state: userState, chunkSize: opts.prefillChunkSize});
+  let work = keepFinal ? prefilled.clone() : prefilled;
+  let active = rows.map((_, i) => i);       // input row of each row of `work`
+  const saved = new Map<number, GenerationState>();  // keepFinal: finished rows' final states
+  let pending: {tokens: number[], finished: boolean[]} | null = null;
+  let failed = false;
+
+  const advance = (tokens: number[], finished: boolean[]): void => {
+    const keep = finished.flatMap((f, k) => (f ? [] : [k]));
+    if (keepFinal) {
+      decodeStep(model, work, tokens).logits.dispose();
+      finished.forEach((f, k) => { if (f) saved.set(active[k], work.select([k])); });
+    }
+    if (keep.length === 0) {
+      active = [];
+      return;
+    }
+    if (keep.length < active.length) {
+      const next = work.select(keep);
+      work.dispose();
+      work = next;
+    }
+    active = keep.map((k) => active[k]);
+    if (!keepFinal) decodeStep(model, work, keep.map((k) => tokens[k])).logits.dispose();
+  };
+
+  try {
+    while (maxNew > 0 && active.length > 0 && !opts.signal?.aborted) {
+      const logits = (await work.logits.data()) as Float32Array;
+      const tokens: number[] = [], finished: boolean[] = [], events: TokenEvent[] = [];
+      active.forEach((row, k) => {
+        const tr = trackers[row];
+        const id = tr.sampler.next(logits.subarray(k * V, (k + 1) * V), tr.seen);
+        tr.seen.push(id);
+        tr.generated.push(id);
+        let reason: FinishReason | undefined = eos.has(id) ? 'eos' : stops.has(id) ? 'stop_token' : undefined;
+        let text: string | undefined;
+        if (tr.decoder != null) {
+          const piece = tr.decoder.push(id);
+          const r = tr.matcher ? tr.matcher.push(piece) : {emit: piece, stopped: false};
+          text = r.emit;
+          if (r.stopped) reason ??= 'stop_string';
+        }
+        if (reason == null && tr.generated.length >= maxNew) reason = 'length';
+        if (reason != null && reason !== 'stop_string' && tr.decoder != null) {
+          const rest = tr.decoder.flush();
+          text += tr.matcher ? tr.matcher.push(rest).emit + tr.matcher.flush() : rest;
+        }
+        const ev: TokenEvent = {row, tokenId: id};
+        if (text !== undefined) ev.text = text;
+        if (reason != null) ev.finishReason = reason;
+        events.push(ev);
+        tokens.push(id);
+        finished.push(reason != null);
+      });
+      pending = {tokens, finished};
+      for (const ev of events) {
+        opts.onToken?.(ev);
+        yield ev;
+      }
+      pending = null;
+      advance(tokens, finished);
+      if (active.length > 0) await breathe();
+    }
+  } catch (e) {
+    failed = true;
+    throw e;
+  } finally {
+    try {
+      // A consumer that stopped mid-step still leaves the caller's state with every token it was given.
+      if (keepFinal && !failed) {
+        if (pending != null) advance(pending.tokens, pending.finished);
+        const parts = rows.map((_, row) => saved.get(row) ?? work.select([active.indexOf(row)]));
+        userState!.replaceWith(GenerationState.concat(parts));
+        parts.forEach((s) => s.dispose());
+      }
+    } finally {
+      work.dispose();
+      saved.forEach((s) => s.dispose());
+    }
+  }
+}

@@ -1,0 +1,361 @@
+/**
+ * Incremental decoding: a constant-size GenerationState, built by a parallel prefill and advanced
+ * one token at a time.
+ *   const state = model.prefill([[2, 651, 6037]]);          // or prefill(model, ids, opts)
+ *   const {logits} = model.decodeStep(state, [1234]);      // state advanced in place; logits [b, V]
+ *
+ * Per recurrent layer the state holds the convolution's last w-1 inputs and the RG-LRU state; per
+ * attention layer the keys/values of the last W steps with a validity mask; per row the next
+ * position; and the logits that predict the next token. Nothing in it grows with the sequence.
+ *
+ * Padding: only left padding is supported (a row may start with masked steps, never pause), because
+ * the attention window counts steps: padding in the middle of a row would push real keys out of it.
+ */
+import * as tf from '@tensorflow/tfjs';
+import type {RecurrentGemmaForCausalLM, IdsLike} from '../model';
+import type {LayerState} from '../../layers/model_layers';
+import {disposeSequenceInfo, sequenceInfo, SequenceInfo} from '../../ops/sequence';
+import {readHeader, readTensor, writeSafetensors} from '../../converters/safetensors';
+
+const FORMAT = 'griffin-generation-state';
+const FORMAT_VERSION = '1';
+
+/** Attention costs t * (chunk + W) per chunk: pieces this long keep a long prompt's memory bounded. */
+export const DEFAULT_PREFILL_CHUNK = 512;
+
+export interface PrefillOptions {
+  /** [b, t]; 1 = token, 0 = padding. Padding must come before a row's first token (left padding). */
+  attentionMask?: IdsLike | null;
+  /** Continue this state (advanced in place and returned) instead of starting a new one: chat turns. */
+  state?: GenerationState | null;
+  /** Longest piece of the prompt run at once (default 512). */
+  chunkSize?: number;
+}
+
+type Tensors = Record<string, tf.Tensor>;
+
+function layerTensors(s: LayerState): tf.Tensor[] {
+  return Object.values(s as unknown as Tensors);
+}
+
+function mapLayer(s: LayerState, f: (t: tf.Tensor) => tf.Tensor): LayerState {
+  return Object.fromEntries(Object.entries(s as unknown as Tensors).map(([k, t]) => [k, f(t)])) as unknown as LayerState;
+}
+
+export class GenerationState {
+  /** Per layer: {conv, rnn} (recurrent) or {k, v, valid} (attention); row i of each is batch row i. */
+  layers: LayerState[];
+  /** Per row: the position id the next real token gets (= real tokens seen so far). */
+  positions: number[];
+  /** [b, V] float32: the logits after the last token, predicting the next one. */
+  logits: tf.Tensor;
+  private freed = false;
+
+  constructor(readonly model: RecurrentGemmaForCausalLM, layers: LayerState[], positions: number[], logits: tf.Tensor) {
+    this.layers = layers;
+    this.positions = positions;
+    this.logits = logits;
+  }
+
+  /** A state before any token (b rows): prefill onto it as onto any state. */
+  static empty(model: RecurrentGemmaForCausalLM, batchSize = 1): GenerationState {
+    if (!Number.isInteger(batchSize) || batchSize < 1) throw new Error(`batchSize must be an integer >= 1, got ${batchSize}`);
+    return new GenerationState(model, model.blocks.map((blk) => blk.initState(batchSize)), Array(batchSize).fill(0),
+        tf.zeros([batchSize, model.config.vocab_size]));
+  }
+
+  get batchSize(): number { return this.positions.length; }
+  get isDisposed(): boolean { return this.freed; }
+
+  /** Bytes held on the backend: the same after 10 tokens as after 100k. */
+  get byteSize(): number {
+    return this.tensors().reduce((s, t) => s + t.size * 4, 0);
+  }
+
+  /** Every tensor the state owns. */
+  tensors(): tf.Tensor[] {
+    return [...this.layers.flatMap(layerTensors), this.logits];
+  }
+
+  /** An independent copy (fork): advancing one does not touch the other. Cheap: data is shared until replaced. */
+  clone(): GenerationState {
+    this.check();
+    return new GenerationState(this.model, this.layers.map((s) => mapLayer(s, (t) => tf.clone(t))),
+        [...this.positions], tf.clone(this.logits));
+  }
+
+  /** A new state of the given rows, in that order (a row may repeat: n samples from one prompt). */
+  select(rows: number[]): GenerationState {
+    this.check();
+    for (const r of rows) {
+      if (!Number.isInteger(r) || r < 0 || r >= this.batchSize) throw new RangeError(`row ${r} is outside the batch [0, ${this.batchSize})`);
+    }
+    if (rows.length === 0) throw new Error('select needs at least one row');
+    const idx = tf.tensor1d(rows, 'int32');
+    try {
+      return new GenerationState(this.model, this.layers.map((s) => mapLayer(s, (t) => tf.gather(t, idx, 0))),
+          rows.map((r) => this.positions[r]), tf.gather(this.logits, idx, 0));
+    } finally {
+      idx.dispose();
+    }
+  }
+
+  /** Stacks states of the same model along the batch (row order kept). */
+  static concat(states: GenerationState[]): GenerationState {
+    if (states.length === 0) throw new Error('concat needs at least one state');
+    const model = states[0].model;
+    for (const s of states) {
+      s.check();
+      if (s.model !== model) throw new Error('concat: states belong to different models');
+    }
+    if (states.length === 1) return states[0].clone();
+    const layers = states[0].layers.map((l, i) => {
+      const keys = Object.keys(l);
+      return Object.fromEntries(keys.map((k) => [k, tf.concat(states.map((s) => (s.layers[i] as unknown as Tensors)[k]), 0)])) as unknown as LayerState;
+    });
+    return new GenerationState(model, layers, states.flatMap((s) => s.positions), tf.concat(states.map((s) => s.logits), 0));
+  }
+
+  /** Moves `other`'s contents into this object (disposing this one's): how in-place updates happen. */
+  replaceWith(other: GenerationState): void {
+    if (other === this) return;
+    if (other.model !== this.model) throw new Error('replaceWith: states belong to different models');
+    if (!this.freed) tf.dispose(this.tensors());
+    this.layers = other.layers;
+    this.positions = other.positions;
+    this.logits = other.logits;
+    this.freed = other.freed;
+    other.freed = true;  // its tensors now belong to this object
+  }
+
+  dispose(): void {
+    if (this.freed) return;
+    tf.dispose(this.tensors());
+    this.freed = true;
+  }
+
+  /**
+   * Writes the state as one safetensors file: tensors `layers.{i}.{conv,rnn,k,v,valid}` and `logits`,
+   * positions and the model's shape in the metadata.
+   */
+  async save(file: string): Promise<void> {
+    this.check();
+    const tensors = await Promise.all([
+      ...this.layers.flatMap((s, i) => Object.entries(s as unknown as Tensors).map(async ([k, t]) =>
+        ({name: `layers.${i}.${k}`, shape: t.shape as number[], data: (await t.data()) as Float32Array}))),
+      (async () => ({name: 'logits', shape: this.logits.shape as number[], data: (await this.logits.data()) as Float32Array}))(),
+    ]);
+    writeSafetensors(file, tensors, {
+      format: FORMAT,
+      version: FORMAT_VERSION,
+      positions: JSON.stringify(this.positions),
+      model: JSON.stringify(modelSignature(this.model)),
+    });
+  }
+
+  /** Reads a file written by save() for `model` (or one of the same shape); fails on any mismatch. */
+  static async load(file: string, model: RecurrentGemmaForCausalLM): Promise<GenerationState> {
+    const {tensors: metas, metadata} = readHeader(file);
+    const fail = (why: string): never => { throw new Error(`${file}: ${why}`); };
+    if (metadata.format !== FORMAT) fail(`not a generation state (metadata format ${JSON.stringify(metadata.format)})`);
+    if (metadata.version !== FORMAT_VERSION) fail(`generation state version ${metadata.version}, this package reads ${FORMAT_VERSION}`);
+    let positions: unknown;
+    try { positions = JSON.parse(metadata.positions ?? ''); } catch { fail('bad positions metadata'); }
+    if (!Array.isArray(positions) || positions.length === 0 || !positions.every((p) => Number.isInteger(p) && p >= 0)) {
+      fail('bad positions metadata');
+    }
+    const b = (positions as number[]).length;
+    const want = JSON.stringify(modelSignature(model));
+    if (metadata.model !== want) fail(`saved for a model of another shape (${metadata.model}, this one is ${want})`);
+    const created: tf.Tensor[] = [];
+    const read = (name: string, shape: number[]): tf.Tensor => {
+      const meta = metas.get(name) ?? fail(`tensor ${JSON.stringify(name)} missing`);
+      if (meta.shape.length !== shape.length || meta.shape.some((d, i) => d !== shape[i])) {
+        fail(`tensor ${JSON.stringify(name)} has shape [${meta.shape}], expected [${shape}]`);
+      }
+      const t = tf.tensor(readTensor(meta) as Float32Array, shape, 'float32');
+      created.push(t);
+      return t;
+    };
+    try {
+      const layers = model.blocks.map((block, i) => {
+        const empty = block.initState(1);
+        const shapes = Object.fromEntries(Object.entries(empty as unknown as Tensors).map(([k, t]) => [k, [b, ...t.shape.slice(1)]]));
+        tf.dispose(layerTensors(empty));
+        return Object.fromEntries(Object.entries(shapes).map(([k, shape]) => [k, read(`layers.${i}.${k}`, shape)])) as unknown as LayerState;
+      });
+      const logits = read('logits', [b, model.config.vocab_size]);
+      const expected = model.blocks.reduce((n, blk) => n + (blk.blockType === 'recurrent' ? 2 : 3), 1);
+      if (metas.size !== expected) fail(`${metas.size} tensors, expected ${expected}`);
+      return new GenerationState(model, layers, positions as number[], logits);
+    } catch (e) {
+      tf.dispose(created);
+      throw e;
+    }
+  }
+
+  private check(): void {
+    if (this.freed) throw new Error('this GenerationState has been disposed');
+  }
+}
+
+/** What a saved state must agree on with the model that reads it. */
+function modelSignature(model: RecurrentGemmaForCausalLM) {
+  const c = model.config;
+  return {
+    layers: c.layers_block_type, vocab: c.vocab_size, lru_width: c.lru_width, conv1d_width: c.conv1d_width,
+    window: c.attention_window_size, kv_heads: c.num_key_value_heads, head_dim: c.head_dim,
+  };
+}
+
+/** ids (number[][] or a [b, t] tensor) as rows of numbers; rows may be empty when `allowEmpty`. */
+export function idRows(v: IdsLike, name: string, allowEmpty = false): number[][] {
+  let rows: number[][];
+  if (v instanceof tf.Tensor) {
+    if (v.rank !== 2) throw new Error(`${name} must be [batch, time], got shape [${v.shape}]`);
+    rows = v.arraySync() as number[][];
+  } else {
+    if (!Array.isArray(v) || v.length === 0 || !v.every((r) => Array.isArray(r))) throw new Error(`${name} must be a non-empty number[][]`);
+    rows = v;
+  }
+  if (rows.length === 0) throw new Error(`${name} must have at least one row`);
+  const t = rows[0].length;
+  if (!rows.every((r) => r.length === t)) throw new Error(`${name} must have rows of equal length (pad on the left and pass attentionMask)`);
+  if (t === 0 && !allowEmpty) throw new Error(`${name} must have at least one step`);
+  for (const r of rows) {
+    for (const x of r) if (!Number.isInteger(x)) throw new Error(`${name} must hold integers, got ${x}`);
+  }
+  return rows;
+}
+
+/**
+ * Runs every layer over one chunk with per-layer states (null: start fresh) and returns the new
+ * states and only the last step's logits [b, V]: a prompt's other logits would cost t * V * d for nothing.
+ */
+function runChunk(model: RecurrentGemmaForCausalLM, ids: tf.Tensor, info: SequenceInfo, states: LayerState[] | null):
+    {logits: tf.Tensor, layers: LayerState[]} {
+  const layers: LayerState[] = [];
+  const logits = tf.tidy(() => {
+    let x = model.embed.embed(ids);
+    model.blocks.forEach((block, i) => {
+      const r = block.forwardWithState(x, info, states?.[i] ?? null, true);
+      x = r.y;
+      layerTensors(r.state!).forEach((t) => tf.keep(t));
+      layers.push(r.state!);
+    });
+    const [b, t, d] = x.shape;
+    const h = model.finalNorm.call(tf.slice(x, [0, t - 1, 0], [b, 1, d]));
+    const l = model.lmHead ? model.lmHead.call(h) : model.embed.logits(h);
+    return tf.reshape(l, [b, model.config.vocab_size]);
+  });
+  return {logits, layers};
+}
+
+/**
+ * Runs a prompt through the model in one parallel pass per chunk and returns the state after it
+ * (with opts.state: that state, advanced in place).
+ */
+export function prefill(model: RecurrentGemmaForCausalLM, inputIds: IdsLike, opts: PrefillOptions = {}): GenerationState {
+  const prev = opts.state ?? null;
+  if (prev != null) {
+    if (prev.isDisposed) throw new Error('prefill: the state has been disposed');
+    if (prev.model !== model) throw new Error('prefill: the state belongs to another model');
+  }
+  const rows = idRows(inputIds, 'inputIds', prev != null);
+  const b = rows.length, t = rows[0].length;
+  if (prev != null && prev.batchSize !== b) throw new Error(`prefill: the state has ${prev.batchSize} rows, inputIds ${b}`);
+  const chunk = opts.chunkSize ?? DEFAULT_PREFILL_CHUNK;
+  if (!Number.isInteger(chunk) || chunk < 1) throw new Error(`chunkSize must be an integer >= 1, got ${chunk}`);
+  const mask = opts.attentionMask != null ? idRows(opts.attentionMask, 'attentionMask', true) : null;
+  const start = prev?.positions ?? Array(b).fill(0);
+  if (mask != null) {
+    if (mask.length !== b || mask[0].length !== t) throw new Error(`attentionMask must have shape [${b}, ${t}] like inputIds, got [${mask.length}, ${mask[0].length}]`);
+    mask.forEach((m, r) => {
+      let seen = start[r] > 0;
+      for (const x of m) {
+        if (x !== 0 && x !== 1) throw new Error(`attentionMask must hold 0 and 1, got ${x}`);
+        if (x === 0 && seen) throw new Error(`attentionMask row ${r}: padding after a token; only left padding is supported`);
+        if (x === 1) seen = true;
+      }
+    });
+  }
+  const ends = start.map((p, r) => p + (mask ? mask[r].reduce((s, x) => s + x, 0) : t));
+  const empty = ends.findIndex((p) => p === 0);
+  if (empty >= 0) throw new Error(`row ${empty} has no tokens (all padding)`);
+  if (t === 0) return prev!;
+
+  let layers: LayerState[] | null = prev?.layers ?? null;
+  let logits: tf.Tensor | null = null;
+  const pos = [...start];
+  try {
+    for (let c0 = 0; c0 < t; c0 += chunk) {
+      const c1 = Math.min(t, c0 + chunk), tc = c1 - c0;
+      const idsC = rows.map((r) => r.slice(c0, c1));
+      const maskC = mask?.map((m) => m.slice(c0, c1)) ?? null;
+      // Padding's position is irrelevant (it resets nothing: reset = (pos == 0) * mask).
+      const posC = idsC.map((_, r) => Array.from({length: tc}, (_, j) => (maskC && !maskC[r][j] ? 0 : pos[r]++)));
+      const hasPad = maskC?.some((m) => m.includes(0)) ?? false;
+      const idT = tf.tensor2d(idsC, [b, tc], 'int32');
+      const posT = tf.tensor2d(posC, [b, tc], 'int32');
+      const maskT = hasPad ? tf.tensor2d(maskC!, [b, tc], 'int32') : null;
+      let info: SequenceInfo | null = null;
+      try {
+        info = sequenceInfo(b, tc, {positionIds: posT, attentionMask: maskT});
+        const out = runChunk(model, idT, info, layers);
+        // The caller's state stays intact until the whole prompt has gone through.
+        if (layers != null && layers !== prev?.layers) tf.dispose(layers.flatMap(layerTensors));
+        layers = out.layers;
+        logits?.dispose();
+        logits = out.logits;
+      } finally {
+        if (info != null) disposeSequenceInfo(info);
+        tf.dispose([idT, posT, ...(maskT ? [maskT] : [])]);
+      }
+    }
+  } catch (e) {
+    if (layers != null && layers !== prev?.layers) tf.dispose(layers.flatMap(layerTensors));
+    logits?.dispose();
+    throw e;
+  }
+  const next = new GenerationState(model, layers!, ends, logits!);
+  if (prev == null) return next;
+  prev.replaceWith(next);
+  return prev;
+}
+
+/**
+ * Feeds one token per row ([b] ids, or [b, 1]) and advances `state` in place. Returns the new
+ * logits [b, V] (the caller owns and disposes this tensor; state.logits holds its own handle).
+ */
+export function decodeStep(model: RecurrentGemmaForCausalLM, state: GenerationState, nextIds: number[] | number[][] | tf.Tensor):
+    {logits: tf.Tensor, state: GenerationState} {
+  if (state.isDisposed) throw new Error('decodeStep: the state has been disposed');
+  if (state.model !== model) throw new Error('decodeStep: the state belongs to another model');
+  const b = state.batchSize;
+  let ids: number[];
+  if (nextIds instanceof tf.Tensor) {
+    if (nextIds.size !== b || (nextIds.rank !== 1 && !(nextIds.rank === 2 && nextIds.shape[1] === 1))) {
+      throw new Error(`decodeStep: nextIds must be [${b}] or [${b}, 1], got [${nextIds.shape}]`);
+    }
+    ids = Array.from(nextIds.dataSync());
+  } else {
+    ids = (nextIds as (number | number[])[]).map((x) => (Array.isArray(x) ? (x.length === 1 ? x[0] : NaN) : x));
+    if (ids.length !== b) throw new Error(`decodeStep: ${ids.length} ids for a state of ${b} rows`);
+  }
+  if (!ids.every((x) => Number.isInteger(x))) throw new Error('decodeStep: nextIds must be one integer per row');
+  const idT = tf.tensor2d(ids, [b, 1], 'int32');
+  const posT = tf.tensor2d(state.positions, [b, 1], 'int32');
+  let info: SequenceInfo | null = null;
+  try {
+    info = sequenceInfo(b, 1, {positionIds: posT});
+    const out = runChunk(model, idT, info, state.layers);
+    tf.dispose(state.tensors());
+    state.layers = out.layers;
+    state.logits = out.logits;
+    state.positions = state.positions.map((p) => p + 1);
+    return {logits: tf.clone(out.logits), state};
+  } finally {
+    if (info != null) disposeSequenceInfo(info);
+    tf.dispose([idT, posT]);
+  }
+}
