@@ -5,14 +5,16 @@
  *
  * The model's parameters carry the HF names already (layers are named after the checkpoint),
  * so the mapping is the identity; this module checks names, shapes and dtypes before any weight
- * is written, so a bad checkpoint fails whole instead of leaving a half-loaded model.
+ * is written, so a bad checkpoint fails whole instead of leaving a half-loaded model. A tensor
+ * the model holds in pieces (the embedding past the device's binding limit) is still one tensor
+ * in the file (converters/checkpoint_tensors.ts).
  */
 import * as fs from 'fs';
 import * as path from 'path';
-import {tf} from '../src/tf';
 import {RecurrentGemmaConfig} from '../src/config';
 import {RecurrentGemmaForCausalLM} from '../src/model';
 import {CheckpointError, iterateCheckpoint, listCheckpoint, writeCheckpoint, WriteTensor} from './safetensors';
+import {checkpointTensors, readTensorData, writeTensorData} from './checkpoint_tensors';
 
 export {CheckpointError};
 
@@ -45,7 +47,7 @@ export async function loadHF(dir: string, onProgress?: (p: LoadProgress) => void
   const metas = listCheckpoint(dir);
   const model = new RecurrentGemmaForCausalLM(config, {init: 'zeros'});
   try {
-    const params = model.namedParameters();
+    const params = checkpointTensors(model);
     // Check everything before reading any data.
     const missing = [...params.keys()].filter((n) => !metas.has(n));
     if (missing.length > 0) {
@@ -73,10 +75,8 @@ export async function loadHF(dir: string, onProgress?: (p: LoadProgress) => void
     }
     const total = params.size;
     let loaded = 0;
-    for await (const {name, shape, data} of iterateCheckpoint(dir, new Set(params.keys()))) {
-      const t = tf.tensor(data as Float32Array, shape, 'float32');
-      params.get(name)!.write(t);
-      t.dispose();
+    for await (const {name, data} of iterateCheckpoint(dir, new Set(params.keys()))) {
+      writeTensorData(params.get(name)!, data as Float32Array);
       onProgress?.({loaded: ++loaded, total, name});
     }
     return model;
@@ -89,12 +89,9 @@ export async function loadHF(dir: string, onProgress?: (p: LoadProgress) => void
 /** Writes config.json and float32 safetensors (sharded past maxShardBytes) that transformers loads. */
 export function saveHF(model: RecurrentGemmaForCausalLM, dir: string, opts: {maxShardBytes?: number} = {}): void {
   fs.mkdirSync(dir, {recursive: true});
-  const params = [...model.namedParameters()];
+  const params = [...checkpointTensors(model)];
   const source = function* (): Iterable<WriteTensor> {
-    for (const [name, v] of params) {
-      const data = v.read().dataSync() as Float32Array;
-      yield {name, shape: v.shape as number[], data};
-    }
+    for (const [name, t] of params) yield {name, shape: t.shape, data: readTensorData(t)};
   };
   writeCheckpoint(dir, source, {maxShardBytes: opts.maxShardBytes, metadata: {format: 'pt'}});
   const tmp = path.join(dir, 'config.json.tmp');

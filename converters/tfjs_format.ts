@@ -14,6 +14,7 @@ import {tf} from '../src/tf';
 import {RecurrentGemmaConfig} from '../src/config';
 import {RecurrentGemmaForCausalLM} from '../src/model';
 import {CheckpointError, f16ToF32} from './safetensors';
+import {checkpointTensors, readTensorData, writeTensorData} from './checkpoint_tensors';
 
 export type WeightDtype = 'float32' | 'float16' | 'uint8';
 
@@ -117,11 +118,10 @@ export function saveTfjs(model: RecurrentGemmaForCausalLM, dir: string, opts: Tf
     }
   };
   // The manifest uses tfjs's own weight names (LayerVariable.originalName), which is what
-  // tf.loadLayersModel matches on.
-  for (const v of model.namedParameters().values()) {
-    const data = v.read().dataSync() as Float32Array;
-    const {bytes, quantization} = encode(data, dtype);
-    specs.push({name: v.originalName, shape: v.shape as number[], dtype: 'float32', ...(quantization ? {quantization} : {})});
+  // tf.loadLayersModel matches on; a matrix held in pieces is one weight, named as unsplit.
+  for (const t of checkpointTensors(model).values()) {
+    const {bytes, quantization} = encode(readTensorData(t), dtype);
+    specs.push({name: t.tfjsName, shape: t.shape, dtype: 'float32', ...(quantization ? {quantization} : {})});
     write(bytes);
   }
   if (fd >= 0) fs.closeSync(fd);
@@ -174,7 +174,7 @@ export async function loadTfjs(dir: string, onProgress?: (p: {loaded: number, to
   const file = path.join(dir, MODEL_JSON);
   const model = new RecurrentGemmaForCausalLM(config, {init: 'zeros'});
   try {
-    const byName = new Map([...model.namedParameters().values()].map((v) => [v.originalName, v]));
+    const byName = new Map([...checkpointTensors(model).values()].map((t) => [t.tfjsName, t]));
     const seen = new Set<string>();
     for (const group of json.weightsManifest!) {
       let total = 0;
@@ -219,9 +219,7 @@ export async function loadTfjs(dir: string, onProgress?: (p: {loaded: number, to
             got += k;
             pos += k;
           }
-          const t = tf.tensor(decode(bytes, spec), spec.shape, 'float32');
-          byName.get(spec.name)!.write(t);
-          t.dispose();
+          writeTensorData(byName.get(spec.name)!, decode(bytes, spec));
           onProgress?.({loaded: ++loaded, total: byName.size, name: spec.name});
         }
       } finally {

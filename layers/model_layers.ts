@@ -13,6 +13,13 @@ import {RecurrentBlock, RecurrentState} from './recurrent';
 import {AttentionState, LocalAttentionBlock} from './attention';
 import {roundToBfloat16, softCap} from '../ops/activations';
 import {SequenceInfo} from '../ops/sequence';
+import {VocabMatrix} from './vocab_split';
+
+function singleVariable(m: VocabMatrix | undefined, layer: string): LayerVariable {
+  if (m == null) throw new Error(`${layer}: not built yet`);
+  if (m.split) throw new Error(`${layer}: the matrix is split in ${m.pieces.length} pieces (matrix.pieces)`);
+  return m.pieces[0].variable;
+}
 
 /** Throws when an id is outside [0, V): a lookup there would silently read garbage. */
 export function checkTokenIds(ids: tf.Tensor, vocabSize: number): void {
@@ -35,16 +42,20 @@ export function checkTokenIds(ids: tf.Tensor, vocabSize: number): void {
 
 /**
  * ids [b, t] -> embeddings [b, t, d] * bf16(sqrt(d)); hidden [b, t, d] -> soft-capped logits
- * [b, t, V] through the same matrix (the tied LM head).
+ * [b, t, V] through the same matrix (the tied LM head). Past the device's buffer-binding limit
+ * the matrix is held in row pieces (layers/vocab_split.ts), with the same results.
  */
 export class Embedding extends GriffinLayer {
   static className = 'GriffinEmbedding';
-  weight!: LayerVariable;
+  matrix!: VocabMatrix;
 
   override build(inputShape: tf.Shape | tf.Shape[]): void {
-    this.weight = this.param('weight', [this.cfg.vocab_size, this.cfg.hidden_size], 1 / Math.sqrt(this.cfg.hidden_size));
+    const {vocab_size: V, hidden_size: d} = this.cfg;
+    this.matrix = VocabMatrix.create(V, d, 'weight', (leaf, shape) => this.param(leaf, shape, 1 / Math.sqrt(d)));
     super.build(inputShape);
   }
+  /** The [V, d] matrix's variable; when it is split, see `matrix.pieces`. */
+  get weight(): LayerVariable { return singleVariable(this.matrix, this.name); }
   override computeOutputShape(s: tf.Shape): tf.Shape {
     return s.length === 2 ? [...s, this.cfg.hidden_size] : [...s.slice(0, -1), this.cfg.vocab_size];
   }
@@ -54,12 +65,12 @@ export class Embedding extends GriffinLayer {
 
   embed(ids: tf.Tensor): tf.Tensor {
     checkTokenIds(ids, this.cfg.vocab_size);
-    return tf.tidy(() => tf.mul(tf.gather(this.weight.read(), tf.cast(ids, 'int32')), this.scale));
+    return tf.tidy(() => tf.mul(this.matrix.lookup(ids), this.scale));
   }
   logits(hidden: tf.Tensor): tf.Tensor {
     return tf.tidy(() => {
       const [b, t, d] = hidden.shape;
-      const l = tf.matMul(tf.reshape(hidden, [b * t, d]), this.weight.read(), false, true);
+      const l = this.matrix.project(tf.reshape(hidden, [b * t, d]));
       return softCap(tf.reshape(l, [b, t, this.cfg.vocab_size]), this.cfg.logits_soft_cap);
     });
   }
@@ -70,21 +81,24 @@ export class Embedding extends GriffinLayer {
 }
 tf.serialization.registerClass(Embedding);
 
-/** An untied LM head: hidden [b, t, d] -> soft-capped logits [b, t, V]. */
+/** An untied LM head: hidden [b, t, d] -> soft-capped logits [b, t, V] (split like the Embedding). */
 export class LMHead extends GriffinLayer {
   static className = 'GriffinLMHead';
-  weight!: LayerVariable;
+  matrix!: VocabMatrix;
 
   override build(inputShape: tf.Shape | tf.Shape[]): void {
-    this.weight = this.param('weight', [this.cfg.vocab_size, this.cfg.hidden_size], 1 / Math.sqrt(this.cfg.hidden_size));
+    const {vocab_size: V, hidden_size: d} = this.cfg;
+    this.matrix = VocabMatrix.create(V, d, 'weight', (leaf, shape) => this.param(leaf, shape, 1 / Math.sqrt(d)));
     super.build(inputShape);
   }
+  /** The [V, d] matrix's variable; when it is split, see `matrix.pieces`. */
+  get weight(): LayerVariable { return singleVariable(this.matrix, this.name); }
   override computeOutputShape(s: tf.Shape): tf.Shape { return [...s.slice(0, -1), this.cfg.vocab_size]; }
   override call(inputs: tf.Tensor | tf.Tensor[], _kwargs?: Kwargs): tf.Tensor {
     const x = Array.isArray(inputs) ? inputs[0] : inputs;
     return tf.tidy(() => {
       const [b, t, d] = x.shape;
-      const l = tf.matMul(tf.reshape(x, [b * t, d]), this.weight.read(), false, true);
+      const l = this.matrix.project(tf.reshape(x, [b * t, d]));
       return softCap(tf.reshape(l, [b, t, this.cfg.vocab_size]), this.cfg.logits_soft_cap);
     });
   }

@@ -17,7 +17,8 @@ import {initNodeWebGPU} from '../../src/webgpu_node';
 import {loadHF} from '../../converters/hf';
 import {readHeader, readTensor} from '../../converters/safetensors';
 import {RecurrentGemmaForCausalLM} from '../../src/model';
-import {relError} from '../helpers';
+import {maxPieceBytes, vocabSplit} from '../../layers/vocab_split';
+import {maxAbsDiff, relError} from '../helpers';
 
 const TOL = {logits: 5e-6, hidden: 2e-6, loss: 1e-5, grad: 2e-5};
 
@@ -77,6 +78,25 @@ describeWebGPU('golden parity on webgpu (tiny-a)', () => {
       console.log(`webgpu: worst gradient relative error ${worst[1].toExponential(2)} (${worst[0]})`);
     } finally {
       tf.dispose([value, ...Object.values(grads)]);
+    }
+  });
+
+  test('the vocabulary matrix in pieces: the default limit is the device\'s, forced pieces give the same logits', async () => {
+    const limits = (tf.backend() as unknown as {device: {limits: Record<string, number>}}).device.limits;
+    expect(maxPieceBytes()).toBe(Math.min(limits.maxStorageBufferBindingSize, limits.maxBufferSize));
+    vocabSplit.maxPieceBytes = 100 * 64 * 4;  // 6 pieces of tiny-a's 512 x 64
+    let split: RecurrentGemmaForCausalLM;
+    try { split = await loadHF(DIR); } finally { vocabSplit.maxPieceBytes = 0; }
+    try {
+      expect(split.embed.matrix.pieces.length).toBe(6);
+      const a = model.forward({inputIds: golden.input_ids}).logits;
+      const b = split.forward({inputIds: golden.input_ids}).logits;
+      const [va, vb] = [await a.data(), await b.data()];
+      tf.dispose([a, b]);
+      expect(relError(vb, G('logits'))).toBeLessThan(TOL.logits);
+      expect(maxAbsDiff(vb, va)).toBeLessThan(1e-6);
+    } finally {
+      split.dispose();
     }
   });
 });

@@ -1,0 +1,80 @@
+/**
+ * The model's parameters as checkpoint tensors: each HF name with the variables that hold it.
+ * Usually one variable per name; a vocabulary matrix past the device's binding limit is held in
+ * row pieces (`model.embed_tokens.weight.piece0`, `.piece1`, ...: layers/vocab_split.ts) and is
+ * still read and written here as the one tensor `model.embed_tokens.weight`.
+ *   for (const [name, t] of checkpointTensors(model)) write(name, t.shape, readTensorData(t));
+ *   writeTensorData(checkpointTensors(model).get(EMBED)!, data);   // fills every piece
+ */
+import {tf} from '../src/tf';
+import type {RecurrentGemmaForCausalLM} from '../src/model';
+import type {LayerVariable} from '../layers/base';
+import {PIECE_SUFFIX} from '../layers/vocab_split';
+
+export interface CheckpointTensor {
+  /** Shape of the whole tensor. */
+  shape: number[];
+  /** The tfjs weight name an unsplit variable would have (LayerVariable.originalName): the tfjs format's manifest name. */
+  tfjsName: string;
+  /** Consecutive blocks of rows (the first axis), in order; one unless the tensor is split. */
+  parts: LayerVariable[];
+}
+
+const PIECE = new RegExp(`^(.*)${PIECE_SUFFIX.replace('.', '\\.')}(\\d+)$`);
+
+/** HF name -> tensor, in the model's parameter order (a split tensor where its first piece is). */
+export function checkpointTensors(model: RecurrentGemmaForCausalLM): Map<string, CheckpointTensor> {
+  const out = new Map<string, CheckpointTensor>();
+  const pieces = new Map<string, LayerVariable[]>();
+  for (const [name, v] of model.namedParameters()) {
+    const m = PIECE.exec(name);
+    if (m == null) {
+      out.set(name, {shape: [...v.shape] as number[], tfjsName: v.originalName, parts: [v]});
+      continue;
+    }
+    const [, base, k] = m;
+    if (!pieces.has(base)) {
+      pieces.set(base, []);
+      out.set(base, {shape: [], tfjsName: '', parts: []});  // holds the place; filled below
+    }
+    pieces.get(base)![Number(k)] = v;
+  }
+  for (const [base, parts] of pieces) {
+    if (parts.some((p) => p == null)) throw new Error(`${base}: its pieces are not numbered 0..${parts.length - 1}`);
+    const rest = parts[0].shape.slice(1) as number[];
+    const rows = parts.reduce((n, p) => n + (p.shape[0] as number), 0);
+    const suffix = `${PIECE_SUFFIX}0`;
+    const tfjsName = parts[0].originalName.endsWith(suffix) ? parts[0].originalName.slice(0, -suffix.length) : parts[0].originalName;
+    out.set(base, {shape: [rows, ...rest], tfjsName, parts});
+  }
+  return out;
+}
+
+const size = (shape: readonly (number | null)[]) => shape.reduce((a: number, b) => a * (b as number), 1);
+
+/** The whole tensor's float32 values (pieces concatenated); a synchronous read, as the writers are. */
+export function readTensorData(t: CheckpointTensor): Float32Array {
+  if (t.parts.length === 1) return t.parts[0].read().dataSync() as Float32Array;
+  const out = new Float32Array(size(t.shape));
+  let off = 0;
+  for (const p of t.parts) {
+    const d = p.read().dataSync() as Float32Array;
+    out.set(d, off);
+    off += d.length;
+  }
+  return out;
+}
+
+/** Writes the whole tensor's values (row-major, t.shape) into its variable(s). */
+export function writeTensorData(t: CheckpointTensor, data: Float32Array): void {
+  if (data.length !== size(t.shape)) throw new Error(`expected ${size(t.shape)} values for shape [${t.shape}], got ${data.length}`);
+  let off = 0;
+  for (const p of t.parts) {
+    const n = size(p.shape);
+    // subarray: no second host copy of a multi-GB matrix.
+    const v = tf.tensor(t.parts.length === 1 ? data : data.subarray(off, off + n), p.shape as number[], 'float32');
+    p.write(v);
+    v.dispose();
+    off += n;
+  }
+}
