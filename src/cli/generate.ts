@@ -72,7 +72,9 @@ async function loadModelDir(flags: SamplingFlags): Promise<{model: RecurrentGemm
   let dir = flags.model;
   if (dir == null) {
     dir = defaultModelDir();
-    if (!fs.existsSync(dir)) throw new Error(`the bundled model is not installed (${dir} does not exist); pass --model DIR`);
+    // The tokenizer may already be there while the checkpoint is still being trained.
+    const ckpt = ['config.json', 'model.json'].some((f) => fs.existsSync(path.join(dir!, f)));
+    if (!ckpt) throw new Error(`the bundled model is not installed (no checkpoint in ${dir}); pass --model DIR`);
   }
   if (!fs.existsSync(dir)) throw new Error(`model directory not found: ${dir}`);
   if (!fs.statSync(dir).isDirectory()) throw new Error(`--model must be a directory: ${dir}`);

@@ -103,17 +103,26 @@ function prepare(model: RecurrentGemmaForCausalLM, inputIds: IdsLike, opts: Gene
   return {rows, mask, maxNew, eos: new Set(eos), stops: new Set(opts.stopTokenIds ?? []), trackers};
 }
 
+/** Tensor ids and mask read asynchronously: backends such as webgpu cannot read synchronously. */
+async function onHost(inputIds: IdsLike, opts: GenerateOptions): Promise<[IdsLike, GenerateOptions]> {
+  const read = async (v: IdsLike) => (v instanceof tf.Tensor && v.rank === 2 ? (await v.array()) as number[][] : v);
+  const mask = opts.attentionMask != null ? await read(opts.attentionMask) : opts.attentionMask;
+  return [await read(inputIds), {...opts, attentionMask: mask}];
+}
+
 /**
  * The token events of a generation, as they are produced. Breaking out of the iteration stops it
  * and frees everything (opts.state is still left consistent).
  */
 export async function* streamTokens(model: RecurrentGemmaForCausalLM, inputIds: IdsLike, opts: GenerateOptions = {}):
     AsyncGenerator<TokenEvent, void, undefined> {
+  [inputIds, opts] = await onHost(inputIds, opts);
   yield* run(model, inputIds, opts, prepare(model, inputIds, opts));
 }
 
 /** Prompt (without padding) + new tokens, per row. */
 export async function generate(model: RecurrentGemmaForCausalLM, inputIds: IdsLike, opts: GenerateOptions = {}): Promise<number[][]> {
+  [inputIds, opts] = await onHost(inputIds, opts);
   const p = prepare(model, inputIds, opts);
   for await (const _ of run(model, inputIds, opts, p)) { /* events reach opts.onToken */ }
   return p.trackers.map((t) => [...t.prompt, ...t.generated]);
