@@ -7,8 +7,15 @@ import {KernelBackend, KernelConfig, KernelFunc, registerKernel, TensorInfo, get
 import {RG_LRU_SCAN, RG_LRU_SCAN_GRAD, scanDims} from './kernel_names';
 
 type HostBackend = KernelBackend & {
-  makeTensorInfo(shape: number[], dtype: 'float32', values: Float32Array): TensorInfo;
+  makeTensorInfo?(shape: number[], dtype: 'float32', values: Float32Array): TensorInfo;
+  makeOutput?(shape: number[], dtype: 'float32', memoryOffset: undefined, values: Float32Array): TensorInfo;
 };
+
+/** An output tensor from host values: cpu calls it makeTensorInfo, wasm makeOutput. */
+function output(be: HostBackend, shape: number[], values: Float32Array): TensorInfo {
+  if (be.makeTensorInfo != null) return be.makeTensorInfo(shape, 'float32', values);
+  return be.makeOutput!(shape, 'float32', undefined, values);
+}
 
 function read(backend: KernelBackend, t: TensorInfo): Float32Array {
   const v = backend.readSync(t.dataId);
@@ -67,7 +74,7 @@ const forward: KernelFunc = ({inputs, backend}) => {
   const [b, t, e] = scanDims(a.shape, x.shape, h0.shape);
   const be = backend as HostBackend;
   const {h, hLast} = scanForwardChannelsInner(read(be, a), read(be, x), read(be, h0), b, t, e);
-  return [be.makeTensorInfo([b, t, e], 'float32', h), be.makeTensorInfo([b, e], 'float32', hLast)];
+  return [output(be, [b, t, e], h), output(be, [b, e], hLast)];
 };
 
 const backward: KernelFunc = ({inputs, backend}) => {
@@ -77,8 +84,7 @@ const backward: KernelFunc = ({inputs, backend}) => {
   const {dx, da, dh0} = scanBackwardChannelsInner(
       read(be, a), read(be, h), read(be, h0), read(be, dh), read(be, dhLast), b, t, e);
   return [
-    be.makeTensorInfo([b, t, e], 'float32', dx), be.makeTensorInfo([b, t, e], 'float32', da),
-    be.makeTensorInfo([b, e], 'float32', dh0),
+    output(be, [b, t, e], dx), output(be, [b, t, e], da), output(be, [b, e], dh0),
   ];
 };
 
