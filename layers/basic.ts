@@ -17,6 +17,11 @@ export interface LinearArgs extends GriffinLayerArgs {
   initStd?: number;
 }
 
+/** Something added to a Linear's output, computed from its input: LoRA (layers/lora.ts). */
+export interface LinearAdapter {
+  apply(x: tf.Tensor, y: tf.Tensor): tf.Tensor;
+}
+
 /** y = x W^T + b. x: [..., in] -> [..., out]. */
 export class Linear extends GriffinLayer {
   static className = 'GriffinLinear';
@@ -26,6 +31,8 @@ export class Linear extends GriffinLayer {
   private readonly initStd: number;
   weight!: LayerVariable;
   bias: LayerVariable | null = null;
+  /** Kept out of the layer's weights, so checkpoints and the HF names stay those of the base model. */
+  adapter: LinearAdapter | null = null;
 
   constructor(args: LinearArgs) {
     super(args);
@@ -47,7 +54,9 @@ export class Linear extends GriffinLayer {
 
   override call(inputs: tf.Tensor | tf.Tensor[], _kwargs?: Kwargs): tf.Tensor {
     const x = Array.isArray(inputs) ? inputs[0] : inputs;
-    return linear(x, this.weight.read(), this.bias?.read());
+    const adapter = this.adapter;
+    if (adapter == null) return linear(x, this.weight.read(), this.bias?.read());
+    return tf.tidy(() => adapter.apply(x, linear(x, this.weight.read(), this.bias?.read())));
   }
 
   override getConfig(): tf.serialization.ConfigDict {

@@ -18,6 +18,7 @@ import {causalLMLoss} from '../ops/loss';
 import type {LoadOptions, SaveOptions} from '../converters/index';
 import {decodeStep, GenerationState, prefill, PrefillOptions} from './generation/state';
 import {generate, GenerateOptions, streamTokens, TokenEvent} from './generation/generate';
+import {checkpointedBlock} from './training/grad_checkpoint';
 
 export type IdsLike = tf.Tensor | number[][];
 
@@ -32,6 +33,8 @@ export interface ForwardInputs {
   attentionMask?: IdsLike | null;
   /** Also return the hidden states: the embeddings, the input of every later layer, the final norm's output. */
   outputHiddenStates?: boolean;
+  /** Recompute each block's activations in the backward pass (less memory, same gradients): src/training/grad_checkpoint.ts. */
+  gradientCheckpointing?: boolean;
 }
 
 export interface ForwardOutputs {
@@ -143,6 +146,25 @@ export class RecurrentGemmaForCausalLM extends tf.LayersModel {
   }
 
   /**
+   * fit / evaluate with `loss: causalLMLoss`: its targets are token labels [b, t], where tfjs
+   * would demand the output's shape [b, t, V]; so with that loss they are checked as [b, t].
+   */
+  protected override standardizeUserDataXY(x: tf.Tensor | tf.Tensor[] | {[name: string]: tf.Tensor},
+      y: tf.Tensor | tf.Tensor[] | {[name: string]: tf.Tensor}, checkBatchAxis?: boolean, batchSize?: number): [tf.Tensor[], tf.Tensor[]] {
+    const self = this as unknown as {feedOutputShapes: tf.Shape[]};
+    if (!this.lossFunctions?.length || !this.lossFunctions.every((f) => f === causalLMLoss)) {
+      return super.standardizeUserDataXY(x, y, checkBatchAxis, batchSize);
+    }
+    const shapes = self.feedOutputShapes;
+    self.feedOutputShapes = shapes.map((s) => s.slice(0, -1));
+    try {
+      return super.standardizeUserDataXY(x, y, checkBatchAxis, batchSize);
+    } finally {
+      self.feedOutputShapes = shapes;
+    }
+  }
+
+  /**
    * The full-sequence forward pass. Returns logits [b, t, V] float32, the loss when labels are
    * given, and on request the hidden states. The caller owns (and disposes) the tensors.
    */
@@ -165,7 +187,7 @@ export class RecurrentGemmaForCausalLM extends tf.LayersModel {
         let x = this.embed.embed(ids.t);
         for (const block of this.blocks) {
           hidden.push(x);
-          x = block.forwardWithState(x, inf).y;
+          x = inputs.gradientCheckpointing ? checkpointedBlock(block, x, inf) : block.forwardWithState(x, inf).y;
         }
         x = this.finalNorm.call(x);
         hidden.push(x);

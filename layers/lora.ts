@@ -1,0 +1,290 @@
+/**
+ * LoRA: trainable low-rank adapters on the model's Linear layers, base weights frozen; saved on
+ * their own in PEFT's layout and merged into the base weights on request.
+ *   const adapters = addLora(model, {rank: 8, alpha: 16, targets: ['q_proj', 'v_proj', 'linear_x']});
+ *   saveLoraAdapter(model, 'adapter/');   mergeLora(model);   // W += (alpha / r) B A
+ *
+ * A Linear's output becomes y + (alpha / r) * dropout(x) A^T B^T with A [r, in] and B [out, r]
+ * (B starts at zero, so a fresh adapter changes nothing). The adapters hang off Linear.adapter
+ * and are not layer weights, so namedParameters(), save() and fromPretrained() still see only
+ * the base model. Files: adapter_model.safetensors with `base_model.model.<module>.lora_A.weight`
+ * (PEFT's names; loading also accepts them without the prefix) and adapter_config.json.
+ */
+import * as fs from 'fs';
+import * as path from 'path';
+import * as tf from '@tensorflow/tfjs';
+import {GriffinLayer, LayerVariable} from './base';
+import {Linear, LinearAdapter} from './basic';
+import {linear} from '../ops/linear';
+import {readHeader, readTensor, writeSafetensors} from '../converters/safetensors';
+import type {RecurrentGemmaForCausalLM} from '../src/model';
+
+export const ATTENTION_TARGETS = ['q_proj', 'k_proj', 'v_proj', 'o_proj'] as const;
+export const RECURRENT_TARGETS = ['linear_x', 'linear_y', 'linear_out'] as const;
+export const MLP_TARGETS = ['gate_proj', 'up_proj', 'down_proj'] as const;
+export const LORA_TARGETS: readonly string[] = [...ATTENTION_TARGETS, ...RECURRENT_TARGETS, ...MLP_TARGETS];
+
+export const ADAPTER_WEIGHTS = 'adapter_model.safetensors';
+export const ADAPTER_CONFIG = 'adapter_config.json';
+const PEFT_PREFIX = 'base_model.model.';
+
+export interface LoraConfig {
+  rank: number;
+  /** Scale numerator: the update is (alpha / rank) B A. Default rank * 2. */
+  alpha?: number;
+  /** Dropout on the adapter's input while training. Default 0. */
+  dropout?: number;
+  /** Leaf names of the Linear layers to adapt (LORA_TARGETS). Default: all of them. */
+  targets?: readonly string[];
+  /** Seeds A's initial values. Default 0. */
+  seed?: number;
+}
+
+export class LoraAdapter implements LinearAdapter {
+  /** [rank, in] */
+  readonly A: tf.Variable;
+  /** [out, rank] */
+  readonly B: tf.Variable;
+  readonly rank: number;
+  readonly alpha: number;
+  readonly scale: number;
+  readonly dropout: number;
+  /** Dropout applies only while training (setLoraTraining). */
+  training = false;
+  /**
+   * The dropout mask's seed. The trainer sets one per micro-batch, so gradient checkpointing's
+   * recomputation draws the same mask and a resumed run the same masks as an uninterrupted one.
+   */
+  dropoutSeed: string | null = null;
+
+  constructor(readonly module: string, inFeatures: number, outFeatures: number, cfg: Required<LoraConfig>) {
+    this.rank = cfg.rank;
+    this.alpha = cfg.alpha;
+    this.scale = cfg.alpha / cfg.rank;
+    this.dropout = cfg.dropout;
+    // PEFT's default: kaiming_uniform(a = sqrt(5)) for A, i.e. U(-1/sqrt(in), 1/sqrt(in)); B = 0.
+    const bound = 1 / Math.sqrt(inFeatures);
+    this.A = tf.variable(tf.randomUniform([cfg.rank, inFeatures], -bound, bound, 'float32', `lora:${cfg.seed}:${module}`), true);
+    this.B = tf.variable(tf.zeros([outFeatures, cfg.rank]), true);
+  }
+
+  apply(x: tf.Tensor, y: tf.Tensor): tf.Tensor {
+    return tf.tidy(() => {
+      const h = this.training && this.dropout > 0 ? tf.dropout(x, this.dropout, undefined, this.dropoutSeed ?? undefined) : x;
+      return tf.add(y, tf.mul(linear(linear(h, this.A), this.B), this.scale));
+    });
+  }
+
+  /** (alpha / r) B A: what merging adds to the base weight, [out, in]. */
+  delta(): tf.Tensor {
+    return tf.tidy(() => tf.mul(tf.matMul(this.B, this.A), this.scale));
+  }
+
+  dispose(): void {
+    this.A.dispose();
+    this.B.dispose();
+  }
+}
+
+/** Every GriffinLayer below `layer`, through its sub-layer fields. */
+function sublayers(layer: GriffinLayer, seen = new Set<GriffinLayer>()): GriffinLayer[] {
+  for (const v of Object.values(layer)) {
+    if (v instanceof GriffinLayer && !seen.has(v)) {
+      seen.add(v);
+      sublayers(v, seen);
+    }
+  }
+  return [...seen];
+}
+
+/** The model's Linear layers by HF module name (`model.layers.3.mlp_block.up_proj`). */
+export function linearModules(model: RecurrentGemmaForCausalLM): Map<string, Linear> {
+  const out = new Map<string, Linear>();
+  for (const block of model.blocks) {
+    for (const l of sublayers(block)) {
+      if (l instanceof Linear) out.set(`${block.name}.${l.prefix.replace(/\.$/, '')}`, l);
+    }
+  }
+  return new Map([...out].sort(([a], [b]) => a.localeCompare(b, 'en', {numeric: true})));
+}
+
+/** The adapters attached to the model, by module name. */
+export function loraAdapters(model: RecurrentGemmaForCausalLM): Map<string, LoraAdapter> {
+  const out = new Map<string, LoraAdapter>();
+  for (const [name, l] of linearModules(model)) if (l.adapter instanceof LoraAdapter) out.set(name, l.adapter);
+  return out;
+}
+
+/** The adapter variables inside one layer (a residual block): what gradient checkpointing differentiates. */
+export function adapterVariables(layer: GriffinLayer): tf.Variable[] {
+  const out: tf.Variable[] = [];
+  for (const l of sublayers(layer)) {
+    if (l instanceof Linear && l.adapter instanceof LoraAdapter) out.push(l.adapter.A, l.adapter.B);
+  }
+  return out;
+}
+
+/** The trainable adapter variables under their PEFT names. */
+export function loraParameters(model: RecurrentGemmaForCausalLM): Map<string, tf.Variable> {
+  const out = new Map<string, tf.Variable>();
+  for (const [name, a] of loraAdapters(model)) {
+    out.set(`${PEFT_PREFIX}${name}.lora_A.weight`, a.A);
+    out.set(`${PEFT_PREFIX}${name}.lora_B.weight`, a.B);
+  }
+  return out;
+}
+
+/** Base-weight trainable flags from before addLora, restored by mergeLora / removeLora. */
+const frozen = new WeakMap<RecurrentGemmaForCausalLM, Map<LayerVariable, boolean>>();
+
+function resolveConfig(cfg: LoraConfig): Required<LoraConfig> {
+  const rank = cfg.rank, alpha = cfg.alpha ?? rank * 2, dropout = cfg.dropout ?? 0;
+  if (!Number.isInteger(rank) || rank < 1) throw new Error(`LoRA rank must be a positive integer, got ${rank}`);
+  if (!(alpha > 0)) throw new Error(`LoRA alpha must be positive, got ${alpha}`);
+  if (!(dropout >= 0 && dropout < 1)) throw new Error(`LoRA dropout must be in [0, 1), got ${dropout}`);
+  const targets = [...(cfg.targets ?? LORA_TARGETS)];
+  const unknown = targets.filter((t) => !LORA_TARGETS.includes(t));
+  if (unknown.length > 0) throw new Error(`unknown LoRA target ${JSON.stringify(unknown[0])} (expected some of ${LORA_TARGETS.join(', ')})`);
+  if (targets.length === 0) throw new Error('LoRA needs at least one target');
+  return {rank, alpha, dropout, targets, seed: cfg.seed ?? 0};
+}
+
+/**
+ * Attaches an adapter to every Linear whose leaf name is a target and freezes every base weight
+ * (trainable = false). Returns the adapters by module name.
+ */
+export function addLora(model: RecurrentGemmaForCausalLM, config: LoraConfig): Map<string, LoraAdapter> {
+  const cfg = resolveConfig(config);
+  if (loraAdapters(model).size > 0) throw new Error('the model already has LoRA adapters (merge or remove them first)');
+  const out = new Map<string, LoraAdapter>();
+  for (const [name, l] of linearModules(model)) {
+    if (!cfg.targets.includes(name.slice(name.lastIndexOf('.') + 1))) continue;
+    l.adapter = new LoraAdapter(name, l.inFeatures, l.outFeatures, cfg);
+    out.set(name, l.adapter as LoraAdapter);
+  }
+  // A target that names only layers of another block type (q_proj in an all-recurrent model) is fine.
+  if (out.size === 0) throw new Error(`no Linear layer matches the LoRA targets ${cfg.targets.join(', ')}`);
+  const flags = new Map<LayerVariable, boolean>();
+  for (const v of model.namedParameters().values()) {
+    flags.set(v, v.trainable);
+    v.trainable = false;
+  }
+  frozen.set(model, flags);
+  return out;
+}
+
+function detach(model: RecurrentGemmaForCausalLM, merge: boolean): void {
+  for (const l of linearModules(model).values()) {
+    const a = l.adapter;
+    if (!(a instanceof LoraAdapter)) continue;
+    if (merge) {
+      const w = tf.tidy(() => tf.add(l.weight.read(), a.delta()));
+      l.weight.write(w);
+      w.dispose();
+    }
+    l.adapter = null;
+    a.dispose();
+  }
+  for (const [v, t] of frozen.get(model) ?? []) v.trainable = t;
+  frozen.delete(model);
+}
+
+/** Folds every adapter into its base weight (W += (alpha / r) B A), then drops the adapters. */
+export function mergeLora(model: RecurrentGemmaForCausalLM): void {
+  detach(model, true);
+}
+
+/** Drops the adapters, leaving the base weights as they were. */
+export function removeLora(model: RecurrentGemmaForCausalLM): void {
+  detach(model, false);
+}
+
+/** Turns adapter dropout on (with a seed for the masks) or off. */
+export function setLoraTraining(model: RecurrentGemmaForCausalLM, training: boolean, seed?: string | number): void {
+  for (const a of loraAdapters(model).values()) {
+    a.training = training;
+    a.dropoutSeed = seed == null ? null : `${seed}:${a.module}`;
+  }
+}
+
+export interface AdapterConfigJson {
+  peft_type: 'LORA';
+  task_type: 'CAUSAL_LM';
+  r: number;
+  lora_alpha: number;
+  lora_dropout: number;
+  target_modules: string[];
+  bias: 'none';
+  fan_in_fan_out: false;
+  inference_mode: boolean;
+  base_model_name_or_path: string | null;
+  [k: string]: unknown;
+}
+
+/** The adapters' settings as PEFT's adapter_config.json. */
+export function adapterConfig(model: RecurrentGemmaForCausalLM, baseModel: string | null = null): AdapterConfigJson {
+  const adapters = [...loraAdapters(model)];
+  if (adapters.length === 0) throw new Error('the model has no LoRA adapters');
+  const first = adapters[0][1];
+  const targets = [...new Set(adapters.map(([n]) => n.slice(n.lastIndexOf('.') + 1)))];
+  return {
+    peft_type: 'LORA', task_type: 'CAUSAL_LM', r: first.rank, lora_alpha: first.alpha, lora_dropout: first.dropout,
+    target_modules: LORA_TARGETS.filter((t) => targets.includes(t)), bias: 'none', fan_in_fan_out: false,
+    inference_mode: true, base_model_name_or_path: baseModel, init_lora_weights: true,
+  };
+}
+
+/** Writes adapter_model.safetensors and adapter_config.json into dir (each via a temp file and a rename). */
+export function saveLoraAdapter(model: RecurrentGemmaForCausalLM, dir: string, opts: {baseModel?: string | null} = {}): void {
+  const config = adapterConfig(model, opts.baseModel ?? null);
+  fs.mkdirSync(dir, {recursive: true});
+  const tensors = [...loraParameters(model)].map(([name, v]) => ({name, shape: v.shape as number[], data: v.dataSync() as Float32Array}));
+  writeSafetensors(path.join(dir, ADAPTER_WEIGHTS), tensors, {format: 'pt'});   // itself via .tmp + rename
+  fs.writeFileSync(path.join(dir, `${ADAPTER_CONFIG}.tmp`), JSON.stringify(config, null, 2) + '\n');
+  fs.renameSync(path.join(dir, `${ADAPTER_CONFIG}.tmp`), path.join(dir, ADAPTER_CONFIG));
+}
+
+/** Reads an adapter's config, or throws naming the file. */
+export function readAdapterConfig(dir: string): LoraConfig {
+  const file = path.join(dir, ADAPTER_CONFIG);
+  let j: Partial<AdapterConfigJson>;
+  try {
+    j = JSON.parse(fs.readFileSync(file, 'utf8'));
+  } catch (e) {
+    throw new Error(`${file}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'not found' : `not valid JSON (${(e as Error).message})`}`);
+  }
+  if (j.peft_type != null && j.peft_type !== 'LORA') throw new Error(`${file}: peft_type ${j.peft_type} is not LORA`);
+  if (typeof j.r !== 'number' || !Array.isArray(j.target_modules)) throw new Error(`${file}: needs "r" and "target_modules"`);
+  return {rank: j.r, alpha: j.lora_alpha ?? j.r, dropout: j.lora_dropout ?? 0, targets: j.target_modules as string[]};
+}
+
+/**
+ * Attaches the adapter saved in dir to the model (addLora with its config, then its weights).
+ * Every tensor is checked against the model before any is used.
+ */
+export function loadLoraAdapter(model: RecurrentGemmaForCausalLM, dir: string): Map<string, LoraAdapter> {
+  const cfg = readAdapterConfig(dir);
+  const file = path.join(dir, ADAPTER_WEIGHTS);
+  const {tensors} = readHeader(file);
+  const byName = new Map([...tensors].map(([k, m]) => [k.startsWith(PEFT_PREFIX) ? k : PEFT_PREFIX + k, m]));
+  const adapters = addLora(model, cfg);
+  try {
+    const params = loraParameters(model);
+    for (const [name, v] of params) {
+      const m = byName.get(name);
+      if (m == null) throw new Error(`${file}: lacks ${name}`);
+      if (m.shape.join() !== v.shape.join()) throw new Error(`${file}: ${name} has shape [${m.shape}], the model needs [${v.shape}]`);
+    }
+    const extra = [...byName.keys()].find((k) => !params.has(k));
+    if (extra != null) throw new Error(`${file}: unexpected tensor ${extra} (not an adapter of this model and config)`);
+    for (const [name, v] of params) {
+      const t = tf.tensor(readTensor(byName.get(name)!) as Float32Array, v.shape, 'float32');
+      v.assign(t);
+      t.dispose();
+    }
+  } catch (e) {
+    removeLora(model);
+    throw e;
+  }
+  return adapters;
+}

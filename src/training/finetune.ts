@@ -1,0 +1,149 @@
+/**
+ * The whole fine-tuning job behind `griffin finetune`: tokenizer, data (validated in full
+ * first), model, Trainer, then the result written where fromPretrained loads it.
+ *   const r = await finetune({model: 'ckpt/', data: 'train.jsonl', eval: 'eval.jsonl', out: 'tuned/', steps: 100});
+ *   const r2 = await finetune({model: 'ckpt/', data: 'chat.jsonl', out: 'lora/', lora: {rank: 8}, merge: true});
+ *
+ * `out` receives: full fine-tuning, the model (HF layout, or tfjs with format 'tfjs');
+ * LoRA, adapter_model.safetensors + adapter_config.json, and with `merge` also the merged
+ * model; always tokenizer.model, training_summary.json and checkpoints/ (for `resume`).
+ */
+import * as fs from 'fs';
+import * as path from 'path';
+import {RecurrentGemmaForCausalLM} from '../model';
+import {GemmaTokenizer} from '../tokenizer';
+import {LoraConfig, mergeLora, saveLoraAdapter} from '../../layers/lora';
+import {Dataset, loadJsonl} from './data';
+import {EvalResult, StepInfo, Trainer, TrainResult} from './trainer';
+import {latestCheckpoint} from './checkpoint';
+
+export interface FinetuneOptions {
+  /** Checkpoint directory (HF or tfjs layout) to start from. */
+  model: string;
+  /** Training JSONL. */
+  data: string;
+  /** Held-out JSONL for loss / perplexity. */
+  eval?: string | null;
+  out: string;
+  /** Default `<model>/tokenizer.model`. */
+  tokenizer?: string;
+  /** Train LoRA adapters instead of every weight. */
+  lora?: LoraConfig | null;
+  /** With LoRA: also write the merged model (W += (alpha / r) B A) to `out`. */
+  merge?: boolean;
+  /** Layout of the written model. Default 'hf'. */
+  format?: 'hf' | 'tfjs';
+  epochs?: number;
+  steps?: number;
+  lr?: number;
+  batchSize?: number;
+  /** Default 512. */
+  seqLen?: number;
+  gradAccum?: number;
+  pack?: boolean;
+  warmupSteps?: number;
+  weightDecay?: number;
+  maxGradNorm?: number;
+  seed?: number;
+  evalEvery?: number;
+  checkpointEvery?: number;
+  /** Continue from the newest checkpoint in `<out>/checkpoints` (from scratch if there is none). */
+  resume?: boolean;
+  gradientCheckpointing?: boolean;
+  /** Aborting stops after the current step, with a checkpoint; nothing else is written. */
+  signal?: AbortSignal;
+  onStep?: (s: StepInfo) => void;
+  onEval?: (e: EvalResult) => void;
+  onCheckpoint?: (dir: string, step: number) => void;
+  /** One-line notes (data summary, resume point). */
+  log?: (line: string) => void;
+}
+
+export interface FinetuneResult {
+  out: string;
+  train: TrainResult;
+  trainData: Dataset;
+  evalData: Dataset | null;
+  resumedFrom: string | null;
+  /** The trained model (merged when merge was asked); the caller disposes it. */
+  model: RecurrentGemmaForCausalLM;
+  tokenizer: GemmaTokenizer;
+}
+
+const TOKENIZER_FILE = 'tokenizer.model';
+
+function describe(d: Dataset): string {
+  const extra = [d.truncated && `${d.truncated} truncated`, d.dropped && `${d.dropped} dropped (nothing to train after truncation)`].filter(Boolean);
+  return `${d.file}: ${d.records} records, ${d.examples.length} rows, ${d.targets} target tokens${extra.length ? ` (${extra.join(', ')})` : ''}`;
+}
+
+export async function finetune(o: FinetuneOptions): Promise<FinetuneResult> {
+  const log = o.log ?? (() => {});
+  if (path.resolve(o.out) === path.resolve(o.model)) throw new Error('the output directory must differ from the model directory');
+  if (!fs.existsSync(o.model) || !fs.statSync(o.model).isDirectory()) throw new Error(`model directory not found: ${o.model}`);
+  if (o.merge && o.lora == null) throw new Error('merge applies to LoRA training only');
+  const tokFile = o.tokenizer ?? path.join(o.model, TOKENIZER_FILE);
+  if (!fs.existsSync(tokFile)) throw new Error(`tokenizer not found: ${tokFile}${o.tokenizer ? '' : ' (pass --tokenizer)'}`);
+  const tokenizer = await GemmaTokenizer.load(tokFile);
+
+  // All data is read and checked before the (slow) model load, so a bad line fails fast.
+  const seqLen = o.seqLen ?? 512;
+  const trainData = loadJsonl(o.data, tokenizer, {seqLen});
+  log(describe(trainData));
+  const evalData = o.eval ? loadJsonl(o.eval, tokenizer, {seqLen}) : null;
+  if (evalData) log(describe(evalData));
+
+  const ckptRoot = path.join(o.out, 'checkpoints');
+  if (!o.resume && latestCheckpoint(ckptRoot) != null) {
+    throw new Error(`${o.out} already holds checkpoints of a run: pass --resume to continue it, or choose another output directory`);
+  }
+  const model = await RecurrentGemmaForCausalLM.fromPretrained(o.model);
+  try {
+    if (tokenizer.vocabSize > model.config.vocab_size) {
+      throw new Error(`${tokFile} has ${tokenizer.vocabSize} pieces but the model's vocabulary is ${model.config.vocab_size}: not a matching pair`);
+    }
+    const trainer = new Trainer(model, {
+      train: trainData, eval: evalData, seqLen, batchSize: o.batchSize, pack: o.pack, gradAccum: o.gradAccum,
+      epochs: o.epochs, steps: o.steps, lr: o.lr, warmupSteps: o.warmupSteps, weightDecay: o.weightDecay,
+      maxGradNorm: o.maxGradNorm, seed: o.seed, lora: o.lora, gradientCheckpointing: o.gradientCheckpointing,
+      evalEvery: o.evalEvery, outDir: o.out, checkpointEvery: o.checkpointEvery, padId: Math.max(tokenizer.padId, 0),
+      onStep: o.onStep, onEval: o.onEval, onCheckpoint: o.onCheckpoint,
+    });
+    let resumedFrom: string | null = null;
+    if (o.resume) {
+      resumedFrom = trainer.resume();
+      log(resumedFrom ? `resuming from ${resumedFrom} (step ${trainer.step} of ${trainer.totalSteps})` : `no checkpoint in ${ckptRoot}: starting from step 0`);
+    }
+    const onAbort = () => trainer.requestStop();
+    o.signal?.addEventListener('abort', onAbort);
+    let train: TrainResult;
+    try {
+      train = await trainer.train();
+    } finally {
+      o.signal?.removeEventListener('abort', onAbort);
+      trainer.dispose();
+    }
+    if (!train.stopped) {
+      if (o.lora != null) {
+        saveLoraAdapter(model, o.out, {baseModel: path.resolve(o.model)});
+        if (o.merge) {
+          mergeLora(model);
+          await model.save(o.out, {format: o.format ?? 'hf'});
+        }
+      } else {
+        await model.save(o.out, {format: o.format ?? 'hf'});
+      }
+      fs.copyFileSync(tokFile, path.join(o.out, TOKENIZER_FILE));
+      const summary = {
+        base_model: path.resolve(o.model), data: path.resolve(o.data), eval: o.eval ? path.resolve(o.eval) : null,
+        steps: train.steps, lora: o.lora ?? null, merged: !!o.merge, settings: trainer.settings,
+        eval_before: train.evalBefore, eval_after: train.evalAfter, history: train.history,
+      };
+      fs.writeFileSync(path.join(o.out, 'training_summary.json'), JSON.stringify(summary, null, 1) + '\n');
+    }
+    return {out: o.out, train, trainData, evalData, resumedFrom, model, tokenizer};
+  } catch (e) {
+    model.dispose();
+    throw e;
+  }
+}
