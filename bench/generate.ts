@@ -111,7 +111,8 @@ async function main(): Promise<void> {
     }
     const first = samples[0], end = samples[samples.length - 1];
     Object.assign(report, {longRunTokens: n, every, samples,
-      rssGrowthMB: first && end ? +(end.rssMB - first.rssMB).toFixed(1) : null,
+      // The first sample still includes warm-up allocations (JIT, pools): growth is measured from it.
+      rssMBFirstLast: first && end ? [first.rssMB, end.rssMB] : null,
       msPerTokenFirstLast: first && end ? [first.msPerToken, end.msPerToken] : null,
       numTensorsFirstLast: first && end ? [first.numTensors, end.numTensors] : null});
   }
