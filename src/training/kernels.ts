@@ -16,7 +16,8 @@ const KERNEL = 'UnsortedSegmentSum';
 const registered = new Set<string>();
 
 type HostBackend = KernelBackend & {
-  makeTensorInfo(shape: number[], dtype: string, values: Float32Array | Int32Array): TensorInfo;
+  makeTensorInfo?(shape: number[], dtype: string, values: Float32Array | Int32Array): TensorInfo;
+  makeOutput?(shape: number[], dtype: string, memoryOffset: undefined, values: Float32Array | Int32Array): TensorInfo;
 };
 
 const segmentSum: KernelFunc = ({inputs, backend, attrs}) => {
@@ -36,7 +37,9 @@ const segmentSum: KernelFunc = ({inputs, backend, attrs}) => {
   }
   const shape = [numSegments, ...x.shape.slice(segmentIds.shape.length)];
   const out = x.dtype === 'int32' ? Int32Array.from(acc) : Float32Array.from(acc);
-  return be.makeTensorInfo(shape, x.dtype, out);
+  // cpu calls it makeTensorInfo, wasm makeOutput.
+  if (be.makeTensorInfo != null) return be.makeTensorInfo(shape, x.dtype, out);
+  return be.makeOutput!(shape, x.dtype, undefined, out);
 };
 
 /** Installs the kernel for a host backend ('cpu' or 'wasm'); other backends are left alone. */
