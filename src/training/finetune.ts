@@ -82,6 +82,10 @@ export async function finetune(o: FinetuneOptions): Promise<FinetuneResult> {
   if (path.resolve(o.out) === path.resolve(o.model)) throw new Error('the output directory must differ from the model directory');
   if (!fs.existsSync(o.model) || !fs.statSync(o.model).isDirectory()) throw new Error(`model directory not found: ${o.model}`);
   if (o.merge && o.lora == null) throw new Error('merge applies to LoRA training only');
+  const ckptRoot = path.join(o.out, 'checkpoints');
+  if (!o.resume && latestCheckpoint(ckptRoot) != null) {
+    throw new Error(`${o.out} already holds checkpoints of a run: pass --resume to continue it, or choose another output directory`);
+  }
   const tokFile = o.tokenizer ?? path.join(o.model, TOKENIZER_FILE);
   if (!fs.existsSync(tokFile)) throw new Error(`tokenizer not found: ${tokFile}${o.tokenizer ? '' : ' (pass --tokenizer)'}`);
   const tokenizer = await GemmaTokenizer.load(tokFile);
@@ -93,10 +97,6 @@ export async function finetune(o: FinetuneOptions): Promise<FinetuneResult> {
   const evalData = o.eval ? loadJsonl(o.eval, tokenizer, {seqLen}) : null;
   if (evalData) log(describe(evalData));
 
-  const ckptRoot = path.join(o.out, 'checkpoints');
-  if (!o.resume && latestCheckpoint(ckptRoot) != null) {
-    throw new Error(`${o.out} already holds checkpoints of a run: pass --resume to continue it, or choose another output directory`);
-  }
   const model = await RecurrentGemmaForCausalLM.fromPretrained(o.model);
   try {
     if (tokenizer.vocabSize > model.config.vocab_size) {
