@@ -117,18 +117,18 @@ async function onHost(inputIds: IdsLike, opts: GenerateOptions): Promise<[IdsLik
 export async function* streamTokens(model: RecurrentGemmaForCausalLM, inputIds: IdsLike, opts: GenerateOptions = {}):
     AsyncGenerator<TokenEvent, void, undefined> {
   [inputIds, opts] = await onHost(inputIds, opts);
-  yield* run(model, inputIds, opts, prepare(model, inputIds, opts));
+  yield* run(model, opts, prepare(model, inputIds, opts));
 }
 
 /** Prompt (without padding) + new tokens, per row. */
 export async function generate(model: RecurrentGemmaForCausalLM, inputIds: IdsLike, opts: GenerateOptions = {}): Promise<number[][]> {
   [inputIds, opts] = await onHost(inputIds, opts);
   const p = prepare(model, inputIds, opts);
-  for await (const _ of run(model, inputIds, opts, p)) { /* events reach opts.onToken */ }
+  for await (const _ of run(model, opts, p)) { /* events reach opts.onToken */ }
   return p.trackers.map((t) => [...t.prompt, ...t.generated]);
 }
 
-async function* run(model: RecurrentGemmaForCausalLM, _inputIds: IdsLike, opts: GenerateOptions, p: ReturnType<typeof prepare>):
+async function* run(model: RecurrentGemmaForCausalLM, opts: GenerateOptions, p: ReturnType<typeof prepare>):
     AsyncGenerator<TokenEvent, void, undefined> {
   const {rows, mask, maxNew, eos, stops, trackers} = p;
   const V = model.config.vocab_size;
