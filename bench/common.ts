@@ -1,0 +1,212 @@
+/**
+ * What the benchmarks share: arguments, backend start-up, a description of the machine and the
+ * GPU adapter, timing, dispatch counting, the printed table and the JSON result file.
+ *   const args = parseArgs(process.argv.slice(2));  const env = await setup(args.backend);
+ *   const ms = await timeIt(() => f(), (out) => syncOn(out), {reps: 5});
+ */
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import {tf} from '../src/tf';
+import {useBackend} from '../src/backend';
+
+export type Args = Record<string, string>;
+
+/** `--name value`, `--name=value` and bare `--flag` (= 'true'). */
+export function parseArgs(argv: string[]): Args {
+  const out: Args = {};
+  for (let i = 0; i < argv.length; i++) {
+    const m = /^--([a-z0-9-]+)(?:=(.*))?$/.exec(argv[i]);
+    if (!m) throw new Error(`unexpected argument ${JSON.stringify(argv[i])} (options are --name value)`);
+    out[m[1]] = m[2] ?? (argv[i + 1] != null && !argv[i + 1].startsWith('--') ? argv[++i] : 'true');
+  }
+  return out;
+}
+
+/** A comma-separated list of positive integers. */
+export function intList(v: string | undefined, dflt: number[], name: string): number[] {
+  if (v == null) return dflt;
+  const out = v.split(',').map(Number);
+  if (out.some((x) => !Number.isInteger(x) || x < 1)) throw new Error(`--${name} must be positive integers separated by commas, got ${v}`);
+  return out;
+}
+
+export function intArg(args: Args, name: string, dflt: number): number {
+  const v = args[name] == null ? dflt : Number(args[name]);
+  if (!Number.isInteger(v) || v < 0) throw new Error(`--${name} must be an integer >= 0, got ${args[name]}`);
+  return v;
+}
+
+export interface Environment {
+  date: string;
+  host: string;
+  node: string;
+  platform: string;
+  cpu: string;
+  cpus: number;
+  memGiB: number;
+  tfjs: string;
+  backend: string;
+  /** webgpu only: what Dawn reports about the adapter, and the limits of the device tfjs opened. */
+  adapter?: Record<string, unknown>;
+  env: Record<string, string>;
+}
+
+/**
+ * Starts the backend (webgpu: Dawn; on a machine without a GPU set VK_ICD_FILENAMES to
+ * SwiftShader's ICD, see bench/README.md) and describes the machine.
+ */
+export async function setup(backend: string | undefined): Promise<Environment> {
+  const name = backend ?? 'webgpu';
+  if (!['cpu', 'wasm', 'webgpu'].includes(name)) throw new Error(`--backend must be webgpu, cpu or wasm, got ${name}`);
+  await useBackend(name);
+  const env: Environment = {
+    date: new Date().toISOString(),
+    host: os.hostname(),
+    node: process.version,
+    platform: `${process.platform}-${process.arch} ${os.release()}`,
+    cpu: os.cpus()[0]?.model ?? '?',
+    cpus: os.cpus().length,
+    memGiB: +(os.totalmem() / 2 ** 30).toFixed(1),
+    tfjs: tf.version.tfjs,
+    backend: tf.getBackend(),
+    env: Object.fromEntries(['VK_ICD_FILENAMES', 'VK_DRIVER_FILES', 'GRIFFIN_MAX_PIECE_BYTES']
+        .filter((k) => process.env[k] != null).map((k) => [k, process.env[k]!])),
+  };
+  if (name === 'webgpu') env.adapter = await describeAdapter();
+  return env;
+}
+
+/** The adapter Dawn gives for high-performance (the one tfjs picks too), and tfjs's device limits. */
+async function describeAdapter(): Promise<Record<string, unknown>> {
+  const gpu = (globalThis as unknown as {navigator: {gpu: {requestAdapter(o: object): Promise<{info?: Record<string, unknown>, features: Set<string>} | null>}}}).navigator.gpu;
+  const adapter = await gpu.requestAdapter({powerPreference: 'high-performance'});
+  const info: Record<string, unknown> = {};
+  for (const k of ['vendor', 'architecture', 'device', 'description', 'backendType', 'adapterType']) {
+    const v = adapter?.info?.[k];
+    if (v != null && v !== '') info[k] = v;
+  }
+  const backend = tf.backend() as unknown as {device: {limits: Record<string, number>}, adapterInfo?: object, supportTimestampQuery?: boolean};
+  const limits = backend.device.limits;
+  info.limits = Object.fromEntries(['maxStorageBufferBindingSize', 'maxBufferSize', 'maxComputeWorkgroupStorageSize',
+    'maxComputeInvocationsPerWorkgroup', 'maxComputeWorkgroupsPerDimension'].map((k) => [k, limits[k]]));
+  info.features = adapter ? [...adapter.features].sort() : [];
+  info.tfjsAdapterInfo = backend.adapterInfo;
+  info.timestampQuery = backend.supportTimestampQuery ?? false;
+  return info;
+}
+
+/** One line about the machine for the table's header. */
+export function describe(env: Environment): string {
+  const a = env.adapter as {description?: string, vendor?: string, architecture?: string, backendType?: string} | undefined;
+  const gpu = a ? `, adapter: ${a.description || [a.vendor, a.architecture].filter(Boolean).join(' ') || '?'}${a.backendType ? ` (${a.backendType})` : ''}` : '';
+  return `${env.backend} on ${env.host} (${env.cpus} x ${env.cpu}, node ${env.node}, tfjs ${env.tfjs}${gpu})`;
+}
+
+/**
+ * Waits until the backend has finished computing `t`: reads one element (on webgpu this submits
+ * the queue and waits for it; reading the whole tensor would time the copy too).
+ */
+export async function syncOn(t: tf.Tensor): Promise<void> {
+  if (t.size === 0) return;
+  const one = tf.tidy(() => tf.slice(tf.reshape(t, [-1]), [0], [1]));
+  await one.data();
+  one.dispose();
+}
+
+export interface Timing { ms: number; minMs: number; maxMs: number; reps: number }
+
+/**
+ * Median wall time of `run` (after `warmup` untimed runs: shader compilation, buffer pools).
+ * `run` returns the tensors it made; the first is synchronised on, all are disposed.
+ */
+export async function timeIt(run: () => tf.Tensor[], opts: {reps?: number, warmup?: number} = {}): Promise<Timing> {
+  const reps = Math.max(1, opts.reps ?? 5), warmup = opts.warmup ?? 1;
+  const times: number[] = [];
+  for (let i = 0; i < warmup + reps; i++) {
+    const t0 = performance.now();
+    const out = run();
+    await syncOn(out[0]);
+    const dt = performance.now() - t0;
+    tf.dispose(out);
+    if (i >= warmup) times.push(dt);
+  }
+  times.sort((a, b) => a - b);
+  const round = (x: number) => +x.toFixed(3);
+  return {ms: round(times[Math.floor(times.length / 2)]), minMs: round(times[0]), maxMs: round(times[times.length - 1]), reps};
+}
+
+/**
+ * Counts, while installed, the tfjs kernels run (any backend) and the GPU programs dispatched
+ * (webgpu: calls of backend.runWebGPUProgram; one kernel may dispatch several or none).
+ */
+export class DispatchCounter {
+  kernels = 0;
+  dispatches = 0;
+  readonly byProgram = new Map<string, number>();
+  private undo: (() => void)[] = [];
+
+  install(): this {
+    const engine = tf.engine() as unknown as {runKernelFunc(p: unknown): unknown};
+    const runKernelFunc = engine.runKernelFunc;
+    const self = this;
+    engine.runKernelFunc = function (this: unknown, p: unknown) { self.kernels++; return runKernelFunc.call(this, p); };
+    this.undo.push(() => { engine.runKernelFunc = runKernelFunc; });
+    if (tf.getBackend() === 'webgpu') {
+      const backend = tf.backend() as unknown as {runWebGPUProgram(p: {constructor: {name: string}}, ...rest: unknown[]): unknown};
+      const run = backend.runWebGPUProgram;
+      backend.runWebGPUProgram = function (this: unknown, p: {constructor: {name: string}}, ...rest: unknown[]) {
+        self.dispatches++;
+        self.byProgram.set(p.constructor.name, (self.byProgram.get(p.constructor.name) ?? 0) + 1);
+        return run.call(this, p, ...rest);
+      };
+      this.undo.push(() => { backend.runWebGPUProgram = run; });
+    }
+    return this;
+  }
+
+  reset(): void {
+    this.kernels = 0;
+    this.dispatches = 0;
+    this.byProgram.clear();
+  }
+
+  /** The counts so far, programs by frequency. */
+  snapshot(): {kernels: number, dispatches: number, byProgram: Record<string, number>} {
+    return {kernels: this.kernels, dispatches: this.dispatches,
+      byProgram: Object.fromEntries([...this.byProgram].sort((a, b) => b[1] - a[1]))};
+  }
+
+  uninstall(): void {
+    this.undo.reverse().forEach((f) => f());
+    this.undo = [];
+  }
+}
+
+/** Prints rows as an aligned text table (numbers right-aligned). */
+export function printTable(rows: Record<string, unknown>[], columns: string[]): void {
+  const cell = (v: unknown) => (v == null ? '' : typeof v === 'number' ? String(+v.toPrecision(5)) : String(v));
+  const widths = columns.map((c) => Math.max(c.length, ...rows.map((r) => cell(r[c]).length)));
+  const line = (vals: string[], numeric: boolean[]) =>
+    vals.map((v, i) => (numeric[i] ? v.padStart(widths[i]) : v.padEnd(widths[i]))).join('  ');
+  console.log(line(columns, columns.map(() => false)));
+  console.log(widths.map((w) => '-'.repeat(w)).join('  '));
+  for (const r of rows) console.log(line(columns.map((c) => cell(r[c])), columns.map((c) => typeof r[c] === 'number')));
+}
+
+/** Prints the JSON result and, with --out, writes it (bench/results/<date>-<machine>.json by convention). */
+export function emit(result: object, out: string | undefined): void {
+  const text = JSON.stringify(result, null, 2);
+  console.log(text);
+  if (out != null && out !== 'true') {
+    fs.mkdirSync(path.dirname(path.resolve(out)), {recursive: true});
+    fs.writeFileSync(out, text + '\n');
+    console.error(`written to ${out}`);
+  }
+}
+
+/** Reports a failure as one line and sets the exit code. */
+export function fail(script: string, e: unknown): void {
+  console.error(`${script}: ${(e as Error)?.stack ?? e}`);
+  process.exitCode = 1;
+}

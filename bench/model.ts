@@ -1,0 +1,205 @@
+/**
+ * Whole-model speed with random weights: the full forward at several lengths, prefill of a long
+ * prompt and greedy decoding at several batch sizes, with the number of tfjs kernels and GPU
+ * dispatches per decoded token. Prints a table, then JSON.
+ *   npx tsx bench/model.ts --backend webgpu --out bench/results/2026-01-01-h200-model.json   # 2B-shaped
+ *   npx tsx bench/model.ts --config tiny --backend cpu                                       # quick
+ *
+ * Options: --config 2b|small|tiny (2b: RecurrentGemma-2B's shape, 2.7B parameters), --layers N
+ * and --vocab N (shrink a config), --backend webgpu|cpu|wasm (webgpu), --seq 128,2048 (forward
+ * lengths), --forward-batch 1, --prefill 2048 (prompt length; 0 skips), --batches 1,8 (prefill
+ * and decode), --decode-tokens 32, --reps 3, --chunk 512 (prefill chunk), --out FILE.
+ * Memory: 2b needs ~11 GB for weights plus ~7 GB of activations at t = 2048 (the [t, 256000]
+ * logits alone are 2 GB, three times over through the soft cap).
+ */
+import {tf} from '../src/tf';
+import {RecurrentGemmaForCausalLM} from '../src/model';
+import {RecurrentGemmaConfigArgs} from '../src/config';
+import {maxPieceBytes} from '../layers/vocab_split';
+import type {LayerVariable} from '../layers/base';
+import type {WebGPUBackend, WebGPUProgram} from '@tensorflow/tfjs-backend-webgpu';
+import {Args, describe, DispatchCounter, emit, fail, intArg, intList, parseArgs, printTable, setup, syncOn, timeIt} from './common';
+
+const CONFIGS: Record<string, RecurrentGemmaConfigArgs> = {
+  // RecurrentGemma-2B as released (its config.json; HF's defaults differ in intermediate_size and kv heads).
+  '2b': {
+    num_hidden_layers: 26, vocab_size: 256000, hidden_size: 2560, lru_width: 2560, intermediate_size: 15360,
+    num_attention_heads: 10, num_key_value_heads: 1, attention_window_size: 2048, conv1d_width: 4,
+    block_types: ['recurrent', 'recurrent', 'attention'],
+  },
+  small: {
+    num_hidden_layers: 9, vocab_size: 8192, hidden_size: 512, lru_width: 512, intermediate_size: 1536,
+    num_attention_heads: 8, num_key_value_heads: 1, attention_window_size: 512, block_types: ['recurrent', 'recurrent', 'attention'],
+  },
+  // test/fixtures/tiny-a's shape.
+  tiny: {
+    num_hidden_layers: 4, vocab_size: 512, hidden_size: 64, lru_width: 64, intermediate_size: 192,
+    num_attention_heads: 4, num_key_value_heads: 1, attention_window_size: 64, block_types: ['recurrent', 'recurrent', 'attention'],
+  },
+};
+
+/**
+ * Fills a tensor of `shape` with uniform noise in [-scale, scale] by a hash of the index, on the
+ * GPU: host-side random numbers for 2.7B parameters would take minutes.
+ */
+class HashFillProgram implements WebGPUProgram {
+  variableNames: string[] = [];
+  outputShape: number[];
+  shaderKey = 'benchHashFill';
+  dispatchLayout = {x: [0]};
+  dispatch: [number, number, number];
+  workgroupSize: [number, number, number] = [64, 1, 1];
+  size = true;
+  uniforms = 'seed : i32, scale : f32,';
+
+  constructor(n: number) {
+    this.outputShape = [n];
+    this.dispatch = [Math.ceil(n / 64), 1, 1];
+  }
+
+  getUserCode(): string {
+    return `
+      fn main(index : i32) {
+        if (index >= uniforms.size) { return; }
+        // PCG hash of (index, seed).
+        var h = u32(index) * 747796405u + u32(uniforms.seed) * 2891336453u + 1u;
+        h = ((h >> ((h >> 28u) + 4u)) ^ h) * 277803737u;
+        h = (h >> 22u) ^ h;
+        result[index] = (f32(h) * 2.3283064365386963e-10 * 2.0 - 1.0) * uniforms.scale;
+      }`;
+  }
+}
+
+/** Uniform noise of std 1/sqrt(fan-in) for matrices, small noise for vectors (norms, biases). */
+function randomizeWeights(model: RecurrentGemmaForCausalLM): void {
+  const vars = [...model.namedParameters().values()] as LayerVariable[];
+  vars.forEach((v, i) => {
+    const shape = v.shape as number[];
+    const n = shape.reduce((a, b) => a * b, 1);
+    const scale = shape.length >= 2 ? Math.sqrt(3 / shape[shape.length - 1]) : 0.1;
+    const t = tf.tidy(() => {
+      if (tf.getBackend() !== 'webgpu') return tf.randomUniform(shape, -scale, scale, 'float32', i + 1);
+      const backend = tf.backend() as unknown as WebGPUBackend;
+      const info = backend.runWebGPUProgram(new HashFillProgram(n), [], 'float32',
+          [{type: 'int32', data: [i + 1]}, {type: 'float32', data: [scale]}]);
+      return tf.reshape(tf.engine().makeTensorFromTensorInfo(info), shape);
+    });
+    v.write(t);
+    t.dispose();
+  });
+}
+
+function randomIds(b: number, t: number, vocab: number, seed: number): number[][] {
+  let s = seed;
+  const next = () => { s = (Math.imul(s, 1103515245) + 12345) >>> 0; return s; };
+  return Array.from({length: b}, () => Array.from({length: t}, () => 3 + (next() % (vocab - 3))));
+}
+
+const round = (x: number, d = 3) => +x.toFixed(d);
+
+async function main(args: Args): Promise<void> {
+  const env = await setup(args.backend);
+  const name = args.config ?? '2b';
+  const base = CONFIGS[name];
+  if (base == null) throw new Error(`--config must be one of ${Object.keys(CONFIGS).join(', ')}`);
+  const cfg = {...base};
+  if (args.layers) cfg.num_hidden_layers = intArg(args, 'layers', 1);
+  if (args.vocab) cfg.vocab_size = intArg(args, 'vocab', 1);
+  const small = name === 'tiny';
+  const seqs = intList(args.seq, small ? [16, 128] : [128, 2048], 'seq');
+  const forwardBatch = intArg(args, 'forward-batch', 1);
+  const prefillLen = intArg(args, 'prefill', small ? 128 : 2048);
+  const batches = intList(args.batches, [1, 8], 'batches');
+  const decodeTokens = intArg(args, 'decode-tokens', 32);
+  const reps = intArg(args, 'reps', 3);
+  const chunk = intArg(args, 'chunk', 512);
+
+  console.error(`model ${name}: ${describe(env)}`);
+  let t0 = performance.now();
+  const model = new RecurrentGemmaForCausalLM(cfg, {init: 'zeros'});
+  randomizeWeights(model);
+  await syncOn(model.embed.matrix.pieces[0].variable.read());
+  const c = model.config;
+  const info = {
+    config: name, layers: c.num_hidden_layers, hidden: c.hidden_size, lru: c.lru_width, intermediate: c.intermediate_size,
+    heads: c.num_attention_heads, kvHeads: c.num_key_value_heads, window: c.attention_window_size, vocab: c.vocab_size,
+    params: model.countParams(), embeddingPieces: model.embed.matrix.pieces.length,
+    maxPieceBytes: Number.isFinite(maxPieceBytes()) ? maxPieceBytes() : null, initMs: round(performance.now() - t0, 1),
+  };
+  console.error(`  ${info.params} parameters, embedding in ${info.embeddingPieces} piece(s), built in ${info.initMs} ms`);
+
+  const rows: Record<string, unknown>[] = [];
+  const counter = new DispatchCounter().install();
+  const dispatchCounts: Record<string, unknown> = {};
+
+  // Full forward (what training and scoring run): logits for every position.
+  for (const t of seqs) {
+    const ids = randomIds(forwardBatch, t, c.vocab_size, t);
+    counter.reset();
+    const first = performance.now();
+    const l = model.forward({inputIds: ids}).logits;
+    await syncOn(l);
+    l.dispose();
+    const firstMs = performance.now() - first;
+    const counts = counter.snapshot();
+    const r = await timeIt(() => [model.forward({inputIds: ids}).logits], {reps, warmup: 0});
+    const tokens = forwardBatch * t;
+    rows.push({what: 'forward', b: forwardBatch, t, ms: r.ms, tokPerS: round(tokens / r.ms * 1000, 1),
+      firstMs: round(firstMs, 1), kernels: counts.kernels, dispatches: counts.dispatches});
+    console.error(`  forward b=${forwardBatch} t=${t}: ${r.ms} ms (first ${round(firstMs, 1)} ms)`);
+    if (t === seqs[0]) dispatchCounts[`forward_t${t}`] = counts;
+  }
+
+  // Prefill a long prompt, then greedy decoding (argmax read back each step, as a caller would).
+  for (const b of prefillLen > 0 ? batches : []) {
+    const prompt = randomIds(b, prefillLen, c.vocab_size, 7 + b);
+    // Warm-up: the first prefill compiles the chunk shapes.
+    model.prefill(prompt, {chunkSize: chunk}).dispose();
+    t0 = performance.now();
+    const state = model.prefill(prompt, {chunkSize: chunk});
+    await syncOn(state.logits);
+    const prefillMs = performance.now() - t0;
+    rows.push({what: 'prefill', b, t: prefillLen, ms: round(prefillMs), tokPerS: round(b * prefillLen / prefillMs * 1000, 1)});
+    console.error(`  prefill b=${b} t=${prefillLen}: ${round(prefillMs)} ms`);
+
+    const greedy = async (logits: tf.Tensor) => {
+      const next = tf.argMax(logits, -1);
+      const ids = Array.from(await next.data());
+      next.dispose();
+      return ids;
+    };
+    let ids = await greedy(state.logits);
+    for (let i = 0; i < 3; i++) {  // warm-up steps
+      const {logits} = model.decodeStep(state, ids);
+      ids = await greedy(logits);
+      logits.dispose();
+    }
+    counter.reset();
+    const {logits: l1} = model.decodeStep(state, ids);
+    ids = await greedy(l1);
+    l1.dispose();
+    const perToken = counter.snapshot();
+    dispatchCounts[`decode_b${b}`] = perToken;
+    t0 = performance.now();
+    for (let i = 0; i < decodeTokens; i++) {
+      const {logits} = model.decodeStep(state, ids);
+      ids = await greedy(logits);
+      logits.dispose();
+    }
+    const ms = (performance.now() - t0) / Math.max(decodeTokens, 1);
+    state.dispose();
+    rows.push({what: 'decode', b, t: prefillLen, ms: round(ms), tokPerS: round(b / ms * 1000, 1),
+      kernels: perToken.kernels, dispatches: perToken.dispatches});
+    console.error(`  decode b=${b}: ${round(ms)} ms/step, ${perToken.dispatches} dispatches/step`);
+  }
+  counter.uninstall();
+
+  console.log(`model ${name} (${info.params} params), ${describe(env)}`);
+  console.log('ms: median per forward / per prefill / per decode step (one token per row); kernels, dispatches: per forward or per decode step');
+  printTable(rows, ['what', 'b', 't', 'ms', 'tokPerS', 'firstMs', 'kernels', 'dispatches']);
+  emit({bench: 'model', environment: env, model: info, options: {seqs, forwardBatch, prefillLen, batches, decodeTokens, reps, chunk},
+    rows, dispatchCounts, memory: tf.memory()}, args.out);
+  model.dispose();
+}
+
+main(parseArgs(process.argv.slice(2))).catch((e) => fail('bench/model', e));
