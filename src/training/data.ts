@@ -14,7 +14,6 @@
 import * as fs from 'fs';
 import {ChatMessage, encodeChatForTraining, GemmaTokenizer} from '../tokenizer';
 import {IGNORE_INDEX} from '../../ops/loss';
-import {hashNumbers} from './rng';
 
 /** A problem with a data file; the message starts with `file:line:` when a line is at fault. */
 export class DataError extends Error {
@@ -48,8 +47,6 @@ export interface Dataset {
   dropped: number;
   /** Target tokens over all examples. */
   targets: number;
-  /** Hash of every id and label: a resumed run checks that it trains on the same data. */
-  fingerprint: number;
 }
 
 export interface DataOptions {
@@ -166,10 +163,7 @@ export function tokenizeRecords(records: DataRecord[], tok: GemmaTokenizer, file
     }
   }
   if (examples.length === 0) throw new DataError(`${file}: no example has a token to train on (seqLen ${seqLen} too short?)`, file);
-  const fingerprint = hashNumbers(function* () {
-    for (const e of examples) { yield e.ids.length; yield* e.ids; yield* e.labels; }
-  }());
-  return {file, examples, records: records.length, truncated, dropped, fingerprint,
+  return {file, examples, records: records.length, truncated, dropped,
     targets: examples.reduce((s, e) => s + countTargets([e.labels]), 0)};
 }
 

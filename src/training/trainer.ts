@@ -222,6 +222,7 @@ export class Trainer {
       seed,
       lora: this.isLora ? {rank: adapters[0].rank, alpha: adapters[0].alpha, dropout: adapters[0].dropout,
         targets: [...new Set(adapters.map((a) => a.module.slice(a.module.lastIndexOf('.') + 1)))]} : null,
+      // A hash of every id and label: a resumed run must train on the same data.
       data: hashNumbers(function* (ex: Example[]) {
         for (const e of ex) { yield e.ids.length; yield* e.ids; yield* e.labels; }
       }(this.examples)),
@@ -343,7 +344,7 @@ export class Trainer {
     let nll = 0, n = 0;
     for (const b of this.evalBatches) {
       if (b.targets === 0) continue;
-      const loss = this.forwardLoss(b);
+      const loss = tf.tidy(() => this.forwardLoss(b));   // the tidy frees the logits
       nll += loss.dataSync()[0] * b.targets;
       n += b.targets;
       loss.dispose();

@@ -79,8 +79,10 @@ test('held-out loss falls over a short run on real English text', async () => {
   const train = loadJsonl(TEXT_TRAIN, tok, {seqLen: 64}), evalData = loadJsonl(TEXT_EVAL, tok, {seqLen: 64});
   const evals: number[] = [];
   const trainer = new Trainer(model, {train, eval: evalData, seqLen: 64, batchSize: 2, pack: true, steps: 12,
-    lr: 3e-3, warmupSteps: 2, evalEvery: 6, seed: 1, onEval: (e) => evals.push(e.loss)});
+    lr: 3e-3, warmupSteps: 2, evalEvery: 6, seed: 1, onEval: (e) => evals.push(e.loss), outDir: tmpDir('eval'), checkpointEvery: 6});
+  const n0 = tf.memory().numTensors;
   const r = await trainer.train();
+  expect(tf.memory().numTensors).toBe(n0);   // evaluations and checkpoints leak nothing
   console.log(`eval loss ${evals.map((x) => x.toFixed(3)).join(' -> ')}; perplexity ${r.evalBefore!.perplexity.toFixed(0)} -> ${r.evalAfter!.perplexity.toFixed(1)} (${r.evalAfter!.targets} held-out tokens)`);
   expect(evals).toHaveLength(3);
   expect(evals[1]).toBeLessThan(evals[0]);
