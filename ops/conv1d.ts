@@ -9,10 +9,14 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import {SequenceInfo} from './sequence';
+import {causalConv1dFused} from './causal_conv1d';
 
 export function causalConv1d(
     x: tf.Tensor, weight: tf.Tensor, bias: tf.Tensor, info: SequenceInfo | null,
     prevState?: tf.Tensor | null): {y: tf.Tensor, state: tf.Tensor} {
+  // One fused kernel where the backend has one and no gradient is being recorded (inference).
+  const fused = causalConv1dFused(x, weight, bias, info, prevState);
+  if (fused != null) return fused;
   return tf.tidy(() => {
     const [b, t, e] = x.shape;
     const w = weight.shape[2]!;

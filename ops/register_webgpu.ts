@@ -6,9 +6,10 @@
 import {getKernel, registerKernel, unregisterKernel} from '@tensorflow/tfjs-core';
 import {webgpuKernelConfigs} from './rg_lru_scan/webgpu';
 import {preciseTrigKernelConfigs} from './precise_trig/webgpu';
+import {causalConv1dKernelConfigs} from './causal_conv1d/webgpu';
 
 export function registerWebGPUKernels(): void {
-  for (const k of [...webgpuKernelConfigs, ...preciseTrigKernelConfigs]) {
+  for (const k of [...webgpuKernelConfigs, ...preciseTrigKernelConfigs, ...causalConv1dKernelConfigs]) {
     const existing = getKernel(k.kernelName, k.backendName);
     if (existing?.kernelFunc === k.kernelFunc) continue;
     // What is there already is superseded: for RgLruScan the composite that rgLruScan()
