@@ -9,6 +9,7 @@ import * as os from 'os';
 import * as path from 'path';
 import {tf} from '../src/tf';
 import {useBackend} from '../src/backend';
+import type {WebGPUBackend, WebGPUProgram} from '@tensorflow/tfjs-backend-webgpu';
 
 export type Args = Record<string, string>;
 
@@ -181,6 +182,51 @@ export class DispatchCounter {
     this.undo.reverse().forEach((f) => f());
     this.undo = [];
   }
+}
+
+/**
+ * Uniform noise in [lo, hi) from a hash of (index, seed), computed on the GPU: host-side random
+ * numbers for 2.7B parameters or a 600 MB scan input take minutes and a copy.
+ */
+class HashFillProgram implements WebGPUProgram {
+  variableNames: string[] = [];
+  outputShape: number[];
+  shaderKey = 'benchHashFill';
+  dispatchLayout = {x: [0]};
+  dispatch: [number, number, number];
+  workgroupSize: [number, number, number] = [64, 1, 1];
+  size = true;
+  uniforms = 'seed : i32, lo : f32, hi : f32,';
+
+  constructor(n: number) {
+    this.outputShape = [n];
+    this.dispatch = [Math.ceil(n / 64), 1, 1];
+  }
+
+  getUserCode(): string {
+    return `
+      fn main(index : i32) {
+        if (index >= uniforms.size) { return; }
+        // PCG hash of (index, seed).
+        var h = u32(index) * 747796405u + u32(uniforms.seed) * 2891336453u + 1u;
+        h = ((h >> ((h >> 28u) + 4u)) ^ h) * 277803737u;
+        h = (h >> 22u) ^ h;
+        result[index] = uniforms.lo + (uniforms.hi - uniforms.lo) * (f32(h >> 8u) * 5.9604644775390625e-8);
+      }`;
+  }
+}
+
+/** A float32 tensor of uniform noise in [lo, hi): on the GPU under webgpu, else tf.randomUniform. */
+export function randomTensor(shape: number[], lo: number, hi: number, seed: number): tf.Tensor {
+  if (tf.getBackend() !== 'webgpu') return tf.randomUniform(shape, lo, hi, 'float32', seed);
+  const n = shape.reduce((a, b) => a * b, 1);
+  const backend = tf.backend() as unknown as WebGPUBackend;
+  const info = backend.runWebGPUProgram(new HashFillProgram(n), [], 'float32',
+      [{type: 'int32', data: [seed]}, {type: 'float32', data: [lo]}, {type: 'float32', data: [hi]}]);
+  const flat = tf.engine().makeTensorFromTensorInfo(info);
+  const out = tf.reshape(flat, shape);
+  flat.dispose();
+  return out;
 }
 
 /** Prints rows as an aligned text table (numbers right-aligned). */

@@ -17,8 +17,7 @@ import {RecurrentGemmaForCausalLM} from '../src/model';
 import {RecurrentGemmaConfigArgs} from '../src/config';
 import {maxPieceBytes} from '../layers/vocab_split';
 import type {LayerVariable} from '../layers/base';
-import type {WebGPUBackend, WebGPUProgram} from '@tensorflow/tfjs-backend-webgpu';
-import {Args, describe, DispatchCounter, emit, fail, intArg, intList, parseArgs, printTable, setup, syncOn, timeIt} from './common';
+import {Args, describe, DispatchCounter, emit, fail, intArg, intList, parseArgs, printTable, randomTensor, setup, syncOn, timeIt} from './common';
 
 const CONFIGS: Record<string, RecurrentGemmaConfigArgs> = {
   // RecurrentGemma-2B as released (its config.json; HF's defaults differ in intermediate_size and kv heads).
@@ -38,38 +37,6 @@ const CONFIGS: Record<string, RecurrentGemmaConfigArgs> = {
   },
 };
 
-/**
- * Fills a tensor of `shape` with uniform noise in [-scale, scale] by a hash of the index, on the
- * GPU: host-side random numbers for 2.7B parameters would take minutes.
- */
-class HashFillProgram implements WebGPUProgram {
-  variableNames: string[] = [];
-  outputShape: number[];
-  shaderKey = 'benchHashFill';
-  dispatchLayout = {x: [0]};
-  dispatch: [number, number, number];
-  workgroupSize: [number, number, number] = [64, 1, 1];
-  size = true;
-  uniforms = 'seed : i32, scale : f32,';
-
-  constructor(n: number) {
-    this.outputShape = [n];
-    this.dispatch = [Math.ceil(n / 64), 1, 1];
-  }
-
-  getUserCode(): string {
-    return `
-      fn main(index : i32) {
-        if (index >= uniforms.size) { return; }
-        // PCG hash of (index, seed).
-        var h = u32(index) * 747796405u + u32(uniforms.seed) * 2891336453u + 1u;
-        h = ((h >> ((h >> 28u) + 4u)) ^ h) * 277803737u;
-        h = (h >> 22u) ^ h;
-        result[index] = (f32(h) * 2.3283064365386963e-10 * 2.0 - 1.0) * uniforms.scale;
-      }`;
-  }
-}
-
 /** Uniform noise of std 1/sqrt(fan-in) for matrices, small noise for vectors (norms, biases). */
 function randomizeWeights(model: RecurrentGemmaForCausalLM): void {
   const vars = [...model.namedParameters().values()] as LayerVariable[];
@@ -77,13 +44,7 @@ function randomizeWeights(model: RecurrentGemmaForCausalLM): void {
     const shape = v.shape as number[];
     const n = shape.reduce((a, b) => a * b, 1);
     const scale = shape.length >= 2 ? Math.sqrt(3 / shape[shape.length - 1]) : 0.1;
-    const t = tf.tidy(() => {
-      if (tf.getBackend() !== 'webgpu') return tf.randomUniform(shape, -scale, scale, 'float32', i + 1);
-      const backend = tf.backend() as unknown as WebGPUBackend;
-      const info = backend.runWebGPUProgram(new HashFillProgram(n), [], 'float32',
-          [{type: 'int32', data: [i + 1]}, {type: 'float32', data: [scale]}]);
-      return tf.reshape(tf.engine().makeTensorFromTensorInfo(info), shape);
-    });
+    const t = randomTensor(shape, -scale, scale, i + 1);
     v.write(t);
     t.dispose();
   });

@@ -18,7 +18,7 @@ import {tf} from '../src/tf';
 import {engine, Tensor} from '@tensorflow/tfjs-core';
 import {RG_LRU_SCAN, RG_LRU_SCAN_GRAD} from '../ops/rg_lru_scan';
 import {rgLruScanWebGPUConfig, scanPlan} from '../ops/rg_lru_scan/webgpu';
-import {Args, describe, emit, fail, intArg, intList, parseArgs, printTable, setup, timeIt} from './common';
+import {Args, describe, emit, fail, intArg, intList, parseArgs, printTable, randomTensor, setup, timeIt} from './common';
 
 type Path = 'serial' | 'chunked' | 'auto' | 'host';
 
@@ -27,16 +27,15 @@ interface Row {
   ms: number; minMs: number; GBps: number; vsAdd?: number;
 }
 
-/** Random inputs on the backend, made there (no host copy of a 600 MB tensor). */
+/** Random inputs, made on the backend (no host copy of a 600 MB tensor under webgpu). */
 function inputs(b: number, t: number, e: number) {
-  return tf.tidy(() => {
-    const a = tf.randomUniform([b, t, e], 0.5, 0.999, 'float32', 1);
-    const x = tf.randomUniform([b, t, e], -1, 1, 'float32', 2);
-    const h0 = tf.randomUniform([b, e], -1, 1, 'float32', 3);
-    const dh = tf.randomUniform([b, t, e], -1, 1, 'float32', 4);
-    const dhLast = tf.randomUniform([b, e], -1, 1, 'float32', 5);
-    return {a, x, h0, dh, dhLast};
-  });
+  return {
+    a: randomTensor([b, t, e], 0.5, 0.999, 1),
+    x: randomTensor([b, t, e], -1, 1, 2),
+    h0: randomTensor([b, e], -1, 1, 3),
+    dh: randomTensor([b, t, e], -1, 1, 4),
+    dhLast: randomTensor([b, e], -1, 1, 5),
+  };
 }
 
 async function main(args: Args): Promise<void> {
