@@ -65,6 +65,23 @@ export function readTensorData(t: CheckpointTensor): Float32Array {
   return out;
 }
 
+/**
+ * Every checkpoint tensor's values, read asynchronously: the way to read a GPU backend's
+ * weights (webgpu in Node has no synchronous read). The writers take the result as `values`.
+ */
+export async function readAllTensorData(model: RecurrentGemmaForCausalLM): Promise<Map<string, Float32Array>> {
+  const out = new Map<string, Float32Array>();
+  for (const [name, t] of checkpointTensors(model)) {
+    const parts = await Promise.all(t.parts.map((p) => p.read().data() as Promise<Float32Array>));
+    if (parts.length === 1) { out.set(name, parts[0]); continue; }
+    const all = new Float32Array(size(t.shape));
+    let off = 0;
+    for (const d of parts) { all.set(d, off); off += d.length; }
+    out.set(name, all);
+  }
+  return out;
+}
+
 /** Writes the whole tensor's values (row-major, t.shape) into its variable(s). */
 export function writeTensorData(t: CheckpointTensor, data: Float32Array): void {
   if (data.length !== size(t.shape)) throw new Error(`expected ${size(t.shape)} values for shape [${t.shape}], got ${data.length}`);

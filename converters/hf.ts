@@ -87,11 +87,12 @@ export async function loadHF(dir: string, onProgress?: (p: LoadProgress) => void
 }
 
 /** Writes config.json and float32 safetensors (sharded past maxShardBytes) that transformers loads. */
-export function saveHF(model: RecurrentGemmaForCausalLM, dir: string, opts: {maxShardBytes?: number} = {}): void {
+export function saveHF(model: RecurrentGemmaForCausalLM, dir: string,
+    opts: {maxShardBytes?: number, values?: Map<string, Float32Array>} = {}): void {
   fs.mkdirSync(dir, {recursive: true});
   const params = [...checkpointTensors(model)];
   const source = function* (): Iterable<WriteTensor> {
-    for (const [name, t] of params) yield {name, shape: t.shape, data: readTensorData(t)};
+    for (const [name, t] of params) yield {name, shape: t.shape, data: opts.values?.get(name) ?? readTensorData(t)};
   };
   writeCheckpoint(dir, source, {maxShardBytes: opts.maxShardBytes, metadata: {format: 'pt'}});
   const tmp = path.join(dir, 'config.json.tmp');

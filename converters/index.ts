@@ -7,6 +7,8 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import {RecurrentGemmaForCausalLM} from '../src/model';
+import {tf} from '../src/tf';
+import {readAllTensorData} from './checkpoint_tensors';
 import {CheckpointError, loadHF, saveHF} from './hf';
 import {loadTfjs, MODEL_JSON, saveTfjs, WeightDtype} from './tfjs_format';
 
@@ -39,11 +41,13 @@ export async function loadPretrained(dir: string, opts: LoadOptions = {}): Promi
 
 export async function savePretrained(model: RecurrentGemmaForCausalLM, dir: string, opts: SaveOptions = {}): Promise<void> {
   const format = opts.format ?? 'hf';
+  // Host backends read synchronously; a GPU backend's weights are fetched first, asynchronously.
+  const values = ['cpu', 'wasm', 'tensorflow'].includes(tf.getBackend()) ? undefined : await readAllTensorData(model);
   if (format === 'hf') {
     if (opts.dtype != null && opts.dtype !== 'float32') throw new Error(`the hf format is written in float32; dtype ${opts.dtype} is for the tfjs format`);
-    saveHF(model, dir, {maxShardBytes: opts.shardBytes});
+    saveHF(model, dir, {maxShardBytes: opts.shardBytes, values});
   } else if (format === 'tfjs') {
-    saveTfjs(model, dir, {dtype: opts.dtype, shardBytes: opts.shardBytes});
+    saveTfjs(model, dir, {dtype: opts.dtype, shardBytes: opts.shardBytes, values});
   } else {
     throw new Error(`format must be 'hf' or 'tfjs', got ${JSON.stringify(format)}`);
   }

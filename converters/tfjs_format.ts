@@ -92,7 +92,8 @@ const bytesPer = (spec: WeightSpec) =>
   spec.quantization?.dtype === 'float16' ? 2 : spec.quantization?.dtype === 'uint8' ? 1 : 4;
 
 /** Writes model.json and group1-shard{i}of{n}.bin into dir. */
-export function saveTfjs(model: RecurrentGemmaForCausalLM, dir: string, opts: TfjsSaveOptions = {}): void {
+export function saveTfjs(model: RecurrentGemmaForCausalLM, dir: string,
+    opts: TfjsSaveOptions & {values?: Map<string, Float32Array>} = {}): void {
   const dtype = opts.dtype ?? 'float32';
   if (!['float32', 'float16', 'uint8'].includes(dtype)) throw new Error(`dtype must be float32, float16 or uint8, got ${dtype}`);
   const shardBytes = opts.shardBytes ?? 4 * 1024 * 1024;
@@ -119,8 +120,8 @@ export function saveTfjs(model: RecurrentGemmaForCausalLM, dir: string, opts: Tf
   };
   // The manifest uses tfjs's own weight names (LayerVariable.originalName), which is what
   // tf.loadLayersModel matches on; a matrix held in pieces is one weight, named as unsplit.
-  for (const t of checkpointTensors(model).values()) {
-    const {bytes, quantization} = encode(readTensorData(t), dtype);
+  for (const [name, t] of checkpointTensors(model)) {
+    const {bytes, quantization} = encode(opts.values?.get(name) ?? readTensorData(t), dtype);
     specs.push({name: t.tfjsName, shape: t.shape, dtype: 'float32', ...(quantization ? {quantization} : {})});
     write(bytes);
   }

@@ -76,6 +76,7 @@ async function train(argv: string[]): Promise<void> {
   const steps = Number(arg(argv, 'steps', '1500'));
   const batch = Number(arg(argv, 'batch', '32')), seqLen = Number(arg(argv, 'seq-len', '256'));
   const lr = Number(arg(argv, 'lr', '2e-3')), seed = Number(arg(argv, 'seed', '1234'));
+  const logEvery = Number(arg(argv, 'log-every', '50')), evalEvery = Number(arg(argv, 'eval-every', '250'));
   const backend = await useBackend(arg(argv, 'backend', 'webgpu'));
   const load = (n: string) => {
     const b = fs.readFileSync(path.join(data, `${n}.u16`));
@@ -90,7 +91,7 @@ async function train(argv: string[]): Promise<void> {
   const opt = new AdamW(params, {weightDecay: 0.1, beta2: 0.95});
   const rng = new Rng(seed);
   const byVarName = new Map([...params].map(([n, v]) => [v.name, n]));
-  const evalRows = Array.from({length: Math.min(64, Math.floor(evalTok.length / seqLen))}, (_, i) => window(evalTok, i * seqLen, seqLen));
+  const evalRows = Array.from({length: Math.min(Number(arg(argv, 'eval-rows', '64')), Math.floor(evalTok.length / seqLen))}, (_, i) => window(evalTok, i * seqLen, seqLen));
   const evalLoss = async () => {
     let sum = 0;
     for (let i = 0; i < evalRows.length; i += batch) {
@@ -112,7 +113,8 @@ async function train(argv: string[]): Promise<void> {
     }).loss!, [...params.values()]);
     // Global-norm clipping at 1 without reading the norm back (a host read would stall the GPU).
     const clippedByVar = tf.tidy(() => {
-      const norm = tf.sqrt(tf.addN(Object.values(grads).map((g) => tf.sum(tf.square(g)))));
+      // Pairwise adds, not addN: webgpu's addN cannot bind ~80 inputs in one shader.
+      const norm = tf.sqrt(Object.values(grads).map((g) => tf.sum(tf.square(g))).reduce((a, b) => tf.add(a, b)));
       const scale = tf.minimum(1, tf.div(1, tf.add(norm, 1e-6)));
       return Object.fromEntries(Object.entries(grads).map(([k, g]) => [k, tf.mul(g, scale)]));
     });
@@ -122,11 +124,11 @@ async function train(argv: string[]): Promise<void> {
     tf.dispose([...clipped.values()]);
     lastLoss?.dispose();
     lastLoss = value;
-    if (step % 50 === 0 || step === steps) {
+    if (step % logEvery === 0 || step === steps) {
       const loss = (await value.data())[0];
       const entry: Record<string, unknown> = {step, loss, seconds: (Date.now() - t0) / 1000,
         tokensPerSecond: Math.round(step * batch * seqLen / ((Date.now() - t0) / 1000))};
-      if (step % 250 === 0 || step === steps) entry.evalLoss = await evalLoss();
+      if (step % evalEvery === 0 || step === steps) entry.evalLoss = await evalLoss();
       log.push(entry);
       console.log(JSON.stringify(entry));
     }
