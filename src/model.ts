@@ -19,6 +19,7 @@ import type {LoadOptions, SaveOptions} from '../converters/index';
 import {decodeStep, GenerationState, prefill, PrefillOptions} from './generation/state';
 import {generate, GenerateOptions, streamTokens, TokenEvent} from './generation/generate';
 import {checkpointedBlock} from './training/grad_checkpoint';
+import {registerTrainingKernels} from './training/kernels';
 
 export type IdsLike = tf.Tensor | number[][];
 
@@ -148,9 +149,12 @@ export class RecurrentGemmaForCausalLM extends tf.LayersModel {
   /**
    * fit / evaluate with `loss: causalLMLoss`: its targets are token labels [b, t], where tfjs
    * would demand the output's shape [b, t, V]; so with that loss they are checked as [b, t].
+   * Every fit / evaluate / trainOnBatch passes here first, so this is also where the cpu and
+   * wasm backends get the segment-sum kernel that gather's gradient needs (src/training/kernels.ts).
    */
   protected override standardizeUserDataXY(x: tf.Tensor | tf.Tensor[] | {[name: string]: tf.Tensor},
       y: tf.Tensor | tf.Tensor[] | {[name: string]: tf.Tensor}, checkBatchAxis?: boolean, batchSize?: number): [tf.Tensor[], tf.Tensor[]] {
+    registerTrainingKernels(tf.getBackend());
     const self = this as unknown as {feedOutputShapes: tf.Shape[]};
     if (!this.lossFunctions?.length || !this.lossFunctions.every((f) => f === causalLMLoss)) {
       return super.standardizeUserDataXY(x, y, checkBatchAxis, batchSize);

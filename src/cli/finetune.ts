@@ -65,7 +65,7 @@ export function register(program: Command): void {
       .option('--eval-every <n>', 'also evaluate every n steps', int('--eval-every', 1))
       .option('--checkpoint-every <n>', 'write a checkpoint every n steps (always one at the end)', int('--checkpoint-every', 1))
       .option('--resume', 'continue from the newest checkpoint in --out')
-      .option('--gradient-checkpointing', 'recompute activations in the backward pass (less memory, ~1.3x time)')
+      .option('--gradient-checkpointing', 'recompute activations in the backward pass (memory of one block, one extra forward)')
       .option('--format <format>', 'layout of the written model: hf or tfjs', 'hf')
       .option('--backend <name>', 'cpu, wasm, webgpu or tensorflow (default: the fastest installed)')
       .action(async (f: Flags) => run(f));

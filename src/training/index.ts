@@ -2,7 +2,13 @@
  * Fine-tuning: data, Trainer, AdamW, LoRA, checkpoints, and the one-call `finetune` behind
  * `griffin finetune`.
  *   import {finetune} from 'griffin-tfjs/dist/src/training';
- *   await finetune({model: 'ckpt/', data: 'train.jsonl', out: 'tuned/', loraRank: 8, steps: 200});
+ *   await finetune({model: 'ckpt/', data: 'train.jsonl', out: 'tuned/', lora: {rank: 8}, steps: 200});
+ *
+ * Plain tfjs training works too: `model.compile({optimizer, loss: causalLMLoss})` then
+ * `model.fit(ids, labels)` with labels [b, t] (-100 = not a target). tfjs would demand targets
+ * shaped like the output [b, t, V]; with causalLMLoss the model checks them as [b, t] instead
+ * (RecurrentGemmaForCausalLM.standardizeUserDataXY). Call registerTrainingKernels(backend) on
+ * cpu / wasm first: their gradient of a gather is otherwise unusably slow / missing.
  */
 export {Trainer} from './trainer';
 export type {TrainerOptions, StepInfo, EvalResult, TrainResult, LossAndGradients} from './trainer';

@@ -61,7 +61,7 @@ export interface TrainerOptions {
   maxGradNorm?: number;
   /** Train LoRA adapters (added if the model has none) instead of every weight. */
   lora?: LoraConfig | null;
-  /** Recompute block activations in the backward pass: memory of one block, about 1.3x the time. */
+  /** Recompute block activations in the backward pass: memory of one block's activations, one extra forward. */
   gradientCheckpointing?: boolean;
   seed?: number;
   /** Evaluate every this many steps as well (0: only before and after). */
