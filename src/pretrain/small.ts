@@ -76,6 +76,7 @@ async function train(argv: string[]): Promise<void> {
   const steps = Number(arg(argv, 'steps', '1500'));
   const batch = Number(arg(argv, 'batch', '32')), seqLen = Number(arg(argv, 'seq-len', '256'));
   const lr = Number(arg(argv, 'lr', '2e-3')), seed = Number(arg(argv, 'seed', '1234'));
+  const maxSeconds = Number(arg(argv, 'max-seconds', 'Infinity'));
   const logEvery = Number(arg(argv, 'log-every', '50')), evalEvery = Number(arg(argv, 'eval-every', '250'));
   const backend = await useBackend(arg(argv, 'backend', 'webgpu'));
   const load = (n: string) => {
@@ -106,6 +107,7 @@ async function train(argv: string[]): Promise<void> {
   console.log(`backend ${backend}, ${nParams} parameters, ${trainTok.length} train tokens, ${steps} steps of ${batch}x${seqLen}`);
   const t0 = Date.now();
   let lastLoss: tf.Scalar | null = null;
+  let stepsDone = steps;
   for (let step = 1; step <= steps; step++) {
     const rows = Array.from({length: batch}, () => window(trainTok, Math.floor(rng.next() * (trainTok.length - seqLen)), seqLen));
     const {value, grads} = tf.variableGrads(() => model.forward({
@@ -131,6 +133,11 @@ async function train(argv: string[]): Promise<void> {
       if (step % evalEvery === 0 || step === steps) entry.evalLoss = await evalLoss();
       log.push(entry);
       console.log(JSON.stringify(entry));
+      if ((Date.now() - t0) / 1000 > maxSeconds) {
+        console.log(`stopping at step ${step}: --max-seconds ${maxSeconds} reached`);
+        stepsDone = step;
+        break;
+      }
     }
   }
   lastLoss?.dispose();
@@ -138,7 +145,7 @@ async function train(argv: string[]): Promise<void> {
   fs.mkdirSync(out, {recursive: true});
   await model.save(out, {format: 'tfjs', shardBytes: 15 * 1024 * 1024});
   fs.writeFileSync(path.join(out, 'train_log.json'), JSON.stringify({
-    config: SMALL_CONFIG, parameters: nParams, steps, batch, seqLen, lr, seed, backend,
+    config: SMALL_CONFIG, parameters: nParams, steps: stepsDone, plannedSteps: steps, batch, seqLen, lr, seed, backend,
     trainTokens: trainTok.length, evalTokens: evalRows.length * seqLen, finalEvalLoss: finalEval,
     finalEvalPerplexity: Math.exp(finalEval), seconds: (Date.now() - t0) / 1000, log,
   }, null, 1));
