@@ -184,14 +184,21 @@ export class Trainer {
     const shuffle = opts.shuffle ?? true;
     const seed = opts.seed ?? 0;
 
-    if (opts.lora != null && loraAdapters(model).size === 0) addLora(model, {seed, ...opts.lora});
-    this.isLora = loraAdapters(model).size > 0;
-    this.params = this.isLora ? loraParameters(model)
-        : new Map([...model.namedParameters()].filter(([, v]) => v.trainable).map(([n, v]) => [n, v.read() as tf.Variable]));
-    if (this.params.size === 0) throw new Error('the model has no trainable weights');
-
-    this.state = {step: 0, epoch: 0, batchInEpoch: 0, rng: deriveSeed(seed, 2), history: []};
-    this.rng = new Rng(this.state.rng);
+    const numeric = (v: number | undefined, name: string, dflt: number, ok: (x: number) => boolean) => {
+      const x = v ?? dflt;
+      if (!Number.isFinite(x) || !ok(x)) throw new Error(`${name} is out of range: ${x}`);
+      return x;
+    };
+    const lora = opts.lora != null || loraAdapters(model).size > 0;
+    const hyper = {
+      lr: numeric(opts.lr, 'lr', lora ? 2e-4 : 2e-5, (x) => x > 0),
+      minLrRatio: numeric(opts.minLrRatio, 'minLrRatio', 0.1, (x) => x >= 0 && x <= 1),
+      weightDecay: numeric(opts.weightDecay, 'weightDecay', 0.01, (x) => x >= 0),
+      beta1: numeric(opts.beta1, 'beta1', 0.9, (x) => x >= 0 && x < 1),
+      beta2: numeric(opts.beta2, 'beta2', 0.999, (x) => x >= 0 && x < 1),
+      eps: numeric(opts.eps, 'eps', 1e-8, (x) => x > 0),
+      maxGradNorm: numeric(opts.maxGradNorm, 'maxGradNorm', 1, (x) => x >= 0),
+    };
     const partial = {batchSize, seqLen, pack, shuffle, seed};
     let totalSteps: number;
     if (opts.steps != null) {
@@ -203,24 +210,20 @@ export class Trainer {
       totalSteps = Math.ceil(micro / gradAccum);
     }
     this.totalSteps = totalSteps;
+    const warmupSteps = int(opts.warmupSteps, 'warmupSteps', Math.floor(totalSteps * 0.05), 0);
+
+    // Only now, with every option checked, touch the model.
+    if (opts.lora != null && loraAdapters(model).size === 0) addLora(model, {seed, ...opts.lora});
+    this.isLora = lora;
+    this.params = lora ? loraParameters(model)
+        : new Map([...model.namedParameters()].filter(([, v]) => v.trainable).map(([n, v]) => [n, v.read() as tf.Variable]));
+    if (this.params.size === 0) throw new Error('the model has no trainable weights');
+    this.state = {step: 0, epoch: 0, batchInEpoch: 0, rng: deriveSeed(seed, 2), history: []};
+    this.rng = new Rng(this.state.rng);
     const adapters = [...loraAdapters(model).values()];
-    const numeric = (v: number | undefined, name: string, dflt: number, ok: (x: number) => boolean) => {
-      const x = v ?? dflt;
-      if (!Number.isFinite(x) || !ok(x)) throw new Error(`${name} is out of range: ${x}`);
-      return x;
-    };
     this.settings = {
-      batchSize, seqLen, pack, shuffle, padId: opts.padId ?? 0, gradAccum, totalSteps,
-      lr: numeric(opts.lr, 'lr', this.isLora ? 2e-4 : 2e-5, (x) => x > 0),
-      warmupSteps: int(opts.warmupSteps, 'warmupSteps', Math.floor(totalSteps * 0.05), 0),
-      minLrRatio: numeric(opts.minLrRatio, 'minLrRatio', 0.1, (x) => x >= 0 && x <= 1),
-      weightDecay: numeric(opts.weightDecay, 'weightDecay', 0.01, (x) => x >= 0),
-      beta1: numeric(opts.beta1, 'beta1', 0.9, (x) => x >= 0 && x < 1),
-      beta2: numeric(opts.beta2, 'beta2', 0.999, (x) => x >= 0 && x < 1),
-      eps: numeric(opts.eps, 'eps', 1e-8, (x) => x > 0),
-      maxGradNorm: numeric(opts.maxGradNorm, 'maxGradNorm', 1, (x) => x >= 0),
-      seed,
-      lora: this.isLora ? {rank: adapters[0].rank, alpha: adapters[0].alpha, dropout: adapters[0].dropout,
+      batchSize, seqLen, pack, shuffle, padId: opts.padId ?? 0, gradAccum, totalSteps, warmupSteps, ...hyper, seed,
+      lora: lora ? {rank: adapters[0].rank, alpha: adapters[0].alpha, dropout: adapters[0].dropout,
         targets: [...new Set(adapters.map((a) => a.module.slice(a.module.lastIndexOf('.') + 1)))]} : null,
       // A hash of every id and label: a resumed run must train on the same data.
       data: hashNumbers(function* (ex: Example[]) {
