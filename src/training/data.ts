@@ -107,7 +107,7 @@ function parseLine(raw: string, file: string, line: number): DataRecord {
   const messages = msgs.map((m, k): ChatMessage => {
     if (m == null || typeof m !== 'object' || Array.isArray(m)) return fail(`messages[${k}] must be an object`);
     const {role, content} = m as Record<string, unknown>;
-    if (typeof role !== 'string' || !ROLES.has(role)) return fail(`messages[${k}].role must be "user" or "model", got ${JSON.stringify(role)}`);
+    if (typeof role !== 'string' || !ROLES.has(role)) return fail(`messages[${k}].role must be "user" or "model" (or a leading "system"), got ${JSON.stringify(role)}`);
     if (typeof content !== 'string') return fail(`messages[${k}].content must be a string`);
     return {role: role as ChatMessage['role'], content};
   });
