@@ -71,7 +71,7 @@ async function main(): Promise<void> {
   const out = arg('out');
   if (out) {
     if (full) await model.save(out, {format: 'hf'});
-    else saveLoraAdapter(model, out, {baseModel: dir});
+    else await saveLoraAdapter(model, out, {baseModel: dir});
     fs.copyFileSync(path.join(dir, 'tokenizer.model'), path.join(out, 'tokenizer.model'));
     console.log(`saved ${full ? 'the model' : 'the LoRA adapter'} to ${out}`);
   }

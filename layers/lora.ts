@@ -2,7 +2,7 @@
  * LoRA: trainable low-rank adapters on the model's Linear layers, base weights frozen; saved on
  * their own in PEFT's layout and merged into the base weights on request.
  *   const adapters = addLora(model, {rank: 8, alpha: 16, targets: ['q_proj', 'v_proj', 'linear_x']});
- *   saveLoraAdapter(model, 'adapter/');   mergeLora(model);   // W += (alpha / r) B A
+ *   await saveLoraAdapter(model, 'adapter/');   mergeLora(model);   // W += (alpha / r) B A
  *
  * A Linear's output becomes y + (alpha / r) * dropout(x) A^T B^T with A [r, in] and B [out, r]
  * (B starts at zero, so a fresh adapter changes nothing). The adapters hang off Linear.adapter
@@ -234,11 +234,15 @@ export function adapterConfig(model: RecurrentGemmaForCausalLM, baseModel: strin
   };
 }
 
-/** Writes adapter_model.safetensors and adapter_config.json into dir (each via a temp file and a rename). */
-export function saveLoraAdapter(model: RecurrentGemmaForCausalLM, dir: string, opts: {baseModel?: string | null} = {}): void {
+/**
+ * Writes adapter_model.safetensors and adapter_config.json into dir (each via a temp file and a
+ * rename). Values are read asynchronously: webgpu in Node has no synchronous read.
+ */
+export async function saveLoraAdapter(model: RecurrentGemmaForCausalLM, dir: string, opts: {baseModel?: string | null} = {}): Promise<void> {
   const config = adapterConfig(model, opts.baseModel ?? null);
+  const tensors = await Promise.all([...loraParameters(model)].map(async ([name, v]) =>
+    ({name, shape: v.shape as number[], data: await v.data() as Float32Array})));
   fs.mkdirSync(dir, {recursive: true});
-  const tensors = [...loraParameters(model)].map(([name, v]) => ({name, shape: v.shape as number[], data: v.dataSync() as Float32Array}));
   writeSafetensors(path.join(dir, ADAPTER_WEIGHTS), tensors, {format: 'pt'});   // itself via .tmp + rename
   fs.writeFileSync(path.join(dir, `${ADAPTER_CONFIG}.tmp`), JSON.stringify(config, null, 2) + '\n');
   fs.renameSync(path.join(dir, `${ADAPTER_CONFIG}.tmp`), path.join(dir, ADAPTER_CONFIG));

@@ -2,7 +2,7 @@
  * Training checkpoint directories, written whole or not at all: everything goes into a hidden
  * temporary directory that is renamed into place at the end, so a crash or Ctrl-C leaves
  * either the previous checkpoints or the new one, never half of one.
- *   const dir = writeDirAtomically(path.join(out, 'checkpoints', stepDirName(6)), (tmp) => save(tmp));
+ *   const dir = await writeDirAtomically(path.join(out, 'checkpoints', stepDirName(6)), async (tmp) => save(tmp));
  *   const latest = latestCheckpoint(path.join(out, 'checkpoints'));   // null when there is none
  */
 import * as fs from 'fs';
@@ -20,13 +20,13 @@ export function stepDirName(step: number): string {
  * Runs write(tmpDir), then renames tmpDir to `dir` (replacing an older `dir`). The state file
  * is what marks a checkpoint complete, so writers put it last.
  */
-export function writeDirAtomically(dir: string, write: (tmp: string) => void): string {
+export async function writeDirAtomically(dir: string, write: (tmp: string) => void | Promise<void>): Promise<string> {
   const parent = path.dirname(dir), base = path.basename(dir);
   fs.mkdirSync(parent, {recursive: true});
   const tmp = path.join(parent, `.tmp-${base}-${process.pid}-${Date.now()}`);
   fs.mkdirSync(tmp);
   try {
-    write(tmp);
+    await write(tmp);
   } catch (e) {
     fs.rmSync(tmp, {recursive: true, force: true});
     throw e;

@@ -125,7 +125,7 @@ export async function finetune(o: FinetuneOptions): Promise<FinetuneResult> {
     }
     if (!train.stopped) {
       if (o.lora != null) {
-        saveLoraAdapter(model, o.out, {baseModel: path.resolve(o.model)});
+        await saveLoraAdapter(model, o.out, {baseModel: path.resolve(o.model)});
         if (o.merge) {
           mergeLora(model);
           await model.save(o.out, {format: o.format ?? 'hf'});

@@ -1,7 +1,7 @@
 /**
  * AdamW over named tf.Variables, global-norm clipping, and the warmup + cosine schedule.
  *   const opt = new AdamW(params, {weightDecay: 0.01});
- *   const {grads: clipped, norm} = clipByGlobalNorm(grads, 1.0);  opt.apply(clipped, lr);
+ *   const {grads: clipped, norm} = await clipByGlobalNorm(grads, 1.0);  opt.apply(clipped, lr);
  *
  * tfjs ships Adam with L2 folded into the gradient but no AdamW; this follows PyTorch's
  * torch.optim.AdamW (decoupled decay p *= 1 - lr*wd, bias-corrected moments). The moments are
@@ -100,17 +100,32 @@ export class AdamW {
   }
 }
 
+/** Sum of many tensors by pairs: webgpu's addN cannot bind one input per parameter (~80). */
+function sumPairwise(ts: tf.Tensor[]): tf.Tensor {
+  let level = ts;
+  while (level.length > 1) {
+    const next: tf.Tensor[] = [];
+    for (let i = 0; i < level.length; i += 2) next.push(i + 1 < level.length ? tf.add(level[i], level[i + 1]) : level[i]);
+    level = next;
+  }
+  return level[0];
+}
+
 /**
  * Scales all gradients by min(1, maxNorm / ||g||) over their joint L2 norm; maxNorm <= 0 or
  * Infinity only measures. Returns new tensors (the caller disposes both sets) and the norm.
+ * The scale is applied on the device and the norm read back afterwards, asynchronously, so a
+ * GPU backend neither stalls on it nor needs a synchronous read (which webgpu in Node lacks).
  */
-export function clipByGlobalNorm(grads: Map<string, tf.Tensor>, maxNorm: number): {grads: Map<string, tf.Tensor>, norm: number} {
-  const sq = tf.tidy(() => tf.addN([...grads.values()].map((g) => tf.sum(tf.square(g)))));
-  const norm = Math.sqrt(sq.dataSync()[0]);
-  sq.dispose();
-  const scale = maxNorm > 0 && Number.isFinite(maxNorm) && norm > maxNorm ? maxNorm / (norm + 1e-6) : 1;
+export async function clipByGlobalNorm(grads: Map<string, tf.Tensor>, maxNorm: number): Promise<{grads: Map<string, tf.Tensor>, norm: number}> {
+  const sq = tf.tidy(() => sumPairwise([...grads.values()].map((g) => tf.sum(tf.square(g)))));
+  const clip = maxNorm > 0 && Number.isFinite(maxNorm);
+  // maxNorm / max(norm + 1e-6, maxNorm): exactly 1 below the limit.
+  const scale = clip ? tf.tidy(() => tf.div(maxNorm, tf.maximum(tf.add(tf.sqrt(sq), 1e-6), maxNorm))) : null;
   const out = new Map<string, tf.Tensor>();
-  for (const [k, g] of grads) out.set(k, scale === 1 ? g.clone() : tf.mul(g, scale));
+  for (const [k, g] of grads) out.set(k, scale == null ? g.clone() : tf.mul(g, scale));
+  const norm = Math.sqrt((await sq.data())[0]);
+  tf.dispose([sq, ...(scale ? [scale] : [])]);
   return {grads: out, norm};
 }
 

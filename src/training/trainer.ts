@@ -6,6 +6,9 @@
  *   const trainer = new Trainer(model, {train: loadJsonl('train.jsonl', tok, {seqLen: 256}), steps: 100, lora: {rank: 8}});
  *   const result = await trainer.train();       // result.evalAfter?.perplexity, result.history
  *
+ * Host reads are asynchronous (await tensor.data()), so it also runs on webgpu in Node, which
+ * cannot read device memory synchronously.
+ *
  * Everything random derives from `seed`: the data order (one shuffle per epoch, a function of
  * seed and epoch), LoRA's initial A, and dropout masks (one seed per micro-batch from an Rng
  * whose state goes into each checkpoint). A checkpoint holds the trainable weights, AdamW's
@@ -18,7 +21,7 @@ import type {RecurrentGemmaForCausalLM} from '../model';
 import {addLora, ADAPTER_WEIGHTS, LoraConfig, loraAdapters, loraParameters, saveLoraAdapter, setLoraTraining} from '../../layers/lora';
 import {listCheckpoint, readHeader, readTensor, TensorMeta, writeSafetensors} from '../../converters/safetensors';
 import {saveHF} from '../../converters/hf';
-import {checkpointTensors, writeTensorData} from '../../converters/checkpoint_tensors';
+import {checkpointTensors, readAllTensorData, writeTensorData} from '../../converters/checkpoint_tensors';
 import {Batch, buildBatch, Dataset, Example, planBatches} from './data';
 import {AdamW, clipByGlobalNorm, learningRate} from './optimizer';
 import {deriveSeed, hashNumbers, Rng} from './rng';
@@ -284,11 +287,12 @@ export class Trainer {
    * its share of the target tokens, so the result is the mean over all of them, as one big
    * batch would give. `seeds` (one per batch) turn on LoRA dropout.
    */
-  lossAndGradients(batches: Batch[], seeds?: number[]): LossAndGradients {
+  async lossAndGradients(batches: Batch[], seeds?: number[]): Promise<LossAndGradients> {
     const total = batches.reduce((s, b) => s + b.targets, 0);
     const vars = [...this.params.values()];
     const nameOf = new Map([...this.params].map(([n, v]) => [v.name, n]));
     const grads = new Map<string, tf.Tensor>();
+    const losses: tf.Tensor[] = [];
     let loss = 0;
     try {
       batches.forEach((batch, i) => {
@@ -296,8 +300,7 @@ export class Trainer {
         if (this.isLora) setLoraTraining(this.model, seeds != null, seeds?.[i]);
         const w = batch.targets / total;
         const r = tf.variableGrads(() => tf.mul(this.forwardLoss(batch), w) as tf.Scalar, vars);
-        loss += r.value.dataSync()[0];
-        r.value.dispose();
+        losses.push(r.value);
         for (const [vname, g] of Object.entries(r.grads)) {
           const name = nameOf.get(vname)!;
           const prev = grads.get(name);
@@ -309,10 +312,13 @@ export class Trainer {
           }
         }
       });
+      // Read only now, so that a GPU queues every micro-batch before the first wait.
+      for (const l of losses) loss += (await l.data())[0];
     } catch (e) {
       tf.dispose([...grads.values()]);
       throw e;
     } finally {
+      tf.dispose(losses);
       if (this.isLora) setLoraTraining(this.model, false);
     }
     for (const [name, v] of this.params) if (!grads.has(name)) grads.set(name, tf.zerosLike(v));
@@ -320,13 +326,13 @@ export class Trainer {
   }
 
   /** One optimizer step on the next micro-batches. */
-  trainStep(): StepInfo {
+  async trainStep(): Promise<StepInfo> {
     const t0 = Date.now();
     const batches = this.nextBatches();
     if (batches.length === 0) throw new Error('no data left for another step');
     const seeds = batches.map(() => this.rng.nextUint32());
-    const {loss, targets, grads} = this.lossAndGradients(batches, seeds);
-    const {grads: clipped, norm} = clipByGlobalNorm(grads, this.settings.maxGradNorm);
+    const {loss, targets, grads} = await this.lossAndGradients(batches, seeds);
+    const {grads: clipped, norm} = await clipByGlobalNorm(grads, this.settings.maxGradNorm);
     tf.dispose([...grads.values()]);
     const step = this.state.step + 1;
     const lr = learningRate(step, this.settings);
@@ -342,13 +348,13 @@ export class Trainer {
   }
 
   /** Mean loss over every target token of the held-out set, and its perplexity. */
-  evaluate(): EvalResult | null {
+  async evaluate(): Promise<EvalResult | null> {
     if (this.evalBatches.length === 0) return null;
     let nll = 0, n = 0;
     for (const b of this.evalBatches) {
       if (b.targets === 0) continue;
       const loss = tf.tidy(() => this.forwardLoss(b));   // the tidy frees the logits
-      nll += loss.dataSync()[0] * b.targets;
+      nll += (await loss.data())[0] * b.targets;
       n += b.targets;
       loss.dispose();
     }
@@ -362,28 +368,28 @@ export class Trainer {
     const root = o.outDir != null ? path.join(o.outDir, 'checkpoints') : null;
     if (root != null) removeLeftovers(root);
     this.stopRequested = false;
-    const evalBefore = this.state.step === 0 ? this.evaluate() : null;
+    const evalBefore = this.state.step === 0 ? await this.evaluate() : null;
     if (evalBefore) o.onEval?.(evalBefore);
     const start = Date.now(), firstStep = this.state.step;
     let checkpoint: string | null = null, lastSaved = -1;
     while (this.state.step < this.totalSteps && !this.stopRequested) {
-      const info = this.trainStep();
+      const info = await this.trainStep();
       info.elapsedSeconds = (Date.now() - start) / 1000;
       info.remainingSeconds = info.elapsedSeconds / (info.step - firstStep) * (this.totalSteps - info.step);
       o.onStep?.(info);
       if (o.evalEvery && info.step % o.evalEvery === 0 && info.step < this.totalSteps) {
-        const e = this.evaluate();
+        const e = await this.evaluate();
         if (e) o.onEval?.(e);
       }
       if (root != null && o.checkpointEvery && info.step % o.checkpointEvery === 0) {
-        checkpoint = this.saveCheckpoint();
+        checkpoint = await this.saveCheckpoint();
         lastSaved = info.step;
       }
       // Lets signal handlers (Ctrl-C -> requestStop) and progress output run between steps.
       await new Promise((r) => setImmediate(r));
     }
-    if (root != null && lastSaved !== this.state.step) checkpoint = this.saveCheckpoint();
-    const evalAfter = this.evaluate();
+    if (root != null && lastSaved !== this.state.step) checkpoint = await this.saveCheckpoint();
+    const evalAfter = await this.evaluate();
     if (evalAfter) o.onEval?.(evalAfter);
     return {steps: this.state.step, evalBefore, evalAfter, history: this.state.history, checkpoint,
       stopped: this.state.step < this.totalSteps};
@@ -393,16 +399,19 @@ export class Trainer {
    * Writes `<outDir>/checkpoints/step-NNNNNN` (or `dir`): the trainable weights (a full HF
    * checkpoint, or the LoRA adapter), AdamW's moments and trainer_state.json, atomically.
    */
-  saveCheckpoint(dir?: string): string {
+  async saveCheckpoint(dir?: string): Promise<string> {
     if (dir == null) {
       if (this.opts.outDir == null) throw new Error('saveCheckpoint: no directory and no outDir');
       dir = path.join(this.opts.outDir, 'checkpoints', stepDirName(this.state.step));
     }
-    const out = writeDirAtomically(dir, (tmp) => {
-      if (this.isLora) saveLoraAdapter(this.model, tmp);
-      else saveHF(this.model, tmp);
-      const moments = [...this.optimizer.stateTensors()].map(([name, t]) =>
-        ({name, shape: t.shape as number[], data: t.dataSync() as Float32Array}));
+    // Host backends are read synchronously while writing; a GPU backend's values are fetched first.
+    const host = ['cpu', 'wasm', 'tensorflow'].includes(tf.getBackend());
+    const values = this.isLora || host ? undefined : await readAllTensorData(this.model);
+    const moments = await Promise.all([...this.optimizer.stateTensors()].map(async ([name, t]) =>
+      ({name, shape: t.shape as number[], data: await t.data() as Float32Array})));
+    const out = await writeDirAtomically(dir, async (tmp) => {
+      if (this.isLora) await saveLoraAdapter(this.model, tmp);
+      else saveHF(this.model, tmp, {values});
       writeSafetensors(path.join(tmp, OPTIMIZER_STATE), moments, {format: 'pt'});
       const json = {format: 'griffin-tfjs-trainer', version: 1, ...this.state, optimizerStep: this.optimizer.step, settings: this.settings};
       fs.writeFileSync(path.join(tmp, TRAINER_STATE), JSON.stringify(json, null, 1) + '\n');

@@ -79,7 +79,7 @@ describe('a LoRA fine-tune', () => {
     trainer.dispose();
     trained = logitsOf(model);
     dir = tmpDir('adapter');
-    saveLoraAdapter(model, dir, {baseModel: 'tiny-a'});
+    await saveLoraAdapter(model, dir, {baseModel: 'tiny-a'});
   });
   afterAll(() => model.dispose());
 

@@ -39,7 +39,7 @@ describe('the trainer\'s loss path equals the golden loss and gradients of tiny-
   test.each(cases)('%s', async (_, gradientCheckpointing, split) => {
     const model = await loadTiny();
     const trainer = new Trainer(model, {train: goldenExamples, gradientCheckpointing, steps: 1});
-    const {loss, targets, grads} = trainer.lossAndGradients(split.map(batchOf));
+    const {loss, targets, grads} = await trainer.lossAndGradients(split.map(batchOf));
     expect(targets).toBe(countTargets(golden.labels));
     expect(Math.abs(loss - golden.loss)).toBeLessThan(1e-5);
     let worst = 0;
@@ -149,19 +149,19 @@ describe('checkpoints', () => {
     m.dispose();
   });
 
-  test('an interrupted write leaves no checkpoint behind, and stale temp dirs are ignored and cleaned', () => {
+  test('an interrupted write leaves no checkpoint behind, and stale temp dirs are ignored and cleaned', async () => {
     const root = path.join(tmpDir('atomic'), 'checkpoints');
-    writeDirAtomically(path.join(root, 'step-000001'), (tmp) => fs.writeFileSync(path.join(tmp, 'trainer_state.json'), '{}'));
-    expect(() => writeDirAtomically(path.join(root, 'step-000002'), (tmp) => {
+    await writeDirAtomically(path.join(root, 'step-000001'), (tmp) => fs.writeFileSync(path.join(tmp, 'trainer_state.json'), '{}'));
+    await expect(writeDirAtomically(path.join(root, 'step-000002'), (tmp) => {
       fs.writeFileSync(path.join(tmp, 'model.safetensors'), 'half');
       throw new Error('killed');
-    })).toThrow('killed');
+    })).rejects.toThrow('killed');
     fs.mkdirSync(path.join(root, '.tmp-step-000003-123-456'));   // what a kill -9 would leave
     fs.writeFileSync(path.join(root, '.tmp-step-000003-123-456', 'trainer_state.json'), '{}');
     expect(fs.readdirSync(root).sort()).toEqual(['.tmp-step-000003-123-456', 'step-000001']);
     expect(latestCheckpoint(root)).toBe(path.join(root, 'step-000001'));
     // Replacing a checkpoint keeps it whole at every moment; the old copy is gone afterwards.
-    writeDirAtomically(path.join(root, 'step-000001'), (tmp) => fs.writeFileSync(path.join(tmp, 'trainer_state.json'), '{"v": 2}'));
+    await writeDirAtomically(path.join(root, 'step-000001'), (tmp) => fs.writeFileSync(path.join(tmp, 'trainer_state.json'), '{"v": 2}'));
     expect(fs.readFileSync(path.join(root, 'step-000001', 'trainer_state.json'), 'utf8')).toBe('{"v": 2}');
     expect(fs.readdirSync(root).filter((n) => n.startsWith('.old'))).toEqual([]);
   });
