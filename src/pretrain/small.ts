@@ -2,6 +2,7 @@
  * Trains the small Griffin shipped in assets/griffin-small/ from scratch on the Brown corpus.
  *   node dist/src/pretrain/small.js prepare --out .device-data          # here: corpus -> token files
  *   node dist/src/pretrain/small.js train --data .device-data --out run --backend webgpu --steps 1500
+ *   node dist/src/pretrain/small.js train --data .device-data --init run --out run2 --batch 128 ...
  *
  * `prepare` needs the corpus (a devDependency) and the tokenizer; `train` needs only the token
  * files, so it runs on the GPU machine, which has no network and production modules only.
@@ -85,7 +86,10 @@ async function train(argv: string[]): Promise<void> {
   };
   const trainTok = load('train'), evalTok = load('eval');
   tf.randomUniform([1], 0, 1, 'float32', seed).dispose();
-  const model = new RecurrentGemmaForCausalLM(new RecurrentGemmaConfig(SMALL_CONFIG));
+  // --init continues from saved weights (a fresh optimizer; the schedule warms up again).
+  const init = arg(argv, 'init', '');
+  const model = init ? await RecurrentGemmaForCausalLM.fromPretrained(init)
+      : new RecurrentGemmaForCausalLM(new RecurrentGemmaConfig(SMALL_CONFIG));
   const named = model.namedParameters();
   const params = new Map([...named].map(([n, v]) => [n, v.read() as tf.Variable]));
   const nParams = [...params.values()].reduce((s, v) => s + v.size, 0);
@@ -145,7 +149,7 @@ async function train(argv: string[]): Promise<void> {
   fs.mkdirSync(out, {recursive: true});
   await model.save(out, {format: 'tfjs', shardBytes: 15 * 1024 * 1024});
   fs.writeFileSync(path.join(out, 'train_log.json'), JSON.stringify({
-    config: SMALL_CONFIG, parameters: nParams, steps: stepsDone, plannedSteps: steps, batch, seqLen, lr, seed, backend,
+    config: SMALL_CONFIG, init: init || null, parameters: nParams, steps: stepsDone, plannedSteps: steps, batch, seqLen, lr, seed, backend,
     trainTokens: trainTok.length, evalTokens: evalRows.length * seqLen, finalEvalLoss: finalEval,
     finalEvalPerplexity: Math.exp(finalEval), seconds: (Date.now() - t0) / 1000, log,
   }, null, 1));
