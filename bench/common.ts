@@ -115,26 +115,33 @@ export async function syncOn(t: tf.Tensor): Promise<void> {
   one.dispose();
 }
 
-export interface Timing { ms: number; minMs: number; maxMs: number; reps: number }
+export interface Timing { ms: number; minMs: number; maxMs: number; reps: number; inner: number }
 
 /**
  * Median wall time of `run` (after `warmup` untimed runs: shader compilation, buffer pools).
- * `run` returns the tensors it made; the first is synchronised on, all are disposed.
+ * `run` returns the tensors it made; the first is synchronised on, all are disposed. With
+ * `inner` > 1 (or 'auto': enough calls for ~20 ms) each sample queues that many calls and waits
+ * once, so that a short kernel is not timed together with the read-back that waits for it.
  */
-export async function timeIt(run: () => tf.Tensor[], opts: {reps?: number, warmup?: number} = {}): Promise<Timing> {
+export async function timeIt(run: () => tf.Tensor[], opts: {reps?: number, warmup?: number, inner?: number | 'auto'} = {}): Promise<Timing> {
   const reps = Math.max(1, opts.reps ?? 5), warmup = opts.warmup ?? 1;
-  const times: number[] = [];
-  for (let i = 0; i < warmup + reps; i++) {
+  const sample = async (n: number) => {
     const t0 = performance.now();
-    const out = run();
-    await syncOn(out[0]);
-    const dt = performance.now() - t0;
-    tf.dispose(out);
-    if (i >= warmup) times.push(dt);
-  }
+    for (let k = 0; k < n; k++) {
+      const out = run();
+      if (k === n - 1) await syncOn(out[0]);
+      tf.dispose(out);  // the backend keeps the buffers until the queued work is done
+    }
+    return (performance.now() - t0) / n;
+  };
+  for (let i = 0; i < warmup; i++) await sample(1);
+  let inner = opts.inner === 'auto' ? Math.min(200, Math.max(1, Math.ceil(20 / (await sample(1))))) : Math.max(1, opts.inner ?? 1);
+  if (!Number.isFinite(inner)) inner = 1;
+  const times: number[] = [];
+  for (let i = 0; i < reps; i++) times.push(await sample(inner));
   times.sort((a, b) => a - b);
-  const round = (x: number) => +x.toFixed(3);
-  return {ms: round(times[Math.floor(times.length / 2)]), minMs: round(times[0]), maxMs: round(times[times.length - 1]), reps};
+  const round = (x: number) => +x.toFixed(4);
+  return {ms: round(times[Math.floor(times.length / 2)]), minMs: round(times[0]), maxMs: round(times[times.length - 1]), reps, inner};
 }
 
 /**

@@ -8,7 +8,9 @@
  * Options: --config 2b|small|tiny (2b: RecurrentGemma-2B's shape, 2.7B parameters), --layers N
  * and --vocab N (shrink a config), --backend webgpu|cpu|wasm (webgpu), --seq 128,2048 (forward
  * lengths), --forward-batch 1, --prefill 2048 (prompt length; 0 skips), --batches 1,8 (prefill
- * and decode), --decode-tokens 32, --reps 3, --chunk 512 (prefill chunk), --out FILE.
+ * and decode), --decode-tokens 32, --reps 3, --chunk 512 (prefill chunk), --submit-batch N
+ * (webgpu: dispatches per queue submit, tfjs's default 15), --fused-conv 0 (the composite
+ * convolution instead of ops/causal_conv1d's kernel), --out FILE.
  * Memory: 2b needs ~11 GB for weights plus ~7 GB of activations at t = 2048 (the [t, 256000]
  * logits alone are 2 GB, three times over through the soft cap).
  */
@@ -16,6 +18,7 @@ import {tf} from '../src/tf';
 import {RecurrentGemmaForCausalLM} from '../src/model';
 import {RecurrentGemmaConfigArgs} from '../src/config';
 import {maxPieceBytes} from '../layers/vocab_split';
+import {causalConv1dConfig} from '../ops/causal_conv1d';
 import type {LayerVariable} from '../layers/base';
 import {Args, describe, DispatchCounter, emit, fail, intArg, intList, parseArgs, printTable, randomTensor, setup, syncOn, timeIt} from './common';
 
@@ -74,6 +77,12 @@ async function main(args: Args): Promise<void> {
   const decodeTokens = intArg(args, 'decode-tokens', 32);
   const reps = intArg(args, 'reps', 3);
   const chunk = intArg(args, 'chunk', 512);
+  // tfjs-webgpu submits its command encoder every N dispatches (default 15): a knob worth
+  // measuring when decoding is dispatch-bound.
+  const submitBatch = args['submit-batch'] != null ? intArg(args, 'submit-batch', 15) : null;
+  if (submitBatch != null && env.backend === 'webgpu') tf.env().set('WEBGPU_DEFERRED_SUBMIT_BATCH_SIZE', submitBatch);
+  // --fused-conv 0: the composite convolution instead of the fused kernel, to measure what it saves.
+  causalConv1dConfig.enabled = args['fused-conv'] !== '0';
 
   console.error(`model ${name}: ${describe(env)}`);
   let t0 = performance.now();
@@ -141,15 +150,21 @@ async function main(args: Args): Promise<void> {
     l1.dispose();
     const perToken = counter.snapshot();
     dispatchCounts[`decode_b${b}`] = perToken;
+    // hostMs: the JavaScript time to issue one step (tfjs and Dawn encoding the dispatches);
+    // when it is close to ms, decoding is bound by the host, not the GPU.
+    let hostMs = 0;
     t0 = performance.now();
     for (let i = 0; i < decodeTokens; i++) {
+      const h0 = performance.now();
       const {logits} = model.decodeStep(state, ids);
+      hostMs += performance.now() - h0;
       ids = await greedy(logits);
       logits.dispose();
     }
     const ms = (performance.now() - t0) / Math.max(decodeTokens, 1);
+    hostMs /= Math.max(decodeTokens, 1);
     state.dispose();
-    rows.push({what: 'decode', b, t: prefillLen, ms: round(ms), tokPerS: round(b / ms * 1000, 1),
+    rows.push({what: 'decode', b, t: prefillLen, ms: round(ms), hostMs: round(hostMs), tokPerS: round(b / ms * 1000, 1),
       kernels: perToken.kernels, dispatches: perToken.dispatches});
     console.error(`  decode b=${b}: ${round(ms)} ms/step, ${perToken.dispatches} dispatches/step`);
   }
@@ -157,8 +172,8 @@ async function main(args: Args): Promise<void> {
 
   console.log(`model ${name} (${info.params} params), ${describe(env)}`);
   console.log('ms: median per forward / per prefill / per decode step (one token per row); kernels, dispatches: per forward or per decode step');
-  printTable(rows, ['what', 'b', 't', 'ms', 'tokPerS', 'firstMs', 'kernels', 'dispatches']);
-  emit({bench: 'model', environment: env, model: info, options: {seqs, forwardBatch, prefillLen, batches, decodeTokens, reps, chunk},
+  printTable(rows, ['what', 'b', 't', 'ms', 'hostMs', 'tokPerS', 'firstMs', 'kernels', 'dispatches']);
+  emit({bench: 'model', environment: env, model: info, options: {seqs, forwardBatch, prefillLen, batches, decodeTokens, reps, chunk, submitBatch, fusedConv: causalConv1dConfig.enabled},
     rows, dispatchCounts, memory: tf.memory()}, args.out);
   model.dispose();
 }

@@ -7,8 +7,8 @@
  *
  * Options: --backend webgpu|cpu|wasm (webgpu), --b 1,2,4,8, --t 2048,4096,8192, --e 2560,
  * --paths serial,chunked,auto (webgpu), --pass fwd,bwd, --reps 5, --chunk N (chunked path's
- * chunk size; default: the kernel's choice), --quick (b 1,2, t 256,1024, e 256: a smoke run),
- * --out FILE.
+ * chunk size; default: the kernel's choice), --inner N|auto (calls queued per timed sample;
+ * auto: ~20 ms worth), --quick (b 1,2, t 256,1024, e 256: a smoke run), --out FILE.
  *
  * Bytes counted (float32): forward reads a, x [b,t,e] and h0 [b,e], writes h and hLast:
  * (3bte + 2be) * 4; backward reads a, h, dh, h0, dhLast and writes dx, da, dh0: (5bte + 3be) * 4.
@@ -46,6 +46,7 @@ async function main(args: Args): Promise<void> {
   const e = intArg(args, 'e', quick ? 256 : 2560);
   const reps = intArg(args, 'reps', quick ? 3 : 5);
   const chunk = intArg(args, 'chunk', 0);
+  const inner = args.inner == null || args.inner === 'auto' ? 'auto' as const : intArg(args, 'inner', 1);
   const passes = (args.pass ?? 'fwd,bwd').split(',') as ('fwd' | 'bwd')[];
   const gpu = env.backend === 'webgpu';
   const paths: Path[] = gpu ? (args.paths ?? 'serial,chunked').split(',') as Path[] : ['host'];
@@ -59,7 +60,7 @@ async function main(args: Args): Promise<void> {
       const bte = b * t * e, be = b * e;
       const gb = (bytes: number, ms: number) => +(bytes / ms / 1e6).toPrecision(4);
       // Baseline: a + x reads and writes what the forward scan must (3 bte floats).
-      const add = await timeIt(() => [tf.add(inp.a, inp.x)], {reps});
+      const add = await timeIt(() => [tf.add(inp.a, inp.x)], {reps, inner});
       const addGBps = gb(3 * bte * 4, add.ms);
       rows.push({b, t, e, pass: 'add', path: '-', ms: add.ms, minMs: add.minMs, GBps: addGBps});
       const h = (engine().runKernel(RG_LRU_SCAN, {a: inp.a, x: inp.x, h0: inp.h0}) as Tensor[]);
@@ -69,9 +70,9 @@ async function main(args: Args): Promise<void> {
           const plan = gpu ? scanPlan(t).chunk : undefined;
           for (const pass of passes) {
             const r = pass === 'fwd'
-              ? await timeIt(() => engine().runKernel(RG_LRU_SCAN, {a: inp.a, x: inp.x, h0: inp.h0}) as Tensor[], {reps})
+              ? await timeIt(() => engine().runKernel(RG_LRU_SCAN, {a: inp.a, x: inp.x, h0: inp.h0}) as Tensor[], {reps, inner})
               : await timeIt(() => engine().runKernel(RG_LRU_SCAN_GRAD,
-                  {a: inp.a, h: h[0], h0: inp.h0, dh: inp.dh, dhLast: inp.dhLast}) as Tensor[], {reps});
+                  {a: inp.a, h: h[0], h0: inp.h0, dh: inp.dh, dhLast: inp.dhLast}) as Tensor[], {reps, inner});
             const bytes = pass === 'fwd' ? (3 * bte + 2 * be) * 4 : (5 * bte + 3 * be) * 4;
             const GBps = gb(bytes, r.ms);
             rows.push({b, t, e, pass, path, ...(plan ? {chunk: plan} : {}), ms: r.ms, minMs: r.minMs, GBps,
@@ -85,9 +86,9 @@ async function main(args: Args): Promise<void> {
       tf.dispose([...h, ...Object.values(inp)]);
     }
   }
-  console.log(`RgLruScan, ${describe(env)}; GB/s = (bytes read + written) / median time, vsAdd = against a + x`);
+  console.log(`RgLruScan, ${describe(env)}; GB/s = (bytes read + written) / median time per call, vsAdd = against a + x`);
   printTable(rows as unknown as Record<string, unknown>[], ['b', 't', 'e', 'pass', 'path', 'chunk', 'ms', 'GBps', 'vsAdd']);
-  emit({bench: 'scan', environment: env, options: {bs, ts, e, reps, paths, passes, chunk}, rows}, args.out);
+  emit({bench: 'scan', environment: env, options: {bs, ts, e, reps, inner, paths, passes, chunk}, rows}, args.out);
 }
 
 main(parseArgs(process.argv.slice(2))).catch((e) => fail('bench/scan', e));
