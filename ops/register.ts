@@ -6,9 +6,13 @@
 import {registerRgLruScanHostKernels} from './rg_lru_scan/cpu';
 import {registerRgLruScanComposite} from './rg_lru_scan/composite';
 import './rg_lru_scan/index';
+import {registerTrainingKernels} from '../src/training/kernels';
 
 export function registerHostKernels(): void {
   registerRgLruScanHostKernels('cpu');
+  // tfjs-cpu's UnsortedSegmentSum (every gather's gradient) is O(segments x tokens): replace it
+  // for all code, not only the Trainer's, so a hand-written variableGrads loop is usable too.
+  registerTrainingKernels('cpu');
   registerRgLruScanComposite('tensorflow');
 }
 

@@ -6,6 +6,7 @@
  */
 import {tf} from './tf';
 import {registerRgLruScanHostKernels} from '../ops/rg_lru_scan/cpu';
+import {registerTrainingKernels} from './training/kernels';
 
 export const BACKENDS = ['cpu', 'wasm', 'webgpu', 'tensorflow'] as const;
 export type BackendName = typeof BACKENDS[number];
@@ -22,6 +23,7 @@ function tryRequire(name: string): boolean {
 async function startWasm(): Promise<void> {
   require('@tensorflow/tfjs-backend-wasm');
   registerRgLruScanHostKernels('wasm');
+  registerTrainingKernels('wasm');
   if (!(await tf.setBackend('wasm'))) throw new Error('backend wasm: failed to start');
 }
 
