@@ -12,6 +12,7 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
+import { Rng } from '../rng';
 
 export interface BrownDocument {
   /** File name in the corpus, e.g. 'ca01'. */
@@ -176,18 +177,6 @@ export function loadBrownText(opts: { unit?: 'document' | 'paragraph' } = {}): s
   return docs.map((d) => d.paragraphs.join('\n\n'));
 }
 
-/** mulberry32: a small seeded PRNG, so splits are the same on every machine. */
-function mulberry32(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let z = s;
-    z = Math.imul(z ^ (z >>> 15), z | 1);
-    z ^= z + Math.imul(z ^ (z >>> 7), z | 61);
-    return ((z ^ (z >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 /**
  * Deterministic split: round(n * evalFraction) items chosen by a seeded shuffle go to eval (at least one when
  * evalFraction > 0 and n > 1), the rest to train; both keep the input order.
@@ -198,7 +187,8 @@ export function splitTrainEval<T>(docs: readonly T[], evalFraction: number, seed
   let nEval = Math.round(n * evalFraction);
   if (evalFraction > 0 && n > 1) nEval = Math.max(1, Math.min(n - 1, nEval));
   const order = Array.from({ length: n }, (_, i) => i);
-  const rnd = mulberry32(seed);
+  const rng = new Rng(seed);
+  const rnd = () => rng.next();
   for (let i = n - 1; i > 0; i--) { // Fisher-Yates
     const j = Math.floor(rnd() * (i + 1));
     [order[i], order[j]] = [order[j], order[i]];

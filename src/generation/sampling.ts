@@ -3,6 +3,7 @@
  *   const sampler = new Sampler({ temperature: 0.8, topK: 40, topP: 0.95, seed: 1 });
  *   const next = sampler.next(logitsRow, tokensSoFar);
  */
+import { Rng } from '../rng';
 
 export interface LogitsProcessor {
   /** May modify `logits` in place; returns the processed row. Filtered-out tokens get -Infinity. */
@@ -157,18 +158,6 @@ export function validateSamplingOptions(opts: SamplingOptions): void {
   if (seed !== undefined && !Number.isInteger(seed)) throw new Error(`seed must be an integer, got ${seed}`);
 }
 
-/** mulberry32: tiny, fast, and good enough for drawing tokens; returns uniforms in [0, 1). */
-function mulberry32(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let z = s;
-    z = Math.imul(z ^ (z >>> 15), z | 1);
-    z ^= z + Math.imul(z ^ (z >>> 7), z | 61);
-    return ((z ^ (z >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 /** Softmax in float64 (a float32 running sum over a 256k vocabulary loses the tail). */
 function softmax(logits: Float32Array): Float64Array {
   let max = -Infinity;
@@ -202,7 +191,8 @@ export class Sampler {
   constructor(opts: SamplingOptions = {}) {
     validateSamplingOptions(opts);
     this.seed = opts.seed ?? Math.floor(Math.random() * 2 ** 32);
-    this.rand = mulberry32(this.seed);
+    const rng = new Rng(this.seed);
+    this.rand = () => rng.next();
     this.greedy = !opts.temperature;
     if (opts.repetitionPenalty !== undefined && opts.repetitionPenalty !== 1) {
       this.penalty = new RepetitionPenaltyProcessor(opts.repetitionPenalty);

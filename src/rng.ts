@@ -1,0 +1,38 @@
+/**
+ * The package's one seeded PRNG (mulberry32), whose whole state is one uint32: data splits,
+ * token sampling and training all draw from it, so a seed means the same thing everywhere and a
+ * checkpoint can store the state.
+ *   const rng = new Rng(42);  rng.next();  rng.shuffle(order);
+ */
+
+/** mulberry32: tiny, fast and good enough for shuffles and dropout seeds. */
+export class Rng {
+  private s: number;
+
+  constructor(seed: number) {
+    this.s = seed >>> 0;
+  }
+
+  get state(): number { return this.s; }
+  set state(v: number) { this.s = v >>> 0; }
+
+  nextUint32(): number {
+    this.s = (this.s + 0x6d2b79f5) >>> 0;
+    let z = this.s;
+    z = Math.imul(z ^ (z >>> 15), z | 1);
+    z ^= z + Math.imul(z ^ (z >>> 7), z | 61);
+    return (z ^ (z >>> 14)) >>> 0;
+  }
+
+  /** Uniform in [0, 1). */
+  next(): number { return this.nextUint32() / 4294967296; }
+
+  /** Fisher-Yates, in place. */
+  shuffle<T>(a: T[]): T[] {
+    for (let i = a.length - 1; i > 0; i--) {
+      const j = Math.floor(this.next() * (i + 1));
+      [a[i], a[j]] = [a[j], a[i]];
+    }
+    return a;
+  }
+}
