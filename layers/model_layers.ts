@@ -40,6 +40,15 @@ export function checkTokenIds(ids: tf.Tensor, vocabSize: number): void {
   }
 }
 
+/** hidden [b, t, d] -> cap * tanh((hidden @ matrix^T) / cap): [b, t, V]; tied or untied head alike. */
+function headLogits(matrix: VocabMatrix, hidden: tf.Tensor, cap: number): tf.Tensor {
+  return tf.tidy(() => {
+    const [b, t, d] = hidden.shape as number[];
+    const l = matrix.project(tf.reshape(hidden, [b * t, d]));
+    return softCap(tf.reshape(l, [b, t, -1]), cap);
+  });
+}
+
 /**
  * ids [b, t] -> embeddings [b, t, d] * bf16(sqrt(d)); hidden [b, t, d] -> soft-capped logits
  * [b, t, V] through the same matrix (the tied LM head). Past the device's buffer-binding limit
@@ -68,11 +77,7 @@ export class Embedding extends GriffinLayer {
     return tf.tidy(() => tf.mul(this.matrix.lookup(ids), this.scale));
   }
   logits(hidden: tf.Tensor): tf.Tensor {
-    return tf.tidy(() => {
-      const [b, t, d] = hidden.shape;
-      const l = this.matrix.project(tf.reshape(hidden, [b * t, d]));
-      return softCap(tf.reshape(l, [b, t, this.cfg.vocab_size]), this.cfg.logits_soft_cap);
-    });
+    return headLogits(this.matrix, hidden, this.cfg.logits_soft_cap);
   }
   override call(inputs: tf.Tensor | tf.Tensor[], _kwargs?: Kwargs): tf.Tensor {
     const x = Array.isArray(inputs) ? inputs[0] : inputs;
@@ -96,11 +101,7 @@ export class LMHead extends GriffinLayer {
   override computeOutputShape(s: tf.Shape): tf.Shape { return [...s.slice(0, -1), this.cfg.vocab_size]; }
   override call(inputs: tf.Tensor | tf.Tensor[], _kwargs?: Kwargs): tf.Tensor {
     const x = Array.isArray(inputs) ? inputs[0] : inputs;
-    return tf.tidy(() => {
-      const [b, t, d] = x.shape;
-      const l = this.matrix.project(tf.reshape(x, [b * t, d]));
-      return softCap(tf.reshape(l, [b, t, this.cfg.vocab_size]), this.cfg.logits_soft_cap);
-    });
+    return headLogits(this.matrix, x, this.cfg.logits_soft_cap);
   }
 }
 tf.serialization.registerClass(LMHead);
