@@ -40,6 +40,19 @@ export function checkTokenIds(ids: tf.Tensor, vocabSize: number): void {
   }
 }
 
+/** A layer owning one [V, d] vocabulary matrix named `weight` (row pieces past the binding limit). */
+abstract class VocabLayer extends GriffinLayer {
+  matrix!: VocabMatrix;
+
+  override build(inputShape: tf.Shape | tf.Shape[]): void {
+    const {vocab_size: V, hidden_size: d} = this.cfg;
+    this.matrix = VocabMatrix.create(V, d, 'weight', (leaf, shape) => this.param(leaf, shape, 1 / Math.sqrt(d)));
+    super.build(inputShape);
+  }
+  /** The [V, d] matrix's variable; when it is split, see `matrix.pieces`. */
+  get weight(): LayerVariable { return singleVariable(this.matrix, this.name); }
+}
+
 /** hidden [b, t, d] -> cap * tanh((hidden @ matrix^T) / cap): [b, t, V]; tied or untied head alike. */
 function headLogits(matrix: VocabMatrix, hidden: tf.Tensor, cap: number): tf.Tensor {
   return tf.tidy(() => {
@@ -54,17 +67,9 @@ function headLogits(matrix: VocabMatrix, hidden: tf.Tensor, cap: number): tf.Ten
  * [b, t, V] through the same matrix (the tied LM head). Past the device's buffer-binding limit
  * the matrix is held in row pieces (layers/vocab_split.ts), with the same results.
  */
-export class Embedding extends GriffinLayer {
+export class Embedding extends VocabLayer {
   static className = 'GriffinEmbedding';
-  matrix!: VocabMatrix;
 
-  override build(inputShape: tf.Shape | tf.Shape[]): void {
-    const {vocab_size: V, hidden_size: d} = this.cfg;
-    this.matrix = VocabMatrix.create(V, d, 'weight', (leaf, shape) => this.param(leaf, shape, 1 / Math.sqrt(d)));
-    super.build(inputShape);
-  }
-  /** The [V, d] matrix's variable; when it is split, see `matrix.pieces`. */
-  get weight(): LayerVariable { return singleVariable(this.matrix, this.name); }
   override computeOutputShape(s: tf.Shape): tf.Shape {
     return s.length === 2 ? [...s, this.cfg.hidden_size] : [...s.slice(0, -1), this.cfg.vocab_size];
   }
@@ -87,17 +92,9 @@ export class Embedding extends GriffinLayer {
 tf.serialization.registerClass(Embedding);
 
 /** An untied LM head: hidden [b, t, d] -> soft-capped logits [b, t, V] (split like the Embedding). */
-export class LMHead extends GriffinLayer {
+export class LMHead extends VocabLayer {
   static className = 'GriffinLMHead';
-  matrix!: VocabMatrix;
 
-  override build(inputShape: tf.Shape | tf.Shape[]): void {
-    const {vocab_size: V, hidden_size: d} = this.cfg;
-    this.matrix = VocabMatrix.create(V, d, 'weight', (leaf, shape) => this.param(leaf, shape, 1 / Math.sqrt(d)));
-    super.build(inputShape);
-  }
-  /** The [V, d] matrix's variable; when it is split, see `matrix.pieces`. */
-  get weight(): LayerVariable { return singleVariable(this.matrix, this.name); }
   override computeOutputShape(s: tf.Shape): tf.Shape { return [...s.slice(0, -1), this.cfg.vocab_size]; }
   override call(inputs: tf.Tensor | tf.Tensor[], _kwargs?: Kwargs): tf.Tensor {
     const x = Array.isArray(inputs) ? inputs[0] : inputs;
