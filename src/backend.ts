@@ -7,6 +7,7 @@
 import {tf} from './tf';
 import {registerRgLruScanHostKernels} from '../ops/rg_lru_scan/cpu';
 import {registerTrainingKernels} from './training/kernels';
+import {registerWasmMatMul} from '../ops/wasm_matmul';
 
 export const BACKENDS = ['cpu', 'wasm', 'webgpu', 'tensorflow'] as const;
 export type BackendName = typeof BACKENDS[number];
@@ -24,6 +25,7 @@ async function startWasm(): Promise<void> {
   require('@tensorflow/tfjs-backend-wasm');
   registerRgLruScanHostKernels('wasm');
   registerTrainingKernels('wasm');
+  registerWasmMatMul();   // every product through XNNPACK's 2D path (transposed weights cached)
   if (!(await tf.setBackend('wasm'))) throw new Error('backend wasm: failed to start');
 }
 
