@@ -20,9 +20,10 @@ export function causalLMLoss(labels: tf.Tensor, logits: tf.Tensor): tf.Scalar {
     const logp = tf.logSoftmax(tf.slice(logits, [0, 0, 0], [b, t - 1, V]).reshape([-1, V]));  // [n, V]
     const counted = tf.notEqual(target, IGNORE_INDEX);
     const safeTarget = tf.where(counted, target, tf.zerosLike(target));
-    const n = target.shape[0];
-    const flatIndex = tf.add(tf.mul(tf.range(0, n, 1, 'int32'), tf.scalar(V, 'int32')), safeTarget);
-    const picked = tf.gather(tf.reshape(logp, [-1]), flatIndex);                           // [n]
+    // The target's log-probability, picked by a one-hot mask rather than by a flat index
+    // row * V + label: webgpu's int32 arithmetic is not exact past 2^24, so a flat index into
+    // more than 16.7M logits (32 rows of 256 steps at V = 4096) picked a neighbouring column.
+    const picked = tf.sum(tf.mul(logp, tf.oneHot(safeTarget, V, 1, 0, 'float32')), -1);  // [n]
     const weights = tf.cast(counted, 'float32');
     const total = tf.sum(tf.mul(picked, weights));
     const count = tf.sum(weights);

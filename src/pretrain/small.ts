@@ -72,6 +72,36 @@ function window(tokens: Uint16Array, start: number, seqLen: number) {
   return {ids, labels, pos};
 }
 
+type Row = ReturnType<typeof window>;
+
+/** The first `n` consecutive seqLen windows of the held-out tokens: the fixed evaluation set. */
+function heldOutRows(tokens: Uint16Array, n: number, seqLen: number): Row[] {
+  return Array.from({length: Math.min(n, Math.floor(tokens.length / seqLen))}, (_, i) => window(tokens, i * seqLen, seqLen));
+}
+
+/** Mean loss over rows (each row weighted equally), `batch` rows per forward pass. */
+async function meanLoss(model: RecurrentGemmaForCausalLM, rows: Row[], batch: number): Promise<number> {
+  let sum = 0;
+  for (let i = 0; i < rows.length; i += batch) {
+    const part = rows.slice(i, i + batch);
+    const l = tf.tidy(() => model.forward({inputIds: part.map((r) => r.ids), labels: part.map((r) => r.labels), positionIds: part.map((r) => r.pos)}).loss!);
+    sum += (await l.data())[0] * part.length;
+    l.dispose();
+  }
+  return sum / rows.length;
+}
+
+/** `eval --model DIR --data DIR [--batch 4,64] [--backend B]`: held-out loss of saved weights. */
+async function evaluate(argv: string[]): Promise<void> {
+  const backend = await useBackend(arg(argv, 'backend', 'webgpu'));
+  const model = await RecurrentGemmaForCausalLM.fromPretrained(arg(argv, 'model'));
+  const b = fs.readFileSync(path.join(arg(argv, 'data'), 'eval.u16'));
+  const rows = heldOutRows(new Uint16Array(b.buffer, b.byteOffset, b.byteLength / 2), Number(arg(argv, 'eval-rows', '64')), Number(arg(argv, 'seq-len', '256')));
+  for (const batch of arg(argv, 'batch', '64').split(',').map(Number)) {
+    console.log(JSON.stringify({backend, batch, rows: rows.length, evalLoss: await meanLoss(model, rows, batch)}));
+  }
+}
+
 async function train(argv: string[]): Promise<void> {
   const data = arg(argv, 'data'), out = arg(argv, 'out');
   const steps = Number(arg(argv, 'steps', '1500'));
@@ -96,17 +126,8 @@ async function train(argv: string[]): Promise<void> {
   const opt = new AdamW(params, {weightDecay: 0.1, beta2: 0.95});
   const rng = new Rng(seed);
   const byVarName = new Map([...params].map(([n, v]) => [v.name, n]));
-  const evalRows = Array.from({length: Math.min(Number(arg(argv, 'eval-rows', '64')), Math.floor(evalTok.length / seqLen))}, (_, i) => window(evalTok, i * seqLen, seqLen));
-  const evalLoss = async () => {
-    let sum = 0;
-    for (let i = 0; i < evalRows.length; i += batch) {
-      const rows = evalRows.slice(i, i + batch);
-      const l = tf.tidy(() => model.forward({inputIds: rows.map((r) => r.ids), labels: rows.map((r) => r.labels), positionIds: rows.map((r) => r.pos)}).loss!);
-      sum += (await l.data())[0] * rows.length;
-      l.dispose();
-    }
-    return sum / evalRows.length;
-  };
+  const evalRows = heldOutRows(evalTok, Number(arg(argv, 'eval-rows', '64')), seqLen);
+  const evalLoss = () => meanLoss(model, evalRows, batch);
   const log: Record<string, unknown>[] = [];
   console.log(`backend ${backend}, ${nParams} parameters, ${trainTok.length} train tokens, ${steps} steps of ${batch}x${seqLen}`);
   const t0 = Date.now();
@@ -148,16 +169,21 @@ async function train(argv: string[]): Promise<void> {
   const finalEval = await evalLoss();
   fs.mkdirSync(out, {recursive: true});
   await model.save(out, {format: 'tfjs', shardBytes: 15 * 1024 * 1024});
+  // What was written must be what was trained: evaluate the saved weights too.
+  const reloaded = await RecurrentGemmaForCausalLM.fromPretrained(out);
+  const savedEval = await meanLoss(reloaded, evalRows, batch);
+  reloaded.dispose();
+  console.log(JSON.stringify({inProcessEvalLoss: finalEval, savedEvalLoss: savedEval}));
   fs.writeFileSync(path.join(out, 'train_log.json'), JSON.stringify({
     config: SMALL_CONFIG, init: init || null, parameters: nParams, steps: stepsDone, plannedSteps: steps, batch, seqLen, lr, seed, backend,
     trainTokens: trainTok.length, evalTokens: evalRows.length * seqLen, finalEvalLoss: finalEval,
-    finalEvalPerplexity: Math.exp(finalEval), seconds: (Date.now() - t0) / 1000, log,
+    finalEvalPerplexity: Math.exp(finalEval), savedEvalLoss: savedEval, seconds: (Date.now() - t0) / 1000, log,
   }, null, 1));
   console.log(`done: eval loss ${finalEval.toFixed(3)} (perplexity ${Math.exp(finalEval).toFixed(1)}), ${((Date.now() - t0) / 1000).toFixed(0)} s`);
 }
 
 if (require.main === module) {
   const [cmd, ...rest] = process.argv.slice(2);
-  (cmd === 'prepare' ? prepare(rest) : cmd === 'train' ? train(rest) : Promise.reject(new Error('usage: small.js prepare|train ...')))
+  (cmd === 'prepare' ? prepare(rest) : cmd === 'train' ? train(rest) : cmd === 'eval' ? evaluate(rest) : Promise.reject(new Error('usage: small.js prepare|train|eval ...')))
       .catch((e) => { console.error(`pretrain: ${(e as Error).message}`); process.exitCode = 1; });
 }
