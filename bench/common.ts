@@ -9,6 +9,10 @@ import * as os from 'os';
 import * as path from 'path';
 import {tf} from '../src/tf';
 import {useBackend} from '../src/backend';
+import type {RecurrentGemmaConfigArgs} from '../src/config';
+import type {RecurrentGemmaForCausalLM} from '../src/model';
+import type {LayerVariable} from '../layers/base';
+import {SMALL_CONFIG} from '../src/pretrain/small';
 import type {WebGPUBackend, WebGPUProgram} from '@tensorflow/tfjs-backend-webgpu';
 
 export type Args = Record<string, string>;
@@ -38,6 +42,145 @@ export function intArg(args: Args, name: string, dflt: number): number {
   return v;
 }
 
+/**
+ * Named model shapes for random-weight benchmarks.
+ * - tiny: test/fixtures/tiny-a's shape.
+ * - small: the shipped model's (src/pretrain/small.ts SMALL_CONFIG).
+ * - 2b: RecurrentGemma-2B as released (its config.json; HF's class defaults differ in
+ *   intermediate_size and kv heads): 2.7B parameters, 10.7 GB in float32.
+ * - 9b: RecurrentGemma-9B's shape (hidden 4096, 38 layers, 16 heads, 1 kv head, MLP 3 x 4096):
+ *   about 8.6B parameters, 34 GB in float32 (from the released config as recalled, not checked against the file here).
+ * - mid: a 2B-like block (2560 wide, 6 layers, vocab 32000) that fits a small machine.
+ * `--layers N` / `--vocab N` shrink any of them (bench/model.ts, griffin bench).
+ */
+export const CONFIGS: Record<string, RecurrentGemmaConfigArgs> = {
+  tiny: {
+    num_hidden_layers: 4, vocab_size: 512, hidden_size: 64, lru_width: 64, intermediate_size: 192,
+    num_attention_heads: 4, num_key_value_heads: 1, attention_window_size: 64, block_types: ['recurrent', 'recurrent', 'attention'],
+  },
+  small: SMALL_CONFIG,
+  '2b': {
+    num_hidden_layers: 26, vocab_size: 256000, hidden_size: 2560, lru_width: 2560, intermediate_size: 15360,
+    num_attention_heads: 10, num_key_value_heads: 1, attention_window_size: 2048, conv1d_width: 4,
+    block_types: ['recurrent', 'recurrent', 'attention'],
+  },
+  '9b': {
+    num_hidden_layers: 38, vocab_size: 256000, hidden_size: 4096, lru_width: 4096, intermediate_size: 24576,
+    num_attention_heads: 16, num_key_value_heads: 1, attention_window_size: 2048, conv1d_width: 4,
+    block_types: ['recurrent', 'recurrent', 'attention'],
+  },
+  mid: {
+    num_hidden_layers: 6, vocab_size: 32000, hidden_size: 2560, lru_width: 2560, intermediate_size: 15360,
+    num_attention_heads: 10, num_key_value_heads: 1, attention_window_size: 2048, conv1d_width: 4,
+    block_types: ['recurrent', 'recurrent', 'attention'],
+  },
+};
+
+/** A named config, optionally shrunk; a one-line error for an unknown name. */
+export function benchConfig(name: string, opts: {layers?: number, vocab?: number} = {}): RecurrentGemmaConfigArgs {
+  const base = CONFIGS[name];
+  if (base == null) throw new Error(`--config must be one of ${Object.keys(CONFIGS).join(', ')}, got ${JSON.stringify(name)}`);
+  const cfg = {...base};
+  if (opts.layers != null) cfg.num_hidden_layers = opts.layers;
+  if (opts.vocab != null) cfg.vocab_size = opts.vocab;
+  return cfg;
+}
+
+/** Uniform noise of std 1/sqrt(fan-in) for matrices, small noise for vectors (norms, biases). */
+export function randomizeWeights(model: RecurrentGemmaForCausalLM, onProgress?: (done: number, total: number) => void): void {
+  const vars = [...model.namedParameters().values()] as LayerVariable[];
+  vars.forEach((v, i) => {
+    const shape = v.shape as number[];
+    const scale = shape.length >= 2 ? Math.sqrt(3 / shape[shape.length - 1]) : 0.1;
+    const t = randomTensor(shape, -scale, scale, i + 1);
+    v.write(t);
+    t.dispose();
+    onProgress?.(i + 1, vars.length);
+  });
+}
+
+/** Token ids in [3, vocab) from a small LCG (reproducible, no special tokens). */
+export function randomIds(b: number, t: number, vocab: number, seed: number): number[][] {
+  let s = seed;
+  const next = () => { s = (Math.imul(s, 1103515245) + 12345) >>> 0; return s; };
+  return Array.from({length: b}, () => Array.from({length: t}, () => 3 + (next() % (vocab - 3))));
+}
+
+/** RgLruScan's inputs for a bandwidth run, made on the backend (no host copy under webgpu). */
+export function scanInputs(b: number, t: number, e: number) {
+  return {
+    a: randomTensor([b, t, e], 0.5, 0.999, 1),
+    x: randomTensor([b, t, e], -1, 1, 2),
+    h0: randomTensor([b, e], -1, 1, 3),
+    dh: randomTensor([b, t, e], -1, 1, 4),
+    dhLast: randomTensor([b, e], -1, 1, 5),
+  };
+}
+
+/**
+ * Bytes RgLruScan must move (float32): forward reads a, x [b,t,e] and h0 [b,e], writes h and
+ * hLast; backward reads a, h, dh, h0, dhLast and writes dx, da, dh0.
+ */
+export function scanBytes(pass: 'fwd' | 'bwd', b: number, t: number, e: number): number {
+  return pass === 'fwd' ? (3 * b * t * e + 2 * b * e) * 4 : (5 * b * t * e + 3 * b * e) * 4;
+}
+
+/** Linux's peak resident set of this process (VmHWM), in bytes; null elsewhere. */
+export function peakRssBytes(): number | null {
+  try {
+    const m = /VmHWM:\s+(\d+) kB/.exec(fs.readFileSync('/proc/self/status', 'utf8'));
+    return m ? Number(m[1]) * 1024 : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Memory seen so far: the peak resident set (the kernel's VmHWM, exact, where it exists; else
+ * the largest RSS sampled) and the largest JS heap, external / ArrayBuffer bytes and tfjs
+ * tensor bytes (tf.memory(); numBytesInGPU on webgpu) at the sample points. JavaScript runs
+ * kernels synchronously, so samples are taken between phases (`sample()`) and by a timer
+ * between awaits; the RSS peak is the one number that covers what happens inside a kernel.
+ */
+export class MemoryWatch {
+  peak = {rss: 0, heapUsed: 0, external: 0, arrayBuffers: 0, tfBytes: 0, tfGpuBytes: 0};
+  private timer: ReturnType<typeof setInterval> | null = null;
+
+  start(everyMs = 50): this {
+    this.sample();
+    this.timer = setInterval(() => this.sample(), everyMs);
+    this.timer.unref?.();
+    return this;
+  }
+
+  sample(): void {
+    const m = process.memoryUsage();
+    const tm = tf.memory() as {numBytes: number, numBytesInGPU?: number};
+    const p = this.peak;
+    p.rss = Math.max(p.rss, m.rss, peakRssBytes() ?? 0);
+    p.heapUsed = Math.max(p.heapUsed, m.heapUsed);
+    p.external = Math.max(p.external, m.external);
+    p.arrayBuffers = Math.max(p.arrayBuffers, m.arrayBuffers);
+    p.tfBytes = Math.max(p.tfBytes, tm.numBytes);
+    p.tfGpuBytes = Math.max(p.tfGpuBytes, tm.numBytesInGPU ?? 0);
+  }
+
+  stop(): void {
+    if (this.timer != null) clearInterval(this.timer);
+    this.timer = null;
+    this.sample();
+  }
+
+  /** The peaks in MiB (and the source of the RSS figure). */
+  report(): Record<string, number | string> {
+    const mb = (x: number) => +(x / 2 ** 20).toFixed(1);
+    const p = this.peak;
+    return {peakRssMB: mb(p.rss), rssSource: peakRssBytes() != null ? 'VmHWM' : 'sampled', peakHeapUsedMB: mb(p.heapUsed),
+      peakExternalMB: mb(p.external), peakArrayBuffersMB: mb(p.arrayBuffers), peakTfMB: mb(p.tfBytes),
+      ...(p.tfGpuBytes > 0 ? {peakTfGpuMB: mb(p.tfGpuBytes)} : {})};
+  }
+}
+
 export interface Environment {
   date: string;
   host: string;
@@ -61,6 +204,12 @@ export async function setup(backend: string | undefined): Promise<Environment> {
   const name = backend ?? 'webgpu';
   if (!['cpu', 'wasm', 'webgpu'].includes(name)) throw new Error(`--backend must be webgpu, cpu or wasm, got ${name}`);
   await useBackend(name);
+  return describeMachine(name);
+}
+
+/** The machine and the running backend (after useBackend). */
+export async function describeMachine(requested?: string): Promise<Environment> {
+  const name = requested ?? tf.getBackend();
   const env: Environment = {
     date: new Date().toISOString(),
     host: os.hostname(),

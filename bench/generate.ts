@@ -9,36 +9,12 @@
  */
 import {tf} from '../src/tf';
 import {RecurrentGemmaForCausalLM} from '../src/model';
-import {RecurrentGemmaConfigArgs} from '../src/config';
 import {useBackend} from '../src/backend';
+import {CONFIGS as SHARED_CONFIGS, intArg, parseArgs} from './common';
 
-const CONFIGS: Record<string, RecurrentGemmaConfigArgs> = {
-  tiny: {
-    vocab_size: 512, hidden_size: 64, lru_width: 64, intermediate_size: 192, num_attention_heads: 4,
-    num_key_value_heads: 1, num_hidden_layers: 4, attention_window_size: 64, block_types: ['recurrent', 'recurrent', 'attention'],
-  },
-  small: {
-    vocab_size: 8192, hidden_size: 512, lru_width: 512, intermediate_size: 1536, num_attention_heads: 8,
-    num_key_value_heads: 1, num_hidden_layers: 9, attention_window_size: 512, block_types: ['recurrent', 'recurrent', 'attention'],
-  },
-  '2b-shaped': {},  // the config's defaults are RecurrentGemma-2b's
-};
-
-function parseArgs(argv: string[]): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (let i = 0; i < argv.length; i++) {
-    const m = /^--([a-z-]+)(?:=(.*))?$/.exec(argv[i]);
-    if (!m) throw new Error(`unexpected argument ${argv[i]}`);
-    out[m[1]] = m[2] ?? (argv[i + 1] != null && !argv[i + 1].startsWith('--') ? argv[++i] : 'true');
-  }
-  return out;
-}
-
-function int(args: Record<string, string>, name: string, dflt: number): number {
-  const v = args[name] == null ? dflt : Number(args[name]);
-  if (!Number.isInteger(v) || v < 0) throw new Error(`--${name} must be an integer >= 0`);
-  return v;
-}
+// Shared with bench/model.ts and griffin bench (common.ts); '2b-shaped' is this script's old name for 2b.
+const CONFIGS: typeof SHARED_CONFIGS = {...SHARED_CONFIGS, '2b-shaped': SHARED_CONFIGS['2b']};
+const int = intArg;
 
 const rss = () => process.memoryUsage().rss / 2 ** 20;
 

@@ -5,7 +5,7 @@
  *   npx tsx bench/model.ts --backend webgpu --out bench/results/2026-01-01-h200-model.json   # 2B-shaped
  *   npx tsx bench/model.ts --config tiny --backend cpu                                       # quick
  *
- * Options: --config 2b|small|tiny (2b: RecurrentGemma-2B's shape, 2.7B parameters), --layers N
+ * Options: --config 2b|9b|mid|small|tiny (common.ts CONFIGS; 2b: RecurrentGemma-2B's shape, 2.7B parameters), --layers N
  * and --vocab N (shrink a config), --backend webgpu|cpu|wasm (webgpu), --seq 128,2048 (forward
  * lengths), --forward-batch 1, --prefill 2048 (prompt length; 0 skips), --batches 1,8 (prefill
  * and decode), --decode-tokens 32, --reps 3, --chunk 512 (prefill chunk), --submit-batch N
@@ -16,59 +16,17 @@
  */
 import {tf} from '../src/tf';
 import {RecurrentGemmaForCausalLM} from '../src/model';
-import {RecurrentGemmaConfigArgs} from '../src/config';
 import {maxPieceBytes} from '../layers/vocab_split';
 import {causalConv1dConfig} from '../ops/causal_conv1d';
-import type {LayerVariable} from '../layers/base';
-import {Args, describe, DispatchCounter, emit, fail, intArg, intList, parseArgs, printTable, randomTensor, setup, syncOn, timeIt} from './common';
-
-const CONFIGS: Record<string, RecurrentGemmaConfigArgs> = {
-  // RecurrentGemma-2B as released (its config.json; HF's defaults differ in intermediate_size and kv heads).
-  '2b': {
-    num_hidden_layers: 26, vocab_size: 256000, hidden_size: 2560, lru_width: 2560, intermediate_size: 15360,
-    num_attention_heads: 10, num_key_value_heads: 1, attention_window_size: 2048, conv1d_width: 4,
-    block_types: ['recurrent', 'recurrent', 'attention'],
-  },
-  small: {
-    num_hidden_layers: 9, vocab_size: 8192, hidden_size: 512, lru_width: 512, intermediate_size: 1536,
-    num_attention_heads: 8, num_key_value_heads: 1, attention_window_size: 512, block_types: ['recurrent', 'recurrent', 'attention'],
-  },
-  // test/fixtures/tiny-a's shape.
-  tiny: {
-    num_hidden_layers: 4, vocab_size: 512, hidden_size: 64, lru_width: 64, intermediate_size: 192,
-    num_attention_heads: 4, num_key_value_heads: 1, attention_window_size: 64, block_types: ['recurrent', 'recurrent', 'attention'],
-  },
-};
-
-/** Uniform noise of std 1/sqrt(fan-in) for matrices, small noise for vectors (norms, biases). */
-function randomizeWeights(model: RecurrentGemmaForCausalLM): void {
-  const vars = [...model.namedParameters().values()] as LayerVariable[];
-  vars.forEach((v, i) => {
-    const shape = v.shape as number[];
-    const n = shape.reduce((a, b) => a * b, 1);
-    const scale = shape.length >= 2 ? Math.sqrt(3 / shape[shape.length - 1]) : 0.1;
-    const t = randomTensor(shape, -scale, scale, i + 1);
-    v.write(t);
-    t.dispose();
-  });
-}
-
-function randomIds(b: number, t: number, vocab: number, seed: number): number[][] {
-  let s = seed;
-  const next = () => { s = (Math.imul(s, 1103515245) + 12345) >>> 0; return s; };
-  return Array.from({length: b}, () => Array.from({length: t}, () => 3 + (next() % (vocab - 3))));
-}
+import {Args, benchConfig, describe, DispatchCounter, emit, fail, intArg, intList, parseArgs, printTable, randomIds, randomizeWeights,
+  setup, syncOn, timeIt} from './common';
 
 const round = (x: number, d = 3) => +x.toFixed(d);
 
 async function main(args: Args): Promise<void> {
   const env = await setup(args.backend);
   const name = args.config ?? '2b';
-  const base = CONFIGS[name];
-  if (base == null) throw new Error(`--config must be one of ${Object.keys(CONFIGS).join(', ')}`);
-  const cfg = {...base};
-  if (args.layers) cfg.num_hidden_layers = intArg(args, 'layers', 1);
-  if (args.vocab) cfg.vocab_size = intArg(args, 'vocab', 1);
+  const cfg = benchConfig(name, {layers: args.layers ? intArg(args, 'layers', 1) : undefined, vocab: args.vocab ? intArg(args, 'vocab', 1) : undefined});
   const small = name === 'tiny';
   const seqs = intList(args.seq, small ? [16, 128] : [128, 2048], 'seq');
   const forwardBatch = intArg(args, 'forward-batch', 1);

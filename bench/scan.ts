@@ -18,7 +18,7 @@ import {tf} from '../src/tf';
 import {engine, Tensor} from '@tensorflow/tfjs-core';
 import {RG_LRU_SCAN, RG_LRU_SCAN_GRAD} from '../ops/rg_lru_scan';
 import {rgLruScanWebGPUConfig, scanPlan} from '../ops/rg_lru_scan/webgpu';
-import {Args, describe, emit, fail, intArg, intList, parseArgs, printTable, randomTensor, setup, timeIt} from './common';
+import {Args, describe, emit, fail, intArg, intList, parseArgs, printTable, scanBytes, scanInputs, setup, timeIt} from './common';
 
 type Path = 'serial' | 'chunked' | 'auto' | 'host';
 
@@ -27,16 +27,7 @@ interface Row {
   ms: number; minMs: number; GBps: number; vsAdd?: number;
 }
 
-/** Random inputs, made on the backend (no host copy of a 600 MB tensor under webgpu). */
-function inputs(b: number, t: number, e: number) {
-  return {
-    a: randomTensor([b, t, e], 0.5, 0.999, 1),
-    x: randomTensor([b, t, e], -1, 1, 2),
-    h0: randomTensor([b, e], -1, 1, 3),
-    dh: randomTensor([b, t, e], -1, 1, 4),
-    dhLast: randomTensor([b, e], -1, 1, 5),
-  };
-}
+const inputs = scanInputs;
 
 async function main(args: Args): Promise<void> {
   const env = await setup(args.backend);
@@ -57,7 +48,7 @@ async function main(args: Args): Promise<void> {
   for (const b of bs) {
     for (const t of ts) {
       const inp = inputs(b, t, e);
-      const bte = b * t * e, be = b * e;
+      const bte = b * t * e;
       const gb = (bytes: number, ms: number) => +(bytes / ms / 1e6).toPrecision(4);
       // Baseline: a + x reads and writes what the forward scan must (3 bte floats).
       const add = await timeIt(() => [tf.add(inp.a, inp.x)], {reps, inner});
@@ -73,7 +64,7 @@ async function main(args: Args): Promise<void> {
               ? await timeIt(() => engine().runKernel(RG_LRU_SCAN, {a: inp.a, x: inp.x, h0: inp.h0}) as Tensor[], {reps, inner})
               : await timeIt(() => engine().runKernel(RG_LRU_SCAN_GRAD,
                   {a: inp.a, h: h[0], h0: inp.h0, dh: inp.dh, dhLast: inp.dhLast}) as Tensor[], {reps, inner});
-            const bytes = pass === 'fwd' ? (3 * bte + 2 * be) * 4 : (5 * bte + 3 * be) * 4;
+            const bytes = scanBytes(pass, b, t, e);
             const GBps = gb(bytes, r.ms);
             rows.push({b, t, e, pass, path, ...(plan ? {chunk: plan} : {}), ms: r.ms, minMs: r.minMs, GBps,
               vsAdd: +(GBps / addGBps).toFixed(3)});
