@@ -16,6 +16,7 @@ import type {RecurrentGemmaForCausalLM, IdsLike} from '../model';
 import type {LayerState} from '../../layers/model_layers';
 import {disposeSequenceInfo, sequenceInfo, SequenceInfo} from '../../ops/sequence';
 import {readHeader, readTensor, writeSafetensors} from '../../converters/safetensors';
+import {FusedDecoder, fusedDecoderFor} from '../../ops/webgpu_decode';
 
 const FORMAT = 'griffin-generation-state';
 const FORMAT_VERSION = '1';
@@ -43,8 +44,12 @@ function mapLayer(s: LayerState, f: (t: tf.Tensor) => tf.Tensor): LayerState {
 }
 
 export class GenerationState {
-  /** Per layer: {conv, rnn} (recurrent) or {k, v, valid} (attention); row i of each is batch row i. */
-  layers: LayerState[];
+  private layers_: LayerState[] | null;
+  /**
+   * Set while the fused WebGPU decoder (ops/webgpu_decode) holds this state's layers in its own
+   * buffers; reading `layers` brings them back as tensors.
+   */
+  private fused: FusedDecoder | null = null;
   /** Per row: the position id the next real token gets (= real tokens seen so far). */
   positions: number[];
   /** [b, V] float32: the logits after the last token, predicting the next one. */
@@ -52,7 +57,7 @@ export class GenerationState {
   private freed = false;
 
   constructor(readonly model: RecurrentGemmaForCausalLM, layers: LayerState[], positions: number[], logits: tf.Tensor) {
-    this.layers = layers;
+    this.layers_ = layers;
     this.positions = positions;
     this.logits = logits;
   }
@@ -62,6 +67,47 @@ export class GenerationState {
     if (!Number.isInteger(batchSize) || batchSize < 1) throw new Error(`batchSize must be an integer >= 1, got ${batchSize}`);
     return new GenerationState(model, model.blocks.map((blk) => blk.initState(batchSize)), Array(batchSize).fill(0),
         tf.zeros([batchSize, model.config.vocab_size]));
+  }
+
+  /** Per layer: {conv, rnn} (recurrent) or {k, v, valid} (attention); row i of each is batch row i. */
+  get layers(): LayerState[] {
+    if (this.fused != null) this.detachFused();
+    return this.layers_!;
+  }
+  set layers(layers: LayerState[]) {
+    this.releaseFused();
+    this.layers_ = layers;
+  }
+
+  /** Takes the layers back from the fused decoder as tensors (it keeps nothing of this state). */
+  detachFused(): void {
+    const eng = this.fused;
+    if (eng == null) return;
+    this.layers_ = eng.exportLayers();
+    this.releaseFused();
+  }
+
+  private releaseFused(): void {
+    if (this.fused == null) return;
+    if (this.fused.owner === this) this.fused.owner = null;
+    this.fused = null;
+  }
+
+  /**
+   * One fused decode step: the layers move into the engine on the first step (and stay there
+   * while decoding goes on); returns the logits [b, V]. Internal: decodeStep calls it.
+   */
+  fusedStep(eng: FusedDecoder, ids: number[]): tf.Tensor {
+    if (this.fused !== eng) {
+      const layers = this.layers;          // from another engine, if any
+      if (eng.owner != null && eng.owner !== this) eng.owner.detachFused();
+      eng.importLayers(layers);
+      tf.dispose(layers.flatMap(layerTensors));
+      this.layers_ = null;
+      this.fused = eng;
+      eng.owner = this;
+    }
+    return eng.step(ids, this.positions);
   }
 
   get batchSize(): number { return this.positions.length; }
@@ -120,7 +166,7 @@ export class GenerationState {
   replaceWith(other: GenerationState): void {
     if (other === this) return;
     if (other.model !== this.model) throw new Error('replaceWith: states belong to different models');
-    if (!this.freed) tf.dispose(this.tensors());
+    this.dispose();
     this.layers = other.layers;
     this.positions = other.positions;
     this.logits = other.logits;
@@ -130,7 +176,12 @@ export class GenerationState {
 
   dispose(): void {
     if (this.freed) return;
-    tf.dispose(this.tensors());
+    if (this.fused != null) {
+      this.releaseFused();
+      this.logits.dispose();
+    } else {
+      tf.dispose(this.tensors());
+    }
     this.freed = true;
   }
 
@@ -343,6 +394,14 @@ export function decodeStep(model: RecurrentGemmaForCausalLM, state: GenerationSt
     if (ids.length !== b) throw new Error(`decodeStep: ${ids.length} ids for a state of ${b} rows`);
   }
   if (!ids.every((x) => Number.isInteger(x))) throw new Error('decodeStep: nextIds must be one integer per row');
+  const fused = fusedDecoderFor(model, b);
+  if (fused != null) {
+    const logits = state.fusedStep(fused, ids);
+    state.logits.dispose();
+    state.logits = logits;
+    state.positions = state.positions.map((p) => p + 1);
+    return {logits: tf.clone(logits), state};
+  }
   const idT = tf.tensor2d(ids, [b, 1], 'int32');
   const posT = tf.tensor2d(state.positions, [b, 1], 'int32');
   let info: SequenceInfo | null = null;

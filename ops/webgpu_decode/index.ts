@@ -1,0 +1,81 @@
+/**
+ * When decodeStep uses the fused WebGPU decode engine (engine.ts), and one engine per (model,
+ * batch size).
+ *   fusedDecodeConfig.enabled = false;        // or env GRIFFIN_FUSED_DECODE=0: tfjs ops as before
+ *   const eng = fusedDecoderFor(model, b);    // null when it does not apply
+ *
+ * It applies on the webgpu backend to float32 models without LoRA adapters, for 1..16 rows.
+ */
+import * as tf from '@tensorflow/tfjs';
+import type {RecurrentGemmaForCausalLM} from '../../src/model';
+import {FusedDecoder} from './engine';
+
+export {FusedDecoder, fusedTuning} from './engine';
+
+/** enabled: null = env GRIFFIN_FUSED_DECODE (unset or anything but 0/false: on). */
+export const fusedDecodeConfig: {enabled: boolean | null; maxBatch: number} = {enabled: null, maxBatch: 16};
+
+export function fusedDecodeEnabled(): boolean {
+  if (fusedDecodeConfig.enabled != null) return fusedDecodeConfig.enabled;
+  const v = typeof process !== 'undefined' ? process.env?.GRIFFIN_FUSED_DECODE : undefined;
+  return !(v != null && ['0', 'false', 'off'].includes(v.toLowerCase()));
+}
+
+/** Engines kept per model: the batch sizes used last (a shrinking batch makes a few). */
+const MAX_ENGINES = 2;
+const engines = new WeakMap<RecurrentGemmaForCausalLM, FusedDecoder[]>();
+
+function supported(model: RecurrentGemmaForCausalLM, b: number): boolean {
+  if (b < 1 || b > fusedDecodeConfig.maxBatch) return false;
+  const c = model.config;
+  if (c.intermediate_size % 2 !== 0 || c.lru_width % c.num_attention_heads !== 0) return false;
+  if (c.num_attention_heads % c.num_key_value_heads !== 0 || c.rotary_dim % 2 !== 0) return false;
+  // LoRA adapters (layers/lora.ts) add to a Linear's output: the engine knows nothing of them.
+  for (const blk of model.blocks) {
+    const linears = [blk.mlp_block.gate_proj, blk.mlp_block.up_proj, blk.mlp_block.down_proj,
+      ...Object.values(blk.temporal_block as unknown as Record<string, unknown>)];
+    for (const l of linears) {
+      if (l != null && typeof l === 'object' && 'adapter' in l && (l as {adapter: unknown}).adapter != null) return false;
+    }
+  }
+  return true;
+}
+
+/** The engine for this model and batch size (made on first use), or null when decodeStep must use tfjs ops. */
+export function fusedDecoderFor(model: RecurrentGemmaForCausalLM, b: number): FusedDecoder | null {
+  if (!fusedDecodeEnabled() || tf.getBackend() !== 'webgpu' || !supported(model, b)) return null;
+  let list = engines.get(model);
+  if (list == null) engines.set(model, list = []);
+  const device = (tf.backend() as unknown as {device: GPUDevice}).device;
+  let eng = list.find((x) => x.B === b) ?? null;
+  if (eng != null && (!eng.isCurrent() || (eng as unknown as {device: GPUDevice}).device !== device)) {
+    // Weights changed (training, loading) or the backend was recreated: build anew.
+    retire(list, eng);
+    eng = null;
+  }
+  if (eng == null) {
+    eng = new FusedDecoder(model, b);
+    list.push(eng);
+    while (list.length > MAX_ENGINES) retire(list, list[0]);
+  } else {
+    list.splice(list.indexOf(eng), 1);
+    list.push(eng);   // most recently used last
+  }
+  return eng;
+}
+
+function retire(list: FusedDecoder[], eng: FusedDecoder): void {
+  // A state still living in the engine gets its layers back (as tensors) first.
+  if (eng.owner != null && !eng.isDisposed) eng.owner.detachFused();
+  eng.owner = null;
+  list.splice(list.indexOf(eng), 1);
+  eng.dispose();
+}
+
+/** Frees the engines of a model (their GPU buffers); states living in them are exported first. */
+export function disposeFusedDecoders(model: RecurrentGemmaForCausalLM): void {
+  const list = engines.get(model);
+  if (list == null) return;
+  for (const eng of [...list]) retire(list, eng);
+  engines.delete(model);
+}
