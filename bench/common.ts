@@ -220,7 +220,7 @@ export async function describeMachine(requested?: string): Promise<Environment> 
     memGiB: +(os.totalmem() / 2 ** 30).toFixed(1),
     tfjs: tf.version.tfjs,
     backend: tf.getBackend(),
-    env: Object.fromEntries(['VK_ICD_FILENAMES', 'VK_DRIVER_FILES', 'GRIFFIN_MAX_PIECE_BYTES']
+    env: Object.fromEntries(['VK_ICD_FILENAMES', 'VK_DRIVER_FILES', 'GRIFFIN_MAX_PIECE_BYTES', 'GRIFFIN_WASM_MATMUL']
         .filter((k) => process.env[k] != null).map((k) => [k, process.env[k]!])),
   };
   if (name === 'webgpu') env.adapter = await describeAdapter();

@@ -1,0 +1,51 @@
+/**
+ * tiny-a's golden float64 loss and gradients on the wasm backend: every product goes through
+ * ops/wasm_matmul.ts (transposed weights, per-head gates, attention, and the transposed products
+ * of the backward pass) and the loss's float32 one-hot mask through ops/wasm_onehot.ts.
+ */
+import * as path from 'path';
+import {tf} from '../../src/tf';
+import {useBackend} from '../../src/backend';
+import {loadHF} from '../../converters/hf';
+import {readHeader, readTensor} from '../../converters/safetensors';
+import {RecurrentGemmaForCausalLM} from '../../src/model';
+import {relError} from '../helpers';
+
+const DIR = path.join(__dirname, '../fixtures/tiny-a');
+const golden = JSON.parse(require('fs').readFileSync(path.join(DIR, 'golden.json'), 'utf8'));
+const goldenTensors = readHeader(path.join(DIR, 'golden.safetensors')).tensors;
+const G = (name: string) => readTensor(goldenTensors.get(name)!);
+
+let model: RecurrentGemmaForCausalLM;
+beforeAll(async () => {
+  await useBackend('wasm');
+  model = await loadHF(DIR);
+});
+afterAll(() => model.dispose());
+
+test('wasm: float32 one-hot holds ones, not int32 bits', () => {
+  const o = tf.oneHot(tf.tensor1d([1, 3, -1], 'int32'), 4, 1, 0, 'float32');
+  expect(o.dtype).toBe('float32');
+  expect(Array.from(o.dataSync())).toEqual([0, 1, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0]);
+  expect(Array.from(tf.oneHot(tf.tensor1d([2], 'int32'), 3, 5, -1).dataSync())).toEqual([-1, -1, 5]);
+});
+
+test('wasm: logits, loss within 1e-5 and every gradient within 1e-4 of the float64 golden', () => {
+  expect(tf.getBackend()).toBe('wasm');
+  const {logits} = model.forward({inputIds: golden.input_ids});
+  expect(relError(logits.dataSync(), G('logits'))).toBeLessThan(1e-5);
+  logits.dispose();
+  const params = model.namedParameters();
+  const vars = [...params.values()].map((v) => v.read() as tf.Variable);
+  const {value, grads} = tf.variableGrads(() => model.forward({inputIds: golden.input_ids, labels: golden.labels}).loss!, vars);
+  const loss = value.dataSync()[0];
+  console.log(`wasm loss ${loss} vs golden ${golden.loss}`);
+  expect(Math.abs(loss - golden.loss)).toBeLessThan(1e-5);
+  let worst = ['', 0] as [string, number];
+  for (const [name, v] of params) {
+    const err = relError(grads[(v.read() as tf.Variable).name].dataSync(), G(`grad.${name}`));
+    if (err > worst[1]) worst = [name, err];
+    expect({name, ok: err < 1e-4}).toEqual({name, ok: true});
+  }
+  console.log(`wasm: worst gradient relative error ${worst[1].toExponential(2)} (${worst[0]})`);
+});
