@@ -25,7 +25,7 @@ export interface TfjsSaveOptions {
   shardBytes?: number;
 }
 
-interface WeightSpec {
+export interface WeightSpec {
   name: string;
   shape: number[];
   dtype: 'float32';
@@ -77,7 +77,7 @@ function encode(data: Float32Array, dtype: WeightDtype): {bytes: Uint8Array, qua
   return {bytes: q, quantization: {dtype: 'uint8', min, scale}};
 }
 
-function decode(bytes: Uint8Array, spec: WeightSpec): Float32Array {
+export function decode(bytes: Uint8Array, spec: WeightSpec): Float32Array {
   const q = spec.quantization;
   if (q == null) return new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength));
   if (q.dtype === 'float16') {
@@ -88,7 +88,7 @@ function decode(bytes: Uint8Array, spec: WeightSpec): Float32Array {
   return out;
 }
 
-const bytesPer = (spec: WeightSpec) =>
+export const bytesPer = (spec: WeightSpec) =>
   spec.quantization?.dtype === 'float16' ? 2 : spec.quantization?.dtype === 'uint8' ? 1 : 4;
 
 /** Writes model.json and group1-shard{i}of{n}.bin into dir. */

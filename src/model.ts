@@ -100,9 +100,13 @@ export class RecurrentGemmaForCausalLM extends tf.LayersModel {
 
   /**
    * Loads a checkpoint directory: Hugging Face layout (config.json + safetensors, single or
-   * sharded, float32/float16/bfloat16) or tfjs layout (model.json + shards).
+   * sharded, float32/float16/bfloat16) or tfjs layout (model.json + shards). A URL
+   * (http(s)://, indexeddb://; in a browser any URL) loads the tfjs layout over the network,
+   * onProgress counting bytes (converters/tfjs_url.ts).
    */
   static async fromPretrained(dir: string, opts: LoadOptions = {}): Promise<RecurrentGemmaForCausalLM> {
+    const {isUrlSource, loadTfjsUrl} = await import('../converters/tfjs_url');
+    if (isUrlSource(dir)) return loadTfjsUrl(dir, opts);
     const {loadPretrained} = await import('../converters/index');
     return loadPretrained(dir, opts);
   }
@@ -113,6 +117,8 @@ export class RecurrentGemmaForCausalLM extends tf.LayersModel {
    */
   override async save(dirOrHandler: string | tf.io.IOHandler, opts?: SaveOptions & tf.io.SaveConfig): Promise<tf.io.SaveResult> {
     if (typeof dirOrHandler !== 'string' || /^[a-z][a-z0-9+.-]*:\/\//i.test(dirOrHandler)) {
+      // The config travels with the weights, so that fromPretrained('indexeddb://...') can rebuild the model.
+      this.setUserDefinedMetadata({griffin: {config: this.config.toJSON()}});
       return super.save(dirOrHandler, opts);
     }
     const {savePretrained} = await import('../converters/index');

@@ -200,6 +200,11 @@ export class GemmaTokenizer {
     const sp = new spjs.SentencePieceProcessor();
     // The emscripten runtime installs process-wide uncaughtException/unhandledRejection handlers on every
     // load; drop them so loading several tokenizers neither leaks listeners nor hijacks the app's error handling.
+    // (A browser has no process: there sentencepiece-js reads the bytes src/browser/tokenizer.ts provided.)
+    if (typeof process === 'undefined') {
+      await sp.load(modelPath);
+      return new GemmaTokenizer(sp, info);
+    }
     const uncaught = process.listeners('uncaughtException');
     const rejection = process.listeners('unhandledRejection');
     try {

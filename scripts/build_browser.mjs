@@ -1,0 +1,69 @@
+#!/usr/bin/env node
+/**
+ * Builds the browser bundle: dist/browser/griffin.esm.js (one ES module: the package, tfjs and
+ * its webgpu / webgl / wasm / cpu backends, sentencepiece-js), with the wasm backend's binaries
+ * beside it. Run by `npm run build` after tsc.
+ *   node scripts/build_browser.mjs [--no-minify]
+ *
+ * Node-only modules stay out: fs and path become small browser versions (src/browser/fs.ts,
+ * path.ts), and the `webgpu` npm package (Dawn), os, readline, child_process, ... become a stub
+ * whose every use is a one-line error (src/browser/node_only.cjs).
+ */
+import * as esbuild from 'esbuild';
+import * as fs from 'fs';
+import * as path from 'path';
+import {fileURLToPath} from 'url';
+
+const root = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
+const out = path.join(root, 'dist/browser');
+const minify = !process.argv.includes('--no-minify');
+
+const shims = {
+  fs: 'src/browser/fs.ts',
+  path: 'src/browser/path.ts',
+};
+const nodeOnly = ['webgpu', 'os', 'readline', 'child_process', 'module', 'url', 'crypto', 'zlib', 'util',
+  'stream', 'worker_threads', 'perf_hooks', 'http', 'https', 'net', 'tty', 'events', 'string_decoder'];
+
+const nodeModules = {
+  name: 'griffin-node-modules',
+  setup(build) {
+    build.onResolve({filter: /^(node:)?[a-z_]+(\/promises)?$/}, (args) => {
+      const name = args.path.replace(/^node:/, '').replace(/\/promises$/, '');
+      if (shims[name]) return {path: path.join(root, shims[name])};
+      if (nodeOnly.includes(name)) return {path: path.join(root, 'src/browser/node_only.cjs')};
+      return undefined;
+    });
+  },
+};
+
+fs.rmSync(out, {recursive: true, force: true});
+const result = await esbuild.build({
+  absWorkingDir: root,
+  entryPoints: ['src/browser/index.ts'],
+  outfile: path.join(out, 'griffin.esm.js'),
+  bundle: true,
+  format: 'esm',
+  platform: 'browser',
+  target: 'es2020',
+  minify,
+  sourcemap: true,
+  legalComments: 'linked',
+  metafile: true,
+  logLevel: 'warning',
+  logOverride: {'unsupported-require-call': 'silent', 'commonjs-variable-in-esm': 'silent'},
+  plugins: [nodeModules],
+  // The wasm backend finds its binaries next to the bundle (src/browser/backend.ts).
+  banner: {js: 'const __griffinBundleUrl = import.meta.url;'},
+  define: {'process.env.NODE_ENV': '"production"'},
+});
+
+const wasmDir = path.join(root, 'node_modules/@tensorflow/tfjs-backend-wasm/dist');
+for (const f of fs.readdirSync(wasmDir).filter((f) => f.endsWith('.wasm'))) fs.copyFileSync(path.join(wasmDir, f), path.join(out, f));
+
+// Nothing Node-only may have slipped in (a new import of a module not mapped above).
+const inputs = Object.keys(result.metafile.inputs);
+const leaked = inputs.filter((p) => /node_modules\/webgpu\/|converters\/safetensors_node|dawn\.node/.test(p));
+if (leaked.length > 0) throw new Error(`browser bundle: Node-only modules bundled: ${leaked.join(', ')}`);
+const bytes = fs.statSync(path.join(out, 'griffin.esm.js')).size;
+console.log(`dist/browser/griffin.esm.js: ${(bytes / 1e6).toFixed(1)} MB, ${inputs.length} modules`);
