@@ -1,0 +1,444 @@
+/**
+ * The fused WebGPU decode engine (ops/webgpu_decode): each WGSL kernel against the project's
+ * tfjs ops on the cpu backend on random inputs, then whole decode steps of the engine against
+ * decodeStep on the cpu backend: tiny-a, and random-weight models (batch 1 and 3) with vocabulary
+ * pieces, biases, multi-head and multi-query attention, vec4 and scalar GEMV paths, many steps
+ * past the attention window, with the state forked (clone), narrowed (select) and handed between
+ * the engine and tfjs in between.
+ *
+ * Tolerances: float32 on both sides, sums in other orders (tree reductions, split softmax) and
+ * the norm's scale applied after the dot product: measured ~1e-6 relative on SwiftShader.
+ */
+import {describeWebGPU} from '../webgpu_env';  // first: sets the SwiftShader env before Dawn loads
+import * as path from 'path';
+import {tf} from '../../src/tf';
+import {initNodeWebGPU} from '../../src/webgpu_node';
+import {loadHF} from '../../converters/hf';
+import {RecurrentGemmaForCausalLM} from '../../src/model';
+import {RecurrentGemmaConfigArgs} from '../../src/config';
+import {GenerationState} from '../../src/generation/state';
+import {vocabSplit} from '../../layers/vocab_split';
+import {rmsNorm} from '../../ops/norm';
+import {linear} from '../../ops/linear';
+import {geluTanh, softCap} from '../../ops/activations';
+import {causalConv1d} from '../../ops/conv1d';
+import {rgLru} from '../../ops/rg_lru';
+import {applyRope, attend} from '../../ops/attention';
+import {disposeSequenceInfo, sequenceInfo} from '../../ops/sequence';
+import {fusedDecodeConfig, fusedDecoderFor} from '../../ops/webgpu_decode';
+import {
+  AttnSpec, attnChunks, attnCombineSource, attnPartialSource, embedSource, GemvSpec, gemvBindings, gemvRows,
+  gemvSource, rgLruSource, ropeSource, stepLayout,
+} from '../../ops/webgpu_decode/shaders';
+import {relError, seededUniform} from '../helpers';
+
+/** Relative error (||a - b|| / ||b||) allowed per kernel output and per decode step's logits. */
+const KERNEL_TOL = 1e-5;
+const DECODE_TOL = 1e-5;
+
+const device = () => (tf.backend() as unknown as {device: GPUDevice}).device;
+
+function uniform(seed: number, n: number, lo = -1, hi = 1): Float32Array {
+  const r = seededUniform(seed);
+  return Float32Array.from({length: n}, () => lo + (hi - lo) * r());
+}
+
+/** Runs one WGSL kernel on buffers made from `inputs`; returns the final contents of every buffer. */
+async function runKernel(code: string, inputs: (Float32Array | Uint32Array)[], grid: [number, number, number]): Promise<Float32Array[]> {
+  const dev = device();
+  dev.pushErrorScope('validation');
+  const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
+  const bufs = inputs.map((a) => {
+    const b = dev.createBuffer({size: Math.max(16, Math.ceil(a.byteLength / 16) * 16), usage, mappedAtCreation: true});
+    new Uint8Array(b.getMappedRange()).set(new Uint8Array(a.buffer, a.byteOffset, a.byteLength));
+    b.unmap();
+    return b;
+  });
+  const pipeline = dev.createComputePipeline({layout: 'auto', compute: {module: dev.createShaderModule({code}), entryPoint: 'main'}});
+  const bind = dev.createBindGroup({layout: pipeline.getBindGroupLayout(0), entries: bufs.map((buffer, i) => ({binding: i, resource: {buffer}}))});
+  const enc = dev.createCommandEncoder();
+  const pass = enc.beginComputePass();
+  pass.setPipeline(pipeline);
+  pass.setBindGroup(0, bind);
+  pass.dispatchWorkgroups(...grid);
+  pass.end();
+  const reads = bufs.map((b) => {
+    const r = dev.createBuffer({size: b.size, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST});
+    enc.copyBufferToBuffer(b, 0, r, 0, b.size);
+    return r;
+  });
+  dev.queue.submit([enc.finish()]);
+  const err = await dev.popErrorScope();
+  if (err) throw new Error(`WebGPU: ${err.message}`);
+  const out = await Promise.all(reads.map(async (r, i) => {
+    await r.mapAsync(GPUMapMode.READ);
+    const a = new Float32Array(r.getMappedRange().slice(0, inputs[i].byteLength));
+    r.unmap();
+    r.destroy();
+    return a;
+  }));
+  bufs.forEach((b) => b.destroy());
+  return out;
+}
+
+/** f(tf) on the cpu backend, values read back. */
+async function onCpu(f: () => tf.Tensor | tf.Tensor[]): Promise<Float32Array[]> {
+  const prev = tf.getBackend();
+  await tf.setBackend('cpu');
+  try {
+    const r = tf.tidy(f);
+    const list = Array.isArray(r) ? r : [r];
+    const out = list.map((t) => t.dataSync() as Float32Array).map((a) => Float32Array.from(a));
+    tf.dispose(list);
+    return out;
+  } finally {
+    await tf.setBackend(prev);
+  }
+}
+
+// ---- random-weight models -------------------------------------------------------------------
+
+/** Every parameter from a seeded host PRNG, so a cpu and a webgpu model get the same values. */
+function randomizeWeights(model: RecurrentGemmaForCausalLM, seed: number): void {
+  let k = 0;
+  for (const [name, v] of model.namedParameters()) {
+    const shape = v.shape as number[];
+    const n = shape.reduce((a, b) => a * b, 1);
+    const s = seed * 1000 + k++;
+    let data: Float32Array;
+    if (name.endsWith('recurrent_param')) {
+      // a = exp(-8 softplus(p)) in [0.8, 0.999] with the gate open.
+      data = uniform(s, n, 0.8, 0.999).map((a) => Math.log(Math.exp(-Math.log(a) / 8) - 1));
+    } else if (shape.length === 1) {
+      data = uniform(s, n, -0.5, 0.5);                       // norms and biases
+    } else {
+      const fanIn = shape[shape.length - 1];
+      const lim = name.includes('conv_1d') ? 0.6 : name.includes('embed') || name.includes('lm_head') ? 1 : Math.sqrt(3 / fanIn);
+      data = uniform(s, n, -lim, lim);
+    }
+    const t = tf.tensor(data, shape);
+    v.write(t);
+    t.dispose();
+  }
+}
+
+interface Scenario {
+  cfg: RecurrentGemmaConfigArgs;
+  pieceBytes: number;
+  prompts: number[][];
+  mask: number[][] | null;
+  steps: number;          // decode steps before the fork
+  forkAt: number;
+  selectRows: number[] | null;
+}
+
+/**
+ * On the current backend: prefill, decode `steps` tokens (forking a clone at forkAt), then the
+ * fork 4 tokens, the main state 3 more, and a narrowed copy (select) 3 tokens. Logits per step.
+ */
+async function scenarioLogits(sc: Scenario, model: RecurrentGemmaForCausalLM, ids: (i: number, b: number) => number[]):
+    Promise<{logits: Float32Array[], engineSteps: number}> {
+  const out: Float32Array[] = [];
+  let engineSteps = 0;
+  const step = async (s: GenerationState, tokens: number[]) => {
+    const eng = tf.getBackend() === 'webgpu' ? fusedDecoderFor(model, s.batchSize) : null;
+    const {logits} = model.decodeStep(s, tokens);
+    if (eng != null && eng.owner === (s as unknown)) engineSteps++;
+    out.push(Float32Array.from(await logits.data() as Float32Array));
+    logits.dispose();
+  };
+  const b = sc.prompts.length;
+  const state = model.prefill(sc.prompts, {attentionMask: sc.mask});
+  let fork: GenerationState | null = null;
+  for (let i = 0; i < sc.steps; i++) {
+    if (i === sc.forkAt) fork = state.clone();
+    await step(state, ids(i, b));
+  }
+  for (let i = 0; i < 4; i++) await step(fork!, ids(100 + i, b));
+  for (let i = 0; i < 3; i++) await step(state, ids(200 + i, b));
+  if (sc.selectRows) {
+    const narrow = state.select(sc.selectRows);
+    for (let i = 0; i < 3; i++) await step(narrow, ids(300 + i, sc.selectRows.length));
+    narrow.dispose();
+  }
+  out.push(Float32Array.from(await state.logits.data() as Float32Array));
+  state.dispose();
+  fork!.dispose();
+  return {logits: out, engineSteps};
+}
+
+async function compareScenario(sc: Scenario, seed: number): Promise<number> {
+  const V = sc.cfg.vocab_size!;
+  const ids = (i: number, b: number) => Array.from({length: b}, (_, r) => (i * 31 + r * 17 + seed) % V);
+  vocabSplit.maxPieceBytes = sc.pieceBytes;
+  try {
+    await tf.setBackend('cpu');
+    const cpuModel = new RecurrentGemmaForCausalLM(sc.cfg);
+    randomizeWeights(cpuModel, seed);
+    const cpu = await scenarioLogits(sc, cpuModel, ids);
+    cpuModel.dispose();
+    await tf.setBackend('webgpu');
+    const gpuModel = new RecurrentGemmaForCausalLM(sc.cfg);
+    randomizeWeights(gpuModel, seed);
+    const before = tf.memory().numTensors;
+    const gpu = await scenarioLogits(sc, gpuModel, ids);
+    expect(tf.memory().numTensors).toBe(before);
+    gpuModel.dispose();
+    const decodeSteps = sc.steps + 4 + 3 + (sc.selectRows ? 3 : 0);
+    expect(gpu.engineSteps).toBe(decodeSteps);
+    expect(gpu.logits.length).toBe(cpu.logits.length);
+    let worst = 0;
+    gpu.logits.forEach((g, i) => { worst = Math.max(worst, relError(g, cpu.logits[i])); });
+    return worst;
+  } finally {
+    vocabSplit.maxPieceBytes = 0;
+  }
+}
+
+describeWebGPU('fused WebGPU decode engine', () => {
+  beforeAll(async () => {
+    await initNodeWebGPU();
+    // tfjs's prefill on SwiftShader: the packed matMul program (see decode.webgpu.test.ts).
+    tf.env().set('WEBGPU_MATMUL_PROGRAM_TYPE', 3);
+  });
+  afterAll(() => {
+    tf.env().set('WEBGPU_MATMUL_PROGRAM_TYPE', -1);
+    fusedDecodeConfig.enabled = null;
+  });
+
+  // ---- kernels ------------------------------------------------------------------------------
+
+  test.each([
+    ['vec4, norm, two segments (second with gelu), 3 rows', 3, 32, [24, 16], 'store', true],
+    ['scalar, residual, 2 rows', 2, 30, [10], 'residual', false],
+    ['vec4, norm, GeGLU, 1 row', 1, 16, [12, 12], 'geglu', true],
+    ['scalar, norm, soft cap into a column offset, 4 rows', 4, 22, [9], 'softcap', true],
+  ] as [string, number, number, number[], GemvSpec['mode'], boolean][])('GEMV %s', async (_n, B, IN, segments, mode, norm) => {
+    const rows = mode === 'geglu' ? segments[0] : segments.reduce((a, b) => a + b, 0);
+    const outStride = mode === 'softcap' ? rows + 5 : mode === 'geglu' ? rows : rows;
+    const R = rows % 2 === 0 ? 2 : 1;
+    const spec: GemvSpec = {B, IN, segments, gelu: mode === 'store' ? [false, true] : undefined, mode, norm, eps: 1e-6,
+      bias: mode !== 'softcap', outStride, outOffset: mode === 'softcap' ? 3 : 0, cap: 5, R, T: 32};
+    const x = uniform(1, B * IN, -2, 2), g = uniform(2, IN, -0.5, 0.5);
+    const ws = segments.map((n, i) => uniform(10 + i, n * IN));
+    const bias = uniform(3, mode === 'geglu' ? 2 * rows : rows);
+    const out0 = uniform(4, B * outStride);
+    const inputs: Record<string, Float32Array> = {x, g, bias, out: out0};
+    ws.forEach((w, i) => { inputs[`w${i}`] = w; });
+    const got = await runKernel(gemvSource(spec), gemvBindings(spec).map((k) => inputs[k]),
+        [gemvRows(spec) / R, 1, 1]);
+    const gotOut = got[got.length - 1];
+    const [want] = await onCpu(() => {
+      const xt = tf.tensor2d(x, [B, IN]);
+      const xn = norm ? rmsNorm(xt, tf.tensor1d(g), 1e-6) : xt;
+      const lin = (i: number, b: Float32Array | null) => linear(xn, tf.tensor2d(ws[i], [segments[i], IN]), b ? tf.tensor1d(b) : null);
+      let y: tf.Tensor;
+      if (mode === 'geglu') {
+        y = tf.mul(geluTanh(lin(0, bias.slice(0, rows))), lin(1, bias.slice(rows)));
+      } else if (mode === 'softcap') {
+        y = softCap(lin(0, null), 5);
+      } else {
+        let off = 0;
+        const parts = segments.map((n, i) => {
+          const p = lin(i, bias.slice(off, off + n));
+          off += n;
+          return spec.gelu?.[i] ? geluTanh(p) : p;
+        });
+        y = parts.length > 1 ? tf.concat(parts, 1) : parts[0];
+        if (mode === 'residual') y = tf.add(y, tf.tensor2d(out0, [B, outStride]));
+      }
+      if (mode === 'softcap') {
+        // Written into columns [3, 3 + rows) of each out row; the rest untouched.
+        const o = tf.tensor2d(out0, [B, outStride]);
+        return tf.concat([tf.slice(o, [0, 0], [B, 3]), y, tf.slice(o, [0, 3 + rows], [B, outStride - 3 - rows])], 1);
+      }
+      return y;
+    });
+    expect(relError(gotOut, want)).toBeLessThan(KERNEL_TOL);
+  });
+
+  test('conv1d + RG-LRU step: 3 rows (one at a document start), history, gates, state update', async () => {
+    const B = 3, E = 24, H = 3, W = 4, BW = E / H;
+    const step = stepLayout(B, 1);
+    const pos = [5, 0, 17];
+    const uy = uniform(20, B * 2 * E, -2, 2);
+    const convW = uniform(21, E * W), convB = uniform(22, E), bx = uniform(23, E), ba = uniform(24, E);
+    const rp = uniform(25, E, 0.8, 0.999).map((a) => Math.log(Math.exp(-Math.log(a) / 8) - 1));
+    const wx = uniform(26, H * BW * BW, -0.5, 0.5), wa = uniform(27, H * BW * BW, -0.5, 0.5);
+    const hist = uniform(28, B * (W - 1) * E), h0 = uniform(29, B * E);
+    const stepData = new Uint32Array(step.words);
+    pos.forEach((p, b) => { stepData[step.pos + b] = p; });
+    const pk = Float32Array.from([...convW, ...convB, ...bx, ...ba, ...rp]);
+    const st = Float32Array.from([...hist, ...h0]);
+    const got = await runKernel(rgLruSource({B, E, H, W, T: 32, step}), [uy, pk, wx, wa, st, new Float32Array(B * E), stepData], [H, 1, 1]);
+    const want = await onCpu(() => {
+      const u = tf.slice(tf.tensor3d(uy, [B, 1, 2 * E]), [0, 0, 0], [B, 1, E]);
+      const y = tf.slice(tf.tensor3d(uy, [B, 1, 2 * E]), [0, 0, E], [B, 1, E]);
+      const info = sequenceInfo(B, 1, {positionIds: pos.map((p) => [p])});
+      const conv = causalConv1d(u, tf.tensor3d(convW, [E, 1, W]), tf.tensor1d(convB), info, tf.tensor3d(hist, [B, W - 1, E]));
+      const r = rgLru(conv.y, {
+        recurrent_param: tf.tensor1d(rp), input_gate_weight: tf.tensor3d(wx, [H, BW, BW]), input_gate_bias: tf.tensor2d(bx, [H, BW]),
+        recurrent_gate_weight: tf.tensor3d(wa, [H, BW, BW]), recurrent_gate_bias: tf.tensor2d(ba, [H, BW]),
+      }, info, tf.tensor2d(h0, [B, E]));
+      const out = [tf.mul(r.y, y), conv.state, r.hLast];
+      disposeSequenceInfo(info);
+      return out;
+    });
+    const gotSt = got[4];
+    expect(relError(got[5], want[0])).toBeLessThan(KERNEL_TOL);
+    expect(relError(gotSt.subarray(0, B * (W - 1) * E), want[1])).toBeLessThan(KERNEL_TOL);
+    expect(relError(gotSt.subarray(B * (W - 1) * E), want[2])).toBeLessThan(KERNEL_TOL);
+  });
+
+  test.each([
+    ['multi-query (K = 1), 2 rows, partial rotary, one row at a document start', 2, 4, 1, 8, 4, [9, 0]],
+    ['multi-head (K = H), 3 rows, full rotary', 3, 2, 2, 6, 6, [3, 40, 1]],
+  ] as [string, number, number, number, number, number, number[]][])('RoPE + ring store + chunked attention: %s',
+  async (_n, B, H, K, HD, ROT, pos) => {
+    const S = 11, CS = 4, theta = 10000;
+    const spec: AttnSpec = {B, H, K, HD, ROT, S, step: stepLayout(B, ROT / 2), CS, T: 32};
+    const slot = 7;
+    const qkv = uniform(40, B * (H + 2 * K) * HD, -2, 2);
+    const kr = uniform(41, B * S * K * HD, -2, 2), vr = uniform(42, B * S * K * HD, -2, 2);
+    const r = seededUniform(43);
+    const valid = Float32Array.from({length: B * S}, () => (r() < 0.7 ? 1 : 0));
+    const stepData = new Uint32Array(spec.step.words);
+    const sf = new Float32Array(stepData.buffer);
+    stepData[spec.step.slot] = slot;
+    pos.forEach((p, b) => {
+      stepData[spec.step.pos + b] = p;
+      for (let j = 0; j < ROT / 2; j++) {
+        const ang = Math.fround(Math.fround(p) * Math.fround(1 / Math.pow(theta, (2 * j) / ROT)));
+        sf[spec.step.cos + b * spec.step.half + j] = Math.cos(ang);
+        sf[spec.step.sin + b * spec.step.half + j] = Math.sin(ang);
+      }
+    });
+    const [, , qr, kr2, vr2, valid2] = await runKernel(ropeSource(spec),
+        [qkv, stepData, new Float32Array(B * H * HD), kr, vr, valid], [B, 1, 1]);
+    const NC = attnChunks(spec);
+    const [, , , , part] = await runKernel(attnPartialSource(spec), [qr, kr2, vr2, valid2, new Float32Array(B * H * NC * (HD + 2))], [NC, K, B]);
+    const [, attn] = await runKernel(attnCombineSource(spec), [part, new Float32Array(B * H * HD)], [H, B, 1]);
+
+    // Reference: the new k/v go to `slot`; a row at position 0 sees only them.
+    const [wantQ, wantK, wantAttn] = await onCpu(() => {
+      const all = tf.tensor3d(qkv, [B, 1, (H + 2 * K) * HD]);
+      const posT = tf.tensor2d(pos.map((p) => [p]), [B, 1], 'int32');
+      const q = applyRope(tf.reshape(tf.slice(all, [0, 0, 0], [B, 1, H * HD]), [B, 1, H, HD]), posT, ROT, theta);
+      const k = applyRope(tf.reshape(tf.slice(all, [0, 0, H * HD], [B, 1, K * HD]), [B, 1, K, HD]), posT, ROT, theta);
+      const v = tf.reshape(tf.slice(all, [0, 0, (H + K) * HD], [B, 1, K * HD]), [B, 1, K, HD]);
+      const ring = (t: Float32Array, nw: tf.Tensor) => tf.concat([
+        tf.slice(tf.tensor4d(t, [B, S, K, HD]), [0, 0, 0, 0], [B, slot, K, HD]), nw,
+        tf.slice(tf.tensor4d(t, [B, S, K, HD]), [0, slot + 1, 0, 0], [B, S - slot - 1, K, HD])], 1);
+      const keys = ring(kr, k), values = ring(vr, v);
+      const vis = Array.from({length: B * S}, (_, i) => {
+        const b = Math.floor(i / S), s = i % S;
+        return s === slot || (pos[b] !== 0 && valid[i] > 0) ? 0 : -1e9;
+      });
+      const bias = tf.tensor4d(vis, [B, 1, 1, S]);
+      return [tf.reshape(q, [B, H * HD]), tf.reshape(keys, [B * S * K * HD]), tf.reshape(attend(q, keys, values, bias), [B, H * HD])];
+    });
+    expect(relError(qr, wantQ)).toBeLessThan(KERNEL_TOL);
+    // The ring: the new key (rotated) at `slot` of each row, the other slots as they were.
+    expect(relError(kr2, wantK)).toBeLessThan(KERNEL_TOL);
+    for (let b = 0; b < B; b++) {
+      for (let s = 0; s < S; s++) {
+        const want = s === slot ? 1 : pos[b] === 0 ? 0 : valid[b * S + s];
+        expect(valid2[b * S + s]).toBe(want);
+      }
+    }
+    expect(relError(attn, wantAttn)).toBeLessThan(KERNEL_TOL);
+  });
+
+  test('embedding lookup from one piece of the vocabulary matrix, scaled', async () => {
+    const B = 3, D = 6, start = 10, rows = 5;
+    const step = stepLayout(B, 1);
+    const emb = uniform(50, rows * D);
+    const stepData = new Uint32Array(step.words);
+    [12, 3, 14].forEach((id, b) => { stepData[step.ids + b] = id; });
+    const x0 = uniform(51, B * D);
+    const [, , x] = await runKernel(embedSource({B, D, start, rows, scale: 50.5, step}), [emb, stepData, x0], [1, 1, 1]);
+    for (let j = 0; j < D; j++) {
+      expect(x[0 * D + j]).toBe(Math.fround(emb[2 * D + j] * 50.5));
+      expect(x[1 * D + j]).toBe(x0[1 * D + j]);           // id 3 lies in another piece
+      expect(x[2 * D + j]).toBe(Math.fround(emb[4 * D + j] * 50.5));
+    }
+  });
+
+  // ---- whole decode steps ---------------------------------------------------------------------
+
+  test(`tiny-a: 70 decode steps past the window (64) equal decodeStep on cpu (${DECODE_TOL})`, async () => {
+    const DIR = path.join(__dirname, '../fixtures/tiny-a');
+    const prompt = [[2, 17, 300, 45, 99, 8]];
+    const ids = (i: number) => [3 + ((i * 37) % 500)];
+    const run = async () => {
+      const model = await loadHF(DIR);
+      const state = model.prefill(prompt);
+      const out: Float32Array[] = [];
+      for (let i = 0; i < 70; i++) {
+        const {logits} = model.decodeStep(state, ids(i));
+        out.push(Float32Array.from(await logits.data() as Float32Array));
+        logits.dispose();
+      }
+      const eng = tf.getBackend() === 'webgpu' ? fusedDecoderFor(model, 1) : null;
+      const used = eng != null && eng.owner === (state as unknown);
+      state.dispose();
+      model.dispose();
+      return {out, used};
+    };
+    await tf.setBackend('cpu');
+    const cpu = await run();
+    await tf.setBackend('webgpu');
+    const gpu = await run();
+    expect(gpu.used).toBe(true);
+    let worst = 0;
+    gpu.out.forEach((g, i) => { worst = Math.max(worst, relError(g, cpu.out[i])); });
+    console.log(`tiny-a fused decode vs cpu decodeStep: worst relative error ${worst.toExponential(2)} over 70 steps`);
+    expect(worst).toBeLessThan(DECODE_TOL);
+  });
+
+  test(`random model, batch 3: vocabulary pieces, untied head, q/k/v biases, multi-query, window 8, fork and select (${DECODE_TOL})`, async () => {
+    const worst = await compareScenario({
+      cfg: {vocab_size: 203, hidden_size: 32, lru_width: 48, intermediate_size: 80, num_attention_heads: 4, num_key_value_heads: 1,
+        num_hidden_layers: 3, attention_window_size: 8, block_types: ['recurrent', 'attention'], attention_bias: true,
+        tie_word_embeddings: false, logits_soft_cap: 10},
+      pieceBytes: 70 * 32 * 4,   // 203 rows in 3 pieces (68, 68, 67)
+      prompts: [[2, 5, 9, 11, 40], [0, 0, 2, 7, 8], [2, 100, 101, 102, 103]],
+      mask: [[1, 1, 1, 1, 1], [0, 0, 1, 1, 1], [1, 1, 1, 1, 1]],
+      steps: 20, forkAt: 6, selectRows: [2, 0],
+    }, 7);
+    console.log(`random model (batch 3) fused decode vs cpu decodeStep: worst relative error ${worst.toExponential(2)}`);
+    expect(worst).toBeLessThan(DECODE_TOL);
+  });
+
+  test(`random model, batch 1: scalar GEMV path (widths not multiples of 4), K = H heads, window 5 (${DECODE_TOL})`, async () => {
+    const worst = await compareScenario({
+      cfg: {vocab_size: 97, hidden_size: 30, lru_width: 30, intermediate_size: 44, num_attention_heads: 3, num_key_value_heads: 3,
+        num_hidden_layers: 3, attention_window_size: 5, block_types: ['attention', 'recurrent'], partial_rotary_factor: 0.4},
+      pieceBytes: 0,
+      prompts: [[2, 50, 60]],
+      mask: null,
+      steps: 16, forkAt: 3, selectRows: null,
+    }, 11);
+    console.log(`random model (batch 1) fused decode vs cpu decodeStep: worst relative error ${worst.toExponential(2)}`);
+    expect(worst).toBeLessThan(DECODE_TOL);
+  });
+
+  test('GRIFFIN_FUSED_DECODE=0 (or fusedDecodeConfig.enabled = false) keeps tfjs ops', async () => {
+    await tf.setBackend('webgpu');
+    const model = new RecurrentGemmaForCausalLM({vocab_size: 64, hidden_size: 16, lru_width: 16, intermediate_size: 32,
+      num_attention_heads: 2, num_key_value_heads: 1, num_hidden_layers: 1, attention_window_size: 4});
+    const prev = process.env.GRIFFIN_FUSED_DECODE;
+    process.env.GRIFFIN_FUSED_DECODE = '0';
+    try {
+      expect(fusedDecoderFor(model, 1)).toBeNull();
+      fusedDecodeConfig.enabled = true;
+      expect(fusedDecoderFor(model, 1)).not.toBeNull();
+      fusedDecodeConfig.enabled = false;
+      expect(fusedDecoderFor(model, 1)).toBeNull();
+    } finally {
+      fusedDecodeConfig.enabled = null;
+      if (prev == null) delete process.env.GRIFFIN_FUSED_DECODE; else process.env.GRIFFIN_FUSED_DECODE = prev;
+      model.dispose();
+    }
+  });
+});
