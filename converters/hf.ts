@@ -11,6 +11,7 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
+import {tf} from '../src/tf';
 import {RecurrentGemmaConfig} from '../src/config';
 import {RecurrentGemmaForCausalLM} from '../src/model';
 import {CheckpointError, iterateCheckpoint, listCheckpoint, writeCheckpoint, WriteTensor} from './safetensors';
@@ -41,10 +42,25 @@ export function readHFConfig(dir: string): RecurrentGemmaConfig {
 
 export interface LoadProgress { loaded: number; total: number; name: string }
 
+/**
+ * tfjs-backend-wasm is 32-bit WebAssembly: all its tensors share one heap of at most 4 GiB
+ * (measured: allocation fails just past 4096 MB), and XNNPACK keeps a packed copy of each weight
+ * it multiplies (ops/wasm_matmul.ts adds a transposed one).
+ */
+const WASM_MAX_WEIGHT_BYTES = 3.5 * 2 ** 30;
+
 /** Loads an HF checkpoint directory into a new model. */
 export async function loadHF(dir: string, onProgress?: (p: LoadProgress) => void): Promise<RecurrentGemmaForCausalLM> {
   const config = readHFConfig(dir);
   const metas = listCheckpoint(dir);
+  if (tf.getBackend() === 'wasm') {
+    const bytes = [...metas.values()].filter((m) => !(m.name === LM_HEAD && config.tie_word_embeddings))
+        .reduce((s, m) => s + 4 * m.shape.reduce((a, b) => a * b, 1), 0);
+    if (bytes > WASM_MAX_WEIGHT_BYTES) {
+      throw new CheckpointError(`${dir}: its weights take ${(bytes / 2 ** 30).toFixed(1)} GiB in float32, more than the wasm backend's ` +
+        '4 GiB memory holds with room to run; use the cpu backend (--backend cpu), tensorflow or webgpu');
+    }
+  }
   const model = new RecurrentGemmaForCausalLM(config, {init: 'zeros'});
   try {
     const params = checkpointTensors(model);

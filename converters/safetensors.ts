@@ -22,7 +22,11 @@ export class CheckpointError extends Error {
 /** begin/end are absolute byte offsets in `file`, not relative to the data buffer. */
 export interface TensorMeta { name: string; dtype: string; shape: number[]; file: string; begin: number; end: number; }
 
-export interface WriteTensor { name: string; shape: number[]; data: Float32Array | Int32Array }
+/**
+ * A tensor to write: float32 or int32 values, or 16-bit float bit patterns (a Uint16Array with
+ * dtype 'BF16' or 'F16', e.g. from f32ToBf16) as the released checkpoints hold them.
+ */
+export interface WriteTensor { name: string; shape: number[]; data: Float32Array | Int32Array | Uint16Array; dtype?: 'BF16' | 'F16' }
 
 export const SINGLE_FILE_NAME = 'model.safetensors';
 export const INDEX_FILE_NAME = 'model.safetensors.index.json';
@@ -88,7 +92,12 @@ function openRead(file: string): number {
 
 /** Reads exactly len bytes at pos into a fresh (so aligned) buffer, or fails naming the file. */
 function readExact(fd: number, file: string, pos: number, len: number): Uint8Array {
-  const out = new Uint8Array(len);
+  return readExactInto(fd, file, pos, new Uint8Array(len));
+}
+
+/** Fills `out` with the bytes at pos, or fails naming the file. */
+function readExactInto(fd: number, file: string, pos: number, out: Uint8Array): Uint8Array {
+  const len = out.length;
   let done = 0;
   while (done < len) {
     let n: number;
@@ -261,11 +270,17 @@ function readTensorAt(fd: number, meta: TensorMeta): Float32Array | Int32Array {
   const bpe = DTYPE_BYTES.get(meta.dtype)!;
   const n = numel(meta.shape);
   if (n * bpe !== meta.end - meta.begin) throw new CheckpointError(`${where}: shape ${JSON.stringify(meta.shape)} does not match its ${meta.end - meta.begin} bytes`);
+  if (meta.dtype === 'BF16' || meta.dtype === 'F16') {
+    // Read the 16-bit values into the upper half of the float32 result and widen them in place,
+    // front to back: the one allocation is the result (a 1.3 GB bf16 embedding costs 2.6 GB,
+    // not 2.6 GB plus a 1.3 GB read buffer waiting for the garbage collector).
+    const out = new Float32Array(n);
+    readExactInto(fd, meta.file, meta.begin, new Uint8Array(out.buffer, 2 * n, 2 * n));
+    return meta.dtype === 'BF16' ? widenBf16InPlace(out) : widenF16InPlace(out);
+  }
   const buf = readExact(fd, meta.file, meta.begin, meta.end - meta.begin).buffer;
   switch (meta.dtype) {
     case 'F32': return new Float32Array(buf, 0, n);
-    case 'F16': return f16ToF32(new Uint16Array(buf, 0, n));
-    case 'BF16': return bf16ToF32(new Uint16Array(buf, 0, n));
     case 'F64': return new Float32Array(new Float64Array(buf, 0, n));
     case 'I32': return new Int32Array(buf, 0, n);
     default: { // I64
@@ -318,10 +333,34 @@ export function bf16ToF32(u16: Uint16Array): Float32Array {
   return new Float32Array(bits.buffer);
 }
 
+/**
+ * `out` (n floats) holds n 16-bit values in its upper half (bytes 2n..4n); widens them to float32
+ * in place. Front to back is safe: element i is read before its 4 bytes are written, and those
+ * bytes (4i..4i+3) lie below every later element's (2n + 2j, j > i).
+ */
+export function widenBf16InPlace(out: Float32Array): Float32Array {
+  const n = out.length;
+  const src = new Uint16Array(out.buffer, out.byteOffset + 2 * n, n);
+  const dst = new Uint32Array(out.buffer, out.byteOffset, n);
+  for (let i = 0; i < n; i++) dst[i] = src[i] << 16;
+  return out;
+}
+
+/** As widenBf16InPlace, for IEEE half values. */
+export function widenF16InPlace(out: Float32Array): Float32Array {
+  const n = out.length;
+  f16Widen(new Uint16Array(out.buffer, out.byteOffset + 2 * n, n), out);
+  return out;
+}
+
 /** IEEE half bit patterns to float32, exactly, subnormals, infinities and NaN included. */
 export function f16ToF32(u16: Uint16Array): Float32Array {
-  const out = new Float32Array(u16.length);
-  const bits = new Uint32Array(out.buffer);
+  return f16Widen(u16, new Float32Array(u16.length));
+}
+
+/** u16 -> out, element by element (each element read before it is written: safe in place). */
+function f16Widen(u16: Uint16Array, out: Float32Array): Float32Array {
+  const bits = new Uint32Array(out.buffer, out.byteOffset, out.length);
   for (let i = 0; i < u16.length; i++) {
     const h = u16[i];
     const sign = (h & 0x8000) << 16;
@@ -358,7 +397,15 @@ export function f32ToBf16(f32: Float32Array): Uint16Array {
 // ---------------------------------------------------------------------------------------------
 // Writing
 
-interface Planned { name: string; shape: number[]; dtype: 'F32' | 'I32'; bytes: number }
+type WriteDtype = 'F32' | 'I32' | 'BF16' | 'F16';
+interface Planned { name: string; shape: number[]; dtype: WriteDtype; bytes: number }
+
+function writeDtype(t: WriteTensor): WriteDtype | undefined {
+  if (t.data instanceof Float32Array) return t.dtype == null ? 'F32' : undefined;
+  if (t.data instanceof Int32Array) return t.dtype == null ? 'I32' : undefined;
+  if (t.data instanceof Uint16Array) return t.dtype === 'BF16' || t.dtype === 'F16' ? t.dtype : undefined;
+  return undefined;
+}
 
 function planTensor(t: WriteTensor, where: string): Planned {
   if (typeof t?.name !== 'string' || t.name === '' || t.name === '__metadata__') {
@@ -366,8 +413,10 @@ function planTensor(t: WriteTensor, where: string): Planned {
   }
   const at = `${where}: tensor ${q(t.name)}`;
   if (!isShape(t.shape)) throw new CheckpointError(`${at}: shape ${JSON.stringify(t.shape)} is not an array of non-negative integers`);
-  const dtype = t.data instanceof Float32Array ? 'F32' : t.data instanceof Int32Array ? 'I32' : undefined;
-  if (dtype === undefined) throw new CheckpointError(`${at}: data must be a Float32Array or an Int32Array`);
+  const dtype = writeDtype(t);
+  if (dtype === undefined) {
+    throw new CheckpointError(`${at}: data must be a Float32Array, an Int32Array, or a Uint16Array with dtype 'BF16' or 'F16'`);
+  }
   if (t.data.length !== numel(t.shape)) {
     throw new CheckpointError(`${at}: shape ${JSON.stringify(t.shape)} has ${numel(t.shape)} elements but data has ${t.data.length}`);
   }
@@ -427,7 +476,7 @@ function writeFile(file: string, plan: Planned[], metadata: Record<string, strin
     writeAll(fd, header);
     for (const p of plan) {
       const t = next();
-      if (t?.name !== p.name || !(t.data instanceof (p.dtype === 'F32' ? Float32Array : Int32Array)) ||
+      if (t?.name !== p.name || writeDtype(t) !== p.dtype ||
           t.data.byteLength !== p.bytes || JSON.stringify(t.shape) !== JSON.stringify(p.shape)) {
         throw new CheckpointError(`${file}: tensor source yielded ${q(String(t?.name))} where ${q(p.name)} ${p.dtype} ` +
             `${JSON.stringify(p.shape)} was planned; a tensor factory must yield the same tensors on every call`);
@@ -444,7 +493,7 @@ function writeFile(file: string, plan: Planned[], metadata: Record<string, strin
   }
 }
 
-/** Writes one safetensors file of F32 / I32 tensors, in the given order. */
+/** Writes one safetensors file of F32 / I32 (or BF16 / F16 bit pattern) tensors, in the given order. */
 export function writeSafetensors(file: string, tensors: WriteTensor[], metadata?: Record<string, string>): void {
   checkMetadata(file, metadata);
   const plan = planAll(tensors, file);
