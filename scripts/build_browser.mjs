@@ -3,7 +3,7 @@
  * Builds the browser bundle: dist/browser/griffin.esm.js (one ES module: the package, tfjs and
  * its webgpu / webgl / wasm / cpu backends, sentencepiece-js), with the wasm backend's binaries
  * beside it. Run by `npm run build` after tsc.
- *   node scripts/build_browser.mjs [--no-minify]
+ *   node scripts/build_browser.mjs [--no-minify] [--out DIR]     # default dist/browser
  *
  * Node-only modules stay out: fs and path become small browser versions (src/browser/fs.ts,
  * path.ts), and the `webgpu` npm package (Dawn), os, readline, child_process, ... become a stub
@@ -15,7 +15,8 @@ import * as path from 'path';
 import {fileURLToPath} from 'url';
 
 const root = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
-const out = path.join(root, 'dist/browser');
+const argAt = process.argv.indexOf('--out');
+const out = argAt >= 0 ? path.resolve(process.argv[argAt + 1] ?? '') : path.join(root, 'dist/browser');
 const minify = !process.argv.includes('--no-minify');
 
 const shims = {
@@ -37,7 +38,9 @@ const nodeModules = {
   },
 };
 
-fs.rmSync(out, {recursive: true, force: true});
+// Only what this script writes is replaced (--out may name a folder holding other files).
+fs.mkdirSync(out, {recursive: true});
+for (const f of fs.readdirSync(out)) if (/^griffin\.esm\.js|^tfjs-backend-wasm.*\.wasm$/.test(f)) fs.rmSync(path.join(out, f));
 const result = await esbuild.build({
   absWorkingDir: root,
   entryPoints: ['src/browser/index.ts'],
@@ -66,4 +69,4 @@ const inputs = Object.keys(result.metafile.inputs);
 const leaked = inputs.filter((p) => /node_modules\/webgpu\/|converters\/safetensors_node|dawn\.node/.test(p));
 if (leaked.length > 0) throw new Error(`browser bundle: Node-only modules bundled: ${leaked.join(', ')}`);
 const bytes = fs.statSync(path.join(out, 'griffin.esm.js')).size;
-console.log(`dist/browser/griffin.esm.js: ${(bytes / 1e6).toFixed(1)} MB, ${inputs.length} modules`);
+console.log(`${path.relative(process.cwd(), path.join(out, 'griffin.esm.js'))}: ${(bytes / 1e6).toFixed(1)} MB, ${inputs.length} modules`);

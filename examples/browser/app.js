@@ -117,7 +117,8 @@ async function send() {
   try {
     for await (const ev of app.model.stream([ids], {
       tokenizer: tok, state: app.state, signal: ac.signal,
-      maxNewTokens: Number($('max-tokens').value), temperature: Number($('temperature').value), seed: Date.now() % 1e9,
+      maxNewTokens: Number($('max-tokens').value), temperature: Number($('temperature').value),
+      seed: $('seed').value === '' ? Date.now() % 1e9 : Number($('seed').value),
     })) {
       if (n === 0) t1 = performance.now();
       n++;
