@@ -6,11 +6,18 @@
  *
  * --config names a randomly initialised model: tiny (tiny-a's shape), small, 2b-shaped (the
  * RecurrentGemma-2b shape; --layers / --vocab shrink it to fit a small machine).
+ *
+ * The fused WebGPU decode engine (ops/webgpu_decode) against tfjs ops, at several batch sizes:
+ *   npx tsx bench/generate.ts --config 2b --backend webgpu --batches 1,8 --fused both --out r.json
+ * --fused on|off|both (default: as GRIFFIN_FUSED_DECODE says), --batches 1,8 (default --batch).
+ * Each run reports decode through the sampling path (stream: logits read to the host every step)
+ * and a bare decodeStep loop waited on once at the end (`rawTokensPerSec`: the GPU's pace).
  */
 import {tf} from '../src/tf';
 import {RecurrentGemmaForCausalLM} from '../src/model';
 import {useBackend} from '../src/backend';
-import {CONFIGS as SHARED_CONFIGS, intArg, parseArgs} from './common';
+import {CONFIGS as SHARED_CONFIGS, emit, intArg, intList, parseArgs, randomIds, randomizeWeights, syncOn} from './common';
+import {fusedDecodeConfig, fusedDecoderFor} from '../ops/webgpu_decode';
 
 // Shared with bench/model.ts and griffin bench (common.ts); '2b-shaped' is this script's old name for 2b.
 const CONFIGS: typeof SHARED_CONFIGS = {...SHARED_CONFIGS, '2b-shaped': SHARED_CONFIGS['2b']};
@@ -34,6 +41,13 @@ async function main(): Promise<void> {
     if (args.layers) cfg.num_hidden_layers = int(args, 'layers', 0);
     if (args.vocab) cfg.vocab_size = int(args, 'vocab', 0);
     model = new RecurrentGemmaForCausalLM(cfg);
+    // Weights from a GPU hash under webgpu (tfjs's random initialisers are slow for 2.7B parameters).
+    if (args.fused != null || args.batches != null) randomizeWeights(model);
+  }
+  if (args.fused != null || args.batches != null) {
+    await compareFused(model, name, backend, args);
+    model.dispose();
+    return;
   }
   const c = model.config;
   const batch = Math.max(1, int(args, 'batch', 1));
@@ -95,6 +109,62 @@ async function main(): Promise<void> {
   state.dispose();
   model.dispose();
   console.log(JSON.stringify(report, null, 2));
+}
+
+/** Decode tok/s per batch size, with and without the fused engine. */
+async function compareFused(model: RecurrentGemmaForCausalLM, name: string, backend: string, args: Record<string, string>): Promise<void> {
+  const c = model.config;
+  const batches = intList(args.batches, [Math.max(1, int(args, 'batch', 1))], 'batches');
+  const modes = args.fused === 'both' ? [true, false] : args.fused === 'off' ? [false] : args.fused === 'on' ? [true] : [null];
+  const promptLen = Math.max(1, int(args, 'prompt-len', 128));
+  const newTokens = Math.max(1, int(args, 'new-tokens', 64));
+  const rawSteps = Math.max(1, int(args, 'raw-steps', newTokens));
+  const runs: Record<string, unknown>[] = [];
+  for (const batch of batches) {
+    const prompt = randomIds(batch, promptLen, c.vocab_size, 1);
+    for (const fused of modes) {
+      fusedDecodeConfig.enabled = fused;
+      // Warm-up: compiles the kernels (tfjs's or the engine's) for this batch size.
+      const warm = model.prefill(prompt.map((r) => r.slice(0, Math.min(16, promptLen))));
+      for (let i = 0; i < 3; i++) model.decodeStep(warm, Array(batch).fill(5)).logits.dispose();
+      await warm.logits.data();
+      warm.dispose();
+      const engine = backend === 'webgpu' ? fusedDecoderFor(model, batch) : null;
+      const run: Record<string, unknown> = {batch, fused: engine != null, dispatchesPerStep: engine?.dispatchCount ?? null};
+      let t0 = performance.now();
+      const state = model.prefill(prompt);
+      await state.logits.data();
+      run.prefillMs = +(performance.now() - t0).toFixed(1);
+      // Through the public sampling path: logits to the host and a token sampled every step.
+      t0 = performance.now();
+      let n = 0;
+      for await (const _ of model.stream(prompt.map(() => []), {state, maxNewTokens: newTokens, temperature: 0.8, seed: 1, eosTokenId: []})) n++;
+      let ms = performance.now() - t0;
+      Object.assign(run, {decodeTokens: n, decodeMs: +ms.toFixed(1), decodeTokensPerSec: +(n / ms * 1000).toFixed(1),
+        msPerStep: +(ms / (n / batch)).toFixed(3)});
+      // Bare steps, queued back to back and waited on once.
+      const ids = Array.from({length: batch}, (_, r) => 3 + r);
+      t0 = performance.now();
+      let last: tf.Tensor | null = null;
+      for (let i = 0; i < rawSteps; i++) {
+        last?.dispose();
+        last = model.decodeStep(state, ids).logits;
+      }
+      await syncOn(last!);
+      last!.dispose();
+      ms = performance.now() - t0;
+      Object.assign(run, {rawSteps, rawMsPerStep: +(ms / rawSteps).toFixed(3), rawTokensPerSec: +(rawSteps * batch / ms * 1000).toFixed(1)});
+      state.dispose();
+      process.stderr.write(`${JSON.stringify(run)}\n`);
+      runs.push(run);
+    }
+  }
+  fusedDecodeConfig.enabled = null;
+  const weightBytes = model.countParams() * 4;
+  emit({
+    model: name, backend, layers: c.num_hidden_layers, hidden: c.hidden_size, vocab: c.vocab_size, window: c.attention_window_size,
+    params: model.countParams(), weightGB: +(weightBytes / 1e9).toFixed(2), promptLen, newTokens, runs,
+  }, args.out);
 }
 
 main().catch((e) => {
