@@ -5,7 +5,8 @@
  * beside it. Run by `npm run build` after tsc.
  *   node scripts/build_browser.mjs [--no-minify] [--out DIR]     # default dist/browser
  *
- * Node-only modules stay out: fs and path become small browser versions (src/browser/fs.ts,
+ * Node-only modules stay out: src/backend.ts and src/webgpu_node.ts are replaced by their
+ * browser versions in src/browser/, fs and path become small browser versions (src/browser/fs.ts,
  * path.ts), and the `webgpu` npm package (Dawn), os, readline, child_process, ... become a stub
  * whose every use is a one-line error (src/browser/node_only.cjs).
  */
@@ -26,9 +27,19 @@ const shims = {
 const nodeOnly = ['webgpu', 'os', 'readline', 'child_process', 'module', 'url', 'crypto', 'zlib', 'util',
   'stream', 'worker_threads', 'perf_hooks', 'http', 'https', 'net', 'tty', 'events', 'string_decoder'];
 
+// The package's own Node-only modules, replaced by their browser versions (same exports).
+const replaced = {
+  'src/backend.ts': 'src/browser/backend.ts',
+  'src/webgpu_node.ts': 'src/browser/webgpu_node.ts',
+};
+
 const nodeModules = {
   name: 'griffin-node-modules',
   setup(build) {
+    build.onResolve({filter: /^\.\.?\/.*(backend|webgpu_node)$/}, (args) => {
+      const file = path.relative(root, path.resolve(args.resolveDir, `${args.path}.ts`)).split(path.sep).join('/');
+      return replaced[file] ? {path: path.join(root, replaced[file])} : undefined;
+    });
     build.onResolve({filter: /^(node:)?[a-z_]+(\/promises)?$/}, (args) => {
       const name = args.path.replace(/^node:/, '').replace(/\/promises$/, '');
       if (shims[name]) return {path: path.join(root, shims[name])};
@@ -66,7 +77,9 @@ for (const f of fs.readdirSync(wasmDir).filter((f) => f.endsWith('.wasm'))) fs.c
 
 // Nothing Node-only may have slipped in (a new import of a module not mapped above).
 const inputs = Object.keys(result.metafile.inputs);
-const leaked = inputs.filter((p) => /node_modules\/webgpu\/|converters\/safetensors_node|dawn\.node/.test(p));
+// (A CommonJS .node.js build of tfjs would also mean two copies of tfjs-core.)
+const leaked = inputs.filter((p) => /node_modules\/webgpu\/|dawn\.node|@tensorflow\/.*\.node\.js$|^src\/(backend|webgpu_node)\.ts$/.test(p));
 if (leaked.length > 0) throw new Error(`browser bundle: Node-only modules bundled: ${leaked.join(', ')}`);
+if (process.env.GRIFFIN_BUNDLE_META) fs.writeFileSync(process.env.GRIFFIN_BUNDLE_META, JSON.stringify(result.metafile));
 const bytes = fs.statSync(path.join(out, 'griffin.esm.js')).size;
 console.log(`${path.relative(process.cwd(), path.join(out, 'griffin.esm.js'))}: ${(bytes / 1e6).toFixed(1)} MB, ${inputs.length} modules`);

@@ -1,6 +1,6 @@
 /**
  * Picking and starting a tfjs backend in the browser: webgpu, webgl, wasm or cpu, each with this
- * package's kernels. The browser bundle exports this as `useBackend` (src/backend.ts is Node's).
+ * package's kernels. The browser bundle puts this module where src/backend.ts (Node's) would be.
  *   const name = await useBackend();           // the best one that starts: webgpu, webgl, wasm, cpu
  *   await useBackend('wasm');
  */
@@ -14,6 +14,9 @@ import {registerWasmMatMul} from '../../ops/wasm_matmul';
 
 export const BROWSER_BACKENDS = ['webgpu', 'webgl', 'wasm', 'cpu'] as const;
 export type BrowserBackendName = typeof BROWSER_BACKENDS[number];
+/** The names src/backend.ts exports in Node (the bundle puts this module in its place). */
+export const BACKENDS = BROWSER_BACKENDS;
+export type BackendName = BrowserBackendName;
 
 /** The bundle's own URL (scripts/build_browser.mjs defines it): its folder holds the wasm binaries. */
 declare const __griffinBundleUrl: string | undefined;

@@ -12,9 +12,9 @@ export * from '../index';
 export * from '../training';
 // Both of the above export these; name them once.
 export {causalLMLoss, IGNORE_INDEX} from '../../ops/loss';
-// The browser's versions of Node's useBackend and its list.
-export {useBackend, BROWSER_BACKENDS as BACKENDS, setWasmFolder} from './backend';
-export type {BrowserBackendName as BackendName} from './backend';
+// useBackend, BACKENDS and initNodeWebGPU above are the browser's (scripts/build_browser.mjs
+// puts src/browser/backend.ts and webgpu_node.ts where src/backend.ts and webgpu_node.ts were).
+export {setWasmFolder} from './backend';
 export {loadTokenizer} from './tokenizer';
 export type {TokenizerSource} from './tokenizer';
 export {loadTfjsUrl, fetchBytes} from '../../converters/tfjs_url';

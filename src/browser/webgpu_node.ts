@@ -1,0 +1,19 @@
+/**
+ * What the browser bundle gets for src/webgpu_node.ts (Dawn, Node only): the same names, for a
+ * browser. webgpuAvailable asks the browser's navigator.gpu; initNodeWebGPU starts the browser's
+ * webgpu backend as useBackend('webgpu') does.
+ */
+import {useBackend} from './backend';
+
+export async function webgpuAvailable(): Promise<boolean> {
+  try {
+    const gpu = (globalThis as {navigator?: {gpu?: {requestAdapter(): Promise<unknown>}}}).navigator?.gpu;
+    return gpu != null && (await gpu.requestAdapter()) != null;
+  } catch {
+    return false;
+  }
+}
+
+export async function initNodeWebGPU(): Promise<void> {
+  await useBackend('webgpu');
+}
