@@ -25,8 +25,8 @@ import * as tf from '@tensorflow/tfjs';
 import type {RecurrentGemmaForCausalLM} from '../../src/model';
 import type {LayerState} from '../../layers/model_layers';
 import {
-  AttnSpec, attnChunks, attnCombineSource, attnCombineThreads, attnPartialSource, embedSource, GemvSpec,
-  gemvBindings, gemvRows, gemvSource, rgLruSource, ropeSource, stepLayout, StepLayout,
+  AttnSpec, attnChunks, attnCombineSource, attnPartialSource, embedSource, GemvSpec,
+  gemvBindings, gemvRows, gemvSource, rgLruGrid, rgLruSource, ropeSource, stepLayout, StepLayout,
 } from './shaders';
 
 interface TensorData { resource?: unknown; values?: unknown }
@@ -71,6 +71,7 @@ export class FusedDecoder {
   private readonly invFreq: Float32Array;
   private readonly S: number;          // ring slots (W + 1)
   private head: number;                // the ring slot the next token's key goes to
+  private convNext: number;            // the conv ring slot the next token's input goes to
   private disposed = false;
   /** The GenerationState whose layers live in this engine now (see state.ts). */
   owner: {detachFused(): void} | null = null;
@@ -85,12 +86,16 @@ export class FusedDecoder {
     const w = c.conv1d_width, rot = c.rotary_dim;
     this.S = W + 1;
     this.head = W;
+    this.convNext = w - 1;
     this.step_ = stepLayout(B, rot / 2);
     this.invFreq = Float32Array.from({length: rot / 2}, (_, j) => 1 / Math.pow(c.rope_theta, (2 * j) / rot));
     const limit = this.device.limits;
     const T = fusedTuning.threads || envInt('GRIFFIN_FUSED_THREADS') || 64;
     const maxR = fusedTuning.maxRows || envInt('GRIFFIN_FUSED_ROWS') || 8;
     const CS = fusedTuning.chunk || envInt('GRIFFIN_FUSED_CHUNK') || 64;
+    // Checked before anything is allocated.
+    if (B * (e / H) * 4 > limit.maxComputeWorkgroupStorageSize) throw new Error(`fused decode: ${B} rows x ${e / H} channels per head exceed workgroup memory`);
+    if (H / K * CS * 4 > limit.maxComputeWorkgroupStorageSize / 2) throw new Error('fused decode: too many query heads per key head');
 
     const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
     const own = (floats: number) => {
@@ -155,13 +160,13 @@ export class FusedDecoder {
         gemv(`L${li}.xy`, {B, IN: d, segments: [e, e], gelu: [false, true], mode: 'store', norm: true, eps: c.rms_norm_eps,
           bias: true, outStride: 2 * e}, {x, g: wt(pre), w0: wt(() => lx.weight.read()), w1: wt(() => ly.weight.read()),
           bias: pack([lx.bias!.read(), ly.bias!.read()]), out: uy});
-        const st = own(B * (w - 1) * e + B * e);
+        const st = own(B * w * e + B * e);
         this.layerBufs.push({kind: 'recurrent', st});
         const pk = pack([cv.weight.read(), cv.bias.read(), rg.input_gate_bias.read(), rg.recurrent_gate_bias.read(), rg.recurrent_param.read()]);
         const bw = e / H;
-        const Tr = Math.min(256, Math.max(32, Math.ceil(bw / 32) * 32));
-        this.add(`L${li}.rglru`, rgLruSource({B, E: e, H, W: w, T: Tr, step: this.step_}),
-            [uy, pk, wt(() => rg.input_gate_weight.read()), wt(() => rg.recurrent_gate_weight.read()), st, o, this.stepBuf], [H, 1, 1]);
+        const rspec = {B, E: e, H, W: w, CC: Math.min(64, Math.max(32, Math.ceil(bw / 32) * 32)), step: this.step_};
+        this.add(`L${li}.rglru`, rgLruSource(rspec),
+            [uy, pk, wt(() => rg.input_gate_weight.read()), wt(() => rg.recurrent_gate_weight.read()), st, o, this.stepBuf], rgLruGrid(rspec));
         gemv(`L${li}.out`, {B, IN: e, segments: [d], mode: 'residual', norm: false, bias: true, outStride: d},
             {x: o, w0: wt(() => lo.weight.read()), bias: wt(() => lo.bias!.read()), out: x});
       } else {
@@ -217,16 +222,20 @@ export class FusedDecoder {
   /** Copies a GenerationState's layers (tensors of b rows) into the engine; the tensors stay the caller's. */
   importLayers(layers: LayerState[]): void {
     this.check();
-    const B = this.B, c = this.model.config, W = c.attention_window_size;
+    const B = this.B, c = this.model.config, W = c.attention_window_size, e = c.lru_width, w = c.conv1d_width;
     const enc = this.device.createCommandEncoder();
     layers.forEach((s, i) => {
       const lb = this.layerBufs[i];
       const t = s as unknown as Record<string, tf.Tensor>;
       if (lb.kind === 'recurrent') {
-        const conv = this.tensorBuffer(t.conv), rnn = this.tensorBuffer(t.rnn);
-        if (t.conv.shape[0] !== B) throw new Error(`fused decode: state of ${t.conv.shape[0]} rows, engine of ${B}`);
-        enc.copyBufferToBuffer(conv, 0, lb.st, 0, t.conv.size * 4);
-        enc.copyBufferToBuffer(rnn, 0, lb.st, t.conv.size * 4, t.rnn.size * 4);
+        if (t.rnn.shape[0] !== B) throw new Error(`fused decode: state of ${t.rnn.shape[0]} rows, engine of ${B}`);
+        // History entries (oldest first) into ring slots 0 .. w-2; the next input goes to slot w-1.
+        const hist = (w - 1) * e;
+        if (hist > 0) {
+          const conv = this.tensorBuffer(t.conv);
+          for (let b = 0; b < B; b++) enc.copyBufferToBuffer(conv, b * hist * 4, lb.st, b * w * e * 4, hist * 4);
+        }
+        enc.copyBufferToBuffer(this.tensorBuffer(t.rnn), 0, lb.st, B * w * e * 4, B * e * 4);
       } else {
         const row = t.k.size / B;  // W * K * hd
         const k = this.tensorBuffer(t.k), v = this.tensorBuffer(t.v), valid = this.tensorBuffer(t.valid);
@@ -239,6 +248,7 @@ export class FusedDecoder {
       }
     });
     this.head = W;
+    this.convNext = w - 1;
     this.flushTf();
     this.device.queue.submit([enc.finish()]);
   }
@@ -264,9 +274,14 @@ export class FusedDecoder {
     const layers = this.layerBufs.map((lb) => {
       if (lb.kind === 'recurrent') {
         const conv = fresh([B, w - 1, e]), rnn = fresh([B, e]);
-        const convBytes = B * (w - 1) * e * 4;
-        if (convBytes > 0) enc.copyBufferToBuffer(lb.st, 0, conv.buffer, 0, convBytes);
-        enc.copyBufferToBuffer(lb.st, convBytes, rnn.buffer, 0, B * e * 4);
+        // History entry k (oldest first) is ring slot convNext + 1 + k.
+        for (let b = 0; b < B; b++) {
+          for (let k = 0; k < w - 1; k++) {
+            const slot = (this.convNext + 1 + k) % w;
+            enc.copyBufferToBuffer(lb.st, (b * w + slot) * e * 4, conv.buffer, (b * (w - 1) + k) * e * 4, e * 4);
+          }
+        }
+        enc.copyBufferToBuffer(lb.st, B * w * e * 4, rnn.buffer, 0, B * e * 4);
         return {conv: conv.tensor, rnn: rnn.tensor} as unknown as LayerState;
       }
       const k = fresh([B, W, K, hd]), v = fresh([B, W, K, hd]), valid = fresh([B, W]);
@@ -306,6 +321,7 @@ export class FusedDecoder {
       }
     }
     words[L.slot] = this.head;
+    words[L.slot + 1] = this.convNext;
     this.device.queue.writeBuffer(this.stepBuf, 0, words);
     this.flushTf();
     const enc = this.device.createCommandEncoder();
@@ -320,6 +336,7 @@ export class FusedDecoder {
     enc.copyBufferToBuffer(this.logitsBuf, 0, out.buffer, 0, B * V * 4);
     this.device.queue.submit([enc.finish()]);
     this.head = (this.head + 1) % this.S;
+    this.convNext = (this.convNext + 1) % this.model.config.conv1d_width;
     return out.tensor;
   }
 

@@ -24,6 +24,7 @@ export function fusedDecodeEnabled(): boolean {
 /** Engines kept per model: the batch sizes used last (a shrinking batch makes a few). */
 const MAX_ENGINES = 2;
 const engines = new WeakMap<RecurrentGemmaForCausalLM, FusedDecoder[]>();
+const warned = new WeakSet<RecurrentGemmaForCausalLM>();
 
 function supported(model: RecurrentGemmaForCausalLM, b: number): boolean {
   if (b < 1 || b > fusedDecodeConfig.maxBatch) return false;
@@ -54,7 +55,14 @@ export function fusedDecoderFor(model: RecurrentGemmaForCausalLM, b: number): Fu
     eng = null;
   }
   if (eng == null) {
-    eng = new FusedDecoder(model, b);
+    try {
+      eng = new FusedDecoder(model, b);
+    } catch (e) {
+      // A shape the kernels do not cover (or a device without room for them): tfjs ops instead.
+      if (!warned.has(model)) console.warn(`fused WebGPU decode unavailable, using tfjs ops: ${(e as Error).message}`);
+      warned.add(model);
+      return null;
+    }
     list.push(eng);
     while (list.length > MAX_ENGINES) retire(list, list[0]);
   } else {

@@ -220,28 +220,41 @@ ${body}
 }
 
 export interface RgLruSpec {
-  B: number; E: number; H: number; W: number; T: number; step: StepLayout;
+  B: number; E: number; H: number; W: number; step: StepLayout;
+  /** Channels per workgroup (a workgroup computes the gates of CC channels of one head). */
+  CC: number;
+}
+
+/** Workgroups of the RG-LRU kernel: (heads, channel chunks per head). */
+export function rgLruGrid(s: RgLruSpec): [number, number, number] {
+  return [s.H, Math.ceil(s.E / s.H / s.CC), 1];
 }
 
 /**
  * Bindings: uy [B, 2E] (linear_x(x) + b | gelu(linear_y(x) + b)), pk (conv weight [E, W] | conv
  * bias [E] | input gate bias [E] | recurrent gate bias [E] | recurrent_param [E]), wx, wa
- * [H, E/H, E/H], st (conv history [B, W-1, E] | h [B, E]), o [B, E], step.
+ * [H, E/H, E/H], st (conv inputs ring [B, W, E] | h [B, E]), o [B, E], step.
+ *
+ * The conv inputs live in a ring of W slots: this step's input goes to slot cs (step word
+ * slot + 1), the W-1 before it are slots cs+1, ..., cs+W-1 (mod W), oldest first. A workgroup
+ * needs the convolution of all E/H channels of its head for the gates and recomputes it; it
+ * writes only slot cs of its own channels, which no workgroup reads in this step, so workgroups
+ * never race. A document start (position 0) skips the history taps and clears the row's history.
  */
 export function rgLruSource(s: RgLruSpec): string {
-  const {B, E, H, W, T} = s;
+  const {B, E, H, W, CC} = s;
   const BW = E / H, WM1 = W - 1;
-  const CB = E * W, BX = CB + E, BA = BX + E, RP = BA + E, HOFF = B * WM1 * E;
-  const hist = (b: string, k: string) => `(${b} * ${WM1}u + ${k}) * ${E}u + ch`;
+  const CB = E * W, BX = CB + E, BA = BX + E, RP = BA + E, HOFF = B * W * E;
+  const ring = (b: string, slot: string) => `(${b} * ${W}u + ${slot}) * ${E}u + ch`;
   const taps: string[] = [];
   for (let k = 0; k < WM1; k++) {
-    taps.push(`if (!reset) { y = y + pk[ch * ${W}u + ${k}u] * st[${hist('b', `${k}u`)}]; }`);
+    taps.push(`if (!reset) { y = y + pk[ch * ${W}u + ${k}u] * st[${ring('b', `((cs + ${1 + k}u) % ${W}u)`)}]; }`);
   }
-  const shift: string[] = [];
-  for (let k = 0; k < WM1 - 1; k++) {
-    shift.push(`st[${hist('b', `${k}u`)}] = select(st[${hist('b', `${k + 1}u`)}], 0.0, reset);`);
+  const acc: string[] = [], fin: string[] = [];
+  for (let b = 0; b < B; b++) {
+    acc.push(`gx${b} = gx${b} + cv[${b * BW}u + j] * wxv; ga${b} = ga${b} + cv[${b * BW}u + j] * wav;`);
+    fin.push(`update(${b}u, ch, c, gx${b}, ga${b}, cs);`);
   }
-  if (WM1 > 0) shift.push(`st[${hist('b', `${WM1 - 1}u`)}] = u;`);
   return `
 ${COMMON}
 @group(0) @binding(0) var<storage, read> uy : array<f32>;
@@ -251,7 +264,7 @@ ${COMMON}
 @group(0) @binding(4) var<storage, read_write> st : array<f32>;
 @group(0) @binding(5) var<storage, read_write> o : array<f32>;
 @group(0) @binding(6) var<storage, read> step : array<u32>;
-var<workgroup> cv : array<f32, ${BW}>;
+var<workgroup> cv : array<f32, ${B * BW}>;
 
 fn softplusT(x : f32) -> f32 {
   // tfjs's: exp(x) below log(eps) + 2, x above -(log(eps) + 2), log(1 + exp(x)) between.
@@ -261,45 +274,53 @@ fn softplusT(x : f32) -> f32 {
   return log(1.0 + exp(x));
 }
 
-@compute @workgroup_size(${T})
+fn update(b : u32, ch : u32, c : u32, gxIn : f32, gaIn : f32, cs : u32) {
+  let reset = step[${s.step.pos}u + b] == 0u;
+  let gx = sigm(gxIn + pk[${BX}u + ch]);
+  let ga = sigm(gaIn + pk[${BA}u + ch]);
+  let logA = (ga * softplusT(pk[${RP}u + ch])) * -8.0;
+  var a = exp(logA);
+  var mult = sqrt(1.0 - exp(logA * 2.0));
+  if (reset) { a = 0.0; mult = 1.0; }
+  let xn = (cv[b * ${BW}u + c] * gx) * mult;
+  let hn = a * st[${HOFF}u + b * ${E}u + ch] + xn;
+  st[${HOFF}u + b * ${E}u + ch] = hn;
+  o[b * ${E}u + ch] = hn * uy[b * ${2 * E}u + ${E}u + ch];
+  for (var k = 0u; k < ${W}u; k = k + 1u) {
+    if (k == cs) {
+      st[${ring('b', 'k')}] = uy[b * ${2 * E}u + ch];
+    } else if (reset) {
+      st[${ring('b', 'k')}] = 0.0;
+    }
+  }
+}
+
+@compute @workgroup_size(${CC})
 fn main(@builtin(workgroup_id) wid : vec3<u32>, @builtin(local_invocation_index) t : u32) {
   let h = wid.x;
-  for (var b = 0u; b < ${B}u; b = b + 1u) {
+  let cs = step[${s.step.slot + 1}u];
+  for (var idx = t; idx < ${B * BW}u; idx = idx + ${CC}u) {
+    let b = idx / ${BW}u;
+    let ch = h * ${BW}u + idx % ${BW}u;
     let reset = step[${s.step.pos}u + b] == 0u;
-    for (var c = t; c < ${BW}u; c = c + ${T}u) {
-      let ch = h * ${BW}u + c;
-      let u = uy[b * ${2 * E}u + ch];
-      var y = pk[${CB}u + ch];
-      ${taps.join('\n      ')}
-      y = y + pk[ch * ${W}u + ${WM1}u] * u;
-      cv[c] = y;
-    }
-    workgroupBarrier();
-    for (var c = t; c < ${BW}u; c = c + ${T}u) {
-      let ch = h * ${BW}u + c;
-      var gx = 0.0;
-      var ga = 0.0;
-      for (var j = 0u; j < ${BW}u; j = j + 1u) {
-        let xj = cv[j];
-        let wi = (h * ${BW}u + j) * ${BW}u + c;
-        gx = gx + xj * wx[wi];
-        ga = ga + xj * wa[wi];
-      }
-      gx = sigm(gx + pk[${BX}u + ch]);
-      ga = sigm(ga + pk[${BA}u + ch]);
-      let logA = (ga * softplusT(pk[${RP}u + ch])) * -8.0;
-      var a = exp(logA);
-      var mult = sqrt(1.0 - exp(logA * 2.0));
-      if (reset) { a = 0.0; mult = 1.0; }
-      let xn = (cv[c] * gx) * mult;
-      let hn = a * st[${HOFF}u + b * ${E}u + ch] + xn;
-      st[${HOFF}u + b * ${E}u + ch] = hn;
-      o[b * ${E}u + ch] = hn * uy[b * ${2 * E}u + ${E}u + ch];
-      let u = uy[b * ${2 * E}u + ch];
-      ${shift.join('\n      ')}
-    }
-    workgroupBarrier();
+    let u = uy[b * ${2 * E}u + ch];
+    var y = pk[${CB}u + ch];
+    ${taps.join('\n    ')}
+    y = y + pk[ch * ${W}u + ${WM1}u] * u;
+    cv[idx] = y;
   }
+  workgroupBarrier();
+  let c = wid.y * ${CC}u + t;
+  if (c >= ${BW}u) { return; }
+  let ch = h * ${BW}u + c;
+  ${Array.from({length: B}, (_, b) => `var gx${b} = 0.0; var ga${b} = 0.0;`).join(' ')}
+  for (var j = 0u; j < ${BW}u; j = j + 1u) {
+    let wi = (h * ${BW}u + j) * ${BW}u + c;
+    let wxv = wx[wi];
+    let wav = wa[wi];
+    ${acc.join('\n    ')}
+  }
+  ${fin.join('\n  ')}
 }`;
 }
 

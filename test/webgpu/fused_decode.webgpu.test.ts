@@ -28,7 +28,7 @@ import {disposeSequenceInfo, sequenceInfo} from '../../ops/sequence';
 import {fusedDecodeConfig, fusedDecoderFor} from '../../ops/webgpu_decode';
 import {
   AttnSpec, attnChunks, attnCombineSource, attnPartialSource, embedSource, GemvSpec, gemvBindings, gemvRows,
-  gemvSource, rgLruSource, ropeSource, stepLayout,
+  gemvSource, rgLruGrid, rgLruSource, ropeSource, stepLayout,
 } from '../../ops/webgpu_decode/shaders';
 import {relError, seededUniform} from '../helpers';
 
@@ -257,20 +257,30 @@ describeWebGPU('fused WebGPU decode engine', () => {
     expect(relError(gotOut, want)).toBeLessThan(KERNEL_TOL);
   });
 
-  test('conv1d + RG-LRU step: 3 rows (one at a document start), history, gates, state update', async () => {
-    const B = 3, E = 24, H = 3, W = 4, BW = E / H;
+  test.each([
+    ['3 rows (one at a document start), 2 workgroups per head', 3, 24, 3, 4, 2, 4],
+    ['1 row, width 2, one workgroup per head', 1, 64, 2, 2, 1, 32],
+  ] as [string, number, number, number, number, number, number][])('conv1d + RG-LRU step, %s', async (_n, B, E, H, W, cs, CC) => {
+    const BW = E / H;
     const step = stepLayout(B, 1);
-    const pos = [5, 0, 17];
+    const pos = [5, 0, 17].slice(0, B);
     const uy = uniform(20, B * 2 * E, -2, 2);
     const convW = uniform(21, E * W), convB = uniform(22, E), bx = uniform(23, E), ba = uniform(24, E);
     const rp = uniform(25, E, 0.8, 0.999).map((a) => Math.log(Math.exp(-Math.log(a) / 8) - 1));
     const wx = uniform(26, H * BW * BW, -0.5, 0.5), wa = uniform(27, H * BW * BW, -0.5, 0.5);
-    const hist = uniform(28, B * (W - 1) * E), h0 = uniform(29, B * E);
+    const ring = uniform(28, B * W * E), h0 = uniform(29, B * E);
     const stepData = new Uint32Array(step.words);
     pos.forEach((p, b) => { stepData[step.pos + b] = p; });
+    stepData[step.slot + 1] = cs;
+    // The history, oldest first, is ring slots cs + 1, cs + 2, ... (mod W).
+    const hist = new Float32Array(B * (W - 1) * E);
+    for (let b = 0; b < B; b++) {
+      for (let k = 0; k < W - 1; k++) hist.set(ring.subarray((b * W + (cs + 1 + k) % W) * E, (b * W + (cs + 1 + k) % W + 1) * E), (b * (W - 1) + k) * E);
+    }
     const pk = Float32Array.from([...convW, ...convB, ...bx, ...ba, ...rp]);
-    const st = Float32Array.from([...hist, ...h0]);
-    const got = await runKernel(rgLruSource({B, E, H, W, T: 32, step}), [uy, pk, wx, wa, st, new Float32Array(B * E), stepData], [H, 1, 1]);
+    const st = Float32Array.from([...ring, ...h0]);
+    const spec = {B, E, H, W, CC, step};
+    const got = await runKernel(rgLruSource(spec), [uy, pk, wx, wa, st, new Float32Array(B * E), stepData], rgLruGrid(spec));
     const want = await onCpu(() => {
       const u = tf.slice(tf.tensor3d(uy, [B, 1, 2 * E]), [0, 0, 0], [B, 1, E]);
       const y = tf.slice(tf.tensor3d(uy, [B, 1, 2 * E]), [0, 0, E], [B, 1, E]);
@@ -285,9 +295,17 @@ describeWebGPU('fused WebGPU decode engine', () => {
       return out;
     });
     const gotSt = got[4];
+    // The new history: slots cs + 2, ... (the next input goes to cs + 1).
+    const newHist = new Float32Array(B * (W - 1) * E);
+    for (let b = 0; b < B; b++) {
+      for (let k = 0; k < W - 1; k++) {
+        const sl = (cs + 2 + k) % W;
+        newHist.set(gotSt.subarray((b * W + sl) * E, (b * W + sl + 1) * E), (b * (W - 1) + k) * E);
+      }
+    }
     expect(relError(got[5], want[0])).toBeLessThan(KERNEL_TOL);
-    expect(relError(gotSt.subarray(0, B * (W - 1) * E), want[1])).toBeLessThan(KERNEL_TOL);
-    expect(relError(gotSt.subarray(B * (W - 1) * E), want[2])).toBeLessThan(KERNEL_TOL);
+    expect(relError(newHist, want[1])).toBeLessThan(KERNEL_TOL);
+    expect(relError(gotSt.subarray(B * W * E), want[2])).toBeLessThan(KERNEL_TOL);
   });
 
   test.each([
