@@ -6,7 +6,7 @@
  *   - `griffin convert` (float32, float16, uint8) carries tokenizer.model along;
  *   - on every backend the browser offers (webgpu, webgl, wasm, cpu) the page's token ids for a
  *     fixed prompt equal Node's tokenizer's and its logits equal Node's within the tolerance
- *     stated per backend (TOL); plain tf.loadLayersModel and an indexeddb:// round trip too;
+ *     stated per backend (TOL), from a forward pass and from prefill + decodeStep; plain tf.loadLayersModel and an indexeddb:// round trip too;
  *   - float16 / uint8 exports: logits within 1e-3 / 5e-2 relative error of the float32 ones;
  *   - chat: a seeded sampled reply streams into the page (partial text seen before it ends) and
  *     equals Node's with the same seed; Stop ends a turn early; the state carries to the next turn;
@@ -35,13 +35,17 @@ const OUTPUT = path.join(__dirname, 'output');
 const PROMPT = 'The quick brown fox jumps';
 const CHAT_MESSAGE = 'Hello, who are you?';
 const TUNE_TEXT = 'the lazy dog sleeps in the sun';
+/** Decode steps after the prefill in the incremental check. */
+const STEPS = 3;
 
 /**
  * Relative error ||page - node|| / ||node|| of the logits allowed per backend, and the max
  * absolute difference (logits here are up to ~15). cpu runs the same JavaScript kernels as
  * Node; wasm (XNNPACK) and the GPU backends sum in other orders and use their own exp / tanh.
- * Measured here (Chromium 156, SwiftShader for webgl and webgpu): cpu 0 (bit-identical), wasm
- * 2.1e-7 (max abs 3.3e-6), webgl 1.7e-5 (1.7e-4), webgpu 7.6e-7 (4.8e-6).
+ * Measured here (Chromium 156, SwiftShader for webgl and webgpu), forward pass: cpu 0
+ * (bit-identical), wasm 2.1e-7 (max abs 3.3e-6), webgl 1.7e-5 (1.7e-4), webgpu 7.6e-7 (4.8e-6);
+ * prefill + decodeStep: cpu 4.4e-8 (4.8e-7), wasm 2.0e-7 (1.7e-6), webgl 1.9e-5 (1.2e-4),
+ * webgpu 4.1e-7 (3.3e-6).
  */
 const TOL: Record<string, {rel: number, abs: number}> = {
   cpu: {rel: 1e-6, abs: 1e-5},
@@ -139,12 +143,26 @@ describeBrowser('the browser bundle and example in headless Chromium', () => {
     return page;
   }
 
-  async function pageLogits(page: Page, text: string): Promise<PageLogits> {
-    return page.evaluate(async (t) => {
+  /**
+   * The page's logits for `text` twice: one forward pass over all of it, and the incremental path
+   * (prefill of all but the last STEPS tokens, then one decodeStep per token), as the rows of
+   * the last STEPS + 1 positions.
+   */
+  async function pageLogits(page: Page, text: string): Promise<PageLogits & {incremental: number[]}> {
+    return page.evaluate(async ({t, steps}) => {
       const app = (window as any).griffinApp;
       const r = await app.logits(t);
-      return {...r, backend: document.getElementById('backend')!.textContent!, tfBackend: app.tf.getBackend()};
-    }, text);
+      const ids: number[] = r.ids, p = ids.length - steps;
+      const state = app.model.prefill([ids.slice(0, p)]);
+      const rows: number[] = Array.from(await state.logits.data() as Float32Array);
+      for (let i = p; i < ids.length; i++) {
+        const {logits} = app.model.decodeStep(state, [ids[i]]);
+        rows.push(...Array.from(await logits.data() as Float32Array));
+        logits.dispose();
+      }
+      state.dispose();
+      return {...r, incremental: rows, backend: document.getElementById('backend')!.textContent!, tfBackend: app.tf.getBackend()};
+    }, {t: text, steps: STEPS});
   }
 
   test('griffin convert carries tokenizer.model along with every dtype', () => {
@@ -185,9 +203,15 @@ describeBrowser('the browser bundle and example in headless Chromium', () => {
         expect(got.tfBackend).toBe(backend);
         expect(got.ids).toEqual(ref.ids);
         const rel = relError(got.logits, ref.logits), abs = maxAbsDiff(got.logits, ref.logits);
-        lines.push(`${backend}: relative error ${rel.toExponential(2)}, max abs ${abs.toExponential(2)}`);
+        const V = ref.logits.length / ref.ids.length;
+        const tail = ref.logits.subarray((ref.ids.length - STEPS - 1) * V);
+        const relInc = relError(got.incremental, tail), absInc = maxAbsDiff(got.incremental, tail);
+        lines.push(`${backend}: forward relative error ${rel.toExponential(2)}, max abs ${abs.toExponential(2)}; ` +
+            `prefill + ${STEPS} decode steps ${relInc.toExponential(2)}, ${absInc.toExponential(2)}`);
         expect(rel).toBeLessThan(TOL[backend].rel);
         expect(abs).toBeLessThan(TOL[backend].abs);
+        expect(relInc).toBeLessThan(TOL[backend].rel);
+        expect(absInc).toBeLessThan(TOL[backend].abs);
         if (backend === 'webgpu') await page.screenshot({path: path.join(OUTPUT, 'webgpu-loaded.png')});
       } finally {
         await page.close();
