@@ -237,7 +237,12 @@ async function generateTuned() {
 const guard = (fn, el) => () => fn().catch((e) => { console.error(e); setStatus(e.message, 'error', el); });
 $('backend-choice').value = params.get('backend') ?? '';
 $('model-url').value = params.get('model') ?? './model/';
+// The fine-tuning panel takes the shipped small model when it was converted to ./small/
+// (griffin convert --from assets/griffin-small --out examples/browser/small), else the chat model.
 $('ft-model-url').value = params.get('tuneModel') ?? $('model-url').value;
+if (params.get('tuneModel') == null) {
+  fetch('./small/model.json', {method: 'HEAD'}).then((r) => { if (r.ok) $('ft-model-url').value = './small/'; }, () => {});
+}
 $('load').onclick = guard(start);
 $('send').onclick = guard(send);
 $('prompt').addEventListener('keydown', (e) => { if (e.key === 'Enter' && !e.shiftKey) { e.preventDefault(); guard(send)(); } });
