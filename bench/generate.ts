@@ -11,13 +11,16 @@
  *   npx tsx bench/generate.ts --config 2b --backend webgpu --batches 1,8 --fused both --out r.json
  * --fused on|off|both (default: as GRIFFIN_FUSED_DECODE says), --batches 1,8 (default --batch).
  * Each run reports decode through the sampling path (stream: logits read to the host every step)
- * and a bare decodeStep loop waited on once at the end (`rawTokensPerSec`: the GPU's pace).
+ * and a bare decodeStep loop waited on once at the end (`rawTokensPerSec`: the GPU's pace), and
+ * for the engine one profiled step (GPU timestamps per dispatch, summed per kernel kind, with the
+ * bytes of weights each must read: GB/s). --sweep 64x8,128x4,256x2 repeats the engine's runs with
+ * GEMV workgroups of T threads and at most R rows each (env GRIFFIN_FUSED_THREADS / _ROWS).
  */
 import {tf} from '../src/tf';
 import {RecurrentGemmaForCausalLM} from '../src/model';
 import {useBackend} from '../src/backend';
 import {CONFIGS as SHARED_CONFIGS, emit, intArg, intList, parseArgs, randomIds, randomizeWeights, syncOn} from './common';
-import {fusedDecodeConfig, fusedDecoderFor} from '../ops/webgpu_decode';
+import {disposeFusedDecoders, DispatchTiming, fusedDecodeConfig, fusedDecoderFor, fusedTuning} from '../ops/webgpu_decode';
 
 // Shared with bench/model.ts and griffin bench (common.ts); '2b-shaped' is this script's old name for 2b.
 const CONFIGS: typeof SHARED_CONFIGS = {...SHARED_CONFIGS, '2b-shaped': SHARED_CONFIGS['2b']};
@@ -120,44 +123,65 @@ async function compareFused(model: RecurrentGemmaForCausalLM, name: string, back
   const newTokens = Math.max(1, int(args, 'new-tokens', 64));
   const rawSteps = Math.max(1, int(args, 'raw-steps', newTokens));
   const runs: Record<string, unknown>[] = [];
-  for (const batch of batches) {
+  const sweep = args.sweep != null ? args.sweep.split(',').map((x) => x.split('x').map(Number)) : [null];
+  const measure = async (batch: number, fused: boolean | null, tuning: number[] | null) => {
     const prompt = randomIds(batch, promptLen, c.vocab_size, 1);
-    for (const fused of modes) {
-      fusedDecodeConfig.enabled = fused;
-      // Warm-up: compiles the kernels (tfjs's or the engine's) for this batch size.
-      const warm = model.prefill(prompt.map((r) => r.slice(0, Math.min(16, promptLen))));
-      for (let i = 0; i < 3; i++) model.decodeStep(warm, Array(batch).fill(5)).logits.dispose();
-      await warm.logits.data();
-      warm.dispose();
-      const engine = backend === 'webgpu' ? fusedDecoderFor(model, batch) : null;
-      const run: Record<string, unknown> = {batch, fused: engine != null, dispatchesPerStep: engine?.dispatchCount ?? null};
-      let t0 = performance.now();
-      const state = model.prefill(prompt);
-      await state.logits.data();
-      run.prefillMs = +(performance.now() - t0).toFixed(1);
+    fusedDecodeConfig.enabled = fused;
+    // Warm-up: compiles the kernels (tfjs's or the engine's) for this batch size.
+    const warm = model.prefill(prompt.map((r) => r.slice(0, Math.min(16, promptLen))));
+    for (let i = 0; i < 3; i++) model.decodeStep(warm, Array(batch).fill(5)).logits.dispose();
+    await warm.logits.data();
+    warm.dispose();
+    const engine = backend === 'webgpu' ? fusedDecoderFor(model, batch) : null;
+    const run: Record<string, unknown> = {batch, fused: engine != null, dispatchesPerStep: engine?.dispatchCount ?? null};
+    if (tuning != null) run.tuning = {threads: tuning[0], maxRows: tuning[1]};
+    let t0 = performance.now();
+    const state = model.prefill(prompt);
+    await state.logits.data();
+    run.prefillMs = +(performance.now() - t0).toFixed(1);
+    let ms: number;
+    if (tuning == null) {
       // Through the public sampling path: logits to the host and a token sampled every step.
       t0 = performance.now();
       let n = 0;
       for await (const _ of model.stream(prompt.map(() => []), {state, maxNewTokens: newTokens, temperature: 0.8, seed: 1, eosTokenId: []})) n++;
-      let ms = performance.now() - t0;
+      ms = performance.now() - t0;
       Object.assign(run, {decodeTokens: n, decodeMs: +ms.toFixed(1), decodeTokensPerSec: +(n / ms * 1000).toFixed(1),
         msPerStep: +(ms / (n / batch)).toFixed(3)});
-      // Bare steps, queued back to back and waited on once.
-      const ids = Array.from({length: batch}, (_, r) => 3 + r);
-      t0 = performance.now();
-      let last: tf.Tensor | null = null;
-      for (let i = 0; i < rawSteps; i++) {
-        last?.dispose();
-        last = model.decodeStep(state, ids).logits;
-      }
-      await syncOn(last!);
-      last!.dispose();
-      ms = performance.now() - t0;
-      Object.assign(run, {rawSteps, rawMsPerStep: +(ms / rawSteps).toFixed(3), rawTokensPerSec: +(rawSteps * batch / ms * 1000).toFixed(1)});
-      state.dispose();
-      process.stderr.write(`${JSON.stringify(run)}\n`);
-      runs.push(run);
     }
+    // Bare steps, queued back to back and waited on once.
+    const ids = Array.from({length: batch}, (_, r) => 3 + r);
+    t0 = performance.now();
+    let last: tf.Tensor | null = null;
+    for (let i = 0; i < rawSteps; i++) {
+      last?.dispose();
+      last = model.decodeStep(state, ids).logits;
+    }
+    await syncOn(last!);
+    last!.dispose();
+    ms = performance.now() - t0;
+    Object.assign(run, {rawSteps, rawMsPerStep: +(ms / rawSteps).toFixed(3), rawTokensPerSec: +(rawSteps * batch / ms * 1000).toFixed(1)});
+    if (engine != null) {
+      const {logits, timings} = await engine.profileStep(ids, state.positions);
+      logits.dispose();
+      if (timings != null) run.profile = summarize(timings);
+    }
+    state.dispose();
+    process.stderr.write(`${JSON.stringify(run)}\n`);
+    runs.push(run);
+  };
+  for (const batch of batches) {
+    for (const fused of modes) await measure(batch, fused, null);
+  }
+  if (args.sweep != null) {
+    for (const t of sweep) {
+      fusedTuning.threads = t![0];
+      fusedTuning.maxRows = t![1];
+      disposeFusedDecoders(model);
+      for (const batch of batches) await measure(batch, true, t);
+    }
+    fusedTuning.threads = 0;
+    fusedTuning.maxRows = 0;
   }
   fusedDecodeConfig.enabled = null;
   const weightBytes = model.countParams() * 4;
@@ -165,6 +189,25 @@ async function compareFused(model: RecurrentGemmaForCausalLM, name: string, back
     model: name, backend, layers: c.num_hidden_layers, hidden: c.hidden_size, vocab: c.vocab_size, window: c.attention_window_size,
     params: model.countParams(), weightGB: +(weightBytes / 1e9).toFixed(2), promptLen, newTokens, runs,
   }, args.out);
+}
+
+/** Per kernel kind (the part of the dispatch name after the layer): GPU ms per step and GB/s of what it must read. */
+function summarize(timings: DispatchTiming[]) {
+  const kinds = new Map<string, {count: number, ms: number, bytes: number}>();
+  for (const t of timings) {
+    const kind = t.name.split('.').pop()!;
+    const k = kinds.get(kind) ?? {count: 0, ms: 0, bytes: 0};
+    k.count++;
+    k.ms += t.ms;
+    k.bytes += t.bytes;
+    kinds.set(kind, k);
+  }
+  const total = timings.reduce((a, t) => a + t.ms, 0), bytes = timings.reduce((a, t) => a + t.bytes, 0);
+  return {
+    gpuMs: +total.toFixed(3), GB: +(bytes / 1e9).toFixed(3), GBps: +(bytes / 1e6 / total).toFixed(1),
+    byKind: Object.fromEntries([...kinds].sort((a, b) => b[1].ms - a[1].ms).map(([name, k]) => [name,
+      {count: k.count, ms: +k.ms.toFixed(3), GBps: k.bytes > 0 ? +(k.bytes / 1e6 / k.ms).toFixed(1) : null}])),
+  };
 }
 
 main().catch((e) => {

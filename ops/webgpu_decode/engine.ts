@@ -41,7 +41,10 @@ export interface WebGPUBackendLike {
   submitQueue(): void;
 }
 
-interface Dispatch { pipeline: GPUComputePipeline; bind: GPUBindGroup; grid: [number, number, number]; name: string }
+interface Dispatch { pipeline: GPUComputePipeline; bind: GPUBindGroup; grid: [number, number, number]; name: string; bytes: number }
+
+/** One dispatch's GPU time in a profiled step, and the bytes of weights / cache it must read. */
+export interface DispatchTiming { name: string; ms: number; bytes: number }
 
 interface RecurrentBuffers { kind: 'recurrent'; st: GPUBuffer }
 interface AttentionBuffers { kind: 'attention'; k: GPUBuffer; v: GPUBuffer; valid: GPUBuffer }
@@ -90,8 +93,10 @@ export class FusedDecoder {
     this.step_ = stepLayout(B, rot / 2);
     this.invFreq = Float32Array.from({length: rot / 2}, (_, j) => 1 / Math.pow(c.rope_theta, (2 * j) / rot));
     const limit = this.device.limits;
-    const T = fusedTuning.threads || envInt('GRIFFIN_FUSED_THREADS') || 64;
-    const maxR = fusedTuning.maxRows || envInt('GRIFFIN_FUSED_ROWS') || 8;
+    // GEMV workgroups: T threads stride over the input, each holding R rows x B accumulators.
+    // Defaults not yet measured on a GPU: more threads (latency hiding) for few rows.
+    const T = fusedTuning.threads || envInt('GRIFFIN_FUSED_THREADS') || (B <= 4 ? 128 : 64);
+    const maxR = fusedTuning.maxRows || envInt('GRIFFIN_FUSED_ROWS') || 4;
     const CS = fusedTuning.chunk || envInt('GRIFFIN_FUSED_CHUNK') || 64;
     // Checked before anything is allocated.
     if (B * (e / H) * 4 > limit.maxComputeWorkgroupStorageSize) throw new Error(`fused decode: ${B} rows x ${e / H} channels per head exceed workgroup memory`);
@@ -139,7 +144,8 @@ export class FusedDecoder {
       const full: GemvSpec = {...spec, R, T};
       const nwg = gemvRows(full) / R;
       const gx = Math.min(nwg, limit.maxComputeWorkgroupsPerDimension);
-      this.add(name, gemvSource(full), gemvBindings(full).map((k) => res[k]), [gx, Math.ceil(nwg / gx), 1]);
+      const bytes = spec.segments.reduce((a, n) => a + n * spec.IN * 4, 0) * (spec.mode === 'geglu' ? 2 : 1);
+      this.add(name, gemvSource(full), gemvBindings(full).map((k) => res[k]), [gx, Math.ceil(nwg / gx), 1], bytes);
     };
     const wt = (get: () => tf.Tensor) => this.buf(get);
 
@@ -147,7 +153,7 @@ export class FusedDecoder {
     const emb = model.embed;
     for (const p of emb.matrix.pieces) {
       this.add('embed', embedSource({B, D: d, start: p.start, rows: p.rows, scale: emb.scale, step: this.step_}),
-          [this.buf(() => p.variable.read()), this.stepBuf, x], [Math.ceil(B * d / 256), 1, 1]);
+          [this.buf(() => p.variable.read()), this.stepBuf, x], [Math.ceil(B * d / 256), 1, 1], B * d * 4);
     }
 
     model.blocks.forEach((blk, li) => {
@@ -166,7 +172,8 @@ export class FusedDecoder {
         const bw = e / H;
         const rspec = {B, E: e, H, W: w, CC: Math.min(64, Math.max(32, Math.ceil(bw / 32) * 32)), step: this.step_};
         this.add(`L${li}.rglru`, rgLruSource(rspec),
-            [uy, pk, wt(() => rg.input_gate_weight.read()), wt(() => rg.recurrent_gate_weight.read()), st, o, this.stepBuf], rgLruGrid(rspec));
+            [uy, pk, wt(() => rg.input_gate_weight.read()), wt(() => rg.recurrent_gate_weight.read()), st, o, this.stepBuf], rgLruGrid(rspec),
+            2 * e * bw * 4);
         gemv(`L${li}.out`, {B, IN: e, segments: [d], mode: 'residual', norm: false, bias: true, outStride: d},
             {x: o, w0: wt(() => lo.weight.read()), bias: wt(() => lo.bias!.read()), out: x});
       } else {
@@ -178,7 +185,7 @@ export class FusedDecoder {
           bias: biased, outStride: (H + 2 * K) * hd}, {x, g: wt(pre), w0: wt(() => q.weight.read()), w1: wt(() => k.weight.read()),
           w2: wt(() => v.weight.read()), ...(biased ? {bias: pack([q.bias!.read(), k.bias!.read(), v.bias!.read()])} : {}), out: qkv});
         this.add(`L${li}.rope`, ropeSource(aspec), [qkv, this.stepBuf, qr, kb, vb, valid], [B, 1, 1]);
-        this.add(`L${li}.attn`, attnPartialSource(aspec), [qr, kb, vb, valid, part], [attnChunks(aspec), K, B]);
+        this.add(`L${li}.attn`, attnPartialSource(aspec), [qr, kb, vb, valid, part], [attnChunks(aspec), K, B], 2 * B * this.S * K * hd * 4);
         this.add(`L${li}.combine`, attnCombineSource(aspec), [part, attn], [H, B, 1]);
         gemv(`L${li}.o`, {B, IN: H * hd, segments: [d], mode: 'residual', norm: false, bias: true, outStride: d},
             {x: attn, w0: wt(() => op.weight.read()), bias: wt(() => op.bias!.read()), out: x});
@@ -303,6 +310,31 @@ export class FusedDecoder {
 
   /** One token per row at the given positions: runs every layer, returns the logits [b, V] (a new tensor). */
   step(ids: number[], positions: number[]): tf.Tensor {
+    return this.run(ids, positions, null);
+  }
+
+  /**
+   * A step (it advances the state like step()) with every dispatch in a compute pass of its own
+   * and GPU timestamps around it: per-dispatch times, or null without 'timestamp-query'. The pass
+   * boundaries add their own cost, so the sum exceeds a plain step's time.
+   */
+  async profileStep(ids: number[], positions: number[]): Promise<{logits: tf.Tensor, timings: DispatchTiming[] | null}> {
+    if (!this.device.features.has('timestamp-query')) return {logits: this.step(ids, positions), timings: null};
+    const n = this.dispatches.length;
+    const querySet = this.device.createQuerySet({type: 'timestamp', count: 2 * n});
+    const resolve = this.device.createBuffer({size: 16 * n, usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC});
+    const read = this.device.createBuffer({size: 16 * n, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST});
+    const logits = this.run(ids, positions, {querySet, resolve, read});
+    await read.mapAsync(GPUMapMode.READ);
+    const t = new BigUint64Array(read.getMappedRange().slice(0));
+    read.unmap();
+    [read, resolve].forEach((b) => b.destroy());
+    querySet.destroy();
+    const timings = this.dispatches.map((d, i) => ({name: d.name, ms: Number(t[2 * i + 1] - t[2 * i]) / 1e6, bytes: d.bytes}));
+    return {logits, timings};
+  }
+
+  private run(ids: number[], positions: number[], prof: {querySet: GPUQuerySet, resolve: GPUBuffer, read: GPUBuffer} | null): tf.Tensor {
     this.check();
     const B = this.B, V = this.model.config.vocab_size, L = this.step_;
     if (ids.length !== B || positions.length !== B) throw new Error(`fused decode: ${ids.length} ids for ${B} rows`);
@@ -325,13 +357,25 @@ export class FusedDecoder {
     this.device.queue.writeBuffer(this.stepBuf, 0, words);
     this.flushTf();
     const enc = this.device.createCommandEncoder();
-    const pass = enc.beginComputePass();
-    for (const d of this.dispatches) {
-      pass.setPipeline(d.pipeline);
-      pass.setBindGroup(0, d.bind);
-      pass.dispatchWorkgroups(d.grid[0], d.grid[1], d.grid[2]);
+    if (prof == null) {
+      const pass = enc.beginComputePass();
+      for (const d of this.dispatches) {
+        pass.setPipeline(d.pipeline);
+        pass.setBindGroup(0, d.bind);
+        pass.dispatchWorkgroups(d.grid[0], d.grid[1], d.grid[2]);
+      }
+      pass.end();
+    } else {
+      this.dispatches.forEach((d, i) => {
+        const pass = enc.beginComputePass({timestampWrites: {querySet: prof.querySet, beginningOfPassWriteIndex: 2 * i, endOfPassWriteIndex: 2 * i + 1}});
+        pass.setPipeline(d.pipeline);
+        pass.setBindGroup(0, d.bind);
+        pass.dispatchWorkgroups(d.grid[0], d.grid[1], d.grid[2]);
+        pass.end();
+      });
+      enc.resolveQuerySet(prof.querySet, 0, 2 * this.dispatches.length, prof.resolve, 0);
+      enc.copyBufferToBuffer(prof.resolve, 0, prof.read, 0, 16 * this.dispatches.length);
     }
-    pass.end();
     const out = this.newTensor([B, V]);
     enc.copyBufferToBuffer(this.logitsBuf, 0, out.buffer, 0, B * V * 4);
     this.device.queue.submit([enc.finish()]);
@@ -386,7 +430,7 @@ export class FusedDecoder {
     return {tensor, buffer};
   }
 
-  private add(name: string, code: string, buffers: GPUBuffer[], grid: [number, number, number]): void {
+  private add(name: string, code: string, buffers: GPUBuffer[], grid: [number, number, number], bytes = 0): void {
     let cache = pipelineCache.get(this.device);
     if (cache == null) pipelineCache.set(this.device, cache = new Map());
     let pipeline = cache.get(code);
@@ -401,6 +445,6 @@ export class FusedDecoder {
       entries: buffers.map((buffer, i) => ({binding: i, resource: {buffer}})),
       label: name,
     });
-    this.dispatches.push({pipeline, bind, grid, name});
+    this.dispatches.push({pipeline, bind, grid, name, bytes});
   }
 }

@@ -11,6 +11,7 @@ import type {RecurrentGemmaForCausalLM} from '../../src/model';
 import {FusedDecoder} from './engine';
 
 export {FusedDecoder, fusedTuning} from './engine';
+export type {DispatchTiming} from './engine';
 
 /** enabled: null = env GRIFFIN_FUSED_DECODE (unset or anything but 0/false: on). */
 export const fusedDecodeConfig: {enabled: boolean | null; maxBatch: number} = {enabled: null, maxBatch: 16};
