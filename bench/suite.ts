@@ -9,7 +9,9 @@
  * once above (long prompts are expensive; a short warm-up prefill runs first); decode steps run
  * after two warm-up steps, each step reading the argmax back as a caller would; the scan uses
  * the median of `reps` samples (see common.ts timeIt); the training step is the median of
- * `trainSteps` steps after one warm-up step.
+ * `trainSteps` steps after one warm-up step. Next to each wall time, `cpuMs` is this process's
+ * CPU time (user + system) for the same work: on a machine shared with other jobs it moves much
+ * less than wall time (cpu and wasm here run one thread; GC and I/O threads add a little).
  */
 import {tf} from '../src/tf';
 import {RecurrentGemmaForCausalLM} from '../src/model';
@@ -62,15 +64,18 @@ export interface SuiteResult {
   model: Record<string, unknown>;
   options: Omit<SuiteOptions, 'skip'> & {skip: Phase[]};
   load: {ms: number, peakRssMB: number | null, source: string};
-  prefill: {b: number, t: number, ms: number, tokPerS: number}[];
-  decode: {b: number, promptLen: number, steps: number, msPerStep: number, tokPerS: number}[];
+  prefill: {b: number, t: number, ms: number, tokPerS: number, cpuMs: number}[];
+  decode: {b: number, promptLen: number, steps: number, msPerStep: number, tokPerS: number, cpuMsPerStep: number}[];
   scan: {b: number, t: number, e: number, pass: 'fwd' | 'bwd', ms: number, GBps: number}[];
-  train: {b: number, t: number, ms: number, tokPerS: number, loss: number, params: number} | null;
+  train: {b: number, t: number, ms: number, tokPerS: number, cpuMs: number, loss: number, params: number} | null;
   memory: Record<string, number | string>;
   wasmWeightCopiesMB?: number;
 }
 
 const round = (x: number, d = 3) => +x.toFixed(d);
+/** This process's CPU time (user + system) since `from`, in ms: steadier than wall time on a shared machine. */
+const cpuMsSince = (from: NodeJS.CpuUsage) => { const u = process.cpuUsage(from); return (u.user + u.system) / 1000; };
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const mb = (x: number) => +(x / 2 ** 20).toFixed(1);
 
 async function greedy(logits: tf.Tensor): Promise<number[]> {
@@ -127,18 +132,19 @@ export async function runSuite(o: SuiteOptions, progress: (msg: string) => void 
       model.prefill(warm, {chunkSize: o.chunk}).dispose();
       for (const t of o.promptLengths) {
         const ids = randomIds(1, t, c.vocab_size, t);
-        const times: number[] = [];
+        const times: number[] = [], cpu: number[] = [];
         for (let r = 0; r < (t <= 512 ? o.reps : 1); r++) {
           t0 = performance.now();
+          const c0 = process.cpuUsage();
           const state = model.prefill(ids, {chunkSize: o.chunk});
           await syncOn(state.logits);
           times.push(performance.now() - t0);
+          cpu.push(cpuMsSince(c0));
           state.dispose();
           watch.sample();
         }
-        times.sort((a, b) => a - b);
-        const ms = times[Math.floor(times.length / 2)];
-        result.prefill.push({b: 1, t, ms: round(ms), tokPerS: round(t / ms * 1000, 1)});
+        const ms = median(times);
+        result.prefill.push({b: 1, t, ms: round(ms), tokPerS: round(t / ms * 1000, 1), cpuMs: round(median(cpu), 1)});
         progress(`  prefill t=${t}: ${round(ms, 1)} ms, ${round(t / ms * 1000, 1)} tokens/s`);
       }
     }
@@ -154,14 +160,17 @@ export async function runSuite(o: SuiteOptions, progress: (msg: string) => void 
             logits.dispose();
           }
           t0 = performance.now();
+          const c0 = process.cpuUsage();
           for (let i = 0; i < o.newTokens; i++) {
             const {logits} = model.decodeStep(state, ids);
             ids = await greedy(logits);
             logits.dispose();
           }
           const ms = (performance.now() - t0) / Math.max(1, o.newTokens);
+          const cpuMsPerStep = cpuMsSince(c0) / Math.max(1, o.newTokens);
           watch.sample();
-          result.decode.push({b, promptLen: o.decodePrompt, steps: o.newTokens, msPerStep: round(ms), tokPerS: round(b / ms * 1000, 1)});
+          result.decode.push({b, promptLen: o.decodePrompt, steps: o.newTokens, msPerStep: round(ms), tokPerS: round(b / ms * 1000, 1),
+            cpuMsPerStep: round(cpuMsPerStep)});
           progress(`  decode b=${b}: ${round(ms, 2)} ms/step, ${round(b / ms * 1000, 1)} tokens/s`);
         } finally {
           state.dispose();
@@ -203,19 +212,20 @@ export async function runSuite(o: SuiteOptions, progress: (msg: string) => void 
       };
       progress(`  training step b=${o.trainBatch} t=${o.trainSeq} (warm-up)`);
       await step();
-      const times: number[] = [];
+      const times: number[] = [], cpu: number[] = [];
       let loss = NaN;
       for (let i = 0; i < o.trainSteps; i++) {
         t0 = performance.now();
+        const c0 = process.cpuUsage();
         loss = await step();
         times.push(performance.now() - t0);
+        cpu.push(cpuMsSince(c0));
         watch.sample();
       }
       opt.dispose();
-      times.sort((a, b) => a - b);
-      const ms = times[Math.floor(times.length / 2)];
+      const ms = median(times);
       const tokens = o.trainBatch * o.trainSeq;
-      result.train = {b: o.trainBatch, t: o.trainSeq, ms: round(ms, 1), tokPerS: round(tokens / ms * 1000, 1), loss: round(loss, 5),
+      result.train = {b: o.trainBatch, t: o.trainSeq, ms: round(ms, 1), tokPerS: round(tokens / ms * 1000, 1), cpuMs: round(median(cpu), 1), loss: round(loss, 5),
         params: info.params};
       progress(`  train step: ${round(ms, 1)} ms, ${result.train.tokPerS} tokens/s, loss ${round(loss, 4)}`);
     }
@@ -232,14 +242,14 @@ export async function runSuite(o: SuiteOptions, progress: (msg: string) => void 
 export function tableRows(r: SuiteResult): Record<string, unknown>[] {
   const rows: Record<string, unknown>[] = [];
   rows.push({what: 'load', ms: r.load.ms, detail: `peak RSS ${r.load.peakRssMB ?? '?'} MB after load`});
-  for (const p of r.prefill) rows.push({what: 'prefill', b: p.b, t: p.t, ms: p.ms, 'tok/s': p.tokPerS});
-  for (const d of r.decode) rows.push({what: 'decode', b: d.b, ms: d.msPerStep, 'tok/s': d.tokPerS, detail: `ms per step; ${d.steps} steps after a ${d.promptLen}-token prompt`});
+  for (const p of r.prefill) rows.push({what: 'prefill', b: p.b, t: p.t, ms: p.ms, 'tok/s': p.tokPerS, cpuMs: p.cpuMs});
+  for (const d of r.decode) rows.push({what: 'decode', b: d.b, ms: d.msPerStep, 'tok/s': d.tokPerS, cpuMs: d.cpuMsPerStep, detail: `ms per step; ${d.steps} steps after a ${d.promptLen}-token prompt`});
   for (const s of r.scan) rows.push({what: `scan ${s.pass}`, b: s.b, t: s.t, ms: s.ms, 'GB/s': s.GBps, detail: `e=${s.e}`});
-  if (r.train) rows.push({what: 'train step', b: r.train.b, t: r.train.t, ms: r.train.ms, 'tok/s': r.train.tokPerS, detail: `loss ${r.train.loss}`});
+  if (r.train) rows.push({what: 'train step', b: r.train.b, t: r.train.t, ms: r.train.ms, 'tok/s': r.train.tokPerS, cpuMs: r.train.cpuMs, detail: `loss ${r.train.loss}`});
   const m = r.memory;
   rows.push({what: 'peak memory', detail: `RSS ${m.peakRssMB} MB (${m.rssSource}), heap ${m.peakHeapUsedMB} MB, tfjs tensors ${m.peakTfMB} MB` +
     (m.peakTfGpuMB != null ? `, GPU ${m.peakTfGpuMB} MB` : '')});
   return rows;
 }
 
-export const TABLE_COLUMNS = ['what', 'b', 't', 'ms', 'tok/s', 'GB/s', 'detail'];
+export const TABLE_COLUMNS = ['what', 'b', 't', 'ms', 'tok/s', 'cpuMs', 'GB/s', 'detail'];

@@ -59,11 +59,15 @@ test('bench --config tiny on cpu: table on stdout, JSON with the machine and eve
   expect(j.load.ms).toBeGreaterThan(0);
 
   expect(j.prefill.map((p: {t: number}) => p.t)).toEqual([16, 40]);
-  for (const p of j.prefill) expect(p.tokPerS).toBeCloseTo(p.t / p.ms * 1000, 0);
+  for (const p of j.prefill) {
+    expect(p.tokPerS).toBeCloseTo(p.t / p.ms * 1000, 0);
+    expect(p.cpuMs).toBeGreaterThan(0);   // CPU time of the same work (one thread: about the wall time, or less)
+  }
   expect(j.decode.map((d: {b: number}) => d.b)).toEqual([1, 3]);
   for (const d of j.decode) {
     expect(d).toMatchObject({promptLen: 8, steps: 3});
     expect(d.tokPerS).toBeCloseTo(d.b / d.msPerStep * 1000, 0);
+    expect(d.cpuMsPerStep).toBeGreaterThan(0);
   }
   // Scan: forward and backward per length at the config's lru width, bandwidth = bytes / time.
   expect(j.scan.map((s: {t: number, pass: string}) => `${s.t}:${s.pass}`)).toEqual(['16:fwd', '16:bwd', '40:fwd', '40:bwd']);

@@ -89,3 +89,21 @@ test('gradients through x W^T equal cpu', async () => {
   expect(maxAbsDiff(got.dw, ref.dw)).toBeLessThan(1e-5);
   expect(maxAbsDiff(got.dx, ref.dx)).toBeLessThan(1e-5);
 });
+
+test('useBackend() with no name picks wasm here (tfjs-node is not installed), with this kernel and the OneHot fix', async () => {
+  const installed = ['@tensorflow/tfjs-node', '@tensorflow/tfjs-node-gpu'].some((m) => {
+    try { require.resolve(m); return true; } catch { return false; }
+  });
+  const {useBackend: pick} = await import('../../src/backend');
+  const name = await pick();
+  expect(name).toBe(installed ? 'tensorflow' : 'wasm');
+  if (installed) return;
+  // Ours are installed: the product caches the variable's transposed copy, and a float32
+  // one-hot holds ones (tfjs-wasm's own kernels do neither).
+  const before = wasmMatMulCacheBytes();
+  const w = tf.variable(tf.tensor2d([[1, 2], [3, 4], [5, 6]]));
+  expect(Array.from(tf.matMul(tf.tensor2d([[1, 1]]), w, false, true).dataSync())).toEqual([3, 7, 11]);
+  expect(wasmMatMulCacheBytes() - before).toBe(6 * 4);
+  expect(Array.from(tf.oneHot(tf.tensor1d([1], 'int32'), 2, 1, 0, 'float32').dataSync())).toEqual([0, 1]);
+  w.dispose();
+});
