@@ -117,7 +117,7 @@ describeBrowser('the browser bundle and example in headless Chromium', () => {
     if (existsSync(SWIFTSHADER_ICD)) env.VK_ICD_FILENAMES ??= SWIFTSHADER_ICD;
     browser = await chromium.launch({
       executablePath: CHROMIUM, headless: true, env,
-      args: ['--no-sandbox', '--enable-unsafe-webgpu', '--use-webgpu-adapter=swiftshader', '--ignore-gpu-blocklist'],
+      args: ['--no-sandbox', '--disable-dev-shm-usage', '--enable-unsafe-webgpu', '--use-webgpu-adapter=swiftshader', '--ignore-gpu-blocklist'],
     });
   }, 300_000);
 
