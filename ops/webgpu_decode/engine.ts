@@ -76,6 +76,8 @@ export class FusedDecoder {
   private head: number;                // the ring slot the next token's key goes to
   private convNext: number;            // the conv ring slot the next token's input goes to
   private disposed = false;
+  /** Set when the device reported an error about this engine's pipelines or bindings. */
+  failed: string | null = null;
   /** The GenerationState whose layers live in this engine now (see state.ts). */
   owner: {detachFused(): void} | null = null;
 
@@ -83,129 +85,147 @@ export class FusedDecoder {
     this.B = B;
     this.backend = tf.backend() as unknown as WebGPUBackendLike;
     this.device = this.backend.device;
-    const c = model.config;
-    const d = c.hidden_size, e = c.lru_width, m = c.intermediate_size / 2, V = c.vocab_size;
-    const H = c.num_attention_heads, K = c.num_key_value_heads, hd = c.head_dim, W = c.attention_window_size;
-    const w = c.conv1d_width, rot = c.rotary_dim;
-    this.S = W + 1;
-    this.head = W;
-    this.convNext = w - 1;
-    this.step_ = stepLayout(B, rot / 2);
-    this.invFreq = Float32Array.from({length: rot / 2}, (_, j) => 1 / Math.pow(c.rope_theta, (2 * j) / rot));
-    const limit = this.device.limits;
-    // GEMV workgroups: T threads stride over the input, each holding R rows x B accumulators.
-    // Defaults not yet measured on a GPU: more threads (latency hiding) for few rows.
-    const T = fusedTuning.threads || envInt('GRIFFIN_FUSED_THREADS') || (B <= 4 ? 128 : 64);
-    const maxR = fusedTuning.maxRows || envInt('GRIFFIN_FUSED_ROWS') || 4;
-    const CS = fusedTuning.chunk || envInt('GRIFFIN_FUSED_CHUNK') || 64;
-    // Checked before anything is allocated.
-    if (B * (e / H) * 4 > limit.maxComputeWorkgroupStorageSize) throw new Error(`fused decode: ${B} rows x ${e / H} channels per head exceed workgroup memory`);
-    if (H / K * CS * 4 > limit.maxComputeWorkgroupStorageSize / 2) throw new Error('fused decode: too many query heads per key head');
+    // Shader or binding errors surface asynchronously: caught here, they disable the engine.
+    this.device.pushErrorScope('validation');
+    let built = false;
+    try {
+      const c = model.config;
+      const d = c.hidden_size, e = c.lru_width, m = c.intermediate_size / 2, V = c.vocab_size;
+      const H = c.num_attention_heads, K = c.num_key_value_heads, hd = c.head_dim, W = c.attention_window_size;
+      const w = c.conv1d_width, rot = c.rotary_dim;
+      this.S = W + 1;
+      this.head = W;
+      this.convNext = w - 1;
+      this.step_ = stepLayout(B, rot / 2);
+      this.invFreq = Float32Array.from({length: rot / 2}, (_, j) => 1 / Math.pow(c.rope_theta, (2 * j) / rot));
+      const limit = this.device.limits;
+      // GEMV workgroups: T threads stride over the input, each holding R rows x B accumulators.
+      // Defaults not yet measured on a GPU: more threads (latency hiding) for few rows.
+      const T = fusedTuning.threads || envInt('GRIFFIN_FUSED_THREADS') || (B <= 4 ? 128 : 64);
+      const maxR = fusedTuning.maxRows || envInt('GRIFFIN_FUSED_ROWS') || 4;
+      const CS = fusedTuning.chunk || envInt('GRIFFIN_FUSED_CHUNK') || 64;
+      // Checked before anything is allocated.
+      if (B * (e / H) * 4 > limit.maxComputeWorkgroupStorageSize) throw new Error(`fused decode: ${B} rows x ${e / H} channels per head exceed workgroup memory`);
+      if (H / K * CS * 4 > limit.maxComputeWorkgroupStorageSize / 2) throw new Error('fused decode: too many query heads per key head');
 
-    const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
-    const own = (floats: number) => {
-      const b = this.device.createBuffer({size: Math.max(16, Math.ceil(floats * 4 / 16) * 16), usage});
-      this.owned.push(b);
-      return b;
-    };
-    const x = own(B * d), uy = own(B * 2 * e), o = own(B * e), hid = own(B * m);
-    const hasAttn = c.layers_block_type.includes('attention');
-    const qkv = own(B * (H + 2 * K) * hd), qr = own(B * H * hd), attn = own(B * H * hd);
-    const aspec: AttnSpec = {B, H, K, HD: hd, ROT: rot, S: this.S, step: this.step_, CS, T: 128};
-    const part = hasAttn ? own(B * H * attnChunks(aspec) * (hd + 2)) : own(4);
-    this.stepBuf = own(this.step_.words);
-    this.logitsBuf = own(B * V);
+      const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
+      const own = (floats: number) => {
+        const b = this.device.createBuffer({size: Math.max(16, Math.ceil(floats * 4 / 16) * 16), usage});
+        this.owned.push(b);
+        return b;
+      };
+      const x = own(B * d), uy = own(B * 2 * e), o = own(B * e), hid = own(B * m);
+      const hasAttn = c.layers_block_type.includes('attention');
+      const qkv = own(B * (H + 2 * K) * hd), qr = own(B * H * hd), attn = own(B * H * hd);
+      const aspec: AttnSpec = {B, H, K, HD: hd, ROT: rot, S: this.S, step: this.step_, CS, T: 128};
+      const part = hasAttn ? own(B * H * attnChunks(aspec) * (hd + 2)) : own(4);
+      this.stepBuf = own(this.step_.words);
+      this.logitsBuf = own(B * V);
 
-    // Pre-encoded copies that pack small per-layer vectors (biases, conv taps).
-    const enc = this.device.createCommandEncoder();
-    const pack = (parts: (tf.Tensor | number)[]) => {
-      const total = parts.reduce<number>((s, p) => s + (typeof p === 'number' ? p : p.size), 0);
-      const buf = own(total);
-      let off = 0;
-      for (const p of parts) {
-        if (typeof p === 'number') {
-          enc.clearBuffer(buf, off * 4, p * 4);
-          off += p;
-        } else {
-          enc.copyBufferToBuffer(this.buf(() => p), 0, buf, off * 4, p.size * 4);
-          off += p.size;
+      // Pre-encoded copies that pack small per-layer vectors (biases, conv taps).
+      const enc = this.device.createCommandEncoder();
+      const pack = (parts: (tf.Tensor | number)[]) => {
+        const total = parts.reduce<number>((s, p) => s + (typeof p === 'number' ? p : p.size), 0);
+        const buf = own(total);
+        let off = 0;
+        for (const p of parts) {
+          if (typeof p === 'number') {
+            enc.clearBuffer(buf, off * 4, p * 4);
+            off += p;
+          } else {
+            enc.copyBufferToBuffer(this.buf(() => p), 0, buf, off * 4, p.size * 4);
+            off += p.size;
+          }
         }
+        return buf;
+      };
+
+      const gemv = (name: string, spec: Omit<GemvSpec, 'R' | 'T'>, res: Record<string, GPUBuffer>) => {
+        const P = spec.mode === 'geglu' ? 2 : 1;
+        let R = maxR;
+        const fits = (r: number) => r * P * spec.B <= 32 && spec.segments.every((n) => n % r === 0) &&
+            (r * P * spec.B + (spec.norm ? spec.B : 0)) * T * 4 <= limit.maxComputeWorkgroupStorageSize;
+        while (R > 1 && !fits(R)) R = R >> 1;
+        if (!fits(R)) throw new Error(`fused decode: no GEMV tiling for ${name}`);
+        const full: GemvSpec = {...spec, R, T};
+        const nwg = gemvRows(full) / R;
+        const gx = Math.min(nwg, limit.maxComputeWorkgroupsPerDimension);
+        const bytes = spec.segments.reduce((a, n) => a + n * spec.IN * 4, 0) * (spec.mode === 'geglu' ? 2 : 1);
+        this.add(name, gemvSource(full), gemvBindings(full).map((k) => res[k]), [gx, Math.ceil(nwg / gx), 1], bytes);
+      };
+      const wt = (get: () => tf.Tensor) => this.buf(get);
+
+      // Embedding, per piece.
+      const emb = model.embed;
+      for (const p of emb.matrix.pieces) {
+        this.add('embed', embedSource({B, D: d, start: p.start, rows: p.rows, scale: emb.scale, step: this.step_}),
+            [this.buf(() => p.variable.read()), this.stepBuf, x], [Math.ceil(B * d / 256), 1, 1], B * d * 4);
       }
-      return buf;
-    };
 
-    const gemv = (name: string, spec: Omit<GemvSpec, 'R' | 'T'>, res: Record<string, GPUBuffer>) => {
-      const P = spec.mode === 'geglu' ? 2 : 1;
-      let R = maxR;
-      const fits = (r: number) => r * P * spec.B <= 32 && spec.segments.every((n) => n % r === 0) &&
-          (r * P * spec.B + (spec.norm ? spec.B : 0)) * T * 4 <= limit.maxComputeWorkgroupStorageSize;
-      while (R > 1 && !fits(R)) R = R >> 1;
-      if (!fits(R)) throw new Error(`fused decode: no GEMV tiling for ${name}`);
-      const full: GemvSpec = {...spec, R, T};
-      const nwg = gemvRows(full) / R;
-      const gx = Math.min(nwg, limit.maxComputeWorkgroupsPerDimension);
-      const bytes = spec.segments.reduce((a, n) => a + n * spec.IN * 4, 0) * (spec.mode === 'geglu' ? 2 : 1);
-      this.add(name, gemvSource(full), gemvBindings(full).map((k) => res[k]), [gx, Math.ceil(nwg / gx), 1], bytes);
-    };
-    const wt = (get: () => tf.Tensor) => this.buf(get);
+      model.blocks.forEach((blk, li) => {
+        const pre = () => blk.temporal_pre_norm.weight.read();
+        const tb = blk.temporal_block as unknown as Record<string, {weight: {read(): tf.Tensor}, bias: {read(): tf.Tensor} | null}>;
+        if (blk.blockType === 'recurrent') {
+          const lx = tb.linear_x, ly = tb.linear_y, lo = tb.linear_out;
+          const rg = (blk.temporal_block as unknown as {rg_lru: Record<string, {read(): tf.Tensor}>}).rg_lru;
+          const cv = (blk.temporal_block as unknown as {conv_1d: {weight: {read(): tf.Tensor}, bias: {read(): tf.Tensor}}}).conv_1d;
+          gemv(`L${li}.xy`, {B, IN: d, segments: [e, e], gelu: [false, true], mode: 'store', norm: true, eps: c.rms_norm_eps,
+            bias: true, outStride: 2 * e}, {x, g: wt(pre), w0: wt(() => lx.weight.read()), w1: wt(() => ly.weight.read()),
+            bias: pack([lx.bias!.read(), ly.bias!.read()]), out: uy});
+          const st = own(B * w * e + B * e);
+          this.layerBufs.push({kind: 'recurrent', st});
+          const pk = pack([cv.weight.read(), cv.bias.read(), rg.input_gate_bias.read(), rg.recurrent_gate_bias.read(), rg.recurrent_param.read()]);
+          const bw = e / H;
+          const rspec = {B, E: e, H, W: w, CC: Math.min(64, Math.max(32, Math.ceil(bw / 32) * 32)), step: this.step_};
+          this.add(`L${li}.rglru`, rgLruSource(rspec),
+              [uy, pk, wt(() => rg.input_gate_weight.read()), wt(() => rg.recurrent_gate_weight.read()), st, o, this.stepBuf], rgLruGrid(rspec),
+              2 * e * bw * 4);
+          gemv(`L${li}.out`, {B, IN: e, segments: [d], mode: 'residual', norm: false, bias: true, outStride: d},
+              {x: o, w0: wt(() => lo.weight.read()), bias: wt(() => lo.bias!.read()), out: x});
+        } else {
+          const q = tb.q_proj, k = tb.k_proj, v = tb.v_proj, op = tb.o_proj;
+          const biased = q.bias != null;
+          const kb = own(B * this.S * K * hd), vb = own(B * this.S * K * hd), valid = own(B * this.S);
+          this.layerBufs.push({kind: 'attention', k: kb, v: vb, valid});
+          gemv(`L${li}.qkv`, {B, IN: d, segments: [H * hd, K * hd, K * hd], mode: 'store', norm: true, eps: c.rms_norm_eps,
+            bias: biased, outStride: (H + 2 * K) * hd}, {x, g: wt(pre), w0: wt(() => q.weight.read()), w1: wt(() => k.weight.read()),
+            w2: wt(() => v.weight.read()), ...(biased ? {bias: pack([q.bias!.read(), k.bias!.read(), v.bias!.read()])} : {}), out: qkv});
+          this.add(`L${li}.rope`, ropeSource(aspec), [qkv, this.stepBuf, qr, kb, vb, valid], [B, 1, 1]);
+          this.add(`L${li}.attn`, attnPartialSource(aspec), [qr, kb, vb, valid, part], [attnChunks(aspec), K, B], 2 * B * this.S * K * hd * 4);
+          this.add(`L${li}.combine`, attnCombineSource(aspec), [part, attn], [H, B, 1]);
+          gemv(`L${li}.o`, {B, IN: H * hd, segments: [d], mode: 'residual', norm: false, bias: true, outStride: d},
+              {x: attn, w0: wt(() => op.weight.read()), bias: wt(() => op.bias!.read()), out: x});
+        }
+        const mlp = blk.mlp_block;
+        gemv(`L${li}.gateup`, {B, IN: d, segments: [m, m], mode: 'geglu', norm: true, eps: c.rms_norm_eps, bias: true, outStride: m},
+            {x, g: wt(() => blk.channel_pre_norm.weight.read()), w0: wt(() => mlp.gate_proj.weight.read()),
+              w1: wt(() => mlp.up_proj.weight.read()), bias: pack([mlp.gate_proj.bias!.read(), mlp.up_proj.bias!.read()]), out: hid});
+        gemv(`L${li}.down`, {B, IN: m, segments: [d], mode: 'residual', norm: false, bias: true, outStride: d},
+            {x: hid, w0: wt(() => mlp.down_proj.weight.read()), bias: wt(() => mlp.down_proj.bias!.read()), out: x});
+      });
 
-    // Embedding, per piece.
-    const emb = model.embed;
-    for (const p of emb.matrix.pieces) {
-      this.add('embed', embedSource({B, D: d, start: p.start, rows: p.rows, scale: emb.scale, step: this.step_}),
-          [this.buf(() => p.variable.read()), this.stepBuf, x], [Math.ceil(B * d / 256), 1, 1], B * d * 4);
-    }
-
-    model.blocks.forEach((blk, li) => {
-      const pre = () => blk.temporal_pre_norm.weight.read();
-      const tb = blk.temporal_block as unknown as Record<string, {weight: {read(): tf.Tensor}, bias: {read(): tf.Tensor} | null}>;
-      if (blk.blockType === 'recurrent') {
-        const lx = tb.linear_x, ly = tb.linear_y, lo = tb.linear_out;
-        const rg = (blk.temporal_block as unknown as {rg_lru: Record<string, {read(): tf.Tensor}>}).rg_lru;
-        const cv = (blk.temporal_block as unknown as {conv_1d: {weight: {read(): tf.Tensor}, bias: {read(): tf.Tensor}}}).conv_1d;
-        gemv(`L${li}.xy`, {B, IN: d, segments: [e, e], gelu: [false, true], mode: 'store', norm: true, eps: c.rms_norm_eps,
-          bias: true, outStride: 2 * e}, {x, g: wt(pre), w0: wt(() => lx.weight.read()), w1: wt(() => ly.weight.read()),
-          bias: pack([lx.bias!.read(), ly.bias!.read()]), out: uy});
-        const st = own(B * w * e + B * e);
-        this.layerBufs.push({kind: 'recurrent', st});
-        const pk = pack([cv.weight.read(), cv.bias.read(), rg.input_gate_bias.read(), rg.recurrent_gate_bias.read(), rg.recurrent_param.read()]);
-        const bw = e / H;
-        const rspec = {B, E: e, H, W: w, CC: Math.min(64, Math.max(32, Math.ceil(bw / 32) * 32)), step: this.step_};
-        this.add(`L${li}.rglru`, rgLruSource(rspec),
-            [uy, pk, wt(() => rg.input_gate_weight.read()), wt(() => rg.recurrent_gate_weight.read()), st, o, this.stepBuf], rgLruGrid(rspec),
-            2 * e * bw * 4);
-        gemv(`L${li}.out`, {B, IN: e, segments: [d], mode: 'residual', norm: false, bias: true, outStride: d},
-            {x: o, w0: wt(() => lo.weight.read()), bias: wt(() => lo.bias!.read()), out: x});
+      const headMatrix = (model.lmHead ?? model.embed).matrix;
+      for (const p of headMatrix.pieces) {
+        gemv('head', {B, IN: d, segments: [p.rows], mode: 'softcap', norm: true, eps: c.rms_norm_eps, bias: false,
+          outStride: V, outOffset: p.start, cap: c.logits_soft_cap},
+        {x, g: wt(() => model.finalNorm.weight.read()), w0: this.buf(() => p.variable.read()), out: this.logitsBuf});
+      }
+      this.flushTf();
+      this.device.queue.submit([enc.finish()]);
+      built = true;
+    } finally {
+      const errors = this.device.popErrorScope();
+      if (built) {
+        void errors.then((err) => {
+          if (err == null) return;
+          this.failed = err.message;
+          console.error(`fused WebGPU decode disabled: ${err.message}`);
+        });
       } else {
-        const q = tb.q_proj, k = tb.k_proj, v = tb.v_proj, op = tb.o_proj;
-        const biased = q.bias != null;
-        const kb = own(B * this.S * K * hd), vb = own(B * this.S * K * hd), valid = own(B * this.S);
-        this.layerBufs.push({kind: 'attention', k: kb, v: vb, valid});
-        gemv(`L${li}.qkv`, {B, IN: d, segments: [H * hd, K * hd, K * hd], mode: 'store', norm: true, eps: c.rms_norm_eps,
-          bias: biased, outStride: (H + 2 * K) * hd}, {x, g: wt(pre), w0: wt(() => q.weight.read()), w1: wt(() => k.weight.read()),
-          w2: wt(() => v.weight.read()), ...(biased ? {bias: pack([q.bias!.read(), k.bias!.read(), v.bias!.read()])} : {}), out: qkv});
-        this.add(`L${li}.rope`, ropeSource(aspec), [qkv, this.stepBuf, qr, kb, vb, valid], [B, 1, 1]);
-        this.add(`L${li}.attn`, attnPartialSource(aspec), [qr, kb, vb, valid, part], [attnChunks(aspec), K, B], 2 * B * this.S * K * hd * 4);
-        this.add(`L${li}.combine`, attnCombineSource(aspec), [part, attn], [H, B, 1]);
-        gemv(`L${li}.o`, {B, IN: H * hd, segments: [d], mode: 'residual', norm: false, bias: true, outStride: d},
-            {x: attn, w0: wt(() => op.weight.read()), bias: wt(() => op.bias!.read()), out: x});
+        void errors.catch(() => undefined);
+        this.dispose();
       }
-      const mlp = blk.mlp_block;
-      gemv(`L${li}.gateup`, {B, IN: d, segments: [m, m], mode: 'geglu', norm: true, eps: c.rms_norm_eps, bias: true, outStride: m},
-          {x, g: wt(() => blk.channel_pre_norm.weight.read()), w0: wt(() => mlp.gate_proj.weight.read()),
-            w1: wt(() => mlp.up_proj.weight.read()), bias: pack([mlp.gate_proj.bias!.read(), mlp.up_proj.bias!.read()]), out: hid});
-      gemv(`L${li}.down`, {B, IN: m, segments: [d], mode: 'residual', norm: false, bias: true, outStride: d},
-          {x: hid, w0: wt(() => mlp.down_proj.weight.read()), bias: wt(() => mlp.down_proj.bias!.read()), out: x});
-    });
-
-    const headMatrix = (model.lmHead ?? model.embed).matrix;
-    for (const p of headMatrix.pieces) {
-      gemv('head', {B, IN: d, segments: [p.rows], mode: 'softcap', norm: true, eps: c.rms_norm_eps, bias: false,
-        outStride: V, outOffset: p.start, cap: c.logits_soft_cap},
-      {x, g: wt(() => model.finalNorm.weight.read()), w0: this.buf(() => p.variable.read()), out: this.logitsBuf});
     }
-    this.flushTf();
-    this.device.queue.submit([enc.finish()]);
   }
 
   /** GPU dispatches per token step. */

@@ -26,6 +26,8 @@ export function fusedDecodeEnabled(): boolean {
 const MAX_ENGINES = 2;
 const engines = new WeakMap<RecurrentGemmaForCausalLM, FusedDecoder[]>();
 const warned = new WeakSet<RecurrentGemmaForCausalLM>();
+/** Models whose engine the device rejected: not built again. */
+const failedModels = new WeakSet<RecurrentGemmaForCausalLM>();
 
 function supported(model: RecurrentGemmaForCausalLM, b: number): boolean {
   if (b < 1 || b > fusedDecodeConfig.maxBatch) return false;
@@ -50,12 +52,15 @@ export function fusedDecoderFor(model: RecurrentGemmaForCausalLM, b: number): Fu
   if (list == null) engines.set(model, list = []);
   const device = (tf.backend() as unknown as {device: GPUDevice}).device;
   let eng = list.find((x) => x.B === b) ?? null;
-  if (eng != null && (!eng.isCurrent() || (eng as unknown as {device: GPUDevice}).device !== device)) {
-    // Weights changed (training, loading) or the backend was recreated: build anew.
+  if (eng != null && (eng.failed != null || !eng.isCurrent() || (eng as unknown as {device: GPUDevice}).device !== device)) {
+    // Weights changed (training, loading), the backend was recreated, or the device rejected it.
+    if (eng.failed != null) failedModels.add(model);
     retire(list, eng);
+    if (failedModels.has(model)) return null;
     eng = null;
   }
   if (eng == null) {
+    if (failedModels.has(model)) return null;
     try {
       eng = new FusedDecoder(model, b);
     } catch (e) {
