@@ -19,7 +19,7 @@ import {useBackend} from '../src/backend';
 import {AdamW} from '../src/training/optimizer';
 import {RG_LRU_SCAN, RG_LRU_SCAN_GRAD} from '../ops/rg_lru_scan';
 import {wasmMatMulCacheBytes} from '../ops/wasm_matmul';
-import {benchConfig, describeMachine, Environment, MemoryWatch, peakRssBytes, randomIds, randomizeWeights, scanBytes,
+import {benchConfig, describeMachine, paramCount, Environment, MemoryWatch, peakRssBytes, randomIds, randomizeWeights, scanBytes,
   scanInputs, syncOn, timeIt} from './common';
 
 export const PHASES = ['prefill', 'decode', 'scan', 'train'] as const;
@@ -101,6 +101,11 @@ export async function runSuite(o: SuiteOptions, progress: (msg: string) => void 
     source = o.model;
   } else {
     const cfg = benchConfig(o.config, {layers: o.layers, vocab: o.vocab});
+    const bytes = paramCount(cfg) * 4;
+    if (backend === 'wasm' && bytes > 3.5 * 2 ** 30) {
+      throw new Error(`--config ${o.config} has ${(bytes / 1e9).toFixed(1)} GB of float32 weights, past the wasm backend's 4 GiB heap; ` +
+        'use --backend cpu (or tensorflow, webgpu), or shrink it with --layers / --vocab');
+    }
     progress(`building ${o.config} with random weights on ${backend}`);
     model = new RecurrentGemmaForCausalLM(cfg, {init: 'zeros'});
     let shown = 0;

@@ -40,6 +40,13 @@ test.each([
   expect(r.stdout).toBe('');
 });
 
+test('bench --config 2b on wasm: one line saying the weights do not fit its 4 GiB heap, before allocating', () => {
+  const r = griffin(['--config', '2b', '--backend', 'wasm', '--no-json']);
+  expect(r.code).toBe(1);
+  expect(r.stderr.trim().split('\n')).toEqual([
+    "griffin: --config 2b has 10.7 GB of float32 weights, past the wasm backend's 4 GiB heap; use --backend cpu (or tensorflow, webgpu), or shrink it with --layers / --vocab"]);
+});
+
 test('bench --config tiny on cpu: table on stdout, JSON with the machine and every measurement', () => {
   const file = path.join(dir, 'tiny.json');
   const r = griffin(['--config', 'tiny', '--backend', 'cpu', '--prompt-lengths', '16,40', '--batch', '1,3', '--new-tokens', '3',
