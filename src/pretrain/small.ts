@@ -59,7 +59,7 @@ async function prepare(argv: string[]): Promise<void> {
 }
 
 /** A row of `seqLen` tokens from `start`: ids, labels (no BOS targets), positions restarting at BOS. */
-function window(tokens: Uint16Array, start: number, seqLen: number) {
+export function window(tokens: ArrayLike<number>, start: number, seqLen: number) {
   const ids: number[] = [], labels: number[] = [], pos: number[] = [];
   let p = 0;
   for (let i = 0; i < seqLen; i++) {
@@ -72,15 +72,15 @@ function window(tokens: Uint16Array, start: number, seqLen: number) {
   return {ids, labels, pos};
 }
 
-type Row = ReturnType<typeof window>;
+export type Row = ReturnType<typeof window>;
 
 /** The first `n` consecutive seqLen windows of the held-out tokens: the fixed evaluation set. */
-function heldOutRows(tokens: Uint16Array, n: number, seqLen: number): Row[] {
+export function heldOutRows(tokens: ArrayLike<number>, n: number, seqLen: number): Row[] {
   return Array.from({length: Math.min(n, Math.floor(tokens.length / seqLen))}, (_, i) => window(tokens, i * seqLen, seqLen));
 }
 
 /** Mean loss over rows (each row weighted equally), `batch` rows per forward pass. */
-async function meanLoss(model: RecurrentGemmaForCausalLM, rows: Row[], batch: number): Promise<number> {
+export async function meanLoss(model: RecurrentGemmaForCausalLM, rows: Row[], batch: number): Promise<number> {
   let sum = 0;
   for (let i = 0; i < rows.length; i += batch) {
     const part = rows.slice(i, i + batch);

@@ -11,7 +11,6 @@ import {tf} from '../../src/tf';
 import {loadHF} from '../../converters/hf';
 import {RecurrentGemmaForCausalLM} from '../../src/model';
 import {encodeChat, GemmaTokenizer} from '../../src/tokenizer';
-import {defaultModelDir} from '../../src/cli/generate';
 
 const ROOT = path.join(__dirname, '../..');
 const TSX = path.join(ROOT, 'node_modules/.bin/tsx');
@@ -114,13 +113,4 @@ describe('mistakes end in one line and a non-zero exit', () => {
       expect(r.stderr).not.toMatch(/\n\s+at /);
     });
   }
-
-  test('without --model, the bundled model dir is used, and its absence is said in one line', () => {
-    const installed = ['config.json', 'model.json'].some((f) => fs.existsSync(path.join(defaultModelDir(), f)));
-    if (installed) return;  // the shipped model is there: nothing to check here
-    const r = griffin(['generate', '--prompt', 'x']);
-    expect(r.code).toBe(1);
-    expect(r.stderr.trim().split('\n')).toHaveLength(1);
-    expect(r.stderr).toMatch(/bundled model is not installed \(no checkpoint in .*assets\/griffin-small\); pass --model DIR/);
-  });
 });
