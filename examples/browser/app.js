@@ -235,14 +235,17 @@ async function generateTuned() {
 // ---- wiring ----
 
 const guard = (fn, el) => () => fn().catch((e) => { console.error(e); setStatus(e.message, 'error', el); });
-$('backend-choice').value = params.get('backend') ?? '';
-$('model-url').value = params.get('model') ?? './model/';
-// The fine-tuning panel takes the shipped small model when it was converted to ./small/
-// (griffin convert --from assets/griffin-small --out examples/browser/small), else the chat model.
-$('ft-model-url').value = params.get('tuneModel') ?? $('model-url').value;
-if (params.get('tuneModel') == null) {
-  fetch('./small/model.json', {method: 'HEAD'}).then((r) => { if (r.ok) $('ft-model-url').value = './small/'; }, () => {});
+// Default models: one converted into ./model/ (see the README), else the shipped small model
+// (assets/griffin-small, in the tfjs layout) when it has weights. Fine-tuning prefers the
+// shipped small model.
+const SHIPPED = '../../assets/griffin-small/';
+const exists = (url) => fetch(new URL('model.json', new URL(url, location.href)), {method: 'HEAD'}).then((r) => r.ok, () => false);
+async function defaults() {
+  const [local, shipped] = await Promise.all([exists('./model/'), exists(SHIPPED)]);
+  $('model-url').value = params.get('model') ?? (local || !shipped ? './model/' : SHIPPED);
+  $('ft-model-url').value = params.get('tuneModel') ?? (shipped ? SHIPPED : $('model-url').value);
 }
+$('backend-choice').value = params.get('backend') ?? '';
 $('load').onclick = guard(start);
 $('send').onclick = guard(send);
 $('prompt').addEventListener('keydown', (e) => { if (e.key === 'Enter' && !e.shiftKey) { e.preventDefault(); guard(send)(); } });
@@ -251,5 +254,6 @@ $('reset').onclick = resetChat;
 $('ft-train').onclick = guard(train, $('ft-status'));
 $('ft-stop').onclick = () => { app.tune.stop = true; };
 $('ft-generate').onclick = guard(generateTuned, $('ft-status'));
-app.ready = params.get('autoload') === '0' ? Promise.resolve() : start().catch((e) => { setStatus(e.message, 'error'); throw e; });
+app.ready = defaults().then(() => (params.get('autoload') === '0' ? undefined : start()))
+    .catch((e) => { setStatus(e.message, 'error'); throw e; });
 app.ready.catch(() => {});
