@@ -220,6 +220,32 @@ describeBrowser('the browser bundle and example in headless Chromium', () => {
     console.log(`browser logits vs Node cpu (${ref.logits.length} values):\n  ${lines.join('\n  ')}`);
   }, 300_000);
 
+  const SHIPPED = path.join(ROOT, 'assets/griffin-small');
+  const shipped = existsSync(path.join(SHIPPED, 'model.json'));
+  (shipped ? test : test.skip)('the shipped small model (assets/griffin-small) in the page on wasm: ids and logits equal Node\'s', async () => {
+    const tokSmall = await GemmaTokenizer.load(path.join(SHIPPED, 'tokenizer.model'));
+    const model = await RecurrentGemmaForCausalLM.fromPretrained(SHIPPED);
+    const ids = tokSmall.encode(PROMPT);
+    const out = model.forward({inputIds: [ids]});
+    const want = out.logits.dataSync() as Float32Array;
+    out.logits.dispose();
+    model.dispose();
+    const page = await browser.newPage();
+    page.on('pageerror', (e) => pageErrors.push(`shipped: ${e.message}`));
+    try {
+      await page.goto(`${server.url}/examples/browser/?backend=wasm&model=../../assets/griffin-small/&bundle=/bundle/griffin.esm.js`);
+      await page.waitForFunction(() => ['ready', 'error'].includes(document.getElementById('status')!.dataset.state ?? ''), null, {timeout: 90_000});
+      expect(await page.getAttribute('#status', 'data-state')).toBe('ready');
+      const got = await pageLogits(page, PROMPT);
+      expect(got.ids).toEqual(ids);
+      const rel = relError(got.logits, want);
+      console.log(`shipped small model on wasm vs Node cpu: relative error ${rel.toExponential(2)}`);
+      expect(rel).toBeLessThan(TOL.wasm.rel);
+    } finally {
+      await page.close();
+    }
+  }, 120_000);
+
   test('in the page: plain tf.loadLayersModel, quantized exports, an indexeddb:// round trip, download progress', async () => {
     const page = await openExample('cpu');
     try {
