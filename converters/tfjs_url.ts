@@ -21,7 +21,7 @@ const STORE = /^(indexeddb|localstorage):\/\//i;
 
 /** Whether fromPretrained should treat `source` as a URL (always, in a browser). */
 export function isUrlSource(source: string): boolean {
-  return /^(https?|indexeddb|localstorage|blob|data):/i.test(source) || tf.env().getBool('IS_BROWSER');
+  return /^(https?|indexeddb|localstorage):\/\//i.test(source) || tf.env().getBool('IS_BROWSER');
 }
 
 function absolute(url: string): string {
