@@ -17,19 +17,19 @@ import type {LayerState} from '../../layers/model_layers';
 import {disposeSequenceInfo, sequenceInfo, SequenceInfo} from '../../ops/sequence';
 import {readHeader, readTensor, writeSafetensors} from '../../converters/safetensors';
 import {FusedDecoder, fusedDecoderFor} from '../../ops/webgpu_decode';
+import {DEFAULT_PREFILL_CHUNK, defaultPrefillChunk} from './prefill_chunk';
 
 const FORMAT = 'griffin-generation-state';
 const FORMAT_VERSION = '1';
 
-/** Attention costs t * (chunk + W) per chunk: pieces this long keep a long prompt's memory bounded. */
-export const DEFAULT_PREFILL_CHUNK = 512;
+export {DEFAULT_PREFILL_CHUNK};
 
 export interface PrefillOptions {
   /** [b, t]; 1 = token, 0 = padding. Padding must come before a row's first token (left padding). */
   attentionMask?: IdsLike | null;
   /** Continue this state (advanced in place and returned) instead of starting a new one: chat turns. */
   state?: GenerationState | null;
-  /** Longest piece of the prompt run at once (default 512). */
+  /** Longest piece of the prompt run at once (default: 512 on host backends, longer on webgpu: prefill_chunk.ts). */
   chunkSize?: number;
 }
 
@@ -315,7 +315,7 @@ export function prefill(model: RecurrentGemmaForCausalLM, inputIds: IdsLike, opt
   const rows = idRows(inputIds, 'inputIds', prev != null);
   const b = rows.length, t = rows[0].length;
   if (prev != null && prev.batchSize !== b) throw new Error(`prefill: the state has ${prev.batchSize} rows, inputIds ${b}`);
-  const chunk = opts.chunkSize ?? DEFAULT_PREFILL_CHUNK;
+  const chunk = opts.chunkSize ?? defaultPrefillChunk(model.config, b);
   if (!Number.isInteger(chunk) || chunk < 1) throw new Error(`chunkSize must be an integer >= 1, got ${chunk}`);
   const mask = opts.attentionMask != null ? idRows(opts.attentionMask, 'attentionMask', true) : null;
   const start = prev?.positions ?? Array(b).fill(0);
