@@ -7,7 +7,14 @@ const params = new URLSearchParams(location.search);
 const bundleUrl = params.get('bundle') ?? '../../dist/browser/griffin.esm.js';
 const $ = (id) => document.getElementById(id);
 
-const G = await import(bundleUrl);
+let G;
+try {
+  G = await import(bundleUrl);
+} catch (e) {
+  $('status').textContent = `cannot load the bundle ${bundleUrl} (run npm run build): ${e.message}`;
+  $('status').dataset.state = 'error';
+  throw e;
+}
 const {tf, RecurrentGemmaForCausalLM, GemmaTokenizer, GenerationState, Trainer, encodeChat, useBackend, setLoraTraining} = G;
 
 // Lets the page paint and take clicks between tokens / steps (a resolved promise would not).
@@ -54,8 +61,8 @@ async function loadChatModel(url) {
   setStatus('loading model', 'loading');
   $('progress').value = 0;
   app.model?.dispose();
-  app.state?.dispose();
-  app.model = null; app.state = null; app.lastToken = -1;
+  app.model = null;
+  resetChat();
   const t0 = performance.now();
   const {model, tokenizer} = await loadModel(url, (p) => { $('progress').value = p.total ? p.loaded / p.total : 0; });
   app.model = model;
@@ -66,7 +73,7 @@ async function loadChatModel(url) {
   for (const id of ['send', 'reset', 'ft-train']) $(id).disabled = false;
 }
 
-/** Logits [t, V] of a text (BOS + its tokens), as nested arrays; for scripting and tests. */
+/** The ids of a text (BOS + its tokens) and its logits [t, V] as one flat array; for scripting and tests. */
 app.logits = async (text) => {
   const ids = app.tokenizer.encode(text);
   const out = app.model.forward({inputIds: [ids]});
@@ -110,7 +117,7 @@ async function send() {
   document.querySelectorAll('[id=output]').forEach((el) => { if (el !== out) el.removeAttribute('id'); });
   const ac = new AbortController();
   app.generating = ac;
-  $('send').disabled = true; $('stop').disabled = false; $('reset').disabled = true;
+  $('send').disabled = true; $('stop').disabled = false; $('reset').disabled = true; $('load').disabled = true;
   setStatus('generating', 'generating');
   const t0 = performance.now();
   let t1 = t0, n = 0;
@@ -133,7 +140,7 @@ async function send() {
     setStatus(ac.signal.aborted ? 'stopped' : 'done', 'done');
   } finally {
     app.generating = null;
-    $('send').disabled = false; $('stop').disabled = true; $('reset').disabled = false;
+    $('send').disabled = false; $('stop').disabled = true; $('reset').disabled = false; $('load').disabled = false;
   }
 }
 
