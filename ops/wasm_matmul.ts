@@ -13,7 +13,8 @@
  * So this kernel rewrites every product into plain 2D ones for the original kernel:
  * - transposed operands are transposed explicitly (O(size), small next to the product);
  * - a batch against one matrix becomes one [batch * m, k] x [k, n] product (a reshape, no copy);
- * - a batch against a batch of matrices becomes one 2D product per matrix.
+ * - a batch against a batch of matrices becomes one 2D product per matrix (when each is large
+ *   enough to repay the slicing: below, the original runs).
  * A transposed or sliced copy of a tfjs variable (the weights) is kept and reused, so decoding
  * does not transpose the weights at every token and XNNPACK, which caches its packed weights per
  * input buffer, keeps them packed too. The copy belongs to the variable's current data: a write
@@ -44,6 +45,7 @@ interface Prepared {
 }
 
 let original: KernelConfig | null = null;
+const PER_MATRIX_MIN_WORK = 1 << 22;
 /** Per backend instance: prepared copies of variables' data, by the variable's dataId. */
 const caches = new WeakMap<object, Map<DataId, Prepared>>();
 
@@ -130,6 +132,11 @@ const batchMatMul: KernelFunc = ({inputs, backend: be, attrs}) => {
   if (plain || k !== kb || (batchA !== batchB && batchA !== 1 && batchB !== 1) || m * n * k === 0) {
     return orig({inputs, backend: be, attrs});
   }
+  // Per-matrix products pay a Slice per matrix of a and a Concat: below ~4M multiply-adds per
+  // matrix the original's loop is about as fast (measured, min of 7: [4, 1, 64] x [4, 64, 64], a
+  // decode step's gates in the small model, 0.05 ms either way; [4, 512, 64] 21 ms there, 27 ms
+  // split), above it the split wins ([10, 512, 256] x [10, 256, 256]: 510 ms there, 76 ms split).
+  if (batchB > 1 && m * k * n < PER_MATRIX_MIN_WORK) return orig({inputs, backend: be, attrs});
   const outShape = [...broadcast_util.assertAndGetBroadcastShape(a.shape.slice(0, -2), b.shape.slice(0, -2)), m, n];
   const batch = Math.max(batchA, batchB);
 
