@@ -84,6 +84,8 @@ export class GenerationState {
     const eng = this.fused;
     if (eng == null) return;
     this.layers_ = eng.exportLayers();
+    // The state owns them whatever tidy scope asked for them (as runChunk keeps its layers).
+    this.layers_.flatMap(layerTensors).forEach((t) => tf.keep(t));
     this.releaseFused();
   }
 
