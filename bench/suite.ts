@@ -128,6 +128,10 @@ export async function runSuite(o: SuiteOptions, progress: (msg: string) => void 
   };
   progress(`  ${info.params} parameters (${info.float32MB} MB float32), loaded in ${load.ms} ms`);
 
+  // wasm: the transposed weight copies ops/wasm_matmul.ts keeps (largest seen; a training step's
+  // writes free them until the next forward makes new ones).
+  let copies = 0;
+  const noteCopies = () => { if (backend === 'wasm') copies = Math.max(copies, wasmMatMulCacheBytes()); };
   const result: SuiteResult = {bench: 'griffin', environment, model: info, options: {...o, skip: [...skip]}, load,
     prefill: [], decode: [], scan: [], train: null, memory: {}};
 
@@ -149,6 +153,7 @@ export async function runSuite(o: SuiteOptions, progress: (msg: string) => void 
           watch.sample();
         }
         const ms = median(times);
+        noteCopies();
         result.prefill.push({b: 1, t, ms: round(ms), tokPerS: round(t / ms * 1000, 1), cpuMs: round(median(cpu), 1)});
         progress(`  prefill t=${t}: ${round(ms, 1)} ms, ${round(t / ms * 1000, 1)} tokens/s`);
       }
@@ -174,6 +179,7 @@ export async function runSuite(o: SuiteOptions, progress: (msg: string) => void 
           const ms = (performance.now() - t0) / Math.max(1, o.newTokens);
           const cpuMsPerStep = cpuMsSince(c0) / Math.max(1, o.newTokens);
           watch.sample();
+          noteCopies();
           result.decode.push({b, promptLen: o.decodePrompt, steps: o.newTokens, msPerStep: round(ms), tokPerS: round(b / ms * 1000, 1),
             cpuMsPerStep: round(cpuMsPerStep)});
           progress(`  decode b=${b}: ${round(ms, 2)} ms/step, ${round(b / ms * 1000, 1)} tokens/s`);
@@ -237,7 +243,8 @@ export async function runSuite(o: SuiteOptions, progress: (msg: string) => void 
   } finally {
     watch.stop();
     result.memory = watch.report();
-    if (backend === 'wasm') result.wasmWeightCopiesMB = mb(wasmMatMulCacheBytes());
+    noteCopies();
+    if (backend === 'wasm') result.wasmWeightCopiesMB = mb(copies);
     model.dispose();
   }
   return result;
