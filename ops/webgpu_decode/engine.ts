@@ -147,7 +147,7 @@ export class FusedDecoder {
             (r * P * spec.B + (spec.norm ? spec.B : 0)) * T * 4 <= limit.maxComputeWorkgroupStorageSize;
         while (R > 1 && !fits(R)) R = R >> 1;
         if (!fits(R)) throw new Error(`fused decode: no GEMV tiling for ${name}`);
-        const full: GemvSpec = {...spec, R, T};
+        const full: GemvSpec = {...spec, R, T, U: spec.B <= 4 ? 2 : 1};
         const nwg = gemvRows(full) / R;
         const gx = Math.min(nwg, limit.maxComputeWorkgroupsPerDimension);
         const bytes = spec.segments.reduce((a, n) => a + n * spec.IN * 4, 0) * (spec.mode === 'geglu' ? 2 : 1);

@@ -73,9 +73,10 @@ export interface GemvSpec {
   outStride: number;
   outOffset?: number;
   cap?: number;
-  /** Rows per workgroup and threads per workgroup (tuning). */
+  /** Rows per workgroup, threads per workgroup, strides per loop trip (tuning). */
   R: number;
   T: number;
+  U?: number;
 }
 
 /** Bindings in order: x, [g], w0..w(S-1), [bias], out. */
@@ -108,33 +109,52 @@ export function gemvSource(s: GemvSpec): string {
   }).join('\n');
 
   // The main loop for one weight segment (P = 1) or the gate/up pair (P = 2).
+  // The main loop for one weight segment (P = 1) or the gate/up pair (P = 2): U strides of T
+  // vectors per trip (all loads first, so that R * P * U weight loads are in flight), then a tail.
+  const U = s.U ?? 1;
+  const full = Math.floor(N / (T * U)) * T * U;
   const loop = (ws: string[], rowBase: string) => {
     const lines: string[] = [];
-    lines.push(`for (var i = t; i < ${N}u; i = i + ${T}u) {`);
-    if (s.norm) lines.push(`  let gv = ${V}(1.0) + g[i];`);
-    for (let b = 0; b < B; b++) {
-      lines.push(`  let xr${b} = x[${b * N}u + i];`);
-      if (s.norm) {
-        lines.push(`  sq[${b}] = sq[${b}] + ${dotv}(xr${b}, xr${b});`);
-        lines.push(`  let xv${b} = xr${b} * gv;`);
-      } else {
-        lines.push(`  let xv${b} = xr${b};`);
+    const trip = (u: number, i: string) => {
+      const L: string[] = [];
+      if (s.norm) L.push(`  let gv${u} = ${V}(1.0) + g[${i}];`);
+      for (let b = 0; b < B; b++) L.push(`  let xr${b}_${u} = x[${b * N}u + ${i}];`);
+      for (let r = 0; r < R; r++) {
+        for (let p = 0; p < P; p++) L.push(`  let w${r}_${p}_${u} = ${ws[p]}[(${rowBase} + ${r}u) * ${N}u + ${i}];`);
       }
-    }
-    for (let r = 0; r < R; r++) {
-      for (let p = 0; p < P; p++) {
-        lines.push(`  let w${r}_${p} = ${ws[p]}[(${rowBase} + ${r}u) * ${N}u + i];`);
-      }
-    }
-    for (let r = 0; r < R; r++) {
-      for (let p = 0; p < P; p++) {
-        for (let b = 0; b < B; b++) {
-          const v = (r * P + p) * B + b;
-          lines.push(`  acc[${v}] = acc[${v}] + ${dotv}(w${r}_${p}, xv${b});`);
+      return L;
+    };
+    const math = (u: number) => {
+      const L: string[] = [];
+      for (let b = 0; b < B; b++) {
+        if (s.norm) {
+          L.push(`  sq${b} = sq${b} + ${dotv}(xr${b}_${u}, xr${b}_${u});`);
+          L.push(`  let xv${b}_${u} = xr${b}_${u} * gv${u};`);
+        } else {
+          L.push(`  let xv${b}_${u} = xr${b}_${u};`);
         }
       }
+      for (let r = 0; r < R; r++) {
+        for (let p = 0; p < P; p++) {
+          for (let b = 0; b < B; b++) {
+            const v = (r * P + p) * B + b;
+            L.push(`  acc${v} = acc${v} + ${dotv}(w${r}_${p}_${u}, xv${b}_${u});`);
+          }
+        }
+      }
+      return L;
+    };
+    if (full > 0) {
+      lines.push(`for (var i = t; i < ${full}u; i = i + ${T * U}u) {`);
+      for (let u = 0; u < U; u++) lines.push(...trip(u, u === 0 ? 'i' : `i + ${u * T}u`));
+      for (let u = 0; u < U; u++) lines.push(...math(u));
+      lines.push('}');
     }
-    lines.push('}');
+    if (full < N) {
+      lines.push(`for (var i = ${full}u + t; i < ${N}u; i = i + ${T}u) {`);
+      lines.push(...trip(0, 'i'), ...math(0));
+      lines.push('}');
+    }
     return lines.join('\n');
   };
 
@@ -153,11 +173,9 @@ export function gemvSource(s: GemvSpec): string {
     body = parts.join('\n');
   }
 
-  const rs = s.norm ? `1.0 / sqrt(red[${NACC + 0}u * ${T}u + 0u] / ${f32(IN)} + ${f32(s.eps ?? 1e-6)})` : '1.0';
   let fin: string;
   const outIdx = `b * ${s.outStride}u + ${s.outOffset ?? 0}u + row`;
   const rsb = s.norm ? `let rs = 1.0 / sqrt(red[(${NACC}u + b) * ${T}u] / ${f32(IN)} + ${f32(s.eps ?? 1e-6)});` : 'let rs = 1.0;';
-  void rs;
   if (mode === 'geglu') {
     const m = s.segments[0];
     fin = `
@@ -176,7 +194,7 @@ export function gemvSource(s: GemvSpec): string {
         if (s.gelu![k]) conds.push(`(row >= ${start}u && row < ${start + n}u)`);
         start += n;
       });
-      post = `if (${conds.join(' || ')}) { v = geluT(v); }`;
+      if (conds.length > 0) post = `if (${conds.join(' || ')}) { v = geluT(v); }`;
     }
     const write = mode === 'residual' ? `out[${outIdx}] = v + out[${outIdx}];`
       : mode === 'softcap' ? `out[${outIdx}] = tanhP(v / ${f32(s.cap!)}) * ${f32(s.cap!)};`
@@ -202,11 +220,11 @@ fn main(@builtin(workgroup_id) wid : vec3<u32>, @builtin(num_workgroups) nw : ve
   let wg = wid.x + wid.y * nw.x;
   if (wg >= ${nwg}u) { return; }
   let row0 = wg * ${R}u;
-  var acc : array<f32, ${NACC}>;
-  var sq : array<f32, ${B}>;
+  ${Array.from({length: NACC}, (_, v) => `var acc${v} = 0.0;`).join(' ')}
+  ${Array.from({length: B}, (_, b) => `var sq${b} = 0.0;`).join(' ')}
 ${body}
-  for (var v = 0u; v < ${NACC}u; v = v + 1u) { red[v * ${T}u + t] = acc[v]; }
-  ${s.norm ? `for (var b = 0u; b < ${B}u; b = b + 1u) { red[(${NACC}u + b) * ${T}u + t] = sq[b]; }` : ''}
+  ${Array.from({length: NACC}, (_, v) => `red[${v * T}u + t] = acc${v};`).join(' ')}
+  ${s.norm ? Array.from({length: B}, (_, b) => `red[${(NACC + b) * T}u + t] = sq${b};`).join(' ') : ''}
   workgroupBarrier();
   for (var st = ${T / 2}u; st > 0u; st = st >> 1u) {
     if (t < st) {

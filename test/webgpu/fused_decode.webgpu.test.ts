@@ -219,12 +219,14 @@ describeWebGPU('fused WebGPU decode engine', () => {
     ['scalar, residual, 2 rows', 2, 30, [10], 'residual', false],
     ['vec4, norm, GeGLU, 1 row', 1, 16, [12, 12], 'geglu', true],
     ['scalar, norm, soft cap into a column offset, 4 rows', 4, 22, [9], 'softcap', true],
+    ['vec4, norm, unrolled loop + tail (260 vectors), 2 rows', 2, 1040, [8], 'store', true],
+    ['vec4, GeGLU, unrolled loop without tail, 1 row', 1, 512, [4, 4], 'geglu', false],
   ] as [string, number, number, number[], GemvSpec['mode'], boolean][])('GEMV %s', async (_n, B, IN, segments, mode, norm) => {
     const rows = mode === 'geglu' ? segments[0] : segments.reduce((a, b) => a + b, 0);
     const outStride = mode === 'softcap' ? rows + 5 : mode === 'geglu' ? rows : rows;
     const R = rows % 2 === 0 ? 2 : 1;
-    const spec: GemvSpec = {B, IN, segments, gelu: mode === 'store' ? [false, true] : undefined, mode, norm, eps: 1e-6,
-      bias: mode !== 'softcap', outStride, outOffset: mode === 'softcap' ? 3 : 0, cap: 5, R, T: 32};
+    const spec: GemvSpec = {B, IN, segments, gelu: mode === 'store' && segments.length > 1 ? [false, true] : undefined, mode, norm, eps: 1e-6,
+      bias: mode !== 'softcap', outStride, outOffset: mode === 'softcap' ? 3 : 0, cap: 5, R, T: 32, U: 2};
     const x = uniform(1, B * IN, -2, 2), g = uniform(2, IN, -0.5, 0.5);
     const ws = segments.map((n, i) => uniform(10 + i, n * IN));
     const bias = uniform(3, mode === 'geglu' ? 2 * rows : rows);
