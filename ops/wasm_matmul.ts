@@ -21,8 +21,8 @@
  * (assign, an optimizer step) gives the variable new data and the old data's disposal frees the
  * copy, so training always multiplies with the current weights. Cost: one more copy of every
  * weight that is multiplied transposed (on top of XNNPACK's packed copy, which tfjs-wasm makes
- * for any weight it multiplies); `wasmMatMulConfig.cacheWeights = false` trades it for a
- * transpose per call. The copies live in the backend, outside tf.memory()'s tensor count
+ * for any weight it multiplies), up to `wasmMatMulConfig.maxCacheBytes` (1 GiB; the heap is
+ * 4 GiB); weights past the budget, or all with `cacheWeights = false`, are transposed per call. The copies live in the backend, outside tf.memory()'s tensor count
  * (`wasmMatMulCacheBytes()` reports them).
  */
 import {broadcast_util, engine, getKernel, KernelConfig, KernelFunc, registerKernel, TensorInfo, unregisterKernel, util} from '@tensorflow/tfjs-core';
@@ -30,6 +30,11 @@ import {broadcast_util, engine, getKernel, KernelConfig, KernelFunc, registerKer
 export const wasmMatMulConfig = {
   /** Keep transposed / per-slice copies of variables (weights) between calls. */
   cacheWeights: true,
+  /**
+   * Copies kept at most (bytes). The wasm heap is 4 GiB and also holds the weights and
+   * XNNPACK's packed copies; past this budget further weights are transposed per call instead.
+   */
+  maxCacheBytes: 2 ** 30,
 };
 
 type DataId = object;
@@ -146,7 +151,8 @@ const batchMatMul: KernelFunc = ({inputs, backend: be, attrs}) => {
   const needsB = transposeB || batchB > 1;
   if (!needsB) {
     bSlices = [call('Reshape', backend, {x: b}, {shape: [1, k, n]})];
-  } else if (wasmMatMulConfig.cacheWeights && isVariable(b)) {
+  } else if (wasmMatMulConfig.cacheWeights && isVariable(b) &&
+      (cacheOf(backend).has(b.dataId) || cachedBytes(cacheOf(backend)) + batchB * k * n * 4 <= wasmMatMulConfig.maxCacheBytes)) {
     const cache = cacheOf(backend);
     let p = cache.get(b.dataId);
     if (p == null) {
@@ -198,14 +204,18 @@ const batchMatMul: KernelFunc = ({inputs, backend: be, attrs}) => {
   }
 };
 
+function cachedBytes(c: Map<DataId, Prepared>): number {
+  let sum = 0;
+  for (const p of c.values()) sum += p.bytes;
+  return sum;
+}
+
 /** Bytes held by cached weight copies on the current wasm backend (0 when none or not wasm). */
 export function wasmMatMulCacheBytes(): number {
   let backend: object | undefined;
   try { backend = engine().findBackend('wasm') ?? undefined; } catch { return 0; }
   const c = backend && caches.get(backend);
-  let sum = 0;
-  if (c) for (const p of c.values()) sum += p.bytes;
-  return sum;
+  return c ? cachedBytes(c) : 0;
 }
 
 /** Installs the kernel for wasm (idempotent). Needs tfjs-backend-wasm imported first. */

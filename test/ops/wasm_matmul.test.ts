@@ -79,6 +79,24 @@ test('a weight\'s cached copy follows assign and is freed with its data', async 
   x.dispose();
 });
 
+test('past maxCacheBytes, weights are transposed per call (same values, no new copy)', async () => {
+  await useBackend('wasm');
+  const budget = wasmMatMulConfig.maxCacheBytes;
+  const before = wasmMatMulCacheBytes();
+  wasmMatMulConfig.maxCacheBytes = before + 6 * 4;   // room for the first weight only
+  try {
+    const x = tf.tensor2d([[1, 2]]);
+    const w1 = tf.variable(tf.tensor2d([[1, 0], [0, 1], [1, 1]]));
+    const w2 = tf.variable(tf.tensor2d([[2, 0], [0, 2], [1, -1]]));
+    expect(Array.from(tf.matMul(x, w1, false, true).dataSync())).toEqual([1, 2, 3]);
+    expect(Array.from(tf.matMul(x, w2, false, true).dataSync())).toEqual([2, 4, -1]);
+    expect(wasmMatMulCacheBytes() - before).toBe(6 * 4);
+    tf.dispose([x, w1, w2]);
+  } finally {
+    wasmMatMulConfig.maxCacheBytes = budget;
+  }
+});
+
 test('gradients through x W^T equal cpu', async () => {
   const xv = values([6, 5], 3), wv = values([4, 5], 4), dv = values([6, 4], 5);
   const grads = () => {
