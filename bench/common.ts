@@ -9,7 +9,7 @@ import * as os from 'os';
 import * as path from 'path';
 import {tf} from '../src/tf';
 import {useBackend} from '../src/backend';
-import {RecurrentGemmaConfig, RecurrentGemmaConfigArgs} from '../src/config';
+import {parameterCount, RecurrentGemmaConfig, RecurrentGemmaConfigArgs} from '../src/config';
 import type {RecurrentGemmaForCausalLM} from '../src/model';
 import type {LayerVariable} from '../layers/base';
 import {SMALL_CONFIG} from '../src/pretrain/small';
@@ -81,14 +81,7 @@ export const CONFIGS: Record<string, RecurrentGemmaConfigArgs> = {
  * fails with "memory access out of bounds"; the suite checks first). Untied LM head included.
  */
 export function paramCount(args: RecurrentGemmaConfigArgs): number {
-  const c = new RecurrentGemmaConfig(args);
-  const d = c.hidden_size, e = c.lru_width, m = c.intermediate_size / 2, H = c.num_attention_heads;
-  const hd = c.head_dim, K = c.num_key_value_heads, w = c.conv1d_width, bw = e / H;
-  const mlp = 2 * (m * d + m) + (d * m + d) + 2 * d;   // gate, up, down, the two norms
-  const recurrent = 2 * (e * d + e) + (d * e + d) + (e * w + e) + e + 2 * (H * bw * bw + H * bw);
-  const attention = H * hd * d + 2 * K * hd * d + (d * H * hd + d);
-  const layers = c.layers_block_type.reduce((s, t) => s + mlp + (t === 'recurrent' ? recurrent : attention), 0);
-  return c.vocab_size * d * (c.tie_word_embeddings ? 1 : 2) + layers + d;
+  return parameterCount(new RecurrentGemmaConfig(args));
 }
 
 /** A named config, optionally shrunk; a one-line error for an unknown name. */

@@ -47,7 +47,7 @@ export interface LoadProgress { loaded: number; total: number; name: string }
  * (measured: allocation fails just past 4096 MB), and XNNPACK keeps a packed copy of each weight
  * it multiplies (ops/wasm_matmul.ts adds a transposed one).
  */
-const WASM_MAX_WEIGHT_BYTES = 3.5 * 2 ** 30;
+export const WASM_MAX_WEIGHT_BYTES = 3.5 * 2 ** 30;
 
 /** Loads an HF checkpoint directory into a new model. */
 export async function loadHF(dir: string, onProgress?: (p: LoadProgress) => void): Promise<RecurrentGemmaForCausalLM> {

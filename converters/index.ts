@@ -9,8 +9,9 @@ import * as path from 'path';
 import {RecurrentGemmaForCausalLM} from '../src/model';
 import {tf} from '../src/tf';
 import {readAllTensorData} from './checkpoint_tensors';
-import {CheckpointError, loadHF, saveHF} from './hf';
-import {loadTfjs, MODEL_JSON, saveTfjs, WeightDtype} from './tfjs_format';
+import type {RecurrentGemmaConfig} from '../src/config';
+import {CheckpointError, loadHF, readHFConfig, saveHF} from './hf';
+import {loadTfjs, MODEL_JSON, readModelJson, saveTfjs, WeightDtype} from './tfjs_format';
 
 export type CheckpointFormat = 'hf' | 'tfjs';
 
@@ -51,4 +52,9 @@ export async function savePretrained(model: RecurrentGemmaForCausalLM, dir: stri
   } else {
     throw new Error(`format must be 'hf' or 'tfjs', got ${JSON.stringify(format)}`);
   }
+}
+
+/** The config of the checkpoint in `dir` (either layout), read without loading any weight. */
+export function checkpointConfig(dir: string): RecurrentGemmaConfig {
+  return detectFormat(dir) === 'tfjs' ? readModelJson(dir).config : readHFConfig(dir);
 }

@@ -5,10 +5,7 @@
  *   await useBackend();          // the fastest one installed: tensorflow, else wasm, else cpu
  */
 import {tf} from './tf';
-import {registerRgLruScanHostKernels} from '../ops/rg_lru_scan/cpu';
-import {registerTrainingKernels} from './training/kernels';
-import {registerWasmMatMul} from '../ops/wasm_matmul';
-import {registerWasmOneHot} from '../ops/wasm_onehot';
+import {registerWasmKernels} from './wasm_kernels';
 
 export const BACKENDS = ['cpu', 'wasm', 'webgpu', 'tensorflow'] as const;
 export type BackendName = typeof BACKENDS[number];
@@ -24,12 +21,8 @@ function tryRequire(name: string): boolean {
 
 async function startWasm(): Promise<void> {
   require('@tensorflow/tfjs-backend-wasm');
-  registerRgLruScanHostKernels('wasm');
-  registerTrainingKernels('wasm');
-  // Every product through XNNPACK's 2D path (transposed weights cached); GRIFFIN_WASM_MATMUL=0
-  // keeps tfjs-wasm's own kernel (to measure the difference: bench/results/NOTES.md).
-  if (process.env.GRIFFIN_WASM_MATMUL !== '0') registerWasmMatMul();
-  registerWasmOneHot();   // tfjs-wasm's writes int32 whatever the dtype (the loss's float mask)
+  // GRIFFIN_WASM_MATMUL=0 keeps tfjs-wasm's own matMul (to measure the difference: bench/results/NOTES.md).
+  registerWasmKernels({matMul: process.env.GRIFFIN_WASM_MATMUL !== '0'});
   if (!(await tf.setBackend('wasm'))) throw new Error('backend wasm: failed to start');
 }
 

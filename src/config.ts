@@ -184,3 +184,14 @@ export class RecurrentGemmaConfig {
     return out;
   }
 }
+
+/** The number of parameters a config's model holds, without building it (a tied head counts once). */
+export function parameterCount(c: RecurrentGemmaConfig): number {
+  const d = c.hidden_size, e = c.lru_width, m = c.intermediate_size / 2, H = c.num_attention_heads;
+  const hd = c.head_dim, K = c.num_key_value_heads, w = c.conv1d_width, bw = e / H;
+  const mlp = 2 * (m * d + m) + (d * m + d) + 2 * d;   // gate, up, down, the two norms
+  const recurrent = 2 * (e * d + e) + (d * e + d) + (e * w + e) + e + 2 * (H * bw * bw + H * bw);
+  const attention = H * hd * d + 2 * K * hd * d + (d * H * hd + d);
+  const layers = c.layers_block_type.reduce((s, t) => s + mlp + (t === 'recurrent' ? recurrent : attention), 0);
+  return c.vocab_size * d * (c.tie_word_embeddings ? 1 : 2) + layers + d;
+}

@@ -8,10 +8,8 @@ import {tf} from '../tf';
 import '@tensorflow/tfjs-backend-webgpu';
 import {setWasmPaths} from '@tensorflow/tfjs-backend-wasm';
 import {registerWebGPUKernels} from '../../ops/register_webgpu';
-import {registerRgLruScanHostKernels} from '../../ops/rg_lru_scan/cpu';
 import {registerTrainingKernels} from '../training/kernels';
-import {registerWasmMatMul} from '../../ops/wasm_matmul';
-import {registerWasmOneHot} from '../../ops/wasm_onehot';
+import {registerWasmKernels} from '../wasm_kernels';
 
 export const BROWSER_BACKENDS = ['webgpu', 'webgl', 'wasm', 'cpu'] as const;
 export type BrowserBackendName = typeof BROWSER_BACKENDS[number];
@@ -38,12 +36,7 @@ async function start(name: BrowserBackendName): Promise<void> {
     registerWebGPUKernels();
   } else if (name === 'wasm') {
     if (!wasmPathsSet && typeof __griffinBundleUrl === 'string') setWasmFolder(new URL('./', __griffinBundleUrl).href);
-    // The same kernels as src/backend.ts's startWasm (keep the two lists in step; test/browser
-    // trains on wasm and checks the loss against Node's, which catches a missing one).
-    registerRgLruScanHostKernels('wasm');
-    registerTrainingKernels('wasm');
-    registerWasmMatMul();
-    registerWasmOneHot();
+    registerWasmKernels();   // the same list as in Node (src/wasm_kernels.ts)
   } else if (name === 'cpu') {
     registerTrainingKernels('cpu');
   }

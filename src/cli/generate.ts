@@ -12,6 +12,9 @@ import * as readline from 'readline';
 import {Command, InvalidArgumentError} from 'commander';
 import {RecurrentGemmaForCausalLM} from '../model';
 import {useBackend} from '../backend';
+import {parameterCount} from '../config';
+import {checkpointConfig} from '../../converters';
+import {WASM_MAX_WEIGHT_BYTES} from '../../converters/hf';
 import {encodeChat, GemmaTokenizer} from '../tokenizer';
 import type {GenerateOptions} from '../generation/generate';
 import {GenerationState} from '../generation/state';
@@ -80,7 +83,15 @@ async function loadModelDir(flags: SamplingFlags): Promise<{model: RecurrentGemm
   if (!fs.statSync(dir).isDirectory()) throw new Error(`--model must be a directory: ${dir}`);
   const tokFile = path.join(dir, TOKENIZER_FILE);
   if (!fs.existsSync(tokFile)) throw new Error(`no ${TOKENIZER_FILE} in ${dir}`);
-  await useBackend(flags.backend);
+  const backend = await useBackend(flags.backend);
+  if (flags.backend == null && backend === 'wasm') {
+    // The default (wasm) cannot hold a multi-GB model in its 4 GiB heap: such a model runs on cpu.
+    const bytes = 4 * parameterCount(checkpointConfig(dir));
+    if (bytes > WASM_MAX_WEIGHT_BYTES) {
+      await useBackend('cpu');
+      process.stderr.write(`backend cpu: the model's ${(bytes / 2 ** 30).toFixed(1)} GiB of float32 weights do not fit the wasm backend's 4 GiB heap\n`);
+    }
+  }
   const tok = await GemmaTokenizer.load(tokFile);
   const model = await RecurrentGemmaForCausalLM.fromPretrained(dir);
   if (tok.vocabSize > model.config.vocab_size) {

@@ -85,6 +85,23 @@ test('chat: each turn is prefilled onto the kept state and answers as the whole 
   expect(stats[1]).toContain(`prompt: ${t2.length - r1.out.length} tokens`);
 });
 
+test('without --backend, a model too big for the wasm heap runs on cpu (said on stderr)', () => {
+  // A 2B-shaped config.json with no weights: the backend is chosen from the config, then the
+  // missing safetensors end the run in one line.
+  const d = fs.mkdtempSync(path.join(os.tmpdir(), 'griffin-cli-2b-'));
+  fs.copyFileSync(path.join(dir, 'tokenizer.model'), path.join(d, 'tokenizer.model'));
+  fs.writeFileSync(path.join(d, 'config.json'), JSON.stringify({
+    model_type: 'recurrent_gemma', vocab_size: 256000, hidden_size: 2560, intermediate_size: 15360, num_hidden_layers: 26,
+    num_attention_heads: 10, num_key_value_heads: 1, lru_width: 2560, attention_window_size: 2048,
+    block_types: ['recurrent', 'recurrent', 'attention']}));
+  const r = griffin(['generate', '--model', d, '--prompt', 'x']);
+  fs.rmSync(d, {recursive: true, force: true});
+  const lines = r.stderr.trim().split('\n');
+  expect(lines[0]).toBe("backend cpu: the model's 10.0 GiB of float32 weights do not fit the wasm backend's 4 GiB heap");
+  expect(r.code).not.toBe(0);
+  expect(lines).toHaveLength(2);
+});
+
 describe('mistakes end in one line and a non-zero exit', () => {
   const cases: [string, () => string[], RegExp][] = [
     ['no such directory', () => ['generate', '--model', path.join(dir, 'nope'), '--prompt', 'x'], /model directory not found/],
