@@ -41,8 +41,8 @@ export interface SuiteOptions {
   newTokens: number;
   /** Prompt length before decoding. */
   decodePrompt: number;
-  /** Prefill chunk (the longest piece of a prompt run at once). */
-  chunk: number;
+  /** Prefill chunk (the longest piece of a prompt run at once); default: the library's (src/generation/prefill_chunk.ts). */
+  chunk?: number;
   reps: number;
   /** Scan: batch and lengths (default: the prompt lengths); width = the config's lru_width. */
   scanBatch: number;
@@ -54,7 +54,7 @@ export interface SuiteOptions {
 }
 
 export const DEFAULT_SUITE: Omit<SuiteOptions, 'config'> = {
-  promptLengths: [128, 2048, 8192], batches: [1, 8], newTokens: 32, decodePrompt: 128, chunk: 512, reps: 3,
+  promptLengths: [128, 2048, 8192], batches: [1, 8], newTokens: 32, decodePrompt: 128, chunk: undefined, reps: 3,
   scanBatch: 1, trainBatch: 1, trainSeq: 128, trainSteps: 2, skip: [],
 };
 
@@ -137,7 +137,7 @@ export async function runSuite(o: SuiteOptions, progress: (msg: string) => void 
 
   try {
     if (!skip.has('prefill')) {
-      const warm = randomIds(1, Math.min(o.chunk, Math.min(...o.promptLengths)), c.vocab_size, 1);
+      const warm = randomIds(1, Math.min(o.chunk ?? 512, Math.min(...o.promptLengths)), c.vocab_size, 1);
       model.prefill(warm, {chunkSize: o.chunk}).dispose();
       for (const t of o.promptLengths) {
         const ids = randomIds(1, t, c.vocab_size, t);

@@ -32,7 +32,7 @@ const intList = (what: string) => (s: string): number[] => {
 
 export interface BenchFlags {
   config: string; model?: string; layers?: number; vocab?: number; backend?: string;
-  promptLengths: number[]; batch: number[]; newTokens: number; decodePrompt: number; chunk: number; reps: number;
+  promptLengths: number[]; batch: number[]; newTokens: number; decodePrompt: number; chunk?: number; reps: number;
   scanBatch: number; scanLengths?: number[]; trainBatch: number; trainSeq: number; trainSteps: number;
   skipPrefill?: boolean; skipDecode?: boolean; skipScan?: boolean; skipTrain?: boolean;
   json: string | boolean;
@@ -72,7 +72,7 @@ export function register(program: Command): void {
       .option('--batch <list>', 'decode batch sizes', intList('--batch'), d.batches)
       .option('--new-tokens <n>', 'decode steps timed per batch size', int('--new-tokens', 1), d.newTokens)
       .option('--decode-prompt <n>', 'prompt length before decoding', int('--decode-prompt', 1), d.decodePrompt)
-      .option('--chunk <n>', 'prefill chunk size', int('--chunk', 1), d.chunk)
+      .option('--chunk <n>', 'prefill chunk size (default: 512; on webgpu the longest that fits, up to 4096)', int('--chunk', 1))
       .option('--reps <n>', 'timed repetitions (median)', int('--reps', 1), d.reps)
       .option('--scan-batch <n>', 'RgLruScan batch', int('--scan-batch', 1), d.scanBatch)
       .option('--scan-lengths <list>', 'RgLruScan lengths (default: the prompt lengths)', intList('--scan-lengths'))
