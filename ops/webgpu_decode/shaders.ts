@@ -419,16 +419,14 @@ export function attnPartialSource(s: AttnSpec): string {
   const G = H / K, NC = attnChunks(s);
   const vec = HD % 4 === 0;
   const scale = 1 / Math.sqrt(HD);
+  // q and k as vec4 when the head dim allows (the same buffers the RoPE kernel writes as f32).
   const dotLoop = vec
-    ? `for (var j = 0u; j < ${HD / 4}u; j = j + 1u) {
-          let qv = vec4<f32>(qr[qb + 4u * j], qr[qb + 4u * j + 1u], qr[qb + 4u * j + 2u], qr[qb + 4u * j + 3u]);
-          let kv = vec4<f32>(kr[kb + 4u * j], kr[kb + 4u * j + 1u], kr[kb + 4u * j + 2u], kr[kb + 4u * j + 3u]);
-          d = d + dot(qv, kv);
-        }`
+    ? `for (var j = 0u; j < ${HD / 4}u; j = j + 1u) { d = d + dot(qr[qb / 4u + j], kr[kb / 4u + j]); }`
     : `for (var j = 0u; j < ${HD}u; j = j + 1u) { d = d + qr[qb + j] * kr[kb + j]; }`;
+  const QK = vec ? 'array<vec4<f32>>' : 'array<f32>';
   return `
-@group(0) @binding(0) var<storage, read> qr : array<f32>;
-@group(0) @binding(1) var<storage, read> kr : array<f32>;
+@group(0) @binding(0) var<storage, read> qr : ${QK};
+@group(0) @binding(1) var<storage, read> kr : ${QK};
 @group(0) @binding(2) var<storage, read> vr : array<f32>;
 @group(0) @binding(3) var<storage, read> valid : array<f32>;
 @group(0) @binding(4) var<storage, read_write> part : array<f32>;
