@@ -28,6 +28,7 @@ import {rgLru} from '../../ops/rg_lru';
 import {applyRope, attend} from '../../ops/attention';
 import {disposeSequenceInfo, sequenceInfo} from '../../ops/sequence';
 import {fusedDecodeConfig, fusedDecoderFor} from '../../ops/webgpu_decode';
+import {addLora, removeLora} from '../../layers/lora';
 import {
   AttnSpec, attnChunks, attnCombineSource, attnPartialSource, embedSource, GemvSpec, gemvBindings, gemvRows,
   gemvSource, rgLruGrid, rgLruSource, ropeSource, stepLayout,
@@ -461,7 +462,7 @@ describeWebGPU('fused WebGPU decode engine', () => {
     expect(worst).toBeLessThan(DECODE_TOL);
   });
 
-  test('GRIFFIN_FUSED_DECODE=0 (or fusedDecodeConfig.enabled = false) keeps tfjs ops', async () => {
+  test('GRIFFIN_FUSED_DECODE=0 (or fusedDecodeConfig.enabled = false), LoRA adapters and other backends keep tfjs ops', async () => {
     await tf.setBackend('webgpu');
     const model = new RecurrentGemmaForCausalLM({vocab_size: 64, hidden_size: 16, lru_width: 16, intermediate_size: 32,
       num_attention_heads: 2, num_key_value_heads: 1, num_hidden_layers: 1, attention_window_size: 4});
@@ -473,7 +474,16 @@ describeWebGPU('fused WebGPU decode engine', () => {
       expect(fusedDecoderFor(model, 1)).not.toBeNull();
       fusedDecodeConfig.enabled = false;
       expect(fusedDecoderFor(model, 1)).toBeNull();
+      fusedDecodeConfig.enabled = true;
+      expect(fusedDecoderFor(model, 17)).toBeNull();       // more rows than the kernels take
+      addLora(model, {rank: 2, targets: ['linear_x']});
+      expect(fusedDecoderFor(model, 1)).toBeNull();        // the engine knows nothing of adapters
+      removeLora(model);
+      expect(fusedDecoderFor(model, 1)).not.toBeNull();
+      await tf.setBackend('cpu');
+      expect(fusedDecoderFor(model, 1)).toBeNull();
     } finally {
+      await tf.setBackend('webgpu');
       fusedDecodeConfig.enabled = null;
       if (prev == null) delete process.env.GRIFFIN_FUSED_DECODE; else process.env.GRIFFIN_FUSED_DECODE = prev;
       model.dispose();
