@@ -160,7 +160,9 @@ async function compareFused(model: RecurrentGemmaForCausalLM, name: string, back
     await syncOn(last!);
     last!.dispose();
     ms = performance.now() - t0;
-    Object.assign(run, {rawSteps, rawMsPerStep: +(ms / rawSteps).toFixed(3), rawTokensPerSec: +(rawSteps * batch / ms * 1000).toFixed(1)});
+    Object.assign(run, {rawSteps, rawMsPerStep: +(ms / rawSteps).toFixed(3), rawTokensPerSec: +(rawSteps * batch / ms * 1000).toFixed(1),
+      // Every step reads all the weights once: the memory bandwidth that pace amounts to.
+      weightGBps: +(model.countParams() * 4 / 1e6 / (ms / rawSteps)).toFixed(1)});
     if (engine != null) {
       const {logits, timings} = await engine.profileStep(ids, state.positions);
       logits.dispose();
