@@ -15,6 +15,7 @@
  * for the engine one profiled step (GPU timestamps per dispatch, summed per kernel kind, with the
  * bytes of weights each must read: GB/s). --sweep 64x8,128x4,256x2 repeats the engine's runs with
  * GEMV workgroups of T threads and at most R rows each (env GRIFFIN_FUSED_THREADS / _ROWS).
+ * With --fused both, `fusedVsTfjsRelError` compares the two paths' logits over --check-steps (4).
  */
 import {tf} from '../src/tf';
 import {RecurrentGemmaForCausalLM} from '../src/model';
@@ -172,8 +173,37 @@ async function compareFused(model: RecurrentGemmaForCausalLM, name: string, back
     process.stderr.write(`${JSON.stringify(run)}\n`);
     runs.push(run);
   };
+  // The engine's logits against tfjs ops' on this device, a few steps from a short prompt.
+  const check = async (batch: number, steps: number) => {
+    const prompt = randomIds(batch, 8, c.vocab_size, 2);
+    const logits = async (fused: boolean) => {
+      fusedDecodeConfig.enabled = fused;
+      const state = model.prefill(prompt);
+      const out: Float32Array[] = [];
+      for (let i = 0; i < steps; i++) {
+        const {logits: l} = model.decodeStep(state, Array.from({length: batch}, (_, r) => 3 + ((i * 7 + r) % 100)));
+        out.push(Float32Array.from(await l.data() as Float32Array));
+        l.dispose();
+      }
+      state.dispose();
+      return out;
+    };
+    const a = await logits(true), b = await logits(false);
+    let worst = 0;
+    a.forEach((x, i) => {
+      let num = 0, den = 0;
+      for (let j = 0; j < x.length; j++) { num += (x[j] - b[i][j]) ** 2; den += b[i][j] ** 2; }
+      worst = Math.max(worst, Math.sqrt(num / Math.max(den, 1e-30)));
+    });
+    return +worst.toExponential(2);
+  };
+  const checks: Record<string, number> = {};
   for (const batch of batches) {
     for (const fused of modes) await measure(batch, fused, null);
+    if (args.fused === 'both' && backend === 'webgpu') {
+      checks[`batch${batch}`] = await check(batch, Math.max(1, int(args, 'check-steps', 4)));
+      process.stderr.write(`fused vs tfjs logits, batch ${batch}: worst relative difference ${checks[`batch${batch}`]}\n`);
+    }
   }
   if (args.sweep != null) {
     for (const t of sweep) {
@@ -190,6 +220,7 @@ async function compareFused(model: RecurrentGemmaForCausalLM, name: string, back
   emit({
     model: name, backend, layers: c.num_hidden_layers, hidden: c.hidden_size, vocab: c.vocab_size, window: c.attention_window_size,
     params: model.countParams(), weightGB: +(weightBytes / 1e9).toFixed(2), promptLen, newTokens, runs,
+    fusedVsTfjsRelError: checks,
   }, args.out);
 }
 
