@@ -1,4 +1,26 @@
-/** Small shared test utilities: seeded randomness and error measures. */
+/** Small shared test utilities: seeded randomness, error measures, tiny-a's golden dumps. */
+import * as fs from 'fs';
+import * as path from 'path';
+import {readHeader, readTensor} from '../converters/safetensors';
+
+/** test/fixtures/tiny-a: the tiny RecurrentGemma and its float64 reference outputs. */
+export const TINY_A_DIR = path.join(__dirname, 'fixtures/tiny-a');
+
+export interface TinyAGolden {
+  input_ids: number[][];
+  labels: number[][];
+  loss: number;
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  [key: string]: any;
+}
+
+/** tiny-a's golden.json and a reader of golden.safetensors' tensors (logits, hidden states, grad.<name>). */
+export function loadTinyAGolden(): {golden: TinyAGolden, tensor: (name: string) => ReturnType<typeof readTensor>} {
+  const golden = JSON.parse(fs.readFileSync(path.join(TINY_A_DIR, 'golden.json'), 'utf8')) as TinyAGolden;
+  const tensors = readHeader(path.join(TINY_A_DIR, 'golden.safetensors')).tensors;
+  return {golden, tensor: (name) => readTensor(tensors.get(name)!)};
+}
+
 export function seededUniform(seed: number): () => number {
   // mulberry32
   let s = seed >>> 0;

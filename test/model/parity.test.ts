@@ -2,17 +2,13 @@
  * Parity with the float64 reference dumps of test/fixtures/tiny-a (HF transformers): logits,
  * every hidden state, loss and every parameter's gradient. Prints the worst relative error per tensor.
  */
-import * as path from 'path';
 import {tf} from '../../src/tf';
 import {loadHF} from '../../converters/hf';
-import {readHeader, readTensor} from '../../converters/safetensors';
 import {RecurrentGemmaForCausalLM} from '../../src/model';
-import {relError} from '../helpers';
+import {relError, loadTinyAGolden, TINY_A_DIR} from '../helpers';
 
-const DIR = path.join(__dirname, '../fixtures/tiny-a');
-const golden = JSON.parse(require('fs').readFileSync(path.join(DIR, 'golden.json'), 'utf8'));
-const goldenTensors = readHeader(path.join(DIR, 'golden.safetensors')).tensors;
-const G = (name: string) => readTensor(goldenTensors.get(name)!);
+const DIR = TINY_A_DIR;
+const {golden, tensor: G} = loadTinyAGolden();
 
 let model: RecurrentGemmaForCausalLM;
 beforeAll(async () => {

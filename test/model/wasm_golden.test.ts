@@ -3,18 +3,14 @@
  * ops/wasm_matmul.ts (transposed weights, per-head gates, attention, and the transposed products
  * of the backward pass) and the loss's float32 one-hot mask through ops/wasm_onehot.ts.
  */
-import * as path from 'path';
 import {tf} from '../../src/tf';
 import {useBackend} from '../../src/backend';
 import {loadHF} from '../../converters/hf';
-import {readHeader, readTensor} from '../../converters/safetensors';
 import {RecurrentGemmaForCausalLM} from '../../src/model';
-import {relError} from '../helpers';
+import {relError, loadTinyAGolden, TINY_A_DIR} from '../helpers';
 
-const DIR = path.join(__dirname, '../fixtures/tiny-a');
-const golden = JSON.parse(require('fs').readFileSync(path.join(DIR, 'golden.json'), 'utf8'));
-const goldenTensors = readHeader(path.join(DIR, 'golden.safetensors')).tensors;
-const G = (name: string) => readTensor(goldenTensors.get(name)!);
+const DIR = TINY_A_DIR;
+const {golden, tensor: G} = loadTinyAGolden();
 
 let model: RecurrentGemmaForCausalLM;
 beforeAll(async () => {

@@ -9,13 +9,11 @@ import {tf} from '../../src/tf';
 import {Trainer} from '../../src/training/trainer';
 import {Batch, countTargets, Example, loadJsonl, tokenizeRecords} from '../../src/training/data';
 import {latestCheckpoint, listCheckpoints, writeDirAtomically} from '../../src/training/checkpoint';
-import {readHeader, readTensor} from '../../converters/safetensors';
 import {GemmaTokenizer} from '../../src/tokenizer';
-import {relError} from '../helpers';
-import {loadTiny, loadTokenizer, maxDiff, snapshot, TEXT_EVAL, TEXT_TRAIN, TINY_A, tmpDir, useCpu} from './helpers';
+import {loadTinyAGolden, relError} from '../helpers';
+import {loadTiny, loadTokenizer, maxDiff, snapshot, TEXT_EVAL, TEXT_TRAIN, tmpDir, useCpu} from './helpers';
 
-const golden = JSON.parse(fs.readFileSync(path.join(TINY_A, 'golden.json'), 'utf8'));
-const goldenTensors = readHeader(path.join(TINY_A, 'golden.safetensors')).tensors;
+const {golden, tensor: goldenTensor} = loadTinyAGolden();
 const goldenExamples: Example[] = golden.input_ids.map((ids: number[], i: number) => ({ids, labels: golden.labels[i], where: `golden:${i}`}));
 const batchOf = (rows: number[]): Batch => {
   const labels = rows.map((r) => golden.labels[r]);
@@ -44,7 +42,7 @@ describe('the trainer\'s loss path equals the golden loss and gradients of tiny-
     expect(Math.abs(loss - golden.loss)).toBeLessThan(1e-5);
     let worst = 0;
     for (const [name, g] of grads) {
-      const err = relError(g.dataSync(), readTensor(goldenTensors.get(`grad.${name}`)!));
+      const err = relError(g.dataSync(), goldenTensor(`grad.${name}`));
       worst = Math.max(worst, err);
       expect({name, ok: err < 1e-4}).toEqual({name, ok: true});
     }

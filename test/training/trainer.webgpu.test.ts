@@ -4,22 +4,18 @@
  * with a checkpoint and a resume. Skips without an adapter (test/webgpu_env.ts).
  */
 import {describeWebGPU} from '../webgpu_env';  // first: sets the SwiftShader env before Dawn loads
-import * as fs from 'fs';
-import * as path from 'path';
 import {tf} from '../../src/tf';
 import {initNodeWebGPU} from '../../src/webgpu_node';
 import {Trainer} from '../../src/training/trainer';
 import {countTargets, Example, loadJsonl} from '../../src/training/data';
 import {loraParameters} from '../../layers/lora';
-import {readHeader, readTensor} from '../../converters/safetensors';
-import {relError} from '../helpers';
+import {loadTinyAGolden, relError} from '../helpers';
 import {RecurrentGemmaForCausalLM} from '../../src/model';
-import {loadTiny, loadTokenizer, maxDiff, TEXT_TRAIN, TINY_A, tmpDir} from './helpers';
+import {loadTiny, loadTokenizer, maxDiff, TEXT_TRAIN, tmpDir} from './helpers';
 
 jest.setTimeout(600_000);
 
-const golden = JSON.parse(fs.readFileSync(path.join(TINY_A, 'golden.json'), 'utf8'));
-const goldenTensors = readHeader(path.join(TINY_A, 'golden.safetensors')).tensors;
+const {golden, tensor: goldenTensor} = loadTinyAGolden();
 const goldenExamples: Example[] = golden.input_ids.map((ids: number[], i: number) => ({ids, labels: golden.labels[i], where: `golden:${i}`}));
 
 describeWebGPU('the Trainer on webgpu', () => {
@@ -35,7 +31,7 @@ describeWebGPU('the Trainer on webgpu', () => {
     const {loss, grads} = await trainer.lossAndGradients([batch]);
     expect(Math.abs(loss - golden.loss)).toBeLessThan(1e-5);
     let worst = 0;
-    for (const [name, g] of grads) worst = Math.max(worst, relError(await g.data(), readTensor(goldenTensors.get(`grad.${name}`)!)));
+    for (const [name, g] of grads) worst = Math.max(worst, relError(await g.data(), goldenTensor(`grad.${name}`)));
     console.log(`webgpu trainer (checkpointing ${gradientCheckpointing}): loss ${loss}, worst gradient relative error ${worst.toExponential(2)}`);
     expect(worst).toBeLessThan(2e-5);
     tf.dispose([...grads.values()]);

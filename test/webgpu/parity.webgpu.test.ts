@@ -10,22 +10,17 @@
  * is what ops/precise_trig/webgpu.ts fixed, and these bounds would catch that again.
  */
 import {describeWebGPU} from '../webgpu_env';  // first: sets the SwiftShader env before Dawn loads
-import * as fs from 'fs';
-import * as path from 'path';
 import {tf} from '../../src/tf';
 import {initNodeWebGPU} from '../../src/webgpu_node';
 import {loadHF} from '../../converters/hf';
-import {readHeader, readTensor} from '../../converters/safetensors';
 import {RecurrentGemmaForCausalLM} from '../../src/model';
 import {maxPieceBytes, vocabSplit} from '../../layers/vocab_split';
-import {maxAbsDiff, relError} from '../helpers';
+import {maxAbsDiff, relError, loadTinyAGolden, TINY_A_DIR} from '../helpers';
 
 const TOL = {logits: 5e-6, hidden: 2e-6, loss: 1e-5, grad: 2e-5};
 
-const DIR = path.join(__dirname, '../fixtures/tiny-a');
-const golden = JSON.parse(fs.readFileSync(path.join(DIR, 'golden.json'), 'utf8'));
-const goldenTensors = readHeader(path.join(DIR, 'golden.safetensors')).tensors;
-const G = (name: string) => readTensor(goldenTensors.get(name)!);
+const DIR = TINY_A_DIR;
+const {golden, tensor: G} = loadTinyAGolden();
 
 describeWebGPU('golden parity on webgpu (tiny-a)', () => {
   let model: RecurrentGemmaForCausalLM;
