@@ -207,6 +207,7 @@ describeWebGPU('fused WebGPU decode engine', () => {
     await initNodeWebGPU();
     // tfjs's prefill on SwiftShader: the packed matMul program (see decode.webgpu.test.ts).
     tf.env().set('WEBGPU_MATMUL_PROGRAM_TYPE', 3);
+    fusedDecodeConfig.enabled = true;   // opt-in (ops/webgpu_decode/index.ts): these tests are about the engine
   });
   afterAll(() => {
     tf.env().set('WEBGPU_MATMUL_PROGRAM_TYPE', -1);
@@ -462,13 +463,18 @@ describeWebGPU('fused WebGPU decode engine', () => {
     expect(worst).toBeLessThan(DECODE_TOL);
   });
 
-  test('GRIFFIN_FUSED_DECODE=0 (or fusedDecodeConfig.enabled = false), LoRA adapters and other backends keep tfjs ops', async () => {
+  test('off unless GRIFFIN_FUSED_DECODE=1 or fusedDecodeConfig.enabled = true; LoRA adapters and other backends keep tfjs ops', async () => {
     await tf.setBackend('webgpu');
     const model = new RecurrentGemmaForCausalLM({vocab_size: 64, hidden_size: 16, lru_width: 16, intermediate_size: 32,
       num_attention_heads: 2, num_key_value_heads: 1, num_hidden_layers: 1, attention_window_size: 4});
     const prev = process.env.GRIFFIN_FUSED_DECODE;
-    process.env.GRIFFIN_FUSED_DECODE = '0';
+    fusedDecodeConfig.enabled = null;
     try {
+      delete process.env.GRIFFIN_FUSED_DECODE;
+      expect(fusedDecoderFor(model, 1)).toBeNull();        // opt-in: off unless asked for
+      process.env.GRIFFIN_FUSED_DECODE = '1';
+      expect(fusedDecoderFor(model, 1)).not.toBeNull();
+      process.env.GRIFFIN_FUSED_DECODE = '0';
       expect(fusedDecoderFor(model, 1)).toBeNull();
       fusedDecodeConfig.enabled = true;
       expect(fusedDecoderFor(model, 1)).not.toBeNull();
@@ -484,7 +490,7 @@ describeWebGPU('fused WebGPU decode engine', () => {
       expect(fusedDecoderFor(model, 1)).toBeNull();
     } finally {
       await tf.setBackend('webgpu');
-      fusedDecodeConfig.enabled = null;
+      fusedDecodeConfig.enabled = true;
       if (prev == null) delete process.env.GRIFFIN_FUSED_DECODE; else process.env.GRIFFIN_FUSED_DECODE = prev;
       model.dispose();
     }
