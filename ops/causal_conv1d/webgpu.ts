@@ -52,8 +52,11 @@ function variables(a: CausalConv1dAttrs, withWeights: boolean): string[] {
 
 const key = (a: CausalConv1dAttrs) => `${+a.hasHist}${+a.hasMask}${+a.hasSegment}`;
 
-/** y[bi, t, c] = bias[c] + sum_k weight[c, 0, k] * full[t + k] (* same document, k < w-1). */
-class ConvOutputProgram implements WebGPUProgram {
+/**
+ * One invocation per element of a [b, rows, e] output: what both programs share. `body` is the
+ * WGSL after c (channel), r (row within the batch row: a step or a history slot) and bi are set.
+ */
+abstract class ConvProgram implements WebGPUProgram {
   variableNames: string[];
   outputShape: number[];
   shaderKey: string;
@@ -63,58 +66,17 @@ class ConvOutputProgram implements WebGPUProgram {
   size = true;
   uniforms = 'histLen : i32,';
 
-  constructor(b: number, t: number, e: number, private attrs: CausalConv1dAttrs) {
-    this.variableNames = variables(attrs, true);
-    this.outputShape = [b, t, e];
-    this.dispatch = [Math.ceil((b * t * e) / WORKGROUP[0]), 1, 1];
-    this.shaderKey = `griffinCausalConv1d_${key(attrs)}`;
+  constructor(name: string, b: number, rows: number, e: number, withWeights: boolean, protected attrs: CausalConv1dAttrs) {
+    this.variableNames = variables(attrs, withWeights);
+    this.outputShape = [b, rows, e];
+    this.dispatch = [Math.ceil((b * rows * e) / WORKGROUP[0]), 1, 1];
+    this.shaderKey = `${name}_${key(attrs)}`;
   }
+
+  protected abstract body(seg: boolean): string;
+  protected abstract rowsExpr: string;
 
   getUserCode(): string {
-    const seg = this.attrs.hasSegment;
-    return `
-      ${common(this.attrs)}
-      fn main(index : i32) {
-        if (index >= uniforms.size) { return; }
-        let T = uniforms.xShape.y;
-        let E = uniforms.xShape.z;
-        let W = uniforms.histLen + 1;
-        let c = index % E;
-        let row = index / E;
-        let ti = row % T;
-        let bi = row / T;
-        ${seg ? 'let here = i32(segment[bi * T + ti]);' : ''}
-        var acc = f32(bias[c]);
-        for (var k = 0; k < W; k++) {
-          var term = fullAt(bi, ti + k, c) * f32(weight[c * W + k]);
-          ${seg ? 'if (k < W - 1) { term = term * select(0.0, 1.0, segAt(bi, ti + k) == here); }' : ''}
-          acc = acc + term;
-        }
-        result[index] = acc;
-      }`;
-  }
-}
-
-/** state[bi, j, c] = full[t + j] (* same document as step t-1): the next chunk's history. */
-class ConvStateProgram implements WebGPUProgram {
-  variableNames: string[];
-  outputShape: number[];
-  shaderKey: string;
-  dispatchLayout = {x: [0, 1, 2]};
-  dispatch: [number, number, number];
-  workgroupSize = WORKGROUP;
-  size = true;
-  uniforms = 'histLen : i32,';
-
-  constructor(b: number, h: number, e: number, private attrs: CausalConv1dAttrs) {
-    this.variableNames = variables(attrs, false);
-    this.outputShape = [b, h, e];
-    this.dispatch = [Math.ceil((b * h * e) / WORKGROUP[0]), 1, 1];
-    this.shaderKey = `griffinCausalConv1dState_${key(attrs)}`;
-  }
-
-  getUserCode(): string {
-    const seg = this.attrs.hasSegment;
     return `
       ${common(this.attrs)}
       fn main(index : i32) {
@@ -124,12 +86,46 @@ class ConvStateProgram implements WebGPUProgram {
         let H = uniforms.histLen;
         let c = index % E;
         let row = index / E;
-        let j = row % H;
-        let bi = row / H;
-        var v = fullAt(bi, T + j, c);
-        ${seg ? 'v = v * select(0.0, 1.0, segAt(bi, T + j) == i32(segment[bi * T + T - 1]));' : ''}
-        result[index] = v;
+        let r = row % (${this.rowsExpr});
+        let bi = row / (${this.rowsExpr});
+        ${this.body(this.attrs.hasSegment)}
       }`;
+  }
+}
+
+/** y[bi, t, c] = bias[c] + sum_k weight[c, 0, k] * full[t + k] (* same document, k < w-1). */
+class ConvOutputProgram extends ConvProgram {
+  protected rowsExpr = 'T';
+  constructor(b: number, t: number, e: number, attrs: CausalConv1dAttrs) {
+    super('griffinCausalConv1d', b, t, e, true, attrs);
+  }
+
+  protected body(seg: boolean): string {
+    return `
+        let W = H + 1;
+        ${seg ? 'let here = i32(segment[bi * T + r]);' : ''}
+        var acc = f32(bias[c]);
+        for (var k = 0; k < W; k++) {
+          var term = fullAt(bi, r + k, c) * f32(weight[c * W + k]);
+          ${seg ? 'if (k < W - 1) { term = term * select(0.0, 1.0, segAt(bi, r + k) == here); }' : ''}
+          acc = acc + term;
+        }
+        result[index] = acc;`;
+  }
+}
+
+/** state[bi, j, c] = full[t + j] (* same document as step t-1): the next chunk's history. */
+class ConvStateProgram extends ConvProgram {
+  protected rowsExpr = 'H';
+  constructor(b: number, h: number, e: number, attrs: CausalConv1dAttrs) {
+    super('griffinCausalConv1dState', b, h, e, false, attrs);
+  }
+
+  protected body(seg: boolean): string {
+    return `
+        var v = fullAt(bi, T + r, c);
+        ${seg ? 'v = v * select(0.0, 1.0, segAt(bi, T + r) == i32(segment[bi * T + T - 1]));' : ''}
+        result[index] = v;`;
   }
 }
 
