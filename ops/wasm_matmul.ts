@@ -26,6 +26,7 @@
  * (`wasmMatMulCacheBytes()` reports them).
  */
 import {broadcast_util, engine, getKernel, KernelConfig, KernelFunc, registerKernel, TensorInfo, unregisterKernel, util} from '@tensorflow/tfjs-core';
+import {wrapKernel} from './wrap_kernel';
 
 export const wasmMatMulConfig = {
   /** Keep transposed / per-slice copies of variables (weights) between calls. */
@@ -220,14 +221,7 @@ export function wasmMatMulCacheBytes(): number {
 
 /** Installs the kernel for wasm (idempotent). Needs tfjs-backend-wasm imported first. */
 export function registerWasmMatMul(): void {
-  const current = getKernel('BatchMatMul', 'wasm');
-  if (current == null) throw new Error('wasm matMul: import @tensorflow/tfjs-backend-wasm first');
-  if (current.kernelFunc === batchMatMul) return;
-  original = current;
-  unregisterKernel('BatchMatMul', 'wasm');
-  // The original's setup (binding its wasm function) must still run when the backend starts.
-  registerKernel({kernelName: 'BatchMatMul', backendName: 'wasm', setupFunc: current.setupFunc, disposeFunc: current.disposeFunc,
-    kernelFunc: batchMatMul});
+  original = wrapKernel('BatchMatMul', 'wasm', batchMatMul, 'wasm matMul: import @tensorflow/tfjs-backend-wasm first') ?? original;
 }
 
 /** Puts tfjs-wasm's own kernel back (for measuring against it). */

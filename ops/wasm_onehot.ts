@@ -9,7 +9,8 @@
  * ~1e-44 and its gradient as noise. This kernel keeps the original for int32 and fills other
  * dtypes on the host.
  */
-import {getKernel, KernelConfig, KernelFunc, registerKernel, TensorInfo, unregisterKernel, util} from '@tensorflow/tfjs-core';
+import {KernelConfig, KernelFunc, TensorInfo, util} from '@tensorflow/tfjs-core';
+import {wrapKernel} from './wrap_kernel';
 
 let original: KernelConfig | null = null;
 
@@ -36,10 +37,5 @@ const oneHot: KernelFunc = (args) => {
 
 /** Installs the kernel for wasm (idempotent). Needs tfjs-backend-wasm imported first. */
 export function registerWasmOneHot(): void {
-  const current = getKernel('OneHot', 'wasm');
-  if (current == null) throw new Error('wasm OneHot: import @tensorflow/tfjs-backend-wasm first');
-  if (current.kernelFunc === oneHot) return;
-  original = current;
-  unregisterKernel('OneHot', 'wasm');
-  registerKernel({kernelName: 'OneHot', backendName: 'wasm', setupFunc: current.setupFunc, disposeFunc: current.disposeFunc, kernelFunc: oneHot});
+  original = wrapKernel('OneHot', 'wasm', oneHot, 'wasm OneHot: import @tensorflow/tfjs-backend-wasm first') ?? original;
 }
