@@ -10,8 +10,10 @@
  * The fused WebGPU decode engine (ops/webgpu_decode) against tfjs ops, at several batch sizes:
  *   npx tsx bench/generate.ts --config 2b --backend webgpu --batches 1,8 --fused both --out r.json
  * --fused on|off|both (default: as GRIFFIN_FUSED_DECODE says), --batches 1,8 (default --batch).
- * Each run reports decode through the sampling path (stream: logits read to the host every step)
- * and a bare decodeStep loop waited on once at the end (`rawTokensPerSec`: the GPU's pace), and
+ * Each run reports generation through the public path (model.stream from the prompt, per
+ * --sampling greedy,0.8: the first token's time, which includes the prefill, then decode tokens/s
+ * over the following steps; greedy takes the argmax on the GPU, a temperature reads the logits
+ * back), a bare decodeStep loop waited on once at the end (`rawTokensPerSec`: the GPU's pace), and
  * for the engine one profiled step (GPU timestamps per dispatch, summed per kernel kind, with the
  * bytes of weights each must read: GB/s). --sweep 64x8,128x4,256x2 repeats the engine's runs with
  * GEMV workgroups of T threads and at most R rows each (env GRIFFIN_FUSED_THREADS / _ROWS).
@@ -123,6 +125,8 @@ async function compareFused(model: RecurrentGemmaForCausalLM, name: string, back
   const promptLen = Math.max(1, int(args, 'prompt-len', 128));
   const newTokens = Math.max(1, int(args, 'new-tokens', 64));
   const rawSteps = Math.max(1, int(args, 'raw-steps', newTokens));
+  const temperatures = (args.sampling ?? 'greedy,0.8').split(',').map((x) => (x === 'greedy' ? 0 : Number(x)));
+  if (temperatures.some((t) => !(t >= 0))) throw new Error(`--sampling takes greedy and temperatures, e.g. greedy,0.8; got ${args.sampling}`);
   const runs: Record<string, unknown>[] = [];
   const sweep = args.sweep != null ? args.sweep.split(',').map((x) => x.split('x').map(Number)) : [null];
   const measure = async (batch: number, fused: boolean | null, tuning: number[] | null) => {
@@ -136,20 +140,31 @@ async function compareFused(model: RecurrentGemmaForCausalLM, name: string, back
     const engine = backend === 'webgpu' ? fusedDecoderFor(model, batch) : null;
     const run: Record<string, unknown> = {batch, fused: engine != null, dispatchesPerStep: engine?.dispatchCount ?? null};
     if (tuning != null) run.tuning = {threads: tuning[0], maxRows: tuning[1]};
-    let t0 = performance.now();
+    let t0: number;
+    let ms: number;
+    if (tuning == null) {
+      // Through the public generation path, as a user runs it: prefill of the prompt, then a token
+      // sampled every step (greedy: the argmax taken on the GPU where it can be; temperature 0.8:
+      // the logits read back and sampled on the host). The first token's time includes the prefill.
+      for (const temperature of temperatures) {
+        for await (const _ of model.stream(prompt.map((r) => r.slice(0, 8)), {maxNewTokens: 3, temperature, seed: 1, eosTokenId: []})) { /* warm-up */ }
+        const stamps: number[] = [];
+        let n = 0;
+        t0 = performance.now();
+        for await (const _ of model.stream(prompt, {maxNewTokens: newTokens, temperature, seed: 1, eosTokenId: []})) {
+          if (++n % batch === 0) stamps.push(performance.now());   // a step's rows arrive together
+        }
+        const steps = stamps.length, decodeMs = stamps[steps - 1] - stamps[0];
+        const key = temperature === 0 ? 'greedy' : `t${temperature}`;
+        run[key] = {firstTokenMs: +(stamps[0] - t0).toFixed(1), steps,
+          msPerStep: steps > 1 ? +(decodeMs / (steps - 1)).toFixed(3) : null,
+          decodeTokensPerSec: steps > 1 ? +((steps - 1) * batch / decodeMs * 1000).toFixed(1) : null};
+      }
+    }
+    t0 = performance.now();
     const state = model.prefill(prompt);
     await state.logits.data();
     run.prefillMs = +(performance.now() - t0).toFixed(1);
-    let ms: number;
-    if (tuning == null) {
-      // Through the public sampling path: logits to the host and a token sampled every step.
-      t0 = performance.now();
-      let n = 0;
-      for await (const _ of model.stream(prompt.map(() => []), {state, maxNewTokens: newTokens, temperature: 0.8, seed: 1, eosTokenId: []})) n++;
-      ms = performance.now() - t0;
-      Object.assign(run, {decodeTokens: n, decodeMs: +ms.toFixed(1), decodeTokensPerSec: +(n / ms * 1000).toFixed(1),
-        msPerStep: +(ms / (n / batch)).toFixed(3)});
-    }
     // Bare steps, queued back to back and waited on once.
     const ids = Array.from({length: batch}, (_, r) => 3 + r);
     t0 = performance.now();

@@ -8,9 +8,10 @@ import {webgpuKernelConfigs} from './rg_lru_scan/webgpu';
 import {preciseTrigKernelConfigs} from './precise_trig/webgpu';
 import {causalConv1dKernelConfigs} from './causal_conv1d/webgpu';
 import {matMulGuardKernelConfigs} from './matmul_webgpu';
+import {rowArgmaxKernelConfigs} from './row_argmax/webgpu';
 
 export function registerWebGPUKernels(): void {
-  for (const k of [...webgpuKernelConfigs, ...preciseTrigKernelConfigs, ...causalConv1dKernelConfigs, ...matMulGuardKernelConfigs()]) {
+  for (const k of [...webgpuKernelConfigs, ...preciseTrigKernelConfigs, ...causalConv1dKernelConfigs, ...matMulGuardKernelConfigs(), ...rowArgmaxKernelConfigs]) {
     const existing = getKernel(k.kernelName, k.backendName);
     if (existing?.kernelFunc === k.kernelFunc) continue;
     // What is there already is superseded: for RgLruScan the composite that rgLruScan()

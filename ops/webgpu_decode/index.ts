@@ -1,7 +1,7 @@
 /**
  * When decodeStep uses the fused WebGPU decode engine (engine.ts), and one engine per (model,
  * batch size).
- *   fusedDecodeConfig.enabled = true;         // or env GRIFFIN_FUSED_DECODE=1 (opt-in, see below)
+ *   fusedDecodeConfig.enabled = false;        // or env GRIFFIN_FUSED_DECODE=0: tfjs ops instead (on by default)
  *   const eng = fusedDecoderFor(model, b);    // null when it does not apply
  *
  * It applies on the webgpu backend to float32 models without LoRA adapters, for 1..16 rows.
@@ -14,22 +14,18 @@ export {FusedDecoder, fusedTuning} from './engine';
 export type {DispatchTiming} from './engine';
 
 /**
- * enabled: null = env GRIFFIN_FUSED_DECODE (1/true/on: on; unset or anything else: off).
+ * enabled: null = env GRIFFIN_FUSED_DECODE (0/false/off: off; unset or anything else: on).
  *
- * Opt-in until one check on a real GPU. On the NVIDIA H200 the engine's logits for a random
- * 2B-shaped model differed from tfjs ops' by 0.62 relative; the cause found afterwards was on
- * tfjs's side: its split-K matMul program is wrong with transposeB and was picked for the k/v
- * projections of every decode step (ops/matmul_webgpu guards it now). On SwiftShader the engine,
- * tfjs ops (guarded) and cpu agree to ~1e-6 at the 2B width with attention and the full
- * vocabulary (bench/diagnose_decode.ts). The engine becomes the default once that script agrees
- * on the H200 too.
+ * On by default: the engine, tfjs ops and the cpu backend agree to ~1e-6 relative on the NVIDIA
+ * H200 (bench/diagnose_decode.ts: 6 layers at the 2B width with the full 256,000 vocabulary,
+ * 1.2e-6 to 3.3e-6; bench/results/2026-11-28-h200-diagnose-decode.txt) and on SwiftShader (CI).
  */
 export const fusedDecodeConfig: {enabled: boolean | null; maxBatch: number} = {enabled: null, maxBatch: 16};
 
 export function fusedDecodeEnabled(): boolean {
   if (fusedDecodeConfig.enabled != null) return fusedDecodeConfig.enabled;
   const v = typeof process !== 'undefined' ? process.env?.GRIFFIN_FUSED_DECODE : undefined;
-  return v != null && ['1', 'true', 'on'].includes(v.toLowerCase());
+  return v == null || !['0', 'false', 'off'].includes(v.toLowerCase());
 }
 
 /** Engines kept per model: the batch sizes used last (a shrinking batch makes a few). */

@@ -11,6 +11,7 @@ import type {IdsLike, RecurrentGemmaForCausalLM} from '../model';
 import type {GemmaTokenizer, StreamDecoder} from '../tokenizer';
 import {Sampler, SamplingOptions, StopStringMatcher, validateSamplingOptions} from './sampling';
 import {GenerationState, idRows, prefill, decodeStep} from './state';
+import {rowArgmax, rowArgmaxAvailable} from '../../ops/row_argmax';
 
 export type FinishReason = 'eos' | 'stop_token' | 'stop_string' | 'length';
 
@@ -162,13 +163,26 @@ async function* run(model: RecurrentGemmaForCausalLM, opts: GenerateOptions, p: 
     if (!keepFinal) decodeStep(model, work, keep.map((k) => tokens[k])).logits.dispose();
   };
 
+  // Greedy rows on a GPU: the argmax is taken there and 4 bytes per row come back, not the logits.
+  const argmaxOnDevice = rowArgmaxAvailable() && trackers.every((t) => t.sampler.picksArgmax);
+  const picksOnDevice = async (): Promise<Int32Array | null> => {
+    const t = rowArgmax(work.logits)!;
+    try {
+      const ids = (await t.data()) as Int32Array;
+      return ids.every((id) => id >= 0) ? ids : null;   // a row of NaN: the host path says so
+    } finally {
+      t.dispose();
+    }
+  };
+
   try {
     while (maxNew > 0 && active.length > 0 && !opts.signal?.aborted) {
-      const logits = (await work.logits.data()) as Float32Array;
+      const picks = argmaxOnDevice ? await picksOnDevice() : null;
+      const logits = picks == null ? (await work.logits.data()) as Float32Array : null;
       const tokens: number[] = [], finished: boolean[] = [], events: TokenEvent[] = [];
       active.forEach((row, k) => {
         const tr = trackers[row];
-        const id = tr.sampler.next(logits.subarray(k * V, (k + 1) * V), tr.seen);
+        const id = picks != null ? picks[k] : tr.sampler.next(logits!.subarray(k * V, (k + 1) * V), tr.seen);
         tr.seen.push(id);
         tr.generated.push(id);
         let reason: FinishReason | undefined = eos.has(id) ? 'eos' : stops.has(id) ? 'stop_token' : undefined;

@@ -205,6 +205,14 @@ export class Sampler {
     }
   }
 
+  /**
+   * Whether next() is the first index of the maximum whatever the previous ids (greedy without a
+   * repetition penalty): generation may then find it where the logits are (ops/row_argmax).
+   */
+  get picksArgmax(): boolean {
+    return this.greedy && this.penalty == null;
+  }
+
   /** Picks the next token id from one row of logits; the caller's array is left untouched. */
   next(logits: Float32Array, previousIds: number[]): number {
     let row: Float32Array = Float32Array.from(logits);

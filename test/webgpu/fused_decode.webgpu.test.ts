@@ -207,7 +207,7 @@ describeWebGPU('fused WebGPU decode engine', () => {
     await initNodeWebGPU();
     // tfjs's prefill on SwiftShader: the packed matMul program (see decode.webgpu.test.ts).
     tf.env().set('WEBGPU_MATMUL_PROGRAM_TYPE', 3);
-    fusedDecodeConfig.enabled = true;   // opt-in (ops/webgpu_decode/index.ts): these tests are about the engine
+    fusedDecodeConfig.enabled = true;   // whatever GRIFFIN_FUSED_DECODE says: these tests are about the engine
   });
   afterAll(() => {
     tf.env().set('WEBGPU_MATMUL_PROGRAM_TYPE', -1);
@@ -463,7 +463,7 @@ describeWebGPU('fused WebGPU decode engine', () => {
     expect(worst).toBeLessThan(DECODE_TOL);
   });
 
-  test('off unless GRIFFIN_FUSED_DECODE=1 or fusedDecodeConfig.enabled = true; LoRA adapters and other backends keep tfjs ops', async () => {
+  test('on unless GRIFFIN_FUSED_DECODE=0 or fusedDecodeConfig.enabled = false; LoRA adapters and other backends keep tfjs ops', async () => {
     await tf.setBackend('webgpu');
     const model = new RecurrentGemmaForCausalLM({vocab_size: 64, hidden_size: 16, lru_width: 16, intermediate_size: 32,
       num_attention_heads: 2, num_key_value_heads: 1, num_hidden_layers: 1, attention_window_size: 4});
@@ -471,11 +471,13 @@ describeWebGPU('fused WebGPU decode engine', () => {
     fusedDecodeConfig.enabled = null;
     try {
       delete process.env.GRIFFIN_FUSED_DECODE;
-      expect(fusedDecoderFor(model, 1)).toBeNull();        // opt-in: off unless asked for
+      expect(fusedDecoderFor(model, 1)).not.toBeNull();    // the default
+      for (const off of ['0', 'false', 'OFF']) {
+        process.env.GRIFFIN_FUSED_DECODE = off;
+        expect(fusedDecoderFor(model, 1)).toBeNull();
+      }
       process.env.GRIFFIN_FUSED_DECODE = '1';
       expect(fusedDecoderFor(model, 1)).not.toBeNull();
-      process.env.GRIFFIN_FUSED_DECODE = '0';
-      expect(fusedDecoderFor(model, 1)).toBeNull();
       fusedDecodeConfig.enabled = true;
       expect(fusedDecoderFor(model, 1)).not.toBeNull();
       fusedDecodeConfig.enabled = false;
