@@ -19,6 +19,7 @@ import {useBackend} from '../src/backend';
 import {AdamW} from '../src/training/optimizer';
 import {RG_LRU_SCAN, RG_LRU_SCAN_GRAD} from '../ops/rg_lru_scan';
 import {wasmMatMulCacheBytes} from '../ops/wasm_matmul';
+import {rowArgmax} from '../ops/row_argmax';
 import {benchConfig, describeMachine, paramCount, Environment, MemoryWatch, peakRssBytes, randomIds, randomizeWeights, scanBytes,
   scanInputs, syncOn, timeIt} from './common';
 
@@ -78,8 +79,9 @@ const cpuMsSince = (from: NodeJS.CpuUsage) => { const u = process.cpuUsage(from)
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const mb = (x: number) => +(x / 2 ** 20).toFixed(1);
 
+/** Greedy ids as generation picks them: on the GPU where ops/row_argmax has a kernel (4 bytes per row back). */
 async function greedy(logits: tf.Tensor): Promise<number[]> {
-  const next = tf.argMax(logits, -1);
+  const next = rowArgmax(logits) ?? tf.argMax(logits, -1);
   const ids = Array.from(await next.data());
   next.dispose();
   return ids;

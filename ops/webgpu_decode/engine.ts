@@ -25,8 +25,8 @@ import * as tf from '@tensorflow/tfjs';
 import type {RecurrentGemmaForCausalLM} from '../../src/model';
 import type {LayerState} from '../../layers/model_layers';
 import {
-  AttnSpec, attnChunks, attnCombineSource, attnPartialSource, embedSource, GemvSpec,
-  gemvBindings, gemvRows, gemvSource, rgLruGrid, rgLruSource, ropeSource, stepLayout, StepLayout,
+  AttnSpec, attnChunks, attnCombineSource, attnPartialSource, attnThreads, embedSource, GemvSpec,
+  gemvBindings, gemvRows, gemvSource, rgLruGrid, rgLruSharedBytes, rgLruSource, RgLruSpec, ropeSource, stepLayout, StepLayout,
 } from './shaders';
 
 interface TensorData { resource?: unknown; values?: unknown }
@@ -49,8 +49,26 @@ export interface DispatchTiming { name: string; ms: number; bytes: number }
 interface RecurrentBuffers { kind: 'recurrent'; st: GPUBuffer }
 interface AttentionBuffers { kind: 'attention'; k: GPUBuffer; v: GPUBuffer; valid: GPUBuffer }
 
-/** Tuning knobs (also from env GRIFFIN_FUSED_THREADS / GRIFFIN_FUSED_ROWS). */
-export const fusedTuning = {threads: 0, maxRows: 0, chunk: 0};
+/**
+ * Tuning knobs, 0 = default (also from env GRIFFIN_FUSED_THREADS / _ROWS / _CHUNK / _LRU_SLICES):
+ * GEMV threads and most rows per workgroup, attention ring slots per workgroup, RG-LRU input slices.
+ */
+export const fusedTuning = {threads: 0, maxRows: 0, chunk: 0, lruSlices: 0};
+
+/**
+ * The RG-LRU kernel's shape: 32 channels per workgroup (64 for wide heads) and as many input
+ * slices (8, 4, 2, 1) as fit in 256 invocations and in workgroup memory.
+ */
+function rgLruPlan(B: number, E: number, H: number, W: number, step: StepLayout, sharedLimit: number): RgLruSpec {
+  const bw = E / H;
+  const CC = Math.min(64, Math.max(32, Math.ceil(bw / 32) * 32));
+  const want = fusedTuning.lruSlices || envInt('GRIFFIN_FUSED_LRU_SLICES') || 8;
+  for (let JS = want; JS >= 1; JS = Math.floor(JS / 2)) {
+    const spec = {B, E, H, W, CC, JS, step};
+    if (CC * JS <= 256 && rgLruSharedBytes(spec) <= sharedLimit) return spec;
+  }
+  return {B, E, H, W, CC, JS: 1, step};
+}
 
 function envInt(name: string): number {
   const v = typeof process !== 'undefined' ? process.env?.[name] : undefined;
@@ -103,7 +121,8 @@ export class FusedDecoder {
       // Defaults not yet measured on a GPU: more threads (latency hiding) for few rows.
       const T = fusedTuning.threads || envInt('GRIFFIN_FUSED_THREADS') || (B <= 4 ? 128 : 64);
       const maxR = fusedTuning.maxRows || envInt('GRIFFIN_FUSED_ROWS') || 4;
-      const CS = fusedTuning.chunk || envInt('GRIFFIN_FUSED_CHUNK') || 64;
+      // Ring slots per attention workgroup: short chunks spread a short context over more of the GPU.
+      const CS = fusedTuning.chunk || envInt('GRIFFIN_FUSED_CHUNK') || 16;
       // Checked before anything is allocated.
       if (B * (e / H) * 4 > limit.maxComputeWorkgroupStorageSize) throw new Error(`fused decode: ${B} rows x ${e / H} channels per head exceed workgroup memory`);
       if (H / K * CS * 4 > limit.maxComputeWorkgroupStorageSize / 2) throw new Error('fused decode: too many query heads per key head');
@@ -117,7 +136,7 @@ export class FusedDecoder {
       const x = own(B * d), uy = own(B * 2 * e), o = own(B * e), hid = own(B * m);
       const hasAttn = c.layers_block_type.includes('attention');
       const qkv = own(B * (H + 2 * K) * hd), qr = own(B * H * hd), attn = own(B * H * hd);
-      const aspec: AttnSpec = {B, H, K, HD: hd, ROT: rot, S: this.S, step: this.step_, CS, T: 128};
+      const aspec: AttnSpec = {B, H, K, HD: hd, ROT: rot, S: this.S, step: this.step_, CS, T: attnThreads(H / K, CS, hd)};
       const part = hasAttn ? own(B * H * attnChunks(aspec) * (hd + 2)) : own(4);
       this.stepBuf = own(this.step_.words);
       this.logitsBuf = own(B * V);
@@ -176,7 +195,7 @@ export class FusedDecoder {
           this.layerBufs.push({kind: 'recurrent', st});
           const pk = pack([cv.weight.read(), cv.bias.read(), rg.input_gate_bias.read(), rg.recurrent_gate_bias.read(), rg.recurrent_param.read()]);
           const bw = e / H;
-          const rspec = {B, E: e, H, W: w, CC: Math.min(64, Math.max(32, Math.ceil(bw / 32) * 32)), step: this.step_};
+          const rspec = rgLruPlan(B, e, H, w, this.step_, limit.maxComputeWorkgroupStorageSize);
           this.add(`L${li}.rglru`, rgLruSource(rspec),
               [uy, pk, wt(() => rg.input_gate_weight.read()), wt(() => rg.recurrent_gate_weight.read()), st, o, this.stepBuf], rgLruGrid(rspec),
               2 * e * bw * 4);

@@ -241,6 +241,18 @@ export interface RgLruSpec {
   B: number; E: number; H: number; W: number; step: StepLayout;
   /** Channels per workgroup (a workgroup computes the gates of CC channels of one head). */
   CC: number;
+  /**
+   * Slices of the gates' inputs per channel (default 1): a workgroup has CC x JS invocations, each
+   * summing E/H/JS products per gate, and the slices are added in workgroup memory. More slices,
+   * shorter dependent chains: this kernel is latency-bound at decode sizes.
+   */
+  JS?: number;
+}
+
+/** Workgroup memory of the RG-LRU kernel, bytes: the conv outputs of a head and the slices' partial sums. */
+export function rgLruSharedBytes(s: RgLruSpec): number {
+  const JS = s.JS ?? 1;
+  return 4 * (s.B * (s.E / s.H) + (JS > 1 ? JS * s.CC * 2 * s.B : 0));
 }
 
 /** Workgroups of the RG-LRU kernel: (heads, channel chunks per head). */
@@ -268,10 +280,14 @@ export function rgLruSource(s: RgLruSpec): string {
   for (let k = 0; k < WM1; k++) {
     taps.push(`if (!reset) { y = y + pk[ch * ${W}u + ${k}u] * st[${ring('b', `((cs + ${1 + k}u) % ${W}u)`)}]; }`);
   }
-  const acc: string[] = [], fin: string[] = [];
+  const JS = s.JS ?? 1, NT = CC * JS;
+  const acc: string[] = [], fin: string[] = [], part: string[] = [], sum: string[] = [];
   for (let b = 0; b < B; b++) {
     acc.push(`gx${b} = gx${b} + cv[${b * BW}u + j] * wxv; ga${b} = ga${b} + cv[${b * BW}u + j] * wav;`);
     fin.push(`update(${b}u, ch, c, gx${b}, ga${b}, cs);`);
+    // Partial sums: red[((js * CC + cl) * B + b) * 2 + {0: x, 1: a}].
+    part.push(`red[((js * ${CC}u + cl) * ${B}u + ${b}u) * 2u] = gx${b}; red[((js * ${CC}u + cl) * ${B}u + ${b}u) * 2u + 1u] = ga${b};`);
+    sum.push(`gx${b} = gx${b} + red[((q * ${CC}u + cl) * ${B}u + ${b}u) * 2u]; ga${b} = ga${b} + red[((q * ${CC}u + cl) * ${B}u + ${b}u) * 2u + 1u];`);
   }
   return `
 ${COMMON}
@@ -283,6 +299,7 @@ ${COMMON}
 @group(0) @binding(5) var<storage, read_write> o : array<f32>;
 @group(0) @binding(6) var<storage, read> step : array<u32>;
 var<workgroup> cv : array<f32, ${B * BW}>;
+${JS > 1 ? `var<workgroup> red : array<f32, ${JS * CC * 2 * B}>;` : ''}
 
 fn softplusT(x : f32) -> f32 {
   // tfjs's: exp(x) below log(eps) + 2, x above -(log(eps) + 2), log(1 + exp(x)) between.
@@ -313,11 +330,11 @@ fn update(b : u32, ch : u32, c : u32, gxIn : f32, gaIn : f32, cs : u32) {
   }
 }
 
-@compute @workgroup_size(${CC})
+@compute @workgroup_size(${NT})
 fn main(@builtin(workgroup_id) wid : vec3<u32>, @builtin(local_invocation_index) t : u32) {
   let h = wid.x;
   let cs = step[${s.step.slot + 1}u];
-  for (var idx = t; idx < ${B * BW}u; idx = idx + ${CC}u) {
+  for (var idx = t; idx < ${B * BW}u; idx = idx + ${NT}u) {
     let b = idx / ${BW}u;
     let ch = h * ${BW}u + idx % ${BW}u;
     let reset = step[${s.step.pos}u + b] == 0u;
@@ -328,16 +345,27 @@ fn main(@builtin(workgroup_id) wid : vec3<u32>, @builtin(local_invocation_index)
     cv[idx] = y;
   }
   workgroupBarrier();
-  let c = wid.y * ${CC}u + t;
-  if (c >= ${BW}u) { return; }
+  let cl = t % ${CC}u;
+  let js = t / ${CC}u;
+  let c = wid.y * ${CC}u + cl;
   let ch = h * ${BW}u + c;
   ${Array.from({length: B}, (_, b) => `var gx${b} = 0.0; var ga${b} = 0.0;`).join(' ')}
-  for (var j = 0u; j < ${BW}u; j = j + 1u) {
-    let wi = (h * ${BW}u + j) * ${BW}u + c;
-    let wxv = wx[wi];
-    let wav = wa[wi];
-    ${acc.join('\n    ')}
-  }
+  if (c < ${BW}u) {
+    // Slice js of the inputs: j = js, js + JS, ... (consecutive c read consecutive weights).
+    for (var j = js; j < ${BW}u; j = j + ${JS}u) {
+      let wi = (h * ${BW}u + j) * ${BW}u + c;
+      let wxv = wx[wi];
+      let wav = wa[wi];
+      ${acc.join('\n      ')}
+    }
+  }${JS > 1 ? `
+  ${part.join('\n  ')}
+  workgroupBarrier();
+  if (js != 0u) { return; }
+  for (var q = 1u; q < ${JS}u; q = q + 1u) {
+    ${sum.join('\n    ')}
+  }` : ''}
+  if (c >= ${BW}u) { return; }
   ${fin.join('\n  ')}
 }`;
 }
@@ -471,15 +499,22 @@ fn main(@builtin(workgroup_id) wid : vec3<u32>, @builtin(local_invocation_index)
     sm[t] = l;
   }
   workgroupBarrier();
-  for (var p = t; p < ${G * HD}u; p = p + ${T}u) {
-    let g = p / ${HD}u;
-    let j = p % ${HD}u;
-    var acc = 0.0;
+  // P V: invocation j reads each valid slot's value once for the G query heads sharing it.
+  for (var j = t; j < ${HD}u; j = j + ${T}u) {
+    var acc : array<f32, ${G}>;
+    for (var g = 0u; g < ${G}u; g = g + 1u) { acc[g] = 0.0; }
     for (var i = 0u; i < ${CS}u; i = i + 1u) {
-      let e = sc[g * ${CS}u + i];
-      if (e != 0.0) { acc = acc + e * vr[((b * ${S}u + s0 + i) * ${K}u + kh) * ${HD}u + j]; }
+      let sl = s0 + i;
+      if (sl < ${S}u) {
+        if (valid[b * ${S}u + sl] > 0.0) {
+          let v = vr[((b * ${S}u + sl) * ${K}u + kh) * ${HD}u + j];
+          for (var g = 0u; g < ${G}u; g = g + 1u) { acc[g] = acc[g] + sc[g * ${CS}u + i] * v; }
+        }
+      }
     }
-    part[((b * ${H}u + kh * ${G}u + g) * ${NC}u + c) * ${HD + 2}u + j] = acc;
+    for (var g = 0u; g < ${G}u; g = g + 1u) {
+      part[((b * ${H}u + kh * ${G}u + g) * ${NC}u + c) * ${HD + 2}u + j] = acc[g];
+    }
   }
   if (t < ${G}u) {
     let pb = ((b * ${H}u + kh * ${G}u + t) * ${NC}u + c) * ${HD + 2}u;
@@ -487,6 +522,11 @@ fn main(@builtin(workgroup_id) wid : vec3<u32>, @builtin(local_invocation_index)
     part[pb + ${HD + 1}u] = sm[t];
   }
 }`;
+}
+
+/** Invocations of the partial attention kernel: enough for the scores of a chunk and for the head dim, at most 256. */
+export function attnThreads(G: number, CS: number, HD: number): number {
+  return Math.min(256, Math.max(32, Math.ceil(Math.max(G * CS, HD) / 32) * 32));
 }
 
 /** Bindings: part, attn [B, H HD]. Grid (H, B). */

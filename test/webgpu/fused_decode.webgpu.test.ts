@@ -268,9 +268,12 @@ describeWebGPU('fused WebGPU decode engine', () => {
   });
 
   test.each([
-    ['3 rows (one at a document start), 2 workgroups per head', 3, 24, 3, 4, 2, 4],
-    ['1 row, width 2, one workgroup per head', 1, 64, 2, 2, 1, 32],
-  ] as [string, number, number, number, number, number, number][])('conv1d + RG-LRU step, %s', async (_n, B, E, H, W, cs, CC) => {
+    ['3 rows (one at a document start), 2 workgroups per head', 3, 24, 3, 4, 2, 4, 1],
+    ['3 rows, 2 workgroups per head, 3 input slices (8 channels: uneven)', 3, 24, 3, 4, 1, 4, 3],
+    ['1 row, width 2, one workgroup per head', 1, 64, 2, 2, 1, 32, 1],
+    ['1 row, width 2, one workgroup per head, 8 input slices', 1, 64, 2, 2, 0, 32, 8],
+    ['2 rows, 40 channels per head in 2 workgroups of 32, 4 input slices', 2, 80, 2, 4, 3, 32, 4],
+  ] as [string, number, number, number, number, number, number, number][])('conv1d + RG-LRU step, %s', async (_n, B, E, H, W, cs, CC, JS) => {
     const BW = E / H;
     const step = stepLayout(B, 1);
     const pos = [5, 0, 17].slice(0, B);
@@ -289,7 +292,7 @@ describeWebGPU('fused WebGPU decode engine', () => {
     }
     const pk = Float32Array.from([...convW, ...convB, ...bx, ...ba, ...rp]);
     const st = Float32Array.from([...ring, ...h0]);
-    const spec = {B, E, H, W, CC, step};
+    const spec = {B, E, H, W, CC, JS, step};
     const got = await runKernel(rgLruSource(spec), [uy, pk, wx, wa, st, new Float32Array(B * E), stepData], rgLruGrid(spec));
     const want = await onCpu(() => {
       const u = tf.slice(tf.tensor3d(uy, [B, 1, 2 * E]), [0, 0, 0], [B, 1, E]);
@@ -321,6 +324,7 @@ describeWebGPU('fused WebGPU decode engine', () => {
   test.each([
     ['multi-query (K = 1), 2 rows, partial rotary, one row at a document start', 2, 4, 1, 8, 4, [9, 0]],
     ['multi-head (K = H), 3 rows, full rotary', 3, 2, 2, 6, 6, [3, 40, 1]],
+    ['10 query heads per key head, head dim 40: more scores and more of the head dim than 32 invocations', 1, 10, 1, 40, 20, [30]],
   ] as [string, number, number, number, number, number, number[]][])('RoPE + ring store + chunked attention: %s',
   async (_n, B, H, K, HD, ROT, pos) => {
     const S = 11, CS = 4, theta = 10000;
