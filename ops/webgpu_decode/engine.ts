@@ -50,10 +50,11 @@ interface RecurrentBuffers { kind: 'recurrent'; st: GPUBuffer }
 interface AttentionBuffers { kind: 'attention'; k: GPUBuffer; v: GPUBuffer; valid: GPUBuffer }
 
 /**
- * Tuning knobs, 0 = default (also from env GRIFFIN_FUSED_THREADS / _ROWS / _CHUNK / _LRU_SLICES):
- * GEMV threads and most rows per workgroup, attention ring slots per workgroup, RG-LRU input slices.
+ * Tuning knobs, 0 = default (also from env GRIFFIN_FUSED_THREADS / _ROWS / _UNROLL / _CHUNK /
+ * _LRU_SLICES): GEMV threads, most rows per workgroup and strides per loop trip (loads in
+ * flight), attention ring slots per workgroup, RG-LRU input slices.
  */
-export const fusedTuning = {threads: 0, maxRows: 0, chunk: 0, lruSlices: 0};
+export const fusedTuning = {threads: 0, maxRows: 0, unroll: 0, chunk: 0, lruSlices: 0};
 
 /**
  * The RG-LRU kernel's shape: 32 channels per workgroup (64 for wide heads) and as many input
@@ -88,6 +89,8 @@ export class FusedDecoder {
   private readonly layerBufs: (RecurrentBuffers | AttentionBuffers)[] = [];
   private readonly stepBuf: GPUBuffer;
   private readonly logitsBuf: GPUBuffer;
+  /** The next step's dispatches, encoded ahead (run()). */
+  private nextDispatches: GPUCommandBuffer | null = null;
   private readonly step_: StepLayout;
   private readonly invFreq: Float32Array;
   private readonly S: number;          // ring slots (W + 1)
@@ -166,7 +169,7 @@ export class FusedDecoder {
             (r * P * spec.B + (spec.norm ? spec.B : 0)) * T * 4 <= limit.maxComputeWorkgroupStorageSize;
         while (R > 1 && !fits(R)) R = R >> 1;
         if (!fits(R)) throw new Error(`fused decode: no GEMV tiling for ${name}`);
-        const full: GemvSpec = {...spec, R, T, U: spec.B <= 4 ? 2 : 1};
+        const full: GemvSpec = {...spec, R, T, U: fusedTuning.unroll || envInt('GRIFFIN_FUSED_UNROLL') || (spec.B <= 4 ? 2 : 1)};
         const nwg = gemvRows(full) / R;
         const gx = Math.min(nwg, limit.maxComputeWorkgroupsPerDimension);
         const bytes = spec.segments.reduce((a, n) => a + n * spec.IN * 4, 0) * (spec.mode === 'geglu' ? 2 : 1);
@@ -395,16 +398,15 @@ export class FusedDecoder {
     words[L.slot + 1] = this.convNext;
     this.device.queue.writeBuffer(this.stepBuf, 0, words);
     this.flushTf();
-    const enc = this.device.createCommandEncoder();
+    const cmds: GPUCommandBuffer[] = [];
     if (prof == null) {
-      const pass = enc.beginComputePass();
-      for (const d of this.dispatches) {
-        pass.setPipeline(d.pipeline);
-        pass.setBindGroup(0, d.bind);
-        pass.dispatchWorkgroups(d.grid[0], d.grid[1], d.grid[2]);
-      }
-      pass.end();
-    } else {
+      // The dispatches do not depend on the step (its ids and slots are in stepBuf), so they were
+      // encoded ahead, while the GPU ran the previous step.
+      cmds.push(this.nextDispatches ?? this.encodeDispatches());
+      this.nextDispatches = null;
+    }
+    const enc = this.device.createCommandEncoder();
+    if (prof != null) {
       this.dispatches.forEach((d, i) => {
         const pass = enc.beginComputePass({timestampWrites: {querySet: prof.querySet, beginningOfPassWriteIndex: 2 * i, endOfPassWriteIndex: 2 * i + 1}});
         pass.setPipeline(d.pipeline);
@@ -417,14 +419,31 @@ export class FusedDecoder {
     }
     const out = this.newTensor([B, V]);
     enc.copyBufferToBuffer(this.logitsBuf, 0, out.buffer, 0, B * V * 4);
-    this.device.queue.submit([enc.finish()]);
+    cmds.push(enc.finish());
+    this.device.queue.submit(cmds);
+    // Encoding ~150 dispatches costs the host about a millisecond: done now, it overlaps this step's GPU time.
+    if (prof == null) this.nextDispatches = this.encodeDispatches();
     this.head = (this.head + 1) % this.S;
     this.convNext = (this.convNext + 1) % this.model.config.conv1d_width;
     return out.tensor;
   }
 
+  /** One step's dispatches, in one compute pass. */
+  private encodeDispatches(): GPUCommandBuffer {
+    const enc = this.device.createCommandEncoder();
+    const pass = enc.beginComputePass();
+    for (const d of this.dispatches) {
+      pass.setPipeline(d.pipeline);
+      pass.setBindGroup(0, d.bind);
+      pass.dispatchWorkgroups(d.grid[0], d.grid[1], d.grid[2]);
+    }
+    pass.end();
+    return enc.finish();
+  }
+
   dispose(): void {
     if (this.disposed) return;
+    this.nextDispatches = null;
     this.disposed = true;
     for (const b of this.owned) b.destroy();
   }

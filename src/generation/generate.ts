@@ -141,7 +141,6 @@ async function* run(model: RecurrentGemmaForCausalLM, opts: GenerateOptions, p: 
   let work = keepFinal ? prefilled.clone() : prefilled;
   let active = rows.map((_, i) => i);       // input row of each row of `work`
   const saved = new Map<number, GenerationState>();  // keepFinal: finished rows' final states
-  let pending: {tokens: number[], finished: boolean[]} | null = null;
   let failed = false;
 
   const advance = (tokens: number[], finished: boolean[]): void => {
@@ -205,13 +204,13 @@ async function* run(model: RecurrentGemmaForCausalLM, opts: GenerateOptions, p: 
         tokens.push(id);
         finished.push(reason != null);
       });
-      pending = {tokens, finished};
+      // The next step is submitted before the events go out, so that the consumer's work (and the
+      // host's event handling) overlaps the GPU's; the state already holds every token handed out.
+      advance(tokens, finished);
       for (const ev of events) {
         opts.onToken?.(ev);
         yield ev;
       }
-      pending = null;
-      advance(tokens, finished);
       if (active.length > 0) await breathe();
     }
   } catch (e) {
@@ -219,9 +218,9 @@ async function* run(model: RecurrentGemmaForCausalLM, opts: GenerateOptions, p: 
     throw e;
   } finally {
     try {
-      // A consumer that stopped mid-step still leaves the caller's state with every token it was given.
+      // A consumer that stopped mid-step still leaves the caller's state with every token it was
+      // given: each step's tokens were fed before its events were handed out.
       if (keepFinal && !failed) {
-        if (pending != null) advance(pending.tokens, pending.finished);
         const parts = rows.map((_, row) => saved.get(row) ?? work.select([active.indexOf(row)]));
         userState!.replaceWith(GenerationState.concat(parts));
         parts.forEach((s) => s.dispose());

@@ -158,12 +158,15 @@ export function validateSamplingOptions(opts: SamplingOptions): void {
   if (seed !== undefined && !Number.isInteger(seed)) throw new Error(`seed must be an integer, got ${seed}`);
 }
 
-/** Softmax in float64 (a float32 running sum over a 256k vocabulary loses the tail). */
-function softmax(logits: Float32Array): Float64Array {
+/**
+ * Softmax in float64 (a float32 running sum over a 256k vocabulary loses the tail), into `out`
+ * when given (a buffer reused from token to token: allocating 2 MB per token costs more than the
+ * arithmetic).
+ */
+function softmax(logits: Float32Array, out: Float64Array = new Float64Array(logits.length)): Float64Array {
   let max = -Infinity;
   for (let i = 0; i < logits.length; i++) if (logits[i] > max) max = logits[i];
   if (!Number.isFinite(max)) throw new Error(`sampling: logits have no finite maximum (${max})`);
-  const out = new Float64Array(logits.length);
   let sum = 0;
   for (let i = 0; i < logits.length; i++) { out[i] = Math.exp(logits[i] - max); sum += out[i]; }
   for (let i = 0; i < out.length; i++) out[i] /= sum;
@@ -187,6 +190,9 @@ export class Sampler {
   readonly processors: LogitsProcessor[] = [];
   private readonly penalty?: RepetitionPenaltyProcessor;
   private readonly rand: () => number;
+  /** Scratch rows reused across tokens (the processors write into the first). */
+  private rowBuf: Float32Array | null = null;
+  private probBuf: Float64Array | null = null;
 
   constructor(opts: SamplingOptions = {}) {
     validateSamplingOptions(opts);
@@ -215,14 +221,17 @@ export class Sampler {
 
   /** Picks the next token id from one row of logits; the caller's array is left untouched. */
   next(logits: Float32Array, previousIds: number[]): number {
-    let row: Float32Array = Float32Array.from(logits);
+    if (this.greedy && this.penalty == null) return argmax(logits);   // reads only
+    if (this.rowBuf?.length !== logits.length) this.rowBuf = new Float32Array(logits.length);
+    let row: Float32Array = this.rowBuf;
+    row.set(logits);
     if (this.greedy) {
       // Temperature, top-k and top-p cannot move the argmax, but the repetition penalty can, so it still applies.
-      if (this.penalty) row = this.penalty.apply(row, previousIds);
-      return argmax(row);
+      return argmax(this.penalty!.apply(row, previousIds));
     }
     for (const p of this.processors) row = p.apply(row, previousIds);
-    const probs = softmax(row);
+    if (this.probBuf?.length !== row.length) this.probBuf = new Float64Array(row.length);
+    const probs = softmax(row, this.probBuf);
     const u = this.rand();
     let cum = 0, last = -1;
     for (let i = 0; i < probs.length; i++) {
