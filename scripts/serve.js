@@ -6,6 +6,11 @@
  *   const {startServer} = require('./scripts/serve');    // in tests: {url, close}
  *
  * Extra folders can be mounted under a URL prefix (the tests serve converted models from a temp dir).
+ *
+ * Every response (errors and redirects too) carries ISOLATION_HEADERS, which make the page
+ * cross-origin isolated (self.crossOriginIsolated === true): SharedArrayBuffer is available, so
+ * tfjs-backend-wasm picks its threaded SIMD build (tfjs-backend-wasm-threaded-simd.wasm, next to
+ * the bundle). Everything the example loads is same-origin, which require-corp allows.
  */
 'use strict';
 const fs = require('fs');
@@ -26,6 +31,13 @@ const TYPES = {
   '.svg': 'image/svg+xml',
 };
 
+/** Cross-origin isolation: COOP + COEP make the page isolated; CORP keeps our files same-origin only. */
+const ISOLATION_HEADERS = {
+  'Cross-Origin-Opener-Policy': 'same-origin',
+  'Cross-Origin-Embedder-Policy': 'require-corp',
+  'Cross-Origin-Resource-Policy': 'same-origin',
+};
+
 /**
  * Starts serving. root: the folder served at '/'; mounts: {'/prefix/': folder}; port 0 picks a
  * free port. Resolves to {url, port, close()}.
@@ -33,6 +45,7 @@ const TYPES = {
 function startServer({root = path.join(__dirname, '..'), port = 0, mounts = {}, quiet = true} = {}) {
   const bases = Object.entries(mounts).map(([prefix, dir]) => [prefix.replace(/\/?$/, '/'), path.resolve(dir)]);
   const server = http.createServer((req, res) => {
+    for (const [name, value] of Object.entries(ISOLATION_HEADERS)) res.setHeader(name, value);
     const send = (code, text) => {
       res.writeHead(code, {'Content-Type': 'text/plain; charset=utf-8'});
       res.end(text);
@@ -85,7 +98,7 @@ function startServer({root = path.join(__dirname, '..'), port = 0, mounts = {}, 
   });
 }
 
-module.exports = {startServer};
+module.exports = {startServer, ISOLATION_HEADERS};
 
 if (require.main === module) {
   const arg = (name, def) => {
@@ -103,7 +116,7 @@ if (require.main === module) {
     process.exit(2);
   }
   startServer({root, port, quiet: !process.argv.includes('--verbose')}).then(({url}) => {
-    console.log(`serving ${root} at ${url}/ (example: ${url}/examples/browser/)`);
+    console.log(`serving ${root} at ${url}/ (example: ${url}/examples/browser/), cross-origin isolated (COOP/COEP)`);
   }, (e) => {
     console.error(`serve: ${e.message}`);
     process.exit(1);

@@ -23,7 +23,7 @@ const breathe = () => new Promise((r) => setTimeout(r, 0));
 const app = {
   G, tf, backend: null, model: null, tokenizer: null, state: null, lastToken: -1, generating: null,
   tune: {model: null, tokenizer: null, losses: [], trainer: null, stop: false},
-  ready: null,
+  isolation: null, ready: null,
 };
 window.griffinApp = app;
 
@@ -54,7 +54,30 @@ async function start() {
   setStatus('starting backend', 'loading');
   app.backend = await useBackend(wanted);
   $('backend').textContent = app.backend;
+  await showIsolation();
   await loadChatModel($('model-url').value);
+}
+
+/**
+ * Next to the backend: whether the page is cross-origin isolated (scripts/serve.js sends COOP and
+ * COEP), which SharedArrayBuffer and so the wasm backend's threaded SIMD build need; on wasm, that
+ * build and its thread count. Also in app.isolation, for scripting and tests.
+ */
+async function showIsolation() {
+  const isolated = self.crossOriginIsolated === true;
+  const info = {crossOriginIsolated: isolated, wasmBuild: null, wasmThreads: null};
+  let text = isolated ? 'cross-origin isolated' : 'not cross-origin isolated';
+  if (app.backend === 'wasm') {
+    const [simd, threads] = await Promise.all([tf.env().getAsync('WASM_HAS_SIMD_SUPPORT'), tf.env().getAsync('WASM_HAS_MULTITHREAD_SUPPORT')]);
+    info.wasmBuild = simd && threads ? 'threaded-simd' : simd ? 'simd' : 'plain';
+    info.wasmThreads = tf.backend().wasm?.tfjs?.getThreadsCount?.() ?? null;
+    text += `; ${info.wasmBuild} build${info.wasmThreads == null ? '' : `, ${info.wasmThreads} thread${info.wasmThreads === 1 ? '' : 's'}`}`;
+  }
+  app.isolation = info;
+  $('isolation').textContent = `(${text})`;
+  $('isolation').dataset.isolated = String(isolated);
+  $('isolation').title = isolated ? 'SharedArrayBuffer available: wasm can use threads'
+    : 'serve the page with Cross-Origin-Opener-Policy: same-origin and Cross-Origin-Embedder-Policy: require-corp (node scripts/serve.js does) for wasm threads';
 }
 
 async function loadChatModel(url) {

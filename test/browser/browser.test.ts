@@ -11,7 +11,10 @@
  *   - chat: a seeded sampled reply streams into the page (partial text seen before it ends) and
  *     equals Node's with the same seed; Stop ends a turn early; the state carries to the next turn;
  *   - LoRA fine-tuning in the page (wasm): its first loss equals Node's loss on the same tokens,
- *     and the loss goes down.
+ *     and the loss goes down;
+ *   - the page is cross-origin isolated (scripts/serve.js sends COOP / COEP; its headers are
+ *     checked without a browser in serve.test.ts), so wasm runs its threaded SIMD build, which the
+ *     page shows next to the backend.
  * Screenshots go to test/browser/output/ (gitignored). Without chromium the suite is skipped,
  * except under CI, where that is a failure.
  */
@@ -202,6 +205,22 @@ describeBrowser('the browser bundle and example in headless Chromium', () => {
         expect(got.backend).toBe(backend);
         expect(got.tfBackend).toBe(backend);
         expect(got.ids).toEqual(ref.ids);
+        // Served cross-origin isolated; on wasm that means the threaded SIMD binary, fetched from beside the bundle.
+        const iso = await page.evaluate(() => ({
+          crossOriginIsolated: self.crossOriginIsolated, shown: document.getElementById('isolation')!.textContent,
+          app: (window as any).griffinApp.isolation,
+          wasmFiles: performance.getEntriesByType('resource').map((e) => e.name).filter((u) => u.endsWith('.wasm')),
+        }));
+        expect(iso.crossOriginIsolated).toBe(true);
+        expect(iso.app.crossOriginIsolated).toBe(true);
+        expect(iso.shown).toMatch(/^\(cross-origin isolated/);
+        if (backend === 'wasm') {
+          expect(iso.app.wasmBuild).toBe('threaded-simd');
+          expect(iso.app.wasmThreads).toBeGreaterThanOrEqual(1);
+          expect(iso.shown).toMatch(/; threaded-simd build, \d+ threads?\)$/);
+          expect(iso.wasmFiles).toEqual([`${server.url}/bundle/tfjs-backend-wasm-threaded-simd.wasm`]);
+        }
+        lines.push(`${backend}: ${iso.shown}`);
         const rel = relError(got.logits, ref.logits), abs = maxAbsDiff(got.logits, ref.logits);
         const V = ref.logits.length / ref.ids.length;
         const tail = ref.logits.subarray((ref.ids.length - STEPS - 1) * V);
