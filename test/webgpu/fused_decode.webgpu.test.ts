@@ -223,12 +223,14 @@ describeWebGPU('fused WebGPU decode engine', () => {
     ['scalar, norm, soft cap into a column offset, 4 rows', 4, 22, [9], 'softcap', true],
     ['vec4, norm, unrolled loop + tail (260 vectors), 2 rows', 2, 1040, [8], 'store', true],
     ['vec4, GeGLU, unrolled loop without tail, 1 row', 1, 512, [4, 4], 'geglu', false],
-  ] as [string, number, number, number[], GemvSpec['mode'], boolean][])('GEMV %s', async (_n, B, IN, segments, mode, norm) => {
+    ['vec4, norm, GeGLU, 4 strides per trip + tail (300 vectors), 8 rows', 8, 1200, [6, 6], 'geglu', true, 4],
+    ['vec4, residual, 4 strides per trip, 6 rows', 6, 512, [10], 'residual', false, 4],
+  ] as [string, number, number, number[], GemvSpec['mode'], boolean, number?][])('GEMV %s', async (_n, B, IN, segments, mode, norm, U = 2) => {
     const rows = mode === 'geglu' ? segments[0] : segments.reduce((a, b) => a + b, 0);
     const outStride = mode === 'softcap' ? rows + 5 : mode === 'geglu' ? rows : rows;
     const R = rows % 2 === 0 ? 2 : 1;
     const spec: GemvSpec = {B, IN, segments, gelu: mode === 'store' && segments.length > 1 ? [false, true] : undefined, mode, norm, eps: 1e-6,
-      bias: mode !== 'softcap', outStride, outOffset: mode === 'softcap' ? 3 : 0, cap: 5, R, T: 32, U: 2};
+      bias: mode !== 'softcap', outStride, outOffset: mode === 'softcap' ? 3 : 0, cap: 5, R, T: 32, U};
     const x = uniform(1, B * IN, -2, 2), g = uniform(2, IN, -0.5, 0.5);
     const ws = segments.map((n, i) => uniform(10 + i, n * IN));
     const bias = uniform(3, mode === 'geglu' ? 2 * rows : rows);
