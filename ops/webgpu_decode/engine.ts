@@ -130,7 +130,8 @@ export class FusedDecoder {
       this.invFreq = Float32Array.from({length: rot / 2}, (_, j) => 1 / Math.pow(c.rope_theta, (2 * j) / rot));
       const limit = this.device.limits;
       // GEMV workgroups: T threads stride over the input, each holding R rows x B accumulators.
-      // Defaults not yet measured on a GPU: more threads (latency hiding) for few rows.
+      // Defaults from the H200 sweeps (bench/results/NOTES.md): 128 threads x 4 rows was the best
+      // of 64x4, 128x4, 128x2 and 256x2 at batch 1, 64 x 4 at batch 8.
       const T = fusedTuning.threads || envInt('GRIFFIN_FUSED_THREADS') || (B <= 4 ? 128 : 64);
       const maxR = fusedTuning.maxRows || envInt('GRIFFIN_FUSED_ROWS') || 4;
       // Ring slots per attention workgroup: short chunks spread a short context over more of the GPU.
