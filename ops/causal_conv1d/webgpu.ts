@@ -3,16 +3,19 @@
  * element, w taps each), one for the carried state. Same arithmetic, in the same order, as the
  * composite in ops/conv1d.ts: x * mask, then * weight, then * same-document, summed onto the bias
  * tap by tap.
- *   registerWebGPUKernels();                          // ops/register_webgpu.ts
- *   const {y, state} = causalConv1d(x, w, b, info, prev);   // takes this kernel when it can
+ *   for (const k of causalConv1dKernelConfigs) tf.registerKernel(k);   // ops/register/webgpu.ts
+ *   const fused = causalConv1dFused(x, weight, bias, info, prevState);  // ops/causal_conv1d: takes it
+ *
+ * Shape letters: b batch, t time steps, e channels, w taps (x, y [b, t, e]; weight [e, 1, w];
+ * bias [e]; hist, state [b, w-1, e]; mask [b, t, 1]; segment [b, t]). In WGSL: T, E the same
+ * sizes, H = w-1 history steps, bi the batch row, c the channel, r the row within the batch row.
  *
  * Only types are imported from the backend package (importing it registers the backend).
  */
 import type {KernelConfig, KernelFunc, TensorInfo} from '@tensorflow/tfjs-core';
-import type {WebGPUBackend, WebGPUProgram} from '@tensorflow/tfjs-backend-webgpu';
+import type {WebGPUBackend} from '@tensorflow/tfjs-backend-webgpu';
+import {WebGPUProgramBase} from '../webgpu_program';
 import {CAUSAL_CONV1D, CausalConv1dAttrs} from './index';
-
-const WORKGROUP: [number, number, number] = [64, 1, 1];
 
 /**
  * WGSL shared by both programs: the input at step j of the concatenation [hist (H = w-1 steps),
@@ -50,31 +53,21 @@ function variables(a: CausalConv1dAttrs, withWeights: boolean): string[] {
     ...(a.hasMask ? ['mask'] : []), ...(a.hasSegment ? ['segment'] : [])];
 }
 
-const key = (a: CausalConv1dAttrs) => `${+a.hasHist}${+a.hasMask}${+a.hasSegment}`;
-
 /**
  * One invocation per element of a [b, rows, e] output: what both programs share. `body` is the
- * WGSL after c (channel), r (row within the batch row: a step or a history slot) and bi are set.
+ * WGSL after c (channel), r (row within the batch row: a step or a history slot) and bi are set;
+ * rowsExpr is rows in WGSL.
  */
-abstract class ConvProgram implements WebGPUProgram {
-  variableNames: string[];
-  outputShape: number[];
-  shaderKey: string;
-  dispatchLayout = {x: [0, 1, 2]};
-  dispatch: [number, number, number];
-  workgroupSize = WORKGROUP;
-  size = true;
-  uniforms = 'histLen : i32,';
-
-  constructor(name: string, b: number, rows: number, e: number, withWeights: boolean, protected attrs: CausalConv1dAttrs) {
-    this.variableNames = variables(attrs, withWeights);
-    this.outputShape = [b, rows, e];
-    this.dispatch = [Math.ceil((b * rows * e) / WORKGROUP[0]), 1, 1];
-    this.shaderKey = `${name}_${key(attrs)}`;
+abstract class ConvProgram extends WebGPUProgramBase {
+  constructor(
+      name: string, b: number, rows: number, e: number, withWeights: boolean,
+      private rowsExpr: string, protected attrs: CausalConv1dAttrs) {
+    super({name, variant: [`${+attrs.hasHist}${+attrs.hasMask}${+attrs.hasSegment}`],
+      inputs: variables(attrs, withWeights), outputShape: [b, rows, e], invocations: b * rows * e, size: true,
+      uniforms: 'histLen : i32,'});
   }
 
   protected abstract body(seg: boolean): string;
-  protected abstract rowsExpr: string;
 
   getUserCode(): string {
     return `
@@ -95,9 +88,8 @@ abstract class ConvProgram implements WebGPUProgram {
 
 /** y[bi, t, c] = bias[c] + sum_k weight[c, 0, k] * full[t + k] (* same document, k < w-1). */
 class ConvOutputProgram extends ConvProgram {
-  protected rowsExpr = 'T';
   constructor(b: number, t: number, e: number, attrs: CausalConv1dAttrs) {
-    super('griffinCausalConv1d', b, t, e, true, attrs);
+    super('griffinCausalConv1d', b, t, e, true, 'T', attrs);
   }
 
   protected body(seg: boolean): string {
@@ -116,9 +108,8 @@ class ConvOutputProgram extends ConvProgram {
 
 /** state[bi, j, c] = full[t + j] (* same document as step t-1): the next chunk's history. */
 class ConvStateProgram extends ConvProgram {
-  protected rowsExpr = 'H';
   constructor(b: number, h: number, e: number, attrs: CausalConv1dAttrs) {
-    super('griffinCausalConv1dState', b, h, e, false, attrs);
+    super('griffinCausalConv1dState', b, h, e, false, 'H', attrs);
   }
 
   protected body(seg: boolean): string {

@@ -1,8 +1,10 @@
 /**
  * Sin and Cos for tfjs-backend-webgpu with float32 accuracy (~1e-7 absolute up to |x| ~ 8e3),
  * replacing the backend's kernels, which call WGSL's sin/cos builtins.
- *   registerWebGPUKernels();                 // ops/register_webgpu.ts installs these
- *   const c = tf.cos(angles);                // now within ~1 ulp of Math.cos on the same float32
+ *   for (const k of preciseTrigKernelConfigs) tf.registerKernel(k);   // ops/register/webgpu.ts
+ *   const c = tf.cos(angles);   // now within ~1 ulp of Math.cos on the same float32
+ *
+ * Shape letters: n the element count (any input shape runs flat, one invocation per element).
  *
  * Why: WGSL only promises 2^-11 absolute error for sin/cos on [-pi, pi] and nothing outside it;
  * SwiftShader's builtins are off by ~2e-4 everywhere and GPU hardware approximations degrade
@@ -12,9 +14,8 @@
  * parts, then Cephes' sinf/cosf minimax polynomials on [-pi/4, pi/4].
  */
 import type {KernelConfig, KernelFunc, TensorInfo} from '@tensorflow/tfjs-core';
-import type {WebGPUBackend, WebGPUProgram} from '@tensorflow/tfjs-backend-webgpu';
-
-const WORKGROUP: [number, number, number] = [64, 1, 1];
+import type {WebGPUBackend} from '@tensorflow/tfjs-backend-webgpu';
+import {WebGPUProgramBase} from '../webgpu_program';
 
 /** WGSL: sin and cos of x at once (callers keep the one they need). */
 export const PRECISE_SINCOS_WGSL = `
@@ -37,22 +38,10 @@ export const PRECISE_SINCOS_WGSL = `
     return sc;
   }`;
 
-class PreciseTrigProgram implements WebGPUProgram {
-  variableNames = ['x'];
-  outputShape: number[];
-  shaderKey: string;
-  dispatchLayout: {x: number[]};
-  dispatch: [number, number, number];
-  workgroupSize = WORKGROUP;
-  size = true;
-  private which: 'sin' | 'cos';
-
-  constructor(n: number, which: 'sin' | 'cos') {
-    this.outputShape = [n];
-    this.dispatchLayout = {x: [0]};
-    this.dispatch = [Math.max(1, Math.ceil(n / WORKGROUP[0])), 1, 1];
-    this.which = which;
-    this.shaderKey = `preciseTrig_${which}`;
+/** sin or cos of each of x's n elements. */
+class PreciseTrigProgram extends WebGPUProgramBase {
+  constructor(n: number, private which: 'sin' | 'cos') {
+    super({name: 'preciseTrig', variant: [which], inputs: ['x'], outputShape: [n], invocations: n, size: true});
   }
 
   getUserCode(): string {

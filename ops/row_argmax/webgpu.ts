@@ -3,25 +3,24 @@
  * invocation scans a strided share of the row (coalesced reads) keeping its first maximum, then
  * the workgroup reduces the 256 candidates in shared memory. NaN is recognised from its bits
  * (drivers may assume no NaN in float comparisons) and never wins; a row of NaN gives -1.
+ *   for (const k of rowArgmaxKernelConfigs) tf.registerKernel(k);   // ops/register/webgpu.ts
+ *   const ids = rowArgmax(logits);   // ops/row_argmax: [b] int32
+ *
+ * Shape letters: b rows, n values per row (x [b, n] float32, out [b] int32). In WGSL: row the
+ * workgroup's row, t the invocation within it.
  */
 import type {KernelConfig, KernelFunc, TensorInfo} from '@tensorflow/tfjs-core';
-import type {WebGPUBackend, WebGPUProgram} from '@tensorflow/tfjs-backend-webgpu';
+import type {WebGPUBackend} from '@tensorflow/tfjs-backend-webgpu';
+import {WebGPUProgramBase} from '../webgpu_program';
 import {ROW_ARGMAX} from './index';
 
 const THREADS = 256;
 
-class RowArgmaxProgram implements WebGPUProgram {
-  variableNames = ['x'];
-  outputShape: number[];
-  shaderKey = 'griffinRowArgmax';
-  dispatchLayout = {x: [0]};
-  dispatch: [number, number, number];
-  workgroupSize: [number, number, number] = [THREADS, 1, 1];
-  uniforms = 'n : i32,';
-
+/** One workgroup per row of x [b, n]; uniforms.n is n. */
+class RowArgmaxProgram extends WebGPUProgramBase {
   constructor(b: number) {
-    this.outputShape = [b];
-    this.dispatch = [b, 1, 1];
+    super({name: 'griffinRowArgmax', inputs: ['x'], outputShape: [b], workgroups: [b, 1, 1],
+      workgroupSize: [THREADS, 1, 1], uniforms: 'n : i32,'});
   }
 
   getUserCode(): string {
@@ -71,7 +70,8 @@ class RowArgmaxProgram implements WebGPUProgram {
 const kernelFunc: KernelFunc = ({inputs, backend}) => {
   const {x} = inputs as {x: TensorInfo};
   const [b, n] = x.shape;
-  return (backend as WebGPUBackend).runWebGPUProgram(new RowArgmaxProgram(b), [x], 'int32', [{type: 'int32', data: [n]}]);
+  const rowLength = [{type: 'int32', data: [n]}];
+  return (backend as WebGPUBackend).runWebGPUProgram(new RowArgmaxProgram(b), [x], 'int32', rowLength);
 };
 
 export const rowArgmaxKernelConfigs: KernelConfig[] = [
