@@ -8,6 +8,7 @@
  */
 import {Command, CommanderError} from 'commander';
 import {registerConvert} from './cli/convert';
+import {registerTrainTokenizer} from './cli/tokenizer';
 
 export class UsageError extends Error {}
 
@@ -18,6 +19,7 @@ export function buildProgram(): Command {
       .configureOutput({outputError: (s, write) => write(s.trim().split('\n')[0] + '\n')})
       .showSuggestionAfterError(true);
   registerConvert(program);
+  registerTrainTokenizer(program);
   for (const mod of ['./cli/generate', './cli/finetune', './cli/bench']) {
     let register: ((p: Command) => void) | undefined;
     try {

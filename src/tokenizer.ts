@@ -4,6 +4,9 @@
  *   const ids = encodeChat(tok, [{ role: 'user', content: 'Hi' }], { addGenerationPrompt: true });
  */
 import * as fs from 'fs';
+import {
+  ModelProto, NORMALIZER_SPEC_DEFAULTS, NormalizerSpec, PieceType, TRAINER_SPEC_DEFAULTS, TrainerSpec, decodeModelProto,
+} from './tokenizer/model_proto';
 
 /** The slice of sentencepiece-js we use (the package ships no type declarations). */
 interface SpProcessor {
@@ -11,9 +14,6 @@ interface SpProcessor {
   encodeIds(text: string): number[];
 }
 const spjs = require('sentencepiece-js') as { SentencePieceProcessor: new () => SpProcessor };
-
-/** sentencepiece ModelProto.SentencePiece.Type */
-const enum PieceType { Normal = 1, Unknown = 2, Control = 3, UserDefined = 4, Unused = 5, Byte = 6 }
 
 interface ModelInfo {
   pieces: string[];
@@ -24,77 +24,29 @@ interface ModelInfo {
 }
 
 /**
- * Reads the pieces and the few spec fields we need straight from the .model protobuf, because
- * sentencepiece-js exposes neither IdToPiece, the piece types nor the vocabulary size.
+ * The pieces and the few spec fields we need, read from the .model bytes ourselves because sentencepiece-js
+ * exposes neither IdToPiece, the piece types nor the vocabulary size.
  */
-function parseModelProto(buf: Uint8Array): ModelInfo {
-  const fail = (why: string): never => { throw new Error(`tokenizer: not a sentencepiece model (${why})`); };
-  let lastInt32 = 0; // low 32 bits of the last varint, as int32: how negative int32 fields (pad_id -1) decode
-  const readVarint = (b: Uint8Array, p: { i: number }): number => {
-    let r = 0, mul = 1, shift = 0;
-    lastInt32 = 0;
-    for (;;) {
-      if (p.i >= b.length) fail('truncated varint');
-      const x = b[p.i++];
-      if (shift < 32) lastInt32 |= (x & 0x7f) << shift;
-      r += (x & 0x7f) * mul; // multiply, not shift: lengths and keys may exceed 2^31
-      if (!(x & 0x80)) return r;
-      mul *= 128;
-      shift += 7;
-    }
+function modelInfo(bytes: Uint8Array): ModelInfo {
+  let model: ModelProto;
+  try {
+    model = decodeModelProto(bytes);
+    if (model.pieces.length === 0) throw new Error('no pieces');
+  } catch (e) {
+    throw new Error(`tokenizer: not a sentencepiece model (${(e as Error).message})`);
+  }
+  const ts: TrainerSpec = model.trainer_spec ?? {};
+  const ns: NormalizerSpec = model.normalizer_spec ?? {};
+  return {
+    pieces: model.pieces.map((p) => p.piece),
+    types: model.pieces.map((p) => p.type),
+    unkId: ts.unk_id ?? TRAINER_SPEC_DEFAULTS.unk_id,
+    bosId: ts.bos_id ?? TRAINER_SPEC_DEFAULTS.bos_id,
+    eosId: ts.eos_id ?? TRAINER_SPEC_DEFAULTS.eos_id,
+    padId: ts.pad_id ?? TRAINER_SPEC_DEFAULTS.pad_id,
+    addDummyPrefix: ns.add_dummy_prefix ?? NORMALIZER_SPEC_DEFAULTS.add_dummy_prefix,
+    escapeWhitespaces: ns.escape_whitespaces ?? NORMALIZER_SPEC_DEFAULTS.escape_whitespaces,
   };
-  /** Calls visit(field, wireType, varint as int32, bytes) for every field of one message. */
-  const walk = (b: Uint8Array, visit: (f: number, w: number, v: number, bytes: Uint8Array) => void): void => {
-    const p = { i: 0 };
-    while (p.i < b.length) {
-      const key = readVarint(b, p);
-      const f = Math.floor(key / 8), w = key % 8;
-      if (w === 0) { readVarint(b, p); visit(f, w, lastInt32, b.subarray(0, 0)); }
-      else if (w === 2) {
-        const len = readVarint(b, p);
-        if (p.i + len > b.length) fail('truncated field');
-        visit(f, w, 0, b.subarray(p.i, p.i + len));
-        p.i += len;
-      } else if (w === 5) p.i += 4;
-      else if (w === 1) p.i += 8;
-      else fail(`wire type ${w}`);
-    }
-  };
-  const utf8 = new TextDecoder();
-  const info: ModelInfo = {
-    pieces: [], types: [],
-    unkId: 0, bosId: 1, eosId: 2, padId: -1, // sentencepiece's TrainerSpec defaults
-    addDummyPrefix: true, escapeWhitespaces: true, // NormalizerSpec defaults
-  };
-  walk(buf, (f, w, _v, bytes) => {
-    if (w !== 2) return;
-    if (f === 1) {
-      let piece: string | undefined; let type = PieceType.Normal;
-      walk(bytes, (g, w2, v2, b2) => {
-        if (g === 1 && w2 === 2) piece = utf8.decode(b2);
-        else if (g === 3 && w2 === 0) type = v2 as PieceType;
-      });
-      if (piece === undefined) fail(`piece ${info.pieces.length} has no text`);
-      info.pieces.push(piece as string);
-      info.types.push(type);
-    } else if (f === 2) {
-      walk(bytes, (g, w2, v2) => {
-        if (w2 !== 0) return;
-        if (g === 40) info.unkId = v2;
-        else if (g === 41) info.bosId = v2;
-        else if (g === 42) info.eosId = v2;
-        else if (g === 43) info.padId = v2;
-      });
-    } else if (f === 3) {
-      walk(bytes, (g, w2, v2) => {
-        if (w2 !== 0) return;
-        if (g === 3) info.addDummyPrefix = v2 !== 0;
-        else if (g === 5) info.escapeWhitespaces = v2 !== 0;
-      });
-    }
-  });
-  if (info.pieces.length === 0) fail('no pieces');
-  return info;
 }
 
 const REPLACEMENT = '\uFFFD';
@@ -174,13 +126,13 @@ export class GemmaTokenizer {
     this.special = new Uint8Array(n);
     for (let i = 0; i < n; i++) {
       const t = info.types[i];
-      if (t === PieceType.Byte) {
+      if (t === PieceType.BYTE) {
         const m = /^<0x([0-9A-Fa-f]{2})>$/.exec(info.pieces[i]);
         if (m) this.byteValue[i] = parseInt(m[1], 16);
       }
       // Only control/unknown pieces and the turn markers count as special: Gemma's other user-defined
       // pieces (whitespace runs, HTML tags) are ordinary text and must survive skipSpecial.
-      if (t === PieceType.Control || t === PieceType.Unknown) this.special[i] = 1;
+      if (t === PieceType.CONTROL || t === PieceType.UNKNOWN) this.special[i] = 1;
     }
     if (this.startOfTurnId >= 0) this.special[this.startOfTurnId] = 1;
     if (this.endOfTurnId >= 0) this.special[this.endOfTurnId] = 1;
@@ -196,7 +148,7 @@ export class GemmaTokenizer {
       throw new Error(`tokenizer: cannot read ${modelPath} (${code ?? String(e)})`);
     }
     // Parse first: sentencepiece-js ignores Load()'s status, so a bad file would otherwise fail later and obscurely.
-    const info = parseModelProto(bytes);
+    const info = modelInfo(bytes);
     const sp = new spjs.SentencePieceProcessor();
     // The emscripten runtime installs process-wide uncaughtException/unhandledRejection handlers on every
     // load; drop them so loading several tokenizers neither leaks listeners nor hijacks the app's error handling.

@@ -3,9 +3,12 @@ import * as os from 'os';
 import * as path from 'path';
 import { GemmaTokenizer } from '../src/tokenizer';
 import {
-  MODEL_TYPE_BPE, PbWriter, PieceRules, PieceType, decodeModelProto, encodeModelProto, isValidSentencePiece,
-  normalizeForSentencePiece, readPbFields, splitIntoWords, trainBpe, trainBpeTokenizer, unicodeScript,
-} from '../src/tokenizer_train';
+  MODEL_TYPE_BPE, PbWriter, PieceType, decodeModelProto, encodeModelProto, readPbFields,
+} from '../src/tokenizer/model_proto';
+import {
+  PieceRules, isValidSentencePiece, normalizeForSentencePiece, splitIntoWords, trainBpe, trainBpeTokenizer,
+  unicodeScript,
+} from '../src/tokenizer/train';
 import { BROWN_EVAL_FRACTION, BROWN_SPLIT_SEED, brownSplit, loadBrownText } from '../src/data/corpus';
 
 const FIXTURE = path.join(__dirname, 'fixtures/tokenizer/tiny.model');
