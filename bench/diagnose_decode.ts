@@ -8,7 +8,7 @@ import {useBackend} from '../src/backend';
 import {RecurrentGemmaConfig} from '../src/config';
 import {RecurrentGemmaForCausalLM} from '../src/model';
 import {checkpointTensors, readAllTensorData, writeTensorData} from '../converters/checkpoint_tensors';
-import {fusedDecodeConfig} from '../ops/webgpu_decode';
+import {fusedDecodeConfig} from '../src/engines/webgpu_decode';
 import {benchConfig, intArg, parseArgs, randomizeWeights} from './common';
 
 const rel = (a: Float32Array, b: Float32Array) => {

@@ -7,7 +7,7 @@
  * --config names a randomly initialised model: tiny (tiny-a's shape), small, 2b-shaped (the
  * RecurrentGemma-2b shape; --layers / --vocab shrink it to fit a small machine).
  *
- * The fused WebGPU decode engine (ops/webgpu_decode) against tfjs ops, at several batch sizes:
+ * The fused WebGPU decode engine (src/engines/webgpu_decode) against tfjs ops, at several batch sizes:
  *   npx tsx bench/generate.ts --config 2b --backend webgpu --batches 1,8 --fused both --out r.json
  * --fused on|off|both (default: as GRIFFIN_FUSED_DECODE says), --batches 1,8 (default --batch).
  * Each run reports generation through the public path (model.stream from the prompt, per
@@ -23,7 +23,9 @@ import {tf} from '../src/tf';
 import {RecurrentGemmaForCausalLM} from '../src/model';
 import {useBackend} from '../src/backend';
 import {CONFIGS as SHARED_CONFIGS, emit, intArg, intList, parseArgs, randomIds, randomizeWeights, syncOn} from './common';
-import {disposeFusedDecoders, DispatchTiming, fusedDecodeConfig, fusedDecoderFor, fusedTuning} from '../ops/webgpu_decode';
+import {
+  disposeFusedDecoders, DispatchTiming, fusedDecodeConfig, fusedDecoderFor, fusedTuning,
+} from '../src/engines/webgpu_decode';
 
 // Shared with bench/model.ts and griffin bench (common.ts); '2b-shaped' is this script's old name for 2b.
 const CONFIGS: typeof SHARED_CONFIGS = {...SHARED_CONFIGS, '2b-shaped': SHARED_CONFIGS['2b']};

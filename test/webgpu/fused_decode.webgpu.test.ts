@@ -1,5 +1,5 @@
 /**
- * The fused WebGPU decode engine (ops/webgpu_decode): each WGSL kernel against the project's
+ * The fused WebGPU decode engine (src/engines/webgpu_decode): each WGSL kernel against the project's
  * tfjs ops on the cpu backend on random inputs, then whole decode steps of the engine against
  * decodeStep on the cpu backend: tiny-a, and random-weight models (batch 1 and 3) with vocabulary
  * pieces, biases, multi-head and multi-query attention, vec4 and scalar GEMV paths, many steps
@@ -27,12 +27,12 @@ import {causalConv1d} from '../../ops/conv1d';
 import {rgLru} from '../../ops/rg_lru';
 import {applyRope, attend} from '../../ops/attention';
 import {disposeSequenceInfo, sequenceInfo} from '../../ops/sequence';
-import {fusedDecodeConfig, fusedDecoderFor} from '../../ops/webgpu_decode';
+import {fusedDecodeConfig, fusedDecoderFor} from '../../src/engines/webgpu_decode';
 import {addLora, removeLora} from '../../layers/lora';
 import {
   AttnSpec, attnChunks, attnCombineSource, attnPartialSource, embedSource, GemvSpec, gemvBindings, gemvRows,
   gemvSource, rgLruGrid, rgLruSource, ropeSource, stepLayout,
-} from '../../ops/webgpu_decode/shaders';
+} from '../../src/engines/webgpu_decode/shaders';
 import {relError, seededUniform} from '../helpers';
 
 /** Relative error (||a - b|| / ||b||) allowed per kernel output and per decode step's logits. */

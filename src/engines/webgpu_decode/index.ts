@@ -1,24 +1,31 @@
 /**
  * When decodeStep uses the fused WebGPU decode engine (engine.ts), and one engine per (model,
- * batch size).
+ * batch size): the entry point of src/engines/webgpu_decode.
  *   fusedDecodeConfig.enabled = false;        // or env GRIFFIN_FUSED_DECODE=0: tfjs ops instead (on by default)
  *   const eng = fusedDecoderFor(model, b);    // null when it does not apply
  *
  * It applies on the webgpu backend to float32 models without LoRA adapters, for 1..16 rows.
+ *
+ * Shape letters: b batch rows.
  */
 import * as tf from '@tensorflow/tfjs';
-import type {RecurrentGemmaForCausalLM} from '../../src/model';
+import type {Linear} from '../../../layers/basic';
+import type {ResidualBlock} from '../../../layers/model_layers';
+import {RecurrentBlock} from '../../../layers/recurrent';
 import {FusedDecoder} from './engine';
+import type {DecodeModelView} from './model_view';
+import {webgpuBackend} from './tfjs_webgpu';
 
-export {FusedDecoder, fusedTuning} from './engine';
+export {FusedDecoder} from './engine';
 export type {DispatchTiming} from './engine';
+export {fusedTuning} from './tuning';
+export type {DecodeModelView} from './model_view';
 
 /**
  * enabled: null = env GRIFFIN_FUSED_DECODE (0/false/off: off; unset or anything else: on).
  *
- * On by default: the engine, tfjs ops and the cpu backend agree to ~1e-6 relative on the NVIDIA
- * H200 (bench/diagnose_decode.ts: 6 layers at the 2B width with the full 256,000 vocabulary,
- * 1.2e-6 to 3.3e-6; bench/results/2026-11-28-h200-diagnose-decode.txt) and on SwiftShader (CI).
+ * On by default: the engine, tfjs ops and the cpu backend agree on a real GPU (bench/diagnose_decode.ts;
+ * figures: see bench/results/NOTES.md) and on SwiftShader (CI).
  */
 export const fusedDecodeConfig: {enabled: boolean | null; maxBatch: number} = {enabled: null, maxBatch: 16};
 
@@ -30,35 +37,36 @@ export function fusedDecodeEnabled(): boolean {
 
 /** Engines kept per model: the batch sizes used last (a shrinking batch makes a few). */
 const MAX_ENGINES = 2;
-const engines = new WeakMap<RecurrentGemmaForCausalLM, FusedDecoder[]>();
-const warned = new WeakSet<RecurrentGemmaForCausalLM>();
+const engines = new WeakMap<DecodeModelView, FusedDecoder[]>();
+const warned = new WeakSet<DecodeModelView>();
 /** Models whose engine the device rejected: not built again. */
-const failedModels = new WeakSet<RecurrentGemmaForCausalLM>();
+const failedModels = new WeakSet<DecodeModelView>();
 
-function supported(model: RecurrentGemmaForCausalLM, b: number): boolean {
+/** The Linear layers of a block (what LoRA adapts). */
+function blockLinears(blk: ResidualBlock): Linear[] {
+  const tb = blk.temporal_block, mlp = blk.mlp_block;
+  const temporal = tb instanceof RecurrentBlock ? [tb.linear_x, tb.linear_y, tb.linear_out]
+    : [tb.q_proj, tb.k_proj, tb.v_proj, tb.o_proj];
+  return [...temporal, mlp.gate_proj, mlp.up_proj, mlp.down_proj];
+}
+
+function supported(model: DecodeModelView, b: number): boolean {
   if (b < 1 || b > fusedDecodeConfig.maxBatch) return false;
   const c = model.config;
   if (c.intermediate_size % 2 !== 0 || c.lru_width % c.num_attention_heads !== 0) return false;
   if (c.num_attention_heads % c.num_key_value_heads !== 0 || c.rotary_dim % 2 !== 0) return false;
   // LoRA adapters (layers/lora.ts) add to a Linear's output: the engine knows nothing of them.
-  for (const blk of model.blocks) {
-    const linears = [blk.mlp_block.gate_proj, blk.mlp_block.up_proj, blk.mlp_block.down_proj,
-      ...Object.values(blk.temporal_block as unknown as Record<string, unknown>)];
-    for (const l of linears) {
-      if (l != null && typeof l === 'object' && 'adapter' in l && (l as {adapter: unknown}).adapter != null) return false;
-    }
-  }
-  return true;
+  return !model.blocks.some((blk) => blockLinears(blk).some((l) => l.adapter != null));
 }
 
 /** The engine for this model and batch size (made on first use), or null when decodeStep must use tfjs ops. */
-export function fusedDecoderFor(model: RecurrentGemmaForCausalLM, b: number): FusedDecoder | null {
+export function fusedDecoderFor(model: DecodeModelView, b: number): FusedDecoder | null {
   if (!fusedDecodeEnabled() || tf.getBackend() !== 'webgpu' || !supported(model, b)) return null;
   let list = engines.get(model);
   if (list == null) engines.set(model, list = []);
-  const device = (tf.backend() as unknown as {device: GPUDevice}).device;
+  const device = webgpuBackend().device;
   let eng = list.find((x) => x.B === b) ?? null;
-  if (eng != null && (eng.failed != null || !eng.isCurrent() || (eng as unknown as {device: GPUDevice}).device !== device)) {
+  if (eng != null && (eng.failed != null || !eng.isCurrent() || eng.device !== device)) {
     // Weights changed (training, loading), the backend was recreated, or the device rejected it.
     if (eng.failed != null) failedModels.add(model);
     retire(list, eng);
@@ -93,7 +101,7 @@ function retire(list: FusedDecoder[], eng: FusedDecoder): void {
 }
 
 /** Frees the engines of a model (their GPU buffers); states living in them are exported first. */
-export function disposeFusedDecoders(model: RecurrentGemmaForCausalLM): void {
+export function disposeFusedDecoders(model: DecodeModelView): void {
   const list = engines.get(model);
   if (list == null) return;
   for (const eng of [...list]) retire(list, eng);

@@ -1,0 +1,367 @@
+/// <reference types="@webgpu/types" />
+/**
+ * The fused WebGPU decode engine: one token step of the whole model as ~5 custom WGSL dispatches
+ * per layer (plan.ts), encoded into one command encoder and submitted once, with pipelines and
+ * bind groups made once per (model, batch size) and reused every step.
+ *   const eng = new FusedDecoder(model, b);
+ *   eng.importLayers(state.layers);              // GenerationState layout -> engine buffers
+ *   const logits = eng.step(ids, positions);     // [b, V] tf tensor (the caller owns it)
+ *   const layers = eng.exportLayers();           // engine buffers -> new GenerationState tensors
+ *
+ * It binds the model's weight tensors' own GPU buffers (tfjs-backend-webgpu's tensorMap resource;
+ * nothing copied but the few small vectors packed per layer), and owns the decoding state: per
+ * recurrent layer the conv history [b, w-1, e] and h [b, e] (the GenerationState layout, updated
+ * in place), per attention layer a ring of W+1 slots of k, v [b, W+1, K, hd] and their validity
+ * [b, W+1]: slot `head` receives the new token's key and value, every slot is attended, and the
+ * W slots other than the next `head` are the state's window (oldest first from head + 1).
+ *
+ * Shape letters: b batch rows, V vocab_size, e lru_width, w conv1d_width, W attention window,
+ * K key/value heads, hd head_dim.
+ */
+import * as tf from '@tensorflow/tfjs';
+import type {LayerState} from '../../../layers/model_layers';
+import type {DecodeModelView} from './model_view';
+import {buildPlan, LayerBuffers, PlannedDispatch} from './plan';
+import {StepLayout, wgslBindings} from './shaders';
+import {flushTf, gpuBufferOf, newGpuTensor, resourceOf, webgpuBackend, WebGPUBackendLike} from './tfjs_webgpu';
+
+export type {WebGPUBackendLike} from './tfjs_webgpu';
+
+interface Dispatch {
+  pipeline: GPUComputePipeline;
+  bind: GPUBindGroup;
+  grid: [number, number, number];
+  name: string;
+  bytes: number;
+}
+
+/** One dispatch's GPU time in a profiled step, and the bytes of weights / cache it must read. */
+export interface DispatchTiming { name: string; ms: number; bytes: number }
+
+const pipelineCache = new WeakMap<GPUDevice, Map<string, GPUComputePipeline>>();
+
+export class FusedDecoder {
+  readonly B: number;
+  /** The device the engine's buffers and pipelines belong to. */
+  readonly device: GPUDevice;
+  private readonly backend: WebGPUBackendLike;
+  private readonly dispatches: Dispatch[] = [];
+  private readonly owned: GPUBuffer[] = [];
+  /**
+   * Every weight tensor bound, with the buffer it had: a change (reassigned variable, disposed
+   * model) makes the engine stale.
+   */
+  private readonly bound: {t: () => tf.Tensor, dataId: object, buffer: unknown}[] = [];
+  private readonly layerBufs: LayerBuffers[] = [];
+  private readonly stepBuf: GPUBuffer;
+  private readonly logitsBuf: GPUBuffer;
+  /** The next step's dispatches, encoded ahead (run()). */
+  private nextDispatches: GPUCommandBuffer | null = null;
+  private readonly step_: StepLayout;
+  private readonly invFreq: Float32Array;
+  private readonly S: number;          // ring slots (W + 1)
+  private head: number;                // the ring slot the next token's key goes to
+  private convNext: number;            // the conv ring slot the next token's input goes to
+  private disposed = false;
+  /** Set when the device reported an error about this engine's pipelines or bindings. */
+  failed: string | null = null;
+  /** The GenerationState whose layers live in this engine now (see src/generation/state.ts). */
+  owner: {detachFused(): void} | null = null;
+
+  constructor(readonly model: DecodeModelView, B: number) {
+    this.B = B;
+    this.backend = webgpuBackend();
+    this.device = this.backend.device;
+    const c = model.config;
+    this.S = c.attention_window_size + 1;
+    this.head = c.attention_window_size;
+    this.convNext = c.conv1d_width - 1;
+    const rot = c.rotary_dim;
+    this.invFreq = Float32Array.from({length: rot / 2}, (_, j) => 1 / Math.pow(c.rope_theta, (2 * j) / rot));
+    // Shader or binding errors surface asynchronously: caught here, they disable the engine.
+    this.device.pushErrorScope('validation');
+    let built = false;
+    try {
+      // Pre-encoded copies that pack small per-layer vectors (biases, conv taps).
+      const encoder = this.device.createCommandEncoder();
+      const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
+      const plan = buildPlan(model, B, {
+        limits: this.device.limits,
+        encoder,
+        own: (floats) => {
+          const b = this.device.createBuffer({size: Math.max(16, Math.ceil(floats * 4 / 16) * 16), usage});
+          this.owned.push(b);
+          return b;
+        },
+        weight: (get) => this.buf(get),
+      });
+      this.step_ = plan.stepLayout;
+      this.stepBuf = plan.stepBuf;
+      this.logitsBuf = plan.logitsBuf;
+      this.layerBufs.push(...plan.layers);
+      for (const d of plan.dispatches) this.add(d);
+      flushTf(this.backend);
+      this.device.queue.submit([encoder.finish()]);
+      built = true;
+    } finally {
+      const errors = this.device.popErrorScope();
+      if (built) {
+        void errors.then((err) => {
+          if (err == null) return;
+          this.failed = err.message;
+          console.error(`fused WebGPU decode disabled: ${err.message}`);
+        });
+      } else {
+        void errors.catch(() => undefined);
+        this.dispose();
+      }
+    }
+  }
+
+  /** GPU dispatches per token step. */
+  get dispatchCount(): number { return this.dispatches.length; }
+
+  /** Names of the dispatches, in order (diagnostics). */
+  get dispatchNames(): string[] { return this.dispatches.map((d) => d.name); }
+
+  /** Whether every bound weight still has the buffer it was bound with. */
+  isCurrent(): boolean {
+    if (this.disposed) return false;
+    for (const b of this.bound) {
+      let t: tf.Tensor;
+      try { t = b.t(); } catch { return false; }
+      if (t.isDisposed || t.dataId !== b.dataId) return false;
+      if (resourceOf(this.backend, t) !== b.buffer) return false;
+    }
+    return true;
+  }
+
+  /** Copies a GenerationState's layers (tensors of b rows) into the engine; the tensors stay the caller's. */
+  importLayers(layers: LayerState[]): void {
+    this.check();
+    const B = this.B, c = this.model.config, W = c.attention_window_size, e = c.lru_width, w = c.conv1d_width;
+    const enc = this.device.createCommandEncoder();
+    layers.forEach((s, i) => {
+      const lb = this.layerBufs[i];
+      if (lb.kind === 'recurrent') {
+        if (!('rnn' in s)) throw new Error(`fused decode: layer ${i} is recurrent, its state is not`);
+        const t = s;
+        if (t.rnn.shape[0] !== B) throw new Error(`fused decode: state of ${t.rnn.shape[0]} rows, engine of ${B}`);
+        // History entries (oldest first) into ring slots 0 .. w-2; the next input goes to slot w-1.
+        const hist = (w - 1) * e;
+        if (hist > 0) {
+          const conv = gpuBufferOf(this.backend, t.conv);
+          for (let b = 0; b < B; b++) enc.copyBufferToBuffer(conv, b * hist * 4, lb.st, b * w * e * 4, hist * 4);
+        }
+        enc.copyBufferToBuffer(gpuBufferOf(this.backend, t.rnn), 0, lb.st, B * w * e * 4, B * e * 4);
+      } else {
+        if (!('k' in s)) throw new Error(`fused decode: layer ${i} is an attention layer, its state is not`);
+        const t = s;
+        const row = t.k.size / B;  // W * K * hd
+        const k = gpuBufferOf(this.backend, t.k), v = gpuBufferOf(this.backend, t.v);
+        const valid = gpuBufferOf(this.backend, t.valid);
+        const ringRow = row / W * this.S;
+        for (let b = 0; b < B; b++) {
+          enc.copyBufferToBuffer(k, b * row * 4, lb.k, b * ringRow * 4, row * 4);
+          enc.copyBufferToBuffer(v, b * row * 4, lb.v, b * ringRow * 4, row * 4);
+          enc.copyBufferToBuffer(valid, b * W * 4, lb.valid, b * this.S * 4, W * 4);
+        }
+      }
+    });
+    this.head = W;
+    this.convNext = w - 1;
+    flushTf(this.backend);
+    this.device.queue.submit([enc.finish()]);
+  }
+
+  /** New tensors holding the engine's state in the GenerationState layout. */
+  exportLayers(): LayerState[] {
+    this.check();
+    const B = this.B, c = this.model.config, W = c.attention_window_size, S = this.S;
+    const K = c.num_key_value_heads, hd = c.head_dim, e = c.lru_width, w = c.conv1d_width;
+    const enc = this.device.createCommandEncoder();
+    const made: tf.Tensor[] = [];
+    const fresh = (shape: number[]) => {
+      const {tensor, buffer} = newGpuTensor(this.backend, shape);
+      made.push(tensor);
+      return {tensor, buffer};
+    };
+    // Ring slots oldest first: head + 1, ..., S - 1, 0, ..., head - 1.
+    const runs: [number, number, number][] = [];   // [from slot, to index, count]
+    const first = (this.head + 1) % S;
+    const n1 = Math.min(W, S - first);
+    runs.push([first, 0, n1]);
+    if (n1 < W) runs.push([0, n1, W - n1]);
+    const layers = this.layerBufs.map((lb): LayerState => {
+      if (lb.kind === 'recurrent') {
+        const conv = fresh([B, w - 1, e]), rnn = fresh([B, e]);
+        // History entry k (oldest first) is ring slot convNext + 1 + k.
+        for (let b = 0; b < B; b++) {
+          for (let k = 0; k < w - 1; k++) {
+            const slot = (this.convNext + 1 + k) % w;
+            enc.copyBufferToBuffer(lb.st, (b * w + slot) * e * 4, conv.buffer, (b * (w - 1) + k) * e * 4, e * 4);
+          }
+        }
+        enc.copyBufferToBuffer(lb.st, B * w * e * 4, rnn.buffer, 0, B * e * 4);
+        return {conv: conv.tensor, rnn: rnn.tensor};
+      }
+      const k = fresh([B, W, K, hd]), v = fresh([B, W, K, hd]), valid = fresh([B, W]);
+      const slot = K * hd;
+      for (let b = 0; b < B; b++) {
+        for (const [from, to, n] of runs) {
+          if (n === 0) continue;
+          enc.copyBufferToBuffer(lb.k, (b * S + from) * slot * 4, k.buffer, (b * W + to) * slot * 4, n * slot * 4);
+          enc.copyBufferToBuffer(lb.v, (b * S + from) * slot * 4, v.buffer, (b * W + to) * slot * 4, n * slot * 4);
+          enc.copyBufferToBuffer(lb.valid, (b * S + from) * 4, valid.buffer, (b * W + to) * 4, n * 4);
+        }
+      }
+      return {k: k.tensor, v: v.tensor, valid: valid.tensor};
+    });
+    flushTf(this.backend);
+    this.device.queue.submit([enc.finish()]);
+    return layers;
+  }
+
+  /** One token per row at the given positions: runs every layer, returns the logits [b, V] (a new tensor). */
+  step(ids: number[], positions: number[]): tf.Tensor {
+    return this.run(ids, positions, null);
+  }
+
+  /**
+   * A step (it advances the state like step()) with every dispatch in a compute pass of its own
+   * and GPU timestamps around it: per-dispatch times, or null without 'timestamp-query'. The pass
+   * boundaries add their own cost, so the sum exceeds a plain step's time.
+   */
+  async profileStep(ids: number[], positions: number[]):
+      Promise<{logits: tf.Tensor, timings: DispatchTiming[] | null}> {
+    if (!this.device.features.has('timestamp-query')) return {logits: this.step(ids, positions), timings: null};
+    const n = this.dispatches.length;
+    const querySet = this.device.createQuerySet({type: 'timestamp', count: 2 * n});
+    const resolve = this.device.createBuffer({size: 16 * n,
+      usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC});
+    const read = this.device.createBuffer({size: 16 * n, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST});
+    const logits = this.run(ids, positions, {querySet, resolve, read});
+    await read.mapAsync(GPUMapMode.READ);
+    const t = new BigUint64Array(read.getMappedRange().slice(0));
+    read.unmap();
+    [read, resolve].forEach((b) => b.destroy());
+    querySet.destroy();
+    const timings = this.dispatches.map((d, i) =>
+      ({name: d.name, ms: Number(t[2 * i + 1] - t[2 * i]) / 1e6, bytes: d.bytes}));
+    return {logits, timings};
+  }
+
+  private run(ids: number[], positions: number[],
+      prof: {querySet: GPUQuerySet, resolve: GPUBuffer, read: GPUBuffer} | null): tf.Tensor {
+    this.check();
+    const B = this.B, V = this.model.config.vocab_size, L = this.step_;
+    if (ids.length !== B || positions.length !== B) throw new Error(`fused decode: ${ids.length} ids for ${B} rows`);
+    const words = new Uint32Array(L.words);
+    const f = new Float32Array(words.buffer);
+    for (let b = 0; b < B; b++) {
+      const id = ids[b];
+      if (!Number.isInteger(id) || id < 0 || id >= V) {
+        throw new RangeError(`token id ${id} is outside the vocabulary [0, ${V})`);
+      }
+      words[L.ids + b] = id;
+      words[L.pos + b] = positions[b];
+      // RoPE angles as the tfjs path computes them: float32 position * float32 inverse frequency.
+      for (let j = 0; j < this.invFreq.length; j++) {
+        const angle = Math.fround(Math.fround(positions[b]) * this.invFreq[j]);
+        f[L.cos + b * L.half + j] = Math.cos(angle);
+        f[L.sin + b * L.half + j] = Math.sin(angle);
+      }
+    }
+    words[L.slot] = this.head;
+    words[L.slot + 1] = this.convNext;
+    this.device.queue.writeBuffer(this.stepBuf, 0, words);
+    flushTf(this.backend);
+    const cmds: GPUCommandBuffer[] = [];
+    if (prof == null) {
+      // The dispatches do not depend on the step (its ids and slots are in stepBuf), so they were
+      // encoded ahead, while the GPU ran the previous step.
+      cmds.push(this.nextDispatches ?? this.encodeDispatches());
+      this.nextDispatches = null;
+    }
+    const enc = this.device.createCommandEncoder();
+    if (prof != null) {
+      this.dispatches.forEach((d, i) => {
+        const pass = enc.beginComputePass({timestampWrites:
+          {querySet: prof.querySet, beginningOfPassWriteIndex: 2 * i, endOfPassWriteIndex: 2 * i + 1}});
+        pass.setPipeline(d.pipeline);
+        pass.setBindGroup(0, d.bind);
+        pass.dispatchWorkgroups(d.grid[0], d.grid[1], d.grid[2]);
+        pass.end();
+      });
+      enc.resolveQuerySet(prof.querySet, 0, 2 * this.dispatches.length, prof.resolve, 0);
+      enc.copyBufferToBuffer(prof.resolve, 0, prof.read, 0, 16 * this.dispatches.length);
+    }
+    const out = newGpuTensor(this.backend, [B, V]);
+    enc.copyBufferToBuffer(this.logitsBuf, 0, out.buffer, 0, B * V * 4);
+    cmds.push(enc.finish());
+    this.device.queue.submit(cmds);
+    // Encoding the dispatches costs the host time (see bench/results/NOTES.md): done now, it
+    // overlaps this step's GPU time.
+    if (prof == null) this.nextDispatches = this.encodeDispatches();
+    this.head = (this.head + 1) % this.S;
+    this.convNext = (this.convNext + 1) % this.model.config.conv1d_width;
+    return out.tensor;
+  }
+
+  /** One step's dispatches, in one compute pass. */
+  private encodeDispatches(): GPUCommandBuffer {
+    const enc = this.device.createCommandEncoder();
+    const pass = enc.beginComputePass();
+    for (const d of this.dispatches) {
+      pass.setPipeline(d.pipeline);
+      pass.setBindGroup(0, d.bind);
+      pass.dispatchWorkgroups(d.grid[0], d.grid[1], d.grid[2]);
+    }
+    pass.end();
+    return enc.finish();
+  }
+
+  dispose(): void {
+    if (this.disposed) return;
+    this.nextDispatches = null;
+    this.disposed = true;
+    for (const b of this.owned) b.destroy();
+  }
+
+  get isDisposed(): boolean { return this.disposed; }
+
+  private check(): void {
+    if (this.disposed) throw new Error('fused decode: the engine has been disposed');
+  }
+
+  /** A weight's buffer, recorded so that isCurrent() notices when it changes. */
+  private buf(get: () => tf.Tensor): GPUBuffer {
+    const t = get();
+    const r = gpuBufferOf(this.backend, t);
+    this.bound.push({t: get, dataId: t.dataId, buffer: r});
+    return r;
+  }
+
+  /** The pipeline (cached per device and source) and bind group of a planned dispatch. */
+  private add(d: PlannedDispatch): void {
+    let cache = pipelineCache.get(this.device);
+    if (cache == null) pipelineCache.set(this.device, cache = new Map());
+    let pipeline = cache.get(d.code);
+    if (pipeline == null) {
+      const module = this.device.createShaderModule({code: d.code, label: d.name});
+      pipeline = this.device.createComputePipeline({layout: 'auto', compute: {module, entryPoint: 'main'},
+        label: d.name});
+      cache.set(d.code, pipeline);
+    }
+    const names = wgslBindings(d.code);
+    const extra = Object.keys(d.bindings).filter((k) => !names.includes(k));
+    if (extra.length > 0) throw new Error(`fused decode: ${d.name}: no binding named ${extra.join(', ')}`);
+    const entries = names.map((name, i) => {
+      const buffer = d.bindings[name];
+      if (buffer == null) throw new Error(`fused decode: ${d.name}: binding ${i} (${name}) missing`);
+      return {binding: i, resource: {buffer}};
+    });
+    const bind = this.device.createBindGroup({layout: pipeline.getBindGroupLayout(0), entries, label: d.name});
+    this.dispatches.push({pipeline, bind, grid: d.grid, name: d.name, bytes: d.bytes});
+  }
+}

@@ -1,0 +1,202 @@
+/**
+ * The GEMV kernel: y = [rmsnorm](x) W^T (+ bias) for 1..16 rows, W in PyTorch's [out, in] layout,
+ * with the epilogues store (optionally GeLU per segment), residual add in place, GeGLU (gate, up)
+ * and soft cap. All of the engine's matrix work.
+ *   const code = gemvSource({B: 1, IN: d, segments: [d], mode: 'residual', norm: false, bias: true, outStride: d,
+ *     R: 4, T: 128});
+ *
+ * A workgroup of T threads computes R output rows for all B rows: threads stride over the input
+ * (vec4 loads when IN % 4 == 0), hold R x B accumulators, and reduce in workgroup memory. With
+ * `norm` each workgroup also sums x^2 and scales at the end (the RMSNorm before a projection).
+ *
+ * Shape letters: B batch rows, IN input width, R rows per workgroup, T threads per workgroup,
+ * P 1 or 2 (GeGLU's gate and up), N vectors per input row, U strides per loop trip.
+ */
+import {COMMON_WGSL, f32} from './common';
+
+export type GemvMode = 'store' | 'residual' | 'geglu' | 'softcap';
+
+export interface GemvSpec {
+  B: number;
+  IN: number;
+  /** Rows of each weight segment (store: several matrices side by side in the output; geglu: [m, m]). */
+  segments: number[];
+  /** Per segment: apply GeLU (tanh) after the bias (store mode only). */
+  gelu?: boolean[];
+  mode: GemvMode;
+  /** Fused RMSNorm of the input with (1 + g) (binding 'g'). */
+  norm: boolean;
+  eps?: number;
+  /** A bias buffer: store/residual: one value per output row; geglu: gate biases then up biases. */
+  bias: boolean;
+  /** Output row stride (floats) and column offset. */
+  outStride: number;
+  outOffset?: number;
+  cap?: number;
+  /** Rows per workgroup, threads per workgroup, strides per loop trip (tuning). */
+  R: number;
+  T: number;
+  U?: number;
+}
+
+/** The kernel's binding names (gemvBindings gives those of one spec, in order). */
+export type GemvBinding = 'x' | 'g' | `w${number}` | 'bias' | 'out';
+
+/** Bindings in order: x, [g], w0..w(S-1), [bias], out. */
+export function gemvBindings(s: GemvSpec): string[] {
+  return ['x', ...(s.norm ? ['g'] : []), ...s.segments.map((_, i) => `w${i}`), ...(s.bias ? ['bias'] : []), 'out'];
+}
+
+/** Output rows the kernel covers (geglu: m). */
+export function gemvRows(s: GemvSpec): number {
+  return s.mode === 'geglu' ? s.segments[0] : s.segments.reduce((a, b) => a + b, 0);
+}
+
+export function gemvSource(s: GemvSpec): string {
+  const {B, IN, R, T, mode} = s;
+  const vec = IN % 4 === 0;
+  const N = vec ? IN / 4 : IN;                     // vectors per input row
+  const V = vec ? 'vec4<f32>' : 'f32';
+  const dotv = vec ? 'dot' : 'mulf';
+  const P = mode === 'geglu' ? 2 : 1;
+  const NACC = R * P * B;
+  const NV = NACC + (s.norm ? B : 0);
+  const rows = gemvRows(s);
+  const nwg = rows / R;
+  if (!Number.isInteger(nwg)) throw new Error(`gemv: R=${R} does not divide ${rows}`);
+  const binds = gemvBindings(s);
+  const decl = binds.map((name, i) => {
+    const ty = name === 'x' || name === 'g' || name.startsWith('w') ? `array<${V}>` : 'array<f32>';
+    const access = name === 'out' ? 'read_write' : 'read';
+    return `@group(0) @binding(${i}) var<storage, ${access}> ${name} : ${ty};`;
+  }).join('\n');
+
+  // The main loop for one weight segment (P = 1) or the gate/up pair (P = 2): U strides of T
+  // vectors per trip (all loads first, so that R * P * U weight loads are in flight), then a tail.
+  const U = s.U ?? 1;
+  const full = Math.floor(N / (T * U)) * T * U;
+  const loop = (ws: string[], rowBase: string) => {
+    const lines: string[] = [];
+    const trip = (u: number, i: string) => {
+      const L: string[] = [];
+      if (s.norm) L.push(`  let gv${u} = ${V}(1.0) + g[${i}];`);
+      for (let b = 0; b < B; b++) L.push(`  let xr${b}_${u} = x[${b * N}u + ${i}];`);
+      for (let r = 0; r < R; r++) {
+        for (let p = 0; p < P; p++) L.push(`  let w${r}_${p}_${u} = ${ws[p]}[(${rowBase} + ${r}u) * ${N}u + ${i}];`);
+      }
+      return L;
+    };
+    const math = (u: number) => {
+      const L: string[] = [];
+      for (let b = 0; b < B; b++) {
+        if (s.norm) {
+          L.push(`  sq${b} = sq${b} + ${dotv}(xr${b}_${u}, xr${b}_${u});`);
+          L.push(`  let xv${b}_${u} = xr${b}_${u} * gv${u};`);
+        } else {
+          L.push(`  let xv${b}_${u} = xr${b}_${u};`);
+        }
+      }
+      for (let r = 0; r < R; r++) {
+        for (let p = 0; p < P; p++) {
+          for (let b = 0; b < B; b++) {
+            const v = (r * P + p) * B + b;
+            L.push(`  acc${v} = acc${v} + ${dotv}(w${r}_${p}_${u}, xv${b}_${u});`);
+          }
+        }
+      }
+      return L;
+    };
+    if (full > 0) {
+      lines.push(`for (var i = t; i < ${full}u; i = i + ${T * U}u) {`);
+      for (let u = 0; u < U; u++) lines.push(...trip(u, u === 0 ? 'i' : `i + ${u * T}u`));
+      for (let u = 0; u < U; u++) lines.push(...math(u));
+      lines.push('}');
+    }
+    if (full < N) {
+      lines.push(`for (var i = ${full}u + t; i < ${N}u; i = i + ${T}u) {`);
+      lines.push(...trip(0, 'i'), ...math(0));
+      lines.push('}');
+    }
+    return lines.join('\n');
+  };
+
+  let body: string;
+  if (mode === 'geglu') {
+    body = loop(['w0', 'w1'], 'row0');
+  } else {
+    // Segments: R divides each, so a workgroup lies in one.
+    const parts: string[] = [];
+    let start = 0;
+    s.segments.forEach((n, k) => {
+      const cond = k === s.segments.length - 1 ? '' : `if (row0 < ${start + n}u) `;
+      parts.push(`${k > 0 ? 'else ' : ''}${cond}{\n${loop([`w${k}`], `(row0 - ${start}u)`)}\n}`);
+      start += n;
+    });
+    body = parts.join('\n');
+  }
+
+  let fin: string;
+  const outIdx = `b * ${s.outStride}u + ${s.outOffset ?? 0}u + row`;
+  const rsb = s.norm
+    ? `let rs = 1.0 / sqrt(red[(${NACC}u + b) * ${T}u] / ${f32(IN)} + ${f32(s.eps ?? 1e-6)});`
+    : 'let rs = 1.0;';
+  if (mode === 'geglu') {
+    const m = s.segments[0];
+    fin = `
+    let r = t / ${B}u; let b = t % ${B}u; let row = row0 + r;
+    ${rsb}
+    var gt = red[((r * 2u) * ${B}u + b) * ${T}u] * rs;
+    var up = red[((r * 2u + 1u) * ${B}u + b) * ${T}u] * rs;
+    ${s.bias ? `gt = gt + bias[row]; up = up + bias[${m}u + row];` : ''}
+    out[${outIdx}] = geluT(gt) * up;`;
+  } else {
+    let post = '';
+    if (mode === 'store' && s.gelu?.some((x) => x)) {
+      let start = 0;
+      const conds: string[] = [];
+      s.segments.forEach((n, k) => {
+        if (s.gelu![k]) conds.push(`(row >= ${start}u && row < ${start + n}u)`);
+        start += n;
+      });
+      if (conds.length > 0) post = `if (${conds.join(' || ')}) { v = geluT(v); }`;
+    }
+    const write = mode === 'residual' ? `out[${outIdx}] = v + out[${outIdx}];`
+      : mode === 'softcap' ? `out[${outIdx}] = tanhP(v / ${f32(s.cap!)}) * ${f32(s.cap!)};`
+      : `out[${outIdx}] = v;`;
+    fin = `
+    let r = t / ${B}u; let b = t % ${B}u; let row = row0 + r;
+    ${rsb}
+    var v = red[(r * ${B}u + b) * ${T}u] * rs;
+    ${s.bias ? 'v = v + bias[row];' : ''}
+    ${post}
+    ${write}`;
+  }
+
+  return `
+${COMMON_WGSL}
+fn mulf(a : f32, b : f32) -> f32 { return a * b; }
+${decl}
+var<workgroup> red : array<f32, ${NV * T}>;
+
+@compute @workgroup_size(${T})
+fn main(@builtin(workgroup_id) wid : vec3<u32>, @builtin(num_workgroups) nw : vec3<u32>,
+        @builtin(local_invocation_index) t : u32) {
+  let wg = wid.x + wid.y * nw.x;
+  if (wg >= ${nwg}u) { return; }
+  let row0 = wg * ${R}u;
+  ${Array.from({length: NACC}, (_, v) => `var acc${v} = 0.0;`).join(' ')}
+  ${Array.from({length: B}, (_, b) => `var sq${b} = 0.0;`).join(' ')}
+${body}
+  ${Array.from({length: NACC}, (_, v) => `red[${v * T}u + t] = acc${v};`).join(' ')}
+  ${s.norm ? Array.from({length: B}, (_, b) => `red[${(NACC + b) * T}u + t] = sq${b};`).join(' ') : ''}
+  workgroupBarrier();
+  for (var st = ${T / 2}u; st > 0u; st = st >> 1u) {
+    if (t < st) {
+      for (var v = 0u; v < ${NV}u; v = v + 1u) { red[v * ${T}u + t] = red[v * ${T}u + t] + red[v * ${T}u + t + st]; }
+    }
+    workgroupBarrier();
+  }
+  if (t < ${R * B}u) {${fin}
+  }
+}`;
+}

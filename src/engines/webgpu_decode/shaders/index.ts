@@ -1,0 +1,13 @@
+/**
+ * The fused decode engine's WGSL generators, one kernel per module (plus common.ts), gathered.
+ *   import {gemvSource, rgLruSource, ropeSource, attnPartialSource, attnCombineSource, embedSource} from './shaders';
+ *
+ * Shape letters: see each module (B batch rows throughout).
+ */
+export * from './common';
+export * from './gemv';
+export * from './rg_lru';
+export * from './rope';
+export * from './attention_partial';
+export * from './attention_combine';
+export * from './embed';

@@ -1,0 +1,59 @@
+/**
+ * The fused decode engine's tuning knobs and their defaults: GEMV threads, rows per workgroup and
+ * strides per loop trip, attention ring slots per workgroup, RG-LRU input slices.
+ *   fusedTuning.threads = 64;   disposeFusedDecoders(model);   // engines made after this use 64 threads
+ *
+ * Each knob: fusedTuning's value if set (non-zero), else its env variable (GRIFFIN_FUSED_THREADS,
+ * _ROWS, _UNROLL, _CHUNK, _LRU_SLICES), else the default below. Read when an engine is built.
+ * The sweeps that chose the defaults: see bench/results/NOTES.md.
+ *
+ * Shape letters: B batch rows, E lru_width, H heads, W conv1d_width.
+ */
+import {RgLruSpec, rgLruSharedBytes, StepLayout} from './shaders';
+
+/** 0 = default (or the env variable). */
+export const fusedTuning = {threads: 0, maxRows: 0, unroll: 0, chunk: 0, lruSlices: 0};
+
+function envInt(name: string): number {
+  const v = typeof process !== 'undefined' ? process.env?.[name] : undefined;
+  return v ? Number(v) : 0;
+}
+
+/** GEMV threads per workgroup (default: 128 up to 4 rows, else 64; see bench/results/NOTES.md). */
+export function gemvThreads(B: number): number {
+  return fusedTuning.threads || envInt('GRIFFIN_FUSED_THREADS') || (B <= 4 ? 128 : 64);
+}
+
+/** Most output rows per GEMV workgroup (default 4; the plan halves it until the tile fits). */
+export function gemvMaxRows(): number {
+  return fusedTuning.maxRows || envInt('GRIFFIN_FUSED_ROWS') || 4;
+}
+
+/**
+ * GEMV strides per loop trip (loads in flight): 2 up to 4 rows, 4 up to 8 (see
+ * bench/results/NOTES.md); above 8 rows the accumulators would crowd the registers: 1.
+ */
+export function gemvUnroll(B: number): number {
+  return fusedTuning.unroll || envInt('GRIFFIN_FUSED_UNROLL') || (B <= 4 ? 2 : B <= 8 ? 4 : 1);
+}
+
+/** Ring slots per attention workgroup (default 16): short chunks spread a short context over more of the GPU. */
+export function attnChunkSlots(): number {
+  return fusedTuning.chunk || envInt('GRIFFIN_FUSED_CHUNK') || 16;
+}
+
+/**
+ * The RG-LRU kernel's shape: 32 channels per workgroup (64 for wide heads) and as many input
+ * slices (default 8, then 4, 2, 1) as fit in 256 invocations and in workgroup memory.
+ */
+export function rgLruPlan(B: number, E: number, H: number, W: number, step: StepLayout,
+    sharedLimit: number): RgLruSpec {
+  const bw = E / H;
+  const CC = Math.min(64, Math.max(32, Math.ceil(bw / 32) * 32));
+  const want = fusedTuning.lruSlices || envInt('GRIFFIN_FUSED_LRU_SLICES') || 8;
+  for (let JS = want; JS >= 1; JS = Math.floor(JS / 2)) {
+    const spec = {B, E, H, W, CC, JS, step};
+    if (CC * JS <= 256 && rgLruSharedBytes(spec) <= sharedLimit) return spec;
+  }
+  return {B, E, H, W, CC, JS: 1, step};
+}
