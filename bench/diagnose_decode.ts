@@ -9,7 +9,7 @@ import {RecurrentGemmaConfig} from '../src/config';
 import {RecurrentGemmaForCausalLM} from '../src/model';
 import {checkpointTensors, readAllTensorData, writeTensorData} from '../converters/checkpoint_tensors';
 import {fusedDecodeConfig} from '../src/engines/webgpu_decode';
-import {benchConfig, intArg, parseArgs, randomizeWeights} from './common';
+import {benchConfig, intArg, parseArgs, randomizeWeights} from '../src/bench/common';
 
 const rel = (a: Float32Array, b: Float32Array) => {
   let n = 0, d = 0;

@@ -22,7 +22,7 @@
 import {tf} from '../src/tf';
 import {RecurrentGemmaForCausalLM} from '../src/model';
 import {useBackend} from '../src/backend';
-import {CONFIGS as SHARED_CONFIGS, emit, intArg, intList, parseArgs, randomIds, randomizeWeights, syncOn} from './common';
+import {CONFIGS as SHARED_CONFIGS, emit, intArg, intList, parseArgs, randomIds, randomizeWeights, syncOn} from '../src/bench/common';
 import {
   disposeFusedDecoders, DispatchTiming, fusedDecodeConfig, fusedDecoderFor, fusedTuning,
 } from '../src/engines/webgpu_decode';

@@ -7,7 +7,7 @@
  *   npx tsx bench/load_2b.ts                                   # 2b: ~5.4 GB on disk, ~11-16 GB RAM
  *   npx tsx bench/load_2b.ts --config mid --json out.json      # a 2.1 GB (float32) rehearsal
  *
- * Options: --config 2b|9b|mid|small|tiny (bench/common.ts CONFIGS; default 2b), --dir DIR (default
+ * Options: --config 2b|9b|mid|small|tiny (src/bench/common.ts CONFIGS; default 2b), --dir DIR (default
  * a new folder under the OS temp dir), --backend cpu|wasm|tensorflow (cpu: the wasm heap is 4 GiB,
  * the 2B weights 10.7 GB), --new-tokens 3, --keep (leave the checkpoint), --json FILE (default
  * bench/results/<date>-<host>-load-<config>.json), --min-available-gb G (refuse to start unless
@@ -19,7 +19,7 @@ import {spawnSync} from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import {Args, benchConfig, CONFIGS, describeMachine, emit, fail, intArg, parseArgs, peakRssBytes} from './common';
+import {Args, benchConfig, CONFIGS, describeMachine, emit, fail, intArg, parseArgs, peakRssBytes} from '../src/bench/common';
 import {RecurrentGemmaConfig} from '../src/config';
 import {WriteTensor, writeCheckpoint, iterateCheckpoint} from '../converters/safetensors';
 

@@ -19,7 +19,7 @@ import {RecurrentGemmaForCausalLM} from '../src/model';
 import {maxPieceBytes} from '../layers/vocab_split';
 import {causalConv1dConfig} from '../ops/causal_conv1d';
 import {Args, benchConfig, describe, DispatchCounter, emit, fail, intArg, intList, parseArgs, printTable, randomIds, randomizeWeights,
-  setup, syncOn, timeIt} from './common';
+  setup, syncOn, timeIt} from '../src/bench/common';
 
 const round = (x: number, d = 3) => +x.toFixed(d);
 

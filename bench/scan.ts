@@ -18,7 +18,7 @@ import {tf} from '../src/tf';
 import {engine, Tensor} from '@tensorflow/tfjs-core';
 import {RG_LRU_SCAN, RG_LRU_SCAN_GRAD} from '../ops/rg_lru_scan';
 import {rgLruScanWebGPUConfig, scanPlan} from '../ops/rg_lru_scan/webgpu';
-import {Args, describe, emit, fail, intArg, intList, parseArgs, printTable, scanBytes, scanInputs, setup, timeIt} from './common';
+import {Args, describe, emit, fail, intArg, intList, parseArgs, printTable, scanBytes, scanInputs, setup, timeIt} from '../src/bench/common';
 
 type Path = 'serial' | 'chunked' | 'auto' | 'host';
 

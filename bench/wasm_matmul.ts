@@ -10,7 +10,7 @@
 import {tf} from '../src/tf';
 import {useBackend} from '../src/backend';
 import {registerWasmMatMul, unregisterWasmMatMul} from '../ops/wasm_matmul';
-import {Args, describeMachine, emit, fail, intArg, parseArgs, printTable, timeIt} from './common';
+import {Args, describeMachine, emit, fail, intArg, parseArgs, printTable, timeIt} from '../src/bench/common';
 
 interface Case { what: string; a: number[]; b: number[]; transposeA?: boolean; transposeB?: boolean; bIsWeight: boolean }
 

@@ -7,9 +7,26 @@
  *   writeTensorData(checkpointTensors(model).get(EMBED)!, data);   // fills every piece
  */
 import {tf} from '../src/tf';
-import type {RecurrentGemmaForCausalLM} from '../src/model';
+import type {CausalLMCore} from '../src/core/model';
+import type {RecurrentGemmaConfig} from '../src/config';
+import type {OnProgress} from '../src/util/progress';
 import type {LayerVariable} from '../layers/base';
 import {PIECE_SUFFIX} from '../layers/vocab_split';
+
+/** What checkpoint I/O needs of a model: its config and its parameters by HF name. */
+export type ModelParameters = Pick<CausalLMCore, 'config' | 'namedParameters'>;
+
+/**
+ * A checkpoint opened and checked as far as it can be without a model: its config first (the
+ * caller builds the model from it, with zero weights), then its weights written into the model.
+ */
+export interface CheckpointReader {
+  /** The directory, file or URL, for messages. */
+  where: string;
+  config: RecurrentGemmaConfig;
+  /** Checks every name and shape against the model, then writes the weights (nothing else is created). */
+  loadInto(model: ModelParameters, onProgress?: OnProgress): Promise<void>;
+}
 
 export interface CheckpointTensor {
   /** Shape of the whole tensor. */
@@ -23,7 +40,7 @@ export interface CheckpointTensor {
 const PIECE = new RegExp(`^(.*)${PIECE_SUFFIX.replace('.', '\\.')}(\\d+)$`);
 
 /** HF name -> tensor, in the model's parameter order (a split tensor where its first piece is). */
-export function checkpointTensors(model: RecurrentGemmaForCausalLM): Map<string, CheckpointTensor> {
+export function checkpointTensors(model: ModelParameters): Map<string, CheckpointTensor> {
   const out = new Map<string, CheckpointTensor>();
   const pieces = new Map<string, LayerVariable[]>();
   for (const [name, v] of model.namedParameters()) {
@@ -69,7 +86,7 @@ export function readTensorData(t: CheckpointTensor): Float32Array {
  * Every checkpoint tensor's values, read asynchronously: the way to read a GPU backend's
  * weights (webgpu in Node has no synchronous read). The writers take the result as `values`.
  */
-export async function readAllTensorData(model: RecurrentGemmaForCausalLM): Promise<Map<string, Float32Array>> {
+export async function readAllTensorData(model: ModelParameters): Promise<Map<string, Float32Array>> {
   const out = new Map<string, Float32Array>();
   for (const [name, t] of checkpointTensors(model)) {
     const parts = await Promise.all(t.parts.map((p) => p.read().data() as Promise<Float32Array>));

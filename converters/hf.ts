@@ -1,7 +1,8 @@
 /**
  * Hugging Face checkpoints (config.json + safetensors) in and out of the model.
- *   const model = await loadHF('ckpt/');       // any RecurrentGemmaForCausalLM.save_pretrained dir
- *   saveHF(model, 'out/');                     // float32 safetensors + config.json
+ *   const ckpt = openHF('ckpt/');   const model = new CausalLMCore(ckpt.config, {init: 'zeros'});
+ *   await ckpt.loadInto(model);     // any save_pretrained dir
+ *   saveHF(model, 'out/');          // float32 safetensors + config.json
  *
  * The model's parameters carry the HF names already (layers are named after the checkpoint),
  * so the mapping is the identity; this module checks names, shapes and dtypes before any weight
@@ -13,9 +14,8 @@ import * as fs from 'fs';
 import * as path from 'path';
 import {tf} from '../src/tf';
 import {RecurrentGemmaConfig} from '../src/config';
-import {RecurrentGemmaForCausalLM} from '../src/model';
 import {CheckpointError, iterateCheckpoint, listCheckpoint, writeCheckpoint, WriteTensor} from './safetensors';
-import {checkpointTensors, readTensorData, writeTensorData} from './checkpoint_tensors';
+import {CheckpointReader, checkpointTensors, ModelParameters, readTensorData, writeTensorData} from './checkpoint_tensors';
 
 export {CheckpointError};
 
@@ -40,8 +40,6 @@ export function readHFConfig(dir: string): RecurrentGemmaConfig {
   }
 }
 
-export interface LoadProgress { loaded: number; total: number; name: string }
-
 /**
  * tfjs-backend-wasm is 32-bit WebAssembly: all its tensors share one heap of at most 4 GiB
  * (measured: allocation fails just past 4096 MB), and XNNPACK keeps a packed copy of each weight
@@ -49,8 +47,11 @@ export interface LoadProgress { loaded: number; total: number; name: string }
  */
 export const WASM_MAX_WEIGHT_BYTES = 3.5 * 2 ** 30;
 
-/** Loads an HF checkpoint directory into a new model. */
-export async function loadHF(dir: string, onProgress?: (p: LoadProgress) => void): Promise<RecurrentGemmaForCausalLM> {
+/**
+ * Opens an HF checkpoint directory: its config and its tensor list (names, shapes, dtypes), with
+ * no weight read; on wasm, refuses weights that could not fit its heap.
+ */
+export function openHF(dir: string): CheckpointReader {
   const config = readHFConfig(dir);
   const metas = listCheckpoint(dir);
   if (tf.getBackend() === 'wasm') {
@@ -61,49 +62,47 @@ export async function loadHF(dir: string, onProgress?: (p: LoadProgress) => void
         '4 GiB memory holds with room to run; use the cpu backend (--backend cpu), tensorflow or webgpu');
     }
   }
-  const model = new RecurrentGemmaForCausalLM(config, {init: 'zeros'});
-  try {
-    const params = checkpointTensors(model);
-    // Check everything before reading any data.
-    const missing = [...params.keys()].filter((n) => !metas.has(n));
-    if (missing.length > 0) {
-      throw new CheckpointError(`${dir}: checkpoint lacks ${missing.length} tensor(s) the config needs, first ${JSON.stringify(missing[0])}`);
-    }
-    for (const [name, meta] of metas) {
-      const v = params.get(name);
-      if (v == null) {
-        if (name === LM_HEAD && config.tie_word_embeddings) {
-          // An (equal) copy of the tied embedding: not loaded, but it must at least fit.
-          const want = [config.vocab_size, config.hidden_size];
-          if (meta.shape.length !== 2 || meta.shape[0] !== want[0] || meta.shape[1] !== want[1]) {
-            throw new CheckpointError(`${meta.file}: tensor ${JSON.stringify(name)} has shape [${meta.shape}], the config needs [${want}]`);
+  return {
+    where: dir, config,
+    async loadInto(model, onProgress) {
+      const params = checkpointTensors(model);
+      // Check everything before reading any data.
+      const missing = [...params.keys()].filter((n) => !metas.has(n));
+      if (missing.length > 0) {
+        throw new CheckpointError(`${dir}: checkpoint lacks ${missing.length} tensor(s) the config needs, first ${JSON.stringify(missing[0])}`);
+      }
+      for (const [name, meta] of metas) {
+        const v = params.get(name);
+        if (v == null) {
+          if (name === LM_HEAD && config.tie_word_embeddings) {
+            // An (equal) copy of the tied embedding: not loaded, but it must at least fit.
+            const want = [config.vocab_size, config.hidden_size];
+            if (meta.shape.length !== 2 || meta.shape[0] !== want[0] || meta.shape[1] !== want[1]) {
+              throw new CheckpointError(`${meta.file}: tensor ${JSON.stringify(name)} has shape [${meta.shape}], the config needs [${want}]`);
+            }
+            continue;
           }
-          continue;
+          throw new CheckpointError(`${meta.file}: unexpected tensor ${JSON.stringify(name)} (not part of a RecurrentGemma with this config)`);
         }
-        throw new CheckpointError(`${meta.file}: unexpected tensor ${JSON.stringify(name)} (not part of a RecurrentGemma with this config)`);
+        if (meta.shape.length !== v.shape.length || meta.shape.some((d, i) => d !== v.shape[i])) {
+          throw new CheckpointError(`${meta.file}: tensor ${JSON.stringify(name)} has shape [${meta.shape}], the config needs [${v.shape}]`);
+        }
+        if (!['F32', 'F16', 'BF16', 'F64'].includes(meta.dtype)) {
+          throw new CheckpointError(`${meta.file}: tensor ${JSON.stringify(name)} has dtype ${meta.dtype}, expected a float type`);
+        }
       }
-      if (meta.shape.length !== v.shape.length || meta.shape.some((d, i) => d !== v.shape[i])) {
-        throw new CheckpointError(`${meta.file}: tensor ${JSON.stringify(name)} has shape [${meta.shape}], the config needs [${v.shape}]`);
+      const total = params.size;
+      let loaded = 0;
+      for await (const {name, data} of iterateCheckpoint(dir, new Set(params.keys()))) {
+        writeTensorData(params.get(name)!, data as Float32Array);
+        onProgress?.({loaded: ++loaded, total, unit: 'tensors', name});
       }
-      if (!['F32', 'F16', 'BF16', 'F64'].includes(meta.dtype)) {
-        throw new CheckpointError(`${meta.file}: tensor ${JSON.stringify(name)} has dtype ${meta.dtype}, expected a float type`);
-      }
-    }
-    const total = params.size;
-    let loaded = 0;
-    for await (const {name, data} of iterateCheckpoint(dir, new Set(params.keys()))) {
-      writeTensorData(params.get(name)!, data as Float32Array);
-      onProgress?.({loaded: ++loaded, total, name});
-    }
-    return model;
-  } catch (e) {
-    model.dispose();
-    throw e;
-  }
+    },
+  };
 }
 
 /** Writes config.json and float32 safetensors (sharded past maxShardBytes) that transformers loads. */
-export function saveHF(model: RecurrentGemmaForCausalLM, dir: string,
+export function saveHF(model: ModelParameters, dir: string,
     opts: {maxShardBytes?: number, values?: Map<string, Float32Array>} = {}): void {
   fs.mkdirSync(dir, {recursive: true});
   const params = [...checkpointTensors(model)];

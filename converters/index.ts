@@ -1,22 +1,29 @@
 /**
- * Checkpoint formats behind `fromPretrained` and `save`: HF (config.json + safetensors) and tfjs
- * (model.json + shards). The format of a directory is told by its files.
- *   const model = await loadPretrained('ckpt/');
+ * Checkpoint I/O behind `fromPretrained` and `save`: HF (config.json + safetensors) and tfjs
+ * (model.json + shards) directories, and the tfjs layout at a URL. The format of a directory is
+ * told by its files. I/O reads and writes tensors by name (namedParameters()); it never builds
+ * the model: the caller builds it from the reader's config, with zero weights.
+ *   const ckpt = await openCheckpoint('ckpt/');            // config and tensor list checked, no weight read
+ *   const model = new CausalLMCore(ckpt.config, {init: 'zeros'});  await ckpt.loadInto(model);
  *   await savePretrained(model, 'out/', {format: 'tfjs', dtype: 'float16'});
  */
 import * as fs from 'fs';
 import * as path from 'path';
-import {RecurrentGemmaForCausalLM} from '../src/model';
 import {tf} from '../src/tf';
-import {readAllTensorData} from './checkpoint_tensors';
+import type {CausalLMCore} from '../src/core/model';
 import type {RecurrentGemmaConfig} from '../src/config';
-import {CheckpointError, loadHF, readHFConfig, saveHF} from './hf';
-import {loadTfjs, MODEL_JSON, readModelJson, saveTfjs, WeightDtype} from './tfjs_format';
+import type {OnProgress} from '../src/util/progress';
+import {CheckpointReader, readAllTensorData} from './checkpoint_tensors';
+import {CheckpointError, openHF, readHFConfig, saveHF} from './hf';
+import {MODEL_JSON, openTfjs, readModelJson, saveTfjs, WeightDtype} from './tfjs_format';
+import {isUrlSource, openTfjsUrl} from './tfjs_url';
 
+export type {CheckpointReader};
 export type CheckpointFormat = 'hf' | 'tfjs';
 
 export interface LoadOptions {
-  onProgress?: (p: {loaded: number, total: number, name: string}) => void;
+  /** Local directories report tensors, URLs bytes (`p.unit`). */
+  onProgress?: OnProgress;
 }
 
 export interface SaveOptions {
@@ -33,14 +40,21 @@ export function detectFormat(dir: string): CheckpointFormat {
   if (!fs.statSync(dir).isDirectory()) throw new CheckpointError(`${dir}: not a directory`);
   if (fs.existsSync(path.join(dir, MODEL_JSON))) return 'tfjs';
   if (fs.existsSync(path.join(dir, 'config.json'))) return 'hf';
+  // Safetensors without their config.json: say that this is what is missing.
+  if (fs.readdirSync(dir).some((f) => f.endsWith('.safetensors'))) return 'hf';
   throw new CheckpointError(`${dir}: neither a Hugging Face checkpoint (config.json) nor a tfjs model (model.json)`);
 }
 
-export async function loadPretrained(dir: string, opts: LoadOptions = {}): Promise<RecurrentGemmaForCausalLM> {
-  return detectFormat(dir) === 'tfjs' ? loadTfjs(dir, opts.onProgress) : loadHF(dir, opts.onProgress);
+/**
+ * Opens a checkpoint: a directory in either layout, or a URL (http(s)://, indexeddb://; in a
+ * browser any URL) of the tfjs layout. Fails on a bad config or tensor list before any weight is read.
+ */
+export async function openCheckpoint(source: string): Promise<CheckpointReader> {
+  if (isUrlSource(source)) return openTfjsUrl(source);
+  return detectFormat(source) === 'tfjs' ? openTfjs(source) : openHF(source);
 }
 
-export async function savePretrained(model: RecurrentGemmaForCausalLM, dir: string, opts: SaveOptions = {}): Promise<void> {
+export async function savePretrained(model: CausalLMCore, dir: string, opts: SaveOptions = {}): Promise<void> {
   const format = opts.format ?? 'hf';
   // Host backends read synchronously; a GPU backend's weights are fetched first, asynchronously.
   const values = ['cpu', 'wasm', 'tensorflow'].includes(tf.getBackend()) ? undefined : await readAllTensorData(model);

@@ -2,7 +2,7 @@
  * The tfjs browser format: model.json (topology + weights manifest) and binary weight shards,
  * loadable by `tf.loadLayersModel` once the package's layer classes are registered.
  *   saveTfjs(model, 'out/', {dtype: 'float16'});
- *   const model = await loadTfjs('out/');
+ *   const ckpt = openTfjs('out/');   await ckpt.loadInto(new CausalLMCore(ckpt.config, {init: 'zeros'}));
  *
  * Weights are written and read one tensor at a time (a 2B model is ~10 GB in float32, more than
  * one ArrayBuffer may hold). Optional quantization uses tfjs's own manifest encoding: float16,
@@ -12,9 +12,10 @@ import * as fs from 'fs';
 import * as path from 'path';
 import {tf} from '../src/tf';
 import {RecurrentGemmaConfig} from '../src/config';
-import {RecurrentGemmaForCausalLM} from '../src/model';
+import type {CausalLMCore} from '../src/core/model';
 import {CheckpointError, f16ToF32} from './safetensors';
-import {checkpointTensors, readTensorData, writeTensorData} from './checkpoint_tensors';
+import {CheckpointReader, checkpointTensors, ModelParameters, readTensorData, writeTensorData} from './checkpoint_tensors';
+import type {OnProgress} from '../src/util/progress';
 
 export type WeightDtype = 'float32' | 'float16' | 'uint8';
 
@@ -92,7 +93,7 @@ export const bytesPer = (spec: WeightSpec) =>
   spec.quantization?.dtype === 'float16' ? 2 : spec.quantization?.dtype === 'uint8' ? 1 : 4;
 
 /** Writes model.json and group1-shard{i}of{n}.bin into dir. */
-export function saveTfjs(model: RecurrentGemmaForCausalLM, dir: string,
+export function saveTfjs(model: CausalLMCore, dir: string,
     opts: TfjsSaveOptions & {values?: Map<string, Float32Array>} = {}): void {
   const dtype = opts.dtype ?? 'float32';
   if (!['float32', 'float16', 'uint8'].includes(dtype)) throw new Error(`dtype must be float32, float16 or uint8, got ${dtype}`);
@@ -168,68 +169,64 @@ export function readModelJson(dir: string): {json: ModelJson, config: RecurrentG
   }
 }
 
-/** Loads a tfjs-format directory into a new model. Checks every name and shape before writing any weight. */
-export async function loadTfjs(dir: string, onProgress?: (p: {loaded: number, total: number, name: string}) => void):
-    Promise<RecurrentGemmaForCausalLM> {
+/** Opens a tfjs-format directory; loadInto checks every name, shape and shard size before writing any weight. */
+export function openTfjs(dir: string): CheckpointReader {
   const {json, config} = readModelJson(dir);
-  const file = path.join(dir, MODEL_JSON);
-  const model = new RecurrentGemmaForCausalLM(config, {init: 'zeros'});
-  try {
-    const byName = new Map([...checkpointTensors(model).values()].map((t) => [t.tfjsName, t]));
-    const seen = new Set<string>();
-    for (const group of json.weightsManifest!) {
-      let total = 0;
-      for (const p of group.paths) {
-        const f = path.join(dir, p);
-        if (!fs.existsSync(f)) throw new CheckpointError(`${f}: weight shard listed in ${file} not found`);
-        total += fs.statSync(f).size;
-      }
-      let need = 0;
-      for (const spec of group.weights) {
-        const v = byName.get(spec.name);
-        if (v == null) throw new CheckpointError(`${file}: unexpected weight ${JSON.stringify(spec.name)}`);
-        if (spec.shape.length !== v.shape.length || spec.shape.some((d, i) => d !== v.shape[i])) {
-          throw new CheckpointError(`${file}: weight ${JSON.stringify(spec.name)} has shape [${spec.shape}], the config needs [${v.shape}]`);
-        }
-        need += spec.shape.reduce((a, b) => a * b, 1) * bytesPer(spec);
-        seen.add(spec.name);
-      }
-      if (need !== total) throw new CheckpointError(`${file}: the shards hold ${total} bytes, the manifest needs ${need} (truncated or corrupt)`);
-    }
-    const missing = [...byName.keys()].filter((n) => !seen.has(n));
-    if (missing.length > 0) throw new CheckpointError(`${file}: missing weight ${JSON.stringify(missing[0])}`);
+  return {where: dir, config, loadInto: (model, onProgress) => loadTfjsInto(model, dir, json, onProgress)};
+}
 
-    let loaded = 0;
-    for (const group of json.weightsManifest!) {
-      // Walk the shards as one byte stream, reading each weight's bytes as it comes.
-      let shard = 0, fd = fs.openSync(path.join(dir, group.paths[0]), 'r'), pos = 0;
-      let shardSize = fs.fstatSync(fd).size;
-      try {
-        for (const spec of group.weights) {
-          const n = spec.shape.reduce((a, b) => a * b, 1) * bytesPer(spec);
-          const bytes = new Uint8Array(n);
-          let got = 0;
-          while (got < n) {
-            if (pos >= shardSize) {
-              fs.closeSync(fd);
-              fd = fs.openSync(path.join(dir, group.paths[++shard]), 'r');
-              shardSize = fs.fstatSync(fd).size;
-              pos = 0;
-            }
-            const k = fs.readSync(fd, bytes, got, Math.min(n - got, shardSize - pos), pos);
-            got += k;
-            pos += k;
-          }
-          writeTensorData(byName.get(spec.name)!, decode(bytes, spec));
-          onProgress?.({loaded: ++loaded, total: byName.size, name: spec.name});
-        }
-      } finally {
-        fs.closeSync(fd);
-      }
+async function loadTfjsInto(model: ModelParameters, dir: string, json: ModelJson, onProgress?: OnProgress): Promise<void> {
+  const file = path.join(dir, MODEL_JSON);
+  const byName = new Map([...checkpointTensors(model).values()].map((t) => [t.tfjsName, t]));
+  const seen = new Set<string>();
+  for (const group of json.weightsManifest!) {
+    let total = 0;
+    for (const p of group.paths) {
+      const f = path.join(dir, p);
+      if (!fs.existsSync(f)) throw new CheckpointError(`${f}: weight shard listed in ${file} not found`);
+      total += fs.statSync(f).size;
     }
-    return model;
-  } catch (e) {
-    model.dispose();
-    throw e;
+    let need = 0;
+    for (const spec of group.weights) {
+      const v = byName.get(spec.name);
+      if (v == null) throw new CheckpointError(`${file}: unexpected weight ${JSON.stringify(spec.name)}`);
+      if (spec.shape.length !== v.shape.length || spec.shape.some((d, i) => d !== v.shape[i])) {
+        throw new CheckpointError(`${file}: weight ${JSON.stringify(spec.name)} has shape [${spec.shape}], the config needs [${v.shape}]`);
+      }
+      need += spec.shape.reduce((a, b) => a * b, 1) * bytesPer(spec);
+      seen.add(spec.name);
+    }
+    if (need !== total) throw new CheckpointError(`${file}: the shards hold ${total} bytes, the manifest needs ${need} (truncated or corrupt)`);
+  }
+  const missing = [...byName.keys()].filter((n) => !seen.has(n));
+  if (missing.length > 0) throw new CheckpointError(`${file}: missing weight ${JSON.stringify(missing[0])}`);
+
+  let loaded = 0;
+  for (const group of json.weightsManifest!) {
+    // Walk the shards as one byte stream, reading each weight's bytes as it comes.
+    let shard = 0, fd = fs.openSync(path.join(dir, group.paths[0]), 'r'), pos = 0;
+    let shardSize = fs.fstatSync(fd).size;
+    try {
+      for (const spec of group.weights) {
+        const n = spec.shape.reduce((a, b) => a * b, 1) * bytesPer(spec);
+        const bytes = new Uint8Array(n);
+        let got = 0;
+        while (got < n) {
+          if (pos >= shardSize) {
+            fs.closeSync(fd);
+            fd = fs.openSync(path.join(dir, group.paths[++shard]), 'r');
+            shardSize = fs.fstatSync(fd).size;
+            pos = 0;
+          }
+          const k = fs.readSync(fd, bytes, got, Math.min(n - got, shardSize - pos), pos);
+          got += k;
+          pos += k;
+        }
+        writeTensorData(byName.get(spec.name)!, decode(bytes, spec));
+        onProgress?.({loaded: ++loaded, total: byName.size, unit: 'tensors', name: spec.name});
+      }
+    } finally {
+      fs.closeSync(fd);
+    }
   }
 }

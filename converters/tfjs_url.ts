@@ -2,20 +2,20 @@
  * The tfjs format from a URL: `http(s)://.../model.json` (or the directory holding it, or in a
  * browser any URL relative to the page) and `indexeddb://name` / `localstorage://name` (what
  * `model.save('indexeddb://name')` wrote). What `fromPretrained(url)` uses; works in Node too.
- *   const model = await loadTfjsUrl('https://host/web/', {onProgress: (p) => bar(p.loaded / p.total)});
+ *   const ckpt = await openTfjsUrl('https://host/web/');
+ *   await ckpt.loadInto(new CausalLMCore(ckpt.config, {init: 'zeros'}), (p) => bar(p.loaded / p.total));
  *
  * Over http the shards are streamed and progress is reported in bytes as they arrive
- * ({loaded, total, name: shard}); names and shapes are checked against the config before any
+ * ({loaded, total, unit: 'bytes', name: shard}); names and shapes are checked against the config before any
  * shard is fetched, and the weights are decoded like the file loader does (float16 / uint8).
  */
 import {tf} from '../src/tf';
 import {RecurrentGemmaConfig} from '../src/config';
-import {RecurrentGemmaForCausalLM} from '../src/model';
 import {CheckpointError} from './safetensors';
-import {checkpointTensors, writeTensorData} from './checkpoint_tensors';
+import {CheckpointReader, checkpointTensors, ModelParameters, writeTensorData} from './checkpoint_tensors';
+import type {OnProgress} from '../src/util/progress';
 import {bytesPer, decode, MODEL_JSON, WeightSpec} from './tfjs_format';
 
-export interface UrlLoadProgress { loaded: number; total: number; name: string }
 
 const STORE = /^(indexeddb|localstorage):\/\//i;
 
@@ -81,7 +81,7 @@ interface Artifacts {
   specs: WeightSpec[];
   config: RecurrentGemmaConfig;
   /** Fetches (or hands over) the weight bytes, laid out as the specs say. */
-  weights(onProgress?: (p: UrlLoadProgress) => void): Promise<Uint8Array>;
+  weights(onProgress?: OnProgress): Promise<Uint8Array>;
 }
 
 function configOf(where: string, metadata: unknown): RecurrentGemmaConfig {
@@ -116,7 +116,7 @@ async function httpArtifacts(url: string): Promise<Artifacts> {
         for (const p of g.paths) {
           const shard = new URL(p, where).href;
           const start = off;
-          const bytes = await fetchBytes(shard, (got) => onProgress?.({loaded: Math.min(start + got, need), total: need, name: p}));
+          const bytes = await fetchBytes(shard, (got) => onProgress?.({loaded: Math.min(start + got, need), total: need, unit: 'bytes', name: p}));
           if (start + bytes.length > need) throw new CheckpointError(`${where}: the shards hold more bytes than the manifest needs (${need})`);
           all.set(bytes, start);
           off += bytes.length;
@@ -145,42 +145,38 @@ async function storeArtifacts(url: string): Promise<Artifacts> {
   return {
     where: url, config, specs: a.weightSpecs as WeightSpec[],
     async weights(onProgress) {
-      onProgress?.({loaded: data.length, total: data.length, name: url});
+      onProgress?.({loaded: data.length, total: data.length, unit: 'bytes', name: url});
       return data;
     },
   };
 }
 
-/** Loads a tfjs-format model from a URL into a new model (see the module comment). */
-export async function loadTfjsUrl(url: string, opts: {onProgress?: (p: UrlLoadProgress) => void} = {}):
-    Promise<RecurrentGemmaForCausalLM> {
+/** Opens a tfjs-format model at a URL (see the module comment): its manifest now, its weights on loadInto. */
+export async function openTfjsUrl(url: string): Promise<CheckpointReader> {
   const a = STORE.test(url) ? await storeArtifacts(url) : await httpArtifacts(url);
-  const model = new RecurrentGemmaForCausalLM(a.config, {init: 'zeros'});
-  try {
-    const byName = new Map([...checkpointTensors(model).values()].map((t) => [t.tfjsName, t]));
-    const seen = new Set<string>();
-    for (const spec of a.specs) {
-      const v = byName.get(spec.name);
-      if (v == null) throw new CheckpointError(`${a.where}: unexpected weight ${JSON.stringify(spec.name)}`);
-      if (spec.shape.length !== v.shape.length || spec.shape.some((d, i) => d !== v.shape[i])) {
-        throw new CheckpointError(`${a.where}: weight ${JSON.stringify(spec.name)} has shape [${spec.shape}], the config needs [${v.shape}]`);
-      }
-      if (spec.dtype !== 'float32') throw new CheckpointError(`${a.where}: weight ${JSON.stringify(spec.name)} has dtype ${spec.dtype}, expected float32`);
-      seen.add(spec.name);
+  return {where: a.where, config: a.config, loadInto: (model, onProgress) => loadInto(a, model, onProgress)};
+}
+
+async function loadInto(a: Artifacts, model: ModelParameters, onProgress?: OnProgress): Promise<void> {
+  const byName = new Map([...checkpointTensors(model).values()].map((t) => [t.tfjsName, t]));
+  const seen = new Set<string>();
+  for (const spec of a.specs) {
+    const v = byName.get(spec.name);
+    if (v == null) throw new CheckpointError(`${a.where}: unexpected weight ${JSON.stringify(spec.name)}`);
+    if (spec.shape.length !== v.shape.length || spec.shape.some((d, i) => d !== v.shape[i])) {
+      throw new CheckpointError(`${a.where}: weight ${JSON.stringify(spec.name)} has shape [${spec.shape}], the config needs [${v.shape}]`);
     }
-    const missing = [...byName.keys()].filter((n) => !seen.has(n));
-    if (missing.length > 0) throw new CheckpointError(`${a.where}: missing weight ${JSON.stringify(missing[0])}`);
-    const bytes = await a.weights(opts.onProgress);
-    let off = 0;
-    for (const spec of a.specs) {
-      const n = spec.shape.reduce((x, y) => x * y, 1) * bytesPer(spec);
-      if (off + n > bytes.length) throw new CheckpointError(`${a.where}: the weights hold ${bytes.length} bytes, fewer than the manifest needs`);
-      writeTensorData(byName.get(spec.name)!, decode(bytes.subarray(off, off + n), spec));
-      off += n;
-    }
-    return model;
-  } catch (e) {
-    model.dispose();
-    throw e;
+    if (spec.dtype !== 'float32') throw new CheckpointError(`${a.where}: weight ${JSON.stringify(spec.name)} has dtype ${spec.dtype}, expected float32`);
+    seen.add(spec.name);
+  }
+  const missing = [...byName.keys()].filter((n) => !seen.has(n));
+  if (missing.length > 0) throw new CheckpointError(`${a.where}: missing weight ${JSON.stringify(missing[0])}`);
+  const bytes = await a.weights(onProgress);
+  let off = 0;
+  for (const spec of a.specs) {
+    const n = spec.shape.reduce((x, y) => x * y, 1) * bytesPer(spec);
+    if (off + n > bytes.length) throw new CheckpointError(`${a.where}: the weights hold ${bytes.length} bytes, fewer than the manifest needs`);
+    writeTensorData(byName.get(spec.name)!, decode(bytes.subarray(off, off + n), spec));
+    off += n;
   }
 }

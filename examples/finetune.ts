@@ -15,7 +15,7 @@ import * as path from 'path';
 import {RecurrentGemmaForCausalLM} from '../src/model';
 import {useBackend} from '../src/backend';
 import {encodeChat, GemmaTokenizer} from '../src/tokenizer';
-import {loadJsonl, registerTrainingKernels, saveLoraAdapter, Trainer} from '../src/training';
+import {loadJsonl, saveLoraAdapter, Trainer} from '../src/training';
 
 const ROOT = path.join(__dirname, '..');
 
@@ -44,7 +44,6 @@ async function answer(model: RecurrentGemmaForCausalLM, tok: GemmaTokenizer, que
 
 async function main(): Promise<void> {
   const backend = await useBackend(arg('backend'));
-  registerTrainingKernels(backend);
   const {dir, note, random} = pickModel();
   console.log(`model: ${note}; backend: ${backend}`);
   const tok = await GemmaTokenizer.load(path.join(dir, 'tokenizer.model'));

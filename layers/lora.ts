@@ -1,8 +1,9 @@
 /**
- * LoRA: trainable low-rank adapters on the model's Linear layers, base weights frozen; saved on
- * their own in PEFT's layout and merged into the base weights on request.
+ * LoRA: trainable low-rank adapters on the model's Linear layers, base weights frozen; merged
+ * into the base weights on request. Saving and loading them (PEFT's layout) is checkpoint I/O:
+ * converters/lora_adapter.ts.
  *   const adapters = addLora(model, {rank: 8, alpha: 16, targets: ['q_proj', 'v_proj', 'linear_x']});
- *   await saveLoraAdapter(model, 'adapter/');   mergeLora(model);   // W += (alpha / r) B A
+ *   mergeLora(model);   // W += (alpha / r) B A
  *
  * A Linear's output becomes y + (alpha / r) * dropout(x) A^T B^T with A [r, in] and B [out, r]
  * (B starts at zero, so a fresh adapter changes nothing). The adapters hang off Linear.adapter
@@ -10,23 +11,25 @@
  * the base model. Files: adapter_model.safetensors with `base_model.model.<module>.lora_A.weight`
  * (PEFT's names; loading also accepts them without the prefix) and adapter_config.json.
  */
-import * as fs from 'fs';
-import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
 import {GriffinLayer, LayerVariable} from './base';
 import {Linear, LinearAdapter} from './basic';
+import type {ResidualBlock} from './model_layers';
 import {linear} from '../ops/linear';
-import {readHeader, readTensor, writeSafetensors} from '../converters/safetensors';
-import type {RecurrentGemmaForCausalLM} from '../src/model';
+
+/** What LoRA needs of a model: its residual blocks and its parameters by name. */
+export interface LoraHost {
+  readonly blocks: readonly ResidualBlock[];
+  namedParameters(): Map<string, LayerVariable>;
+}
 
 export const ATTENTION_TARGETS = ['q_proj', 'k_proj', 'v_proj', 'o_proj'] as const;
 export const RECURRENT_TARGETS = ['linear_x', 'linear_y', 'linear_out'] as const;
 export const MLP_TARGETS = ['gate_proj', 'up_proj', 'down_proj'] as const;
 export const LORA_TARGETS: readonly string[] = [...ATTENTION_TARGETS, ...RECURRENT_TARGETS, ...MLP_TARGETS];
 
-export const ADAPTER_WEIGHTS = 'adapter_model.safetensors';
-export const ADAPTER_CONFIG = 'adapter_config.json';
-const PEFT_PREFIX = 'base_model.model.';
+/** PEFT's prefix of adapter tensor names. */
+export const PEFT_PREFIX = 'base_model.model.';
 
 export interface LoraConfig {
   rank: number;
@@ -98,7 +101,7 @@ function sublayers(layer: GriffinLayer, seen = new Set<GriffinLayer>()): Griffin
 }
 
 /** The model's Linear layers by HF module name (`model.layers.3.mlp_block.up_proj`). */
-export function linearModules(model: RecurrentGemmaForCausalLM): Map<string, Linear> {
+export function linearModules(model: LoraHost): Map<string, Linear> {
   const out = new Map<string, Linear>();
   for (const block of model.blocks) {
     for (const l of sublayers(block)) {
@@ -109,7 +112,7 @@ export function linearModules(model: RecurrentGemmaForCausalLM): Map<string, Lin
 }
 
 /** The adapters attached to the model, by module name. */
-export function loraAdapters(model: RecurrentGemmaForCausalLM): Map<string, LoraAdapter> {
+export function loraAdapters(model: LoraHost): Map<string, LoraAdapter> {
   const out = new Map<string, LoraAdapter>();
   for (const [name, l] of linearModules(model)) if (l.adapter instanceof LoraAdapter) out.set(name, l.adapter);
   return out;
@@ -125,7 +128,7 @@ export function adapterVariables(layer: GriffinLayer): tf.Variable[] {
 }
 
 /** The trainable adapter variables under their PEFT names. */
-export function loraParameters(model: RecurrentGemmaForCausalLM): Map<string, tf.Variable> {
+export function loraParameters(model: LoraHost): Map<string, tf.Variable> {
   const out = new Map<string, tf.Variable>();
   for (const [name, a] of loraAdapters(model)) {
     out.set(`${PEFT_PREFIX}${name}.lora_A.weight`, a.A);
@@ -135,7 +138,7 @@ export function loraParameters(model: RecurrentGemmaForCausalLM): Map<string, tf
 }
 
 /** Base-weight trainable flags from before addLora, restored by mergeLora / removeLora. */
-const frozen = new WeakMap<RecurrentGemmaForCausalLM, Map<LayerVariable, boolean>>();
+const frozen = new WeakMap<LoraHost, Map<LayerVariable, boolean>>();
 
 function resolveConfig(cfg: LoraConfig): Required<LoraConfig> {
   const rank = cfg.rank, alpha = cfg.alpha ?? rank * 2, dropout = cfg.dropout ?? 0;
@@ -153,7 +156,7 @@ function resolveConfig(cfg: LoraConfig): Required<LoraConfig> {
  * Attaches an adapter to every Linear whose leaf name is a target and freezes every base weight
  * (trainable = false). Returns the adapters by module name.
  */
-export function addLora(model: RecurrentGemmaForCausalLM, config: LoraConfig): Map<string, LoraAdapter> {
+export function addLora(model: LoraHost, config: LoraConfig): Map<string, LoraAdapter> {
   const cfg = resolveConfig(config);
   if (loraAdapters(model).size > 0) throw new Error('the model already has LoRA adapters (merge or remove them first)');
   const out = new Map<string, LoraAdapter>();
@@ -173,7 +176,7 @@ export function addLora(model: RecurrentGemmaForCausalLM, config: LoraConfig): M
   return out;
 }
 
-function detach(model: RecurrentGemmaForCausalLM, merge: boolean): void {
+function detach(model: LoraHost, merge: boolean): void {
   for (const l of linearModules(model).values()) {
     const a = l.adapter;
     if (!(a instanceof LoraAdapter)) continue;
@@ -190,17 +193,17 @@ function detach(model: RecurrentGemmaForCausalLM, merge: boolean): void {
 }
 
 /** Folds every adapter into its base weight (W += (alpha / r) B A), then drops the adapters. */
-export function mergeLora(model: RecurrentGemmaForCausalLM): void {
+export function mergeLora(model: LoraHost): void {
   detach(model, true);
 }
 
 /** Drops the adapters, leaving the base weights as they were. */
-export function removeLora(model: RecurrentGemmaForCausalLM): void {
+export function removeLora(model: LoraHost): void {
   detach(model, false);
 }
 
 /** Turns adapter dropout on (with a seed for the masks) or off. */
-export function setLoraTraining(model: RecurrentGemmaForCausalLM, training: boolean, seed?: string | number): void {
+export function setLoraTraining(model: LoraHost, training: boolean, seed?: string | number): void {
   for (const a of loraAdapters(model).values()) {
     a.training = training;
     a.dropoutSeed = seed == null ? null : `${seed}:${a.module}`;
@@ -222,7 +225,7 @@ export interface AdapterConfigJson {
 }
 
 /** The adapters' settings as PEFT's adapter_config.json. */
-export function adapterConfig(model: RecurrentGemmaForCausalLM, baseModel: string | null = null): AdapterConfigJson {
+export function adapterConfig(model: LoraHost, baseModel: string | null = null): AdapterConfigJson {
   const adapters = [...loraAdapters(model)];
   if (adapters.length === 0) throw new Error('the model has no LoRA adapters');
   const first = adapters[0][1];
@@ -232,63 +235,4 @@ export function adapterConfig(model: RecurrentGemmaForCausalLM, baseModel: strin
     target_modules: LORA_TARGETS.filter((t) => targets.includes(t)), bias: 'none', fan_in_fan_out: false,
     inference_mode: true, base_model_name_or_path: baseModel, init_lora_weights: true,
   };
-}
-
-/**
- * Writes adapter_model.safetensors and adapter_config.json into dir (each via a temp file and a
- * rename). Values are read asynchronously: webgpu in Node has no synchronous read.
- */
-export async function saveLoraAdapter(model: RecurrentGemmaForCausalLM, dir: string, opts: {baseModel?: string | null} = {}): Promise<void> {
-  const config = adapterConfig(model, opts.baseModel ?? null);
-  const tensors = await Promise.all([...loraParameters(model)].map(async ([name, v]) =>
-    ({name, shape: v.shape as number[], data: await v.data() as Float32Array})));
-  fs.mkdirSync(dir, {recursive: true});
-  writeSafetensors(path.join(dir, ADAPTER_WEIGHTS), tensors, {format: 'pt'});   // itself via .tmp + rename
-  fs.writeFileSync(path.join(dir, `${ADAPTER_CONFIG}.tmp`), JSON.stringify(config, null, 2) + '\n');
-  fs.renameSync(path.join(dir, `${ADAPTER_CONFIG}.tmp`), path.join(dir, ADAPTER_CONFIG));
-}
-
-/** Reads an adapter's config, or throws naming the file. */
-export function readAdapterConfig(dir: string): LoraConfig {
-  const file = path.join(dir, ADAPTER_CONFIG);
-  let j: Partial<AdapterConfigJson>;
-  try {
-    j = JSON.parse(fs.readFileSync(file, 'utf8'));
-  } catch (e) {
-    throw new Error(`${file}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'not found' : `not valid JSON (${(e as Error).message})`}`);
-  }
-  if (j.peft_type != null && j.peft_type !== 'LORA') throw new Error(`${file}: peft_type ${j.peft_type} is not LORA`);
-  if (typeof j.r !== 'number' || !Array.isArray(j.target_modules)) throw new Error(`${file}: needs "r" and "target_modules"`);
-  return {rank: j.r, alpha: j.lora_alpha ?? j.r, dropout: j.lora_dropout ?? 0, targets: j.target_modules as string[]};
-}
-
-/**
- * Attaches the adapter saved in dir to the model (addLora with its config, then its weights).
- * Every tensor is checked against the model before any is used.
- */
-export function loadLoraAdapter(model: RecurrentGemmaForCausalLM, dir: string): Map<string, LoraAdapter> {
-  const cfg = readAdapterConfig(dir);
-  const file = path.join(dir, ADAPTER_WEIGHTS);
-  const {tensors} = readHeader(file);
-  const byName = new Map([...tensors].map(([k, m]) => [k.startsWith(PEFT_PREFIX) ? k : PEFT_PREFIX + k, m]));
-  const adapters = addLora(model, cfg);
-  try {
-    const params = loraParameters(model);
-    for (const [name, v] of params) {
-      const m = byName.get(name);
-      if (m == null) throw new Error(`${file}: lacks ${name}`);
-      if (m.shape.join() !== v.shape.join()) throw new Error(`${file}: ${name} has shape [${m.shape}], the model needs [${v.shape}]`);
-    }
-    const extra = [...byName.keys()].find((k) => !params.has(k));
-    if (extra != null) throw new Error(`${file}: unexpected tensor ${extra} (not an adapter of this model and config)`);
-    for (const [name, v] of params) {
-      const t = tf.tensor(readTensor(byName.get(name)!) as Float32Array, v.shape, 'float32');
-      v.assign(t);
-      t.dispose();
-    }
-  } catch (e) {
-    removeLora(model);
-    throw e;
-  }
-  return adapters;
 }

@@ -14,6 +14,7 @@ import {AttentionState, LocalAttentionBlock} from './attention';
 import {roundToBfloat16, softCap} from '../ops/activations';
 import {SequenceInfo} from '../ops/sequence';
 import {VocabMatrix} from './vocab_split';
+import {checkIdRange} from '../src/util/ids';
 
 function singleVariable(m: VocabMatrix | undefined, layer: string): LayerVariable {
   if (m == null) throw new Error(`${layer}: not built yet`);
@@ -33,11 +34,7 @@ export function checkTokenIds(ids: tf.Tensor, vocabSize: number): void {
   } catch {
     return;
   }
-  let mn = Infinity, mx = -Infinity;
-  for (let i = 0; i < values.length; i++) { const v = values[i]; if (v < mn) mn = v; if (v > mx) mx = v; }
-  if (mn < 0 || mx >= vocabSize || !Number.isInteger(mn) || !Number.isInteger(mx)) {
-    throw new RangeError(`token id ${mn < 0 || !Number.isInteger(mn) ? mn : mx} is outside the vocabulary [0, ${vocabSize})`);
-  }
+  checkIdRange(values, vocabSize);
 }
 
 /** A layer owning one [V, d] vocabulary matrix named `weight` (row pieces past the binding limit). */

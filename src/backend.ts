@@ -5,7 +5,6 @@
  *   await useBackend();          // the fastest one installed: tensorflow, else wasm, else cpu
  */
 import {tf} from './tf';
-import {registerWasmKernels} from './wasm_kernels';
 
 export const BACKENDS = ['cpu', 'wasm', 'webgpu', 'tensorflow'] as const;
 export type BackendName = typeof BACKENDS[number];
@@ -20,9 +19,8 @@ function tryRequire(name: string): boolean {
 }
 
 async function startWasm(): Promise<void> {
-  require('@tensorflow/tfjs-backend-wasm');
-  // GRIFFIN_WASM_MATMUL=0 keeps tfjs-wasm's own matMul (to measure the difference: bench/results/NOTES.md).
-  registerWasmKernels({matMul: process.env.GRIFFIN_WASM_MATMUL !== '0'});
+  // The backend package and this package's kernels for it (ops/register/index.ts: why not at import).
+  require('../ops/register/wasm');
   if (!(await tf.setBackend('wasm'))) throw new Error('backend wasm: failed to start');
 }
 

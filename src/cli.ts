@@ -9,8 +9,12 @@
 import {Command, CommanderError} from 'commander';
 import {registerConvert} from './cli/convert';
 import {registerTrainTokenizer} from './cli/tokenizer';
+import {register as registerGenerate} from './cli/generate';
+import {register as registerFinetune} from './cli/finetune';
+import {register as registerBench} from './cli/bench';
+import {UsageError} from './cli/usage';
 
-export class UsageError extends Error {}
+export {UsageError};
 
 export function buildProgram(): Command {
   const program = new Command('griffin')
@@ -18,16 +22,8 @@ export function buildProgram(): Command {
       .exitOverride()
       .configureOutput({outputError: (s, write) => write(s.trim().split('\n')[0] + '\n')})
       .showSuggestionAfterError(true);
-  registerConvert(program);
-  registerTrainTokenizer(program);
-  for (const mod of ['./cli/generate', './cli/finetune', './cli/bench']) {
-    let register: ((p: Command) => void) | undefined;
-    try {
-      register = (require(mod) as {register?: (p: Command) => void}).register;
-    } catch (e) {
-      if ((e as {code?: string}).code !== 'MODULE_NOT_FOUND') throw e;
-    }
-    register?.(program);
+  for (const register of [registerConvert, registerGenerate, registerFinetune, registerBench, registerTrainTokenizer]) {
+    register(program);
   }
   return program;
 }

@@ -6,7 +6,6 @@
  */
 import * as path from 'path';
 import {tf} from './tf';
-import {registerWebGPUKernels} from '../ops/register_webgpu';
 
 type PowerPreference = 'high-performance' | 'low-power';
 interface GpuLike { requestAdapter(options?: {powerPreference?: PowerPreference}): Promise<object | null> }
@@ -64,8 +63,9 @@ export function initNodeWebGPU(opts?: {powerPreference?: PowerPreference}): Prom
 
 async function init(opts?: {powerPreference?: PowerPreference}): Promise<void> {
   const gpu = ensureNavigatorGpu();
-  // Loaded only now: on import it registers the backend only if navigator.gpu exists.
-  require('@tensorflow/tfjs-backend-webgpu');
+  // Loaded only now: tfjs-backend-webgpu registers its backend on import only if navigator.gpu
+  // exists. The registration module imports it, then registers this package's kernels.
+  require('../ops/register/webgpu');
   // The backend's own factory picks its adapter by this flag (registered by the import above).
   if (opts?.powerPreference === 'low-power') tf.env().set('WEBGPU_USE_LOW_POWER_GPU', true);
   if (await gpu.requestAdapter({powerPreference: opts?.powerPreference ?? 'high-performance'}) == null) {
@@ -74,6 +74,5 @@ async function init(opts?: {powerPreference?: PowerPreference}): Promise<void> {
   if (tf.findBackendFactory('webgpu') == null) {
     throw new Error('WebGPU: @tensorflow/tfjs-backend-webgpu was loaded before navigator.gpu existed, so it registered no backend; call initNodeWebGPU() before importing it');
   }
-  registerWebGPUKernels();
   if (!(await tf.setBackend('webgpu'))) throw new Error('WebGPU: the tfjs webgpu backend failed to initialize');
 }

@@ -2,12 +2,12 @@
  * The RG-LRU scan as a tfjs op with a registered gradient.
  *   const {h, hLast} = rgLruScan(a, x, h0);   // a, x: [b, t, e]; h0: [b, e] (optional)
  *
- * Kernels: cpu and wasm (cpu.ts, one host pass), webgpu (webgpu.ts, WGSL), tensorflow and any
- * other backend (composite.ts, standard ops). The gradient is the RgLruScanGrad kernel.
+ * Kernels: cpu and wasm (cpu.ts, one host pass), webgpu (webgpu.ts, WGSL), tensorflow and webgl
+ * (composite.ts, standard ops), registered per backend by ops/register/. The gradient is the
+ * RgLruScanGrad kernel.
  */
 import * as tf from '@tensorflow/tfjs-core';
-import {engine, getKernel, registerGradient, Tensor, getGradient} from '@tensorflow/tfjs-core';
-import {registerRgLruScanComposite} from './composite';
+import {engine, registerGradient, Tensor, getGradient} from '@tensorflow/tfjs-core';
 import {RG_LRU_SCAN, RG_LRU_SCAN_GRAD} from './kernel_names';
 
 export {RG_LRU_SCAN, RG_LRU_SCAN_GRAD} from './kernel_names';
@@ -32,18 +32,11 @@ if (getGradient(RG_LRU_SCAN) == null) {
   });
 }
 
-/** Ensures the current backend has a scan kernel: its own if registered, else the composite. */
-function ensureKernel(): void {
-  const backend = tf.getBackend();
-  if (getKernel(RG_LRU_SCAN, backend) == null) registerRgLruScanComposite(backend);
-}
-
 /** a, x: [b, t, e] float32; h0: [b, e] (zeros when absent) -> h: [b, t, e], hLast: [b, e]. */
 export function rgLruScan(a: Tensor, x: Tensor, h0?: Tensor): {h: Tensor, hLast: Tensor} {
   for (const [name, v] of [['a', a], ['x', x], ['h0', h0]] as const) {
     if (v != null && v.dtype !== 'float32') throw new Error(`rgLruScan: ${name} must be float32, got ${v.dtype}`);
   }
-  ensureKernel();
   const [b, , e] = a.shape;
   const init = h0 ?? tf.zeros([b, e]);
   const [h, hLast] = engine().runKernel(RG_LRU_SCAN, {a, x, h0: init}) as Tensor[];

@@ -5,11 +5,10 @@
  *   await useBackend('wasm');
  */
 import {tf} from '../tf';
-import '@tensorflow/tfjs-backend-webgpu';
 import {setWasmPaths} from '@tensorflow/tfjs-backend-wasm';
-import {registerWebGPUKernels} from '../../ops/register_webgpu';
-import {registerTrainingKernels} from '../training/kernels';
-import {registerWasmKernels} from '../wasm_kernels';
+// The browser has its backends at load: their packages and this package's kernels for them.
+import '../../ops/register/webgpu';
+import '../../ops/register/wasm';
 
 export const BROWSER_BACKENDS = ['webgpu', 'webgl', 'wasm', 'cpu'] as const;
 export type BrowserBackendName = typeof BROWSER_BACKENDS[number];
@@ -33,12 +32,8 @@ async function start(name: BrowserBackendName): Promise<void> {
     const gpu = (globalThis as {navigator?: {gpu?: {requestAdapter(): Promise<unknown>}}}).navigator?.gpu;
     if (gpu == null) throw new Error('backend webgpu: this browser has no navigator.gpu (WebGPU is off or unsupported)');
     if (await gpu.requestAdapter() == null) throw new Error('backend webgpu: no GPU adapter');
-    registerWebGPUKernels();
   } else if (name === 'wasm') {
     if (!wasmPathsSet && typeof __griffinBundleUrl === 'string') setWasmFolder(new URL('./', __griffinBundleUrl).href);
-    registerWasmKernels();   // the same list as in Node (src/wasm_kernels.ts)
-  } else if (name === 'cpu') {
-    registerTrainingKernels('cpu');
   }
   let ok = false;
   try {

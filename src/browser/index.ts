@@ -7,6 +7,8 @@
  *   const tok = await GemmaTokenizer.load('models/web/tokenizer.model');
  */
 import {installBrowserTokenizerLoad} from './tokenizer';
+import {RecurrentGemmaForCausalLM} from '../model';
+import type {LoadOptions} from '../../converters/index';
 
 export * from '../index';
 export * from '../training';
@@ -17,6 +19,11 @@ export {causalLMLoss, IGNORE_INDEX} from '../../ops/loss';
 export {setWasmFolder} from './backend';
 export {loadTokenizer} from './tokenizer';
 export type {TokenizerSource} from './tokenizer';
-export {loadTfjsUrl, fetchBytes} from '../../converters/tfjs_url';
+export {fetchBytes} from '../../converters/tfjs_url';
+
+/** A tfjs-layout model at a URL (or indexeddb://): what fromPretrained does with a URL; kept for 0.1's page code. */
+export function loadTfjsUrl(url: string, opts: LoadOptions = {}): Promise<RecurrentGemmaForCausalLM> {
+  return RecurrentGemmaForCausalLM.fromPretrained(url, opts);
+}
 
 installBrowserTokenizerLoad();

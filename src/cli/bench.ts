@@ -1,5 +1,5 @@
 /**
- * `griffin bench` (also `npm run bench -- ...`): the benchmark suite of bench/suite.ts.
+ * `griffin bench` (also `npm run bench -- ...`): the benchmark suite of src/bench/suite.ts.
  *   griffin bench --config tiny --backend wasm
  *   griffin bench --config 2b --prompt-lengths 128,2048 --batch 1,8 --skip-train --json out.json
  *   griffin bench --model ckpt/ --skip-scan
@@ -12,10 +12,10 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import {Command, InvalidArgumentError, Option} from 'commander';
-import {UsageError} from '../cli';
+import {UsageError} from './usage';
 import {BACKENDS} from '../backend';
-import {CONFIGS, printTable} from '../../bench/common';
-import {DEFAULT_SUITE, PHASES, Phase, runSuite, SuiteOptions, SuiteResult, TABLE_COLUMNS, tableRows} from '../../bench/suite';
+import {CONFIGS, printTable} from '../bench/common';
+import {DEFAULT_SUITE, PHASES, Phase, runSuite, SuiteOptions, SuiteResult, TABLE_COLUMNS, tableRows} from '../bench/suite';
 
 const int = (what: string, min: number) => (s: string): number => {
   const x = s.trim() === '' ? NaN : Number(s);

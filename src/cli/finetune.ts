@@ -9,11 +9,10 @@
  */
 import {Command, InvalidArgumentError} from 'commander';
 import {useBackend} from '../backend';
-import {registerTrainingKernels} from '../training/kernels';
 import {finetune} from '../training/finetune';
 import {LORA_TARGETS} from '../../layers/lora';
 import {progressBar} from './progress';
-import {UsageError} from '../cli';
+import {UsageError} from './usage';
 
 const number = (what: string, ok: (x: number) => boolean, rule: string) => (s: string): number => {
   const x = s.trim() === '' ? NaN : Number(s);
@@ -80,7 +79,6 @@ async function run(f: Flags): Promise<void> {
   }
   if (!['hf', 'tfjs'].includes(f.format)) throw usage(`--format must be hf or tfjs, got ${f.format}`);
   const backend = await useBackend(f.backend);
-  registerTrainingKernels(backend);
 
   const stderr = process.stderr;
   const bar = progressBar('finetune');

@@ -11,7 +11,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import {Command, InvalidArgumentError} from 'commander';
-import {UsageError} from '../cli';
+import {UsageError} from './usage';
 import {BpeTrainOptions, DEFAULT_META_PIECES, MAX_VOCAB_SIZE, trainBpe} from '../tokenizer/train';
 import {encodeModelProto} from '../tokenizer/model_proto';
 import {progressBar} from './progress';

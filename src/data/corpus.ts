@@ -12,7 +12,7 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
-import { Rng } from '../rng';
+import {Rng} from '../util/rng';
 
 export interface BrownDocument {
   /** File name in the corpus, e.g. 'ca01'. */

@@ -7,10 +7,11 @@
  * gets alone. A row that stops leaves the batch (its state rows are dropped), the others go on.
  */
 import * as tf from '@tensorflow/tfjs';
-import type {IdsLike, RecurrentGemmaForCausalLM} from '../model';
+import type {CausalLMCore} from '../core/model';
+import {checkIdRange, IdsLike, idRows} from '../util/ids';
 import type {GemmaTokenizer, StreamDecoder} from '../tokenizer';
 import {Sampler, SamplingOptions, StopStringMatcher, validateSamplingOptions} from './sampling';
-import {GenerationState, idRows, prefill, decodeStep} from './state';
+import {GenerationState, prefill, decodeStep} from './state';
 import {rowArgmax, rowArgmaxAvailable} from '../../ops/row_argmax';
 
 export type FinishReason = 'eos' | 'stop_token' | 'stop_string' | 'length';
@@ -70,13 +71,7 @@ interface RowTracker {
   matcher: StopStringMatcher | null;
 }
 
-function checkIds(ids: number[], vocab: number, name: string): void {
-  for (const id of ids) {
-    if (!Number.isInteger(id) || id < 0 || id >= vocab) throw new RangeError(`${name}: id ${id} is outside the vocabulary [0, ${vocab})`);
-  }
-}
-
-function prepare(model: RecurrentGemmaForCausalLM, inputIds: IdsLike, opts: GenerateOptions) {
+function prepare(model: CausalLMCore, inputIds: IdsLike, opts: GenerateOptions) {
   const V = model.config.vocab_size;
   const rows = idRows(inputIds, 'inputIds', opts.state != null);
   const mask = opts.attentionMask != null ? idRows(opts.attentionMask, 'attentionMask', true) : null;
@@ -87,8 +82,8 @@ function prepare(model: RecurrentGemmaForCausalLM, inputIds: IdsLike, opts: Gene
   if (opts.stopStrings?.length && tok == null) throw new Error('stopStrings need a tokenizer (opts.tokenizer)');
   const eos = opts.eosTokenId != null ? [opts.eosTokenId].flat()
     : [...model.config.eos_token_ids, ...(tok != null && tok.endOfTurnId >= 0 ? [tok.endOfTurnId] : [])];
-  checkIds(eos, V, 'eosTokenId');
-  checkIds(opts.stopTokenIds ?? [], V, 'stopTokenIds');
+  checkIdRange(eos, V, 'eosTokenId');
+  checkIdRange(opts.stopTokenIds ?? [], V, 'stopTokenIds');
   const trackers: RowTracker[] = rows.map((r, i) => {
     const prompt = mask ? r.filter((_, j) => mask[i]?.[j] !== 0) : [...r];
     return {
@@ -115,21 +110,21 @@ async function onHost(inputIds: IdsLike, opts: GenerateOptions): Promise<[IdsLik
  * The token events of a generation, as they are produced. Breaking out of the iteration stops it
  * and frees everything (opts.state is still left consistent).
  */
-export async function* streamTokens(model: RecurrentGemmaForCausalLM, inputIds: IdsLike, opts: GenerateOptions = {}):
+export async function* streamTokens(model: CausalLMCore, inputIds: IdsLike, opts: GenerateOptions = {}):
     AsyncGenerator<TokenEvent, void, undefined> {
   [inputIds, opts] = await onHost(inputIds, opts);
   yield* run(model, opts, prepare(model, inputIds, opts));
 }
 
 /** Prompt (without padding) + new tokens, per row. */
-export async function generate(model: RecurrentGemmaForCausalLM, inputIds: IdsLike, opts: GenerateOptions = {}): Promise<number[][]> {
+export async function generate(model: CausalLMCore, inputIds: IdsLike, opts: GenerateOptions = {}): Promise<number[][]> {
   [inputIds, opts] = await onHost(inputIds, opts);
   const p = prepare(model, inputIds, opts);
   for await (const _ of run(model, opts, p)) { /* events reach opts.onToken */ }
   return p.trackers.map((t) => [...t.prompt, ...t.generated]);
 }
 
-async function* run(model: RecurrentGemmaForCausalLM, opts: GenerateOptions, p: ReturnType<typeof prepare>):
+async function* run(model: CausalLMCore, opts: GenerateOptions, p: ReturnType<typeof prepare>):
     AsyncGenerator<TokenEvent, void, undefined> {
   const {rows, mask, maxNew, eos, stops, trackers} = p;
   const V = model.config.vocab_size;

@@ -3,7 +3,7 @@
  *   const sampler = new Sampler({ temperature: 0.8, topK: 40, topP: 0.95, seed: 1 });
  *   const next = sampler.next(logitsRow, tokensSoFar);
  */
-import { Rng } from '../rng';
+import {Rng} from '../util/rng';
 
 export interface LogitsProcessor {
   /** May modify `logits` in place; returns the processed row. Filtered-out tokens get -Infinity. */

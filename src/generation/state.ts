@@ -12,11 +12,11 @@
  * the attention window counts steps: padding in the middle of a row would push real keys out of it.
  */
 import * as tf from '@tensorflow/tfjs';
-import type {RecurrentGemmaForCausalLM, IdsLike} from '../model';
+import type {CausalLMCore} from '../core/model';
 import type {LayerState} from '../../layers/model_layers';
-import {disposeSequenceInfo, sequenceInfo, SequenceInfo} from '../../ops/sequence';
+import {checkIdRange, IdsLike, idRows} from '../util/ids';
 import {readHeader, readTensor, writeSafetensors} from '../../converters/safetensors';
-import {FusedDecoder, fusedDecoderFor} from '../../ops/webgpu_decode';
+import {FusedDecoder, fusedDecoderFor} from '../engines/webgpu_decode';
 import {DEFAULT_PREFILL_CHUNK, defaultPrefillChunk} from './prefill_chunk';
 
 const FORMAT = 'griffin-generation-state';
@@ -56,14 +56,14 @@ export class GenerationState {
   logits: tf.Tensor;
   private freed = false;
 
-  constructor(readonly model: RecurrentGemmaForCausalLM, layers: LayerState[], positions: number[], logits: tf.Tensor) {
+  constructor(readonly model: CausalLMCore, layers: LayerState[], positions: number[], logits: tf.Tensor) {
     this.layers_ = layers;
     this.positions = positions;
     this.logits = logits;
   }
 
   /** A state before any token (b rows): prefill onto it as onto any state. */
-  static empty(model: RecurrentGemmaForCausalLM, batchSize = 1): GenerationState {
+  static empty(model: CausalLMCore, batchSize = 1): GenerationState {
     if (!Number.isInteger(batchSize) || batchSize < 1) throw new Error(`batchSize must be an integer >= 1, got ${batchSize}`);
     return new GenerationState(model, model.blocks.map((blk) => blk.initState(batchSize)), Array(batchSize).fill(0),
         tf.zeros([batchSize, model.config.vocab_size]));
@@ -207,7 +207,7 @@ export class GenerationState {
   }
 
   /** Reads a file written by save() for `model` (or one of the same shape); fails on any mismatch. */
-  static async load(file: string, model: RecurrentGemmaForCausalLM): Promise<GenerationState> {
+  static async load(file: string, model: CausalLMCore): Promise<GenerationState> {
     const {tensors: metas, metadata} = readHeader(file);
     const fail = (why: string): never => { throw new Error(`${file}: ${why}`); };
     if (metadata.format !== FORMAT) fail(`not a generation state (metadata format ${JSON.stringify(metadata.format)})`);
@@ -253,7 +253,7 @@ export class GenerationState {
 }
 
 /** What a saved state must agree on with the model that reads it. */
-function modelSignature(model: RecurrentGemmaForCausalLM) {
+function modelSignature(model: CausalLMCore) {
   const c = model.config;
   return {
     layers: c.layers_block_type, vocab: c.vocab_size, lru_width: c.lru_width, conv1d_width: c.conv1d_width,
@@ -261,54 +261,30 @@ function modelSignature(model: RecurrentGemmaForCausalLM) {
   };
 }
 
-/** ids (number[][] or a [b, t] tensor) as rows of numbers; rows may be empty when `allowEmpty`. */
-export function idRows(v: IdsLike, name: string, allowEmpty = false): number[][] {
-  let rows: number[][];
-  if (v instanceof tf.Tensor) {
-    if (v.rank !== 2) throw new Error(`${name} must be [batch, time], got shape [${v.shape}]`);
-    rows = v.arraySync() as number[][];
-  } else {
-    if (!Array.isArray(v) || v.length === 0 || !v.every((r) => Array.isArray(r))) throw new Error(`${name} must be a non-empty number[][]`);
-    rows = v;
-  }
-  if (rows.length === 0) throw new Error(`${name} must have at least one row`);
-  const t = rows[0].length;
-  if (!rows.every((r) => r.length === t)) throw new Error(`${name} must have rows of equal length (pad on the left and pass attentionMask)`);
-  if (t === 0 && !allowEmpty) throw new Error(`${name} must have at least one step`);
-  for (const r of rows) {
-    for (const x of r) if (!Number.isInteger(x)) throw new Error(`${name} must hold integers, got ${x}`);
-  }
-  return rows;
-}
-
 /**
- * Runs every layer over one chunk with per-layer states (null: start fresh) and returns the new
- * states and only the last step's logits [b, V]: a prompt's other logits would cost t * V * d for nothing.
+ * Runs every layer over one chunk ([b, t] ids with their positions and, for padding, mask) from
+ * `layers` (null: start fresh); returns the new layers and only the last step's logits [b, V].
  */
-function runChunk(model: RecurrentGemmaForCausalLM, ids: tf.Tensor, info: SequenceInfo, states: LayerState[] | null):
-    {logits: tf.Tensor, layers: LayerState[]} {
-  const layers: LayerState[] = [];
-  const logits = tf.tidy(() => {
-    let x = model.embed.embed(ids);
-    model.blocks.forEach((block, i) => {
-      const r = block.forwardWithState(x, info, states?.[i] ?? null, true);
-      x = r.y;
-      layerTensors(r.state!).forEach((t) => tf.keep(t));
-      layers.push(r.state!);
+function runChunk(model: CausalLMCore, ids: number[][], positions: number[][], mask: number[][] | null,
+    layers: LayerState[] | null): {logits: tf.Tensor, layers: LayerState[]} {
+  const [b, t] = [ids.length, ids[0].length];
+  const out = tf.tidy(() => {
+    const r = model.forward({
+      inputIds: tf.tensor2d(ids, [b, t], 'int32'),
+      positionIds: tf.tensor2d(positions, [b, t], 'int32'),
+      attentionMask: mask != null ? tf.tensor2d(mask, [b, t], 'int32') : null,
+      state: layers, returnState: true, lastPositionOnly: true,
     });
-    const [b, t, d] = x.shape;
-    const h = model.finalNorm.call(tf.slice(x, [0, t - 1, 0], [b, 1, d]));
-    const l = model.lmHead ? model.lmHead.call(h) : model.embed.logits(h);
-    return tf.reshape(l, [b, model.config.vocab_size]);
-  });
-  return {logits, layers};
+    return {logits: tf.reshape(r.logits, [b, model.config.vocab_size]), layers: r.state!} as unknown as tf.TensorContainer;
+  }) as unknown as {logits: tf.Tensor, layers: LayerState[]};
+  return out;
 }
 
 /**
  * Runs a prompt through the model in one parallel pass per chunk and returns the state after it
  * (with opts.state: that state, advanced in place).
  */
-export function prefill(model: RecurrentGemmaForCausalLM, inputIds: IdsLike, opts: PrefillOptions = {}): GenerationState {
+export function prefill(model: CausalLMCore, inputIds: IdsLike, opts: PrefillOptions = {}): GenerationState {
   const prev = opts.state ?? null;
   if (prev != null) {
     if (prev.isDisposed) throw new Error('prefill: the state has been disposed');
@@ -348,22 +324,12 @@ export function prefill(model: RecurrentGemmaForCausalLM, inputIds: IdsLike, opt
       // Padding's position is irrelevant (it resets nothing: reset = (pos == 0) * mask).
       const posC = idsC.map((_, r) => Array.from({length: tc}, (_, j) => (maskC && !maskC[r][j] ? 0 : pos[r]++)));
       const hasPad = maskC?.some((m) => m.includes(0)) ?? false;
-      const idT = tf.tensor2d(idsC, [b, tc], 'int32');
-      const posT = tf.tensor2d(posC, [b, tc], 'int32');
-      const maskT = hasPad ? tf.tensor2d(maskC!, [b, tc], 'int32') : null;
-      let info: SequenceInfo | null = null;
-      try {
-        info = sequenceInfo(b, tc, {positionIds: posT, attentionMask: maskT});
-        const out = runChunk(model, idT, info, layers);
-        // The caller's state stays intact until the whole prompt has gone through.
-        if (layers != null && layers !== prev?.layers) tf.dispose(layers.flatMap(layerTensors));
-        layers = out.layers;
-        logits?.dispose();
-        logits = out.logits;
-      } finally {
-        if (info != null) disposeSequenceInfo(info);
-        tf.dispose([idT, posT, ...(maskT ? [maskT] : [])]);
-      }
+      const out = runChunk(model, idsC, posC, hasPad ? maskC : null, layers);
+      // The caller's state stays intact until the whole prompt has gone through.
+      if (layers != null && layers !== prev?.layers) tf.dispose(layers.flatMap(layerTensors));
+      layers = out.layers;
+      logits?.dispose();
+      logits = out.logits;
     }
   } catch (e) {
     if (layers != null && layers !== prev?.layers) tf.dispose(layers.flatMap(layerTensors));
@@ -380,7 +346,7 @@ export function prefill(model: RecurrentGemmaForCausalLM, inputIds: IdsLike, opt
  * Feeds one token per row ([b] ids, or [b, 1]) and advances `state` in place. Returns the new
  * logits [b, V] (the caller owns and disposes this tensor; state.logits holds its own handle).
  */
-export function decodeStep(model: RecurrentGemmaForCausalLM, state: GenerationState, nextIds: number[] | number[][] | tf.Tensor):
+export function decodeStep(model: CausalLMCore, state: GenerationState, nextIds: number[] | number[][] | tf.Tensor):
     {logits: tf.Tensor, state: GenerationState} {
   if (state.isDisposed) throw new Error('decodeStep: the state has been disposed');
   if (state.model !== model) throw new Error('decodeStep: the state belongs to another model');
@@ -396,6 +362,7 @@ export function decodeStep(model: RecurrentGemmaForCausalLM, state: GenerationSt
     if (ids.length !== b) throw new Error(`decodeStep: ${ids.length} ids for a state of ${b} rows`);
   }
   if (!ids.every((x) => Number.isInteger(x))) throw new Error('decodeStep: nextIds must be one integer per row');
+  checkIdRange(ids, model.config.vocab_size);
   const fused = fusedDecoderFor(model, b);
   if (fused != null) {
     const logits = state.fusedStep(fused, ids);
@@ -404,19 +371,10 @@ export function decodeStep(model: RecurrentGemmaForCausalLM, state: GenerationSt
     state.positions = state.positions.map((p) => p + 1);
     return {logits: tf.clone(logits), state};
   }
-  const idT = tf.tensor2d(ids, [b, 1], 'int32');
-  const posT = tf.tensor2d(state.positions, [b, 1], 'int32');
-  let info: SequenceInfo | null = null;
-  try {
-    info = sequenceInfo(b, 1, {positionIds: posT});
-    const out = runChunk(model, idT, info, state.layers);
-    tf.dispose(state.tensors());
-    state.layers = out.layers;
-    state.logits = out.logits;
-    state.positions = state.positions.map((p) => p + 1);
-    return {logits: tf.clone(out.logits), state};
-  } finally {
-    if (info != null) disposeSequenceInfo(info);
-    tf.dispose([idT, posT]);
-  }
+  const out = runChunk(model, ids.map((x) => [x]), state.positions.map((p) => [p]), null, state.layers);
+  tf.dispose(state.tensors());
+  state.layers = out.layers;
+  state.logits = out.logits;
+  state.positions = state.positions.map((p) => p + 1);
+  return {logits: tf.clone(out.logits), state};
 }

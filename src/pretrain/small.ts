@@ -16,7 +16,7 @@ import {RecurrentGemmaConfig, RecurrentGemmaConfigArgs} from '../config';
 import {RecurrentGemmaForCausalLM} from '../model';
 import {useBackend} from '../backend';
 import {AdamW, learningRate} from '../training/optimizer';
-import {Rng} from '../training/rng';
+import {Rng} from '../util/rng';
 
 /** The shipped model's shape: ~4M parameters, a quarter of them the 4096-piece embedding. */
 export const SMALL_CONFIG: RecurrentGemmaConfigArgs = {

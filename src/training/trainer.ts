@@ -17,15 +17,15 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import {tf} from '../tf';
-import type {RecurrentGemmaForCausalLM} from '../model';
-import {addLora, ADAPTER_WEIGHTS, LoraConfig, loraAdapters, loraParameters, saveLoraAdapter, setLoraTraining} from '../../layers/lora';
+import type {CausalLMCore} from '../core/model';
+import {addLora, LoraConfig, loraAdapters, loraParameters, setLoraTraining} from '../../layers/lora';
+import {ADAPTER_WEIGHTS, saveLoraAdapter} from '../../converters/lora_adapter';
 import {listCheckpoint, readHeader, readTensor, TensorMeta, writeSafetensors} from '../../converters/safetensors';
 import {saveHF} from '../../converters/hf';
 import {checkpointTensors, readAllTensorData, writeTensorData} from '../../converters/checkpoint_tensors';
 import {Batch, buildBatch, Dataset, Example, planBatches} from './data';
 import {AdamW, clipByGlobalNorm, learningRate} from './optimizer';
-import {deriveSeed, hashNumbers, Rng} from './rng';
-import {registerTrainingKernels} from './kernels';
+import {deriveSeed, hashNumbers, Rng} from '../util/rng';
 import {latestCheckpoint, OPTIMIZER_STATE, pruneCheckpoints, removeLeftovers, stepDirName, TRAINER_STATE, writeDirAtomically} from './checkpoint';
 
 export interface TrainerOptions {
@@ -150,7 +150,7 @@ function realTokens(b: Batch): number {
 }
 
 export class Trainer {
-  readonly model: RecurrentGemmaForCausalLM;
+  readonly model: CausalLMCore;
   /** The trainable variables by name: HF names, or PEFT names for LoRA. */
   readonly params: Map<string, tf.Variable>;
   readonly optimizer: AdamW;
@@ -166,10 +166,9 @@ export class Trainer {
   private planCache: {epoch: number, plan: number[][][]} | null = null;
   private stopRequested = false;
 
-  constructor(model: RecurrentGemmaForCausalLM, opts: TrainerOptions) {
+  constructor(model: CausalLMCore, opts: TrainerOptions) {
     this.model = model;
     this.opts = opts;
-    registerTrainingKernels(tf.getBackend());
     this.examples = examplesOf(opts.train);
     if (this.examples.length === 0) throw new Error('no training examples');
     this.lengths = this.examples.map((e) => e.ids.length);

@@ -7,7 +7,7 @@ import {spawnSync} from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import {scanBytes} from '../../bench/common';
+import {scanBytes} from '../../src/bench/common';
 
 const ROOT = path.join(__dirname, '../..');
 const TSX = path.join(ROOT, 'node_modules/.bin/tsx');

@@ -9,7 +9,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import {tf} from '../../src/tf';
-import {loadHF} from '../../converters/hf';
+import {RecurrentGemmaForCausalLM} from '../../src/model';
 import {
   CheckpointError, bf16ToF32, f16ToF32, f32ToBf16, listCheckpoint, readHeader, readTensor, widenBf16InPlace, widenF16InPlace,
   writeCheckpoint, writeSafetensors,
@@ -65,7 +65,7 @@ test('BF16 and F16 tensors written from bit patterns read back bit-exactly, with
 });
 
 test('a bf16 tiny-a sharded like the released checkpoint loads to exactly the bf16-rounded weights', async () => {
-  const ref = await loadHF(TINY_A);
+  const ref = await RecurrentGemmaForCausalLM.fromPretrained(TINY_A);
   const dir = path.join(tmp, 'tiny-a-bf16');
   const weights = [...listCheckpoint(TINY_A).values()].map((m) => ({name: m.name, shape: m.shape, f32: readTensor(m) as Float32Array}));
   writeCheckpoint(dir, weights.map((w) => ({name: w.name, shape: w.shape, data: f32ToBf16(w.f32), dtype: 'BF16' as const})),
@@ -75,7 +75,7 @@ test('a bf16 tiny-a sharded like the released checkpoint loads to exactly the bf
   expect(files).toContain('model.safetensors.index.json');
   expect(files.filter((f) => /^model-\d{5}-of-\d{5}\.safetensors$/.test(f)).length).toBeGreaterThan(1);
 
-  const model = await loadHF(dir);
+  const model = await RecurrentGemmaForCausalLM.fromPretrained(dir);
   const params = model.namedParameters();
   for (const w of weights) {
     const got = params.get(w.name)!.read().dataSync() as Float32Array;
@@ -110,7 +110,7 @@ test('wasm refuses, in one line, a checkpoint past its 4 GiB heap before allocat
   const {useBackend} = await import('../../src/backend');
   await useBackend('wasm');
   try {
-    await expect(loadHF(dir)).rejects.toThrow(/4\.1 GiB in float32, more than the wasm backend's 4 GiB memory.*--backend cpu/);
+    await expect(RecurrentGemmaForCausalLM.fromPretrained(dir)).rejects.toThrow(/4\.1 GiB in float32, more than the wasm backend's 4 GiB memory.*--backend cpu/);
   } finally {
     await tf.setBackend('cpu');
   }

@@ -7,7 +7,6 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import {tf} from '../../src/tf';
-import {loadHF} from '../../converters/hf';
 import {bf16ToF32, f16ToF32, f32ToBf16, listCheckpoint, readTensor, writeCheckpoint, WriteTensor} from '../../converters/safetensors';
 import {RecurrentGemmaForCausalLM} from '../../src/model';
 import {f32ToF16, maxAbsDiff, relError, seededUniform, writeRawSafetensors} from '../helpers';
@@ -26,7 +25,7 @@ beforeAll(async () => {
   await tf.setBackend('cpu');
   tmpRoot = fs.mkdtempSync(path.join(os.tmpdir(), 'griffin-hf-test-'));
   tensors = [...listCheckpoint(DIR).values()].map((m) => ({name: m.name, shape: m.shape, data: readTensor(m) as Float32Array}));
-  reference = await loadHF(DIR);
+  reference = await RecurrentGemmaForCausalLM.fromPretrained(DIR);
   referenceLogits = logits(reference);
 });
 afterAll(() => {
@@ -51,12 +50,12 @@ function logits(model: RecurrentGemmaForCausalLM): Float32Array {
   return l;
 }
 
-/** loadHF(dir) must reject with a one-line Error containing every part, leaving no tensor. */
+/** RecurrentGemmaForCausalLM.fromPretrained(dir) must reject with a one-line Error containing every part, leaving no tensor. */
 async function expectLoadError(dir: string, ...parts: string[]): Promise<string> {
   const before = tf.memory().numTensors;
   let err: unknown;
   try {
-    const m = await loadHF(dir);
+    const m = await RecurrentGemmaForCausalLM.fromPretrained(dir);
     m.dispose();
   } catch (e) {
     err = e;
@@ -153,7 +152,7 @@ describe('the LM head', () => {
     // A different matrix, so that using it by mistake would show.
     const head = Float32Array.from(embed.data, (v, i) => v + (i % 7) * 0.01);
     const dir = checkpoint([...tensors, {name: 'lm_head.weight', shape: embed.shape, data: head}]);
-    const m = await loadHF(dir);
+    const m = await RecurrentGemmaForCausalLM.fromPretrained(dir);
     expect(m.lmHead).toBeNull();
     expect(m.namedParameters().has('lm_head.weight')).toBe(false);
     expect(maxAbsDiff(logits(m), referenceLogits)).toBe(0);
@@ -165,7 +164,7 @@ describe('the LM head', () => {
     const rng = seededUniform(5);
     const head = Float32Array.from(embed.data, () => (2 * rng() - 1) * 0.3);
     const dir = checkpoint([...tensors, {name: 'lm_head.weight', shape: embed.shape, data: head}], {...CONFIG, tie_word_embeddings: false});
-    const m = await loadHF(dir);
+    const m = await RecurrentGemmaForCausalLM.fromPretrained(dir);
     expect(m.lmHead).not.toBeNull();
     expect(maxAbsDiff(m.namedParameters().get('lm_head.weight')!.read().dataSync(), head)).toBe(0);
     const out = m.forward({inputIds: IDS, outputHiddenStates: true});
@@ -196,7 +195,7 @@ describe('the LM head', () => {
   test('tie_word_embeddings false with lm_head = embedding gives the tied logits', async () => {
     const embed = tensors.find((t) => t.name === EMBED)!;
     const dir = checkpoint([...tensors, {name: 'lm_head.weight', shape: embed.shape, data: embed.data}], {...CONFIG, tie_word_embeddings: false});
-    const m = await loadHF(dir);
+    const m = await RecurrentGemmaForCausalLM.fromPretrained(dir);
     expect(maxAbsDiff(logits(m), referenceLogits)).toBeLessThan(1e-6);
     m.dispose();
   });
@@ -229,7 +228,7 @@ describe('half-precision and sharded checkpoints', () => {
       const {dir, rounded} = halfCheckpoint(dtype);
       const meta = listCheckpoint(dir);
       expect([...meta.values()].every((m) => m.dtype === dtype)).toBe(true);
-      const m = await loadHF(dir);
+      const m = await RecurrentGemmaForCausalLM.fromPretrained(dir);
       const params = m.namedParameters();
       for (const t of rounded) {
         expect({name: t.name, d: maxAbsDiff(params.get(t.name)!.read().dataSync(), t.data)}).toEqual({name: t.name, d: 0});
@@ -240,7 +239,7 @@ describe('half-precision and sharded checkpoints', () => {
       expect(err).toBeLessThan(tol);
       expect(err).toBeGreaterThan(0);  // the rounding really happened
       // Same as an f32 checkpoint holding the rounded values.
-      const m32 = await loadHF(checkpoint(rounded));
+      const m32 = await RecurrentGemmaForCausalLM.fromPretrained(checkpoint(rounded));
       expect(maxAbsDiff(logits(m32), got)).toBe(0);
       m.dispose();
       m32.dispose();
@@ -255,7 +254,7 @@ describe('half-precision and sharded checkpoints', () => {
     const shards = files.filter((f) => /^model-\d{5}-of-\d{5}\.safetensors$/.test(f));
     expect(shards.length).toBeGreaterThan(2);
     const progress: number[] = [];
-    const m = await loadHF(dir, (p) => progress.push(p.loaded));
+    const m = await RecurrentGemmaForCausalLM.fromPretrained(dir, {onProgress: (p) => progress.push(p.loaded)});
     expect(progress.length).toBe(tensors.length);
     expect(maxAbsDiff(logits(m), referenceLogits)).toBe(0);
     m.dispose();

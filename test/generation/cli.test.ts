@@ -8,7 +8,6 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import {tf} from '../../src/tf';
-import {loadHF} from '../../converters/hf';
 import {RecurrentGemmaForCausalLM} from '../../src/model';
 import {encodeChat, GemmaTokenizer} from '../../src/tokenizer';
 
@@ -25,7 +24,7 @@ beforeAll(async () => {
   for (const f of ['config.json', 'model.safetensors']) fs.copyFileSync(path.join(FIX, 'tiny-a', f), path.join(dir, f));
   fs.copyFileSync(path.join(FIX, 'tokenizer/tiny.model'), path.join(dir, 'tokenizer.model'));
   await tf.setBackend('cpu');
-  model = await loadHF(dir);
+  model = await RecurrentGemmaForCausalLM.fromPretrained(dir);
   tok = await GemmaTokenizer.load(path.join(dir, 'tokenizer.model'));
 });
 afterAll(() => {

@@ -5,7 +5,6 @@
  */
 import * as path from 'path';
 import {tf} from '../../src/tf';
-import {loadHF} from '../../converters/hf';
 import {RecurrentGemmaForCausalLM} from '../../src/model';
 import {GemmaTokenizer} from '../../src/tokenizer';
 import {GenerationState} from '../../src/generation/state';
@@ -20,7 +19,7 @@ let tok: GemmaTokenizer;
 const V = 512;  // tiny-a's vocabulary (checked below): ids are drawn while the tests are collected
 beforeAll(async () => {
   await tf.setBackend('cpu');
-  model = await loadHF(DIR);
+  model = await RecurrentGemmaForCausalLM.fromPretrained(DIR);
   tok = await GemmaTokenizer.load(path.join(__dirname, '../fixtures/tokenizer/tiny.model'));
   expect(model.config.vocab_size).toBe(V);
 });

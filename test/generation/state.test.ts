@@ -7,10 +7,9 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import {tf} from '../../src/tf';
-import {loadHF} from '../../converters/hf';
 import {RecurrentGemmaForCausalLM} from '../../src/model';
 import {GenerationState} from '../../src/generation/state';
-import {sequenceInfo, disposeSequenceInfo} from '../../ops/sequence';
+import type {ForwardInputs} from '../../src/model';
 import {maxAbsDiff, relError, seededUniform} from '../helpers';
 
 const DIR = path.join(__dirname, '../fixtures/tiny-a');
@@ -22,7 +21,7 @@ const report: string[] = [];
 
 beforeAll(async () => {
   await tf.setBackend('cpu');
-  tinyA = await loadHF(DIR);
+  tinyA = await RecurrentGemmaForCausalLM.fromPretrained(DIR);
   tf.randomUniform([1]).dispose();
   tinyW = new RecurrentGemmaForCausalLM({
     vocab_size: 97, hidden_size: 32, lru_width: 48, intermediate_size: 64, num_attention_heads: 4,
@@ -236,13 +235,9 @@ test('packed rows: a document started inside a chunk does not see the previous o
   // Chunk 1 holds document A (6 tokens) and the first 2 tokens of B; chunk 2 continues B.
   const V = tinyA.config.vocab_size;
   const a = randomIds(50, 6, V), b = randomIds(51, 8, V);
-  const run = (ids: number[], pos: number[], states: Parameters<RecurrentGemmaForCausalLM['forwardChunk']>[2]) => {
-    const idT = tf.tensor2d([ids], undefined, 'int32');
-    const info = sequenceInfo(1, ids.length, {positionIds: [pos]});
-    const out = tinyA.forwardChunk(idT, info, states, true);
-    disposeSequenceInfo(info);
-    idT.dispose();
-    return out;
+  const run = (ids: number[], pos: number[], state: ForwardInputs['state']) => {
+    const out = tinyA.forward({inputIds: [ids], positionIds: [pos], state, returnState: true});
+    return {logits: out.logits, states: out.state!};
   };
   const c1 = run([...a, ...b.slice(0, 2)], [0, 1, 2, 3, 4, 5, 0, 1], null);
   const c2 = run(b.slice(2), [2, 3, 4, 5, 6, 7], c1.states);

@@ -5,7 +5,6 @@
 import * as path from 'path';
 import {tf} from '../../src/tf';
 import {useBackend} from '../../src/backend';
-import {loadHF} from '../../converters/hf';
 import {RecurrentGemmaForCausalLM} from '../../src/model';
 import {relError} from '../helpers';
 
@@ -15,7 +14,7 @@ const golden = JSON.parse(require('fs').readFileSync(path.join(DIR, 'golden.json
 let model: RecurrentGemmaForCausalLM;
 beforeAll(async () => {
   await useBackend('wasm');
-  model = await loadHF(DIR);
+  model = await RecurrentGemmaForCausalLM.fromPretrained(DIR);
 });
 afterAll(() => model.dispose());
 

@@ -8,7 +8,6 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import {tf} from '../../src/tf';
-import {loadHF} from '../../converters/hf';
 import {listCheckpoint, readTensor} from '../../converters/safetensors';
 import {checkpointTensors} from '../../converters/checkpoint_tensors';
 import {RecurrentGemmaForCausalLM} from '../../src/model';
@@ -34,8 +33,8 @@ let tmp: string;
 
 beforeAll(async () => {
   await tf.setBackend('cpu');
-  whole = await loadHF(DIR);
-  split = await withPieces(PIECE_BYTES, () => loadHF(DIR));
+  whole = await RecurrentGemmaForCausalLM.fromPretrained(DIR);
+  split = await withPieces(PIECE_BYTES, () => RecurrentGemmaForCausalLM.fromPretrained(DIR));
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'griffin-split-'));
 });
 afterAll(() => {
@@ -170,7 +169,7 @@ test('an untied LM head splits the same way, with identical logits', async () =>
 
 test('disposing a split model frees every piece', async () => {
   const before = tf.memory().numTensors;
-  const m = await withPieces(PIECE_BYTES, () => loadHF(DIR));
+  const m = await withPieces(PIECE_BYTES, () => RecurrentGemmaForCausalLM.fromPretrained(DIR));
   m.dispose();
   expect(tf.memory().numTensors).toBe(before);
 });

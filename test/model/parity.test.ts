@@ -3,7 +3,6 @@
  * every hidden state, loss and every parameter's gradient. Prints the worst relative error per tensor.
  */
 import {tf} from '../../src/tf';
-import {loadHF} from '../../converters/hf';
 import {RecurrentGemmaForCausalLM} from '../../src/model';
 import {relError, loadTinyAGolden, TINY_A_DIR} from '../helpers';
 
@@ -13,7 +12,7 @@ const {golden, tensor: G} = loadTinyAGolden();
 let model: RecurrentGemmaForCausalLM;
 beforeAll(async () => {
   await tf.setBackend('cpu');
-  model = await loadHF(DIR);
+  model = await RecurrentGemmaForCausalLM.fromPretrained(DIR);
 });
 
 test('logits and every hidden state within 1e-5 relative error', () => {

@@ -4,7 +4,6 @@
  */
 import * as path from 'path';
 import {tf} from '../../src/tf';
-import {loadHF} from '../../converters/hf';
 import {RecurrentGemmaForCausalLM} from '../../src/model';
 import {maxAbsDiff, seededUniform} from '../helpers';
 
@@ -15,7 +14,7 @@ let model: RecurrentGemmaForCausalLM;
 let V: number;
 beforeAll(async () => {
   await tf.setBackend('cpu');
-  model = await loadHF(DIR);
+  model = await RecurrentGemmaForCausalLM.fromPretrained(DIR);
   V = model.config.vocab_size;
 });
 
@@ -63,10 +62,13 @@ describe('packing: positionIds restarting at 0', () => {
 });
 
 describe('padding with attentionMask', () => {
-  const short = randomIds(7, 6), long = randomIds(8, 11);
+  // Drawn in beforeAll: V is known only once the model has loaded (drawn here, they were NaN).
+  let short: number[], long: number[];
   const PAD = 0;
   let aloneShort: number[][], aloneLong: number[][];
   beforeAll(() => {
+    short = randomIds(7, 6);
+    long = randomIds(8, 11);
     aloneShort = logitsOf({inputIds: [short]})[0];
     aloneLong = logitsOf({inputIds: [long]})[0];
   });

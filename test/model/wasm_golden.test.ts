@@ -5,7 +5,6 @@
  */
 import {tf} from '../../src/tf';
 import {useBackend} from '../../src/backend';
-import {loadHF} from '../../converters/hf';
 import {RecurrentGemmaForCausalLM} from '../../src/model';
 import {relError, loadTinyAGolden, TINY_A_DIR} from '../helpers';
 
@@ -15,7 +14,7 @@ const {golden, tensor: G} = loadTinyAGolden();
 let model: RecurrentGemmaForCausalLM;
 beforeAll(async () => {
   await useBackend('wasm');
-  model = await loadHF(DIR);
+  model = await RecurrentGemmaForCausalLM.fromPretrained(DIR);
 });
 afterAll(() => model.dispose());
 

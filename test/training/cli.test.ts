@@ -7,7 +7,7 @@ import {execFileSync, spawn, spawnSync} from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 import {RecurrentGemmaForCausalLM} from '../../src/model';
-import {loadLoraAdapter} from '../../layers/lora';
+import {loadLoraAdapter} from '../../converters/lora_adapter';
 import {maxDiff, snapshot, TEXT_EVAL, TEXT_TRAIN, tinyModelDir, tmpDir, useCpu, writeJsonl} from './helpers';
 
 jest.setTimeout(600_000);

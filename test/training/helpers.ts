@@ -3,7 +3,6 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import {tf} from '../../src/tf';
-import {registerTrainingKernels} from '../../src/training/kernels';
 import {GemmaTokenizer} from '../../src/tokenizer';
 import {RecurrentGemmaForCausalLM} from '../../src/model';
 
@@ -15,7 +14,6 @@ export const TEXT_EVAL = path.join(__dirname, 'fixtures/alice_eval.jsonl');
 
 export async function useCpu(): Promise<void> {
   await tf.setBackend('cpu');
-  registerTrainingKernels('cpu');
 }
 
 export function tmpDir(tag: string): string {

@@ -6,7 +6,8 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import {tf} from '../../src/tf';
-import {addLora, linearModules, loadLoraAdapter, loraAdapters, loraParameters, mergeLora, removeLora, saveLoraAdapter, setLoraTraining} from '../../layers/lora';
+import {addLora, linearModules, loraAdapters, loraParameters, mergeLora, removeLora, setLoraTraining} from '../../layers/lora';
+import {loadLoraAdapter, saveLoraAdapter} from '../../converters/lora_adapter';
 import {Trainer} from '../../src/training/trainer';
 import {loadJsonl} from '../../src/training/data';
 import {readHeader} from '../../converters/safetensors';

@@ -12,7 +12,6 @@ import {describeWebGPU} from '../webgpu_env';  // first: sets the SwiftShader en
 import * as path from 'path';
 import {tf} from '../../src/tf';
 import {initNodeWebGPU} from '../../src/webgpu_node';
-import {loadHF} from '../../converters/hf';
 import {RecurrentGemmaForCausalLM} from '../../src/model';
 import {relError, seededUniform} from '../helpers';
 
@@ -59,7 +58,7 @@ describeWebGPU('cached decoding on webgpu', () => {
   beforeAll(async () => {
     await initNodeWebGPU();
     tf.env().set('WEBGPU_MATMUL_PROGRAM_TYPE', 3);  // MatMulPackedProgram: see the header
-    model = await loadHF(DIR);
+    model = await RecurrentGemmaForCausalLM.fromPretrained(DIR);
   });
   afterAll(() => {
     model?.dispose();
@@ -82,7 +81,7 @@ describeWebGPU('cached decoding on webgpu', () => {
     await tf.setBackend('cpu');
     let cpu: Float32Array[][];
     try {
-      const cpuModel = await loadHF(DIR);
+      const cpuModel = await RecurrentGemmaForCausalLM.fromPretrained(DIR);
       cpu = await cachedLogits(cpuModel);
       cpuModel.dispose();
     } finally {

@@ -15,7 +15,6 @@ import * as fs from 'fs';
 import * as path from 'path';
 import {tf} from '../../src/tf';
 import {initNodeWebGPU} from '../../src/webgpu_node';
-import {loadHF} from '../../converters/hf';
 import {RecurrentGemmaForCausalLM} from '../../src/model';
 import {RecurrentGemmaConfigArgs} from '../../src/config';
 import {GenerationState} from '../../src/generation/state';
@@ -406,7 +405,7 @@ describeWebGPU('fused WebGPU decode engine', () => {
     const prompt = [[2, 17, 300, 45, 99, 8, 61, 400, 5, 33]];
     const ids = (i: number) => [3 + ((i * 37) % 500)];
     const run = async () => {
-      const model = await loadHF(DIR);
+      const model = await RecurrentGemmaForCausalLM.fromPretrained(DIR);
       const state = model.prefill(prompt);
       const out: Float32Array[] = [];
       for (let i = 0; i < 60; i++) {
@@ -435,7 +434,7 @@ describeWebGPU('fused WebGPU decode engine', () => {
     const DIR = path.join(__dirname, '../fixtures/tiny-a');
     const golden = JSON.parse(fs.readFileSync(path.join(DIR, 'golden.json'), 'utf8')).greedy as {prompt: number[][], sequence: number[][]};
     await tf.setBackend('webgpu');
-    const model = await loadHF(DIR);
+    const model = await RecurrentGemmaForCausalLM.fromPretrained(DIR);
     const out = await model.generate(golden.prompt, {maxNewTokens: golden.sequence[0].length - golden.prompt[0].length, temperature: 0});
     expect(fusedDecoderFor(model, 1)?.owner).toBeNull();   // it ran there, and let the state go when it ended
     model.dispose();

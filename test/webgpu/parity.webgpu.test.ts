@@ -12,7 +12,6 @@
 import {describeWebGPU} from '../webgpu_env';  // first: sets the SwiftShader env before Dawn loads
 import {tf} from '../../src/tf';
 import {initNodeWebGPU} from '../../src/webgpu_node';
-import {loadHF} from '../../converters/hf';
 import {RecurrentGemmaForCausalLM} from '../../src/model';
 import {maxPieceBytes, vocabSplit} from '../../layers/vocab_split';
 import {maxAbsDiff, relError, loadTinyAGolden, TINY_A_DIR} from '../helpers';
@@ -27,7 +26,7 @@ describeWebGPU('golden parity on webgpu (tiny-a)', () => {
   beforeAll(async () => {
     await initNodeWebGPU();
     expect(tf.getBackend()).toBe('webgpu');
-    model = await loadHF(DIR);
+    model = await RecurrentGemmaForCausalLM.fromPretrained(DIR);
   });
   afterAll(() => model?.dispose());
 
@@ -81,7 +80,7 @@ describeWebGPU('golden parity on webgpu (tiny-a)', () => {
     expect(maxPieceBytes()).toBe(Math.min(limits.maxStorageBufferBindingSize, limits.maxBufferSize));
     vocabSplit.maxPieceBytes = 100 * 64 * 4;  // 6 pieces of tiny-a's 512 x 64
     let split: RecurrentGemmaForCausalLM;
-    try { split = await loadHF(DIR); } finally { vocabSplit.maxPieceBytes = 0; }
+    try { split = await RecurrentGemmaForCausalLM.fromPretrained(DIR); } finally { vocabSplit.maxPieceBytes = 0; }
     try {
       expect(split.embed.matrix.pieces.length).toBe(6);
       const a = model.forward({inputIds: golden.input_ids}).logits;

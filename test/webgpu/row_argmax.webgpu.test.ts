@@ -8,7 +8,7 @@ import {describeWebGPU} from '../webgpu_env';  // first: sets the SwiftShader en
 import * as fs from 'fs';
 import * as path from 'path';
 import {tf} from '../../src/tf';
-import {loadHF} from '../../converters/hf';
+import {RecurrentGemmaForCausalLM} from '../../src/model';
 import {initNodeWebGPU} from '../../src/webgpu_node';
 import {rowArgmax, rowArgmaxAvailable, rowArgmaxReference} from '../../ops/row_argmax';
 import {Sampler} from '../../src/generation/sampling';
@@ -91,7 +91,7 @@ describeWebGPU('greedy generation takes the argmax on the GPU', () => {
     const mask = prompts.map((r, i) => r.map((_, j) => (j < [0, 2, 5][i] ? 0 : 1)));
     const run = async (backend: string) => {
       await tf.setBackend(backend);
-      const model = await loadHF(DIR);
+      const model = await RecurrentGemmaForCausalLM.fromPretrained(DIR);
       const spy = jest.spyOn(argmaxModule, 'rowArgmax');
       const out = await model.generate(prompts, {attentionMask: mask, maxNewTokens: steps, temperature: 0, eosTokenId: []});
       const calls = spy.mock.calls.length;
@@ -109,7 +109,7 @@ describeWebGPU('greedy generation takes the argmax on the GPU', () => {
 
   test('a repetition penalty or a temperature keeps the host sampler (the logits are read back)', async () => {
     await tf.setBackend('webgpu');
-    const model = await loadHF(DIR);
+    const model = await RecurrentGemmaForCausalLM.fromPretrained(DIR);
     const spy = jest.spyOn(argmaxModule, 'rowArgmax');
     await model.generate([[2, 5, 9]], {maxNewTokens: 3, temperature: 0, repetitionPenalty: 1.3});
     await model.generate([[2, 5, 9]], {maxNewTokens: 3, temperature: 0.7, seed: 1});

@@ -1,8 +1,10 @@
 /**
  * The package's one seeded PRNG (mulberry32), whose whole state is one uint32: data splits,
  * token sampling and training all draw from it, so a seed means the same thing everywhere and a
- * checkpoint can store the state.
- *   const rng = new Rng(42);  rng.next();  rng.shuffle(order);
+ * checkpoint can store the state (a resumed run draws what the uninterrupted one would have).
+ * Independent streams get seeds derived from (seed, purpose, index).
+ *   const rng = new Rng(deriveSeed(42, 1, epoch));  rng.next();  rng.shuffle(order);
+ *   const again = new Rng(0);  again.state = rng.state;     // continues the same stream
  */
 
 /** mulberry32: tiny, fast and good enough for shuffles and dropout seeds. */
@@ -35,4 +37,22 @@ export class Rng {
     }
     return a;
   }
+}
+
+/** FNV-1a over numbers: stream seeds derived from (seed, purpose, index), and data fingerprints. */
+export function hashNumbers(values: Iterable<number>, h = 0x811c9dc5): number {
+  for (const v of values) {
+    let x = v | 0;
+    for (let k = 0; k < 4; k++) {
+      h ^= x & 0xff;
+      h = Math.imul(h, 0x01000193) >>> 0;
+      x >>>= 8;
+    }
+  }
+  return h >>> 0;
+}
+
+/** A seed for one independent stream, e.g. deriveSeed(seed, 1, epoch) for an epoch's shuffle. */
+export function deriveSeed(seed: number, ...parts: number[]): number {
+  return hashNumbers([seed, ...parts]);
 }

@@ -13,13 +13,13 @@
  * CPU time (user + system) for the same work: on a machine shared with other jobs it moves much
  * less than wall time (cpu and wasm here run one thread; GC and I/O threads add a little).
  */
-import {tf} from '../src/tf';
-import {RecurrentGemmaForCausalLM} from '../src/model';
-import {useBackend} from '../src/backend';
-import {AdamW} from '../src/training/optimizer';
-import {RG_LRU_SCAN, RG_LRU_SCAN_GRAD} from '../ops/rg_lru_scan';
-import {wasmMatMulCacheBytes} from '../ops/wasm_matmul';
-import {rowArgmax} from '../ops/row_argmax';
+import {tf} from '../tf';
+import {RecurrentGemmaForCausalLM} from '../model';
+import {useBackend} from '../backend';
+import {AdamW} from '../training/optimizer';
+import {RG_LRU_SCAN, RG_LRU_SCAN_GRAD} from '../../ops/rg_lru_scan';
+import {wasmMatMulCacheBytes} from '../../ops/wasm_matmul';
+import {rowArgmax} from '../../ops/row_argmax';
 import {benchConfig, describeMachine, paramCount, Environment, MemoryWatch, peakRssBytes, randomIds, randomizeWeights, scanBytes,
   scanInputs, syncOn, timeIt} from './common';
 

@@ -7,12 +7,12 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import {tf} from '../src/tf';
-import {useBackend} from '../src/backend';
-import {parameterCount, RecurrentGemmaConfig, RecurrentGemmaConfigArgs} from '../src/config';
-import type {RecurrentGemmaForCausalLM} from '../src/model';
-import type {LayerVariable} from '../layers/base';
-import {SMALL_CONFIG} from '../src/pretrain/small';
+import {tf} from '../tf';
+import {useBackend} from '../backend';
+import {parameterCount, RecurrentGemmaConfig, RecurrentGemmaConfigArgs} from '../config';
+import type {RecurrentGemmaForCausalLM} from '../model';
+import type {LayerVariable} from '../../layers/base';
+import {SMALL_CONFIG} from '../pretrain/small';
 import type {WebGPUBackend, WebGPUProgram} from '@tensorflow/tfjs-backend-webgpu';
 
 export type Args = Record<string, string>;

@@ -1,8 +1,7 @@
 /**
  * A host-side UnsortedSegmentSum for the cpu and wasm backends: the gradient of every
  * tf.gather (the embedding lookup, the loss's pick of the target log-probability) runs it.
- *   registerTrainingKernels('cpu');
- *   registerTrainingKernels(tf.getBackend());
+ *   registerSegmentSum('cpu');   // ops/register/cpu.ts and ops/register/wasm.ts do it
  *
  * tfjs-backend-cpu builds it from one equal/multiply/sum per segment, O(segments x tokens): a
  * 4 x 64 batch of a 512-token vocabulary spends 13 s of a 15 s step there, and a 256k vocabulary
@@ -42,8 +41,11 @@ const segmentSum: KernelFunc = ({inputs, backend, attrs}) => {
   return be.makeOutput!(shape, x.dtype, undefined, out);
 };
 
-/** Installs the kernel for a host backend ('cpu' or 'wasm'); other backends are left alone. */
-export function registerTrainingKernels(backendName: string): void {
+/**
+ * Installs the kernel for a host backend ('cpu' or 'wasm'); other backends are left alone.
+ * Idempotent. The backend registration modules (ops/register/) call it.
+ */
+export function registerSegmentSum(backendName: string): void {
   if (!['cpu', 'wasm'].includes(backendName) || registered.has(backendName)) return;
   if (getKernel(KERNEL, backendName) != null) unregisterKernel(KERNEL, backendName);
   registerKernel({kernelName: KERNEL, backendName, kernelFunc: segmentSum});

@@ -10,10 +10,10 @@
  * under a fresh tape and returns d/dx and d/d(each trainable variable of the block), which are
  * passed in as inputs so that the outer tape routes their gradients to the variables.
  */
-import {tf} from '../tf';
-import type {ResidualBlock} from '../../layers/model_layers';
-import {adapterVariables} from '../../layers/lora';
-import type {SequenceInfo} from '../../ops/sequence';
+import * as tf from '@tensorflow/tfjs';
+import type {ResidualBlock} from './model_layers';
+import {adapterVariables} from './lora';
+import type {SequenceInfo} from '../ops/sequence';
 
 interface EngineInternals {
   state: {activeTape: unknown};
