@@ -3,27 +3,39 @@
  * on webgpu, and tfjs ops on cpu (the reference), to tell which GPU path departs from cpu.
  *   node dist/bench/diagnose_decode.js --config 2b --layers 2 --vocab 256000 --steps 2
  */
-import {tf} from '../src/tf';
-import {useBackend} from '../src/backend';
-import {RecurrentGemmaConfig} from '../src/config';
-import {RecurrentGemmaForCausalLM} from '../src/model';
+
 import {checkpointTensors, readAllTensorData, writeTensorData} from '../converters/checkpoint_tensors';
-import {fusedDecodeConfig} from '../src/engines/webgpu_decode';
+import {useBackend} from '../src/backend';
 import {benchConfig, intArg, parseArgs, randomizeWeights} from '../src/bench/common';
+import {RecurrentGemmaConfig} from '../src/config';
+import {fusedDecodeConfig} from '../src/engines/webgpu_decode';
+import {RecurrentGemmaForCausalLM} from '../src/model';
 
 const rel = (a: Float32Array, b: Float32Array) => {
-  let n = 0, d = 0;
-  for (let i = 0; i < a.length; i++) { n += (a[i] - b[i]) ** 2; d += b[i] ** 2; }
+  let n = 0,
+    d = 0;
+  for (let i = 0; i < a.length; i++) {
+    n += (a[i] - b[i]) ** 2;
+    d += b[i] ** 2;
+  }
   return Math.sqrt(n / Math.max(d, 1e-30));
 };
 
 async function run(model: RecurrentGemmaForCausalLM, steps: number, batch: number): Promise<Float32Array[]> {
-  const prompt = Array.from({length: batch}, (_, r) => [2, 17 + r, 301 % model.config.vocab_size, (4000 + r) % model.config.vocab_size]);
+  const prompt = Array.from({length: batch}, (_, r) => [
+    2,
+    17 + r,
+    301 % model.config.vocab_size,
+    (4000 + r) % model.config.vocab_size,
+  ]);
   const state = model.prefill(prompt);
-  const out = [Float32Array.from(await state.logits.data() as Float32Array)];
+  const out = [Float32Array.from((await state.logits.data()) as Float32Array)];
   for (let i = 0; i < steps; i++) {
-    const {logits} = model.decodeStep(state, Array.from({length: batch}, (_, r) => 3 + ((i * 7 + r) % 100)));
-    out.push(Float32Array.from(await logits.data() as Float32Array));
+    const {logits} = model.decodeStep(
+      state,
+      Array.from({length: batch}, (_, r) => 3 + ((i * 7 + r) % 100)),
+    );
+    out.push(Float32Array.from((await logits.data()) as Float32Array));
     logits.dispose();
   }
   state.dispose();
@@ -32,8 +44,14 @@ async function run(model: RecurrentGemmaForCausalLM, steps: number, batch: numbe
 
 (async () => {
   const args = parseArgs(process.argv.slice(2));
-  const cfg = new RecurrentGemmaConfig(benchConfig(args.config ?? '2b', {layers: args.layers ? Number(args.layers) : undefined, vocab: args.vocab ? Number(args.vocab) : undefined}));
-  const steps = intArg(args, 'steps', 2), batch = intArg(args, 'batch', 1);
+  const cfg = new RecurrentGemmaConfig(
+    benchConfig(args.config ?? '2b', {
+      layers: args.layers ? Number(args.layers) : undefined,
+      vocab: args.vocab ? Number(args.vocab) : undefined,
+    }),
+  );
+  const steps = intArg(args, 'steps', 2),
+    batch = intArg(args, 'batch', 1);
   await useBackend('webgpu');
   const gpu = new RecurrentGemmaForCausalLM(cfg);
   randomizeWeights(gpu);
@@ -47,6 +65,20 @@ async function run(model: RecurrentGemmaForCausalLM, steps: number, batch: numbe
   const cpu = new RecurrentGemmaForCausalLM(cfg);
   for (const [name, t] of checkpointTensors(cpu)) writeTensorData(t, values.get(name)!);
   const ref = await run(cpu, steps, batch);
-  ref.forEach((r, i) => console.log(JSON.stringify({layers: cfg.num_hidden_layers, vocab: cfg.vocab_size, batch, step: i,
-    fusedVsCpu: +rel(fused[i], r).toExponential(2), tfjsWebgpuVsCpu: +rel(tfjs[i], r).toExponential(2), fusedVsTfjs: +rel(fused[i], tfjs[i]).toExponential(2)})));
-})().catch((e) => { console.error(e); process.exitCode = 1; });
+  ref.forEach((r, i) =>
+    console.log(
+      JSON.stringify({
+        layers: cfg.num_hidden_layers,
+        vocab: cfg.vocab_size,
+        batch,
+        step: i,
+        fusedVsCpu: +rel(fused[i], r).toExponential(2),
+        tfjsWebgpuVsCpu: +rel(tfjs[i], r).toExponential(2),
+        fusedVsTfjs: +rel(fused[i], tfjs[i]).toExponential(2),
+      }),
+    ),
+  );
+})().catch((e) => {
+  console.error(e);
+  process.exitCode = 1;
+});

@@ -4,14 +4,18 @@
  *   node dist/bench/diagnose_webgpu.js MODEL_DIR TOKENS.u16
  */
 import * as fs from 'fs';
-import {tf} from '../src/tf';
+import {rgLruScan} from '../ops/rg_lru_scan';
 import {useBackend} from '../src/backend';
 import {RecurrentGemmaForCausalLM} from '../src/model';
-import {rgLruScan} from '../ops/rg_lru_scan';
+import {tf} from '../src/tf';
 
 const rel = (a: Float32Array, b: Float32Array) => {
-  let n = 0, d = 0;
-  for (let i = 0; i < a.length; i++) { n += (a[i] - b[i]) ** 2; d += b[i] ** 2; }
+  let n = 0,
+    d = 0;
+  for (let i = 0; i < a.length; i++) {
+    n += (a[i] - b[i]) ** 2;
+    d += b[i] ** 2;
+  }
   return Math.sqrt(n) / Math.sqrt(d);
 };
 
@@ -25,17 +29,35 @@ async function run(backend: string, dir: string, rows: number[][]) {
   // The ops alone, on fixed pseudo-random inputs.
   const gen = (n: number, s: number) => Float32Array.from({length: n}, (_, i) => Math.sin(i * 12.9898 + s) * 0.5 + 0.5);
   const ops: Record<string, Float32Array> = {};
-  for (const [b, t, e] of [[4, 256, 256], [128, 256, 256], [1, 2048, 64]]) {
-    const a = tf.tensor3d(gen(b * t * e, 1).map((v) => 0.5 + 0.49 * v), [b, t, e]);
+  for (const [b, t, e] of [
+    [4, 256, 256],
+    [128, 256, 256],
+    [1, 2048, 64],
+  ]) {
+    const a = tf.tensor3d(
+      gen(b * t * e, 1).map((v) => 0.5 + 0.49 * v),
+      [b, t, e],
+    );
     const x = tf.tensor3d(gen(b * t * e, 2), [b, t, e]);
-    ops[`scan ${b}x${t}x${e}`] = await rgLruScan(a, x).h.data() as Float32Array;
+    ops[`scan ${b}x${t}x${e}`] = (await rgLruScan(a, x).h.data()) as Float32Array;
     const g = tf.grads((aa: tf.Tensor, xx: tf.Tensor) => tf.sum(tf.mul(rgLruScan(aa, xx).h, x)))([a, x]);
-    ops[`scan grad a ${b}x${t}x${e}`] = await g[0].data() as Float32Array;
+    ops[`scan grad a ${b}x${t}x${e}`] = (await g[0].data()) as Float32Array;
   }
-  for (const [m1, k, n] of [[32768, 256, 256], [32768, 256, 4096], [128, 256, 384], [1, 256, 4096]]) {
-    const A = tf.tensor2d(gen(m1 * k, 3).map((v) => v - 0.5), [m1, k]);
-    const B = tf.tensor2d(gen(n * k, 4).map((v) => v - 0.5), [n, k]);
-    ops[`matMul ${m1}x${k} . (${n}x${k})^T`] = await tf.matMul(A, B, false, true).data() as Float32Array;
+  for (const [m1, k, n] of [
+    [32768, 256, 256],
+    [32768, 256, 4096],
+    [128, 256, 384],
+    [1, 256, 4096],
+  ]) {
+    const A = tf.tensor2d(
+      gen(m1 * k, 3).map((v) => v - 0.5),
+      [m1, k],
+    );
+    const B = tf.tensor2d(
+      gen(n * k, 4).map((v) => v - 0.5),
+      [n, k],
+    );
+    ops[`matMul ${m1}x${k} . (${n}x${k})^T`] = (await tf.matMul(A, B, false, true).data()) as Float32Array;
   }
   return {loss, hs, ops};
 }
@@ -50,4 +72,7 @@ async function run(backend: string, dir: string, rows: number[][]) {
   console.log(`loss cpu ${cpu.loss.toFixed(4)} webgpu ${gpu.loss.toFixed(4)}`);
   cpu.hs.forEach((h, i) => console.log(`hidden_states.${i} rel ${rel(gpu.hs[i], h).toExponential(2)}`));
   for (const k of Object.keys(cpu.ops)) console.log(`${k} rel ${rel(gpu.ops[k], cpu.ops[k]).toExponential(2)}`);
-})().catch((e) => { console.error(e); process.exitCode = 1; });
+})().catch((e) => {
+  console.error(e);
+  process.exitCode = 1;
+});

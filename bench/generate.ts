@@ -19,13 +19,27 @@
  * GEMV workgroups of T threads and at most R rows each (env GRIFFIN_FUSED_THREADS / _ROWS).
  * With --fused both, `fusedVsTfjsRelError` compares the two paths' logits over --check-steps (4).
  */
-import {tf} from '../src/tf';
-import {RecurrentGemmaForCausalLM} from '../src/model';
+
 import {useBackend} from '../src/backend';
-import {CONFIGS as SHARED_CONFIGS, emit, intArg, intList, parseArgs, randomIds, randomizeWeights, syncOn} from '../src/bench/common';
 import {
-  disposeFusedDecoders, DispatchTiming, fusedDecodeConfig, fusedDecoderFor, fusedTuning,
+  emit,
+  intArg,
+  intList,
+  parseArgs,
+  randomIds,
+  randomizeWeights,
+  CONFIGS as SHARED_CONFIGS,
+  syncOn,
+} from '../src/bench/common';
+import {
+  DispatchTiming,
+  disposeFusedDecoders,
+  fusedDecodeConfig,
+  fusedDecoderFor,
+  fusedTuning,
 } from '../src/engines/webgpu_decode';
+import {RecurrentGemmaForCausalLM} from '../src/model';
+import {tf} from '../src/tf';
 
 // Shared with bench/model.ts and griffin bench (common.ts); '2b-shaped' is this script's old name for 2b.
 const CONFIGS: typeof SHARED_CONFIGS = {...SHARED_CONFIGS, '2b-shaped': SHARED_CONFIGS['2b']};
@@ -72,8 +86,14 @@ async function main(): Promise<void> {
   warm.dispose();
 
   const report: Record<string, unknown> = {
-    model: name, backend, batch, layers: c.num_hidden_layers, hidden: c.hidden_size, vocab: c.vocab_size,
-    window: c.attention_window_size, params: model.countParams(),
+    model: name,
+    backend,
+    batch,
+    layers: c.num_hidden_layers,
+    hidden: c.hidden_size,
+    vocab: c.vocab_size,
+    window: c.attention_window_size,
+    params: model.countParams(),
   };
 
   let t0 = performance.now();
@@ -81,38 +101,62 @@ async function main(): Promise<void> {
   await state.logits.data();
   const prefillMs = performance.now() - t0;
   Object.assign(report, {
-    promptTokens: promptLen * batch, prefillMs: +prefillMs.toFixed(1),
-    prefillTokensPerSec: +((promptLen * batch) / prefillMs * 1000).toFixed(1), stateBytes: state.byteSize,
+    promptTokens: promptLen * batch,
+    prefillMs: +prefillMs.toFixed(1),
+    prefillTokensPerSec: +(((promptLen * batch) / prefillMs) * 1000).toFixed(1),
+    stateBytes: state.byteSize,
   });
 
   if (longRun === 0) {
     // Decode through the public generation path (sampling included), rows never stopping.
     t0 = performance.now();
     let n = 0;
-    for await (const _ of model.stream(prompt.map(() => []), {state, maxNewTokens: newTokens, temperature: 0.8, seed: 1, eosTokenId: []})) n++;
+    for await (const _ of model.stream(
+      prompt.map(() => []),
+      {state, maxNewTokens: newTokens, temperature: 0.8, seed: 1, eosTokenId: []},
+    ))
+      n++;
     const ms = performance.now() - t0;
-    Object.assign(report, {decodeTokens: n, decodeMs: +ms.toFixed(1), decodeTokensPerSec: +(n / ms * 1000).toFixed(1),
-      msPerStep: +(ms / (n / batch)).toFixed(3)});
+    Object.assign(report, {
+      decodeTokens: n,
+      decodeMs: +ms.toFixed(1),
+      decodeTokensPerSec: +((n / ms) * 1000).toFixed(1),
+      msPerStep: +(ms / (n / batch)).toFixed(3),
+    });
   } else {
     const samples: Record<string, number>[] = [];
-    let n = 0, last = performance.now();
-    for await (const ev of model.stream(prompt.map(() => []), {state, maxNewTokens: longRun, temperature: 0.8, seed: 1, eosTokenId: []})) {
+    let n = 0,
+      last = performance.now();
+    for await (const ev of model.stream(
+      prompt.map(() => []),
+      {state, maxNewTokens: longRun, temperature: 0.8, seed: 1, eosTokenId: []},
+    )) {
       if (ev.row !== batch - 1) continue;
       n++;
       if (n % every === 0) {
         const now = performance.now();
-        samples.push({tokens: n, msPerToken: +((now - last) / every).toFixed(3), rssMB: +rss().toFixed(1),
-          numTensors: tf.memory().numTensors, backendMB: +(tf.memory().numBytes / 2 ** 20).toFixed(2)});
+        samples.push({
+          tokens: n,
+          msPerToken: +((now - last) / every).toFixed(3),
+          rssMB: +rss().toFixed(1),
+          numTensors: tf.memory().numTensors,
+          backendMB: +(tf.memory().numBytes / 2 ** 20).toFixed(2),
+        });
         process.stderr.write(`${JSON.stringify(samples[samples.length - 1])}\n`);
         last = now;
       }
     }
-    const first = samples[0], end = samples[samples.length - 1];
-    Object.assign(report, {longRunTokens: n, every, samples,
+    const first = samples[0],
+      end = samples[samples.length - 1];
+    Object.assign(report, {
+      longRunTokens: n,
+      every,
+      samples,
       // The first sample still includes warm-up allocations (JIT, pools): growth is measured from it.
       rssMBFirstLast: first && end ? [first.rssMB, end.rssMB] : null,
       msPerTokenFirstLast: first && end ? [first.msPerToken, end.msPerToken] : null,
-      numTensorsFirstLast: first && end ? [first.numTensors, end.numTensors] : null});
+      numTensorsFirstLast: first && end ? [first.numTensors, end.numTensors] : null,
+    });
   }
   state.dispose();
   model.dispose();
@@ -120,15 +164,22 @@ async function main(): Promise<void> {
 }
 
 /** Decode tok/s per batch size, with and without the fused engine. */
-async function compareFused(model: RecurrentGemmaForCausalLM, name: string, backend: string, args: Record<string, string>): Promise<void> {
+async function compareFused(
+  model: RecurrentGemmaForCausalLM,
+  name: string,
+  backend: string,
+  args: Record<string, string>,
+): Promise<void> {
   const c = model.config;
   const batches = intList(args.batches, [Math.max(1, int(args, 'batch', 1))], 'batches');
-  const modes = args.fused === 'both' ? [true, false] : args.fused === 'off' ? [false] : args.fused === 'on' ? [true] : [null];
+  const modes =
+    args.fused === 'both' ? [true, false] : args.fused === 'off' ? [false] : args.fused === 'on' ? [true] : [null];
   const promptLen = Math.max(1, int(args, 'prompt-len', 128));
   const newTokens = Math.max(1, int(args, 'new-tokens', 64));
   const rawSteps = Math.max(1, int(args, 'raw-steps', newTokens));
   const temperatures = (args.sampling ?? 'greedy,0.8').split(',').map((x) => (x === 'greedy' ? 0 : Number(x)));
-  if (temperatures.some((t) => !(t >= 0))) throw new Error(`--sampling takes greedy and temperatures, e.g. greedy,0.8; got ${args.sampling}`);
+  if (temperatures.some((t) => !(t >= 0)))
+    throw new Error(`--sampling takes greedy and temperatures, e.g. greedy,0.8; got ${args.sampling}`);
   const runs: Record<string, unknown>[] = [];
   const sweep = args.sweep != null ? args.sweep.split(',').map((x) => x.split('x').map(Number)) : [null];
   const measure = async (batch: number, fused: boolean | null, tuning: number[] | null) => {
@@ -140,27 +191,39 @@ async function compareFused(model: RecurrentGemmaForCausalLM, name: string, back
     await warm.logits.data();
     warm.dispose();
     const engine = backend === 'webgpu' ? fusedDecoderFor(model, batch) : null;
-    const run: Record<string, unknown> = {batch, fused: engine != null, dispatchesPerStep: engine?.dispatchCount ?? null};
+    const run: Record<string, unknown> = {
+      batch,
+      fused: engine != null,
+      dispatchesPerStep: engine?.dispatchCount ?? null,
+    };
     if (tuning != null) run.tuning = {threads: tuning[0], maxRows: tuning[1]};
     let t0: number;
-    let ms: number;
     if (tuning == null) {
       // Through the public generation path, as a user runs it: prefill of the prompt, then a token
       // sampled every step (greedy: the argmax taken on the GPU where it can be; temperature 0.8:
       // the logits read back and sampled on the host). The first token's time includes the prefill.
       for (const temperature of temperatures) {
-        for await (const _ of model.stream(prompt.map((r) => r.slice(0, 8)), {maxNewTokens: 3, temperature, seed: 1, eosTokenId: []})) { /* warm-up */ }
+        for await (const _ of model.stream(
+          prompt.map((r) => r.slice(0, 8)),
+          {maxNewTokens: 3, temperature, seed: 1, eosTokenId: []},
+        )) {
+          /* warm-up */
+        }
         const stamps: number[] = [];
         let n = 0;
         t0 = performance.now();
         for await (const _ of model.stream(prompt, {maxNewTokens: newTokens, temperature, seed: 1, eosTokenId: []})) {
-          if (++n % batch === 0) stamps.push(performance.now());   // a step's rows arrive together
+          if (++n % batch === 0) stamps.push(performance.now()); // a step's rows arrive together
         }
-        const steps = stamps.length, decodeMs = stamps[steps - 1] - stamps[0];
+        const steps = stamps.length,
+          decodeMs = stamps[steps - 1] - stamps[0];
         const key = temperature === 0 ? 'greedy' : `t${temperature}`;
-        run[key] = {firstTokenMs: +(stamps[0] - t0).toFixed(1), steps,
+        run[key] = {
+          firstTokenMs: +(stamps[0] - t0).toFixed(1),
+          steps,
           msPerStep: steps > 1 ? +(decodeMs / (steps - 1)).toFixed(3) : null,
-          decodeTokensPerSec: steps > 1 ? +((steps - 1) * batch / decodeMs * 1000).toFixed(1) : null};
+          decodeTokensPerSec: steps > 1 ? +((((steps - 1) * batch) / decodeMs) * 1000).toFixed(1) : null,
+        };
       }
     }
     t0 = performance.now();
@@ -177,10 +240,14 @@ async function compareFused(model: RecurrentGemmaForCausalLM, name: string, back
     }
     await syncOn(last!);
     last!.dispose();
-    ms = performance.now() - t0;
-    Object.assign(run, {rawSteps, rawMsPerStep: +(ms / rawSteps).toFixed(3), rawTokensPerSec: +(rawSteps * batch / ms * 1000).toFixed(1),
+    const ms = performance.now() - t0;
+    Object.assign(run, {
+      rawSteps,
+      rawMsPerStep: +(ms / rawSteps).toFixed(3),
+      rawTokensPerSec: +(((rawSteps * batch) / ms) * 1000).toFixed(1),
       // Every step reads all the weights once: the memory bandwidth that pace amounts to.
-      weightGBps: +(model.countParams() * 4 / 1e6 / (ms / rawSteps)).toFixed(1)});
+      weightGBps: +((model.countParams() * 4) / 1e6 / (ms / rawSteps)).toFixed(1),
+    });
     if (engine != null) {
       const {logits, timings} = await engine.profileStep(ids, state.positions);
       logits.dispose();
@@ -198,18 +265,26 @@ async function compareFused(model: RecurrentGemmaForCausalLM, name: string, back
       const state = model.prefill(prompt);
       const out: Float32Array[] = [];
       for (let i = 0; i < steps; i++) {
-        const {logits: l} = model.decodeStep(state, Array.from({length: batch}, (_, r) => 3 + ((i * 7 + r) % 100)));
-        out.push(Float32Array.from(await l.data() as Float32Array));
+        const {logits: l} = model.decodeStep(
+          state,
+          Array.from({length: batch}, (_, r) => 3 + ((i * 7 + r) % 100)),
+        );
+        out.push(Float32Array.from((await l.data()) as Float32Array));
         l.dispose();
       }
       state.dispose();
       return out;
     };
-    const a = await logits(true), b = await logits(false);
+    const a = await logits(true),
+      b = await logits(false);
     let worst = 0;
     a.forEach((x, i) => {
-      let num = 0, den = 0;
-      for (let j = 0; j < x.length; j++) { num += (x[j] - b[i][j]) ** 2; den += b[i][j] ** 2; }
+      let num = 0,
+        den = 0;
+      for (let j = 0; j < x.length; j++) {
+        num += (x[j] - b[i][j]) ** 2;
+        den += b[i][j] ** 2;
+      }
       worst = Math.max(worst, Math.sqrt(num / Math.max(den, 1e-30)));
     });
     return +worst.toExponential(2);
@@ -219,7 +294,9 @@ async function compareFused(model: RecurrentGemmaForCausalLM, name: string, back
     for (const fused of modes) await measure(batch, fused, null);
     if (args.fused === 'both' && backend === 'webgpu') {
       checks[`batch${batch}`] = await check(batch, Math.max(1, int(args, 'check-steps', 4)));
-      process.stderr.write(`fused vs tfjs logits, batch ${batch}: worst relative difference ${checks[`batch${batch}`]}\n`);
+      process.stderr.write(
+        `fused vs tfjs logits, batch ${batch}: worst relative difference ${checks[`batch${batch}`]}\n`,
+      );
     }
   }
   if (args.sweep != null) {
@@ -234,16 +311,28 @@ async function compareFused(model: RecurrentGemmaForCausalLM, name: string, back
   }
   fusedDecodeConfig.enabled = null;
   const weightBytes = model.countParams() * 4;
-  emit({
-    model: name, backend, layers: c.num_hidden_layers, hidden: c.hidden_size, vocab: c.vocab_size, window: c.attention_window_size,
-    params: model.countParams(), weightGB: +(weightBytes / 1e9).toFixed(2), promptLen, newTokens, runs,
-    fusedVsTfjsRelError: checks,
-  }, args.out);
+  emit(
+    {
+      model: name,
+      backend,
+      layers: c.num_hidden_layers,
+      hidden: c.hidden_size,
+      vocab: c.vocab_size,
+      window: c.attention_window_size,
+      params: model.countParams(),
+      weightGB: +(weightBytes / 1e9).toFixed(2),
+      promptLen,
+      newTokens,
+      runs,
+      fusedVsTfjsRelError: checks,
+    },
+    args.out,
+  );
 }
 
 /** Per kernel kind (the part of the dispatch name after the layer): GPU ms per step and GB/s of what it must read. */
 function summarize(timings: DispatchTiming[]) {
-  const kinds = new Map<string, {count: number, ms: number, bytes: number}>();
+  const kinds = new Map<string, {count: number; ms: number; bytes: number}>();
   for (const t of timings) {
     const kind = t.name.split('.').pop()!;
     const k = kinds.get(kind) ?? {count: 0, ms: 0, bytes: 0};
@@ -252,11 +341,20 @@ function summarize(timings: DispatchTiming[]) {
     k.bytes += t.bytes;
     kinds.set(kind, k);
   }
-  const total = timings.reduce((a, t) => a + t.ms, 0), bytes = timings.reduce((a, t) => a + t.bytes, 0);
+  const total = timings.reduce((a, t) => a + t.ms, 0),
+    bytes = timings.reduce((a, t) => a + t.bytes, 0);
   return {
-    gpuMs: +total.toFixed(3), GB: +(bytes / 1e9).toFixed(3), GBps: +(bytes / 1e6 / total).toFixed(1),
-    byKind: Object.fromEntries([...kinds].sort((a, b) => b[1].ms - a[1].ms).map(([name, k]) => [name,
-      {count: k.count, ms: +k.ms.toFixed(3), GBps: k.bytes > 0 ? +(k.bytes / 1e6 / k.ms).toFixed(1) : null}])),
+    gpuMs: +total.toFixed(3),
+    GB: +(bytes / 1e9).toFixed(3),
+    GBps: +(bytes / 1e6 / total).toFixed(1),
+    byKind: Object.fromEntries(
+      [...kinds]
+        .sort((a, b) => b[1].ms - a[1].ms)
+        .map(([name, k]) => [
+          name,
+          {count: k.count, ms: +k.ms.toFixed(3), GBps: k.bytes > 0 ? +(k.bytes / 1e6 / k.ms).toFixed(1) : null},
+        ]),
+    ),
   };
 }
 

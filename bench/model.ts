@@ -14,19 +14,38 @@
  * Memory: 2b needs ~11 GB for weights plus ~7 GB of activations at t = 2048 (the [t, 256000]
  * logits alone are 2 GB, three times over through the soft cap).
  */
-import {tf} from '../src/tf';
-import {RecurrentGemmaForCausalLM} from '../src/model';
+
 import {maxPieceBytes} from '../layers/vocab_split';
 import {causalConv1dConfig} from '../ops/causal_conv1d';
-import {Args, benchConfig, describe, DispatchCounter, emit, fail, intArg, intList, parseArgs, printTable, randomIds, randomizeWeights,
-  setup, syncOn, timeIt} from '../src/bench/common';
+import {
+  Args,
+  benchConfig,
+  DispatchCounter,
+  describe,
+  emit,
+  fail,
+  intArg,
+  intList,
+  parseArgs,
+  printTable,
+  randomIds,
+  randomizeWeights,
+  setup,
+  syncOn,
+  timeIt,
+} from '../src/bench/common';
+import {RecurrentGemmaForCausalLM} from '../src/model';
+import {tf} from '../src/tf';
 
 const round = (x: number, d = 3) => +x.toFixed(d);
 
 async function main(args: Args): Promise<void> {
   const env = await setup(args.backend);
   const name = args.config ?? '2b';
-  const cfg = benchConfig(name, {layers: args.layers ? intArg(args, 'layers', 1) : undefined, vocab: args.vocab ? intArg(args, 'vocab', 1) : undefined});
+  const cfg = benchConfig(name, {
+    layers: args.layers ? intArg(args, 'layers', 1) : undefined,
+    vocab: args.vocab ? intArg(args, 'vocab', 1) : undefined,
+  });
   const small = name === 'tiny';
   const seqs = intList(args.seq, small ? [16, 128] : [128, 2048], 'seq');
   const forwardBatch = intArg(args, 'forward-batch', 1);
@@ -49,12 +68,23 @@ async function main(args: Args): Promise<void> {
   await syncOn(model.embed.matrix.pieces[0].variable.read());
   const c = model.config;
   const info = {
-    config: name, layers: c.num_hidden_layers, hidden: c.hidden_size, lru: c.lru_width, intermediate: c.intermediate_size,
-    heads: c.num_attention_heads, kvHeads: c.num_key_value_heads, window: c.attention_window_size, vocab: c.vocab_size,
-    params: model.countParams(), embeddingPieces: model.embed.matrix.pieces.length,
-    maxPieceBytes: Number.isFinite(maxPieceBytes()) ? maxPieceBytes() : null, initMs: round(performance.now() - t0, 1),
+    config: name,
+    layers: c.num_hidden_layers,
+    hidden: c.hidden_size,
+    lru: c.lru_width,
+    intermediate: c.intermediate_size,
+    heads: c.num_attention_heads,
+    kvHeads: c.num_key_value_heads,
+    window: c.attention_window_size,
+    vocab: c.vocab_size,
+    params: model.countParams(),
+    embeddingPieces: model.embed.matrix.pieces.length,
+    maxPieceBytes: Number.isFinite(maxPieceBytes()) ? maxPieceBytes() : null,
+    initMs: round(performance.now() - t0, 1),
   };
-  console.error(`  ${info.params} parameters, embedding in ${info.embeddingPieces} piece(s), built in ${info.initMs} ms`);
+  console.error(
+    `  ${info.params} parameters, embedding in ${info.embeddingPieces} piece(s), built in ${info.initMs} ms`,
+  );
 
   const rows: Record<string, unknown>[] = [];
   const counter = new DispatchCounter().install();
@@ -72,8 +102,16 @@ async function main(args: Args): Promise<void> {
     const counts = counter.snapshot();
     const r = await timeIt(() => [model.forward({inputIds: ids}).logits], {reps, warmup: 0});
     const tokens = forwardBatch * t;
-    rows.push({what: 'forward', b: forwardBatch, t, ms: r.ms, tokPerS: round(tokens / r.ms * 1000, 1),
-      firstMs: round(firstMs, 1), kernels: counts.kernels, dispatches: counts.dispatches});
+    rows.push({
+      what: 'forward',
+      b: forwardBatch,
+      t,
+      ms: r.ms,
+      tokPerS: round((tokens / r.ms) * 1000, 1),
+      firstMs: round(firstMs, 1),
+      kernels: counts.kernels,
+      dispatches: counts.dispatches,
+    });
     console.error(`  forward b=${forwardBatch} t=${t}: ${r.ms} ms (first ${round(firstMs, 1)} ms)`);
     if (t === seqs[0]) dispatchCounts[`forward_t${t}`] = counts;
   }
@@ -87,7 +125,13 @@ async function main(args: Args): Promise<void> {
     const state = model.prefill(prompt, {chunkSize: chunk});
     await syncOn(state.logits);
     const prefillMs = performance.now() - t0;
-    rows.push({what: 'prefill', b, t: prefillLen, ms: round(prefillMs), tokPerS: round(b * prefillLen / prefillMs * 1000, 1)});
+    rows.push({
+      what: 'prefill',
+      b,
+      t: prefillLen,
+      ms: round(prefillMs),
+      tokPerS: round(((b * prefillLen) / prefillMs) * 1000, 1),
+    });
     console.error(`  prefill b=${b} t=${prefillLen}: ${round(prefillMs)} ms`);
 
     const greedy = async (logits: tf.Tensor) => {
@@ -97,7 +141,8 @@ async function main(args: Args): Promise<void> {
       return ids;
     };
     let ids = await greedy(state.logits);
-    for (let i = 0; i < 3; i++) {  // warm-up steps
+    for (let i = 0; i < 3; i++) {
+      // warm-up steps
       const {logits} = model.decodeStep(state, ids);
       ids = await greedy(logits);
       logits.dispose();
@@ -122,17 +167,47 @@ async function main(args: Args): Promise<void> {
     const ms = (performance.now() - t0) / Math.max(decodeTokens, 1);
     hostMs /= Math.max(decodeTokens, 1);
     state.dispose();
-    rows.push({what: 'decode', b, t: prefillLen, ms: round(ms), hostMs: round(hostMs), tokPerS: round(b / ms * 1000, 1),
-      kernels: perToken.kernels, dispatches: perToken.dispatches});
+    rows.push({
+      what: 'decode',
+      b,
+      t: prefillLen,
+      ms: round(ms),
+      hostMs: round(hostMs),
+      tokPerS: round((b / ms) * 1000, 1),
+      kernels: perToken.kernels,
+      dispatches: perToken.dispatches,
+    });
     console.error(`  decode b=${b}: ${round(ms)} ms/step, ${perToken.dispatches} dispatches/step`);
   }
   counter.uninstall();
 
   console.log(`model ${name} (${info.params} params), ${describe(env)}`);
-  console.log('ms: median per forward / per prefill / per decode step (one token per row); kernels, dispatches: per forward or per decode step');
+  console.log(
+    'ms: median per forward / per prefill / per decode step (one token per row); kernels, dispatches: per forward or per decode step',
+  );
   printTable(rows, ['what', 'b', 't', 'ms', 'hostMs', 'tokPerS', 'firstMs', 'kernels', 'dispatches']);
-  emit({bench: 'model', environment: env, model: info, options: {seqs, forwardBatch, prefillLen, batches, decodeTokens, reps, chunk, submitBatch, fusedConv: causalConv1dConfig.enabled},
-    rows, dispatchCounts, memory: tf.memory()}, args.out);
+  emit(
+    {
+      bench: 'model',
+      environment: env,
+      model: info,
+      options: {
+        seqs,
+        forwardBatch,
+        prefillLen,
+        batches,
+        decodeTokens,
+        reps,
+        chunk,
+        submitBatch,
+        fusedConv: causalConv1dConfig.enabled,
+      },
+      rows,
+      dispatchCounts,
+      memory: tf.memory(),
+    },
+    args.out,
+  );
   model.dispose();
 }
 

@@ -4,8 +4,9 @@
  * floats. Median and min latency in ms over --reps.
  *   node dist/bench/readback.js [--reps 50]
  */
-import {tf} from '../src/tf';
+
 import {useBackend} from '../src/backend';
+import {tf} from '../src/tf';
 
 function stats(xs: number[]) {
   const s = [...xs].sort((a, b) => a - b);
@@ -19,9 +20,13 @@ function stats(xs: number[]) {
   const device = (tf.backend() as unknown as {device: GPUDevice}).device;
   const out: Record<string, unknown> = {};
   for (const bytes of [4, 4096, 1 << 20]) {
-    const src = device.createBuffer({size: bytes, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST});
+    const src = device.createBuffer({
+      size: bytes,
+      usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
+    });
     const dst = device.createBuffer({size: bytes, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST});
-    const t: number[] = [], tDone: number[] = [];
+    const t: number[] = [],
+      tDone: number[] = [];
     for (let r = 0; r < reps + 3; r++) {
       const t0 = performance.now();
       const enc = device.createCommandEncoder();
@@ -33,11 +38,15 @@ function stats(xs: number[]) {
       const t1 = performance.now();
       await device.queue.onSubmittedWorkDone();
       const t2 = performance.now();
-      if (r >= 3) { t.push(t1 - t0); tDone.push(t2 - t1); }
+      if (r >= 3) {
+        t.push(t1 - t0);
+        tDone.push(t2 - t1);
+      }
     }
     out[`raw copy+mapAsync ${bytes} B`] = stats(t);
     out[`onSubmittedWorkDone after, ${bytes} B`] = stats(tDone);
-    src.destroy(); dst.destroy();
+    src.destroy();
+    dst.destroy();
   }
   for (const n of [1, 256000]) {
     const a = tf.randomNormal([n]);
@@ -63,7 +72,14 @@ function stats(xs: number[]) {
   }
   // Idle wait: how long until a promise of nothing resolves through setImmediate / setTimeout(0).
   const si: number[] = [];
-  for (let r = 0; r < reps; r++) { const t0 = performance.now(); await new Promise((res) => setImmediate(res)); si.push(performance.now() - t0); }
-  out['setImmediate'] = stats(si);
+  for (let r = 0; r < reps; r++) {
+    const t0 = performance.now();
+    await new Promise((res) => setImmediate(res));
+    si.push(performance.now() - t0);
+  }
+  out.setImmediate = stats(si);
   console.log(JSON.stringify(out, null, 1));
-})().catch((e) => { console.error(e); process.exitCode = 1; });
+})().catch((e) => {
+  console.error(e);
+  process.exitCode = 1;
+});

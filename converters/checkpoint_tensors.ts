@@ -6,12 +6,13 @@
  *   for (const [name, t] of checkpointTensors(model)) write(name, t.shape, readTensorData(t));
  *   writeTensorData(checkpointTensors(model).get(EMBED)!, data);   // fills every piece
  */
-import {tf} from '../src/tf';
-import type {CausalLMCore} from '../src/core/model';
-import type {RecurrentGemmaConfig} from '../src/config';
-import type {OnProgress} from '../src/util/progress';
+
 import type {LayerVariable} from '../layers/base';
 import {PIECE_SUFFIX} from '../layers/vocab_split';
+import type {RecurrentGemmaConfig} from '../src/config';
+import type {CausalLMCore} from '../src/core/model';
+import {tf} from '../src/tf';
+import type {OnProgress} from '../src/util/progress';
 
 /** What checkpoint I/O needs of a model: its config and its parameters by HF name. */
 export type ModelParameters = Pick<CausalLMCore, 'config' | 'namedParameters'>;
@@ -52,7 +53,7 @@ export function checkpointTensors(model: ModelParameters): Map<string, Checkpoin
     const [, base, k] = m;
     if (!pieces.has(base)) {
       pieces.set(base, []);
-      out.set(base, {shape: [], tfjsName: '', parts: []});  // holds the place; filled below
+      out.set(base, {shape: [], tfjsName: '', parts: []}); // holds the place; filled below
     }
     pieces.get(base)![Number(k)] = v;
   }
@@ -61,7 +62,9 @@ export function checkpointTensors(model: ModelParameters): Map<string, Checkpoin
     const rest = parts[0].shape.slice(1) as number[];
     const rows = parts.reduce((n, p) => n + (p.shape[0] as number), 0);
     const suffix = `${PIECE_SUFFIX}0`;
-    const tfjsName = parts[0].originalName.endsWith(suffix) ? parts[0].originalName.slice(0, -suffix.length) : parts[0].originalName;
+    const tfjsName = parts[0].originalName.endsWith(suffix)
+      ? parts[0].originalName.slice(0, -suffix.length)
+      : parts[0].originalName;
     out.set(base, {shape: [rows, ...rest], tfjsName, parts});
   }
   return out;
@@ -90,10 +93,16 @@ export async function readAllTensorData(model: ModelParameters): Promise<Map<str
   const out = new Map<string, Float32Array>();
   for (const [name, t] of checkpointTensors(model)) {
     const parts = await Promise.all(t.parts.map((p) => p.read().data() as Promise<Float32Array>));
-    if (parts.length === 1) { out.set(name, parts[0]); continue; }
+    if (parts.length === 1) {
+      out.set(name, parts[0]);
+      continue;
+    }
     const all = new Float32Array(size(t.shape));
     let off = 0;
-    for (const d of parts) { all.set(d, off); off += d.length; }
+    for (const d of parts) {
+      all.set(d, off);
+      off += d.length;
+    }
     out.set(name, all);
   }
   return out;
@@ -101,7 +110,8 @@ export async function readAllTensorData(model: ModelParameters): Promise<Map<str
 
 /** Writes the whole tensor's values (row-major, t.shape) into its variable(s). */
 export function writeTensorData(t: CheckpointTensor, data: Float32Array): void {
-  if (data.length !== size(t.shape)) throw new Error(`expected ${size(t.shape)} values for shape [${t.shape}], got ${data.length}`);
+  if (data.length !== size(t.shape))
+    throw new Error(`expected ${size(t.shape)} values for shape [${t.shape}], got ${data.length}`);
   let off = 0;
   for (const p of t.parts) {
     const n = size(p.shape);

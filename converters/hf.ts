@@ -12,10 +12,16 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
-import {tf} from '../src/tf';
 import {RecurrentGemmaConfig} from '../src/config';
-import {CheckpointError, iterateCheckpoint, listCheckpoint, writeCheckpoint, WriteTensor} from './safetensors';
-import {CheckpointReader, checkpointTensors, ModelParameters, readTensorData, writeTensorData} from './checkpoint_tensors';
+import {tf} from '../src/tf';
+import {
+  CheckpointReader,
+  checkpointTensors,
+  ModelParameters,
+  readTensorData,
+  writeTensorData,
+} from './checkpoint_tensors';
+import {CheckpointError, iterateCheckpoint, listCheckpoint, WriteTensor, writeCheckpoint} from './safetensors';
 
 export {CheckpointError};
 
@@ -26,7 +32,8 @@ export const EMBED = 'model.embed_tokens.weight';
 export function readHFConfig(dir: string): RecurrentGemmaConfig {
   const file = path.join(dir, 'config.json');
   if (!fs.existsSync(dir)) throw new CheckpointError(`${dir}: no such directory`);
-  if (!fs.existsSync(file)) throw new CheckpointError(`${file}: not found (a Hugging Face checkpoint directory has a config.json)`);
+  if (!fs.existsSync(file))
+    throw new CheckpointError(`${file}: not found (a Hugging Face checkpoint directory has a config.json)`);
   let json: unknown;
   try {
     json = JSON.parse(fs.readFileSync(file, 'utf8'));
@@ -55,21 +62,27 @@ export function openHF(dir: string): CheckpointReader {
   const config = readHFConfig(dir);
   const metas = listCheckpoint(dir);
   if (tf.getBackend() === 'wasm') {
-    const bytes = [...metas.values()].filter((m) => !(m.name === LM_HEAD && config.tie_word_embeddings))
-        .reduce((s, m) => s + 4 * m.shape.reduce((a, b) => a * b, 1), 0);
+    const bytes = [...metas.values()]
+      .filter((m) => !(m.name === LM_HEAD && config.tie_word_embeddings))
+      .reduce((s, m) => s + 4 * m.shape.reduce((a, b) => a * b, 1), 0);
     if (bytes > WASM_MAX_WEIGHT_BYTES) {
-      throw new CheckpointError(`${dir}: its weights take ${(bytes / 2 ** 30).toFixed(1)} GiB in float32, more than the wasm backend's ` +
-        '4 GiB memory holds with room to run; use the cpu backend (--backend cpu), tensorflow or webgpu');
+      throw new CheckpointError(
+        `${dir}: its weights take ${(bytes / 2 ** 30).toFixed(1)} GiB in float32, more than the wasm backend's ` +
+          '4 GiB memory holds with room to run; use the cpu backend (--backend cpu), tensorflow or webgpu',
+      );
     }
   }
   return {
-    where: dir, config,
+    where: dir,
+    config,
     async loadInto(model, onProgress) {
       const params = checkpointTensors(model);
       // Check everything before reading any data.
       const missing = [...params.keys()].filter((n) => !metas.has(n));
       if (missing.length > 0) {
-        throw new CheckpointError(`${dir}: checkpoint lacks ${missing.length} tensor(s) the config needs, first ${JSON.stringify(missing[0])}`);
+        throw new CheckpointError(
+          `${dir}: checkpoint lacks ${missing.length} tensor(s) the config needs, first ${JSON.stringify(missing[0])}`,
+        );
       }
       for (const [name, meta] of metas) {
         const v = params.get(name);
@@ -78,17 +91,25 @@ export function openHF(dir: string): CheckpointReader {
             // An (equal) copy of the tied embedding: not loaded, but it must at least fit.
             const want = [config.vocab_size, config.hidden_size];
             if (meta.shape.length !== 2 || meta.shape[0] !== want[0] || meta.shape[1] !== want[1]) {
-              throw new CheckpointError(`${meta.file}: tensor ${JSON.stringify(name)} has shape [${meta.shape}], the config needs [${want}]`);
+              throw new CheckpointError(
+                `${meta.file}: tensor ${JSON.stringify(name)} has shape [${meta.shape}], the config needs [${want}]`,
+              );
             }
             continue;
           }
-          throw new CheckpointError(`${meta.file}: unexpected tensor ${JSON.stringify(name)} (not part of a RecurrentGemma with this config)`);
+          throw new CheckpointError(
+            `${meta.file}: unexpected tensor ${JSON.stringify(name)} (not part of a RecurrentGemma with this config)`,
+          );
         }
         if (meta.shape.length !== v.shape.length || meta.shape.some((d, i) => d !== v.shape[i])) {
-          throw new CheckpointError(`${meta.file}: tensor ${JSON.stringify(name)} has shape [${meta.shape}], the config needs [${v.shape}]`);
+          throw new CheckpointError(
+            `${meta.file}: tensor ${JSON.stringify(name)} has shape [${meta.shape}], the config needs [${v.shape}]`,
+          );
         }
         if (!['F32', 'F16', 'BF16', 'F64'].includes(meta.dtype)) {
-          throw new CheckpointError(`${meta.file}: tensor ${JSON.stringify(name)} has dtype ${meta.dtype}, expected a float type`);
+          throw new CheckpointError(
+            `${meta.file}: tensor ${JSON.stringify(name)} has dtype ${meta.dtype}, expected a float type`,
+          );
         }
       }
       const total = params.size;
@@ -102,8 +123,11 @@ export function openHF(dir: string): CheckpointReader {
 }
 
 /** Writes config.json and float32 safetensors (sharded past maxShardBytes) that transformers loads. */
-export function saveHF(model: ModelParameters, dir: string,
-    opts: {maxShardBytes?: number, values?: Map<string, Float32Array>} = {}): void {
+export function saveHF(
+  model: ModelParameters,
+  dir: string,
+  opts: {maxShardBytes?: number; values?: Map<string, Float32Array>} = {},
+): void {
   fs.mkdirSync(dir, {recursive: true});
   const params = [...checkpointTensors(model)];
   const source = function* (): Iterable<WriteTensor> {
@@ -111,6 +135,6 @@ export function saveHF(model: ModelParameters, dir: string,
   };
   writeCheckpoint(dir, source, {maxShardBytes: opts.maxShardBytes, metadata: {format: 'pt'}});
   const tmp = path.join(dir, 'config.json.tmp');
-  fs.writeFileSync(tmp, JSON.stringify(model.config.toJSON(), null, 2) + '\n');
+  fs.writeFileSync(tmp, `${JSON.stringify(model.config.toJSON(), null, 2)}\n`);
   fs.renameSync(tmp, path.join(dir, 'config.json'));
 }

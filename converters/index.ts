@@ -9,9 +9,9 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
-import {tf} from '../src/tf';
-import type {CausalLMCore} from '../src/core/model';
 import type {RecurrentGemmaConfig} from '../src/config';
+import type {CausalLMCore} from '../src/core/model';
+import {tf} from '../src/tf';
 import type {OnProgress} from '../src/util/progress';
 import {CheckpointReader, readAllTensorData} from './checkpoint_tensors';
 import {CheckpointError, openHF, readHFConfig, saveHF} from './hf';
@@ -59,7 +59,8 @@ export async function savePretrained(model: CausalLMCore, dir: string, opts: Sav
   // Host backends read synchronously; a GPU backend's weights are fetched first, asynchronously.
   const values = ['cpu', 'wasm', 'tensorflow'].includes(tf.getBackend()) ? undefined : await readAllTensorData(model);
   if (format === 'hf') {
-    if (opts.dtype != null && opts.dtype !== 'float32') throw new Error(`the hf format is written in float32; dtype ${opts.dtype} is for the tfjs format`);
+    if (opts.dtype != null && opts.dtype !== 'float32')
+      throw new Error(`the hf format is written in float32; dtype ${opts.dtype} is for the tfjs format`);
     saveHF(model, dir, {maxShardBytes: opts.shardBytes, values});
   } else if (format === 'tfjs') {
     saveTfjs(model, dir, {dtype: opts.dtype, shardBytes: opts.shardBytes, values});

@@ -20,13 +20,25 @@ export class CheckpointError extends Error {
 }
 
 /** begin/end are absolute byte offsets in `file`, not relative to the data buffer. */
-export interface TensorMeta { name: string; dtype: string; shape: number[]; file: string; begin: number; end: number; }
+export interface TensorMeta {
+  name: string;
+  dtype: string;
+  shape: number[];
+  file: string;
+  begin: number;
+  end: number;
+}
 
 /**
  * A tensor to write: float32 or int32 values, or 16-bit float bit patterns (a Uint16Array with
  * dtype 'BF16' or 'F16', e.g. from f32ToBf16) as the released checkpoints hold them.
  */
-export interface WriteTensor { name: string; shape: number[]; data: Float32Array | Int32Array | Uint16Array; dtype?: 'BF16' | 'F16' }
+export interface WriteTensor {
+  name: string;
+  shape: number[];
+  data: Float32Array | Int32Array | Uint16Array;
+  dtype?: 'BF16' | 'F16';
+}
 
 export const SINGLE_FILE_NAME = 'model.safetensors';
 export const INDEX_FILE_NAME = 'model.safetensors.index.json';
@@ -35,10 +47,21 @@ export const INDEX_FILE_NAME = 'model.safetensors.index.json';
 // still be listed; only READABLE ones can be converted. A Map, as a plain object would answer
 // for 'constructor' and friends.
 const DTYPE_BYTES = new Map<string, number>([
-  ['BOOL', 1], ['U8', 1], ['I8', 1], ['F8_E5M2', 1], ['F8_E4M3', 1],
-  ['I16', 2], ['U16', 2], ['F16', 2], ['BF16', 2],
-  ['I32', 4], ['U32', 4], ['F32', 4],
-  ['I64', 8], ['U64', 8], ['F64', 8],
+  ['BOOL', 1],
+  ['U8', 1],
+  ['I8', 1],
+  ['F8_E5M2', 1],
+  ['F8_E4M3', 1],
+  ['I16', 2],
+  ['U16', 2],
+  ['F16', 2],
+  ['BF16', 2],
+  ['I32', 4],
+  ['U32', 4],
+  ['F32', 4],
+  ['I64', 8],
+  ['U64', 8],
+  ['F64', 8],
 ]);
 const READABLE = ['F32', 'F16', 'BF16', 'F64', 'I32', 'I64'];
 
@@ -106,7 +129,10 @@ function readExactInto(fd: number, file: string, pos: number, out: Uint8Array): 
     } catch (e) {
       throw new CheckpointError(`${file}: read failed at byte ${pos + done}: ${errMsg(e)}`);
     }
-    if (n === 0) throw new CheckpointError(`${file}: file ends at byte ${pos + done}, expected ${len - done} more bytes (truncated?)`);
+    if (n === 0)
+      throw new CheckpointError(
+        `${file}: file ends at byte ${pos + done}, expected ${len - done} more bytes (truncated?)`,
+      );
     done += n;
   }
   return out;
@@ -126,19 +152,25 @@ function writeAll(fd: number, bytes: Uint8Array): void {
  * Parses and validates the header of one safetensors file. Tensors come in file order (by
  * offset), which is the order that reads the file front to back.
  */
-export function readHeader(file: string): { tensors: Map<string, TensorMeta>; metadata: Record<string, string> } {
+export function readHeader(file: string): {tensors: Map<string, TensorMeta>; metadata: Record<string, string>} {
   const fd = openRead(file);
   try {
     const stat = fs.fstatSync(fd);
     if (!stat.isFile()) throw new CheckpointError(`${file}: not a regular file`);
     const size = stat.size;
-    if (size < 8) throw new CheckpointError(`${file}: only ${size} bytes, too short for a safetensors file (the header length alone is 8)`);
+    if (size < 8)
+      throw new CheckpointError(
+        `${file}: only ${size} bytes, too short for a safetensors file (the header length alone is 8)`,
+      );
     const headerLen = Buffer.from(readExact(fd, file, 0, 8)).readBigUInt64LE(0);
     if (headerLen > BigInt(MAX_HEADER_BYTES)) {
-      throw new CheckpointError(`${file}: header length ${headerLen} is absurd (limit ${MAX_HEADER_BYTES} bytes); not a safetensors file?`);
+      throw new CheckpointError(
+        `${file}: header length ${headerLen} is absurd (limit ${MAX_HEADER_BYTES} bytes); not a safetensors file?`,
+      );
     }
     const n = Number(headerLen);
-    if (8 + n > size) throw new CheckpointError(`${file}: header length ${n} runs past the end of the file (${size} bytes)`);
+    if (8 + n > size)
+      throw new CheckpointError(`${file}: header length ${n} runs past the end of the file (${size} bytes)`);
     let text: string;
     try {
       text = new TextDecoder('utf-8', {fatal: true}).decode(readExact(fd, file, 8, n));
@@ -171,19 +203,31 @@ function parseHeader(file: string, text: string, dataStart: number, dataBytes: n
     if (!isPlainObject(entry)) throw new CheckpointError(`${where}: header entry is not an object`);
     const {dtype, shape, data_offsets: offsets} = entry;
     const bpe = typeof dtype === 'string' ? DTYPE_BYTES.get(dtype) : undefined;
-    if (typeof dtype !== 'string' || bpe === undefined) throw new CheckpointError(`${where}: unknown dtype ${JSON.stringify(dtype)}`);
-    if (!isShape(shape)) throw new CheckpointError(`${where}: shape ${JSON.stringify(shape)} is not an array of non-negative integers`);
-    if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every((o) => Number.isSafeInteger(o) && o >= 0) ||
-        offsets[0] > offsets[1]) {
-      throw new CheckpointError(`${where}: data_offsets ${JSON.stringify(offsets)} is not [begin, end] with 0 <= begin <= end`);
+    if (typeof dtype !== 'string' || bpe === undefined)
+      throw new CheckpointError(`${where}: unknown dtype ${JSON.stringify(dtype)}`);
+    if (!isShape(shape))
+      throw new CheckpointError(`${where}: shape ${JSON.stringify(shape)} is not an array of non-negative integers`);
+    if (
+      !Array.isArray(offsets) ||
+      offsets.length !== 2 ||
+      !offsets.every((o) => Number.isSafeInteger(o) && o >= 0) ||
+      offsets[0] > offsets[1]
+    ) {
+      throw new CheckpointError(
+        `${where}: data_offsets ${JSON.stringify(offsets)} is not [begin, end] with 0 <= begin <= end`,
+      );
     }
     const [begin, end] = offsets as [number, number];
     if (end > dataBytes) {
-      throw new CheckpointError(`${where}: data_offsets end ${end} is past the end of the data (${dataBytes} bytes; file truncated?)`);
+      throw new CheckpointError(
+        `${where}: data_offsets end ${end} is past the end of the data (${dataBytes} bytes; file truncated?)`,
+      );
     }
     // Once end <= dataBytes, a shape whose product overflows can never match, so no overflow check.
     if (numel(shape) * bpe !== end - begin) {
-      throw new CheckpointError(`${where}: ${dtype} ${JSON.stringify(shape)} needs ${numel(shape) * bpe} bytes but data_offsets span ${end - begin}`);
+      throw new CheckpointError(
+        `${where}: ${dtype} ${JSON.stringify(shape)} needs ${numel(shape) * bpe} bytes but data_offsets span ${end - begin}`,
+      );
     }
     list.push({name, dtype, shape: [...shape], file, begin: dataStart + begin, end: dataStart + end});
   }
@@ -210,7 +254,8 @@ export function listCheckpoint(dir: string): Map<string, TensorMeta> {
   const single = path.join(dir, SINGLE_FILE_NAME);
   if (isFile(single)) return readHeader(single).tensors;
   const indexFile = path.join(dir, INDEX_FILE_NAME);
-  if (!isFile(indexFile)) throw new CheckpointError(`${dir}: no checkpoint here (neither ${SINGLE_FILE_NAME} nor ${INDEX_FILE_NAME})`);
+  if (!isFile(indexFile))
+    throw new CheckpointError(`${dir}: no checkpoint here (neither ${SINGLE_FILE_NAME} nor ${INDEX_FILE_NAME})`);
 
   const byShard = new Map<string, Set<string>>();
   for (const [name, shard] of Object.entries(readIndex(indexFile))) {
@@ -222,11 +267,16 @@ export function listCheckpoint(dir: string): Map<string, TensorMeta> {
     const names = byShard.get(shard)!;
     const shardFile = path.join(dir, shard);
     if (!isFile(shardFile)) {
-      throw new CheckpointError(`${indexFile}: shard ${shardFile} (holding ${q(names.values().next().value!)}) does not exist`);
+      throw new CheckpointError(
+        `${indexFile}: shard ${shardFile} (holding ${q(names.values().next().value!)}) does not exist`,
+      );
     }
     const {tensors} = readHeader(shardFile);
     for (const name of names) {
-      if (!tensors.has(name)) throw new CheckpointError(`${shardFile}: tensor ${q(name)} is listed in ${indexFile} but absent from this shard`);
+      if (!tensors.has(name))
+        throw new CheckpointError(
+          `${shardFile}: tensor ${q(name)} is listed in ${indexFile} but absent from this shard`,
+        );
     }
     for (const [name, meta] of tensors) if (names.has(name)) out.set(name, meta);
   }
@@ -247,7 +297,9 @@ function readIndex(indexFile: string): Record<string, string> {
   for (const [name, shard] of Object.entries(weightMap)) {
     // Shards live next to the index; a path elsewhere is a broken (or hostile) index.
     if (typeof shard !== 'string' || shard === '' || shard === '.' || shard === '..' || /[\\/]/.test(shard)) {
-      throw new CheckpointError(`${indexFile}: tensor ${q(name)} maps to ${JSON.stringify(shard)}, not a shard file name in this directory`);
+      throw new CheckpointError(
+        `${indexFile}: tensor ${q(name)} maps to ${JSON.stringify(shard)}, not a shard file name in this directory`,
+      );
     }
   }
   return weightMap as Record<string, string>;
@@ -265,11 +317,15 @@ export function readTensor(meta: TensorMeta): Float32Array | Int32Array {
 
 function readTensorAt(fd: number, meta: TensorMeta): Float32Array | Int32Array {
   const where = `${meta.file}: tensor ${q(meta.name)}`;
-  if (!READABLE.includes(meta.dtype)) throw new CheckpointError(`${where}: dtype ${meta.dtype} cannot be read (supported: ${READABLE.join(', ')})`);
+  if (!READABLE.includes(meta.dtype))
+    throw new CheckpointError(`${where}: dtype ${meta.dtype} cannot be read (supported: ${READABLE.join(', ')})`);
   requireLittleEndian(meta.file);
   const bpe = DTYPE_BYTES.get(meta.dtype)!;
   const n = numel(meta.shape);
-  if (n * bpe !== meta.end - meta.begin) throw new CheckpointError(`${where}: shape ${JSON.stringify(meta.shape)} does not match its ${meta.end - meta.begin} bytes`);
+  if (n * bpe !== meta.end - meta.begin)
+    throw new CheckpointError(
+      `${where}: shape ${JSON.stringify(meta.shape)} does not match its ${meta.end - meta.begin} bytes`,
+    );
   if (meta.dtype === 'BF16' || meta.dtype === 'F16') {
     // Read the 16-bit values into the upper half of the float32 result and widen them in place,
     // front to back: the one allocation is the result (a 1.3 GB bf16 embedding costs 2.6 GB,
@@ -280,14 +336,19 @@ function readTensorAt(fd: number, meta: TensorMeta): Float32Array | Int32Array {
   }
   const buf = readExact(fd, meta.file, meta.begin, meta.end - meta.begin).buffer;
   switch (meta.dtype) {
-    case 'F32': return new Float32Array(buf, 0, n);
-    case 'F64': return new Float32Array(new Float64Array(buf, 0, n));
-    case 'I32': return new Int32Array(buf, 0, n);
-    default: { // I64
+    case 'F32':
+      return new Float32Array(buf, 0, n);
+    case 'F64':
+      return new Float32Array(new Float64Array(buf, 0, n));
+    case 'I32':
+      return new Int32Array(buf, 0, n);
+    default: {
+      // I64
       const words = new Int32Array(buf, 0, 2 * n);
       const out = new Int32Array(n);
       for (let i = 0; i < n; i++) {
-        const lo = words[2 * i], hi = words[2 * i + 1];
+        const lo = words[2 * i],
+          hi = words[2 * i + 1];
         // Fits int32 exactly when the high word is the sign extension of the low one.
         if (hi !== lo >> 31) {
           const v = (BigInt(hi) << 32n) | BigInt(lo >>> 0);
@@ -306,7 +367,9 @@ function readTensorAt(fd: number, meta: TensorMeta): Float32Array | Int32Array {
  * simply not yielded.
  */
 export async function* iterateCheckpoint(
-    dir: string, onlyNames?: Set<string>): AsyncGenerator<{ name: string; shape: number[]; data: Float32Array | Int32Array }> {
+  dir: string,
+  onlyNames?: Set<string>,
+): AsyncGenerator<{name: string; shape: number[]; data: Float32Array | Int32Array}> {
   const byFile = new Map<string, TensorMeta[]>();
   for (const meta of listCheckpoint(dir).values()) {
     if (onlyNames && !onlyNames.has(meta.name)) continue;
@@ -398,7 +461,12 @@ export function f32ToBf16(f32: Float32Array): Uint16Array {
 // Writing
 
 type WriteDtype = 'F32' | 'I32' | 'BF16' | 'F16';
-interface Planned { name: string; shape: number[]; dtype: WriteDtype; bytes: number }
+interface Planned {
+  name: string;
+  shape: number[];
+  dtype: WriteDtype;
+  bytes: number;
+}
 
 function writeDtype(t: WriteTensor): WriteDtype | undefined {
   if (t.data instanceof Float32Array) return t.dtype == null ? 'F32' : undefined;
@@ -412,13 +480,18 @@ function planTensor(t: WriteTensor, where: string): Planned {
     throw new CheckpointError(`${where}: invalid tensor name ${JSON.stringify(t?.name)}`);
   }
   const at = `${where}: tensor ${q(t.name)}`;
-  if (!isShape(t.shape)) throw new CheckpointError(`${at}: shape ${JSON.stringify(t.shape)} is not an array of non-negative integers`);
+  if (!isShape(t.shape))
+    throw new CheckpointError(`${at}: shape ${JSON.stringify(t.shape)} is not an array of non-negative integers`);
   const dtype = writeDtype(t);
   if (dtype === undefined) {
-    throw new CheckpointError(`${at}: data must be a Float32Array, an Int32Array, or a Uint16Array with dtype 'BF16' or 'F16'`);
+    throw new CheckpointError(
+      `${at}: data must be a Float32Array, an Int32Array, or a Uint16Array with dtype 'BF16' or 'F16'`,
+    );
   }
   if (t.data.length !== numel(t.shape)) {
-    throw new CheckpointError(`${at}: shape ${JSON.stringify(t.shape)} has ${numel(t.shape)} elements but data has ${t.data.length}`);
+    throw new CheckpointError(
+      `${at}: shape ${JSON.stringify(t.shape)} has ${numel(t.shape)} elements but data has ${t.data.length}`,
+    );
   }
   return {name: t.name, shape: [...t.shape], dtype, bytes: t.data.byteLength};
 }
@@ -446,11 +519,17 @@ function encodeHeader(plan: Planned[], metadata: Record<string, string> | undefi
   // Built by hand rather than as an object, so a tensor named "__proto__" stays a key.
   const parts: string[] = [];
   if (metadata !== undefined) {
-    parts.push(`"__metadata__":{${Object.entries(metadata).map(([k, v]) => `${q(k)}:${q(v)}`).join(',')}}`);
+    parts.push(
+      `"__metadata__":{${Object.entries(metadata)
+        .map(([k, v]) => `${q(k)}:${q(v)}`)
+        .join(',')}}`,
+    );
   }
   let offset = 0;
   for (const p of plan) {
-    parts.push(`${q(p.name)}:{"dtype":"${p.dtype}","shape":${JSON.stringify(p.shape)},"data_offsets":[${offset},${offset + p.bytes}]}`);
+    parts.push(
+      `${q(p.name)}:{"dtype":"${p.dtype}","shape":${JSON.stringify(p.shape)},"data_offsets":[${offset},${offset + p.bytes}]}`,
+    );
     offset += p.bytes;
   }
   const json = Buffer.from(`{${parts.join(',')}}`, 'utf8');
@@ -466,7 +545,12 @@ function encodeHeader(plan: Planned[], metadata: Record<string, string> | undefi
  * Writes `plan` to `file` via `${file}.tmp` and a rename, so a crash never leaves a truncated
  * file under the real name. `next()` supplies each tensor's data in plan order.
  */
-function writeFile(file: string, plan: Planned[], metadata: Record<string, string> | undefined, next: () => WriteTensor): void {
+function writeFile(
+  file: string,
+  plan: Planned[],
+  metadata: Record<string, string> | undefined,
+  next: () => WriteTensor,
+): void {
   requireLittleEndian(file);
   const header = encodeHeader(plan, metadata);
   const tmp = `${file}.tmp`;
@@ -476,10 +560,16 @@ function writeFile(file: string, plan: Planned[], metadata: Record<string, strin
     writeAll(fd, header);
     for (const p of plan) {
       const t = next();
-      if (t?.name !== p.name || writeDtype(t) !== p.dtype ||
-          t.data.byteLength !== p.bytes || JSON.stringify(t.shape) !== JSON.stringify(p.shape)) {
-        throw new CheckpointError(`${file}: tensor source yielded ${q(String(t?.name))} where ${q(p.name)} ${p.dtype} ` +
-            `${JSON.stringify(p.shape)} was planned; a tensor factory must yield the same tensors on every call`);
+      if (
+        t?.name !== p.name ||
+        writeDtype(t) !== p.dtype ||
+        t.data.byteLength !== p.bytes ||
+        JSON.stringify(t.shape) !== JSON.stringify(p.shape)
+      ) {
+        throw new CheckpointError(
+          `${file}: tensor source yielded ${q(String(t?.name))} where ${q(p.name)} ${p.dtype} ` +
+            `${JSON.stringify(p.shape)} was planned; a tensor factory must yield the same tensors on every call`,
+        );
       }
       writeAll(fd, new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength));
     }
@@ -503,7 +593,10 @@ export function writeSafetensors(file: string, tensors: WriteTensor[], metadata?
 
 /** Python's json.dumps(..., indent=2, sort_keys=True), so indexes match transformers' byte for byte. */
 function pythonJson(v: unknown): string {
-  return JSON.stringify(v, null, 2).replace(/[\u0080-\uffff]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+  return JSON.stringify(v, null, 2).replace(
+    /[\u0080-\uffff]/g,
+    (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`,
+  );
 }
 
 function sortedObject<T>(entries: [string, T][]): Record<string, T> {
@@ -522,8 +615,10 @@ function sortedObject<T>(entries: [string, T][]): Record<string, T> {
  * Checkpoint files from an earlier write that would shadow or confuse this one are removed.
  */
 export function writeCheckpoint(
-    dir: string, tensors: WriteTensor[] | (() => Iterable<WriteTensor>),
-    opts?: { maxShardBytes?: number, metadata?: Record<string, string> }): void {
+  dir: string,
+  tensors: WriteTensor[] | (() => Iterable<WriteTensor>),
+  opts?: {maxShardBytes?: number; metadata?: Record<string, string>},
+): void {
   const maxShardBytes = opts?.maxShardBytes ?? DEFAULT_MAX_SHARD_BYTES;
   if (!(maxShardBytes > 0)) throw new CheckpointError(`${dir}: maxShardBytes must be positive, got ${maxShardBytes}`);
   checkMetadata(dir, opts?.metadata);
@@ -555,7 +650,8 @@ export function writeCheckpoint(
     for (let k = 0; k < n; k++) {
       writeFile(path.join(dir, names[k]), shards[k], shardMetadata, () => {
         const r = it.next();
-        if (r.done) throw new CheckpointError(`${path.join(dir, names[k])}: tensor source ended early on its second call`);
+        if (r.done)
+          throw new CheckpointError(`${path.join(dir, names[k])}: tensor source ended early on its second call`);
         return r.value;
       });
     }
@@ -574,7 +670,7 @@ export function writeCheckpoint(
       weight_map: sortedObject(shards.flatMap((s, k) => s.map((p): [string, string] => [p.name, names[k]]))),
     };
     try {
-      fs.writeFileSync(`${indexFile}.tmp`, pythonJson(index) + '\n');
+      fs.writeFileSync(`${indexFile}.tmp`, `${pythonJson(index)}\n`);
       fs.renameSync(`${indexFile}.tmp`, indexFile);
     } catch (e) {
       fs.rmSync(`${indexFile}.tmp`, {force: true});
@@ -584,7 +680,10 @@ export function writeCheckpoint(
   // A leftover model.safetensors would be loaded instead of new shards (it takes precedence),
   // and leftover shards or index would sit beside a new single file looking current.
   for (const f of fs.readdirSync(dir)) {
-    const stale = (f === SINGLE_FILE_NAME && n > 1) || (f === INDEX_FILE_NAME && n === 1) || (SHARD_NAME.test(f) && !names.includes(f));
+    const stale =
+      (f === SINGLE_FILE_NAME && n > 1) ||
+      (f === INDEX_FILE_NAME && n === 1) ||
+      (SHARD_NAME.test(f) && !names.includes(f));
     if (stale) fs.rmSync(path.join(dir, f), {force: true});
   }
 }

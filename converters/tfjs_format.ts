@@ -10,12 +10,18 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
-import {tf} from '../src/tf';
 import {RecurrentGemmaConfig} from '../src/config';
 import type {CausalLMCore} from '../src/core/model';
-import {CheckpointError, f16ToF32} from './safetensors';
-import {CheckpointReader, checkpointTensors, ModelParameters, readTensorData, writeTensorData} from './checkpoint_tensors';
+import {tf} from '../src/tf';
 import type {OnProgress} from '../src/util/progress';
+import {
+  CheckpointReader,
+  checkpointTensors,
+  ModelParameters,
+  readTensorData,
+  writeTensorData,
+} from './checkpoint_tensors';
+import {CheckpointError, f16ToF32} from './safetensors';
 
 export type WeightDtype = 'float32' | 'float16' | 'uint8';
 
@@ -30,7 +36,7 @@ export interface WeightSpec {
   name: string;
   shape: number[];
   dtype: 'float32';
-  quantization?: {dtype: 'float16'} | {dtype: 'uint8', min: number, scale: number};
+  quantization?: {dtype: 'float16'} | {dtype: 'uint8'; min: number; scale: number};
 }
 
 export const MODEL_JSON = 'model.json';
@@ -39,39 +45,64 @@ export const FORMAT_TAG = 'griffin-tfjs';
 /** float32 -> IEEE half, round to nearest even (overflow to inf). */
 export function f32ToF16(src: Float32Array): Uint16Array {
   const out = new Uint16Array(src.length);
-  const f = new Float32Array(1), u = new Uint32Array(f.buffer);
+  const f = new Float32Array(1),
+    u = new Uint32Array(f.buffer);
   for (let i = 0; i < src.length; i++) {
     f[0] = src[i];
-    const x = u[0], sign = (x >>> 16) & 0x8000, exp = (x >>> 23) & 0xff, man = x & 0x7fffff;
-    if (exp === 0xff) { out[i] = sign | 0x7c00 | (man ? 0x200 : 0); continue; }
+    const x = u[0],
+      sign = (x >>> 16) & 0x8000,
+      exp = (x >>> 23) & 0xff,
+      man = x & 0x7fffff;
+    if (exp === 0xff) {
+      out[i] = sign | 0x7c00 | (man ? 0x200 : 0);
+      continue;
+    }
     const e = exp - 127 + 15;
-    if (e >= 0x1f) { out[i] = sign | 0x7c00; continue; }
+    if (e >= 0x1f) {
+      out[i] = sign | 0x7c00;
+      continue;
+    }
     if (e <= 0) {
-      if (e < -10) { out[i] = sign; continue; }
-      const m = man | 0x800000, shift = 14 - e;
+      if (e < -10) {
+        out[i] = sign;
+        continue;
+      }
+      const m = man | 0x800000,
+        shift = 14 - e;
       let h = m >>> shift;
-      const rem = m & ((1 << shift) - 1), half = 1 << (shift - 1);
-      if (rem > half || (rem === half && (h & 1))) h++;
+      const rem = m & ((1 << shift) - 1),
+        half = 1 << (shift - 1);
+      if (rem > half || (rem === half && h & 1)) h++;
       out[i] = sign | h;
       continue;
     }
     let h = (e << 10) | (man >>> 13);
     const rem = man & 0x1fff;
-    if (rem > 0x1000 || (rem === 0x1000 && (h & 1))) h++;  // may carry into the exponent: still right
+    if (rem > 0x1000 || (rem === 0x1000 && h & 1)) h++; // may carry into the exponent: still right
     out[i] = sign | h;
   }
   return out;
 }
 
-function encode(data: Float32Array, dtype: WeightDtype): {bytes: Uint8Array, quantization?: WeightSpec['quantization']} {
+function encode(
+  data: Float32Array,
+  dtype: WeightDtype,
+): {bytes: Uint8Array; quantization?: WeightSpec['quantization']} {
   if (dtype === 'float32') return {bytes: new Uint8Array(data.buffer, data.byteOffset, data.byteLength)};
   if (dtype === 'float16') {
     const h = f32ToF16(data);
     return {bytes: new Uint8Array(h.buffer), quantization: {dtype: 'float16'}};
   }
-  let min = Infinity, max = -Infinity;
-  for (const v of data) { if (v < min) min = v; if (v > max) max = v; }
-  if (data.length === 0) { min = 0; max = 0; }
+  let min = Infinity,
+    max = -Infinity;
+  for (const v of data) {
+    if (v < min) min = v;
+    if (v > max) max = v;
+  }
+  if (data.length === 0) {
+    min = 0;
+    max = 0;
+  }
   const scale = max > min ? (max - min) / 255 : 1;
   const q = new Uint8Array(data.length);
   for (let i = 0; i < data.length; i++) q[i] = Math.round((data[i] - min) / scale);
@@ -93,16 +124,21 @@ export const bytesPer = (spec: WeightSpec) =>
   spec.quantization?.dtype === 'float16' ? 2 : spec.quantization?.dtype === 'uint8' ? 1 : 4;
 
 /** Writes model.json and group1-shard{i}of{n}.bin into dir. */
-export function saveTfjs(model: CausalLMCore, dir: string,
-    opts: TfjsSaveOptions & {values?: Map<string, Float32Array>} = {}): void {
+export function saveTfjs(
+  model: CausalLMCore,
+  dir: string,
+  opts: TfjsSaveOptions & {values?: Map<string, Float32Array>} = {},
+): void {
   const dtype = opts.dtype ?? 'float32';
-  if (!['float32', 'float16', 'uint8'].includes(dtype)) throw new Error(`dtype must be float32, float16 or uint8, got ${dtype}`);
+  if (!['float32', 'float16', 'uint8'].includes(dtype))
+    throw new Error(`dtype must be float32, float16 or uint8, got ${dtype}`);
   const shardBytes = opts.shardBytes ?? 4 * 1024 * 1024;
   fs.mkdirSync(dir, {recursive: true});
   for (const f of fs.readdirSync(dir)) if (/^group1-shard\d+of\d+\.bin$/.test(f)) fs.unlinkSync(path.join(dir, f));
   const specs: WeightSpec[] = [];
   const tmpShards: string[] = [];
-  let fd = -1, inShard = shardBytes;
+  let fd = -1,
+    inShard = shardBytes;
   const write = (bytes: Uint8Array) => {
     let off = 0;
     while (off < bytes.length) {
@@ -138,19 +174,19 @@ export function saveTfjs(model: CausalLMCore, dir: string,
     weightsManifest: [{paths, weights: specs}],
     userDefinedMetadata: {griffin: {config: model.config.toJSON()}},
   };
-  const tmp = path.join(dir, MODEL_JSON + '.tmp');
+  const tmp = path.join(dir, `${MODEL_JSON}.tmp`);
   fs.writeFileSync(tmp, JSON.stringify(modelJson));
   fs.renameSync(tmp, path.join(dir, MODEL_JSON));
 }
 
 interface ModelJson {
   modelTopology?: unknown;
-  weightsManifest?: {paths: string[], weights: WeightSpec[]}[];
+  weightsManifest?: {paths: string[]; weights: WeightSpec[]}[];
   userDefinedMetadata?: {griffin?: {config?: Record<string, unknown>}};
 }
 
 /** Reads a model.json written by saveTfjs (or a converter) and checks what loading needs. */
-export function readModelJson(dir: string): {json: ModelJson, config: RecurrentGemmaConfig} {
+export function readModelJson(dir: string): {json: ModelJson; config: RecurrentGemmaConfig} {
   const file = path.join(dir, MODEL_JSON);
   if (!fs.existsSync(file)) throw new CheckpointError(`${file}: not found`);
   let json: ModelJson;
@@ -160,7 +196,8 @@ export function readModelJson(dir: string): {json: ModelJson, config: RecurrentG
     throw new CheckpointError(`${file}: not valid JSON (${(e as Error).message})`);
   }
   const cfg = json.userDefinedMetadata?.griffin?.config;
-  if (cfg == null) throw new CheckpointError(`${file}: no userDefinedMetadata.griffin.config (not written by griffin-tfjs)`);
+  if (cfg == null)
+    throw new CheckpointError(`${file}: no userDefinedMetadata.griffin.config (not written by griffin-tfjs)`);
   if (!Array.isArray(json.weightsManifest)) throw new CheckpointError(`${file}: no weightsManifest`);
   try {
     return {json, config: RecurrentGemmaConfig.fromJSON(cfg)};
@@ -175,7 +212,12 @@ export function openTfjs(dir: string): CheckpointReader {
   return {where: dir, config, loadInto: (model, onProgress) => loadTfjsInto(model, dir, json, onProgress)};
 }
 
-async function loadTfjsInto(model: ModelParameters, dir: string, json: ModelJson, onProgress?: OnProgress): Promise<void> {
+async function loadTfjsInto(
+  model: ModelParameters,
+  dir: string,
+  json: ModelJson,
+  onProgress?: OnProgress,
+): Promise<void> {
   const file = path.join(dir, MODEL_JSON);
   const byName = new Map([...checkpointTensors(model).values()].map((t) => [t.tfjsName, t]));
   const seen = new Set<string>();
@@ -191,12 +233,17 @@ async function loadTfjsInto(model: ModelParameters, dir: string, json: ModelJson
       const v = byName.get(spec.name);
       if (v == null) throw new CheckpointError(`${file}: unexpected weight ${JSON.stringify(spec.name)}`);
       if (spec.shape.length !== v.shape.length || spec.shape.some((d, i) => d !== v.shape[i])) {
-        throw new CheckpointError(`${file}: weight ${JSON.stringify(spec.name)} has shape [${spec.shape}], the config needs [${v.shape}]`);
+        throw new CheckpointError(
+          `${file}: weight ${JSON.stringify(spec.name)} has shape [${spec.shape}], the config needs [${v.shape}]`,
+        );
       }
       need += spec.shape.reduce((a, b) => a * b, 1) * bytesPer(spec);
       seen.add(spec.name);
     }
-    if (need !== total) throw new CheckpointError(`${file}: the shards hold ${total} bytes, the manifest needs ${need} (truncated or corrupt)`);
+    if (need !== total)
+      throw new CheckpointError(
+        `${file}: the shards hold ${total} bytes, the manifest needs ${need} (truncated or corrupt)`,
+      );
   }
   const missing = [...byName.keys()].filter((n) => !seen.has(n));
   if (missing.length > 0) throw new CheckpointError(`${file}: missing weight ${JSON.stringify(missing[0])}`);
@@ -204,7 +251,9 @@ async function loadTfjsInto(model: ModelParameters, dir: string, json: ModelJson
   let loaded = 0;
   for (const group of json.weightsManifest!) {
     // Walk the shards as one byte stream, reading each weight's bytes as it comes.
-    let shard = 0, fd = fs.openSync(path.join(dir, group.paths[0]), 'r'), pos = 0;
+    let shard = 0,
+      fd = fs.openSync(path.join(dir, group.paths[0]), 'r'),
+      pos = 0;
     let shardSize = fs.fstatSync(fd).size;
     try {
       for (const spec of group.weights) {

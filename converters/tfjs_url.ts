@@ -9,13 +9,13 @@
  * ({loaded, total, unit: 'bytes', name: shard}); names and shapes are checked against the config before any
  * shard is fetched, and the weights are decoded like the file loader does (float16 / uint8).
  */
-import {tf} from '../src/tf';
-import {RecurrentGemmaConfig} from '../src/config';
-import {CheckpointError} from './safetensors';
-import {CheckpointReader, checkpointTensors, ModelParameters, writeTensorData} from './checkpoint_tensors';
-import type {OnProgress} from '../src/util/progress';
-import {bytesPer, decode, MODEL_JSON, WeightSpec} from './tfjs_format';
 
+import {RecurrentGemmaConfig} from '../src/config';
+import {tf} from '../src/tf';
+import type {OnProgress} from '../src/util/progress';
+import {CheckpointReader, checkpointTensors, ModelParameters, writeTensorData} from './checkpoint_tensors';
+import {CheckpointError} from './safetensors';
+import {bytesPer, decode, MODEL_JSON, WeightSpec} from './tfjs_format';
 
 const STORE = /^(indexeddb|localstorage):\/\//i;
 
@@ -44,8 +44,11 @@ export function modelJsonUrl(url: string): string {
  * GETs a URL into one byte array, calling onBytes(received, expected) as chunks arrive.
  * `expected` is the caller's size when known, else Content-Length (0 when unknown).
  */
-export async function fetchBytes(url: string, onBytes?: (received: number, expected: number) => void,
-    expected?: number): Promise<Uint8Array> {
+export async function fetchBytes(
+  url: string,
+  onBytes?: (received: number, expected: number) => void,
+  expected?: number,
+): Promise<Uint8Array> {
   let res: Response;
   try {
     res = await fetch(url);
@@ -72,7 +75,10 @@ export async function fetchBytes(url: string, onBytes?: (received: number, expec
   if (chunks.length === 1) return chunks[0];
   const all = new Uint8Array(got);
   let off = 0;
-  for (const c of chunks) { all.set(c, off); off += c.length; }
+  for (const c of chunks) {
+    all.set(c, off);
+    off += c.length;
+  }
   return all;
 }
 
@@ -86,7 +92,8 @@ interface Artifacts {
 
 function configOf(where: string, metadata: unknown): RecurrentGemmaConfig {
   const cfg = (metadata as {griffin?: {config?: Record<string, unknown>}} | undefined)?.griffin?.config;
-  if (cfg == null) throw new CheckpointError(`${where}: no userDefinedMetadata.griffin.config (not written by griffin-tfjs)`);
+  if (cfg == null)
+    throw new CheckpointError(`${where}: no userDefinedMetadata.griffin.config (not written by griffin-tfjs)`);
   try {
     return RecurrentGemmaConfig.fromJSON(cfg);
   } catch (e) {
@@ -97,7 +104,7 @@ function configOf(where: string, metadata: unknown): RecurrentGemmaConfig {
 async function httpArtifacts(url: string): Promise<Artifacts> {
   const where = modelJsonUrl(url);
   const text = new TextDecoder().decode(await fetchBytes(where));
-  let json: {weightsManifest?: {paths: string[], weights: WeightSpec[]}[], userDefinedMetadata?: unknown};
+  let json: {weightsManifest?: {paths: string[]; weights: WeightSpec[]}[]; userDefinedMetadata?: unknown};
   try {
     json = JSON.parse(text);
   } catch (e) {
@@ -107,22 +114,32 @@ async function httpArtifacts(url: string): Promise<Artifacts> {
   const config = configOf(where, json.userDefinedMetadata);
   const groups = json.weightsManifest;
   return {
-    where, config, specs: groups.flatMap((g) => g.weights),
+    where,
+    config,
+    specs: groups.flatMap((g) => g.weights),
     async weights(onProgress) {
-      const need = groups.flatMap((g) => g.weights).reduce((s, w) => s + w.shape.reduce((a, b) => a * b, 1) * bytesPer(w), 0);
+      const need = groups
+        .flatMap((g) => g.weights)
+        .reduce((s, w) => s + w.shape.reduce((a, b) => a * b, 1) * bytesPer(w), 0);
       const all = new Uint8Array(need);
       let off = 0;
       for (const g of groups) {
         for (const p of g.paths) {
           const shard = new URL(p, where).href;
           const start = off;
-          const bytes = await fetchBytes(shard, (got) => onProgress?.({loaded: Math.min(start + got, need), total: need, unit: 'bytes', name: p}));
-          if (start + bytes.length > need) throw new CheckpointError(`${where}: the shards hold more bytes than the manifest needs (${need})`);
+          const bytes = await fetchBytes(shard, (got) =>
+            onProgress?.({loaded: Math.min(start + got, need), total: need, unit: 'bytes', name: p}),
+          );
+          if (start + bytes.length > need)
+            throw new CheckpointError(`${where}: the shards hold more bytes than the manifest needs (${need})`);
           all.set(bytes, start);
           off += bytes.length;
         }
       }
-      if (off !== need) throw new CheckpointError(`${where}: the shards hold ${off} bytes, the manifest needs ${need} (truncated or corrupt)`);
+      if (off !== need)
+        throw new CheckpointError(
+          `${where}: the shards hold ${off} bytes, the manifest needs ${need} (truncated or corrupt)`,
+        );
       return all;
     },
   };
@@ -131,7 +148,9 @@ async function httpArtifacts(url: string): Promise<Artifacts> {
 async function storeArtifacts(url: string): Promise<Artifacts> {
   const handlers = tf.io.getLoadHandlers(url);
   if (handlers.length === 0 || handlers[0].load == null) {
-    throw new CheckpointError(`${url}: no tfjs load handler for this URL (IndexedDB and localStorage exist only in a browser)`);
+    throw new CheckpointError(
+      `${url}: no tfjs load handler for this URL (IndexedDB and localStorage exist only in a browser)`,
+    );
   }
   let a: tf.io.ModelArtifacts;
   try {
@@ -143,7 +162,9 @@ async function storeArtifacts(url: string): Promise<Artifacts> {
   if (a.weightSpecs == null || a.weightData == null) throw new CheckpointError(`${url}: holds no weights`);
   const data = new Uint8Array(tf.io.CompositeArrayBuffer.join(a.weightData));
   return {
-    where: url, config, specs: a.weightSpecs as WeightSpec[],
+    where: url,
+    config,
+    specs: a.weightSpecs as WeightSpec[],
     async weights(onProgress) {
       onProgress?.({loaded: data.length, total: data.length, unit: 'bytes', name: url});
       return data;
@@ -164,9 +185,14 @@ async function loadInto(a: Artifacts, model: ModelParameters, onProgress?: OnPro
     const v = byName.get(spec.name);
     if (v == null) throw new CheckpointError(`${a.where}: unexpected weight ${JSON.stringify(spec.name)}`);
     if (spec.shape.length !== v.shape.length || spec.shape.some((d, i) => d !== v.shape[i])) {
-      throw new CheckpointError(`${a.where}: weight ${JSON.stringify(spec.name)} has shape [${spec.shape}], the config needs [${v.shape}]`);
+      throw new CheckpointError(
+        `${a.where}: weight ${JSON.stringify(spec.name)} has shape [${spec.shape}], the config needs [${v.shape}]`,
+      );
     }
-    if (spec.dtype !== 'float32') throw new CheckpointError(`${a.where}: weight ${JSON.stringify(spec.name)} has dtype ${spec.dtype}, expected float32`);
+    if (spec.dtype !== 'float32')
+      throw new CheckpointError(
+        `${a.where}: weight ${JSON.stringify(spec.name)} has dtype ${spec.dtype}, expected float32`,
+      );
     seen.add(spec.name);
   }
   const missing = [...byName.keys()].filter((n) => !seen.has(n));
@@ -175,7 +201,8 @@ async function loadInto(a: Artifacts, model: ModelParameters, onProgress?: OnPro
   let off = 0;
   for (const spec of a.specs) {
     const n = spec.shape.reduce((x, y) => x * y, 1) * bytesPer(spec);
-    if (off + n > bytes.length) throw new CheckpointError(`${a.where}: the weights hold ${bytes.length} bytes, fewer than the manifest needs`);
+    if (off + n > bytes.length)
+      throw new CheckpointError(`${a.where}: the weights hold ${bytes.length} bytes, fewer than the manifest needs`);
     writeTensorData(byName.get(spec.name)!, decode(bytes.subarray(off, off + n), spec));
     off += n;
   }

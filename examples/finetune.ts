@@ -12,8 +12,8 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import {RecurrentGemmaForCausalLM} from '../src/model';
 import {useBackend} from '../src/backend';
+import {RecurrentGemmaForCausalLM} from '../src/model';
 import {encodeChat, GemmaTokenizer} from '../src/tokenizer';
 import {loadJsonl, saveLoraAdapter, Trainer} from '../src/training';
 
@@ -25,13 +25,15 @@ function arg(name: string): string | undefined {
 }
 
 /** A model directory with a checkpoint and tokenizer.model. */
-function pickModel(): {dir: string, note: string, random?: boolean} {
+function pickModel(): {dir: string; note: string; random?: boolean} {
   const given = arg('model');
   if (given) return {dir: given, note: given};
   const small = path.join(ROOT, 'assets/griffin-small');
-  if (['config.json', 'model.json'].some((f) => fs.existsSync(path.join(small, f)))) return {dir: small, note: 'assets/griffin-small'};
+  if (['config.json', 'model.json'].some((f) => fs.existsSync(path.join(small, f))))
+    return {dir: small, note: 'assets/griffin-small'};
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'griffin-example-'));
-  for (const f of ['config.json', 'model.safetensors']) fs.copyFileSync(path.join(ROOT, 'test/fixtures/tiny-a', f), path.join(dir, f));
+  for (const f of ['config.json', 'model.safetensors'])
+    fs.copyFileSync(path.join(ROOT, 'test/fixtures/tiny-a', f), path.join(dir, f));
   fs.copyFileSync(path.join(ROOT, 'test/fixtures/tokenizer/tiny.model'), path.join(dir, 'tokenizer.model'));
   return {dir, note: 'the tiny random test model (assets/griffin-small has no checkpoint)', random: true};
 }
@@ -55,11 +57,18 @@ async function main(): Promise<void> {
   console.log(`${full ? 'full fine-tuning' : 'LoRA, rank 16'} on ${data.examples.length} conversations`);
   console.log(`\nbefore: ${JSON.stringify(await answer(model, tok, question))}`);
   const trainer = new Trainer(model, {
-    train: data, batchSize: 4, steps: Number(arg('steps') ?? 60), warmupSteps: 3, seed: 0,
-    lr: full ? 1e-2 : 2e-2, lora: full ? null : {rank: 16, alpha: 32},
+    train: data,
+    batchSize: 4,
+    steps: Number(arg('steps') ?? 60),
+    warmupSteps: 3,
+    seed: 0,
+    lr: full ? 1e-2 : 2e-2,
+    lora: full ? null : {rank: 16, alpha: 32},
     onStep: (s) => {
       if (s.step % 10 === 0 || s.step === s.totalSteps) {
-        console.log(`step ${s.step}/${s.totalSteps} loss ${s.loss.toFixed(3)} ${Math.round(s.tokensPerSecond)} tok/s, ${s.remainingSeconds.toFixed(0)}s left`);
+        console.log(
+          `step ${s.step}/${s.totalSteps} loss ${s.loss.toFixed(3)} ${Math.round(s.tokensPerSecond)} tok/s, ${s.remainingSeconds.toFixed(0)}s left`,
+        );
       }
     },
   });

@@ -7,10 +7,10 @@
  * W attention_window_size.
  */
 import * as tf from '@tensorflow/tfjs';
-import {GriffinLayer, GriffinLayerArgs, Kwargs, withInfo} from './base';
-import {Linear} from './basic';
 import {applyRope, attend, attentionBias} from '../ops/attention';
 import {SequenceInfo} from '../ops/sequence';
+import {GriffinLayer, GriffinLayerArgs, Kwargs, withInfo} from './base';
+import {Linear} from './basic';
 
 /** Decoding state of one attention layer: the keys and values of the last W positions. */
 export interface AttentionState {
@@ -30,17 +30,24 @@ export class LocalAttentionBlock extends GriffinLayer {
 
   constructor(args: GriffinLayerArgs) {
     super(args);
-    const c = this.cfg, d = c.hidden_size, hd = c.head_dim, init = this.init;
+    const c = this.cfg,
+      d = c.hidden_size,
+      hd = c.head_dim,
+      init = this.init;
     const lin = (inF: number, outF: number, bias: boolean, std: number) =>
       new Linear({config: c, init, inFeatures: inF, outFeatures: outF, bias, initStd: std});
     const std = Math.sqrt(1 / d);
     this.q_proj = this.child(lin(d, c.num_attention_heads * hd, c.attention_bias, std), 'q_proj');
     this.k_proj = this.child(lin(d, c.num_key_value_heads * hd, c.attention_bias, std), 'k_proj');
     this.v_proj = this.child(lin(d, c.num_key_value_heads * hd, c.attention_bias, std), 'v_proj');
-    this.o_proj = this.child(lin(c.num_attention_heads * hd, d, true,
-        Math.sqrt(c.final_w_init_variance_scale / (c.num_attention_heads * hd))), 'o_proj');
+    this.o_proj = this.child(
+      lin(c.num_attention_heads * hd, d, true, Math.sqrt(c.final_w_init_variance_scale / (c.num_attention_heads * hd))),
+      'o_proj',
+    );
   }
-  override computeOutputShape(s: tf.Shape): tf.Shape { return s; }
+  override computeOutputShape(s: tf.Shape): tf.Shape {
+    return s;
+  }
 
   initState(b: number): AttentionState {
     const {attention_window_size: W, num_key_value_heads: K, head_dim: hd} = this.cfg;
@@ -51,9 +58,17 @@ export class LocalAttentionBlock extends GriffinLayer {
    * With `state`, the chunk's queries also see the cached keys, and the new state is returned;
    * without it, only the chunk is attended and the returned state is null unless `keepState`.
    */
-  forwardWithState(x: tf.Tensor, info: SequenceInfo, state?: AttentionState | null, keepState = false):
-      {y: tf.Tensor, state: AttentionState | null} {
-    const c = this.cfg, H = c.num_attention_heads, K = c.num_key_value_heads, hd = c.head_dim, W = c.attention_window_size;
+  forwardWithState(
+    x: tf.Tensor,
+    info: SequenceInfo,
+    state?: AttentionState | null,
+    keepState = false,
+  ): {y: tf.Tensor; state: AttentionState | null} {
+    const c = this.cfg,
+      H = c.num_attention_heads,
+      K = c.num_key_value_heads,
+      hd = c.head_dim,
+      W = c.attention_window_size;
     const out = tf.tidy(() => {
       const [b, t] = x.shape;
       const rope = (z: tf.Tensor, n: number) =>
@@ -62,7 +77,10 @@ export class LocalAttentionBlock extends GriffinLayer {
       const k = rope(this.k_proj.call(x), K);
       const v = tf.reshape(this.v_proj.call(x), [b, t, K, hd]);
       const chunkValid = info.tokenMask != null ? tf.reshape(info.tokenMask, [b, t]) : null;
-      let keys = k, values = v, keyValid = chunkValid, keySeg = info.segment;
+      let keys = k,
+        values = v,
+        keyValid = chunkValid,
+        keySeg = info.segment;
       if (state != null) {
         keys = tf.concat([state.k, k], 1);
         values = tf.concat([state.v, v], 1);
@@ -85,7 +103,7 @@ export class LocalAttentionBlock extends GriffinLayer {
         return tf.concat([tf.zeros([b, W - s, ...rest], z.dtype), z], 1);
       };
       return {y, k: take(keys, [K, hd]), v: take(values, [K, hd]), valid: take(valid, [])};
-    }) as {y: tf.Tensor, k?: tf.Tensor, v?: tf.Tensor, valid?: tf.Tensor};
+    }) as {y: tf.Tensor; k?: tf.Tensor; v?: tf.Tensor; valid?: tf.Tensor};
     return {y: out.y, state: out.k ? {k: out.k, v: out.v!, valid: out.valid!} : null};
   }
 

@@ -10,8 +10,8 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import type {LayerVariable} from '@tensorflow/tfjs-layers/dist/variables';
-import {RecurrentGemmaConfig, RecurrentGemmaConfigArgs} from '../src/config';
 import {disposeSequenceInfo, SequenceInfo, sequenceInfo} from '../ops/sequence';
+import {RecurrentGemmaConfig, RecurrentGemmaConfigArgs} from '../src/config';
 
 export type {LayerVariable};
 export type Kwargs = Record<string, unknown>;
@@ -35,14 +35,16 @@ export abstract class GriffinLayer extends tf.layers.Layer {
 
   constructor(args: GriffinLayerArgs) {
     super({name: args.name, trainable: args.trainable});
-    this.cfg = args.config instanceof RecurrentGemmaConfig ? args.config
+    this.cfg =
+      args.config instanceof RecurrentGemmaConfig
+        ? args.config
         : RecurrentGemmaConfig.fromJSON(undoCamelCase(args.config) as Record<string, unknown>);
     this.init = args.init ?? 'random';
   }
 
   /** Adopts a sub-layer living at `path` below this one. */
   protected child<T extends GriffinLayer>(layer: T, path: string): T {
-    layer.setPrefix(this.prefix + path + '.');
+    layer.setPrefix(`${this.prefix + path}.`);
     this.children_.push(layer);
     return layer;
   }
@@ -55,9 +57,12 @@ export abstract class GriffinLayer extends tf.layers.Layer {
 
   /** Creates a weight named `prefix + leaf`; `std` > 0 draws N(0, std^2), 0 fills `fill`. */
   protected param(leaf: string, shape: number[], std = 0, fill = 0): LayerVariable {
-    const init = this.init === 'zeros' ? tf.initializers.zeros()
-        : std > 0 ? tf.initializers.randomNormal({mean: 0, stddev: std})
-        : tf.initializers.constant({value: fill});
+    const init =
+      this.init === 'zeros'
+        ? tf.initializers.zeros()
+        : std > 0
+          ? tf.initializers.randomNormal({mean: 0, stddev: std})
+          : tf.initializers.constant({value: fill});
     const v = this.addWeight(this.prefix + leaf, shape, 'float32', init) as LayerVariable;
     this.params_.set(this.prefix + leaf, v);
     return v;
@@ -103,7 +108,9 @@ export abstract class GriffinLayer extends tf.layers.Layer {
   override set nonTrainableWeights(_: LayerVariable[]) {
     throw new Error(`${this.name}: weights are owned by sub-layers and cannot be replaced`);
   }
-  override get trainable(): boolean { return super.trainable; }
+  override get trainable(): boolean {
+    return super.trainable;
+  }
   override set trainable(v: boolean) {
     super.trainable = v;
     for (const c of this.children_ ?? []) c.trainable = v;
@@ -144,5 +151,9 @@ export function withInfo<T>(x: tf.Tensor, kwargs: Kwargs | undefined, fn: (info:
   const given = kwargs?.info as SequenceInfo | undefined;
   if (given != null) return fn(given);
   const info = sequenceInfo(x.shape[0]!, x.shape[1]!);
-  try { return fn(info); } finally { disposeSequenceInfo(info); }
+  try {
+    return fn(info);
+  } finally {
+    disposeSequenceInfo(info);
+  }
 }

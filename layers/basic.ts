@@ -4,10 +4,10 @@
  *   const y = norm.apply(x) as tf.Tensor;
  */
 import * as tf from '@tensorflow/tfjs';
-import {GriffinLayer, GriffinLayerArgs, Kwargs, LayerVariable} from './base';
+import {geluTanh} from '../ops/activations';
 import {linear} from '../ops/linear';
 import {rmsNorm} from '../ops/norm';
-import {geluTanh} from '../ops/activations';
+import {GriffinLayer, GriffinLayerArgs, Kwargs, LayerVariable} from './base';
 
 export interface LinearArgs extends GriffinLayerArgs {
   inFeatures: number;
@@ -86,7 +86,9 @@ export class RMSNorm extends GriffinLayer {
     super.build(inputShape);
   }
 
-  override computeOutputShape(s: tf.Shape): tf.Shape { return s; }
+  override computeOutputShape(s: tf.Shape): tf.Shape {
+    return s;
+  }
 
   override call(inputs: tf.Tensor | tf.Tensor[], _kwargs?: Kwargs): tf.Tensor {
     const x = Array.isArray(inputs) ? inputs[0] : inputs;
@@ -108,7 +110,8 @@ export class MLPBlock extends GriffinLayer {
 
   constructor(args: GriffinLayerArgs) {
     super(args);
-    const c = this.cfg, m = c.intermediate_size / 2;
+    const c = this.cfg,
+      m = c.intermediate_size / 2;
     const sub = (inF: number, outF: number, std?: number) =>
       new Linear({config: c, init: this.init, inFeatures: inF, outFeatures: outF, bias: true, initStd: std});
     this.gate_proj = this.child(sub(c.hidden_size, m), 'gate_proj');
@@ -116,7 +119,9 @@ export class MLPBlock extends GriffinLayer {
     this.down_proj = this.child(sub(m, c.hidden_size, Math.sqrt(c.final_w_init_variance_scale / m)), 'down_proj');
   }
 
-  override computeOutputShape(s: tf.Shape): tf.Shape { return s; }
+  override computeOutputShape(s: tf.Shape): tf.Shape {
+    return s;
+  }
 
   override call(inputs: tf.Tensor | tf.Tensor[], _kwargs?: Kwargs): tf.Tensor {
     const x = Array.isArray(inputs) ? inputs[0] : inputs;

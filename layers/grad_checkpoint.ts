@@ -11,13 +11,18 @@
  * passed in as inputs so that the outer tape routes their gradients to the variables.
  */
 import * as tf from '@tensorflow/tfjs';
-import type {ResidualBlock} from './model_layers';
-import {adapterVariables} from './lora';
 import type {SequenceInfo} from '../ops/sequence';
+import {adapterVariables} from './lora';
+import type {ResidualBlock} from './model_layers';
 
 interface EngineInternals {
   state: {activeTape: unknown};
-  gradients(f: () => tf.Tensor, xs: tf.Tensor[], dy?: tf.Tensor, allowNoGradients?: boolean): {value: tf.Tensor, grads: (tf.Tensor | undefined)[]};
+  gradients(
+    f: () => tf.Tensor,
+    xs: tf.Tensor[],
+    dy?: tf.Tensor,
+    allowNoGradients?: boolean,
+  ): {value: tf.Tensor; grads: (tf.Tensor | undefined)[]};
 }
 
 /** The block's trainable variables: its own weights still trainable, and any LoRA adapter's. */
@@ -60,8 +65,13 @@ export function checkpointedBlock(block: ResidualBlock, x: tf.Tensor, info: Sequ
         let k = 0;
         const pick = (t: tf.Tensor | null) => (t == null ? null : rest[k++]);
         const again: SequenceInfo = {
-          b: info.b, t: info.t, positions: pick(info.positions)!, reset: pick(info.reset)!,
-          tokenMask: pick(info.tokenMask), segment: pick(info.segment), owned: [],
+          b: info.b,
+          t: info.t,
+          positions: pick(info.positions)!,
+          reset: pick(info.reset)!,
+          tokenMask: pick(info.tokenMask),
+          segment: pick(info.segment),
+          owned: [],
         };
         return nestedGradients(() => block.forwardWithState(xs, again).y, [xs, ...vars], dy as tf.Tensor);
       },

@@ -12,10 +12,10 @@
  * (PEFT's names; loading also accepts them without the prefix) and adapter_config.json.
  */
 import * as tf from '@tensorflow/tfjs';
+import {linear} from '../ops/linear';
 import {GriffinLayer, LayerVariable} from './base';
 import {Linear, LinearAdapter} from './basic';
 import type {ResidualBlock} from './model_layers';
-import {linear} from '../ops/linear';
 
 /** What LoRA needs of a model: its residual blocks and its parameters by name. */
 export interface LoraHost {
@@ -60,20 +60,29 @@ export class LoraAdapter implements LinearAdapter {
    */
   dropoutSeed: string | null = null;
 
-  constructor(readonly module: string, inFeatures: number, outFeatures: number, cfg: Required<LoraConfig>) {
+  constructor(
+    readonly module: string,
+    inFeatures: number,
+    outFeatures: number,
+    cfg: Required<LoraConfig>,
+  ) {
     this.rank = cfg.rank;
     this.alpha = cfg.alpha;
     this.scale = cfg.alpha / cfg.rank;
     this.dropout = cfg.dropout;
     // PEFT's default: kaiming_uniform(a = sqrt(5)) for A, i.e. U(-1/sqrt(in), 1/sqrt(in)); B = 0.
     const bound = 1 / Math.sqrt(inFeatures);
-    this.A = tf.variable(tf.randomUniform([cfg.rank, inFeatures], -bound, bound, 'float32', `lora:${cfg.seed}:${module}`), true);
+    this.A = tf.variable(
+      tf.randomUniform([cfg.rank, inFeatures], -bound, bound, 'float32', `lora:${cfg.seed}:${module}`),
+      true,
+    );
     this.B = tf.variable(tf.zeros([outFeatures, cfg.rank]), true);
   }
 
   apply(x: tf.Tensor, y: tf.Tensor): tf.Tensor {
     return tf.tidy(() => {
-      const h = this.training && this.dropout > 0 ? tf.dropout(x, this.dropout, undefined, this.dropoutSeed ?? undefined) : x;
+      const h =
+        this.training && this.dropout > 0 ? tf.dropout(x, this.dropout, undefined, this.dropoutSeed ?? undefined) : x;
       return tf.add(y, tf.mul(linear(linear(h, this.A), this.B), this.scale));
     });
   }
@@ -141,13 +150,16 @@ export function loraParameters(model: LoraHost): Map<string, tf.Variable> {
 const frozen = new WeakMap<LoraHost, Map<LayerVariable, boolean>>();
 
 function resolveConfig(cfg: LoraConfig): Required<LoraConfig> {
-  const rank = cfg.rank, alpha = cfg.alpha ?? rank * 2, dropout = cfg.dropout ?? 0;
+  const rank = cfg.rank,
+    alpha = cfg.alpha ?? rank * 2,
+    dropout = cfg.dropout ?? 0;
   if (!Number.isInteger(rank) || rank < 1) throw new Error(`LoRA rank must be a positive integer, got ${rank}`);
   if (!(alpha > 0)) throw new Error(`LoRA alpha must be positive, got ${alpha}`);
   if (!(dropout >= 0 && dropout < 1)) throw new Error(`LoRA dropout must be in [0, 1), got ${dropout}`);
   const targets = [...(cfg.targets ?? LORA_TARGETS)];
   const unknown = targets.filter((t) => !LORA_TARGETS.includes(t));
-  if (unknown.length > 0) throw new Error(`unknown LoRA target ${JSON.stringify(unknown[0])} (expected some of ${LORA_TARGETS.join(', ')})`);
+  if (unknown.length > 0)
+    throw new Error(`unknown LoRA target ${JSON.stringify(unknown[0])} (expected some of ${LORA_TARGETS.join(', ')})`);
   if (targets.length === 0) throw new Error('LoRA needs at least one target');
   return {rank, alpha, dropout, targets, seed: cfg.seed ?? 0};
 }
@@ -231,8 +243,16 @@ export function adapterConfig(model: LoraHost, baseModel: string | null = null):
   const first = adapters[0][1];
   const targets = [...new Set(adapters.map(([n]) => n.slice(n.lastIndexOf('.') + 1)))];
   return {
-    peft_type: 'LORA', task_type: 'CAUSAL_LM', r: first.rank, lora_alpha: first.alpha, lora_dropout: first.dropout,
-    target_modules: LORA_TARGETS.filter((t) => targets.includes(t)), bias: 'none', fan_in_fan_out: false,
-    inference_mode: true, base_model_name_or_path: baseModel, init_lora_weights: true,
+    peft_type: 'LORA',
+    task_type: 'CAUSAL_LM',
+    r: first.rank,
+    lora_alpha: first.alpha,
+    lora_dropout: first.dropout,
+    target_modules: LORA_TARGETS.filter((t) => targets.includes(t)),
+    bias: 'none',
+    fan_in_fan_out: false,
+    inference_mode: true,
+    base_model_name_or_path: baseModel,
+    init_lora_weights: true,
   };
 }

@@ -7,14 +7,14 @@
  * Shape letters: b batch, t time, d hidden_size, V vocab_size.
  */
 import * as tf from '@tensorflow/tfjs';
+import {roundToBfloat16, softCap} from '../ops/activations';
+import {SequenceInfo} from '../ops/sequence';
+import {checkIdRange} from '../src/util/ids';
+import {AttentionState, LocalAttentionBlock} from './attention';
 import {GriffinLayer, GriffinLayerArgs, Kwargs, LayerVariable, withInfo} from './base';
 import {MLPBlock, RMSNorm} from './basic';
 import {RecurrentBlock, RecurrentState} from './recurrent';
-import {AttentionState, LocalAttentionBlock} from './attention';
-import {roundToBfloat16, softCap} from '../ops/activations';
-import {SequenceInfo} from '../ops/sequence';
 import {VocabMatrix} from './vocab_split';
-import {checkIdRange} from '../src/util/ids';
 
 function singleVariable(m: VocabMatrix | undefined, layer: string): LayerVariable {
   if (m == null) throw new Error(`${layer}: not built yet`);
@@ -47,7 +47,9 @@ abstract class VocabLayer extends GriffinLayer {
     super.build(inputShape);
   }
   /** The [V, d] matrix's variable; when it is split, see `matrix.pieces`. */
-  get weight(): LayerVariable { return singleVariable(this.matrix, this.name); }
+  get weight(): LayerVariable {
+    return singleVariable(this.matrix, this.name);
+  }
 }
 
 /** hidden [b, t, d] -> cap * tanh((hidden @ matrix^T) / cap): [b, t, V]; tied or untied head alike. */
@@ -72,7 +74,9 @@ export class Embedding extends VocabLayer {
   }
 
   /** Both references scale by sqrt(d) rounded to bfloat16 (50.5 for d = 2560). */
-  get scale(): number { return roundToBfloat16(Math.sqrt(this.cfg.hidden_size)); }
+  get scale(): number {
+    return roundToBfloat16(Math.sqrt(this.cfg.hidden_size));
+  }
 
   embed(ids: tf.Tensor): tf.Tensor {
     checkTokenIds(ids, this.cfg.vocab_size);
@@ -92,7 +96,9 @@ tf.serialization.registerClass(Embedding);
 export class LMHead extends VocabLayer {
   static className = 'GriffinLMHead';
 
-  override computeOutputShape(s: tf.Shape): tf.Shape { return [...s.slice(0, -1), this.cfg.vocab_size]; }
+  override computeOutputShape(s: tf.Shape): tf.Shape {
+    return [...s.slice(0, -1), this.cfg.vocab_size];
+  }
   override call(inputs: tf.Tensor | tf.Tensor[], _kwargs?: Kwargs): tf.Tensor {
     const x = Array.isArray(inputs) ? inputs[0] : inputs;
     return headLogits(this.matrix, x, this.cfg.logits_soft_cap);
@@ -121,23 +127,38 @@ export class ResidualBlock extends GriffinLayer {
   constructor(args: ResidualBlockArgs) {
     super(args);
     this.layerIndex = args.layerIndex;
-    const c = this.cfg, init = this.init;
+    const c = this.cfg,
+      init = this.init;
     this.temporal_pre_norm = this.child(new RMSNorm({config: c, init}), 'temporal_pre_norm');
-    this.temporal_block = this.child(this.blockType === 'recurrent'
-        ? new RecurrentBlock({config: c, init}) : new LocalAttentionBlock({config: c, init}), 'temporal_block');
+    this.temporal_block = this.child(
+      this.blockType === 'recurrent'
+        ? new RecurrentBlock({config: c, init})
+        : new LocalAttentionBlock({config: c, init}),
+      'temporal_block',
+    );
     this.channel_pre_norm = this.child(new RMSNorm({config: c, init}), 'channel_pre_norm');
     this.mlp_block = this.child(new MLPBlock({config: c, init}), 'mlp_block');
   }
 
-  get blockType() { return this.cfg.layers_block_type[this.layerIndex]; }
+  get blockType() {
+    return this.cfg.layers_block_type[this.layerIndex];
+  }
 
-  override computeOutputShape(s: tf.Shape): tf.Shape { return s; }
+  override computeOutputShape(s: tf.Shape): tf.Shape {
+    return s;
+  }
 
-  initState(b: number): LayerState { return this.temporal_block.initState(b); }
+  initState(b: number): LayerState {
+    return this.temporal_block.initState(b);
+  }
 
   /** With `state` (or keepState), also returns the layer's state after the chunk. */
-  forwardWithState(x: tf.Tensor, info: SequenceInfo, state?: LayerState | null, keepState = false):
-      {y: tf.Tensor, state: LayerState | null} {
+  forwardWithState(
+    x: tf.Tensor,
+    info: SequenceInfo,
+    state?: LayerState | null,
+    keepState = false,
+  ): {y: tf.Tensor; state: LayerState | null} {
     let newState: LayerState | null = null;
     const y = tf.tidy(() => {
       const normed = this.temporal_pre_norm.call(x);

@@ -6,12 +6,12 @@
  * Shape letters: b batch, t time, d hidden_size, e lru_width, H heads, w conv1d_width.
  */
 import * as tf from '@tensorflow/tfjs';
-import {GriffinLayer, GriffinLayerArgs, Kwargs, LayerVariable, withInfo} from './base';
-import {Linear} from './basic';
+import {geluTanh} from '../ops/activations';
 import {causalConv1d} from '../ops/conv1d';
 import {rgLru} from '../ops/rg_lru';
-import {geluTanh} from '../ops/activations';
 import {SequenceInfo} from '../ops/sequence';
+import {GriffinLayer, GriffinLayerArgs, Kwargs, LayerVariable, withInfo} from './base';
+import {Linear} from './basic';
 
 /** Decoding state of one recurrent layer: constant size whatever the sequence length. */
 export interface RecurrentState {
@@ -33,7 +33,9 @@ export class Conv1D extends GriffinLayer {
     this.bias = this.param('bias', [e]);
     super.build(inputShape);
   }
-  override computeOutputShape(s: tf.Shape): tf.Shape { return s; }
+  override computeOutputShape(s: tf.Shape): tf.Shape {
+    return s;
+  }
 
   forwardWithState(x: tf.Tensor, info: SequenceInfo | null, state?: tf.Tensor | null) {
     return causalConv1d(x, this.weight.read(), this.bias.read(), info, state);
@@ -55,30 +57,41 @@ export class RGLRU extends GriffinLayer {
   recurrent_gate_bias!: LayerVariable;
 
   override build(inputShape: tf.Shape | tf.Shape[]): void {
-    const e = this.cfg.lru_width, H = this.cfg.num_attention_heads, bw = e / H;
+    const e = this.cfg.lru_width,
+      H = this.cfg.num_attention_heads,
+      bw = e / H;
     const std = Math.sqrt(this.cfg.w_init_variance_scale / bw);
     // Decays a = exp(-8 softplus(p)) (gate fully open) start uniform in [0.9, 0.999].
-    this.recurrent_param = this.paramFrom('recurrent_param', [e], () => tf.tidy(() => {
-      const a = tf.randomUniform([e], 0.9, 0.999);
-      const sp = tf.div(tf.neg(tf.log(a)), 8);            // softplus(p)
-      return tf.log(tf.sub(tf.exp(sp), 1));               // its inverse
-    }));
+    this.recurrent_param = this.paramFrom('recurrent_param', [e], () =>
+      tf.tidy(() => {
+        const a = tf.randomUniform([e], 0.9, 0.999);
+        const sp = tf.div(tf.neg(tf.log(a)), 8); // softplus(p)
+        return tf.log(tf.sub(tf.exp(sp), 1)); // its inverse
+      }),
+    );
     this.input_gate_weight = this.param('input_gate_weight', [H, bw, bw], std);
     this.input_gate_bias = this.param('input_gate_bias', [H, bw]);
     this.recurrent_gate_weight = this.param('recurrent_gate_weight', [H, bw, bw], std);
     this.recurrent_gate_bias = this.param('recurrent_gate_bias', [H, bw]);
     super.build(inputShape);
   }
-  override computeOutputShape(s: tf.Shape): tf.Shape { return s; }
+  override computeOutputShape(s: tf.Shape): tf.Shape {
+    return s;
+  }
 
   forwardWithState(x: tf.Tensor, info: SequenceInfo | null, h0?: tf.Tensor | null) {
-    return rgLru(x, {
-      recurrent_param: this.recurrent_param.read(),
-      input_gate_weight: this.input_gate_weight.read(),
-      input_gate_bias: this.input_gate_bias.read(),
-      recurrent_gate_weight: this.recurrent_gate_weight.read(),
-      recurrent_gate_bias: this.recurrent_gate_bias.read(),
-    }, info, h0);
+    return rgLru(
+      x,
+      {
+        recurrent_param: this.recurrent_param.read(),
+        input_gate_weight: this.input_gate_weight.read(),
+        input_gate_bias: this.input_gate_bias.read(),
+        recurrent_gate_weight: this.recurrent_gate_weight.read(),
+        recurrent_gate_bias: this.recurrent_gate_bias.read(),
+      },
+      info,
+      h0,
+    );
   }
   override call(inputs: tf.Tensor | tf.Tensor[], kwargs?: Kwargs): tf.Tensor {
     const x = Array.isArray(inputs) ? inputs[0] : inputs;
@@ -100,7 +113,10 @@ export class RecurrentBlock extends GriffinLayer {
 
   constructor(args: GriffinLayerArgs) {
     super(args);
-    const c = this.cfg, d = c.hidden_size, e = c.lru_width, init = this.init;
+    const c = this.cfg,
+      d = c.hidden_size,
+      e = c.lru_width,
+      init = this.init;
     const lin = (inF: number, outF: number, std: number) =>
       new Linear({config: c, init, inFeatures: inF, outFeatures: outF, bias: true, initStd: std});
     this.linear_y = this.child(lin(d, e, Math.sqrt(c.w_init_variance_scale / d)), 'linear_y');
@@ -109,7 +125,9 @@ export class RecurrentBlock extends GriffinLayer {
     this.conv_1d = this.child(new Conv1D({config: c, init}), 'conv_1d');
     this.rg_lru = this.child(new RGLRU({config: c, init}), 'rg_lru');
   }
-  override computeOutputShape(s: tf.Shape): tf.Shape { return s; }
+  override computeOutputShape(s: tf.Shape): tf.Shape {
+    return s;
+  }
 
   /** An empty state for a batch of b rows. */
   initState(b: number): RecurrentState {
@@ -117,7 +135,11 @@ export class RecurrentBlock extends GriffinLayer {
     return {conv: tf.zeros([b, w - 1, e]), rnn: tf.zeros([b, e])};
   }
 
-  forwardWithState(x: tf.Tensor, info: SequenceInfo | null, state?: RecurrentState | null): {y: tf.Tensor, state: RecurrentState} {
+  forwardWithState(
+    x: tf.Tensor,
+    info: SequenceInfo | null,
+    state?: RecurrentState | null,
+  ): {y: tf.Tensor; state: RecurrentState} {
     const out = tf.tidy(() => {
       const y = geluTanh(this.linear_y.call(x));
       const u = this.linear_x.call(x);

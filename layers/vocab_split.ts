@@ -22,13 +22,15 @@ export function maxPieceBytes(): number {
   const env = typeof process !== 'undefined' ? process.env?.GRIFFIN_MAX_PIECE_BYTES : undefined;
   if (env != null && env !== '') {
     const n = Number(env);
-    if (!(n > 0)) throw new Error(`GRIFFIN_MAX_PIECE_BYTES must be a positive number of bytes, got ${JSON.stringify(env)}`);
+    if (!(n > 0))
+      throw new Error(`GRIFFIN_MAX_PIECE_BYTES must be a positive number of bytes, got ${JSON.stringify(env)}`);
     return n;
   }
   if (tf.getBackend() === 'webgpu') {
     // Only the shape of the backend is used: importing tfjs-backend-webgpu registers it.
     const limits = (tf.backend() as unknown as {device?: {limits?: Record<string, number>}}).device?.limits;
-    if (limits != null) return Math.min(limits.maxStorageBufferBindingSize ?? Infinity, limits.maxBufferSize ?? Infinity);
+    if (limits != null)
+      return Math.min(limits.maxStorageBufferBindingSize ?? Infinity, limits.maxBufferSize ?? Infinity);
   }
   return Infinity;
 }
@@ -40,25 +42,39 @@ export function pieceRows(V: number, d: number, limitBytes = maxPieceBytes()): n
   if (maxRows >= V) return [V];
   if (maxRows < 1) throw new Error(`a piece of at most ${limitBytes} bytes cannot hold one row of ${d} float32`);
   const n = Math.ceil(V / maxRows);
-  const base = Math.floor(V / n), extra = V % n;
+  const base = Math.floor(V / n),
+    extra = V % n;
   return Array.from({length: n}, (_, k) => base + (k < extra ? 1 : 0));
 }
 
 /** One piece: rows [start, start + rows) of the matrix. */
-export interface VocabPiece { variable: LayerVariable; start: number; rows: number }
+export interface VocabPiece {
+  variable: LayerVariable;
+  start: number;
+  rows: number;
+}
 
 /** Suffix of piece k's parameter path ('weight' -> 'weight.piece0'); an unsplit matrix has none. */
 export const PIECE_SUFFIX = '.piece';
 
 export class VocabMatrix {
-  private constructor(readonly V: number, readonly d: number, readonly pieces: VocabPiece[]) {}
+  private constructor(
+    readonly V: number,
+    readonly d: number,
+    readonly pieces: VocabPiece[],
+  ) {}
 
   /**
    * Creates the variables through `param(leaf, shape)`: one named `leaf`, or, past the limit,
    * `leaf.piece0`, `leaf.piece1`, ... holding consecutive rows.
    */
-  static create(V: number, d: number, leaf: string, param: (leaf: string, shape: number[]) => LayerVariable,
-      limitBytes = maxPieceBytes()): VocabMatrix {
+  static create(
+    V: number,
+    d: number,
+    leaf: string,
+    param: (leaf: string, shape: number[]) => LayerVariable,
+    limitBytes = maxPieceBytes(),
+  ): VocabMatrix {
     const rows = pieceRows(V, d, limitBytes);
     if (rows.length === 1) return new VocabMatrix(V, d, [{variable: param(leaf, [V, d]), start: 0, rows: V}]);
     let start = 0;
@@ -70,7 +86,9 @@ export class VocabMatrix {
     return new VocabMatrix(V, d, pieces);
   }
 
-  get split(): boolean { return this.pieces.length > 1; }
+  get split(): boolean {
+    return this.pieces.length > 1;
+  }
 
   /** ids (int32, any shape) -> rows [..., d]. */
   lookup(ids: tf.Tensor): tf.Tensor {

@@ -8,16 +8,17 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 
-const MASKED = -1e9;  // finite, so that a row with nothing visible (a padded query) stays NaN-free
+const MASKED = -1e9; // finite, so that a row with nothing visible (a padded query) stays NaN-free
 
 /** Rotates the first `rotaryDim` channels of each head. x: [b, t, n, hd]; positions: [b, t]. */
 export function applyRope(x: tf.Tensor, positions: tf.Tensor, rotaryDim: number, theta: number): tf.Tensor {
   return tf.tidy(() => {
     const [b, t, n, hd] = x.shape;
     const half = rotaryDim / 2;
-    const invFreq = tf.tensor1d(Array.from({length: half}, (_, j) => 1 / Math.pow(theta, (2 * j) / rotaryDim)));
+    const invFreq = tf.tensor1d(Array.from({length: half}, (_, j) => 1 / theta ** ((2 * j) / rotaryDim)));
     const angle = tf.mul(tf.reshape(tf.cast(positions, 'float32'), [b, t, 1, 1]), tf.reshape(invFreq, [1, 1, 1, half]));
-    const cos = tf.cos(angle), sin = tf.sin(angle);
+    const cos = tf.cos(angle),
+      sin = tf.sin(angle);
     const p1 = tf.slice(x, [0, 0, 0, 0], [b, t, n, half]);
     const p2 = tf.slice(x, [0, 0, 0, half], [b, t, n, half]);
     const parts = [tf.sub(tf.mul(p1, cos), tf.mul(p2, sin)), tf.add(tf.mul(p2, cos), tf.mul(p1, sin))];
@@ -32,11 +33,17 @@ export function applyRope(x: tf.Tensor, positions: tf.Tensor, rotaryDim: number,
  * keyValid: [b, s] (1 = a real key), querySeg/keySeg: [b, t] / [b, s] document indices.
  */
 export function attentionBias(
-    b: number, t: number, s: number, windowSize: number,
-    keyValid: tf.Tensor | null, querySeg: tf.Tensor | null, keySeg: tf.Tensor | null): tf.Tensor {
+  b: number,
+  t: number,
+  s: number,
+  windowSize: number,
+  keyValid: tf.Tensor | null,
+  querySeg: tf.Tensor | null,
+  keySeg: tf.Tensor | null,
+): tf.Tensor {
   return tf.tidy(() => {
     const band = new Float32Array(t * s);
-    const off = s - t;  // key index of query 0
+    const off = s - t; // key index of query 0
     for (let i = 0; i < t; i++) {
       for (let j = 0; j < s; j++) {
         const d = i + off - j;
@@ -61,12 +68,12 @@ export function attend(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, bias: tf.Tensor
     const G = H / K;
     // Group the G query heads sharing a key head along the query axis: one matmul per K head.
     const qg = tf.reshape(tf.transpose(q, [0, 2, 1, 3]), [b, K, G * t, hd]);
-    const kt = tf.transpose(k, [0, 2, 1, 3]);                                  // [b, K, s, hd]
+    const kt = tf.transpose(k, [0, 2, 1, 3]); // [b, K, s, hd]
     const vt = tf.transpose(v, [0, 2, 1, 3]);
-    let scores = tf.mul(tf.matMul(qg, kt, false, true), 1 / Math.sqrt(hd));   // [b, K, G*t, s]
+    let scores = tf.mul(tf.matMul(qg, kt, false, true), 1 / Math.sqrt(hd)); // [b, K, G*t, s]
     scores = tf.add(tf.reshape(scores, [b, H, t, s]), bias);
     const probs = tf.softmax(scores, -1);
-    const out = tf.matMul(tf.reshape(probs, [b, K, G * t, s]), vt);            // [b, K, G*t, hd]
+    const out = tf.matMul(tf.reshape(probs, [b, K, G * t, s]), vt); // [b, K, G*t, hd]
     return tf.reshape(tf.transpose(tf.reshape(out, [b, H, t, hd]), [0, 2, 1, 3]), [b, t, H * hd]);
   });
 }

@@ -8,12 +8,16 @@
  * A tap never reads across a document start (info.segment) and padded inputs are zeroed first.
  */
 import * as tf from '@tensorflow/tfjs-core';
-import {SequenceInfo} from './sequence';
 import {causalConv1dFused} from './causal_conv1d';
+import {SequenceInfo} from './sequence';
 
 export function causalConv1d(
-    x: tf.Tensor, weight: tf.Tensor, bias: tf.Tensor, info: SequenceInfo | null,
-    prevState?: tf.Tensor | null): {y: tf.Tensor, state: tf.Tensor} {
+  x: tf.Tensor,
+  weight: tf.Tensor,
+  bias: tf.Tensor,
+  info: SequenceInfo | null,
+  prevState?: tf.Tensor | null,
+): {y: tf.Tensor; state: tf.Tensor} {
   // One fused kernel where the backend has one and no gradient is being recorded (inference).
   const fused = causalConv1dFused(x, weight, bias, info, prevState);
   if (fused != null) return fused;
@@ -22,8 +26,8 @@ export function causalConv1d(
     const w = weight.shape[2]!;
     if (info?.tokenMask != null) x = tf.mul(x, info.tokenMask);
     const hist = prevState ?? tf.zeros([b, w - 1, e]);
-    const full = w > 1 ? tf.concat([hist, x], 1) : x;          // [b, w-1+t, e]
-    const taps = tf.reshape(tf.transpose(tf.reshape(weight, [e, w])), [w, 1, 1, e]);  // taps[k]: [1,1,e]
+    const full = w > 1 ? tf.concat([hist, x], 1) : x; // [b, w-1+t, e]
+    const taps = tf.reshape(tf.transpose(tf.reshape(weight, [e, w])), [w, 1, 1, e]); // taps[k]: [1,1,e]
     let segFull: tf.Tensor | null = null;
     if (info?.segment != null && w > 1) {
       // History entries belong to the document running before the chunk: segment 0.
@@ -33,7 +37,10 @@ export function causalConv1d(
     for (let k = 0; k < w; k++) {
       // Tap k reads x[t - j] with j = w-1-k steps back.
       const j = w - 1 - k;
-      let term = tf.mul(tf.slice(full, [0, k, 0], [b, t, e]), tf.slice(taps, [k, 0, 0, 0], [1, 1, 1, e]).reshape([1, 1, e]));
+      let term = tf.mul(
+        tf.slice(full, [0, k, 0], [b, t, e]),
+        tf.slice(taps, [k, 0, 0, 0], [1, 1, 1, e]).reshape([1, 1, e]),
+      );
       if (segFull != null && j > 0) {
         const same = tf.equal(tf.slice(segFull, [0, k], [b, t]), info!.segment!);
         term = tf.mul(term, tf.reshape(tf.cast(same, 'float32'), [b, t, 1]));

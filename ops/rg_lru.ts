@@ -6,8 +6,8 @@
  * recurrent_gate_weight [H, e/H, e/H], input_gate_bias and recurrent_gate_bias [H, e/H].
  */
 import * as tf from '@tensorflow/tfjs-core';
-import {rgLruScan} from './rg_lru_scan';
 import {sqrtBoundDerivative} from './activations';
+import {rgLruScan} from './rg_lru_scan';
 import {SequenceInfo} from './sequence';
 
 export interface RgLruParams {
@@ -23,14 +23,18 @@ export function blockDiagonal(x: tf.Tensor, w: tf.Tensor, bias: tf.Tensor): tf.T
   return tf.tidy(() => {
     const [b, t, e] = x.shape;
     const [H, bw] = [w.shape[0]!, w.shape[1]!];
-    const xh = tf.transpose(tf.reshape(x, [b * t, H, bw]), [1, 0, 2]);     // [H, b*t, bw]
-    const y = tf.add(tf.matMul(xh, w), tf.reshape(bias, [H, 1, bw]));       // [H, b*t, bw]
+    const xh = tf.transpose(tf.reshape(x, [b * t, H, bw]), [1, 0, 2]); // [H, b*t, bw]
+    const y = tf.add(tf.matMul(xh, w), tf.reshape(bias, [H, 1, bw])); // [H, b*t, bw]
     return tf.reshape(tf.transpose(y, [1, 0, 2]), [b, t, e]);
   });
 }
 
 export function rgLru(
-    x: tf.Tensor, p: RgLruParams, info: SequenceInfo | null, h0?: tf.Tensor | null): {y: tf.Tensor, hLast: tf.Tensor} {
+  x: tf.Tensor,
+  p: RgLruParams,
+  info: SequenceInfo | null,
+  h0?: tf.Tensor | null,
+): {y: tf.Tensor; hLast: tf.Tensor} {
   return tf.tidy(() => {
     const gateX = tf.sigmoid(blockDiagonal(x, p.input_gate_weight, p.input_gate_bias));
     const gateA = tf.sigmoid(blockDiagonal(x, p.recurrent_gate_weight, p.recurrent_gate_bias));

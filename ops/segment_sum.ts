@@ -9,7 +9,14 @@
  * gather. One pass over the data does the same sum (accumulated in float64 like the cpu Sum
  * kernel, so the result is bitwise the same).
  */
-import {getKernel, KernelBackend, KernelFunc, registerKernel, TensorInfo, unregisterKernel} from '@tensorflow/tfjs-core';
+import {
+  getKernel,
+  KernelBackend,
+  KernelFunc,
+  registerKernel,
+  TensorInfo,
+  unregisterKernel,
+} from '@tensorflow/tfjs-core';
 
 const KERNEL = 'UnsortedSegmentSum';
 const registered = new Set<string>();
@@ -20,7 +27,7 @@ type HostBackend = KernelBackend & {
 };
 
 const segmentSum: KernelFunc = ({inputs, backend, attrs}) => {
-  const {x, segmentIds} = inputs as {x: TensorInfo, segmentIds: TensorInfo};
+  const {x, segmentIds} = inputs as {x: TensorInfo; segmentIds: TensorInfo};
   const numSegments = (attrs as {numSegments: number}).numSegments;
   const be = backend as HostBackend;
   const xv = be.readSync(x.dataId) as ArrayLike<number>;
@@ -30,8 +37,9 @@ const segmentSum: KernelFunc = ({inputs, backend, attrs}) => {
   const acc = new Float64Array(numSegments * inner);
   for (let i = 0; i < n; i++) {
     const s = ids[i];
-    if (s < 0 || s >= numSegments) continue;   // TensorFlow drops out-of-range ids
-    const src = i * inner, dst = s * inner;
+    if (s < 0 || s >= numSegments) continue; // TensorFlow drops out-of-range ids
+    const src = i * inner,
+      dst = s * inner;
     for (let j = 0; j < inner; j++) acc[dst + j] += xv[src + j];
   }
   const shape = [numSegments, ...x.shape.slice(segmentIds.shape.length)];

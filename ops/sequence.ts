@@ -64,7 +64,7 @@ export function sequenceInfo(b: number, t: number, inputs: SequenceInputs = {}, 
     reset = tf.reshape(reset, [b, t, 1]);
     const owned = [positions, reset, tokenMask, segment].filter((x): x is tf.Tensor => x != null);
     const info: SequenceInfo = {b, t, positions, reset, tokenMask, segment, owned};
-    return info as unknown as tf.Tensor;  // tidy keeps the tensors inside the returned object
+    return info as unknown as tf.Tensor; // tidy keeps the tensors inside the returned object
   }) as unknown as SequenceInfo;
 }
 

@@ -25,7 +25,17 @@
  * 4 GiB); weights past the budget, or all with `cacheWeights = false`, are transposed per call. The copies live in the backend, outside tf.memory()'s tensor count
  * (`wasmMatMulCacheBytes()` reports them).
  */
-import {broadcast_util, engine, getKernel, KernelConfig, KernelFunc, registerKernel, TensorInfo, unregisterKernel, util} from '@tensorflow/tfjs-core';
+import {
+  broadcast_util,
+  engine,
+  getKernel,
+  KernelConfig,
+  KernelFunc,
+  registerKernel,
+  TensorInfo,
+  unregisterKernel,
+  util,
+} from '@tensorflow/tfjs-core';
 import {wrapKernel} from './wrap_kernel';
 
 export const wasmMatMulConfig = {
@@ -40,7 +50,7 @@ export const wasmMatMulConfig = {
 
 type DataId = object;
 interface WasmBackend {
-  dataIdMap: {get(id: DataId): {id: number} | undefined, has(id: DataId): boolean};
+  dataIdMap: {get(id: DataId): {id: number} | undefined; has(id: DataId): boolean};
   disposeData(id: DataId, force?: boolean): boolean;
 }
 
@@ -70,7 +80,8 @@ function release(backend: WasmBackend, ts: TensorInfo[]): void {
 }
 
 function isVariable(t: TensorInfo): boolean {
-  const vars = (engine() as unknown as {state: {registeredVariables: Record<string, {dataId: DataId}>}}).state.registeredVariables;
+  const vars = (engine() as unknown as {state: {registeredVariables: Record<string, {dataId: DataId}>}}).state
+    .registeredVariables;
   for (const k in vars) if (vars[k].dataId === t.dataId) return true;
   return false;
 }
@@ -98,7 +109,14 @@ function cacheOf(backend: WasmBackend): Map<DataId, Prepared> {
 }
 
 /** x [batch, r, c] (or transposed: [batch, c, r] read as its transpose) as `batch` plain 2D [r, c] matrices. */
-function plainSlices(backend: WasmBackend, x: TensorInfo, batch: number, rows: number, cols: number, transposed: boolean): TensorInfo[] {
+function plainSlices(
+  backend: WasmBackend,
+  x: TensorInfo,
+  batch: number,
+  rows: number,
+  cols: number,
+  transposed: boolean,
+): TensorInfo[] {
   const x3 = call('Reshape', backend, {x}, {shape: transposed ? [batch, cols, rows] : [batch, rows, cols]});
   const out: TensorInfo[] = [];
   try {
@@ -121,11 +139,12 @@ function plainSlices(backend: WasmBackend, x: TensorInfo, batch: number, rows: n
 }
 
 const batchMatMul: KernelFunc = ({inputs, backend: be, attrs}) => {
-  const {a, b} = inputs as {a: TensorInfo, b: TensorInfo};
-  const {transposeA, transposeB} = attrs as unknown as {transposeA: boolean, transposeB: boolean};
+  const {a, b} = inputs as {a: TensorInfo; b: TensorInfo};
+  const {transposeA, transposeB} = attrs as unknown as {transposeA: boolean; transposeB: boolean};
   const backend = be as unknown as WasmBackend;
   const orig = original!.kernelFunc;
-  const ra = a.shape.length, rb = b.shape.length;
+  const ra = a.shape.length,
+    rb = b.shape.length;
   if (ra < 2 || rb < 2 || a.dtype !== 'float32' || b.dtype !== 'float32') return orig({inputs, backend: be, attrs});
   const m = transposeA ? a.shape[ra - 1] : a.shape[ra - 2];
   const k = transposeA ? a.shape[ra - 2] : a.shape[ra - 1];
@@ -152,8 +171,12 @@ const batchMatMul: KernelFunc = ({inputs, backend: be, attrs}) => {
   const needsB = transposeB || batchB > 1;
   if (!needsB) {
     bSlices = [call('Reshape', backend, {x: b}, {shape: [1, k, n]})];
-  } else if (wasmMatMulConfig.cacheWeights && isVariable(b) &&
-      (cacheOf(backend).has(b.dataId) || cachedBytes(cacheOf(backend)) + batchB * k * n * 4 <= wasmMatMulConfig.maxCacheBytes)) {
+  } else if (
+    wasmMatMulConfig.cacheWeights &&
+    isVariable(b) &&
+    (cacheOf(backend).has(b.dataId) ||
+      cachedBytes(cacheOf(backend)) + batchB * k * n * 4 <= wasmMatMulConfig.maxCacheBytes)
+  ) {
     const cache = cacheOf(backend);
     let p = cache.get(b.dataId);
     if (p == null) {
@@ -182,7 +205,11 @@ const batchMatMul: KernelFunc = ({inputs, backend: be, attrs}) => {
       }
       const a1 = call('Reshape', backend, {x: a2}, {shape: [1, batchA * m, k]});
       temps.push(a1);
-      const y = orig({inputs: {a: a1, b: bSlices[0]}, backend: be, attrs: {transposeA: false, transposeB: false}}) as TensorInfo;
+      const y = orig({
+        inputs: {a: a1, b: bSlices[0]},
+        backend: be,
+        attrs: {transposeA: false, transposeB: false},
+      }) as TensorInfo;
       temps.push(y);
       return call('Reshape', backend, {x: y}, {shape: outShape});
     }
@@ -191,12 +218,16 @@ const batchMatMul: KernelFunc = ({inputs, backend: be, attrs}) => {
     temps.push(...aSlices);
     const outs: TensorInfo[] = [];
     for (let i = 0; i < batch; i++) {
-      const y = orig({inputs: {a: aSlices[batchA === 1 ? 0 : i], b: bSlices[i]}, backend: be,
-        attrs: {transposeA: false, transposeB: false}}) as TensorInfo;
+      const y = orig({
+        inputs: {a: aSlices[batchA === 1 ? 0 : i], b: bSlices[i]},
+        backend: be,
+        attrs: {transposeA: false, transposeB: false},
+      }) as TensorInfo;
       outs.push(y);
       temps.push(y);
     }
-    const y = outs.length === 1 ? outs[0] : call('Concat', backend, outs as unknown as Record<string, TensorInfo>, {axis: 0});
+    const y =
+      outs.length === 1 ? outs[0] : call('Concat', backend, outs as unknown as Record<string, TensorInfo>, {axis: 0});
     if (y !== outs[0]) temps.push(y);
     return call('Reshape', backend, {x: y}, {shape: outShape});
   } finally {
@@ -214,14 +245,20 @@ function cachedBytes(c: Map<DataId, Prepared>): number {
 /** Bytes held by cached weight copies on the current wasm backend (0 when none or not wasm). */
 export function wasmMatMulCacheBytes(): number {
   let backend: object | undefined;
-  try { backend = engine().findBackend('wasm') ?? undefined; } catch { return 0; }
+  try {
+    backend = engine().findBackend('wasm') ?? undefined;
+  } catch {
+    return 0;
+  }
   const c = backend && caches.get(backend);
   return c ? cachedBytes(c) : 0;
 }
 
 /** Installs the kernel for wasm (idempotent). Needs tfjs-backend-wasm imported first. */
 export function registerWasmMatMul(): void {
-  original = wrapKernel('BatchMatMul', 'wasm', batchMatMul, 'wasm matMul: import @tensorflow/tfjs-backend-wasm first') ?? original;
+  original =
+    wrapKernel('BatchMatMul', 'wasm', batchMatMul, 'wasm matMul: import @tensorflow/tfjs-backend-wasm first') ??
+    original;
 }
 
 /** Puts tfjs-wasm's own kernel back (for measuring against it). */

@@ -21,7 +21,12 @@ type WasmBackend = {
 
 const oneHot: KernelFunc = (args) => {
   const {inputs, backend, attrs} = args;
-  const {dtype, depth, onValue, offValue} = attrs as unknown as {dtype: string, depth: number, onValue: number, offValue: number};
+  const {dtype, depth, onValue, offValue} = attrs as unknown as {
+    dtype: string;
+    depth: number;
+    onValue: number;
+    offValue: number;
+  };
   if (dtype === 'int32' || dtype == null) return original!.kernelFunc(args);
   const {indices} = inputs as {indices: TensorInfo};
   const be = backend as unknown as WasmBackend;
@@ -30,12 +35,13 @@ const oneHot: KernelFunc = (args) => {
   const out = new Float32Array(n * depth).fill(offValue);
   for (let i = 0; i < n; i++) {
     const k = ids[i];
-    if (k >= 0 && k < depth) out[i * depth + k] = onValue;   // out-of-range ids: all off, as in TensorFlow
+    if (k >= 0 && k < depth) out[i * depth + k] = onValue; // out-of-range ids: all off, as in TensorFlow
   }
   return be.makeOutput([...indices.shape, depth], dtype, undefined, out);
 };
 
 /** Installs the kernel for wasm (idempotent). Needs tfjs-backend-wasm imported first. */
 export function registerWasmOneHot(): void {
-  original = wrapKernel('OneHot', 'wasm', oneHot, 'wasm OneHot: import @tensorflow/tfjs-backend-wasm first') ?? original;
+  original =
+    wrapKernel('OneHot', 'wasm', oneHot, 'wasm OneHot: import @tensorflow/tfjs-backend-wasm first') ?? original;
 }

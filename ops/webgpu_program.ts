@@ -48,7 +48,7 @@ interface CommonSpec {
  * workgroup counts themselves (say one workgroup per row).
  */
 export type ProgramSpec = CommonSpec &
-    ({invocations: number, workgroups?: never} | {workgroups: Vec3, invocations?: never});
+  ({invocations: number; workgroups?: never} | {workgroups: Vec3; invocations?: never});
 
 /** The shaderKey prefix for a template name and its options: 'rgLruScanSerial_true'. */
 export function shaderKeyOf(name: string, variant: ReadonlyArray<string | number | boolean> = []): string {
@@ -97,8 +97,7 @@ export abstract class WebGPUProgramBase implements WebGPUProgram {
     this.shaderKey = shaderKeyOf(spec.name, spec.variant);
     this.dispatchLayout = {x: this.outputShape.map((_, i) => i)};
     this.workgroupSize = [...(spec.workgroupSize ?? WORKGROUP_64)];
-    this.dispatch = spec.workgroups != null ? [...spec.workgroups] :
-        flatDispatch(spec.invocations, this.workgroupSize);
+    this.dispatch = spec.workgroups != null ? [...spec.workgroups] : flatDispatch(spec.invocations, this.workgroupSize);
     if (spec.uniforms) this.uniforms = spec.uniforms;
     if (spec.size) this.size = true;
   }

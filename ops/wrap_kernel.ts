@@ -7,7 +7,12 @@
  */
 import {getKernel, KernelConfig, KernelFunc, registerKernel, unregisterKernel} from '@tensorflow/tfjs-core';
 
-export function wrapKernel(kernelName: string, backendName: string, kernelFunc: KernelFunc, missing: string): KernelConfig | null {
+export function wrapKernel(
+  kernelName: string,
+  backendName: string,
+  kernelFunc: KernelFunc,
+  missing: string,
+): KernelConfig | null {
   const current = getKernel(kernelName, backendName);
   if (current == null) throw new Error(missing);
   if (current.kernelFunc === kernelFunc) return null;

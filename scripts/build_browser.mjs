@@ -24,8 +24,26 @@ const shims = {
   fs: 'src/browser/fs.ts',
   path: 'src/browser/path.ts',
 };
-const nodeOnly = ['webgpu', 'os', 'readline', 'child_process', 'module', 'url', 'crypto', 'zlib', 'util',
-  'stream', 'worker_threads', 'perf_hooks', 'http', 'https', 'net', 'tty', 'events', 'string_decoder'];
+const nodeOnly = [
+  'webgpu',
+  'os',
+  'readline',
+  'child_process',
+  'module',
+  'url',
+  'crypto',
+  'zlib',
+  'util',
+  'stream',
+  'worker_threads',
+  'perf_hooks',
+  'http',
+  'https',
+  'net',
+  'tty',
+  'events',
+  'string_decoder',
+];
 
 // The package's own Node-only modules, replaced by their browser versions (same exports).
 const replaced = {
@@ -37,7 +55,10 @@ const nodeModules = {
   name: 'griffin-node-modules',
   setup(build) {
     build.onResolve({filter: /^\.\.?\/.*(backend|webgpu_node)$/}, (args) => {
-      const file = path.relative(root, path.resolve(args.resolveDir, `${args.path}.ts`)).split(path.sep).join('/');
+      const file = path
+        .relative(root, path.resolve(args.resolveDir, `${args.path}.ts`))
+        .split(path.sep)
+        .join('/');
       return replaced[file] ? {path: path.join(root, replaced[file])} : undefined;
     });
     build.onResolve({filter: /^(node:)?[a-z_]+(\/promises)?$/}, (args) => {
@@ -51,7 +72,8 @@ const nodeModules = {
 
 // Only what this script writes is replaced (--out may name a folder holding other files).
 fs.mkdirSync(out, {recursive: true});
-for (const f of fs.readdirSync(out)) if (/^griffin\.esm\.js|^tfjs-backend-wasm.*\.wasm$/.test(f)) fs.rmSync(path.join(out, f));
+for (const f of fs.readdirSync(out))
+  if (/^griffin\.esm\.js|^tfjs-backend-wasm.*\.wasm$/.test(f)) fs.rmSync(path.join(out, f));
 const result = await esbuild.build({
   absWorkingDir: root,
   entryPoints: ['src/browser/index.ts'],
@@ -73,13 +95,18 @@ const result = await esbuild.build({
 });
 
 const wasmDir = path.join(root, 'node_modules/@tensorflow/tfjs-backend-wasm/dist');
-for (const f of fs.readdirSync(wasmDir).filter((f) => f.endsWith('.wasm'))) fs.copyFileSync(path.join(wasmDir, f), path.join(out, f));
+for (const f of fs.readdirSync(wasmDir).filter((f) => f.endsWith('.wasm')))
+  fs.copyFileSync(path.join(wasmDir, f), path.join(out, f));
 
 // Nothing Node-only may have slipped in (a new import of a module not mapped above).
 const inputs = Object.keys(result.metafile.inputs);
 // (A CommonJS .node.js build of tfjs would also mean two copies of tfjs-core.)
-const leaked = inputs.filter((p) => /node_modules\/webgpu\/|dawn\.node|@tensorflow\/.*\.node\.js$|^src\/(backend|webgpu_node)\.ts$/.test(p));
+const leaked = inputs.filter((p) =>
+  /node_modules\/webgpu\/|dawn\.node|@tensorflow\/.*\.node\.js$|^src\/(backend|webgpu_node)\.ts$/.test(p),
+);
 if (leaked.length > 0) throw new Error(`browser bundle: Node-only modules bundled: ${leaked.join(', ')}`);
 if (process.env.GRIFFIN_BUNDLE_META) fs.writeFileSync(process.env.GRIFFIN_BUNDLE_META, JSON.stringify(result.metafile));
 const bytes = fs.statSync(path.join(out, 'griffin.esm.js')).size;
-console.log(`${path.relative(process.cwd(), path.join(out, 'griffin.esm.js'))}: ${(bytes / 1e6).toFixed(1)} MB, ${inputs.length} modules`);
+console.log(
+  `${path.relative(process.cwd(), path.join(out, 'griffin.esm.js'))}: ${(bytes / 1e6).toFixed(1)} MB, ${inputs.length} modules`,
+);

@@ -9,9 +9,9 @@
  * the usage may take for granted (a model, ids, a tokenizer ...) are declared in PRELUDE below.
  */
 import {spawnSync} from 'child_process';
+import type {Command} from 'commander';
 import * as fs from 'fs';
 import * as path from 'path';
-import type {Command} from 'commander';
 import {buildProgram} from '../src/cli';
 
 const ROOT = path.resolve(__dirname, '..');
@@ -83,12 +83,19 @@ function usageOf(file: string): Usage | string {
 function exportsOf(file: string): string[] {
   const s = fs.readFileSync(path.join(ROOT, file), 'utf8');
   const names = new Set<string>();
-  for (const m of s.matchAll(/^export\s+(?:declare\s+)?(?:abstract\s+)?(?:async\s+)?(?:function\*?|class|const|let|interface|type|enum)\s+([A-Za-z_$][\w$]*)/gm)) {
+  for (const m of s.matchAll(
+    /^export\s+(?:declare\s+)?(?:abstract\s+)?(?:async\s+)?(?:function\*?|class|const|let|interface|type|enum)\s+([A-Za-z_$][\w$]*)/gm,
+  )) {
     names.add(m[1]);
   }
   for (const m of s.matchAll(/^export\s+(?:type\s+)?\{([^}]*)\}/gm)) {
     for (const part of m[1].split(',')) {
-      const name = part.trim().split(/\s+as\s+/).pop()?.replace(/^type\s+/, '').trim();
+      const name = part
+        .trim()
+        .split(/\s+as\s+/)
+        .pop()
+        ?.replace(/^type\s+/, '')
+        .trim();
       if (name) names.add(name);
     }
   }
@@ -100,7 +107,11 @@ const isImport = (text: string) => /^(import |require\()/.test(text);
 
 /** `griffin CMD --opt ...`: CMD must be a command and each --opt one of its options. */
 function checkCommand(program: Command, text: string): string | null {
-  const words = text.replace(/#.*$/, '').replace(/"[^"]*"/g, 'ARG').trim().split(/\s+/);
+  const words = text
+    .replace(/#.*$/, '')
+    .replace(/"[^"]*"/g, 'ARG')
+    .trim()
+    .split(/\s+/);
   const at = words.indexOf('griffin');
   if (at < 0) return null;
   const name = words[at + 1];
@@ -149,16 +160,26 @@ function main(): number {
     text.push('}');
     map.push({file, line: code[code.length - 1].line});
     const name = file.replace(/[\\/]/g, '__').replace(/\.ts$/, '.usage.ts');
-    fs.writeFileSync(path.join(OUT, name), text.join('\n') + '\n');
+    fs.writeFileSync(path.join(OUT, name), `${text.join('\n')}\n`);
     lineMap.set(name, map);
   }
-  fs.writeFileSync(path.join(OUT, 'tsconfig.json'), JSON.stringify({
-    extends: rel('tsconfig.json'),
-    compilerOptions: {noEmit: true, noUnusedLocals: false, rootDir: rel('.'), isolatedModules: false},
-    include: ['*.usage.ts'],
-  }, null, 2));
-  const tsc = spawnSync(process.execPath, [require.resolve('typescript/bin/tsc'), '-p', path.join(OUT, 'tsconfig.json')],
-    {encoding: 'utf8', cwd: ROOT});
+  fs.writeFileSync(
+    path.join(OUT, 'tsconfig.json'),
+    JSON.stringify(
+      {
+        extends: rel('tsconfig.json'),
+        compilerOptions: {noEmit: true, noUnusedLocals: false, rootDir: rel('.'), isolatedModules: false},
+        include: ['*.usage.ts'],
+      },
+      null,
+      2,
+    ),
+  );
+  const tsc = spawnSync(
+    process.execPath,
+    [require.resolve('typescript/bin/tsc'), '-p', path.join(OUT, 'tsconfig.json')],
+    {encoding: 'utf8', cwd: ROOT},
+  );
   for (const line of `${tsc.stdout}${tsc.stderr}`.split('\n')) {
     const m = /([^/\\(]+\.usage\.ts)\((\d+),\d+\): error (TS\d+: .*)$/.exec(line);
     if (m == null) continue;

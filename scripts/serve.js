@@ -12,7 +12,7 @@
  * tfjs-backend-wasm picks its threaded SIMD build (tfjs-backend-wasm-threaded-simd.wasm, next to
  * the bundle). Everything the example loads is same-origin, which require-corp allows.
  */
-'use strict';
+
 const fs = require('fs');
 const http = require('http');
 const path = require('path');
@@ -57,9 +57,14 @@ function startServer({root = path.join(__dirname, '..'), port = 0, mounts = {}, 
     } catch {
       return send(400, 'bad URL');
     }
-    let dir = path.resolve(root), rel = urlPath;
+    let dir = path.resolve(root),
+      rel = urlPath;
     for (const [prefix, d] of bases) {
-      if (urlPath.startsWith(prefix)) { dir = d; rel = urlPath.slice(prefix.length - 1); break; }
+      if (urlPath.startsWith(prefix)) {
+        dir = d;
+        rel = urlPath.slice(prefix.length - 1);
+        break;
+      }
     }
     let file = path.join(dir, rel);
     if (file !== dir && !file.startsWith(dir + path.sep)) return send(403, 'outside the served folder');
@@ -70,7 +75,11 @@ function startServer({root = path.join(__dirname, '..'), port = 0, mounts = {}, 
           return res.end();
         }
         file = path.join(file, 'index.html');
-        try { st = fs.statSync(file); } catch (e) { err = e; }
+        try {
+          st = fs.statSync(file);
+        } catch (e) {
+          err = e;
+        }
       }
       if (err || !st.isFile()) {
         if (!quiet) console.log(`404 ${urlPath}`);
@@ -91,8 +100,13 @@ function startServer({root = path.join(__dirname, '..'), port = 0, mounts = {}, 
     server.listen(port, '127.0.0.1', () => {
       const p = server.address().port;
       resolve({
-        url: `http://localhost:${p}`, port: p,
-        close: () => new Promise((r) => { server.closeAllConnections?.(); server.close(() => r()); }),
+        url: `http://localhost:${p}`,
+        port: p,
+        close: () =>
+          new Promise((r) => {
+            server.closeAllConnections?.();
+            server.close(() => r());
+          }),
       });
     });
   });
@@ -115,10 +129,13 @@ if (require.main === module) {
     console.error(`serve: --root ${root} does not exist`);
     process.exit(2);
   }
-  startServer({root, port, quiet: !process.argv.includes('--verbose')}).then(({url}) => {
-    console.log(`serving ${root} at ${url}/ (example: ${url}/examples/browser/), cross-origin isolated (COOP/COEP)`);
-  }, (e) => {
-    console.error(`serve: ${e.message}`);
-    process.exit(1);
-  });
+  startServer({root, port, quiet: !process.argv.includes('--verbose')}).then(
+    ({url}) => {
+      console.log(`serving ${root} at ${url}/ (example: ${url}/examples/browser/), cross-origin isolated (COOP/COEP)`);
+    },
+    (e) => {
+      console.error(`serve: ${e.message}`);
+      process.exit(1);
+    },
+  );
 }

@@ -7,7 +7,7 @@
 import {tf} from './tf';
 
 export const BACKENDS = ['cpu', 'wasm', 'webgpu', 'tensorflow'] as const;
-export type BackendName = typeof BACKENDS[number];
+export type BackendName = (typeof BACKENDS)[number];
 
 function tryRequire(name: string): boolean {
   try {

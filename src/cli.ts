@@ -7,21 +7,21 @@
  * errors), never a stack trace (set GRIFFIN_DEBUG=1 to see one).
  */
 import {Command, CommanderError} from 'commander';
-import {registerConvert} from './cli/convert';
-import {registerTrainTokenizer} from './cli/tokenizer';
-import {register as registerGenerate} from './cli/generate';
-import {register as registerFinetune} from './cli/finetune';
 import {register as registerBench} from './cli/bench';
+import {registerConvert} from './cli/convert';
+import {register as registerFinetune} from './cli/finetune';
+import {register as registerGenerate} from './cli/generate';
+import {registerTrainTokenizer} from './cli/tokenizer';
 import {UsageError} from './cli/usage';
 
 export {UsageError};
 
 export function buildProgram(): Command {
   const program = new Command('griffin')
-      .description('RecurrentGemma (Griffin) for TensorFlow.js')
-      .exitOverride()
-      .configureOutput({outputError: (s, write) => write(s.trim().split('\n')[0] + '\n')})
-      .showSuggestionAfterError(true);
+    .description('RecurrentGemma (Griffin) for TensorFlow.js')
+    .exitOverride()
+    .configureOutput({outputError: (s, write) => write(`${s.trim().split('\n')[0]}\n`)})
+    .showSuggestionAfterError(true);
   for (const register of [registerConvert, registerGenerate, registerFinetune, registerBench, registerTrainTokenizer]) {
     register(program);
   }
@@ -46,5 +46,7 @@ export async function main(argv: string[]): Promise<number> {
 }
 
 if (require.main === module) {
-  main(process.argv.slice(2)).then((code) => { process.exitCode = code; });
+  main(process.argv.slice(2)).then((code) => {
+    process.exitCode = code;
+  });
 }

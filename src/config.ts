@@ -74,18 +74,22 @@ export class RecurrentGemmaConfig {
     for (const key of Object.keys(a)) {
       if (a[key] === undefined) delete a[key];
     }
-    delete a.head_dim;  // derived, see the getter; checked below
+    delete a.head_dim; // derived, see the getter; checked below
     Object.assign(this, a);
     if (args.lru_width == null) this.lru_width = this.hidden_size;
     if (args.num_key_value_heads == null) this.num_key_value_heads = this.num_attention_heads;
     this.final_w_init_variance_scale = args.final_w_init_variance_scale ?? 2 / this.num_hidden_layers;
     this.validate();
     if (args.head_dim != null && args.head_dim !== this.head_dim) {
-      throw new ConfigError(`config: head_dim ${args.head_dim} disagrees with hidden_size / num_attention_heads = ${this.head_dim}`);
+      throw new ConfigError(
+        `config: head_dim ${args.head_dim} disagrees with hidden_size / num_attention_heads = ${this.head_dim}`,
+      );
     }
   }
 
-  get head_dim(): number { return this.hidden_size / this.num_attention_heads; }
+  get head_dim(): number {
+    return this.hidden_size / this.num_attention_heads;
+  }
 
   /** block_types cycled to num_hidden_layers: the kind of each layer. */
   get layers_block_type(): BlockType[] {
@@ -97,49 +101,82 @@ export class RecurrentGemmaConfig {
   }
 
   /** Channels of each head that RoPE rotates. */
-  get rotary_dim(): number { return Math.floor(this.head_dim * this.partial_rotary_factor); }
+  get rotary_dim(): number {
+    return Math.floor(this.head_dim * this.partial_rotary_factor);
+  }
 
   private validate(): void {
-    const posInt = ['num_hidden_layers', 'vocab_size', 'hidden_size', 'intermediate_size', 'num_attention_heads',
-      'lru_width', 'attention_window_size', 'conv1d_width', 'num_key_value_heads'] as const;
+    const posInt = [
+      'num_hidden_layers',
+      'vocab_size',
+      'hidden_size',
+      'intermediate_size',
+      'num_attention_heads',
+      'lru_width',
+      'attention_window_size',
+      'conv1d_width',
+      'num_key_value_heads',
+    ] as const;
     for (const f of posInt) {
       const v = this[f];
-      if (!Number.isInteger(v) || v <= 0) throw new ConfigError(`config: ${f} must be a positive integer, got ${JSON.stringify(v)}`);
+      if (!Number.isInteger(v) || v <= 0)
+        throw new ConfigError(`config: ${f} must be a positive integer, got ${JSON.stringify(v)}`);
     }
     const num = ['logits_soft_cap', 'rms_norm_eps', 'partial_rotary_factor', 'rope_theta'] as const;
     for (const f of num) {
-      if (typeof this[f] !== 'number' || !Number.isFinite(this[f])) throw new ConfigError(`config: ${f} must be a number, got ${JSON.stringify(this[f])}`);
+      if (typeof this[f] !== 'number' || !Number.isFinite(this[f]))
+        throw new ConfigError(`config: ${f} must be a number, got ${JSON.stringify(this[f])}`);
     }
     if (this.hidden_size % this.num_attention_heads !== 0) {
-      throw new ConfigError(`config: num_attention_heads (${this.num_attention_heads}) must divide hidden_size (${this.hidden_size})`);
+      throw new ConfigError(
+        `config: num_attention_heads (${this.num_attention_heads}) must divide hidden_size (${this.hidden_size})`,
+      );
     }
     if (this.lru_width % this.num_attention_heads !== 0) {
-      throw new ConfigError(`config: num_attention_heads (${this.num_attention_heads}) must divide lru_width (${this.lru_width})`);
+      throw new ConfigError(
+        `config: num_attention_heads (${this.num_attention_heads}) must divide lru_width (${this.lru_width})`,
+      );
     }
-    if (this.num_key_value_heads > this.num_attention_heads || this.num_attention_heads % this.num_key_value_heads !== 0) {
-      throw new ConfigError(`config: num_key_value_heads (${this.num_key_value_heads}) must divide num_attention_heads (${this.num_attention_heads})`);
+    if (
+      this.num_key_value_heads > this.num_attention_heads ||
+      this.num_attention_heads % this.num_key_value_heads !== 0
+    ) {
+      throw new ConfigError(
+        `config: num_key_value_heads (${this.num_key_value_heads}) must divide num_attention_heads (${this.num_attention_heads})`,
+      );
     }
     if (this.intermediate_size % 2 !== 0) {
-      throw new ConfigError(`config: intermediate_size must be even (the MLP uses half of it), got ${this.intermediate_size}`);
+      throw new ConfigError(
+        `config: intermediate_size must be even (the MLP uses half of it), got ${this.intermediate_size}`,
+      );
     }
     if (!Array.isArray(this.block_types) || this.block_types.length === 0) {
       throw new ConfigError(`config: block_types must be a non-empty list, got ${JSON.stringify(this.block_types)}`);
     }
     for (const b of this.block_types) {
-      if (b !== 'recurrent' && b !== 'attention') throw new ConfigError(`config: block_types has unknown block type ${JSON.stringify(b)} (expected "recurrent" or "attention")`);
+      if (b !== 'recurrent' && b !== 'attention')
+        throw new ConfigError(
+          `config: block_types has unknown block type ${JSON.stringify(b)} (expected "recurrent" or "attention")`,
+        );
     }
     if (!SUPPORTED_ACTIVATIONS.includes(this.hidden_activation)) {
-      throw new ConfigError(`config: hidden_activation ${JSON.stringify(this.hidden_activation)} is not supported (expected one of ${SUPPORTED_ACTIVATIONS.join(', ')})`);
+      throw new ConfigError(
+        `config: hidden_activation ${JSON.stringify(this.hidden_activation)} is not supported (expected one of ${SUPPORTED_ACTIVATIONS.join(', ')})`,
+      );
     }
     if (!(this.partial_rotary_factor > 0 && this.partial_rotary_factor <= 1) || this.rotary_dim % 2 !== 0) {
-      throw new ConfigError(`config: partial_rotary_factor ${this.partial_rotary_factor} must give an even number of rotated channels per head (head_dim ${this.head_dim})`);
+      throw new ConfigError(
+        `config: partial_rotary_factor ${this.partial_rotary_factor} must give an even number of rotated channels per head (head_dim ${this.head_dim})`,
+      );
     }
-    if (!(this.logits_soft_cap > 0)) throw new ConfigError(`config: logits_soft_cap must be > 0, got ${this.logits_soft_cap}`);
+    if (!(this.logits_soft_cap > 0))
+      throw new ConfigError(`config: logits_soft_cap must be > 0, got ${this.logits_soft_cap}`);
   }
 
   /** Reads an HF config.json object; accepts the older top-level rope keys and the newer rope_parameters. */
   static fromJSON(json: Record<string, unknown>): RecurrentGemmaConfig {
-    if (json == null || typeof json !== 'object' || Array.isArray(json)) throw new ConfigError('config: expected a JSON object');
+    if (json == null || typeof json !== 'object' || Array.isArray(json))
+      throw new ConfigError('config: expected a JSON object');
     if (json.model_type != null && json.model_type !== 'recurrent_gemma') {
       throw new ConfigError(`config: model_type is ${JSON.stringify(json.model_type)}, expected "recurrent_gemma"`);
     }
@@ -147,12 +184,15 @@ export class RecurrentGemmaConfig {
     const args: Record<string, unknown> = {};
     const extra: Record<string, unknown> = {};
     for (const [k, v] of Object.entries(json)) {
-      if (known.has(k) && k !== 'extra') args[k] = v; else extra[k] = v;
+      if (known.has(k) && k !== 'extra') args[k] = v;
+      else extra[k] = v;
     }
     const rp = json.rope_parameters as Record<string, unknown> | undefined;
     if (rp != null && typeof rp === 'object') {
       if (rp.rope_type != null && rp.rope_type !== 'default') {
-        throw new ConfigError(`config: rope_parameters.rope_type ${JSON.stringify(rp.rope_type)} is not supported (expected "default")`);
+        throw new ConfigError(
+          `config: rope_parameters.rope_type ${JSON.stringify(rp.rope_type)} is not supported (expected "default")`,
+        );
       }
       if (rp.rope_theta != null) args.rope_theta = rp.rope_theta;
       if (rp.partial_rotary_factor != null) args.partial_rotary_factor = rp.partial_rotary_factor;
@@ -179,7 +219,11 @@ export class RecurrentGemmaConfig {
     };
     Object.assign(out, this.toModelFields());
     out.head_dim = this.head_dim;
-    out.rope_parameters = {rope_theta: this.rope_theta, partial_rotary_factor: this.partial_rotary_factor, rope_type: 'default'};
+    out.rope_parameters = {
+      rope_theta: this.rope_theta,
+      partial_rotary_factor: this.partial_rotary_factor,
+      rope_type: 'default',
+    };
     out.dtype = out.dtype ?? 'float32';
     return out;
   }
@@ -187,9 +231,15 @@ export class RecurrentGemmaConfig {
 
 /** The number of parameters a config's model holds, without building it (a tied head counts once). */
 export function parameterCount(c: RecurrentGemmaConfig): number {
-  const d = c.hidden_size, e = c.lru_width, m = c.intermediate_size / 2, H = c.num_attention_heads;
-  const hd = c.head_dim, K = c.num_key_value_heads, w = c.conv1d_width, bw = e / H;
-  const mlp = 2 * (m * d + m) + (d * m + d) + 2 * d;   // gate, up, down, the two norms
+  const d = c.hidden_size,
+    e = c.lru_width,
+    m = c.intermediate_size / 2,
+    H = c.num_attention_heads;
+  const hd = c.head_dim,
+    K = c.num_key_value_heads,
+    w = c.conv1d_width,
+    bw = e / H;
+  const mlp = 2 * (m * d + m) + (d * m + d) + 2 * d; // gate, up, down, the two norms
   const recurrent = 2 * (e * d + e) + (d * e + d) + (e * w + e) + e + 2 * (H * bw * bw + H * bw);
   const attention = H * hd * d + 2 * K * hd * d + (d * H * hd + d);
   const layers = c.layers_block_type.reduce((s, t) => s + mlp + (t === 'recurrent' ? recurrent : attention), 0);

@@ -8,14 +8,15 @@
  * This file sits above checkpoint I/O (converters/) and generation (src/generation/), which
  * work on the core and never import this class.
  */
-import {tf} from './tf';
+
+import {LoadOptions, openCheckpoint, SaveOptions, savePretrained} from '../converters/index';
 import {CausalLMCore} from './core/model';
-import {LoadOptions, openCheckpoint, savePretrained, SaveOptions} from '../converters/index';
-import {decodeStep, GenerationState, prefill, PrefillOptions} from './generation/state';
-import {generate, GenerateOptions, streamTokens, TokenEvent} from './generation/generate';
+import {GenerateOptions, generate, streamTokens, TokenEvent} from './generation/generate';
+import {decodeStep, GenerationState, PrefillOptions, prefill} from './generation/state';
+import {tf} from './tf';
 import type {IdsLike} from './util/ids';
 
-export type {ForwardInputs, ForwardOutputs, ModelOptions, IdsLike} from './core/model';
+export type {ForwardInputs, ForwardOutputs, IdsLike, ModelOptions} from './core/model';
 
 export class RecurrentGemmaForCausalLM extends CausalLMCore {
   /**
@@ -41,7 +42,10 @@ export class RecurrentGemmaForCausalLM extends CausalLMCore {
    * Saves to a directory: `{format: 'hf'}` (default) or `{format: 'tfjs', dtype?}`. A tfjs
    * IOHandler or URL ('indexeddb://...', 'downloads://...') is passed on to LayersModel.save.
    */
-  override async save(dirOrHandler: string | tf.io.IOHandler, opts?: SaveOptions & tf.io.SaveConfig): Promise<tf.io.SaveResult> {
+  override async save(
+    dirOrHandler: string | tf.io.IOHandler,
+    opts?: SaveOptions & tf.io.SaveConfig,
+  ): Promise<tf.io.SaveResult> {
     if (typeof dirOrHandler !== 'string' || /^[a-z][a-z0-9+.-]*:\/\//i.test(dirOrHandler)) {
       // The config travels with the weights, so that fromPretrained('indexeddb://...') can rebuild the model.
       this.setUserDefinedMetadata({griffin: {config: this.config.toJSON()}});
@@ -61,7 +65,10 @@ export class RecurrentGemmaForCausalLM extends CausalLMCore {
   }
 
   /** Feeds one token per row, advancing `state` in place; returns logits [b, V] (caller disposes). */
-  decodeStep(state: GenerationState, nextIds: number[] | number[][] | tf.Tensor): {logits: tf.Tensor, state: GenerationState} {
+  decodeStep(
+    state: GenerationState,
+    nextIds: number[] | number[][] | tf.Tensor,
+  ): {logits: tf.Tensor; state: GenerationState} {
     return decodeStep(this, state, nextIds);
   }
 

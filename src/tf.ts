@@ -6,7 +6,7 @@
  * (and brings tfjs-layers and the cpu backend, which we use anyway), so that is the entry.
  */
 import * as tf from '@tensorflow/tfjs';
-import '../ops/register';   // this package's kernels, once
+import '../ops/register'; // this package's kernels, once
 
 // The cpu backend prints a one-time "install tfjs-node" banner on first use in Node; for this
 // package's users that is noise (tfjs-node is an optional peer dependency, chosen by

@@ -5,7 +5,13 @@
  */
 import * as fs from 'fs';
 import {
-  ModelProto, NORMALIZER_SPEC_DEFAULTS, NormalizerSpec, PieceType, TRAINER_SPEC_DEFAULTS, TrainerSpec, decodeModelProto,
+  decodeModelProto,
+  ModelProto,
+  NORMALIZER_SPEC_DEFAULTS,
+  NormalizerSpec,
+  PieceType,
+  TRAINER_SPEC_DEFAULTS,
+  TrainerSpec,
 } from './tokenizer/model_proto';
 
 /** The slice of sentencepiece-js we use (the package ships no type declarations). */
@@ -13,12 +19,15 @@ interface SpProcessor {
   load(path: string): Promise<void>;
   encodeIds(text: string): number[];
 }
-const spjs = require('sentencepiece-js') as { SentencePieceProcessor: new () => SpProcessor };
+const spjs = require('sentencepiece-js') as {SentencePieceProcessor: new () => SpProcessor};
 
 interface ModelInfo {
   pieces: string[];
   types: PieceType[];
-  unkId: number; bosId: number; eosId: number; padId: number;
+  unkId: number;
+  bosId: number;
+  eosId: number;
+  padId: number;
   addDummyPrefix: boolean;
   escapeWhitespaces: boolean;
 }
@@ -65,16 +74,29 @@ function utf8Len(lead: number): number {
  * a valid character becomes one U+FFFD), returning how many bytes were consumed. With final=false it stops
  * at a trailing sequence that later bytes could still complete, so streamed output matches a full decode.
  */
-function drainBytes(bytes: number[], final: boolean): { text: string; used: number } {
-  let text = '', i = 0;
+function drainBytes(bytes: number[], final: boolean): {text: string; used: number} {
+  let text = '',
+    i = 0;
   while (i < bytes.length) {
     const b0 = bytes[i];
-    if (b0 < 0x80) { text += String.fromCharCode(b0); i++; continue; }
+    if (b0 < 0x80) {
+      text += String.fromCharCode(b0);
+      i++;
+      continue;
+    }
     const n = utf8Len(b0);
-    if (n === 0) { text += REPLACEMENT; i++; continue; }
+    if (n === 0) {
+      text += REPLACEMENT;
+      i++;
+      continue;
+    }
     const avail = Math.min(n, bytes.length - i);
     let trailsOk = true;
-    for (let k = 1; k < avail; k++) if (!isTrail(bytes[i + k])) { trailsOk = false; break; }
+    for (let k = 1; k < avail; k++)
+      if (!isTrail(bytes[i + k])) {
+        trailsOk = false;
+        break;
+      }
     if (avail < n && trailsOk && !final) break; // may still complete: wait for more bytes
     if (avail === n && trailsOk) {
       let cp = b0 & (0x7f >> n);
@@ -90,7 +112,7 @@ function drainBytes(bytes: number[], final: boolean): { text: string; used: numb
     text += REPLACEMENT;
     i++;
   }
-  return { text, used: i };
+  return {text, used: i};
 }
 
 export interface StreamDecoder {
@@ -115,11 +137,19 @@ export class GemmaTokenizer {
   private readonly byteValue: Int16Array;
   private readonly special: Uint8Array;
 
-  private constructor(private readonly sp: SpProcessor, private readonly info: ModelInfo) {
+  private constructor(
+    private readonly sp: SpProcessor,
+    private readonly info: ModelInfo,
+  ) {
     const n = info.pieces.length;
     this.vocabSize = n;
-    this.bosId = info.bosId; this.eosId = info.eosId; this.padId = info.padId; this.unkId = info.unkId;
-    info.pieces.forEach((p, i) => { if (!this.pieceIds.has(p)) this.pieceIds.set(p, i); });
+    this.bosId = info.bosId;
+    this.eosId = info.eosId;
+    this.padId = info.padId;
+    this.unkId = info.unkId;
+    info.pieces.forEach((p, i) => {
+      if (!this.pieceIds.has(p)) this.pieceIds.set(p, i);
+    });
     this.startOfTurnId = this.pieceIds.get('<start_of_turn>') ?? -1;
     this.endOfTurnId = this.pieceIds.get('<end_of_turn>') ?? -1;
     this.byteValue = new Int16Array(n).fill(-1);
@@ -172,16 +202,16 @@ export class GemmaTokenizer {
     return new GemmaTokenizer(sp, info);
   }
 
-  encode(text: string, opts: { addBos?: boolean } = {}): number[] {
+  encode(text: string, opts: {addBos?: boolean} = {}): number[] {
     const ids = text.length > 0 ? this.sp.encodeIds(text) : [];
-    return opts.addBos ?? true ? [this.bosId, ...ids] : ids;
+    return (opts.addBos ?? true) ? [this.bosId, ...ids] : ids;
   }
 
   /**
    * skipSpecial=false (default) renders control/unknown pieces and turn markers as their piece text
    * (e.g. "<start_of_turn>"), like Hugging Face; skipSpecial=true drops them.
    */
-  decode(ids: number[], opts: { skipSpecial?: boolean } = {}): string {
+  decode(ids: number[], opts: {skipSpecial?: boolean} = {}): string {
     // One code path for both, so streaming can never drift from a full decode.
     const d = this.createStreamDecoder(opts);
     let out = '';
@@ -209,13 +239,13 @@ export class GemmaTokenizer {
    * Incremental detokenization: byte-fallback pieces are held until they form whole characters, and each
    * piece's '▁' becomes a space in place, so the concatenated pushes equal decode() of the whole sequence.
    */
-  createStreamDecoder(opts: { skipSpecial?: boolean } = {}): StreamDecoder {
+  createStreamDecoder(opts: {skipSpecial?: boolean} = {}): StreamDecoder {
     const skip = opts.skipSpecial ?? false;
     let pending: number[] = [];
     let started = false; // whether any text was produced yet (for the add_dummy_prefix space)
     const resolvePending = (final: boolean): string => {
       if (pending.length === 0) return '';
-      const { text, used } = drainBytes(pending, final);
+      const {text, used} = drainBytes(pending, final);
       pending = used === pending.length ? [] : pending.slice(used);
       if (text) started = true;
       return text;
@@ -229,7 +259,7 @@ export class GemmaTokenizer {
           return resolvePending(false);
         }
         // Any non-byte piece ends a byte run, as in sentencepiece, even a special one that is skipped.
-        let out = resolvePending(true);
+        const out = resolvePending(true);
         if (this.special[id]) return skip ? out : out + this.info.pieces[id];
         let piece = this.info.pieces[id];
         if (this.info.escapeWhitespaces) {
@@ -251,9 +281,15 @@ export class GemmaTokenizer {
   }
 }
 
-export interface ChatMessage { role: 'user' | 'model' | 'system'; content: string }
+export interface ChatMessage {
+  role: 'user' | 'model' | 'system';
+  content: string;
+}
 
-interface Turn { role: 'user' | 'model'; content: string }
+interface Turn {
+  role: 'user' | 'model';
+  content: string;
+}
 
 /** Validates the conversation and folds a leading system message into the first user turn (Gemma has no system role). */
 function toTurns(messages: ChatMessage[]): Turn[] {
@@ -265,21 +301,22 @@ function toTurns(messages: ChatMessage[]): Turn[] {
       system = m.content;
       return;
     }
-    if (m.role !== 'user' && m.role !== 'model') throw new Error(`chat: unknown role '${String(m.role)}' (message ${i})`);
+    if (m.role !== 'user' && m.role !== 'model')
+      throw new Error(`chat: unknown role '${String(m.role)}' (message ${i})`);
     const expected = turns.length % 2 === 0 ? 'user' : 'model';
     if (m.role !== expected) {
       throw new Error(`chat: roles must alternate user/model starting with user; message ${i} is '${m.role}'`);
     }
-    turns.push({ role: m.role, content: m.content });
+    turns.push({role: m.role, content: m.content});
   });
   if (system !== undefined) {
     if (turns.length === 0) throw new Error('chat: a system message must be followed by a user message');
-    turns[0] = { role: 'user', content: `${system}\n\n${turns[0].content}` };
+    turns[0] = {role: 'user', content: `${system}\n\n${turns[0].content}`};
   }
   return turns;
 }
 
-export function renderChat(messages: ChatMessage[], opts: { addGenerationPrompt?: boolean } = {}): string {
+export function renderChat(messages: ChatMessage[], opts: {addGenerationPrompt?: boolean} = {}): string {
   let out = '';
   for (const t of toTurns(messages)) out += `<start_of_turn>${t.role}\n${t.content}<end_of_turn>\n`;
   if (opts.addGenerationPrompt) out += '<start_of_turn>model\n';
@@ -298,9 +335,12 @@ function buildChat(tok: GemmaTokenizer, messages: ChatMessage[], addGenerationPr
   const ids: number[] = [tok.bosId];
   const trainMask: boolean[] = [false];
   const add = (seg: number[], train: boolean): void => {
-    for (const id of seg) { ids.push(id); trainMask.push(train); }
+    for (const id of seg) {
+      ids.push(id);
+      trainMask.push(train);
+    }
   };
-  const text = (s: string): number[] => tok.encode(s, { addBos: false });
+  const text = (s: string): number[] => tok.encode(s, {addBos: false});
   for (const t of toTurns(messages)) {
     const isModel = t.role === 'model';
     add([tok.startOfTurnId], false);
@@ -313,14 +353,21 @@ function buildChat(tok: GemmaTokenizer, messages: ChatMessage[], addGenerationPr
     add([tok.startOfTurnId], false);
     add(text('model\n'), false);
   }
-  return { ids, trainMask };
+  return {ids, trainMask};
 }
 
-export function encodeChat(tok: GemmaTokenizer, messages: ChatMessage[], opts: { addGenerationPrompt?: boolean } = {}): number[] {
+export function encodeChat(
+  tok: GemmaTokenizer,
+  messages: ChatMessage[],
+  opts: {addGenerationPrompt?: boolean} = {},
+): number[] {
   return buildChat(tok, messages, opts.addGenerationPrompt ?? false).ids;
 }
 
 /** ids equal encodeChat(tok, messages) without a generation prompt. */
-export function encodeChatForTraining(tok: GemmaTokenizer, messages: ChatMessage[]): { ids: number[]; trainMask: boolean[] } {
+export function encodeChatForTraining(
+  tok: GemmaTokenizer,
+  messages: ChatMessage[],
+): {ids: number[]; trainMask: boolean[]} {
   return buildChat(tok, messages, false);
 }

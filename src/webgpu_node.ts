@@ -8,10 +8,16 @@ import * as path from 'path';
 import {tf} from './tf';
 
 type PowerPreference = 'high-performance' | 'low-power';
-interface GpuLike { requestAdapter(options?: {powerPreference?: PowerPreference}): Promise<object | null> }
-interface Dawn { create(flags: string[]): GpuLike, globals: object }
+interface GpuLike {
+  requestAdapter(options?: {powerPreference?: PowerPreference}): Promise<object | null>;
+}
+interface Dawn {
+  create(flags: string[]): GpuLike;
+  globals: object;
+}
 
-const NO_ADAPTER = 'WebGPU: no GPU adapter found (without a GPU: install Debian\'s chromium and libvulkan1 and set VK_ICD_FILENAMES=/usr/lib/chromium/vk_swiftshader_icd.json)';
+const NO_ADAPTER =
+  "WebGPU: no GPU adapter found (without a GPU: install Debian's chromium and libvulkan1 and set VK_ICD_FILENAMES=/usr/lib/chromium/vk_swiftshader_icd.json)";
 
 function loadDawn(): Dawn {
   try {
@@ -54,7 +60,10 @@ let initializing: Promise<void> | null = null;
  * the first and ignore their options; a failed call may be retried.
  */
 export function initNodeWebGPU(opts?: {powerPreference?: PowerPreference}): Promise<void> {
-  initializing ??= init(opts).catch((err) => { initializing = null; throw err; });
+  initializing ??= init(opts).catch((err) => {
+    initializing = null;
+    throw err;
+  });
   return initializing.then(async () => {
     // Someone may have switched backends since.
     if (tf.getBackend() !== 'webgpu') await tf.setBackend('webgpu');
@@ -68,11 +77,13 @@ async function init(opts?: {powerPreference?: PowerPreference}): Promise<void> {
   require('../ops/register/webgpu');
   // The backend's own factory picks its adapter by this flag (registered by the import above).
   if (opts?.powerPreference === 'low-power') tf.env().set('WEBGPU_USE_LOW_POWER_GPU', true);
-  if (await gpu.requestAdapter({powerPreference: opts?.powerPreference ?? 'high-performance'}) == null) {
+  if ((await gpu.requestAdapter({powerPreference: opts?.powerPreference ?? 'high-performance'})) == null) {
     throw new Error(NO_ADAPTER);
   }
   if (tf.findBackendFactory('webgpu') == null) {
-    throw new Error('WebGPU: @tensorflow/tfjs-backend-webgpu was loaded before navigator.gpu existed, so it registered no backend; call initNodeWebGPU() before importing it');
+    throw new Error(
+      'WebGPU: @tensorflow/tfjs-backend-webgpu was loaded before navigator.gpu existed, so it registered no backend; call initNodeWebGPU() before importing it',
+    );
   }
   if (!(await tf.setBackend('webgpu'))) throw new Error('WebGPU: the tfjs webgpu backend failed to initialize');
 }

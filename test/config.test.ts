@@ -75,7 +75,12 @@ describe('defaults (transformers RecurrentGemmaConfig, seeds/recurrent_gemma.md)
     expect(s.num_key_value_heads).toBe(4);
     expect(s.head_dim).toBe(16);
     expect(s.final_w_init_variance_scale).toBe(0.5);
-    const n = new RecurrentGemmaConfig({hidden_size: 64, num_attention_heads: 4, lru_width: null, num_key_value_heads: null});
+    const n = new RecurrentGemmaConfig({
+      hidden_size: 64,
+      num_attention_heads: 4,
+      lru_width: null,
+      num_key_value_heads: null,
+    });
     expect(n.lru_width).toBe(64);
     expect(n.num_key_value_heads).toBe(4);
   });
@@ -104,7 +109,13 @@ describe('reading config.json', () => {
     expect(c.extra.transformers_version).toBe('5.17.0');
   });
 
-  const base = {model_type: 'recurrent_gemma', hidden_size: 64, num_attention_heads: 4, num_hidden_layers: 2, vocab_size: 32};
+  const base = {
+    model_type: 'recurrent_gemma',
+    hidden_size: 64,
+    num_attention_heads: 4,
+    num_hidden_layers: 2,
+    vocab_size: 32,
+  };
 
   test('older top-level rope_theta / partial_rotary_factor', () => {
     const c = RecurrentGemmaConfig.fromJSON({...base, rope_theta: 500, partial_rotary_factor: 0.25});
@@ -114,7 +125,10 @@ describe('reading config.json', () => {
   });
 
   test('newer rope_parameters object', () => {
-    const c = RecurrentGemmaConfig.fromJSON({...base, rope_parameters: {rope_type: 'default', rope_theta: 700, partial_rotary_factor: 0.75}});
+    const c = RecurrentGemmaConfig.fromJSON({
+      ...base,
+      rope_parameters: {rope_type: 'default', rope_theta: 700, partial_rotary_factor: 0.75},
+    });
     expect(c.rope_theta).toBe(700);
     expect(c.partial_rotary_factor).toBe(0.75);
     expect(c.rotary_dim).toBe(12);
@@ -122,13 +136,24 @@ describe('reading config.json', () => {
   });
 
   test('an unsupported rope_type is refused', () => {
-    expectConfigError(() => RecurrentGemmaConfig.fromJSON({...base, rope_parameters: {rope_type: 'yarn', rope_theta: 1}}), 'rope_type');
+    expectConfigError(
+      () => RecurrentGemmaConfig.fromJSON({...base, rope_parameters: {rope_type: 'yarn', rope_theta: 1}}),
+      'rope_type',
+    );
   });
 
   test('toJSON writes both spellings and round-trips through fromJSON', () => {
     const c = RecurrentGemmaConfig.fromJSON({
-      ...base, rope_theta: 1234, partial_rotary_factor: 0.25, num_key_value_heads: 2, block_types: ['attention', 'recurrent'],
-      eos_token_id: [1, 107], tie_word_embeddings: false, attention_window_size: 16, custom_key: 'kept'});
+      ...base,
+      rope_theta: 1234,
+      partial_rotary_factor: 0.25,
+      num_key_value_heads: 2,
+      block_types: ['attention', 'recurrent'],
+      eos_token_id: [1, 107],
+      tie_word_embeddings: false,
+      attention_window_size: 16,
+      custom_key: 'kept',
+    });
     const j = c.toJSON();
     expect(j.model_type).toBe('recurrent_gemma');
     expect(j.architectures).toEqual(['RecurrentGemmaForCausalLM']);
@@ -141,9 +166,19 @@ describe('reading config.json', () => {
     // Through a JSON string, as a file would carry it.
     const back = RecurrentGemmaConfig.fromJSON(JSON.parse(JSON.stringify(j)));
     expect(back.toJSON()).toEqual(j);
-    for (const k of ['rope_theta', 'partial_rotary_factor', 'num_key_value_heads', 'block_types', 'eos_token_id',
-      'tie_word_embeddings', 'attention_window_size', 'hidden_size', 'num_attention_heads', 'vocab_size',
-      'final_w_init_variance_scale'] as const) {
+    for (const k of [
+      'rope_theta',
+      'partial_rotary_factor',
+      'num_key_value_heads',
+      'block_types',
+      'eos_token_id',
+      'tie_word_embeddings',
+      'attention_window_size',
+      'hidden_size',
+      'num_attention_heads',
+      'vocab_size',
+      'final_w_init_variance_scale',
+    ] as const) {
       expect({k, v: back[k]}).toEqual({k, v: c[k]});
     }
     expect(back.eos_token_ids).toEqual([1, 107]);
@@ -169,7 +204,10 @@ describe('invalid configs throw ConfigError naming the field', () => {
 
   test('num_attention_heads not dividing hidden_size', () => {
     expectConfigError(() => new RecurrentGemmaConfig({...ok, num_attention_heads: 5, lru_width: 60}), 'hidden_size');
-    expectConfigError(() => new RecurrentGemmaConfig({...ok, num_attention_heads: 5, lru_width: 60}), 'num_attention_heads');
+    expectConfigError(
+      () => new RecurrentGemmaConfig({...ok, num_attention_heads: 5, lru_width: 60}),
+      'num_attention_heads',
+    );
   });
 
   test('num_attention_heads not dividing lru_width', () => {
@@ -188,8 +226,17 @@ describe('invalid configs throw ConfigError naming the field', () => {
   });
 
   test('non-integer or non-positive sizes', () => {
-    for (const field of ['num_hidden_layers', 'vocab_size', 'hidden_size', 'intermediate_size', 'num_attention_heads',
-      'lru_width', 'attention_window_size', 'conv1d_width', 'num_key_value_heads']) {
+    for (const field of [
+      'num_hidden_layers',
+      'vocab_size',
+      'hidden_size',
+      'intermediate_size',
+      'num_attention_heads',
+      'lru_width',
+      'attention_window_size',
+      'conv1d_width',
+      'num_key_value_heads',
+    ]) {
       expectConfigError(() => RecurrentGemmaConfig.fromJSON({...ok, [field]: 6.5}), field);
       expectConfigError(() => RecurrentGemmaConfig.fromJSON({...ok, [field]: 0}), field);
       expectConfigError(() => RecurrentGemmaConfig.fromJSON({...ok, [field]: '64'}), field);
@@ -210,8 +257,14 @@ describe('invalid configs throw ConfigError naming the field', () => {
 
   test('unsupported activation, bad rotary factor, bad soft cap', () => {
     expectConfigError(() => RecurrentGemmaConfig.fromJSON({...ok, hidden_activation: 'relu'}), 'hidden_activation');
-    expectConfigError(() => RecurrentGemmaConfig.fromJSON({...ok, partial_rotary_factor: 0.1875}), 'partial_rotary_factor');  // 3 channels of 16
-    expectConfigError(() => RecurrentGemmaConfig.fromJSON({...ok, partial_rotary_factor: 1.5}), 'partial_rotary_factor');
+    expectConfigError(
+      () => RecurrentGemmaConfig.fromJSON({...ok, partial_rotary_factor: 0.1875}),
+      'partial_rotary_factor',
+    ); // 3 channels of 16
+    expectConfigError(
+      () => RecurrentGemmaConfig.fromJSON({...ok, partial_rotary_factor: 1.5}),
+      'partial_rotary_factor',
+    );
     expectConfigError(() => RecurrentGemmaConfig.fromJSON({...ok, rope_theta: 'big'}), 'rope_theta');
     expectConfigError(() => RecurrentGemmaConfig.fromJSON({...ok, logits_soft_cap: 0}), 'logits_soft_cap');
   });

@@ -15,7 +15,7 @@ export interface TinyAGolden {
 }
 
 /** tiny-a's golden.json and a reader of golden.safetensors' tensors (logits, hidden states, grad.<name>). */
-export function loadTinyAGolden(): {golden: TinyAGolden, tensor: (name: string) => ReturnType<typeof readTensor>} {
+export function loadTinyAGolden(): {golden: TinyAGolden; tensor: (name: string) => ReturnType<typeof readTensor>} {
   const golden = JSON.parse(fs.readFileSync(path.join(TINY_A_DIR, 'golden.json'), 'utf8')) as TinyAGolden;
   const tensors = readHeader(path.join(TINY_A_DIR, 'golden.safetensors')).tensors;
   return {golden, tensor: (name) => readTensor(tensors.get(name)!)};
@@ -43,8 +43,12 @@ export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
 /** ||a - b|| / ||b||, the parity measure of the golden tests. */
 export function relError(a: ArrayLike<number>, b: ArrayLike<number>): number {
   if (a.length !== b.length) throw new Error(`length mismatch ${a.length} vs ${b.length}`);
-  let num = 0, den = 0;
-  for (let i = 0; i < a.length; i++) { num += (a[i] - b[i]) ** 2; den += b[i] ** 2; }
+  let num = 0,
+    den = 0;
+  for (let i = 0; i < a.length; i++) {
+    num += (a[i] - b[i]) ** 2;
+    den += b[i] ** 2;
+  }
   return Math.sqrt(num) / Math.max(Math.sqrt(den), 1e-30);
 }
 
@@ -68,28 +72,39 @@ export function f32ToF16(f32: Float32Array): Uint16Array {
         h = 0;
       } else {
         // value = m 2^(exp-150); in units of 2^-24 that is m >> (14 - e).
-        const m = mant | 0x800000, shift = 14 - e;
+        const m = mant | 0x800000,
+          shift = 14 - e;
         h = m >>> shift;
-        const rem = m & ((1 << shift) - 1), halfway = 1 << (shift - 1);
-        if (rem > halfway || (rem === halfway && (h & 1))) h++;
+        const rem = m & ((1 << shift) - 1),
+          halfway = 1 << (shift - 1);
+        if (rem > halfway || (rem === halfway && h & 1)) h++;
       }
     } else {
       h = (e << 10) | (mant >>> 13);
       const rem = mant & 0x1fff;
-      if (rem > 0x1000 || (rem === 0x1000 && (h & 1))) h++;  // a carry into the exponent is right, up to inf
+      if (rem > 0x1000 || (rem === 0x1000 && h & 1)) h++; // a carry into the exponent is right, up to inf
     }
     out[i] = sign | h;
   }
   return out;
 }
 
-export interface RawTensor { name: string; dtype: string; shape: number[]; bytes: Uint8Array }
+export interface RawTensor {
+  name: string;
+  dtype: string;
+  shape: number[];
+  bytes: Uint8Array;
+}
 
 /**
  * Writes a safetensors file by hand, for dtypes the package's writer does not produce (BF16, F16):
  * 8-byte little-endian header length, the JSON header, then the tensors' bytes in order.
  */
-export function writeRawSafetensors(file: string, tensors: RawTensor[], metadata: Record<string, string> = {format: 'pt'}): void {
+export function writeRawSafetensors(
+  file: string,
+  tensors: RawTensor[],
+  metadata: Record<string, string> = {format: 'pt'},
+): void {
   // eslint-disable-next-line @typescript-eslint/no-var-requires
   const fs = require('fs') as typeof import('fs');
   const header: Record<string, unknown> = {__metadata__: metadata};
@@ -103,5 +118,8 @@ export function writeRawSafetensors(file: string, tensors: RawTensor[], metadata
   json = Buffer.concat([json, Buffer.alloc(pad, 0x20)]);
   const len = Buffer.alloc(8);
   len.writeBigUInt64LE(BigInt(json.length), 0);
-  fs.writeFileSync(file, Buffer.concat([len, json, ...tensors.map((t) => Buffer.from(t.bytes.buffer, t.bytes.byteOffset, t.bytes.length))]));
+  fs.writeFileSync(
+    file,
+    Buffer.concat([len, json, ...tensors.map((t) => Buffer.from(t.bytes.buffer, t.bytes.byteOffset, t.bytes.length))]),
+  );
 }

@@ -23,12 +23,19 @@ const underCI = !!process.env.CI && !['false', '0'].includes(process.env.CI);
 /** Runs `node [flags] -e code` in the repository root and returns its stdout (throws with stderr on failure). */
 function node(code: string, flags: string[] = []): string {
   const r = spawnSync(process.execPath, [...flags, '-e', code], {cwd: ROOT, encoding: 'utf8', timeout: 60_000});
-  if (r.status !== 0) throw new Error(`node ${flags.join(' ')} -e ${JSON.stringify(code)} failed (${r.status}): ${r.stderr || r.error?.message}`);
+  if (r.status !== 0)
+    throw new Error(
+      `node ${flags.join(' ')} -e ${JSON.stringify(code)} failed (${r.status}): ${r.stderr || r.error?.message}`,
+    );
   return r.stdout.trim();
 }
-const resolveCjs = (spec: string, flags: string[] = []) => node(`console.log(require.resolve(${JSON.stringify(spec)}))`, flags);
+const resolveCjs = (spec: string, flags: string[] = []) =>
+  node(`console.log(require.resolve(${JSON.stringify(spec)}))`, flags);
 const resolveEsm = (spec: string, flags: string[] = []) =>
-  node(`import {fileURLToPath} from 'url'; console.log(fileURLToPath(import.meta.resolve(${JSON.stringify(spec)})))`, ['--input-type=module', ...flags]);
+  node(`import {fileURLToPath} from 'url'; console.log(fileURLToPath(import.meta.resolve(${JSON.stringify(spec)})))`, [
+    '--input-type=module',
+    ...flags,
+  ]);
 
 /** The value (not type-only) names src/index.ts exports. */
 function indexValueExports(): string[] {
@@ -36,7 +43,11 @@ function indexValueExports(): string[] {
   const names: string[] = [];
   for (const m of src.matchAll(/^export\s+\{([^}]*)\}\s+from/gm)) {
     for (const part of m[1].split(',')) {
-      const name = part.trim().split(/\s+as\s+/).pop()!.trim();
+      const name = part
+        .trim()
+        .split(/\s+as\s+/)
+        .pop()!
+        .trim();
       if (name !== '' && !name.startsWith('type ')) names.push(name);
     }
   }
@@ -46,7 +57,10 @@ function indexValueExports(): string[] {
 const built = fs.existsSync(MAIN) && fs.existsSync(BUNDLE);
 const why = `no built dist/ (${path.relative(ROOT, MAIN)}, ${path.relative(ROOT, BUNDLE)}): run npm run build`;
 if (!built) {
-  if (underCI) test('dist/ is built (required under CI: npm ci runs "prepare")', () => { throw new Error(why); });
+  if (underCI)
+    test('dist/ is built (required under CI: npm ci runs "prepare")', () => {
+      throw new Error(why);
+    });
   else console.warn(`package exports tests skipped: ${why}`);
 }
 
@@ -80,24 +94,50 @@ if (!built) {
     expect(fs.readFileSync(path.join(ROOT, pkg.exports['./browser'].types), 'utf8')).toMatch(/setWasmFolder/);
   });
 
-  test('require(\'griffin-tfjs\') gives every value src/index.ts exports', () => {
+  test("require('griffin-tfjs') gives every value src/index.ts exports", () => {
     const want = indexValueExports();
-    expect(want).toEqual(expect.arrayContaining(['tf', 'RecurrentGemmaForCausalLM', 'GemmaTokenizer', 'useBackend', 'Sampler', 'GenerationState']));
-    const got: Record<string, string> = JSON.parse(node(
-        'const g = require("griffin-tfjs"); console.log(JSON.stringify(Object.fromEntries(Object.keys(g).map((k) => [k, typeof g[k]]))))'));
+    expect(want).toEqual(
+      expect.arrayContaining([
+        'tf',
+        'RecurrentGemmaForCausalLM',
+        'GemmaTokenizer',
+        'useBackend',
+        'Sampler',
+        'GenerationState',
+      ]),
+    );
+    const got: Record<string, string> = JSON.parse(
+      node(
+        'const g = require("griffin-tfjs"); console.log(JSON.stringify(Object.fromEntries(Object.keys(g).map((k) => [k, typeof g[k]]))))',
+      ),
+    );
     const missing = want.filter((n) => !(n in got));
-    expect({missing, hint: missing.length > 0 ? 'dist/ is older than src/index.ts: npm run build' : ''}).toEqual({missing: [], hint: ''});
+    expect({missing, hint: missing.length > 0 ? 'dist/ is older than src/index.ts: npm run build' : ''}).toEqual({
+      missing: [],
+      hint: '',
+    });
     expect(got.RecurrentGemmaForCausalLM).toBe('function');
     expect(got.useBackend).toBe('function');
     expect(got.tf).toBe('object');
   }, 60_000);
 
-  test('the ESM bundle exports the same names plus the browser\'s own', () => {
+  test("the ESM bundle exports the same names plus the browser's own", () => {
     const text = fs.readFileSync(BUNDLE, 'utf8');
     const last = [...text.matchAll(/export\s*\{([^}]*)\}/g)].pop();
     expect(last).toBeDefined();
-    const names = last![1].split(',').map((p) => p.trim().split(/\s+as\s+/).pop()!.trim());
-    const missing = [...indexValueExports(), 'setWasmFolder', 'loadTokenizer', 'Trainer', 'finetune'].filter((n) => !names.includes(n));
-    expect({missing, hint: missing.length > 0 ? 'dist/browser is older than src/: npm run build' : ''}).toEqual({missing: [], hint: ''});
+    const names = last![1].split(',').map((p) =>
+      p
+        .trim()
+        .split(/\s+as\s+/)
+        .pop()!
+        .trim(),
+    );
+    const missing = [...indexValueExports(), 'setWasmFolder', 'loadTokenizer', 'Trainer', 'finetune'].filter(
+      (n) => !names.includes(n),
+    );
+    expect({missing, hint: missing.length > 0 ? 'dist/browser is older than src/: npm run build' : ''}).toEqual({
+      missing: [],
+      hint: '',
+    });
   });
 });

@@ -1,19 +1,32 @@
 import * as path from 'path';
-import { ChatMessage, GemmaTokenizer, encodeChat, encodeChatForTraining, renderChat } from '../src/tokenizer';
-import { seededUniform } from './helpers';
+import {ChatMessage, encodeChat, encodeChatForTraining, GemmaTokenizer, renderChat} from '../src/tokenizer';
+import {seededUniform} from './helpers';
 
-interface GoldenCase { text: string; ids: number[]; pieces: string[]; decoded: string }
+interface GoldenCase {
+  text: string;
+  ids: number[];
+  pieces: string[];
+  decoded: string;
+}
 const golden = require('./fixtures/tokenizer/golden.json') as {
-  vocab_size: number; pad_id: number; eos_id: number; bos_id: number; unk_id: number;
-  start_of_turn: number; end_of_turn: number; cases: GoldenCase[];
+  vocab_size: number;
+  pad_id: number;
+  eos_id: number;
+  bos_id: number;
+  unk_id: number;
+  start_of_turn: number;
+  end_of_turn: number;
+  cases: GoldenCase[];
 };
 const MODEL = path.join(__dirname, 'fixtures/tokenizer/tiny.model');
 
 let tok: GemmaTokenizer;
-beforeAll(async () => { tok = await GemmaTokenizer.load(MODEL); });
+beforeAll(async () => {
+  tok = await GemmaTokenizer.load(MODEL);
+});
 
 function streamAll(ids: number[], skipSpecial = false): string {
-  const d = tok.createStreamDecoder({ skipSpecial });
+  const d = tok.createStreamDecoder({skipSpecial});
   return ids.map((id) => d.push(id)).join('') + d.flush();
 }
 
@@ -29,7 +42,7 @@ describe('GemmaTokenizer', () => {
   });
 
   test.each(golden.cases.map((c) => [JSON.stringify(c.text), c] as const))('golden %s', (_name, c) => {
-    const ids = tok.encode(c.text, { addBos: false });
+    const ids = tok.encode(c.text, {addBos: false});
     expect(ids).toEqual(c.ids);
     expect(ids.map((id) => tok.idToPiece(id))).toEqual(c.pieces);
     expect(c.pieces.map((p) => tok.pieceToId(p))).toEqual(c.ids);
@@ -38,18 +51,18 @@ describe('GemmaTokenizer', () => {
 
   test('BOS is prepended by default, and only then', () => {
     expect(tok.encode('Hello world')).toEqual([2, 476, 358, 324, 338, 272, 432, 433]);
-    expect(tok.encode('Hello world', { addBos: true })).toEqual([2, 476, 358, 324, 338, 272, 432, 433]);
-    expect(tok.encode('Hello world', { addBos: false })).toEqual([476, 358, 324, 338, 272, 432, 433]);
+    expect(tok.encode('Hello world', {addBos: true})).toEqual([2, 476, 358, 324, 338, 272, 432, 433]);
+    expect(tok.encode('Hello world', {addBos: false})).toEqual([476, 358, 324, 338, 272, 432, 433]);
     expect(tok.encode('')).toEqual([2]);
-    expect(tok.encode('', { addBos: false })).toEqual([]);
+    expect(tok.encode('', {addBos: false})).toEqual([]);
   });
 
   test('decode shows special tokens as their pieces, skipSpecial drops them', () => {
     const ids = [2, 4, 476, 358, 324, 5, 1, 0];
     expect(tok.decode(ids)).toBe('<s><start_of_turn>Hello<end_of_turn></s><pad>');
-    expect(tok.decode(ids, { skipSpecial: true })).toBe('Hello');
+    expect(tok.decode(ids, {skipSpecial: true})).toBe('Hello');
     expect(tok.decode([428, 3, 428])).toBe('a<unk>a');
-    expect(tok.decode([428, 3, 428], { skipSpecial: true })).toBe('aa');
+    expect(tok.decode([428, 3, 428], {skipSpecial: true})).toBe('aa');
   });
 
   test('byte fallback: incomplete or invalid UTF-8 becomes U+FFFD per byte, like sentencepiece', () => {
@@ -60,11 +73,11 @@ describe('GemmaTokenizer', () => {
     expect(tok.decode([byte(0xe6), byte(0x97), 428])).toBe('\uFFFD\uFFFDa');
     expect(tok.decode([byte(0xa9), byte(0xc3), byte(0xa9)])).toBe('\uFFFDé');
     // a special token ends a byte run even when it is skipped
-    expect(tok.decode([byte(0xc3), 1, byte(0xa9)], { skipSpecial: true })).toBe('\uFFFD\uFFFD');
+    expect(tok.decode([byte(0xc3), 1, byte(0xa9)], {skipSpecial: true})).toBe('\uFFFD\uFFFD');
   });
 
   test('decode agrees with sentencepiece-js on random non-control id sequences', async () => {
-    const { SentencePieceProcessor } = require('sentencepiece-js');
+    const {SentencePieceProcessor} = require('sentencepiece-js');
     const sp = new SentencePieceProcessor();
     await sp.load(MODEL);
     const rnd = seededUniform(7);
@@ -111,10 +124,13 @@ describe('GemmaTokenizer', () => {
 });
 
 describe('stream decoder', () => {
-  test.each(golden.cases.map((c) => [JSON.stringify(c.text), c] as const))('pushes concatenate to decode() for %s', (_n, c) => {
-    expect(streamAll(c.ids)).toBe(tok.decode(c.ids));
-    expect(streamAll(c.ids, true)).toBe(tok.decode(c.ids, { skipSpecial: true }));
-  });
+  test.each(golden.cases.map((c) => [JSON.stringify(c.text), c] as const))(
+    'pushes concatenate to decode() for %s',
+    (_n, c) => {
+      expect(streamAll(c.ids)).toBe(tok.decode(c.ids));
+      expect(streamAll(c.ids, true)).toBe(tok.decode(c.ids, {skipSpecial: true}));
+    },
+  );
 
   test('holds back a partial multi-byte character and emits it once complete', () => {
     const d = tok.createStreamDecoder();
@@ -142,36 +158,36 @@ describe('stream decoder', () => {
 
 describe('chat template', () => {
   const conversation: ChatMessage[] = [
-    { role: 'system', content: 'You are terse.' },
-    { role: 'user', content: 'What is 2+2?' },
-    { role: 'model', content: '4' },
-    { role: 'user', content: 'And 3+3?' },
+    {role: 'system', content: 'You are terse.'},
+    {role: 'user', content: 'What is 2+2?'},
+    {role: 'model', content: '4'},
+    {role: 'user', content: 'And 3+3?'},
   ];
 
   test('renders a multi-turn conversation, system folded into the first user turn', () => {
     expect(renderChat(conversation)).toBe(
       '<start_of_turn>user\nYou are terse.\n\nWhat is 2+2?<end_of_turn>\n' +
-      '<start_of_turn>model\n4<end_of_turn>\n' +
-      '<start_of_turn>user\nAnd 3+3?<end_of_turn>\n',
+        '<start_of_turn>model\n4<end_of_turn>\n' +
+        '<start_of_turn>user\nAnd 3+3?<end_of_turn>\n',
     );
-    expect(renderChat(conversation, { addGenerationPrompt: true })).toBe(
+    expect(renderChat(conversation, {addGenerationPrompt: true})).toBe(
       '<start_of_turn>user\nYou are terse.\n\nWhat is 2+2?<end_of_turn>\n' +
-      '<start_of_turn>model\n4<end_of_turn>\n' +
-      '<start_of_turn>user\nAnd 3+3?<end_of_turn>\n' +
-      '<start_of_turn>model\n',
+        '<start_of_turn>model\n4<end_of_turn>\n' +
+        '<start_of_turn>user\nAnd 3+3?<end_of_turn>\n' +
+        '<start_of_turn>model\n',
     );
   });
 
   test('matches the golden chat string and its ids', () => {
     const c = golden.cases.find((g) => g.text.startsWith('<start_of_turn>'));
     expect(c).toBeDefined();
-    const msgs: ChatMessage[] = [{ role: 'user', content: 'What is 2+2?' }];
-    expect(renderChat(msgs, { addGenerationPrompt: true })).toBe(c!.text);
-    expect(encodeChat(tok, msgs, { addGenerationPrompt: true })).toEqual([2, ...c!.ids]);
+    const msgs: ChatMessage[] = [{role: 'user', content: 'What is 2+2?'}];
+    expect(renderChat(msgs, {addGenerationPrompt: true})).toBe(c!.text);
+    expect(encodeChat(tok, msgs, {addGenerationPrompt: true})).toEqual([2, ...c!.ids]);
   });
 
   test('encodeChat: BOS, then ids 4 and 5 exactly where the turn markers are', () => {
-    const ids = encodeChat(tok, conversation, { addGenerationPrompt: true });
+    const ids = encodeChat(tok, conversation, {addGenerationPrompt: true});
     expect(ids[0]).toBe(2);
     expect(ids.filter((id) => id === 2)).toHaveLength(1);
     const starts = ids.flatMap((id, i) => (id === 4 ? [i] : []));
@@ -179,22 +195,24 @@ describe('chat template', () => {
     expect(starts).toHaveLength(4);
     expect(ends).toHaveLength(3);
     // each marker is followed by exactly the text the template puts there
-    const header = (role: string): number[] => tok.encode(`${role}\n`, { addBos: false });
-    const after = (i: number, n: number): number[] => ids.slice(i + 1, i + 1 + n);
-    expect(after(starts[0], header('user').length)).toEqual(header('user'));
-    expect(after(starts[1], header('model').length)).toEqual(header('model'));
-    expect(after(starts[2], header('user').length)).toEqual(header('user'));
+    const header = (role: string): number[] => tok.encode(`${role}\n`, {addBos: false});
+    const following = (i: number, n: number): number[] => ids.slice(i + 1, i + 1 + n);
+    expect(following(starts[0], header('user').length)).toEqual(header('user'));
+    expect(following(starts[1], header('model').length)).toEqual(header('model'));
+    expect(following(starts[2], header('user').length)).toEqual(header('user'));
     expect(ends.map((i) => tok.decode([ids[i + 1]]))).toEqual(['\n', '\n', '\n']);
     expect(tok.decode(ids.slice(starts[3] + 1))).toBe('model\n');
     // segment-wise encoding tokenizes exactly like the rendered string here
-    expect(ids).toEqual(tok.encode(renderChat(conversation, { addGenerationPrompt: true })));
-    expect(tok.decode(ids, { skipSpecial: true })).toBe('user\nYou are terse.\n\nWhat is 2+2?\nmodel\n4\nuser\nAnd 3+3?\nmodel\n');
+    expect(ids).toEqual(tok.encode(renderChat(conversation, {addGenerationPrompt: true})));
+    expect(tok.decode(ids, {skipSpecial: true})).toBe(
+      'user\nYou are terse.\n\nWhat is 2+2?\nmodel\n4\nuser\nAnd 3+3?\nmodel\n',
+    );
   });
 
   test('encodeChat inserts the marker ids itself instead of tokenizing "<start_of_turn>" text', () => {
     const spy = jest.spyOn(tok, 'encode');
     try {
-      const ids = encodeChat(tok, conversation, { addGenerationPrompt: true });
+      const ids = encodeChat(tok, conversation, {addGenerationPrompt: true});
       expect(ids.filter((id) => id === 4 || id === 5)).toHaveLength(7);
       const texts = spy.mock.calls.map((call) => call[0]);
       expect(texts.length).toBeGreaterThan(0);
@@ -206,16 +224,16 @@ describe('chat template', () => {
 
   test('encodeChatForTraining marks model replies and their <end_of_turn> only', () => {
     const msgs: ChatMessage[] = [
-      { role: 'user', content: 'Hi' },
-      { role: 'model', content: 'Hello world' },
-      { role: 'user', content: 'Bye' },
-      { role: 'model', content: 'ok' },
+      {role: 'user', content: 'Hi'},
+      {role: 'model', content: 'Hello world'},
+      {role: 'user', content: 'Bye'},
+      {role: 'model', content: 'ok'},
     ];
-    const { ids, trainMask } = encodeChatForTraining(tok, msgs);
+    const {ids, trainMask} = encodeChatForTraining(tok, msgs);
     expect(ids).toEqual(encodeChat(tok, msgs));
     expect(trainMask).toHaveLength(ids.length);
     const trained = ids.filter((_, i) => trainMask[i]);
-    const enc = (s: string): number[] => tok.encode(s, { addBos: false });
+    const enc = (s: string): number[] => tok.encode(s, {addBos: false});
     expect(trained).toEqual([...enc('Hello world'), 5, ...enc('ok'), 5]);
     // and they are the right occurrences: each trained run ends on the model turn's own <end_of_turn>
     const runs: number[][] = [];
@@ -232,13 +250,23 @@ describe('chat template', () => {
   });
 
   test('invalid conversations give one-line errors', () => {
-    expect(() => renderChat([{ role: 'model', content: 'x' }])).toThrow(
-      "chat: roles must alternate user/model starting with user; message 0 is 'model'");
-    expect(() => renderChat([{ role: 'user', content: 'a' }, { role: 'user', content: 'b' }])).toThrow(
-      "chat: roles must alternate user/model starting with user; message 1 is 'user'");
-    expect(() => renderChat([{ role: 'user', content: 'a' }, { role: 'system', content: 's' }])).toThrow(
-      'chat: a system message is only allowed first (message 1)');
-    expect(() => renderChat([{ role: 'system', content: 's' }])).toThrow(
-      'chat: a system message must be followed by a user message');
+    expect(() => renderChat([{role: 'model', content: 'x'}])).toThrow(
+      "chat: roles must alternate user/model starting with user; message 0 is 'model'",
+    );
+    expect(() =>
+      renderChat([
+        {role: 'user', content: 'a'},
+        {role: 'user', content: 'b'},
+      ]),
+    ).toThrow("chat: roles must alternate user/model starting with user; message 1 is 'user'");
+    expect(() =>
+      renderChat([
+        {role: 'user', content: 'a'},
+        {role: 'system', content: 's'},
+      ]),
+    ).toThrow('chat: a system message is only allowed first (message 1)');
+    expect(() => renderChat([{role: 'system', content: 's'}])).toThrow(
+      'chat: a system message must be followed by a user message',
+    );
   });
 });

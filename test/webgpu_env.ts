@@ -4,8 +4,9 @@
  *   import {describeWebGPU} from '../webgpu_env';   // first import: the env must be set before Dawn loads
  *   describeWebGPU('RgLruScan on webgpu', () => { beforeAll(() => initNodeWebGPU()); ... });
  */
-import {existsSync} from 'fs';
+
 import {spawnSync} from 'child_process';
+import {existsSync} from 'fs';
 import * as vm from 'vm';
 
 export const SWIFTSHADER_ICD = '/usr/lib/chromium/vk_swiftshader_icd.json';
@@ -39,10 +40,14 @@ export function probeAdapter(): AdapterProbe {
     process.exit(0);
   }).catch((e) => { console.log('ERROR ' + e.message); process.exit(0); });`;
   const r = spawnSync(process.execPath, ['-e', code], {
-    cwd: __dirname, env: process.env, encoding: 'utf8', timeout: 60_000,
+    cwd: __dirname,
+    env: process.env,
+    encoding: 'utf8',
+    timeout: 60_000,
   });
-  const line = (r.stdout ?? '').split('\n').find((l) => /^(ADAPTER|NO_ADAPTER|ERROR)/.test(l)) ??
-      `probe failed: ${r.error?.message ?? r.stderr}`;
+  const line =
+    (r.stdout ?? '').split('\n').find((l) => /^(ADAPTER|NO_ADAPTER|ERROR)/.test(l)) ??
+    `probe failed: ${r.error?.message ?? r.stderr}`;
   probed = {ok: line.startsWith('ADAPTER '), why: line.trim()};
   return probed;
 }
@@ -62,10 +67,13 @@ export function describeWebGPU(name: string, body: () => void): void {
     describe(name, body);
     return;
   }
-  const why = `no WebGPU adapter (${probe.why}); without a GPU, ` +
-      `\`apt-get install chromium libvulkan1\` provides SwiftShader at ${SWIFTSHADER_ICD}`;
+  const why =
+    `no WebGPU adapter (${probe.why}); without a GPU, ` +
+    `\`apt-get install chromium libvulkan1\` provides SwiftShader at ${SWIFTSHADER_ICD}`;
   if (underCI()) {
-    test(`${name}: a WebGPU adapter is available (required under CI)`, () => { throw new Error(why); });
+    test(`${name}: a WebGPU adapter is available (required under CI)`, () => {
+      throw new Error(why);
+    });
   } else {
     console.warn(`WebGPU tests skipped (${name}): ${why}`);
   }

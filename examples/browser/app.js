@@ -15,15 +15,32 @@ try {
   $('status').dataset.state = 'error';
   throw e;
 }
-const {tf, RecurrentGemmaForCausalLM, GemmaTokenizer, GenerationState, Trainer, encodeChat, useBackend, setLoraTraining} = G;
+const {
+  tf,
+  RecurrentGemmaForCausalLM,
+  GemmaTokenizer,
+  GenerationState,
+  Trainer,
+  encodeChat,
+  useBackend,
+  setLoraTraining,
+} = G;
 
 // Lets the page paint and take clicks between tokens / steps (a resolved promise would not).
 const breathe = () => new Promise((r) => setTimeout(r, 0));
 
 const app = {
-  G, tf, backend: null, model: null, tokenizer: null, state: null, lastToken: -1, generating: null,
+  G,
+  tf,
+  backend: null,
+  model: null,
+  tokenizer: null,
+  state: null,
+  lastToken: -1,
+  generating: null,
   tune: {model: null, tokenizer: null, losses: [], trainer: null, stop: false},
-  isolation: null, ready: null,
+  isolation: null,
+  ready: null,
 };
 window.griffinApp = app;
 
@@ -34,8 +51,11 @@ function setStatus(text, state = 'idle', el = $('status')) {
 }
 
 const folderOf = (url) => (url.endsWith('/') || url.startsWith('indexeddb://') ? url : url.replace(/[^/]*$/, ''));
-const tokenizerUrlFor = (modelUrl) => params.get('tokenizer') ??
-  (modelUrl.startsWith('indexeddb://') ? null : new URL('tokenizer.model', new URL(folderOf(modelUrl), location.href)).href);
+const tokenizerUrlFor = (modelUrl) =>
+  params.get('tokenizer') ??
+  (modelUrl.startsWith('indexeddb://')
+    ? null
+    : new URL('tokenizer.model', new URL(folderOf(modelUrl), location.href)).href);
 
 async function loadModel(url, onProgress) {
   const tokUrl = tokenizerUrlFor(url);
@@ -68,7 +88,10 @@ async function showIsolation() {
   const info = {crossOriginIsolated: isolated, wasmBuild: null, wasmThreads: null};
   let text = isolated ? 'cross-origin isolated' : 'not cross-origin isolated';
   if (app.backend === 'wasm') {
-    const [simd, threads] = await Promise.all([tf.env().getAsync('WASM_HAS_SIMD_SUPPORT'), tf.env().getAsync('WASM_HAS_MULTITHREAD_SUPPORT')]);
+    const [simd, threads] = await Promise.all([
+      tf.env().getAsync('WASM_HAS_SIMD_SUPPORT'),
+      tf.env().getAsync('WASM_HAS_MULTITHREAD_SUPPORT'),
+    ]);
     info.wasmBuild = simd && threads ? 'threaded-simd' : simd ? 'simd' : 'plain';
     info.wasmThreads = tf.backend().wasm?.tfjs?.getThreadsCount?.() ?? null;
     text += `; ${info.wasmBuild} build${info.wasmThreads == null ? '' : `, ${info.wasmThreads} thread${info.wasmThreads === 1 ? '' : 's'}`}`;
@@ -76,7 +99,8 @@ async function showIsolation() {
   app.isolation = info;
   $('isolation').textContent = `(${text})`;
   $('isolation').dataset.isolated = String(isolated);
-  $('isolation').title = isolated ? 'SharedArrayBuffer available: wasm can use threads'
+  $('isolation').title = isolated
+    ? 'SharedArrayBuffer available: wasm can use threads'
     : 'serve the page with Cross-Origin-Opener-Policy: same-origin and Cross-Origin-Embedder-Policy: require-corp (node scripts/serve.js does) for wasm threads';
 }
 
@@ -87,12 +111,17 @@ async function loadChatModel(url) {
   app.model = null;
   resetChat();
   const t0 = performance.now();
-  const {model, tokenizer} = await loadModel(url, (p) => { $('progress').value = p.total ? p.loaded / p.total : 0; });
+  const {model, tokenizer} = await loadModel(url, (p) => {
+    $('progress').value = p.total ? p.loaded / p.total : 0;
+  });
   app.model = model;
   app.tokenizer = tokenizer;
   $('progress').value = 1;
   const params_ = model.countParams();
-  setStatus(`ready: ${(params_ / 1e6).toFixed(2)}M parameters, loaded in ${((performance.now() - t0) / 1000).toFixed(1)} s`, 'ready');
+  setStatus(
+    `ready: ${(params_ / 1e6).toFixed(2)}M parameters, loaded in ${((performance.now() - t0) / 1000).toFixed(1)} s`,
+    'ready',
+  );
   for (const id of ['send', 'reset', 'ft-train']) $(id).disabled = false;
 }
 
@@ -119,7 +148,8 @@ function appendTurn(role, text) {
 async function send() {
   const text = $('prompt').value.trim();
   if (text === '' || app.generating) return;
-  const tok = app.tokenizer, useTemplate = $('use-template').checked;
+  const tok = app.tokenizer,
+    useTemplate = $('use-template').checked;
   const first = app.state == null;
   let ids;
   if (!useTemplate) {
@@ -129,25 +159,39 @@ async function send() {
   } else {
     const userTurn = encodeChat(tok, [{role: 'user', content: text}], {addGenerationPrompt: true});
     // Later turns go onto the kept state: close the model's turn, then the new turn without a BOS.
-    ids = first ? userTurn
-      : [...(app.lastToken === tok.endOfTurnId ? [] : [tok.endOfTurnId]), ...tok.encode('\n', {addBos: false}), ...userTurn.slice(1)];
+    ids = first
+      ? userTurn
+      : [
+          ...(app.lastToken === tok.endOfTurnId ? [] : [tok.endOfTurnId]),
+          ...tok.encode('\n', {addBos: false}),
+          ...userTurn.slice(1),
+        ];
   }
   app.state ??= GenerationState.empty(app.model, 1);
   $('prompt').value = '';
   appendTurn('user', text);
   const out = appendTurn('model', '');
   out.id = 'output';
-  document.querySelectorAll('[id=output]').forEach((el) => { if (el !== out) el.removeAttribute('id'); });
+  document.querySelectorAll('[id=output]').forEach((el) => {
+    if (el !== out) el.removeAttribute('id');
+  });
   const ac = new AbortController();
   app.generating = ac;
-  $('send').disabled = true; $('stop').disabled = false; $('reset').disabled = true; $('load').disabled = true;
+  $('send').disabled = true;
+  $('stop').disabled = false;
+  $('reset').disabled = true;
+  $('load').disabled = true;
   setStatus('generating', 'generating');
   const t0 = performance.now();
-  let t1 = t0, n = 0;
+  let t1 = t0,
+    n = 0;
   try {
     for await (const ev of app.model.stream([ids], {
-      tokenizer: tok, state: app.state, signal: ac.signal,
-      maxNewTokens: Number($('max-tokens').value), temperature: Number($('temperature').value),
+      tokenizer: tok,
+      state: app.state,
+      signal: ac.signal,
+      maxNewTokens: Number($('max-tokens').value),
+      temperature: Number($('temperature').value),
       seed: $('seed').value === '' ? Date.now() % 1e9 : Number($('seed').value),
     })) {
       if (n === 0) t1 = performance.now();
@@ -155,7 +199,8 @@ async function send() {
       app.lastToken = ev.tokenId;
       if (ev.text) out.textContent += ev.text;
       const rate = n > 1 ? ((n - 1) / ((performance.now() - t1) / 1000)).toFixed(1) : '-';
-      $('tps').textContent = `${n} tokens, ${rate} tokens/s (prompt ${ids.length} tokens in ${((t1 - t0) / 1000).toFixed(2)} s)`;
+      $('tps').textContent =
+        `${n} tokens, ${rate} tokens/s (prompt ${ids.length} tokens in ${((t1 - t0) / 1000).toFixed(2)} s)`;
       $('transcript').scrollTop = $('transcript').scrollHeight;
       await breathe();
     }
@@ -163,7 +208,10 @@ async function send() {
     setStatus(ac.signal.aborted ? 'stopped' : 'done', 'done');
   } finally {
     app.generating = null;
-    $('send').disabled = false; $('stop').disabled = true; $('reset').disabled = false; $('load').disabled = false;
+    $('send').disabled = false;
+    $('stop').disabled = true;
+    $('reset').disabled = false;
+    $('load').disabled = false;
   }
 }
 
@@ -178,12 +226,15 @@ function resetChat() {
 // ---- fine-tuning ----
 
 function plotLoss() {
-  const c = $('ft-loss'), g = c.getContext('2d'), losses = app.tune.losses;
+  const c = $('ft-loss'),
+    g = c.getContext('2d'),
+    losses = app.tune.losses;
   g.clearRect(0, 0, c.width, c.height);
   g.fillStyle = '#666';
   g.font = '11px sans-serif';
   if (losses.length === 0) return;
-  const max = Math.max(...losses), min = Math.min(...losses, 0);
+  const max = Math.max(...losses),
+    min = Math.min(...losses, 0);
   const n = Math.max(Number($('ft-steps').value), losses.length);
   const x = (i) => 30 + (i / Math.max(n - 1, 1)) * (c.width - 40);
   const y = (v) => 10 + (1 - (v - min) / (max - min || 1)) * (c.height - 30);
@@ -211,19 +262,27 @@ function examplesFrom(text, tok, seqLen = 64) {
 
 async function train() {
   const st = $('ft-status');
-  $('ft-train').disabled = true; $('ft-stop').disabled = false; $('ft-generate').disabled = true;
+  $('ft-train').disabled = true;
+  $('ft-stop').disabled = false;
+  $('ft-generate').disabled = true;
   app.tune.stop = false;
   try {
     setStatus('loading the model to tune', 'loading', st);
     app.tune.model?.dispose();
     app.tune.trainer?.dispose();
     const {model, tokenizer} = await loadModel($('ft-model-url').value);
-    app.tune.model = model; app.tune.tokenizer = tokenizer;
+    app.tune.model = model;
+    app.tune.tokenizer = tokenizer;
     const examples = examplesFrom($('ft-text').value, tokenizer);
     const steps = Number($('ft-steps').value);
     const trainer = new Trainer(model, {
-      train: examples, batchSize: Math.min(4, examples.length), steps, lr: Number($('ft-lr').value),
-      warmupSteps: Math.min(3, steps - 1), seed: 0, lora: {rank: Number($('ft-rank').value), alpha: 2 * Number($('ft-rank').value)},
+      train: examples,
+      batchSize: Math.min(4, examples.length),
+      steps,
+      lr: Number($('ft-lr').value),
+      warmupSteps: Math.min(3, steps - 1),
+      seed: 0,
+      lora: {rank: Number($('ft-rank').value), alpha: 2 * Number($('ft-rank').value)},
     });
     app.tune.trainer = trainer;
     app.tune.losses = [];
@@ -232,18 +291,27 @@ async function train() {
       const s = await trainer.trainStep();
       app.tune.losses.push(s.loss);
       plotLoss();
-      setStatus(`step ${s.step}/${s.totalSteps}: loss ${s.loss.toFixed(3)}, ${Math.round(s.tokensPerSecond)} tokens/s`, 'training', st);
+      setStatus(
+        `step ${s.step}/${s.totalSteps}: loss ${s.loss.toFixed(3)}, ${Math.round(s.tokensPerSecond)} tokens/s`,
+        'training',
+        st,
+      );
       await breathe();
     }
     setLoraTraining(model, false);
     const l = app.tune.losses;
-    setStatus(`${app.tune.stop ? 'stopped' : 'trained'}: loss ${l[0].toFixed(3)} -> ${l[l.length - 1].toFixed(3)} in ${l.length} steps`, 'trained', st);
+    setStatus(
+      `${app.tune.stop ? 'stopped' : 'trained'}: loss ${l[0].toFixed(3)} -> ${l[l.length - 1].toFixed(3)} in ${l.length} steps`,
+      'trained',
+      st,
+    );
     $('ft-generate').disabled = false;
   } catch (e) {
     setStatus(e.message, 'error', st);
     throw e;
   } finally {
-    $('ft-train').disabled = false; $('ft-stop').disabled = true;
+    $('ft-train').disabled = false;
+    $('ft-stop').disabled = true;
   }
 }
 
@@ -264,12 +332,20 @@ async function generateTuned() {
 
 // ---- wiring ----
 
-const guard = (fn, el) => () => fn().catch((e) => { console.error(e); setStatus(e.message, 'error', el); });
+const guard = (fn, el) => () =>
+  fn().catch((e) => {
+    console.error(e);
+    setStatus(e.message, 'error', el);
+  });
 // Default models: one converted into ./model/ (see the README), else the shipped small model
 // (assets/griffin-small, in the tfjs layout) when it has weights. Fine-tuning prefers the
 // shipped small model.
 const SHIPPED = '../../assets/griffin-small/';
-const exists = (url) => fetch(new URL('model.json', new URL(url, location.href)), {method: 'HEAD'}).then((r) => r.ok, () => false);
+const exists = (url) =>
+  fetch(new URL('model.json', new URL(url, location.href)), {method: 'HEAD'}).then(
+    (r) => r.ok,
+    () => false,
+  );
 async function defaults() {
   const [local, shipped] = await Promise.all([exists('./model/'), exists(SHIPPED)]);
   $('model-url').value = params.get('model') ?? (local || !shipped ? './model/' : SHIPPED);
@@ -278,12 +354,23 @@ async function defaults() {
 $('backend-choice').value = params.get('backend') ?? '';
 $('load').onclick = guard(start);
 $('send').onclick = guard(send);
-$('prompt').addEventListener('keydown', (e) => { if (e.key === 'Enter' && !e.shiftKey) { e.preventDefault(); guard(send)(); } });
+$('prompt').addEventListener('keydown', (e) => {
+  if (e.key === 'Enter' && !e.shiftKey) {
+    e.preventDefault();
+    guard(send)();
+  }
+});
 $('stop').onclick = () => app.generating?.abort();
 $('reset').onclick = resetChat;
 $('ft-train').onclick = guard(train, $('ft-status'));
-$('ft-stop').onclick = () => { app.tune.stop = true; };
+$('ft-stop').onclick = () => {
+  app.tune.stop = true;
+};
 $('ft-generate').onclick = guard(generateTuned, $('ft-status'));
-app.ready = defaults().then(() => (params.get('autoload') === '0' ? undefined : start()))
-    .catch((e) => { setStatus(e.message, 'error'); throw e; });
+app.ready = defaults()
+  .then(() => (params.get('autoload') === '0' ? undefined : start()))
+  .catch((e) => {
+    setStatus(e.message, 'error');
+    throw e;
+  });
 app.ready.catch(() => {});

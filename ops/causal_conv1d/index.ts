@@ -32,16 +32,23 @@ export const causalConv1dConfig = {enabled: true};
  * a gradient being recorded, width 1, or an empty input.
  */
 export function causalConv1dFused(
-    x: tf.Tensor, weight: tf.Tensor, bias: tf.Tensor, info: SequenceInfo | null,
-    prevState?: tf.Tensor | null): {y: tf.Tensor, state: tf.Tensor} | null {
+  x: tf.Tensor,
+  weight: tf.Tensor,
+  bias: tf.Tensor,
+  info: SequenceInfo | null,
+  prevState?: tf.Tensor | null,
+): {y: tf.Tensor; state: tf.Tensor} | null {
   if (!causalConv1dConfig.enabled || getKernel(CAUSAL_CONV1D, tf.getBackend()) == null) return null;
   if ((engine() as unknown as {isTapeOn(): boolean}).isTapeOn()) return null;
   const w = weight.shape[2]!;
   if (w < 2 || x.size === 0 || x.dtype !== 'float32') return null;
-  const mask = info?.tokenMask ?? null, segment = info?.segment ?? null;
+  const mask = info?.tokenMask ?? null,
+    segment = info?.segment ?? null;
   const attrs: CausalConv1dAttrs = {hasHist: prevState != null, hasMask: mask != null, hasSegment: segment != null};
-  const [y, state] = engine().runKernel(CAUSAL_CONV1D,
-      {x, weight, bias, hist: prevState ?? x, mask: mask ?? x, segment: segment ?? x},
-      attrs as unknown as tf.NamedAttrMap) as tf.Tensor[];
+  const [y, state] = engine().runKernel(
+    CAUSAL_CONV1D,
+    {x, weight, bias, hist: prevState ?? x, mask: mask ?? x, segment: segment ?? x},
+    attrs as unknown as tf.NamedAttrMap,
+  ) as tf.Tensor[];
   return {y, state};
 }

@@ -12,8 +12,9 @@
  *
  * Only types are imported from the backend package (importing it registers the backend).
  */
-import type {KernelConfig, KernelFunc, TensorInfo} from '@tensorflow/tfjs-core';
+
 import type {WebGPUBackend} from '@tensorflow/tfjs-backend-webgpu';
+import type {KernelConfig, KernelFunc, TensorInfo} from '@tensorflow/tfjs-core';
 import {WebGPUProgramBase} from '../webgpu_program';
 import {CAUSAL_CONV1D, CausalConv1dAttrs} from './index';
 
@@ -49,8 +50,13 @@ function common(a: CausalConv1dAttrs): string {
  * layout, so an absent input must not be bound at all.
  */
 function variables(a: CausalConv1dAttrs, withWeights: boolean): string[] {
-  return ['x', ...(withWeights ? ['weight', 'bias'] : []), ...(a.hasHist ? ['hist'] : []),
-    ...(a.hasMask ? ['mask'] : []), ...(a.hasSegment ? ['segment'] : [])];
+  return [
+    'x',
+    ...(withWeights ? ['weight', 'bias'] : []),
+    ...(a.hasHist ? ['hist'] : []),
+    ...(a.hasMask ? ['mask'] : []),
+    ...(a.hasSegment ? ['segment'] : []),
+  ];
 }
 
 /**
@@ -60,11 +66,23 @@ function variables(a: CausalConv1dAttrs, withWeights: boolean): string[] {
  */
 abstract class ConvProgram extends WebGPUProgramBase {
   constructor(
-      name: string, b: number, rows: number, e: number, withWeights: boolean,
-      private rowsExpr: string, protected attrs: CausalConv1dAttrs) {
-    super({name, variant: [`${+attrs.hasHist}${+attrs.hasMask}${+attrs.hasSegment}`],
-      inputs: variables(attrs, withWeights), outputShape: [b, rows, e], invocations: b * rows * e, size: true,
-      uniforms: 'histLen : i32,'});
+    name: string,
+    b: number,
+    rows: number,
+    e: number,
+    withWeights: boolean,
+    private rowsExpr: string,
+    protected attrs: CausalConv1dAttrs,
+  ) {
+    super({
+      name,
+      variant: [`${+attrs.hasHist}${+attrs.hasMask}${+attrs.hasSegment}`],
+      inputs: variables(attrs, withWeights),
+      outputShape: [b, rows, e],
+      invocations: b * rows * e,
+      size: true,
+      uniforms: 'histLen : i32,',
+    });
   }
 
   protected abstract body(seg: boolean): string;

@@ -11,14 +11,21 @@
 import {env, getKernel, KernelConfig, KernelFunc, TensorInfo} from '@tensorflow/tfjs-core';
 
 const FLAG = 'WEBGPU_MATMUL_PROGRAM_TYPE';
-const SMALL_OUTPUT_SIZE_PROGRAM = 2;   // MatMulProgramType.MatMulSmallOutputSizeProgram
+const SMALL_OUTPUT_SIZE_PROGRAM = 2; // MatMulProgramType.MatMulSmallOutputSizeProgram
 
 const prod = (xs: readonly number[]) => xs.reduce((a, b) => a * b, 1);
 
 /** Whether tfjs 4.22's choice (BatchMatMul_impl.ts) would be the split-K program with transposeB. */
-export function picksBrokenSplitK(a: TensorInfo, b: TensorInfo, transposeA: boolean, transposeB: boolean, threshold: number): boolean {
+export function picksBrokenSplitK(
+  a: TensorInfo,
+  b: TensorInfo,
+  transposeA: boolean,
+  transposeB: boolean,
+  threshold: number,
+): boolean {
   if (!transposeB || env().getNumber(FLAG) >= 0) return false;
-  const ra = a.shape.length, rb = b.shape.length;
+  const ra = a.shape.length,
+    rb = b.shape.length;
   const batch = Math.max(prod(a.shape.slice(0, -2)), prod(b.shape.slice(0, -2)));
   const outerA = transposeA ? a.shape[ra - 1] : a.shape[ra - 2];
   const outerB = b.shape[rb - 2];
@@ -30,10 +37,13 @@ export function picksBrokenSplitK(a: TensorInfo, b: TensorInfo, transposeA: bool
 
 function guarded(original: KernelFunc): KernelFunc {
   return (args) => {
-    const {a, b} = args.inputs as {a: TensorInfo, b: TensorInfo};
-    const {transposeA, transposeB} = args.attrs as unknown as {transposeA: boolean, transposeB: boolean};
+    const {a, b} = args.inputs as {a: TensorInfo; b: TensorInfo};
+    const {transposeA, transposeB} = args.attrs as unknown as {transposeA: boolean; transposeB: boolean};
     const flagged = env().getNumber('WEBGPU_THRESHOLD_TO_INCREASE_WORKGROUPS_FOR_MATMUL');
-    const threshold = flagged > 0 ? flagged : (args.backend as unknown as {thresholdToIncreaseWorkgroups: number}).thresholdToIncreaseWorkgroups;
+    const threshold =
+      flagged > 0
+        ? flagged
+        : (args.backend as unknown as {thresholdToIncreaseWorkgroups: number}).thresholdToIncreaseWorkgroups;
     if (!picksBrokenSplitK(a, b, transposeA, transposeB, threshold)) return original(args);
     env().set(FLAG, SMALL_OUTPUT_SIZE_PROGRAM);
     try {

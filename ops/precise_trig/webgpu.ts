@@ -13,8 +13,9 @@
  * golden where every other layer stays at 5e-8. Here: Cody-Waite reduction by pi/2 in three
  * parts, then Cephes' sinf/cosf minimax polynomials on [-pi/4, pi/4].
  */
-import type {KernelConfig, KernelFunc, TensorInfo} from '@tensorflow/tfjs-core';
+
 import type {WebGPUBackend} from '@tensorflow/tfjs-backend-webgpu';
+import type {KernelConfig, KernelFunc, TensorInfo} from '@tensorflow/tfjs-core';
 import {WebGPUProgramBase} from '../webgpu_program';
 
 /** WGSL: sin and cos of x at once (callers keep the one they need). */
@@ -40,7 +41,10 @@ export const PRECISE_SINCOS_WGSL = `
 
 /** sin or cos of each of x's n elements. */
 class PreciseTrigProgram extends WebGPUProgramBase {
-  constructor(n: number, private which: 'sin' | 'cos') {
+  constructor(
+    n: number,
+    private which: 'sin' | 'cos',
+  ) {
     super({name: 'preciseTrig', variant: [which], inputs: ['x'], outputShape: [n], invocations: n, size: true});
   }
 

@@ -12,9 +12,9 @@
  */
 import '@tensorflow/tfjs-backend-wasm';
 import {registerRgLruScanHostKernels} from '../rg_lru_scan/cpu';
+import {registerSegmentSum} from '../segment_sum';
 import {registerWasmMatMul} from '../wasm_matmul';
 import {registerWasmOneHot} from '../wasm_onehot';
-import {registerSegmentSum} from '../segment_sum';
 
 const env = typeof process !== 'undefined' ? process.env : undefined;
 

@@ -10,10 +10,10 @@
  */
 import '@tensorflow/tfjs-backend-webgpu';
 import {getKernel, registerKernel, unregisterKernel} from '@tensorflow/tfjs-core';
-import {webgpuKernelConfigs} from '../rg_lru_scan/webgpu';
-import {preciseTrigKernelConfigs} from '../precise_trig/webgpu';
 import {causalConv1dKernelConfigs} from '../causal_conv1d/webgpu';
 import {matMulGuardKernelConfigs} from '../matmul_webgpu';
+import {preciseTrigKernelConfigs} from '../precise_trig/webgpu';
+import {webgpuKernelConfigs} from '../rg_lru_scan/webgpu';
 import {rowArgmaxKernelConfigs} from '../row_argmax/webgpu';
 
 const configs = [

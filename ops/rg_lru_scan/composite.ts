@@ -16,8 +16,10 @@ export function scanComposite(a: Tensor, x: Tensor, h0: Tensor): [Tensor, Tensor
     const [b, t, e] = scanDims(a.shape, x.shape, h0.shape);
     if (t === 0) return [tf.zeros([b, 0, e]), h0.clone()];
     // Fold h0 into the first step: x'[0] = x[0] + a[0] * h0.
-    const first = tf.add(tf.slice(x, [0, 0, 0], [b, 1, e]),
-        tf.mul(tf.slice(a, [0, 0, 0], [b, 1, e]), tf.reshape(h0, [b, 1, e])));
+    const first = tf.add(
+      tf.slice(x, [0, 0, 0], [b, 1, e]),
+      tf.mul(tf.slice(a, [0, 0, 0], [b, 1, e]), tf.reshape(h0, [b, 1, e])),
+    );
     let h: Tensor = t > 1 ? tf.concat([first, tf.slice(x, [0, 1, 0], [b, t - 1, e])], 1) : first;
     let A: Tensor = a;
     for (let k = 1; k < t; k *= 2) {
@@ -34,7 +36,12 @@ export function scanComposite(a: Tensor, x: Tensor, h0: Tensor): [Tensor, Tensor
 
 /** The backward pass as a forward scan over reversed time. */
 export function scanGradComposite(
-    a: Tensor, h: Tensor, h0: Tensor, dh: Tensor, dhLast: Tensor): [Tensor, Tensor, Tensor] {
+  a: Tensor,
+  h: Tensor,
+  h0: Tensor,
+  dh: Tensor,
+  dhLast: Tensor,
+): [Tensor, Tensor, Tensor] {
   return tf.tidy(() => {
     const [b, t, e] = scanDims(a.shape, h.shape, h0.shape);
     if (t === 0) return [tf.zeros([b, 0, e]), tf.zeros([b, 0, e]), dhLast.clone()];
@@ -53,7 +60,7 @@ export function scanGradComposite(
 // Kernels that return Tensors (not TensorInfos) are taken as they are by the engine: that is
 // how tfjs-node's own kernels return their outputs.
 const forward: KernelFunc = ({inputs}) => {
-  const {a, x, h0} = inputs as unknown as {a: Tensor, x: Tensor, h0: Tensor};
+  const {a, x, h0} = inputs as unknown as {a: Tensor; x: Tensor; h0: Tensor};
   return scanComposite(a, x, h0) as unknown as TensorInfo[];
 };
 const backward: KernelFunc = ({inputs}) => {

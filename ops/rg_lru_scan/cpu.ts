@@ -3,7 +3,7 @@
  * one pass over the data, state in float64 registers, never one tfjs op per time step.
  *   registerRgLruScanHostKernels('cpu');
  */
-import {KernelBackend, KernelConfig, KernelFunc, registerKernel, TensorInfo, getKernel} from '@tensorflow/tfjs-core';
+import {getKernel, KernelBackend, KernelConfig, KernelFunc, registerKernel, TensorInfo} from '@tensorflow/tfjs-core';
 import {RG_LRU_SCAN, RG_LRU_SCAN_GRAD, scanDims} from './kernel_names';
 
 type HostBackend = KernelBackend & {
@@ -25,7 +25,13 @@ function read(backend: KernelBackend, t: TensorInfo): Float32Array {
 // Loop order: batch, time, then channels innermost, so every read and write walks memory
 // contiguously (the reference walks one channel down time instead, simpler but strided).
 export function scanForwardChannelsInner(
-    a: Float32Array, x: Float32Array, h0: Float32Array, b: number, t: number, e: number) {
+  a: Float32Array,
+  x: Float32Array,
+  h0: Float32Array,
+  b: number,
+  t: number,
+  e: number,
+) {
   const h = new Float32Array(b * t * e);
   const hLast = new Float32Array(b * e);
   const s = new Float64Array(e);
@@ -44,15 +50,25 @@ export function scanForwardChannelsInner(
 }
 
 export function scanBackwardChannelsInner(
-    a: Float32Array, h: Float32Array, h0: Float32Array, dh: Float32Array, dhLast: Float32Array,
-    b: number, t: number, e: number) {
+  a: Float32Array,
+  h: Float32Array,
+  h0: Float32Array,
+  dh: Float32Array,
+  dhLast: Float32Array,
+  b: number,
+  t: number,
+  e: number,
+) {
   const dx = new Float32Array(b * t * e);
   const da = new Float32Array(b * t * e);
   const dh0 = new Float32Array(b * e);
   const g = new Float64Array(e);
   const aNext = new Float64Array(e);
   for (let bi = 0; bi < b; bi++) {
-    for (let c = 0; c < e; c++) { g[c] = dhLast[bi * e + c]; aNext[c] = 1; }
+    for (let c = 0; c < e; c++) {
+      g[c] = dhLast[bi * e + c];
+      aNext[c] = 1;
+    }
     for (let ti = t - 1; ti >= 0; ti--) {
       const row = (bi * t + ti) * e;
       for (let c = 0; c < e; c++) {
@@ -70,7 +86,7 @@ export function scanBackwardChannelsInner(
 }
 
 const forward: KernelFunc = ({inputs, backend}) => {
-  const {a, x, h0} = inputs as {a: TensorInfo, x: TensorInfo, h0: TensorInfo};
+  const {a, x, h0} = inputs as {a: TensorInfo; x: TensorInfo; h0: TensorInfo};
   const [b, t, e] = scanDims(a.shape, x.shape, h0.shape);
   const be = backend as HostBackend;
   const {h, hLast} = scanForwardChannelsInner(read(be, a), read(be, x), read(be, h0), b, t, e);
@@ -82,10 +98,16 @@ const backward: KernelFunc = ({inputs, backend}) => {
   const [b, t, e] = scanDims(a.shape, h.shape, h0.shape);
   const be = backend as HostBackend;
   const {dx, da, dh0} = scanBackwardChannelsInner(
-      read(be, a), read(be, h), read(be, h0), read(be, dh), read(be, dhLast), b, t, e);
-  return [
-    output(be, [b, t, e], dx), output(be, [b, t, e], da), output(be, [b, e], dh0),
-  ];
+    read(be, a),
+    read(be, h),
+    read(be, h0),
+    read(be, dh),
+    read(be, dhLast),
+    b,
+    t,
+    e,
+  );
+  return [output(be, [b, t, e], dx), output(be, [b, t, e], da), output(be, [b, e], dh0)];
 };
 
 export function hostKernelConfigs(backendName: string): KernelConfig[] {

@@ -7,7 +7,7 @@
  * RgLruScanGrad kernel.
  */
 import * as tf from '@tensorflow/tfjs-core';
-import {engine, registerGradient, Tensor, getGradient} from '@tensorflow/tfjs-core';
+import {engine, getGradient, registerGradient, Tensor} from '@tensorflow/tfjs-core';
 import {RG_LRU_SCAN, RG_LRU_SCAN_GRAD} from './kernel_names';
 
 export {RG_LRU_SCAN, RG_LRU_SCAN_GRAD} from './kernel_names';
@@ -23,7 +23,9 @@ if (getGradient(RG_LRU_SCAN) == null) {
       // One backward scan serves all three input gradients. It runs here, not inside the
       // returned closures: each closure runs in its own tidy, which would dispose the others.
       const [dx, da, dh0] = engine().runKernel(RG_LRU_SCAN_GRAD, {
-        a, h, h0,
+        a,
+        h,
+        h0,
         dh: dhIn ?? tf.zerosLike(h),
         dhLast: dhLastIn ?? tf.zerosLike(h0),
       }) as Tensor[];
@@ -33,8 +35,12 @@ if (getGradient(RG_LRU_SCAN) == null) {
 }
 
 /** a, x: [b, t, e] float32; h0: [b, e] (zeros when absent) -> h: [b, t, e], hLast: [b, e]. */
-export function rgLruScan(a: Tensor, x: Tensor, h0?: Tensor): {h: Tensor, hLast: Tensor} {
-  for (const [name, v] of [['a', a], ['x', x], ['h0', h0]] as const) {
+export function rgLruScan(a: Tensor, x: Tensor, h0?: Tensor): {h: Tensor; hLast: Tensor} {
+  for (const [name, v] of [
+    ['a', a],
+    ['x', x],
+    ['h0', h0],
+  ] as const) {
     if (v != null && v.dtype !== 'float32') throw new Error(`rgLruScan: ${name} must be float32, got ${v.dtype}`);
   }
   const [b, , e] = a.shape;

@@ -7,8 +7,13 @@
  * Accumulated in float64 here; kernels accumulate in at least float32.
  */
 export function rgLruScanReference(
-    a: ArrayLike<number>, x: ArrayLike<number>, h0: ArrayLike<number> | null,
-    b: number, t: number, e: number): {h: Float32Array, hLast: Float32Array} {
+  a: ArrayLike<number>,
+  x: ArrayLike<number>,
+  h0: ArrayLike<number> | null,
+  b: number,
+  t: number,
+  e: number,
+): {h: Float32Array; hLast: Float32Array} {
   const h = new Float32Array(b * t * e);
   const hLast = new Float32Array(b * e);
   for (let bi = 0; bi < b; bi++) {
@@ -31,9 +36,15 @@ export function rgLruScanReference(
  *   dx[t] = g[t];  da[t] = g[t] * h[t-1];  dh0 = a[0] * g[0]
  */
 export function rgLruScanGradReference(
-    a: ArrayLike<number>, h: ArrayLike<number>, h0: ArrayLike<number> | null,
-    dh: ArrayLike<number>, dhLast: ArrayLike<number> | null,
-    b: number, t: number, e: number): {dx: Float32Array, da: Float32Array, dh0: Float32Array} {
+  a: ArrayLike<number>,
+  h: ArrayLike<number>,
+  h0: ArrayLike<number> | null,
+  dh: ArrayLike<number>,
+  dhLast: ArrayLike<number> | null,
+  b: number,
+  t: number,
+  e: number,
+): {dx: Float32Array; da: Float32Array; dh0: Float32Array} {
   const dx = new Float32Array(b * t * e);
   const da = new Float32Array(b * t * e);
   const dh0 = new Float32Array(b * e);
@@ -45,7 +56,7 @@ export function rgLruScanGradReference(
         const i = (bi * t + ti) * e + c;
         g = dh[i] + aNext * g;
         dx[i] = g;
-        const hPrev = ti > 0 ? h[i - e] : (h0 ? h0[bi * e + c] : 0);
+        const hPrev = ti > 0 ? h[i - e] : h0 ? h0[bi * e + c] : 0;
         da[i] = g * hPrev;
         aNext = a[i];
       }

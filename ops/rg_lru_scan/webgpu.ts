@@ -12,8 +12,9 @@
  * several outputs runs several programs. Only types are imported from the backend package:
  * importing its code registers the backend, which must wait until navigator.gpu exists.
  */
-import type {KernelConfig, KernelFunc, TensorInfo} from '@tensorflow/tfjs-core';
+
 import type {WebGPUBackend} from '@tensorflow/tfjs-backend-webgpu';
+import type {KernelConfig, KernelFunc, TensorInfo} from '@tensorflow/tfjs-core';
 import {splitIndex, WebGPUProgramBase} from '../webgpu_program';
 import {RG_LRU_SCAN, RG_LRU_SCAN_GRAD, scanDims} from './kernel_names';
 import {runScan} from './webgpu_scan';
@@ -85,7 +86,7 @@ function identity(backend: WebGPUBackend, x: TensorInfo): TensorInfo {
 }
 
 const forward: KernelFunc = ({inputs, backend}) => {
-  const {a, x, h0} = inputs as {a: TensorInfo, x: TensorInfo, h0: TensorInfo};
+  const {a, x, h0} = inputs as {a: TensorInfo; x: TensorInfo; h0: TensorInfo};
   const [b, t, e] = scanDims(a.shape, x.shape, h0.shape);
   const be = backend as WebGPUBackend;
   if (t === 0) return [be.makeTensorInfo([b, 0, e], 'float32'), identity(be, h0)];
@@ -99,8 +100,7 @@ const backward: KernelFunc = ({inputs, backend}) => {
   const [b, t, e] = scanDims(a.shape, h.shape, h0.shape);
   const be = backend as WebGPUBackend;
   if (t === 0) {
-    return [be.makeTensorInfo([b, 0, e], 'float32'), be.makeTensorInfo([b, 0, e], 'float32'),
-      identity(be, dhLast)];
+    return [be.makeTensorInfo([b, 0, e], 'float32'), be.makeTensorInfo([b, 0, e], 'float32'), identity(be, dhLast)];
   }
   const g = runScan(be, a, dh, dhLast, b, t, e, true);
   const da = be.runWebGPUProgram(new DaProgram(b, t, e), [g, h, h0], 'float32');

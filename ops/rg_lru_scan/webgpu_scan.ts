@@ -9,8 +9,9 @@
  * shorter). In WGSL: T, E, N the same sizes, bi the batch row, c the channel, k the chunk,
  * [t0, t1) the steps an invocation walks.
  */
-import type {TensorInfo} from '@tensorflow/tfjs-core';
+
 import type {WebGPUBackend} from '@tensorflow/tfjs-backend-webgpu';
+import type {TensorInfo} from '@tensorflow/tfjs-core';
 import {splitIndex, WebGPUProgramBase} from '../webgpu_program';
 
 /**
@@ -23,11 +24,11 @@ export const rgLruScanWebGPUConfig = {
 };
 
 /** The plan for a sequence of t steps: chunk size, or 0 for the serial path. */
-export function scanPlan(t: number): {chunk: number, numChunks: number} {
+export function scanPlan(t: number): {chunk: number; numChunks: number} {
   const {chunkSize, path} = rgLruScanWebGPUConfig;
   // ~sqrt(t) balances the serial carry pass (t/C steps) against the per-chunk passes (C steps).
-  const chunk = chunkSize > 0 ? chunkSize :
-      Math.min(256, Math.max(64, 2 ** Math.round(Math.log2(Math.sqrt(Math.max(t, 1))))));
+  const chunk =
+    chunkSize > 0 ? chunkSize : Math.min(256, Math.max(64, 2 ** Math.round(Math.log2(Math.sqrt(Math.max(t, 1))))));
   const chunked = path === 'chunked' || (path === 'auto' && t >= 2 * chunk);
   return chunked ? {chunk, numChunks: Math.ceil(t / chunk)} : {chunk: 0, numChunks: 1};
 }
@@ -63,9 +64,19 @@ function stepLoop(reverse: boolean, body: string): string {
 
 /** Serial path: one invocation per (b, c) walks all of time. Inputs a, x [b, t, e], s0 [b, e]. */
 class ScanSerialProgram extends WebGPUProgramBase {
-  constructor(b: number, t: number, e: number, private reverse: boolean) {
-    super({name: 'rgLruScanSerial', variant: [reverse], inputs: ['a', 'x', 's0'], outputShape: [b, t, e],
-      invocations: b * e});
+  constructor(
+    b: number,
+    t: number,
+    e: number,
+    private reverse: boolean,
+  ) {
+    super({
+      name: 'rgLruScanSerial',
+      variant: [reverse],
+      inputs: ['a', 'x', 's0'],
+      outputShape: [b, t, e],
+      invocations: b * e,
+    });
   }
 
   getUserCode(): string {
@@ -89,9 +100,20 @@ class ScanSerialProgram extends WebGPUProgramBase {
  * products.
  */
 class ChunkSummaryProgram extends WebGPUProgramBase {
-  constructor(b: number, n: number, e: number, private reverse: boolean) {
-    super({name: 'rgLruChunkSummary', variant: [reverse], inputs: ['a', 'x'], outputShape: [2, b, n, e],
-      invocations: b * n * e, uniforms: 'chunk : i32,'});
+  constructor(
+    b: number,
+    n: number,
+    e: number,
+    private reverse: boolean,
+  ) {
+    super({
+      name: 'rgLruChunkSummary',
+      variant: [reverse],
+      inputs: ['a', 'x'],
+      outputShape: [2, b, n, e],
+      invocations: b * n * e,
+      uniforms: 'chunk : i32,',
+    });
   }
 
   getUserCode(): string {
@@ -120,14 +142,23 @@ class ChunkSummaryProgram extends WebGPUProgramBase {
  * writes the state entering each chunk. Inputs summary [2, b, n, e], s0 [b, e]; output [b, n, e].
  */
 class ChunkCarryProgram extends WebGPUProgramBase {
-  constructor(b: number, n: number, e: number, private reverse: boolean) {
-    super({name: 'rgLruChunkCarry', variant: [reverse], inputs: ['summary', 's0'], outputShape: [b, n, e],
-      invocations: b * e});
+  constructor(
+    b: number,
+    n: number,
+    e: number,
+    private reverse: boolean,
+  ) {
+    super({
+      name: 'rgLruChunkCarry',
+      variant: [reverse],
+      inputs: ['summary', 's0'],
+      outputShape: [b, n, e],
+      invocations: b * e,
+    });
   }
 
   getUserCode(): string {
-    const loop = this.reverse ?
-        'for (var k = N - 1; k >= 0; k--) {' : 'for (var k = 0; k < N; k++) {';
+    const loop = this.reverse ? 'for (var k = N - 1; k >= 0; k--) {' : 'for (var k = 0; k < N; k++) {';
     return `
       fn main(index : i32) {
         let B = uniforms.s0Shape.x;
@@ -151,9 +182,21 @@ class ChunkCarryProgram extends WebGPUProgramBase {
  * output. Inputs a, x [b, t, e], carry [b, n, e]; output [b, t, e].
  */
 class ChunkApplyProgram extends WebGPUProgramBase {
-  constructor(b: number, t: number, e: number, n: number, private reverse: boolean) {
-    super({name: 'rgLruChunkApply', variant: [reverse], inputs: ['a', 'x', 'carry'], outputShape: [b, t, e],
-      invocations: b * n * e, uniforms: 'chunk : i32,'});
+  constructor(
+    b: number,
+    t: number,
+    e: number,
+    n: number,
+    private reverse: boolean,
+  ) {
+    super({
+      name: 'rgLruChunkApply',
+      variant: [reverse],
+      inputs: ['a', 'x', 'carry'],
+      outputShape: [b, t, e],
+      invocations: b * n * e,
+      uniforms: 'chunk : i32,',
+    });
   }
 
   getUserCode(): string {
@@ -175,19 +218,33 @@ class ChunkApplyProgram extends WebGPUProgramBase {
 
 /** The scan over time of coef * s + x from s0, forward or reversed (see stepLoop); t >= 1. */
 export function runScan(
-    backend: WebGPUBackend, a: TensorInfo, x: TensorInfo, s0: TensorInfo,
-    b: number, t: number, e: number, reverse: boolean): TensorInfo {
+  backend: WebGPUBackend,
+  a: TensorInfo,
+  x: TensorInfo,
+  s0: TensorInfo,
+  b: number,
+  t: number,
+  e: number,
+  reverse: boolean,
+): TensorInfo {
   const {chunk, numChunks} = scanPlan(t);
   if (chunk === 0) {
     return backend.runWebGPUProgram(new ScanSerialProgram(b, t, e, reverse), [a, x, s0], 'float32');
   }
   const chunkUniform = [{type: 'int32', data: [chunk]}];
   const summary = backend.runWebGPUProgram(
-      new ChunkSummaryProgram(b, numChunks, e, reverse), [a, x], 'float32', chunkUniform);
-  const carry = backend.runWebGPUProgram(
-      new ChunkCarryProgram(b, numChunks, e, reverse), [summary, s0], 'float32');
+    new ChunkSummaryProgram(b, numChunks, e, reverse),
+    [a, x],
+    'float32',
+    chunkUniform,
+  );
+  const carry = backend.runWebGPUProgram(new ChunkCarryProgram(b, numChunks, e, reverse), [summary, s0], 'float32');
   const out = backend.runWebGPUProgram(
-      new ChunkApplyProgram(b, t, e, numChunks, reverse), [a, x, carry], 'float32', chunkUniform);
+    new ChunkApplyProgram(b, t, e, numChunks, reverse),
+    [a, x, carry],
+    'float32',
+    chunkUniform,
+  );
   // Safe while the GPU work is still queued: the backend defers the release.
   backend.disposeData(summary.dataId);
   backend.disposeData(carry.dataId);

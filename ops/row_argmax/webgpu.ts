@@ -9,8 +9,9 @@
  * Shape letters: b rows, n values per row (x [b, n] float32, out [b] int32). In WGSL: row the
  * workgroup's row, t the invocation within it.
  */
-import type {KernelConfig, KernelFunc, TensorInfo} from '@tensorflow/tfjs-core';
+
 import type {WebGPUBackend} from '@tensorflow/tfjs-backend-webgpu';
+import type {KernelConfig, KernelFunc, TensorInfo} from '@tensorflow/tfjs-core';
 import {WebGPUProgramBase} from '../webgpu_program';
 import {ROW_ARGMAX} from './index';
 
@@ -19,8 +20,14 @@ const THREADS = 256;
 /** One workgroup per row of x [b, n]; uniforms.n is n. */
 class RowArgmaxProgram extends WebGPUProgramBase {
   constructor(b: number) {
-    super({name: 'griffinRowArgmax', inputs: ['x'], outputShape: [b], workgroups: [b, 1, 1],
-      workgroupSize: [THREADS, 1, 1], uniforms: 'n : i32,'});
+    super({
+      name: 'griffinRowArgmax',
+      inputs: ['x'],
+      outputShape: [b],
+      workgroups: [b, 1, 1],
+      workgroupSize: [THREADS, 1, 1],
+      uniforms: 'n : i32,',
+    });
   }
 
   getUserCode(): string {
@@ -74,6 +81,4 @@ const kernelFunc: KernelFunc = ({inputs, backend}) => {
   return (backend as WebGPUBackend).runWebGPUProgram(new RowArgmaxProgram(b), [x], 'int32', rowLength);
 };
 
-export const rowArgmaxKernelConfigs: KernelConfig[] = [
-  {kernelName: ROW_ARGMAX, backendName: 'webgpu', kernelFunc},
-];
+export const rowArgmaxKernelConfigs: KernelConfig[] = [{kernelName: ROW_ARGMAX, backendName: 'webgpu', kernelFunc}];

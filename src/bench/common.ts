@@ -4,16 +4,17 @@
  *   const args = parseArgs(process.argv.slice(2));  const env = await setup(args.backend);
  *   const ms = await timeIt(() => f(), (out) => syncOn(out), {reps: 5});
  */
+
+import type {WebGPUBackend, WebGPUProgram} from '@tensorflow/tfjs-backend-webgpu';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import {tf} from '../tf';
+import type {LayerVariable} from '../../layers/base';
 import {useBackend} from '../backend';
 import {parameterCount, RecurrentGemmaConfig, RecurrentGemmaConfigArgs} from '../config';
 import type {RecurrentGemmaForCausalLM} from '../model';
-import type {LayerVariable} from '../../layers/base';
 import {SMALL_CONFIG} from '../pretrain/small';
-import type {WebGPUBackend, WebGPUProgram} from '@tensorflow/tfjs-backend-webgpu';
+import {tf} from '../tf';
 
 export type Args = Record<string, string>;
 
@@ -32,7 +33,8 @@ export function parseArgs(argv: string[]): Args {
 export function intList(v: string | undefined, dflt: number[], name: string): number[] {
   if (v == null) return dflt;
   const out = v.split(',').map(Number);
-  if (out.some((x) => !Number.isInteger(x) || x < 1)) throw new Error(`--${name} must be positive integers separated by commas, got ${v}`);
+  if (out.some((x) => !Number.isInteger(x) || x < 1))
+    throw new Error(`--${name} must be positive integers separated by commas, got ${v}`);
   return out;
 }
 
@@ -55,23 +57,51 @@ export function intArg(args: Args, name: string, dflt: number): number {
  */
 export const CONFIGS: Record<string, RecurrentGemmaConfigArgs> = {
   tiny: {
-    num_hidden_layers: 4, vocab_size: 512, hidden_size: 64, lru_width: 64, intermediate_size: 192,
-    num_attention_heads: 4, num_key_value_heads: 1, attention_window_size: 64, block_types: ['recurrent', 'recurrent', 'attention'],
+    num_hidden_layers: 4,
+    vocab_size: 512,
+    hidden_size: 64,
+    lru_width: 64,
+    intermediate_size: 192,
+    num_attention_heads: 4,
+    num_key_value_heads: 1,
+    attention_window_size: 64,
+    block_types: ['recurrent', 'recurrent', 'attention'],
   },
   small: SMALL_CONFIG,
   '2b': {
-    num_hidden_layers: 26, vocab_size: 256000, hidden_size: 2560, lru_width: 2560, intermediate_size: 15360,
-    num_attention_heads: 10, num_key_value_heads: 1, attention_window_size: 2048, conv1d_width: 4,
+    num_hidden_layers: 26,
+    vocab_size: 256000,
+    hidden_size: 2560,
+    lru_width: 2560,
+    intermediate_size: 15360,
+    num_attention_heads: 10,
+    num_key_value_heads: 1,
+    attention_window_size: 2048,
+    conv1d_width: 4,
     block_types: ['recurrent', 'recurrent', 'attention'],
   },
   '9b': {
-    num_hidden_layers: 38, vocab_size: 256000, hidden_size: 4096, lru_width: 4096, intermediate_size: 24576,
-    num_attention_heads: 16, num_key_value_heads: 1, attention_window_size: 2048, conv1d_width: 4,
+    num_hidden_layers: 38,
+    vocab_size: 256000,
+    hidden_size: 4096,
+    lru_width: 4096,
+    intermediate_size: 24576,
+    num_attention_heads: 16,
+    num_key_value_heads: 1,
+    attention_window_size: 2048,
+    conv1d_width: 4,
     block_types: ['recurrent', 'recurrent', 'attention'],
   },
   mid: {
-    num_hidden_layers: 6, vocab_size: 32000, hidden_size: 2560, lru_width: 2560, intermediate_size: 15360,
-    num_attention_heads: 10, num_key_value_heads: 1, attention_window_size: 2048, conv1d_width: 4,
+    num_hidden_layers: 6,
+    vocab_size: 32000,
+    hidden_size: 2560,
+    lru_width: 2560,
+    intermediate_size: 15360,
+    num_attention_heads: 10,
+    num_key_value_heads: 1,
+    attention_window_size: 2048,
+    conv1d_width: 4,
     block_types: ['recurrent', 'recurrent', 'attention'],
   },
 };
@@ -85,9 +115,10 @@ export function paramCount(args: RecurrentGemmaConfigArgs): number {
 }
 
 /** A named config, optionally shrunk; a one-line error for an unknown name. */
-export function benchConfig(name: string, opts: {layers?: number, vocab?: number} = {}): RecurrentGemmaConfigArgs {
+export function benchConfig(name: string, opts: {layers?: number; vocab?: number} = {}): RecurrentGemmaConfigArgs {
   const base = CONFIGS[name];
-  if (base == null) throw new Error(`--config must be one of ${Object.keys(CONFIGS).join(', ')}, got ${JSON.stringify(name)}`);
+  if (base == null)
+    throw new Error(`--config must be one of ${Object.keys(CONFIGS).join(', ')}, got ${JSON.stringify(name)}`);
   const cfg = {...base};
   if (opts.layers != null) cfg.num_hidden_layers = opts.layers;
   if (opts.vocab != null) cfg.vocab_size = opts.vocab;
@@ -95,7 +126,10 @@ export function benchConfig(name: string, opts: {layers?: number, vocab?: number
 }
 
 /** Uniform noise of std 1/sqrt(fan-in) for matrices, small noise for vectors (norms, biases). */
-export function randomizeWeights(model: RecurrentGemmaForCausalLM, onProgress?: (done: number, total: number) => void): void {
+export function randomizeWeights(
+  model: RecurrentGemmaForCausalLM,
+  onProgress?: (done: number, total: number) => void,
+): void {
   const vars = [...model.namedParameters().values()] as LayerVariable[];
   vars.forEach((v, i) => {
     const shape = v.shape as number[];
@@ -110,7 +144,10 @@ export function randomizeWeights(model: RecurrentGemmaForCausalLM, onProgress?: 
 /** Token ids in [3, vocab) from a small LCG (reproducible, no special tokens). */
 export function randomIds(b: number, t: number, vocab: number, seed: number): number[][] {
   let s = seed;
-  const next = () => { s = (Math.imul(s, 1103515245) + 12345) >>> 0; return s; };
+  const next = () => {
+    s = (Math.imul(s, 1103515245) + 12345) >>> 0;
+    return s;
+  };
   return Array.from({length: b}, () => Array.from({length: t}, () => 3 + (next() % (vocab - 3))));
 }
 
@@ -163,7 +200,7 @@ export class MemoryWatch {
 
   sample(): void {
     const m = process.memoryUsage();
-    const tm = tf.memory() as {numBytes: number, numBytesInGPU?: number};
+    const tm = tf.memory() as {numBytes: number; numBytesInGPU?: number};
     const p = this.peak;
     p.rss = Math.max(p.rss, m.rss, peakRssBytes() ?? 0);
     p.heapUsed = Math.max(p.heapUsed, m.heapUsed);
@@ -183,9 +220,15 @@ export class MemoryWatch {
   report(): Record<string, number | string> {
     const mb = (x: number) => +(x / 2 ** 20).toFixed(1);
     const p = this.peak;
-    return {peakRssMB: mb(p.rss), rssSource: peakRssBytes() != null ? 'VmHWM' : 'sampled', peakHeapUsedMB: mb(p.heapUsed),
-      peakExternalMB: mb(p.external), peakArrayBuffersMB: mb(p.arrayBuffers), peakTfMB: mb(p.tfBytes),
-      ...(p.tfGpuBytes > 0 ? {peakTfGpuMB: mb(p.tfGpuBytes)} : {})};
+    return {
+      peakRssMB: mb(p.rss),
+      rssSource: peakRssBytes() != null ? 'VmHWM' : 'sampled',
+      peakHeapUsedMB: mb(p.heapUsed),
+      peakExternalMB: mb(p.external),
+      peakArrayBuffersMB: mb(p.arrayBuffers),
+      peakTfMB: mb(p.tfBytes),
+      ...(p.tfGpuBytes > 0 ? {peakTfGpuMB: mb(p.tfGpuBytes)} : {}),
+    };
   }
 }
 
@@ -228,8 +271,11 @@ export async function describeMachine(requested?: string): Promise<Environment> 
     memGiB: +(os.totalmem() / 2 ** 30).toFixed(1),
     tfjs: tf.version.tfjs,
     backend: tf.getBackend(),
-    env: Object.fromEntries(['VK_ICD_FILENAMES', 'VK_DRIVER_FILES', 'GRIFFIN_MAX_PIECE_BYTES', 'GRIFFIN_WASM_MATMUL']
-        .filter((k) => process.env[k] != null).map((k) => [k, process.env[k]!])),
+    env: Object.fromEntries(
+      ['VK_ICD_FILENAMES', 'VK_DRIVER_FILES', 'GRIFFIN_MAX_PIECE_BYTES', 'GRIFFIN_WASM_MATMUL']
+        .filter((k) => process.env[k] != null)
+        .map((k) => [k, process.env[k]!]),
+    ),
   };
   if (name === 'webgpu') env.adapter = await describeAdapter();
   return env;
@@ -237,17 +283,34 @@ export async function describeMachine(requested?: string): Promise<Environment> 
 
 /** The adapter Dawn gives for high-performance (the one tfjs picks too), and tfjs's device limits. */
 async function describeAdapter(): Promise<Record<string, unknown>> {
-  const gpu = (globalThis as unknown as {navigator: {gpu: {requestAdapter(o: object): Promise<{info?: Record<string, unknown>, features: Set<string>} | null>}}}).navigator.gpu;
+  const gpu = (
+    globalThis as unknown as {
+      navigator: {
+        gpu: {requestAdapter(o: object): Promise<{info?: Record<string, unknown>; features: Set<string>} | null>};
+      };
+    }
+  ).navigator.gpu;
   const adapter = await gpu.requestAdapter({powerPreference: 'high-performance'});
   const info: Record<string, unknown> = {};
   for (const k of ['vendor', 'architecture', 'device', 'description', 'backendType', 'adapterType']) {
     const v = adapter?.info?.[k];
     if (v != null && v !== '') info[k] = v;
   }
-  const backend = tf.backend() as unknown as {device: {limits: Record<string, number>}, adapterInfo?: object, supportTimestampQuery?: boolean};
+  const backend = tf.backend() as unknown as {
+    device: {limits: Record<string, number>};
+    adapterInfo?: object;
+    supportTimestampQuery?: boolean;
+  };
   const limits = backend.device.limits;
-  info.limits = Object.fromEntries(['maxStorageBufferBindingSize', 'maxBufferSize', 'maxComputeWorkgroupStorageSize',
-    'maxComputeInvocationsPerWorkgroup', 'maxComputeWorkgroupsPerDimension'].map((k) => [k, limits[k]]));
+  info.limits = Object.fromEntries(
+    [
+      'maxStorageBufferBindingSize',
+      'maxBufferSize',
+      'maxComputeWorkgroupStorageSize',
+      'maxComputeInvocationsPerWorkgroup',
+      'maxComputeWorkgroupsPerDimension',
+    ].map((k) => [k, limits[k]]),
+  );
   info.features = adapter ? [...adapter.features].sort() : [];
   info.tfjsAdapterInfo = backend.adapterInfo;
   info.timestampQuery = backend.supportTimestampQuery ?? false;
@@ -256,8 +319,12 @@ async function describeAdapter(): Promise<Record<string, unknown>> {
 
 /** One line about the machine for the table's header. */
 export function describe(env: Environment): string {
-  const a = env.adapter as {description?: string, vendor?: string, architecture?: string, backendType?: string} | undefined;
-  const gpu = a ? `, adapter: ${a.description || [a.vendor, a.architecture].filter(Boolean).join(' ') || '?'}${a.backendType ? ` (${a.backendType})` : ''}` : '';
+  const a = env.adapter as
+    | {description?: string; vendor?: string; architecture?: string; backendType?: string}
+    | undefined;
+  const gpu = a
+    ? `, adapter: ${a.description || [a.vendor, a.architecture].filter(Boolean).join(' ') || '?'}${a.backendType ? ` (${a.backendType})` : ''}`
+    : '';
   return `${env.backend} on ${env.host} (${env.cpus} x ${env.cpu}, node ${env.node}, tfjs ${env.tfjs}${gpu})`;
 }
 
@@ -272,7 +339,13 @@ export async function syncOn(t: tf.Tensor): Promise<void> {
   one.dispose();
 }
 
-export interface Timing { ms: number; minMs: number; maxMs: number; reps: number; inner: number }
+export interface Timing {
+  ms: number;
+  minMs: number;
+  maxMs: number;
+  reps: number;
+  inner: number;
+}
 
 /**
  * Median wall time of `run` (after `warmup` untimed runs: shader compilation, buffer pools).
@@ -280,25 +353,38 @@ export interface Timing { ms: number; minMs: number; maxMs: number; reps: number
  * `inner` > 1 (or 'auto': enough calls for ~20 ms) each sample queues that many calls and waits
  * once, so that a short kernel is not timed together with the read-back that waits for it.
  */
-export async function timeIt(run: () => tf.Tensor[], opts: {reps?: number, warmup?: number, inner?: number | 'auto'} = {}): Promise<Timing> {
-  const reps = Math.max(1, opts.reps ?? 5), warmup = opts.warmup ?? 1;
+export async function timeIt(
+  run: () => tf.Tensor[],
+  opts: {reps?: number; warmup?: number; inner?: number | 'auto'} = {},
+): Promise<Timing> {
+  const reps = Math.max(1, opts.reps ?? 5),
+    warmup = opts.warmup ?? 1;
   const sample = async (n: number) => {
     const t0 = performance.now();
     for (let k = 0; k < n; k++) {
       const out = run();
       if (k === n - 1) await syncOn(out[0]);
-      tf.dispose(out);  // the backend keeps the buffers until the queued work is done
+      tf.dispose(out); // the backend keeps the buffers until the queued work is done
     }
     return (performance.now() - t0) / n;
   };
   for (let i = 0; i < warmup; i++) await sample(1);
-  let inner = opts.inner === 'auto' ? Math.min(200, Math.max(1, Math.ceil(20 / (await sample(1))))) : Math.max(1, opts.inner ?? 1);
+  let inner =
+    opts.inner === 'auto'
+      ? Math.min(200, Math.max(1, Math.ceil(20 / (await sample(1)))))
+      : Math.max(1, opts.inner ?? 1);
   if (!Number.isFinite(inner)) inner = 1;
   const times: number[] = [];
   for (let i = 0; i < reps; i++) times.push(await sample(inner));
   times.sort((a, b) => a - b);
   const round = (x: number) => +x.toFixed(4);
-  return {ms: round(times[Math.floor(times.length / 2)]), minMs: round(times[0]), maxMs: round(times[times.length - 1]), reps, inner};
+  return {
+    ms: round(times[Math.floor(times.length / 2)]),
+    minMs: round(times[0]),
+    maxMs: round(times[times.length - 1]),
+    reps,
+    inner,
+  };
 }
 
 /**
@@ -315,17 +401,26 @@ export class DispatchCounter {
     const engine = tf.engine() as unknown as {runKernelFunc(p: unknown): unknown};
     const runKernelFunc = engine.runKernelFunc;
     const self = this;
-    engine.runKernelFunc = function (this: unknown, p: unknown) { self.kernels++; return runKernelFunc.call(this, p); };
-    this.undo.push(() => { engine.runKernelFunc = runKernelFunc; });
+    engine.runKernelFunc = function (this: unknown, p: unknown) {
+      self.kernels++;
+      return runKernelFunc.call(this, p);
+    };
+    this.undo.push(() => {
+      engine.runKernelFunc = runKernelFunc;
+    });
     if (tf.getBackend() === 'webgpu') {
-      const backend = tf.backend() as unknown as {runWebGPUProgram(p: {constructor: {name: string}}, ...rest: unknown[]): unknown};
+      const backend = tf.backend() as unknown as {
+        runWebGPUProgram(p: {constructor: {name: string}}, ...rest: unknown[]): unknown;
+      };
       const run = backend.runWebGPUProgram;
       backend.runWebGPUProgram = function (this: unknown, p: {constructor: {name: string}}, ...rest: unknown[]) {
         self.dispatches++;
         self.byProgram.set(p.constructor.name, (self.byProgram.get(p.constructor.name) ?? 0) + 1);
         return run.call(this, p, ...rest);
       };
-      this.undo.push(() => { backend.runWebGPUProgram = run; });
+      this.undo.push(() => {
+        backend.runWebGPUProgram = run;
+      });
     }
     return this;
   }
@@ -337,9 +432,12 @@ export class DispatchCounter {
   }
 
   /** The counts so far, programs by frequency. */
-  snapshot(): {kernels: number, dispatches: number, byProgram: Record<string, number>} {
-    return {kernels: this.kernels, dispatches: this.dispatches,
-      byProgram: Object.fromEntries([...this.byProgram].sort((a, b) => b[1] - a[1]))};
+  snapshot(): {kernels: number; dispatches: number; byProgram: Record<string, number>} {
+    return {
+      kernels: this.kernels,
+      dispatches: this.dispatches,
+      byProgram: Object.fromEntries([...this.byProgram].sort((a, b) => b[1] - a[1])),
+    };
   }
 
   uninstall(): void {
@@ -385,8 +483,11 @@ export function randomTensor(shape: number[], lo: number, hi: number, seed: numb
   if (tf.getBackend() !== 'webgpu') return tf.randomUniform(shape, lo, hi, 'float32', seed);
   const n = shape.reduce((a, b) => a * b, 1);
   const backend = tf.backend() as unknown as WebGPUBackend;
-  const info = backend.runWebGPUProgram(new HashFillProgram(n), [], 'float32',
-      [{type: 'int32', data: [seed]}, {type: 'float32', data: [lo]}, {type: 'float32', data: [hi]}]);
+  const info = backend.runWebGPUProgram(new HashFillProgram(n), [], 'float32', [
+    {type: 'int32', data: [seed]},
+    {type: 'float32', data: [lo]},
+    {type: 'float32', data: [hi]},
+  ]);
   const flat = tf.engine().makeTensorFromTensorInfo(info);
   const out = tf.reshape(flat, shape);
   flat.dispose();
@@ -399,9 +500,20 @@ export function printTable(rows: Record<string, unknown>[], columns: string[]): 
   const widths = columns.map((c) => Math.max(c.length, ...rows.map((r) => cell(r[c]).length)));
   const line = (vals: string[], numeric: boolean[]) =>
     vals.map((v, i) => (numeric[i] ? v.padStart(widths[i]) : v.padEnd(widths[i]))).join('  ');
-  console.log(line(columns, columns.map(() => false)));
+  console.log(
+    line(
+      columns,
+      columns.map(() => false),
+    ),
+  );
   console.log(widths.map((w) => '-'.repeat(w)).join('  '));
-  for (const r of rows) console.log(line(columns.map((c) => cell(r[c])), columns.map((c) => typeof r[c] === 'number')));
+  for (const r of rows)
+    console.log(
+      line(
+        columns.map((c) => cell(r[c])),
+        columns.map((c) => typeof r[c] === 'number'),
+      ),
+    );
 }
 
 /** Prints the JSON result and, with --out, writes it (bench/results/<date>-<machine>.json by convention). */
@@ -410,7 +522,7 @@ export function emit(result: object, out: string | undefined): void {
   console.log(text);
   if (out != null && out !== 'true') {
     fs.mkdirSync(path.dirname(path.resolve(out)), {recursive: true});
-    fs.writeFileSync(out, text + '\n');
+    fs.writeFileSync(out, `${text}\n`);
     console.error(`written to ${out}`);
   }
 }

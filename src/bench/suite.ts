@@ -13,18 +13,31 @@
  * CPU time (user + system) for the same work: on a machine shared with other jobs it moves much
  * less than wall time (cpu and wasm here run one thread; GC and I/O threads add a little).
  */
-import {tf} from '../tf';
-import {RecurrentGemmaForCausalLM} from '../model';
-import {useBackend} from '../backend';
-import {AdamW} from '../training/optimizer';
+
 import {RG_LRU_SCAN, RG_LRU_SCAN_GRAD} from '../../ops/rg_lru_scan';
-import {wasmMatMulCacheBytes} from '../../ops/wasm_matmul';
 import {rowArgmax} from '../../ops/row_argmax';
-import {benchConfig, describeMachine, paramCount, Environment, MemoryWatch, peakRssBytes, randomIds, randomizeWeights, scanBytes,
-  scanInputs, syncOn, timeIt} from './common';
+import {wasmMatMulCacheBytes} from '../../ops/wasm_matmul';
+import {useBackend} from '../backend';
+import {RecurrentGemmaForCausalLM} from '../model';
+import {tf} from '../tf';
+import {AdamW} from '../training/optimizer';
+import {
+  benchConfig,
+  describeMachine,
+  Environment,
+  MemoryWatch,
+  paramCount,
+  peakRssBytes,
+  randomIds,
+  randomizeWeights,
+  scanBytes,
+  scanInputs,
+  syncOn,
+  timeIt,
+} from './common';
 
 export const PHASES = ['prefill', 'decode', 'scan', 'train'] as const;
-export type Phase = typeof PHASES[number];
+export type Phase = (typeof PHASES)[number];
 
 export interface SuiteOptions {
   /** A named shape with random weights (common.ts CONFIGS), unless `model` is given. */
@@ -55,8 +68,17 @@ export interface SuiteOptions {
 }
 
 export const DEFAULT_SUITE: Omit<SuiteOptions, 'config'> = {
-  promptLengths: [128, 2048, 8192], batches: [1, 8], newTokens: 32, decodePrompt: 128, chunk: undefined, reps: 3,
-  scanBatch: 1, trainBatch: 1, trainSeq: 128, trainSteps: 2, skip: [],
+  promptLengths: [128, 2048, 8192],
+  batches: [1, 8],
+  newTokens: 32,
+  decodePrompt: 128,
+  chunk: undefined,
+  reps: 3,
+  scanBatch: 1,
+  trainBatch: 1,
+  trainSeq: 128,
+  trainSteps: 2,
+  skip: [],
 };
 
 export interface SuiteResult {
@@ -64,18 +86,21 @@ export interface SuiteResult {
   environment: Environment;
   model: Record<string, unknown>;
   options: Omit<SuiteOptions, 'skip'> & {skip: Phase[]};
-  load: {ms: number, peakRssMB: number | null, source: string};
-  prefill: {b: number, t: number, ms: number, tokPerS: number, cpuMs: number}[];
-  decode: {b: number, promptLen: number, steps: number, msPerStep: number, tokPerS: number, cpuMsPerStep: number}[];
-  scan: {b: number, t: number, e: number, pass: 'fwd' | 'bwd', ms: number, GBps: number}[];
-  train: {b: number, t: number, ms: number, tokPerS: number, cpuMs: number, loss: number, params: number} | null;
+  load: {ms: number; peakRssMB: number | null; source: string};
+  prefill: {b: number; t: number; ms: number; tokPerS: number; cpuMs: number}[];
+  decode: {b: number; promptLen: number; steps: number; msPerStep: number; tokPerS: number; cpuMsPerStep: number}[];
+  scan: {b: number; t: number; e: number; pass: 'fwd' | 'bwd'; ms: number; GBps: number}[];
+  train: {b: number; t: number; ms: number; tokPerS: number; cpuMs: number; loss: number; params: number} | null;
   memory: Record<string, number | string>;
   wasmWeightCopiesMB?: number;
 }
 
 const round = (x: number, d = 3) => +x.toFixed(d);
 /** This process's CPU time (user + system) since `from`, in ms: steadier than wall time on a shared machine. */
-const cpuMsSince = (from: NodeJS.CpuUsage) => { const u = process.cpuUsage(from); return (u.user + u.system) / 1000; };
+const cpuMsSince = (from: NodeJS.CpuUsage) => {
+  const u = process.cpuUsage(from);
+  return (u.user + u.system) / 1000;
+};
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const mb = (x: number) => +(x / 2 ** 20).toFixed(1);
 
@@ -105,8 +130,10 @@ export async function runSuite(o: SuiteOptions, progress: (msg: string) => void 
     const cfg = benchConfig(o.config, {layers: o.layers, vocab: o.vocab});
     const bytes = paramCount(cfg) * 4;
     if (backend === 'wasm' && bytes > 3.5 * 2 ** 30) {
-      throw new Error(`--config ${o.config} has ${(bytes / 1e9).toFixed(1)} GB of float32 weights, past the wasm backend's 4 GiB heap; ` +
-        'use --backend cpu (or tensorflow, webgpu), or shrink it with --layers / --vocab');
+      throw new Error(
+        `--config ${o.config} has ${(bytes / 1e9).toFixed(1)} GB of float32 weights, past the wasm backend's 4 GiB heap; ` +
+          'use --backend cpu (or tensorflow, webgpu), or shrink it with --layers / --vocab',
+      );
     }
     progress(`building ${o.config} with random weights on ${backend}`);
     model = new RecurrentGemmaForCausalLM(cfg, {init: 'zeros'});
@@ -121,21 +148,45 @@ export async function runSuite(o: SuiteOptions, progress: (msg: string) => void 
   }
   await syncOn(model.embed.matrix.pieces[0].variable.read());
   watch.sample();
-  const load = {ms: round(performance.now() - t0, 1), peakRssMB: peakRssBytes() != null ? mb(peakRssBytes()!) : null, source};
+  const load = {
+    ms: round(performance.now() - t0, 1),
+    peakRssMB: peakRssBytes() != null ? mb(peakRssBytes()!) : null,
+    source,
+  };
   const c = model.config;
   const info = {
-    source, layers: c.num_hidden_layers, hidden: c.hidden_size, lru: c.lru_width, intermediate: c.intermediate_size,
-    heads: c.num_attention_heads, kvHeads: c.num_key_value_heads, window: c.attention_window_size, vocab: c.vocab_size,
-    params: model.countParams(), float32MB: mb(model.countParams() * 4),
+    source,
+    layers: c.num_hidden_layers,
+    hidden: c.hidden_size,
+    lru: c.lru_width,
+    intermediate: c.intermediate_size,
+    heads: c.num_attention_heads,
+    kvHeads: c.num_key_value_heads,
+    window: c.attention_window_size,
+    vocab: c.vocab_size,
+    params: model.countParams(),
+    float32MB: mb(model.countParams() * 4),
   };
   progress(`  ${info.params} parameters (${info.float32MB} MB float32), loaded in ${load.ms} ms`);
 
   // wasm: the transposed weight copies ops/wasm_matmul.ts keeps (largest seen; a training step's
   // writes free them until the next forward makes new ones).
   let copies = 0;
-  const noteCopies = () => { if (backend === 'wasm') copies = Math.max(copies, wasmMatMulCacheBytes()); };
-  const result: SuiteResult = {bench: 'griffin', environment, model: info, options: {...o, skip: [...skip]}, load,
-    prefill: [], decode: [], scan: [], train: null, memory: {}};
+  const noteCopies = () => {
+    if (backend === 'wasm') copies = Math.max(copies, wasmMatMulCacheBytes());
+  };
+  const result: SuiteResult = {
+    bench: 'griffin',
+    environment,
+    model: info,
+    options: {...o, skip: [...skip]},
+    load,
+    prefill: [],
+    decode: [],
+    scan: [],
+    train: null,
+    memory: {},
+  };
 
   try {
     if (!skip.has('prefill')) {
@@ -143,7 +194,8 @@ export async function runSuite(o: SuiteOptions, progress: (msg: string) => void 
       model.prefill(warm, {chunkSize: o.chunk}).dispose();
       for (const t of o.promptLengths) {
         const ids = randomIds(1, t, c.vocab_size, t);
-        const times: number[] = [], cpu: number[] = [];
+        const times: number[] = [],
+          cpu: number[] = [];
         for (let r = 0; r < (t <= 512 ? o.reps : 1); r++) {
           t0 = performance.now();
           const c0 = process.cpuUsage();
@@ -156,8 +208,8 @@ export async function runSuite(o: SuiteOptions, progress: (msg: string) => void 
         }
         const ms = median(times);
         noteCopies();
-        result.prefill.push({b: 1, t, ms: round(ms), tokPerS: round(t / ms * 1000, 1), cpuMs: round(median(cpu), 1)});
-        progress(`  prefill t=${t}: ${round(ms, 1)} ms, ${round(t / ms * 1000, 1)} tokens/s`);
+        result.prefill.push({b: 1, t, ms: round(ms), tokPerS: round((t / ms) * 1000, 1), cpuMs: round(median(cpu), 1)});
+        progress(`  prefill t=${t}: ${round(ms, 1)} ms, ${round((t / ms) * 1000, 1)} tokens/s`);
       }
     }
 
@@ -182,9 +234,15 @@ export async function runSuite(o: SuiteOptions, progress: (msg: string) => void 
           const cpuMsPerStep = cpuMsSince(c0) / Math.max(1, o.newTokens);
           watch.sample();
           noteCopies();
-          result.decode.push({b, promptLen: o.decodePrompt, steps: o.newTokens, msPerStep: round(ms), tokPerS: round(b / ms * 1000, 1),
-            cpuMsPerStep: round(cpuMsPerStep)});
-          progress(`  decode b=${b}: ${round(ms, 2)} ms/step, ${round(b / ms * 1000, 1)} tokens/s`);
+          result.decode.push({
+            b,
+            promptLen: o.decodePrompt,
+            steps: o.newTokens,
+            msPerStep: round(ms),
+            tokPerS: round((b / ms) * 1000, 1),
+            cpuMsPerStep: round(cpuMsPerStep),
+          });
+          progress(`  decode b=${b}: ${round(ms, 2)} ms/step, ${round((b / ms) * 1000, 1)} tokens/s`);
         } finally {
           state.dispose();
         }
@@ -192,15 +250,29 @@ export async function runSuite(o: SuiteOptions, progress: (msg: string) => void 
     }
 
     if (!skip.has('scan')) {
-      const e = c.lru_width, b = o.scanBatch;
+      const e = c.lru_width,
+        b = o.scanBatch;
       for (const t of o.scanLengths ?? o.promptLengths) {
         const inp = scanInputs(b, t, e);
         const h = tf.engine().runKernel(RG_LRU_SCAN, {a: inp.a, x: inp.x, h0: inp.h0}) as tf.Tensor[];
         for (const pass of ['fwd', 'bwd'] as const) {
-          const r = pass === 'fwd'
-            ? await timeIt(() => tf.engine().runKernel(RG_LRU_SCAN, {a: inp.a, x: inp.x, h0: inp.h0}) as tf.Tensor[], {reps: o.reps, inner: 'auto'})
-            : await timeIt(() => tf.engine().runKernel(RG_LRU_SCAN_GRAD, {a: inp.a, h: h[0], h0: inp.h0, dh: inp.dh, dhLast: inp.dhLast}) as tf.Tensor[],
-                {reps: o.reps, inner: 'auto'});
+          const r =
+            pass === 'fwd'
+              ? await timeIt(
+                  () => tf.engine().runKernel(RG_LRU_SCAN, {a: inp.a, x: inp.x, h0: inp.h0}) as tf.Tensor[],
+                  {reps: o.reps, inner: 'auto'},
+                )
+              : await timeIt(
+                  () =>
+                    tf.engine().runKernel(RG_LRU_SCAN_GRAD, {
+                      a: inp.a,
+                      h: h[0],
+                      h0: inp.h0,
+                      dh: inp.dh,
+                      dhLast: inp.dhLast,
+                    }) as tf.Tensor[],
+                  {reps: o.reps, inner: 'auto'},
+                );
           const GBps = +(scanBytes(pass, b, t, e) / r.ms / 1e6).toPrecision(4);
           result.scan.push({b, t, e, pass, ms: r.ms, GBps});
           progress(`  scan ${pass} b=${b} t=${t} e=${e}: ${r.ms} ms, ${GBps} GB/s`);
@@ -217,7 +289,10 @@ export async function runSuite(o: SuiteOptions, progress: (msg: string) => void 
       const opt = new AdamW(params);
       const ids = randomIds(o.trainBatch, o.trainSeq, c.vocab_size, 11);
       const step = async (): Promise<number> => {
-        const {value, grads} = tf.variableGrads(() => model.forward({inputIds: ids, labels: ids}).loss! as tf.Scalar, [...params.values()]);
+        const {value, grads} = tf.variableGrads(
+          () => model.forward({inputIds: ids, labels: ids}).loss! as tf.Scalar,
+          [...params.values()],
+        );
         opt.apply(new Map(Object.entries(grads).map(([k, g]) => [byVar.get(k) ?? k, g])), 1e-5);
         const loss = (await value.data())[0];
         tf.dispose([value, ...Object.values(grads)]);
@@ -225,7 +300,8 @@ export async function runSuite(o: SuiteOptions, progress: (msg: string) => void 
       };
       progress(`  training step b=${o.trainBatch} t=${o.trainSeq} (warm-up)`);
       await step();
-      const times: number[] = [], cpu: number[] = [];
+      const times: number[] = [],
+        cpu: number[] = [];
       let loss = NaN;
       for (let i = 0; i < o.trainSteps; i++) {
         t0 = performance.now();
@@ -238,8 +314,15 @@ export async function runSuite(o: SuiteOptions, progress: (msg: string) => void 
       opt.dispose();
       const ms = median(times);
       const tokens = o.trainBatch * o.trainSeq;
-      result.train = {b: o.trainBatch, t: o.trainSeq, ms: round(ms, 1), tokPerS: round(tokens / ms * 1000, 1), cpuMs: round(median(cpu), 1), loss: round(loss, 5),
-        params: info.params};
+      result.train = {
+        b: o.trainBatch,
+        t: o.trainSeq,
+        ms: round(ms, 1),
+        tokPerS: round((tokens / ms) * 1000, 1),
+        cpuMs: round(median(cpu), 1),
+        loss: round(loss, 5),
+        params: info.params,
+      };
       progress(`  train step: ${round(ms, 1)} ms, ${result.train.tokPerS} tokens/s, loss ${round(loss, 4)}`);
     }
   } finally {
@@ -257,12 +340,34 @@ export function tableRows(r: SuiteResult): Record<string, unknown>[] {
   const rows: Record<string, unknown>[] = [];
   rows.push({what: 'load', ms: r.load.ms, detail: `peak RSS ${r.load.peakRssMB ?? '?'} MB after load`});
   for (const p of r.prefill) rows.push({what: 'prefill', b: p.b, t: p.t, ms: p.ms, 'tok/s': p.tokPerS, cpuMs: p.cpuMs});
-  for (const d of r.decode) rows.push({what: 'decode', b: d.b, ms: d.msPerStep, 'tok/s': d.tokPerS, cpuMs: d.cpuMsPerStep, detail: `ms per step; ${d.steps} steps after a ${d.promptLen}-token prompt`});
-  for (const s of r.scan) rows.push({what: `scan ${s.pass}`, b: s.b, t: s.t, ms: s.ms, 'GB/s': s.GBps, detail: `e=${s.e}`});
-  if (r.train) rows.push({what: 'train step', b: r.train.b, t: r.train.t, ms: r.train.ms, 'tok/s': r.train.tokPerS, cpuMs: r.train.cpuMs, detail: `loss ${r.train.loss}`});
+  for (const d of r.decode)
+    rows.push({
+      what: 'decode',
+      b: d.b,
+      ms: d.msPerStep,
+      'tok/s': d.tokPerS,
+      cpuMs: d.cpuMsPerStep,
+      detail: `ms per step; ${d.steps} steps after a ${d.promptLen}-token prompt`,
+    });
+  for (const s of r.scan)
+    rows.push({what: `scan ${s.pass}`, b: s.b, t: s.t, ms: s.ms, 'GB/s': s.GBps, detail: `e=${s.e}`});
+  if (r.train)
+    rows.push({
+      what: 'train step',
+      b: r.train.b,
+      t: r.train.t,
+      ms: r.train.ms,
+      'tok/s': r.train.tokPerS,
+      cpuMs: r.train.cpuMs,
+      detail: `loss ${r.train.loss}`,
+    });
   const m = r.memory;
-  rows.push({what: 'peak memory', detail: `RSS ${m.peakRssMB} MB (${m.rssSource}), heap ${m.peakHeapUsedMB} MB, tfjs tensors ${m.peakTfMB} MB` +
-    (m.peakTfGpuMB != null ? `, GPU ${m.peakTfGpuMB} MB` : '')});
+  rows.push({
+    what: 'peak memory',
+    detail:
+      `RSS ${m.peakRssMB} MB (${m.rssSource}), heap ${m.peakHeapUsedMB} MB, tfjs tensors ${m.peakTfMB} MB` +
+      (m.peakTfGpuMB != null ? `, GPU ${m.peakTfGpuMB} MB` : ''),
+  });
   return rows;
 }
 

@@ -4,14 +4,15 @@
  *   const name = await useBackend();           // the best one that starts: webgpu, webgl, wasm, cpu
  *   await useBackend('wasm');
  */
-import {tf} from '../tf';
+
 import {setWasmPaths} from '@tensorflow/tfjs-backend-wasm';
+import {tf} from '../tf';
 // The browser has its backends at load: their packages and this package's kernels for them.
 import '../../ops/register/webgpu';
 import '../../ops/register/wasm';
 
 export const BROWSER_BACKENDS = ['webgpu', 'webgl', 'wasm', 'cpu'] as const;
-export type BrowserBackendName = typeof BROWSER_BACKENDS[number];
+export type BrowserBackendName = (typeof BROWSER_BACKENDS)[number];
 /** The names src/backend.ts exports in Node (the bundle puts this module in its place). */
 export const BACKENDS = BROWSER_BACKENDS;
 export type BackendName = BrowserBackendName;
@@ -30,8 +31,9 @@ export function setWasmFolder(url: string): void {
 async function start(name: BrowserBackendName): Promise<void> {
   if (name === 'webgpu') {
     const gpu = (globalThis as {navigator?: {gpu?: {requestAdapter(): Promise<unknown>}}}).navigator?.gpu;
-    if (gpu == null) throw new Error('backend webgpu: this browser has no navigator.gpu (WebGPU is off or unsupported)');
-    if (await gpu.requestAdapter() == null) throw new Error('backend webgpu: no GPU adapter');
+    if (gpu == null)
+      throw new Error('backend webgpu: this browser has no navigator.gpu (WebGPU is off or unsupported)');
+    if ((await gpu.requestAdapter()) == null) throw new Error('backend webgpu: no GPU adapter');
   } else if (name === 'wasm') {
     if (!wasmPathsSet && typeof __griffinBundleUrl === 'string') setWasmFolder(new URL('./', __griffinBundleUrl).href);
   }

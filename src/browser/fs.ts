@@ -22,7 +22,9 @@ function nodeOnly(what: string): never {
 export function readFileSync(name: unknown, encoding?: unknown): Uint8Array | string {
   const bytes = typeof name === 'string' ? files.get(name) : undefined;
   if (bytes == null) {
-    const e = new Error(`ENOENT: ${String(name)} (in the browser only fetched files can be read)`) as Error & {code: string};
+    const e = new Error(`ENOENT: ${String(name)} (in the browser only fetched files can be read)`) as Error & {
+      code: string;
+    };
     e.code = 'ENOENT';
     throw e;
   }
@@ -34,7 +36,7 @@ export function existsSync(name: unknown): boolean {
   return typeof name === 'string' && files.has(name);
 }
 
-export function statSync(name: unknown): {size: number, isDirectory(): boolean, isFile(): boolean} {
+export function statSync(name: unknown): {size: number; isDirectory(): boolean; isFile(): boolean} {
   const bytes = readFileSync(name) as Uint8Array;
   return {size: bytes.length, isDirectory: () => false, isFile: () => true};
 }

@@ -6,20 +6,21 @@
  *   const model = await RecurrentGemmaForCausalLM.fromPretrained('models/web/', {onProgress});
  *   const tok = await GemmaTokenizer.load('models/web/tokenizer.model');
  */
-import {installBrowserTokenizerLoad} from './tokenizer';
-import {RecurrentGemmaForCausalLM} from '../model';
-import type {LoadOptions} from '../../converters/index';
 
-export * from '../index';
-export * from '../training';
+import type {LoadOptions} from '../../converters/index';
+import {RecurrentGemmaForCausalLM} from '../model';
+import {installBrowserTokenizerLoad} from './tokenizer';
+
+export {fetchBytes} from '../../converters/tfjs_url';
 // Both of the above export these; name them once.
 export {causalLMLoss, IGNORE_INDEX} from '../../ops/loss';
+export * from '../index';
+export * from '../training';
 // useBackend, BACKENDS and initNodeWebGPU above are the browser's (scripts/build_browser.mjs
 // puts src/browser/backend.ts and webgpu_node.ts where src/backend.ts and webgpu_node.ts were).
 export {setWasmFolder} from './backend';
-export {loadTokenizer} from './tokenizer';
 export type {TokenizerSource} from './tokenizer';
-export {fetchBytes} from '../../converters/tfjs_url';
+export {loadTokenizer} from './tokenizer';
 
 /** A tfjs-layout model at a URL (or indexeddb://): what fromPretrained does with a URL; kept for 0.1's page code. */
 export function loadTfjsUrl(url: string, opts: LoadOptions = {}): Promise<RecurrentGemmaForCausalLM> {

@@ -5,9 +5,12 @@
 const fail = (name) => () => {
   throw new Error(`${name}: Node-only, not available in the browser bundle`);
 };
-module.exports = new Proxy({}, {
-  get(_target, key) {
-    if (key === '__esModule' || key === 'then' || typeof key === 'symbol') return undefined;
-    return fail(String(key));
+module.exports = new Proxy(
+  {},
+  {
+    get(_target, key) {
+      if (key === '__esModule' || key === 'then' || typeof key === 'symbol') return undefined;
+      return fail(String(key));
+    },
   },
-});
+);

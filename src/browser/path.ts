@@ -13,7 +13,7 @@ function normalize(p: string): string {
     else if (part !== '..' || !abs) out.push(part);
   }
   const s = out.join('/');
-  return abs ? `/${s}` : (s || '.');
+  return abs ? `/${s}` : s || '.';
 }
 
 export function join(...parts: string[]): string {
@@ -37,7 +37,8 @@ export function basename(p: string, ext?: string): string {
 }
 
 export function extname(p: string): string {
-  const b = basename(p), i = b.lastIndexOf('.');
+  const b = basename(p),
+    i = b.lastIndexOf('.');
   return i <= 0 ? '' : b.slice(i);
 }
 

@@ -7,8 +7,9 @@
  * browser as it is; only its load(path) reads the model with fs.readFileSync. The bundle's fs is
  * src/browser/fs.ts, so the fetched bytes are put there under a private name for the one load.
  */
-import {GemmaTokenizer} from '../tokenizer';
+
 import {fetchBytes} from '../../converters/tfjs_url';
+import {GemmaTokenizer} from '../tokenizer';
 import {forgetFile, provideFile} from './fs';
 
 export type TokenizerSource = string | URL | ArrayBuffer | Uint8Array;
@@ -29,7 +30,9 @@ export async function loadTokenizer(source: TokenizerSource): Promise<GemmaToken
     bytes = source instanceof Uint8Array ? source : new Uint8Array(source);
     what = 'bytes';
   } else {
-    throw new Error(`tokenizer: expected a URL, an ArrayBuffer or a Uint8Array, got ${Object.prototype.toString.call(source)}`);
+    throw new Error(
+      `tokenizer: expected a URL, an ArrayBuffer or a Uint8Array, got ${Object.prototype.toString.call(source)}`,
+    );
   }
   const name = `/griffin-tokenizer/${++loads}.model`;
   provideFile(name, bytes);

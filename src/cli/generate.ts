@@ -6,18 +6,19 @@
  * Generated text goes to stdout as it is produced; statistics (tokens/s) go to stderr. Without
  * --model the package's bundled model (assets/griffin-small/) is used.
  */
+
+import {Command, InvalidArgumentError} from 'commander';
 import * as fs from 'fs';
 import * as path from 'path';
 import * as readline from 'readline';
-import {Command, InvalidArgumentError} from 'commander';
-import {RecurrentGemmaForCausalLM} from '../model';
-import {useBackend} from '../backend';
-import {parameterCount} from '../config';
 import {checkpointConfig} from '../../converters';
 import {WASM_MAX_WEIGHT_BYTES} from '../../converters/hf';
-import {encodeChat, GemmaTokenizer} from '../tokenizer';
+import {useBackend} from '../backend';
+import {parameterCount} from '../config';
 import type {GenerateOptions} from '../generation/generate';
 import {GenerationState} from '../generation/state';
+import {RecurrentGemmaForCausalLM} from '../model';
+import {encodeChat, GemmaTokenizer} from '../tokenizer';
 
 const TOKENIZER_FILE = 'tokenizer.model';
 
@@ -27,7 +28,9 @@ function packageRoot(): string {
     const pj = path.join(dir, 'package.json');
     try {
       if (JSON.parse(fs.readFileSync(pj, 'utf8')).name === 'griffin-tfjs') return dir;
-    } catch { /* not here */ }
+    } catch {
+      /* not here */
+    }
     if (path.dirname(dir) === dir) return path.resolve(__dirname, '../..');
   }
 }
@@ -38,11 +41,13 @@ export function defaultModelDir(): string {
 }
 
 // Argument parsers: commander turns InvalidArgumentError into its one-line usage error.
-const number = (what: string, ok: (x: number) => boolean, rule: string) => (s: string): number => {
-  const x = s.trim() === '' ? NaN : Number(s);
-  if (!ok(x)) throw new InvalidArgumentError(`${what} must be ${rule}.`);
-  return x;
-};
+const number =
+  (what: string, ok: (x: number) => boolean, rule: string) =>
+  (s: string): number => {
+    const x = s.trim() === '' ? NaN : Number(s);
+    if (!ok(x)) throw new InvalidArgumentError(`${what} must be ${rule}.`);
+    return x;
+  };
 const positiveInt = (what: string) => number(what, (x) => Number.isInteger(x) && x >= 1, 'an integer >= 1');
 
 interface SamplingFlags {
@@ -59,19 +64,44 @@ interface SamplingFlags {
 
 function addSamplingOptions(cmd: Command, defaultMax: number): Command {
   return cmd
-      .option('--model <dir>', 'checkpoint directory (HF or tfjs layout) with tokenizer.model (default: the bundled model)')
-      .option('--max-new-tokens <n>', 'new tokens at most', positiveInt('--max-new-tokens'), defaultMax)
-      .option('--temperature <t>', '0 = greedy', number('--temperature', (x) => Number.isFinite(x) && x >= 0, 'a number >= 0'), 0.8)
-      .option('--top-k <k>', 'sample among the k most likely tokens', positiveInt('--top-k'))
-      .option('--top-p <p>', 'nucleus sampling', number('--top-p', (x) => x > 0 && x <= 1, 'in (0, 1]'))
-      .option('--repetition-penalty <r>', 'CTRL-style penalty (1 = off)', number('--repetition-penalty', (x) => Number.isFinite(x) && x > 0, 'a number > 0'))
-      .option('--seed <s>', 'seed of the sampler (reproducible runs)', number('--seed', (x) => Number.isSafeInteger(x), 'an integer'))
-      .option('--stop <text>', 'stop when this text is produced (repeatable)', (s: string, prev: string[] = []) => [...prev, s])
-      .option('--backend <name>', 'cpu, wasm, webgpu or tensorflow (default: the fastest installed)');
+    .option(
+      '--model <dir>',
+      'checkpoint directory (HF or tfjs layout) with tokenizer.model (default: the bundled model)',
+    )
+    .option('--max-new-tokens <n>', 'new tokens at most', positiveInt('--max-new-tokens'), defaultMax)
+    .option(
+      '--temperature <t>',
+      '0 = greedy',
+      number('--temperature', (x) => Number.isFinite(x) && x >= 0, 'a number >= 0'),
+      0.8,
+    )
+    .option('--top-k <k>', 'sample among the k most likely tokens', positiveInt('--top-k'))
+    .option(
+      '--top-p <p>',
+      'nucleus sampling',
+      number('--top-p', (x) => x > 0 && x <= 1, 'in (0, 1]'),
+    )
+    .option(
+      '--repetition-penalty <r>',
+      'CTRL-style penalty (1 = off)',
+      number('--repetition-penalty', (x) => Number.isFinite(x) && x > 0, 'a number > 0'),
+    )
+    .option(
+      '--seed <s>',
+      'seed of the sampler (reproducible runs)',
+      number('--seed', (x) => Number.isSafeInteger(x), 'an integer'),
+    )
+    .option('--stop <text>', 'stop when this text is produced (repeatable)', (s: string, prev: string[] = []) => [
+      ...prev,
+      s,
+    ])
+    .option('--backend <name>', 'cpu, wasm, webgpu or tensorflow (default: the fastest installed)');
 }
 
 /** Checks the directory before any heavy loading, so that mistakes fail fast and in one line. */
-async function loadModelDir(flags: SamplingFlags): Promise<{model: RecurrentGemmaForCausalLM, tok: GemmaTokenizer, dir: string}> {
+async function loadModelDir(
+  flags: SamplingFlags,
+): Promise<{model: RecurrentGemmaForCausalLM; tok: GemmaTokenizer; dir: string}> {
   let dir = flags.model;
   if (dir == null) {
     dir = defaultModelDir();
@@ -89,35 +119,53 @@ async function loadModelDir(flags: SamplingFlags): Promise<{model: RecurrentGemm
     const bytes = 4 * parameterCount(checkpointConfig(dir));
     if (bytes > WASM_MAX_WEIGHT_BYTES) {
       await useBackend('cpu');
-      process.stderr.write(`backend cpu: the model's ${(bytes / 2 ** 30).toFixed(1)} GiB of float32 weights do not fit the wasm backend's 4 GiB heap\n`);
+      process.stderr.write(
+        `backend cpu: the model's ${(bytes / 2 ** 30).toFixed(1)} GiB of float32 weights do not fit the wasm backend's 4 GiB heap\n`,
+      );
     }
   }
   const tok = await GemmaTokenizer.load(tokFile);
   const model = await RecurrentGemmaForCausalLM.fromPretrained(dir);
   if (tok.vocabSize > model.config.vocab_size) {
     model.dispose();
-    throw new Error(`${TOKENIZER_FILE} has ${tok.vocabSize} pieces but the model's vocabulary is ${model.config.vocab_size}: not a matching pair`);
+    throw new Error(
+      `${TOKENIZER_FILE} has ${tok.vocabSize} pieces but the model's vocabulary is ${model.config.vocab_size}: not a matching pair`,
+    );
   }
   return {model, tok, dir};
 }
 
 function generateOptions(flags: SamplingFlags, tok: GemmaTokenizer, seed: number): GenerateOptions {
   return {
-    maxNewTokens: flags.maxNewTokens, temperature: flags.temperature, topK: flags.topK, topP: flags.topP,
-    repetitionPenalty: flags.repetitionPenalty, seed, tokenizer: tok, stopStrings: flags.stop,
+    maxNewTokens: flags.maxNewTokens,
+    temperature: flags.temperature,
+    topK: flags.topK,
+    topP: flags.topP,
+    repetitionPenalty: flags.repetitionPenalty,
+    seed,
+    tokenizer: tok,
+    stopStrings: flags.stop,
   };
 }
 
 const rate = (n: number, ms: number) => (ms > 0 ? (n / ms) * 1000 : Infinity).toFixed(1);
 
-interface ReplyStats { tokens: number[]; promptMs: number; decodeMs: number }
+interface ReplyStats {
+  tokens: number[];
+  promptMs: number;
+  decodeMs: number;
+}
 
 /**
  * Streams one reply to `out`. The prompt's time is the time to the first token (the prefill plus
  * one draw); the decode rate counts the tokens after it.
  */
-async function streamReply(model: RecurrentGemmaForCausalLM, ids: number[], opts: GenerateOptions,
-    out: NodeJS.WritableStream): Promise<ReplyStats> {
+async function streamReply(
+  model: RecurrentGemmaForCausalLM,
+  ids: number[],
+  opts: GenerateOptions,
+  out: NodeJS.WritableStream,
+): Promise<ReplyStats> {
   const tokens: number[] = [];
   const t0 = performance.now();
   let t1 = t0;
@@ -134,97 +182,129 @@ const stats = (promptLen: number, r: ReplyStats, what: string) =>
   `${what}: ${r.tokens.length} tokens, ${rate(Math.max(r.tokens.length - 1, 0), r.decodeMs)} tokens/s`;
 
 /** Ctrl-C stops the current generation (and prints the stats); a second one exits as usual. */
-function abortOnSigint(): {signal: AbortSignal, release: () => void} {
+function abortOnSigint(): {signal: AbortSignal; release: () => void} {
   const ac = new AbortController();
-  const onInt = () => { ac.abort(); process.removeListener('SIGINT', onInt); };
+  const onInt = () => {
+    ac.abort();
+    process.removeListener('SIGINT', onInt);
+  };
   process.on('SIGINT', onInt);
   return {signal: ac.signal, release: () => process.removeListener('SIGINT', onInt)};
 }
 
 export function register(program: Command): void {
-  addSamplingOptions(program.command('generate')
+  addSamplingOptions(
+    program
+      .command('generate')
       .description('generate text from a prompt, streamed to stdout (tokens/s on stderr)')
       .requiredOption('--prompt <text>', 'the prompt')
-      .option('--chat', 'wrap the prompt in the Gemma chat template (a user turn, then the model answers)'), 128)
-      .action(async (o: SamplingFlags & {prompt: string, chat?: boolean}) => {
-        if (o.prompt.trim() === '') throw new Error('--prompt is empty');
-        const {model, tok} = await loadModelDir(o);
-        try {
-          const seed = o.seed ?? Math.floor(Math.random() * 2 ** 31);
-          const ids = o.chat
-            ? encodeChat(tok, [{role: 'user', content: o.prompt}], {addGenerationPrompt: true})
-            : tok.encode(o.prompt);
-          const {signal, release} = abortOnSigint();
+      .option('--chat', 'wrap the prompt in the Gemma chat template (a user turn, then the model answers)'),
+    128,
+  ).action(async (o: SamplingFlags & {prompt: string; chat?: boolean}) => {
+    if (o.prompt.trim() === '') throw new Error('--prompt is empty');
+    const {model, tok} = await loadModelDir(o);
+    try {
+      const seed = o.seed ?? Math.floor(Math.random() * 2 ** 31);
+      const ids = o.chat
+        ? encodeChat(tok, [{role: 'user', content: o.prompt}], {addGenerationPrompt: true})
+        : tok.encode(o.prompt);
+      const {signal, release} = abortOnSigint();
+      let r: ReplyStats;
+      try {
+        r = await streamReply(model, ids, {...generateOptions(o, tok, seed), signal}, process.stdout);
+      } finally {
+        release();
+      }
+      if (process.stdout.isTTY) process.stdout.write('\n');
+      process.stderr.write(`${stats(ids.length, r, 'decode')}${o.temperature > 0 ? ` (seed ${seed})` : ''}\n`);
+    } finally {
+      model.dispose();
+    }
+  });
+
+  addSamplingOptions(
+    program
+      .command('chat')
+      .description('talk with the model; the recurrent state keeps the conversation, each turn is read once')
+      .option('--system <text>', 'instructions put before the first user message'),
+    512,
+  ).action(async (o: SamplingFlags & {system?: string}) => {
+    const {model, tok} = await loadModelDir(o);
+    if (tok.startOfTurnId < 0 || tok.endOfTurnId < 0) {
+      model.dispose();
+      throw new Error('the tokenizer has no <start_of_turn>/<end_of_turn> pieces: not a chat model');
+    }
+    const interactive = process.stdin.isTTY === true;
+    const rl = readline.createInterface({
+      input: process.stdin,
+      output: interactive ? process.stdout : undefined,
+      terminal: interactive,
+    });
+    let state: GenerationState | null = null;
+    let lastToken = -1;
+    let generating: AbortController | null = null;
+    rl.on('SIGINT', () => {
+      if (generating) generating.abort();
+      else rl.close();
+    });
+    const seed = o.seed ?? Math.floor(Math.random() * 2 ** 31);
+    let turn = 0;
+    if (interactive) {
+      process.stderr.write('chat: type a message; /reset starts over, /exit (or Ctrl-D) leaves\n');
+      rl.setPrompt('> ');
+      rl.prompt();
+    }
+    try {
+      for await (const line of rl) {
+        const text = line.trim();
+        if (text === '/exit' || text === '/quit') break;
+        if (text === '/reset') {
+          state?.dispose();
+          state = null;
+          lastToken = -1;
+        } else if (text !== '') {
+          const first = state == null;
+          const userTurn = encodeChat(
+            tok,
+            [
+              ...(first && o.system ? [{role: 'system' as const, content: o.system}] : []),
+              {role: 'user', content: text},
+            ],
+            {addGenerationPrompt: true},
+          );
+          // Later turns go onto the kept state: close the model's turn (its <end_of_turn> unless it
+          // already produced it), then the new user turn without a second BOS.
+          const ids = first
+            ? userTurn
+            : [
+                ...(lastToken === tok.endOfTurnId ? [] : [tok.endOfTurnId]),
+                ...tok.encode('\n', {addBos: false}),
+                ...userTurn.slice(1),
+              ];
+          state ??= GenerationState.empty(model, 1);
+          generating = new AbortController();
           let r: ReplyStats;
           try {
-            r = await streamReply(model, ids, {...generateOptions(o, tok, seed), signal}, process.stdout);
+            r = await streamReply(
+              model,
+              ids,
+              {...generateOptions(o, tok, seed + turn), state, signal: generating.signal},
+              process.stdout,
+            );
           } finally {
-            release();
+            generating = null;
           }
-          if (process.stdout.isTTY) process.stdout.write('\n');
-          process.stderr.write(`${stats(ids.length, r, 'decode')}${o.temperature > 0 ? ` (seed ${seed})` : ''}\n`);
-        } finally {
-          model.dispose();
+          lastToken = r.tokens[r.tokens.length - 1] ?? lastToken;
+          process.stdout.write('\n');
+          process.stderr.write(`[${stats(ids.length, r, 'reply')}; context ${state.positions[0]} tokens]\n`);
+          turn++;
         }
-      });
-
-  addSamplingOptions(program.command('chat')
-      .description('talk with the model; the recurrent state keeps the conversation, each turn is read once')
-      .option('--system <text>', 'instructions put before the first user message'), 512)
-      .action(async (o: SamplingFlags & {system?: string}) => {
-        const {model, tok} = await loadModelDir(o);
-        if (tok.startOfTurnId < 0 || tok.endOfTurnId < 0) {
-          model.dispose();
-          throw new Error('the tokenizer has no <start_of_turn>/<end_of_turn> pieces: not a chat model');
-        }
-        const interactive = process.stdin.isTTY === true;
-        const rl = readline.createInterface({input: process.stdin, output: interactive ? process.stdout : undefined, terminal: interactive});
-        let state: GenerationState | null = null;
-        let lastToken = -1;
-        let generating: AbortController | null = null;
-        rl.on('SIGINT', () => { if (generating) generating.abort(); else rl.close(); });
-        const seed = o.seed ?? Math.floor(Math.random() * 2 ** 31);
-        let turn = 0;
-        if (interactive) {
-          process.stderr.write('chat: type a message; /reset starts over, /exit (or Ctrl-D) leaves\n');
-          rl.setPrompt('> ');
-          rl.prompt();
-        }
-        try {
-          for await (const line of rl) {
-            const text = line.trim();
-            if (text === '/exit' || text === '/quit') break;
-            if (text === '/reset') {
-              state?.dispose();
-              state = null;
-              lastToken = -1;
-            } else if (text !== '') {
-              const first = state == null;
-              const userTurn = encodeChat(tok, [...(first && o.system ? [{role: 'system' as const, content: o.system}] : []),
-                {role: 'user', content: text}], {addGenerationPrompt: true});
-              // Later turns go onto the kept state: close the model's turn (its <end_of_turn> unless it
-              // already produced it), then the new user turn without a second BOS.
-              const ids = first ? userTurn
-                : [...(lastToken === tok.endOfTurnId ? [] : [tok.endOfTurnId]), ...tok.encode('\n', {addBos: false}), ...userTurn.slice(1)];
-              state ??= GenerationState.empty(model, 1);
-              generating = new AbortController();
-              let r: ReplyStats;
-              try {
-                r = await streamReply(model, ids, {...generateOptions(o, tok, seed + turn), state, signal: generating.signal}, process.stdout);
-              } finally {
-                generating = null;
-              }
-              lastToken = r.tokens[r.tokens.length - 1] ?? lastToken;
-              process.stdout.write('\n');
-              process.stderr.write(`[${stats(ids.length, r, 'reply')}; context ${state.positions[0]} tokens]\n`);
-              turn++;
-            }
-            if (interactive) rl.prompt();
-          }
-        } finally {
-          rl.close();
-          state?.dispose();
-          model.dispose();
-        }
-      });
+        if (interactive) rl.prompt();
+      }
+    } finally {
+      rl.close();
+      state?.dispose();
+      model.dispose();
+    }
+  });
 }

@@ -10,20 +10,25 @@ export interface ProgressBar {
 
 function fmtTime(s: number): string {
   if (!Number.isFinite(s)) return '?';
-  const m = Math.floor(s / 60), r = Math.round(s % 60);
+  const m = Math.floor(s / 60),
+    r = Math.round(s % 60);
   return m > 0 ? `${m}m${String(r).padStart(2, '0')}s` : `${r}s`;
 }
 
 export function progressBar(label: string, stream: NodeJS.WriteStream = process.stderr): ProgressBar {
   const start = Date.now();
-  let last = 0, lastLine = '';
+  let last = 0,
+    lastLine = '';
   const render = (done: number, total: number, note?: string) => {
     const frac = total > 0 ? Math.min(1, done / total) : 0;
-    const width = 24, filled = Math.round(frac * width);
+    const width = 24,
+      filled = Math.round(frac * width);
     const elapsed = (Date.now() - start) / 1000;
-    const left = frac > 0 ? elapsed * (1 - frac) / frac : Infinity;
-    return `${label} [${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${done}/${total}` +
-        `${note ? ' ' + note : ''} ${fmtTime(elapsed)} elapsed, ${fmtTime(left)} left`;
+    const left = frac > 0 ? (elapsed * (1 - frac)) / frac : Infinity;
+    return (
+      `${label} [${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${done}/${total}` +
+      `${note ? ` ${note}` : ''} ${fmtTime(elapsed)} elapsed, ${fmtTime(left)} left`
+    );
   };
   return {
     update(done, total, note) {
@@ -34,8 +39,8 @@ export function progressBar(label: string, stream: NodeJS.WriteStream = process.
       stream.write(`\r${lastLine}\x1b[K`);
     },
     done(note) {
-      if (stream.isTTY) stream.write(`\r${lastLine}${note ? ' ' + note : ''}\x1b[K\n`);
-      else if (lastLine) stream.write(`${lastLine}${note ? ' ' + note : ''}\n`);
+      if (stream.isTTY) stream.write(`\r${lastLine}${note ? ` ${note}` : ''}\x1b[K\n`);
+      else if (lastLine) stream.write(`${lastLine}${note ? ` ${note}` : ''}\n`);
     },
   };
 }

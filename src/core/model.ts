@@ -14,13 +14,13 @@
  * Shape letters: b batch, t time, d hidden_size, V vocab_size.
  */
 import * as tf from '@tensorflow/tfjs';
-import {RecurrentGemmaConfig, RecurrentGemmaConfigArgs} from '../config';
-import {Embedding, LayerState, LMHead, ResidualBlock} from '../../layers/model_layers';
-import {RMSNorm} from '../../layers/basic';
 import type {LayerVariable} from '../../layers/base';
+import {RMSNorm} from '../../layers/basic';
 import {checkpointedBlock} from '../../layers/grad_checkpoint';
-import {disposeSequenceInfo, sequenceInfo, SequenceInfo} from '../../ops/sequence';
+import {Embedding, LayerState, LMHead, ResidualBlock} from '../../layers/model_layers';
 import {causalLMLoss} from '../../ops/loss';
+import {disposeSequenceInfo, SequenceInfo, sequenceInfo} from '../../ops/sequence';
+import {RecurrentGemmaConfig, RecurrentGemmaConfigArgs} from '../config';
 import {IdsLike, idTensor} from '../util/ids';
 
 export type {IdsLike};
@@ -128,8 +128,12 @@ export class CausalLMCore extends tf.LayersModel {
    * fit / evaluate with `loss: causalLMLoss`: its targets are token labels [b, t], where tfjs
    * would demand the output's shape [b, t, V]; so with that loss they are checked as [b, t].
    */
-  protected override standardizeUserDataXY(x: tf.Tensor | tf.Tensor[] | {[name: string]: tf.Tensor},
-      y: tf.Tensor | tf.Tensor[] | {[name: string]: tf.Tensor}, checkBatchAxis?: boolean, batchSize?: number): [tf.Tensor[], tf.Tensor[]] {
+  protected override standardizeUserDataXY(
+    x: tf.Tensor | tf.Tensor[] | {[name: string]: tf.Tensor},
+    y: tf.Tensor | tf.Tensor[] | {[name: string]: tf.Tensor},
+    checkBatchAxis?: boolean,
+    batchSize?: number,
+  ): [tf.Tensor[], tf.Tensor[]] {
     const self = this as unknown as {feedOutputShapes: tf.Shape[]};
     if (!this.lossFunctions?.length || !this.lossFunctions.every((f) => f === causalLMLoss)) {
       return super.standardizeUserDataXY(x, y, checkBatchAxis, batchSize);
@@ -152,7 +156,9 @@ export class CausalLMCore extends tf.LayersModel {
     const ids = idTensor(inputs.inputIds, 'inputIds');
     const [b, t] = ids.t.shape;
     const own = (v: IdsLike | null | undefined, name: string) => (v == null ? null : idTensor(v, name));
-    let pos = null, mask = null, labels = null;
+    let pos = null,
+      mask = null,
+      labels = null;
     let info: SequenceInfo | null = null;
     try {
       pos = own(inputs.positionIds, 'positionIds');
@@ -161,14 +167,17 @@ export class CausalLMCore extends tf.LayersModel {
       if (labels != null && (labels.t.shape[0] !== b || labels.t.shape[1] !== t)) {
         throw new Error(`labels must have shape [${b}, ${t}] like inputIds, got [${labels.t.shape}]`);
       }
-      if (labels != null && inputs.lastPositionOnly) throw new Error('labels need every position\'s logits, not lastPositionOnly');
+      if (labels != null && inputs.lastPositionOnly)
+        throw new Error("labels need every position's logits, not lastPositionOnly");
       const carry = inputs.state != null || inputs.returnState === true;
-      if (carry && inputs.gradientCheckpointing) throw new Error('gradientCheckpointing does not carry a decoding state');
+      if (carry && inputs.gradientCheckpointing)
+        throw new Error('gradientCheckpointing does not carry a decoding state');
       if (inputs.state != null && inputs.state.length !== this.blocks.length) {
         throw new Error(`state has ${inputs.state.length} layers, the model ${this.blocks.length}`);
       }
       info = sequenceInfo(b, t, {positionIds: pos?.t, attentionMask: mask?.t});
-      const inf = info, labelIds = labels?.t ?? null;
+      const inf = info,
+        labelIds = labels?.t ?? null;
       return tf.tidy(() => {
         const hidden: tf.Tensor[] = [];
         const states: LayerState[] = [];

@@ -32,10 +32,10 @@ const OPENING = new Set(['``', '(', '[', '{']);
 const CLOSING = new Set([',', '.', ';', ':', '?', '!', ')', ']', '}', "''", '%']);
 
 /** Splits `word/tag` at the last slash (words may contain slashes: `1/2/cd`). */
-function splitTagged(token: string): { word: string; tag: string } {
+function splitTagged(token: string): {word: string; tag: string} {
   const i = token.lastIndexOf('/');
-  if (i <= 0) return { word: token, tag: '' };
-  return { word: token.slice(0, i), tag: token.slice(i + 1) };
+  if (i <= 0) return {word: token, tag: ''};
+  return {word: token.slice(0, i), tag: token.slice(i + 1)};
 }
 
 const DOUBLED = new Set(['?', '!', ';', ':']);
@@ -57,13 +57,16 @@ function restorePunctuation(words: readonly string[]): string[] {
     if (prev === w && DOUBLED.has(w)) continue;
     // Inch marks are written 1/2'' and followed by a stray closing-quote token: 1/2'' '' -> 1/2"
     if (w === "''" && prev !== undefined && prev.length > 2 && prev.endsWith('"')) continue;
-    if (w.length > 2 && w.endsWith("''")) w = w.slice(0, -2) + '"';
+    if (w.length > 2 && w.endsWith("''")) w = `${w.slice(0, -2)}"`;
     if (w === '.' && prev !== undefined && prev.length > 1 && prev.endsWith('.') && /[A-Za-z]/.test(prev)) continue;
     if (INSIDE_QUOTES.has(w) && prev !== undefined && isQuoteClose(prev)) {
       let i = out.length;
       while (i > 0 && isQuoteClose(out[i - 1])) i--;
       const before = out[i - 1];
-      if (before === undefined || !/[.?!,;:]$/.test(before)) { out.splice(i, 0, w); continue; }
+      if (before === undefined || !/[.?!,;:]$/.test(before)) {
+        out.splice(i, 0, w);
+        continue;
+      }
       // the quoted text already ends a sentence ("Why?" ... '' .), or this is the doubled copy of ? or !
       if (w === '.' || before.endsWith(w)) continue;
     }
@@ -76,7 +79,10 @@ function restorePunctuation(words: readonly string[]): string[] {
  * Words (tags stripped) to text. `state` carries the single-quote state across calls (Brown tags opening and
  * closing single quotes alike as `'/'`).
  */
-export function detokenizeBrownWords(words: readonly string[], state: { singleQuoteOpen: boolean } = { singleQuoteOpen: false }): string {
+export function detokenizeBrownWords(
+  words: readonly string[],
+  state: {singleQuoteOpen: boolean} = {singleQuoteOpen: false},
+): string {
   const tokens = restorePunctuation(words);
   let out = '';
   let glueNext = true; // no space before the next token (start, or after an opening bracket/quote)
@@ -85,15 +91,22 @@ export function detokenizeBrownWords(words: readonly string[], state: { singleQu
     let text = w;
     let attachLeft = false;
     let attachRight = false;
-    if (w === '``') { text = '"'; attachRight = true; }
-    else if (w === "''") { text = '"'; attachLeft = true; }
-    else if (w === "'") {
+    if (w === '``') {
+      text = '"';
+      attachRight = true;
+    } else if (w === "''") {
+      text = '"';
+      attachLeft = true;
+    } else if (w === "'") {
       // A lone single quote closes when one is open or when closing punctuation follows at once.
       const next = tokens[k + 1];
       if (state.singleQuoteOpen || next === undefined || next === "''" || CLOSING.has(next)) {
         attachLeft = true;
         state.singleQuoteOpen = false;
-      } else { attachRight = true; state.singleQuoteOpen = true; }
+      } else {
+        attachRight = true;
+        state.singleQuoteOpen = true;
+      }
     } else if (OPENING.has(w)) attachRight = true;
     else if (CLOSING.has(w)) attachLeft = true;
     if (out.length > 0 && !glueNext && !attachLeft) out += ' ';
@@ -104,7 +117,11 @@ export function detokenizeBrownWords(words: readonly string[], state: { singleQu
 }
 
 const taggedWords = (line: string): string[] =>
-  line.trim().split(/\s+/).filter((t) => t.length > 0).map((t) => splitTagged(t).word);
+  line
+    .trim()
+    .split(/\s+/)
+    .filter((t) => t.length > 0)
+    .map((t) => splitTagged(t).word);
 
 /** One tagged sentence line to text. */
 export function detokenizeBrownSentence(line: string): string {
@@ -112,7 +129,10 @@ export function detokenizeBrownSentence(line: string): string {
 }
 
 function isHeadline(line: string): boolean {
-  const tokens = line.trim().split(/\s+/).filter((t) => t.length > 0);
+  const tokens = line
+    .trim()
+    .split(/\s+/)
+    .filter((t) => t.length > 0);
   return tokens.length > 0 && tokens.every((t) => /-hl$/.test(splitTagged(t).tag));
 }
 
@@ -124,7 +144,7 @@ export function detokenizeBrownFile(content: string): string[] {
   const paragraphs: string[] = [];
   for (const block of content.split(/\n[ \t]*\n/)) {
     const lines = block.split('\n').filter((l) => l.trim().length > 0);
-    const state = { singleQuoteOpen: false };
+    const state = {singleQuoteOpen: false};
     let words: string[] = [];
     const flush = (): void => {
       const text = detokenizeBrownWords(words, state);
@@ -156,7 +176,10 @@ export function loadBrownDocuments(dir: string = brownCorpusDir()): BrownDocumen
       if (id && cat) categories.set(id, cat);
     }
   }
-  const ids = fs.readdirSync(dir).filter((f) => /^c[a-r]\d\d$/.test(f)).sort();
+  const ids = fs
+    .readdirSync(dir)
+    .filter((f) => /^c[a-r]\d\d$/.test(f))
+    .sort();
   if (ids.length === 0) throw new Error(`no Brown corpus files (ca01 ...) in ${dir}`);
   const docs = ids.map((id) => ({
     id,
@@ -171,7 +194,7 @@ export function loadBrownDocuments(dir: string = brownCorpusDir()): BrownDocumen
  * The corpus as plain text: one string per document (paragraphs joined by a blank line), or with
  * unit 'paragraph' one string per paragraph.
  */
-export function loadBrownText(opts: { unit?: 'document' | 'paragraph' } = {}): string[] {
+export function loadBrownText(opts: {unit?: 'document' | 'paragraph'} = {}): string[] {
   const docs = loadBrownDocuments();
   if ((opts.unit ?? 'document') === 'paragraph') return docs.flatMap((d) => d.paragraphs);
   return docs.map((d) => d.paragraphs.join('\n\n'));
@@ -181,15 +204,17 @@ export function loadBrownText(opts: { unit?: 'document' | 'paragraph' } = {}): s
  * Deterministic split: round(n * evalFraction) items chosen by a seeded shuffle go to eval (at least one when
  * evalFraction > 0 and n > 1), the rest to train; both keep the input order.
  */
-export function splitTrainEval<T>(docs: readonly T[], evalFraction: number, seed: number): { train: T[]; eval: T[] } {
-  if (!(evalFraction >= 0 && evalFraction < 1)) throw new RangeError(`evalFraction must be in [0, 1), got ${evalFraction}`);
+export function splitTrainEval<T>(docs: readonly T[], evalFraction: number, seed: number): {train: T[]; eval: T[]} {
+  if (!(evalFraction >= 0 && evalFraction < 1))
+    throw new RangeError(`evalFraction must be in [0, 1), got ${evalFraction}`);
   const n = docs.length;
   let nEval = Math.round(n * evalFraction);
   if (evalFraction > 0 && n > 1) nEval = Math.max(1, Math.min(n - 1, nEval));
-  const order = Array.from({ length: n }, (_, i) => i);
+  const order = Array.from({length: n}, (_, i) => i);
   const rng = new Rng(seed);
   const rnd = () => rng.next();
-  for (let i = n - 1; i > 0; i--) { // Fisher-Yates
+  for (let i = n - 1; i > 0; i--) {
+    // Fisher-Yates
     const j = Math.floor(rnd() * (i + 1));
     [order[i], order[j]] = [order[j], order[i]];
   }
@@ -198,24 +223,25 @@ export function splitTrainEval<T>(docs: readonly T[], evalFraction: number, seed
   const train: T[] = [];
   const evalSet: T[] = [];
   docs.forEach((d, i) => (isEval[i] ? evalSet : train).push(d));
-  return { train, eval: evalSet };
+  return {train, eval: evalSet};
 }
 
 /** The project's split of the Brown corpus: by document, 5% held out, seed 20240 (tokenizer and model use this). */
 export const BROWN_EVAL_FRACTION = 0.05;
 export const BROWN_SPLIT_SEED = 20240;
 
-export function brownSplit(): { train: string[]; eval: string[] } {
+export function brownSplit(): {train: string[]; eval: string[]} {
   return splitTrainEval(loadBrownText(), BROWN_EVAL_FRACTION, BROWN_SPLIT_SEED);
 }
 
 /** Characters and whitespace-separated words of some texts. */
-export function corpusStats(texts: readonly string[]): { documents: number; characters: number; words: number } {
-  let characters = 0, words = 0;
+export function corpusStats(texts: readonly string[]): {documents: number; characters: number; words: number} {
+  let characters = 0,
+    words = 0;
   for (const t of texts) {
     characters += [...t].length;
     const m = t.match(/\S+/g);
     words += m ? m.length : 0;
   }
-  return { documents: texts.length, characters, words };
+  return {documents: texts.length, characters, words};
 }

@@ -7,12 +7,12 @@
  * gets alone. A row that stops leaves the batch (its state rows are dropped), the others go on.
  */
 import * as tf from '@tensorflow/tfjs';
-import type {CausalLMCore} from '../core/model';
-import {checkIdRange, IdsLike, idRows} from '../util/ids';
-import type {GemmaTokenizer, StreamDecoder} from '../tokenizer';
-import {Sampler, SamplingOptions, StopStringMatcher, validateSamplingOptions} from './sampling';
-import {GenerationState, prefill, decodeStep} from './state';
 import {rowArgmax, rowArgmaxAvailable} from '../../ops/row_argmax';
+import type {CausalLMCore} from '../core/model';
+import type {GemmaTokenizer, StreamDecoder} from '../tokenizer';
+import {checkIdRange, IdsLike, idRows} from '../util/ids';
+import {Sampler, SamplingOptions, StopStringMatcher, validateSamplingOptions} from './sampling';
+import {decodeStep, GenerationState, prefill} from './state';
 
 export type FinishReason = 'eos' | 'stop_token' | 'stop_string' | 'length';
 
@@ -58,13 +58,12 @@ export interface GenerateOptions extends SamplingOptions {
 const DEFAULT_MAX_NEW_TOKENS = 64;
 
 /** Lets timers, I/O and abort signals run between steps, which a chain of resolved promises would starve. */
-const breathe: () => Promise<void> = typeof setImmediate === 'function'
-  ? () => new Promise<void>((r) => setImmediate(r))
-  : () => Promise.resolve();
+const breathe: () => Promise<void> =
+  typeof setImmediate === 'function' ? () => new Promise<void>((r) => setImmediate(r)) : () => Promise.resolve();
 
 interface RowTracker {
   prompt: number[];
-  seen: number[];          // prompt + generated: what the repetition penalty looks at
+  seen: number[]; // prompt + generated: what the repetition penalty looks at
   generated: number[];
   sampler: Sampler;
   decoder: StreamDecoder | null;
@@ -80,8 +79,10 @@ function prepare(model: CausalLMCore, inputIds: IdsLike, opts: GenerateOptions) 
   validateSamplingOptions(opts);
   const tok = opts.tokenizer ?? null;
   if (opts.stopStrings?.length && tok == null) throw new Error('stopStrings need a tokenizer (opts.tokenizer)');
-  const eos = opts.eosTokenId != null ? [opts.eosTokenId].flat()
-    : [...model.config.eos_token_ids, ...(tok != null && tok.endOfTurnId >= 0 ? [tok.endOfTurnId] : [])];
+  const eos =
+    opts.eosTokenId != null
+      ? [opts.eosTokenId].flat()
+      : [...model.config.eos_token_ids, ...(tok != null && tok.endOfTurnId >= 0 ? [tok.endOfTurnId] : [])];
   checkIdRange(eos, V, 'eosTokenId');
   checkIdRange(opts.stopTokenIds ?? [], V, 'stopTokenIds');
   const trackers: RowTracker[] = rows.map((r, i) => {
@@ -101,7 +102,7 @@ function prepare(model: CausalLMCore, inputIds: IdsLike, opts: GenerateOptions) 
 
 /** Tensor ids and mask read asynchronously: backends such as webgpu cannot read synchronously. */
 async function onHost(inputIds: IdsLike, opts: GenerateOptions): Promise<[IdsLike, GenerateOptions]> {
-  const read = async (v: IdsLike) => (v instanceof tf.Tensor && v.rank === 2 ? (await v.array()) as number[][] : v);
+  const read = async (v: IdsLike) => (v instanceof tf.Tensor && v.rank === 2 ? ((await v.array()) as number[][]) : v);
   const mask = opts.attentionMask != null ? await read(opts.attentionMask) : opts.attentionMask;
   return [await read(inputIds), {...opts, attentionMask: mask}];
 }
@@ -110,22 +111,34 @@ async function onHost(inputIds: IdsLike, opts: GenerateOptions): Promise<[IdsLik
  * The token events of a generation, as they are produced. Breaking out of the iteration stops it
  * and frees everything (opts.state is still left consistent).
  */
-export async function* streamTokens(model: CausalLMCore, inputIds: IdsLike, opts: GenerateOptions = {}):
-    AsyncGenerator<TokenEvent, void, undefined> {
+export async function* streamTokens(
+  model: CausalLMCore,
+  inputIds: IdsLike,
+  opts: GenerateOptions = {},
+): AsyncGenerator<TokenEvent, void, undefined> {
   [inputIds, opts] = await onHost(inputIds, opts);
   yield* run(model, opts, prepare(model, inputIds, opts));
 }
 
 /** Prompt (without padding) + new tokens, per row. */
-export async function generate(model: CausalLMCore, inputIds: IdsLike, opts: GenerateOptions = {}): Promise<number[][]> {
+export async function generate(
+  model: CausalLMCore,
+  inputIds: IdsLike,
+  opts: GenerateOptions = {},
+): Promise<number[][]> {
   [inputIds, opts] = await onHost(inputIds, opts);
   const p = prepare(model, inputIds, opts);
-  for await (const _ of run(model, opts, p)) { /* events reach opts.onToken */ }
+  for await (const _ of run(model, opts, p)) {
+    /* events reach opts.onToken */
+  }
   return p.trackers.map((t) => [...t.prompt, ...t.generated]);
 }
 
-async function* run(model: CausalLMCore, opts: GenerateOptions, p: ReturnType<typeof prepare>):
-    AsyncGenerator<TokenEvent, void, undefined> {
+async function* run(
+  model: CausalLMCore,
+  opts: GenerateOptions,
+  p: ReturnType<typeof prepare>,
+): AsyncGenerator<TokenEvent, void, undefined> {
   const {rows, mask, maxNew, eos, stops, trackers} = p;
   const V = model.config.vocab_size;
   const userState = opts.state ?? null;
@@ -134,15 +147,17 @@ async function* run(model: CausalLMCore, opts: GenerateOptions, p: ReturnType<ty
   const keepFinal = userState != null;
   const prefilled = prefill(model, rows, {attentionMask: mask, state: userState, chunkSize: opts.prefillChunkSize});
   let work = keepFinal ? prefilled.clone() : prefilled;
-  let active = rows.map((_, i) => i);       // input row of each row of `work`
-  const saved = new Map<number, GenerationState>();  // keepFinal: finished rows' final states
+  let active = rows.map((_, i) => i); // input row of each row of `work`
+  const saved = new Map<number, GenerationState>(); // keepFinal: finished rows' final states
   let failed = false;
 
   const advance = (tokens: number[], finished: boolean[]): void => {
     const keep = finished.flatMap((f, k) => (f ? [] : [k]));
     if (keepFinal) {
       decodeStep(model, work, tokens).logits.dispose();
-      finished.forEach((f, k) => { if (f) saved.set(active[k], work.select([k])); });
+      finished.forEach((f, k) => {
+        if (f) saved.set(active[k], work.select([k]));
+      });
     }
     if (keep.length === 0) {
       active = [];
@@ -154,7 +169,12 @@ async function* run(model: CausalLMCore, opts: GenerateOptions, p: ReturnType<ty
       work = next;
     }
     active = keep.map((k) => active[k]);
-    if (!keepFinal) decodeStep(model, work, keep.map((k) => tokens[k])).logits.dispose();
+    if (!keepFinal)
+      decodeStep(
+        model,
+        work,
+        keep.map((k) => tokens[k]),
+      ).logits.dispose();
   };
 
   // Greedy rows on a GPU: the argmax is taken there and 4 bytes per row come back, not the logits.
@@ -163,7 +183,7 @@ async function* run(model: CausalLMCore, opts: GenerateOptions, p: ReturnType<ty
     const t = rowArgmax(work.logits)!;
     try {
       const ids = (await t.data()) as Int32Array;
-      return ids.every((id) => id >= 0) ? ids : null;   // a row of NaN: the host path says so
+      return ids.every((id) => id >= 0) ? ids : null; // a row of NaN: the host path says so
     } finally {
       t.dispose();
     }
@@ -172,8 +192,10 @@ async function* run(model: CausalLMCore, opts: GenerateOptions, p: ReturnType<ty
   try {
     while (maxNew > 0 && active.length > 0 && !opts.signal?.aborted) {
       const picks = argmaxOnDevice ? await picksOnDevice() : null;
-      const logits = picks == null ? (await work.logits.data()) as Float32Array : null;
-      const tokens: number[] = [], finished: boolean[] = [], events: TokenEvent[] = [];
+      const logits = picks == null ? ((await work.logits.data()) as Float32Array) : null;
+      const tokens: number[] = [],
+        finished: boolean[] = [],
+        events: TokenEvent[] = [];
       active.forEach((row, k) => {
         const tr = trackers[row];
         const id = picks != null ? picks[k] : tr.sampler.next(logits!.subarray(k * V, (k + 1) * V), tr.seen);

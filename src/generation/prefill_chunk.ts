@@ -8,15 +8,21 @@
  * largest transient tensors (attention scores, MLP activations) stay under 512 MiB each, well
  * inside the 2 GiB storage binding limit of NVIDIA GPUs under Dawn.
  */
-import {tf} from '../tf';
+
 import type {RecurrentGemmaConfig} from '../config';
+import {tf} from '../tf';
 
 export const DEFAULT_PREFILL_CHUNK = 512;
 const GPU_TRANSIENT_BYTES = 512 * 2 ** 20;
 
-export function defaultPrefillChunk(config: RecurrentGemmaConfig, batch: number, backend: string = tf.getBackend()): number {
+export function defaultPrefillChunk(
+  config: RecurrentGemmaConfig,
+  batch: number,
+  backend: string = tf.getBackend(),
+): number {
   if (backend !== 'webgpu') return DEFAULT_PREFILL_CHUNK;
-  const H = config.num_attention_heads, W = config.attention_window_size;
+  const H = config.num_attention_heads,
+    W = config.attention_window_size;
   const I = config.intermediate_size;
   for (const c of [4096, 2048, 1024]) {
     const scores = batch * H * c * (c + W) * 4;

@@ -13,7 +13,7 @@ export interface LogitsProcessor {
 /** CTRL-style penalty: divide positive logits and multiply negative ones, so a repeated token always loses. */
 export class RepetitionPenaltyProcessor implements LogitsProcessor {
   constructor(readonly penalty: number) {
-    validateSamplingOptions({ repetitionPenalty: penalty });
+    validateSamplingOptions({repetitionPenalty: penalty});
   }
 
   apply(logits: Float32Array, previousIds: number[]): Float32Array {
@@ -45,7 +45,7 @@ export class TemperatureProcessor implements LogitsProcessor {
 /** Keeps the k largest logits; every token tied with the k-th largest is kept too, so the result never depends on sort order. */
 export class TopKProcessor implements LogitsProcessor {
   constructor(readonly k: number) {
-    validateSamplingOptions({ topK: k });
+    validateSamplingOptions({topK: k});
   }
 
   apply(logits: Float32Array): Float32Array {
@@ -62,12 +62,15 @@ function kthLargest(values: Float32Array, k: number): number {
   let n = 0;
   const siftDown = (i: number): void => {
     for (;;) {
-      const l = 2 * i + 1, r = l + 1;
+      const l = 2 * i + 1,
+        r = l + 1;
       let m = i;
       if (l < n && heap[l] < heap[m]) m = l;
       if (r < n && heap[r] < heap[m]) m = r;
       if (m === i) return;
-      const t = heap[i]; heap[i] = heap[m]; heap[m] = t;
+      const t = heap[i];
+      heap[i] = heap[m];
+      heap[m] = t;
       i = m;
     }
   };
@@ -80,7 +83,9 @@ function kthLargest(values: Float32Array, k: number): number {
       while (j > 0) {
         const parent = (j - 1) >> 1;
         if (heap[parent] <= heap[j]) break;
-        const t = heap[parent]; heap[parent] = heap[j]; heap[j] = t;
+        const t = heap[parent];
+        heap[parent] = heap[j];
+        heap[j] = t;
         j = parent;
       }
     } else if (v > heap[0]) {
@@ -97,7 +102,7 @@ function kthLargest(values: Float32Array, k: number): number {
  */
 export class TopPProcessor implements LogitsProcessor {
   constructor(readonly p: number) {
-    validateSamplingOptions({ topP: p });
+    validateSamplingOptions({topP: p});
   }
 
   apply(logits: Float32Array): Float32Array {
@@ -105,20 +110,30 @@ export class TopPProcessor implements LogitsProcessor {
     // Find the cutoff probability by sorting only candidates: tokens above a floor that is lowered until
     // their total reaches p (the nucleus lies inside that set), usually a few dozen of a 256k vocabulary.
     // Values go through a native numeric sort; a comparator sort of indices costs ~0.2 s per token.
-    let max = 0, nonzero = 0;
-    for (let i = 0; i < probs.length; i++) { if (probs[i] > max) max = probs[i]; if (probs[i] > 0) nonzero++; }
-    let floor = max, n = 0;
+    let max = 0,
+      nonzero = 0;
+    for (let i = 0; i < probs.length; i++) {
+      if (probs[i] > max) max = probs[i];
+      if (probs[i] > 0) nonzero++;
+    }
+    let floor = max,
+      n = 0;
     for (;;) {
       floor /= 16;
       let sum = 0;
       n = 0;
-      for (let i = 0; i < probs.length; i++) if (probs[i] >= floor && probs[i] > 0) { sum += probs[i]; n++; }
+      for (let i = 0; i < probs.length; i++)
+        if (probs[i] >= floor && probs[i] > 0) {
+          sum += probs[i];
+          n++;
+        }
       if (sum >= this.p || n === nonzero) break;
     }
     const sorted = new Float64Array(n);
     for (let i = 0, j = 0; i < probs.length; i++) if (probs[i] >= floor && probs[i] > 0) sorted[j++] = probs[i];
     sorted.sort(); // ascending
-    let cum = 0, last = 0; // `last` = index in `sorted` of the least probable kept token
+    let cum = 0,
+      last = 0; // `last` = index in `sorted` of the least probable kept token
     for (let i = n - 1; i >= 0; i--) {
       cum += sorted[i];
       last = i;
@@ -130,7 +145,10 @@ export class TopPProcessor implements LogitsProcessor {
     for (let i = last; i < n && sorted[i] === cutoff; i++) equalKept++;
     for (let i = 0; i < logits.length; i++) {
       if (probs[i] > cutoff) continue;
-      if (probs[i] === cutoff && equalKept > 0) { equalKept--; continue; }
+      if (probs[i] === cutoff && equalKept > 0) {
+        equalKept--;
+        continue;
+      }
       logits[i] = -Infinity;
     }
     return logits;
@@ -149,7 +167,7 @@ export interface SamplingOptions {
 }
 
 export function validateSamplingOptions(opts: SamplingOptions): void {
-  const { temperature: t, topK: k, topP: p, repetitionPenalty: r, seed } = opts;
+  const {temperature: t, topK: k, topP: p, repetitionPenalty: r, seed} = opts;
   // Written as !(x ok) so that NaN fails too.
   if (t !== undefined && !(t >= 0 && Number.isFinite(t))) throw new Error(`temperature must be >= 0, got ${t}`);
   if (k !== undefined && !(Number.isInteger(k) && k >= 1)) throw new Error(`topK must be an integer >= 1, got ${k}`);
@@ -168,7 +186,10 @@ function softmax(logits: Float32Array, out: Float64Array = new Float64Array(logi
   for (let i = 0; i < logits.length; i++) if (logits[i] > max) max = logits[i];
   if (!Number.isFinite(max)) throw new Error(`sampling: logits have no finite maximum (${max})`);
   let sum = 0;
-  for (let i = 0; i < logits.length; i++) { out[i] = Math.exp(logits[i] - max); sum += out[i]; }
+  for (let i = 0; i < logits.length; i++) {
+    out[i] = Math.exp(logits[i] - max);
+    sum += out[i];
+  }
   for (let i = 0; i < out.length; i++) out[i] /= sum;
   return out;
 }
@@ -221,7 +242,7 @@ export class Sampler {
 
   /** Picks the next token id from one row of logits; the caller's array is left untouched. */
   next(logits: Float32Array, previousIds: number[]): number {
-    if (this.greedy && this.penalty == null) return argmax(logits);   // reads only
+    if (this.greedy && this.penalty == null) return argmax(logits); // reads only
     if (this.rowBuf?.length !== logits.length) this.rowBuf = new Float32Array(logits.length);
     let row: Float32Array = this.rowBuf;
     row.set(logits);
@@ -233,7 +254,8 @@ export class Sampler {
     if (this.probBuf?.length !== row.length) this.probBuf = new Float64Array(row.length);
     const probs = softmax(row, this.probBuf);
     const u = this.rand();
-    let cum = 0, last = -1;
+    let cum = 0,
+      last = -1;
     for (let i = 0; i < probs.length; i++) {
       if (probs[i] === 0) continue;
       cum += probs[i];
@@ -259,32 +281,39 @@ export class StopStringMatcher {
     this.stops = [...stops];
   }
 
-  get stopped(): boolean { return this.done; }
+  get stopped(): boolean {
+    return this.done;
+  }
 
-  push(text: string): { emit: string; stopped: boolean } {
-    if (this.done) return { emit: '', stopped: true };
+  push(text: string): {emit: string; stopped: boolean} {
+    if (this.done) return {emit: '', stopped: true};
     const buf = this.held + text;
     // Earliest end wins (what char-by-char streaming would see first); at the same end, the longer stop.
-    let bestStart = -1, bestEnd = Infinity;
+    let bestStart = -1,
+      bestEnd = Infinity;
     for (const s of this.stops) {
       const i = buf.indexOf(s);
       if (i >= 0 && (i + s.length < bestEnd || (i + s.length === bestEnd && i < bestStart))) {
-        bestStart = i; bestEnd = i + s.length;
+        bestStart = i;
+        bestEnd = i + s.length;
       }
     }
     if (bestStart >= 0) {
       this.done = true;
       this.held = '';
-      return { emit: buf.slice(0, bestStart), stopped: true };
+      return {emit: buf.slice(0, bestStart), stopped: true};
     }
     let hold = 0;
     for (const s of this.stops) {
       for (let k = Math.min(s.length - 1, buf.length); k > hold; k--) {
-        if (buf.endsWith(s.slice(0, k))) { hold = k; break; }
+        if (buf.endsWith(s.slice(0, k))) {
+          hold = k;
+          break;
+        }
       }
     }
     this.held = buf.slice(buf.length - hold);
-    return { emit: buf.slice(0, buf.length - hold), stopped: false };
+    return {emit: buf.slice(0, buf.length - hold), stopped: false};
   }
 
   /** End of stream without a stop: releases the held-back text. */

@@ -12,11 +12,11 @@
  * the attention window counts steps: padding in the middle of a row would push real keys out of it.
  */
 import * as tf from '@tensorflow/tfjs';
-import type {CausalLMCore} from '../core/model';
-import type {LayerState} from '../../layers/model_layers';
-import {checkIdRange, IdsLike, idRows} from '../util/ids';
 import {readHeader, readTensor, writeSafetensors} from '../../converters/safetensors';
+import type {LayerState} from '../../layers/model_layers';
+import type {CausalLMCore} from '../core/model';
 import {FusedDecoder, fusedDecoderFor} from '../engines/webgpu_decode';
+import {checkIdRange, IdsLike, idRows} from '../util/ids';
 import {DEFAULT_PREFILL_CHUNK, defaultPrefillChunk} from './prefill_chunk';
 
 const FORMAT = 'griffin-generation-state';
@@ -40,7 +40,9 @@ function layerTensors(s: LayerState): tf.Tensor[] {
 }
 
 function mapLayer(s: LayerState, f: (t: tf.Tensor) => tf.Tensor): LayerState {
-  return Object.fromEntries(Object.entries(s as unknown as Tensors).map(([k, t]) => [k, f(t)])) as unknown as LayerState;
+  return Object.fromEntries(
+    Object.entries(s as unknown as Tensors).map(([k, t]) => [k, f(t)]),
+  ) as unknown as LayerState;
 }
 
 export class GenerationState {
@@ -56,7 +58,12 @@ export class GenerationState {
   logits: tf.Tensor;
   private freed = false;
 
-  constructor(readonly model: CausalLMCore, layers: LayerState[], positions: number[], logits: tf.Tensor) {
+  constructor(
+    readonly model: CausalLMCore,
+    layers: LayerState[],
+    positions: number[],
+    logits: tf.Tensor,
+  ) {
     this.layers_ = layers;
     this.positions = positions;
     this.logits = logits;
@@ -64,9 +71,14 @@ export class GenerationState {
 
   /** A state before any token (b rows): prefill onto it as onto any state. */
   static empty(model: CausalLMCore, batchSize = 1): GenerationState {
-    if (!Number.isInteger(batchSize) || batchSize < 1) throw new Error(`batchSize must be an integer >= 1, got ${batchSize}`);
-    return new GenerationState(model, model.blocks.map((blk) => blk.initState(batchSize)), Array(batchSize).fill(0),
-        tf.zeros([batchSize, model.config.vocab_size]));
+    if (!Number.isInteger(batchSize) || batchSize < 1)
+      throw new Error(`batchSize must be an integer >= 1, got ${batchSize}`);
+    return new GenerationState(
+      model,
+      model.blocks.map((blk) => blk.initState(batchSize)),
+      Array(batchSize).fill(0),
+      tf.zeros([batchSize, model.config.vocab_size]),
+    );
   }
 
   /** Per layer: {conv, rnn} (recurrent) or {k, v, valid} (attention); row i of each is batch row i. */
@@ -101,7 +113,7 @@ export class GenerationState {
    */
   fusedStep(eng: FusedDecoder, ids: number[]): tf.Tensor {
     if (this.fused !== eng) {
-      const layers = this.layers;          // from another engine, if any
+      const layers = this.layers; // from another engine, if any
       if (eng.owner != null && eng.owner !== this) eng.owner.detachFused();
       eng.importLayers(layers);
       tf.dispose(layers.flatMap(layerTensors));
@@ -112,8 +124,12 @@ export class GenerationState {
     return eng.step(ids, this.positions);
   }
 
-  get batchSize(): number { return this.positions.length; }
-  get isDisposed(): boolean { return this.freed; }
+  get batchSize(): number {
+    return this.positions.length;
+  }
+  get isDisposed(): boolean {
+    return this.freed;
+  }
 
   /** Bytes held on the backend: the same after 10 tokens as after 100k. */
   get byteSize(): number {
@@ -128,21 +144,30 @@ export class GenerationState {
   /** An independent copy (fork): advancing one does not touch the other. Cheap: data is shared until replaced. */
   clone(): GenerationState {
     this.check();
-    return new GenerationState(this.model, this.layers.map((s) => mapLayer(s, (t) => tf.clone(t))),
-        [...this.positions], tf.clone(this.logits));
+    return new GenerationState(
+      this.model,
+      this.layers.map((s) => mapLayer(s, (t) => tf.clone(t))),
+      [...this.positions],
+      tf.clone(this.logits),
+    );
   }
 
   /** A new state of the given rows, in that order (a row may repeat: n samples from one prompt). */
   select(rows: number[]): GenerationState {
     this.check();
     for (const r of rows) {
-      if (!Number.isInteger(r) || r < 0 || r >= this.batchSize) throw new RangeError(`row ${r} is outside the batch [0, ${this.batchSize})`);
+      if (!Number.isInteger(r) || r < 0 || r >= this.batchSize)
+        throw new RangeError(`row ${r} is outside the batch [0, ${this.batchSize})`);
     }
     if (rows.length === 0) throw new Error('select needs at least one row');
     const idx = tf.tensor1d(rows, 'int32');
     try {
-      return new GenerationState(this.model, this.layers.map((s) => mapLayer(s, (t) => tf.gather(t, idx, 0))),
-          rows.map((r) => this.positions[r]), tf.gather(this.logits, idx, 0));
+      return new GenerationState(
+        this.model,
+        this.layers.map((s) => mapLayer(s, (t) => tf.gather(t, idx, 0))),
+        rows.map((r) => this.positions[r]),
+        tf.gather(this.logits, idx, 0),
+      );
     } finally {
       idx.dispose();
     }
@@ -159,9 +184,25 @@ export class GenerationState {
     if (states.length === 1) return states[0].clone();
     const layers = states[0].layers.map((l, i) => {
       const keys = Object.keys(l);
-      return Object.fromEntries(keys.map((k) => [k, tf.concat(states.map((s) => (s.layers[i] as unknown as Tensors)[k]), 0)])) as unknown as LayerState;
+      return Object.fromEntries(
+        keys.map((k) => [
+          k,
+          tf.concat(
+            states.map((s) => (s.layers[i] as unknown as Tensors)[k]),
+            0,
+          ),
+        ]),
+      ) as unknown as LayerState;
     });
-    return new GenerationState(model, layers, states.flatMap((s) => s.positions), tf.concat(states.map((s) => s.logits), 0));
+    return new GenerationState(
+      model,
+      layers,
+      states.flatMap((s) => s.positions),
+      tf.concat(
+        states.map((s) => s.logits),
+        0,
+      ),
+    );
   }
 
   /** Moves `other`'s contents into this object (disposing this one's): how in-place updates happen. */
@@ -173,7 +214,7 @@ export class GenerationState {
     this.positions = other.positions;
     this.logits = other.logits;
     this.freed = other.freed;
-    other.freed = true;  // its tensors now belong to this object
+    other.freed = true; // its tensors now belong to this object
   }
 
   dispose(): void {
@@ -194,9 +235,18 @@ export class GenerationState {
   async save(file: string): Promise<void> {
     this.check();
     const tensors = await Promise.all([
-      ...this.layers.flatMap((s, i) => Object.entries(s as unknown as Tensors).map(async ([k, t]) =>
-        ({name: `layers.${i}.${k}`, shape: t.shape as number[], data: (await t.data()) as Float32Array}))),
-      (async () => ({name: 'logits', shape: this.logits.shape as number[], data: (await this.logits.data()) as Float32Array}))(),
+      ...this.layers.flatMap((s, i) =>
+        Object.entries(s as unknown as Tensors).map(async ([k, t]) => ({
+          name: `layers.${i}.${k}`,
+          shape: t.shape as number[],
+          data: (await t.data()) as Float32Array,
+        })),
+      ),
+      (async () => ({
+        name: 'logits',
+        shape: this.logits.shape as number[],
+        data: (await this.logits.data()) as Float32Array,
+      }))(),
     ]);
     writeSafetensors(file, tensors, {
       format: FORMAT,
@@ -209,11 +259,18 @@ export class GenerationState {
   /** Reads a file written by save() for `model` (or one of the same shape); fails on any mismatch. */
   static async load(file: string, model: CausalLMCore): Promise<GenerationState> {
     const {tensors: metas, metadata} = readHeader(file);
-    const fail = (why: string): never => { throw new Error(`${file}: ${why}`); };
+    const fail = (why: string): never => {
+      throw new Error(`${file}: ${why}`);
+    };
     if (metadata.format !== FORMAT) fail(`not a generation state (metadata format ${JSON.stringify(metadata.format)})`);
-    if (metadata.version !== FORMAT_VERSION) fail(`generation state version ${metadata.version}, this package reads ${FORMAT_VERSION}`);
+    if (metadata.version !== FORMAT_VERSION)
+      fail(`generation state version ${metadata.version}, this package reads ${FORMAT_VERSION}`);
     let positions: unknown;
-    try { positions = JSON.parse(metadata.positions ?? ''); } catch { fail('bad positions metadata'); }
+    try {
+      positions = JSON.parse(metadata.positions ?? '');
+    } catch {
+      fail('bad positions metadata');
+    }
     if (!Array.isArray(positions) || positions.length === 0 || !positions.every((p) => Number.isInteger(p) && p >= 0)) {
       fail('bad positions metadata');
     }
@@ -233,9 +290,13 @@ export class GenerationState {
     try {
       const layers = model.blocks.map((block, i) => {
         const empty = block.initState(1);
-        const shapes = Object.fromEntries(Object.entries(empty as unknown as Tensors).map(([k, t]) => [k, [b, ...t.shape.slice(1)]]));
+        const shapes = Object.fromEntries(
+          Object.entries(empty as unknown as Tensors).map(([k, t]) => [k, [b, ...t.shape.slice(1)]]),
+        );
         tf.dispose(layerTensors(empty));
-        return Object.fromEntries(Object.entries(shapes).map(([k, shape]) => [k, read(`layers.${i}.${k}`, shape)])) as unknown as LayerState;
+        return Object.fromEntries(
+          Object.entries(shapes).map(([k, shape]) => [k, read(`layers.${i}.${k}`, shape)]),
+        ) as unknown as LayerState;
       });
       const logits = read('logits', [b, model.config.vocab_size]);
       const expected = model.blocks.reduce((n, blk) => n + (blk.blockType === 'recurrent' ? 2 : 3), 1);
@@ -256,8 +317,13 @@ export class GenerationState {
 function modelSignature(model: CausalLMCore) {
   const c = model.config;
   return {
-    layers: c.layers_block_type, vocab: c.vocab_size, lru_width: c.lru_width, conv1d_width: c.conv1d_width,
-    window: c.attention_window_size, kv_heads: c.num_key_value_heads, head_dim: c.head_dim,
+    layers: c.layers_block_type,
+    vocab: c.vocab_size,
+    lru_width: c.lru_width,
+    conv1d_width: c.conv1d_width,
+    window: c.attention_window_size,
+    kv_heads: c.num_key_value_heads,
+    head_dim: c.head_dim,
   };
 }
 
@@ -265,18 +331,28 @@ function modelSignature(model: CausalLMCore) {
  * Runs every layer over one chunk ([b, t] ids with their positions and, for padding, mask) from
  * `layers` (null: start fresh); returns the new layers and only the last step's logits [b, V].
  */
-function runChunk(model: CausalLMCore, ids: number[][], positions: number[][], mask: number[][] | null,
-    layers: LayerState[] | null): {logits: tf.Tensor, layers: LayerState[]} {
+function runChunk(
+  model: CausalLMCore,
+  ids: number[][],
+  positions: number[][],
+  mask: number[][] | null,
+  layers: LayerState[] | null,
+): {logits: tf.Tensor; layers: LayerState[]} {
   const [b, t] = [ids.length, ids[0].length];
   const out = tf.tidy(() => {
     const r = model.forward({
       inputIds: tf.tensor2d(ids, [b, t], 'int32'),
       positionIds: tf.tensor2d(positions, [b, t], 'int32'),
       attentionMask: mask != null ? tf.tensor2d(mask, [b, t], 'int32') : null,
-      state: layers, returnState: true, lastPositionOnly: true,
+      state: layers,
+      returnState: true,
+      lastPositionOnly: true,
     });
-    return {logits: tf.reshape(r.logits, [b, model.config.vocab_size]), layers: r.state!} as unknown as tf.TensorContainer;
-  }) as unknown as {logits: tf.Tensor, layers: LayerState[]};
+    return {
+      logits: tf.reshape(r.logits, [b, model.config.vocab_size]),
+      layers: r.state!,
+    } as unknown as tf.TensorContainer;
+  }) as unknown as {logits: tf.Tensor; layers: LayerState[]};
   return out;
 }
 
@@ -291,25 +367,31 @@ export function prefill(model: CausalLMCore, inputIds: IdsLike, opts: PrefillOpt
     if (prev.model !== model) throw new Error('prefill: the state belongs to another model');
   }
   const rows = idRows(inputIds, 'inputIds', prev != null);
-  const b = rows.length, t = rows[0].length;
-  if (prev != null && prev.batchSize !== b) throw new Error(`prefill: the state has ${prev.batchSize} rows, inputIds ${b}`);
+  const b = rows.length,
+    t = rows[0].length;
+  if (prev != null && prev.batchSize !== b)
+    throw new Error(`prefill: the state has ${prev.batchSize} rows, inputIds ${b}`);
   const chunk = opts.chunkSize ?? defaultPrefillChunk(model.config, b);
   if (!Number.isInteger(chunk) || chunk < 1) throw new Error(`chunkSize must be an integer >= 1, got ${chunk}`);
   const mask = opts.attentionMask != null ? idRows(opts.attentionMask, 'attentionMask', true) : null;
   const start = prev?.positions ?? Array(b).fill(0);
   if (mask != null) {
-    if (mask.length !== b || mask[0].length !== t) throw new Error(`attentionMask must have shape [${b}, ${t}] like inputIds, got [${mask.length}, ${mask[0].length}]`);
+    if (mask.length !== b || mask[0].length !== t)
+      throw new Error(
+        `attentionMask must have shape [${b}, ${t}] like inputIds, got [${mask.length}, ${mask[0].length}]`,
+      );
     mask.forEach((m, r) => {
       let seen = start[r] > 0;
       for (const x of m) {
         if (x !== 0 && x !== 1) throw new Error(`attentionMask must hold 0 and 1, got ${x}`);
-        if (x === 0 && seen) throw new Error(`attentionMask row ${r}: padding after a token; only left padding is supported`);
+        if (x === 0 && seen)
+          throw new Error(`attentionMask row ${r}: padding after a token; only left padding is supported`);
         if (x === 1) seen = true;
       }
     });
   }
   const ends = start.map((p, r) => p + (mask ? mask[r].reduce((s, x) => s + x, 0) : t));
-  const empty = ends.findIndex((p) => p === 0);
+  const empty = ends.indexOf(0);
   if (empty >= 0) throw new Error(`row ${empty} has no tokens (all padding)`);
   if (t === 0) return prev!;
 
@@ -318,7 +400,8 @@ export function prefill(model: CausalLMCore, inputIds: IdsLike, opts: PrefillOpt
   const pos = [...start];
   try {
     for (let c0 = 0; c0 < t; c0 += chunk) {
-      const c1 = Math.min(t, c0 + chunk), tc = c1 - c0;
+      const c1 = Math.min(t, c0 + chunk),
+        tc = c1 - c0;
       const idsC = rows.map((r) => r.slice(c0, c1));
       const maskC = mask?.map((m) => m.slice(c0, c1)) ?? null;
       // Padding's position is irrelevant (it resets nothing: reset = (pos == 0) * mask).
@@ -346,8 +429,11 @@ export function prefill(model: CausalLMCore, inputIds: IdsLike, opts: PrefillOpt
  * Feeds one token per row ([b] ids, or [b, 1]) and advances `state` in place. Returns the new
  * logits [b, V] (the caller owns and disposes this tensor; state.logits holds its own handle).
  */
-export function decodeStep(model: CausalLMCore, state: GenerationState, nextIds: number[] | number[][] | tf.Tensor):
-    {logits: tf.Tensor, state: GenerationState} {
+export function decodeStep(
+  model: CausalLMCore,
+  state: GenerationState,
+  nextIds: number[] | number[][] | tf.Tensor,
+): {logits: tf.Tensor; state: GenerationState} {
   if (state.isDisposed) throw new Error('decodeStep: the state has been disposed');
   if (state.model !== model) throw new Error('decodeStep: the state belongs to another model');
   const b = state.batchSize;
@@ -371,7 +457,13 @@ export function decodeStep(model: CausalLMCore, state: GenerationState, nextIds:
     state.positions = state.positions.map((p) => p + 1);
     return {logits: tf.clone(logits), state};
   }
-  const out = runChunk(model, ids.map((x) => [x]), state.positions.map((p) => [p]), null, state.layers);
+  const out = runChunk(
+    model,
+    ids.map((x) => [x]),
+    state.positions.map((p) => [p]),
+    null,
+    state.layers,
+  );
   tf.dispose(state.tensors());
   state.layers = out.layers;
   state.logits = out.logits;

@@ -11,10 +11,10 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
-import {tf} from '../tf';
+import {useBackend} from '../backend';
 import {RecurrentGemmaConfig, RecurrentGemmaConfigArgs} from '../config';
 import {RecurrentGemmaForCausalLM} from '../model';
-import {useBackend} from '../backend';
+import {tf} from '../tf';
 import {AdamW, learningRate} from '../training/optimizer';
 import {Rng} from '../util/rng';
 
@@ -33,7 +33,8 @@ export const SMALL_CONFIG: RecurrentGemmaConfigArgs = {
   tie_word_embeddings: true,
 };
 
-const BOS = 2, EOS = 1;
+const BOS = 2,
+  EOS = 1;
 
 function arg(argv: string[], name: string, def?: string): string {
   const i = argv.indexOf(`--${name}`);
@@ -50,7 +51,10 @@ async function prepare(argv: string[]): Promise<void> {
   const tok = await GemmaTokenizer.load(tokPath);
   const split = brownSplit();
   fs.mkdirSync(out, {recursive: true});
-  for (const [name, docs] of [['train', split.train], ['eval', split.eval]] as const) {
+  for (const [name, docs] of [
+    ['train', split.train],
+    ['eval', split.eval],
+  ] as const) {
     const ids: number[] = [];
     for (const d of docs) ids.push(...tok.encode(d, {addBos: true}), EOS);
     fs.writeFileSync(path.join(out, `${name}.u16`), Buffer.from(Uint16Array.from(ids).buffer));
@@ -60,7 +64,9 @@ async function prepare(argv: string[]): Promise<void> {
 
 /** A row of `seqLen` tokens from `start`: ids, labels (no BOS targets), positions restarting at BOS. */
 export function window(tokens: ArrayLike<number>, start: number, seqLen: number) {
-  const ids: number[] = [], labels: number[] = [], pos: number[] = [];
+  const ids: number[] = [],
+    labels: number[] = [],
+    pos: number[] = [];
   let p = 0;
   for (let i = 0; i < seqLen; i++) {
     const t = tokens[start + i];
@@ -76,7 +82,9 @@ export type Row = ReturnType<typeof window>;
 
 /** The first `n` consecutive seqLen windows of the held-out tokens: the fixed evaluation set. */
 export function heldOutRows(tokens: ArrayLike<number>, n: number, seqLen: number): Row[] {
-  return Array.from({length: Math.min(n, Math.floor(tokens.length / seqLen))}, (_, i) => window(tokens, i * seqLen, seqLen));
+  return Array.from({length: Math.min(n, Math.floor(tokens.length / seqLen))}, (_, i) =>
+    window(tokens, i * seqLen, seqLen),
+  );
 }
 
 /** Mean loss over rows (each row weighted equally), `batch` rows per forward pass. */
@@ -84,7 +92,14 @@ export async function meanLoss(model: RecurrentGemmaForCausalLM, rows: Row[], ba
   let sum = 0;
   for (let i = 0; i < rows.length; i += batch) {
     const part = rows.slice(i, i + batch);
-    const l = tf.tidy(() => model.forward({inputIds: part.map((r) => r.ids), labels: part.map((r) => r.labels), positionIds: part.map((r) => r.pos)}).loss!);
+    const l = tf.tidy(
+      () =>
+        model.forward({
+          inputIds: part.map((r) => r.ids),
+          labels: part.map((r) => r.labels),
+          positionIds: part.map((r) => r.pos),
+        }).loss!,
+    );
     sum += (await l.data())[0] * part.length;
     l.dispose();
   }
@@ -96,30 +111,40 @@ async function evaluate(argv: string[]): Promise<void> {
   const backend = await useBackend(arg(argv, 'backend', 'webgpu'));
   const model = await RecurrentGemmaForCausalLM.fromPretrained(arg(argv, 'model'));
   const b = fs.readFileSync(path.join(arg(argv, 'data'), 'eval.u16'));
-  const rows = heldOutRows(new Uint16Array(b.buffer, b.byteOffset, b.byteLength / 2), Number(arg(argv, 'eval-rows', '64')), Number(arg(argv, 'seq-len', '256')));
+  const rows = heldOutRows(
+    new Uint16Array(b.buffer, b.byteOffset, b.byteLength / 2),
+    Number(arg(argv, 'eval-rows', '64')),
+    Number(arg(argv, 'seq-len', '256')),
+  );
   for (const batch of arg(argv, 'batch', '64').split(',').map(Number)) {
     console.log(JSON.stringify({backend, batch, rows: rows.length, evalLoss: await meanLoss(model, rows, batch)}));
   }
 }
 
 async function train(argv: string[]): Promise<void> {
-  const data = arg(argv, 'data'), out = arg(argv, 'out');
+  const data = arg(argv, 'data'),
+    out = arg(argv, 'out');
   const steps = Number(arg(argv, 'steps', '1500'));
-  const batch = Number(arg(argv, 'batch', '32')), seqLen = Number(arg(argv, 'seq-len', '256'));
-  const lr = Number(arg(argv, 'lr', '2e-3')), seed = Number(arg(argv, 'seed', '1234'));
+  const batch = Number(arg(argv, 'batch', '32')),
+    seqLen = Number(arg(argv, 'seq-len', '256'));
+  const lr = Number(arg(argv, 'lr', '2e-3')),
+    seed = Number(arg(argv, 'seed', '1234'));
   const maxSeconds = Number(arg(argv, 'max-seconds', 'Infinity'));
-  const logEvery = Number(arg(argv, 'log-every', '50')), evalEvery = Number(arg(argv, 'eval-every', '250'));
+  const logEvery = Number(arg(argv, 'log-every', '50')),
+    evalEvery = Number(arg(argv, 'eval-every', '250'));
   const backend = await useBackend(arg(argv, 'backend', 'webgpu'));
   const load = (n: string) => {
     const b = fs.readFileSync(path.join(data, `${n}.u16`));
     return new Uint16Array(b.buffer, b.byteOffset, b.byteLength / 2);
   };
-  const trainTok = load('train'), evalTok = load('eval');
+  const trainTok = load('train'),
+    evalTok = load('eval');
   tf.randomUniform([1], 0, 1, 'float32', seed).dispose();
   // --init continues from saved weights (a fresh optimizer; the schedule warms up again).
   const init = arg(argv, 'init', '');
-  const model = init ? await RecurrentGemmaForCausalLM.fromPretrained(init)
-      : new RecurrentGemmaForCausalLM(new RecurrentGemmaConfig(SMALL_CONFIG));
+  const model = init
+    ? await RecurrentGemmaForCausalLM.fromPretrained(init)
+    : new RecurrentGemmaForCausalLM(new RecurrentGemmaConfig(SMALL_CONFIG));
   const named = model.namedParameters();
   const params = new Map([...named].map(([n, v]) => [n, v.read() as tf.Variable]));
   const nParams = [...params.values()].reduce((s, v) => s + v.size, 0);
@@ -129,19 +154,33 @@ async function train(argv: string[]): Promise<void> {
   const evalRows = heldOutRows(evalTok, Number(arg(argv, 'eval-rows', '64')), seqLen);
   const evalLoss = () => meanLoss(model, evalRows, batch);
   const log: Record<string, unknown>[] = [];
-  console.log(`backend ${backend}, ${nParams} parameters, ${trainTok.length} train tokens, ${steps} steps of ${batch}x${seqLen}`);
+  console.log(
+    `backend ${backend}, ${nParams} parameters, ${trainTok.length} train tokens, ${steps} steps of ${batch}x${seqLen}`,
+  );
   const t0 = Date.now();
   let lastLoss: tf.Scalar | null = null;
   let stepsDone = steps;
   for (let step = 1; step <= steps; step++) {
-    const rows = Array.from({length: batch}, () => window(trainTok, Math.floor(rng.next() * (trainTok.length - seqLen)), seqLen));
-    const {value, grads} = tf.variableGrads(() => model.forward({
-      inputIds: rows.map((r) => r.ids), labels: rows.map((r) => r.labels), positionIds: rows.map((r) => r.pos),
-    }).loss!, [...params.values()]);
+    const rows = Array.from({length: batch}, () =>
+      window(trainTok, Math.floor(rng.next() * (trainTok.length - seqLen)), seqLen),
+    );
+    const {value, grads} = tf.variableGrads(
+      () =>
+        model.forward({
+          inputIds: rows.map((r) => r.ids),
+          labels: rows.map((r) => r.labels),
+          positionIds: rows.map((r) => r.pos),
+        }).loss!,
+      [...params.values()],
+    );
     // Global-norm clipping at 1 without reading the norm back (a host read would stall the GPU).
     const clippedByVar = tf.tidy(() => {
       // Pairwise adds, not addN: webgpu's addN cannot bind ~80 inputs in one shader.
-      const norm = tf.sqrt(Object.values(grads).map((g) => tf.sum(tf.square(g))).reduce((a, b) => tf.add(a, b)));
+      const norm = tf.sqrt(
+        Object.values(grads)
+          .map((g) => tf.sum(tf.square(g)))
+          .reduce((a, b) => tf.add(a, b)),
+      );
       const scale = tf.minimum(1, tf.div(1, tf.add(norm, 1e-6)));
       return Object.fromEntries(Object.entries(grads).map(([k, g]) => [k, tf.mul(g, scale)]));
     });
@@ -153,8 +192,12 @@ async function train(argv: string[]): Promise<void> {
     lastLoss = value;
     if (step % logEvery === 0 || step === steps) {
       const loss = (await value.data())[0];
-      const entry: Record<string, unknown> = {step, loss, seconds: (Date.now() - t0) / 1000,
-        tokensPerSecond: Math.round(step * batch * seqLen / ((Date.now() - t0) / 1000))};
+      const entry: Record<string, unknown> = {
+        step,
+        loss,
+        seconds: (Date.now() - t0) / 1000,
+        tokensPerSecond: Math.round((step * batch * seqLen) / ((Date.now() - t0) / 1000)),
+      };
       if (step % evalEvery === 0 || step === steps) entry.evalLoss = await evalLoss();
       log.push(entry);
       console.log(JSON.stringify(entry));
@@ -174,16 +217,48 @@ async function train(argv: string[]): Promise<void> {
   const savedEval = await meanLoss(reloaded, evalRows, batch);
   reloaded.dispose();
   console.log(JSON.stringify({inProcessEvalLoss: finalEval, savedEvalLoss: savedEval}));
-  fs.writeFileSync(path.join(out, 'train_log.json'), JSON.stringify({
-    config: SMALL_CONFIG, init: init || null, parameters: nParams, steps: stepsDone, plannedSteps: steps, batch, seqLen, lr, seed, backend,
-    trainTokens: trainTok.length, evalTokens: evalRows.length * seqLen, finalEvalLoss: finalEval,
-    finalEvalPerplexity: Math.exp(finalEval), savedEvalLoss: savedEval, seconds: (Date.now() - t0) / 1000, log,
-  }, null, 1));
-  console.log(`done: eval loss ${finalEval.toFixed(3)} (perplexity ${Math.exp(finalEval).toFixed(1)}), ${((Date.now() - t0) / 1000).toFixed(0)} s`);
+  fs.writeFileSync(
+    path.join(out, 'train_log.json'),
+    JSON.stringify(
+      {
+        config: SMALL_CONFIG,
+        init: init || null,
+        parameters: nParams,
+        steps: stepsDone,
+        plannedSteps: steps,
+        batch,
+        seqLen,
+        lr,
+        seed,
+        backend,
+        trainTokens: trainTok.length,
+        evalTokens: evalRows.length * seqLen,
+        finalEvalLoss: finalEval,
+        finalEvalPerplexity: Math.exp(finalEval),
+        savedEvalLoss: savedEval,
+        seconds: (Date.now() - t0) / 1000,
+        log,
+      },
+      null,
+      1,
+    ),
+  );
+  console.log(
+    `done: eval loss ${finalEval.toFixed(3)} (perplexity ${Math.exp(finalEval).toFixed(1)}), ${((Date.now() - t0) / 1000).toFixed(0)} s`,
+  );
 }
 
 if (require.main === module) {
   const [cmd, ...rest] = process.argv.slice(2);
-  (cmd === 'prepare' ? prepare(rest) : cmd === 'train' ? train(rest) : cmd === 'eval' ? evaluate(rest) : Promise.reject(new Error('usage: small.js prepare|train|eval ...')))
-      .catch((e) => { console.error(`pretrain: ${(e as Error).message}`); process.exitCode = 1; });
+  (cmd === 'prepare'
+    ? prepare(rest)
+    : cmd === 'train'
+      ? train(rest)
+      : cmd === 'eval'
+        ? evaluate(rest)
+        : Promise.reject(new Error('usage: small.js prepare|train|eval ...'))
+  ).catch((e) => {
+    console.error(`pretrain: ${(e as Error).message}`);
+    process.exitCode = 1;
+  });
 }

@@ -13,10 +13,10 @@
 
 /** One field of a message as it appears on the wire. Varints are kept as bigint so nothing is lost. */
 export type PbField =
-  | { field: number; wire: 0; value: bigint }
-  | { field: number; wire: 1; value: Uint8Array } // 8 raw bytes
-  | { field: number; wire: 2; value: Uint8Array }
-  | { field: number; wire: 5; value: Uint8Array }; // 4 raw bytes
+  | {field: number; wire: 0; value: bigint}
+  | {field: number; wire: 1; value: Uint8Array} // 8 raw bytes
+  | {field: number; wire: 2; value: Uint8Array}
+  | {field: number; wire: 5; value: Uint8Array}; // 4 raw bytes
 
 /** Parses one message into its fields, in wire order (length-delimited values are views into `buf`). */
 export function readPbFields(buf: Uint8Array): PbField[] {
@@ -43,10 +43,10 @@ export function readPbFields(buf: Uint8Array): PbField[] {
     const field = Number(key >> 3n);
     const wire = Number(key & 7n);
     if (field === 0) throw new Error('protobuf: field number 0');
-    if (wire === 0) out.push({ field, wire, value: varint() });
-    else if (wire === 1) out.push({ field, wire, value: take(8) });
-    else if (wire === 2) out.push({ field, wire, value: take(varint()) });
-    else if (wire === 5) out.push({ field, wire, value: take(4) });
+    if (wire === 0) out.push({field, wire, value: varint()});
+    else if (wire === 1) out.push({field, wire, value: take(8)});
+    else if (wire === 2) out.push({field, wire, value: take(varint())});
+    else if (wire === 5) out.push({field, wire, value: take(4)});
     else throw new Error(`protobuf: unsupported wire type ${wire}`);
   }
   return out;
@@ -54,7 +54,7 @@ export function readPbFields(buf: Uint8Array): PbField[] {
 
 const textEncoder = new TextEncoder();
 // Fatal: a string field that is not UTF-8 could not be written back as the same bytes.
-const textDecoder = new TextDecoder('utf-8', { fatal: true });
+const textDecoder = new TextDecoder('utf-8', {fatal: true});
 
 /** Appends protobuf-encoded fields to a growing buffer. */
 export class PbWriter {
@@ -91,13 +91,21 @@ export class PbWriter {
     return this;
   }
 
-  tag(field: number, wire: number): this { return this.varint(field * 8 + wire); }
+  tag(field: number, wire: number): this {
+    return this.varint(field * 8 + wire);
+  }
 
-  bytesField(field: number, bytes: Uint8Array): this { return this.tag(field, 2).varint(bytes.length).raw(bytes); }
+  bytesField(field: number, bytes: Uint8Array): this {
+    return this.tag(field, 2).varint(bytes.length).raw(bytes);
+  }
 
-  stringField(field: number, s: string): this { return this.bytesField(field, textEncoder.encode(s)); }
+  stringField(field: number, s: string): this {
+    return this.bytesField(field, textEncoder.encode(s));
+  }
 
-  varintField(field: number, v: bigint | number): this { return this.tag(field, 0).varint(v); }
+  varintField(field: number, v: bigint | number): this {
+    return this.tag(field, 0).varint(v);
+  }
 
   floatField(field: number, v: number): this {
     const b = new Uint8Array(4);
@@ -113,7 +121,9 @@ export class PbWriter {
     return this.raw(f.value);
   }
 
-  finish(): Uint8Array { return this.buf.slice(0, this.len); }
+  finish(): Uint8Array {
+    return this.buf.slice(0, this.len);
+  }
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -121,7 +131,14 @@ export class PbWriter {
 // ---------------------------------------------------------------------------------------------------------
 
 /** ModelProto.SentencePiece.Type */
-export enum PieceType { NORMAL = 1, UNKNOWN = 2, CONTROL = 3, USER_DEFINED = 4, UNUSED = 5, BYTE = 6 }
+export enum PieceType {
+  NORMAL = 1,
+  UNKNOWN = 2,
+  CONTROL = 3,
+  USER_DEFINED = 4,
+  UNUSED = 5,
+  BYTE = 6,
+}
 
 export interface SentencePiece {
   piece: string;
@@ -136,7 +153,13 @@ export const MODEL_TYPE_BPE = 2;
 
 type Kind = 'string' | 'bytes' | 'bool' | 'int32' | 'uint64' | 'enum' | 'float';
 interface KindValue {
-  string: string; bytes: Uint8Array; bool: boolean; int32: number; uint64: number; enum: number; float: number;
+  string: string;
+  bytes: Uint8Array;
+  bool: boolean;
+  int32: number;
+  uint64: number;
+  enum: number;
+  float: number;
 }
 /** A field's number, its kind, and 'repeated' for lists. */
 type FieldDef = readonly [number, Kind] | readonly [number, Kind, 'repeated'];
@@ -146,30 +169,64 @@ type MessageOf<D extends FieldDefs> = {
   -readonly [K in keyof D]?: D[K] extends readonly [number, Kind, 'repeated']
     ? KindValue[D[K][1]][]
     : KindValue[D[K][1]];
-} & { _unknown?: PbField[] };
+} & {_unknown?: PbField[]};
 
 export const TRAINER_SPEC_FIELDS = {
-  input: [1, 'string', 'repeated'], input_format: [7, 'string'], model_prefix: [2, 'string'], model_type: [3, 'enum'],
-  vocab_size: [4, 'int32'], accept_language: [5, 'string', 'repeated'], self_test_sample_size: [6, 'int32'],
-  enable_differential_privacy: [50, 'bool'], differential_privacy_noise_level: [51, 'float'],
-  differential_privacy_clipping_threshold: [52, 'uint64'], character_coverage: [10, 'float'],
-  input_sentence_size: [11, 'uint64'], shuffle_input_sentence: [19, 'bool'], mining_sentence_size: [12, 'int32'],
-  training_sentence_size: [13, 'int32'], seed_sentencepiece_size: [14, 'int32'], shrinking_factor: [15, 'float'],
-  max_sentence_length: [18, 'int32'], num_threads: [16, 'int32'], num_sub_iterations: [17, 'int32'],
-  max_sentencepiece_length: [20, 'int32'], split_by_unicode_script: [21, 'bool'], split_by_number: [23, 'bool'],
-  split_by_whitespace: [22, 'bool'], treat_whitespace_as_suffix: [24, 'bool'],
-  allow_whitespace_only_pieces: [26, 'bool'], split_digits: [25, 'bool'], pretokenization_delimiter: [53, 'string'],
-  control_symbols: [30, 'string', 'repeated'], user_defined_symbols: [31, 'string', 'repeated'],
-  required_chars: [36, 'string'], byte_fallback: [35, 'bool'], vocabulary_output_piece_score: [32, 'bool'],
-  hard_vocab_limit: [33, 'bool'], use_all_vocab: [34, 'bool'], unk_id: [40, 'int32'], bos_id: [41, 'int32'],
-  eos_id: [42, 'int32'], pad_id: [43, 'int32'], unk_piece: [45, 'string'], bos_piece: [46, 'string'],
-  eos_piece: [47, 'string'], pad_piece: [48, 'string'], unk_surface: [44, 'string'],
-  train_extremely_large_corpus: [49, 'bool'], seed_sentencepieces_file: [54, 'string'],
+  input: [1, 'string', 'repeated'],
+  input_format: [7, 'string'],
+  model_prefix: [2, 'string'],
+  model_type: [3, 'enum'],
+  vocab_size: [4, 'int32'],
+  accept_language: [5, 'string', 'repeated'],
+  self_test_sample_size: [6, 'int32'],
+  enable_differential_privacy: [50, 'bool'],
+  differential_privacy_noise_level: [51, 'float'],
+  differential_privacy_clipping_threshold: [52, 'uint64'],
+  character_coverage: [10, 'float'],
+  input_sentence_size: [11, 'uint64'],
+  shuffle_input_sentence: [19, 'bool'],
+  mining_sentence_size: [12, 'int32'],
+  training_sentence_size: [13, 'int32'],
+  seed_sentencepiece_size: [14, 'int32'],
+  shrinking_factor: [15, 'float'],
+  max_sentence_length: [18, 'int32'],
+  num_threads: [16, 'int32'],
+  num_sub_iterations: [17, 'int32'],
+  max_sentencepiece_length: [20, 'int32'],
+  split_by_unicode_script: [21, 'bool'],
+  split_by_number: [23, 'bool'],
+  split_by_whitespace: [22, 'bool'],
+  treat_whitespace_as_suffix: [24, 'bool'],
+  allow_whitespace_only_pieces: [26, 'bool'],
+  split_digits: [25, 'bool'],
+  pretokenization_delimiter: [53, 'string'],
+  control_symbols: [30, 'string', 'repeated'],
+  user_defined_symbols: [31, 'string', 'repeated'],
+  required_chars: [36, 'string'],
+  byte_fallback: [35, 'bool'],
+  vocabulary_output_piece_score: [32, 'bool'],
+  hard_vocab_limit: [33, 'bool'],
+  use_all_vocab: [34, 'bool'],
+  unk_id: [40, 'int32'],
+  bos_id: [41, 'int32'],
+  eos_id: [42, 'int32'],
+  pad_id: [43, 'int32'],
+  unk_piece: [45, 'string'],
+  bos_piece: [46, 'string'],
+  eos_piece: [47, 'string'],
+  pad_piece: [48, 'string'],
+  unk_surface: [44, 'string'],
+  train_extremely_large_corpus: [49, 'bool'],
+  seed_sentencepieces_file: [54, 'string'],
 } as const satisfies FieldDefs;
 
 export const NORMALIZER_SPEC_FIELDS = {
-  name: [1, 'string'], precompiled_charsmap: [2, 'bytes'], add_dummy_prefix: [3, 'bool'],
-  remove_extra_whitespaces: [4, 'bool'], escape_whitespaces: [5, 'bool'], normalization_rule_tsv: [6, 'string'],
+  name: [1, 'string'],
+  precompiled_charsmap: [2, 'bytes'],
+  add_dummy_prefix: [3, 'bool'],
+  remove_extra_whitespaces: [4, 'bool'],
+  escape_whitespaces: [5, 'bool'],
+  normalization_rule_tsv: [6, 'string'],
 } as const satisfies FieldDefs;
 
 export type TrainerSpec = MessageOf<typeof TRAINER_SPEC_FIELDS>;
@@ -186,9 +243,11 @@ export interface ModelProto {
 }
 
 /** What sentencepiece_model.proto declares for the fields readers need when a model leaves them out. */
-export const TRAINER_SPEC_DEFAULTS = { unk_id: 0, bos_id: 1, eos_id: 2, pad_id: -1, byte_fallback: false } as const;
+export const TRAINER_SPEC_DEFAULTS = {unk_id: 0, bos_id: 1, eos_id: 2, pad_id: -1, byte_fallback: false} as const;
 export const NORMALIZER_SPEC_DEFAULTS = {
-  add_dummy_prefix: true, remove_extra_whitespaces: true, escape_whitespaces: true,
+  add_dummy_prefix: true,
+  remove_extra_whitespaces: true,
+  escape_whitespaces: true,
 } as const;
 
 // ---------------------------------------------------------------------------------------------------------
@@ -216,7 +275,7 @@ function fieldValue(f: PbField, kind: Kind): KindValue[Kind] | undefined {
 function decodeMessage<D extends FieldDefs>(buf: Uint8Array, defs: D): MessageOf<D> {
   const byNumber = new Map<number, [string, FieldDef]>();
   for (const [name, def] of Object.entries(defs)) byNumber.set(def[0], [name, def]);
-  const msg: Record<string, unknown> & { _unknown?: PbField[] } = {};
+  const msg: Record<string, unknown> & {_unknown?: PbField[]} = {};
   for (const f of readPbFields(buf)) {
     const known = byNumber.get(f.field);
     const value = known && fieldValue(f, known[1][1]);
@@ -241,16 +300,21 @@ function writeValue(w: PbWriter, num: number, kind: Kind, v: unknown): void {
 
 /** Fields in number order, as protobuf serializers write them (the sort is stable: repeats keep their order). */
 function encodeMessage<D extends FieldDefs>(msg: MessageOf<D>, defs: D): Uint8Array {
-  const items: { field: number; write: (w: PbWriter) => void }[] = [];
+  const items: {field: number; write: (w: PbWriter) => void}[] = [];
   for (const [name, value] of Object.entries(msg)) {
     if (name === '_unknown' || value === undefined) continue;
     const def = defs[name];
     if (!def) throw new Error(`protobuf: unknown spec field '${name}'`);
     const [num, kind] = def;
     const values = def[2] === 'repeated' ? (value as unknown[]) : [value];
-    items.push({ field: num, write: (w) => { for (const v of values) writeValue(w, num, kind, v); } });
+    items.push({
+      field: num,
+      write: (w) => {
+        for (const v of values) writeValue(w, num, kind, v);
+      },
+    });
   }
-  for (const f of msg._unknown ?? []) items.push({ field: f.field, write: (w) => w.pbField(f) });
+  for (const f of msg._unknown ?? []) items.push({field: f.field, write: (w) => w.pbField(f)});
   items.sort((a, b) => a.field - b.field);
   const w = new PbWriter();
   for (const it of items) it.write(w);
@@ -259,7 +323,7 @@ function encodeMessage<D extends FieldDefs>(msg: MessageOf<D>, defs: D): Uint8Ar
 
 function decodePiece(buf: Uint8Array, index: number): SentencePiece {
   let piece: string | undefined;
-  const p: SentencePiece = { piece: '', score: 0, type: PieceType.NORMAL };
+  const p: SentencePiece = {piece: '', score: 0, type: PieceType.NORMAL};
   for (const g of readPbFields(buf)) {
     if (g.field === 1 && g.wire === 2) {
       try {
@@ -278,7 +342,7 @@ function decodePiece(buf: Uint8Array, index: number): SentencePiece {
 
 /** Throws on bytes that are not a protobuf message, or pieces without (UTF-8) text. */
 export function decodeModelProto(buf: Uint8Array): ModelProto {
-  const model: ModelProto = { pieces: [] };
+  const model: ModelProto = {pieces: []};
   for (const f of readPbFields(buf)) {
     if (f.wire !== 2) (model._unknown ??= []).push(f);
     else if (f.field === 1) model.pieces.push(decodePiece(f.value, model.pieces.length));

@@ -13,7 +13,13 @@
  *   const bytes = trainBpeTokenizer(texts, { vocabSize: 4096 });  // .model file contents
  */
 import {
-  MODEL_TYPE_BPE, ModelProto, NormalizerSpec, PieceType, SentencePiece, TrainerSpec, encodeModelProto,
+  encodeModelProto,
+  MODEL_TYPE_BPE,
+  ModelProto,
+  NormalizerSpec,
+  PieceType,
+  SentencePiece,
+  TrainerSpec,
 } from './model_proto';
 
 const WS = '\u2581'; // '▁', sentencepiece's escaped space
@@ -45,19 +51,50 @@ export interface BpeTrainOptions {
   onProgress?: (done: number, total: number) => void;
 }
 
-export const GEMMA_SPECIALS = { pad: '<pad>', eos: '<eos>', bos: '<bos>', unk: '<unk>' } as const;
+export const GEMMA_SPECIALS = {pad: '<pad>', eos: '<eos>', bos: '<bos>', unk: '<unk>'} as const;
 const DEFAULT_USER_DEFINED = ['<start_of_turn>', '<end_of_turn>'];
 /** Pieces before the first merge with the default user-defined symbols: 4 special, 2 turn markers, 256 bytes. */
 export const DEFAULT_META_PIECES = 4 + DEFAULT_USER_DEFINED.length + 256;
 /** Largest vocabSize: symbol ids must stay below 2^21, the pair-key stride of the merge loop. */
 export const MAX_VOCAB_SIZE = 1 << 20;
-const PRINTABLE_ASCII = Array.from({ length: 0x7e - 0x21 + 1 }, (_, i) => String.fromCharCode(0x21 + i)).join('');
+const PRINTABLE_ASCII = Array.from({length: 0x7e - 0x21 + 1}, (_, i) => String.fromCharCode(0x21 + i)).join('');
 
 const SCRIPTS = [
-  'Latin', 'Greek', 'Cyrillic', 'Armenian', 'Hebrew', 'Arabic', 'Syriac', 'Thaana', 'Devanagari', 'Bengali',
-  'Gurmukhi', 'Gujarati', 'Oriya', 'Tamil', 'Telugu', 'Kannada', 'Malayalam', 'Sinhala', 'Thai', 'Lao', 'Tibetan',
-  'Myanmar', 'Georgian', 'Hangul', 'Ethiopic', 'Cherokee', 'Khmer', 'Mongolian', 'Han', 'Hiragana', 'Katakana',
-  'Bopomofo', 'Yi', 'Inherited', 'Common',
+  'Latin',
+  'Greek',
+  'Cyrillic',
+  'Armenian',
+  'Hebrew',
+  'Arabic',
+  'Syriac',
+  'Thaana',
+  'Devanagari',
+  'Bengali',
+  'Gurmukhi',
+  'Gujarati',
+  'Oriya',
+  'Tamil',
+  'Telugu',
+  'Kannada',
+  'Malayalam',
+  'Sinhala',
+  'Thai',
+  'Lao',
+  'Tibetan',
+  'Myanmar',
+  'Georgian',
+  'Hangul',
+  'Ethiopic',
+  'Cherokee',
+  'Khmer',
+  'Mongolian',
+  'Han',
+  'Hiragana',
+  'Katakana',
+  'Bopomofo',
+  'Yi',
+  'Inherited',
+  'Common',
 ] as const;
 const scriptRegexes = SCRIPTS.map((s) => [s, new RegExp(`^\\p{Script=${s}}$`, 'u')] as const);
 const scriptCache = new Map<string, string>();
@@ -70,7 +107,11 @@ export function unicodeScript(ch: string): string {
   let s = scriptCache.get(ch);
   if (s !== undefined) return s;
   s = 'Other';
-  for (const [name, re] of scriptRegexes) if (re.test(ch)) { s = name; break; }
+  for (const [name, re] of scriptRegexes)
+    if (re.test(ch)) {
+      s = name;
+      break;
+    }
   if (s === 'Hiragana' || s === 'Katakana' || ch === '\u30fc') s = 'Han';
   scriptCache.set(ch, s);
   return s;
@@ -142,9 +183,12 @@ class PairHeap {
   private counts: number[] = [];
   private keys: number[] = [];
   constructor(private readonly before: (ka: number, kb: number) => boolean) {}
-  get size(): number { return this.keys.length; }
+  get size(): number {
+    return this.keys.length;
+  }
   private higher(i: number, j: number): boolean {
-    const ci = this.counts[i], cj = this.counts[j];
+    const ci = this.counts[i],
+      cj = this.counts[j];
     return ci !== cj ? ci > cj : this.before(this.keys[i], this.keys[j]);
   }
   private swap(i: number, j: number): void {
@@ -162,17 +206,18 @@ class PairHeap {
       i = p;
     }
   }
-  pop(): { count: number; key: number } | undefined {
+  pop(): {count: number; key: number} | undefined {
     const n = this.keys.length;
     if (n === 0) return undefined;
-    const top = { count: this.counts[0], key: this.keys[0] };
+    const top = {count: this.counts[0], key: this.keys[0]};
     this.swap(0, n - 1);
     this.counts.pop();
     this.keys.pop();
     let i = 0;
     const m = n - 1;
     for (;;) {
-      const l = 2 * i + 1, r = l + 1;
+      const l = 2 * i + 1,
+        r = l + 1;
       let best = i;
       if (l < m && this.higher(l, best)) best = l;
       if (r < m && this.higher(r, best)) best = r;
@@ -207,14 +252,14 @@ export function trainBpe(texts: Iterable<string>, opts: BpeTrainOptions): Traine
     userDefinedSymbols: opts.userDefinedSymbols ?? DEFAULT_USER_DEFINED,
   };
   const meta: SentencePiece[] = [
-    { piece: GEMMA_SPECIALS.pad, score: 0, type: PieceType.CONTROL },
-    { piece: GEMMA_SPECIALS.eos, score: 0, type: PieceType.CONTROL },
-    { piece: GEMMA_SPECIALS.bos, score: 0, type: PieceType.CONTROL },
-    { piece: GEMMA_SPECIALS.unk, score: 0, type: PieceType.UNKNOWN },
-    ...o.userDefinedSymbols.map((s) => ({ piece: s, score: 0, type: PieceType.USER_DEFINED })),
+    {piece: GEMMA_SPECIALS.pad, score: 0, type: PieceType.CONTROL},
+    {piece: GEMMA_SPECIALS.eos, score: 0, type: PieceType.CONTROL},
+    {piece: GEMMA_SPECIALS.bos, score: 0, type: PieceType.CONTROL},
+    {piece: GEMMA_SPECIALS.unk, score: 0, type: PieceType.UNKNOWN},
+    ...o.userDefinedSymbols.map((s) => ({piece: s, score: 0, type: PieceType.USER_DEFINED})),
   ];
   for (let b = 0; b < 256; b++) {
-    meta.push({ piece: `<0x${b.toString(16).toUpperCase().padStart(2, '0')}>`, score: 0, type: PieceType.BYTE });
+    meta.push({piece: `<0x${b.toString(16).toUpperCase().padStart(2, '0')}>`, score: 0, type: PieceType.BYTE});
   }
   if (!Number.isInteger(opts.vocabSize) || opts.vocabSize <= meta.length) {
     throw new RangeError(
@@ -228,9 +273,10 @@ export function trainBpe(texts: Iterable<string>, opts: BpeTrainOptions): Traine
   // 1. Word-frequency table. User-defined symbols in the text are matched as wholes by the encoder, so they
   //    are cut out here and never counted.
   const wordFreq = new Map<string, number>();
-  const udRe = o.userDefinedSymbols.length > 0
-    ? new RegExp(o.userDefinedSymbols.map((s) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('|'), 'g')
-    : undefined;
+  const udRe =
+    o.userDefinedSymbols.length > 0
+      ? new RegExp(o.userDefinedSymbols.map((s) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('|'), 'g')
+      : undefined;
   for (const text of texts) {
     for (const seg of udRe ? text.split(udRe) : [text]) {
       if (seg.length === 0) continue;
@@ -244,7 +290,10 @@ export function trainBpe(texts: Iterable<string>, opts: BpeTrainOptions): Traine
   const charFreq = new Map<string, number>();
   let totalChars = 0;
   for (const [w, f] of wordFreq) {
-    for (const c of w) { charFreq.set(c, (charFreq.get(c) ?? 0) + f); totalChars += f; }
+    for (const c of w) {
+      charFreq.set(c, (charFreq.get(c) ?? 0) + f);
+      totalChars += f;
+    }
   }
   const byFreq = (a: [string, number], b: [string, number]): number =>
     b[1] - a[1] || (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0);
@@ -299,16 +348,19 @@ export function trainBpe(texts: Iterable<string>, opts: BpeTrainOptions): Traine
     return v;
   };
   const before = (ka: number, kb: number): boolean => {
-    const la = symStr[Math.floor(ka / KEY)], lb = symStr[Math.floor(kb / KEY)];
+    const la = symStr[Math.floor(ka / KEY)],
+      lb = symStr[Math.floor(kb / KEY)];
     if (la !== lb) return la < lb;
     return symStr[ka % KEY] < symStr[kb % KEY];
   };
   const heap = new PairHeap(before);
 
   for (let wi = 0; wi < words.length; wi++) {
-    const w = words[wi], f = freqs[wi];
+    const w = words[wi],
+      f = freqs[wi];
     for (let i = 0; i + 1 < w.length; i++) {
-      const a = w[i], b = w[i + 1];
+      const a = w[i],
+        b = w[i + 1];
       if (a < 0 || b < 0 || !valid(a, b)) continue;
       const key = a * KEY + b;
       pairCount.set(key, (pairCount.get(key) ?? 0) + f);
@@ -334,7 +386,8 @@ export function trainBpe(texts: Iterable<string>, opts: BpeTrainOptions): Traine
       continue;
     }
     if (current <= 0) continue;
-    const a = Math.floor(top.key / KEY), b = top.key % KEY;
+    const a = Math.floor(top.key / KEY),
+      b = top.key % KEY;
     const s = symStr[a] + symStr[b];
     let c = symId.get(s);
     if (c === undefined) {
@@ -352,19 +405,28 @@ export function trainBpe(texts: Iterable<string>, opts: BpeTrainOptions): Traine
       seen[wi] = step;
       const w = words[wi];
       let hit = false;
-      for (let i = 0; i + 1 < w.length; i++) if (w[i] === a && w[i + 1] === b) { hit = true; break; }
+      for (let i = 0; i + 1 < w.length; i++)
+        if (w[i] === a && w[i + 1] === b) {
+          hit = true;
+          break;
+        }
       if (!hit) continue;
       const f = freqs[wi];
       const out: number[] = [];
       for (let i = 0; i < w.length; i++) {
-        if (i + 1 < w.length && w[i] === a && w[i + 1] === b) { out.push(c); i++; } else out.push(w[i]);
+        if (i + 1 < w.length && w[i] === a && w[i + 1] === b) {
+          out.push(c);
+          i++;
+        } else out.push(w[i]);
       }
       for (let i = 0; i + 1 < w.length; i++) {
-        const x = w[i], y = w[i + 1];
+        const x = w[i],
+          y = w[i + 1];
         if (x >= 0 && y >= 0 && valid(x, y)) bump(x * KEY + y, -f);
       }
       for (let i = 0; i + 1 < out.length; i++) {
-        const x = out[i], y = out[i + 1];
+        const x = out[i],
+          y = out[i + 1];
         if (x < 0 || y < 0 || !valid(x, y)) continue;
         const key = x * KEY + y;
         bump(key, f);
@@ -379,8 +441,10 @@ export function trainBpe(texts: Iterable<string>, opts: BpeTrainOptions): Traine
     pairWords.delete(top.key);
     for (const [key, d] of delta) {
       const n = pairCount.get(key) ?? 0;
-      if (n <= 0) { pairCount.delete(key); pairWords.delete(key); }
-      else if (d > 0) heap.push(n, key);
+      if (n <= 0) {
+        pairCount.delete(key);
+        pairWords.delete(key);
+      } else if (d > 0) heap.push(n, key);
     }
     if (opts.onProgress && merged.length % 256 === 0) opts.onProgress(merged.length, plannedMerges);
   }
@@ -388,8 +452,8 @@ export function trainBpe(texts: Iterable<string>, opts: BpeTrainOptions): Traine
   // 5. Pieces: meta, merges by rank, then characters by frequency; scores continue -0, -1, ... as in spm_train.
   const pieces: SentencePiece[] = [...meta];
   let rank = 0;
-  for (const s of merged) pieces.push({ piece: s, score: -rank++, type: PieceType.NORMAL });
-  for (const [ch] of [...required].sort(byFreq)) pieces.push({ piece: ch, score: -rank++, type: PieceType.NORMAL });
+  for (const s of merged) pieces.push({piece: s, score: -rank++, type: PieceType.NORMAL});
+  for (const [ch] of [...required].sort(byFreq)) pieces.push({piece: ch, score: -rank++, type: PieceType.NORMAL});
 
   const trainer_spec: TrainerSpec = {
     input: opts.input ?? [],
@@ -404,9 +468,14 @@ export function trainBpe(texts: Iterable<string>, opts: BpeTrainOptions): Traine
     user_defined_symbols: o.userDefinedSymbols,
     required_chars: o.requiredChars,
     byte_fallback: true,
-    unk_id: 3, bos_id: 2, eos_id: 1, pad_id: 0,
-    unk_piece: GEMMA_SPECIALS.unk, bos_piece: GEMMA_SPECIALS.bos,
-    eos_piece: GEMMA_SPECIALS.eos, pad_piece: GEMMA_SPECIALS.pad,
+    unk_id: 3,
+    bos_id: 2,
+    eos_id: 1,
+    pad_id: 0,
+    unk_piece: GEMMA_SPECIALS.unk,
+    bos_piece: GEMMA_SPECIALS.bos,
+    eos_piece: GEMMA_SPECIALS.eos,
+    pad_piece: GEMMA_SPECIALS.pad,
   };
   if (trainer_spec.input?.length === 0) delete trainer_spec.input;
   const normalizer_spec: NormalizerSpec = {
@@ -416,7 +485,7 @@ export function trainBpe(texts: Iterable<string>, opts: BpeTrainOptions): Traine
     remove_extra_whitespaces: false,
     escape_whitespaces: true,
   };
-  return { model: { pieces, trainer_spec, normalizer_spec }, merges: merged.length, wordTypes: words.length };
+  return {model: {pieces, trainer_spec, normalizer_spec}, merges: merged.length, wordTypes: words.length};
 }
 
 /** Trains a BPE tokenizer and returns the .model file bytes. */

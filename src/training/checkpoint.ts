@@ -21,7 +21,8 @@ export function stepDirName(step: number): string {
  * is what marks a checkpoint complete, so writers put it last.
  */
 export async function writeDirAtomically(dir: string, write: (tmp: string) => void | Promise<void>): Promise<string> {
-  const parent = path.dirname(dir), base = path.basename(dir);
+  const parent = path.dirname(dir),
+    base = path.basename(dir);
   fs.mkdirSync(parent, {recursive: true});
   const tmp = path.join(parent, `.tmp-${base}-${process.pid}-${Date.now()}`);
   fs.mkdirSync(tmp);
@@ -44,13 +45,14 @@ export async function writeDirAtomically(dir: string, write: (tmp: string) => vo
 }
 
 /** Complete checkpoints under root, oldest first. */
-export function listCheckpoints(root: string): {step: number, dir: string}[] {
+export function listCheckpoints(root: string): {step: number; dir: string}[] {
   if (!fs.existsSync(root)) return [];
-  return fs.readdirSync(root)
-      .map((name) => ({m: STEP_DIR.exec(name), dir: path.join(root, name)}))
-      .filter(({m, dir}) => m != null && fs.existsSync(path.join(dir, TRAINER_STATE)))
-      .map(({m, dir}) => ({step: Number(m![1]), dir}))
-      .sort((a, b) => a.step - b.step);
+  return fs
+    .readdirSync(root)
+    .map((name) => ({m: STEP_DIR.exec(name), dir: path.join(root, name)}))
+    .filter(({m, dir}) => m != null && fs.existsSync(path.join(dir, TRAINER_STATE)))
+    .map(({m, dir}) => ({step: Number(m![1]), dir}))
+    .sort((a, b) => a.step - b.step);
 }
 
 export function latestCheckpoint(root: string): string | null {
@@ -74,7 +76,9 @@ export function removeLeftovers(root: string): void {
   if (!fs.existsSync(root)) return;
   for (const name of fs.readdirSync(root)) {
     const old = /^\.old-(step-\d+)-\d+-\d+$/.exec(name);
-    if (old != null && !fs.existsSync(path.join(root, old[1]))) fs.renameSync(path.join(root, name), path.join(root, old[1]));
-    else if (name.startsWith('.tmp-step-') || old != null) fs.rmSync(path.join(root, name), {recursive: true, force: true});
+    if (old != null && !fs.existsSync(path.join(root, old[1])))
+      fs.renameSync(path.join(root, name), path.join(root, old[1]));
+    else if (name.startsWith('.tmp-step-') || old != null)
+      fs.rmSync(path.join(root, name), {recursive: true, force: true});
   }
 }

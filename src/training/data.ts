@@ -12,21 +12,25 @@
  * Labels are the ids themselves (the loss shifts them) with -100 where nothing is trained.
  */
 import * as fs from 'fs';
-import {ChatMessage, encodeChatForTraining, GemmaTokenizer} from '../tokenizer';
 import {IGNORE_INDEX} from '../../ops/loss';
+import {ChatMessage, encodeChatForTraining, GemmaTokenizer} from '../tokenizer';
 
 /** A problem with a data file; the message starts with `file:line:` when a line is at fault. */
 export class DataError extends Error {
-  constructor(message: string, readonly file?: string, readonly line?: number) {
+  constructor(
+    message: string,
+    readonly file?: string,
+    readonly line?: number,
+  ) {
     super(message.replace(/\s*[\r\n]+\s*/g, ' '));
     this.name = 'DataError';
   }
 }
 
 export type DataRecord =
-  | {kind: 'text', text: string, line: number}
-  | {kind: 'completion', prompt: string, completion: string, line: number}
-  | {kind: 'chat', messages: ChatMessage[], line: number};
+  | {kind: 'text'; text: string; line: number}
+  | {kind: 'completion'; prompt: string; completion: string; line: number}
+  | {kind: 'chat'; messages: ChatMessage[]; line: number};
 
 export interface Example {
   ids: number[];
@@ -67,7 +71,10 @@ export function parseJsonl(file: string): DataRecord[] {
     text = fs.readFileSync(file, 'utf8');
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
-    throw new DataError(code === 'ENOENT' ? `${file}: no such file` : `${file}: cannot read (${code ?? String(e)})`, file);
+    throw new DataError(
+      code === 'ENOENT' ? `${file}: no such file` : `${file}: cannot read (${code ?? String(e)})`,
+      file,
+    );
   }
   if (text.charCodeAt(0) === 0xfeff) text = text.slice(1);
   const out: DataRecord[] = [];
@@ -81,7 +88,9 @@ export function parseJsonl(file: string): DataRecord[] {
 }
 
 function parseLine(raw: string, file: string, line: number): DataRecord {
-  const fail = (why: string): never => { throw new DataError(`${file}:${line}: ${why}`, file, line); };
+  const fail = (why: string): never => {
+    throw new DataError(`${file}:${line}: ${why}`, file, line);
+  };
   let v: unknown;
   try {
     v = JSON.parse(raw);
@@ -90,24 +99,31 @@ function parseLine(raw: string, file: string, line: number): DataRecord {
   }
   if (v == null || typeof v !== 'object' || Array.isArray(v)) return fail('expected a JSON object');
   const o = v as Record<string, unknown>;
-  const shapes = [('text' in o) && 'text', ('prompt' in o || 'completion' in o) && 'prompt/completion',
-    ('messages' in o) && 'messages'].filter(Boolean);
-  if (shapes.length === 0) return fail('expected {"text": ...}, {"prompt": ..., "completion": ...} or {"messages": [...]}');
+  const shapes = [
+    'text' in o && 'text',
+    ('prompt' in o || 'completion' in o) && 'prompt/completion',
+    'messages' in o && 'messages',
+  ].filter(Boolean);
+  if (shapes.length === 0)
+    return fail('expected {"text": ...}, {"prompt": ..., "completion": ...} or {"messages": [...]}');
   if (shapes.length > 1) return fail(`mixes ${shapes.join(' and ')}; use one shape per line`);
   const str = (key: string, allowEmpty = false): string => {
     const s = o[key];
-    if (typeof s !== 'string') return fail(`"${key}" must be a string, got ${s === undefined ? 'nothing' : JSON.stringify(s)?.slice(0, 40)}`);
+    if (typeof s !== 'string')
+      return fail(`"${key}" must be a string, got ${s === undefined ? 'nothing' : JSON.stringify(s)?.slice(0, 40)}`);
     if (!allowEmpty && s.length === 0) return fail(`"${key}" is empty`);
     return s;
   };
   if (shapes[0] === 'text') return {kind: 'text', text: str('text'), line};
-  if (shapes[0] === 'prompt/completion') return {kind: 'completion', prompt: str('prompt', true), completion: str('completion'), line};
+  if (shapes[0] === 'prompt/completion')
+    return {kind: 'completion', prompt: str('prompt', true), completion: str('completion'), line};
   const msgs = o.messages;
   if (!Array.isArray(msgs) || msgs.length === 0) return fail('"messages" must be a non-empty array');
   const messages = msgs.map((m, k): ChatMessage => {
     if (m == null || typeof m !== 'object' || Array.isArray(m)) return fail(`messages[${k}] must be an object`);
     const {role, content} = m as Record<string, unknown>;
-    if (typeof role !== 'string' || !ROLES.has(role)) return fail(`messages[${k}].role must be "user" or "model" (or a leading "system"), got ${JSON.stringify(role)}`);
+    if (typeof role !== 'string' || !ROLES.has(role))
+      return fail(`messages[${k}].role must be "user" or "model" (or a leading "system"), got ${JSON.stringify(role)}`);
     if (typeof content !== 'string') return fail(`messages[${k}].content must be a string`);
     return {role: role as ChatMessage['role'], content};
   });
@@ -122,7 +138,8 @@ export function tokenizeRecords(records: DataRecord[], tok: GemmaTokenizer, file
   const addEos = opts.addEos ?? true;
   const enc = (s: string) => tok.encode(s, {addBos: false});
   const examples: Example[] = [];
-  let truncated = 0, dropped = 0;
+  let truncated = 0,
+    dropped = 0;
   for (const r of records) {
     const where = `${file}:${r.line}`;
     let ids: number[], labels: number[];
@@ -145,7 +162,12 @@ export function tokenizeRecords(records: DataRecord[], tok: GemmaTokenizer, file
     }
     if (opts.vocabSize != null) {
       const bad = ids.find((id) => id >= opts.vocabSize!);
-      if (bad != null) throw new DataError(`${where}: token id ${bad} is outside the model's vocabulary of ${opts.vocabSize} (tokenizer and model do not match?)`, file, r.line);
+      if (bad != null)
+        throw new DataError(
+          `${where}: token id ${bad} is outside the model's vocabulary of ${opts.vocabSize} (tokenizer and model do not match?)`,
+          file,
+          r.line,
+        );
     }
     if (ids.length <= seqLen) {
       if (countTargets([labels]) > 0) examples.push({ids, labels, where});
@@ -162,9 +184,16 @@ export function tokenizeRecords(records: DataRecord[], tok: GemmaTokenizer, file
       else dropped++;
     }
   }
-  if (examples.length === 0) throw new DataError(`${file}: no example has a token to train on (seqLen ${seqLen} too short?)`, file);
-  return {file, examples, records: records.length, truncated, dropped,
-    targets: examples.reduce((s, e) => s + countTargets([e.labels]), 0)};
+  if (examples.length === 0)
+    throw new DataError(`${file}: no example has a token to train on (seqLen ${seqLen} too short?)`, file);
+  return {
+    file,
+    examples,
+    records: records.length,
+    truncated,
+    dropped,
+    targets: examples.reduce((s, e) => s + countTargets([e.labels]), 0),
+  };
 }
 
 /** parseJsonl + tokenizeRecords: the whole file is checked before anything is returned. */
@@ -206,9 +235,14 @@ export interface BatchOptions {
 export function planBatches(lengths: number[], order: number[], opts: BatchOptions): number[][][] {
   const rows: number[][] = [];
   if (opts.pack) {
-    let row: number[] = [], used = 0;
+    let row: number[] = [],
+      used = 0;
     for (const i of order) {
-      if (row.length > 0 && used + lengths[i] > opts.seqLen) { rows.push(row); row = []; used = 0; }
+      if (row.length > 0 && used + lengths[i] > opts.seqLen) {
+        rows.push(row);
+        row = [];
+        used = 0;
+      }
       row.push(i);
       used += lengths[i];
     }
@@ -223,8 +257,10 @@ export function planBatches(lengths: number[], order: number[], opts: BatchOptio
 
 /** Materialises one planned batch, padded on the right to its longest row. */
 export function buildBatch(examples: Example[], rows: number[][], padId: number, pack: boolean): Batch {
-  const pad = padId >= 0 ? padId : 0;
-  const ids: number[][] = [], labels: number[][] = [], pos: number[][] = [];
+  const pad = Math.max(padId, 0);
+  const ids: number[][] = [],
+    labels: number[][] = [],
+    pos: number[][] = [];
   for (const row of rows) {
     const r = {ids: [] as number[], labels: [] as number[], pos: [] as number[]};
     for (const i of row) {
@@ -235,13 +271,21 @@ export function buildBatch(examples: Example[], rows: number[][], padId: number,
       r.labels.push(pack ? IGNORE_INDEX : e.labels[0], ...e.labels.slice(1));
       for (let p = 0; p < e.ids.length; p++) r.pos.push(p);
     }
-    ids.push(r.ids); labels.push(r.labels); pos.push(r.pos);
+    ids.push(r.ids);
+    labels.push(r.labels);
+    pos.push(r.pos);
   }
   const width = Math.max(...ids.map((r) => r.length));
   const padded = ids.some((r) => r.length < width);
   const mask = ids.map((r) => r.map(() => 1));
-  const fill = (a: number[][], v: number) => a.forEach((r) => { while (r.length < width) r.push(v); });
-  fill(ids, pad); fill(labels, IGNORE_INDEX); fill(pos, 0); fill(mask, 0);
+  const fill = (a: number[][], v: number) =>
+    a.forEach((r) => {
+      while (r.length < width) r.push(v);
+    });
+  fill(ids, pad);
+  fill(labels, IGNORE_INDEX);
+  fill(pos, 0);
+  fill(mask, 0);
   const batch: Batch = {inputIds: ids, labels, targets: countTargets(labels)};
   if (padded) batch.attentionMask = mask;
   if (pack) batch.positionIds = pos;

@@ -10,13 +10,13 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
+import {saveLoraAdapter} from '../../converters/lora_adapter';
+import {LoraConfig, mergeLora} from '../../layers/lora';
 import {RecurrentGemmaForCausalLM} from '../model';
 import {GemmaTokenizer} from '../tokenizer';
-import {LoraConfig, mergeLora} from '../../layers/lora';
-import {saveLoraAdapter} from '../../converters/lora_adapter';
+import {latestCheckpoint} from './checkpoint';
 import {Dataset, loadJsonl} from './data';
 import {EvalResult, StepInfo, Trainer, TrainResult} from './trainer';
-import {latestCheckpoint} from './checkpoint';
 
 export interface FinetuneOptions {
   /** Checkpoint directory (HF or tfjs layout) to start from. */
@@ -74,21 +74,29 @@ export interface FinetuneResult {
 const TOKENIZER_FILE = 'tokenizer.model';
 
 function describe(d: Dataset): string {
-  const extra = [d.truncated && `${d.truncated} truncated`, d.dropped && `${d.dropped} dropped (nothing to train after truncation)`].filter(Boolean);
+  const extra = [
+    d.truncated && `${d.truncated} truncated`,
+    d.dropped && `${d.dropped} dropped (nothing to train after truncation)`,
+  ].filter(Boolean);
   return `${d.file}: ${d.records} records, ${d.examples.length} rows, ${d.targets} target tokens${extra.length ? ` (${extra.join(', ')})` : ''}`;
 }
 
 export async function finetune(o: FinetuneOptions): Promise<FinetuneResult> {
   const log = o.log ?? (() => {});
-  if (path.resolve(o.out) === path.resolve(o.model)) throw new Error('the output directory must differ from the model directory');
-  if (!fs.existsSync(o.model) || !fs.statSync(o.model).isDirectory()) throw new Error(`model directory not found: ${o.model}`);
+  if (path.resolve(o.out) === path.resolve(o.model))
+    throw new Error('the output directory must differ from the model directory');
+  if (!fs.existsSync(o.model) || !fs.statSync(o.model).isDirectory())
+    throw new Error(`model directory not found: ${o.model}`);
   if (o.merge && o.lora == null) throw new Error('merge applies to LoRA training only');
   const ckptRoot = path.join(o.out, 'checkpoints');
   if (!o.resume && latestCheckpoint(ckptRoot) != null) {
-    throw new Error(`${o.out} already holds checkpoints of a run: pass --resume to continue it, or choose another output directory`);
+    throw new Error(
+      `${o.out} already holds checkpoints of a run: pass --resume to continue it, or choose another output directory`,
+    );
   }
   const tokFile = o.tokenizer ?? path.join(o.model, TOKENIZER_FILE);
-  if (!fs.existsSync(tokFile)) throw new Error(`tokenizer not found: ${tokFile}${o.tokenizer ? '' : ' (pass --tokenizer)'}`);
+  if (!fs.existsSync(tokFile))
+    throw new Error(`tokenizer not found: ${tokFile}${o.tokenizer ? '' : ' (pass --tokenizer)'}`);
   const tokenizer = await GemmaTokenizer.load(tokFile);
 
   // All data is read and checked before the (slow) model load, so a bad line fails fast.
@@ -101,19 +109,42 @@ export async function finetune(o: FinetuneOptions): Promise<FinetuneResult> {
   const model = await RecurrentGemmaForCausalLM.fromPretrained(o.model);
   try {
     if (tokenizer.vocabSize > model.config.vocab_size) {
-      throw new Error(`${tokFile} has ${tokenizer.vocabSize} pieces but the model's vocabulary is ${model.config.vocab_size}: not a matching pair`);
+      throw new Error(
+        `${tokFile} has ${tokenizer.vocabSize} pieces but the model's vocabulary is ${model.config.vocab_size}: not a matching pair`,
+      );
     }
     const trainer = new Trainer(model, {
-      train: trainData, eval: evalData, seqLen, batchSize: o.batchSize, pack: o.pack, gradAccum: o.gradAccum,
-      epochs: o.epochs, steps: o.steps, lr: o.lr, warmupSteps: o.warmupSteps, weightDecay: o.weightDecay,
-      maxGradNorm: o.maxGradNorm, seed: o.seed, lora: o.lora, gradientCheckpointing: o.gradientCheckpointing,
-      evalEvery: o.evalEvery, outDir: o.out, checkpointEvery: o.checkpointEvery, padId: Math.max(tokenizer.padId, 0),
-      onStep: o.onStep, onEval: o.onEval, onCheckpoint: o.onCheckpoint,
+      train: trainData,
+      eval: evalData,
+      seqLen,
+      batchSize: o.batchSize,
+      pack: o.pack,
+      gradAccum: o.gradAccum,
+      epochs: o.epochs,
+      steps: o.steps,
+      lr: o.lr,
+      warmupSteps: o.warmupSteps,
+      weightDecay: o.weightDecay,
+      maxGradNorm: o.maxGradNorm,
+      seed: o.seed,
+      lora: o.lora,
+      gradientCheckpointing: o.gradientCheckpointing,
+      evalEvery: o.evalEvery,
+      outDir: o.out,
+      checkpointEvery: o.checkpointEvery,
+      padId: Math.max(tokenizer.padId, 0),
+      onStep: o.onStep,
+      onEval: o.onEval,
+      onCheckpoint: o.onCheckpoint,
     });
     let resumedFrom: string | null = null;
     if (o.resume) {
       resumedFrom = trainer.resume();
-      log(resumedFrom ? `resuming from ${resumedFrom} (step ${trainer.step} of ${trainer.totalSteps})` : `no checkpoint in ${ckptRoot}: starting from step 0`);
+      log(
+        resumedFrom
+          ? `resuming from ${resumedFrom} (step ${trainer.step} of ${trainer.totalSteps})`
+          : `no checkpoint in ${ckptRoot}: starting from step 0`,
+      );
     }
     const onAbort = () => trainer.requestStop();
     o.signal?.addEventListener('abort', onAbort);
@@ -136,11 +167,18 @@ export async function finetune(o: FinetuneOptions): Promise<FinetuneResult> {
       }
       fs.copyFileSync(tokFile, path.join(o.out, TOKENIZER_FILE));
       const summary = {
-        base_model: path.resolve(o.model), data: path.resolve(o.data), eval: o.eval ? path.resolve(o.eval) : null,
-        steps: train.steps, lora: o.lora ?? null, merged: !!o.merge, settings: trainer.settings,
-        eval_before: train.evalBefore, eval_after: train.evalAfter, history: train.history,
+        base_model: path.resolve(o.model),
+        data: path.resolve(o.data),
+        eval: o.eval ? path.resolve(o.eval) : null,
+        steps: train.steps,
+        lora: o.lora ?? null,
+        merged: !!o.merge,
+        settings: trainer.settings,
+        eval_before: train.evalBefore,
+        eval_after: train.evalAfter,
+        history: train.history,
       };
-      fs.writeFileSync(path.join(o.out, 'training_summary.json'), JSON.stringify(summary, null, 1) + '\n');
+      fs.writeFileSync(path.join(o.out, 'training_summary.json'), `${JSON.stringify(summary, null, 1)}\n`);
     }
     return {out: o.out, train, trainData, evalData, resumedFrom, model, tokenizer};
   } catch (e) {

@@ -10,23 +10,34 @@
  * (RecurrentGemmaForCausalLM.standardizeUserDataXY). The kernels training needs on cpu / wasm
  * (gather's gradient) are registered with the backend (ops/register/).
  */
-export {Trainer} from './trainer';
-export type {TrainerOptions, StepInfo, EvalResult, TrainResult, LossAndGradients} from './trainer';
-export {DataError, parseJsonl, tokenizeRecords, loadJsonl, planBatches, buildBatch, countTargets} from './data';
-export type {DataRecord, Example, Dataset, DataOptions, Batch, BatchOptions} from './data';
-export {AdamW, clipByGlobalNorm, learningRate} from './optimizer';
-export type {AdamWOptions, ScheduleOptions} from './optimizer';
-export {Rng, deriveSeed, hashNumbers} from '../util/rng';
-export {checkpointedBlock, blockTrainableVariables} from '../../layers/grad_checkpoint';
-export {latestCheckpoint, listCheckpoints, writeDirAtomically} from './checkpoint';
+
+export {loadLoraAdapter, saveLoraAdapter} from '../../converters/lora_adapter';
+export {blockTrainableVariables, checkpointedBlock} from '../../layers/grad_checkpoint';
+export type {LoraConfig} from '../../layers/lora';
+export {
+  ATTENTION_TARGETS,
+  addLora,
+  LORA_TARGETS,
+  LoraAdapter,
+  linearModules,
+  loraAdapters,
+  loraParameters,
+  MLP_TARGETS,
+  mergeLora,
+  RECURRENT_TARGETS,
+  removeLora,
+  setLoraTraining,
+} from '../../layers/lora';
+export {causalLMLoss, IGNORE_INDEX} from '../../ops/loss';
 /** Kept for scripts written against 0.1: the backends register the kernel themselves now (idempotent). */
 export {registerSegmentSum as registerTrainingKernels} from '../../ops/segment_sum';
-export {finetune} from './finetune';
+export {deriveSeed, hashNumbers, Rng} from '../util/rng';
+export {latestCheckpoint, listCheckpoints, writeDirAtomically} from './checkpoint';
+export type {Batch, BatchOptions, DataOptions, DataRecord, Dataset, Example} from './data';
+export {buildBatch, countTargets, DataError, loadJsonl, parseJsonl, planBatches, tokenizeRecords} from './data';
 export type {FinetuneOptions, FinetuneResult} from './finetune';
-export {
-  addLora, mergeLora, removeLora, loraAdapters, loraParameters, setLoraTraining, linearModules, LoraAdapter,
-  LORA_TARGETS, ATTENTION_TARGETS, RECURRENT_TARGETS, MLP_TARGETS,
-} from '../../layers/lora';
-export {saveLoraAdapter, loadLoraAdapter} from '../../converters/lora_adapter';
-export type {LoraConfig} from '../../layers/lora';
-export {causalLMLoss, IGNORE_INDEX} from '../../ops/loss';
+export {finetune} from './finetune';
+export type {AdamWOptions, ScheduleOptions} from './optimizer';
+export {AdamW, clipByGlobalNorm, learningRate} from './optimizer';
+export type {EvalResult, LossAndGradients, StepInfo, TrainerOptions, TrainResult} from './trainer';
+export {Trainer} from './trainer';

@@ -33,7 +33,10 @@ export class AdamW {
   private readonly v = new Map<string, tf.Variable>();
   private readonly decays: Set<string>;
 
-  constructor(readonly params: Map<string, tf.Variable>, opts: AdamWOptions = {}) {
+  constructor(
+    readonly params: Map<string, tf.Variable>,
+    opts: AdamWOptions = {},
+  ) {
     this.beta1 = opts.beta1 ?? 0.9;
     this.beta2 = opts.beta2 ?? 0.999;
     this.eps = opts.eps ?? 1e-8;
@@ -50,12 +53,14 @@ export class AdamW {
   apply(grads: Map<string, tf.Tensor>, lr: number): void {
     this.step++;
     const {beta1: b1, beta2: b2, eps} = this;
-    const bc1 = 1 - b1 ** this.step, bc2 = 1 - b2 ** this.step;
+    const bc1 = 1 - b1 ** this.step,
+      bc2 = 1 - b2 ** this.step;
     for (const [name, p] of this.params) {
       const g = grads.get(name);
       if (g == null) continue;
       tf.tidy(() => {
-        const m = this.m.get(name)!, v = this.v.get(name)!;
+        const m = this.m.get(name)!,
+          v = this.v.get(name)!;
         const m1 = tf.add(tf.mul(m, b1), tf.mul(g, 1 - b1));
         const v1 = tf.add(tf.mul(v, b2), tf.mul(tf.square(g), 1 - b2));
         m.assign(m1);
@@ -81,10 +86,14 @@ export class AdamW {
   /** Restores what stateTensors gave (values by the same names) and the step count. */
   loadState(step: number, get: (name: string) => Float32Array | undefined): void {
     for (const [name, p] of this.params) {
-      for (const [key, target] of [[`${name}.exp_avg`, this.m.get(name)!], [`${name}.exp_avg_sq`, this.v.get(name)!]] as const) {
+      for (const [key, target] of [
+        [`${name}.exp_avg`, this.m.get(name)!],
+        [`${name}.exp_avg_sq`, this.v.get(name)!],
+      ] as const) {
         const data = get(key);
         if (data == null) throw new Error(`optimizer state lacks ${key}`);
-        if (data.length !== p.size) throw new Error(`optimizer state ${key} has ${data.length} values, the parameter ${p.size}`);
+        if (data.length !== p.size)
+          throw new Error(`optimizer state ${key} has ${data.length} values, the parameter ${p.size}`);
         const t = tf.tensor(data, p.shape, 'float32');
         target.assign(t);
         t.dispose();
@@ -105,7 +114,8 @@ function sumPairwise(ts: tf.Tensor[]): tf.Tensor {
   let level = ts;
   while (level.length > 1) {
     const next: tf.Tensor[] = [];
-    for (let i = 0; i < level.length; i += 2) next.push(i + 1 < level.length ? tf.add(level[i], level[i + 1]) : level[i]);
+    for (let i = 0; i < level.length; i += 2)
+      next.push(i + 1 < level.length ? tf.add(level[i], level[i + 1]) : level[i]);
     level = next;
   }
   return level[0];
@@ -117,7 +127,10 @@ function sumPairwise(ts: tf.Tensor[]): tf.Tensor {
  * The scale is applied on the device and the norm read back afterwards, asynchronously, so a
  * GPU backend neither stalls on it nor needs a synchronous read (which webgpu in Node lacks).
  */
-export async function clipByGlobalNorm(grads: Map<string, tf.Tensor>, maxNorm: number): Promise<{grads: Map<string, tf.Tensor>, norm: number}> {
+export async function clipByGlobalNorm(
+  grads: Map<string, tf.Tensor>,
+  maxNorm: number,
+): Promise<{grads: Map<string, tf.Tensor>; norm: number}> {
   const sq = tf.tidy(() => sumPairwise([...grads.values()].map((g) => tf.sum(tf.square(g)))));
   const clip = maxNorm > 0 && Number.isFinite(maxNorm);
   // maxNorm / max(norm + 1e-6, maxNorm): exactly 1 below the limit.
@@ -142,7 +155,7 @@ export interface ScheduleOptions {
 /** The learning rate of update number `step` (1-based): linear warmup, then cosine decay. */
 export function learningRate(step: number, o: ScheduleOptions): number {
   const minLr = o.lr * (o.minLrRatio ?? 0.1);
-  if (o.warmupSteps > 0 && step <= o.warmupSteps) return o.lr * step / o.warmupSteps;
+  if (o.warmupSteps > 0 && step <= o.warmupSteps) return (o.lr * step) / o.warmupSteps;
   const span = Math.max(1, o.totalSteps - o.warmupSteps);
   const progress = Math.min(1, Math.max(0, (step - o.warmupSteps) / span));
   return minLr + 0.5 * (o.lr - minLr) * (1 + Math.cos(Math.PI * progress));

@@ -16,17 +16,25 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
-import {tf} from '../tf';
-import type {CausalLMCore} from '../core/model';
-import {addLora, LoraConfig, loraAdapters, loraParameters, setLoraTraining} from '../../layers/lora';
+import {checkpointTensors, readAllTensorData, writeTensorData} from '../../converters/checkpoint_tensors';
+import {saveHF} from '../../converters/hf';
 import {ADAPTER_WEIGHTS, saveLoraAdapter} from '../../converters/lora_adapter';
 import {listCheckpoint, readHeader, readTensor, TensorMeta, writeSafetensors} from '../../converters/safetensors';
-import {saveHF} from '../../converters/hf';
-import {checkpointTensors, readAllTensorData, writeTensorData} from '../../converters/checkpoint_tensors';
+import {addLora, LoraConfig, loraAdapters, loraParameters, setLoraTraining} from '../../layers/lora';
+import type {CausalLMCore} from '../core/model';
+import {tf} from '../tf';
+import {deriveSeed, hashNumbers, Rng} from '../util/rng';
+import {
+  latestCheckpoint,
+  OPTIMIZER_STATE,
+  pruneCheckpoints,
+  removeLeftovers,
+  stepDirName,
+  TRAINER_STATE,
+  writeDirAtomically,
+} from './checkpoint';
 import {Batch, buildBatch, Dataset, Example, planBatches} from './data';
 import {AdamW, clipByGlobalNorm, learningRate} from './optimizer';
-import {deriveSeed, hashNumbers, Rng} from '../util/rng';
-import {latestCheckpoint, OPTIMIZER_STATE, pruneCheckpoints, removeLeftovers, stepDirName, TRAINER_STATE, writeDirAtomically} from './checkpoint';
 
 export interface TrainerOptions {
   /** Training examples (loadJsonl's Dataset, or ids + labels). */
@@ -109,7 +117,7 @@ export interface TrainResult {
   steps: number;
   evalBefore: EvalResult | null;
   evalAfter: EvalResult | null;
-  history: {step: number, loss: number, lr: number, gradNorm: number}[];
+  history: {step: number; loss: number; lr: number; gradNorm: number}[];
   /** The last checkpoint written, if any. */
   checkpoint: string | null;
   /** True when requestStop() ended the run early. */
@@ -134,10 +142,23 @@ interface State {
 
 /** What must match between a checkpoint and the run that resumes from it. */
 interface Settings {
-  batchSize: number; seqLen: number; pack: boolean; shuffle: boolean; padId: number; gradAccum: number;
-  totalSteps: number; lr: number; warmupSteps: number; minLrRatio: number; weightDecay: number;
-  beta1: number; beta2: number; eps: number; maxGradNorm: number; seed: number;
-  lora: {rank: number, alpha: number, dropout: number, targets: string[]} | null;
+  batchSize: number;
+  seqLen: number;
+  pack: boolean;
+  shuffle: boolean;
+  padId: number;
+  gradAccum: number;
+  totalSteps: number;
+  lr: number;
+  warmupSteps: number;
+  minLrRatio: number;
+  weightDecay: number;
+  beta1: number;
+  beta2: number;
+  eps: number;
+  maxGradNorm: number;
+  seed: number;
+  lora: {rank: number; alpha: number; dropout: number; targets: string[]} | null;
   data: number;
 }
 
@@ -163,7 +184,7 @@ export class Trainer {
   private readonly rng: Rng;
   private readonly isLora: boolean;
   private state: State;
-  private planCache: {epoch: number, plan: number[][][]} | null = null;
+  private planCache: {epoch: number; plan: number[][][]} | null = null;
   private stopRequested = false;
 
   constructor(model: CausalLMCore, opts: TrainerOptions) {
@@ -181,7 +202,10 @@ export class Trainer {
     const gradAccum = int(opts.gradAccum, 'gradAccum', 1);
     const longest = this.lengths.reduce((a, b) => Math.max(a, b), 0);
     const seqLen = int(opts.seqLen, 'seqLen', Math.max(longest, 2), 2);
-    if (longest > seqLen) throw new Error(`an example has ${longest} tokens, more than seqLen ${seqLen} (load the data with the same seqLen)`);
+    if (longest > seqLen)
+      throw new Error(
+        `an example has ${longest} tokens, more than seqLen ${seqLen} (load the data with the same seqLen)`,
+      );
     const pack = opts.pack ?? false;
     const shuffle = opts.shuffle ?? true;
     const seed = opts.seed ?? 0;
@@ -217,39 +241,77 @@ export class Trainer {
     // Only now, with every option checked, touch the model.
     if (opts.lora != null && loraAdapters(model).size === 0) addLora(model, {seed, ...opts.lora});
     this.isLora = lora;
-    this.params = lora ? loraParameters(model)
-        : new Map([...model.namedParameters()].filter(([, v]) => v.trainable).map(([n, v]) => [n, v.read() as tf.Variable]));
+    this.params = lora
+      ? loraParameters(model)
+      : new Map(
+          [...model.namedParameters()].filter(([, v]) => v.trainable).map(([n, v]) => [n, v.read() as tf.Variable]),
+        );
     if (this.params.size === 0) throw new Error('the model has no trainable weights');
     this.state = {step: 0, epoch: 0, batchInEpoch: 0, rng: deriveSeed(seed, 2), history: []};
     this.rng = new Rng(this.state.rng);
     const adapters = [...loraAdapters(model).values()];
     this.settings = {
-      batchSize, seqLen, pack, shuffle, padId: opts.padId ?? 0, gradAccum, totalSteps, warmupSteps, ...hyper, seed,
-      lora: lora ? {rank: adapters[0].rank, alpha: adapters[0].alpha, dropout: adapters[0].dropout,
-        targets: [...new Set(adapters.map((a) => a.module.slice(a.module.lastIndexOf('.') + 1)))]} : null,
+      batchSize,
+      seqLen,
+      pack,
+      shuffle,
+      padId: opts.padId ?? 0,
+      gradAccum,
+      totalSteps,
+      warmupSteps,
+      ...hyper,
+      seed,
+      lora: lora
+        ? {
+            rank: adapters[0].rank,
+            alpha: adapters[0].alpha,
+            dropout: adapters[0].dropout,
+            targets: [...new Set(adapters.map((a) => a.module.slice(a.module.lastIndexOf('.') + 1)))],
+          }
+        : null,
       // A hash of every id and label: a resumed run must train on the same data.
-      data: hashNumbers(function* (ex: Example[]) {
-        for (const e of ex) { yield e.ids.length; yield* e.ids; yield* e.labels; }
-      }(this.examples)),
+      data: hashNumbers(
+        (function* (ex: Example[]) {
+          for (const e of ex) {
+            yield e.ids.length;
+            yield* e.ids;
+            yield* e.labels;
+          }
+        })(this.examples),
+      ),
     };
-    this.optimizer = new AdamW(this.params, {beta1: this.settings.beta1, beta2: this.settings.beta2,
-      eps: this.settings.eps, weightDecay: this.settings.weightDecay});
+    this.optimizer = new AdamW(this.params, {
+      beta1: this.settings.beta1,
+      beta2: this.settings.beta2,
+      eps: this.settings.eps,
+      weightDecay: this.settings.weightDecay,
+    });
     const evalEx = opts.eval != null ? examplesOf(opts.eval) : [];
     const evalLen = evalEx.reduce((a, e) => Math.max(a, e.ids.length), seqLen);
-    this.evalBatches = planBatches(evalEx.map((e) => e.ids.length), evalEx.map((_, i) => i), {batchSize, seqLen: evalLen, pack})
-        .map((rows) => buildBatch(evalEx, rows, this.settings.padId, pack));
+    this.evalBatches = planBatches(
+      evalEx.map((e) => e.ids.length),
+      evalEx.map((_, i) => i),
+      {batchSize, seqLen: evalLen, pack},
+    ).map((rows) => buildBatch(evalEx, rows, this.settings.padId, pack));
   }
 
-  get step(): number { return this.state.step; }
+  get step(): number {
+    return this.state.step;
+  }
   /** Where the next batch comes from. */
-  get dataPosition(): {epoch: number, batchInEpoch: number} {
+  get dataPosition(): {epoch: number; batchInEpoch: number} {
     return {epoch: this.state.epoch, batchInEpoch: this.state.batchInEpoch};
   }
 
   /** Ends train() after the current step (which still checkpoints when there is an outDir). */
-  requestStop(): void { this.stopRequested = true; }
+  requestStop(): void {
+    this.stopRequested = true;
+  }
 
-  private planFor(epoch: number, s: {batchSize: number, seqLen: number, pack: boolean, shuffle: boolean, seed: number}): number[][][] {
+  private planFor(
+    epoch: number,
+    s: {batchSize: number; seqLen: number; pack: boolean; shuffle: boolean; seed: number},
+  ): number[][][] {
     if (this.planCache?.epoch === epoch) return this.planCache.plan;
     const order = this.examples.map((_, i) => i);
     if (s.shuffle) new Rng(deriveSeed(s.seed, 1, epoch)).shuffle(order);
@@ -275,8 +337,10 @@ export class Trainer {
 
   private forwardLoss(batch: Batch, withLabels = true): tf.Scalar {
     return this.model.forward({
-      inputIds: batch.inputIds, labels: withLabels ? batch.labels : null,
-      attentionMask: batch.attentionMask, positionIds: batch.positionIds,
+      inputIds: batch.inputIds,
+      labels: withLabels ? batch.labels : null,
+      attentionMask: batch.attentionMask,
+      positionIds: batch.positionIds,
       gradientCheckpointing: this.opts.gradientCheckpointing ?? false,
     }).loss!;
   }
@@ -342,17 +406,28 @@ export class Trainer {
     this.state.history.push({step, loss, lr, gradNorm: norm});
     const seconds = (Date.now() - t0) / 1000;
     const tokens = batches.reduce((s, b) => s + realTokens(b), 0);
-    return {step, totalSteps: this.totalSteps, loss, lr, gradNorm: norm, targets, epoch: this.state.epoch,
-      tokensPerSecond: tokens / Math.max(seconds, 1e-6), elapsedSeconds: 0, remainingSeconds: 0};
+    return {
+      step,
+      totalSteps: this.totalSteps,
+      loss,
+      lr,
+      gradNorm: norm,
+      targets,
+      epoch: this.state.epoch,
+      tokensPerSecond: tokens / Math.max(seconds, 1e-6),
+      elapsedSeconds: 0,
+      remainingSeconds: 0,
+    };
   }
 
   /** Mean loss over every target token of the held-out set, and its perplexity. */
   async evaluate(): Promise<EvalResult | null> {
     if (this.evalBatches.length === 0) return null;
-    let nll = 0, n = 0;
+    let nll = 0,
+      n = 0;
     for (const b of this.evalBatches) {
       if (b.targets === 0) continue;
-      const loss = tf.tidy(() => this.forwardLoss(b));   // the tidy frees the logits
+      const loss = tf.tidy(() => this.forwardLoss(b)); // the tidy frees the logits
       nll += (await loss.data())[0] * b.targets;
       n += b.targets;
       loss.dispose();
@@ -369,12 +444,14 @@ export class Trainer {
     this.stopRequested = false;
     const evalBefore = this.state.step === 0 ? await this.evaluate() : null;
     if (evalBefore) o.onEval?.(evalBefore);
-    const start = Date.now(), firstStep = this.state.step;
-    let checkpoint: string | null = null, lastSaved = -1;
+    const start = Date.now(),
+      firstStep = this.state.step;
+    let checkpoint: string | null = null,
+      lastSaved = -1;
     while (this.state.step < this.totalSteps && !this.stopRequested) {
       const info = await this.trainStep();
       info.elapsedSeconds = (Date.now() - start) / 1000;
-      info.remainingSeconds = info.elapsedSeconds / (info.step - firstStep) * (this.totalSteps - info.step);
+      info.remainingSeconds = (info.elapsedSeconds / (info.step - firstStep)) * (this.totalSteps - info.step);
       o.onStep?.(info);
       if (o.evalEvery && info.step % o.evalEvery === 0 && info.step < this.totalSteps) {
         const e = await this.evaluate();
@@ -390,8 +467,14 @@ export class Trainer {
     if (root != null && lastSaved !== this.state.step) checkpoint = await this.saveCheckpoint();
     const evalAfter = await this.evaluate();
     if (evalAfter) o.onEval?.(evalAfter);
-    return {steps: this.state.step, evalBefore, evalAfter, history: this.state.history, checkpoint,
-      stopped: this.state.step < this.totalSteps};
+    return {
+      steps: this.state.step,
+      evalBefore,
+      evalAfter,
+      history: this.state.history,
+      checkpoint,
+      stopped: this.state.step < this.totalSteps,
+    };
   }
 
   /**
@@ -406,14 +489,25 @@ export class Trainer {
     // Host backends are read synchronously while writing; a GPU backend's values are fetched first.
     const host = ['cpu', 'wasm', 'tensorflow'].includes(tf.getBackend());
     const values = this.isLora || host ? undefined : await readAllTensorData(this.model);
-    const moments = await Promise.all([...this.optimizer.stateTensors()].map(async ([name, t]) =>
-      ({name, shape: t.shape as number[], data: await t.data() as Float32Array})));
+    const moments = await Promise.all(
+      [...this.optimizer.stateTensors()].map(async ([name, t]) => ({
+        name,
+        shape: t.shape as number[],
+        data: (await t.data()) as Float32Array,
+      })),
+    );
     const out = await writeDirAtomically(dir, async (tmp) => {
       if (this.isLora) await saveLoraAdapter(this.model, tmp);
       else saveHF(this.model, tmp, {values});
       writeSafetensors(path.join(tmp, OPTIMIZER_STATE), moments, {format: 'pt'});
-      const json = {format: 'griffin-tfjs-trainer', version: 1, ...this.state, optimizerStep: this.optimizer.step, settings: this.settings};
-      fs.writeFileSync(path.join(tmp, TRAINER_STATE), JSON.stringify(json, null, 1) + '\n');
+      const json = {
+        format: 'griffin-tfjs-trainer',
+        version: 1,
+        ...this.state,
+        optimizerStep: this.optimizer.step,
+        settings: this.settings,
+      };
+      fs.writeFileSync(path.join(tmp, TRAINER_STATE), `${JSON.stringify(json, null, 1)}\n`);
     });
     if (this.opts.outDir != null && path.dirname(out) === path.join(this.opts.outDir, 'checkpoints')) {
       pruneCheckpoints(path.dirname(out), this.opts.keepCheckpoints ?? 2);
@@ -437,17 +531,22 @@ export class Trainer {
       dir = latest;
     }
     const stateFile = path.join(dir, TRAINER_STATE);
-    let json: State & {format?: string, optimizerStep: number, settings: Settings};
+    let json: State & {format?: string; optimizerStep: number; settings: Settings};
     try {
       json = JSON.parse(fs.readFileSync(stateFile, 'utf8'));
     } catch (e) {
-      throw new Error(`${stateFile}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'not found (not a training checkpoint)' : (e as Error).message}`);
+      throw new Error(
+        `${stateFile}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'not found (not a training checkpoint)' : (e as Error).message}`,
+      );
     }
     if (json.format !== 'griffin-tfjs-trainer') throw new Error(`${stateFile}: not a griffin-tfjs trainer state`);
     for (const key of Object.keys(this.settings) as (keyof Settings)[]) {
-      const was = JSON.stringify(json.settings?.[key]), now = JSON.stringify(this.settings[key]);
+      const was = JSON.stringify(json.settings?.[key]),
+        now = JSON.stringify(this.settings[key]);
       if (was !== now) {
-        throw new Error(`${dir}: written with ${key === 'data' ? 'other training data' : `${key} ${was}`}, this run has ${key === 'data' ? 'different data' : now}; resume with the same settings`);
+        throw new Error(
+          `${dir}: written with ${key === 'data' ? 'other training data' : `${key} ${was}`}, this run has ${key === 'data' ? 'different data' : now}; resume with the same settings`,
+        );
       }
     }
     if (this.isLora) {
@@ -465,9 +564,15 @@ export class Trainer {
     const {tensors: moments} = readHeader(path.join(dir, OPTIMIZER_STATE));
     this.optimizer.loadState(json.optimizerStep, (name) => {
       const m = moments.get(name);
-      return m == null ? undefined : readTensor(m) as Float32Array;
+      return m == null ? undefined : (readTensor(m) as Float32Array);
     });
-    this.state = {step: json.step, epoch: json.epoch, batchInEpoch: json.batchInEpoch, rng: json.rng, history: json.history ?? []};
+    this.state = {
+      step: json.step,
+      epoch: json.epoch,
+      batchInEpoch: json.batchInEpoch,
+      rng: json.rng,
+      history: json.history ?? [],
+    };
     this.rng.state = json.rng;
     this.planCache = null;
     return dir;
@@ -477,7 +582,8 @@ export class Trainer {
     for (const [name, v] of this.params) {
       const m = meta(name);
       if (m == null) throw new Error(`${dir}: checkpoint lacks ${name}`);
-      if (m.shape.join() !== v.shape.join()) throw new Error(`${dir}: ${name} has shape [${m.shape}], expected [${v.shape}]`);
+      if (m.shape.join() !== v.shape.join())
+        throw new Error(`${dir}: ${name} has shape [${m.shape}], expected [${v.shape}]`);
       const t = tf.tensor(readTensor(m) as Float32Array, v.shape, 'float32');
       v.assign(t);
       t.dispose();

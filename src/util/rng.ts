@@ -15,8 +15,12 @@ export class Rng {
     this.s = seed >>> 0;
   }
 
-  get state(): number { return this.s; }
-  set state(v: number) { this.s = v >>> 0; }
+  get state(): number {
+    return this.s;
+  }
+  set state(v: number) {
+    this.s = v >>> 0;
+  }
 
   nextUint32(): number {
     this.s = (this.s + 0x6d2b79f5) >>> 0;
@@ -27,7 +31,9 @@ export class Rng {
   }
 
   /** Uniform in [0, 1). */
-  next(): number { return this.nextUint32() / 4294967296; }
+  next(): number {
+    return this.nextUint32() / 4294967296;
+  }
 
   /** Fisher-Yates, in place. */
   shuffle<T>(a: T[]): T[] {

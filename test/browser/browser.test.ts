@@ -18,18 +18,19 @@
  * Screenshots go to test/browser/output/ (gitignored). Without chromium the suite is skipped,
  * except under CI, where that is a failure.
  */
-import {existsSync} from 'fs';
+
+import {spawnSync} from 'child_process';
 import * as fs from 'fs';
+import {existsSync} from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import {spawnSync} from 'child_process';
-import {underCI, SWIFTSHADER_ICD} from '../webgpu_env';
 import type {Browser, Page} from 'playwright-core';
-import {tf} from '../../src/tf';
-import {RecurrentGemmaForCausalLM} from '../../src/model';
-import {encodeChat, GemmaTokenizer} from '../../src/tokenizer';
 import {main as griffin} from '../../src/cli';
+import {RecurrentGemmaForCausalLM} from '../../src/model';
+import {tf} from '../../src/tf';
+import {encodeChat, GemmaTokenizer} from '../../src/tokenizer';
 import {maxAbsDiff, relError} from '../helpers';
+import {SWIFTSHADER_ICD, underCI} from '../webgpu_env';
 
 const CHROMIUM = process.env.GRIFFIN_CHROMIUM ?? '/usr/bin/chromium';
 const ROOT = path.join(__dirname, '../..');
@@ -50,7 +51,7 @@ const STEPS = 3;
  * prefill + decodeStep: cpu 4.4e-8 (4.8e-7), wasm 2.0e-7 (1.7e-6), webgl 1.9e-5 (1.2e-4),
  * webgpu 4.1e-7 (3.3e-6).
  */
-const TOL: Record<string, {rel: number, abs: number}> = {
+const TOL: Record<string, {rel: number; abs: number}> = {
   cpu: {rel: 1e-6, abs: 1e-5},
   wasm: {rel: 1e-5, abs: 1e-4},
   webgl: {rel: 1e-4, abs: 1e-3},
@@ -58,7 +59,12 @@ const TOL: Record<string, {rel: number, abs: number}> = {
 };
 const QUANT_TOL = {float16: 1e-3, uint8: 5e-2};
 
-interface PageLogits { ids: number[]; logits: number[]; backend: string; tfBackend: string }
+interface PageLogits {
+  ids: number[];
+  logits: number[];
+  backend: string;
+  tfBackend: string;
+}
 
 function describeBrowser(name: string, body: () => void): void {
   if (existsSync(CHROMIUM)) {
@@ -67,7 +73,9 @@ function describeBrowser(name: string, body: () => void): void {
   }
   const why = `no chromium at ${CHROMIUM} (apt-get install chromium libvulkan1, or set GRIFFIN_CHROMIUM)`;
   if (underCI()) {
-    test(`${name}: chromium is available (required under CI)`, () => { throw new Error(why); });
+    test(`${name}: chromium is available (required under CI)`, () => {
+      throw new Error(why);
+    });
   } else {
     console.warn(`browser tests skipped: ${why}`);
   }
@@ -76,10 +84,10 @@ function describeBrowser(name: string, body: () => void): void {
 
 describeBrowser('the browser bundle and example in headless Chromium', () => {
   let tmp: string;
-  let server: {url: string, close(): Promise<void>};
+  let server: {url: string; close(): Promise<void>};
   let browser: Browser;
   let tok: GemmaTokenizer;
-  let ref: {ids: number[], logits: Float32Array};
+  let ref: {ids: number[]; logits: Float32Array};
   let shardBytes: number;
   const pageErrors: string[] = [];
 
@@ -87,21 +95,27 @@ describeBrowser('the browser bundle and example in headless Chromium', () => {
     tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'griffin-browser-'));
     fs.mkdirSync(OUTPUT, {recursive: true});
     // A fresh bundle of the current sources, apart from dist/ (which others may be rebuilding).
-    const build = spawnSync(process.execPath, [path.join(ROOT, 'scripts/build_browser.mjs'), '--out', path.join(tmp, 'bundle')],
-        {cwd: ROOT, encoding: 'utf8', timeout: 120_000});
+    const build = spawnSync(
+      process.execPath,
+      [path.join(ROOT, 'scripts/build_browser.mjs'), '--out', path.join(tmp, 'bundle')],
+      {cwd: ROOT, encoding: 'utf8', timeout: 120_000},
+    );
     if (build.status !== 0) throw new Error(`bundle build failed: ${build.stderr || build.error?.message}`);
 
     // An HF checkpoint with its tokenizer, converted by the CLI to the three tfjs dtypes.
     const hf = path.join(tmp, 'hf');
     fs.mkdirSync(hf);
-    for (const f of ['config.json', 'model.safetensors']) fs.copyFileSync(path.join(FIX, 'tiny-a', f), path.join(hf, f));
+    for (const f of ['config.json', 'model.safetensors'])
+      fs.copyFileSync(path.join(FIX, 'tiny-a', f), path.join(hf, f));
     fs.copyFileSync(path.join(FIX, 'tokenizer/tiny.model'), path.join(hf, 'tokenizer.model'));
     for (const dtype of ['float32', 'float16', 'uint8']) {
       const code = await griffin(['convert', '--from', hf, '--out', path.join(tmp, 'models', dtype), '--dtype', dtype]);
       if (code !== 0) throw new Error(`griffin convert --dtype ${dtype} exited with ${code}`);
     }
-    shardBytes = fs.readdirSync(path.join(tmp, 'models/float32')).filter((f) => f.endsWith('.bin'))
-        .reduce((s, f) => s + fs.statSync(path.join(tmp, 'models/float32', f)).size, 0);
+    shardBytes = fs
+      .readdirSync(path.join(tmp, 'models/float32'))
+      .filter((f) => f.endsWith('.bin'))
+      .reduce((s, f) => s + fs.statSync(path.join(tmp, 'models/float32', f)).size, 0);
 
     // The Node references: the HF fixture on the cpu backend.
     await tf.setBackend('cpu');
@@ -114,13 +128,27 @@ describeBrowser('the browser bundle and example in headless Chromium', () => {
     model.dispose();
 
     const {startServer} = require('../../scripts/serve.js');
-    server = await startServer({root: ROOT, mounts: {'/models/': path.join(tmp, 'models'), '/bundle/': path.join(tmp, 'bundle')}});
+    server = await startServer({
+      root: ROOT,
+      mounts: {'/models/': path.join(tmp, 'models'), '/bundle/': path.join(tmp, 'bundle')},
+    });
     const {chromium} = await import('playwright-core');
-    const env: Record<string, string> = {...process.env as Record<string, string>, XDG_RUNTIME_DIR: process.env.XDG_RUNTIME_DIR ?? '/tmp'};
+    const env: Record<string, string> = {
+      ...(process.env as Record<string, string>),
+      XDG_RUNTIME_DIR: process.env.XDG_RUNTIME_DIR ?? '/tmp',
+    };
     if (existsSync(SWIFTSHADER_ICD)) env.VK_ICD_FILENAMES ??= SWIFTSHADER_ICD;
     browser = await chromium.launch({
-      executablePath: CHROMIUM, headless: true, env,
-      args: ['--no-sandbox', '--disable-dev-shm-usage', '--enable-unsafe-webgpu', '--use-webgpu-adapter=swiftshader', '--ignore-gpu-blocklist'],
+      executablePath: CHROMIUM,
+      headless: true,
+      env,
+      args: [
+        '--no-sandbox',
+        '--disable-dev-shm-usage',
+        '--enable-unsafe-webgpu',
+        '--use-webgpu-adapter=swiftshader',
+        '--ignore-gpu-blocklist',
+      ],
     });
   }, 300_000);
 
@@ -139,10 +167,17 @@ describeBrowser('the browser bundle and example in headless Chromium', () => {
   async function openExample(backend: string, model = 'float32'): Promise<Page> {
     const page = await browser.newPage({viewport: {width: 1200, height: 800}});
     page.on('pageerror', (e) => pageErrors.push(`${backend}: ${e.message}`));
-    await page.goto(`${server.url}/examples/browser/?backend=${backend}&model=/models/${model}/&bundle=/bundle/griffin.esm.js`);
-    await page.waitForFunction(() => ['ready', 'error'].includes(document.getElementById('status')!.dataset.state ?? ''), null, {timeout: 90_000});
+    await page.goto(
+      `${server.url}/examples/browser/?backend=${backend}&model=/models/${model}/&bundle=/bundle/griffin.esm.js`,
+    );
+    await page.waitForFunction(
+      () => ['ready', 'error'].includes(document.getElementById('status')!.dataset.state ?? ''),
+      null,
+      {timeout: 90_000},
+    );
     const status = await page.textContent('#status');
-    if ((await page.getAttribute('#status', 'data-state')) !== 'ready') throw new Error(`page on ${backend}: ${status}`);
+    if ((await page.getAttribute('#status', 'data-state')) !== 'ready')
+      throw new Error(`page on ${backend}: ${status}`);
     return page;
   }
 
@@ -152,20 +187,29 @@ describeBrowser('the browser bundle and example in headless Chromium', () => {
    * the last STEPS + 1 positions.
    */
   async function pageLogits(page: Page, text: string): Promise<PageLogits & {incremental: number[]}> {
-    return page.evaluate(async ({t, steps}) => {
-      const app = (window as any).griffinApp;
-      const r = await app.logits(t);
-      const ids: number[] = r.ids, p = ids.length - steps;
-      const state = app.model.prefill([ids.slice(0, p)]);
-      const rows: number[] = Array.from(await state.logits.data() as Float32Array);
-      for (let i = p; i < ids.length; i++) {
-        const {logits} = app.model.decodeStep(state, [ids[i]]);
-        rows.push(...Array.from(await logits.data() as Float32Array));
-        logits.dispose();
-      }
-      state.dispose();
-      return {...r, incremental: rows, backend: document.getElementById('backend')!.textContent!, tfBackend: app.tf.getBackend()};
-    }, {t: text, steps: STEPS});
+    return page.evaluate(
+      async ({t, steps}) => {
+        const app = (window as any).griffinApp;
+        const r = await app.logits(t);
+        const ids: number[] = r.ids,
+          p = ids.length - steps;
+        const state = app.model.prefill([ids.slice(0, p)]);
+        const rows: number[] = Array.from((await state.logits.data()) as Float32Array);
+        for (let i = p; i < ids.length; i++) {
+          const {logits} = app.model.decodeStep(state, [ids[i]]);
+          rows.push(...Array.from((await logits.data()) as Float32Array));
+          logits.dispose();
+        }
+        state.dispose();
+        return {
+          ...r,
+          incremental: rows,
+          backend: document.getElementById('backend')!.textContent!,
+          tfBackend: app.tf.getBackend(),
+        };
+      },
+      {t: text, steps: STEPS},
+    );
   }
 
   test('griffin convert carries tokenizer.model along with every dtype', () => {
@@ -182,19 +226,24 @@ describeBrowser('the browser bundle and example in headless Chromium', () => {
     const r = await page.evaluate(async () => {
       const gpu = (navigator as any).gpu;
       const adapter = gpu ? await gpu.requestAdapter() : null;
-      return {webgpu: adapter != null, webgl: document.createElement('canvas').getContext('webgl2') != null, wasm: typeof WebAssembly === 'object'};
+      return {
+        webgpu: adapter != null,
+        webgl: document.createElement('canvas').getContext('webgl2') != null,
+        wasm: typeof WebAssembly === 'object',
+      };
     });
     await page.close();
     const names = ['cpu', ...(r.wasm ? ['wasm'] : []), ...(r.webgl ? ['webgl'] : []), ...(r.webgpu ? ['webgpu'] : [])];
     if (!r.webgpu) {
-      const why = 'the headless browser offers no WebGPU adapter (SwiftShader needs chromium\'s vk_swiftshader_icd.json and libvulkan1)';
+      const why =
+        "the headless browser offers no WebGPU adapter (SwiftShader needs chromium's vk_swiftshader_icd.json and libvulkan1)";
       if (underCI()) throw new Error(why);
       console.warn(`${why}: webgpu not tested`);
     }
     return names;
   }
 
-  test('the page\'s token ids and logits equal Node\'s on every backend the browser offers', async () => {
+  test("the page's token ids and logits equal Node's on every backend the browser offers", async () => {
     const backends = await offered();
     expect(backends).toEqual(expect.arrayContaining(['cpu', 'wasm']));
     const lines: string[] = [];
@@ -207,9 +256,13 @@ describeBrowser('the browser bundle and example in headless Chromium', () => {
         expect(got.ids).toEqual(ref.ids);
         // Served cross-origin isolated; on wasm that means the threaded SIMD binary, fetched from beside the bundle.
         const iso = await page.evaluate(() => ({
-          crossOriginIsolated: self.crossOriginIsolated, shown: document.getElementById('isolation')!.textContent,
+          crossOriginIsolated: self.crossOriginIsolated,
+          shown: document.getElementById('isolation')!.textContent,
           app: (window as any).griffinApp.isolation,
-          wasmFiles: performance.getEntriesByType('resource').map((e) => e.name).filter((u) => u.endsWith('.wasm')),
+          wasmFiles: performance
+            .getEntriesByType('resource')
+            .map((e) => e.name)
+            .filter((u) => u.endsWith('.wasm')),
         }));
         expect(iso.crossOriginIsolated).toBe(true);
         expect(iso.app.crossOriginIsolated).toBe(true);
@@ -221,12 +274,16 @@ describeBrowser('the browser bundle and example in headless Chromium', () => {
           expect(iso.wasmFiles).toEqual([`${server.url}/bundle/tfjs-backend-wasm-threaded-simd.wasm`]);
         }
         lines.push(`${backend}: ${iso.shown}`);
-        const rel = relError(got.logits, ref.logits), abs = maxAbsDiff(got.logits, ref.logits);
+        const rel = relError(got.logits, ref.logits),
+          abs = maxAbsDiff(got.logits, ref.logits);
         const V = ref.logits.length / ref.ids.length;
         const tail = ref.logits.subarray((ref.ids.length - STEPS - 1) * V);
-        const relInc = relError(got.incremental, tail), absInc = maxAbsDiff(got.incremental, tail);
-        lines.push(`${backend}: forward relative error ${rel.toExponential(2)}, max abs ${abs.toExponential(2)}; ` +
-            `prefill + ${STEPS} decode steps ${relInc.toExponential(2)}, ${absInc.toExponential(2)}`);
+        const relInc = relError(got.incremental, tail),
+          absInc = maxAbsDiff(got.incremental, tail);
+        lines.push(
+          `${backend}: forward relative error ${rel.toExponential(2)}, max abs ${abs.toExponential(2)}; ` +
+            `prefill + ${STEPS} decode steps ${relInc.toExponential(2)}, ${absInc.toExponential(2)}`,
+        );
         expect(rel).toBeLessThan(TOL[backend].rel);
         expect(abs).toBeLessThan(TOL[backend].abs);
         expect(relInc).toBeLessThan(TOL[backend].rel);
@@ -241,77 +298,94 @@ describeBrowser('the browser bundle and example in headless Chromium', () => {
 
   const SHIPPED = path.join(ROOT, 'assets/griffin-small');
   const shipped = existsSync(path.join(SHIPPED, 'model.json'));
-  (shipped ? test : test.skip)('the shipped small model (assets/griffin-small) in the page on wasm: ids and logits equal Node\'s', async () => {
-    const tokSmall = await GemmaTokenizer.load(path.join(SHIPPED, 'tokenizer.model'));
-    const model = await RecurrentGemmaForCausalLM.fromPretrained(SHIPPED);
-    const ids = tokSmall.encode(PROMPT);
-    const out = model.forward({inputIds: [ids]});
-    const want = out.logits.dataSync() as Float32Array;
-    out.logits.dispose();
-    model.dispose();
-    const page = await browser.newPage();
-    page.on('pageerror', (e) => pageErrors.push(`shipped: ${e.message}`));
-    try {
-      await page.goto(`${server.url}/examples/browser/?backend=wasm&model=../../assets/griffin-small/&bundle=/bundle/griffin.esm.js`);
-      await page.waitForFunction(() => ['ready', 'error'].includes(document.getElementById('status')!.dataset.state ?? ''), null, {timeout: 90_000});
-      expect(await page.getAttribute('#status', 'data-state')).toBe('ready');
-      const got = await pageLogits(page, PROMPT);
-      expect(got.ids).toEqual(ids);
-      const rel = relError(got.logits, want);
-      console.log(`shipped small model on wasm vs Node cpu: relative error ${rel.toExponential(2)}`);
-      expect(rel).toBeLessThan(TOL.wasm.rel);
-    } finally {
-      await page.close();
-    }
-  }, 120_000);
+  (shipped ? test : test.skip)(
+    "the shipped small model (assets/griffin-small) in the page on wasm: ids and logits equal Node's",
+    async () => {
+      const tokSmall = await GemmaTokenizer.load(path.join(SHIPPED, 'tokenizer.model'));
+      const model = await RecurrentGemmaForCausalLM.fromPretrained(SHIPPED);
+      const ids = tokSmall.encode(PROMPT);
+      const out = model.forward({inputIds: [ids]});
+      const want = out.logits.dataSync() as Float32Array;
+      out.logits.dispose();
+      model.dispose();
+      const page = await browser.newPage();
+      page.on('pageerror', (e) => pageErrors.push(`shipped: ${e.message}`));
+      try {
+        await page.goto(
+          `${server.url}/examples/browser/?backend=wasm&model=../../assets/griffin-small/&bundle=/bundle/griffin.esm.js`,
+        );
+        await page.waitForFunction(
+          () => ['ready', 'error'].includes(document.getElementById('status')!.dataset.state ?? ''),
+          null,
+          {timeout: 90_000},
+        );
+        expect(await page.getAttribute('#status', 'data-state')).toBe('ready');
+        const got = await pageLogits(page, PROMPT);
+        expect(got.ids).toEqual(ids);
+        const rel = relError(got.logits, want);
+        console.log(`shipped small model on wasm vs Node cpu: relative error ${rel.toExponential(2)}`);
+        expect(rel).toBeLessThan(TOL.wasm.rel);
+      } finally {
+        await page.close();
+      }
+    },
+    120_000,
+  );
 
   test('in the page: plain tf.loadLayersModel, quantized exports, an indexeddb:// round trip, download progress', async () => {
     const page = await openExample('cpu');
     try {
-      const r = await page.evaluate(async ({ids}) => {
-        const {G, tf} = (window as any).griffinApp;
-        const logitsOf = async (m: any) => {
-          const out = m.forward({inputIds: [ids]});
-          const v = Array.from(await out.logits.data() as Float32Array);
-          out.logits.dispose();
-          return v;
-        };
-        // tfjs's own loader over http, the layer classes registered by the bundle.
-        const plain = await tf.loadLayersModel('/models/float32/model.json');
-        const x = tf.tensor2d([ids], undefined, 'int32');
-        const y = plain.predict(x);
-        const plainLogits = Array.from(await y.data() as Float32Array);
-        tf.dispose([x, y]);
-        plain.dispose();
-        const quant: Record<string, number[]> = {};
-        const progress: Record<string, {loaded: number, total: number}[]> = {};
-        for (const dtype of ['float32', 'float16', 'uint8']) {
-          progress[dtype] = [];
-          const m = await G.RecurrentGemmaForCausalLM.fromPretrained(`/models/${dtype}/`, {onProgress: (p: any) => progress[dtype].push({loaded: p.loaded, total: p.total})});
-          quant[dtype] = await logitsOf(m);
-          if (dtype === 'float32') {
-            await m.save('indexeddb://griffin-test');
+      const r = await page.evaluate(
+        async ({ids}) => {
+          const {G, tf} = (window as any).griffinApp;
+          const logitsOf = async (m: any) => {
+            const out = m.forward({inputIds: [ids]});
+            const v = Array.from((await out.logits.data()) as Float32Array);
+            out.logits.dispose();
+            return v;
+          };
+          // tfjs's own loader over http, the layer classes registered by the bundle.
+          const plain = await tf.loadLayersModel('/models/float32/model.json');
+          const x = tf.tensor2d([ids], undefined, 'int32');
+          const y = plain.predict(x);
+          const plainLogits = Array.from((await y.data()) as Float32Array);
+          tf.dispose([x, y]);
+          plain.dispose();
+          const quant: Record<string, number[]> = {};
+          const progress: Record<string, {loaded: number; total: number}[]> = {};
+          for (const dtype of ['float32', 'float16', 'uint8']) {
+            progress[dtype] = [];
+            const m = await G.RecurrentGemmaForCausalLM.fromPretrained(`/models/${dtype}/`, {
+              onProgress: (p: any) => progress[dtype].push({loaded: p.loaded, total: p.total}),
+            });
+            quant[dtype] = await logitsOf(m);
+            if (dtype === 'float32') {
+              await m.save('indexeddb://griffin-test');
+            }
+            m.dispose();
           }
-          m.dispose();
-        }
-        const back = await G.RecurrentGemmaForCausalLM.fromPretrained('indexeddb://griffin-test');
-        const idb = await logitsOf(back);
-        back.dispose();
-        await tf.io.removeModel('indexeddb://griffin-test');
-        let badUrl = '';
-        try {
-          await G.RecurrentGemmaForCausalLM.fromPretrained('/models/nothing-here/');
-        } catch (e) {
-          badUrl = (e as Error).message;
-        }
-        return {plainLogits, quant, progress, idb, badUrl};
-      }, {ids: ref.ids});
+          const back = await G.RecurrentGemmaForCausalLM.fromPretrained('indexeddb://griffin-test');
+          const idb = await logitsOf(back);
+          back.dispose();
+          await tf.io.removeModel('indexeddb://griffin-test');
+          let badUrl = '';
+          try {
+            await G.RecurrentGemmaForCausalLM.fromPretrained('/models/nothing-here/');
+          } catch (e) {
+            badUrl = (e as Error).message;
+          }
+          return {plainLogits, quant, progress, idb, badUrl};
+        },
+        {ids: ref.ids},
+      );
       expect(maxAbsDiff(r.plainLogits, ref.logits)).toBeLessThan(TOL.cpu.abs);
       expect(maxAbsDiff(r.idb, ref.logits)).toBeLessThan(TOL.cpu.abs);
       expect(maxAbsDiff(r.quant.float32, ref.logits)).toBeLessThan(TOL.cpu.abs);
       for (const dtype of ['float16', 'uint8'] as const) {
         const err = relError(r.quant[dtype], ref.logits);
-        console.log(`browser ${dtype} export: logits relative error ${err.toExponential(2)} (tolerance ${QUANT_TOL[dtype]})`);
+        console.log(
+          `browser ${dtype} export: logits relative error ${err.toExponential(2)} (tolerance ${QUANT_TOL[dtype]})`,
+        );
         expect(err).toBeLessThan(QUANT_TOL[dtype]);
         expect(err).toBeGreaterThan(0);
       }
@@ -326,11 +400,12 @@ describeBrowser('the browser bundle and example in headless Chromium', () => {
     }
   }, 120_000);
 
-  test('chat: a seeded reply streams into the page and equals Node\'s; Stop ends a turn; the state carries over', async () => {
+  test("chat: a seeded reply streams into the page and equals Node's; Stop ends a turn; the state carries over", async () => {
     // Node's reply to the same chat prompt, sampled with the same seed (the HF fixture, cpu).
     const model = await RecurrentGemmaForCausalLM.fromPretrained(path.join(FIX, 'tiny-a'));
     const chatIds = encodeChat(tok, [{role: 'user', content: CHAT_MESSAGE}], {addGenerationPrompt: true});
-    let want = '', wantTokens = 0;
+    let want = '',
+      wantTokens = 0;
     const drawn = new Set<number>();
     for await (const ev of model.stream([chatIds], {tokenizer: tok, temperature: 2, seed: 5, maxNewTokens: 40})) {
       want += ev.text ?? '';
@@ -338,7 +413,7 @@ describeBrowser('the browser bundle and example in headless Chromium', () => {
       drawn.add(ev.tokenId);
     }
     model.dispose();
-    expect(drawn.size).toBeGreaterThan(5);  // a reply worth comparing (at lower temperatures this random model repeats one or two tokens)
+    expect(drawn.size).toBeGreaterThan(5); // a reply worth comparing (at lower temperatures this random model repeats one or two tokens)
 
     const page = await openExample('cpu');
     try {
@@ -356,13 +431,19 @@ describeBrowser('the browser bundle and example in headless Chromium', () => {
       await page.fill('#max-tokens', '40');
       await page.fill('#prompt', CHAT_MESSAGE);
       await page.click('#send');
-      await page.waitForFunction(() => ['done', 'stopped', 'error'].includes(document.getElementById('status')!.dataset.state ?? ''), null, {timeout: 60_000});
+      await page.waitForFunction(
+        () => ['done', 'stopped', 'error'].includes(document.getElementById('status')!.dataset.state ?? ''),
+        null,
+        {timeout: 60_000},
+      );
       expect(await page.getAttribute('#status', 'data-state')).toBe('done');
       const reply = (await page.textContent('#output'))!;
       expect(reply).toBe(want);
       expect(await page.textContent('#tps')).toMatch(new RegExp(`^${wantTokens} tokens, [0-9.]+ tokens/s`));
-      const seen: {state: string, text: string}[] = await page.evaluate(() => (window as any).__seen);
-      const partial = [...new Set(seen.filter((s) => s.state === 'generating' && s.text !== '' && s.text !== want).map((s) => s.text))];
+      const seen: {state: string; text: string}[] = await page.evaluate(() => (window as any).__seen);
+      const partial = [
+        ...new Set(seen.filter((s) => s.state === 'generating' && s.text !== '' && s.text !== want).map((s) => s.text)),
+      ];
       expect(partial.length).toBeGreaterThan(1);
       for (const p of partial) expect(want.startsWith(p)).toBe(true);
       const context1 = Number(await page.textContent('#context'));
@@ -373,9 +454,17 @@ describeBrowser('the browser bundle and example in headless Chromium', () => {
       await page.fill('#max-tokens', '2000');
       await page.fill('#prompt', 'Tell me more.');
       await page.click('#send');
-      await page.waitForFunction(() => /^([3-9]|\d\d+) tokens/.test(document.getElementById('tps')!.textContent ?? ''), null, {timeout: 60_000});
+      await page.waitForFunction(
+        () => /^([3-9]|\d\d+) tokens/.test(document.getElementById('tps')!.textContent ?? ''),
+        null,
+        {timeout: 60_000},
+      );
       await page.click('#stop');
-      await page.waitForFunction(() => ['done', 'stopped', 'error'].includes(document.getElementById('status')!.dataset.state ?? ''), null, {timeout: 60_000});
+      await page.waitForFunction(
+        () => ['done', 'stopped', 'error'].includes(document.getElementById('status')!.dataset.state ?? ''),
+        null,
+        {timeout: 60_000},
+      );
       expect(await page.getAttribute('#status', 'data-state')).toBe('done');
       expect(await page.textContent('#status')).toBe('stopped');
       const n2 = Number((await page.textContent('#tps'))!.split(' ')[0]);
@@ -386,7 +475,7 @@ describeBrowser('the browser bundle and example in headless Chromium', () => {
     }
   }, 120_000);
 
-  test('LoRA fine-tuning in the page (wasm): the first loss equals Node\'s on the same tokens, then it falls', async () => {
+  test("LoRA fine-tuning in the page (wasm): the first loss equals Node's on the same tokens, then it falls", async () => {
     const model = await RecurrentGemmaForCausalLM.fromPretrained(path.join(FIX, 'tiny-a'));
     const row = tok.encode(TUNE_TEXT);
     const {loss} = model.forward({inputIds: [row], labels: [row]});
@@ -402,7 +491,11 @@ describeBrowser('the browser bundle and example in headless Chromium', () => {
       await page.fill('#ft-text', TUNE_TEXT);
       await page.fill('#ft-steps', '4');
       await page.click('#ft-train');
-      await page.waitForFunction(() => ['trained', 'error'].includes(document.getElementById('ft-status')!.dataset.state ?? ''), null, {timeout: 90_000});
+      await page.waitForFunction(
+        () => ['trained', 'error'].includes(document.getElementById('ft-status')!.dataset.state ?? ''),
+        null,
+        {timeout: 90_000},
+      );
       expect(await page.getAttribute('#ft-status', 'data-state')).toBe('trained');
       const losses: number[] = await page.evaluate(() => (window as any).griffinApp.tune.losses);
       expect(losses).toHaveLength(4);
@@ -410,8 +503,13 @@ describeBrowser('the browser bundle and example in headless Chromium', () => {
       expect(losses[3]).toBeLessThan(losses[0]);
       await page.fill('#ft-prompt', 'the lazy');
       await page.click('#ft-generate');
-      await page.waitForFunction(() => !(document.getElementById('ft-generate') as HTMLButtonElement).disabled &&
-          (document.getElementById('ft-output')!.textContent ?? '').length > 'the lazy'.length, null, {timeout: 60_000});
+      await page.waitForFunction(
+        () =>
+          !(document.getElementById('ft-generate') as HTMLButtonElement).disabled &&
+          (document.getElementById('ft-output')!.textContent ?? '').length > 'the lazy'.length,
+        null,
+        {timeout: 60_000},
+      );
       await page.screenshot({path: path.join(OUTPUT, 'finetune.png'), fullPage: true});
     } finally {
       await page.close();

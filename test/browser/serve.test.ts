@@ -18,17 +18,25 @@ const WANT = {
 };
 
 let tmp: string;
-let server: {url: string, close(): Promise<void>};
+let server: {url: string; close(): Promise<void>};
 
 /** A raw request (fetch would follow the redirect). */
-function request(url: string, method = 'GET'): Promise<{status: number, headers: http.IncomingHttpHeaders, body: string}> {
+function request(
+  url: string,
+  method = 'GET',
+): Promise<{status: number; headers: http.IncomingHttpHeaders; body: string}> {
   return new Promise((resolve, reject) => {
-    http.request(url, {method}, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (c) => { body += c; });
-      res.on('end', () => resolve({status: res.statusCode!, headers: res.headers, body}));
-    }).on('error', reject).end();
+    http
+      .request(url, {method}, (res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (c) => {
+          body += c;
+        });
+        res.on('end', () => resolve({status: res.statusCode!, headers: res.headers, body}));
+      })
+      .on('error', reject)
+      .end();
   });
 }
 
@@ -60,7 +68,8 @@ test('every response carries COOP, COEP and CORP: files, mounts, HEAD, redirects
   for (const [p, method, status] of cases) {
     const r = await request(`${server.url}${p}`, method);
     expect({p, method, status: r.status}).toEqual({p, method, status});
-    for (const [name, value] of Object.entries(WANT)) expect({p, method, [name]: r.headers[name]}).toEqual({p, method, [name]: value});
+    for (const [name, value] of Object.entries(WANT))
+      expect({p, method, [name]: r.headers[name]}).toEqual({p, method, [name]: value});
   }
 });
 

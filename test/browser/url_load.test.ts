@@ -6,14 +6,14 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import {tf} from '../../src/tf';
 import {RecurrentGemmaForCausalLM} from '../../src/model';
+import {tf} from '../../src/tf';
 import {maxAbsDiff, relError} from '../helpers';
 
 const FIXTURE = path.join(__dirname, '../fixtures/tiny-a');
 const IDS = [[2, 342, 48, 451, 411, 374, 280, 400, 354, 313]];
 let tmp: string;
-let server: {url: string, close(): Promise<void>};
+let server: {url: string; close(): Promise<void>};
 let reference: Float32Array;
 
 beforeAll(async () => {
@@ -36,9 +36,11 @@ afterAll(async () => {
   fs.rmSync(tmp, {recursive: true, force: true});
 });
 
-test('a tfjs model over http: the same logits as the HF checkpoint, progress in bytes up to the shards\' size', async () => {
-  const events: {loaded: number, total: number, name: string}[] = [];
-  const model = await RecurrentGemmaForCausalLM.fromPretrained(`${server.url}/f32/`, {onProgress: (p) => events.push(p)});
+test("a tfjs model over http: the same logits as the HF checkpoint, progress in bytes up to the shards' size", async () => {
+  const events: {loaded: number; total: number; name: string}[] = [];
+  const model = await RecurrentGemmaForCausalLM.fromPretrained(`${server.url}/f32/`, {
+    onProgress: (p) => events.push(p),
+  });
   expect(maxAbsDiff(model.forward({inputIds: IDS}).logits.dataSync(), reference)).toBe(0);
   model.dispose();
   const shards = fs.readdirSync(path.join(tmp, 'f32')).filter((f) => f.endsWith('.bin'));
@@ -59,9 +61,17 @@ test('a float16 model by its model.json URL: within 1e-3 of the float32 logits',
 
 test('bad URLs are one-line errors naming the URL, and leave nothing allocated', async () => {
   const before = tf.memory().numTensors;
-  await expect(RecurrentGemmaForCausalLM.fromPretrained(`${server.url}/missing/`)).rejects.toThrow(/^.*\/missing\/model\.json: HTTP 404/);
-  await expect(RecurrentGemmaForCausalLM.fromPretrained(`${server.url}/bad/`)).rejects.toThrow(/bad\/model\.json: the shards hold 1000 bytes, the manifest needs \d+ \(truncated or corrupt\)/);
-  await expect(RecurrentGemmaForCausalLM.fromPretrained(`${server.url}/foreign/`)).rejects.toThrow(/foreign\/model\.json: no userDefinedMetadata\.griffin\.config/);
-  await expect(RecurrentGemmaForCausalLM.fromPretrained('indexeddb://nothing')).rejects.toThrow(/indexeddb:\/\/nothing: /);
+  await expect(RecurrentGemmaForCausalLM.fromPretrained(`${server.url}/missing/`)).rejects.toThrow(
+    /^.*\/missing\/model\.json: HTTP 404/,
+  );
+  await expect(RecurrentGemmaForCausalLM.fromPretrained(`${server.url}/bad/`)).rejects.toThrow(
+    /bad\/model\.json: the shards hold 1000 bytes, the manifest needs \d+ \(truncated or corrupt\)/,
+  );
+  await expect(RecurrentGemmaForCausalLM.fromPretrained(`${server.url}/foreign/`)).rejects.toThrow(
+    /foreign\/model\.json: no userDefinedMetadata\.griffin\.config/,
+  );
+  await expect(RecurrentGemmaForCausalLM.fromPretrained('indexeddb://nothing')).rejects.toThrow(
+    /indexeddb:\/\/nothing: /,
+  );
   expect(tf.memory().numTensors).toBe(before);
 });

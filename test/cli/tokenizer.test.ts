@@ -14,8 +14,9 @@ const ROOT = path.join(__dirname, '../..');
 const TSX = path.join(ROOT, 'node_modules/.bin/tsx');
 const ASSET = path.join(ROOT, 'assets/griffin-small/tokenizer.model');
 
-const TEXT = 'The quick brown fox jumps over the lazy dog. The dog sleeps; the fox runs.\n' +
-    'Pack my box with five dozen liquor jugs! Naïve café, 1234 and “quotes”.\n';
+const TEXT =
+  'The quick brown fox jumps over the lazy dog. The dog sleeps; the fox runs.\n' +
+  'Pack my box with five dozen liquor jugs! Naïve café, 1234 and “quotes”.\n';
 
 function griffin(args: string[]) {
   const cli = path.join(ROOT, 'src/cli.ts');
@@ -32,7 +33,7 @@ beforeAll(() => {
 });
 afterAll(() => fs.rmSync(dir, {recursive: true, force: true}));
 
-test('trains a tiny tokenizer on a small text: the library trainer\'s bytes, and it round-trips the text', async () => {
+test("trains a tiny tokenizer on a small text: the library trainer's bytes, and it round-trips the text", async () => {
   const out = path.join(dir, 'tiny.model');
   const r = griffin(['--out', out, '--vocab', '400', '--input', textFile]);
   expect(r.stderr).toMatch(/round-trip failures: 0\/1/);
@@ -76,7 +77,7 @@ test.each([
   expect(fs.existsSync(path.join(ROOT, 'x.model'))).toBe(false);
 });
 
-test('a vocabulary too small for the text\'s characters is a usage error, and nothing is written', () => {
+test("a vocabulary too small for the text's characters is a usage error, and nothing is written", () => {
   const out = path.join(dir, 'small.model');
   const r = griffin(['--out', out, '--vocab', '263', '--input', textFile]);
   expect(r.stderr).toMatch(/^griffin: --vocab 263: vocabSize 263 leaves no room for the \d+ characters\n$/);

@@ -8,12 +8,21 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import {tf} from '../../src/tf';
-import {RecurrentGemmaForCausalLM} from '../../src/model';
 import {
-  CheckpointError, bf16ToF32, f16ToF32, f32ToBf16, listCheckpoint, readHeader, readTensor, widenBf16InPlace, widenF16InPlace,
-  writeCheckpoint, writeSafetensors,
+  bf16ToF32,
+  CheckpointError,
+  f16ToF32,
+  f32ToBf16,
+  listCheckpoint,
+  readHeader,
+  readTensor,
+  widenBf16InPlace,
+  widenF16InPlace,
+  writeCheckpoint,
+  writeSafetensors,
 } from '../../converters/safetensors';
+import {RecurrentGemmaForCausalLM} from '../../src/model';
+import {tf} from '../../src/tf';
 import {relError} from '../helpers';
 
 const TINY_A = path.join(__dirname, '../fixtures/tiny-a');
@@ -35,7 +44,9 @@ function inUpperHalf(u16: Uint16Array, offsetFloats = 0): Float32Array {
 }
 
 const same = (a: Float32Array, b: Float32Array) =>
-  expect(Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength))).toBe(true);
+  expect(
+    Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength)),
+  ).toBe(true);
 
 test('widening in place equals the plain conversion on every bf16 and f16 pattern, at any offset', () => {
   for (const offset of [0, 3]) {
@@ -43,8 +54,16 @@ test('widening in place equals the plain conversion on every bf16 and f16 patter
     same(widenF16InPlace(inUpperHalf(ALL, offset)), f16ToF32(ALL));
   }
   // Spot values: 1, -2, bf16's smallest subnormal, and half's.
-  expect(Array.from(widenBf16InPlace(inUpperHalf(Uint16Array.from([0x3f80, 0xc000, 0x0001]))))).toEqual([1, -2, 2 ** -133]);
-  expect(Array.from(widenF16InPlace(inUpperHalf(Uint16Array.from([0x3c00, 0xc000, 0x0001]))))).toEqual([1, -2, 2 ** -24]);
+  expect(Array.from(widenBf16InPlace(inUpperHalf(Uint16Array.from([0x3f80, 0xc000, 0x0001]))))).toEqual([
+    1,
+    -2,
+    2 ** -133,
+  ]);
+  expect(Array.from(widenF16InPlace(inUpperHalf(Uint16Array.from([0x3c00, 0xc000, 0x0001]))))).toEqual([
+    1,
+    -2,
+    2 ** -24,
+  ]);
 });
 
 test('BF16 and F16 tensors written from bit patterns read back bit-exactly, with the dtype in the header', () => {
@@ -58,18 +77,29 @@ test('BF16 and F16 tensors written from bit patterns read back bit-exactly, with
   expect(tensors.get('h')).toMatchObject({dtype: 'F16', shape: [3, 1]});
   same(readTensor(tensors.get('b')!) as Float32Array, bf16ToF32(ALL));
   expect(Array.from(readTensor(tensors.get('h')!))).toEqual([1, Infinity, -(2 ** -24)]);
-  expect(() => writeSafetensors(path.join(tmp, 'bad.safetensors'), [{name: 'x', shape: [1], data: new Uint16Array(1)}]))
-      .toThrow(CheckpointError);
-  expect(() => writeSafetensors(path.join(tmp, 'bad.safetensors'), [{name: 'x', shape: [1], data: new Float32Array(1), dtype: 'BF16'}]))
-      .toThrow(/Uint16Array with dtype 'BF16' or 'F16'/);
+  expect(() =>
+    writeSafetensors(path.join(tmp, 'bad.safetensors'), [{name: 'x', shape: [1], data: new Uint16Array(1)}]),
+  ).toThrow(CheckpointError);
+  expect(() =>
+    writeSafetensors(path.join(tmp, 'bad.safetensors'), [
+      {name: 'x', shape: [1], data: new Float32Array(1), dtype: 'BF16'},
+    ]),
+  ).toThrow(/Uint16Array with dtype 'BF16' or 'F16'/);
 });
 
 test('a bf16 tiny-a sharded like the released checkpoint loads to exactly the bf16-rounded weights', async () => {
   const ref = await RecurrentGemmaForCausalLM.fromPretrained(TINY_A);
   const dir = path.join(tmp, 'tiny-a-bf16');
-  const weights = [...listCheckpoint(TINY_A).values()].map((m) => ({name: m.name, shape: m.shape, f32: readTensor(m) as Float32Array}));
-  writeCheckpoint(dir, weights.map((w) => ({name: w.name, shape: w.shape, data: f32ToBf16(w.f32), dtype: 'BF16' as const})),
-      {maxShardBytes: 100_000});
+  const weights = [...listCheckpoint(TINY_A).values()].map((m) => ({
+    name: m.name,
+    shape: m.shape,
+    f32: readTensor(m) as Float32Array,
+  }));
+  writeCheckpoint(
+    dir,
+    weights.map((w) => ({name: w.name, shape: w.shape, data: f32ToBf16(w.f32), dtype: 'BF16' as const})),
+    {maxShardBytes: 100_000},
+  );
   fs.copyFileSync(path.join(TINY_A, 'config.json'), path.join(dir, 'config.json'));
   const files = fs.readdirSync(dir).sort();
   expect(files).toContain('model.safetensors.index.json');
@@ -83,7 +113,8 @@ test('a bf16 tiny-a sharded like the released checkpoint loads to exactly the bf
   }
   // bf16 keeps 8 bits of mantissa: the logits stay close to float32's.
   const ids = [[2, 17, 301, 45, 9, 77]];
-  const a = model.forward({inputIds: ids}).logits, b = ref.forward({inputIds: ids}).logits;
+  const a = model.forward({inputIds: ids}).logits,
+    b = ref.forward({inputIds: ids}).logits;
   const err = relError(a.dataSync(), b.dataSync());
   expect(err).toBeGreaterThan(0);
   expect(err).toBeLessThan(2e-2);
@@ -105,12 +136,14 @@ test('wasm refuses, in one line, a checkpoint past its 4 GiB heap before allocat
   len.writeBigUInt64LE(BigInt(header.length));
   const fd = fs.openSync(path.join(dir, 'model.safetensors'), 'w');
   fs.writeSync(fd, Buffer.concat([len, header]));
-  fs.ftruncateSync(fd, 8 + header.length + 2 * n);   // sparse: no disk used
+  fs.ftruncateSync(fd, 8 + header.length + 2 * n); // sparse: no disk used
   fs.closeSync(fd);
   const {useBackend} = await import('../../src/backend');
   await useBackend('wasm');
   try {
-    await expect(RecurrentGemmaForCausalLM.fromPretrained(dir)).rejects.toThrow(/4\.1 GiB in float32, more than the wasm backend's 4 GiB memory.*--backend cpu/);
+    await expect(RecurrentGemmaForCausalLM.fromPretrained(dir)).rejects.toThrow(
+      /4\.1 GiB in float32, more than the wasm backend's 4 GiB memory.*--backend cpu/,
+    );
   } finally {
     await tf.setBackend('cpu');
   }

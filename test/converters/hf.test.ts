@@ -6,9 +6,17 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import {tf} from '../../src/tf';
-import {bf16ToF32, f16ToF32, f32ToBf16, listCheckpoint, readTensor, writeCheckpoint, WriteTensor} from '../../converters/safetensors';
+import {
+  bf16ToF32,
+  f16ToF32,
+  f32ToBf16,
+  listCheckpoint,
+  readTensor,
+  WriteTensor,
+  writeCheckpoint,
+} from '../../converters/safetensors';
 import {RecurrentGemmaForCausalLM} from '../../src/model';
+import {tf} from '../../src/tf';
 import {f32ToF16, maxAbsDiff, relError, seededUniform, writeRawSafetensors} from '../helpers';
 
 const DIR = path.join(__dirname, '../fixtures/tiny-a');
@@ -19,12 +27,19 @@ let tmpRoot: string;
 let tensors: WriteTensor[];
 let reference: RecurrentGemmaForCausalLM;
 let referenceLogits: Float32Array;
-const IDS = [[2, 17, 301, 5, 5, 88, 511, 0, 9, 140, 33, 7], [2, 400, 1, 3, 250, 250, 12, 99, 64, 65, 66, 10]];
+const IDS = [
+  [2, 17, 301, 5, 5, 88, 511, 0, 9, 140, 33, 7],
+  [2, 400, 1, 3, 250, 250, 12, 99, 64, 65, 66, 10],
+];
 
 beforeAll(async () => {
   await tf.setBackend('cpu');
   tmpRoot = fs.mkdtempSync(path.join(os.tmpdir(), 'griffin-hf-test-'));
-  tensors = [...listCheckpoint(DIR).values()].map((m) => ({name: m.name, shape: m.shape, data: readTensor(m) as Float32Array}));
+  tensors = [...listCheckpoint(DIR).values()].map((m) => ({
+    name: m.name,
+    shape: m.shape,
+    data: readTensor(m) as Float32Array,
+  }));
   reference = await RecurrentGemmaForCausalLM.fromPretrained(DIR);
   referenceLogits = logits(reference);
 });
@@ -35,7 +50,11 @@ afterAll(() => {
 
 let dirCount = 0;
 /** A fresh checkpoint dir: config.json (optionally changed) and the given tensors. */
-function checkpoint(ts: WriteTensor[] | null, config: Record<string, unknown> = CONFIG, opts?: {maxShardBytes?: number}): string {
+function checkpoint(
+  ts: WriteTensor[] | null,
+  config: Record<string, unknown> = CONFIG,
+  opts?: {maxShardBytes?: number},
+): string {
   const dir = path.join(tmpRoot, `ckpt-${dirCount++}`);
   fs.mkdirSync(dir);
   if (ts != null) writeCheckpoint(dir, ts, {maxShardBytes: opts?.maxShardBytes, metadata: {format: 'pt'}});
@@ -110,14 +129,16 @@ describe('loadHF failures: one line naming the file or tensor, nothing left behi
   });
 
   test('an unknown extra tensor', async () => {
-    const name = 'model.layers.2.temporal_block.k_proj.bias';  // attention_bias is false
+    const name = 'model.layers.2.temporal_block.k_proj.bias'; // attention_bias is false
     const dir = checkpoint([...tensors, {name, shape: [16], data: new Float32Array(16)}]);
     await expectLoadError(dir, path.join(dir, 'model.safetensors'), JSON.stringify(name));
   });
 
   test('a tensor of an integer dtype', async () => {
     const name = 'model.final_norm.weight';
-    const dir = checkpoint(tensors.map((t) => (t.name === name ? {name, shape: t.shape, data: new Int32Array(t.data.length)} : t)));
+    const dir = checkpoint(
+      tensors.map((t) => (t.name === name ? {name, shape: t.shape, data: new Int32Array(t.data.length)} : t)),
+    );
     await expectLoadError(dir, JSON.stringify(name), 'I32');
   });
 
@@ -139,7 +160,10 @@ describe('loadHF failures: one line naming the file or tensor, nothing left behi
 
   test('a shard named by the index is missing', async () => {
     const dir = checkpoint(tensors, CONFIG, {maxShardBytes: 60_000});
-    const shards = fs.readdirSync(dir).filter((f) => /^model-\d{5}-of-\d{5}\.safetensors$/.test(f)).sort();
+    const shards = fs
+      .readdirSync(dir)
+      .filter((f) => /^model-\d{5}-of-\d{5}\.safetensors$/.test(f))
+      .sort();
     expect(shards.length).toBeGreaterThan(1);
     fs.rmSync(path.join(dir, shards[1]));
     await expectLoadError(dir, shards[1]);
@@ -163,7 +187,10 @@ describe('the LM head', () => {
     const embed = tensors.find((t) => t.name === EMBED)!;
     const rng = seededUniform(5);
     const head = Float32Array.from(embed.data, () => (2 * rng() - 1) * 0.3);
-    const dir = checkpoint([...tensors, {name: 'lm_head.weight', shape: embed.shape, data: head}], {...CONFIG, tie_word_embeddings: false});
+    const dir = checkpoint([...tensors, {name: 'lm_head.weight', shape: embed.shape, data: head}], {
+      ...CONFIG,
+      tie_word_embeddings: false,
+    });
     const m = await RecurrentGemmaForCausalLM.fromPretrained(dir);
     expect(m.lmHead).not.toBeNull();
     expect(maxAbsDiff(m.namedParameters().get('lm_head.weight')!.read().dataSync(), head)).toBe(0);
@@ -173,7 +200,9 @@ describe('the LM head', () => {
     // logits = cap * tanh(final_norm(x) @ lm_head^T), in float64 from the last hidden state.
     const hs = out.hiddenStates!;
     const h = hs[hs.length - 1].dataSync();
-    const d = CONFIG.hidden_size, V = CONFIG.vocab_size, cap = CONFIG.logits_soft_cap;
+    const d = CONFIG.hidden_size,
+      V = CONFIG.vocab_size,
+      cap = CONFIG.logits_soft_cap;
     const want = new Float64Array(got.length);
     for (let r = 0; r < h.length / d; r++) {
       for (let v = 0; v < V; v++) {
@@ -194,7 +223,10 @@ describe('the LM head', () => {
 
   test('tie_word_embeddings false with lm_head = embedding gives the tied logits', async () => {
     const embed = tensors.find((t) => t.name === EMBED)!;
-    const dir = checkpoint([...tensors, {name: 'lm_head.weight', shape: embed.shape, data: embed.data}], {...CONFIG, tie_word_embeddings: false});
+    const dir = checkpoint([...tensors, {name: 'lm_head.weight', shape: embed.shape, data: embed.data}], {
+      ...CONFIG,
+      tie_word_embeddings: false,
+    });
     const m = await RecurrentGemmaForCausalLM.fromPretrained(dir);
     expect(maxAbsDiff(logits(m), referenceLogits)).toBeLessThan(1e-6);
     m.dispose();
@@ -223,7 +255,10 @@ describe('half-precision and sharded checkpoints', () => {
   }
 
   // Measured on tiny-a: 2.4e-3 (BF16) and 3.0e-4 (F16); the bounds leave a factor of about 4.
-  for (const [dtype, tol] of [['BF16', 1e-2], ['F16', 1e-3]] as const) {
+  for (const [dtype, tol] of [
+    ['BF16', 1e-2],
+    ['F16', 1e-3],
+  ] as const) {
     test(`${dtype} checkpoint: weights are the rounded values, logits within ${tol} relative error of f32`, async () => {
       const {dir, rounded} = halfCheckpoint(dtype);
       const meta = listCheckpoint(dir);
@@ -231,13 +266,16 @@ describe('half-precision and sharded checkpoints', () => {
       const m = await RecurrentGemmaForCausalLM.fromPretrained(dir);
       const params = m.namedParameters();
       for (const t of rounded) {
-        expect({name: t.name, d: maxAbsDiff(params.get(t.name)!.read().dataSync(), t.data)}).toEqual({name: t.name, d: 0});
+        expect({name: t.name, d: maxAbsDiff(params.get(t.name)!.read().dataSync(), t.data)}).toEqual({
+          name: t.name,
+          d: 0,
+        });
       }
       const got = logits(m);
       const err = relError(got, referenceLogits);
       console.log(`${dtype} checkpoint: logits relative error ${err.toExponential(2)} against f32`);
       expect(err).toBeLessThan(tol);
-      expect(err).toBeGreaterThan(0);  // the rounding really happened
+      expect(err).toBeGreaterThan(0); // the rounding really happened
       // Same as an f32 checkpoint holding the rounded values.
       const m32 = await RecurrentGemmaForCausalLM.fromPretrained(checkpoint(rounded));
       expect(maxAbsDiff(logits(m32), got)).toBe(0);

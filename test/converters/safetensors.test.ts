@@ -3,13 +3,27 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import {
-  CheckpointError, TensorMeta, WriteTensor, bf16ToF32, f16ToF32, f32ToBf16, iterateCheckpoint, listCheckpoint,
-  readHeader, readTensor, writeCheckpoint, writeSafetensors,
+  bf16ToF32,
+  CheckpointError,
+  f16ToF32,
+  f32ToBf16,
+  iterateCheckpoint,
+  listCheckpoint,
+  readHeader,
+  readTensor,
+  TensorMeta,
+  WriteTensor,
+  writeCheckpoint,
+  writeSafetensors,
 } from '../../converters/safetensors';
 
 let tmp: string;
-beforeAll(() => { tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'griffin-safetensors-')); });
-afterAll(() => { fs.rmSync(tmp, {recursive: true, force: true}); });
+beforeAll(() => {
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'griffin-safetensors-'));
+});
+afterAll(() => {
+  fs.rmSync(tmp, {recursive: true, force: true});
+});
 
 let counter = 0;
 function freshDir(): string {
@@ -33,7 +47,11 @@ function u16le(values: number[]): number[] {
 
 function expectCheckpointError(fn: () => unknown, file: string, pattern?: RegExp): void {
   let err: unknown;
-  try { fn(); } catch (e) { err = e; }
+  try {
+    fn();
+  } catch (e) {
+    err = e;
+  }
   expect(err).toBeInstanceOf(CheckpointError);
   const msg = (err as Error).message;
   expect(msg).toContain(path.basename(file));
@@ -110,8 +128,11 @@ describe('hand-built half-precision and other dtypes', () => {
     const bits = [0x3f80, 0xc000, 0x3fc0, 0x4049, 0x0001, 0x8000, 0x7f80, 0xff80, 0x7fc0, 0x7f7f];
     // 0x0001 is a float32 subnormal; 0x7f7f is the largest finite bf16.
     const expected = [1, -2, 1.5, 3.140625, 2 ** -133, -0, Infinity, -Infinity, NaN, (2 - 2 ** -7) * 2 ** 127];
-    const file = rawFile(path.join(freshDir(), 'bf16.safetensors'),
-        {__metadata__: {format: 'pt'}, w: {dtype: 'BF16', shape: [2, 5], data_offsets: [0, 20]}}, u16le(bits));
+    const file = rawFile(
+      path.join(freshDir(), 'bf16.safetensors'),
+      {__metadata__: {format: 'pt'}, w: {dtype: 'BF16', shape: [2, 5], data_offsets: [0, 20]}},
+      u16le(bits),
+    );
     const meta = readHeader(file).tensors.get('w')!;
     expect(meta.dtype).toBe('BF16');
     const got = readTensor(meta);
@@ -120,12 +141,33 @@ describe('hand-built half-precision and other dtypes', () => {
   });
 
   test('F16 bit patterns, subnormals and specials included, read to exact float32', () => {
-    const bits = [0x3c00, 0xc000, 0x3555, 0x0001, 0x8001, 0x03ff, 0x0400, 0x7bff, 0xfbff, 0x7c00, 0xfc00, 0x7e00, 0x0000, 0x8000, 0x3bff];
+    const bits = [
+      0x3c00, 0xc000, 0x3555, 0x0001, 0x8001, 0x03ff, 0x0400, 0x7bff, 0xfbff, 0x7c00, 0xfc00, 0x7e00, 0x0000, 0x8000,
+      0x3bff,
+    ];
     // 0x3555 (about 1/3): exponent 13, mantissa 0x155. 0x0001..0x03ff are subnormal.
-    const expected = [1, -2, (1 + 0x155 / 1024) * 2 ** -2, 2 ** -24, -(2 ** -24), 1023 * 2 ** -24, 2 ** -14, 65504, -65504,
-      Infinity, -Infinity, NaN, 0, -0, 1 - 2 ** -11];
-    const file = rawFile(path.join(freshDir(), 'f16.safetensors'),
-        {h: {dtype: 'F16', shape: [15], data_offsets: [0, 30]}}, u16le(bits));
+    const expected = [
+      1,
+      -2,
+      (1 + 0x155 / 1024) * 2 ** -2,
+      2 ** -24,
+      -(2 ** -24),
+      1023 * 2 ** -24,
+      2 ** -14,
+      65504,
+      -65504,
+      Infinity,
+      -Infinity,
+      NaN,
+      0,
+      -0,
+      1 - 2 ** -11,
+    ];
+    const file = rawFile(
+      path.join(freshDir(), 'f16.safetensors'),
+      {h: {dtype: 'F16', shape: [15], data_offsets: [0, 30]}},
+      u16le(bits),
+    );
     expectBits(readTensor(readHeader(file).tensors.get('h')!), expected);
   });
 
@@ -140,13 +182,17 @@ describe('hand-built half-precision and other dtypes', () => {
     const i32 = Buffer.alloc(8);
     i32.writeInt32LE(-7, 0);
     i32.writeInt32LE(123456789, 4);
-    const file = rawFile(path.join(freshDir(), 'mixed.safetensors'), {
-      d: {dtype: 'F64', shape: [3], data_offsets: [0, 24]},
-      l: {dtype: 'I64', shape: [2, 2], data_offsets: [24, 56]},
-      big: {dtype: 'I64', shape: [2], data_offsets: [56, 72]},
-      i: {dtype: 'I32', shape: [2], data_offsets: [72, 80]},
-      u: {dtype: 'U8', shape: [3], data_offsets: [80, 83]},
-    }, [...f64, ...i64, ...big, ...i32, 1, 2, 3]);
+    const file = rawFile(
+      path.join(freshDir(), 'mixed.safetensors'),
+      {
+        d: {dtype: 'F64', shape: [3], data_offsets: [0, 24]},
+        l: {dtype: 'I64', shape: [2, 2], data_offsets: [24, 56]},
+        big: {dtype: 'I64', shape: [2], data_offsets: [56, 72]},
+        i: {dtype: 'I32', shape: [2], data_offsets: [72, 80]},
+        u: {dtype: 'U8', shape: [3], data_offsets: [80, 83]},
+      },
+      [...f64, ...i64, ...big, ...i32, 1, 2, 3],
+    );
     const {tensors} = readHeader(file);
     expectBits(readTensor(tensors.get('d')!), [Math.fround(0.1), -Infinity, 0]);
     const l = readTensor(tensors.get('l')!);
@@ -159,10 +205,14 @@ describe('hand-built half-precision and other dtypes', () => {
   });
 
   test('tensors come back in file order whatever the header order', () => {
-    const file = rawFile(path.join(freshDir(), 'order.safetensors'), {
-      second: {dtype: 'F32', shape: [1], data_offsets: [4, 8]},
-      first: {dtype: 'F32', shape: [1], data_offsets: [0, 4]},
-    }, [0, 0, 0x80, 0x3f, 0, 0, 0, 0x40]);
+    const file = rawFile(
+      path.join(freshDir(), 'order.safetensors'),
+      {
+        second: {dtype: 'F32', shape: [1], data_offsets: [4, 8]},
+        first: {dtype: 'F32', shape: [1], data_offsets: [0, 4]},
+      },
+      [0, 0, 0x80, 0x3f, 0, 0, 0, 0x40],
+    );
     const {tensors} = readHeader(file);
     expect([...tensors.keys()]).toEqual(['first', 'second']);
     expectBits(readTensor(tensors.get('first')!), [1]);
@@ -201,8 +251,11 @@ describe('conversions', () => {
     const all = Uint16Array.from({length: 65536}, (_, i) => i);
     const got = f16ToF32(all);
     for (let h = 0; h < 65536; h++) {
-      const s = h & 0x8000 ? -1 : 1, e = (h >> 10) & 31, m = h & 1023;
-      const want = e === 0 ? s * m * 2 ** -24 : e === 31 ? (m ? NaN : s * Infinity) : s * (1 + m / 1024) * 2 ** (e - 15);
+      const s = h & 0x8000 ? -1 : 1,
+        e = (h >> 10) & 31,
+        m = h & 1023;
+      const want =
+        e === 0 ? s * m * 2 ** -24 : e === 31 ? (m ? NaN : s * Infinity) : s * (1 + m / 1024) * 2 ** (e - 15);
       if (!Object.is(got[h], want)) throw new Error(`f16 0x${h.toString(16)}: ${got[h]} vs ${want}`);
     }
   });
@@ -211,12 +264,12 @@ describe('conversions', () => {
 describe('sharded checkpoints', () => {
   function model(): WriteTensor[] {
     return [
-      {name: 'model.embed_tokens.weight', shape: [16, 8], data: ramp(128, 0.25, 64)},      // 512 B
-      {name: 'model.layers.0.mlp.w', shape: [8, 8], data: ramp(64, -1.5)},                  // 256 B
-      {name: 'model.layers.0.mlp.b', shape: [8], data: ramp(8, 3)},                         // 32 B
-      {name: 'model.layers.1.mlp.w', shape: [8, 8], data: ramp(64, 0.125, 3)},              // 256 B
-      {name: 'model.layers.1.step', shape: [], data: new Int32Array([-5])},                 // 4 B
-      {name: 'model.final_norm.scale', shape: [8], data: ramp(8, 1e-3)},                    // 32 B
+      {name: 'model.embed_tokens.weight', shape: [16, 8], data: ramp(128, 0.25, 64)}, // 512 B
+      {name: 'model.layers.0.mlp.w', shape: [8, 8], data: ramp(64, -1.5)}, // 256 B
+      {name: 'model.layers.0.mlp.b', shape: [8], data: ramp(8, 3)}, // 32 B
+      {name: 'model.layers.1.mlp.w', shape: [8, 8], data: ramp(64, 0.125, 3)}, // 256 B
+      {name: 'model.layers.1.step', shape: [], data: new Int32Array([-5])}, // 4 B
+      {name: 'model.final_norm.scale', shape: [8], data: ramp(8, 1e-3)}, // 32 B
     ];
   }
 
@@ -226,8 +279,12 @@ describe('sharded checkpoints', () => {
     writeCheckpoint(dir, tensors, {maxShardBytes: 300, metadata: {source: 'test'}});
     const files = fs.readdirSync(dir).sort();
     // Greedy in order: [embed 512] [w0 256, b0 32] [w1 256, step 4, norm 32]
-    expect(files).toEqual(['model-00001-of-00003.safetensors', 'model-00002-of-00003.safetensors',
-      'model-00003-of-00003.safetensors', 'model.safetensors.index.json']);
+    expect(files).toEqual([
+      'model-00001-of-00003.safetensors',
+      'model-00002-of-00003.safetensors',
+      'model-00003-of-00003.safetensors',
+      'model.safetensors.index.json',
+    ]);
     const indexText = fs.readFileSync(path.join(dir, 'model.safetensors.index.json'), 'utf8');
     const index = JSON.parse(indexText);
     expect(index.metadata).toEqual({source: 'test', total_size: 512 + 256 + 32 + 256 + 4 + 32});
@@ -241,7 +298,10 @@ describe('sharded checkpoints', () => {
     });
     expect(Object.keys(index.weight_map)).toEqual(Object.keys(index.weight_map).sort()); // sort_keys=True
     expect(indexText.endsWith('}\n')).toBe(true);
-    expect(readHeader(path.join(dir, 'model-00002-of-00003.safetensors')).metadata).toEqual({format: 'pt', source: 'test'});
+    expect(readHeader(path.join(dir, 'model-00002-of-00003.safetensors')).metadata).toEqual({
+      format: 'pt',
+      source: 'test',
+    });
 
     const listed = listCheckpoint(dir);
     expect([...listed.keys()]).toEqual(tensors.map((t) => t.name));
@@ -278,8 +338,11 @@ describe('sharded checkpoints', () => {
     }
     writeCheckpoint(dir, gen, {maxShardBytes: 600});
     expect(calls).toBe(2);
-    expect(fs.readdirSync(dir).sort()).toEqual(['model-00001-of-00002.safetensors', 'model-00002-of-00002.safetensors',
-      'model.safetensors.index.json']);
+    expect(fs.readdirSync(dir).sort()).toEqual([
+      'model-00001-of-00002.safetensors',
+      'model-00002-of-00002.safetensors',
+      'model.safetensors.index.json',
+    ]);
     const streamed = await collect(dir);
     streamed.forEach((t, i) => expectBits(t.data, model()[i].data));
 
@@ -291,7 +354,11 @@ describe('sharded checkpoints', () => {
     const dir = freshDir();
     let calls = 0;
     const factory = () => (calls++ === 0 ? model() : model().reverse());
-    expectCheckpointError(() => writeCheckpoint(dir, factory, {maxShardBytes: 300}), 'model-00001-of-00003.safetensors', /same tensors/);
+    expectCheckpointError(
+      () => writeCheckpoint(dir, factory, {maxShardBytes: 300}),
+      'model-00001-of-00003.safetensors',
+      /same tensors/,
+    );
     expect(fs.readdirSync(dir).filter((f) => f.endsWith('.tmp'))).toEqual([]);
   });
 });
@@ -326,8 +393,12 @@ describe('the tiny-a fixture', () => {
 
 describe('errors are CheckpointErrors naming the file', () => {
   let dir: string;
-  beforeAll(() => { dir = freshDir(); });
-  const f32 = (name: string, shape: unknown, offsets: unknown) => ({[name]: {dtype: 'F32', shape, data_offsets: offsets}});
+  beforeAll(() => {
+    dir = freshDir();
+  });
+  const f32 = (name: string, shape: unknown, offsets: unknown) => ({
+    [name]: {dtype: 'F32', shape, data_offsets: offsets},
+  });
 
   test('file shorter than 8 bytes', () => {
     const file = path.join(dir, 'short.safetensors');
@@ -340,17 +411,38 @@ describe('errors are CheckpointErrors naming the file', () => {
   });
 
   test('header length past the end of the file, or absurd', () => {
-    expectCheckpointError(() => readHeader(rawFile(path.join(dir, 'past.safetensors'), {}, [], 1000n)), 'past.safetensors', /past the end/);
-    expectCheckpointError(() => readHeader(rawFile(path.join(dir, 'absurd.safetensors'), {}, [], 2n ** 62n)), 'absurd.safetensors', /absurd/);
-    expectCheckpointError(() => readHeader(rawFile(path.join(dir, 'huge.safetensors'), {}, [], 0xffffffffffffffffn)), 'huge.safetensors', /absurd/);
+    expectCheckpointError(
+      () => readHeader(rawFile(path.join(dir, 'past.safetensors'), {}, [], 1000n)),
+      'past.safetensors',
+      /past the end/,
+    );
+    expectCheckpointError(
+      () => readHeader(rawFile(path.join(dir, 'absurd.safetensors'), {}, [], 2n ** 62n)),
+      'absurd.safetensors',
+      /absurd/,
+    );
+    expectCheckpointError(
+      () => readHeader(rawFile(path.join(dir, 'huge.safetensors'), {}, [], 0xffffffffffffffffn)),
+      'huge.safetensors',
+      /absurd/,
+    );
   });
 
   test('header not JSON, not UTF-8, or not an object', () => {
-    expectCheckpointError(() => readHeader(rawFile(path.join(dir, 'notjson.safetensors'), '{"a": ')), 'notjson.safetensors', /JSON/);
+    expectCheckpointError(
+      () => readHeader(rawFile(path.join(dir, 'notjson.safetensors'), '{"a": ')),
+      'notjson.safetensors',
+      /JSON/,
+    );
     const bad = path.join(dir, 'notutf8.safetensors');
     fs.writeFileSync(bad, Buffer.from([2, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xfe]));
     expectCheckpointError(() => readHeader(bad), bad, /UTF-8/);
-    for (const [name, h] of [['array', '[]'], ['null', 'null'], ['number', '3'], ['string', '"x"']]) {
+    for (const [name, h] of [
+      ['array', '[]'],
+      ['null', 'null'],
+      ['number', '3'],
+      ['string', '"x"'],
+    ]) {
       const file = rawFile(path.join(dir, `${name}.safetensors`), h);
       expectCheckpointError(() => readHeader(file), file, /not a JSON object/);
     }
@@ -386,14 +478,22 @@ describe('errors are CheckpointErrors naming the file', () => {
   });
 
   test('end past the data, i.e. a truncated file, is caught by readHeader', () => {
-    const file = rawFile(path.join(dir, 'trunc.safetensors'), {...f32('a', [2], [0, 8]), ...f32('b', [2], [8, 16])}, [0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    const file = rawFile(
+      path.join(dir, 'trunc.safetensors'),
+      {...f32('a', [2], [0, 8]), ...f32('b', [2], [8, 16])},
+      [0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+    );
     expectCheckpointError(() => readHeader(file), file, /"b".*past the end of the data/);
   });
 
   test('byte length not numel * bytes per element', () => {
     const file = rawFile(path.join(dir, 'len.safetensors'), f32('t', [3], [0, 8]), [0, 0, 0, 0, 0, 0, 0, 0]);
     expectCheckpointError(() => readHeader(file), file, /"t".*needs 12 bytes/);
-    const overflow = rawFile(path.join(dir, 'ovf.safetensors'), f32('t', [2 ** 40, 2 ** 40], [0, 8]), [0, 0, 0, 0, 0, 0, 0, 0]);
+    const overflow = rawFile(
+      path.join(dir, 'ovf.safetensors'),
+      f32('t', [2 ** 40, 2 ** 40], [0, 8]),
+      [0, 0, 0, 0, 0, 0, 0, 0],
+    );
     expectCheckpointError(() => readHeader(overflow), overflow, /"t"/);
   });
 
@@ -415,9 +515,12 @@ describe('errors are CheckpointErrors naming the file', () => {
     expectCheckpointError(() => listCheckpoint(path.join(empty, 'missing')), 'missing', /no checkpoint/);
 
     const sharded = freshDir();
-    writeSafetensors(path.join(sharded, 'model-00001-of-00002.safetensors'), [{name: 'a', shape: [1], data: new Float32Array([1])}]);
+    writeSafetensors(path.join(sharded, 'model-00001-of-00002.safetensors'), [
+      {name: 'a', shape: [1], data: new Float32Array([1])},
+    ]);
     const index = path.join(sharded, 'model.safetensors.index.json');
-    const writeIndex = (map: unknown) => fs.writeFileSync(index, JSON.stringify({metadata: {total_size: 8}, weight_map: map}));
+    const writeIndex = (map: unknown) =>
+      fs.writeFileSync(index, JSON.stringify({metadata: {total_size: 8}, weight_map: map}));
 
     writeIndex({a: 'model-00001-of-00002.safetensors', b: 'model-00002-of-00002.safetensors'});
     expectCheckpointError(() => listCheckpoint(sharded), 'model-00002-of-00002.safetensors', /does not exist/);
@@ -448,14 +551,24 @@ describe('errors are CheckpointErrors naming the file', () => {
     const file = path.join(wdir, 'w.safetensors');
     const cases: [WriteTensor[], RegExp][] = [
       [[{name: 'x', shape: [3], data: new Float32Array(2)}], /"x".*3 elements/],
-      [[{name: 'x', shape: [1], data: new Float32Array(1)}, {name: 'x', shape: [1], data: new Float32Array(1)}], /"x".*twice/],
+      [
+        [
+          {name: 'x', shape: [1], data: new Float32Array(1)},
+          {name: 'x', shape: [1], data: new Float32Array(1)},
+        ],
+        /"x".*twice/,
+      ],
       [[{name: 'x', shape: [-1], data: new Float32Array(1)}], /shape/],
       [[{name: 'x', shape: [1], data: new Float64Array(1) as unknown as Float32Array}], /Float32Array/],
       [[{name: '__metadata__', shape: [1], data: new Float32Array(1)}], /name/],
     ];
     for (const [tensors, re] of cases) expectCheckpointError(() => writeSafetensors(file, tensors), file, re);
     expectCheckpointError(() => writeSafetensors(file, [], {a: 1 as unknown as string}), file, /metadata/);
-    expectCheckpointError(() => writeSafetensors(path.join(wdir, 'no', 'such', 'dir.safetensors'), []), 'dir.safetensors', /write failed/);
+    expectCheckpointError(
+      () => writeSafetensors(path.join(wdir, 'no', 'such', 'dir.safetensors'), []),
+      'dir.safetensors',
+      /write failed/,
+    );
     expect(fs.readdirSync(wdir)).toEqual([]);
   });
 });

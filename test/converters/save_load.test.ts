@@ -2,13 +2,16 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import {tf} from '../../src/tf';
-import {RecurrentGemmaForCausalLM} from '../../src/model';
 import {listCheckpoint} from '../../converters/safetensors';
+import {RecurrentGemmaForCausalLM} from '../../src/model';
+import {tf} from '../../src/tf';
 import {maxAbsDiff, relError} from '../helpers';
 
 const FIXTURE = path.join(__dirname, '../fixtures/tiny-a');
-const IDS = [[2, 342, 48, 451, 411, 374, 280, 400, 354, 313], [2, 151, 472, 279, 89, 208, 152, 327, 8, 504]];
+const IDS = [
+  [2, 342, 48, 451, 411, 374, 280, 400, 354, 313],
+  [2, 151, 472, 279, 89, 208, 152, 327, 8, 504],
+];
 let model: RecurrentGemmaForCausalLM;
 let reference: Float32Array;
 let tmp: string;
@@ -47,7 +50,9 @@ test('tf.loadLayersModel reads the tfjs format (layer classes registered) and pr
   const dir = path.join(tmp, 'tfjs-plain');
   await model.save(dir, {format: 'tfjs'});
   const json = JSON.parse(fs.readFileSync(path.join(dir, 'model.json'), 'utf8'));
-  const weightData = Buffer.concat(json.weightsManifest[0].paths.map((p: string) => fs.readFileSync(path.join(dir, p))));
+  const weightData = Buffer.concat(
+    json.weightsManifest[0].paths.map((p: string) => fs.readFileSync(path.join(dir, p))),
+  );
   const handler = tf.io.fromMemory({
     modelTopology: json.modelTopology,
     weightSpecs: json.weightsManifest[0].weights,
@@ -59,14 +64,17 @@ test('tf.loadLayersModel reads the tfjs format (layer classes registered) and pr
 });
 
 test('quantized tfjs exports: float16 within 1e-3, uint8 within 5e-2 relative error of float32 logits', async () => {
-  for (const [dtype, tol] of [['float16', 1e-3], ['uint8', 5e-2]] as const) {
+  for (const [dtype, tol] of [
+    ['float16', 1e-3],
+    ['uint8', 5e-2],
+  ] as const) {
     const dir = path.join(tmp, `tfjs-${dtype}`);
     await model.save(dir, {format: 'tfjs', dtype});
     const back = await RecurrentGemmaForCausalLM.fromPretrained(dir);
     const err = relError(back.forward({inputIds: IDS}).logits.dataSync(), reference);
     console.log(`${dtype} export: logits relative error ${err.toExponential(2)}`);
     expect(err).toBeLessThan(tol);
-    expect(err).toBeGreaterThan(0);  // it really was quantized
+    expect(err).toBeGreaterThan(0); // it really was quantized
   }
 });
 

@@ -4,11 +4,11 @@
  * continuation of a state, and constant memory.
  */
 import * as path from 'path';
-import {tf} from '../../src/tf';
-import {RecurrentGemmaForCausalLM} from '../../src/model';
-import {GemmaTokenizer} from '../../src/tokenizer';
-import {GenerationState} from '../../src/generation/state';
 import type {TokenEvent} from '../../src/generation/generate';
+import {GenerationState} from '../../src/generation/state';
+import {RecurrentGemmaForCausalLM} from '../../src/model';
+import {tf} from '../../src/tf';
+import {GemmaTokenizer} from '../../src/tokenizer';
 import {seededUniform} from '../helpers';
 
 const DIR = path.join(__dirname, '../fixtures/tiny-a');
@@ -16,7 +16,7 @@ const golden = JSON.parse(require('fs').readFileSync(path.join(DIR, 'golden.json
 
 let model: RecurrentGemmaForCausalLM;
 let tok: GemmaTokenizer;
-const V = 512;  // tiny-a's vocabulary (checked below): ids are drawn while the tests are collected
+const V = 512; // tiny-a's vocabulary (checked below): ids are drawn while the tests are collected
 beforeAll(async () => {
   await tf.setBackend('cpu');
   model = await RecurrentGemmaForCausalLM.fromPretrained(DIR);
@@ -37,7 +37,7 @@ function argmax(row: number[]): number {
 }
 
 test("greedy reproduces golden.json's greedy.sequence (HF transformers) exactly", async () => {
-  const {prompt, sequence} = golden.greedy as {prompt: number[][], sequence: number[][]};
+  const {prompt, sequence} = golden.greedy as {prompt: number[][]; sequence: number[][]};
   const out = await model.generate(prompt, {maxNewTokens: sequence[0].length - prompt[0].length, temperature: 0});
   expect(out).toEqual(sequence);
 });
@@ -61,7 +61,8 @@ describe('batches', () => {
   test('left-padded rows give exactly what each prompt gives alone; a row that stops leaves, the others go on', async () => {
     const n = 24;
     const alone0 = [];
-    for (const p of prompts) alone0.push((await model.generate([p], {maxNewTokens: n, temperature: 0, eosTokenId: []}))[0]);
+    for (const p of prompts)
+      alone0.push((await model.generate([p], {maxNewTokens: n, temperature: 0, eosTokenId: []}))[0]);
     // A stop id that ends row 1 early but (in their own runs) neither of the others.
     const gen = alone0.map((s, i) => s.slice(prompts[i].length));
     const stop = gen[1].find((id, k) => k >= 2 && k < n - 4 && !gen[0].includes(id) && !gen[2].includes(id));
@@ -111,7 +112,9 @@ describe('sampling', () => {
   test('repetition penalty breaks the greedy loop of the golden prompt', async () => {
     const {prompt: gp} = golden.greedy as {prompt: number[][]};
     const plain = (await model.generate(gp, {maxNewTokens: 12, temperature: 0}))[0].slice(gp[0].length);
-    const penal = (await model.generate(gp, {maxNewTokens: 12, temperature: 0, repetitionPenalty: 3}))[0].slice(gp[0].length);
+    const penal = (await model.generate(gp, {maxNewTokens: 12, temperature: 0, repetitionPenalty: 3}))[0].slice(
+      gp[0].length,
+    );
     expect(new Set(plain).size).toBe(1);
     expect(new Set(penal).size).toBeGreaterThan(1);
   });
@@ -147,7 +150,12 @@ describe('stop conditions and text', () => {
     let k = 1;
     while (!tok.decode(gen.slice(0, k), {skipSpecial: true}).includes(stopStr)) k++;
     const events: TokenEvent[] = [];
-    const [out] = await model.generate([prompt], {...base, tokenizer: tok, stopStrings: [stopStr], onToken: (e) => events.push(e)});
+    const [out] = await model.generate([prompt], {
+      ...base,
+      tokenizer: tok,
+      stopStrings: [stopStr],
+      onToken: (e) => events.push(e),
+    });
     expect(out).toEqual(full.slice(0, prompt.length + k));
     expect(events[events.length - 1].finishReason).toBe('stop_string');
     expect(events.map((e) => e.text).join('')).toBe(text.slice(0, text.indexOf(stopStr)));
@@ -170,7 +178,12 @@ describe('stop conditions and text', () => {
     const next = (await model.generate(gp, {maxNewTokens: 1, temperature: 0}))[0][gp[0].length];
     const run = async (opts: object) => {
       const events: TokenEvent[] = [];
-      const [out] = await model.generate(gp, {maxNewTokens: 5, temperature: 0, onToken: (e) => events.push(e), ...opts});
+      const [out] = await model.generate(gp, {
+        maxNewTokens: 5,
+        temperature: 0,
+        onToken: (e) => events.push(e),
+        ...opts,
+      });
       return {n: out.length - gp[0].length, reason: events[events.length - 1].finishReason};
     };
     expect(await run({tokenizer: tok})).toEqual({n: 5, reason: 'length'});
@@ -193,14 +206,20 @@ describe('streaming, abort, memory', () => {
 
   test('stream yields the events generate reports; breaking out frees everything', async () => {
     const events: TokenEvent[] = [];
-    const [out] = await model.generate([prompt], {maxNewTokens: 15, temperature: 0, eosTokenId: [], onToken: (e) => events.push(e)});
+    const [out] = await model.generate([prompt], {
+      maxNewTokens: 15,
+      temperature: 0,
+      eosTokenId: [],
+      onToken: (e) => events.push(e),
+    });
     const before = tf.memory().numTensors;
     const streamed: TokenEvent[] = [];
     for await (const e of model.stream([prompt], {maxNewTokens: 15, temperature: 0, eosTokenId: []})) streamed.push(e);
     expect(streamed).toEqual(events);
     expect(out.slice(prompt.length)).toEqual(events.map((e) => e.tokenId));
     let n = 0;
-    for await (const _ of model.stream([prompt], {maxNewTokens: 15, temperature: 0, eosTokenId: []})) if (++n === 4) break;
+    for await (const _ of model.stream([prompt], {maxNewTokens: 15, temperature: 0, eosTokenId: []}))
+      if (++n === 4) break;
     expect(tf.memory().numTensors).toBe(before);
   });
 
@@ -208,8 +227,13 @@ describe('streaming, abort, memory', () => {
     const ac = new AbortController();
     let n = 0;
     const [out] = await model.generate([prompt], {
-      maxNewTokens: 100, temperature: 0, eosTokenId: [], signal: ac.signal,
-      onToken: () => { if (++n === 5) ac.abort(); },
+      maxNewTokens: 100,
+      temperature: 0,
+      eosTokenId: [],
+      signal: ac.signal,
+      onToken: () => {
+        if (++n === 5) ac.abort();
+      },
     });
     expect(out.length).toBe(prompt.length + 5);
     const pre = new AbortController();
@@ -221,7 +245,10 @@ describe('streaming, abort, memory', () => {
     const start = tf.memory().numTensors;
     const seen: number[] = [];
     const [out] = await model.generate([prompt], {
-      maxNewTokens: 500, temperature: 1, seed: 3, eosTokenId: [],
+      maxNewTokens: 500,
+      temperature: 1,
+      seed: 3,
+      eosTokenId: [],
       onToken: () => seen.push(tf.memory().numTensors),
     });
     expect(out.length).toBe(prompt.length + 500);
@@ -233,10 +260,11 @@ describe('streaming, abort, memory', () => {
 
 describe('continuing a state (chat turns)', () => {
   test('turn 2 prefilled onto the kept state generates what the whole history gives from scratch', async () => {
-    const p1 = randomIds(8, 30), p2 = randomIds(9, 20);
+    const p1 = randomIds(8, 30),
+      p2 = randomIds(9, 20);
     const state = GenerationState.empty(model, 1);
     const [t1] = await model.generate([p1], {state, maxNewTokens: 12, temperature: 0, eosTokenId: []});
-    expect(state.positions).toEqual([42]);  // prompt + every generated token, the last one included
+    expect(state.positions).toEqual([42]); // prompt + every generated token, the last one included
     const [t2] = await model.generate([p2], {state, maxNewTokens: 12, temperature: 0, eosTokenId: []});
     expect(state.positions).toEqual([74]);
     const [scratch] = await model.generate([[...t1, ...p2]], {maxNewTokens: 12, temperature: 0, eosTokenId: []});
@@ -253,7 +281,13 @@ describe('continuing a state (chat turns)', () => {
     const state = GenerationState.empty(model, 2);
     const [a] = await model.generate([prompts[0]], {maxNewTokens: 8, temperature: 0, eosTokenId: []});
     const stop = a[prompts[0].length + 2];
-    const out = await model.generate(prompts, {state, maxNewTokens: 8, temperature: 0, eosTokenId: [], stopTokenIds: [stop]});
+    const out = await model.generate(prompts, {
+      state,
+      maxNewTokens: 8,
+      temperature: 0,
+      eosTokenId: [],
+      stopTokenIds: [stop],
+    });
     expect(state.positions).toEqual(out.map((r) => r.length));
     const next = await model.generate([[5], [5]], {state, maxNewTokens: 2, temperature: 0, eosTokenId: []});
     for (let r = 0; r < 2; r++) {

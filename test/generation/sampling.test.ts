@@ -1,8 +1,13 @@
 import {
-  RepetitionPenaltyProcessor, Sampler, StopStringMatcher, TemperatureProcessor, TopKProcessor, TopPProcessor,
+  RepetitionPenaltyProcessor,
+  Sampler,
+  StopStringMatcher,
+  TemperatureProcessor,
+  TopKProcessor,
+  TopPProcessor,
   validateSamplingOptions,
 } from '../../src/generation/sampling';
-import { seededUniform } from '../helpers';
+import {seededUniform} from '../helpers';
 
 const f32 = (xs: number[]): Float32Array => Float32Array.from(xs);
 const argmax = (xs: ArrayLike<number>): number => {
@@ -20,9 +25,9 @@ describe('greedy', () => {
   test('temperature 0 or undefined is argmax, first max on ties', () => {
     const logits = f32([0.1, 2.5, -1, 2.5, 0]);
     expect(new Sampler({}).next(logits, [])).toBe(1);
-    expect(new Sampler({ temperature: 0, topK: 3, topP: 0.5 }).next(logits, [])).toBe(1);
+    expect(new Sampler({temperature: 0, topK: 3, topP: 0.5}).next(logits, [])).toBe(1);
     const rnd = seededUniform(3);
-    const s = new Sampler({ temperature: 0 });
+    const s = new Sampler({temperature: 0});
     for (let t = 0; t < 50; t++) {
       const row = randomRow(rnd, 97);
       expect(s.next(row, [])).toBe(argmax(row));
@@ -31,12 +36,12 @@ describe('greedy', () => {
 
   test('the repetition penalty still applies under greedy', () => {
     // 3 -> 3/1.5 = 2 < 2.9
-    expect(new Sampler({ repetitionPenalty: 1.5 }).next(f32([3, 2.9]), [0])).toBe(1);
+    expect(new Sampler({repetitionPenalty: 1.5}).next(f32([3, 2.9]), [0])).toBe(1);
   });
 
-  test('the caller\'s logits are not modified', () => {
+  test("the caller's logits are not modified", () => {
     const logits = f32([1, 4, 2, -3]);
-    new Sampler({ temperature: 0.5, topK: 2, topP: 0.9, repetitionPenalty: 1.3, seed: 1 }).next(logits, [0, 3]);
+    new Sampler({temperature: 0.5, topK: 2, topP: 0.9, repetitionPenalty: 1.3, seed: 1}).next(logits, [0, 3]);
     expect(Array.from(logits)).toEqual([1, 4, 2, -3]);
   });
 });
@@ -46,7 +51,7 @@ describe('sampling', () => {
     const rnd = seededUniform(11);
     for (let seed = 0; seed < 40; seed++) {
       const row = randomRow(rnd, 64);
-      expect(new Sampler({ temperature: 1.7, topK: 1, seed }).next(row, [])).toBe(argmax(row));
+      expect(new Sampler({temperature: 1.7, topK: 1, seed}).next(row, [])).toBe(argmax(row));
     }
   });
 
@@ -54,7 +59,7 @@ describe('sampling', () => {
     const rnd = seededUniform(12);
     for (let seed = 0; seed < 40; seed++) {
       const row = randomRow(rnd, 64);
-      expect(new Sampler({ temperature: 2, topP: 1e-6, seed }).next(row, [])).toBe(argmax(row));
+      expect(new Sampler({temperature: 2, topP: 1e-6, seed}).next(row, [])).toBe(argmax(row));
     }
   });
 
@@ -64,7 +69,7 @@ describe('sampling', () => {
     const e = logits.map((l) => Math.exp(l / T));
     const z = e.reduce((a, b) => a + b, 0);
     const expected = e.map((x) => x / z); // ~[0.169, 0.705, 0.082, 0.044]
-    const s = new Sampler({ temperature: T, seed: 2024 });
+    const s = new Sampler({temperature: T, seed: 2024});
     const counts = [0, 0, 0, 0];
     const row = f32(logits);
     const N = 20000;
@@ -75,18 +80,18 @@ describe('sampling', () => {
   test('same seed gives the same draws, a different seed different ones', () => {
     const row = f32([0.3, 0.1, 0.5, 0.2, 0.4, 0, 0.35, 0.15]);
     const draws = (seed: number): number[] => {
-      const s = new Sampler({ temperature: 1, seed });
-      return Array.from({ length: 60 }, () => s.next(row, []));
+      const s = new Sampler({temperature: 1, seed});
+      return Array.from({length: 60}, () => s.next(row, []));
     };
     expect(draws(42)).toEqual(draws(42));
     expect(draws(42)).not.toEqual(draws(43));
-    const unseeded = new Sampler({ temperature: 1 });
-    const replay = new Sampler({ temperature: 1, seed: unseeded.seed });
+    const unseeded = new Sampler({temperature: 1});
+    const replay = new Sampler({temperature: 1, seed: unseeded.seed});
     for (let i = 0; i < 20; i++) expect(replay.next(row, [])).toBe(unseeded.next(row, []));
   });
 
   test('draws never pick a filtered-out token', () => {
-    const s = new Sampler({ temperature: 5, topK: 2, seed: 9 }); // high T flattens what is left
+    const s = new Sampler({temperature: 5, topK: 2, seed: 9}); // high T flattens what is left
     const row = f32([0, 3, 1, 2.5, -1]);
     for (let i = 0; i < 2000; i++) expect([1, 3]).toContain(s.next(row, []));
   });
@@ -97,7 +102,8 @@ describe('processors', () => {
     const out = new RepetitionPenaltyProcessor(2).apply(f32([2, -1, 0.5, 3, -2]), [0, 1, 0, 4]);
     expect(Array.from(out)).toEqual([1, -2, 0.5, 3, -4]);
     expect(() => new RepetitionPenaltyProcessor(2).apply(f32([1, 2]), [2])).toThrow(
-      'repetition penalty: previous id 2 out of range [0, 2)');
+      'repetition penalty: previous id 2 out of range [0, 2)',
+    );
   });
 
   test('temperature divides the logits', () => {
@@ -145,19 +151,21 @@ describe('processors', () => {
 describe('validateSamplingOptions', () => {
   test('accepts sensible options', () => {
     expect(() => validateSamplingOptions({})).not.toThrow();
-    expect(() => validateSamplingOptions({ temperature: 0, topK: 1, topP: 1, repetitionPenalty: 0.5, seed: 0 })).not.toThrow();
+    expect(() =>
+      validateSamplingOptions({temperature: 0, topK: 1, topP: 1, repetitionPenalty: 0.5, seed: 0}),
+    ).not.toThrow();
   });
 
   test.each([
-    [{ temperature: -0.1 }, 'temperature must be >= 0, got -0.1'],
-    [{ temperature: NaN }, 'temperature must be >= 0, got NaN'],
-    [{ topK: 0 }, 'topK must be an integer >= 1, got 0'],
-    [{ topK: 2.5 }, 'topK must be an integer >= 1, got 2.5'],
-    [{ topP: 0 }, 'topP must be in (0, 1], got 0'],
-    [{ topP: 1.5 }, 'topP must be in (0, 1], got 1.5'],
-    [{ repetitionPenalty: 0 }, 'repetitionPenalty must be > 0, got 0'],
-    [{ repetitionPenalty: -1 }, 'repetitionPenalty must be > 0, got -1'],
-    [{ seed: 1.5 }, 'seed must be an integer, got 1.5'],
+    [{temperature: -0.1}, 'temperature must be >= 0, got -0.1'],
+    [{temperature: NaN}, 'temperature must be >= 0, got NaN'],
+    [{topK: 0}, 'topK must be an integer >= 1, got 0'],
+    [{topK: 2.5}, 'topK must be an integer >= 1, got 2.5'],
+    [{topP: 0}, 'topP must be in (0, 1], got 0'],
+    [{topP: 1.5}, 'topP must be in (0, 1], got 1.5'],
+    [{repetitionPenalty: 0}, 'repetitionPenalty must be > 0, got 0'],
+    [{repetitionPenalty: -1}, 'repetitionPenalty must be > 0, got -1'],
+    [{seed: 1.5}, 'seed must be an integer, got 1.5'],
   ])('%p -> %s', (opts, msg) => {
     expect(() => validateSamplingOptions(opts)).toThrow(new Error(msg));
     expect(() => new Sampler(opts)).toThrow(new Error(msg));
@@ -174,31 +182,35 @@ describe('StopStringMatcher', () => {
       emits.push(r.emit);
       if (r.stopped && stoppedAt < 0) stoppedAt = i;
     });
-    return { emits, stoppedAt, rest: m.flush() };
+    return {emits, stoppedAt, rest: m.flush()};
   };
 
   test('a stop string split across pushes', () => {
     expect(run(['<end>'], ['Hello <e', 'n', 'd> never shown'])).toEqual({
-      emits: ['Hello ', '', ''], stoppedAt: 2, rest: '',
+      emits: ['Hello ', '', ''],
+      stoppedAt: 2,
+      rest: '',
     });
     expect(run(['\n\nUser:'], ['Sure.\n', '\nUs', 'er: hi'])).toEqual({
-      emits: ['Sure.', '', ''], stoppedAt: 2, rest: '',
+      emits: ['Sure.', '', ''],
+      stoppedAt: 2,
+      rest: '',
     });
   });
 
   test('text emitted with the stop string is cut right before it', () => {
-    expect(run(['STOP'], ['abc', 'deSTOPxyz'])).toEqual({ emits: ['abc', 'de'], stoppedAt: 1, rest: '' });
+    expect(run(['STOP'], ['abc', 'deSTOPxyz'])).toEqual({emits: ['abc', 'de'], stoppedAt: 1, rest: ''});
   });
 
   test('a false start is released once it cannot match any more', () => {
-    expect(run(['<end>'], ['a <e', 'x', 'b'])).toEqual({ emits: ['a ', '<ex', 'b'], stoppedAt: -1, rest: '' });
-    expect(run(['<end>'], ['tail <en'])).toEqual({ emits: ['tail '], stoppedAt: -1, rest: '<en' });
+    expect(run(['<end>'], ['a <e', 'x', 'b'])).toEqual({emits: ['a ', '<ex', 'b'], stoppedAt: -1, rest: ''});
+    expect(run(['<end>'], ['tail <en'])).toEqual({emits: ['tail '], stoppedAt: -1, rest: '<en'});
   });
 
   test('after stopping, further pushes emit nothing', () => {
     const m = new StopStringMatcher(['x']);
-    expect(m.push('axb')).toEqual({ emit: 'a', stopped: true });
-    expect(m.push('more')).toEqual({ emit: '', stopped: true });
+    expect(m.push('axb')).toEqual({emit: 'a', stopped: true});
+    expect(m.push('more')).toEqual({emit: '', stopped: true});
     expect(m.flush()).toBe('');
   });
 
@@ -210,7 +222,7 @@ describe('StopStringMatcher', () => {
     const rnd = seededUniform(5);
     for (let t = 0; t < 200; t++) {
       const pieces: string[] = [];
-      for (let i = 0; i < text.length;) {
+      for (let i = 0; i < text.length; ) {
         const n = 1 + Math.floor(rnd() * 4);
         pieces.push(text.slice(i, i + n));
         i += n;
@@ -222,7 +234,7 @@ describe('StopStringMatcher', () => {
   });
 
   test('no stop strings: everything passes through; empty stop strings are rejected', () => {
-    expect(run([], ['a', 'b'])).toEqual({ emits: ['a', 'b'], stoppedAt: -1, rest: '' });
+    expect(run([], ['a', 'b'])).toEqual({emits: ['a', 'b'], stoppedAt: -1, rest: ''});
     expect(() => new StopStringMatcher(['ok', ''])).toThrow('stop strings must not be empty');
   });
 });

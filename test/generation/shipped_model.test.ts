@@ -6,13 +6,12 @@
  */
 import {spawnSync} from 'child_process';
 import * as path from 'path';
-import {tf} from '../../src/tf';
 import {useBackend} from '../../src/backend';
-import {RecurrentGemmaForCausalLM} from '../../src/model';
-import {GemmaTokenizer} from '../../src/tokenizer';
 import {defaultModelDir} from '../../src/cli/generate';
 import {brownSplit, loadBrownText} from '../../src/data/corpus';
+import {RecurrentGemmaForCausalLM} from '../../src/model';
 import {heldOutRows, meanLoss, SMALL_CONFIG} from '../../src/pretrain/small';
+import {GemmaTokenizer} from '../../src/tokenizer';
 
 const ROOT = path.join(__dirname, '../..');
 const TSX = path.join(ROOT, 'node_modules/.bin/tsx');
@@ -42,17 +41,36 @@ test('held-out loss on Brown documents it never saw: 4.36 when trained, far belo
   expect(loss).toBeLessThan(4.8);
 }, 300000);
 
-test('`griffin generate` with no --model streams the shipped model\'s greedy text, made of English words', async () => {
+test("`griffin generate` with no --model streams the shipped model's greedy text, made of English words", async () => {
   const prompt = 'The old man walked into the';
-  const r = spawnSync(TSX, [path.join(ROOT, 'src/cli.ts'), 'generate', '--prompt', prompt, '--temperature', '0', '--max-new-tokens', '40', '--backend', 'wasm'],
-      {cwd: ROOT, encoding: 'utf8', timeout: 180_000});
+  const r = spawnSync(
+    TSX,
+    [
+      path.join(ROOT, 'src/cli.ts'),
+      'generate',
+      '--prompt',
+      prompt,
+      '--temperature',
+      '0',
+      '--max-new-tokens',
+      '40',
+      '--backend',
+      'wasm',
+    ],
+    {cwd: ROOT, encoding: 'utf8', timeout: 180_000},
+  );
   expect(r.status).toBe(0);
   expect(r.stderr).toMatch(/decode: 40 tokens/);
   const ids = tok.encode(prompt);
   const [out] = await model.generate([ids], {maxNewTokens: 40, temperature: 0});
   expect(r.stdout).toBe(tok.decode(out.slice(ids.length), {skipSpecial: true}));
   // English-like: nearly every word it prints is a word of the corpus.
-  const vocab = new Set(loadBrownText().join(' ').toLowerCase().match(/[a-z]+/g));
+  const vocab = new Set(
+    loadBrownText()
+      .join(' ')
+      .toLowerCase()
+      .match(/[a-z]+/g),
+  );
   const words = r.stdout.toLowerCase().match(/[a-z]+/g) ?? [];
   expect(words.length).toBeGreaterThan(15);
   const known = words.filter((w) => vocab.has(w)).length / words.length;

@@ -6,17 +6,17 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import {tf} from '../../src/tf';
-import {RecurrentGemmaForCausalLM} from '../../src/model';
 import {GenerationState} from '../../src/generation/state';
 import type {ForwardInputs} from '../../src/model';
+import {RecurrentGemmaForCausalLM} from '../../src/model';
+import {tf} from '../../src/tf';
 import {maxAbsDiff, relError, seededUniform} from '../helpers';
 
 const DIR = path.join(__dirname, '../fixtures/tiny-a');
 const TOL = 1e-4;
 
 let tinyA: RecurrentGemmaForCausalLM;
-let tinyW: RecurrentGemmaForCausalLM;   // attention_window_size 4
+let tinyW: RecurrentGemmaForCausalLM; // attention_window_size 4
 const report: string[] = [];
 
 beforeAll(async () => {
@@ -24,13 +24,21 @@ beforeAll(async () => {
   tinyA = await RecurrentGemmaForCausalLM.fromPretrained(DIR);
   tf.randomUniform([1]).dispose();
   tinyW = new RecurrentGemmaForCausalLM({
-    vocab_size: 97, hidden_size: 32, lru_width: 48, intermediate_size: 64, num_attention_heads: 4,
-    num_key_value_heads: 2, num_hidden_layers: 5, attention_window_size: 4, conv1d_width: 3,
-    block_types: ['attention', 'recurrent', 'attention'], tie_word_embeddings: false,
+    vocab_size: 97,
+    hidden_size: 32,
+    lru_width: 48,
+    intermediate_size: 64,
+    num_attention_heads: 4,
+    num_key_value_heads: 2,
+    num_hidden_layers: 5,
+    attention_window_size: 4,
+    conv1d_width: 3,
+    block_types: ['attention', 'recurrent', 'attention'],
+    tie_word_embeddings: false,
   });
 });
 afterAll(() => {
-  console.log('worst relative errors: ' + report.join('; '));
+  console.log(`worst relative errors: ${report.join('; ')}`);
   tinyA.dispose();
   tinyW.dispose();
 });
@@ -55,7 +63,12 @@ function rowsOf(t: tf.Tensor): number[][] {
 }
 
 /** Prefill `prompt`, then decode the rest of `ids`; returns the logits after each position from prompt-1 on. */
-function cachedLogits(model: RecurrentGemmaForCausalLM, ids: number[], promptLen: number, chunkSize?: number): number[][] {
+function cachedLogits(
+  model: RecurrentGemmaForCausalLM,
+  ids: number[],
+  promptLen: number,
+  chunkSize?: number,
+): number[][] {
   const state = model.prefill([ids.slice(0, promptLen)], {chunkSize});
   const out = [rowsOf(tf.clone(state.logits))[0]];
   for (let i = promptLen; i < ids.length; i++) out.push(rowsOf(model.decodeStep(state, [ids[i]]).logits)[0]);
@@ -99,7 +112,10 @@ describe('cached decode equals the full forward at every position', () => {
 });
 
 describe('chunked prefill', () => {
-  for (const [name, get] of [['tiny-a', () => tinyA], ['window 4', () => tinyW]] as const) {
+  for (const [name, get] of [
+    ['tiny-a', () => tinyA],
+    ['window 4', () => tinyW],
+  ] as const) {
     test(`${name}: three prefill calls onto one state equal one prefill, state tensor by tensor`, () => {
       const model = get();
       const ids = randomIds(4, 150, model.config.vocab_size);
@@ -109,7 +125,8 @@ describe('chunked prefill', () => {
       model.prefill([ids.slice(110)], {state: three});
       expect(three.positions).toEqual([150]);
       expect(one.positions).toEqual([150]);
-      const a = one.tensors(), b = three.tensors();
+      const a = one.tensors(),
+        b = three.tensors();
       expect(a.length).toBe(b.length);
       let worst = 0;
       a.forEach((t, i) => {
@@ -120,7 +137,9 @@ describe('chunked prefill', () => {
       expect(worst).toBeLessThan(TOL);
       // ...and they decode alike.
       for (const id of [5, 9, 11]) {
-        expect(relError(rowsOf(model.decodeStep(one, [id]).logits)[0], rowsOf(model.decodeStep(three, [id]).logits)[0])).toBeLessThan(TOL);
+        expect(
+          relError(rowsOf(model.decodeStep(one, [id]).logits)[0], rowsOf(model.decodeStep(three, [id]).logits)[0]),
+        ).toBeLessThan(TOL);
       }
       one.dispose();
       three.dispose();
@@ -139,7 +158,10 @@ describe('chunked prefill', () => {
 });
 
 describe('left-padded batches', () => {
-  for (const [name, get] of [['tiny-a', () => tinyA], ['window 4', () => tinyW]] as const) {
+  for (const [name, get] of [
+    ['tiny-a', () => tinyA],
+    ['window 4', () => tinyW],
+  ] as const) {
     test(`${name}: rows of 5, 30 and 70 tokens decode as they do alone`, () => {
       const model = get();
       const V = model.config.vocab_size;
@@ -151,12 +173,23 @@ describe('left-padded batches', () => {
       const batch = model.prefill(padded, {attentionMask: mask, chunkSize: 32});
       expect(batch.positions).toEqual([5, 30, 70]);
       const batchLogits: number[][][] = [rowsOf(tf.clone(batch.logits))];
-      for (let s = 0; s < 40; s++) batchLogits.push(rowsOf(model.decodeStep(batch, conts.map((c) => c[s])).logits));
+      for (let s = 0; s < 40; s++)
+        batchLogits.push(
+          rowsOf(
+            model.decodeStep(
+              batch,
+              conts.map((c) => c[s]),
+            ).logits,
+          ),
+        );
       batch.dispose();
       let worst = 0;
       prompts.forEach((p, r) => {
         const alone = cachedLogits(model, [...p, ...conts[r]], p.length);
-        const err = worstRel(batchLogits.map((l) => l[r]), alone);
+        const err = worstRel(
+          batchLogits.map((l) => l[r]),
+          alone,
+        );
         worst = Math.max(worst, err);
         expect(err).toBeLessThan(TOL);
       });
@@ -199,8 +232,11 @@ describe('a state is a value: clone, select, save, load', () => {
     const reference = cachedLogits(tinyA, [...ids, ...tail], ids.length);
     const state = tinyA.prefill([ids]);
     const fork = state.clone();
-    for (const id of randomIds(33, 8, V)) tinyA.decodeStep(fork, [id]).logits.dispose();   // another continuation
-    const got = [rowsOf(tf.clone(state.logits))[0], ...tail.map((id) => rowsOf(tinyA.decodeStep(state, [id]).logits)[0])];
+    for (const id of randomIds(33, 8, V)) tinyA.decodeStep(fork, [id]).logits.dispose(); // another continuation
+    const got = [
+      rowsOf(tf.clone(state.logits))[0],
+      ...tail.map((id) => rowsOf(tinyA.decodeStep(state, [id]).logits)[0]),
+    ];
     expect(maxAbsDiff(got.flat(), reference.flat())).toBe(0);
     expect(fork.positions).toEqual([28]);
     // Several samples from one prompt: select([0, 0, 0]) and the rows stay identical.
@@ -234,7 +270,8 @@ test('memory: numTensors and bytes flat across 1000 decode steps', () => {
 test('packed rows: a document started inside a chunk does not see the previous one through the conv history', () => {
   // Chunk 1 holds document A (6 tokens) and the first 2 tokens of B; chunk 2 continues B.
   const V = tinyA.config.vocab_size;
-  const a = randomIds(50, 6, V), b = randomIds(51, 8, V);
+  const a = randomIds(50, 6, V),
+    b = randomIds(51, 8, V);
   const run = (ids: number[], pos: number[], state: ForwardInputs['state']) => {
     const out = tinyA.forward({inputIds: [ids], positionIds: [pos], state, returnState: true});
     return {logits: out.logits, states: out.state!};
@@ -246,5 +283,10 @@ test('packed rows: a document started inside a chunk does not see the previous o
   const err = worstRel(got, alone);
   report.push(`packed chunk continuation ${err.toExponential(2)}`);
   expect(err).toBeLessThan(TOL);
-  tf.dispose([c1.logits, c2.logits, ...c1.states.flatMap((s) => Object.values(s)), ...c2.states.flatMap((s) => Object.values(s))]);
+  tf.dispose([
+    c1.logits,
+    c2.logits,
+    ...c1.states.flatMap((s) => Object.values(s)),
+    ...c2.states.flatMap((s) => Object.values(s)),
+  ]);
 });

@@ -3,9 +3,9 @@
  * CLI runs on by default): cached decode against the full forward, and HF's greedy golden.
  */
 import * as path from 'path';
-import {tf} from '../../src/tf';
 import {useBackend} from '../../src/backend';
 import {RecurrentGemmaForCausalLM} from '../../src/model';
+import {tf} from '../../src/tf';
 import {relError} from '../helpers';
 
 const DIR = path.join(__dirname, '../fixtures/tiny-a');

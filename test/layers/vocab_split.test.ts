@@ -7,11 +7,11 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import {tf} from '../../src/tf';
-import {listCheckpoint, readTensor} from '../../converters/safetensors';
 import {checkpointTensors} from '../../converters/checkpoint_tensors';
-import {RecurrentGemmaForCausalLM} from '../../src/model';
+import {listCheckpoint, readTensor} from '../../converters/safetensors';
 import {maxPieceBytes, pieceRows, vocabSplit} from '../../layers/vocab_split';
+import {RecurrentGemmaForCausalLM} from '../../src/model';
+import {tf} from '../../src/tf';
 import {maxAbsDiff, relError} from '../helpers';
 
 const DIR = path.join(__dirname, '../fixtures/tiny-a');
@@ -24,7 +24,11 @@ const PIECE_BYTES = 100 * 64 * 4;
 /** Builds (or loads) with the piece limit forced, restoring the default afterwards. */
 async function withPieces<T>(bytes: number, fn: () => Promise<T> | T): Promise<T> {
   vocabSplit.maxPieceBytes = bytes;
-  try { return await fn(); } finally { vocabSplit.maxPieceBytes = 0; }
+  try {
+    return await fn();
+  } finally {
+    vocabSplit.maxPieceBytes = 0;
+  }
 }
 
 let whole: RecurrentGemmaForCausalLM;
@@ -77,26 +81,33 @@ test('the split model holds pieces; the checkpoint view still has one embedding 
 });
 
 test('logits, every hidden state and the loss are identical to the unsplit model', () => {
-  const run = (m: RecurrentGemmaForCausalLM) => tf.tidy(() => {
-    const o = m.forward({inputIds: golden.input_ids, labels: golden.labels, outputHiddenStates: true});
-    return [o.logits, o.loss!, ...o.hiddenStates!].map((t) => t.dataSync());
-  });
+  const run = (m: RecurrentGemmaForCausalLM) =>
+    tf.tidy(() => {
+      const o = m.forward({inputIds: golden.input_ids, labels: golden.labels, outputHiddenStates: true});
+      return [o.logits, o.loss!, ...o.hiddenStates!].map((t) => t.dataSync());
+    });
   const [a, b] = [run(whole), run(split)];
   expect(a.length).toBe(b.length);
   a.forEach((v, i) => expect({i, diff: maxAbsDiff(b[i], v)}).toEqual({i, diff: 0}));
 });
 
-test('gradients equal the unsplit model\'s to float rounding (embedding pieces concatenated)', () => {
+test("gradients equal the unsplit model's to float rounding (embedding pieces concatenated)", () => {
   const grads = (m: RecurrentGemmaForCausalLM) => {
     const ct = checkpointTensors(m);
     const vars = [...ct.values()].flatMap((t) => t.parts.map((p) => p.read() as tf.Variable));
-    const {value, grads: g} = tf.variableGrads(() => m.forward({inputIds: golden.input_ids, labels: golden.labels}).loss!, vars);
+    const {value, grads: g} = tf.variableGrads(
+      () => m.forward({inputIds: golden.input_ids, labels: golden.labels}).loss!,
+      vars,
+    );
     const out = new Map<string, Float32Array>();
     for (const [name, t] of ct) {
       const parts = t.parts.map((p) => g[(p.read() as tf.Variable).name].dataSync() as Float32Array);
       const all = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
       let off = 0;
-      for (const p of parts) { all.set(p, off); off += p.length; }
+      for (const p of parts) {
+        all.set(p, off);
+        off += p.length;
+      }
       out.set(name, all);
     }
     tf.dispose([value, ...Object.values(g)]);
@@ -130,7 +141,12 @@ test('hf save of the split model writes one embedding tensor; it loads split or 
   for (const bytes of [0, PIECE_BYTES * 2]) {
     const m = await withPieces(bytes, () => RecurrentGemmaForCausalLM.fromPretrained(dir));
     expect(m.embed.matrix.pieces.length).toBe(bytes ? 3 : 1);
-    expect(maxAbsDiff(tf.tidy(() => m.forward({inputIds: golden.input_ids}).logits.dataSync()), ref)).toBe(0);
+    expect(
+      maxAbsDiff(
+        tf.tidy(() => m.forward({inputIds: golden.input_ids}).logits.dataSync()),
+        ref,
+      ),
+    ).toBe(0);
     m.dispose();
   }
 });
@@ -145,7 +161,12 @@ test('tfjs format: the split model saves one embedding weight; it loads split or
   for (const bytes of [0, PIECE_BYTES]) {
     const m = await withPieces(bytes, () => RecurrentGemmaForCausalLM.fromPretrained(dir));
     expect(m.embed.matrix.pieces.length).toBe(bytes ? 6 : 1);
-    expect(maxAbsDiff(tf.tidy(() => m.forward({inputIds: golden.input_ids}).logits.dataSync()), ref)).toBe(0);
+    expect(
+      maxAbsDiff(
+        tf.tidy(() => m.forward({inputIds: golden.input_ids}).logits.dataSync()),
+        ref,
+      ),
+    ).toBe(0);
     m.dispose();
   }
 });
@@ -155,7 +176,8 @@ test('an untied LM head splits the same way, with identical logits', async () =>
   const a = new RecurrentGemmaForCausalLM(cfg);
   const b = await withPieces(PIECE_BYTES, () => new RecurrentGemmaForCausalLM(cfg, {init: 'zeros'}));
   expect(b.lmHead!.matrix.pieces.length).toBe(6);
-  const ta = checkpointTensors(a), tb = checkpointTensors(b);
+  const ta = checkpointTensors(a),
+    tb = checkpointTensors(b);
   expect([...tb.keys()]).toEqual([...ta.keys()]);
   const {readTensorData, writeTensorData} = await import('../../converters/checkpoint_tensors');
   for (const [name, t] of ta) writeTensorData(tb.get(name)!, readTensorData(t));

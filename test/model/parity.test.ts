@@ -2,9 +2,10 @@
  * Parity with the float64 reference dumps of test/fixtures/tiny-a (HF transformers): logits,
  * every hidden state, loss and every parameter's gradient. Prints the worst relative error per tensor.
  */
-import {tf} from '../../src/tf';
+
 import {RecurrentGemmaForCausalLM} from '../../src/model';
-import {relError, loadTinyAGolden, TINY_A_DIR} from '../helpers';
+import {tf} from '../../src/tf';
+import {loadTinyAGolden, relError, TINY_A_DIR} from '../helpers';
 
 const DIR = TINY_A_DIR;
 const {golden, tensor: G} = loadTinyAGolden();
@@ -27,13 +28,16 @@ test('logits and every hidden state within 1e-5 relative error', () => {
     report.push(`hidden_states.${i} ${err.toExponential(2)}`);
     expect(err).toBeLessThan(1e-5);
   });
-  console.log('worst relative errors: ' + report.join(', '));
+  console.log(`worst relative errors: ${report.join(', ')}`);
 });
 
 test('loss within 1e-5 and every gradient within 1e-4 relative error', () => {
   const params = model.namedParameters();
   const vars = [...params.values()].map((v) => v.read() as tf.Variable);
-  const {value, grads} = tf.variableGrads(() => model.forward({inputIds: golden.input_ids, labels: golden.labels}).loss!, vars);
+  const {value, grads} = tf.variableGrads(
+    () => model.forward({inputIds: golden.input_ids, labels: golden.labels}).loss!,
+    vars,
+  );
   const loss = value.dataSync()[0];
   console.log(`loss ${loss} vs golden ${golden.loss}`);
   expect(Math.abs(loss - golden.loss)).toBeLessThan(1e-5);

@@ -3,8 +3,8 @@
  * packing, padding, causality, predict vs forward, the loss, and the attention window.
  */
 import * as path from 'path';
-import {tf} from '../../src/tf';
 import {RecurrentGemmaForCausalLM} from '../../src/model';
+import {tf} from '../../src/tf';
 import {maxAbsDiff, seededUniform} from '../helpers';
 
 const DIR = path.join(__dirname, '../fixtures/tiny-a');
@@ -34,7 +34,8 @@ const flat2 = (rows: number[][]) => rows.flat();
 
 describe('packing: positionIds restarting at 0', () => {
   test('two documents in one row give the logits of each run alone', () => {
-    const a = randomIds(1, 9), b = randomIds(2, 7);   // both longer than conv1d_width 4
+    const a = randomIds(1, 9),
+      b = randomIds(2, 7); // both longer than conv1d_width 4
     const packed = logitsOf({inputIds: [[...a, ...b]], positionIds: [[...a.keys(), ...b.keys()]]})[0];
     const aloneA = logitsOf({inputIds: [a]})[0];
     const aloneB = logitsOf({inputIds: [b]})[0];
@@ -54,7 +55,9 @@ describe('packing: positionIds restarting at 0', () => {
     positionIds.dispose();
     let off = 0;
     for (const d of docs) {
-      expect(maxAbsDiff(flat2(out[0].slice(off, off + d.length)), flat2(logitsOf({inputIds: [d]})[0]))).toBeLessThan(TOL);
+      expect(maxAbsDiff(flat2(out[0].slice(off, off + d.length)), flat2(logitsOf({inputIds: [d]})[0]))).toBeLessThan(
+        TOL,
+      );
       off += d.length;
     }
     expect(maxAbsDiff(flat2(out[1]), flat2(logitsOf({inputIds: [row1]})[0]))).toBeLessThan(TOL);
@@ -103,10 +106,20 @@ describe('padding with attentionMask', () => {
   });
 
   test('packed documents with left and right padding', () => {
-    const a = short, b = long.slice(0, 5);
-    const ids = [[PAD, PAD, ...a, ...b], [...b, ...a, PAD, PAD]];
-    const attentionMask = [[0, 0, ...Array(a.length + b.length).fill(1)], [...Array(a.length + b.length).fill(1), 0, 0]];
-    const positionIds = [[0, 0, ...a.keys(), ...b.keys()], [...b.keys(), ...a.keys(), 0, 0]];
+    const a = short,
+      b = long.slice(0, 5);
+    const ids = [
+      [PAD, PAD, ...a, ...b],
+      [...b, ...a, PAD, PAD],
+    ];
+    const attentionMask = [
+      [0, 0, ...Array(a.length + b.length).fill(1)],
+      [...Array(a.length + b.length).fill(1), 0, 0],
+    ];
+    const positionIds = [
+      [0, 0, ...a.keys(), ...b.keys()],
+      [...b.keys(), ...a.keys(), 0, 0],
+    ];
     const out = logitsOf({inputIds: ids, attentionMask, positionIds});
     const aloneB = logitsOf({inputIds: [b]})[0];
     expect(maxAbsDiff(flat2(out[0].slice(2, 2 + a.length)), flat2(aloneShort))).toBeLessThan(TOL);
@@ -150,7 +163,10 @@ describe('predict and forward', () => {
     const before = tf.memory().numTensors;
     const ids = [randomIds(12, 8), randomIds(13, 8)];
     const out = model.forward({
-      inputIds: ids, labels: ids, attentionMask: [[0, 0, 1, 1, 1, 1, 1, 1], Array(8).fill(1)], outputHiddenStates: true,
+      inputIds: ids,
+      labels: ids,
+      attentionMask: [[0, 0, 1, 1, 1, 1, 1, 1], Array(8).fill(1)],
+      outputHiddenStates: true,
     });
     expect(tf.memory().numTensors).toBe(before + 2 + out.hiddenStates!.length);
     tf.dispose([out.logits, out.loss!, ...out.hiddenStates!]);
@@ -161,7 +177,8 @@ describe('predict and forward', () => {
 describe('loss', () => {
   /** Mean over counted positions of -log softmax(logits[i])[labels[i + 1]], in float64. */
   function manualLoss(logits: number[][][], labels: number[][]): number {
-    let total = 0, n = 0;
+    let total = 0,
+      n = 0;
     logits.forEach((row, b) => {
       for (let i = 0; i + 1 < row.length; i++) {
         const y = labels[b][i + 1];
@@ -181,15 +198,17 @@ describe('loss', () => {
     const out = model.forward({inputIds: ids, labels});
     const want = manualLoss(out.logits.arraySync() as number[][][], labels);
     expect(Math.abs(out.loss!.dataSync()[0] - want)).toBeLessThan(1e-5);
-    expect(want).toBeGreaterThan(1);  // a real loss, not a degenerate 0
+    expect(want).toBeGreaterThan(1); // a real loss, not a degenerate 0
     tf.dispose([out.logits, out.loss!]);
   });
 
-  test('a row of only -100 counts for nothing: the loss is the other row\'s alone', () => {
-    const a = randomIds(16, 9), b = randomIds(17, 9);
+  test("a row of only -100 counts for nothing: the loss is the other row's alone", () => {
+    const a = randomIds(16, 9),
+      b = randomIds(17, 9);
     const both = model.forward({inputIds: [a, b], labels: [Array(9).fill(-100), b]});
     const alone = model.forward({inputIds: [b], labels: [b]});
-    const lb = both.loss!.dataSync()[0], la = alone.loss!.dataSync()[0];
+    const lb = both.loss!.dataSync()[0],
+      la = alone.loss!.dataSync()[0];
     expect(Number.isFinite(lb)).toBe(true);
     expect(Math.abs(lb - la)).toBeLessThan(1e-5);
     expect(Math.abs(la - manualLoss(alone.logits.arraySync() as number[][][], [b]))).toBeLessThan(1e-5);
@@ -229,8 +248,14 @@ describe('the attention window (one attention layer, W = 4)', () => {
   let m: RecurrentGemmaForCausalLM;
   beforeAll(() => {
     m = new RecurrentGemmaForCausalLM({
-      num_hidden_layers: 1, vocab_size: 40, hidden_size: 32, intermediate_size: 64, num_attention_heads: 4,
-      num_key_value_heads: 2, attention_window_size: W, block_types: ['attention'],
+      num_hidden_layers: 1,
+      vocab_size: 40,
+      hidden_size: 32,
+      intermediate_size: 64,
+      num_attention_heads: 4,
+      num_key_value_heads: 2,
+      attention_window_size: W,
+      block_types: ['attention'],
     });
     // Random init keeps o_proj small; make the attention's effect plainly visible.
     const o = m.namedParameters().get('model.layers.0.temporal_block.o_proj.weight')!;

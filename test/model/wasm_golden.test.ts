@@ -3,10 +3,11 @@
  * ops/wasm_matmul.ts (transposed weights, per-head gates, attention, and the transposed products
  * of the backward pass) and the loss's float32 one-hot mask through ops/wasm_onehot.ts.
  */
-import {tf} from '../../src/tf';
+
 import {useBackend} from '../../src/backend';
 import {RecurrentGemmaForCausalLM} from '../../src/model';
-import {relError, loadTinyAGolden, TINY_A_DIR} from '../helpers';
+import {tf} from '../../src/tf';
+import {loadTinyAGolden, relError, TINY_A_DIR} from '../helpers';
 
 const DIR = TINY_A_DIR;
 const {golden, tensor: G} = loadTinyAGolden();
@@ -32,7 +33,10 @@ test('wasm: logits, loss within 1e-5 and every gradient within 1e-4 of the float
   logits.dispose();
   const params = model.namedParameters();
   const vars = [...params.values()].map((v) => v.read() as tf.Variable);
-  const {value, grads} = tf.variableGrads(() => model.forward({inputIds: golden.input_ids, labels: golden.labels}).loss!, vars);
+  const {value, grads} = tf.variableGrads(
+    () => model.forward({inputIds: golden.input_ids, labels: golden.labels}).loss!,
+    vars,
+  );
   const loss = value.dataSync()[0];
   console.log(`wasm loss ${loss} vs golden ${golden.loss}`);
   expect(Math.abs(loss - golden.loss)).toBeLessThan(1e-5);

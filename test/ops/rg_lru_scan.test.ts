@@ -1,11 +1,13 @@
 import * as tf from '@tensorflow/tfjs-core';
 import '../../src/tf';
-import {rgLruScan, RG_LRU_SCAN} from '../../ops/rg_lru_scan';
-import {rgLruScanReference, rgLruScanGradReference} from '../../ops/rg_lru_scan/reference';
+import {RG_LRU_SCAN, rgLruScan} from '../../ops/rg_lru_scan';
 import {registerRgLruScanComposite} from '../../ops/rg_lru_scan/composite';
-import {seededUniform, maxAbsDiff} from '../helpers';
+import {rgLruScanGradReference, rgLruScanReference} from '../../ops/rg_lru_scan/reference';
+import {maxAbsDiff, seededUniform} from '../helpers';
 
-beforeAll(async () => { await tf.setBackend('cpu'); });
+beforeAll(async () => {
+  await tf.setBackend('cpu');
+});
 
 function randomCase(seed: number, b: number, t: number, e: number) {
   const r = seededUniform(seed);
@@ -28,18 +30,28 @@ async function withCompositeBackend<T>(fn: () => T): Promise<T> {
     registerRgLruScanComposite(name);
   }
   await tf.setBackend(name);
-  try { return fn(); } finally { await tf.setBackend('cpu'); }
+  try {
+    return fn();
+  } finally {
+    await tf.setBackend('cpu');
+  }
 }
 
 describe('RgLruScan forward', () => {
-  for (const [b, t, e] of [[1, 1, 1], [2, 7, 5], [3, 33, 16], [1, 64, 3]]) {
+  for (const [b, t, e] of [
+    [1, 1, 1],
+    [2, 7, 5],
+    [3, 33, 16],
+    [1, 64, 3],
+  ]) {
     test(`cpu kernel and composite equal the reference, b=${b} t=${t} e=${e}`, async () => {
       const {a, x, h0} = randomCase(b * 100 + t * 10 + e, b, t, e);
       const ref = rgLruScanReference(a, x, h0, b, t, e);
-      const run = () => tf.tidy(() => {
-        const {h, hLast} = rgLruScan(tf.tensor3d(a, [b, t, e]), tf.tensor3d(x, [b, t, e]), tf.tensor2d(h0, [b, e]));
-        return [h.dataSync().slice(), hLast.dataSync().slice()];
-      });
+      const run = () =>
+        tf.tidy(() => {
+          const {h, hLast} = rgLruScan(tf.tensor3d(a, [b, t, e]), tf.tensor3d(x, [b, t, e]), tf.tensor2d(h0, [b, e]));
+          return [h.dataSync().slice(), hLast.dataSync().slice()];
+        });
       const [h, hLast] = run();
       expect(maxAbsDiff(h, ref.h)).toBeLessThan(1e-5);
       expect(maxAbsDiff(hLast, ref.hLast)).toBeLessThan(1e-5);
@@ -63,7 +75,9 @@ describe('RgLruScan forward', () => {
 
   test('chaining two scans through hLast equals one long scan', () => {
     const {a, x, h0} = randomCase(11, 2, 10, 4);
-    const A = tf.tensor3d(a, [2, 10, 4]), X = tf.tensor3d(x, [2, 10, 4]), H0 = tf.tensor2d(h0, [2, 4]);
+    const A = tf.tensor3d(a, [2, 10, 4]),
+      X = tf.tensor3d(x, [2, 10, 4]),
+      H0 = tf.tensor2d(h0, [2, 4]);
     const whole = rgLruScan(A, X, H0).h;
     const p1 = rgLruScan(A.slice([0, 0, 0], [2, 6, 4]), X.slice([0, 0, 0], [2, 6, 4]), H0);
     const p2 = rgLruScan(A.slice([0, 6, 0], [2, 4, 4]), X.slice([0, 6, 0], [2, 4, 4]), p1.hLast);
@@ -91,12 +105,17 @@ describe('RgLruScan gradient', () => {
       const {a, x, h0, wh, wl} = analytic(b, t, e, 5);
       const ref = rgLruScanReference(a, x, h0, b, t, e);
       const refGrad = rgLruScanGradReference(a, ref.h, h0, wh, wl, b, t, e);
-      const run = () => tf.tidy(() => {
-        const WH = tf.tensor3d(wh, [b, t, e]), WL = tf.tensor2d(wl, [b, e]);
-        const g = tf.grads((A: tf.Tensor, X: tf.Tensor, H0: tf.Tensor) => loss(A, X, H0, WH, WL))(
-            [tf.tensor3d(a, [b, t, e]), tf.tensor3d(x, [b, t, e]), tf.tensor2d(h0, [b, e])]);
-        return g.map((v) => v.dataSync().slice());
-      });
+      const run = () =>
+        tf.tidy(() => {
+          const WH = tf.tensor3d(wh, [b, t, e]),
+            WL = tf.tensor2d(wl, [b, e]);
+          const g = tf.grads((A: tf.Tensor, X: tf.Tensor, H0: tf.Tensor) => loss(A, X, H0, WH, WL))([
+            tf.tensor3d(a, [b, t, e]),
+            tf.tensor3d(x, [b, t, e]),
+            tf.tensor2d(h0, [b, e]),
+          ]);
+          return g.map((v) => v.dataSync().slice());
+        });
       const [da, dx, dh0] = backend === 'cpu' ? run() : await withCompositeBackend(run);
       expect(maxAbsDiff(dx, refGrad.dx)).toBeLessThan(1e-5);
       expect(maxAbsDiff(da, refGrad.da)).toBeLessThan(1e-5);
@@ -110,22 +129,28 @@ describe('RgLruScan gradient', () => {
     const f = (aa: Float32Array, xx: Float32Array, hh: Float32Array) => {
       // float64 evaluation of the loss on the reference scan
       let s = 0;
-      for (let bi = 0; bi < b; bi++) for (let c = 0; c < e; c++) {
-        let st = hh[bi * e + c];
-        for (let ti = 0; ti < t; ti++) {
-          const i = (bi * t + ti) * e + c;
-          st = aa[i] * st + xx[i];
-          s += st * wh[i];
+      for (let bi = 0; bi < b; bi++)
+        for (let c = 0; c < e; c++) {
+          let st = hh[bi * e + c];
+          for (let ti = 0; ti < t; ti++) {
+            const i = (bi * t + ti) * e + c;
+            st = aa[i] * st + xx[i];
+            s += st * wh[i];
+          }
+          s += st * wl[bi * e + c];
         }
-        s += st * wl[bi * e + c];
-      }
       return s;
     };
     const g = tf.tidy(() => {
-      const WH = tf.tensor3d(wh, [b, t, e]), WL = tf.tensor2d(wl, [b, e]);
-      return tf.grads((A: tf.Tensor, X: tf.Tensor, H0: tf.Tensor) => loss(A, X, H0, WH, WL))(
-          [tf.tensor3d(a, [b, t, e]), tf.tensor3d(x, [b, t, e]), tf.tensor2d(h0, [b, e])])
-          .map((v) => v.dataSync().slice());
+      const WH = tf.tensor3d(wh, [b, t, e]),
+        WL = tf.tensor2d(wl, [b, e]);
+      return tf
+        .grads((A: tf.Tensor, X: tf.Tensor, H0: tf.Tensor) => loss(A, X, H0, WH, WL))([
+          tf.tensor3d(a, [b, t, e]),
+          tf.tensor3d(x, [b, t, e]),
+          tf.tensor2d(h0, [b, e]),
+        ])
+        .map((v) => v.dataSync().slice());
     });
     const eps = 1e-3;
     const inputs = [a, x, h0];
@@ -134,7 +159,8 @@ describe('RgLruScan gradient', () => {
       for (let i = 0; i < arr.length; i++) {
         const plus = inputs.map((v) => Float64Array.from(v) as unknown as Float32Array);
         const minus = inputs.map((v) => Float64Array.from(v) as unknown as Float32Array);
-        plus[which][i] += eps; minus[which][i] -= eps;
+        plus[which][i] += eps;
+        minus[which][i] -= eps;
         const num = (f(plus[0], plus[1], plus[2]) - f(minus[0], minus[1], minus[2])) / (2 * eps);
         worst = Math.max(worst, Math.abs(num - g[which][i]));
       }

@@ -3,13 +3,14 @@
  * reference, on tfjs's webgpu backend. Without a GPU this runs on SwiftShader from Debian's
  * chromium package; with no adapter at all it skips, except under CI where it fails.
  */
-import {describeWebGPU} from '../webgpu_env';  // first: sets the SwiftShader env before Dawn loads
+
+import {rgLruScan} from '../../ops/rg_lru_scan';
+import {rgLruScanGradReference, rgLruScanReference} from '../../ops/rg_lru_scan/reference';
+import {rgLruScanWebGPUConfig, scanPlan} from '../../ops/rg_lru_scan/webgpu';
 import {tf} from '../../src/tf';
 import {initNodeWebGPU} from '../../src/webgpu_node';
-import {rgLruScan} from '../../ops/rg_lru_scan';
-import {rgLruScanReference, rgLruScanGradReference} from '../../ops/rg_lru_scan/reference';
-import {rgLruScanWebGPUConfig, scanPlan} from '../../ops/rg_lru_scan/webgpu';
-import {seededUniform, maxAbsDiff} from '../helpers';
+import {maxAbsDiff, seededUniform} from '../helpers';
+import {describeWebGPU} from '../webgpu_env'; // first: sets the SwiftShader env before Dawn loads
 
 function randomCase(seed: number, b: number, t: number, e: number) {
   const r = seededUniform(seed);
@@ -25,18 +26,26 @@ type Path = 'serial' | 'chunked' | 'auto';
 /** Runs fn with the path forced (chunked with the given chunk size), restoring the defaults. */
 async function onPath<T>(path: Path, chunkSize: number, fn: () => Promise<T>): Promise<T> {
   Object.assign(rgLruScanWebGPUConfig, {path, chunkSize});
-  try { return await fn(); } finally { Object.assign(rgLruScanWebGPUConfig, {path: 'auto', chunkSize: 0}); }
+  try {
+    return await fn();
+  } finally {
+    Object.assign(rgLruScanWebGPUConfig, {path: 'auto', chunkSize: 0});
+  }
 }
 
 async function forward(a: Float32Array, x: Float32Array, h0: Float32Array | null, b: number, t: number, e: number) {
-  const {h, hLast} = rgLruScan(tf.tensor3d(a, [b, t, e]), tf.tensor3d(x, [b, t, e]),
-      h0 ? tf.tensor2d(h0, [b, e]) : undefined);
+  const {h, hLast} = rgLruScan(
+    tf.tensor3d(a, [b, t, e]),
+    tf.tensor3d(x, [b, t, e]),
+    h0 ? tf.tensor2d(h0, [b, e]) : undefined,
+  );
   return {h: await h.data(), hLast: await hLast.data()};
 }
 
 // Loss L = sum(h * wh) + sum(hLast * wl), so dL/dh = wh and dL/dhLast = wl.
 async function gradients(c: ReturnType<typeof randomCase>, b: number, t: number, e: number) {
-  const WH = tf.tensor3d(c.wh, [b, t, e]), WL = tf.tensor2d(c.wl, [b, e]);
+  const WH = tf.tensor3d(c.wh, [b, t, e]),
+    WL = tf.tensor2d(c.wl, [b, e]);
   const [da, dx, dh0] = tf.grads((A: tf.Tensor, X: tf.Tensor, H0: tf.Tensor) => {
     const {h, hLast} = rgLruScan(A, X, H0);
     return tf.add(tf.sum(tf.mul(h, WH)), tf.sum(tf.mul(hLast, WL))) as tf.Scalar;
@@ -46,7 +55,12 @@ async function gradients(c: ReturnType<typeof randomCase>, b: number, t: number,
 
 // [b, t, e, chunk size for the forced chunked path]
 const SHAPES: [number, number, number, number][] = [
-  [1, 1, 1, 4], [2, 1, 8, 4], [2, 7, 5, 4], [3, 33, 16, 8], [1, 64, 3, 16], [2, 130, 37, 64],
+  [1, 1, 1, 4],
+  [2, 1, 8, 4],
+  [2, 7, 5, 4],
+  [3, 33, 16, 8],
+  [1, 64, 3, 16],
+  [2, 130, 37, 64],
   [2, 1000, 37, 64],
 ];
 const TOL = 1e-4;
@@ -57,7 +71,10 @@ describeWebGPU('RgLruScan on webgpu', () => {
     await initNodeWebGPU();
     expect(tf.getBackend()).toBe('webgpu');
   });
-  beforeEach(() => { scopeStart = tf.memory().numTensors; tf.engine().startScope(); });
+  beforeEach(() => {
+    scopeStart = tf.memory().numTensors;
+    tf.engine().startScope();
+  });
   afterEach(() => {
     tf.engine().endScope();
     expect(tf.memory().numTensors).toBe(scopeStart);
@@ -114,7 +131,9 @@ describeWebGPU('RgLruScan on webgpu', () => {
   test('chaining two scans through hLast equals one long scan', async () => {
     const [b, t, e] = [2, 300, 9];
     const c = randomCase(12, b, t, e);
-    const A = tf.tensor3d(c.a, [b, t, e]), X = tf.tensor3d(c.x, [b, t, e]), H0 = tf.tensor2d(c.h0, [b, e]);
+    const A = tf.tensor3d(c.a, [b, t, e]),
+      X = tf.tensor3d(c.x, [b, t, e]),
+      H0 = tf.tensor2d(c.h0, [b, e]);
     const whole = rgLruScan(A, X, H0).h;
     const p1 = rgLruScan(A.slice([0, 0, 0], [b, 170, e]), X.slice([0, 0, 0], [b, 170, e]), H0);
     const p2 = rgLruScan(A.slice([0, 170, 0], [b, 130, e]), X.slice([0, 170, 0], [b, 130, e]), p1.hLast);

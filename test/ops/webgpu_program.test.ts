@@ -9,12 +9,16 @@ jest.mock('@tensorflow/tfjs-backend-webgpu', () => {
   return {};
 });
 
-import {flatDispatch, shaderKeyOf, splitIndex, WebGPUProgramBase, WORKGROUP_64} from '../../ops/webgpu_program';
 import type {ProgramSpec} from '../../ops/webgpu_program';
+import {flatDispatch, shaderKeyOf, splitIndex, WebGPUProgramBase, WORKGROUP_64} from '../../ops/webgpu_program';
 
 class Probe extends WebGPUProgramBase {
-  constructor(spec: ProgramSpec) { super(spec); }
-  getUserCode(): string { return 'fn main(index : i32) {}'; }
+  constructor(spec: ProgramSpec) {
+    super(spec);
+  }
+  getUserCode(): string {
+    return 'fn main(index : i32) {}';
+  }
 }
 
 test('shaderKeyOf joins the name and the options that change the WGSL', () => {
@@ -42,8 +46,14 @@ test('splitIndex emits the row / place split of a flat index', () => {
 });
 
 test('a flat program: every output dimension on x, 64-wide workgroups, uniforms only when asked', () => {
-  const p = new Probe({name: 'rgLruChunkSummary', variant: [false], inputs: ['a', 'x'], outputShape: [2, 3, 5, 7],
-    invocations: 3 * 5 * 7, uniforms: 'chunk : i32,'});
+  const p = new Probe({
+    name: 'rgLruChunkSummary',
+    variant: [false],
+    inputs: ['a', 'x'],
+    outputShape: [2, 3, 5, 7],
+    invocations: 3 * 5 * 7,
+    uniforms: 'chunk : i32,',
+  });
   expect(p.variableNames).toEqual(['a', 'x']);
   expect(p.outputShape).toEqual([2, 3, 5, 7]);
   expect(p.shaderKey).toBe('rgLruChunkSummary_false');
@@ -53,8 +63,14 @@ test('a flat program: every output dimension on x, 64-wide workgroups, uniforms 
   expect(p.uniforms).toBe('chunk : i32,');
   expect('size' in p).toBe(false);
 
-  const q = new Probe({name: 'preciseTrig', variant: ['cos'], inputs: ['x'], outputShape: [10], invocations: 10,
-    size: true});
+  const q = new Probe({
+    name: 'preciseTrig',
+    variant: ['cos'],
+    inputs: ['x'],
+    outputShape: [10],
+    invocations: 10,
+    size: true,
+  });
   expect(q.size).toBe(true);
   expect('uniforms' in q).toBe(false);
   // The backend rewrites dispatch (and shaderKey) in place: neither may be shared with the defaults.
@@ -66,8 +82,14 @@ test('a flat program: every output dimension on x, 64-wide workgroups, uniforms 
 
 test('workgroup counts given directly are used as they are', () => {
   const grid: [number, number, number] = [8, 1, 1];
-  const p = new Probe({name: 'griffinRowArgmax', inputs: ['x'], outputShape: [8], workgroups: grid,
-    workgroupSize: [256, 1, 1], uniforms: 'n : i32,'});
+  const p = new Probe({
+    name: 'griffinRowArgmax',
+    inputs: ['x'],
+    outputShape: [8],
+    workgroups: grid,
+    workgroupSize: [256, 1, 1],
+    uniforms: 'n : i32,',
+  });
   expect(p.dispatch).toEqual([8, 1, 1]);
   expect(p.workgroupSize).toEqual([256, 1, 1]);
   expect(p.dispatchLayout).toEqual({x: [0]});

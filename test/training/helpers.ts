@@ -2,9 +2,9 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
+import {RecurrentGemmaForCausalLM} from '../../src/model';
 import {tf} from '../../src/tf';
 import {GemmaTokenizer} from '../../src/tokenizer';
-import {RecurrentGemmaForCausalLM} from '../../src/model';
 
 export const FIXTURES = path.join(__dirname, '../fixtures');
 export const TINY_A = path.join(FIXTURES, 'tiny-a');
@@ -32,7 +32,7 @@ export const loadTiny = () => RecurrentGemmaForCausalLM.fromPretrained(TINY_A);
 export const loadTokenizer = () => GemmaTokenizer.load(TOKENIZER);
 
 export function writeJsonl(file: string, rows: unknown[]): string {
-  fs.writeFileSync(file, rows.map((r) => (typeof r === 'string' ? r : JSON.stringify(r))).join('\n') + '\n');
+  fs.writeFileSync(file, `${rows.map((r) => (typeof r === 'string' ? r : JSON.stringify(r))).join('\n')}\n`);
   return file;
 }
 

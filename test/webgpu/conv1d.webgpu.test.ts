@@ -4,26 +4,39 @@
  * document starts (segments) and padding, widths 2..4, chunks shorter than the history. Under a
  * gradient tape the composite must run instead, with gradients equal to the cpu's.
  */
-import {describeWebGPU} from '../webgpu_env';  // first: sets the SwiftShader env before Dawn loads
+
+import {causalConv1dConfig} from '../../ops/causal_conv1d';
+import {causalConv1d} from '../../ops/conv1d';
+import {disposeSequenceInfo, sequenceInfo} from '../../ops/sequence';
 import {tf} from '../../src/tf';
 import {initNodeWebGPU} from '../../src/webgpu_node';
-import {causalConv1d} from '../../ops/conv1d';
-import {causalConv1dConfig} from '../../ops/causal_conv1d';
-import {disposeSequenceInfo, sequenceInfo} from '../../ops/sequence';
 import {maxAbsDiff, seededUniform} from '../helpers';
+import {describeWebGPU} from '../webgpu_env'; // first: sets the SwiftShader env before Dawn loads
 
-interface Case { b: number; t: number; e: number; w: number; hist: boolean; seg: boolean; pad: boolean }
+interface Case {
+  b: number;
+  t: number;
+  e: number;
+  w: number;
+  hist: boolean;
+  seg: boolean;
+  pad: boolean;
+}
 
 function data(c: Case, seed: number) {
   const r = seededUniform(seed);
   const u = (n: number) => Float32Array.from({length: n}, () => 2 * r() - 1);
   // Position ids restart (a document start) somewhere inside each row when seg; padding: the
   // first steps of row 0 are masked.
-  const pos = Array.from({length: c.b}, (_, bi) => Array.from({length: c.t}, (_, ti) => {
-    const restart = c.seg ? 1 + ((bi * 7 + 3) % Math.max(c.t - 1, 1)) : -1;
-    return c.seg && ti >= restart ? ti - restart : ti + 5;
-  }));
-  const mask = Array.from({length: c.b}, (_, bi) => Array.from({length: c.t}, (_, ti) => (c.pad && bi === 0 && ti < 2 ? 0 : 1)));
+  const pos = Array.from({length: c.b}, (_, bi) =>
+    Array.from({length: c.t}, (_, ti) => {
+      const restart = c.seg ? 1 + ((bi * 7 + 3) % Math.max(c.t - 1, 1)) : -1;
+      return c.seg && ti >= restart ? ti - restart : ti + 5;
+    }),
+  );
+  const mask = Array.from({length: c.b}, (_, bi) =>
+    Array.from({length: c.t}, (_, ti) => (c.pad && bi === 0 && ti < 2 ? 0 : 1)),
+  );
   return {x: u(c.b * c.t * c.e), w: u(c.e * c.w), bias: u(c.e), hist: u(c.b * (c.w - 1) * c.e), pos, mask};
 }
 
@@ -31,20 +44,36 @@ function data(c: Case, seed: number) {
 async function run(c: Case, d: ReturnType<typeof data>) {
   // Without document starts or padding there is no SequenceInfo (so no segments), as in a
   // caller's plain forward; a history then runs unmasked.
-  const info = c.seg || c.pad ? sequenceInfo(c.b, c.t, {positionIds: c.seg ? d.pos : null, attentionMask: c.pad ? d.mask : null}) : null;
-  const x = tf.tensor3d(d.x, [c.b, c.t, c.e]), w = tf.tensor3d(d.w, [c.e, 1, c.w]), bias = tf.tensor1d(d.bias);
+  const info =
+    c.seg || c.pad
+      ? sequenceInfo(c.b, c.t, {positionIds: c.seg ? d.pos : null, attentionMask: c.pad ? d.mask : null})
+      : null;
+  const x = tf.tensor3d(d.x, [c.b, c.t, c.e]),
+    w = tf.tensor3d(d.w, [c.e, 1, c.w]),
+    bias = tf.tensor1d(d.bias);
   const hist = c.hist ? tf.tensor3d(d.hist, [c.b, c.w - 1, c.e]) : null;
   const {y, state} = causalConv1d(x, w, bias, info, hist);
-  const out = {y: await y.data() as Float32Array, state: await state.data() as Float32Array};
+  const out = {y: (await y.data()) as Float32Array, state: (await state.data()) as Float32Array};
   tf.dispose([x, w, bias, y, state, ...(hist ? [hist] : [])]);
   if (info) disposeSequenceInfo(info);
   return out;
 }
 
 const CASES: Case[] = [];
-for (const [b, t, e, w] of [[1, 1, 8, 4], [2, 7, 5, 4], [3, 33, 16, 3], [2, 2, 6, 4], [1, 50, 64, 2]]) {
+for (const [b, t, e, w] of [
+  [1, 1, 8, 4],
+  [2, 7, 5, 4],
+  [3, 33, 16, 3],
+  [2, 2, 6, 4],
+  [1, 50, 64, 2],
+]) {
   for (const hist of [false, true]) {
-    for (const [seg, pad] of [[false, false], [true, false], [false, true], [true, true]]) {
+    for (const [seg, pad] of [
+      [false, false],
+      [true, false],
+      [false, true],
+      [true, true],
+    ]) {
       if (t < 2 && seg) continue;
       CASES.push({b, t, e, w, hist, seg, pad});
     }
@@ -82,7 +111,8 @@ describeWebGPU('fused causal conv1d on webgpu', () => {
   });
 
   test('the composite runs when disabled, with the same results', async () => {
-    const c: Case = {b: 2, t: 9, e: 7, w: 4, hist: true, seg: true, pad: true}, d = data(c, 7);
+    const c: Case = {b: 2, t: 9, e: 7, w: 4, hist: true, seg: true, pad: true},
+      d = data(c, 7);
     const fused = await run(c, d);
     causalConv1dConfig.enabled = false;
     try {
@@ -96,17 +126,20 @@ describeWebGPU('fused causal conv1d on webgpu', () => {
     }
   });
 
-  test('under a gradient tape the composite runs, and gradients equal the cpu\'s', async () => {
-    const c: Case = {b: 2, t: 9, e: 7, w: 4, hist: true, seg: true, pad: false}, d = data(c, 8);
+  test("under a gradient tape the composite runs, and gradients equal the cpu's", async () => {
+    const c: Case = {b: 2, t: 9, e: 7, w: 4, hist: true, seg: true, pad: false},
+      d = data(c, 8);
     const grads = async () => {
       const info = sequenceInfo(c.b, c.t, {positionIds: d.pos});
-      const x = tf.tensor3d(d.x, [c.b, c.t, c.e]), w = tf.tensor3d(d.w, [c.e, 1, c.w]), bias = tf.tensor1d(d.bias);
+      const x = tf.tensor3d(d.x, [c.b, c.t, c.e]),
+        w = tf.tensor3d(d.w, [c.e, 1, c.w]),
+        bias = tf.tensor1d(d.bias);
       const hist = tf.tensor3d(d.hist, [c.b, c.w - 1, c.e]);
       const g = tf.grads((xx: tf.Tensor, ww: tf.Tensor, bb: tf.Tensor, hh: tf.Tensor) => {
         const {y, state} = causalConv1d(xx, ww, bb, info, hh);
         return tf.add(tf.sum(tf.mul(y, y)), tf.sum(state)) as tf.Scalar;
       })([x, w, bias, hist]);
-      const out = await Promise.all(g.map(async (t) => await t.data() as Float32Array));
+      const out = await Promise.all(g.map(async (t) => (await t.data()) as Float32Array));
       tf.dispose([x, w, bias, hist, ...g]);
       disposeSequenceInfo(info);
       return out;

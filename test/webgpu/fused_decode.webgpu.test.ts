@@ -10,29 +10,41 @@
  * Tolerances: float32 on both sides, sums in other orders (tree reductions, split softmax) and
  * the norm's scale applied after the dot product: measured ~1e-6 relative on SwiftShader.
  */
-import {describeWebGPU} from '../webgpu_env';  // first: sets the SwiftShader env before Dawn loads
+
 import * as fs from 'fs';
 import * as path from 'path';
+import {addLora, removeLora} from '../../layers/lora';
+import {vocabSplit} from '../../layers/vocab_split';
+import {geluTanh, softCap} from '../../ops/activations';
+import {applyRope, attend} from '../../ops/attention';
+import {causalConv1d} from '../../ops/conv1d';
+import {linear} from '../../ops/linear';
+import {rmsNorm} from '../../ops/norm';
+import {rgLru} from '../../ops/rg_lru';
+import {disposeSequenceInfo, sequenceInfo} from '../../ops/sequence';
+import {RecurrentGemmaConfigArgs} from '../../src/config';
+import {fusedDecodeConfig, fusedDecoderFor} from '../../src/engines/webgpu_decode';
+import {
+  AttnSpec,
+  attnChunks,
+  attnCombineSource,
+  attnPartialSource,
+  embedSource,
+  GemvSpec,
+  gemvBindings,
+  gemvRows,
+  gemvSource,
+  rgLruGrid,
+  rgLruSource,
+  ropeSource,
+  stepLayout,
+} from '../../src/engines/webgpu_decode/shaders';
+import {GenerationState} from '../../src/generation/state';
+import {RecurrentGemmaForCausalLM} from '../../src/model';
 import {tf} from '../../src/tf';
 import {initNodeWebGPU} from '../../src/webgpu_node';
-import {RecurrentGemmaForCausalLM} from '../../src/model';
-import {RecurrentGemmaConfigArgs} from '../../src/config';
-import {GenerationState} from '../../src/generation/state';
-import {vocabSplit} from '../../layers/vocab_split';
-import {rmsNorm} from '../../ops/norm';
-import {linear} from '../../ops/linear';
-import {geluTanh, softCap} from '../../ops/activations';
-import {causalConv1d} from '../../ops/conv1d';
-import {rgLru} from '../../ops/rg_lru';
-import {applyRope, attend} from '../../ops/attention';
-import {disposeSequenceInfo, sequenceInfo} from '../../ops/sequence';
-import {fusedDecodeConfig, fusedDecoderFor} from '../../src/engines/webgpu_decode';
-import {addLora, removeLora} from '../../layers/lora';
-import {
-  AttnSpec, attnChunks, attnCombineSource, attnPartialSource, embedSource, GemvSpec, gemvBindings, gemvRows,
-  gemvSource, rgLruGrid, rgLruSource, ropeSource, stepLayout,
-} from '../../src/engines/webgpu_decode/shaders';
 import {relError, seededUniform} from '../helpers';
+import {describeWebGPU} from '../webgpu_env'; // first: sets the SwiftShader env before Dawn loads
 
 /** Relative error (||a - b|| / ||b||) allowed per kernel output and per decode step's logits. */
 const KERNEL_TOL = 1e-5;
@@ -46,7 +58,11 @@ function uniform(seed: number, n: number, lo = -1, hi = 1): Float32Array {
 }
 
 /** Runs one WGSL kernel on buffers made from `inputs`; returns the final contents of every buffer. */
-async function runKernel(code: string, inputs: (Float32Array | Uint32Array)[], grid: [number, number, number]): Promise<Float32Array[]> {
+async function runKernel(
+  code: string,
+  inputs: (Float32Array | Uint32Array)[],
+  grid: [number, number, number],
+): Promise<Float32Array[]> {
   const dev = device();
   dev.pushErrorScope('validation');
   const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
@@ -56,8 +72,14 @@ async function runKernel(code: string, inputs: (Float32Array | Uint32Array)[], g
     b.unmap();
     return b;
   });
-  const pipeline = dev.createComputePipeline({layout: 'auto', compute: {module: dev.createShaderModule({code}), entryPoint: 'main'}});
-  const bind = dev.createBindGroup({layout: pipeline.getBindGroupLayout(0), entries: bufs.map((buffer, i) => ({binding: i, resource: {buffer}}))});
+  const pipeline = dev.createComputePipeline({
+    layout: 'auto',
+    compute: {module: dev.createShaderModule({code}), entryPoint: 'main'},
+  });
+  const bind = dev.createBindGroup({
+    layout: pipeline.getBindGroupLayout(0),
+    entries: bufs.map((buffer, i) => ({binding: i, resource: {buffer}})),
+  });
   const enc = dev.createCommandEncoder();
   const pass = enc.beginComputePass();
   pass.setPipeline(pipeline);
@@ -72,13 +94,15 @@ async function runKernel(code: string, inputs: (Float32Array | Uint32Array)[], g
   dev.queue.submit([enc.finish()]);
   const err = await dev.popErrorScope();
   if (err) throw new Error(`WebGPU: ${err.message}`);
-  const out = await Promise.all(reads.map(async (r, i) => {
-    await r.mapAsync(GPUMapMode.READ);
-    const a = new Float32Array(r.getMappedRange().slice(0, inputs[i].byteLength));
-    r.unmap();
-    r.destroy();
-    return a;
-  }));
+  const out = await Promise.all(
+    reads.map(async (r, i) => {
+      await r.mapAsync(GPUMapMode.READ);
+      const a = new Float32Array(r.getMappedRange().slice(0, inputs[i].byteLength));
+      r.unmap();
+      r.destroy();
+      return a;
+    }),
+  );
   bufs.forEach((b) => b.destroy());
   return out;
 }
@@ -112,10 +136,14 @@ function randomizeWeights(model: RecurrentGemmaForCausalLM, seed: number): void 
       // a = exp(-8 softplus(p)) in [0.8, 0.999] with the gate open.
       data = uniform(s, n, 0.8, 0.999).map((a) => Math.log(Math.exp(-Math.log(a) / 8) - 1));
     } else if (shape.length === 1) {
-      data = uniform(s, n, -0.5, 0.5);                       // norms and biases
+      data = uniform(s, n, -0.5, 0.5); // norms and biases
     } else {
       const fanIn = shape[shape.length - 1];
-      const lim = name.includes('conv_1d') ? 0.6 : name.includes('embed') || name.includes('lm_head') ? 1 : Math.sqrt(3 / fanIn);
+      const lim = name.includes('conv_1d')
+        ? 0.6
+        : name.includes('embed') || name.includes('lm_head')
+          ? 1
+          : Math.sqrt(3 / fanIn);
       data = uniform(s, n, -lim, lim);
     }
     const t = tf.tensor(data, shape);
@@ -129,7 +157,7 @@ interface Scenario {
   pieceBytes: number;
   prompts: number[][];
   mask: number[][] | null;
-  steps: number;          // decode steps before the fork
+  steps: number; // decode steps before the fork
   forkAt: number;
   selectRows: number[] | null;
 }
@@ -138,15 +166,18 @@ interface Scenario {
  * On the current backend: prefill, decode `steps` tokens (forking a clone at forkAt), then the
  * fork 4 tokens, the main state 3 more, and a narrowed copy (select) 3 tokens. Logits per step.
  */
-async function scenarioLogits(sc: Scenario, model: RecurrentGemmaForCausalLM, ids: (i: number, b: number) => number[]):
-    Promise<{logits: Float32Array[], engineSteps: number}> {
+async function scenarioLogits(
+  sc: Scenario,
+  model: RecurrentGemmaForCausalLM,
+  ids: (i: number, b: number) => number[],
+): Promise<{logits: Float32Array[]; engineSteps: number}> {
   const out: Float32Array[] = [];
   let engineSteps = 0;
   const step = async (s: GenerationState, tokens: number[]) => {
     const eng = tf.getBackend() === 'webgpu' ? fusedDecoderFor(model, s.batchSize) : null;
     const {logits} = model.decodeStep(s, tokens);
     if (eng != null && eng.owner === (s as unknown)) engineSteps++;
-    out.push(Float32Array.from(await logits.data() as Float32Array));
+    out.push(Float32Array.from((await logits.data()) as Float32Array));
     logits.dispose();
   };
   const b = sc.prompts.length;
@@ -159,15 +190,18 @@ async function scenarioLogits(sc: Scenario, model: RecurrentGemmaForCausalLM, id
   for (let i = 0; i < 4; i++) await step(fork!, ids(100 + i, b));
   for (let i = 0; i < 3; i++) await step(state, ids(200 + i, b));
   // A chat turn: a prompt prefilled onto the state the engine holds, then decoding again.
-  model.prefill(Array.from({length: b}, (_, r) => [5 + r, 6, 7]), {state});
-  out.push(Float32Array.from(await state.logits.data() as Float32Array));
+  model.prefill(
+    Array.from({length: b}, (_, r) => [5 + r, 6, 7]),
+    {state},
+  );
+  out.push(Float32Array.from((await state.logits.data()) as Float32Array));
   for (let i = 0; i < 2; i++) await step(state, ids(250 + i, b));
   if (sc.selectRows) {
     const narrow = state.select(sc.selectRows);
     for (let i = 0; i < 3; i++) await step(narrow, ids(300 + i, sc.selectRows.length));
     narrow.dispose();
   }
-  out.push(Float32Array.from(await state.logits.data() as Float32Array));
+  out.push(Float32Array.from((await state.logits.data()) as Float32Array));
   state.dispose();
   fork!.dispose();
   return {logits: out, engineSteps};
@@ -194,7 +228,9 @@ async function compareScenario(sc: Scenario, seed: number): Promise<number> {
     expect(gpu.engineSteps).toBe(decodeSteps);
     expect(gpu.logits.length).toBe(cpu.logits.length);
     let worst = 0;
-    gpu.logits.forEach((g, i) => { worst = Math.max(worst, relError(g, cpu.logits[i])); });
+    gpu.logits.forEach((g, i) => {
+      worst = Math.max(worst, relError(g, cpu.logits[i]));
+    });
     return worst;
   } finally {
     vocabSplit.maxPieceBytes = 0;
@@ -206,7 +242,7 @@ describeWebGPU('fused WebGPU decode engine', () => {
     await initNodeWebGPU();
     // tfjs's prefill on SwiftShader: the packed matMul program (see decode.webgpu.test.ts).
     tf.env().set('WEBGPU_MATMUL_PROGRAM_TYPE', 3);
-    fusedDecodeConfig.enabled = true;   // whatever GRIFFIN_FUSED_DECODE says: these tests are about the engine
+    fusedDecodeConfig.enabled = true; // whatever GRIFFIN_FUSED_DECODE says: these tests are about the engine
   });
   afterAll(() => {
     tf.env().set('WEBGPU_MATMUL_PROGRAM_TYPE', -1);
@@ -224,49 +260,73 @@ describeWebGPU('fused WebGPU decode engine', () => {
     ['vec4, GeGLU, unrolled loop without tail, 1 row', 1, 512, [4, 4], 'geglu', false],
     ['vec4, norm, GeGLU, 4 strides per trip + tail (300 vectors), 8 rows', 8, 1200, [6, 6], 'geglu', true, 4],
     ['vec4, residual, 4 strides per trip, 6 rows', 6, 512, [10], 'residual', false, 4],
-  ] as [string, number, number, number[], GemvSpec['mode'], boolean, number?][])('GEMV %s', async (_n, B, IN, segments, mode, norm, U = 2) => {
-    const rows = mode === 'geglu' ? segments[0] : segments.reduce((a, b) => a + b, 0);
-    const outStride = mode === 'softcap' ? rows + 5 : mode === 'geglu' ? rows : rows;
-    const R = rows % 2 === 0 ? 2 : 1;
-    const spec: GemvSpec = {B, IN, segments, gelu: mode === 'store' && segments.length > 1 ? [false, true] : undefined, mode, norm, eps: 1e-6,
-      bias: mode !== 'softcap', outStride, outOffset: mode === 'softcap' ? 3 : 0, cap: 5, R, T: 32, U};
-    const x = uniform(1, B * IN, -2, 2), g = uniform(2, IN, -0.5, 0.5);
-    const ws = segments.map((n, i) => uniform(10 + i, n * IN));
-    const bias = uniform(3, mode === 'geglu' ? 2 * rows : rows);
-    const out0 = uniform(4, B * outStride);
-    const inputs: Record<string, Float32Array> = {x, g, bias, out: out0};
-    ws.forEach((w, i) => { inputs[`w${i}`] = w; });
-    const got = await runKernel(gemvSource(spec), gemvBindings(spec).map((k) => inputs[k]),
-        [gemvRows(spec) / R, 1, 1]);
-    const gotOut = got[got.length - 1];
-    const [want] = await onCpu(() => {
-      const xt = tf.tensor2d(x, [B, IN]);
-      const xn = norm ? rmsNorm(xt, tf.tensor1d(g), 1e-6) : xt;
-      const lin = (i: number, b: Float32Array | null) => linear(xn, tf.tensor2d(ws[i], [segments[i], IN]), b ? tf.tensor1d(b) : null);
-      let y: tf.Tensor;
-      if (mode === 'geglu') {
-        y = tf.mul(geluTanh(lin(0, bias.slice(0, rows))), lin(1, bias.slice(rows)));
-      } else if (mode === 'softcap') {
-        y = softCap(lin(0, null), 5);
-      } else {
-        let off = 0;
-        const parts = segments.map((n, i) => {
-          const p = lin(i, bias.slice(off, off + n));
-          off += n;
-          return spec.gelu?.[i] ? geluTanh(p) : p;
-        });
-        y = parts.length > 1 ? tf.concat(parts, 1) : parts[0];
-        if (mode === 'residual') y = tf.add(y, tf.tensor2d(out0, [B, outStride]));
-      }
-      if (mode === 'softcap') {
-        // Written into columns [3, 3 + rows) of each out row; the rest untouched.
-        const o = tf.tensor2d(out0, [B, outStride]);
-        return tf.concat([tf.slice(o, [0, 0], [B, 3]), y, tf.slice(o, [0, 3 + rows], [B, outStride - 3 - rows])], 1);
-      }
-      return y;
-    });
-    expect(relError(gotOut, want)).toBeLessThan(KERNEL_TOL);
-  });
+  ] as [string, number, number, number[], GemvSpec['mode'], boolean, number?][])(
+    'GEMV %s',
+    async (_n, B, IN, segments, mode, norm, U = 2) => {
+      const rows = mode === 'geglu' ? segments[0] : segments.reduce((a, b) => a + b, 0);
+      const outStride = mode === 'softcap' ? rows + 5 : mode === 'geglu' ? rows : rows;
+      const R = rows % 2 === 0 ? 2 : 1;
+      const spec: GemvSpec = {
+        B,
+        IN,
+        segments,
+        gelu: mode === 'store' && segments.length > 1 ? [false, true] : undefined,
+        mode,
+        norm,
+        eps: 1e-6,
+        bias: mode !== 'softcap',
+        outStride,
+        outOffset: mode === 'softcap' ? 3 : 0,
+        cap: 5,
+        R,
+        T: 32,
+        U,
+      };
+      const x = uniform(1, B * IN, -2, 2),
+        g = uniform(2, IN, -0.5, 0.5);
+      const ws = segments.map((n, i) => uniform(10 + i, n * IN));
+      const bias = uniform(3, mode === 'geglu' ? 2 * rows : rows);
+      const out0 = uniform(4, B * outStride);
+      const inputs: Record<string, Float32Array> = {x, g, bias, out: out0};
+      ws.forEach((w, i) => {
+        inputs[`w${i}`] = w;
+      });
+      const got = await runKernel(
+        gemvSource(spec),
+        gemvBindings(spec).map((k) => inputs[k]),
+        [gemvRows(spec) / R, 1, 1],
+      );
+      const gotOut = got[got.length - 1];
+      const [want] = await onCpu(() => {
+        const xt = tf.tensor2d(x, [B, IN]);
+        const xn = norm ? rmsNorm(xt, tf.tensor1d(g), 1e-6) : xt;
+        const lin = (i: number, b: Float32Array | null) =>
+          linear(xn, tf.tensor2d(ws[i], [segments[i], IN]), b ? tf.tensor1d(b) : null);
+        let y: tf.Tensor;
+        if (mode === 'geglu') {
+          y = tf.mul(geluTanh(lin(0, bias.slice(0, rows))), lin(1, bias.slice(rows)));
+        } else if (mode === 'softcap') {
+          y = softCap(lin(0, null), 5);
+        } else {
+          let off = 0;
+          const parts = segments.map((n, i) => {
+            const p = lin(i, bias.slice(off, off + n));
+            off += n;
+            return spec.gelu?.[i] ? geluTanh(p) : p;
+          });
+          y = parts.length > 1 ? tf.concat(parts, 1) : parts[0];
+          if (mode === 'residual') y = tf.add(y, tf.tensor2d(out0, [B, outStride]));
+        }
+        if (mode === 'softcap') {
+          // Written into columns [3, 3 + rows) of each out row; the rest untouched.
+          const o = tf.tensor2d(out0, [B, outStride]);
+          return tf.concat([tf.slice(o, [0, 0], [B, 3]), y, tf.slice(o, [0, 3 + rows], [B, outStride - 3 - rows])], 1);
+        }
+        return y;
+      });
+      expect(relError(gotOut, want)).toBeLessThan(KERNEL_TOL);
+    },
+  );
 
   test.each([
     ['3 rows (one at a document start), 2 workgroups per head', 3, 24, 3, 4, 2, 4, 1],
@@ -274,125 +334,202 @@ describeWebGPU('fused WebGPU decode engine', () => {
     ['1 row, width 2, one workgroup per head', 1, 64, 2, 2, 1, 32, 1],
     ['1 row, width 2, one workgroup per head, 8 input slices', 1, 64, 2, 2, 0, 32, 8],
     ['2 rows, 40 channels per head in 2 workgroups of 32, 4 input slices', 2, 80, 2, 4, 3, 32, 4],
-  ] as [string, number, number, number, number, number, number, number][])('conv1d + RG-LRU step, %s', async (_n, B, E, H, W, cs, CC, JS) => {
-    const BW = E / H;
-    const step = stepLayout(B, 1);
-    const pos = [5, 0, 17].slice(0, B);
-    const uy = uniform(20, B * 2 * E, -2, 2);
-    const convW = uniform(21, E * W), convB = uniform(22, E), bx = uniform(23, E), ba = uniform(24, E);
-    const rp = uniform(25, E, 0.8, 0.999).map((a) => Math.log(Math.exp(-Math.log(a) / 8) - 1));
-    const wx = uniform(26, H * BW * BW, -0.5, 0.5), wa = uniform(27, H * BW * BW, -0.5, 0.5);
-    const ring = uniform(28, B * W * E), h0 = uniform(29, B * E);
-    const stepData = new Uint32Array(step.words);
-    pos.forEach((p, b) => { stepData[step.pos + b] = p; });
-    stepData[step.slot + 1] = cs;
-    // The history, oldest first, is ring slots cs + 1, cs + 2, ... (mod W).
-    const hist = new Float32Array(B * (W - 1) * E);
-    for (let b = 0; b < B; b++) {
-      for (let k = 0; k < W - 1; k++) hist.set(ring.subarray((b * W + (cs + 1 + k) % W) * E, (b * W + (cs + 1 + k) % W + 1) * E), (b * (W - 1) + k) * E);
-    }
-    const pk = Float32Array.from([...convW, ...convB, ...bx, ...ba, ...rp]);
-    const st = Float32Array.from([...ring, ...h0]);
-    const spec = {B, E, H, W, CC, JS, step};
-    const got = await runKernel(rgLruSource(spec), [uy, pk, wx, wa, st, new Float32Array(B * E), stepData], rgLruGrid(spec));
-    const want = await onCpu(() => {
-      const u = tf.slice(tf.tensor3d(uy, [B, 1, 2 * E]), [0, 0, 0], [B, 1, E]);
-      const y = tf.slice(tf.tensor3d(uy, [B, 1, 2 * E]), [0, 0, E], [B, 1, E]);
-      const info = sequenceInfo(B, 1, {positionIds: pos.map((p) => [p])});
-      const conv = causalConv1d(u, tf.tensor3d(convW, [E, 1, W]), tf.tensor1d(convB), info, tf.tensor3d(hist, [B, W - 1, E]));
-      const r = rgLru(conv.y, {
-        recurrent_param: tf.tensor1d(rp), input_gate_weight: tf.tensor3d(wx, [H, BW, BW]), input_gate_bias: tf.tensor2d(bx, [H, BW]),
-        recurrent_gate_weight: tf.tensor3d(wa, [H, BW, BW]), recurrent_gate_bias: tf.tensor2d(ba, [H, BW]),
-      }, info, tf.tensor2d(h0, [B, E]));
-      const out = [tf.mul(r.y, y), conv.state, r.hLast];
-      disposeSequenceInfo(info);
-      return out;
-    });
-    const gotSt = got[4];
-    // The new history: slots cs + 2, ... (the next input goes to cs + 1).
-    const newHist = new Float32Array(B * (W - 1) * E);
-    for (let b = 0; b < B; b++) {
-      for (let k = 0; k < W - 1; k++) {
-        const sl = (cs + 2 + k) % W;
-        newHist.set(gotSt.subarray((b * W + sl) * E, (b * W + sl + 1) * E), (b * (W - 1) + k) * E);
+  ] as [string, number, number, number, number, number, number, number][])(
+    'conv1d + RG-LRU step, %s',
+    async (_n, B, E, H, W, cs, CC, JS) => {
+      const BW = E / H;
+      const step = stepLayout(B, 1);
+      const pos = [5, 0, 17].slice(0, B);
+      const uy = uniform(20, B * 2 * E, -2, 2);
+      const convW = uniform(21, E * W),
+        convB = uniform(22, E),
+        bx = uniform(23, E),
+        ba = uniform(24, E);
+      const rp = uniform(25, E, 0.8, 0.999).map((a) => Math.log(Math.exp(-Math.log(a) / 8) - 1));
+      const wx = uniform(26, H * BW * BW, -0.5, 0.5),
+        wa = uniform(27, H * BW * BW, -0.5, 0.5);
+      const ring = uniform(28, B * W * E),
+        h0 = uniform(29, B * E);
+      const stepData = new Uint32Array(step.words);
+      pos.forEach((p, b) => {
+        stepData[step.pos + b] = p;
+      });
+      stepData[step.slot + 1] = cs;
+      // The history, oldest first, is ring slots cs + 1, cs + 2, ... (mod W).
+      const hist = new Float32Array(B * (W - 1) * E);
+      for (let b = 0; b < B; b++) {
+        for (let k = 0; k < W - 1; k++)
+          hist.set(
+            ring.subarray((b * W + ((cs + 1 + k) % W)) * E, (b * W + ((cs + 1 + k) % W) + 1) * E),
+            (b * (W - 1) + k) * E,
+          );
       }
-    }
-    expect(relError(got[5], want[0])).toBeLessThan(KERNEL_TOL);
-    expect(relError(newHist, want[1])).toBeLessThan(KERNEL_TOL);
-    expect(relError(gotSt.subarray(B * W * E), want[2])).toBeLessThan(KERNEL_TOL);
-  });
+      const pk = Float32Array.from([...convW, ...convB, ...bx, ...ba, ...rp]);
+      const st = Float32Array.from([...ring, ...h0]);
+      const spec = {B, E, H, W, CC, JS, step};
+      const got = await runKernel(
+        rgLruSource(spec),
+        [uy, pk, wx, wa, st, new Float32Array(B * E), stepData],
+        rgLruGrid(spec),
+      );
+      const want = await onCpu(() => {
+        const u = tf.slice(tf.tensor3d(uy, [B, 1, 2 * E]), [0, 0, 0], [B, 1, E]);
+        const y = tf.slice(tf.tensor3d(uy, [B, 1, 2 * E]), [0, 0, E], [B, 1, E]);
+        const info = sequenceInfo(B, 1, {positionIds: pos.map((p) => [p])});
+        const conv = causalConv1d(
+          u,
+          tf.tensor3d(convW, [E, 1, W]),
+          tf.tensor1d(convB),
+          info,
+          tf.tensor3d(hist, [B, W - 1, E]),
+        );
+        const r = rgLru(
+          conv.y,
+          {
+            recurrent_param: tf.tensor1d(rp),
+            input_gate_weight: tf.tensor3d(wx, [H, BW, BW]),
+            input_gate_bias: tf.tensor2d(bx, [H, BW]),
+            recurrent_gate_weight: tf.tensor3d(wa, [H, BW, BW]),
+            recurrent_gate_bias: tf.tensor2d(ba, [H, BW]),
+          },
+          info,
+          tf.tensor2d(h0, [B, E]),
+        );
+        const out = [tf.mul(r.y, y), conv.state, r.hLast];
+        disposeSequenceInfo(info);
+        return out;
+      });
+      const gotSt = got[4];
+      // The new history: slots cs + 2, ... (the next input goes to cs + 1).
+      const newHist = new Float32Array(B * (W - 1) * E);
+      for (let b = 0; b < B; b++) {
+        for (let k = 0; k < W - 1; k++) {
+          const sl = (cs + 2 + k) % W;
+          newHist.set(gotSt.subarray((b * W + sl) * E, (b * W + sl + 1) * E), (b * (W - 1) + k) * E);
+        }
+      }
+      expect(relError(got[5], want[0])).toBeLessThan(KERNEL_TOL);
+      expect(relError(newHist, want[1])).toBeLessThan(KERNEL_TOL);
+      expect(relError(gotSt.subarray(B * W * E), want[2])).toBeLessThan(KERNEL_TOL);
+    },
+  );
 
   test.each([
     ['multi-query (K = 1), 2 rows, partial rotary, one row at a document start', 2, 4, 1, 8, 4, [9, 0]],
     ['multi-head (K = H), 3 rows, full rotary', 3, 2, 2, 6, 6, [3, 40, 1]],
-    ['10 query heads per key head, head dim 40: more scores and more of the head dim than 32 invocations', 1, 10, 1, 40, 20, [30]],
-  ] as [string, number, number, number, number, number, number[]][])('RoPE + ring store + chunked attention: %s',
-  async (_n, B, H, K, HD, ROT, pos) => {
-    const S = 11, CS = 4, theta = 10000;
-    const spec: AttnSpec = {B, H, K, HD, ROT, S, step: stepLayout(B, ROT / 2), CS, T: 32};
-    const slot = 7;
-    const qkv = uniform(40, B * (H + 2 * K) * HD, -2, 2);
-    const kr = uniform(41, B * S * K * HD, -2, 2), vr = uniform(42, B * S * K * HD, -2, 2);
-    const r = seededUniform(43);
-    const valid = Float32Array.from({length: B * S}, () => (r() < 0.7 ? 1 : 0));
-    const stepData = new Uint32Array(spec.step.words);
-    const sf = new Float32Array(stepData.buffer);
-    stepData[spec.step.slot] = slot;
-    pos.forEach((p, b) => {
-      stepData[spec.step.pos + b] = p;
-      for (let j = 0; j < ROT / 2; j++) {
-        const ang = Math.fround(Math.fround(p) * Math.fround(1 / Math.pow(theta, (2 * j) / ROT)));
-        sf[spec.step.cos + b * spec.step.half + j] = Math.cos(ang);
-        sf[spec.step.sin + b * spec.step.half + j] = Math.sin(ang);
-      }
-    });
-    const [, , qr, kr2, vr2, valid2] = await runKernel(ropeSource(spec),
-        [qkv, stepData, new Float32Array(B * H * HD), kr, vr, valid], [B, 1, 1]);
-    const NC = attnChunks(spec);
-    const [, , , , part] = await runKernel(attnPartialSource(spec), [qr, kr2, vr2, valid2, new Float32Array(B * H * NC * (HD + 2))], [NC, K, B]);
-    const [, attn] = await runKernel(attnCombineSource(spec), [part, new Float32Array(B * H * HD)], [H, B, 1]);
-
-    // Reference: the new k/v go to `slot`; a row at position 0 sees only them.
-    const [wantQ, wantK, wantAttn] = await onCpu(() => {
-      const all = tf.tensor3d(qkv, [B, 1, (H + 2 * K) * HD]);
-      const posT = tf.tensor2d(pos.map((p) => [p]), [B, 1], 'int32');
-      const q = applyRope(tf.reshape(tf.slice(all, [0, 0, 0], [B, 1, H * HD]), [B, 1, H, HD]), posT, ROT, theta);
-      const k = applyRope(tf.reshape(tf.slice(all, [0, 0, H * HD], [B, 1, K * HD]), [B, 1, K, HD]), posT, ROT, theta);
-      const v = tf.reshape(tf.slice(all, [0, 0, (H + K) * HD], [B, 1, K * HD]), [B, 1, K, HD]);
-      const ring = (t: Float32Array, nw: tf.Tensor) => tf.concat([
-        tf.slice(tf.tensor4d(t, [B, S, K, HD]), [0, 0, 0, 0], [B, slot, K, HD]), nw,
-        tf.slice(tf.tensor4d(t, [B, S, K, HD]), [0, slot + 1, 0, 0], [B, S - slot - 1, K, HD])], 1);
-      const keys = ring(kr, k), values = ring(vr, v);
-      const vis = Array.from({length: B * S}, (_, i) => {
-        const b = Math.floor(i / S), s = i % S;
-        return s === slot || (pos[b] !== 0 && valid[i] > 0) ? 0 : -1e9;
+    [
+      '10 query heads per key head, head dim 40: more scores and more of the head dim than 32 invocations',
+      1,
+      10,
+      1,
+      40,
+      20,
+      [30],
+    ],
+  ] as [string, number, number, number, number, number, number[]][])(
+    'RoPE + ring store + chunked attention: %s',
+    async (_n, B, H, K, HD, ROT, pos) => {
+      const S = 11,
+        CS = 4,
+        theta = 10000;
+      const spec: AttnSpec = {B, H, K, HD, ROT, S, step: stepLayout(B, ROT / 2), CS, T: 32};
+      const slot = 7;
+      const qkv = uniform(40, B * (H + 2 * K) * HD, -2, 2);
+      const kr = uniform(41, B * S * K * HD, -2, 2),
+        vr = uniform(42, B * S * K * HD, -2, 2);
+      const r = seededUniform(43);
+      const valid = Float32Array.from({length: B * S}, () => (r() < 0.7 ? 1 : 0));
+      const stepData = new Uint32Array(spec.step.words);
+      const sf = new Float32Array(stepData.buffer);
+      stepData[spec.step.slot] = slot;
+      pos.forEach((p, b) => {
+        stepData[spec.step.pos + b] = p;
+        for (let j = 0; j < ROT / 2; j++) {
+          const ang = Math.fround(Math.fround(p) * Math.fround(1 / theta ** ((2 * j) / ROT)));
+          sf[spec.step.cos + b * spec.step.half + j] = Math.cos(ang);
+          sf[spec.step.sin + b * spec.step.half + j] = Math.sin(ang);
+        }
       });
-      const bias = tf.tensor4d(vis, [B, 1, 1, S]);
-      return [tf.reshape(q, [B, H * HD]), tf.reshape(keys, [B * S * K * HD]), tf.reshape(attend(q, keys, values, bias), [B, H * HD])];
-    });
-    expect(relError(qr, wantQ)).toBeLessThan(KERNEL_TOL);
-    // The ring: the new key (rotated) at `slot` of each row, the other slots as they were.
-    expect(relError(kr2, wantK)).toBeLessThan(KERNEL_TOL);
-    for (let b = 0; b < B; b++) {
-      for (let s = 0; s < S; s++) {
-        const want = s === slot ? 1 : pos[b] === 0 ? 0 : valid[b * S + s];
-        expect(valid2[b * S + s]).toBe(want);
+      const [, , qr, kr2, vr2, valid2] = await runKernel(
+        ropeSource(spec),
+        [qkv, stepData, new Float32Array(B * H * HD), kr, vr, valid],
+        [B, 1, 1],
+      );
+      const NC = attnChunks(spec);
+      const [, , , , part] = await runKernel(
+        attnPartialSource(spec),
+        [qr, kr2, vr2, valid2, new Float32Array(B * H * NC * (HD + 2))],
+        [NC, K, B],
+      );
+      const [, attn] = await runKernel(attnCombineSource(spec), [part, new Float32Array(B * H * HD)], [H, B, 1]);
+
+      // Reference: the new k/v go to `slot`; a row at position 0 sees only them.
+      const [wantQ, wantK, wantAttn] = await onCpu(() => {
+        const all = tf.tensor3d(qkv, [B, 1, (H + 2 * K) * HD]);
+        const posT = tf.tensor2d(
+          pos.map((p) => [p]),
+          [B, 1],
+          'int32',
+        );
+        const q = applyRope(tf.reshape(tf.slice(all, [0, 0, 0], [B, 1, H * HD]), [B, 1, H, HD]), posT, ROT, theta);
+        const k = applyRope(tf.reshape(tf.slice(all, [0, 0, H * HD], [B, 1, K * HD]), [B, 1, K, HD]), posT, ROT, theta);
+        const v = tf.reshape(tf.slice(all, [0, 0, (H + K) * HD], [B, 1, K * HD]), [B, 1, K, HD]);
+        const ring = (t: Float32Array, nw: tf.Tensor) =>
+          tf.concat(
+            [
+              tf.slice(tf.tensor4d(t, [B, S, K, HD]), [0, 0, 0, 0], [B, slot, K, HD]),
+              nw,
+              tf.slice(tf.tensor4d(t, [B, S, K, HD]), [0, slot + 1, 0, 0], [B, S - slot - 1, K, HD]),
+            ],
+            1,
+          );
+        const keys = ring(kr, k),
+          values = ring(vr, v);
+        const vis = Array.from({length: B * S}, (_, i) => {
+          const b = Math.floor(i / S),
+            s = i % S;
+          return s === slot || (pos[b] !== 0 && valid[i] > 0) ? 0 : -1e9;
+        });
+        const bias = tf.tensor4d(vis, [B, 1, 1, S]);
+        return [
+          tf.reshape(q, [B, H * HD]),
+          tf.reshape(keys, [B * S * K * HD]),
+          tf.reshape(attend(q, keys, values, bias), [B, H * HD]),
+        ];
+      });
+      expect(relError(qr, wantQ)).toBeLessThan(KERNEL_TOL);
+      // The ring: the new key (rotated) at `slot` of each row, the other slots as they were.
+      expect(relError(kr2, wantK)).toBeLessThan(KERNEL_TOL);
+      for (let b = 0; b < B; b++) {
+        for (let s = 0; s < S; s++) {
+          const want = s === slot ? 1 : pos[b] === 0 ? 0 : valid[b * S + s];
+          expect(valid2[b * S + s]).toBe(want);
+        }
       }
-    }
-    expect(relError(attn, wantAttn)).toBeLessThan(KERNEL_TOL);
-  });
+      expect(relError(attn, wantAttn)).toBeLessThan(KERNEL_TOL);
+    },
+  );
 
   test('embedding lookup from one piece of the vocabulary matrix, scaled', async () => {
-    const B = 3, D = 6, start = 10, rows = 5;
+    const B = 3,
+      D = 6,
+      start = 10,
+      rows = 5;
     const step = stepLayout(B, 1);
     const emb = uniform(50, rows * D);
     const stepData = new Uint32Array(step.words);
-    [12, 3, 14].forEach((id, b) => { stepData[step.ids + b] = id; });
+    [12, 3, 14].forEach((id, b) => {
+      stepData[step.ids + b] = id;
+    });
     const x0 = uniform(51, B * D);
-    const [, , x] = await runKernel(embedSource({B, D, start, rows, scale: 50.5, step}), [emb, stepData, x0], [1, 1, 1]);
+    const [, , x] = await runKernel(
+      embedSource({B, D, start, rows, scale: 50.5, step}),
+      [emb, stepData, x0],
+      [1, 1, 1],
+    );
     for (let j = 0; j < D; j++) {
       expect(x[0 * D + j]).toBe(Math.fround(emb[2 * D + j] * 50.5));
-      expect(x[1 * D + j]).toBe(x0[1 * D + j]);           // id 3 lies in another piece
+      expect(x[1 * D + j]).toBe(x0[1 * D + j]); // id 3 lies in another piece
       expect(x[2 * D + j]).toBe(Math.fround(emb[4 * D + j] * 50.5));
     }
   });
@@ -410,7 +547,7 @@ describeWebGPU('fused WebGPU decode engine', () => {
       const out: Float32Array[] = [];
       for (let i = 0; i < 60; i++) {
         const {logits} = model.decodeStep(state, ids(i));
-        out.push(Float32Array.from(await logits.data() as Float32Array));
+        out.push(Float32Array.from((await logits.data()) as Float32Array));
         logits.dispose();
       }
       const eng = tf.getBackend() === 'webgpu' ? fusedDecoderFor(model, 1) : null;
@@ -425,58 +562,117 @@ describeWebGPU('fused WebGPU decode engine', () => {
     const gpu = await run();
     expect(gpu.used).toBe(true);
     let worst = 0;
-    gpu.out.forEach((g, i) => { worst = Math.max(worst, relError(g, cpu.out[i])); });
+    gpu.out.forEach((g, i) => {
+      worst = Math.max(worst, relError(g, cpu.out[i]));
+    });
     console.log(`tiny-a fused decode vs cpu decodeStep: worst relative error ${worst.toExponential(2)} over 60 steps`);
     expect(worst).toBeLessThan(DECODE_TOL);
   });
 
   test('generate through the engine reproduces the HF greedy golden exactly', async () => {
     const DIR = path.join(__dirname, '../fixtures/tiny-a');
-    const golden = JSON.parse(fs.readFileSync(path.join(DIR, 'golden.json'), 'utf8')).greedy as {prompt: number[][], sequence: number[][]};
+    const golden = JSON.parse(fs.readFileSync(path.join(DIR, 'golden.json'), 'utf8')).greedy as {
+      prompt: number[][];
+      sequence: number[][];
+    };
     await tf.setBackend('webgpu');
     const model = await RecurrentGemmaForCausalLM.fromPretrained(DIR);
-    const out = await model.generate(golden.prompt, {maxNewTokens: golden.sequence[0].length - golden.prompt[0].length, temperature: 0});
-    expect(fusedDecoderFor(model, 1)?.owner).toBeNull();   // it ran there, and let the state go when it ended
+    const out = await model.generate(golden.prompt, {
+      maxNewTokens: golden.sequence[0].length - golden.prompt[0].length,
+      temperature: 0,
+    });
+    expect(fusedDecoderFor(model, 1)?.owner).toBeNull(); // it ran there, and let the state go when it ended
     model.dispose();
     expect(out).toEqual(golden.sequence);
   });
 
   test(`random model, batch 3: vocabulary pieces, untied head, q/k/v biases, multi-query, window 8, fork and select (${DECODE_TOL})`, async () => {
-    const worst = await compareScenario({
-      cfg: {vocab_size: 203, hidden_size: 32, lru_width: 48, intermediate_size: 80, num_attention_heads: 4, num_key_value_heads: 1,
-        num_hidden_layers: 3, attention_window_size: 8, block_types: ['recurrent', 'attention'], attention_bias: true,
-        tie_word_embeddings: false, logits_soft_cap: 10},
-      pieceBytes: 70 * 32 * 4,   // 203 rows in 3 pieces (68, 68, 67)
-      prompts: [[2, 5, 9, 11, 40], [0, 0, 2, 7, 8], [2, 100, 101, 102, 103]],
-      mask: [[1, 1, 1, 1, 1], [0, 0, 1, 1, 1], [1, 1, 1, 1, 1]],
-      steps: 12, forkAt: 6, selectRows: [2, 0],
-    }, 7);
-    console.log(`random model (batch 3) fused decode vs cpu decodeStep: worst relative error ${worst.toExponential(2)}`);
+    const worst = await compareScenario(
+      {
+        cfg: {
+          vocab_size: 203,
+          hidden_size: 32,
+          lru_width: 48,
+          intermediate_size: 80,
+          num_attention_heads: 4,
+          num_key_value_heads: 1,
+          num_hidden_layers: 3,
+          attention_window_size: 8,
+          block_types: ['recurrent', 'attention'],
+          attention_bias: true,
+          tie_word_embeddings: false,
+          logits_soft_cap: 10,
+        },
+        pieceBytes: 70 * 32 * 4, // 203 rows in 3 pieces (68, 68, 67)
+        prompts: [
+          [2, 5, 9, 11, 40],
+          [0, 0, 2, 7, 8],
+          [2, 100, 101, 102, 103],
+        ],
+        mask: [
+          [1, 1, 1, 1, 1],
+          [0, 0, 1, 1, 1],
+          [1, 1, 1, 1, 1],
+        ],
+        steps: 12,
+        forkAt: 6,
+        selectRows: [2, 0],
+      },
+      7,
+    );
+    console.log(
+      `random model (batch 3) fused decode vs cpu decodeStep: worst relative error ${worst.toExponential(2)}`,
+    );
     expect(worst).toBeLessThan(DECODE_TOL);
   });
 
   test(`random model, batch 1: scalar GEMV path (widths not multiples of 4), K = H heads, window 5 (${DECODE_TOL})`, async () => {
-    const worst = await compareScenario({
-      cfg: {vocab_size: 97, hidden_size: 30, lru_width: 30, intermediate_size: 44, num_attention_heads: 3, num_key_value_heads: 3,
-        num_hidden_layers: 3, attention_window_size: 5, block_types: ['attention', 'recurrent'], partial_rotary_factor: 0.4},
-      pieceBytes: 0,
-      prompts: [[2, 50, 60]],
-      mask: null,
-      steps: 16, forkAt: 3, selectRows: null,
-    }, 11);
-    console.log(`random model (batch 1) fused decode vs cpu decodeStep: worst relative error ${worst.toExponential(2)}`);
+    const worst = await compareScenario(
+      {
+        cfg: {
+          vocab_size: 97,
+          hidden_size: 30,
+          lru_width: 30,
+          intermediate_size: 44,
+          num_attention_heads: 3,
+          num_key_value_heads: 3,
+          num_hidden_layers: 3,
+          attention_window_size: 5,
+          block_types: ['attention', 'recurrent'],
+          partial_rotary_factor: 0.4,
+        },
+        pieceBytes: 0,
+        prompts: [[2, 50, 60]],
+        mask: null,
+        steps: 16,
+        forkAt: 3,
+        selectRows: null,
+      },
+      11,
+    );
+    console.log(
+      `random model (batch 1) fused decode vs cpu decodeStep: worst relative error ${worst.toExponential(2)}`,
+    );
     expect(worst).toBeLessThan(DECODE_TOL);
   });
 
   test('on unless GRIFFIN_FUSED_DECODE=0 or fusedDecodeConfig.enabled = false; LoRA adapters and other backends keep tfjs ops', async () => {
     await tf.setBackend('webgpu');
-    const model = new RecurrentGemmaForCausalLM({vocab_size: 64, hidden_size: 16, lru_width: 16, intermediate_size: 32,
-      num_attention_heads: 2, num_key_value_heads: 1, num_hidden_layers: 1, attention_window_size: 4});
+    const model = new RecurrentGemmaForCausalLM({
+      vocab_size: 64,
+      hidden_size: 16,
+      lru_width: 16,
+      intermediate_size: 32,
+      num_attention_heads: 2,
+      num_key_value_heads: 1,
+      num_hidden_layers: 1,
+      attention_window_size: 4,
+    });
     const prev = process.env.GRIFFIN_FUSED_DECODE;
     fusedDecodeConfig.enabled = null;
     try {
       delete process.env.GRIFFIN_FUSED_DECODE;
-      expect(fusedDecoderFor(model, 1)).not.toBeNull();    // the default
+      expect(fusedDecoderFor(model, 1)).not.toBeNull(); // the default
       for (const off of ['0', 'false', 'OFF']) {
         process.env.GRIFFIN_FUSED_DECODE = off;
         expect(fusedDecoderFor(model, 1)).toBeNull();
@@ -488,9 +684,9 @@ describeWebGPU('fused WebGPU decode engine', () => {
       fusedDecodeConfig.enabled = false;
       expect(fusedDecoderFor(model, 1)).toBeNull();
       fusedDecodeConfig.enabled = true;
-      expect(fusedDecoderFor(model, 17)).toBeNull();       // more rows than the kernels take
+      expect(fusedDecoderFor(model, 17)).toBeNull(); // more rows than the kernels take
       addLora(model, {rank: 2, targets: ['linear_x']});
-      expect(fusedDecoderFor(model, 1)).toBeNull();        // the engine knows nothing of adapters
+      expect(fusedDecoderFor(model, 1)).toBeNull(); // the engine knows nothing of adapters
       removeLora(model);
       expect(fusedDecoderFor(model, 1)).not.toBeNull();
       await tf.setBackend('cpu');
@@ -498,7 +694,8 @@ describeWebGPU('fused WebGPU decode engine', () => {
     } finally {
       await tf.setBackend('webgpu');
       fusedDecodeConfig.enabled = true;
-      if (prev == null) delete process.env.GRIFFIN_FUSED_DECODE; else process.env.GRIFFIN_FUSED_DECODE = prev;
+      if (prev == null) delete process.env.GRIFFIN_FUSED_DECODE;
+      else process.env.GRIFFIN_FUSED_DECODE = prev;
       model.dispose();
     }
   });

@@ -9,12 +9,13 @@
  * attention layer alone put 1.7e-5 on the hidden states and 1.7e-4 on q_proj's gradient, which
  * is what ops/precise_trig/webgpu.ts fixed, and these bounds would catch that again.
  */
-import {describeWebGPU} from '../webgpu_env';  // first: sets the SwiftShader env before Dawn loads
+
+import {maxPieceBytes, vocabSplit} from '../../layers/vocab_split';
+import {RecurrentGemmaForCausalLM} from '../../src/model';
 import {tf} from '../../src/tf';
 import {initNodeWebGPU} from '../../src/webgpu_node';
-import {RecurrentGemmaForCausalLM} from '../../src/model';
-import {maxPieceBytes, vocabSplit} from '../../layers/vocab_split';
-import {maxAbsDiff, relError, loadTinyAGolden, TINY_A_DIR} from '../helpers';
+import {loadTinyAGolden, maxAbsDiff, relError, TINY_A_DIR} from '../helpers';
+import {describeWebGPU} from '../webgpu_env'; // first: sets the SwiftShader env before Dawn loads
 
 const TOL = {logits: 5e-6, hidden: 2e-6, loss: 1e-5, grad: 2e-5};
 
@@ -43,7 +44,7 @@ describeWebGPU('golden parity on webgpu (tiny-a)', () => {
         errs.push(relError(await hiddenStates![i].data(), G(`hidden_states.${i}`)));
         report.push(`hidden_states.${i} ${errs[i].toExponential(2)}`);
       }
-      console.log('webgpu, worst relative errors: ' + report.join(', '));
+      console.log(`webgpu, worst relative errors: ${report.join(', ')}`);
       expect(errL).toBeLessThan(TOL.logits);
       errs.forEach((err, i) => expect({i, ok: err < TOL.hidden}).toEqual({i, ok: true}));
     } finally {
@@ -55,7 +56,9 @@ describeWebGPU('golden parity on webgpu (tiny-a)', () => {
     const params = model.namedParameters();
     const vars = [...params.values()].map((v) => v.read() as tf.Variable);
     const {value, grads} = tf.variableGrads(
-        () => model.forward({inputIds: golden.input_ids, labels: golden.labels}).loss!, vars);
+      () => model.forward({inputIds: golden.input_ids, labels: golden.labels}).loss!,
+      vars,
+    );
     try {
       const loss = (await value.data())[0];
       console.log(`webgpu: loss ${loss} vs golden ${golden.loss}`);
@@ -75,12 +78,16 @@ describeWebGPU('golden parity on webgpu (tiny-a)', () => {
     }
   });
 
-  test('the vocabulary matrix in pieces: the default limit is the device\'s, forced pieces give the same logits', async () => {
+  test("the vocabulary matrix in pieces: the default limit is the device's, forced pieces give the same logits", async () => {
     const limits = (tf.backend() as unknown as {device: {limits: Record<string, number>}}).device.limits;
     expect(maxPieceBytes()).toBe(Math.min(limits.maxStorageBufferBindingSize, limits.maxBufferSize));
-    vocabSplit.maxPieceBytes = 100 * 64 * 4;  // 6 pieces of tiny-a's 512 x 64
+    vocabSplit.maxPieceBytes = 100 * 64 * 4; // 6 pieces of tiny-a's 512 x 64
     let split: RecurrentGemmaForCausalLM;
-    try { split = await RecurrentGemmaForCausalLM.fromPretrained(DIR); } finally { vocabSplit.maxPieceBytes = 0; }
+    try {
+      split = await RecurrentGemmaForCausalLM.fromPretrained(DIR);
+    } finally {
+      vocabSplit.maxPieceBytes = 0;
+    }
     try {
       expect(split.embed.matrix.pieces.length).toBe(6);
       const a = model.forward({inputIds: golden.input_ids}).logits;

@@ -4,15 +4,16 @@
  * that tell a careless reduction apart: ties across invocations, the maximum at either end,
  * -Infinity everywhere, rows shorter than the workgroup.
  */
-import {describeWebGPU} from '../webgpu_env';  // first: sets the SwiftShader env before Dawn loads
+
 import * as fs from 'fs';
 import * as path from 'path';
-import {tf} from '../../src/tf';
-import {RecurrentGemmaForCausalLM} from '../../src/model';
-import {initNodeWebGPU} from '../../src/webgpu_node';
 import {rowArgmax, rowArgmaxAvailable, rowArgmaxReference} from '../../ops/row_argmax';
 import {Sampler} from '../../src/generation/sampling';
+import {RecurrentGemmaForCausalLM} from '../../src/model';
+import {tf} from '../../src/tf';
+import {initNodeWebGPU} from '../../src/webgpu_node';
 import {seededUniform} from '../helpers';
+import {describeWebGPU} from '../webgpu_env'; // first: sets the SwiftShader env before Dawn loads
 
 async function onGpu(x: Float32Array, b: number, n: number): Promise<number[]> {
   const t = tf.tensor2d(x, [b, n]);
@@ -23,13 +24,21 @@ async function onGpu(x: Float32Array, b: number, n: number): Promise<number[]> {
 }
 
 describeWebGPU('row argmax on webgpu', () => {
-  beforeAll(async () => { await initNodeWebGPU(); }, 120000);
+  beforeAll(async () => {
+    await initNodeWebGPU();
+  }, 120000);
 
   test('is registered on webgpu', () => {
     expect(rowArgmaxAvailable()).toBe(true);
   });
 
-  test.each([[1, 256000], [3, 4096], [8, 1000], [2, 7], [5, 1]])('b=%i n=%i: random rows equal the host rule and the greedy sampler', async (b, n) => {
+  test.each([
+    [1, 256000],
+    [3, 4096],
+    [8, 1000],
+    [2, 7],
+    [5, 1],
+  ])('b=%i n=%i: random rows equal the host rule and the greedy sampler', async (b, n) => {
     const r = seededUniform(b * 7 + n);
     const x = Float32Array.from({length: b * n}, () => 20 * r() - 10);
     const got = await onGpu(x, b, n);
@@ -43,14 +52,16 @@ describeWebGPU('row argmax on webgpu', () => {
   test('ties go to the first index, across invocations and rows; the ends of a row count', async () => {
     const n = 5000;
     const rows = [
-      (i: number) => (i === 1234 || i === 4321 || i === 3000 ? 7 : 1),   // three-way tie: 1234
-      (i: number) => (i === n - 1 ? 2 : 1),                               // last element
-      (i: number) => (i === 0 ? 2 : 1),                                   // first element
-      (i: number) => (i % 256 === 17 ? 3 : 0),                            // tie in every invocation's share: 17
-      () => 5,                                                            // all equal: 0
+      (i: number) => (i === 1234 || i === 4321 || i === 3000 ? 7 : 1), // three-way tie: 1234
+      (i: number) => (i === n - 1 ? 2 : 1), // last element
+      (i: number) => (i === 0 ? 2 : 1), // first element
+      (i: number) => (i % 256 === 17 ? 3 : 0), // tie in every invocation's share: 17
+      () => 5, // all equal: 0
     ];
     const x = new Float32Array(rows.length * n);
-    rows.forEach((f, r) => { for (let i = 0; i < n; i++) x[r * n + i] = f(i); });
+    rows.forEach((f, r) => {
+      for (let i = 0; i < n; i++) x[r * n + i] = f(i);
+    });
     expect(await onGpu(x, rows.length, n)).toEqual([1234, n - 1, 0, 17, 0]);
   });
 
@@ -58,9 +69,9 @@ describeWebGPU('row argmax on webgpu', () => {
     const n = 600;
     const x = new Float32Array(4 * n);
     for (let i = 0; i < n; i++) {
-      x[i] = i === 10 ? NaN : i === 11 ? 4 : 0;          // NaN before the max
-      x[n + i] = -Infinity;                               // all -Infinity: index 0
-      x[2 * n + i] = i < 300 ? NaN : i === 450 ? -Infinity : NaN;   // the only non-NaN is -Infinity
+      x[i] = i === 10 ? NaN : i === 11 ? 4 : 0; // NaN before the max
+      x[n + i] = -Infinity; // all -Infinity: index 0
+      x[2 * n + i] = i < 300 ? NaN : i === 450 ? -Infinity : NaN; // the only non-NaN is -Infinity
       x[3 * n + i] = NaN;
     }
     const got = await onGpu(x, 4, n);
@@ -79,11 +90,16 @@ describeWebGPU('greedy generation takes the argmax on the GPU', () => {
   const argmaxModule = require('../../ops/row_argmax') as typeof import('../../ops/row_argmax');
   const DIR = path.join(__dirname, '../fixtures/tiny-a');
 
-  beforeAll(async () => { await initNodeWebGPU(); }, 120000);
+  beforeAll(async () => {
+    await initNodeWebGPU();
+  }, 120000);
   afterEach(() => jest.restoreAllMocks());
 
   test('greedy: one rowArgmax per step, tokens equal the HF golden and the cpu backend for a batch of three', async () => {
-    const golden = JSON.parse(fs.readFileSync(path.join(DIR, 'golden.json'), 'utf8')).greedy as {prompt: number[][], sequence: number[][]};
+    const golden = JSON.parse(fs.readFileSync(path.join(DIR, 'golden.json'), 'utf8')).greedy as {
+      prompt: number[][];
+      sequence: number[][];
+    };
     const steps = golden.sequence[0].length - golden.prompt[0].length;
     const p = golden.prompt[0];
     // Three rows, left-padded to one length: the golden prompt and two of its suffixes.
@@ -93,7 +109,12 @@ describeWebGPU('greedy generation takes the argmax on the GPU', () => {
       await tf.setBackend(backend);
       const model = await RecurrentGemmaForCausalLM.fromPretrained(DIR);
       const spy = jest.spyOn(argmaxModule, 'rowArgmax');
-      const out = await model.generate(prompts, {attentionMask: mask, maxNewTokens: steps, temperature: 0, eosTokenId: []});
+      const out = await model.generate(prompts, {
+        attentionMask: mask,
+        maxNewTokens: steps,
+        temperature: 0,
+        eosTokenId: [],
+      });
       const calls = spy.mock.calls.length;
       spy.mockRestore();
       model.dispose();
@@ -102,7 +123,7 @@ describeWebGPU('greedy generation takes the argmax on the GPU', () => {
     const gpu = await run('webgpu');
     const cpu = await run('cpu');
     await tf.setBackend('webgpu');
-    expect(gpu.calls).toBe(steps);       // every step, on the device
+    expect(gpu.calls).toBe(steps); // every step, on the device
     expect(gpu.out[0]).toEqual(golden.sequence[0]);
     expect(gpu.out).toEqual(cpu.out);
   });

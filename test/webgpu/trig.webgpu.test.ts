@@ -3,10 +3,11 @@
  * inputs: float32 accuracy from 0 to the thousands of radians that RoPE reaches, special values,
  * any shape, gradients through them.
  */
-import {describeWebGPU} from '../webgpu_env';  // first: sets the SwiftShader env before Dawn loads
+
 import {tf} from '../../src/tf';
 import {initNodeWebGPU} from '../../src/webgpu_node';
 import {maxAbsDiff, seededUniform} from '../helpers';
+import {describeWebGPU} from '../webgpu_env'; // first: sets the SwiftShader env before Dawn loads
 
 /** Runs fn on cpu, then on webgpu, returning both results' values. */
 async function both(fn: () => tf.Tensor | tf.Tensor[]): Promise<[Float32Array[], Float32Array[]]> {
@@ -28,7 +29,9 @@ describeWebGPU('precise sin / cos on webgpu', () => {
     // Small host-resident inputs would otherwise be computed on the host, not by the shader.
     tf.env().set('WEBGPU_CPU_FORWARD', false);
   });
-  afterAll(() => { tf.env().set('WEBGPU_CPU_FORWARD', true); });
+  afterAll(() => {
+    tf.env().set('WEBGPU_CPU_FORWARD', true);
+  });
 
   for (const range of [1, Math.PI, 100, 3000, 8192]) {
     test(`within 2.5e-7 of the cpu on [-${range.toFixed(0)}, ${range.toFixed(0)}]`, async () => {
@@ -43,7 +46,8 @@ describeWebGPU('precise sin / cos on webgpu', () => {
   test('exact at 0 (the sign of a zero is not kept), NaN for NaN and infinities, any shape kept', async () => {
     const [cpu, gpu] = await both(() => {
       const x = tf.tensor3d([0, -0, NaN, Infinity, -Infinity, 1e-30], [1, 2, 3]);
-      const s = tf.sin(x), c = tf.cos(x);
+      const s = tf.sin(x),
+        c = tf.cos(x);
       expect(s.shape).toEqual([1, 2, 3]);
       return [s, c, tf.sin(tf.scalar(0.5)), tf.cos(tf.zeros([2, 0]))];
     });
@@ -57,7 +61,8 @@ describeWebGPU('precise sin / cos on webgpu', () => {
     const r = seededUniform(5);
     const x = Float32Array.from({length: 3000}, () => (2 * r() - 1) * 50);
     const [cpu, gpu] = await both(() =>
-      tf.grad((v: tf.Tensor) => tf.sum(tf.mul(tf.sin(v), tf.cos(tf.mul(v, 2)))))(tf.tensor1d(x)));
+      tf.grad((v: tf.Tensor) => tf.sum(tf.mul(tf.sin(v), tf.cos(tf.mul(v, 2)))))(tf.tensor1d(x)),
+    );
     expect(maxAbsDiff(gpu[0], cpu[0])).toBeLessThan(1e-6);
   });
 

@@ -23,7 +23,7 @@ import type {LayerState} from '../../../layers/model_layers';
 import type {DecodeModelView} from './model_view';
 import {buildPlan, LayerBuffers, PlannedDispatch} from './plan';
 import {StepLayout, wgslBindings} from './shaders';
-import {flushTf, gpuBufferOf, newGpuTensor, resourceOf, webgpuBackend, WebGPUBackendLike} from './tfjs_webgpu';
+import {flushTf, gpuBufferOf, newGpuTensor, resourceOf, WebGPUBackendLike, webgpuBackend} from './tfjs_webgpu';
 
 export type {WebGPUBackendLike} from './tfjs_webgpu';
 
@@ -36,7 +36,11 @@ interface Dispatch {
 }
 
 /** One dispatch's GPU time in a profiled step, and the bytes of weights / cache it must read. */
-export interface DispatchTiming { name: string; ms: number; bytes: number }
+export interface DispatchTiming {
+  name: string;
+  ms: number;
+  bytes: number;
+}
 
 const pipelineCache = new WeakMap<GPUDevice, Map<string, GPUComputePipeline>>();
 
@@ -51,7 +55,7 @@ export class FusedDecoder {
    * Every weight tensor bound, with the buffer it had: a change (reassigned variable, disposed
    * model) makes the engine stale.
    */
-  private readonly bound: {t: () => tf.Tensor, dataId: object, buffer: unknown}[] = [];
+  private readonly bound: {t: () => tf.Tensor; dataId: object; buffer: unknown}[] = [];
   private readonly layerBufs: LayerBuffers[] = [];
   private readonly stepBuf: GPUBuffer;
   private readonly logitsBuf: GPUBuffer;
@@ -59,16 +63,19 @@ export class FusedDecoder {
   private nextDispatches: GPUCommandBuffer | null = null;
   private readonly step_: StepLayout;
   private readonly invFreq: Float32Array;
-  private readonly S: number;          // ring slots (W + 1)
-  private head: number;                // the ring slot the next token's key goes to
-  private convNext: number;            // the conv ring slot the next token's input goes to
+  private readonly S: number; // ring slots (W + 1)
+  private head: number; // the ring slot the next token's key goes to
+  private convNext: number; // the conv ring slot the next token's input goes to
   private disposed = false;
   /** Set when the device reported an error about this engine's pipelines or bindings. */
   failed: string | null = null;
   /** The GenerationState whose layers live in this engine now (see src/generation/state.ts). */
   owner: {detachFused(): void} | null = null;
 
-  constructor(readonly model: DecodeModelView, B: number) {
+  constructor(
+    readonly model: DecodeModelView,
+    B: number,
+  ) {
     this.B = B;
     this.backend = webgpuBackend();
     this.device = this.backend.device;
@@ -77,7 +84,7 @@ export class FusedDecoder {
     this.head = c.attention_window_size;
     this.convNext = c.conv1d_width - 1;
     const rot = c.rotary_dim;
-    this.invFreq = Float32Array.from({length: rot / 2}, (_, j) => 1 / Math.pow(c.rope_theta, (2 * j) / rot));
+    this.invFreq = Float32Array.from({length: rot / 2}, (_, j) => 1 / c.rope_theta ** ((2 * j) / rot));
     // Shader or binding errors surface asynchronously: caught here, they disable the engine.
     this.device.pushErrorScope('validation');
     let built = false;
@@ -89,7 +96,7 @@ export class FusedDecoder {
         limits: this.device.limits,
         encoder,
         own: (floats) => {
-          const b = this.device.createBuffer({size: Math.max(16, Math.ceil(floats * 4 / 16) * 16), usage});
+          const b = this.device.createBuffer({size: Math.max(16, Math.ceil((floats * 4) / 16) * 16), usage});
           this.owned.push(b);
           return b;
         },
@@ -119,17 +126,25 @@ export class FusedDecoder {
   }
 
   /** GPU dispatches per token step. */
-  get dispatchCount(): number { return this.dispatches.length; }
+  get dispatchCount(): number {
+    return this.dispatches.length;
+  }
 
   /** Names of the dispatches, in order (diagnostics). */
-  get dispatchNames(): string[] { return this.dispatches.map((d) => d.name); }
+  get dispatchNames(): string[] {
+    return this.dispatches.map((d) => d.name);
+  }
 
   /** Whether every bound weight still has the buffer it was bound with. */
   isCurrent(): boolean {
     if (this.disposed) return false;
     for (const b of this.bound) {
       let t: tf.Tensor;
-      try { t = b.t(); } catch { return false; }
+      try {
+        t = b.t();
+      } catch {
+        return false;
+      }
       if (t.isDisposed || t.dataId !== b.dataId) return false;
       if (resourceOf(this.backend, t) !== b.buffer) return false;
     }
@@ -139,7 +154,11 @@ export class FusedDecoder {
   /** Copies a GenerationState's layers (tensors of b rows) into the engine; the tensors stay the caller's. */
   importLayers(layers: LayerState[]): void {
     this.check();
-    const B = this.B, c = this.model.config, W = c.attention_window_size, e = c.lru_width, w = c.conv1d_width;
+    const B = this.B,
+      c = this.model.config,
+      W = c.attention_window_size,
+      e = c.lru_width,
+      w = c.conv1d_width;
     const enc = this.device.createCommandEncoder();
     layers.forEach((s, i) => {
       const lb = this.layerBufs[i];
@@ -157,10 +176,11 @@ export class FusedDecoder {
       } else {
         if (!('k' in s)) throw new Error(`fused decode: layer ${i} is an attention layer, its state is not`);
         const t = s;
-        const row = t.k.size / B;  // W * K * hd
-        const k = gpuBufferOf(this.backend, t.k), v = gpuBufferOf(this.backend, t.v);
+        const row = t.k.size / B; // W * K * hd
+        const k = gpuBufferOf(this.backend, t.k),
+          v = gpuBufferOf(this.backend, t.v);
         const valid = gpuBufferOf(this.backend, t.valid);
-        const ringRow = row / W * this.S;
+        const ringRow = (row / W) * this.S;
         for (let b = 0; b < B; b++) {
           enc.copyBufferToBuffer(k, b * row * 4, lb.k, b * ringRow * 4, row * 4);
           enc.copyBufferToBuffer(v, b * row * 4, lb.v, b * ringRow * 4, row * 4);
@@ -177,8 +197,14 @@ export class FusedDecoder {
   /** New tensors holding the engine's state in the GenerationState layout. */
   exportLayers(): LayerState[] {
     this.check();
-    const B = this.B, c = this.model.config, W = c.attention_window_size, S = this.S;
-    const K = c.num_key_value_heads, hd = c.head_dim, e = c.lru_width, w = c.conv1d_width;
+    const B = this.B,
+      c = this.model.config,
+      W = c.attention_window_size,
+      S = this.S;
+    const K = c.num_key_value_heads,
+      hd = c.head_dim,
+      e = c.lru_width,
+      w = c.conv1d_width;
     const enc = this.device.createCommandEncoder();
     const made: tf.Tensor[] = [];
     const fresh = (shape: number[]) => {
@@ -187,14 +213,15 @@ export class FusedDecoder {
       return {tensor, buffer};
     };
     // Ring slots oldest first: head + 1, ..., S - 1, 0, ..., head - 1.
-    const runs: [number, number, number][] = [];   // [from slot, to index, count]
+    const runs: [number, number, number][] = []; // [from slot, to index, count]
     const first = (this.head + 1) % S;
     const n1 = Math.min(W, S - first);
     runs.push([first, 0, n1]);
     if (n1 < W) runs.push([0, n1, W - n1]);
     const layers = this.layerBufs.map((lb): LayerState => {
       if (lb.kind === 'recurrent') {
-        const conv = fresh([B, w - 1, e]), rnn = fresh([B, e]);
+        const conv = fresh([B, w - 1, e]),
+          rnn = fresh([B, e]);
         // History entry k (oldest first) is ring slot convNext + 1 + k.
         for (let b = 0; b < B; b++) {
           for (let k = 0; k < w - 1; k++) {
@@ -205,7 +232,9 @@ export class FusedDecoder {
         enc.copyBufferToBuffer(lb.st, B * w * e * 4, rnn.buffer, 0, B * e * 4);
         return {conv: conv.tensor, rnn: rnn.tensor};
       }
-      const k = fresh([B, W, K, hd]), v = fresh([B, W, K, hd]), valid = fresh([B, W]);
+      const k = fresh([B, W, K, hd]),
+        v = fresh([B, W, K, hd]),
+        valid = fresh([B, W]);
       const slot = K * hd;
       for (let b = 0; b < B; b++) {
         for (const [from, to, n] of runs) {
@@ -232,13 +261,17 @@ export class FusedDecoder {
    * and GPU timestamps around it: per-dispatch times, or null without 'timestamp-query'. The pass
    * boundaries add their own cost, so the sum exceeds a plain step's time.
    */
-  async profileStep(ids: number[], positions: number[]):
-      Promise<{logits: tf.Tensor, timings: DispatchTiming[] | null}> {
+  async profileStep(
+    ids: number[],
+    positions: number[],
+  ): Promise<{logits: tf.Tensor; timings: DispatchTiming[] | null}> {
     if (!this.device.features.has('timestamp-query')) return {logits: this.step(ids, positions), timings: null};
     const n = this.dispatches.length;
     const querySet = this.device.createQuerySet({type: 'timestamp', count: 2 * n});
-    const resolve = this.device.createBuffer({size: 16 * n,
-      usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC});
+    const resolve = this.device.createBuffer({
+      size: 16 * n,
+      usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
+    });
     const read = this.device.createBuffer({size: 16 * n, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST});
     const logits = this.run(ids, positions, {querySet, resolve, read});
     await read.mapAsync(GPUMapMode.READ);
@@ -246,15 +279,23 @@ export class FusedDecoder {
     read.unmap();
     [read, resolve].forEach((b) => b.destroy());
     querySet.destroy();
-    const timings = this.dispatches.map((d, i) =>
-      ({name: d.name, ms: Number(t[2 * i + 1] - t[2 * i]) / 1e6, bytes: d.bytes}));
+    const timings = this.dispatches.map((d, i) => ({
+      name: d.name,
+      ms: Number(t[2 * i + 1] - t[2 * i]) / 1e6,
+      bytes: d.bytes,
+    }));
     return {logits, timings};
   }
 
-  private run(ids: number[], positions: number[],
-      prof: {querySet: GPUQuerySet, resolve: GPUBuffer, read: GPUBuffer} | null): tf.Tensor {
+  private run(
+    ids: number[],
+    positions: number[],
+    prof: {querySet: GPUQuerySet; resolve: GPUBuffer; read: GPUBuffer} | null,
+  ): tf.Tensor {
     this.check();
-    const B = this.B, V = this.model.config.vocab_size, L = this.step_;
+    const B = this.B,
+      V = this.model.config.vocab_size,
+      L = this.step_;
     if (ids.length !== B || positions.length !== B) throw new Error(`fused decode: ${ids.length} ids for ${B} rows`);
     const words = new Uint32Array(L.words);
     const f = new Float32Array(words.buffer);
@@ -286,8 +327,9 @@ export class FusedDecoder {
     const enc = this.device.createCommandEncoder();
     if (prof != null) {
       this.dispatches.forEach((d, i) => {
-        const pass = enc.beginComputePass({timestampWrites:
-          {querySet: prof.querySet, beginningOfPassWriteIndex: 2 * i, endOfPassWriteIndex: 2 * i + 1}});
+        const pass = enc.beginComputePass({
+          timestampWrites: {querySet: prof.querySet, beginningOfPassWriteIndex: 2 * i, endOfPassWriteIndex: 2 * i + 1},
+        });
         pass.setPipeline(d.pipeline);
         pass.setBindGroup(0, d.bind);
         pass.dispatchWorkgroups(d.grid[0], d.grid[1], d.grid[2]);
@@ -328,7 +370,9 @@ export class FusedDecoder {
     for (const b of this.owned) b.destroy();
   }
 
-  get isDisposed(): boolean { return this.disposed; }
+  get isDisposed(): boolean {
+    return this.disposed;
+  }
 
   private check(): void {
     if (this.disposed) throw new Error('fused decode: the engine has been disposed');
@@ -345,12 +389,15 @@ export class FusedDecoder {
   /** The pipeline (cached per device and source) and bind group of a planned dispatch. */
   private add(d: PlannedDispatch): void {
     let cache = pipelineCache.get(this.device);
-    if (cache == null) pipelineCache.set(this.device, cache = new Map());
+    if (cache == null) pipelineCache.set(this.device, (cache = new Map()));
     let pipeline = cache.get(d.code);
     if (pipeline == null) {
       const module = this.device.createShaderModule({code: d.code, label: d.name});
-      pipeline = this.device.createComputePipeline({layout: 'auto', compute: {module, entryPoint: 'main'},
-        label: d.name});
+      pipeline = this.device.createComputePipeline({
+        layout: 'auto',
+        compute: {module, entryPoint: 'main'},
+        label: d.name,
+      });
       cache.set(d.code, pipeline);
     }
     const names = wgslBindings(d.code);

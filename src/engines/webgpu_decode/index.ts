@@ -16,10 +16,10 @@ import {FusedDecoder} from './engine';
 import type {DecodeModelView} from './model_view';
 import {webgpuBackend} from './tfjs_webgpu';
 
-export {FusedDecoder} from './engine';
 export type {DispatchTiming} from './engine';
-export {fusedTuning} from './tuning';
+export {FusedDecoder} from './engine';
 export type {DecodeModelView} from './model_view';
+export {fusedTuning} from './tuning';
 
 /**
  * enabled: null = env GRIFFIN_FUSED_DECODE (0/false/off: off; unset or anything else: on).
@@ -44,9 +44,12 @@ const failedModels = new WeakSet<DecodeModelView>();
 
 /** The Linear layers of a block (what LoRA adapts). */
 function blockLinears(blk: ResidualBlock): Linear[] {
-  const tb = blk.temporal_block, mlp = blk.mlp_block;
-  const temporal = tb instanceof RecurrentBlock ? [tb.linear_x, tb.linear_y, tb.linear_out]
-    : [tb.q_proj, tb.k_proj, tb.v_proj, tb.o_proj];
+  const tb = blk.temporal_block,
+    mlp = blk.mlp_block;
+  const temporal =
+    tb instanceof RecurrentBlock
+      ? [tb.linear_x, tb.linear_y, tb.linear_out]
+      : [tb.q_proj, tb.k_proj, tb.v_proj, tb.o_proj];
   return [...temporal, mlp.gate_proj, mlp.up_proj, mlp.down_proj];
 }
 
@@ -63,7 +66,7 @@ function supported(model: DecodeModelView, b: number): boolean {
 export function fusedDecoderFor(model: DecodeModelView, b: number): FusedDecoder | null {
   if (!fusedDecodeEnabled() || tf.getBackend() !== 'webgpu' || !supported(model, b)) return null;
   let list = engines.get(model);
-  if (list == null) engines.set(model, list = []);
+  if (list == null) engines.set(model, (list = []));
   const device = webgpuBackend().device;
   let eng = list.find((x) => x.B === b) ?? null;
   if (eng != null && (eng.failed != null || !eng.isCurrent() || eng.device !== device)) {
@@ -87,7 +90,7 @@ export function fusedDecoderFor(model: DecodeModelView, b: number): FusedDecoder
     while (list.length > MAX_ENGINES) retire(list, list[0]);
   } else {
     list.splice(list.indexOf(eng), 1);
-    list.push(eng);   // most recently used last
+    list.push(eng); // most recently used last
   }
   return eng;
 }

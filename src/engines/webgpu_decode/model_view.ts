@@ -7,9 +7,10 @@
  * Shape letters (of the layers' weights): d hidden_size, V vocab_size (embed / lmHead: [V, d],
  * in row pieces past the binding limit).
  */
-import type {RecurrentGemmaConfig} from '../../config';
+
 import type {RMSNorm} from '../../../layers/basic';
 import type {Embedding, LMHead, ResidualBlock} from '../../../layers/model_layers';
+import type {RecurrentGemmaConfig} from '../../config';
 
 export interface DecodeModelView {
   readonly config: RecurrentGemmaConfig;

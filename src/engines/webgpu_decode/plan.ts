@@ -18,15 +18,32 @@
  * w conv1d_width, rot rotary dims.
  */
 import type * as tf from '@tensorflow/tfjs';
+import type {LocalAttentionBlock} from '../../../layers/attention';
 import type {Linear} from '../../../layers/basic';
 import type {Embedding, ResidualBlock} from '../../../layers/model_layers';
-import type {LocalAttentionBlock} from '../../../layers/attention';
 import {RecurrentBlock} from '../../../layers/recurrent';
 import type {DecodeModelView} from './model_view';
 import {
-  AttnCombineBinding, attnCombineSource, AttnPartialBinding, attnPartialSource, AttnSpec, attnChunks, attnThreads,
-  EmbedBinding, embedSource, GemvBinding, gemvRows, gemvSource, GemvSpec, RgLruBinding, rgLruGrid, rgLruSource,
-  RopeBinding, ropeSource, stepLayout, StepLayout,
+  AttnCombineBinding,
+  AttnPartialBinding,
+  AttnSpec,
+  attnChunks,
+  attnCombineSource,
+  attnPartialSource,
+  attnThreads,
+  EmbedBinding,
+  embedSource,
+  GemvBinding,
+  GemvSpec,
+  gemvRows,
+  gemvSource,
+  RgLruBinding,
+  RopeBinding,
+  rgLruGrid,
+  rgLruSource,
+  ropeSource,
+  StepLayout,
+  stepLayout,
 } from './shaders';
 import {attnChunkSlots, gemvMaxRows, gemvThreads, gemvUnroll, rgLruPlan} from './tuning';
 
@@ -43,9 +60,17 @@ export interface PlannedDispatch {
 }
 
 /** A recurrent layer's state: the conv inputs ring [b, w, e] then h [b, e]. */
-export interface RecurrentBuffers { kind: 'recurrent'; st: GPUBuffer }
+export interface RecurrentBuffers {
+  kind: 'recurrent';
+  st: GPUBuffer;
+}
 /** An attention layer's state: k and v rings [b, S, K, hd], validity [b, S]. */
-export interface AttentionBuffers { kind: 'attention'; k: GPUBuffer; v: GPUBuffer; valid: GPUBuffer }
+export interface AttentionBuffers {
+  kind: 'attention';
+  k: GPUBuffer;
+  v: GPUBuffer;
+  valid: GPUBuffer;
+}
 export type LayerBuffers = RecurrentBuffers | AttentionBuffers;
 
 /** What the plan allocates and binds through (the engine's). */
@@ -72,8 +97,18 @@ export interface DecodePlan {
 }
 
 /** The buffers every layer's dispatches share. */
-interface Shared { x: GPUBuffer; uy: GPUBuffer; o: GPUBuffer; hid: GPUBuffer; qkv: GPUBuffer; qr: GPUBuffer;
-  attn: GPUBuffer; part: GPUBuffer; step: GPUBuffer; logits: GPUBuffer }
+interface Shared {
+  x: GPUBuffer;
+  uy: GPUBuffer;
+  o: GPUBuffer;
+  hid: GPUBuffer;
+  qkv: GPUBuffer;
+  qr: GPUBuffer;
+  attn: GPUBuffer;
+  part: GPUBuffer;
+  step: GPUBuffer;
+  logits: GPUBuffer;
+}
 
 /** What the per-part functions work from. */
 interface Ctx {
@@ -90,8 +125,13 @@ interface Ctx {
 
 type Bindings<N extends string> = Record<N, GPUBuffer>;
 
-function dispatch<N extends string>(name: string, code: string, bindings: Bindings<N>, grid: [number, number, number],
-    bytes = 0): PlannedDispatch {
+function dispatch<N extends string>(
+  name: string,
+  code: string,
+  bindings: Bindings<N>,
+  grid: [number, number, number],
+  bytes = 0,
+): PlannedDispatch {
   return {name, code, bindings, grid, bytes};
 }
 
@@ -111,7 +151,13 @@ function pack(ctx: Ctx, parts: (tf.Tensor | number)[]): GPUBuffer {
       ctx.host.encoder.clearBuffer(buf, off * 4, p * 4);
       off += p;
     } else {
-      ctx.host.encoder.copyBufferToBuffer(ctx.host.weight(() => p), 0, buf, off * 4, p.size * 4);
+      ctx.host.encoder.copyBufferToBuffer(
+        ctx.host.weight(() => p),
+        0,
+        buf,
+        off * 4,
+        p.size * 4,
+      );
       off += p.size;
     }
   }
@@ -119,13 +165,20 @@ function pack(ctx: Ctx, parts: (tf.Tensor | number)[]): GPUBuffer {
 }
 
 /** A GEMV dispatch: the largest rows per workgroup (from maxR, halving) whose tile fits. */
-function gemv(ctx: Ctx, name: string, spec: Omit<GemvSpec, 'R' | 'T'>,
-    bindings: Partial<Bindings<GemvBinding>>): PlannedDispatch {
-  const limit = ctx.host.limits, T = ctx.T;
+function gemv(
+  ctx: Ctx,
+  name: string,
+  spec: Omit<GemvSpec, 'R' | 'T'>,
+  bindings: Partial<Bindings<GemvBinding>>,
+): PlannedDispatch {
+  const limit = ctx.host.limits,
+    T = ctx.T;
   const P = spec.mode === 'geglu' ? 2 : 1;
   let R = ctx.maxR;
-  const fits = (r: number) => r * P * spec.B <= 32 && spec.segments.every((n) => n % r === 0) &&
-      (r * P * spec.B + (spec.norm ? spec.B : 0)) * T * 4 <= limit.maxComputeWorkgroupStorageSize;
+  const fits = (r: number) =>
+    r * P * spec.B <= 32 &&
+    spec.segments.every((n) => n % r === 0) &&
+    (r * P * spec.B + (spec.norm ? spec.B : 0)) * T * 4 <= limit.maxComputeWorkgroupStorageSize;
   while (R > 1 && !fits(R)) R = R >> 1;
   if (!fits(R)) throw new Error(`fused decode: no GEMV tiling for ${name}`);
   const full: GemvSpec = {...spec, R, T, U: gemvUnroll(spec.B)};
@@ -137,108 +190,266 @@ function gemv(ctx: Ctx, name: string, spec: Omit<GemvSpec, 'R' | 'T'>,
 
 /** x = E[id] * scale, one dispatch per piece of the vocabulary matrix. */
 function embeddingDispatches(ctx: Ctx, embed: Embedding): PlannedDispatch[] {
-  const {B, buf} = ctx, d = ctx.view.config.hidden_size;
-  return embed.matrix.pieces.map((p) => dispatch<EmbedBinding>('embed',
+  const {B, buf} = ctx,
+    d = ctx.view.config.hidden_size;
+  return embed.matrix.pieces.map((p) =>
+    dispatch<EmbedBinding>(
+      'embed',
       embedSource({B, D: d, start: p.start, rows: p.rows, scale: embed.scale, step: ctx.step}),
       {e: ctx.host.weight(() => p.variable.read()), step: buf.step, x: buf.x},
-      [Math.ceil(B * d / 256), 1, 1], B * d * 4));
+      [Math.ceil((B * d) / 256), 1, 1],
+      B * d * 4,
+    ),
+  );
 }
 
 /** [norm + linear_x | linear_y (+gelu)] -> [conv1d + RG-LRU + * gelu(y)] -> [linear_out + residual]. */
-function recurrentDispatches(ctx: Ctx, li: number, blk: ResidualBlock, tb: RecurrentBlock):
-    {dispatches: PlannedDispatch[], state: RecurrentBuffers} {
-  const {B, buf, host} = ctx, c = ctx.view.config;
-  const d = c.hidden_size, e = c.lru_width, H = c.num_attention_heads, w = c.conv1d_width;
-  const lx = tb.linear_x, ly = tb.linear_y, lo = tb.linear_out, rg = tb.rg_lru, cv = tb.conv_1d;
-  const xy = gemv(ctx, `L${li}.xy`, {B, IN: d, segments: [e, e], gelu: [false, true], mode: 'store', norm: true,
-    eps: c.rms_norm_eps, bias: true, outStride: 2 * e}, {x: buf.x,
-    g: host.weight(() => blk.temporal_pre_norm.weight.read()), w0: host.weight(() => lx.weight.read()),
-    w1: host.weight(() => ly.weight.read()), bias: pack(ctx, [biasOf(lx), biasOf(ly)]), out: buf.uy});
+function recurrentDispatches(
+  ctx: Ctx,
+  li: number,
+  blk: ResidualBlock,
+  tb: RecurrentBlock,
+): {dispatches: PlannedDispatch[]; state: RecurrentBuffers} {
+  const {B, buf, host} = ctx,
+    c = ctx.view.config;
+  const d = c.hidden_size,
+    e = c.lru_width,
+    H = c.num_attention_heads,
+    w = c.conv1d_width;
+  const lx = tb.linear_x,
+    ly = tb.linear_y,
+    lo = tb.linear_out,
+    rg = tb.rg_lru,
+    cv = tb.conv_1d;
+  const xy = gemv(
+    ctx,
+    `L${li}.xy`,
+    {
+      B,
+      IN: d,
+      segments: [e, e],
+      gelu: [false, true],
+      mode: 'store',
+      norm: true,
+      eps: c.rms_norm_eps,
+      bias: true,
+      outStride: 2 * e,
+    },
+    {
+      x: buf.x,
+      g: host.weight(() => blk.temporal_pre_norm.weight.read()),
+      w0: host.weight(() => lx.weight.read()),
+      w1: host.weight(() => ly.weight.read()),
+      bias: pack(ctx, [biasOf(lx), biasOf(ly)]),
+      out: buf.uy,
+    },
+  );
   const st = host.own(B * w * e + B * e);
-  const pk = pack(ctx, [cv.weight.read(), cv.bias.read(), rg.input_gate_bias.read(), rg.recurrent_gate_bias.read(),
-    rg.recurrent_param.read()]);
+  const pk = pack(ctx, [
+    cv.weight.read(),
+    cv.bias.read(),
+    rg.input_gate_bias.read(),
+    rg.recurrent_gate_bias.read(),
+    rg.recurrent_param.read(),
+  ]);
   const rspec = rgLruPlan(B, e, H, w, ctx.step, host.limits.maxComputeWorkgroupStorageSize);
-  const lru = dispatch<RgLruBinding>(`L${li}.rglru`, rgLruSource(rspec), {uy: buf.uy, pk,
-    wx: host.weight(() => rg.input_gate_weight.read()), wa: host.weight(() => rg.recurrent_gate_weight.read()), st,
-    o: buf.o, step: buf.step}, rgLruGrid(rspec), 2 * e * (e / H) * 4);
-  const out = gemv(ctx, `L${li}.out`, {B, IN: e, segments: [d], mode: 'residual', norm: false, bias: true,
-    outStride: d}, {x: buf.o, w0: host.weight(() => lo.weight.read()), bias: host.weight(() => biasOf(lo)),
-    out: buf.x});
+  const lru = dispatch<RgLruBinding>(
+    `L${li}.rglru`,
+    rgLruSource(rspec),
+    {
+      uy: buf.uy,
+      pk,
+      wx: host.weight(() => rg.input_gate_weight.read()),
+      wa: host.weight(() => rg.recurrent_gate_weight.read()),
+      st,
+      o: buf.o,
+      step: buf.step,
+    },
+    rgLruGrid(rspec),
+    2 * e * (e / H) * 4,
+  );
+  const out = gemv(
+    ctx,
+    `L${li}.out`,
+    {B, IN: e, segments: [d], mode: 'residual', norm: false, bias: true, outStride: d},
+    {x: buf.o, w0: host.weight(() => lo.weight.read()), bias: host.weight(() => biasOf(lo)), out: buf.x},
+  );
   return {dispatches: [xy, lru, out], state: {kind: 'recurrent', st}};
 }
 
 /** [norm + q|k|v] -> [RoPE, ring store] -> [partial attention] -> [combine] -> [o_proj + residual]. */
-function attentionDispatches(ctx: Ctx, li: number, blk: ResidualBlock, tb: LocalAttentionBlock):
-    {dispatches: PlannedDispatch[], state: AttentionBuffers} {
-  const {B, buf, host, attn: aspec} = ctx, c = ctx.view.config;
-  const d = c.hidden_size, H = c.num_attention_heads, K = c.num_key_value_heads, hd = c.head_dim, S = aspec.S;
-  const q = tb.q_proj, k = tb.k_proj, v = tb.v_proj, op = tb.o_proj;
+function attentionDispatches(
+  ctx: Ctx,
+  li: number,
+  blk: ResidualBlock,
+  tb: LocalAttentionBlock,
+): {dispatches: PlannedDispatch[]; state: AttentionBuffers} {
+  const {B, buf, host, attn: aspec} = ctx,
+    c = ctx.view.config;
+  const d = c.hidden_size,
+    H = c.num_attention_heads,
+    K = c.num_key_value_heads,
+    hd = c.head_dim,
+    S = aspec.S;
+  const q = tb.q_proj,
+    k = tb.k_proj,
+    v = tb.v_proj,
+    op = tb.o_proj;
   const biased = q.bias != null;
-  const kb = host.own(B * S * K * hd), vb = host.own(B * S * K * hd), valid = host.own(B * S);
-  const qkv = gemv(ctx, `L${li}.qkv`, {B, IN: d, segments: [H * hd, K * hd, K * hd], mode: 'store', norm: true,
-    eps: c.rms_norm_eps, bias: biased, outStride: (H + 2 * K) * hd}, {x: buf.x,
-    g: host.weight(() => blk.temporal_pre_norm.weight.read()), w0: host.weight(() => q.weight.read()),
-    w1: host.weight(() => k.weight.read()), w2: host.weight(() => v.weight.read()),
-    ...(biased ? {bias: pack(ctx, [biasOf(q), biasOf(k), biasOf(v)])} : {}), out: buf.qkv});
-  const rope = dispatch<RopeBinding>(`L${li}.rope`, ropeSource(aspec),
-      {qkv: buf.qkv, step: buf.step, qr: buf.qr, kr: kb, vr: vb, valid}, [B, 1, 1]);
-  const partial = dispatch<AttnPartialBinding>(`L${li}.attn`, attnPartialSource(aspec),
-      {qr: buf.qr, kr: kb, vr: vb, valid, part: buf.part}, [attnChunks(aspec), K, B], 2 * B * S * K * hd * 4);
-  const combine = dispatch<AttnCombineBinding>(`L${li}.combine`, attnCombineSource(aspec),
-      {part: buf.part, attn: buf.attn}, [H, B, 1]);
-  const o = gemv(ctx, `L${li}.o`, {B, IN: H * hd, segments: [d], mode: 'residual', norm: false, bias: true,
-    outStride: d}, {x: buf.attn, w0: host.weight(() => op.weight.read()), bias: host.weight(() => biasOf(op)),
-    out: buf.x});
+  const kb = host.own(B * S * K * hd),
+    vb = host.own(B * S * K * hd),
+    valid = host.own(B * S);
+  const qkv = gemv(
+    ctx,
+    `L${li}.qkv`,
+    {
+      B,
+      IN: d,
+      segments: [H * hd, K * hd, K * hd],
+      mode: 'store',
+      norm: true,
+      eps: c.rms_norm_eps,
+      bias: biased,
+      outStride: (H + 2 * K) * hd,
+    },
+    {
+      x: buf.x,
+      g: host.weight(() => blk.temporal_pre_norm.weight.read()),
+      w0: host.weight(() => q.weight.read()),
+      w1: host.weight(() => k.weight.read()),
+      w2: host.weight(() => v.weight.read()),
+      ...(biased ? {bias: pack(ctx, [biasOf(q), biasOf(k), biasOf(v)])} : {}),
+      out: buf.qkv,
+    },
+  );
+  const rope = dispatch<RopeBinding>(
+    `L${li}.rope`,
+    ropeSource(aspec),
+    {qkv: buf.qkv, step: buf.step, qr: buf.qr, kr: kb, vr: vb, valid},
+    [B, 1, 1],
+  );
+  const partial = dispatch<AttnPartialBinding>(
+    `L${li}.attn`,
+    attnPartialSource(aspec),
+    {qr: buf.qr, kr: kb, vr: vb, valid, part: buf.part},
+    [attnChunks(aspec), K, B],
+    2 * B * S * K * hd * 4,
+  );
+  const combine = dispatch<AttnCombineBinding>(
+    `L${li}.combine`,
+    attnCombineSource(aspec),
+    {part: buf.part, attn: buf.attn},
+    [H, B, 1],
+  );
+  const o = gemv(
+    ctx,
+    `L${li}.o`,
+    {B, IN: H * hd, segments: [d], mode: 'residual', norm: false, bias: true, outStride: d},
+    {x: buf.attn, w0: host.weight(() => op.weight.read()), bias: host.weight(() => biasOf(op)), out: buf.x},
+  );
   return {dispatches: [qkv, rope, partial, combine, o], state: {kind: 'attention', k: kb, v: vb, valid}};
 }
 
 /** [norm + gate | up + GeGLU] -> [down + residual]. */
 function mlpDispatches(ctx: Ctx, li: number, blk: ResidualBlock): PlannedDispatch[] {
-  const {B, buf, host} = ctx, c = ctx.view.config;
-  const d = c.hidden_size, m = c.intermediate_size / 2;
+  const {B, buf, host} = ctx,
+    c = ctx.view.config;
+  const d = c.hidden_size,
+    m = c.intermediate_size / 2;
   const mlp = blk.mlp_block;
   return [
-    gemv(ctx, `L${li}.gateup`, {B, IN: d, segments: [m, m], mode: 'geglu', norm: true, eps: c.rms_norm_eps, bias: true,
-      outStride: m}, {x: buf.x, g: host.weight(() => blk.channel_pre_norm.weight.read()),
-      w0: host.weight(() => mlp.gate_proj.weight.read()), w1: host.weight(() => mlp.up_proj.weight.read()),
-      bias: pack(ctx, [biasOf(mlp.gate_proj), biasOf(mlp.up_proj)]), out: buf.hid}),
-    gemv(ctx, `L${li}.down`, {B, IN: m, segments: [d], mode: 'residual', norm: false, bias: true, outStride: d},
-        {x: buf.hid, w0: host.weight(() => mlp.down_proj.weight.read()), bias: host.weight(() => biasOf(mlp.down_proj)),
-          out: buf.x}),
+    gemv(
+      ctx,
+      `L${li}.gateup`,
+      {B, IN: d, segments: [m, m], mode: 'geglu', norm: true, eps: c.rms_norm_eps, bias: true, outStride: m},
+      {
+        x: buf.x,
+        g: host.weight(() => blk.channel_pre_norm.weight.read()),
+        w0: host.weight(() => mlp.gate_proj.weight.read()),
+        w1: host.weight(() => mlp.up_proj.weight.read()),
+        bias: pack(ctx, [biasOf(mlp.gate_proj), biasOf(mlp.up_proj)]),
+        out: buf.hid,
+      },
+    ),
+    gemv(
+      ctx,
+      `L${li}.down`,
+      {B, IN: m, segments: [d], mode: 'residual', norm: false, bias: true, outStride: d},
+      {
+        x: buf.hid,
+        w0: host.weight(() => mlp.down_proj.weight.read()),
+        bias: host.weight(() => biasOf(mlp.down_proj)),
+        out: buf.x,
+      },
+    ),
   ];
 }
 
 /** Final RMSNorm + x E^T (the untied head, else the embedding) + soft cap, one dispatch per piece. */
 function headDispatches(ctx: Ctx): PlannedDispatch[] {
-  const {B, buf, host, view} = ctx, c = view.config;
-  return (view.lmHead ?? view.embed).matrix.pieces.map((p) => gemv(ctx, 'head', {B, IN: c.hidden_size,
-    segments: [p.rows], mode: 'softcap', norm: true, eps: c.rms_norm_eps, bias: false, outStride: c.vocab_size,
-    outOffset: p.start, cap: c.logits_soft_cap}, {x: buf.x, g: host.weight(() => view.finalNorm.weight.read()),
-    w0: host.weight(() => p.variable.read()), out: buf.logits}));
+  const {B, buf, host, view} = ctx,
+    c = view.config;
+  return (view.lmHead ?? view.embed).matrix.pieces.map((p) =>
+    gemv(
+      ctx,
+      'head',
+      {
+        B,
+        IN: c.hidden_size,
+        segments: [p.rows],
+        mode: 'softcap',
+        norm: true,
+        eps: c.rms_norm_eps,
+        bias: false,
+        outStride: c.vocab_size,
+        outOffset: p.start,
+        cap: c.logits_soft_cap,
+      },
+      {
+        x: buf.x,
+        g: host.weight(() => view.finalNorm.weight.read()),
+        w0: host.weight(() => p.variable.read()),
+        out: buf.logits,
+      },
+    ),
+  );
 }
 
 /** The whole step for b rows; throws (before allocating) when a shape does not fit the device's limits. */
 export function buildPlan(view: DecodeModelView, B: number, host: PlanHost): DecodePlan {
   const c = view.config;
-  const d = c.hidden_size, e = c.lru_width, m = c.intermediate_size / 2, V = c.vocab_size;
-  const H = c.num_attention_heads, K = c.num_key_value_heads, hd = c.head_dim, W = c.attention_window_size;
-  const rot = c.rotary_dim, S = W + 1;
+  const d = c.hidden_size,
+    e = c.lru_width,
+    m = c.intermediate_size / 2,
+    V = c.vocab_size;
+  const H = c.num_attention_heads,
+    K = c.num_key_value_heads,
+    hd = c.head_dim,
+    W = c.attention_window_size;
+  const rot = c.rotary_dim,
+    S = W + 1;
   const step = stepLayout(B, rot / 2);
   const CS = attnChunkSlots();
   const wgBytes = host.limits.maxComputeWorkgroupStorageSize;
   if (B * (e / H) * 4 > wgBytes) {
     throw new Error(`fused decode: ${B} rows x ${e / H} channels per head exceed workgroup memory`);
   }
-  if (H / K * CS * 4 > wgBytes / 2) throw new Error('fused decode: too many query heads per key head');
+  if ((H / K) * CS * 4 > wgBytes / 2) throw new Error('fused decode: too many query heads per key head');
 
   const own = (floats: number) => host.own(floats);
   const attn: AttnSpec = {B, H, K, HD: hd, ROT: rot, S, step, CS, T: attnThreads(H / K, CS, hd)};
   const hasAttn = c.layers_block_type.includes('attention');
   const buf: Shared = {
-    x: own(B * d), uy: own(B * 2 * e), o: own(B * e), hid: own(B * m),
-    qkv: own(B * (H + 2 * K) * hd), qr: own(B * H * hd), attn: own(B * H * hd),
+    x: own(B * d),
+    uy: own(B * 2 * e),
+    o: own(B * e),
+    hid: own(B * m),
+    qkv: own(B * (H + 2 * K) * hd),
+    qr: own(B * H * hd),
+    attn: own(B * H * hd),
     part: hasAttn ? own(B * H * attnChunks(attn) * (hd + 2)) : own(4),
-    step: own(step.words), logits: own(B * V),
+    step: own(step.words),
+    logits: own(B * V),
   };
   const ctx: Ctx = {view, host, B, buf, step, attn, T: gemvThreads(B), maxR: gemvMaxRows()};
 
@@ -246,8 +457,8 @@ export function buildPlan(view: DecodeModelView, B: number, host: PlanHost): Dec
   const layers: LayerBuffers[] = [];
   view.blocks.forEach((blk, li) => {
     const tb = blk.temporal_block;
-    const temporal = tb instanceof RecurrentBlock ? recurrentDispatches(ctx, li, blk, tb)
-      : attentionDispatches(ctx, li, blk, tb);
+    const temporal =
+      tb instanceof RecurrentBlock ? recurrentDispatches(ctx, li, blk, tb) : attentionDispatches(ctx, li, blk, tb);
     layers.push(temporal.state);
     dispatches.push(...temporal.dispatches, ...mlpDispatches(ctx, li, blk));
   });

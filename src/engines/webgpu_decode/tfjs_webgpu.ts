@@ -9,14 +9,17 @@
  */
 import * as tf from '@tensorflow/tfjs';
 
-interface TensorData { resource?: unknown; values?: unknown }
+interface TensorData {
+  resource?: unknown;
+  values?: unknown;
+}
 
 /** The WebGPUBackend members used here. */
 export interface WebGPUBackendLike {
   device: GPUDevice;
   tensorMap: {get(id: object): TensorData | undefined; has(id: object): boolean};
   uploadToGPU(id: object): void;
-  makeTensorInfo(shape: number[], dtype: 'float32'): {dataId: object, shape: number[], dtype: 'float32'};
+  makeTensorInfo(shape: number[], dtype: 'float32'): {dataId: object; shape: number[]; dtype: 'float32'};
   commandEncoder: GPUCommandEncoder | null;
   endComputePassEncoder(): void;
   submitQueue(): void;
@@ -42,7 +45,7 @@ export function gpuBufferOf(be: WebGPUBackendLike, t: tf.Tensor): GPUBuffer {
 }
 
 /** A new float32 tf tensor whose GPU buffer the caller fills (tfjs owns and frees it). */
-export function newGpuTensor(be: WebGPUBackendLike, shape: number[]): {tensor: tf.Tensor, buffer: GPUBuffer} {
+export function newGpuTensor(be: WebGPUBackendLike, shape: number[]): {tensor: tf.Tensor; buffer: GPUBuffer} {
   const info = be.makeTensorInfo(shape, 'float32');
   be.uploadToGPU(info.dataId);
   const buffer = be.tensorMap.get(info.dataId)!.resource as GPUBuffer;

@@ -46,8 +46,14 @@ export function attnChunkSlots(): number {
  * The RG-LRU kernel's shape: 32 channels per workgroup (64 for wide heads) and as many input
  * slices (default 8, then 4, 2, 1) as fit in 256 invocations and in workgroup memory.
  */
-export function rgLruPlan(B: number, E: number, H: number, W: number, step: StepLayout,
-    sharedLimit: number): RgLruSpec {
+export function rgLruPlan(
+  B: number,
+  E: number,
+  H: number,
+  W: number,
+  step: StepLayout,
+  sharedLimit: number,
+): RgLruSpec {
   const bw = E / H;
   const CC = Math.min(64, Math.max(32, Math.ceil(bw / 32) * 32));
   const want = fusedTuning.lruSlices || envInt('GRIFFIN_FUSED_LRU_SLICES') || 8;

@@ -12,7 +12,8 @@ export type AttnCombineBinding = 'part' | 'attn';
 /** Bindings: part, attn [B, H HD]. Grid (H, B). */
 export function attnCombineSource(s: AttnSpec): string {
   const {H, HD} = s;
-  const NC = attnChunks(s), T = Math.min(256, Math.max(32, Math.ceil(HD / 32) * 32));
+  const NC = attnChunks(s),
+    T = Math.min(256, Math.max(32, Math.ceil(HD / 32) * 32));
   return `
 @group(0) @binding(0) var<storage, read> part : array<f32>;
 @group(0) @binding(1) var<storage, read_write> attn : array<f32>;
@@ -40,4 +41,6 @@ fn main(@builtin(workgroup_id) wid : vec3<u32>, @builtin(local_invocation_index)
 }`;
 }
 
-export function attnCombineThreads(HD: number): number { return Math.min(256, Math.max(32, Math.ceil(HD / 32) * 32)); }
+export function attnCombineThreads(HD: number): number {
+  return Math.min(256, Math.max(32, Math.ceil(HD / 32) * 32));
+}

@@ -16,7 +16,8 @@ export type AttnPartialBinding = 'qr' | 'kr' | 'vr' | 'valid' | 'part';
 /** Bindings: qr, kr, vr, valid, part [B, H, NC, HD + 2] (o, max, sum). Grid (NC, K, B). */
 export function attnPartialSource(s: AttnSpec): string {
   const {H, K, HD, S, CS, T} = s;
-  const G = H / K, NC = attnChunks(s);
+  const G = H / K,
+    NC = attnChunks(s);
   const vec = HD % 4 === 0;
   const scale = 1 / Math.sqrt(HD);
   // q and k as vec4 when the head dim allows (the same buffers the RoPE kernel writes as f32).

@@ -15,12 +15,22 @@
 
 /** Layout of the step buffer (u32 words): ids, positions, ring slot, then cos and sin tables. */
 export interface StepLayout {
-  ids: number; pos: number; slot: number; cos: number; sin: number; words: number; half: number;
+  ids: number;
+  pos: number;
+  slot: number;
+  cos: number;
+  sin: number;
+  words: number;
+  half: number;
 }
 
 export function stepLayout(B: number, rotaryHalf: number): StepLayout {
   const half = Math.max(1, rotaryHalf);
-  const ids = 0, pos = B, slot = 2 * B, cos = 2 * B + 4, sin = cos + B * half;
+  const ids = 0,
+    pos = B,
+    slot = 2 * B,
+    cos = 2 * B + 4,
+    sin = cos + B * half;
   return {ids, pos, slot, cos, sin, words: sin + B * half, half};
 }
 
@@ -29,7 +39,6 @@ export function f32(x: number): string {
   if (!Number.isFinite(x)) throw new Error(`not a finite constant: ${x}`);
   return `f32(${x.toPrecision(17)})`;
 }
-
 
 /** WGSL, prepended to kernels that use it. tanhP: tanh with float32 accuracy everywhere (Cephes tanhf); WGSL's
  * builtin may be exp-based and NaN for large |x|. geluT: GeLU, tanh form. sigm: the logistic sigmoid. */
@@ -55,18 +64,26 @@ fn geluT(x : f32) -> f32 {
 fn sigm(x : f32) -> f32 { return 1.0 / (1.0 + exp(-x)); }
 `;
 
-
 /** A large negative score standing for 'no slot' in the attention kernels. */
 export const NEG_WGSL = '-3.0e38';
 
 /** The RoPE, partial attention and combine kernels' shape (ring of S slots, chunks of CS, T invocations). */
 export interface AttnSpec {
-  B: number; H: number; K: number; HD: number; ROT: number; S: number; step: StepLayout;
+  B: number;
+  H: number;
+  K: number;
+  HD: number;
+  ROT: number;
+  S: number;
+  step: StepLayout;
   /** Slots per chunk of the partial kernel. */
-  CS: number; T: number;
+  CS: number;
+  T: number;
 }
 
-export function attnChunks(s: AttnSpec): number { return Math.ceil(s.S / s.CS); }
+export function attnChunks(s: AttnSpec): number {
+  return Math.ceil(s.S / s.CS);
+}
 
 /** A generated source's storage bindings by name, in @binding order (group 0). */
 export function wgslBindings(code: string): string[] {

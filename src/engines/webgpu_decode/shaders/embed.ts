@@ -7,7 +7,14 @@
  */
 import {f32, StepLayout} from './common';
 
-export interface EmbedSpec { B: number; D: number; start: number; rows: number; scale: number; step: StepLayout }
+export interface EmbedSpec {
+  B: number;
+  D: number;
+  start: number;
+  rows: number;
+  scale: number;
+  step: StepLayout;
+}
 
 export type EmbedBinding = 'e' | 'step' | 'x';
 

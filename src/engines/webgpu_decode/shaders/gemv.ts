@@ -55,7 +55,7 @@ export function gemvRows(s: GemvSpec): number {
 export function gemvSource(s: GemvSpec): string {
   const {B, IN, R, T, mode} = s;
   const vec = IN % 4 === 0;
-  const N = vec ? IN / 4 : IN;                     // vectors per input row
+  const N = vec ? IN / 4 : IN; // vectors per input row
   const V = vec ? 'vec4<f32>' : 'f32';
   const dotv = vec ? 'dot' : 'mulf';
   const P = mode === 'geglu' ? 2 : 1;
@@ -65,11 +65,13 @@ export function gemvSource(s: GemvSpec): string {
   const nwg = rows / R;
   if (!Number.isInteger(nwg)) throw new Error(`gemv: R=${R} does not divide ${rows}`);
   const binds = gemvBindings(s);
-  const decl = binds.map((name, i) => {
-    const ty = name === 'x' || name === 'g' || name.startsWith('w') ? `array<${V}>` : 'array<f32>';
-    const access = name === 'out' ? 'read_write' : 'read';
-    return `@group(0) @binding(${i}) var<storage, ${access}> ${name} : ${ty};`;
-  }).join('\n');
+  const decl = binds
+    .map((name, i) => {
+      const ty = name === 'x' || name === 'g' || name.startsWith('w') ? `array<${V}>` : 'array<f32>';
+      const access = name === 'out' ? 'read_write' : 'read';
+      return `@group(0) @binding(${i}) var<storage, ${access}> ${name} : ${ty};`;
+    })
+    .join('\n');
 
   // The main loop for one weight segment (P = 1) or the gate/up pair (P = 2): U strides of T
   // vectors per trip (all loads first, so that R * P * U weight loads are in flight), then a tail.
@@ -160,9 +162,12 @@ export function gemvSource(s: GemvSpec): string {
       });
       if (conds.length > 0) post = `if (${conds.join(' || ')}) { v = geluT(v); }`;
     }
-    const write = mode === 'residual' ? `out[${outIdx}] = v + out[${outIdx}];`
-      : mode === 'softcap' ? `out[${outIdx}] = tanhP(v / ${f32(s.cap!)}) * ${f32(s.cap!)};`
-      : `out[${outIdx}] = v;`;
+    const write =
+      mode === 'residual'
+        ? `out[${outIdx}] = v + out[${outIdx}];`
+        : mode === 'softcap'
+          ? `out[${outIdx}] = tanhP(v / ${f32(s.cap!)}) * ${f32(s.cap!)};`
+          : `out[${outIdx}] = v;`;
     fin = `
     let r = t / ${B}u; let b = t % ${B}u; let row = row0 + r;
     ${rsb}

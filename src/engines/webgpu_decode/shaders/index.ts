@@ -4,10 +4,11 @@
  *
  * Shape letters: see each module (B batch rows throughout).
  */
+
+export * from './attention_combine';
+export * from './attention_partial';
 export * from './common';
+export * from './embed';
 export * from './gemv';
 export * from './rg_lru';
 export * from './rope';
-export * from './attention_partial';
-export * from './attention_combine';
-export * from './embed';

@@ -10,7 +10,11 @@
 import {COMMON_WGSL, StepLayout} from './common';
 
 export interface RgLruSpec {
-  B: number; E: number; H: number; W: number; step: StepLayout;
+  B: number;
+  E: number;
+  H: number;
+  W: number;
+  step: StepLayout;
   /** Channels per workgroup (a workgroup computes the gates of CC channels of one head). */
   CC: number;
   /**
@@ -47,20 +51,30 @@ export type RgLruBinding = 'uy' | 'pk' | 'wx' | 'wa' | 'st' | 'o' | 'step';
  */
 export function rgLruSource(s: RgLruSpec): string {
   const {B, E, H, W, CC} = s;
-  const BW = E / H, WM1 = W - 1;
-  const CB = E * W, BX = CB + E, BA = BX + E, RP = BA + E, HOFF = B * W * E;
+  const BW = E / H,
+    WM1 = W - 1;
+  const CB = E * W,
+    BX = CB + E,
+    BA = BX + E,
+    RP = BA + E,
+    HOFF = B * W * E;
   const ring = (b: string, slot: string) => `(${b} * ${W}u + ${slot}) * ${E}u + ch`;
   const taps: string[] = [];
   for (let k = 0; k < WM1; k++) {
     taps.push(`if (!reset) { y = y + pk[ch * ${W}u + ${k}u] * st[${ring('b', `((cs + ${1 + k}u) % ${W}u)`)}]; }`);
   }
-  const JS = s.JS ?? 1, NT = CC * JS;
-  const acc: string[] = [], fin: string[] = [], part: string[] = [], sum: string[] = [];
+  const JS = s.JS ?? 1,
+    NT = CC * JS;
+  const acc: string[] = [],
+    fin: string[] = [],
+    part: string[] = [],
+    sum: string[] = [];
   for (let b = 0; b < B; b++) {
     acc.push(`gx${b} = gx${b} + cv[${b * BW}u + j] * wxv; ga${b} = ga${b} + cv[${b * BW}u + j] * wav;`);
     fin.push(`update(${b}u, ch, c, gx${b}, ga${b}, cs);`);
     // Partial sums: red[((js * CC + cl) * B + b) * 2 + {0: x, 1: a}].
-    const pi = `((js * ${CC}u + cl) * ${B}u + ${b}u) * 2u`, qi = `((q * ${CC}u + cl) * ${B}u + ${b}u) * 2u`;
+    const pi = `((js * ${CC}u + cl) * ${B}u + ${b}u) * 2u`,
+      qi = `((q * ${CC}u + cl) * ${B}u + ${b}u) * 2u`;
     part.push(`red[${pi}] = gx${b}; red[${pi} + 1u] = ga${b};`);
     sum.push(`gx${b} = gx${b} + red[${qi}]; ga${b} = ga${b} + red[${qi} + 1u];`);
   }
@@ -133,13 +147,17 @@ fn main(@builtin(workgroup_id) wid : vec3<u32>, @builtin(local_invocation_index)
       let wav = wa[wi];
       ${acc.join('\n      ')}
     }
-  }${JS > 1 ? `
+  }${
+    JS > 1
+      ? `
   ${part.join('\n  ')}
   workgroupBarrier();
   if (js != 0u) { return; }
   for (var q = 1u; q < ${JS}u; q = q + 1u) {
     ${sum.join('\n    ')}
-  }` : ''}
+  }`
+      : ''
+  }
   if (c >= ${BW}u) { return; }
   ${fin.join('\n  ')}
 }`;

@@ -14,7 +14,8 @@ export type RopeBinding = 'qkv' | 'step' | 'qr' | 'kr' | 'vr' | 'valid';
 /** Bindings: qkv [B, (H+2K) HD], step, qr [B, H HD], kr / vr [B, S, K, HD], valid [B, S]. */
 export function ropeSource(s: AttnSpec): string {
   const {H, K, HD, ROT, S, T} = s;
-  const half = ROT / 2, QKV = (H + 2 * K) * HD;
+  const half = ROT / 2,
+    QKV = (H + 2 * K) * HD;
   const rot = (src: string, base: string) => `
       var val : f32;
       if (j < ${half}u) {
