@@ -3,8 +3,8 @@
  * Usually one variable per name; a vocabulary matrix past the device's binding limit is held in
  * row pieces (`model.embed_tokens.weight.piece0`, `.piece1`, ...: layers/vocab_split.ts) and is
  * still read and written here as the one tensor `model.embed_tokens.weight`.
- *   for (const [name, t] of checkpointTensors(model)) write(name, t.shape, readTensorData(t));
- *   writeTensorData(checkpointTensors(model).get(EMBED)!, data);   // fills every piece
+ *   for (const [name, t] of checkpointTensors(model)) console.log(name, t.shape, readTensorData(t).length);
+ *   writeTensorData(checkpointTensors(model).get('model.embed_tokens.weight')!, data);   // fills every piece
  */
 
 import type {LayerVariable} from '../layers/base';

@@ -1,7 +1,7 @@
 /**
  * Reader and writer of Hugging Face safetensors checkpoints, single-file or sharded, so weights
  * move between transformers and this package without Python or a whole shard in memory.
- *   for await (const {name, shape, data} of iterateCheckpoint('ckpt/')) load(name, shape, data);
+ *   for await (const {name, shape, data} of iterateCheckpoint('ckpt/')) console.log(name, shape, data.length);
  *   writeCheckpoint('out/', [{name: 'w', shape: [2, 2], data: new Float32Array(4)}]);
  *
  * Headers are checked in full when read, so a malformed or truncated file fails before any

@@ -1,7 +1,7 @@
 /**
  * The local attention temporal block.
  *   const block = new LocalAttentionBlock({config});
- *   const {y, state} = block.forwardWithState(x, info, prevState);   // x: [b, t, d]
+ *   const {y, state} = block.forwardWithState(x, info, block.initState(b));   // x: [b, t, d]; state: the last W keys
  *
  * Shape letters: b batch, t time, d hidden_size, H query heads, K key/value heads, hd head_dim,
  * W attention_window_size.

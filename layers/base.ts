@@ -1,8 +1,16 @@
 /**
  * The base of every Griffin layer: a tfjs Layer that may own sub-layers, named after the
  * checkpoint so that a parameter's path inside its top-level layer is its HF name.
- *   class MLPBlock extends GriffinLayer { ... this.gate_proj = this.child(new Linear(...), 'gate_proj') }
- *   block.namedParams()  // Map { 'mlp_block.gate_proj.weight' => LayerVariable, ... }
+ *   class Scale extends GriffinLayer {
+ *     weight!: LayerVariable;
+ *     override build(s: tf.Shape | tf.Shape[]): void {
+ *       this.weight = this.param('weight', [this.cfg.hidden_size]);   // named prefix + 'weight'
+ *       super.build(s);
+ *     }
+ *   }
+ *   class Pair extends GriffinLayer { left = this.child(new Scale({config}), 'left'); }
+ *   const pair = new Pair({config, name: 'pair'});
+ *   pair.apply(x);   pair.namedParams();   // Map { 'left.weight' => LayerVariable }
  *
  * Sub-layers are built by their parent's build(), inside the tfjs name scope of the top-level
  * layer, and their weights are reported through the parent's weight lists (tfjs-layers' own

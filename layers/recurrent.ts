@@ -1,7 +1,7 @@
 /**
  * The recurrent temporal block: Conv1D, RGLRU and RecurrentBlock.
  *   const block = new RecurrentBlock({config, init: 'zeros'});
- *   const {y, state} = block.forwardWithState(x, info, prevState);   // x: [b, t, d]
+ *   const {y, state} = block.forwardWithState(x, info, block.initState(b));   // x: [b, t, d]; state: {conv, rnn}
  *
  * Shape letters: b batch, t time, d hidden_size, e lru_width, H heads, w conv1d_width.
  */

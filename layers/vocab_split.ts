@@ -2,8 +2,9 @@
  * A [V, d] vocabulary matrix held as row pieces when one buffer of V*d*4 bytes would exceed what
  * the device can bind (webgpu: 2 GiB under Dawn, 128 MiB - 1 GiB in browsers; RecurrentGemma-2B's
  * embedding is 256000 x 2560 float32 = 2.6 GB). Used by Embedding and LMHead.
- *   const m = VocabMatrix.create(V, d, (leaf, shape) => this.param(leaf, shape, std));
- *   const x = m.lookup(ids);  const logits = m.project(hidden2d);   // same results split or not
+ *   const param = (leaf: string, shape: number[]) => new tf.LayerVariable(tf.zeros(shape), 'float32', leaf);
+ *   const m = VocabMatrix.create(V, d, 'weight', param);   // in a layer: (leaf, shape) => this.param(leaf, shape, std)
+ *   const rows = m.lookup(ids);  const logits = m.project(hidden2d);   // same results split or not
  *
  * The piece size limit: `vocabSplit.maxPieceBytes` if set, else env GRIFFIN_MAX_PIECE_BYTES,
  * else on webgpu the device's min(maxStorageBufferBindingSize, maxBufferSize), else no limit.

@@ -1,6 +1,8 @@
 /**
  * Local (sliding-window) multi-query attention with partial RoPE.
- *   const out = localAttention(q, k, v, info, windowSize);   // before o_proj
+ *   const qr = applyRope(q, info.positions, config.rotary_dim, config.rope_theta);   // k alike
+ *   const bias = attentionBias(b, t, t, windowSize, null, info.segment, info.segment);   // [b, 1, t, s]
+ *   const out = attend(qr, k, v, bias);   // [b, t, H * hd], before o_proj
  *
  * q: [b, t, H, hd]; k, v: [b, s, K, hd] (s = t, or cache + t when decoding); query head h uses
  * key/value head floor(h / (H/K)). A query at i sees keys j with i - W <= j <= i, in the same

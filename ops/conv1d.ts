@@ -1,10 +1,11 @@
 /**
  * Causal depthwise 1-D convolution of the recurrent block, with a carried input history.
- *   const {y, state} = causalConv1d(x, weight, bias, info, prevState);
+ *   const {y, state} = causalConv1d(x, weight, bias, info);           // no history: zeros before x
+ *   const next = causalConv1d(hidden, weight, bias, null, state);      // the next chunk, carrying state
  *
  * x: [b, t, e]; weight: [e, 1, w] (PyTorch Conv1d layout); bias: [e]; state: [b, w-1, e], the
  * last w-1 inputs before this chunk (zeros at the start).
- *   y[t, c] = bias[c] + sum_{k<w} weight[c, 0, k] * x[t - (w-1) + k, c]
+ *  y[t, c] = bias[c] + sum_{k<w} weight[c, 0, k] * x[t - (w-1) + k, c]
  * A tap never reads across a document start (info.segment) and padded inputs are zeroed first.
  */
 import * as tf from '@tensorflow/tfjs-core';

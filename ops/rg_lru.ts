@@ -1,6 +1,9 @@
 /**
  * The Real-Gated Linear Recurrent Unit: gates, normalised input, then the scan.
- *   const {y, hLast} = rgLru(x, params, numHeads, info, h0);
+ *   const H = config.num_attention_heads, e = config.lru_width, w = () => tf.randomNormal([H, e / H, e / H]);
+ *   const p: RgLruParams = {recurrent_param: tf.zeros([e]), input_gate_weight: w(), recurrent_gate_weight: w(),
+ *     input_gate_bias: tf.zeros([H, e / H]), recurrent_gate_bias: tf.zeros([H, e / H])};   // RGLRU's weights
+ *   const {y, hLast} = rgLru(x, p, info, h0);   // x, y: [b, t, e]; h0 (optional), hLast: [b, e]
  *
  * x: [b, t, e], channels in H heads of e/H. params: recurrent_param [e], input_gate_weight and
  * recurrent_gate_weight [H, e/H, e/H], input_gate_bias and recurrent_gate_bias [H, e/H].

@@ -3,9 +3,9 @@
  * tf.gather (the embedding lookup, the loss's pick of the target log-probability) runs it.
  *   registerSegmentSum('cpu');   // ops/register/cpu.ts and ops/register/wasm.ts do it
  *
- * tfjs-backend-cpu builds it from one equal/multiply/sum per segment, O(segments x tokens): a
- * 4 x 64 batch of a 512-token vocabulary spends 13 s of a 15 s step there, and a 256k vocabulary
- * would never finish; tfjs-backend-wasm has no such kernel at all, so no gradient through a
+ * tfjs-backend-cpu builds it from one equal/multiply/sum per segment, O(segments x tokens): most
+ * of a training step even with a small vocabulary (figures: see bench/results/NOTES.md), and a 256k
+ * vocabulary would never finish; tfjs-backend-wasm has no such kernel at all, so no gradient through a
  * gather. One pass over the data does the same sum (accumulated in float64 like the cpu Sum
  * kernel, so the result is bitwise the same).
  */

@@ -1,7 +1,9 @@
 /**
  * Where each token stands: positions, document starts and padding, built once per forward
  * and shared by every layer.
- *   const info = sequenceInfo(2, 16, {positionIds, attentionMask});
+ *   const packed = sequenceInfo(2, 4, {positionIds: [[0, 1, 2, 3], [0, 1, 0, 1]]});   // row 1: two documents
+ *   const padded = sequenceInfo(1, 3, {attentionMask: [[0, 1, 1]]});   // left padding: positions [0, 0, 1]
+ *   disposeSequenceInfo(packed);   disposeSequenceInfo(padded);
  *
  * Shape letters: b batch, t time. A position id of 0 starts a document (packed rows); an
  * attention-mask 0 marks padding.

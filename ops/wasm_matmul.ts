@@ -3,10 +3,8 @@
  *   registerWasmMatMul();        // before or after tf.setBackend('wasm'); src/backend.ts does it
  *
  * tfjs-backend-wasm 4.22 sends only a plain 2D product (no transpose, batch 1) to XNNPACK;
- * everything else runs a naive loop. Measured here (2 cores, SIMD, no threads): with
- * transposeB 6-22x slower ([1, 512] x [1536, 512]^T: 3.5 ms against 0.16 ms), with transposeA
- * 14x, a [8, 128, 512] x [512, 1536] product 20x slower than the same one reshaped to 2D, a
- * per-head [10, 512, 256] x [10, 256, 256] product 7x slower than ten 2D products. This model
+ * everything else runs a naive loop, many times slower: a transposed operand, a batched product
+ * against one matrix, a batch of matrices (figures: see bench/results/NOTES.md). This model
  * hits all of these: Linear keeps PyTorch's [out, in] weights and multiplies with transposeB,
  * the tied LM head too, attention's q k^T, the RG-LRU's per-head gates, and the gradients.
  *
@@ -22,8 +20,9 @@
  * copy, so training always multiplies with the current weights. Cost: one more copy of every
  * weight that is multiplied transposed (on top of XNNPACK's packed copy, which tfjs-wasm makes
  * for any weight it multiplies), up to `wasmMatMulConfig.maxCacheBytes` (1 GiB; the heap is
- * 4 GiB); weights past the budget, or all with `cacheWeights = false`, are transposed per call. The copies live in the backend, outside tf.memory()'s tensor count
- * (`wasmMatMulCacheBytes()` reports them).
+ * 4 GiB); weights past the budget, or all with `cacheWeights = false`, are transposed per call.
+ * The copies live in the backend, outside tf.memory()'s tensor count (`wasmMatMulCacheBytes()`
+ * reports them).
  */
 import {
   broadcast_util,

@@ -3,7 +3,9 @@
  * dispose (tfjs-wasm binds its wasm functions in setupFunc when the backend starts). Idempotent:
  * with `kernelFunc` already installed nothing changes. Returns the kernel it replaced (the one to
  * delegate to), or null when `kernelFunc` was already there.
- *   original = wrapKernel('OneHot', 'wasm', oneHot, 'wasm OneHot: import @tensorflow/tfjs-backend-wasm first') ?? original;
+ *   let original: tf.KernelConfig | null = null;
+ *   const oneHot: tf.KernelFunc = (args) => original!.kernelFunc(args);   // ours, delegating where it may
+ *   original = wrapKernel('OneHot', 'wasm', oneHot, 'wasm OneHot: import tfjs-backend-wasm first') ?? original;
  */
 import {getKernel, KernelConfig, KernelFunc, registerKernel, unregisterKernel} from '@tensorflow/tfjs-core';
 

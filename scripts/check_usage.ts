@@ -7,6 +7,8 @@
  * A file opens with a comment: what it is for, then its usage lines (indented by 3 spaces after
  * the `*`), then anything else. The usage block is the first run of indented lines. Free names
  * the usage may take for granted (a model, ids, a tokenizer ...) are declared in PRELUDE below.
+ * A usage line `import {...} from './x'` that names a module beside the file is checked with the
+ * rest; other imports (the package's name, the browser bundle) are skipped.
  */
 import {spawnSync} from 'child_process';
 import type {Command} from 'commander';
@@ -24,7 +26,9 @@ import * as fs from 'fs';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
 import type {WebGPUBackend} from '@tensorflow/tfjs-backend-webgpu';
-import type {RecurrentGemmaForCausalLM as Model_} from '${rel('src/model')}';
+import {RecurrentGemmaForCausalLM} from '${rel('src/model')}';
+import {CausalLMCore} from '${rel('src/core/model')}';
+type Model_ = RecurrentGemmaForCausalLM;
 import type {GemmaTokenizer as Tokenizer_} from '${rel('src/tokenizer')}';
 import type {RecurrentGemmaConfig as Config_} from '${rel('src/config')}';
 import type {SequenceInfo as Info_} from '${rel('ops/sequence')}';
@@ -41,6 +45,20 @@ declare const out: string, dir: string, backend: WebGPUBackend, signal: AbortSig
 declare function bar(fraction: number): void;
 declare function save(dir: string): Promise<void>;
 `;
+
+/** The local names an import's `{a, b as c}` binds. */
+const bindings = (braces: string) => braces.split(',').map((part) => part.trim().replace(/^.*\s+as\s+/, ''));
+
+/** Names PRELUDE binds: a file's own exports of the same names are not imported again. */
+function preludeNames(): Set<string> {
+  const names = new Set<string>();
+  for (const m of PRELUDE.matchAll(/^import\s+(?:type\s+)?\{([^}]*)\}/gm)) for (const n of bindings(m[1])) names.add(n);
+  for (const m of PRELUDE.matchAll(/^import\s+\*\s+as\s+(\w+)/gm)) names.add(m[1]);
+  for (const m of PRELUDE.matchAll(/^declare\s+(?:const|function)\s+([^;(]*)/gm)) {
+    for (const n of m[1].matchAll(/(?:^|,)\s*([A-Za-z_$][\w$]*)/g)) names.add(n[1]);
+  }
+  return names;
+}
 
 function rel(p: string): string {
   return path.relative(OUT, path.join(ROOT, p)).split(path.sep).join('/');
@@ -68,9 +86,12 @@ interface Usage {
 /** The first run of lines indented by three spaces after ` *` in the opening comment. */
 function usageOf(file: string): Usage | string {
   const src = fs.readFileSync(path.join(ROOT, file), 'utf8').split('\n');
-  if (!src[0].startsWith('/**')) return 'does not open with a /** comment saying what it is for';
+  // Triple-slash directives (`/// <reference types=... />`) may come first: the comment follows them.
+  let start = 0;
+  while (start < src.length && src[start].startsWith('///')) start++;
+  if (!src[start]?.startsWith('/**')) return 'does not open with a /** comment saying what it is for';
   const lines: Usage['lines'] = [];
-  for (let i = 1; i < src.length && !src[i].includes('*/'); i++) {
+  for (let i = start + 1; i < src.length && !src[i].includes('*/'); i++) {
     const m = /^ \* {3}(.*)$/.exec(src[i]);
     if (m != null) lines.push({line: i + 1, text: m[1]});
     else if (lines.length > 0) break;
@@ -79,10 +100,21 @@ function usageOf(file: string): Usage | string {
   return {file, lines};
 }
 
-/** Exported value and type names of a module, from its text. */
-function exportsOf(file: string): string[] {
+/** The .ts file a relative module path names, or null. */
+function moduleFile(fromFile: string, spec: string): string | null {
+  const base = path.join(path.dirname(fromFile), spec);
+  return ['.ts', '/index.ts'].map((ext) => base + ext).find((f) => fs.existsSync(path.join(ROOT, f))) ?? null;
+}
+
+/** Exported value and type names of a module, from its text (following `export * from './x'`). */
+function exportsOf(file: string, seen = new Set<string>()): string[] {
   const s = fs.readFileSync(path.join(ROOT, file), 'utf8');
   const names = new Set<string>();
+  seen.add(file);
+  for (const m of s.matchAll(/^export\s+\*\s+from\s+'(\.[^']*)'/gm)) {
+    const target = moduleFile(file, m[1]);
+    if (target != null && !seen.has(target)) for (const n of exportsOf(target, seen)) names.add(n);
+  }
   for (const m of s.matchAll(
     /^export\s+(?:declare\s+)?(?:abstract\s+)?(?:async\s+)?(?:function\*?|class|const|let|interface|type|enum)\s+([A-Za-z_$][\w$]*)/gm,
   )) {
@@ -104,6 +136,13 @@ function exportsOf(file: string): string[] {
 
 const isShell = (text: string) => /^(npx |griffin |node |tsx |npm |\$ )/.test(text);
 const isImport = (text: string) => /^(import |require\()/.test(text);
+
+/** `import ... from './x'` naming a module beside `file`, rewritten for the generated file; else null. */
+function localImport(file: string, text: string): string | null {
+  const m = /^import\s+(.+?)\s+from\s+'(\.{1,2}\/[^']*)';?\s*(?:\/\/.*)?$/.exec(text);
+  const target = m != null ? moduleFile(file, m[2]) : null;
+  return m != null && target != null ? `import ${m[1]} from '${rel(target.replace(/\.ts$/, ''))}';` : null;
+}
 
 /** `griffin CMD --opt ...`: CMD must be a command and each --opt one of its options. */
 function checkCommand(program: Command, text: string): string | null {
@@ -143,11 +182,15 @@ function main(): number {
     }
     const code = u.lines.filter((l) => !isImport(l.text));
     if (code.length === 0) continue;
-    const own = exportsOf(file).filter((n) => !/^(tf|fs|path)$/.test(n));
+    const bound = preludeNames();
+    const imports = u.lines.map((l) => localImport(file, l.text)).filter((l): l is string => l != null);
+    for (const l of imports) for (const n of bindings(/\{([^}]*)\}/.exec(l)?.[1] ?? '')) bound.add(n);
+    const own = exportsOf(file).filter((n) => !bound.has(n));
     const modPath = rel(file.replace(/\.ts$/, ''));
     const head = [
       PRELUDE.trim(),
       own.length > 0 ? `import {${own.join(', ')}} from '${modPath}';` : '',
+      ...imports,
       `export async function usage(): Promise<void> {`,
     ];
     const map: {file: string; line: number}[] = [];

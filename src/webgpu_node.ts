@@ -1,8 +1,8 @@
 /**
  * tfjs's webgpu backend in Node: navigator.gpu from Dawn (the `webgpu` package), then this
  * package's WGSL kernels. With no GPU, Debian's chromium ships SwiftShader (see the error text).
- *   await initNodeWebGPU();                  // tf.getBackend() === 'webgpu' from here on
- *   if (await webgpuAvailable()) { ... }
+ *   if (await webgpuAvailable()) await initNodeWebGPU();   // tf.getBackend() === 'webgpu' from here on
+ *   // initNodeWebGPU({powerPreference: 'low-power'}): the integrated GPU (only the first call's options count)
  */
 import * as path from 'path';
 import {tf} from './tf';

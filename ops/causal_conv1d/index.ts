@@ -3,8 +3,8 @@
  * backends that register one (webgpu: ops/causal_conv1d/webgpu.ts). The composite in
  * ops/conv1d.ts runs w slices, multiplies and adds plus the segment masks: ~30 GPU dispatches per
  * recurrent layer and decode step, against 2 here.
- *   const fused = causalConv1dFused(x, weight, bias, info, prevState);   // null: use the composite
- *   if (fused != null) return fused;
+ *   const fused = causalConv1dFused(x, weight, bias, info);   // {y, state}, or null: run the composite
+ *   causalConv1dConfig.enabled = false;                       // the composite always
  *
  * Kernel GriffinCausalConv1d: inputs {x [b,t,e], weight [e,1,w], bias [e], hist [b,w-1,e],
  * mask [b,t,1] float, segment [b,t] int32}; attrs {hasHist, hasMask, hasSegment} (an absent input

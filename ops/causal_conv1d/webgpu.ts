@@ -4,7 +4,7 @@
  * composite in ops/conv1d.ts: x * mask, then * weight, then * same-document, summed onto the bias
  * tap by tap.
  *   for (const k of causalConv1dKernelConfigs) tf.registerKernel(k);   // ops/register/webgpu.ts
- *   const fused = causalConv1dFused(x, weight, bias, info, prevState);  // ops/causal_conv1d: takes it
+ *   // then causalConv1dFused (ops/causal_conv1d) runs it on webgpu
  *
  * Shape letters: b batch, t time steps, e channels, w taps (x, y [b, t, e]; weight [e, 1, w];
  * bias [e]; hist, state [b, w-1, e]; mask [b, t, 1]; segment [b, t]). In WGSL: T, E the same

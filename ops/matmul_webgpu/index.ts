@@ -1,12 +1,16 @@
 /**
  * A guard around tfjs-backend-webgpu's BatchMatMul and _FusedMatMul (4.22): for a product with
  * transposeB, one batch, an inner size of 2000 or more and few output tiles, tfjs picks its
- * MatMulSplitKProgram, whose results are wrong with transposeB (relative error ~1, measured on
- * SwiftShader; test/webgpu/matmul.webgpu.test.ts). Linear multiplies by [out, in] weights with
+ * MatMulSplitKProgram, whose results are wrong with transposeB (figures: see bench/results/NOTES.md;
+ * test/webgpu/matmul.webgpu.test.ts). Linear multiplies by [out, in] weights with
  * transposeB, so the 2B model's k/v projections of a short chunk (and of every decode step) went
  * wrong on webgpu. In exactly that case the guard asks tfjs for the program it uses for other
  * few-tile products (MatMulSmallOutputSizeProgram); every other product is untouched.
- *   registerWebGPUKernels();   // ops/register_webgpu.ts installs it
+ *   for (const k of matMulGuardKernelConfigs()) {   // ops/register/webgpu.ts does this, the backend loaded
+ *     tf.unregisterKernel(k.kernelName, k.backendName);
+ *     tf.registerKernel(k);
+ *   }
+ *   picksBrokenSplitK(x, weight, false, true, backend.thresholdToIncreaseWorkgroups);   // x weight^T: guarded?
  */
 import {env, getKernel, KernelConfig, KernelFunc, TensorInfo} from '@tensorflow/tfjs-core';
 

@@ -7,10 +7,10 @@
  * Shape letters: n the element count (any input shape runs flat, one invocation per element).
  *
  * Why: WGSL only promises 2^-11 absolute error for sin/cos on [-pi, pi] and nothing outside it;
- * SwiftShader's builtins are off by ~2e-4 everywhere and GPU hardware approximations degrade
+ * SwiftShader's builtins fall short of float32 everywhere and GPU hardware approximations degrade
  * with |x|. RoPE takes sin/cos of position * frequency (radians in the thousands), and with the
- * builtins the attention layer alone moved tiny-a's logits by 1.7e-5 relative to the float64
- * golden where every other layer stays at 5e-8. Here: Cody-Waite reduction by pi/2 in three
+ * builtins the attention layer alone moved tiny-a's logits far more than every other layer
+ * (figures: see bench/results/NOTES.md). Here: Cody-Waite reduction by pi/2 in three
  * parts, then Cephes' sinf/cosf minimax polynomials on [-pi/4, pi/4].
  */
 

@@ -1,11 +1,12 @@
 /**
  * Kernel contract of the RG-LRU scan, shared by every backend.
+ *   const [b, t, e] = scanDims(a.shape, x.shape, h0.shape);   // throws unless a, x: [b, t, e], h0: [b, e]
+ *   const [h, hLast] = tf.engine().runKernel(RG_LRU_SCAN, {a, x, h0}) as tf.Tensor[];
  *
- * RgLruScan      inputs {a, x: [b, t, e] float32, h0: [b, e] float32}
- *                outputs [h: [b, t, e], hLast: [b, e]]
- *                h[t] = a[t] * h[t-1] + x[t], h[-1] = h0; the running state is at least float32.
- * RgLruScanGrad  inputs {a, h: [b, t, e], h0: [b, e], dh: [b, t, e], dhLast: [b, e]}
- *                outputs [dx: [b, t, e], da: [b, t, e], dh0: [b, e]]
+ * The contract (inputs by name -> outputs in order):
+ *  RgLruScan      {a, x: [b, t, e] float32, h0: [b, e] float32} -> [h: [b, t, e], hLast: [b, e]]
+ *  RgLruScanGrad  {a, h: [b, t, e], h0: [b, e], dh: [b, t, e], dhLast: [b, e]} -> [dx, da: [b, t, e], dh0: [b, e]]
+ * where h[t] = a[t] * h[t-1] + x[t], h[-1] = h0; the running state is at least float32.
  */
 export const RG_LRU_SCAN = 'RgLruScan';
 export const RG_LRU_SCAN_GRAD = 'RgLruScanGrad';

@@ -1,9 +1,9 @@
 /**
  * Plain reference of the RG-LRU scan, the yardstick every kernel is tested against.
- *   const { h, hLast } = rgLruScanReference(a, x, h0, b, t, e);
+ *   const {h, hLast} = rgLruScanReference(await a.data(), await x.data(), await h0.data(), b, t, e);
  *
  * Shapes (flat, row-major): a, x, h: [b, t, e]; h0, hLast: [b, e].
- *   h[b, t, c] = a[b, t, c] * h[b, t-1, c] + x[b, t, c],   h[b, -1, c] = h0[b, c]
+ *  h[b, t, c] = a[b, t, c] * h[b, t-1, c] + x[b, t, c],   h[b, -1, c] = h0[b, c]
  * Accumulated in float64 here; kernels accumulate in at least float32.
  */
 export function rgLruScanReference(

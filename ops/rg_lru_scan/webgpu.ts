@@ -3,7 +3,7 @@
  * or chunked for long sequences) is webgpu_scan.ts; here are the kernels and the elementwise
  * programs around it: hLast, and the backward pass's da and dh0.
  *   for (const k of webgpuKernelConfigs) tf.registerKernel(k);   // ops/register/webgpu.ts does this
- *   const {h, hLast} = rgLruScan(a, x, h0);                      // ops/rg_lru_scan/index.ts
+ *   // then rgLruScan(a, x, h0) (ops/rg_lru_scan/index.ts) runs them on webgpu
  *
  * Shape letters: b batch, t time steps, e channels (a, x, h, dh, g, da [b, t, e]; h0, hLast,
  * dhLast, dh0 [b, e]). In WGSL: T, E the same sizes, bi the batch row, c the channel, tt the step.

@@ -2,7 +2,7 @@
  * The index of each row's largest value, computed where the tensor lives, so that greedy decoding
  * reads back 4 bytes per row instead of the whole vocabulary (1 MB for Gemma's 256,000 logits).
  *   const ids = rowArgmax(logits);          // [b] int32, or null: no kernel on this backend
- *   if (ids != null) picks = await ids.data();
+ *   const picks = ids != null ? await ids.data() : rowArgmaxReference(data, b, V);   // data: logits on the host
  *
  * Kernel GriffinRowArgmax: input {x [b, n] float32}, output [b] int32. The rule is the host
  * sampler's (src/generation/sampling.ts): the first index of the maximum; NaN never wins; -1 when

@@ -4,7 +4,7 @@
  * the workgroup reduces the 256 candidates in shared memory. NaN is recognised from its bits
  * (drivers may assume no NaN in float comparisons) and never wins; a row of NaN gives -1.
  *   for (const k of rowArgmaxKernelConfigs) tf.registerKernel(k);   // ops/register/webgpu.ts
- *   const ids = rowArgmax(logits);   // ops/row_argmax: [b] int32
+ *   // then rowArgmax(logits) (ops/row_argmax) runs it on webgpu: [b] int32
  *
  * Shape letters: b rows, n values per row (x [b, n] float32, out [b] int32). In WGSL: row the
  * workgroup's row, t the invocation within it.

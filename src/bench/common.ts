@@ -2,7 +2,8 @@
  * What the benchmarks share: arguments, backend start-up, a description of the machine and the
  * GPU adapter, timing, dispatch counting, the printed table and the JSON result file.
  *   const args = parseArgs(process.argv.slice(2));  const env = await setup(args.backend);
- *   const ms = await timeIt(() => f(), (out) => syncOn(out), {reps: 5});
+ *   const {ms} = await timeIt(() => [tf.matMul(x, weight, false, true)], {reps: 5});   // median, synced
+ *   printTable([{op: 'matMul', ms}], ['op', 'ms']);  emit({env: describe(env), ms}, args.json);
  */
 
 import type {WebGPUBackend, WebGPUProgram} from '@tensorflow/tfjs-backend-webgpu';

@@ -3,7 +3,8 @@
  * in-memory file table. The browser code puts bytes it fetched under a name, and code written
  * against fs (sentencepiece-js reads its model with readFileSync) reads them back; anything
  * else about files is an error that says it is Node-only.
- *   provideFile('tok', bytes); try { await sp.load('tok'); } finally { forgetFile('tok'); }
+ *   provideFile('tok', bytes);   // then sentencepiece-js's load('tok') reads it back:
+ *   try { readFileSync('tok'); } finally { forgetFile('tok'); }
  */
 const files = new Map<string, Uint8Array>();
 

@@ -3,7 +3,9 @@
  * package's API as in Node, plus fine-tuning, with the browser's backends and loaders.
  *   import {RecurrentGemmaForCausalLM, GemmaTokenizer, useBackend} from './griffin.esm.js';
  *   await useBackend();                                             // webgpu, webgl, wasm or cpu
- *   const model = await RecurrentGemmaForCausalLM.fromPretrained('models/web/', {onProgress});
+ *   const model = await RecurrentGemmaForCausalLM.fromPretrained('models/web/', {
+ *     onProgress: (p) => bar(p.loaded / p.total),                  // bytes, as the shards arrive
+ *   });
  *   const tok = await GemmaTokenizer.load('models/web/tokenizer.model');
  */
 

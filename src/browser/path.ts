@@ -1,6 +1,9 @@
 /**
  * What the browser bundle gets for Node's `path` (scripts/build_browser.mjs maps it here):
  * POSIX join / dirname / basename / resolve on plain strings, which is all the package uses.
+ *   import * as path from 'path';                     // in the bundle: this module
+ *   join('models', 'web', '../tiny/model.json');      // 'models/tiny/model.json'
+ *   dirname('/m/web/model.json');   basename('/m/web/model.json', '.json');   // '/m/web', 'model'
  */
 export const sep = '/';
 

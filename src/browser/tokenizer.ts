@@ -1,7 +1,8 @@
 /**
  * GemmaTokenizer.load in the browser bundle: from a URL (fetched) or from the model's bytes.
- *   const tok = await GemmaTokenizer.load('models/tiny/tokenizer.model');
- *   const tok2 = await GemmaTokenizer.load(bytes);          // Uint8Array / ArrayBuffer
+ *   installBrowserTokenizerLoad();   // the bundle's entry, once: GemmaTokenizer.load is loadTokenizer from then on
+ *   const tok = await loadTokenizer('models/tiny/tokenizer.model');   // fetched, relative to the page
+ *   const tok2 = await loadTokenizer(bytes);                          // Uint8Array / ArrayBuffer
  *
  * sentencepiece-js is an emscripten build with its wasm inlined (a data: URI), so it runs in a
  * browser as it is; only its load(path) reads the model with fs.readFileSync. The bundle's fs is

@@ -2,6 +2,7 @@
  * What the browser bundle gets for src/webgpu_node.ts (Dawn, Node only): the same names, for a
  * browser. webgpuAvailable asks the browser's navigator.gpu; initNodeWebGPU starts the browser's
  * webgpu backend as useBackend('webgpu') does.
+ *   if (await webgpuAvailable()) await initNodeWebGPU();   // code written for Node runs unchanged
  */
 import {useBackend} from './backend';
 

@@ -1,10 +1,12 @@
 /**
  * How many prompt steps prefill runs in one parallel pass when the caller does not say.
+ *   const chunk = defaultPrefillChunk(config, b);                    // for tf.getBackend()
+ *   defaultPrefillChunk(config, 1, 'wasm') === DEFAULT_PREFILL_CHUNK;   // 512 on host backends
  *
  * On the cpu and wasm backends 512 (DEFAULT_PREFILL_CHUNK): the attention scores of a chunk cost
  * t * (t + W) per head, and longer chunks buy little on a host backend. On webgpu every chunk
- * costs ~2000 GPU programs whatever its length, so a 2048-token prompt in chunks of 512 took
- * 2.1 s on the H200 against 0.89 s in one pass: there the chunk is the longest (up to 4096) whose
+ * costs ~2000 GPU programs whatever its length, so one long pass beats several short ones
+ * (figures: see bench/results/NOTES.md): there the chunk is the longest (up to 4096) whose
  * largest transient tensors (attention scores, MLP activations) stay under 512 MiB each, well
  * inside the 2 GiB storage binding limit of NVIDIA GPUs under Dawn.
  */

@@ -1,7 +1,8 @@
 /**
  * Next-token sampling as a chain of small logits processors, plus stop-string detection for streamed text.
  *   const sampler = new Sampler({ temperature: 0.8, topK: 40, topP: 0.95, seed: 1 });
- *   const next = sampler.next(logitsRow, tokensSoFar);
+ *   const next = sampler.next(data, inputIds[0]);   // data: one row of logits [V]; the row's ids so far
+ *   const stop = new StopStringMatcher(['\n\n']);   const {emit, stopped} = stop.push('Hello');
  */
 import {Rng} from '../util/rng';
 

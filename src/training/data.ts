@@ -2,13 +2,14 @@
  * Fine-tuning data: JSONL files read, validated and tokenized in full before any training, and
  * turned into batches by padding or by packing several examples into a row.
  *   const data = loadJsonl('train.jsonl', tokenizer, {seqLen: 512});
- *   const batch = buildBatch(data.examples, planBatches(lengths, order, opts)[0], tokenizer.padId, true);
+ *   const plan = planBatches(data.examples.map((ex) => ex.ids.length), order, {batchSize: 4, seqLen: 512, pack: true});
+ *   const batch = buildBatch(data.examples, plan[0], tokenizer.padId, true);   // inputIds, labels, positionIds
  *
  * One example per line, in one of three shapes:
- *   {"text": "..."}                                  every token is trained
- *   {"prompt": "...", "completion": "..."}           only the completion (and EOS) is trained
- *   {"messages": [{"role": "user", "content": "..."}, {"role": "model", ...}]}
- *                                                    Gemma chat template, only model turns trained
+ *  {"text": "..."}                                  every token is trained
+ *  {"prompt": "...", "completion": "..."}           only the completion (and EOS) is trained
+ *  {"messages": [{"role": "user", "content": "..."}, {"role": "model", ...}]}   only model turns trained
+ * (messages go through the Gemma chat template).
  * Labels are the ids themselves (the loss shifts them) with -100 where nothing is trained.
  */
 import * as fs from 'fs';

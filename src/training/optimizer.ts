@@ -1,7 +1,10 @@
 /**
  * AdamW over named tf.Variables, global-norm clipping, and the warmup + cosine schedule.
+ *   const params = new Map([['w', tf.variable(tf.zeros([4, 4]))]]);   // named tf.Variables
  *   const opt = new AdamW(params, {weightDecay: 0.01});
- *   const {grads: clipped, norm} = await clipByGlobalNorm(grads, 1.0);  opt.apply(clipped, lr);
+ *   const grads = new Map([['w', tf.onesLike(params.get('w')!)]]);   // by the same names
+ *   const {grads: clipped, norm} = await clipByGlobalNorm(grads, 1.0);
+ *   opt.apply(clipped, learningRate(opt.step + 1, {lr: 2e-4, totalSteps: 100, warmupSteps: 5}));
  *
  * tfjs ships Adam with L2 folded into the gradient but no AdamW; this follows PyTorch's
  * torch.optim.AdamW (decoupled decay p *= 1 - lr*wd, bias-corrected moments). The moments are

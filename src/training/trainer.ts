@@ -3,7 +3,9 @@
  * cosine schedule, global-norm clipping, gradient accumulation weighted by target tokens,
  * padded or packed batches, LoRA, gradient checkpointing, held-out evaluation, and checkpoints
  * that resume to exactly the uninterrupted run.
- *   const trainer = new Trainer(model, {train: loadJsonl('train.jsonl', tok, {seqLen: 256}), steps: 100, lora: {rank: 8}});
+ *   import {loadJsonl} from './data';
+ *   const train = loadJsonl('train.jsonl', tok, {seqLen: 256});
+ *   const trainer = new Trainer(model, {train, steps: 100, lora: {rank: 8}});
  *   const result = await trainer.train();       // result.evalAfter?.perplexity, result.history
  *
  * Host reads are asynchronous (await tensor.data()), so it also runs on webgpu in Node, which

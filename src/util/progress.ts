@@ -1,7 +1,8 @@
 /**
  * The one progress report of long work (loading, converting, downloading): how much of how much,
  * and in which unit, so one bar serves every loader.
- *   model = await RecurrentGemmaForCausalLM.fromPretrained(dir, {onProgress: (p) => bar(p.loaded / p.total)});
+ *   const onProgress: OnProgress = (p) => bar(p.loaded / p.total);   // p.unit: 'tensors' or 'bytes'; p.name
+ *   const m = await RecurrentGemmaForCausalLM.fromPretrained(dir, {onProgress});
  */
 
 export interface Progress {

@@ -3,7 +3,7 @@
  * token sampling and training all draw from it, so a seed means the same thing everywhere and a
  * checkpoint can store the state (a resumed run draws what the uninterrupted one would have).
  * Independent streams get seeds derived from (seed, purpose, index).
- *   const rng = new Rng(deriveSeed(42, 1, epoch));  rng.next();  rng.shuffle(order);
+ *   const rng = new Rng(deriveSeed(42, 1, 0));  rng.next();  rng.shuffle(order);   // seed 42, purpose 1, epoch 0
  *   const again = new Rng(0);  again.state = rng.state;     // continues the same stream
  */
 

@@ -3,9 +3,9 @@
  * The fused WebGPU decode engine: one token step of the whole model as ~5 custom WGSL dispatches
  * per layer (plan.ts), encoded into one command encoder and submitted once, with pipelines and
  * bind groups made once per (model, batch size) and reused every step.
- *   const eng = new FusedDecoder(model, b);
+ *   const eng = new FusedDecoder(model, 1);
  *   eng.importLayers(state.layers);              // GenerationState layout -> engine buffers
- *   const logits = eng.step(ids, positions);     // [b, V] tf tensor (the caller owns it)
+ *   const next = eng.step([651], [7]);           // ids, positions per row -> logits [b, V] (the caller owns it)
  *   const layers = eng.exportLayers();           // engine buffers -> new GenerationState tensors
  *
  * It binds the model's weight tensors' own GPU buffers (tfjs-backend-webgpu's tensorMap resource;

@@ -2,6 +2,7 @@
  * What the fused decode engine reads of a model: its config and the layers whose weights it
  * binds. RecurrentGemmaForCausalLM has these members, so a model is passed as it is; the engine
  * never imports the model class (engines sit above model core and see only its layers).
+ *   import {fusedDecoderFor} from './index';
  *   const view: DecodeModelView = model;   const eng = fusedDecoderFor(view, 1);
  *
  * Shape letters (of the layers' weights): d hidden_size, V vocab_size (embed / lmHead: [V, d],

@@ -3,8 +3,11 @@
  * The fused decode engine's plan: one token step of the whole model as a list of dispatches,
  * each a WGSL source, its buffers by binding name and its grid, made by one small function per
  * part of the model (embedding, recurrent block, attention block, MLP, final norm + head).
- *   const plan = buildPlan(model, b, {limits: device.limits, own, weight, encoder});
- *   for (const d of plan.dispatches) console.log(d.name, Object.keys(d.bindings));
+ *   const device = backend.device, usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST;
+ *   const own = (floats: number) => device.createBuffer({size: Math.max(16, Math.ceil(floats / 4) * 16), usage});
+ *   const weight = (get: () => tf.Tensor) => backend.tensorMap.get(get().dataId).resource as GPUBuffer;  // uploaded
+ *   const plan = buildPlan(model, b, {limits: device.limits, own, weight, encoder: device.createCommandEncoder()});
+ *   for (const d of plan.dispatches) console.log(d.name, Object.keys(d.bindings), d.grid);
  *
  * The buffers shared by all layers: x [b, d] (the residual stream, updated in place), uy [b, 2e]
  * (linear_x | gelu(linear_y)), o [b, e], hid [b, m], qkv [b, (H + 2K) hd], qr and attn [b, H hd],

@@ -1,6 +1,7 @@
 /**
  * The fused decode engine's tuning knobs and their defaults: GEMV threads, rows per workgroup and
  * strides per loop trip, attention ring slots per workgroup, RG-LRU input slices.
+ *   import {disposeFusedDecoders} from './index';
  *   fusedTuning.threads = 64;   disposeFusedDecoders(model);   // engines made after this use 64 threads
  *
  * Each knob: fusedTuning's value if set (non-zero), else its env variable (GRIFFIN_FUSED_THREADS,

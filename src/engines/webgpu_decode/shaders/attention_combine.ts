@@ -1,7 +1,10 @@
 /**
  * The attention combine kernel: the softmax merge of the partial kernel's chunks (per row and
  * query head: rescale each chunk's sum and P V by exp(chunk max - max), add, divide).
- *   const code = attnCombineSource(spec);   // spec: AttnSpec as for attnPartialSource; grid [H, B, 1]
+ *   import {stepLayout} from './common';
+ *   const {num_attention_heads: H, num_key_value_heads: K, head_dim: HD, rotary_dim: ROT} = config;
+ *   const spec = {B: 1, H, K, HD, ROT, S: config.attention_window_size + 1, step: stepLayout(1, ROT / 2), CS: 16};
+ *   const code = attnCombineSource({...spec, T: attnCombineThreads(HD)});   // grid [H, B, 1]
  *
  * Shape letters: B batch rows, H query heads, HD head dim, NC chunks, T invocations per workgroup.
  */

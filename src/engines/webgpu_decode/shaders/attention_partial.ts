@@ -2,8 +2,10 @@
  * The partial attention kernel: single-query attention of each row's query heads over one chunk
  * of CS ring slots: scores, the chunk's max and sum, and its P V (split-K, "flash decoding");
  * attention_combine.ts merges the chunks.
- *   const spec: AttnSpec = {B: 1, H, K, HD: hd, ROT: rot, S: W + 1, step: stepLayout(1, rot / 2), CS: 16,
- *     T: attnThreads(H / K, 16, hd)};
+ *   import {attnChunks, stepLayout} from './common';
+ *   const {num_attention_heads: H, num_key_value_heads: K, head_dim: HD, rotary_dim: ROT} = config;
+ *   const spec = {B: 1, H, K, HD, ROT, S: config.attention_window_size + 1, step: stepLayout(1, ROT / 2), CS: 16,
+ *     T: attnThreads(H / K, 16, HD)};
  *   const code = attnPartialSource(spec);   // grid [attnChunks(spec), K, B]
  *
  * Shape letters: B batch rows, H query heads, K key/value heads, G = H / K query heads per key

@@ -2,7 +2,8 @@
  * What the fused decode kernels share: the per-step storage buffer's layout, WGSL float
  * constants, the WGSL math helpers (tanhP, geluT, sigm), the attention kernels' spec, and the
  * binding list of a generated source (what the engine binds named buffers by).
- *   const L = stepLayout(b, rot / 2);   const names = wgslBindings(embedSource(spec));   // [e, step, x]
+ *   const L = stepLayout(b, config.rotary_dim / 2);   // L.ids, L.pos, L.slot, L.cos, L.sin: word offsets
+ *   const names = wgslBindings(COMMON_WGSL + '@group(0) @binding(0) var<storage, read> e : array<f32>;');   // ['e']
  *
  * Every shape is baked into a kernel's source as a constant (one pipeline per distinct shape,
  * made once per model and batch size), so no kernel reads a uniform; what changes per token (ids,

@@ -1,7 +1,9 @@
 /**
  * The embedding kernel: x = E[id] * scale for the rows whose id falls in one piece of the
  * vocabulary matrix (a matrix past the binding limit is held in row pieces: one dispatch each).
- *   const code = embedSource({B: 1, D: d, start: 0, rows: V, scale: embed.scale, step: stepLayout(1, rot / 2)});
+ *   import {stepLayout} from './common';
+ *   const step = stepLayout(1, config.rotary_dim / 2);
+ *   const code = embedSource({B: 1, D: config.hidden_size, start: 0, rows: V, scale: model.embed.scale, step});
  *
  * Shape letters: B batch rows, D hidden size, rows / start the piece's rows and first row.
  */

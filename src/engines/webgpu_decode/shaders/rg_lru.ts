@@ -1,7 +1,9 @@
 /**
  * The RG-LRU kernel: the conv1d step (with its bias and history) + the block-diagonal RG-LRU
  * gates + recurrence + state update + h * gelu(y), per head, for one token of B rows.
- *   const spec = {B: 1, E: e, H, W: w, CC: 32, JS: 8, step: stepLayout(1, rot / 2)};
+ *   import {stepLayout} from './common';
+ *   const {lru_width: E, num_attention_heads: H, conv1d_width: W, rotary_dim: ROT} = config;
+ *   const spec = {B: 1, E, H, W, CC: 32, JS: 8, step: stepLayout(1, ROT / 2)};
  *   const code = rgLruSource(spec);   // dispatched over rgLruGrid(spec)
  *
  * Shape letters: B batch rows, E lru_width, H heads, W conv1d_width, BW = E / H channels per

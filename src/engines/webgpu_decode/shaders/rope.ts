@@ -2,7 +2,10 @@
  * The RoPE kernel: RoPE on the query and the new key (the first ROT dims of each head, halves
  * rotated), the key and value into the attention ring's slot, and the slots' validity (a row at
  * position 0 starts a document and clears its slots). One workgroup per batch row.
- *   const code = ropeSource({B: 1, H, K, HD: hd, ROT: rot, S: W + 1, step: stepLayout(1, rot / 2), CS: 16, T: 64});
+ *   import {stepLayout} from './common';
+ *   const {num_attention_heads: H, num_key_value_heads: K, head_dim: HD, rotary_dim: ROT} = config;
+ *   const S = config.attention_window_size + 1;
+ *   const code = ropeSource({B: 1, H, K, HD, ROT, S, step: stepLayout(1, ROT / 2), CS: 16, T: 64});
  *
  * Shape letters: B batch rows, H query heads, K key/value heads, HD head dim, ROT rotary dims,
  * S ring slots, T invocations per workgroup.
