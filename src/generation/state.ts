@@ -48,7 +48,7 @@ function mapLayer(s: LayerState, f: (t: tf.Tensor) => tf.Tensor): LayerState {
 export class GenerationState {
   private layers_: LayerState[] | null;
   /**
-   * Set while the fused WebGPU decoder (ops/webgpu_decode) holds this state's layers in its own
+   * Set while the fused WebGPU decoder (src/engines/webgpu_decode) holds this state's layers in its own
    * buffers; reading `layers` brings them back as tensors.
    */
   private fused: FusedDecoder | null = null;
