@@ -111,6 +111,22 @@ export const CONFIGS: Record<string, RecurrentGemmaConfigArgs> = {
  * Parameters of a config without building it (on wasm, building a model past its 4 GiB heap
  * fails with "memory access out of bounds"; the suite checks first). Untied LM head included.
  */
+/** The model's shape as results record it. */
+export function modelShape(model: {config: RecurrentGemmaConfig; countParams(): number}) {
+  const c = model.config;
+  return {
+    layers: c.num_hidden_layers,
+    hidden: c.hidden_size,
+    lru: c.lru_width,
+    intermediate: c.intermediate_size,
+    heads: c.num_attention_heads,
+    kvHeads: c.num_key_value_heads,
+    window: c.attention_window_size,
+    vocab: c.vocab_size,
+    params: model.countParams(),
+  };
+}
+
 export function paramCount(args: RecurrentGemmaConfigArgs): number {
   return parameterCount(new RecurrentGemmaConfig(args));
 }

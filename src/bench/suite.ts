@@ -26,6 +26,7 @@ import {
   describeMachine,
   Environment,
   MemoryWatch,
+  modelShape,
   paramCount,
   peakRssBytes,
   randomIds,
@@ -156,15 +157,7 @@ export async function runSuite(o: SuiteOptions, progress: (msg: string) => void 
   const c = model.config;
   const info = {
     source,
-    layers: c.num_hidden_layers,
-    hidden: c.hidden_size,
-    lru: c.lru_width,
-    intermediate: c.intermediate_size,
-    heads: c.num_attention_heads,
-    kvHeads: c.num_key_value_heads,
-    window: c.attention_window_size,
-    vocab: c.vocab_size,
-    params: model.countParams(),
+    ...modelShape(model),
     float32MB: mb(model.countParams() * 4),
   };
   progress(`  ${info.params} parameters (${info.float32MB} MB float32), loaded in ${load.ms} ms`);
