@@ -10,6 +10,7 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
+import {f16ToF32, f32ToF16} from '../ops/compact/half';
 import {RecurrentGemmaConfig} from '../src/config';
 import type {CausalLMCore} from '../src/core/model';
 import {tf} from '../src/tf';
@@ -21,7 +22,7 @@ import {
   readTensorData,
   writeTensorData,
 } from './checkpoint_tensors';
-import {CheckpointError, f16ToF32} from './safetensors';
+import {CheckpointError} from './safetensors';
 
 export type WeightDtype = 'float32' | 'float16' | 'uint8';
 
@@ -41,48 +42,6 @@ export interface WeightSpec {
 
 export const MODEL_JSON = 'model.json';
 export const FORMAT_TAG = 'griffin-tfjs';
-
-/** float32 -> IEEE half, round to nearest even (overflow to inf). */
-export function f32ToF16(src: Float32Array): Uint16Array {
-  const out = new Uint16Array(src.length);
-  const f = new Float32Array(1),
-    u = new Uint32Array(f.buffer);
-  for (let i = 0; i < src.length; i++) {
-    f[0] = src[i];
-    const x = u[0],
-      sign = (x >>> 16) & 0x8000,
-      exp = (x >>> 23) & 0xff,
-      man = x & 0x7fffff;
-    if (exp === 0xff) {
-      out[i] = sign | 0x7c00 | (man ? 0x200 : 0);
-      continue;
-    }
-    const e = exp - 127 + 15;
-    if (e >= 0x1f) {
-      out[i] = sign | 0x7c00;
-      continue;
-    }
-    if (e <= 0) {
-      if (e < -10) {
-        out[i] = sign;
-        continue;
-      }
-      const m = man | 0x800000,
-        shift = 14 - e;
-      let h = m >>> shift;
-      const rem = m & ((1 << shift) - 1),
-        half = 1 << (shift - 1);
-      if (rem > half || (rem === half && h & 1)) h++;
-      out[i] = sign | h;
-      continue;
-    }
-    let h = (e << 10) | (man >>> 13);
-    const rem = man & 0x1fff;
-    if (rem > 0x1000 || (rem === 0x1000 && h & 1)) h++; // may carry into the exponent: still right
-    out[i] = sign | h;
-  }
-  return out;
-}
 
 function encode(
   data: Float32Array,

@@ -1,7 +1,7 @@
 /**
  * This package's WGSL kernels for tfjs's `webgpu` backend, registered when this module is
  * imported: the RG-LRU scan, precise Sin / Cos (WGSL's builtins are low-precision), the causal
- * conv1d, the row argmax, and a guard around tfjs's BatchMatMul / _FusedMatMul (its split-K
+ * conv1d, the row argmax, the compact-weight products, and a guard around tfjs's BatchMatMul / _FusedMatMul (its split-K
  * program is wrong with transposeB: ops/matmul_webgpu).
  *   require('./register/webgpu');   // src/webgpu_node.ts once Dawn is up; the browser entry at load
  *
@@ -11,6 +11,7 @@
 import '@tensorflow/tfjs-backend-webgpu';
 import {getKernel, registerKernel, unregisterKernel} from '@tensorflow/tfjs-core';
 import {causalConv1dKernelConfigs} from '../causal_conv1d/webgpu';
+import {compactWebGPUKernelConfigs} from '../compact/webgpu';
 import {matMulGuardKernelConfigs} from '../matmul_webgpu';
 import {preciseTrigKernelConfigs} from '../precise_trig/webgpu';
 import {webgpuKernelConfigs} from '../rg_lru_scan/webgpu';
@@ -22,6 +23,7 @@ const configs = [
   ...causalConv1dKernelConfigs,
   ...matMulGuardKernelConfigs(),
   ...rowArgmaxKernelConfigs,
+  ...compactWebGPUKernelConfigs,
 ];
 for (const k of configs) {
   // What is there already is superseded: tfjs's Sin / Cos (built on WGSL's low-precision

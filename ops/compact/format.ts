@@ -1,0 +1,198 @@
+/**
+ * Compact weight matrices: how a [rows, cols] float32 matrix (a Linear's [out, in] weight, the
+ * [V, d] vocabulary matrix) is held in 16, 8 or 4 bits, and the plain host reference that packs
+ * and unpacks it. Every kernel that reads compact weights is tested against `dequantize` here.
+ *   const p = quantize(data, 256, 64, {dtype: 'int4', groupSize: 32});   // data: Float32Array [256 * 64]
+ *   const w = dequantize(p);                       // Float32Array [rows * cols]
+ *   const block = dequantizeRows(p, 0, 16);        // rows 0..15 only: what host kernels do
+ *
+ * The encodings (each row packed on its own, little end first, into 32-bit words):
+ * - bfloat16: 2 values per word (element 2j in the low half); the top 16 bits of the float32,
+ *   rounded to nearest even.
+ * - float16: 2 IEEE halves per word, rounded to nearest even.
+ * - int8: 4 signed bytes per word; symmetric, one scale per row (output channel):
+ *   w = q * scale, scale = max|w| / 127, q in [-127, 127].
+ * - int4: 8 nibbles per word, groupwise along the row (groupSize 32, 64 or 128), one float16
+ *   scale per group. Without zero points: w = (q - 8) * scale, scale = max|w| / 7, q in [1, 15].
+ *   With zero points: w = (q - z) * scale, scale = (max - min) / 15, z = round(-min / scale) in
+ *   [0, 15] (one per group, held as a float).
+ * Scales are rounded to float16 when made, so the scales in memory equal the ones in a file.
+ *
+ * Shape letters: R rows (output channels), C cols (input features), G groups per row (C / groupSize).
+ */
+import {f16ToF32, f32ToBf16, f32ToF16} from './half';
+
+export const COMPACT_DTYPES = ['bfloat16', 'float16', 'int8', 'int4'] as const;
+export type CompactDtype = (typeof COMPACT_DTYPES)[number];
+export const INT4_GROUP_SIZES = [32, 64, 128] as const;
+
+export interface CompactSpec {
+  dtype: CompactDtype;
+  /** int4 only: values per scale along a row (32, 64 or 128; default 64). */
+  groupSize?: number;
+  /** int4 only: an offset per group (asymmetric ranges); default false. */
+  zeroPoints?: boolean;
+}
+
+/** A packed matrix. Words are int32 (tfjs has no uint32 tensors); read them as uint32 bit patterns. */
+export interface PackedMatrix {
+  dtype: CompactDtype;
+  rows: number;
+  cols: number;
+  /** int4: values per scale; otherwise cols (one "group" per row) for int8, 0 for the 16-bit types. */
+  groupSize: number;
+  /** [R, C / perWord] words. */
+  data: Int32Array;
+  /** int8: [R]; int4: [R, G]; null for the 16-bit types. */
+  scales: Float32Array | null;
+  /** int4 with zero points: [R, G]; else null. */
+  zeros: Float32Array | null;
+}
+
+/** Values per 32-bit word. */
+export function perWord(dtype: CompactDtype): number {
+  return dtype === 'int4' ? 8 : dtype === 'int8' ? 4 : 2;
+}
+
+/** Bytes a packed [rows, cols] matrix takes in memory, scales and zero points included. */
+export function packedBytes(
+  dtype: CompactDtype,
+  rows: number,
+  cols: number,
+  groupSize = 64,
+  zeroPoints = false,
+): number {
+  const words = (rows * cols) / perWord(dtype);
+  const groups = dtype === 'int4' ? (rows * cols) / groupSize : dtype === 'int8' ? rows : 0;
+  return words * 4 + groups * 4 * (zeroPoints && dtype === 'int4' ? 2 : 1);
+}
+
+/** Throws a one-line error when `spec` cannot pack a [rows, cols] matrix; returns the group size. */
+export function checkSpec(spec: CompactSpec, rows: number, cols: number, what = 'matrix'): number {
+  if (!(COMPACT_DTYPES as readonly string[]).includes(spec.dtype)) {
+    throw new Error(
+      `unknown compact dtype ${JSON.stringify(spec.dtype)} (expected one of ${COMPACT_DTYPES.join(', ')})`,
+    );
+  }
+  const k = perWord(spec.dtype);
+  if (!Number.isInteger(rows) || !Number.isInteger(cols) || rows < 1 || cols < 1) {
+    throw new Error(`${what}: shape [${rows}, ${cols}] is not a matrix`);
+  }
+  if (cols % k !== 0)
+    throw new Error(`${what}: ${spec.dtype} packs ${k} values per word; width ${cols} is not a multiple of ${k}`);
+  if (spec.dtype !== 'int4') {
+    if (spec.groupSize != null || spec.zeroPoints)
+      throw new Error(`${what}: groupSize and zeroPoints are for int4 only`);
+    return spec.dtype === 'int8' ? cols : 0;
+  }
+  const g = spec.groupSize ?? 64;
+  if (!(INT4_GROUP_SIZES as readonly number[]).includes(g)) {
+    throw new Error(`${what}: int4 group size must be one of ${INT4_GROUP_SIZES.join(', ')}, got ${g}`);
+  }
+  if (cols % g !== 0) throw new Error(`${what}: group size ${g} does not divide the width ${cols}`);
+  return g;
+}
+
+const roundF16 = (x: number) => f16ToF32(f32ToF16(Float32Array.of(x)))[0];
+
+/** Packs row-major float32 values [rows, cols]. */
+export function quantize(values: Float32Array, rows: number, cols: number, spec: CompactSpec): PackedMatrix {
+  const groupSize = checkSpec(spec, rows, cols);
+  if (values.length !== rows * cols)
+    throw new Error(`quantize: ${values.length} values for a [${rows}, ${cols}] matrix`);
+  const k = perWord(spec.dtype);
+  const data = new Int32Array((rows * cols) / k);
+  if (spec.dtype === 'bfloat16' || spec.dtype === 'float16') {
+    const halves = spec.dtype === 'bfloat16' ? f32ToBf16(values) : f32ToF16(values);
+    for (let w = 0; w < data.length; w++) data[w] = halves[2 * w] | (halves[2 * w + 1] << 16);
+    return {dtype: spec.dtype, rows, cols, groupSize, data, scales: null, zeros: null};
+  }
+  if (spec.dtype === 'int8') {
+    const scales = new Float32Array(rows);
+    for (let r = 0; r < rows; r++) {
+      let amax = 0;
+      for (let c = 0; c < cols; c++) amax = Math.max(amax, Math.abs(values[r * cols + c]));
+      const s = roundF16(amax / 127);
+      scales[r] = s;
+      for (let c = 0; c < cols; c++) {
+        const q = s > 0 ? Math.max(-127, Math.min(127, Math.round(values[r * cols + c] / s))) : 0;
+        const i = r * cols + c;
+        data[i >> 2] |= (q & 0xff) << (8 * (i & 3));
+      }
+    }
+    return {dtype: 'int8', rows, cols, groupSize, data, scales, zeros: null};
+  }
+  const G = cols / groupSize;
+  const scales = new Float32Array(rows * G);
+  const zeros = spec.zeroPoints ? new Float32Array(rows * G) : null;
+  for (let r = 0; r < rows; r++) {
+    for (let g = 0; g < G; g++) {
+      const c0 = r * cols + g * groupSize;
+      let lo = Infinity,
+        hi = -Infinity;
+      for (let c = 0; c < groupSize; c++) {
+        lo = Math.min(lo, values[c0 + c]);
+        hi = Math.max(hi, values[c0 + c]);
+      }
+      let s: number, z: number;
+      if (zeros != null) {
+        lo = Math.min(lo, 0);
+        hi = Math.max(hi, 0);
+        s = roundF16((hi - lo) / 15);
+        z = s > 0 ? Math.max(0, Math.min(15, Math.round(-lo / s))) : 0;
+        zeros[r * G + g] = z;
+      } else {
+        s = roundF16(Math.max(Math.abs(lo), Math.abs(hi)) / 7);
+        z = 8;
+      }
+      scales[r * G + g] = s;
+      for (let c = 0; c < groupSize; c++) {
+        const i = c0 + c;
+        const q = s > 0 ? Math.max(0, Math.min(15, Math.round(values[i] / s) + z)) : z;
+        data[i >> 3] |= q << (4 * (i & 7));
+      }
+    }
+  }
+  return {dtype: 'int4', rows, cols, groupSize, data, scales, zeros};
+}
+
+const f32 = new Float32Array(1);
+const u32 = new Uint32Array(f32.buffer);
+const half = new Uint16Array(1);
+
+/** Element (r, c) of a packed matrix, as float32. The reference every kernel is held to. */
+export function valueAt(p: PackedMatrix, r: number, c: number): number {
+  const i = r * p.cols + c;
+  const word = p.data[Math.floor(i / perWord(p.dtype))] >>> 0;
+  switch (p.dtype) {
+    case 'bfloat16':
+      u32[0] = ((i & 1 ? word >>> 16 : word & 0xffff) << 16) >>> 0;
+      return f32[0];
+    case 'float16':
+      half[0] = i & 1 ? word >>> 16 : word & 0xffff;
+      return f16ToF32(half)[0];
+    case 'int8': {
+      const byte = (word >>> (8 * (i & 3))) & 0xff;
+      return (byte >= 128 ? byte - 256 : byte) * p.scales![r];
+    }
+    case 'int4': {
+      const q = (word >>> (4 * (i & 7))) & 0xf;
+      const g = r * (p.cols / p.groupSize) + Math.floor(c / p.groupSize);
+      return (q - (p.zeros ? p.zeros[g] : 8)) * p.scales![g];
+    }
+  }
+}
+
+/** Rows [r0, r1) as float32 [r1 - r0, cols]: a block, never the whole matrix unless asked. */
+export function dequantizeRows(p: PackedMatrix, r0: number, r1: number, out = new Float32Array((r1 - r0) * p.cols)) {
+  for (let r = r0; r < r1; r++) {
+    const o = (r - r0) * p.cols;
+    for (let c = 0; c < p.cols; c++) out[o + c] = valueAt(p, r, c);
+  }
+  return out;
+}
+
+/** The whole matrix as float32 [rows, cols]. */
+export function dequantize(p: PackedMatrix): Float32Array {
+  return dequantizeRows(p, 0, p.rows);
+}
