@@ -8,6 +8,7 @@
  */
 
 import type {LayerVariable} from '../layers/base';
+import {CompactParameter} from '../layers/compact';
 import {PIECE_SUFFIX} from '../layers/vocab_split';
 import type {RecurrentGemmaConfig} from '../src/config';
 import type {CausalLMCore} from '../src/core/model';
@@ -25,6 +26,10 @@ export interface CheckpointReader {
   /** The directory, file or URL, for messages. */
   where: string;
   config: RecurrentGemmaConfig;
+  /** The dtype its matrices are stored in: what fromPretrained's dtype 'auto' keeps. */
+  storedDtype: 'float32' | 'bfloat16' | 'float16';
+  /** Bytes its tensors would take as float32 (a tied LM head's copy not counted), from the header alone. */
+  float32Bytes: number;
   /** Checks every name and shape against the model, then writes the weights (nothing else is created). */
   loadInto(model: ModelParameters, onProgress?: OnProgress): Promise<void>;
 }
@@ -116,9 +121,14 @@ export function writeTensorData(t: CheckpointTensor, data: Float32Array): void {
   for (const p of t.parts) {
     const n = size(p.shape);
     // subarray: no second host copy of a multi-GB matrix.
-    const v = tf.tensor(t.parts.length === 1 ? data : data.subarray(off, off + n), p.shape as number[], 'float32');
+    const values = t.parts.length === 1 ? data : data.subarray(off, off + n);
+    off += n;
+    if (p instanceof CompactParameter) {
+      p.writeValues(values); // packed on the host, uploaded packed: float32 never reaches the device
+      continue;
+    }
+    const v = tf.tensor(values, p.shape as number[], 'float32');
     p.write(v);
     v.dispose();
-    off += n;
   }
 }

@@ -13,7 +13,6 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import {RecurrentGemmaConfig} from '../src/config';
-import {tf} from '../src/tf';
 import {
   CheckpointReader,
   checkpointTensors,
@@ -47,34 +46,22 @@ export function readHFConfig(dir: string): RecurrentGemmaConfig {
   }
 }
 
-/**
- * tfjs-backend-wasm is 32-bit WebAssembly: all its tensors share one heap of at most 4 GiB
- * (measured: allocation fails just past 4096 MB), and XNNPACK keeps a packed copy of each weight
- * it multiplies (ops/wasm_matmul.ts adds a transposed one).
- */
-export const WASM_MAX_WEIGHT_BYTES = 3.5 * 2 ** 30;
-
-/**
- * Opens an HF checkpoint directory: its config and its tensor list (names, shapes, dtypes), with
- * no weight read; on wasm, refuses weights that could not fit its heap.
- */
+/** Opens an HF checkpoint directory: its config and its tensor list (names, shapes, dtypes), with no weight read. */
 export function openHF(dir: string): CheckpointReader {
   const config = readHFConfig(dir);
   const metas = listCheckpoint(dir);
-  if (tf.getBackend() === 'wasm') {
-    const bytes = [...metas.values()]
-      .filter((m) => !(m.name === LM_HEAD && config.tie_word_embeddings))
-      .reduce((s, m) => s + 4 * m.shape.reduce((a, b) => a * b, 1), 0);
-    if (bytes > WASM_MAX_WEIGHT_BYTES) {
-      throw new CheckpointError(
-        `${dir}: its weights take ${(bytes / 2 ** 30).toFixed(1)} GiB in float32, more than the wasm backend's ` +
-          '4 GiB memory holds with room to run; use the cpu backend (--backend cpu), tensorflow or webgpu',
-      );
-    }
-  }
+  const float32Bytes = [...metas.values()]
+    .filter((m) => !(m.name === LM_HEAD && config.tie_word_embeddings))
+    .reduce((n, m) => n + 4 * m.shape.reduce((a, b) => a * b, 1), 0);
+  // The dtype of the matrices (vectors are often kept in float32 beside bfloat16 matrices).
+  const matrixDtypes = new Set([...metas.values()].filter((m) => m.shape.length === 2).map((m) => m.dtype));
+  const only = matrixDtypes.size === 1 ? [...matrixDtypes][0] : null;
+  const storedDtype = only === 'BF16' ? 'bfloat16' : only === 'F16' ? 'float16' : 'float32';
   return {
     where: dir,
     config,
+    storedDtype,
+    float32Bytes,
     async loadInto(model, onProgress) {
       const params = checkpointTensors(model);
       // Check everything before reading any data.

@@ -168,7 +168,24 @@ export function readModelJson(dir: string): {json: ModelJson; config: RecurrentG
 /** Opens a tfjs-format directory; loadInto checks every name, shape and shard size before writing any weight. */
 export function openTfjs(dir: string): CheckpointReader {
   const {json, config} = readModelJson(dir);
-  return {where: dir, config, loadInto: (model, onProgress) => loadTfjsInto(model, dir, json, onProgress)};
+  const specs = json.weightsManifest!.flatMap((g) => g.weights);
+  return {
+    where: dir,
+    config,
+    storedDtype: storedDtypeOf(specs),
+    float32Bytes: float32BytesOf(specs),
+    loadInto: (model, onProgress) => loadTfjsInto(model, dir, json, onProgress),
+  };
+}
+
+export function float32BytesOf(specs: WeightSpec[]): number {
+  return specs.reduce((n, w) => n + 4 * w.shape.reduce((a, b) => a * b, 1), 0);
+}
+
+/** float16 when every matrix of a tfjs manifest is stored as float16, else float32. */
+export function storedDtypeOf(specs: WeightSpec[]): 'float32' | 'float16' {
+  const matrices = specs.filter((w) => w.shape.length === 2);
+  return matrices.length > 0 && matrices.every((w) => w.quantization?.dtype === 'float16') ? 'float16' : 'float32';
 }
 
 async function loadTfjsInto(

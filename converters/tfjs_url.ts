@@ -15,7 +15,7 @@ import {tf} from '../src/tf';
 import type {OnProgress} from '../src/util/progress';
 import {CheckpointReader, checkpointTensors, ModelParameters, writeTensorData} from './checkpoint_tensors';
 import {CheckpointError} from './safetensors';
-import {bytesPer, decode, MODEL_JSON, WeightSpec} from './tfjs_format';
+import {bytesPer, decode, float32BytesOf, MODEL_JSON, storedDtypeOf, WeightSpec} from './tfjs_format';
 
 const STORE = /^(indexeddb|localstorage):\/\//i;
 
@@ -175,7 +175,13 @@ async function storeArtifacts(url: string): Promise<Artifacts> {
 /** Opens a tfjs-format model at a URL (see the module comment): its manifest now, its weights on loadInto. */
 export async function openTfjsUrl(url: string): Promise<CheckpointReader> {
   const a = STORE.test(url) ? await storeArtifacts(url) : await httpArtifacts(url);
-  return {where: a.where, config: a.config, loadInto: (model, onProgress) => loadInto(a, model, onProgress)};
+  return {
+    where: a.where,
+    config: a.config,
+    storedDtype: storedDtypeOf(a.specs),
+    float32Bytes: float32BytesOf(a.specs),
+    loadInto: (model, onProgress) => loadInto(a, model, onProgress),
+  };
 }
 
 async function loadInto(a: Artifacts, model: ModelParameters, onProgress?: OnProgress): Promise<void> {

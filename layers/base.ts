@@ -20,6 +20,7 @@ import * as tf from '@tensorflow/tfjs';
 import type {LayerVariable} from '@tensorflow/tfjs-layers/dist/variables';
 import {disposeSequenceInfo, SequenceInfo, sequenceInfo} from '../ops/sequence';
 import {RecurrentGemmaConfig, RecurrentGemmaConfigArgs} from '../src/config';
+import {CompactParameter, type CompactSpec} from './compact';
 
 export type {LayerVariable};
 export type Kwargs = Record<string, unknown>;
@@ -31,6 +32,8 @@ export interface GriffinLayerArgs {
   /** 'zeros' skips random initialisation (weights about to be loaded). Default 'random'. */
   init?: 'random' | 'zeros';
   trainable?: boolean;
+  /** Hold the layer's weight matrices compact (layers/compact.ts); sub-layers inherit it. Default float32. */
+  compact?: CompactSpec | null;
 }
 
 export abstract class GriffinLayer extends tf.layers.Layer {
@@ -38,6 +41,8 @@ export abstract class GriffinLayer extends tf.layers.Layer {
   readonly init: 'random' | 'zeros';
   /** This layer's parameter path inside its top-level layer ('' at top level). */
   prefix = '';
+  /** How this layer's matrices are held: null = float32 variables. */
+  compact: CompactSpec | null;
   private readonly children_: GriffinLayer[] = [];
   private readonly params_ = new Map<string, LayerVariable>();
 
@@ -48,13 +53,20 @@ export abstract class GriffinLayer extends tf.layers.Layer {
         ? args.config
         : RecurrentGemmaConfig.fromJSON(undoCamelCase(args.config) as Record<string, unknown>);
     this.init = args.init ?? 'random';
+    this.compact = args.compact ?? null;
   }
 
   /** Adopts a sub-layer living at `path` below this one. */
   protected child<T extends GriffinLayer>(layer: T, path: string): T {
     layer.setPrefix(`${this.prefix + path}.`);
+    layer.setCompact(this.compact);
     this.children_.push(layer);
     return layer;
+  }
+
+  private setCompact(spec: CompactSpec | null): void {
+    this.compact = spec;
+    for (const c of this.children_) c.setCompact(spec);
   }
 
   private setPrefix(p: string): void {
@@ -63,8 +75,12 @@ export abstract class GriffinLayer extends tf.layers.Layer {
     for (const c of this.children_) c.setPrefix(p + c.prefix.slice(old.length));
   }
 
-  /** Creates a weight named `prefix + leaf`; `std` > 0 draws N(0, std^2), 0 fills `fill`. */
-  protected param(leaf: string, shape: number[], std = 0, fill = 0): LayerVariable {
+  /**
+   * Creates a weight named `prefix + leaf`; `std` > 0 draws N(0, std^2), 0 fills `fill`. A
+   * `matrix` is held compact when the layer's `compact` says so (a CompactParameter).
+   */
+  protected param(leaf: string, shape: number[], std = 0, fill = 0, matrix = false): LayerVariable {
+    if (matrix && this.compact != null) return this.compactParam(leaf, shape, std);
     const init =
       this.init === 'zeros'
         ? tf.initializers.zeros()
@@ -72,6 +88,16 @@ export abstract class GriffinLayer extends tf.layers.Layer {
           ? tf.initializers.randomNormal({mean: 0, stddev: std})
           : tf.initializers.constant({value: fill});
     const v = this.addWeight(this.prefix + leaf, shape, 'float32', init) as LayerVariable;
+    this.params_.set(this.prefix + leaf, v);
+    return v;
+  }
+
+  private compactParam(leaf: string, shape: number[], std: number): LayerVariable {
+    const v = new CompactParameter(this.prefix + leaf, shape, this.compact!);
+    if (this.init !== 'zeros' && std > 0) {
+      const values = tf.tidy(() => tf.randomNormal(shape, 0, std).dataSync() as Float32Array);
+      v.writeValues(values);
+    }
     this.params_.set(this.prefix + leaf, v);
     return v;
   }

@@ -8,6 +8,7 @@ import {geluTanh} from '../ops/activations';
 import {linear} from '../ops/linear';
 import {rmsNorm} from '../ops/norm';
 import {GriffinLayer, GriffinLayerArgs, Kwargs, LayerVariable} from './base';
+import {CompactParameter} from './compact';
 
 export interface LinearArgs extends GriffinLayerArgs {
   inFeatures: number;
@@ -43,7 +44,7 @@ export class Linear extends GriffinLayer {
   }
 
   override build(inputShape: tf.Shape | tf.Shape[]): void {
-    this.weight = this.param('weight', [this.outFeatures, this.inFeatures], this.initStd);
+    this.weight = this.param('weight', [this.outFeatures, this.inFeatures], this.initStd, 0, true);
     if (this.useBias) this.bias = this.param('bias', [this.outFeatures]);
     super.build(inputShape);
   }
@@ -55,8 +56,19 @@ export class Linear extends GriffinLayer {
   override call(inputs: tf.Tensor | tf.Tensor[], _kwargs?: Kwargs): tf.Tensor {
     const x = Array.isArray(inputs) ? inputs[0] : inputs;
     const adapter = this.adapter;
-    if (adapter == null) return linear(x, this.weight.read(), this.bias?.read());
-    return tf.tidy(() => adapter.apply(x, linear(x, this.weight.read(), this.bias?.read())));
+    if (adapter == null) return this.project(x);
+    return tf.tidy(() => adapter.apply(x, this.project(x)));
+  }
+
+  /** x W^T + b, with the weight as it is held (float32, or packed: layers/compact.ts). */
+  private project(x: tf.Tensor): tf.Tensor {
+    const w = this.weight;
+    if (!(w instanceof CompactParameter)) return linear(x, w.read(), this.bias?.read());
+    return tf.tidy(() => {
+      let y = w.matMulT(tf.reshape(x, [-1, this.inFeatures]));
+      if (this.bias != null) y = tf.add(y, this.bias.read());
+      return tf.reshape(y, [...x.shape.slice(0, -1), this.outFeatures]);
+    });
   }
 
   override getConfig(): tf.serialization.ConfigDict {

@@ -8,13 +8,14 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import {roundToBfloat16, softCap} from '../ops/activations';
+import {perWord} from '../ops/compact/format';
 import {SequenceInfo} from '../ops/sequence';
 import {checkIdRange} from '../src/util/ids';
 import {AttentionState, LocalAttentionBlock} from './attention';
 import {GriffinLayer, GriffinLayerArgs, Kwargs, LayerVariable, withInfo} from './base';
 import {MLPBlock, RMSNorm} from './basic';
 import {RecurrentBlock, RecurrentState} from './recurrent';
-import {VocabMatrix} from './vocab_split';
+import {maxPieceBytes, VocabMatrix} from './vocab_split';
 
 function singleVariable(m: VocabMatrix | undefined, layer: string): LayerVariable {
   if (m == null) throw new Error(`${layer}: not built yet`);
@@ -43,7 +44,10 @@ abstract class VocabLayer extends GriffinLayer {
 
   override build(inputShape: tf.Shape | tf.Shape[]): void {
     const {vocab_size: V, hidden_size: d} = this.cfg;
-    this.matrix = VocabMatrix.create(V, d, 'weight', (leaf, shape) => this.param(leaf, shape, 1 / Math.sqrt(d)));
+    // Pieces are sized by the bytes a row takes as held: packed words when compact.
+    const rowBytes = this.compact != null ? (d * 4) / perWord(this.compact.dtype) : d * 4;
+    const param = (leaf: string, shape: number[]) => this.param(leaf, shape, 1 / Math.sqrt(d), 0, true);
+    this.matrix = VocabMatrix.create(V, d, 'weight', param, maxPieceBytes(), rowBytes);
     super.build(inputShape);
   }
   /** The [V, d] matrix's variable; when it is split, see `matrix.pieces`. */

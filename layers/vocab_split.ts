@@ -12,7 +12,9 @@
  * a checkpoint holds the whole matrix under its one name (converters/hf.ts checkpointTensors).
  */
 import * as tf from '@tensorflow/tfjs';
+import {compactGatherRows} from '../ops/compact/index';
 import type {LayerVariable} from './base';
+import {CompactParameter} from './compact';
 
 /** Process-wide override of the piece size limit in bytes (tests); 0 = default. */
 export const vocabSplit = {maxPieceBytes: 0};
@@ -36,9 +38,8 @@ export function maxPieceBytes(): number {
   return Infinity;
 }
 
-/** Rows per piece: the fewest pieces under the limit, of near-equal size. */
-export function pieceRows(V: number, d: number, limitBytes = maxPieceBytes()): number[] {
-  const rowBytes = d * 4;
+/** Rows per piece: the fewest pieces under the limit, of near-equal size (rows of `rowBytes`: float32 by default). */
+export function pieceRows(V: number, d: number, limitBytes = maxPieceBytes(), rowBytes = d * 4): number[] {
   const maxRows = Math.floor(limitBytes / rowBytes);
   if (maxRows >= V) return [V];
   if (maxRows < 1) throw new Error(`a piece of at most ${limitBytes} bytes cannot hold one row of ${d} float32`);
@@ -75,8 +76,9 @@ export class VocabMatrix {
     leaf: string,
     param: (leaf: string, shape: number[]) => LayerVariable,
     limitBytes = maxPieceBytes(),
+    rowBytes = d * 4,
   ): VocabMatrix {
-    const rows = pieceRows(V, d, limitBytes);
+    const rows = pieceRows(V, d, limitBytes, rowBytes);
     if (rows.length === 1) return new VocabMatrix(V, d, [{variable: param(leaf, [V, d]), start: 0, rows: V}]);
     let start = 0;
     const pieces = rows.map((r, k) => {
@@ -95,7 +97,7 @@ export class VocabMatrix {
   lookup(ids: tf.Tensor): tf.Tensor {
     return tf.tidy(() => {
       const idx = tf.cast(ids, 'int32');
-      if (!this.split) return tf.gather(this.pieces[0].variable.read(), idx);
+      if (!this.split) return gatherRows(this.pieces[0].variable, idx);
       // Each id lies in exactly one piece: gather every piece at the id shifted into it (0 where
       // it lies elsewhere, as a lookup must stay in range), zero the rows of the other pieces,
       // and add. Adding exact zeros changes nothing, so this equals the one-matrix lookup, and
@@ -104,7 +106,7 @@ export class VocabMatrix {
       for (const p of this.pieces) {
         const local = tf.sub(idx, tf.scalar(p.start, 'int32'));
         const inside = tf.logicalAnd(tf.greaterEqual(local, 0), tf.less(local, p.rows));
-        const rows = tf.gather(p.variable.read(), tf.where(inside, local, tf.zerosLike(local)));
+        const rows = gatherRows(p.variable, tf.where(inside, local, tf.zerosLike(local)));
         const part = tf.mul(rows, tf.expandDims(tf.cast(inside, 'float32'), -1));
         sum = sum == null ? part : tf.add(sum, part);
       }
@@ -115,8 +117,17 @@ export class VocabMatrix {
   /** x [n, d] -> x W^T [n, V], piece by piece, concatenated. */
   project(x: tf.Tensor): tf.Tensor {
     return tf.tidy(() => {
-      const parts = this.pieces.map((p) => tf.matMul(x, p.variable.read(), false, true));
+      const parts = this.pieces.map((p) =>
+        p.variable instanceof CompactParameter ? p.variable.matMulT(x) : tf.matMul(x, p.variable.read(), false, true),
+      );
       return parts.length === 1 ? parts[0] : tf.concat(parts, 1);
     });
   }
+}
+
+/** Rows idx (int32, any shape) of a piece: [..., d]; a compact piece unpacks only those rows. */
+function gatherRows(v: LayerVariable, idx: tf.Tensor): tf.Tensor {
+  if (!(v instanceof CompactParameter)) return tf.gather(v.read(), idx);
+  const rows = compactGatherRows(v.packed, tf.reshape(idx, [-1]));
+  return tf.reshape(rows, [...idx.shape, v.shape[1] as number]);
 }

@@ -9,14 +9,60 @@
  * work on the core and never import this class.
  */
 
-import {LoadOptions, openCheckpoint, SaveOptions, savePretrained} from '../converters/index';
+import {
+  type CheckpointReader,
+  type LoadOptions,
+  openCheckpoint,
+  type SaveOptions,
+  savePretrained,
+} from '../converters/index';
+import {CheckpointError} from '../converters/safetensors';
+import {type CompactSpec, packedBytes, type WeightDtype, weightSpec} from '../ops/compact/format';
 import {CausalLMCore} from './core/model';
 import {GenerateOptions, generate, streamTokens, TokenEvent} from './generation/generate';
 import {decodeStep, GenerationState, PrefillOptions, prefill} from './generation/state';
 import {tf} from './tf';
 import type {IdsLike} from './util/ids';
+import {WASM_MAX_WEIGHT_BYTES} from './util/limits';
 
 export type {ForwardInputs, ForwardOutputs, IdsLike, ModelOptions} from './core/model';
+export type {WeightDtype};
+
+export interface PretrainedOptions extends LoadOptions {
+  /**
+   * How the weight matrices (linears, embedding, LM head) are held: 'float32' (the default for
+   * now), 'bfloat16', 'float16', 'int8' (one scale per output channel), 'int4' (groupwise), or
+   * 'auto': the checkpoint's own (a bfloat16 checkpoint stays bfloat16, with no rounding).
+   * Arithmetic stays float32. Formats: ops/compact/format.ts.
+   */
+  dtype?: 'auto' | WeightDtype;
+  /** int4: values per scale (32, 64 or 128; default 64). */
+  groupSize?: number;
+  /** int4: a zero point per group (asymmetric ranges). */
+  zeroPoints?: boolean;
+}
+
+/** The compact spec a load asks for, 'auto' resolved against the checkpoint. */
+function resolveSpec(ckpt: CheckpointReader, opts: PretrainedOptions): CompactSpec | null {
+  const dtype = opts.dtype ?? 'float32';
+  const {groupSize, zeroPoints} = opts;
+  return weightSpec(dtype === 'auto' ? ckpt.storedDtype : dtype, {groupSize, zeroPoints});
+}
+
+/** Refuses, before allocating, weights that wasm's heap cannot hold (estimated from the checkpoint's header). */
+function checkWasmHeap(ckpt: CheckpointReader, spec: CompactSpec | null): void {
+  if (tf.getBackend() !== 'wasm') return;
+  // Matrices shrink by their packing; the few vectors are counted packed too (a slight underestimate).
+  const values = ckpt.float32Bytes / 4;
+  const bytes =
+    spec == null ? ckpt.float32Bytes : packedBytes(spec.dtype, 1, values, spec.groupSize ?? 64, spec.zeroPoints);
+  if (bytes <= WASM_MAX_WEIGHT_BYTES) return;
+  const gib = (bytes / 2 ** 30).toFixed(1);
+  throw new CheckpointError(
+    `${ckpt.where}: its weights take ${gib} GiB in ${spec?.dtype ?? 'float32'}, more than the wasm backend's 4 GiB ` +
+      'memory holds with room to run; use --dtype int8 or int4, the cpu backend (--backend cpu), tensorflow or webgpu',
+  );
+}
 
 export class RecurrentGemmaForCausalLM extends CausalLMCore {
   /**
@@ -24,11 +70,14 @@ export class RecurrentGemmaForCausalLM extends CausalLMCore {
    * sharded, float32/float16/bfloat16) or tfjs layout (model.json + shards). A URL
    * (http(s)://, indexeddb://; in a browser any URL) loads the tfjs layout over the network,
    * onProgress counting bytes (converters/tfjs_url.ts). The checkpoint's config and tensor list
-   * are checked before the model is built; on any failure nothing is left allocated.
+   * are checked before the model is built; on any failure nothing is left allocated. `dtype`
+   * holds the matrices compact, packed tensor by tensor as they load (peak: one float32 tensor).
    */
-  static async fromPretrained(source: string, opts: LoadOptions = {}): Promise<RecurrentGemmaForCausalLM> {
+  static async fromPretrained(source: string, opts: PretrainedOptions = {}): Promise<RecurrentGemmaForCausalLM> {
     const ckpt = await openCheckpoint(source);
-    const model = new RecurrentGemmaForCausalLM(ckpt.config, {init: 'zeros'});
+    const compact = resolveSpec(ckpt, opts);
+    checkWasmHeap(ckpt, compact);
+    const model = new RecurrentGemmaForCausalLM(ckpt.config, {init: 'zeros', compact});
     try {
       await ckpt.loadInto(model, opts.onProgress);
       return model;

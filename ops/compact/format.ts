@@ -26,6 +26,30 @@ export const COMPACT_DTYPES = ['bfloat16', 'float16', 'int8', 'int4'] as const;
 export type CompactDtype = (typeof COMPACT_DTYPES)[number];
 export const INT4_GROUP_SIZES = [32, 64, 128] as const;
 
+/** What a model's matrices can be held as: float32 variables or one of the compact dtypes. */
+export const WEIGHT_DTYPES = ['float32', ...COMPACT_DTYPES] as const;
+export type WeightDtype = (typeof WEIGHT_DTYPES)[number];
+
+/**
+ * The compact spec for a weight dtype (null for float32), or a one-line error for an unknown
+ * dtype or options that do not belong to it. `auto` is resolved by the caller (the checkpoint's own dtype).
+ */
+export function weightSpec(dtype: string, opts: {groupSize?: number; zeroPoints?: boolean} = {}): CompactSpec | null {
+  if (!(WEIGHT_DTYPES as readonly string[]).includes(dtype)) {
+    throw new Error(`unknown dtype ${JSON.stringify(dtype)} (expected one of auto, ${WEIGHT_DTYPES.join(', ')})`);
+  }
+  if (dtype !== 'int4' && (opts.groupSize != null || opts.zeroPoints)) {
+    throw new Error(`groupSize and zeroPoints are for int4 weights, not ${dtype}`);
+  }
+  if (dtype === 'float32') return null;
+  if (dtype !== 'int4') return {dtype: dtype as CompactDtype};
+  const groupSize = opts.groupSize ?? 64;
+  if (!(INT4_GROUP_SIZES as readonly number[]).includes(groupSize)) {
+    throw new Error(`int4 group size must be one of ${INT4_GROUP_SIZES.join(', ')}, got ${groupSize}`);
+  }
+  return {dtype: 'int4', groupSize, zeroPoints: opts.zeroPoints === true};
+}
+
 export interface CompactSpec {
   dtype: CompactDtype;
   /** int4 only: values per scale along a row (32, 64 or 128; default 64). */

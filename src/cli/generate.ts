@@ -12,13 +12,13 @@ import * as fs from 'fs';
 import * as path from 'path';
 import * as readline from 'readline';
 import {checkpointConfig} from '../../converters';
-import {WASM_MAX_WEIGHT_BYTES} from '../../converters/hf';
 import {useBackend} from '../backend';
 import {parameterCount} from '../config';
 import type {GenerateOptions} from '../generation/generate';
 import {GenerationState} from '../generation/state';
 import {RecurrentGemmaForCausalLM} from '../model';
 import {encodeChat, GemmaTokenizer} from '../tokenizer';
+import {WASM_MAX_WEIGHT_BYTES} from '../util/limits';
 
 const TOKENIZER_FILE = 'tokenizer.model';
 

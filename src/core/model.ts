@@ -16,8 +16,10 @@
 import * as tf from '@tensorflow/tfjs';
 import type {LayerVariable} from '../../layers/base';
 import {RMSNorm} from '../../layers/basic';
+import {CompactParameter} from '../../layers/compact';
 import {checkpointedBlock} from '../../layers/grad_checkpoint';
 import {Embedding, LayerState, LMHead, ResidualBlock} from '../../layers/model_layers';
+import {type CompactSpec, checkSpec, type WeightDtype} from '../../ops/compact/format';
 import {causalLMLoss} from '../../ops/loss';
 import {disposeSequenceInfo, SequenceInfo, sequenceInfo} from '../../ops/sequence';
 import {RecurrentGemmaConfig, RecurrentGemmaConfigArgs} from '../config';
@@ -61,21 +63,37 @@ export interface ModelOptions {
   /** 'zeros' skips random initialisation when weights are about to be loaded. */
   init?: 'random' | 'zeros';
   name?: string;
+  /** Hold the weight matrices (linears, embedding, LM head) compact: ops/compact/format.ts. Default float32. */
+  compact?: CompactSpec | null;
 }
 
-function buildGraph(config: RecurrentGemmaConfig, init: 'random' | 'zeros') {
+/**
+ * Checks a compact spec against every matrix width (input features) the config gives, before
+ * anything is allocated: a group size must divide each (one-line error naming the matrix).
+ */
+function checkCompactWidths(c: RecurrentGemmaConfig, spec: CompactSpec): void {
+  const widths: [string, number][] = [
+    ['embedding, q/k/v, linear_x/y, gate/up_proj', c.hidden_size],
+    ['linear_out', c.lru_width],
+    ['down_proj', c.intermediate_size / 2],
+    ['o_proj', c.num_attention_heads * c.head_dim],
+  ];
+  for (const [what, w] of widths) checkSpec(spec, 1, w, what);
+}
+
+function buildGraph(config: RecurrentGemmaConfig, init: 'random' | 'zeros', compact: CompactSpec | null) {
   const input = tf.input({shape: [null], dtype: 'int32', name: 'input_ids'});
-  const embed = new Embedding({config, init, name: 'model.embed_tokens'});
+  const embed = new Embedding({config, init, compact, name: 'model.embed_tokens'});
   let x = embed.apply(input) as tf.SymbolicTensor;
   const blocks: ResidualBlock[] = [];
   for (let i = 0; i < config.num_hidden_layers; i++) {
-    const block = new ResidualBlock({config, init, layerIndex: i, name: `model.layers.${i}`});
+    const block = new ResidualBlock({config, init, compact, layerIndex: i, name: `model.layers.${i}`});
     x = block.apply(x) as tf.SymbolicTensor;
     blocks.push(block);
   }
   const finalNorm = new RMSNorm({config, init, name: 'model.final_norm'});
   x = finalNorm.apply(x) as tf.SymbolicTensor;
-  const lmHead = config.tie_word_embeddings ? null : new LMHead({config, init, name: 'lm_head'});
+  const lmHead = config.tie_word_embeddings ? null : new LMHead({config, init, compact, name: 'lm_head'});
   const logits = (lmHead ?? embed).apply(x) as tf.SymbolicTensor;
   return {input, logits, embed, blocks, finalNorm, lmHead};
 }
@@ -86,16 +104,33 @@ export class CausalLMCore extends tf.LayersModel {
   readonly blocks: ResidualBlock[];
   readonly finalNorm: RMSNorm;
   readonly lmHead: LMHead | null;
+  readonly compact: CompactSpec | null;
 
   constructor(config: RecurrentGemmaConfig | RecurrentGemmaConfigArgs, opts: ModelOptions = {}) {
     const cfg = config instanceof RecurrentGemmaConfig ? config : new RecurrentGemmaConfig(config);
-    const g = buildGraph(cfg, opts.init ?? 'random');
+    if (opts.compact != null) checkCompactWidths(cfg, opts.compact);
+    const g = buildGraph(cfg, opts.init ?? 'random', opts.compact ?? null);
     super({inputs: g.input, outputs: g.logits, name: opts.name ?? 'recurrent_gemma'});
     this.config = cfg;
     this.embed = g.embed;
     this.blocks = g.blocks;
     this.finalNorm = g.finalNorm;
     this.lmHead = g.lmHead;
+    this.compact = opts.compact ?? null;
+  }
+
+  /** How the weight matrices are held: float32, or a compact dtype (ops/compact/format.ts). */
+  get weightDtype(): WeightDtype {
+    return this.compact?.dtype ?? 'float32';
+  }
+
+  /** Bytes the weights take on the backend (packed matrices at their packed size). */
+  weightBytes(): number {
+    let n = 0;
+    for (const v of this.namedParameters().values()) {
+      n += v instanceof CompactParameter ? v.byteSize : v.shape.reduce((a: number, b) => a * (b as number), 1) * 4;
+    }
+    return n;
   }
 
   /**

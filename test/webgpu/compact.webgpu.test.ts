@@ -2,7 +2,12 @@
  * The compact-weight WGSL kernels (ops/compact/webgpu.ts) against the reference, on the same
  * cases as the host kernels (test/ops/compact_cases.ts).
  */
+import * as path from 'path';
+import {fusedDecoderFor} from '../../src/engines/webgpu_decode';
+import {RecurrentGemmaForCausalLM} from '../../src/model';
+import {tf} from '../../src/tf';
 import {initNodeWebGPU} from '../../src/webgpu_node';
+import {relError} from '../helpers';
 import {compactKernelCases} from '../ops/compact_cases';
 import {describeWebGPU} from '../webgpu_env';
 
@@ -11,4 +16,28 @@ describeWebGPU('compact kernels on webgpu', () => {
     await initNodeWebGPU();
   }, 120000);
   compactKernelCases(1e-5);
+});
+
+describeWebGPU('a compact model on webgpu', () => {
+  const TINY_A = path.join(__dirname, '../fixtures/tiny-a');
+  const IDS = [[2, 17, 301, 45, 9, 77, 410, 3]];
+
+  test.each([{dtype: 'bfloat16'}, {dtype: 'int4', groupSize: 32}] as const)(
+    '%o: logits and greedy tokens equal cpu (tfjs ops: the fused engine reads float32 only)',
+    async (opts) => {
+      await tf.setBackend('cpu');
+      const onCpu = await RecurrentGemmaForCausalLM.fromPretrained(TINY_A, opts);
+      const cpuLogits = onCpu.forward({inputIds: IDS}).logits.dataSync();
+      const cpuTokens = await onCpu.generate([IDS[0].slice(0, 3)], {maxNewTokens: 6, temperature: 0});
+      onCpu.dispose();
+      await initNodeWebGPU();
+      const m = await RecurrentGemmaForCausalLM.fromPretrained(TINY_A, opts);
+      expect(fusedDecoderFor(m, 1)).toBeNull();
+      const l = m.forward({inputIds: IDS}).logits;
+      expect(relError(await l.data(), cpuLogits)).toBeLessThan(1e-5);
+      expect(await m.generate([IDS[0].slice(0, 3)], {maxNewTokens: 6, temperature: 0})).toEqual(cpuTokens);
+      l.dispose();
+      m.dispose();
+    },
+  );
 });
