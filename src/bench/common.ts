@@ -11,11 +11,13 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import type {LayerVariable} from '../../layers/base';
+import {CompactParameter} from '../../layers/compact';
 import {useBackend} from '../backend';
 import {parameterCount, RecurrentGemmaConfig, RecurrentGemmaConfigArgs} from '../config';
 import type {RecurrentGemmaForCausalLM} from '../model';
 import {SMALL_CONFIG} from '../pretrain/small';
 import {tf} from '../tf';
+import {Rng} from '../util/rng';
 
 export type Args = Record<string, string>;
 
@@ -151,6 +153,13 @@ export function randomizeWeights(
   vars.forEach((v, i) => {
     const shape = v.shape as number[];
     const scale = shape.length >= 2 ? Math.sqrt(3 / shape[shape.length - 1]) : 0.1;
+    if (v instanceof CompactParameter) {
+      // Packed on the host (the float32 values never reach the device).
+      const rng = new Rng(i + 1);
+      v.writeValues(Float32Array.from({length: shape[0] * shape[1]}, () => (rng.next() * 2 - 1) * scale));
+      onProgress?.(i + 1, vars.length);
+      return;
+    }
     const t = randomTensor(shape, -scale, scale, i + 1);
     v.write(t);
     t.dispose();

@@ -14,13 +14,15 @@
  * less than wall time (cpu and wasm here run one thread; GC and I/O threads add a little).
  */
 
+import {packedBytes, weightSpec} from '../../ops/compact/format';
 import {RG_LRU_SCAN, RG_LRU_SCAN_GRAD} from '../../ops/rg_lru_scan';
 import {rowArgmax} from '../../ops/row_argmax';
 import {wasmMatMulCacheBytes} from '../../ops/wasm_matmul';
 import {useBackend} from '../backend';
-import {RecurrentGemmaForCausalLM} from '../model';
+import {type PretrainedOptions, RecurrentGemmaForCausalLM} from '../model';
 import {tf} from '../tf';
 import {AdamW} from '../training/optimizer';
+import {WASM_MAX_WEIGHT_BYTES} from '../util/limits';
 import {
   benchConfig,
   describeMachine,
@@ -49,6 +51,8 @@ export interface SuiteOptions {
   vocab?: number;
   /** cpu, wasm, webgpu, tensorflow; undefined: useBackend's default (the fastest installed). */
   backend?: string;
+  /** How the weight matrices are held (fromPretrained's dtype / groupSize); default float32. */
+  load?: PretrainedOptions;
   promptLengths: number[];
   /** Decode batch sizes. */
   batches: number[];
@@ -125,19 +129,22 @@ export async function runSuite(o: SuiteOptions, progress: (msg: string) => void 
   let source: string;
   if (o.model != null) {
     progress(`loading ${o.model} on ${backend}`);
-    model = await RecurrentGemmaForCausalLM.fromPretrained(o.model);
+    model = await RecurrentGemmaForCausalLM.fromPretrained(o.model, o.load);
     source = o.model;
   } else {
     const cfg = benchConfig(o.config, {layers: o.layers, vocab: o.vocab});
-    const bytes = paramCount(cfg) * 4;
-    if (backend === 'wasm' && bytes > 3.5 * 2 ** 30) {
+    const dtype = o.load?.dtype === 'auto' ? 'float32' : (o.load?.dtype ?? 'float32');
+    const compact = weightSpec(dtype, {groupSize: o.load?.groupSize});
+    const bytes =
+      compact == null ? paramCount(cfg) * 4 : packedBytes(compact.dtype, 1, paramCount(cfg), compact.groupSize);
+    if (backend === 'wasm' && bytes > WASM_MAX_WEIGHT_BYTES) {
       throw new Error(
-        `--config ${o.config} has ${(bytes / 1e9).toFixed(1)} GB of float32 weights, past the wasm backend's 4 GiB heap; ` +
+        `--config ${o.config} has ${(bytes / 1e9).toFixed(1)} GB of ${dtype} weights, past the wasm backend's 4 GiB heap; ` +
           'use --backend cpu (or tensorflow, webgpu), or shrink it with --layers / --vocab',
       );
     }
-    progress(`building ${o.config} with random weights on ${backend}`);
-    model = new RecurrentGemmaForCausalLM(cfg, {init: 'zeros'});
+    progress(`building ${o.config} with random ${dtype} weights on ${backend}`);
+    model = new RecurrentGemmaForCausalLM(cfg, {init: 'zeros', compact});
     let shown = 0;
     randomizeWeights(model, (done, total) => {
       if (done === total || performance.now() - shown > 2000) {

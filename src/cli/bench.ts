@@ -25,6 +25,7 @@ import {
   TABLE_COLUMNS,
   tableRows,
 } from '../bench/suite';
+import {addDtypeOptions, type DtypeFlags, loadOptions} from './dtype';
 import {UsageError} from './usage';
 
 const int =
@@ -44,7 +45,7 @@ const intList =
     return xs;
   };
 
-export interface BenchFlags {
+export interface BenchFlags extends DtypeFlags {
   config: string;
   model?: string;
   layers?: number;
@@ -83,6 +84,7 @@ export function suiteOptions(f: BenchFlags, configGiven: boolean): SuiteOptions 
     layers: f.layers,
     vocab: f.vocab,
     backend: f.backend,
+    load: loadOptions(f),
     promptLengths: f.promptLengths,
     batches: f.batch,
     newTokens: f.newTokens,
@@ -114,8 +116,7 @@ export function defaultJsonPath(r: SuiteResult): string {
 
 export function register(program: Command): void {
   const d = DEFAULT_SUITE;
-  program
-    .command('bench')
+  addDtypeOptions(program.command('bench'))
     .description(
       'benchmark a model shape (random weights) or a checkpoint: load, memory, prefill, decode, scan bandwidth, training step',
     )

@@ -11,6 +11,7 @@ import {Command, InvalidArgumentError} from 'commander';
 import {LORA_TARGETS} from '../../layers/lora';
 import {useBackend} from '../backend';
 import {finetune} from '../training/finetune';
+import {addDtypeOptions, type DtypeFlags, loadOptions} from './dtype';
 import {progressBar} from './progress';
 import {UsageError} from './usage';
 
@@ -35,7 +36,7 @@ const targets = (s: string): string[] => {
   return list;
 };
 
-interface Flags {
+interface Flags extends DtypeFlags {
   model: string;
   data: string;
   eval?: string;
@@ -66,8 +67,7 @@ interface Flags {
 }
 
 export function register(program: Command): void {
-  program
-    .command('finetune')
+  addDtypeOptions(program.command('finetune'))
     .description(
       'fine-tune a checkpoint on JSONL data ({"text"}, {"prompt","completion"} or {"messages"} per line), fully or with LoRA',
     )
@@ -124,6 +124,10 @@ async function run(f: Flags): Promise<void> {
     throw usage('--lora-alpha, --lora-dropout, --lora-targets and --merge need --lora-rank');
   }
   if (!['hf', 'tfjs'].includes(f.format)) throw usage(`--format must be hf or tfjs, got ${f.format}`);
+  const load = loadOptions(f);
+  if (load.dtype !== 'float32' && load.dtype !== 'auto' && f.loraRank == null) {
+    throw usage(`--dtype ${load.dtype} holds the base weights frozen: fine-tune them with --lora-rank`);
+  }
   const backend = await useBackend(f.backend);
 
   const stderr = process.stderr;
@@ -146,6 +150,7 @@ async function run(f: Flags): Promise<void> {
       eval: f.eval,
       out: f.out,
       tokenizer: f.tokenizer,
+      load,
       lora:
         f.loraRank != null
           ? {rank: f.loraRank, alpha: f.loraAlpha, dropout: f.loraDropout, targets: f.loraTargets}

@@ -19,6 +19,7 @@ import {GenerationState} from '../generation/state';
 import {RecurrentGemmaForCausalLM} from '../model';
 import {encodeChat, GemmaTokenizer} from '../tokenizer';
 import {WASM_MAX_WEIGHT_BYTES} from '../util/limits';
+import {addDtypeOptions, type DtypeFlags, loadOptions} from './dtype';
 
 const TOKENIZER_FILE = 'tokenizer.model';
 
@@ -50,7 +51,7 @@ const number =
   };
 const positiveInt = (what: string) => number(what, (x) => Number.isInteger(x) && x >= 1, 'an integer >= 1');
 
-interface SamplingFlags {
+interface SamplingFlags extends DtypeFlags {
   model?: string;
   maxNewTokens: number;
   temperature: number;
@@ -63,7 +64,7 @@ interface SamplingFlags {
 }
 
 function addSamplingOptions(cmd: Command, defaultMax: number): Command {
-  return cmd
+  return addDtypeOptions(cmd)
     .option(
       '--model <dir>',
       'checkpoint directory (HF or tfjs layout) with tokenizer.model (default: the bundled model)',
@@ -113,19 +114,22 @@ async function loadModelDir(
   if (!fs.statSync(dir).isDirectory()) throw new Error(`--model must be a directory: ${dir}`);
   const tokFile = path.join(dir, TOKENIZER_FILE);
   if (!fs.existsSync(tokFile)) throw new Error(`no ${TOKENIZER_FILE} in ${dir}`);
+  const load = loadOptions(flags);
   const backend = await useBackend(flags.backend);
   if (flags.backend == null && backend === 'wasm') {
     // The default (wasm) cannot hold a multi-GB model in its 4 GiB heap: such a model runs on cpu.
-    const bytes = 4 * parameterCount(checkpointConfig(dir));
+    const dtype = load.dtype === 'auto' || load.dtype == null ? 'float32' : load.dtype;
+    const bits = {float32: 32, bfloat16: 16, float16: 16, int8: 8, int4: 4}[dtype];
+    const bytes = (bits / 8) * parameterCount(checkpointConfig(dir));
     if (bytes > WASM_MAX_WEIGHT_BYTES) {
       await useBackend('cpu');
       process.stderr.write(
-        `backend cpu: the model's ${(bytes / 2 ** 30).toFixed(1)} GiB of float32 weights do not fit the wasm backend's 4 GiB heap\n`,
+        `backend cpu: the model's ${(bytes / 2 ** 30).toFixed(1)} GiB of ${dtype} weights do not fit the wasm backend's 4 GiB heap\n`,
       );
     }
   }
   const tok = await GemmaTokenizer.load(tokFile);
-  const model = await RecurrentGemmaForCausalLM.fromPretrained(dir);
+  const model = await RecurrentGemmaForCausalLM.fromPretrained(dir, load);
   if (tok.vocabSize > model.config.vocab_size) {
     model.dispose();
     throw new Error(

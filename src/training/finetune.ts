@@ -12,7 +12,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import {saveLoraAdapter} from '../../converters/lora_adapter';
 import {LoraConfig, mergeLora} from '../../layers/lora';
-import {RecurrentGemmaForCausalLM} from '../model';
+import {type PretrainedOptions, RecurrentGemmaForCausalLM} from '../model';
 import {GemmaTokenizer} from '../tokenizer';
 import {latestCheckpoint} from './checkpoint';
 import {Dataset, loadJsonl} from './data';
@@ -30,6 +30,11 @@ export interface FinetuneOptions {
   tokenizer?: string;
   /** Train LoRA adapters instead of every weight. */
   lora?: LoraConfig | null;
+  /**
+   * How the base weights are held (fromPretrained's dtype and groupSize): a compact base is
+   * frozen, so it needs `lora` (QLoRA style: adapters float32, base untouched). Default float32.
+   */
+  load?: PretrainedOptions;
   /** With LoRA: also write the merged model (W += (alpha / r) B A) to `out`. */
   merge?: boolean;
   /** Layout of the written model. Default 'hf'. */
@@ -106,8 +111,13 @@ export async function finetune(o: FinetuneOptions): Promise<FinetuneResult> {
   const evalData = o.eval ? loadJsonl(o.eval, tokenizer, {seqLen}) : null;
   if (evalData) log(describe(evalData));
 
-  const model = await RecurrentGemmaForCausalLM.fromPretrained(o.model);
+  const model = await RecurrentGemmaForCausalLM.fromPretrained(o.model, o.load);
   try {
+    if (model.weightDtype !== 'float32' && o.lora == null) {
+      throw new Error(
+        `the base is held as ${model.weightDtype} and frozen: fine-tune it with LoRA (lora / --lora-rank)`,
+      );
+    }
     if (tokenizer.vocabSize > model.config.vocab_size) {
       throw new Error(
         `${tokFile} has ${tokenizer.vocabSize} pieces but the model's vocabulary is ${model.config.vocab_size}: not a matching pair`,
