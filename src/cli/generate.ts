@@ -1,6 +1,7 @@
 /**
  * `griffin generate` and `griffin chat`: text from a checkpoint directory holding tokenizer.model.
  *   griffin generate --model ckpt/ --prompt "The history of" --max-new-tokens 50 --temperature 0
+ *   griffin generate --model ckpt/ --prompt - < prompt.txt   # the prompt from stdin (also when piped)
  *   griffin chat --model ckpt/          # multi-turn; the recurrent state carries the conversation
  *
  * Generated text goes to stdout as it is produced; statistics (tokens/s) go to stderr. Without
@@ -19,6 +20,7 @@ import type {GenerateOptions} from '../generation/generate';
 import {GenerationState} from '../generation/state';
 import {RecurrentGemmaForCausalLM} from '../model';
 import {encodeChat, GemmaTokenizer} from '../tokenizer';
+import {UsageError} from './usage';
 
 const TOKENIZER_FILE = 'tokenizer.model';
 
@@ -181,6 +183,29 @@ const stats = (promptLen: number, r: ReplyStats, what: string) =>
   `prompt: ${promptLen} tokens, ${rate(promptLen, r.promptMs)} tokens/s; ` +
   `${what}: ${r.tokens.length} tokens, ${rate(Math.max(r.tokens.length - 1, 0), r.decodeMs)} tokens/s`;
 
+/** Reads all of standard input (a piped prompt). */
+async function readStdin(): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const c of process.stdin) chunks.push(c as Buffer);
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+/**
+ * The prompt: --prompt TEXT, or standard input for `--prompt -` or when no --prompt is given and
+ * stdin is not a terminal. One final newline of piped text (echo's) is not part of the prompt.
+ */
+async function readPrompt(flag: string | undefined): Promise<string> {
+  let prompt = flag;
+  if (flag === '-' || (flag == null && process.stdin.isTTY !== true)) {
+    prompt = (await readStdin()).replace(/\r?\n$/, '');
+    if (prompt.trim() === '')
+      throw new UsageError('--prompt: standard input is empty (pass --prompt TEXT or pipe a prompt)');
+  }
+  if (prompt == null) throw new UsageError('--prompt TEXT is required (or pipe the prompt on standard input)');
+  if (prompt.trim() === '') throw new UsageError('--prompt is empty');
+  return prompt;
+}
+
 /** Ctrl-C stops the current generation (and prints the stats); a second one exits as usual. */
 function abortOnSigint(): {signal: AbortSignal; release: () => void} {
   const ac = new AbortController();
@@ -197,17 +222,17 @@ export function register(program: Command): void {
     program
       .command('generate')
       .description('generate text from a prompt, streamed to stdout (tokens/s on stderr)')
-      .requiredOption('--prompt <text>', 'the prompt')
+      .option('--prompt <text>', "the prompt; '-' (or no --prompt with stdin piped) reads it from standard input")
       .option('--chat', 'wrap the prompt in the Gemma chat template (a user turn, then the model answers)'),
     128,
-  ).action(async (o: SamplingFlags & {prompt: string; chat?: boolean}) => {
-    if (o.prompt.trim() === '') throw new Error('--prompt is empty');
+  ).action(async (o: SamplingFlags & {prompt?: string; chat?: boolean}) => {
+    const prompt = await readPrompt(o.prompt);
     const {model, tok} = await loadModelDir(o);
     try {
       const seed = o.seed ?? Math.floor(Math.random() * 2 ** 31);
       const ids = o.chat
-        ? encodeChat(tok, [{role: 'user', content: o.prompt}], {addGenerationPrompt: true})
-        : tok.encode(o.prompt);
+        ? encodeChat(tok, [{role: 'user', content: prompt}], {addGenerationPrompt: true})
+        : tok.encode(prompt);
       const {signal, release} = abortOnSigint();
       let r: ReplyStats;
       try {
@@ -215,7 +240,9 @@ export function register(program: Command): void {
       } finally {
         release();
       }
-      if (process.stdout.isTTY) process.stdout.write('\n');
+      // Always: a terminal shows stdout and stderr on one screen, so without it the statistics
+      // line would start right after the last word; piped output ends in a newline like any text file.
+      process.stdout.write('\n');
       process.stderr.write(`${stats(ids.length, r, 'decode')}${o.temperature > 0 ? ` (seed ${seed})` : ''}\n`);
     } finally {
       model.dispose();
