@@ -21,7 +21,7 @@ export {Sampler, StopStringMatcher} from './generation/sampling';
 export type {PrefillOptions} from './generation/state';
 export {GenerationState} from './generation/state';
 export type {ForwardInputs, ForwardOutputs, ModelOptions} from './model';
-export {RecurrentGemmaForCausalLM} from './model';
+export {type PretrainedOptions, RecurrentGemmaForCausalLM} from './model';
 export {tf} from './tf';
 export type {ChatMessage} from './tokenizer';
 export {encodeChat, encodeChatForTraining, GemmaTokenizer, renderChat} from './tokenizer';

@@ -2,6 +2,7 @@
  * RecurrentGemmaForCausalLM: the package's model class. The core (src/core/model.ts: the graph
  * and `forward`) plus what a user does with a model: load, save, prefill, decode, generate.
  *   const model = await RecurrentGemmaForCausalLM.fromPretrained('path/to/checkpoint');
+ *   const tuned = await RecurrentGemmaForCausalLM.fromPretrained('base/', {adapter: 'lora/'});  // or ('lora/')
  *   const {logits, loss} = model.forward({inputIds: [[2, 651, 3]], labels: [[2, 651, 3]]});
  *   const ids = await model.generate([[2, 651]], {maxNewTokens: 16, temperature: 0});
  *
@@ -10,6 +11,7 @@
  */
 
 import {LoadOptions, openCheckpoint, SaveOptions, savePretrained} from '../converters/index';
+import {adapterSource, loadLoraAdapter} from '../converters/lora_adapter';
 import {CausalLMCore} from './core/model';
 import {GenerateOptions, generate, streamTokens, TokenEvent} from './generation/generate';
 import {decodeStep, GenerationState, PrefillOptions, prefill} from './generation/state';
@@ -18,6 +20,14 @@ import type {IdsLike} from './util/ids';
 
 export type {ForwardInputs, ForwardOutputs, IdsLike, ModelOptions} from './core/model';
 
+export interface PretrainedOptions extends LoadOptions {
+  /**
+   * A LoRA adapter directory (PEFT's layout) to attach after loading: the model then runs base +
+   * adapter, as PEFT's PeftModel does (mergeLora folds it in, layers/lora.ts).
+   */
+  adapter?: string;
+}
+
 export class RecurrentGemmaForCausalLM extends CausalLMCore {
   /**
    * Loads a checkpoint directory: Hugging Face layout (config.json + safetensors, single or
@@ -25,12 +35,18 @@ export class RecurrentGemmaForCausalLM extends CausalLMCore {
    * (http(s)://, indexeddb://; in a browser any URL) loads the tfjs layout over the network,
    * onProgress counting bytes (converters/tfjs_url.ts). The checkpoint's config and tensor list
    * are checked before the model is built; on any failure nothing is left allocated.
+   *
+   * An adapter directory (adapter_config.json + adapter_model.safetensors, as PEFT and `griffin
+   * finetune --lora-rank` write it) loads its base_model_name_or_path and attaches itself; so
+   * does `{adapter: dir}` on any base.
    */
-  static async fromPretrained(source: string, opts: LoadOptions = {}): Promise<RecurrentGemmaForCausalLM> {
-    const ckpt = await openCheckpoint(source);
+  static async fromPretrained(source: string, opts: PretrainedOptions = {}): Promise<RecurrentGemmaForCausalLM> {
+    const {base, adapter} = adapterSource(source, opts.adapter);
+    const ckpt = await openCheckpoint(base);
     const model = new RecurrentGemmaForCausalLM(ckpt.config, {init: 'zeros'});
     try {
       await ckpt.loadInto(model, opts.onProgress);
+      if (adapter != null) loadLoraAdapter(model, adapter);
       return model;
     } catch (e) {
       model.dispose();

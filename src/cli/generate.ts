@@ -3,6 +3,7 @@
  *   griffin generate --model ckpt/ --prompt "The history of" --max-new-tokens 50 --temperature 0
  *   griffin generate --model ckpt/ --prompt - < prompt.txt   # the prompt from stdin (also when piped)
  *   griffin chat --model ckpt/          # multi-turn; the recurrent state carries the conversation
+ *   griffin generate --model ckpt/ --adapter lora/ --prompt "Hi"   # or --model lora/ (its base from adapter_config.json)
  *
  * Generated text goes to stdout as it is produced; statistics (tokens/s) go to stderr. Without
  * --model the package's bundled model (assets/griffin-small/) is used.
@@ -14,6 +15,8 @@ import * as path from 'path';
 import * as readline from 'readline';
 import {checkpointConfig} from '../../converters';
 import {WASM_MAX_WEIGHT_BYTES} from '../../converters/hf';
+import {adapterSource} from '../../converters/lora_adapter';
+import {mergeLora} from '../../layers/lora';
 import {useBackend} from '../backend';
 import {parameterCount} from '../config';
 import type {GenerateOptions} from '../generation/generate';
@@ -54,6 +57,7 @@ const positiveInt = (what: string) => number(what, (x) => Number.isInteger(x) &&
 
 interface SamplingFlags {
   model?: string;
+  adapter?: string;
   maxNewTokens: number;
   temperature: number;
   topK?: number;
@@ -68,8 +72,9 @@ function addSamplingOptions(cmd: Command, defaultMax: number): Command {
   return cmd
     .option(
       '--model <dir>',
-      'checkpoint directory (HF or tfjs layout) with tokenizer.model (default: the bundled model)',
+      'checkpoint directory (HF or tfjs layout) with tokenizer.model, or a LoRA adapter directory (default: the bundled model)',
     )
+    .option('--adapter <dir>', "a LoRA adapter directory (PEFT's layout) to apply to --model")
     .option('--max-new-tokens <n>', 'new tokens at most', positiveInt('--max-new-tokens'), defaultMax)
     .option(
       '--temperature <t>',
@@ -113,12 +118,18 @@ async function loadModelDir(
   }
   if (!fs.existsSync(dir)) throw new Error(`model directory not found: ${dir}`);
   if (!fs.statSync(dir).isDirectory()) throw new Error(`--model must be a directory: ${dir}`);
-  const tokFile = path.join(dir, TOKENIZER_FILE);
-  if (!fs.existsSync(tokFile)) throw new Error(`no ${TOKENIZER_FILE} in ${dir}`);
+  // An adapter directory (as --model or --adapter) brings its base; both are checked before loading.
+  const {base, adapter} = adapterSource(dir, flags.adapter);
+  // finetune copies the tokenizer next to the adapter; a PEFT adapter has it (if at all) there too.
+  const tokFile = [adapter, base]
+    .filter((d): d is string => d != null)
+    .map((d) => path.join(d, TOKENIZER_FILE))
+    .find((f) => fs.existsSync(f));
+  if (tokFile == null) throw new Error(`no ${TOKENIZER_FILE} in ${base}`);
   const backend = await useBackend(flags.backend);
   if (flags.backend == null && backend === 'wasm') {
     // The default (wasm) cannot hold a multi-GB model in its 4 GiB heap: such a model runs on cpu.
-    const bytes = 4 * parameterCount(checkpointConfig(dir));
+    const bytes = 4 * parameterCount(checkpointConfig(base));
     if (bytes > WASM_MAX_WEIGHT_BYTES) {
       await useBackend('cpu');
       process.stderr.write(
@@ -127,7 +138,9 @@ async function loadModelDir(
     }
   }
   const tok = await GemmaTokenizer.load(tokFile);
-  const model = await RecurrentGemmaForCausalLM.fromPretrained(dir);
+  const model = await RecurrentGemmaForCausalLM.fromPretrained(base, {adapter: adapter ?? undefined});
+  // Folded in once: one product per Linear while decoding, and the fused WebGPU decoder applies.
+  if (adapter != null) mergeLora(model);
   if (tok.vocabSize > model.config.vocab_size) {
     model.dispose();
     throw new Error(
