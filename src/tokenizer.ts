@@ -1,9 +1,16 @@
 /**
- * Gemma tokenizer over sentencepiece-js, plus the Gemma chat template.
- *   const tok = await GemmaTokenizer.load('tokenizer.model');
+ * Gemma tokenizer: a checkpoint's tokenizer.json (through @huggingface/tokenizers,
+ * src/tokenizer/hf_json.ts) or its tokenizer.model (through sentencepiece-js), plus the Gemma chat template.
+ *   const tok = await GemmaTokenizer.load('ckpt/');   // tokenizer.json if there, else tokenizer.model
  *   const ids = encodeChat(tok, [{ role: 'user', content: 'Hi' }], { addGenerationPrompt: true });
+ *
+ * A directory prefers tokenizer.json, as transformers does, and reads tokenizer_config.json beside
+ * either file (its chat_template, add_bos_token). Decoding is this module's own for both formats
+ * (one code path for decode and streaming).
  */
 import * as fs from 'fs';
+import * as path from 'path';
+import {Codec, hfTokenizer, PieceInfo, TokenizerConfigJson} from './tokenizer/hf_json';
 import {
   decodeModelProto,
   ModelProto,
@@ -15,22 +22,16 @@ import {
 } from './tokenizer/model_proto';
 
 /** The slice of sentencepiece-js we use (the package ships no type declarations). */
-interface SpProcessor {
+interface SpProcessor extends Codec {
   load(path: string): Promise<void>;
-  encodeIds(text: string): number[];
 }
 const spjs = require('sentencepiece-js') as {SentencePieceProcessor: new () => SpProcessor};
 
-interface ModelInfo {
-  pieces: string[];
-  types: PieceType[];
-  unkId: number;
-  bosId: number;
-  eosId: number;
-  padId: number;
-  addDummyPrefix: boolean;
-  escapeWhitespaces: boolean;
-}
+type ModelInfo = PieceInfo;
+
+export const TOKENIZER_JSON = 'tokenizer.json';
+export const TOKENIZER_MODEL = 'tokenizer.model';
+export const TOKENIZER_CONFIG = 'tokenizer_config.json';
 
 /**
  * The pieces and the few spec fields we need, read from the .model bytes ourselves because sentencepiece-js
@@ -55,6 +56,7 @@ function modelInfo(bytes: Uint8Array): ModelInfo {
     padId: ts.pad_id ?? TRAINER_SPEC_DEFAULTS.pad_id,
     addDummyPrefix: ns.add_dummy_prefix ?? NORMALIZER_SPEC_DEFAULTS.add_dummy_prefix,
     escapeWhitespaces: ns.escape_whitespaces ?? NORMALIZER_SPEC_DEFAULTS.escape_whitespaces,
+    byteRuns: 'sentencepiece',
   };
 }
 
@@ -74,7 +76,13 @@ function utf8Len(lead: number): number {
  * a valid character becomes one U+FFFD), returning how many bytes were consumed. With final=false it stops
  * at a trailing sequence that later bytes could still complete, so streamed output matches a full decode.
  */
-function drainBytes(bytes: number[], final: boolean): {text: string; used: number} {
+function drainBytes(bytes: number[], final: boolean, mode: PieceInfo['byteRuns']): {text: string; used: number} {
+  if (mode === 'hf') {
+    // The whole run at once, when it has ended: valid UTF-8 or one U+FFFD per byte.
+    if (!final) return {text: '', used: 0};
+    const whole = drainBytes(bytes, true, 'sentencepiece').text;
+    return {text: whole.includes(REPLACEMENT) ? REPLACEMENT.repeat(bytes.length) : whole, used: bytes.length};
+  }
   let text = '',
     i = 0;
   while (i < bytes.length) {
@@ -137,10 +145,23 @@ export class GemmaTokenizer {
   private readonly byteValue: Int16Array;
   private readonly special: Uint8Array;
 
+  /** tokenizer_config.json's chat_template (the default one when it has several), or null. */
+  readonly chatTemplate: string | null;
+  /** tokenizer_config.json as read ({} when there is none). */
+  readonly config: TokenizerConfigJson;
+  /** Whether encode() puts BOS first by default (tokenizer_config.json's add_bos_token, else true). */
+  readonly addBosDefault: boolean;
+
   private constructor(
-    private readonly sp: SpProcessor,
+    private readonly sp: Codec,
     private readonly info: ModelInfo,
+    config: TokenizerConfigJson = {},
   ) {
+    this.config = config;
+    this.addBosDefault = config.add_bos_token ?? true;
+    const ct = config.chat_template;
+    this.chatTemplate =
+      typeof ct === 'string' ? ct : Array.isArray(ct) ? (ct.find((t) => t.name === 'default')?.template ?? null) : null;
     const n = info.pieces.length;
     this.vocabSize = n;
     this.bosId = info.bosId;
@@ -168,7 +189,25 @@ export class GemmaTokenizer {
     if (this.endOfTurnId >= 0) this.special[this.endOfTurnId] = 1;
   }
 
-  static async load(modelPath: string): Promise<GemmaTokenizer> {
+  /**
+   * Loads a tokenizer.json, a tokenizer.model, or a checkpoint directory holding either (tokenizer.json
+   * preferred), with the tokenizer_config.json beside it if there is one.
+   */
+  static async load(source: string): Promise<GemmaTokenizer> {
+    let file = source;
+    if (!source.endsWith('.json') && fs.existsSync(source) && fs.statSync(source).isDirectory()) {
+      file = [TOKENIZER_JSON, TOKENIZER_MODEL].map((f) => path.join(source, f)).find((f) => fs.existsSync(f)) ?? '';
+      if (file === '') throw new Error(`tokenizer: no ${TOKENIZER_JSON} or ${TOKENIZER_MODEL} in ${source}`);
+    }
+    const config = readTokenizerConfig(path.dirname(file));
+    if (file.endsWith('.json')) {
+      const {codec, info} = hfTokenizer(readJson(file, 'tokenizer'), config, file);
+      return new GemmaTokenizer(codec, info, config);
+    }
+    return GemmaTokenizer.loadModel(file, config);
+  }
+
+  private static async loadModel(modelPath: string, config: TokenizerConfigJson): Promise<GemmaTokenizer> {
     let bytes: Buffer;
     try {
       bytes = fs.readFileSync(modelPath);
@@ -185,7 +224,7 @@ export class GemmaTokenizer {
     // (A browser has no process: there sentencepiece-js reads the bytes src/browser/tokenizer.ts provided.)
     if (typeof process === 'undefined') {
       await sp.load(modelPath);
-      return new GemmaTokenizer(sp, info);
+      return new GemmaTokenizer(sp, info, config);
     }
     const uncaught = process.listeners('uncaughtException');
     const rejection = process.listeners('unhandledRejection');
@@ -199,12 +238,12 @@ export class GemmaTokenizer {
         if (!rejection.includes(l)) process.removeListener('unhandledRejection', l);
       }
     }
-    return new GemmaTokenizer(sp, info);
+    return new GemmaTokenizer(sp, info, config);
   }
 
   encode(text: string, opts: {addBos?: boolean} = {}): number[] {
     const ids = text.length > 0 ? this.sp.encodeIds(text) : [];
-    return (opts.addBos ?? true) ? [this.bosId, ...ids] : ids;
+    return (opts.addBos ?? this.addBosDefault) ? [this.bosId, ...ids] : ids;
   }
 
   /**
@@ -245,7 +284,7 @@ export class GemmaTokenizer {
     let started = false; // whether any text was produced yet (for the add_dummy_prefix space)
     const resolvePending = (final: boolean): string => {
       if (pending.length === 0) return '';
-      const {text, used} = drainBytes(pending, final);
+      const {text, used} = drainBytes(pending, final, this.info.byteRuns);
       pending = used === pending.length ? [] : pending.slice(used);
       if (text) started = true;
       return text;
@@ -279,6 +318,31 @@ export class GemmaTokenizer {
       throw new RangeError(`token id ${id} out of range [0, ${this.vocabSize})`);
     }
   }
+}
+
+/** Reads and parses a JSON file, naming it in errors. */
+function readJson(file: string, what: string): unknown {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new Error(code === 'ENOENT' ? `${what} not found: ${file}` : `${what}: cannot read ${file} (${code})`);
+  }
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    throw new Error(`${file}: not valid JSON (${(e as Error).message})`);
+  }
+}
+
+/** dir/tokenizer_config.json, or {} when there is none (a browser has no directory to look in). */
+function readTokenizerConfig(dir: string): TokenizerConfigJson {
+  const file = path.join(dir, TOKENIZER_CONFIG);
+  if (typeof process === 'undefined' || !fs.existsSync(file)) return {};
+  const j = readJson(file, 'tokenizer config');
+  if (j == null || typeof j !== 'object' || Array.isArray(j)) throw new Error(`${file}: not a JSON object`);
+  return j as TokenizerConfigJson;
 }
 
 export interface ChatMessage {

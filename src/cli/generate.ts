@@ -1,5 +1,5 @@
 /**
- * `griffin generate` and `griffin chat`: text from a checkpoint directory holding tokenizer.model.
+ * `griffin generate` and `griffin chat`: text from a checkpoint directory holding tokenizer.json or tokenizer.model.
  *   griffin generate --model ckpt/ --prompt "The history of" --max-new-tokens 50 --temperature 0
  *   griffin generate --model ckpt/ --prompt - < prompt.txt   # the prompt from stdin (also when piped)
  *   griffin chat --model ckpt/          # multi-turn; the recurrent state carries the conversation
@@ -22,10 +22,8 @@ import {parameterCount} from '../config';
 import type {GenerateOptions} from '../generation/generate';
 import {GenerationState} from '../generation/state';
 import {RecurrentGemmaForCausalLM} from '../model';
-import {encodeChat, GemmaTokenizer} from '../tokenizer';
+import {encodeChat, GemmaTokenizer, TOKENIZER_JSON, TOKENIZER_MODEL} from '../tokenizer';
 import {UsageError} from './usage';
-
-const TOKENIZER_FILE = 'tokenizer.model';
 
 /** The package root (the folder with our package.json), from src/cli or dist/src/cli alike. */
 function packageRoot(): string {
@@ -123,9 +121,9 @@ async function loadModelDir(
   // finetune copies the tokenizer next to the adapter; a PEFT adapter has it (if at all) there too.
   const tokFile = [adapter, base]
     .filter((d): d is string => d != null)
-    .map((d) => path.join(d, TOKENIZER_FILE))
+    .flatMap((d) => [TOKENIZER_JSON, TOKENIZER_MODEL].map((f) => path.join(d, f)))
     .find((f) => fs.existsSync(f));
-  if (tokFile == null) throw new Error(`no ${TOKENIZER_FILE} in ${base}`);
+  if (tokFile == null) throw new Error(`no ${TOKENIZER_JSON} or ${TOKENIZER_MODEL} in ${base}`);
   const backend = await useBackend(flags.backend);
   if (flags.backend == null && backend === 'wasm') {
     // The default (wasm) cannot hold a multi-GB model in its 4 GiB heap: such a model runs on cpu.
@@ -144,7 +142,7 @@ async function loadModelDir(
   if (tok.vocabSize > model.config.vocab_size) {
     model.dispose();
     throw new Error(
-      `${TOKENIZER_FILE} has ${tok.vocabSize} pieces but the model's vocabulary is ${model.config.vocab_size}: not a matching pair`,
+      `${path.basename(tokFile)} has ${tok.vocabSize} pieces but the model's vocabulary is ${model.config.vocab_size}: not a matching pair`,
     );
   }
   return {model, tok, dir};

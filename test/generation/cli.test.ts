@@ -207,7 +207,11 @@ describe('mistakes end in one line and a non-zero exit', () => {
       () => ['generate', '--model', path.join(dir, 'nope'), '--prompt', 'x'],
       /model directory not found/,
     ],
-    ['no tokenizer', () => ['generate', '--model', path.join(FIX, 'tiny-a'), '--prompt', 'x'], /no tokenizer\.model/],
+    [
+      'no tokenizer',
+      () => ['generate', '--model', path.join(FIX, 'tiny-a'), '--prompt', 'x'],
+      /no tokenizer\.json or tokenizer\.model in /,
+    ],
     ['empty prompt', () => ['generate', '--model', dir, '--prompt', ''], /--prompt is empty/],
     ['missing prompt (stdin empty)', () => ['generate', '--model', dir], /--prompt: standard input is empty/],
     ['--prompt - with empty stdin', () => ['generate', '--model', dir, '--prompt', '-'], /standard input is empty/],
