@@ -25,4 +25,5 @@ export {type PretrainedOptions, RecurrentGemmaForCausalLM} from './model';
 export {tf} from './tf';
 export type {ChatMessage} from './tokenizer';
 export {encodeChat, encodeChatForTraining, GemmaTokenizer, renderChat} from './tokenizer';
+export {ChatTemplateError} from './tokenizer/chat_template';
 export {initNodeWebGPU} from './webgpu_node';

@@ -3,6 +3,7 @@
  * src/tokenizer/hf_json.ts) or its tokenizer.model (through sentencepiece-js), plus the Gemma chat template.
  *   const tok = await GemmaTokenizer.load('ckpt/');   // tokenizer.json if there, else tokenizer.model
  *   const ids = encodeChat(tok, [{ role: 'user', content: 'Hi' }], { addGenerationPrompt: true });
+ *   const text = tok.applyChatTemplate([{role: 'user', content: 'Hi'}], {addGenerationPrompt: true});  // the checkpoint's template
  *
  * A directory prefers tokenizer.json, as transformers does, and reads tokenizer_config.json beside
  * either file (its chat_template, add_bos_token). Decoding is this module's own for both formats
@@ -10,6 +11,7 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
+import {renderChatTemplate} from './tokenizer/chat_template';
 import {Codec, hfTokenizer, PieceInfo, TokenizerConfigJson} from './tokenizer/hf_json';
 import {
   decodeModelProto,
@@ -258,6 +260,36 @@ export class GemmaTokenizer {
     return out + d.flush();
   }
 
+  /**
+   * Renders the conversation with the checkpoint's chat_template (tokenizer_config.json), as
+   * transformers' apply_chat_template does: the text, or with tokenize its ids (the text encoded
+   * without another BOS: the template writes it). Without a template, the built-in Gemma one.
+   * 'model' is passed to templates as 'assistant', the role name they expect.
+   */
+  applyChatTemplate(messages: ChatMessage[], opts: {addGenerationPrompt?: boolean; tokenize: true}): number[];
+  applyChatTemplate(messages: ChatMessage[], opts?: {addGenerationPrompt?: boolean; tokenize?: false}): string;
+  applyChatTemplate(
+    messages: ChatMessage[],
+    opts: {addGenerationPrompt?: boolean; tokenize?: boolean} = {},
+  ): string | number[] {
+    if (this.chatTemplate == null) {
+      return opts.tokenize
+        ? encodeChat(this, messages, opts)
+        : this.info.pieces[this.bosId] + renderChat(messages, opts);
+    }
+    const tokens: Record<string, string | undefined> = {};
+    for (const k of ['bos_token', 'eos_token', 'pad_token', 'unk_token'] as const) {
+      const v = this.config[k];
+      tokens[k] = typeof v === 'string' ? v : v?.content;
+    }
+    const text = renderChatTemplate(
+      this.chatTemplate,
+      messages.map((m) => ({...m, role: m.role === 'model' ? 'assistant' : m.role})),
+      {addGenerationPrompt: opts.addGenerationPrompt, specialTokens: tokens},
+    );
+    return opts.tokenize ? this.encode(text, {addBos: false}) : text;
+  }
+
   idToPiece(id: number): string {
     this.checkId(id);
     return this.info.pieces[id];
@@ -346,7 +378,8 @@ function readTokenizerConfig(dir: string): TokenizerConfigJson {
 }
 
 export interface ChatMessage {
-  role: 'user' | 'model' | 'system';
+  /** 'assistant' (transformers' name) is the same as 'model'. */
+  role: 'user' | 'model' | 'assistant' | 'system';
   content: string;
 }
 
@@ -365,13 +398,13 @@ function toTurns(messages: ChatMessage[]): Turn[] {
       system = m.content;
       return;
     }
-    if (m.role !== 'user' && m.role !== 'model')
-      throw new Error(`chat: unknown role '${String(m.role)}' (message ${i})`);
+    const role = m.role === 'assistant' ? 'model' : m.role;
+    if (role !== 'user' && role !== 'model') throw new Error(`chat: unknown role '${String(m.role)}' (message ${i})`);
     const expected = turns.length % 2 === 0 ? 'user' : 'model';
-    if (m.role !== expected) {
+    if (role !== expected) {
       throw new Error(`chat: roles must alternate user/model starting with user; message ${i} is '${m.role}'`);
     }
-    turns.push({role: m.role, content: m.content});
+    turns.push({role, content: m.content});
   });
   if (system !== undefined) {
     if (turns.length === 0) throw new Error('chat: a system message must be followed by a user message');
@@ -420,11 +453,13 @@ function buildChat(tok: GemmaTokenizer, messages: ChatMessage[], addGenerationPr
   return {ids, trainMask};
 }
 
+/** The conversation's ids: through the checkpoint's chat template if it has one, else the built-in Gemma one. */
 export function encodeChat(
   tok: GemmaTokenizer,
   messages: ChatMessage[],
   opts: {addGenerationPrompt?: boolean} = {},
 ): number[] {
+  if (tok.chatTemplate != null) return tok.applyChatTemplate(messages, {...opts, tokenize: true});
   return buildChat(tok, messages, opts.addGenerationPrompt ?? false).ids;
 }
 
