@@ -329,7 +329,9 @@ export class GemmaTokenizer {
           pending.push(bv);
           return resolvePending(false);
         }
-        // Any non-byte piece ends a byte run, as in sentencepiece, even a special one that is skipped.
+        // Any non-byte piece ends a byte run, as in sentencepiece, even a special one that is skipped;
+        // HF drops skipped special tokens before its ByteFallback decoder sees the run.
+        if (this.special[id] && skip && this.info.byteRuns === 'hf') return '';
         const out = resolvePending(true);
         if (this.special[id]) return skip ? out : out + this.info.pieces[id];
         let piece = this.info.pieces[id];

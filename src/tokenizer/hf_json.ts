@@ -43,6 +43,8 @@ export interface TokenizerConfigJson {
   eos_token?: string | {content: string};
   pad_token?: string | {content: string};
   unk_token?: string | {content: string};
+  mask_token?: string | {content: string};
+  tokenizer_class?: string;
   [k: string]: unknown;
 }
 
@@ -113,6 +115,12 @@ export function hfTokenizer(
   const idOf = (name: string | undefined, fallback: string): number => pieces.indexOf(name ?? fallback);
   const unkId = idOf(model.unk_token ?? tokenText(config.unk_token), '<unk>');
   if (unkId >= 0) types[unkId] = PieceType.UNKNOWN;
+  // transformers' Gemma tokenizer class has mask_token '<mask>' by default, so its decode(...,
+  // skip_special_tokens) drops it although tokenizer.json does not mark it special.
+  const mask =
+    tokenText(config.mask_token) ?? (/^Gemma/.test(String(config.tokenizer_class ?? '')) ? '<mask>' : undefined);
+  const maskId = mask == null ? -1 : pieces.indexOf(mask);
+  if (maskId >= 0) types[maskId] = PieceType.CONTROL;
   const info: PieceInfo = {
     pieces,
     types,

@@ -2,7 +2,7 @@
  * Adapter directories (PEFT's layout) as fromPretrained sources: `fromPretrained(adapterDir)`
  * follows base_model_name_or_path (relative to the adapter's folder), `{adapter: dir}` attaches one
  * to any base, `griffin generate --adapter` / `--model ADAPTER` run it; bad adapters fail in one line.
- * Against PEFT: test/fixtures/hf-goldens/golden_peft.json (make_goldens.py), when present.
+ * Against PEFT 0.21 / transformers 5.17: test/fixtures/hf-goldens/golden_peft.json (make_goldens.py).
  */
 import {spawnSync} from 'child_process';
 import * as fs from 'fs';
@@ -185,7 +185,7 @@ test('griffin generate --adapter DIR, or --model ADAPTER_DIR: the adapted model 
 });
 
 const peftGolden = path.join(GOLDENS, 'golden_peft.json');
-(fs.existsSync(peftGolden) ? describe : describe.skip)('against PEFT (golden_peft.json)', () => {
+describe('against PEFT (golden_peft.json)', () => {
   const flat = (x: number[][][]) => x.flat(2);
   let g: {base_logits: number[][][]; peft_adapter_logits: number[][][]; ours_adapter_logits: number[][][]};
   beforeAll(() => {
