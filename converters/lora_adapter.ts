@@ -1,8 +1,12 @@
 /**
  * LoRA adapters on disk, in PEFT's layout: adapter_model.safetensors with
  * `base_model.model.<module>.lora_A.weight` (loading also accepts the names without the prefix)
- * and adapter_config.json.
+ * and adapter_config.json, whose base_model_name_or_path names the base model.
  *   await saveLoraAdapter(model, 'adapter/');   loadLoraAdapter(other, 'adapter/');
+ *   if (isAdapterDir('adapter/')) console.log(adapterBase('adapter/'));  // {path} or {hubId}
+ *
+ * PEFT settings this package does not implement (DoRA, rsLoRA, per-module ranks, bias training,
+ * modules_to_save, layer subsets, target regexes) are refused by name rather than loaded wrongly.
  */
 
 import * as tf from '@tensorflow/tfjs';
@@ -47,21 +51,81 @@ export async function saveLoraAdapter(
   fs.renameSync(path.join(dir, `${ADAPTER_CONFIG}.tmp`), path.join(dir, ADAPTER_CONFIG));
 }
 
+function readAdapterJson(dir: string): Partial<AdapterConfigJson> {
+  const file = path.join(dir, ADAPTER_CONFIG);
+  try {
+    const j = JSON.parse(fs.readFileSync(file, 'utf8'));
+    if (j == null || typeof j !== 'object' || Array.isArray(j)) throw new Error('not an object');
+    return j;
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' && !fs.existsSync(dir)) throw new Error(`adapter ${dir}: no such directory`);
+    throw new Error(
+      `${file}: ${code === 'ENOENT' ? 'not found (an adapter directory holds adapter_config.json)' : `not valid JSON (${(e as Error).message})`}`,
+    );
+  }
+}
+
+const empty = (v: unknown) =>
+  v == null ||
+  v === false ||
+  (Array.isArray(v) && v.length === 0) ||
+  (typeof v === 'object' && Object.keys(v).length === 0);
+
 /** Reads an adapter's config, or throws naming the file. */
 export function readAdapterConfig(dir: string): LoraConfig {
   const file = path.join(dir, ADAPTER_CONFIG);
-  let j: Partial<AdapterConfigJson>;
-  try {
-    j = JSON.parse(fs.readFileSync(file, 'utf8'));
-  } catch (e) {
-    throw new Error(
-      `${file}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'not found' : `not valid JSON (${(e as Error).message})`}`,
-    );
-  }
+  const j = readAdapterJson(dir);
   if (j.peft_type != null && j.peft_type !== 'LORA') throw new Error(`${file}: peft_type ${j.peft_type} is not LORA`);
-  if (typeof j.r !== 'number' || !Array.isArray(j.target_modules))
-    throw new Error(`${file}: needs "r" and "target_modules"`);
-  return {rank: j.r, alpha: j.lora_alpha ?? j.r, dropout: j.lora_dropout ?? 0, targets: j.target_modules as string[]};
+  let targets = j.target_modules as unknown;
+  // PEFT also writes a single module name as a string; a string that is not a plain name is a regex.
+  if (typeof targets === 'string' && /^\w+$/.test(targets)) targets = [targets];
+  if (typeof targets === 'string')
+    throw new Error(`${file}: target_modules ${JSON.stringify(targets)} is a regular expression (not supported)`);
+  if (typeof j.r !== 'number' || !Array.isArray(targets)) throw new Error(`${file}: needs "r" and "target_modules"`);
+  for (const key of [
+    'use_dora',
+    'use_rslora',
+    'rank_pattern',
+    'alpha_pattern',
+    'modules_to_save',
+    'layers_to_transform',
+  ]) {
+    if (!empty(j[key])) throw new Error(`${file}: ${key} ${JSON.stringify(j[key])} is not supported`);
+  }
+  if (j.bias != null && j.bias !== 'none') throw new Error(`${file}: bias ${JSON.stringify(j.bias)} is not supported`);
+  if ((j.fan_in_fan_out as unknown) === true) throw new Error(`${file}: fan_in_fan_out is not supported`);
+  return {rank: j.r, alpha: j.lora_alpha ?? j.r, dropout: j.lora_dropout ?? 0, targets: targets as string[]};
+}
+
+/**
+ * Whether dir is an adapter alone: adapter_config.json without a model's config.json or
+ * model.json (a merged fine-tune holds both, and is a checkpoint).
+ */
+export function isAdapterDir(dir: string): boolean {
+  const has = (f: string) => fs.existsSync(path.join(dir, f));
+  return has(ADAPTER_CONFIG) && !has('config.json') && !has('model.json');
+}
+
+/** A Hugging Face Hub model id: `name` or `owner/name`. */
+export const HUB_ID = /^[A-Za-z0-9][\w.-]*(\/[\w.-]+)?$/;
+
+/**
+ * The base model an adapter names in base_model_name_or_path: a local path (a relative one is
+ * taken from the adapter's folder, as the adapter travels with what it was trained on) or,
+ * when no such path exists, a Hub id.
+ */
+export function adapterBase(dir: string): {path: string} | {hubId: string} {
+  const file = path.join(dir, ADAPTER_CONFIG);
+  const base = readAdapterJson(dir).base_model_name_or_path;
+  if (typeof base !== 'string' || base === '')
+    throw new Error(
+      `${file}: base_model_name_or_path is not set; pass the base model (fromPretrained(base, {adapter}) or --model BASE --adapter DIR)`,
+    );
+  const local = path.resolve(dir, base);
+  if (fs.existsSync(local)) return {path: local};
+  if (!path.isAbsolute(base) && !base.startsWith('.') && HUB_ID.test(base)) return {hubId: base};
+  throw new Error(`${file}: base model ${base} not found (looked for ${local})`);
 }
 
 /**
@@ -94,4 +158,20 @@ export function loadLoraAdapter(model: LoraHost, dir: string): Map<string, LoraA
     throw e;
   }
   return adapters;
+}
+
+/**
+ * What fromPretrained(source, {adapter}) loads: the base checkpoint (a path or a Hub id) and the
+ * adapter directory, if any. An adapter directory as the source brings its own base.
+ */
+export function adapterSource(source: string, adapter?: string | null): {base: string; adapter: string | null} {
+  if (adapter == null) {
+    if (!fs.existsSync(source) || !isAdapterDir(source)) return {base: source, adapter: null};
+    adapter = source;
+    const b = adapterBase(source);
+    source = 'path' in b ? b.path : b.hubId;
+  }
+  readAdapterConfig(adapter); // a bad adapter fails before the base is read
+  if (!fs.existsSync(path.join(adapter, ADAPTER_WEIGHTS))) throw new Error(`adapter ${adapter}: no ${ADAPTER_WEIGHTS}`);
+  return {base: source, adapter};
 }

@@ -72,11 +72,12 @@ export class LoraAdapter implements LinearAdapter {
     this.dropout = cfg.dropout;
     // PEFT's default: kaiming_uniform(a = sqrt(5)) for A, i.e. U(-1/sqrt(in), 1/sqrt(in)); B = 0.
     const bound = 1 / Math.sqrt(inFeatures);
-    this.A = tf.variable(
-      tf.randomUniform([cfg.rank, inFeatures], -bound, bound, 'float32', `lora:${cfg.seed}:${module}`),
-      true,
-    );
-    this.B = tf.variable(tf.zeros([outFeatures, cfg.rank]), true);
+    // tf.variable copies its initial value: free the initial tensors, or each adapter leaks two.
+    const a0 = tf.randomUniform([cfg.rank, inFeatures], -bound, bound, 'float32', `lora:${cfg.seed}:${module}`);
+    const b0 = tf.zeros([outFeatures, cfg.rank]);
+    this.A = tf.variable(a0, true);
+    this.B = tf.variable(b0, true);
+    tf.dispose([a0, b0]);
   }
 
   apply(x: tf.Tensor, y: tf.Tensor): tf.Tensor {

@@ -2,6 +2,7 @@
  * RecurrentGemmaForCausalLM: the package's model class. The core (src/core/model.ts: the graph
  * and `forward`) plus what a user does with a model: load, save, prefill, decode, generate.
  *   const model = await RecurrentGemmaForCausalLM.fromPretrained('path/to/checkpoint');
+ *   const tuned = await RecurrentGemmaForCausalLM.fromPretrained('base/', {adapter: 'lora/'});  // or ('lora/')
  *   const {logits, loss} = model.forward({inputIds: [[2, 651, 3]], labels: [[2, 651, 3]]});
  *   const ids = await model.generate([[2, 651]], {maxNewTokens: 16, temperature: 0});
  *
@@ -16,6 +17,7 @@ import {
   type SaveOptions,
   savePretrained,
 } from '../converters/index';
+import {adapterSource, loadLoraAdapter} from '../converters/lora_adapter';
 import {CheckpointError} from '../converters/safetensors';
 import {type CompactSpec, packedBytes, type WeightDtype, weightSpec} from '../ops/compact/format';
 import {CausalLMCore} from './core/model';
@@ -40,6 +42,11 @@ export interface PretrainedOptions extends LoadOptions {
   groupSize?: number;
   /** int4: a zero point per group (asymmetric ranges). */
   zeroPoints?: boolean;
+  /**
+   * A LoRA adapter directory (PEFT's layout) to attach after loading: the model then runs base +
+   * adapter, as PEFT's PeftModel does (mergeLora folds it in, layers/lora.ts).
+   */
+  adapter?: string;
 }
 
 /** The compact spec a load asks for, 'auto' resolved against the checkpoint. */
@@ -72,14 +79,20 @@ export class RecurrentGemmaForCausalLM extends CausalLMCore {
    * onProgress counting bytes (converters/tfjs_url.ts). The checkpoint's config and tensor list
    * are checked before the model is built; on any failure nothing is left allocated. `dtype`
    * holds the matrices compact, packed tensor by tensor as they load (peak: one float32 tensor).
+   *
+   * An adapter directory (adapter_config.json + adapter_model.safetensors, as PEFT and `griffin
+   * finetune --lora-rank` write it) loads its base_model_name_or_path and attaches itself; so
+   * does `{adapter: dir}` on any base.
    */
   static async fromPretrained(source: string, opts: PretrainedOptions = {}): Promise<RecurrentGemmaForCausalLM> {
-    const ckpt = await openCheckpoint(source);
+    const {base, adapter} = adapterSource(source, opts.adapter);
+    const ckpt = await openCheckpoint(base);
     const compact = resolveSpec(ckpt, opts);
     checkWasmHeap(ckpt, compact);
     const model = new RecurrentGemmaForCausalLM(ckpt.config, {init: 'zeros', compact});
     try {
       await ckpt.loadInto(model, opts.onProgress);
+      if (adapter != null) loadLoraAdapter(model, adapter);
       return model;
     } catch (e) {
       model.dispose();

@@ -1,9 +1,18 @@
 /**
- * Gemma tokenizer over sentencepiece-js, plus the Gemma chat template.
- *   const tok = await GemmaTokenizer.load('tokenizer.model');
+ * Gemma tokenizer: a checkpoint's tokenizer.json (through @huggingface/tokenizers,
+ * src/tokenizer/hf_json.ts) or its tokenizer.model (through sentencepiece-js), plus the Gemma chat template.
+ *   const tok = await GemmaTokenizer.load('ckpt/');   // tokenizer.json if there, else tokenizer.model
  *   const ids = encodeChat(tok, [{ role: 'user', content: 'Hi' }], { addGenerationPrompt: true });
+ *   const text = tok.applyChatTemplate([{role: 'user', content: 'Hi'}], {addGenerationPrompt: true});  // the checkpoint's template
+ *
+ * A directory prefers tokenizer.json, as transformers does, and reads tokenizer_config.json beside
+ * either file (its chat_template, add_bos_token). Decoding is this module's own for both formats
+ * (one code path for decode and streaming).
  */
 import * as fs from 'fs';
+import * as path from 'path';
+import {renderChatTemplate} from './tokenizer/chat_template';
+import {Codec, hfTokenizer, PieceInfo, TokenizerConfigJson} from './tokenizer/hf_json';
 import {
   decodeModelProto,
   ModelProto,
@@ -15,22 +24,16 @@ import {
 } from './tokenizer/model_proto';
 
 /** The slice of sentencepiece-js we use (the package ships no type declarations). */
-interface SpProcessor {
+interface SpProcessor extends Codec {
   load(path: string): Promise<void>;
-  encodeIds(text: string): number[];
 }
 const spjs = require('sentencepiece-js') as {SentencePieceProcessor: new () => SpProcessor};
 
-interface ModelInfo {
-  pieces: string[];
-  types: PieceType[];
-  unkId: number;
-  bosId: number;
-  eosId: number;
-  padId: number;
-  addDummyPrefix: boolean;
-  escapeWhitespaces: boolean;
-}
+type ModelInfo = PieceInfo;
+
+export const TOKENIZER_JSON = 'tokenizer.json';
+export const TOKENIZER_MODEL = 'tokenizer.model';
+export const TOKENIZER_CONFIG = 'tokenizer_config.json';
 
 /**
  * The pieces and the few spec fields we need, read from the .model bytes ourselves because sentencepiece-js
@@ -55,6 +58,7 @@ function modelInfo(bytes: Uint8Array): ModelInfo {
     padId: ts.pad_id ?? TRAINER_SPEC_DEFAULTS.pad_id,
     addDummyPrefix: ns.add_dummy_prefix ?? NORMALIZER_SPEC_DEFAULTS.add_dummy_prefix,
     escapeWhitespaces: ns.escape_whitespaces ?? NORMALIZER_SPEC_DEFAULTS.escape_whitespaces,
+    byteRuns: 'sentencepiece',
   };
 }
 
@@ -74,7 +78,13 @@ function utf8Len(lead: number): number {
  * a valid character becomes one U+FFFD), returning how many bytes were consumed. With final=false it stops
  * at a trailing sequence that later bytes could still complete, so streamed output matches a full decode.
  */
-function drainBytes(bytes: number[], final: boolean): {text: string; used: number} {
+function drainBytes(bytes: number[], final: boolean, mode: PieceInfo['byteRuns']): {text: string; used: number} {
+  if (mode === 'hf') {
+    // The whole run at once, when it has ended: valid UTF-8 or one U+FFFD per byte.
+    if (!final) return {text: '', used: 0};
+    const whole = drainBytes(bytes, true, 'sentencepiece').text;
+    return {text: whole.includes(REPLACEMENT) ? REPLACEMENT.repeat(bytes.length) : whole, used: bytes.length};
+  }
   let text = '',
     i = 0;
   while (i < bytes.length) {
@@ -137,10 +147,23 @@ export class GemmaTokenizer {
   private readonly byteValue: Int16Array;
   private readonly special: Uint8Array;
 
+  /** tokenizer_config.json's chat_template (the default one when it has several), or null. */
+  readonly chatTemplate: string | null;
+  /** tokenizer_config.json as read ({} when there is none). */
+  readonly config: TokenizerConfigJson;
+  /** Whether encode() puts BOS first by default (tokenizer_config.json's add_bos_token, else true). */
+  readonly addBosDefault: boolean;
+
   private constructor(
-    private readonly sp: SpProcessor,
+    private readonly sp: Codec,
     private readonly info: ModelInfo,
+    config: TokenizerConfigJson = {},
   ) {
+    this.config = config;
+    this.addBosDefault = config.add_bos_token ?? true;
+    const ct = config.chat_template;
+    this.chatTemplate =
+      typeof ct === 'string' ? ct : Array.isArray(ct) ? (ct.find((t) => t.name === 'default')?.template ?? null) : null;
     const n = info.pieces.length;
     this.vocabSize = n;
     this.bosId = info.bosId;
@@ -168,7 +191,25 @@ export class GemmaTokenizer {
     if (this.endOfTurnId >= 0) this.special[this.endOfTurnId] = 1;
   }
 
-  static async load(modelPath: string): Promise<GemmaTokenizer> {
+  /**
+   * Loads a tokenizer.json, a tokenizer.model, or a checkpoint directory holding either (tokenizer.json
+   * preferred), with the tokenizer_config.json beside it if there is one.
+   */
+  static async load(source: string): Promise<GemmaTokenizer> {
+    let file = source;
+    if (!source.endsWith('.json') && fs.existsSync(source) && fs.statSync(source).isDirectory()) {
+      file = [TOKENIZER_JSON, TOKENIZER_MODEL].map((f) => path.join(source, f)).find((f) => fs.existsSync(f)) ?? '';
+      if (file === '') throw new Error(`tokenizer: no ${TOKENIZER_JSON} or ${TOKENIZER_MODEL} in ${source}`);
+    }
+    const config = readTokenizerConfig(path.dirname(file));
+    if (file.endsWith('.json')) {
+      const {codec, info} = hfTokenizer(readJson(file, 'tokenizer'), config, file);
+      return new GemmaTokenizer(codec, info, config);
+    }
+    return GemmaTokenizer.loadModel(file, config);
+  }
+
+  private static async loadModel(modelPath: string, config: TokenizerConfigJson): Promise<GemmaTokenizer> {
     let bytes: Buffer;
     try {
       bytes = fs.readFileSync(modelPath);
@@ -185,7 +226,7 @@ export class GemmaTokenizer {
     // (A browser has no process: there sentencepiece-js reads the bytes src/browser/tokenizer.ts provided.)
     if (typeof process === 'undefined') {
       await sp.load(modelPath);
-      return new GemmaTokenizer(sp, info);
+      return new GemmaTokenizer(sp, info, config);
     }
     const uncaught = process.listeners('uncaughtException');
     const rejection = process.listeners('unhandledRejection');
@@ -199,12 +240,12 @@ export class GemmaTokenizer {
         if (!rejection.includes(l)) process.removeListener('unhandledRejection', l);
       }
     }
-    return new GemmaTokenizer(sp, info);
+    return new GemmaTokenizer(sp, info, config);
   }
 
   encode(text: string, opts: {addBos?: boolean} = {}): number[] {
     const ids = text.length > 0 ? this.sp.encodeIds(text) : [];
-    return (opts.addBos ?? true) ? [this.bosId, ...ids] : ids;
+    return (opts.addBos ?? this.addBosDefault) ? [this.bosId, ...ids] : ids;
   }
 
   /**
@@ -217,6 +258,36 @@ export class GemmaTokenizer {
     let out = '';
     for (const id of ids) out += d.push(id);
     return out + d.flush();
+  }
+
+  /**
+   * Renders the conversation with the checkpoint's chat_template (tokenizer_config.json), as
+   * transformers' apply_chat_template does: the text, or with tokenize its ids (the text encoded
+   * without another BOS: the template writes it). Without a template, the built-in Gemma one.
+   * 'model' is passed to templates as 'assistant', the role name they expect.
+   */
+  applyChatTemplate(messages: ChatMessage[], opts: {addGenerationPrompt?: boolean; tokenize: true}): number[];
+  applyChatTemplate(messages: ChatMessage[], opts?: {addGenerationPrompt?: boolean; tokenize?: false}): string;
+  applyChatTemplate(
+    messages: ChatMessage[],
+    opts: {addGenerationPrompt?: boolean; tokenize?: boolean} = {},
+  ): string | number[] {
+    if (this.chatTemplate == null) {
+      return opts.tokenize
+        ? encodeChat(this, messages, opts)
+        : this.info.pieces[this.bosId] + renderChat(messages, opts);
+    }
+    const tokens: Record<string, string | undefined> = {};
+    for (const k of ['bos_token', 'eos_token', 'pad_token', 'unk_token'] as const) {
+      const v = this.config[k];
+      tokens[k] = typeof v === 'string' ? v : v?.content;
+    }
+    const text = renderChatTemplate(
+      this.chatTemplate,
+      messages.map((m) => ({...m, role: m.role === 'model' ? 'assistant' : m.role})),
+      {addGenerationPrompt: opts.addGenerationPrompt, specialTokens: tokens},
+    );
+    return opts.tokenize ? this.encode(text, {addBos: false}) : text;
   }
 
   idToPiece(id: number): string {
@@ -245,7 +316,7 @@ export class GemmaTokenizer {
     let started = false; // whether any text was produced yet (for the add_dummy_prefix space)
     const resolvePending = (final: boolean): string => {
       if (pending.length === 0) return '';
-      const {text, used} = drainBytes(pending, final);
+      const {text, used} = drainBytes(pending, final, this.info.byteRuns);
       pending = used === pending.length ? [] : pending.slice(used);
       if (text) started = true;
       return text;
@@ -258,7 +329,9 @@ export class GemmaTokenizer {
           pending.push(bv);
           return resolvePending(false);
         }
-        // Any non-byte piece ends a byte run, as in sentencepiece, even a special one that is skipped.
+        // Any non-byte piece ends a byte run, as in sentencepiece, even a special one that is skipped;
+        // HF drops skipped special tokens before its ByteFallback decoder sees the run.
+        if (this.special[id] && skip && this.info.byteRuns === 'hf') return '';
         const out = resolvePending(true);
         if (this.special[id]) return skip ? out : out + this.info.pieces[id];
         let piece = this.info.pieces[id];
@@ -281,8 +354,34 @@ export class GemmaTokenizer {
   }
 }
 
+/** Reads and parses a JSON file, naming it in errors. */
+function readJson(file: string, what: string): unknown {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new Error(code === 'ENOENT' ? `${what} not found: ${file}` : `${what}: cannot read ${file} (${code})`);
+  }
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    throw new Error(`${file}: not valid JSON (${(e as Error).message})`);
+  }
+}
+
+/** dir/tokenizer_config.json, or {} when there is none (a browser has no directory to look in). */
+function readTokenizerConfig(dir: string): TokenizerConfigJson {
+  const file = path.join(dir, TOKENIZER_CONFIG);
+  if (typeof process === 'undefined' || !fs.existsSync(file)) return {};
+  const j = readJson(file, 'tokenizer config');
+  if (j == null || typeof j !== 'object' || Array.isArray(j)) throw new Error(`${file}: not a JSON object`);
+  return j as TokenizerConfigJson;
+}
+
 export interface ChatMessage {
-  role: 'user' | 'model' | 'system';
+  /** 'assistant' (transformers' name) is the same as 'model'. */
+  role: 'user' | 'model' | 'assistant' | 'system';
   content: string;
 }
 
@@ -301,13 +400,13 @@ function toTurns(messages: ChatMessage[]): Turn[] {
       system = m.content;
       return;
     }
-    if (m.role !== 'user' && m.role !== 'model')
-      throw new Error(`chat: unknown role '${String(m.role)}' (message ${i})`);
+    const role = m.role === 'assistant' ? 'model' : m.role;
+    if (role !== 'user' && role !== 'model') throw new Error(`chat: unknown role '${String(m.role)}' (message ${i})`);
     const expected = turns.length % 2 === 0 ? 'user' : 'model';
-    if (m.role !== expected) {
+    if (role !== expected) {
       throw new Error(`chat: roles must alternate user/model starting with user; message ${i} is '${m.role}'`);
     }
-    turns.push({role: m.role, content: m.content});
+    turns.push({role, content: m.content});
   });
   if (system !== undefined) {
     if (turns.length === 0) throw new Error('chat: a system message must be followed by a user message');
@@ -356,11 +455,13 @@ function buildChat(tok: GemmaTokenizer, messages: ChatMessage[], addGenerationPr
   return {ids, trainMask};
 }
 
+/** The conversation's ids: through the checkpoint's chat template if it has one, else the built-in Gemma one. */
 export function encodeChat(
   tok: GemmaTokenizer,
   messages: ChatMessage[],
   opts: {addGenerationPrompt?: boolean} = {},
 ): number[] {
+  if (tok.chatTemplate != null) return tok.applyChatTemplate(messages, {...opts, tokenize: true});
   return buildChat(tok, messages, opts.addGenerationPrompt ?? false).ids;
 }
 

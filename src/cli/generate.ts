@@ -1,7 +1,9 @@
 /**
- * `griffin generate` and `griffin chat`: text from a checkpoint directory holding tokenizer.model.
+ * `griffin generate` and `griffin chat`: text from a checkpoint directory holding tokenizer.json or tokenizer.model.
  *   griffin generate --model ckpt/ --prompt "The history of" --max-new-tokens 50 --temperature 0
+ *   griffin generate --model ckpt/ --prompt - < prompt.txt   # the prompt from stdin (also when piped)
  *   griffin chat --model ckpt/          # multi-turn; the recurrent state carries the conversation
+ *   griffin generate --model ckpt/ --adapter lora/ --prompt "Hi"   # or --model lora/ (its base from adapter_config.json)
  *
  * Generated text goes to stdout as it is produced; statistics (tokens/s) go to stderr. Without
  * --model the package's bundled model (assets/griffin-small/) is used.
@@ -12,16 +14,17 @@ import * as fs from 'fs';
 import * as path from 'path';
 import * as readline from 'readline';
 import {checkpointConfig} from '../../converters';
+import {adapterSource} from '../../converters/lora_adapter';
+import {mergeLora} from '../../layers/lora';
 import {useBackend} from '../backend';
 import {parameterCount} from '../config';
 import type {GenerateOptions} from '../generation/generate';
 import {GenerationState} from '../generation/state';
 import {RecurrentGemmaForCausalLM} from '../model';
-import {encodeChat, GemmaTokenizer} from '../tokenizer';
+import {encodeChat, GemmaTokenizer, TOKENIZER_JSON, TOKENIZER_MODEL} from '../tokenizer';
 import {WASM_MAX_WEIGHT_BYTES} from '../util/limits';
 import {addDtypeOptions, type DtypeFlags, loadOptions} from './dtype';
-
-const TOKENIZER_FILE = 'tokenizer.model';
+import {UsageError} from './usage';
 
 /** The package root (the folder with our package.json), from src/cli or dist/src/cli alike. */
 function packageRoot(): string {
@@ -53,6 +56,7 @@ const positiveInt = (what: string) => number(what, (x) => Number.isInteger(x) &&
 
 interface SamplingFlags extends DtypeFlags {
   model?: string;
+  adapter?: string;
   maxNewTokens: number;
   temperature: number;
   topK?: number;
@@ -67,8 +71,9 @@ function addSamplingOptions(cmd: Command, defaultMax: number): Command {
   return addDtypeOptions(cmd)
     .option(
       '--model <dir>',
-      'checkpoint directory (HF or tfjs layout) with tokenizer.model (default: the bundled model)',
+      'checkpoint directory (HF or tfjs layout) with tokenizer.model, or a LoRA adapter directory (default: the bundled model)',
     )
+    .option('--adapter <dir>', "a LoRA adapter directory (PEFT's layout) to apply to --model")
     .option('--max-new-tokens <n>', 'new tokens at most', positiveInt('--max-new-tokens'), defaultMax)
     .option(
       '--temperature <t>',
@@ -112,15 +117,21 @@ async function loadModelDir(
   }
   if (!fs.existsSync(dir)) throw new Error(`model directory not found: ${dir}`);
   if (!fs.statSync(dir).isDirectory()) throw new Error(`--model must be a directory: ${dir}`);
-  const tokFile = path.join(dir, TOKENIZER_FILE);
-  if (!fs.existsSync(tokFile)) throw new Error(`no ${TOKENIZER_FILE} in ${dir}`);
+  // An adapter directory (as --model or --adapter) brings its base; both are checked before loading.
+  const {base, adapter} = adapterSource(dir, flags.adapter);
+  // finetune copies the tokenizer next to the adapter; a PEFT adapter has it (if at all) there too.
+  const tokFile = [adapter, base]
+    .filter((d): d is string => d != null)
+    .flatMap((d) => [TOKENIZER_JSON, TOKENIZER_MODEL].map((f) => path.join(d, f)))
+    .find((f) => fs.existsSync(f));
+  if (tokFile == null) throw new Error(`no ${TOKENIZER_JSON} or ${TOKENIZER_MODEL} in ${base}`);
   const load = loadOptions(flags);
   const backend = await useBackend(flags.backend);
   if (flags.backend == null && backend === 'wasm') {
     // The default (wasm) cannot hold a multi-GB model in its 4 GiB heap: such a model runs on cpu.
     const dtype = load.dtype === 'auto' || load.dtype == null ? 'float32' : load.dtype;
     const bits = {float32: 32, bfloat16: 16, float16: 16, int8: 8, int4: 4}[dtype];
-    const bytes = (bits / 8) * parameterCount(checkpointConfig(dir));
+    const bytes = (bits / 8) * parameterCount(checkpointConfig(base));
     if (bytes > WASM_MAX_WEIGHT_BYTES) {
       await useBackend('cpu');
       process.stderr.write(
@@ -129,11 +140,14 @@ async function loadModelDir(
     }
   }
   const tok = await GemmaTokenizer.load(tokFile);
-  const model = await RecurrentGemmaForCausalLM.fromPretrained(dir, load);
+  const model = await RecurrentGemmaForCausalLM.fromPretrained(base, {...load, adapter: adapter ?? undefined});
+  // Folded in once: one product per Linear while decoding, and the fused WebGPU decoder applies.
+  // A compact base keeps its adapter beside it (folding would round the sum to the compact grid).
+  if (adapter != null && model.weightDtype === 'float32') mergeLora(model);
   if (tok.vocabSize > model.config.vocab_size) {
     model.dispose();
     throw new Error(
-      `${TOKENIZER_FILE} has ${tok.vocabSize} pieces but the model's vocabulary is ${model.config.vocab_size}: not a matching pair`,
+      `${path.basename(tokFile)} has ${tok.vocabSize} pieces but the model's vocabulary is ${model.config.vocab_size}: not a matching pair`,
     );
   }
   return {model, tok, dir};
@@ -185,6 +199,29 @@ const stats = (promptLen: number, r: ReplyStats, what: string) =>
   `prompt: ${promptLen} tokens, ${rate(promptLen, r.promptMs)} tokens/s; ` +
   `${what}: ${r.tokens.length} tokens, ${rate(Math.max(r.tokens.length - 1, 0), r.decodeMs)} tokens/s`;
 
+/** Reads all of standard input (a piped prompt). */
+async function readStdin(): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const c of process.stdin) chunks.push(c as Buffer);
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+/**
+ * The prompt: --prompt TEXT, or standard input for `--prompt -` or when no --prompt is given and
+ * stdin is not a terminal. One final newline of piped text (echo's) is not part of the prompt.
+ */
+async function readPrompt(flag: string | undefined): Promise<string> {
+  let prompt = flag;
+  if (flag === '-' || (flag == null && process.stdin.isTTY !== true)) {
+    prompt = (await readStdin()).replace(/\r?\n$/, '');
+    if (prompt.trim() === '')
+      throw new UsageError('--prompt: standard input is empty (pass --prompt TEXT or pipe a prompt)');
+  }
+  if (prompt == null) throw new UsageError('--prompt TEXT is required (or pipe the prompt on standard input)');
+  if (prompt.trim() === '') throw new UsageError('--prompt is empty');
+  return prompt;
+}
+
 /** Ctrl-C stops the current generation (and prints the stats); a second one exits as usual. */
 function abortOnSigint(): {signal: AbortSignal; release: () => void} {
   const ac = new AbortController();
@@ -201,17 +238,17 @@ export function register(program: Command): void {
     program
       .command('generate')
       .description('generate text from a prompt, streamed to stdout (tokens/s on stderr)')
-      .requiredOption('--prompt <text>', 'the prompt')
+      .option('--prompt <text>', "the prompt; '-' (or no --prompt with stdin piped) reads it from standard input")
       .option('--chat', 'wrap the prompt in the Gemma chat template (a user turn, then the model answers)'),
     128,
-  ).action(async (o: SamplingFlags & {prompt: string; chat?: boolean}) => {
-    if (o.prompt.trim() === '') throw new Error('--prompt is empty');
+  ).action(async (o: SamplingFlags & {prompt?: string; chat?: boolean}) => {
+    const prompt = await readPrompt(o.prompt);
     const {model, tok} = await loadModelDir(o);
     try {
       const seed = o.seed ?? Math.floor(Math.random() * 2 ** 31);
       const ids = o.chat
-        ? encodeChat(tok, [{role: 'user', content: o.prompt}], {addGenerationPrompt: true})
-        : tok.encode(o.prompt);
+        ? encodeChat(tok, [{role: 'user', content: prompt}], {addGenerationPrompt: true})
+        : tok.encode(prompt);
       const {signal, release} = abortOnSigint();
       let r: ReplyStats;
       try {
@@ -219,7 +256,9 @@ export function register(program: Command): void {
       } finally {
         release();
       }
-      if (process.stdout.isTTY) process.stdout.write('\n');
+      // Always: a terminal shows stdout and stderr on one screen, so without it the statistics
+      // line would start right after the last word; piped output ends in a newline like any text file.
+      process.stdout.write('\n');
       process.stderr.write(`${stats(ids.length, r, 'decode')}${o.temperature > 0 ? ` (seed ${seed})` : ''}\n`);
     } finally {
       model.dispose();

@@ -18,6 +18,7 @@ import type {LayerVariable} from '../../layers/base';
 import {RMSNorm} from '../../layers/basic';
 import {CompactParameter} from '../../layers/compact';
 import {checkpointedBlock} from '../../layers/grad_checkpoint';
+import {removeLora} from '../../layers/lora';
 import {Embedding, LayerState, LMHead, ResidualBlock} from '../../layers/model_layers';
 import {type CompactSpec, checkSpec, type WeightDtype} from '../../ops/compact/format';
 import {causalLMLoss} from '../../ops/loss';
@@ -138,6 +139,7 @@ export class CausalLMCore extends tf.LayersModel {
    * LayersModel's per-layer reference count would keep it alive: free what is left by hand.
    */
   override dispose(): ReturnType<tf.LayersModel['dispose']> {
+    removeLora(this); // attached adapters (fromPretrained(..., {adapter})) are not layer weights
     const params = [...this.namedParameters().values()];
     const result = super.dispose();
     for (const v of params) {

@@ -75,8 +75,29 @@ test('generate: greedy text on stdout, tokens/s on stderr, exit 0', async () => 
   expect(r.stderr).toMatch(/prompt: \d+ tokens, [\d.]+ tokens\/s; decode: 24 tokens, [\d.]+ tokens\/s/);
   expect(r.code).toBe(0);
   const {text} = await expectedText(tok.encode(prompt), 24);
-  expect(r.stdout.length).toBeGreaterThan(0);
-  expect(r.stdout).toBe(text);
+  expect(text.length).toBeGreaterThan(0);
+  // The text ends with a newline, so that the statistics line starts on its own line in a terminal.
+  expect(r.stdout).toBe(`${text}\n`);
+});
+
+test('generate reads the prompt from stdin: --prompt -, or no --prompt with stdin piped', async () => {
+  const prompt = 'The history of the world';
+  const {text} = await expectedText(tok.encode(prompt), 6);
+  const common = ['--model', dir, '--temperature', '0', '--max-new-tokens', '6', '--backend', 'cpu'];
+  // echo's final newline is not part of the prompt.
+  for (const args of [
+    ['generate', '--prompt', '-', ...common],
+    ['generate', ...common],
+  ]) {
+    const r = griffin(args, `${prompt}\n`);
+    expect(r.stderr).toMatch(new RegExp(`^prompt: ${tok.encode(prompt).length} tokens`));
+    expect(r.code).toBe(0);
+    expect(r.stdout).toBe(`${text}\n`);
+  }
+  const multi = 'line one\nline two';
+  const r = griffin(['generate', '--prompt', '-', ...common], multi);
+  expect(r.code).toBe(0);
+  expect(r.stdout).toBe(`${(await expectedText(tok.encode(multi), 6)).text}\n`);
 });
 
 test('generate --chat wraps the prompt in the chat template; sampling with a seed is reproducible', async () => {
@@ -96,7 +117,7 @@ test('generate --chat wraps the prompt in the chat template; sampling with a see
   ]);
   expect(r.code).toBe(0);
   const ids = encodeChat(tok, [{role: 'user', content: 'Hi there'}], {addGenerationPrompt: true});
-  expect(r.stdout).toBe((await expectedText(ids, 10)).text);
+  expect(r.stdout).toBe(`${(await expectedText(ids, 10)).text}\n`);
   const args = [
     'generate',
     '--model',
@@ -186,9 +207,14 @@ describe('mistakes end in one line and a non-zero exit', () => {
       () => ['generate', '--model', path.join(dir, 'nope'), '--prompt', 'x'],
       /model directory not found/,
     ],
-    ['no tokenizer', () => ['generate', '--model', path.join(FIX, 'tiny-a'), '--prompt', 'x'], /no tokenizer\.model/],
+    [
+      'no tokenizer',
+      () => ['generate', '--model', path.join(FIX, 'tiny-a'), '--prompt', 'x'],
+      /no tokenizer\.json or tokenizer\.model in /,
+    ],
     ['empty prompt', () => ['generate', '--model', dir, '--prompt', ''], /--prompt is empty/],
-    ['missing prompt', () => ['generate', '--model', dir], /--prompt/],
+    ['missing prompt (stdin empty)', () => ['generate', '--model', dir], /--prompt: standard input is empty/],
+    ['--prompt - with empty stdin', () => ['generate', '--model', dir, '--prompt', '-'], /standard input is empty/],
     ['unknown option', () => ['generate', '--model', dir, '--prompt', 'x', '--bogus'], /unknown option/],
     [
       'bad integer',

