@@ -8,12 +8,12 @@
  * on. The shipped weights are float16, so bfloat16 rounds them and float16 keeps them exactly.
  */
 import * as path from 'path';
+import {emit, intArg, parseArgs, setup} from '../src/bench/common';
 import {defaultModelDir} from '../src/cli/generate';
 import {brownSplit} from '../src/data/corpus';
 import {type PretrainedOptions, RecurrentGemmaForCausalLM} from '../src/model';
 import {heldOutRows, meanLoss} from '../src/pretrain/small';
 import {GemmaTokenizer} from '../src/tokenizer';
-import {emit, intArg, parseArgs, setup} from '../src/bench/common';
 
 const CASES: PretrainedOptions[] = [
   {dtype: 'float32'},
