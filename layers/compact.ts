@@ -14,7 +14,7 @@ import * as tf from '@tensorflow/tfjs';
 // The class itself, for subclassing (the union package re-exports tfjs-layers' index).
 const {LayerVariable} = tf as unknown as {LayerVariable: typeof import('@tensorflow/tfjs-layers').LayerVariable};
 
-import {type CompactSpec, checkSpec, packedBytes, perWord, quantize} from '../ops/compact/format';
+import {type CompactSpec, checkSpec, type PackedMatrix, packedBytes, perWord, quantize} from '../ops/compact/format';
 import {
   type CompactTensors,
   compactGatherRows,
@@ -70,7 +70,22 @@ export class CompactParameter extends LayerVariable {
   /** Quantizes row-major float32 values [R * C] into the packed matrix. */
   writeValues(values: Float32Array): void {
     const [R, C] = this.shape as number[];
-    const next = compactTensors(quantize(values, R, C, this.spec));
+    this.writePacked(quantize(values, R, C, this.spec));
+  }
+
+  /** Takes a matrix already packed in this parameter's spec and shape (as stored, bit for bit). */
+  writePacked(p: PackedMatrix): void {
+    const [R, C] = this.shape as number[];
+    const groupOk = p.dtype !== 'int4' || p.groupSize === (this.spec.groupSize ?? 64);
+    if (p.rows !== R || p.cols !== C || p.dtype !== this.spec.dtype || !groupOk) {
+      throw new Error(
+        `${this.name}: packed ${p.dtype} [${p.rows}, ${p.cols}] does not match ${this.spec.dtype} [${R}, ${C}]`,
+      );
+    }
+    if ((p.zeros != null) !== (this.spec.zeroPoints === true)) {
+      throw new Error(`${this.name}: zero points ${p.zeros != null ? 'given' : 'missing'}`);
+    }
+    const next = compactTensors(p);
     // Kept: a caller's tidy must not take the weight with it.
     for (const t of [next.data, next.scales, next.zeros]) tf.keep(t);
     disposeCompact(this.packed_);
