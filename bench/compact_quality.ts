@@ -2,6 +2,7 @@
  * What compact weights cost in quality: the shipped small model's held-out loss and perplexity
  * per weight dtype against its float32 run, and the bytes its weights take. Prints JSON.
  *   npx tsx bench/compact_quality.ts --backend wasm --windows 64 --out bench/results/DATE-vm-compact-quality.json
+ *   npx tsx bench/compact_quality.ts --only int4      # float32 and the int4 cases only
  *
  * The windows are the first --windows windows of 256 tokens of the Brown held-out split,
  * tokenized as the model's pretraining did (src/pretrain/small.ts), the ones its training reported
@@ -37,7 +38,9 @@ async function main(): Promise<void> {
   const rows = heldOutRows(ids, windows, 256);
   const runs: Record<string, unknown>[] = [];
   let base = 0;
-  for (const opts of CASES) {
+  // --only int4,int8: those dtypes (float32, the baseline, always runs).
+  const only = args.only?.split(',');
+  for (const opts of CASES.filter((c) => only == null || c.dtype === 'float32' || only.includes(c.dtype!))) {
     const model = await RecurrentGemmaForCausalLM.fromPretrained(dir, opts);
     const t0 = performance.now();
     const loss = await meanLoss(model, rows, 8);

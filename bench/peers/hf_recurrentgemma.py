@@ -2,6 +2,7 @@
 random weights, measured the same way, for ratios taken in one lease on one GPU.
 
     python3 bench/peers/hf_recurrentgemma.py --config 2b --prefill 128,2048 --batches 1,8 --out hf.json
+    python3 bench/peers/hf_recurrentgemma.py --config 2b --dtype bfloat16 --prefill 128 --batches 1,8
 
 Prefill: one forward over a [1, t] prompt, median of --reps after a warm-up (logits of every position,
 as HF's forward computes them). Decode: `model.generate` greedy from a --prompt-len prompt for
@@ -22,6 +23,10 @@ CONFIGS = {
     # RecurrentGemma-2B as released (src/bench/common.ts CONFIGS['2b']).
     "2b": dict(num_hidden_layers=26, vocab_size=256000, hidden_size=2560, lru_width=2560, intermediate_size=15360,
                num_attention_heads=10, num_key_value_heads=1, attention_window_size=2048, conv1d_width=4,
+               block_types=["recurrent", "recurrent", "attention"]),
+    # RecurrentGemma-9B as released (src/bench/common.ts CONFIGS['9b']).
+    "9b": dict(num_hidden_layers=38, vocab_size=256000, hidden_size=4096, lru_width=4096, intermediate_size=24576,
+               num_attention_heads=16, num_key_value_heads=1, attention_window_size=2048, conv1d_width=4,
                block_types=["recurrent", "recurrent", "attention"]),
     "tiny": dict(num_hidden_layers=4, vocab_size=512, hidden_size=64, lru_width=64, intermediate_size=192,
                  num_attention_heads=4, num_key_value_heads=1, attention_window_size=64,
@@ -55,15 +60,17 @@ def main():
     p.add_argument("--prompt-len", type=int, default=512)
     p.add_argument("--new-tokens", type=int, default=64)
     p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     p.add_argument("--out")
     a = p.parse_args()
     torch.manual_seed(0)
     cfg = RecurrentGemmaConfig(**CONFIGS[a.config])
-    model = RecurrentGemmaForCausalLM(cfg).to("cuda", torch.float32).eval()
+    dtype = getattr(torch, a.dtype)
+    model = RecurrentGemmaForCausalLM(cfg).to("cuda", dtype).eval()
     V = cfg.vocab_size
     result = {"peer": "pytorch-hf", "config": a.config, "torch": torch.__version__,
               "transformers": transformers.__version__, "gpu": torch.cuda.get_device_name(0),
-              "dtype": "float32", "params": sum(x.numel() for x in model.parameters()), "prefill": [], "decode": []}
+              "dtype": a.dtype, "params": sum(x.numel() for x in model.parameters()), "prefill": [], "decode": []}
     with torch.no_grad():
         for t in [int(x) for x in a.prefill.split(",")]:
             ids = torch.randint(3, V, (1, t), device="cuda")

@@ -3,6 +3,7 @@
  * host kernels (cpu, wasm) against the reference (test/ops/compact_cases.ts).
  */
 import {checkSpec, dequantize, packedBytes, quantize, valueAt} from '../../ops/compact/format';
+import {f16ToF32, f32ToF16} from '../../ops/compact/half';
 import {useBackend} from '../../src/backend';
 import {tf} from '../../src/tf';
 import {compactKernelCases, randomArray, SPECS} from './compact_cases';
@@ -41,14 +42,47 @@ describe('compact format', () => {
             got = valueAt(p, r, c);
           if (spec.dtype === 'bfloat16') expect(Math.abs(got - x)).toBeLessThanOrEqual(Math.abs(x) * 2 ** -8);
           else if (spec.dtype === 'float16') expect(Math.abs(got - x)).toBeLessThanOrEqual(Math.abs(x) * 2 ** -11);
-          else {
-            const G = spec.dtype === 'int4' ? C / spec.groupSize! : 1;
-            const g = spec.dtype === 'int4' ? r * G + Math.floor(c / spec.groupSize!) : r;
+          else if (spec.dtype === 'int8') {
             // Half a step, plus the float16 rounding of the scale over up to 127 steps.
-            expect(Math.abs(got - x)).toBeLessThanOrEqual(p.scales![g] * (0.5 + 127 * 2 ** -11));
+            expect(Math.abs(got - x)).toBeLessThanOrEqual(p.scales![r] * (0.5 + 127 * 2 ** -11));
           }
         }
       }
+    }
+  });
+
+  test('int4 groups: never a larger squared error than plain max-range rounding, and less on random data', () => {
+    const R = 16,
+      C = 256;
+    const v = randomArray(12, R * C, 3);
+    const f16 = (x: number) => f16ToF32(f32ToF16(Float32Array.of(x)))[0]; // scales are float16
+    for (const spec of SPECS.filter((s) => s.dtype === 'int4')) {
+      const gs = spec.groupSize!;
+      const p = quantize(v, R, C, spec);
+      let fitted = 0,
+        plain = 0;
+      for (let r = 0; r < R; r++) {
+        for (let g0 = 0; g0 < C; g0 += gs) {
+          const x = Array.from(v.subarray(r * C + g0, r * C + g0 + gs));
+          // Plain rounding, computed here: symmetric s = max|x| / 7, codes round(x / s) + 8 in [0, 15];
+          // with zero points s = (max - min) / 15 over a range holding 0, z = round(-min / s).
+          const lo = Math.min(0, ...x),
+            hi = Math.max(0, ...x);
+          const s = f16(spec.zeroPoints ? (hi - lo) / 15 : Math.max(-lo, hi) / 7);
+          const z = spec.zeroPoints ? Math.max(0, Math.min(15, Math.round(-lo / s))) : 8;
+          let ePlain = 0,
+            eFit = 0;
+          x.forEach((xi, c) => {
+            const k = Math.max(0, Math.min(15, Math.round(xi / s) + z));
+            ePlain += (xi - (k - z) * s) ** 2;
+            eFit += (xi - valueAt(p, r, g0 + c)) ** 2;
+          });
+          expect(eFit).toBeLessThanOrEqual(ePlain * (1 + 1e-6));
+          fitted += eFit;
+          plain += ePlain;
+        }
+      }
+      expect(fitted).toBeLessThan(0.95 * plain);
     }
   });
 
