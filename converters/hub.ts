@@ -70,11 +70,11 @@ interface Settings {
 
 function hfHome(): string {
   const env = process.env;
-  return env.HF_HOME ?? path.join(env.XDG_CACHE_HOME ?? path.join(os.homedir(), '.cache'), 'huggingface');
+  return env.HF_HOME || path.join(env.XDG_CACHE_HOME || path.join(os.homedir(), '.cache'), 'huggingface');
 }
 
 function readTokenFile(): string | undefined {
-  const file = process.env.HF_TOKEN_PATH ?? path.join(hfHome(), 'token');
+  const file = process.env.HF_TOKEN_PATH || path.join(hfHome(), 'token');
   try {
     const t = fs.readFileSync(file, 'utf8').trim();
     return t === '' ? undefined : t;
@@ -86,8 +86,9 @@ function readTokenFile(): string | undefined {
 /** The options, completed from the environment as huggingface_hub reads it. */
 export function hubSettings(opts: HubOptions = {}): Settings {
   const env = process.env;
-  const hubUrl = (opts.hubUrl ?? env.HF_ENDPOINT ?? 'https://huggingface.co').replace(/\/+$/, '');
-  const cacheDir = opts.cacheDir ?? env.HF_HUB_CACHE ?? env.HUGGINGFACE_HUB_CACHE ?? path.join(hfHome(), 'hub');
+  // An empty variable counts as unset, as in Python.
+  const hubUrl = (opts.hubUrl || env.HF_ENDPOINT || 'https://huggingface.co').replace(/\/+$/, '');
+  const cacheDir = opts.cacheDir || env.HF_HUB_CACHE || env.HUGGINGFACE_HUB_CACHE || path.join(hfHome(), 'hub');
   const token = opts.token ?? (env.HF_TOKEN || env.HUGGING_FACE_HUB_TOKEN || undefined) ?? readTokenFile();
   const offline = opts.offline ?? truthy(env.HF_HUB_OFFLINE);
   const revision = opts.revision ?? 'main';
