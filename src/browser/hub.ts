@@ -98,8 +98,12 @@ function failure(res: Response, repo: string, file: string, opts: HubOptions): H
     return new HubError(
       `${repo}: access denied (HTTP ${res.status}): the repo is gated or private; accept its licence at ${hubUrlOf(opts)}/${repo} and pass {token}`,
     );
-  if (code === 'RepoNotFound' || res.status === 404)
-    return new HubError(`${repo}: no such model on ${hubUrlOf(opts)} (or no ${file} in it)`);
+  if (code === 'RepoNotFound') return new HubError(`${repo}: no such model on ${hubUrlOf(opts)}`);
+  // (A Hub that does not expose X-Error-Code to pages cannot tell these apart.)
+  if (res.status === 404)
+    return new HubError(
+      `${repo}: HTTP 404 for ${file} at ${rev} (no such model on ${hubUrlOf(opts)}, or no such file)`,
+    );
   return new HubError(`${repo}: ${file}: HTTP ${res.status}`);
 }
 
@@ -135,7 +139,7 @@ export async function hubFile(
 export async function hubSnapshot(repo: string, want: HubWant, opts: HubOptions = {}): Promise<string> {
   const file = want.weights ? 'model.json' : 'tokenizer.json';
   const got = await hubFile(repo, file, opts, !want.weights).catch((e: Error) => {
-    if (want.weights && /no model\.json/.test(e.message))
+    if (want.weights && e.message.startsWith(`${repo}: no model.json at `))
       throw new HubError(
         `${repo}: no model.json: a page loads the tfjs layout (griffin convert --format tfjs, then upload it)`,
       );
