@@ -2,7 +2,7 @@
  * A fake Hugging Face Hub for tests (node:http on localhost): the routes @huggingface/hub and
  * huggingface_hub call, with the Hub's headers, so loaders run against it as against the real one.
  *   const hub = await startFakeHub({'me/tiny': {main: {'config.json': bytes}}});   // HF_ENDPOINT=hub.url
- *   hub.requests;  hub.cutNext('model.safetensors', 1000);  await hub.close();
+ *   hub.requests;  hub.cutNext('model.safetensors', 1000);  hub.corruptNext('model.safetensors');  await hub.close();
  *
  * Routes: GET /api/models/{repo}/revision/{rev} (model info, `sha` = the commit), GET
  * /api/models/{repo}/tree/{rev} (files with git oid, size, and lfs {oid: sha256, size} for LFS
@@ -31,6 +31,8 @@ export interface FakeHub {
   commit(repo: string, revision: string): string;
   /** The next GET of this file sends `bytes` bytes of it, then drops the connection. */
   cutNext(file: string, bytes: number): void;
+  /** The next GET of this file sends it with its last byte changed (same size). */
+  corruptNext(file: string): void;
   close(): Promise<void>;
 }
 
@@ -63,6 +65,7 @@ export async function startFakeHub(
   }
   const requests: FakeHub['requests'] = [];
   const cuts = new Map<string, number>();
+  const corrupt = new Set<string>();
 
   const fail = (res: http.ServerResponse, status: number, code: string, message: string) => {
     res.writeHead(status, {'Content-Type': 'application/json', 'X-Error-Code': code, 'X-Error-Message': message});
@@ -181,7 +184,9 @@ export async function startFakeHub(
       });
       return;
     }
-    res.end(Buffer.from(body.subarray(start, end + 1)));
+    const out = Buffer.from(body.subarray(start, end + 1));
+    if (out.length > 1 && corrupt.delete(file)) out[out.length - 1] ^= 0xff;
+    res.end(out);
   });
   await new Promise<void>((ok) => server.listen(0, '127.0.0.1', ok));
   const {port} = server.address() as AddressInfo;
@@ -190,6 +195,7 @@ export async function startFakeHub(
     requests,
     commit: (repo, revision) => commits.get(repo)!.get(revision)!.sha,
     cutNext: (file, bytes) => cuts.set(file, bytes),
+    corruptNext: (file) => corrupt.add(file),
     close: () =>
       new Promise<void>((ok) => {
         server.closeAllConnections();

@@ -92,6 +92,39 @@ test('convert --from owner/name writes the tfjs layout and the tokenizer', async
   expect(fs.readdirSync(out).sort()).toEqual(['group1-shard1of1.bin', 'model.json', 'tokenizer.model']);
 });
 
+test('finetune --model owner/name: the adapter names the Hub id as its base, and generate --model ADAPTER loads it', async () => {
+  const data = path.join(tmp, 'train.jsonl');
+  fs.writeFileSync(
+    data,
+    ['the history of the world', 'the quick brown fox'].map((text) => JSON.stringify({text})).join('\n'),
+  );
+  const out = path.join(tmp, 'lora');
+  const r = await griffin([
+    'finetune',
+    '--model',
+    REPO,
+    '--data',
+    data,
+    '--out',
+    out,
+    '--lora-rank',
+    '2',
+    '--steps',
+    '1',
+    '--backend',
+    'cpu',
+    '--seq-len',
+    '16',
+  ]);
+  expect(r.code).toBe(0);
+  expect(JSON.parse(fs.readFileSync(path.join(out, 'adapter_config.json'), 'utf8')).base_model_name_or_path).toBe(REPO);
+  const viaHub = await griffin(['generate', '--model', out, ...GENERATE], {HF_HUB_OFFLINE: '1'});
+  expect(viaHub.code).toBe(0);
+  const viaLocal = await griffin(['generate', '--model', local, '--adapter', out, ...GENERATE]);
+  expect(viaLocal.code).toBe(0);
+  expect(viaHub.stdout).toBe(viaLocal.stdout);
+});
+
 test('mistakes: one line and a non-zero exit', async () => {
   const gated = await griffin(['generate', '--model', 'test-org/gated', ...GENERATE]);
   expect(gated.code).toBe(1);

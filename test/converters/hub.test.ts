@@ -160,6 +160,19 @@ test('an interrupted download is left as .incomplete and resumed with a Range re
   expect(fs.readFileSync(blob).equals(WEIGHTS)).toBe(true);
 });
 
+test('an LFS file whose sha256 is not the listed one is removed, never linked; the next load is whole', async () => {
+  hub.corruptNext('model.safetensors');
+  await expect(RecurrentGemmaForCausalLM.fromPretrained(REPO)).rejects.toThrow(
+    new RegExp(
+      `^test-org/tiny-a: model.safetensors has sha256 [0-9a-f]{64}, the Hub lists ${sha256(WEIGHTS)} \\(removed; run again\\)$`,
+    ),
+  );
+  const blob = path.join(repoDir(), 'blobs', sha256(WEIGHTS));
+  expect(fs.existsSync(blob)).toBe(false);
+  expect(fs.existsSync(`${blob}.incomplete`)).toBe(false);
+  expect(logitsOf(await RecurrentGemmaForCausalLM.fromPretrained(REPO))).toEqual(reference);
+});
+
 test('a gated repo: one line that says to set HF_TOKEN; the token (option or HF_TOKEN) opens it', async () => {
   const err = (await RecurrentGemmaForCausalLM.fromPretrained('test-org/gated').catch((e: Error) => e)) as Error;
   expect(err).toBeInstanceOf(HubError);
