@@ -231,6 +231,13 @@ test('GemmaTokenizer.load(id) fetches only the tokenizer files', async () => {
   expect(tok.encode('The history of the world, 1066!')).toEqual(local.encode('The history of the world, 1066!'));
   const snap = await hubSnapshot(REPO, {tokenizer: true}, {offline: true});
   expect(fs.readdirSync(snap)).toEqual(['tokenizer.model']);
+  // HF_HUB_CACHE names the cache folder itself (over HF_HOME/hub).
+  process.env.HF_HUB_CACHE = path.join(home, 'elsewhere');
+  await GemmaTokenizer.load(REPO);
+  const commit = hub.commit(REPO, 'main');
+  expect(fs.readdirSync(path.join(home, 'elsewhere/models--test-org--tiny-a/snapshots', commit))).toEqual([
+    'tokenizer.model',
+  ]);
 });
 
 test('a local directory named like a Hub id wins, with no request', async () => {
