@@ -144,7 +144,7 @@ function firstFiles(has: (f: string) => boolean, names: string[], want: HubWant)
   return out;
 }
 
-/** What a complete snapshot of `want` must hold, judged from the files on disk (null: not complete). */
+/** Whether a cached snapshot holds everything `want` needs, judged from the files on disk. */
 function cachedComplete(snapshot: string, want: HubWant, repo: string): boolean {
   if (!fs.existsSync(snapshot)) return false;
   const has = (f: string) => fs.existsSync(path.join(snapshot, f));
