@@ -47,10 +47,11 @@ export function detectFormat(dir: string): CheckpointFormat {
 
 /**
  * Opens a checkpoint: a directory in either layout, or a URL (http(s)://, indexeddb://; in a
- * browser any URL) of the tfjs layout. Fails on a bad config or tensor list before any weight is read.
+ * browser any URL) of the tfjs layout, fetched with opts.fetch. Fails on a bad config or tensor
+ * list before any weight is read.
  */
-export async function openCheckpoint(source: string): Promise<CheckpointReader> {
-  if (isUrlSource(source)) return openTfjsUrl(source);
+export async function openCheckpoint(source: string, opts: {fetch?: typeof fetch} = {}): Promise<CheckpointReader> {
+  if (isUrlSource(source)) return openTfjsUrl(source, opts.fetch);
   return detectFormat(source) === 'tfjs' ? openTfjs(source) : openHF(source);
 }
 

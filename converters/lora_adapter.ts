@@ -115,16 +115,21 @@ export const HUB_ID = /^[A-Za-z0-9][\w.-]*(\/[\w.-]+)?$/;
  * taken from the adapter's folder, as the adapter travels with what it was trained on) or,
  * when no such path exists, a Hub id.
  */
-export function adapterBase(dir: string): {path: string} | {hubId: string} {
+export function adapterBase(dir: string): {path: string} | {hubId: string; revision?: string} {
   const file = path.join(dir, ADAPTER_CONFIG);
-  const base = readAdapterJson(dir).base_model_name_or_path;
+  const json = readAdapterJson(dir);
+  const base = json.base_model_name_or_path;
   if (typeof base !== 'string' || base === '')
     throw new Error(
       `${file}: base_model_name_or_path is not set; pass the base model (fromPretrained(base, {adapter}) or --model BASE --adapter DIR)`,
     );
   const local = path.resolve(dir, base);
   if (fs.existsSync(local)) return {path: local};
-  if (!path.isAbsolute(base) && !base.startsWith('.') && HUB_ID.test(base)) return {hubId: base};
+  if (!path.isAbsolute(base) && !base.startsWith('.') && HUB_ID.test(base)) {
+    // PEFT records the base's revision when it was not the default branch.
+    const revision = (json as {revision?: unknown}).revision;
+    return typeof revision === 'string' && revision !== '' ? {hubId: base, revision} : {hubId: base};
+  }
   throw new Error(`${file}: base model ${base} not found (looked for ${local})`);
 }
 
@@ -161,17 +166,23 @@ export function loadLoraAdapter(model: LoraHost, dir: string): Map<string, LoraA
 }
 
 /**
- * What fromPretrained(source, {adapter}) loads: the base checkpoint (a path or a Hub id) and the
- * adapter directory, if any. An adapter directory as the source brings its own base.
+ * What fromPretrained(source, {adapter}) loads: the base checkpoint (a path or a Hub id, with the
+ * revision the adapter names for it) and the adapter directory, if any. An adapter directory as
+ * the source brings its own base.
  */
-export function adapterSource(source: string, adapter?: string | null): {base: string; adapter: string | null} {
+export function adapterSource(
+  source: string,
+  adapter?: string | null,
+): {base: string; adapter: string | null; baseRevision?: string} {
+  let baseRevision: string | undefined;
   if (adapter == null) {
     if (!fs.existsSync(source) || !isAdapterDir(source)) return {base: source, adapter: null};
     adapter = source;
     const b = adapterBase(source);
     source = 'path' in b ? b.path : b.hubId;
+    if ('revision' in b) baseRevision = b.revision;
   }
   readAdapterConfig(adapter); // a bad adapter fails before the base is read
   if (!fs.existsSync(path.join(adapter, ADAPTER_WEIGHTS))) throw new Error(`adapter ${adapter}: no ${ADAPTER_WEIGHTS}`);
-  return {base: source, adapter};
+  return {base: source, adapter, baseRevision};
 }

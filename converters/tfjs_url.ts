@@ -48,10 +48,11 @@ export async function fetchBytes(
   url: string,
   onBytes?: (received: number, expected: number) => void,
   expected?: number,
+  fetchFn: typeof fetch = fetch,
 ): Promise<Uint8Array> {
   let res: Response;
   try {
-    res = await fetch(url);
+    res = await fetchFn(url);
   } catch (e) {
     throw new CheckpointError(`${url}: fetch failed (${(e as Error).message})`);
   }
@@ -101,9 +102,9 @@ function configOf(where: string, metadata: unknown): RecurrentGemmaConfig {
   }
 }
 
-async function httpArtifacts(url: string): Promise<Artifacts> {
+async function httpArtifacts(url: string, fetchFn: typeof fetch): Promise<Artifacts> {
   const where = modelJsonUrl(url);
-  const text = new TextDecoder().decode(await fetchBytes(where));
+  const text = new TextDecoder().decode(await fetchBytes(where, undefined, undefined, fetchFn));
   let json: {weightsManifest?: {paths: string[]; weights: WeightSpec[]}[]; userDefinedMetadata?: unknown};
   try {
     json = JSON.parse(text);
@@ -127,8 +128,11 @@ async function httpArtifacts(url: string): Promise<Artifacts> {
         for (const p of g.paths) {
           const shard = new URL(p, where).href;
           const start = off;
-          const bytes = await fetchBytes(shard, (got) =>
-            onProgress?.({loaded: Math.min(start + got, need), total: need, unit: 'bytes', name: p}),
+          const bytes = await fetchBytes(
+            shard,
+            (got) => onProgress?.({loaded: Math.min(start + got, need), total: need, unit: 'bytes', name: p}),
+            undefined,
+            fetchFn,
           );
           if (start + bytes.length > need)
             throw new CheckpointError(`${where}: the shards hold more bytes than the manifest needs (${need})`);
@@ -172,9 +176,12 @@ async function storeArtifacts(url: string): Promise<Artifacts> {
   };
 }
 
-/** Opens a tfjs-format model at a URL (see the module comment): its manifest now, its weights on loadInto. */
-export async function openTfjsUrl(url: string): Promise<CheckpointReader> {
-  const a = STORE.test(url) ? await storeArtifacts(url) : await httpArtifacts(url);
+/**
+ * Opens a tfjs-format model at a URL (see the module comment): its manifest now, its weights on
+ * loadInto. `fetchFn` fetches over http (the Hub's: a token and the Cache API, src/browser/hub.ts).
+ */
+export async function openTfjsUrl(url: string, fetchFn: typeof fetch = fetch): Promise<CheckpointReader> {
+  const a = STORE.test(url) ? await storeArtifacts(url) : await httpArtifacts(url, fetchFn);
   return {
     where: a.where,
     config: a.config,

@@ -5,8 +5,8 @@
  * beside it. Run by `npm run build` after tsc.
  *   node scripts/build_browser.mjs [--no-minify] [--out DIR]     # default dist/browser
  *
- * Node-only modules stay out: src/backend.ts and src/webgpu_node.ts are replaced by their
- * browser versions in src/browser/, fs and path become small browser versions (src/browser/fs.ts,
+ * Node-only modules stay out: src/backend.ts, src/webgpu_node.ts and converters/hub.ts (the Hub
+ * through Python's cache) are replaced by their browser versions in src/browser/, fs and path become small browser versions (src/browser/fs.ts,
  * path.ts), and the `webgpu` npm package (Dawn), os, readline, child_process, ... become a stub
  * whose every use is a one-line error (src/browser/node_only.cjs).
  */
@@ -49,12 +49,13 @@ const nodeOnly = [
 const replaced = {
   'src/backend.ts': 'src/browser/backend.ts',
   'src/webgpu_node.ts': 'src/browser/webgpu_node.ts',
+  'converters/hub.ts': 'src/browser/hub.ts',
 };
 
 const nodeModules = {
   name: 'griffin-node-modules',
   setup(build) {
-    build.onResolve({filter: /^\.\.?\/.*(backend|webgpu_node)$/}, (args) => {
+    build.onResolve({filter: /^\.\.?\/.*(backend|webgpu_node|hub)$/}, (args) => {
       const file = path
         .relative(root, path.resolve(args.resolveDir, `${args.path}.ts`))
         .split(path.sep)
@@ -102,7 +103,9 @@ for (const f of fs.readdirSync(wasmDir).filter((f) => f.endsWith('.wasm')))
 const inputs = Object.keys(result.metafile.inputs);
 // (A CommonJS .node.js build of tfjs would also mean two copies of tfjs-core.)
 const leaked = inputs.filter((p) =>
-  /node_modules\/webgpu\/|dawn\.node|@tensorflow\/.*\.node\.js$|^src\/(backend|webgpu_node)\.ts$/.test(p),
+  /node_modules\/webgpu\/|dawn\.node|@tensorflow\/.*\.node\.js$|^src\/(backend|webgpu_node)\.ts$|^converters\/hub\.ts$|@huggingface\/hub/.test(
+    p,
+  ),
 );
 if (leaked.length > 0) throw new Error(`browser bundle: Node-only modules bundled: ${leaked.join(', ')}`);
 if (process.env.GRIFFIN_BUNDLE_META) fs.writeFileSync(process.env.GRIFFIN_BUNDLE_META, JSON.stringify(result.metafile));

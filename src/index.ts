@@ -4,6 +4,7 @@
  *   const model = await RecurrentGemmaForCausalLM.fromPretrained('path/to/checkpoint');
  */
 
+export {HubError, type HubOptions} from '../converters/hub';
 export {CheckpointError} from '../converters/safetensors';
 export {LocalAttentionBlock} from '../layers/attention';
 export {Linear, MLPBlock, RMSNorm} from '../layers/basic';

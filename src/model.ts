@@ -3,6 +3,7 @@
  * and `forward`) plus what a user does with a model: load, save, prefill, decode, generate.
  *   const model = await RecurrentGemmaForCausalLM.fromPretrained('path/to/checkpoint');
  *   const tuned = await RecurrentGemmaForCausalLM.fromPretrained('base/', {adapter: 'lora/'});  // or ('lora/')
+ *   const hub = await RecurrentGemmaForCausalLM.fromPretrained('owner/name', {revision: 'main'});  // Hugging Face Hub
  *   const {logits, loss} = model.forward({inputIds: [[2, 651, 3]], labels: [[2, 651, 3]]});
  *   const ids = await model.generate([[2, 651]], {maxNewTokens: 16, temperature: 0});
  *
@@ -10,6 +11,7 @@
  * work on the core and never import this class.
  */
 
+import {type HubOptions, hubFetch, resolveSource} from '../converters/hub';
 import {
   type CheckpointReader,
   type LoadOptions,
@@ -30,7 +32,7 @@ import {WASM_MAX_WEIGHT_BYTES} from './util/limits';
 export type {ForwardInputs, ForwardOutputs, IdsLike, ModelOptions} from './core/model';
 export type {WeightDtype};
 
-export interface PretrainedOptions extends LoadOptions {
+export interface PretrainedOptions extends LoadOptions, HubOptions {
   /**
    * How the weight matrices (linears, embedding, LM head) are held: 'float32' (the default for
    * now), 'bfloat16', 'float16', 'int8' (one scale per output channel), 'int4' (groupwise), or
@@ -43,8 +45,9 @@ export interface PretrainedOptions extends LoadOptions {
   /** int4: a zero point per group (asymmetric ranges). */
   zeroPoints?: boolean;
   /**
-   * A LoRA adapter directory (PEFT's layout) to attach after loading: the model then runs base +
-   * adapter, as PEFT's PeftModel does (mergeLora folds it in, layers/lora.ts).
+   * A LoRA adapter directory (PEFT's layout) or Hub id (its default branch) to attach after
+   * loading: the model then runs base + adapter, as PEFT's PeftModel does (mergeLora folds it in,
+   * layers/lora.ts).
    */
   adapter?: string;
 }
@@ -83,10 +86,21 @@ export class RecurrentGemmaForCausalLM extends CausalLMCore {
    * An adapter directory (adapter_config.json + adapter_model.safetensors, as PEFT and `griffin
    * finetune --lora-rank` write it) loads its base_model_name_or_path and attaches itself; so
    * does `{adapter: dir}` on any base.
+   *
+   * A Hugging Face Hub id ('owner/name') that is not a local path downloads the files it needs into
+   * the huggingface_hub cache, shared with Python (converters/hub.ts; onProgress counts bytes
+   * then); `revision` pins it. An adapter's base may be a Hub id too.
    */
   static async fromPretrained(source: string, opts: PretrainedOptions = {}): Promise<RecurrentGemmaForCausalLM> {
-    const {base, adapter} = adapterSource(source, opts.adapter);
-    const ckpt = await openCheckpoint(base);
+    const want = {weights: true};
+    const local = await resolveSource(source, want, opts);
+    const adapterDir =
+      opts.adapter == null ? undefined : await resolveSource(opts.adapter, want, {...opts, revision: undefined});
+    const picked = adapterSource(local, adapterDir);
+    const base =
+      picked.base === local ? local : await resolveSource(picked.base, want, {...opts, revision: picked.baseRevision});
+    const adapter = picked.adapter;
+    const ckpt = await openCheckpoint(base, {fetch: hubFetch(opts)});
     const compact = resolveSpec(ckpt, opts);
     checkWasmHeap(ckpt, compact);
     const model = new RecurrentGemmaForCausalLM(ckpt.config, {init: 'zeros', compact});

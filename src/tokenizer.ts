@@ -2,6 +2,7 @@
  * Gemma tokenizer: a checkpoint's tokenizer.json (through @huggingface/tokenizers,
  * src/tokenizer/hf_json.ts) or its tokenizer.model (through sentencepiece-js), plus the Gemma chat template.
  *   const tok = await GemmaTokenizer.load('ckpt/');   // tokenizer.json if there, else tokenizer.model
+ *   const hubTok = await GemmaTokenizer.load('owner/name', {revision: 'main'});   // from the Hugging Face Hub (cached)
  *   const ids = encodeChat(tok, [{ role: 'user', content: 'Hi' }], { addGenerationPrompt: true });
  *   const text = tok.applyChatTemplate([{role: 'user', content: 'Hi'}], {addGenerationPrompt: true});  // the checkpoint's template
  *
@@ -11,6 +12,7 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
+import {type HubOptions, isHubId, resolveSource} from '../converters/hub';
 import {renderChatTemplate} from './tokenizer/chat_template';
 import {Codec, hfTokenizer, PieceInfo, TokenizerConfigJson} from './tokenizer/hf_json';
 import {
@@ -193,9 +195,11 @@ export class GemmaTokenizer {
 
   /**
    * Loads a tokenizer.json, a tokenizer.model, or a checkpoint directory holding either (tokenizer.json
-   * preferred), with the tokenizer_config.json beside it if there is one.
+   * preferred), with the tokenizer_config.json beside it if there is one. A Hub id ('owner/name')
+   * that is no local path downloads those files into the huggingface_hub cache (converters/hub.ts).
    */
-  static async load(source: string): Promise<GemmaTokenizer> {
+  static async load(source: string, hub: HubOptions = {}): Promise<GemmaTokenizer> {
+    if (isHubId(source)) source = await resolveSource(source, {tokenizer: true}, hub);
     let file = source;
     if (!source.endsWith('.json') && fs.existsSync(source) && fs.statSync(source).isDirectory()) {
       file = [TOKENIZER_JSON, TOKENIZER_MODEL].map((f) => path.join(source, f)).find((f) => fs.existsSync(f)) ?? '';
@@ -373,7 +377,7 @@ function readJson(file: string, what: string): unknown {
 /** dir/tokenizer_config.json, or {} when there is none (a browser has no directory to look in). */
 function readTokenizerConfig(dir: string): TokenizerConfigJson {
   const file = path.join(dir, TOKENIZER_CONFIG);
-  if (typeof process === 'undefined' || !fs.existsSync(file)) return {};
+  if (!fs.existsSync(file)) return {};
   const j = readJson(file, 'tokenizer config');
   if (j == null || typeof j !== 'object' || Array.isArray(j)) throw new Error(`${file}: not a JSON object`);
   return j as TokenizerConfigJson;

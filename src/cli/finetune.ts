@@ -3,6 +3,7 @@
  * evaluation and resumable checkpoints.
  *   griffin finetune --model ckpt/ --data train.jsonl --eval eval.jsonl --out tuned/ --steps 200
  *   griffin finetune --model ckpt/ --data chat.jsonl --out lora/ --lora-rank 8 --merge --resume
+ *   griffin finetune --model owner/name --revision main --data train.jsonl --out lora/ --lora-rank 8   # a Hub id
  *
  * Ctrl-C stops after the current step and writes a checkpoint (a second Ctrl-C quits at once);
  * rerun the same command with --resume to continue. Progress goes to stderr.
@@ -12,6 +13,7 @@ import {LORA_TARGETS} from '../../layers/lora';
 import {useBackend} from '../backend';
 import {finetune} from '../training/finetune';
 import {addDtypeOptions, type DtypeFlags, loadOptions} from './dtype';
+import {addHubOptions, cliSource, type HubFlags} from './hub';
 import {progressBar} from './progress';
 import {UsageError} from './usage';
 
@@ -36,7 +38,7 @@ const targets = (s: string): string[] => {
   return list;
 };
 
-interface Flags extends DtypeFlags {
+interface Flags extends DtypeFlags, HubFlags {
   model: string;
   data: string;
   eval?: string;
@@ -67,11 +69,14 @@ interface Flags extends DtypeFlags {
 }
 
 export function register(program: Command): void {
-  addDtypeOptions(program.command('finetune'))
+  addHubOptions(addDtypeOptions(program.command('finetune')))
     .description(
       'fine-tune a checkpoint on JSONL data ({"text"}, {"prompt","completion"} or {"messages"} per line), fully or with LoRA',
     )
-    .requiredOption('--model <dir>', 'checkpoint directory (HF or tfjs layout) holding tokenizer.model')
+    .requiredOption(
+      '--model <dir>',
+      'checkpoint directory (HF or tfjs layout) holding tokenizer.model, or a Hub id owner/name',
+    )
     .requiredOption('--data <file>', 'training data, JSONL')
     .option('--eval <file>', 'held-out data, JSONL: loss and perplexity before, during (--eval-every) and after')
     .requiredOption('--out <dir>', 'where the result and checkpoints/ go')
@@ -129,6 +134,9 @@ async function run(f: Flags): Promise<void> {
     throw usage(`--dtype ${load.dtype} holds the base weights frozen: fine-tune them with --lora-rank`);
   }
   const backend = await useBackend(f.backend);
+  // A Hub id: its cache folder; an adapter trained on it names the id as its base, as PEFT does.
+  const modelDir = await cliSource(f.model, {weights: true, tokenizer: true}, f);
+  const baseModel = modelDir === f.model ? undefined : f.model;
 
   const stderr = process.stderr;
   const bar = progressBar('finetune');
@@ -145,7 +153,8 @@ async function run(f: Flags): Promise<void> {
   let lastCheckpoint: string | null = null;
   try {
     const r = await finetune({
-      model: f.model,
+      model: modelDir,
+      baseModel,
       data: f.data,
       eval: f.eval,
       out: f.out,

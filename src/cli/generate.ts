@@ -4,6 +4,7 @@
  *   griffin generate --model ckpt/ --prompt - < prompt.txt   # the prompt from stdin (also when piped)
  *   griffin chat --model ckpt/          # multi-turn; the recurrent state carries the conversation
  *   griffin generate --model ckpt/ --adapter lora/ --prompt "Hi"   # or --model lora/ (its base from adapter_config.json)
+ *   griffin generate --model owner/name --revision main --prompt "Hi"   # from the Hugging Face Hub (cached as Python does)
  *
  * Generated text goes to stdout as it is produced; statistics (tokens/s) go to stderr. Without
  * --model the package's bundled model (assets/griffin-small/) is used.
@@ -24,6 +25,7 @@ import {RecurrentGemmaForCausalLM} from '../model';
 import {encodeChat, GemmaTokenizer, TOKENIZER_JSON, TOKENIZER_MODEL} from '../tokenizer';
 import {WASM_MAX_WEIGHT_BYTES} from '../util/limits';
 import {addDtypeOptions, type DtypeFlags, loadOptions} from './dtype';
+import {addHubOptions, cliSource, type HubFlags} from './hub';
 import {UsageError} from './usage';
 
 /** The package root (the folder with our package.json), from src/cli or dist/src/cli alike. */
@@ -54,7 +56,7 @@ const number =
   };
 const positiveInt = (what: string) => number(what, (x) => Number.isInteger(x) && x >= 1, 'an integer >= 1');
 
-interface SamplingFlags extends DtypeFlags {
+interface SamplingFlags extends DtypeFlags, HubFlags {
   model?: string;
   adapter?: string;
   maxNewTokens: number;
@@ -68,12 +70,12 @@ interface SamplingFlags extends DtypeFlags {
 }
 
 function addSamplingOptions(cmd: Command, defaultMax: number): Command {
-  return addDtypeOptions(cmd)
+  return addHubOptions(addDtypeOptions(cmd))
     .option(
       '--model <dir>',
-      'checkpoint directory (HF or tfjs layout) with tokenizer.model, or a LoRA adapter directory (default: the bundled model)',
+      'checkpoint directory (HF or tfjs layout) with its tokenizer, a LoRA adapter directory, or a Hub id owner/name (default: the bundled model)',
     )
-    .option('--adapter <dir>', "a LoRA adapter directory (PEFT's layout) to apply to --model")
+    .option('--adapter <dir>', "a LoRA adapter directory (PEFT's layout) or Hub id to apply to --model")
     .option('--max-new-tokens <n>', 'new tokens at most', positiveInt('--max-new-tokens'), defaultMax)
     .option(
       '--temperature <t>',
@@ -115,10 +117,16 @@ export async function loadModelDir(
     const ckpt = ['config.json', 'model.json'].some((f) => fs.existsSync(path.join(dir!, f)));
     if (!ckpt) throw new Error(`the bundled model is not installed (no checkpoint in ${dir}); pass --model DIR`);
   }
+  // A Hub id (owner/name, no such local path) is downloaded first: weights and tokenizer.
+  const want = {weights: true, tokenizer: true};
+  dir = await cliSource(dir, want, flags);
   if (!fs.existsSync(dir)) throw new Error(`model directory not found: ${dir}`);
   if (!fs.statSync(dir).isDirectory()) throw new Error(`--model must be a directory: ${dir}`);
+  const adapterDir = flags.adapter == null ? undefined : await cliSource(flags.adapter, want);
   // An adapter directory (as --model or --adapter) brings its base; both are checked before loading.
-  const {base, adapter} = adapterSource(dir, flags.adapter);
+  const picked = adapterSource(dir, adapterDir);
+  const base = picked.base === dir ? dir : await cliSource(picked.base, want, {revision: picked.baseRevision});
+  const adapter = picked.adapter;
   // finetune copies the tokenizer next to the adapter; a PEFT adapter has it (if at all) there too.
   const tokFile = [adapter, base]
     .filter((d): d is string => d != null)

@@ -26,6 +26,8 @@ export interface FinetuneOptions {
   /** Held-out JSONL for loss / perplexity. */
   eval?: string | null;
   out: string;
+  /** What a LoRA adapter's adapter_config.json names as its base (default: the model folder's absolute path). */
+  baseModel?: string;
   /** Default `<model>/tokenizer.model`. */
   tokenizer?: string;
   /** Train LoRA adapters instead of every weight. */
@@ -167,7 +169,7 @@ export async function finetune(o: FinetuneOptions): Promise<FinetuneResult> {
     }
     if (!train.stopped) {
       if (o.lora != null) {
-        await saveLoraAdapter(model, o.out, {baseModel: path.resolve(o.model)});
+        await saveLoraAdapter(model, o.out, {baseModel: o.baseModel ?? path.resolve(o.model)});
         if (o.merge) {
           mergeLora(model);
           await model.save(o.out, {format: o.format ?? 'hf'});
