@@ -108,7 +108,7 @@ function addSamplingOptions(cmd: Command, defaultMax: number): Command {
 
 /** Checks the directory before any heavy loading, so that mistakes fail fast and in one line. */
 export async function loadModelDir(
-  flags: DtypeFlags & {model?: string; adapter?: string; backend?: string},
+  flags: DtypeFlags & HubFlags & {model?: string; adapter?: string; backend?: string},
 ): Promise<{model: RecurrentGemmaForCausalLM; tok: GemmaTokenizer; dir: string}> {
   let dir = flags.model;
   if (dir == null) {

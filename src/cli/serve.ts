@@ -19,6 +19,7 @@ import {
 } from '../serve/server';
 import {addDtypeOptions, type DtypeFlags} from './dtype';
 import {defaultModelDir, loadModelDir} from './generate';
+import {addHubOptions, type HubFlags} from './hub';
 
 const intIn =
   (what: string, min: number, max: number) =>
@@ -29,7 +30,7 @@ const intIn =
     return x;
   };
 
-interface ServeFlags extends DtypeFlags {
+interface ServeFlags extends DtypeFlags, HubFlags {
   model?: string;
   adapter?: string;
   backend?: string;
@@ -47,18 +48,20 @@ interface ServeFlags extends DtypeFlags {
 const LOOPBACK = new Set(['127.0.0.1', 'localhost', '::1']);
 
 export function register(program: Command): void {
-  addDtypeOptions(
-    program
-      .command('serve')
-      .description(
-        'serve the model over HTTP, OpenAI-compatible (/v1/chat/completions, /v1/completions), batching requests',
-      ),
+  addHubOptions(
+    addDtypeOptions(
+      program
+        .command('serve')
+        .description(
+          'serve the model over HTTP, OpenAI-compatible (/v1/chat/completions, /v1/completions), batching requests',
+        ),
+    ),
   )
     .option(
       '--model <dir>',
-      'checkpoint directory with its tokenizer, or a LoRA adapter directory (default: the bundled model)',
+      'checkpoint directory with its tokenizer, a LoRA adapter directory, or a Hub id owner/name (default: the bundled model)',
     )
-    .option('--adapter <dir>', "a LoRA adapter directory (PEFT's layout) to apply to --model")
+    .option('--adapter <dir>', "a LoRA adapter directory (PEFT's layout) or Hub id to apply to --model")
     .option('--backend <name>', 'cpu, wasm, webgpu or tensorflow (default: the fastest installed)')
     .option('--host <addr>', 'address to listen on (0.0.0.0: every interface)', DEFAULT_HOST)
     .option('--port <n>', 'port to listen on (0: any free one)', intIn('--port', 0, 65535), DEFAULT_PORT)
