@@ -14,7 +14,16 @@ import * as tf from '@tensorflow/tfjs';
 // The class itself, for subclassing (the union package re-exports tfjs-layers' index).
 const {LayerVariable} = tf as unknown as {LayerVariable: typeof import('@tensorflow/tfjs-layers').LayerVariable};
 
-import {type CompactSpec, checkSpec, packedBytes, perWord, quantize} from '../ops/compact/format';
+import {
+  type CompactSpec,
+  checkSpec,
+  type PackedMatrix,
+  packedBytes,
+  perWord,
+  quantize,
+  sameSpec,
+  specOf,
+} from '../ops/compact/format';
 import {
   type CompactTensors,
   compactGatherRows,
@@ -72,6 +81,23 @@ export class CompactParameter extends LayerVariable {
     const [R, C] = this.shape as number[];
     const next = compactTensors(quantize(values, R, C, this.spec));
     // Kept: a caller's tidy must not take the weight with it.
+    for (const t of [next.data, next.scales, next.zeros]) tf.keep(t);
+    disposeCompact(this.packed_);
+    this.packed_ = next;
+  }
+
+  /**
+   * Takes an already packed matrix as it is (a compact export's words, scales and zero points):
+   * no float32 copy; its spec and shape must be this parameter's.
+   */
+  writePacked(p: PackedMatrix): void {
+    const [R, C] = this.shape as number[];
+    if (p.rows !== R || p.cols !== C || !sameSpec(specOf(p), this.spec)) {
+      throw new Error(
+        `${this.name}: packed ${JSON.stringify(specOf(p))} [${p.rows}, ${p.cols}], expected ${JSON.stringify(this.spec)} [${R}, ${C}]`,
+      );
+    }
+    const next = compactTensors(p);
     for (const t of [next.data, next.scales, next.zeros]) tf.keep(t);
     disposeCompact(this.packed_);
     this.packed_ = next;

@@ -53,6 +53,13 @@ export interface PretrainedOptions extends LoadOptions {
 function resolveSpec(ckpt: CheckpointReader, opts: PretrainedOptions): CompactSpec | null {
   const dtype = opts.dtype ?? 'float32';
   const {groupSize, zeroPoints} = opts;
+  if (dtype === 'auto' && ckpt.storedDtype === 'int4') {
+    // An int4 export keeps its own groups unless asked otherwise.
+    return weightSpec('int4', {
+      groupSize: groupSize ?? ckpt.storedGroupSize,
+      zeroPoints: zeroPoints ?? ckpt.storedZeroPoints,
+    });
+  }
   return weightSpec(dtype === 'auto' ? ckpt.storedDtype : dtype, {groupSize, zeroPoints});
 }
 
