@@ -2,6 +2,7 @@
  * A progress bar on stderr for long work (loading, training); silent when stderr is not a TTY
  * except for the final line.
  *   const bar = progressBar('loading'); bar.update(3, 10, 'loss 2.1'); bar.done();
+ *   const bytes = progressBar('converting', process.stderr, {unit: 'bytes'});   // 1.2/4.0 GB
  */
 export interface ProgressBar {
   update(done: number, total: number, note?: string): void;
@@ -15,7 +16,17 @@ function fmtTime(s: number): string {
   return m > 0 ? `${m}m${String(r).padStart(2, '0')}s` : `${r}s`;
 }
 
-export function progressBar(label: string, stream: NodeJS.WriteStream = process.stderr): ProgressBar {
+/** done/total as sizes (kB, MB, GB in the unit of the total). */
+function fmtBytes(done: number, total: number): string {
+  const [unit, div] = total >= 1e9 ? ['GB', 1e9] : total >= 1e6 ? ['MB', 1e6] : ['kB', 1e3];
+  return `${(done / div).toFixed(1)}/${(total / div).toFixed(1)} ${unit}`;
+}
+
+export function progressBar(
+  label: string,
+  stream: NodeJS.WriteStream = process.stderr,
+  opts: {unit?: 'count' | 'bytes'} = {},
+): ProgressBar {
   const start = Date.now();
   let last = 0,
     lastLine = '';
@@ -26,7 +37,7 @@ export function progressBar(label: string, stream: NodeJS.WriteStream = process.
     const elapsed = (Date.now() - start) / 1000;
     const left = frac > 0 ? (elapsed * (1 - frac)) / frac : Infinity;
     return (
-      `${label} [${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${done}/${total}` +
+      `${label} [${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${opts.unit === 'bytes' ? fmtBytes(done, total) : `${done}/${total}`}` +
       `${note ? ` ${note}` : ''} ${fmtTime(elapsed)} elapsed, ${fmtTime(left)} left`
     );
   };
