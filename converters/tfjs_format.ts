@@ -5,8 +5,10 @@
  *   const ckpt = openTfjs('out/');   await ckpt.loadInto(new CausalLMCore(ckpt.config, {init: 'zeros'}));
  *
  * Weights are written and read one tensor at a time (a 2B model is ~10 GB in float32, more than
- * one ArrayBuffer may hold). Optional quantization uses tfjs's own manifest encoding: float16,
- * or uint8 affine per tensor (value = q * scale + min), which every tfjs loader decodes.
+ * one ArrayBuffer may hold). saveTfjs's optional quantization uses tfjs's own manifest encoding:
+ * float16, or uint8 affine per tensor (value = q * scale + min), which every tfjs loader decodes.
+ * The loader also reads `griffin convert`'s compact exports (converters/tfjs_export.ts; the
+ * manifest's checks and reading: converters/tfjs_weights.ts; docs/compact-format.md).
  */
 import * as fs from 'fs';
 import * as path from 'path';

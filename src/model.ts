@@ -34,7 +34,9 @@ export interface PretrainedOptions extends LoadOptions {
   /**
    * How the weight matrices (linears, embedding, LM head) are held: 'float32' (the default for
    * now), 'bfloat16', 'float16', 'int8' (one scale per output channel), 'int4' (groupwise), or
-   * 'auto': the checkpoint's own (a bfloat16 checkpoint stays bfloat16, with no rounding).
+   * 'auto': the checkpoint's own (a bfloat16 checkpoint stays bfloat16, with no rounding; a
+   * compact tfjs export from `griffin convert` keeps its encoding, group size included, its packed
+   * words loaded as they are).
    * Arithmetic stays float32. Formats: ops/compact/format.ts.
    */
   dtype?: 'auto' | WeightDtype;

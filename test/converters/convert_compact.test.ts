@@ -301,6 +301,18 @@ describe('bad compact exports: one line, on the file and the URL loader, nothing
     ]);
   });
 
+  test('the intact export over http (fromPretrained(url)): the same packed words as from its directory', async () => {
+    const dir = await exported({dtype: 'int4', groupSize: 32});
+    fs.cpSync(dir, path.join(tmp, 'bad', 'intact'), {recursive: true});
+    const viaUrl = await RecurrentGemmaForCausalLM.fromPretrained(`${server.url}/intact/`, {dtype: 'auto'});
+    const viaDir = await RecurrentGemmaForCausalLM.fromPretrained(dir, {dtype: 'auto'});
+    expect(viaUrl.compact).toEqual({dtype: 'int4', groupSize: 32, zeroPoints: false});
+    expect(packedOf(viaUrl)).toEqual(packedOf(viaDir));
+    expect(maxAbsDiff(logits(viaUrl), logits(viaDir))).toBe(0);
+    viaUrl.dispose();
+    viaDir.dispose();
+  });
+
   test.each(CASES_BAD.map(([name, , re]) => [name, re] as const))('%s', async (name, re) => {
     for (const source of [path.join(tmp, 'bad', name), `${server.url}/${name}/`]) {
       for (const dtype of ['auto', 'float32'] as const) {
