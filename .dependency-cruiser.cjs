@@ -14,7 +14,7 @@
  *   model       src/model.ts                           the public class: core + loading, saving, generation
  *   training    src/training/                          data, optimizer, Trainer, finetune
  *   api         src/index.ts, src/browser/             the package's entry points
- *   apps        src/cli.ts, src/cli/, src/bench/, src/pretrain/   the command and the suite it runs
+ *   apps        src/cli.ts, src/cli/, src/bench/, src/pretrain/, src/serve/   the command, the suite it runs, the server
  *   scripts     bench/, examples/                      benchmark scripts and examples
  *
  * A module may import from its own tier and any tier below it.
@@ -31,7 +31,7 @@ const TIERS = [
   ['model', ['^src/model\\.ts$']],
   ['training', ['^src/training/']],
   ['api', ['^src/index\\.ts$', '^src/browser/']],
-  ['apps', ['^src/cli\\.ts$', '^src/cli/', '^src/bench/', '^src/pretrain/']],
+  ['apps', ['^src/cli\\.ts$', '^src/cli/', '^src/bench/', '^src/pretrain/', '^src/serve/']],
   ['scripts', ['^bench/', '^examples/']],
 ];
 

@@ -16,10 +16,15 @@
  * back), a bare decodeStep loop waited on once at the end (`rawTokensPerSec`: the GPU's pace), and
  * for the engine one profiled step (GPU timestamps per dispatch, summed per kernel kind, with the
  * bytes of weights each must read: GB/s). --sweep 64x8,128x4,256x2 repeats the engine's runs with
- * GEMV workgroups of T threads and at most R rows each (env GRIFFIN_FUSED_THREADS / _ROWS).
+ * GEMV workgroups of T threads and at most R rows each (env GRIFFIN_FUSED_THREADS / _ROWS);
+ * TxRxUxW also sets the strides per loop trip and compact weights' words per load (_UNROLL, _WORDS).
+ * --dtype bfloat16|float16|int8|int4 [--group-size 64] [--zero-points] holds a --config model's
+ * matrices compact (random values packed on the host); the report gives the bytes the weights
+ * take and the GPU memory tfjs holds after the runs (numBytesInGPU: live tensors, the weights).
  * With --fused both, `fusedVsTfjsRelError` compares the two paths' logits over --check-steps (4).
  */
 
+import {weightSpec} from '../ops/compact/format';
 import {useBackend} from '../src/backend';
 import {
   emit,
@@ -62,7 +67,11 @@ async function main(): Promise<void> {
     const cfg = {...base};
     if (args.layers) cfg.num_hidden_layers = int(args, 'layers', 0);
     if (args.vocab) cfg.vocab_size = int(args, 'vocab', 0);
-    model = new RecurrentGemmaForCausalLM(cfg);
+    const compact = weightSpec(args.dtype ?? 'float32', {
+      groupSize: args['group-size'] != null ? int(args, 'group-size', 64) : undefined,
+      zeroPoints: args['zero-points'] != null,
+    });
+    model = new RecurrentGemmaForCausalLM(cfg, {compact});
     // Weights from a GPU hash under webgpu (tfjs's random initialisers are slow for 2.7B parameters).
     if (args.fused != null || args.batches != null) randomizeWeights(model);
   }
@@ -196,7 +205,7 @@ async function compareFused(
       fused: engine != null,
       dispatchesPerStep: engine?.dispatchCount ?? null,
     };
-    if (tuning != null) run.tuning = {threads: tuning[0], maxRows: tuning[1]};
+    if (tuning != null) run.tuning = {threads: tuning[0], maxRows: tuning[1], unroll: tuning[2], words: tuning[3]};
     let t0: number;
     if (tuning == null) {
       // Through the public generation path, as a user runs it: prefill of the prompt, then a token
@@ -246,7 +255,7 @@ async function compareFused(
       rawMsPerStep: +(ms / rawSteps).toFixed(3),
       rawTokensPerSec: +(((rawSteps * batch) / ms) * 1000).toFixed(1),
       // Every step reads all the weights once: the memory bandwidth that pace amounts to.
-      weightGBps: +((model.countParams() * 4) / 1e6 / (ms / rawSteps)).toFixed(1),
+      weightGBps: +(model.weightBytes() / 1e6 / (ms / rawSteps)).toFixed(1),
     });
     if (engine != null) {
       const {logits, timings} = await engine.profileStep(ids, state.positions);
@@ -303,14 +312,19 @@ async function compareFused(
     for (const t of sweep) {
       fusedTuning.threads = t![0];
       fusedTuning.maxRows = t![1];
+      fusedTuning.unroll = t![2] ?? 0;
+      fusedTuning.words = t![3] ?? 0;
       disposeFusedDecoders(model);
       for (const batch of batches) await measure(batch, true, t);
     }
     fusedTuning.threads = 0;
     fusedTuning.maxRows = 0;
+    fusedTuning.unroll = 0;
+    fusedTuning.words = 0;
   }
   fusedDecodeConfig.enabled = null;
-  const weightBytes = model.countParams() * 4;
+  const weightBytes = model.weightBytes();
+  const mem = tf.memory() as {numBytes: number; numBytesInGPU?: number; numBytesAllocatedInGPU?: number};
   emit(
     {
       model: name,
@@ -320,7 +334,11 @@ async function compareFused(
       vocab: c.vocab_size,
       window: c.attention_window_size,
       params: model.countParams(),
+      weightDtype: model.weightDtype,
       weightGB: +(weightBytes / 1e9).toFixed(2),
+      weightMB: +(weightBytes / 1e6).toFixed(1),
+      tfjsGpuMBAfterRuns: mem.numBytesInGPU != null ? +(mem.numBytesInGPU / 1e6).toFixed(1) : null,
+      tfjsGpuMBAllocated: mem.numBytesAllocatedInGPU != null ? +(mem.numBytesAllocatedInGPU / 1e6).toFixed(1) : null,
       promptLen,
       newTokens,
       runs,

@@ -14,16 +14,7 @@ import * as tf from '@tensorflow/tfjs';
 // The class itself, for subclassing (the union package re-exports tfjs-layers' index).
 const {LayerVariable} = tf as unknown as {LayerVariable: typeof import('@tensorflow/tfjs-layers').LayerVariable};
 
-import {
-  type CompactSpec,
-  checkSpec,
-  type PackedMatrix,
-  packedBytes,
-  perWord,
-  quantize,
-  sameSpec,
-  specOf,
-} from '../ops/compact/format';
+import {type CompactSpec, checkSpec, type PackedMatrix, packedBytes, perWord, quantize} from '../ops/compact/format';
 import {
   type CompactTensors,
   compactGatherRows,
@@ -81,25 +72,23 @@ export class CompactParameter extends LayerVariable {
   /** Quantizes row-major float32 values [R * C] into the packed matrix. */
   writeValues(values: Float32Array): void {
     const [R, C] = this.shape as number[];
-    const next = compactTensors(quantize(values, R, C, this.spec));
-    // Kept: a caller's tidy must not take the weight with it.
-    for (const t of [next.data, next.scales, next.zeros]) tf.keep(t);
-    disposeCompact(this.packed_);
-    this.packed_ = next;
+    this.writePacked(quantize(values, R, C, this.spec));
   }
 
-  /**
-   * Takes an already packed matrix as it is (a compact export's words, scales and zero points):
-   * no float32 copy; its spec and shape must be this parameter's.
-   */
+  /** Takes a matrix already packed in this parameter's spec and shape (as stored, bit for bit). */
   writePacked(p: PackedMatrix): void {
     const [R, C] = this.shape as number[];
-    if (p.rows !== R || p.cols !== C || !sameSpec(specOf(p), this.spec)) {
+    const groupOk = p.dtype !== 'int4' || p.groupSize === (this.spec.groupSize ?? 64);
+    if (p.rows !== R || p.cols !== C || p.dtype !== this.spec.dtype || !groupOk) {
       throw new Error(
-        `${this.name}: packed ${JSON.stringify(specOf(p))} [${p.rows}, ${p.cols}], expected ${JSON.stringify(this.spec)} [${R}, ${C}]`,
+        `${this.name}: packed ${p.dtype} [${p.rows}, ${p.cols}] does not match ${this.spec.dtype} [${R}, ${C}]`,
       );
     }
+    if ((p.zeros != null) !== (this.spec.zeroPoints === true)) {
+      throw new Error(`${this.name}: zero points ${p.zeros != null ? 'given' : 'missing'}`);
+    }
     const next = compactTensors(p);
+    // Kept: a caller's tidy must not take the weight with it.
     for (const t of [next.data, next.scales, next.zeros]) tf.keep(t);
     disposeCompact(this.packed_);
     this.packed_ = next;

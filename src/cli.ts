@@ -2,6 +2,7 @@
  * The `griffin` command line.
  *   npx griffin generate --prompt "Once upon a time"
  *   npx griffin convert --from hf-checkpoint/ --out web-model/ --dtype float16
+ *   npx griffin serve --port 8080 --max-batch 8
  *
  * Every failure a user can cause ends in one line on stderr and exit code 1 (2 for usage
  * errors), never a stack trace (set GRIFFIN_DEBUG=1 to see one).
@@ -11,6 +12,7 @@ import {register as registerBench} from './cli/bench';
 import {registerConvert} from './cli/convert';
 import {register as registerFinetune} from './cli/finetune';
 import {register as registerGenerate} from './cli/generate';
+import {register as registerServe} from './cli/serve';
 import {registerTrainTokenizer} from './cli/tokenizer';
 import {UsageError} from './cli/usage';
 
@@ -22,7 +24,14 @@ export function buildProgram(): Command {
     .exitOverride()
     .configureOutput({outputError: (s, write) => write(`${s.trim().split('\n')[0]}\n`)})
     .showSuggestionAfterError(true);
-  for (const register of [registerConvert, registerGenerate, registerFinetune, registerBench, registerTrainTokenizer]) {
+  for (const register of [
+    registerConvert,
+    registerGenerate,
+    registerFinetune,
+    registerBench,
+    registerTrainTokenizer,
+    registerServe,
+  ]) {
     register(program);
   }
   return program;

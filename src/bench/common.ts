@@ -12,6 +12,7 @@ import * as os from 'os';
 import * as path from 'path';
 import type {LayerVariable} from '../../layers/base';
 import {CompactParameter} from '../../layers/compact';
+import {type PackedMatrix, quantize} from '../../ops/compact/format';
 import {useBackend} from '../backend';
 import {parameterCount, RecurrentGemmaConfig, RecurrentGemmaConfigArgs} from '../config';
 import type {RecurrentGemmaForCausalLM} from '../model';
@@ -150,13 +151,23 @@ export function randomizeWeights(
   onProgress?: (done: number, total: number) => void,
 ): void {
   const vars = [...model.namedParameters().values()] as LayerVariable[];
+  // Compact matrices: packed on the host once per shape (the float32 values never reach the
+  // device; quantizing 2.7B values per run would take minutes), the same words for every
+  // matrix of that shape: what a speed measure needs.
+  const packed = new Map<string, PackedMatrix>();
   vars.forEach((v, i) => {
     const shape = v.shape as number[];
     const scale = shape.length >= 2 ? Math.sqrt(3 / shape[shape.length - 1]) : 0.1;
     if (v instanceof CompactParameter) {
-      // Packed on the host (the float32 values never reach the device).
-      const rng = new Rng(i + 1);
-      v.writeValues(Float32Array.from({length: shape[0] * shape[1]}, () => (rng.next() * 2 - 1) * scale));
+      const key = shape.join('x');
+      let p = packed.get(key);
+      if (p == null) {
+        const rng = new Rng(i + 1);
+        const values = Float32Array.from({length: shape[0] * shape[1]}, () => (rng.next() * 2 - 1) * scale);
+        p = quantize(values, shape[0], shape[1], v.spec);
+        packed.set(key, p);
+      }
+      v.writePacked(p);
       onProgress?.(i + 1, vars.length);
       return;
     }

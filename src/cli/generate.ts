@@ -105,8 +105,8 @@ function addSamplingOptions(cmd: Command, defaultMax: number): Command {
 }
 
 /** Checks the directory before any heavy loading, so that mistakes fail fast and in one line. */
-async function loadModelDir(
-  flags: SamplingFlags,
+export async function loadModelDir(
+  flags: DtypeFlags & {model?: string; adapter?: string; backend?: string},
 ): Promise<{model: RecurrentGemmaForCausalLM; tok: GemmaTokenizer; dir: string}> {
   let dir = flags.model;
   if (dir == null) {

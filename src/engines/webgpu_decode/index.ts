@@ -4,13 +4,12 @@
  *   fusedDecodeConfig.enabled = false;        // or env GRIFFIN_FUSED_DECODE=0: tfjs ops instead (on by default)
  *   const eng = fusedDecoderFor(model, b);    // null when it does not apply
  *
- * It applies on the webgpu backend to float32 models without LoRA adapters, for 1..16 rows.
+ * It applies on the webgpu backend to models without LoRA adapters (float32 or compact weights), for 1..16 rows.
  *
  * Shape letters: b batch rows.
  */
 import * as tf from '@tensorflow/tfjs';
 import type {Linear} from '../../../layers/basic';
-import {CompactParameter} from '../../../layers/compact';
 import type {ResidualBlock} from '../../../layers/model_layers';
 import {RecurrentBlock} from '../../../layers/recurrent';
 import {FusedDecoder} from './engine';
@@ -59,13 +58,8 @@ function supported(model: DecodeModelView, b: number): boolean {
   const c = model.config;
   if (c.intermediate_size % 2 !== 0 || c.lru_width % c.num_attention_heads !== 0) return false;
   if (c.num_attention_heads % c.num_key_value_heads !== 0 || c.rotary_dim % 2 !== 0) return false;
-  // Compact weights (layers/compact.ts): the engine's GEMVs read float32 only, so far.
-  const head = (model.lmHead ?? model.embed).matrix.pieces;
-  if ([...model.embed.matrix.pieces, ...head].some((p) => p.variable instanceof CompactParameter)) return false;
   // LoRA adapters (layers/lora.ts) add to a Linear's output: the engine knows nothing of them.
-  return !model.blocks.some((blk) =>
-    blockLinears(blk).some((l) => l.adapter != null || l.weight instanceof CompactParameter),
-  );
+  return !model.blocks.some((blk) => blockLinears(blk).some((l) => l.adapter != null));
 }
 
 /** The engine for this model and batch size (made on first use), or null when decodeStep must use tfjs ops. */

@@ -21,8 +21,10 @@
  * w conv1d_width, rot rotary dims.
  */
 import type * as tf from '@tensorflow/tfjs';
+import type {LayerVariable} from '@tensorflow/tfjs-layers';
 import type {LocalAttentionBlock} from '../../../layers/attention';
 import type {Linear} from '../../../layers/basic';
+import {CompactParameter} from '../../../layers/compact';
 import type {Embedding, ResidualBlock} from '../../../layers/model_layers';
 import {RecurrentBlock} from '../../../layers/recurrent';
 import type {DecodeModelView} from './model_view';
@@ -38,6 +40,7 @@ import {
   embedSource,
   GemvBinding,
   GemvSpec,
+  gemvBindings,
   gemvRows,
   gemvSource,
   RgLruBinding,
@@ -48,7 +51,8 @@ import {
   StepLayout,
   stepLayout,
 } from './shaders';
-import {attnChunkSlots, gemvMaxRows, gemvThreads, gemvUnroll, rgLruPlan} from './tuning';
+import {FLOAT32_WEIGHTS, matrixBytes, sameFormat, type WeightFormat, weightFormat} from './shaders/weights';
+import {attnChunkSlots, gemvMaxRows, gemvThreads, gemvUnroll, gemvWords, rgLruPlan} from './tuning';
 
 /** One dispatch of the step. */
 export interface PlannedDispatch {
@@ -167,15 +171,81 @@ function pack(ctx: Ctx, parts: (tf.Tensor | number)[]): GPUBuffer {
   return buf;
 }
 
-/** A GEMV dispatch: the largest rows per workgroup (from maxR, halving) whose tile fits. */
+/** A weight matrix as the kernels read it: its format and buffers (packed words, scales, zero points). */
+interface BoundMatrix {
+  fmt: WeightFormat;
+  w: GPUBuffer;
+  s?: GPUBuffer;
+  z?: GPUBuffer;
+}
+
+/** A float32 variable's buffer, or a compact one's packed tensors (layers/compact.ts). */
+function matrix(ctx: Ctx, v: LayerVariable): BoundMatrix {
+  if (!(v instanceof CompactParameter)) return {fmt: FLOAT32_WEIGHTS, w: ctx.host.weight(() => v.read())};
+  const fmt = weightFormat(v.spec);
+  const m: BoundMatrix = {fmt, w: ctx.host.weight(() => v.packed.data)};
+  if (fmt.dtype === 'int8' || fmt.dtype === 'int4') m.s = ctx.host.weight(() => v.packed.scales);
+  if (fmt.zeroPoints) m.z = ctx.host.weight(() => v.packed.zeros);
+  return m;
+}
+
+/**
+ * The GEMV dispatches of one projection over the matrices of its segments (one format for all)
+ * and their biases (geglu: gate, up), with the largest rows per workgroup (from maxR, halving)
+ * whose tile fits. One dispatch, unless its buffers exceed the device's storage bindings per
+ * stage (compact segments bring scales and zero points): then one per segment (store), or the
+ * gate with GeLU then the up projection multiplied in (geglu).
+ */
 function gemv(
   ctx: Ctx,
   name: string,
-  spec: Omit<GemvSpec, 'R' | 'T'>,
+  spec: Omit<GemvSpec, 'R' | 'T' | 'weights' | 'words' | 'bias'>,
+  mats: BoundMatrix[],
+  biases: tf.Tensor[] | null,
+  io: {x: GPUBuffer; g?: GPUBuffer; out: GPUBuffer},
+): PlannedDispatch[] {
+  const fmt = mats[0].fmt;
+  if (mats.some((m) => !sameFormat(m.fmt, fmt))) throw new Error(`fused decode: ${name} mixes weight formats`);
+  const whole = {...spec, bias: biases != null, weights: fmt};
+  if (gemvBindings(whole as GemvSpec).length <= ctx.host.limits.maxStorageBuffersPerShaderStage) {
+    const bias =
+      biases == null ? undefined : biases.length === 1 ? ctx.host.weight(() => biases[0]) : pack(ctx, biases);
+    return [gemvDispatch(ctx, name, whole, mats, {...io, ...(bias ? {bias} : {})})];
+  }
+  const one = (k: number, part: Partial<GemvSpec>, suffix: string) =>
+    gemvDispatch(ctx, `${name}.${suffix}`, {...whole, ...part}, [mats[k]], {
+      ...io,
+      ...(biases ? {bias: ctx.host.weight(() => biases[k])} : {}),
+    });
+  if (spec.mode === 'geglu') {
+    const m = spec.segments[0];
+    return [one(0, {mode: 'store', segments: [m], gelu: [true]}, 'gate'), one(1, {mode: 'mul', segments: [m]}, 'up')];
+  }
+  let start = spec.outOffset ?? 0;
+  return spec.segments.map((n, k) => {
+    const d = one(k, {segments: [n], gelu: spec.gelu ? [spec.gelu[k]] : undefined, outOffset: start}, `${k}`);
+    start += n;
+    return d;
+  });
+}
+
+/** One GEMV dispatch (see gemv). */
+function gemvDispatch(
+  ctx: Ctx,
+  name: string,
+  spec: Omit<GemvSpec, 'R' | 'T' | 'words'>,
+  mats: BoundMatrix[],
   bindings: Partial<Bindings<GemvBinding>>,
 ): PlannedDispatch {
   const limit = ctx.host.limits,
     T = ctx.T;
+  const fmt = mats[0].fmt;
+  const all: Partial<Bindings<GemvBinding>> = {...bindings};
+  mats.forEach((m, k) => {
+    all[`w${k}`] = m.w;
+    if (m.s != null) all[`s${k}`] = m.s;
+    if (m.z != null) all[`z${k}`] = m.z;
+  });
   const P = spec.mode === 'geglu' ? 2 : 1;
   let R = ctx.maxR;
   const fits = (r: number) =>
@@ -184,26 +254,30 @@ function gemv(
     (r * P * spec.B + (spec.norm ? spec.B : 0)) * T * 4 <= limit.maxComputeWorkgroupStorageSize;
   while (R > 1 && !fits(R)) R = R >> 1;
   if (!fits(R)) throw new Error(`fused decode: no GEMV tiling for ${name}`);
-  const full: GemvSpec = {...spec, R, T, U: gemvUnroll(spec.B)};
+  const full: GemvSpec = {...spec, R, T, U: gemvUnroll(spec.B), words: gemvWords(fmt, spec.IN, T)};
   const nwg = gemvRows(full) / R;
   const gx = Math.min(nwg, limit.maxComputeWorkgroupsPerDimension);
-  const bytes = spec.segments.reduce((a, n) => a + n * spec.IN * 4, 0) * (spec.mode === 'geglu' ? 2 : 1);
-  return {name, code: gemvSource(full), bindings, grid: [gx, Math.ceil(nwg / gx), 1], bytes};
+  const bytes = spec.segments.reduce((a, n) => a + matrixBytes(fmt, n, spec.IN), 0) * P;
+  return {name, code: gemvSource(full), bindings: all, grid: [gx, Math.ceil(nwg / gx), 1], bytes};
 }
 
 /** x = E[id] * scale, one dispatch per piece of the vocabulary matrix. */
 function embeddingDispatches(ctx: Ctx, embed: Embedding): PlannedDispatch[] {
   const {B, buf} = ctx,
     d = ctx.view.config.hidden_size;
-  return embed.matrix.pieces.map((p) =>
-    dispatch<EmbedBinding>(
+  return embed.matrix.pieces.map((p) => {
+    const m = matrix(ctx, p.variable);
+    const bindings: Partial<Bindings<EmbedBinding>> = {e: m.w, step: buf.step, x: buf.x};
+    if (m.s != null) bindings.s = m.s;
+    if (m.z != null) bindings.z = m.z;
+    return dispatch(
       'embed',
-      embedSource({B, D: d, start: p.start, rows: p.rows, scale: embed.scale, step: ctx.step}),
-      {e: ctx.host.weight(() => p.variable.read()), step: buf.step, x: buf.x},
+      embedSource({B, D: d, start: p.start, rows: p.rows, scale: embed.scale, step: ctx.step, weights: m.fmt}),
+      bindings as Bindings<EmbedBinding>,
       [Math.ceil((B * d) / 256), 1, 1],
       B * d * 4,
-    ),
-  );
+    );
+  });
 }
 
 /** [norm + linear_x | linear_y (+gelu)] -> [conv1d + RG-LRU + * gelu(y)] -> [linear_out + residual]. */
@@ -235,17 +309,11 @@ function recurrentDispatches(
       mode: 'store',
       norm: true,
       eps: c.rms_norm_eps,
-      bias: true,
       outStride: 2 * e,
     },
-    {
-      x: buf.x,
-      g: host.weight(() => blk.temporal_pre_norm.weight.read()),
-      w0: host.weight(() => lx.weight.read()),
-      w1: host.weight(() => ly.weight.read()),
-      bias: pack(ctx, [biasOf(lx), biasOf(ly)]),
-      out: buf.uy,
-    },
+    [matrix(ctx, lx.weight), matrix(ctx, ly.weight)],
+    [biasOf(lx), biasOf(ly)],
+    {x: buf.x, g: host.weight(() => blk.temporal_pre_norm.weight.read()), out: buf.uy},
   );
   const st = host.own(B * w * e + B * e);
   const pk = pack(ctx, [
@@ -274,10 +342,12 @@ function recurrentDispatches(
   const out = gemv(
     ctx,
     `L${li}.out`,
-    {B, IN: e, segments: [d], mode: 'residual', norm: false, bias: true, outStride: d},
-    {x: buf.o, w0: host.weight(() => lo.weight.read()), bias: host.weight(() => biasOf(lo)), out: buf.x},
+    {B, IN: e, segments: [d], mode: 'residual', norm: false, outStride: d},
+    [matrix(ctx, lo.weight)],
+    [biasOf(lo)],
+    {x: buf.o, out: buf.x},
   );
-  return {dispatches: [xy, lru, out], state: {kind: 'recurrent', st}};
+  return {dispatches: [...xy, lru, ...out], state: {kind: 'recurrent', st}};
 }
 
 /** [norm + q|k|v] -> [RoPE, ring store] -> [partial attention] -> [combine] -> [o_proj + residual]. */
@@ -312,18 +382,11 @@ function attentionDispatches(
       mode: 'store',
       norm: true,
       eps: c.rms_norm_eps,
-      bias: biased,
       outStride: (H + 2 * K) * hd,
     },
-    {
-      x: buf.x,
-      g: host.weight(() => blk.temporal_pre_norm.weight.read()),
-      w0: host.weight(() => q.weight.read()),
-      w1: host.weight(() => k.weight.read()),
-      w2: host.weight(() => v.weight.read()),
-      ...(biased ? {bias: pack(ctx, [biasOf(q), biasOf(k), biasOf(v)])} : {}),
-      out: buf.qkv,
-    },
+    [matrix(ctx, q.weight), matrix(ctx, k.weight), matrix(ctx, v.weight)],
+    biased ? [biasOf(q), biasOf(k), biasOf(v)] : null,
+    {x: buf.x, g: host.weight(() => blk.temporal_pre_norm.weight.read()), out: buf.qkv},
   );
   const rope = dispatch<RopeBinding>(
     `L${li}.rope`,
@@ -347,10 +410,12 @@ function attentionDispatches(
   const o = gemv(
     ctx,
     `L${li}.o`,
-    {B, IN: H * hd, segments: [d], mode: 'residual', norm: false, bias: true, outStride: d},
-    {x: buf.attn, w0: host.weight(() => op.weight.read()), bias: host.weight(() => biasOf(op)), out: buf.x},
+    {B, IN: H * hd, segments: [d], mode: 'residual', norm: false, outStride: d},
+    [matrix(ctx, op.weight)],
+    [biasOf(op)],
+    {x: buf.attn, out: buf.x},
   );
-  return {dispatches: [qkv, rope, partial, combine, o], state: {kind: 'attention', k: kb, v: vb, valid}};
+  return {dispatches: [...qkv, rope, partial, combine, ...o], state: {kind: 'attention', k: kb, v: vb, valid}};
 }
 
 /** [norm + gate | up + GeGLU] -> [down + residual]. */
@@ -361,29 +426,21 @@ function mlpDispatches(ctx: Ctx, li: number, blk: ResidualBlock): PlannedDispatc
     m = c.intermediate_size / 2;
   const mlp = blk.mlp_block;
   return [
-    gemv(
+    ...gemv(
       ctx,
       `L${li}.gateup`,
-      {B, IN: d, segments: [m, m], mode: 'geglu', norm: true, eps: c.rms_norm_eps, bias: true, outStride: m},
-      {
-        x: buf.x,
-        g: host.weight(() => blk.channel_pre_norm.weight.read()),
-        w0: host.weight(() => mlp.gate_proj.weight.read()),
-        w1: host.weight(() => mlp.up_proj.weight.read()),
-        bias: pack(ctx, [biasOf(mlp.gate_proj), biasOf(mlp.up_proj)]),
-        out: buf.hid,
-      },
+      {B, IN: d, segments: [m, m], mode: 'geglu', norm: true, eps: c.rms_norm_eps, outStride: m},
+      [matrix(ctx, mlp.gate_proj.weight), matrix(ctx, mlp.up_proj.weight)],
+      [biasOf(mlp.gate_proj), biasOf(mlp.up_proj)],
+      {x: buf.x, g: host.weight(() => blk.channel_pre_norm.weight.read()), out: buf.hid},
     ),
-    gemv(
+    ...gemv(
       ctx,
       `L${li}.down`,
-      {B, IN: m, segments: [d], mode: 'residual', norm: false, bias: true, outStride: d},
-      {
-        x: buf.hid,
-        w0: host.weight(() => mlp.down_proj.weight.read()),
-        bias: host.weight(() => biasOf(mlp.down_proj)),
-        out: buf.x,
-      },
+      {B, IN: m, segments: [d], mode: 'residual', norm: false, outStride: d},
+      [matrix(ctx, mlp.down_proj.weight)],
+      [biasOf(mlp.down_proj)],
+      {x: buf.hid, out: buf.x},
     ),
   ];
 }
@@ -392,7 +449,7 @@ function mlpDispatches(ctx: Ctx, li: number, blk: ResidualBlock): PlannedDispatc
 function headDispatches(ctx: Ctx): PlannedDispatch[] {
   const {B, buf, host, view} = ctx,
     c = view.config;
-  return (view.lmHead ?? view.embed).matrix.pieces.map((p) =>
+  return (view.lmHead ?? view.embed).matrix.pieces.flatMap((p) =>
     gemv(
       ctx,
       'head',
@@ -403,17 +460,13 @@ function headDispatches(ctx: Ctx): PlannedDispatch[] {
         mode: 'softcap',
         norm: true,
         eps: c.rms_norm_eps,
-        bias: false,
         outStride: c.vocab_size,
         outOffset: p.start,
         cap: c.logits_soft_cap,
       },
-      {
-        x: buf.x,
-        g: host.weight(() => view.finalNorm.weight.read()),
-        w0: host.weight(() => p.variable.read()),
-        out: buf.logits,
-      },
+      [matrix(ctx, p.variable)],
+      null,
+      {x: buf.x, g: host.weight(() => view.finalNorm.weight.read()), out: buf.logits},
     ),
   );
 }

@@ -35,9 +35,13 @@ export function resourceOf(be: WebGPUBackendLike, t: tf.Tensor): unknown {
   return be.tensorMap.get(t.dataId)?.resource;
 }
 
-/** The GPU buffer of a float32 tensor (uploaded first if its data is still on the host). */
+/**
+ * The GPU buffer of a float32 tensor, or of an int32 one holding packed weight words
+ * (uploaded first if its data is still on the host).
+ */
 export function gpuBufferOf(be: WebGPUBackendLike, t: tf.Tensor): GPUBuffer {
-  if (t.dtype !== 'float32') throw new Error(`fused decode: ${t.dtype} tensors are not supported`);
+  if (t.dtype !== 'float32' && t.dtype !== 'int32')
+    throw new Error(`fused decode: ${t.dtype} tensors are not supported`);
   be.uploadToGPU(t.dataId);
   const r = resourceOf(be, t);
   if (!(r instanceof GPUBuffer)) throw new Error('fused decode: a tensor is not held in a GPU buffer');

@@ -5,15 +5,16 @@
  *   fusedTuning.threads = 64;   disposeFusedDecoders(model);   // engines made after this use 64 threads
  *
  * Each knob: fusedTuning's value if set (non-zero), else its env variable (GRIFFIN_FUSED_THREADS,
- * _ROWS, _UNROLL, _CHUNK, _LRU_SLICES), else the default below. Read when an engine is built.
+ * _ROWS, _UNROLL, _CHUNK, _LRU_SLICES, _WORDS), else the default below. Read when an engine is built.
  * The sweeps that chose the defaults: see bench/results/NOTES.md.
  *
  * Shape letters: B batch rows, E lru_width, H heads, W conv1d_width.
  */
 import {RgLruSpec, rgLruSharedBytes, StepLayout} from './shaders';
+import {valuesPerWord, type WeightFormat} from './shaders/weights';
 
 /** 0 = default (or the env variable). */
-export const fusedTuning = {threads: 0, maxRows: 0, unroll: 0, chunk: 0, lruSlices: 0};
+export const fusedTuning = {threads: 0, maxRows: 0, unroll: 0, chunk: 0, lruSlices: 0, words: 0};
 
 function envInt(name: string): number {
   const v = typeof process !== 'undefined' ? process.env?.[name] : undefined;
@@ -36,6 +37,21 @@ export function gemvMaxRows(): number {
  */
 export function gemvUnroll(B: number): number {
   return fusedTuning.unroll || envInt('GRIFFIN_FUSED_UNROLL') || (B <= 4 ? 2 : B <= 8 ? 4 : 1);
+}
+
+/**
+ * Compact weights: 32-bit words per GEMV load (4, 2 or 1). A load must hold a multiple of 4
+ * values and divide the input width; by default the widest such load that still leaves every
+ * one of T threads a load per row, else the narrowest. Throws when no load fits the width.
+ */
+export function gemvWords(fmt: WeightFormat, IN: number, T: number): number {
+  if (fmt.dtype === 'float32') return 1;
+  const k = valuesPerWord(fmt);
+  const ok = [4, 2, 1].filter((w) => (w * k) % 4 === 0 && IN % (w * k) === 0);
+  if (ok.length === 0) throw new Error(`fused decode: width ${IN} does not split into ${fmt.dtype} loads`);
+  const want = fusedTuning.words || envInt('GRIFFIN_FUSED_WORDS');
+  if (want && ok.includes(want)) return want;
+  return ok.find((w) => IN / (w * k) >= T) ?? ok[ok.length - 1];
 }
 
 /** Ring slots per attention workgroup (default 16): short chunks spread a short context over more of the GPU. */

@@ -1,20 +1,22 @@
 /**
  * The GEMV kernel: y = [rmsnorm](x) W^T (+ bias) for 1..16 rows, W in PyTorch's [out, in] layout,
- * with the epilogues store (optionally GeLU per segment), residual add in place, GeGLU (gate, up)
- * and soft cap. All of the engine's matrix work.
+ * float32 or packed (bfloat16, float16, int8, int4: shaders/weights.ts, unpacked as loaded), with
+ * the epilogues store (optionally GeLU per segment), residual add in place, multiply in place
+ * (GeGLU's up in a dispatch of its own), GeGLU (gate, up) and soft cap. All of the engine's matrix work.
  *   const code = gemvSource({B: 1, IN: d, segments: [d], mode: 'residual', norm: false, bias: true, outStride: d,
  *     R: 4, T: 128});
  *
  * A workgroup of T threads computes R output rows for all B rows: threads stride over the input
- * (vec4 loads when IN % 4 == 0), hold R x B accumulators, and reduce in workgroup memory. With
+ * (vec4 loads when IN % 4 == 0; compact weights: 1, 2 or 4 words per load), hold R x B accumulators, and reduce in workgroup memory. With
  * `norm` each workgroup also sums x^2 and scales at the end (the RMSNorm before a projection).
  *
  * Shape letters: B batch rows, IN input width, R rows per workgroup, T threads per workgroup,
  * P 1 or 2 (GeGLU's gate and up), N vectors per input row, U strides per loop trip.
  */
 import {COMMON_WGSL, f32} from './common';
+import {FLOAT32_WEIGHTS, hasScales, slotLoad, type WeightFormat} from './weights';
 
-export type GemvMode = 'store' | 'residual' | 'geglu' | 'softcap';
+export type GemvMode = 'store' | 'residual' | 'mul' | 'geglu' | 'softcap';
 
 export interface GemvSpec {
   B: number;
@@ -37,14 +39,31 @@ export interface GemvSpec {
   R: number;
   T: number;
   U?: number;
+  /** The weights' storage (default float32): compact ones are unpacked in the loop (shaders/weights.ts). */
+  weights?: WeightFormat;
+  /** Compact weights: 32-bit words per load (1, 2 or 4; default 4). */
+  words?: number;
 }
 
 /** The kernel's binding names (gemvBindings gives those of one spec, in order). */
-export type GemvBinding = 'x' | 'g' | `w${number}` | 'bias' | 'out';
+export type GemvBinding = 'x' | 'g' | `w${number}` | `s${number}` | `z${number}` | 'bias' | 'out';
 
-/** Bindings in order: x, [g], w0..w(S-1), [bias], out. */
+/**
+ * Bindings in order: x, [g], w0..w(S-1), [s0..s(S-1) the scales of int8 / int4 weights],
+ * [z0..z(S-1) int4's zero points], [bias], out.
+ */
 export function gemvBindings(s: GemvSpec): string[] {
-  return ['x', ...(s.norm ? ['g'] : []), ...s.segments.map((_, i) => `w${i}`), ...(s.bias ? ['bias'] : []), 'out'];
+  const fmt = s.weights ?? FLOAT32_WEIGHTS;
+  const per = (c: string) => s.segments.map((_, i) => `${c}${i}`);
+  return [
+    'x',
+    ...(s.norm ? ['g'] : []),
+    ...per('w'),
+    ...(hasScales(fmt) ? per('s') : []),
+    ...(fmt.zeroPoints ? per('z') : []),
+    ...(s.bias ? ['bias'] : []),
+    'out',
+  ];
 }
 
 /** Output rows the kernel covers (geglu: m). */
@@ -54,8 +73,15 @@ export function gemvRows(s: GemvSpec): number {
 
 export function gemvSource(s: GemvSpec): string {
   const {B, IN, R, T, mode} = s;
-  const vec = IN % 4 === 0;
-  const N = vec ? IN / 4 : IN; // vectors per input row
+  const fmt = s.weights ?? FLOAT32_WEIGHTS;
+  const compact = fmt.dtype !== 'float32';
+  const load = compact ? slotLoad(fmt, s.words ?? 4) : null;
+  if (load != null && IN % load.K !== 0) throw new Error(`gemv: ${load.K} values per load do not divide ${IN}`);
+  const vec = compact || IN % 4 === 0;
+  // Slots per input row: what one thread takes per stride (a vec4 / f32, or one load of packed words).
+  const N = load != null ? IN / load.K : vec ? IN / 4 : IN;
+  const KV = load != null ? load.K / 4 : 1; // vec4s of x per slot
+  const X4 = vec ? IN / 4 : IN; // x's vectors per row
   const V = vec ? 'vec4<f32>' : 'f32';
   const dotv = vec ? 'dot' : 'mulf';
   const P = mode === 'geglu' ? 2 : 1;
@@ -67,42 +93,69 @@ export function gemvSource(s: GemvSpec): string {
   const binds = gemvBindings(s);
   const decl = binds
     .map((name, i) => {
-      const ty = name === 'x' || name === 'g' || name.startsWith('w') ? `array<${V}>` : 'array<f32>';
+      const ty =
+        name === 'x' || name === 'g'
+          ? `array<${V}>`
+          : name.startsWith('w')
+            ? `array<${load?.type ?? V}>`
+            : 'array<f32>';
       const access = name === 'out' ? 'read_write' : 'read';
       return `@group(0) @binding(${i}) var<storage, ${access}> ${name} : ${ty};`;
     })
     .join('\n');
+  // int4: slots per scale group (a load never straddles one: K <= 32 <= groupSize).
+  const G = fmt.dtype === 'int4' ? IN / fmt.groupSize : 0;
+  const slotsPerGroup = load != null && fmt.dtype === 'int4' ? fmt.groupSize / load.K : 0;
 
   // The main loop for one weight segment (P = 1) or the gate/up pair (P = 2): U strides of T
-  // vectors per trip (all loads first, so that R * P * U weight loads are in flight), then a tail.
+  // slots per trip (all loads first, so that R * P * U weight loads are in flight), then a tail.
   const U = s.U ?? 1;
   const full = Math.floor(N / (T * U)) * T * U;
-  const loop = (ws: string[], rowBase: string) => {
+  const loop = (seg: number[], rowBase: string) => {
     const lines: string[] = [];
     const trip = (u: number, i: string) => {
       const L: string[] = [];
-      if (s.norm) L.push(`  let gv${u} = ${V}(1.0) + g[${i}];`);
-      for (let b = 0; b < B; b++) L.push(`  let xr${b}_${u} = x[${b * N}u + ${i}];`);
+      for (let k = 0; k < KV; k++) {
+        const xi = KV === 1 ? i : `(${i}) * ${KV}u + ${k}u`;
+        if (s.norm) L.push(`  let gv${u}_${k} = ${V}(1.0) + g[${xi}];`);
+        for (let b = 0; b < B; b++) L.push(`  let xr${b}_${u}_${k} = x[${b * X4}u + ${xi}];`);
+      }
       for (let r = 0; r < R; r++) {
-        for (let p = 0; p < P; p++) L.push(`  let w${r}_${p}_${u} = ${ws[p]}[(${rowBase} + ${r}u) * ${N}u + ${i}];`);
+        for (let p = 0; p < P; p++) {
+          const row = `(${rowBase} + ${r}u)`;
+          L.push(`  let w${r}_${p}_${u} = w${seg[p]}[${row} * ${N}u + ${i}];`);
+          if (fmt.dtype === 'int4') {
+            const gi = `${row} * ${G}u + (${i}) / ${slotsPerGroup}u`;
+            L.push(`  let sc${r}_${p}_${u} = s${seg[p]}[${gi}];`);
+            L.push(`  let zp${r}_${p}_${u} = ${fmt.zeroPoints ? `z${seg[p]}[${gi}]` : '8.0'};`);
+          }
+        }
       }
       return L;
     };
     const math = (u: number) => {
       const L: string[] = [];
       for (let b = 0; b < B; b++) {
-        if (s.norm) {
-          L.push(`  sq${b} = sq${b} + ${dotv}(xr${b}_${u}, xr${b}_${u});`);
-          L.push(`  let xv${b}_${u} = xr${b}_${u} * gv${u};`);
-        } else {
-          L.push(`  let xv${b}_${u} = xr${b}_${u};`);
+        for (let k = 0; k < KV; k++) {
+          if (s.norm) {
+            L.push(`  sq${b} = sq${b} + ${dotv}(xr${b}_${u}_${k}, xr${b}_${u}_${k});`);
+            L.push(`  let xv${b}_${u}_${k} = xr${b}_${u}_${k} * gv${u}_${k};`);
+          } else {
+            L.push(`  let xv${b}_${u}_${k} = xr${b}_${u}_${k};`);
+          }
         }
       }
       for (let r = 0; r < R; r++) {
         for (let p = 0; p < P; p++) {
+          const wv = `w${r}_${p}_${u}`;
+          const parts = load != null ? load.unpack(wv, `zp${r}_${p}_${u}`) : [wv];
+          if (load != null) parts.forEach((e, k) => L.push(`  let q${r}_${p}_${u}_${k} = ${e};`));
+          const wk = (k: number) => (load != null ? `q${r}_${p}_${u}_${k}` : wv);
           for (let b = 0; b < B; b++) {
             const v = (r * P + p) * B + b;
-            L.push(`  acc${v} = acc${v} + ${dotv}(w${r}_${p}_${u}, xv${b}_${u});`);
+            const sum = parts.map((_, k) => `${dotv}(${wk(k)}, xv${b}_${u}_${k})`).join(' + ');
+            const term = fmt.dtype === 'int4' ? `sc${r}_${p}_${u} * (${sum})` : sum;
+            L.push(`  acc${v} = acc${v} + ${term};`);
           }
         }
       }
@@ -124,19 +177,21 @@ export function gemvSource(s: GemvSpec): string {
 
   let body: string;
   if (mode === 'geglu') {
-    body = loop(['w0', 'w1'], 'row0');
+    body = loop([0, 1], 'row0');
   } else {
     // Segments: R divides each, so a workgroup lies in one.
     const parts: string[] = [];
     let start = 0;
     s.segments.forEach((n, k) => {
       const cond = k === s.segments.length - 1 ? '' : `if (row0 < ${start + n}u) `;
-      parts.push(`${k > 0 ? 'else ' : ''}${cond}{\n${loop([`w${k}`], `(row0 - ${start}u)`)}\n}`);
+      parts.push(`${k > 0 ? 'else ' : ''}${cond}{\n${loop([k], `(row0 - ${start}u)`)}\n}`);
       start += n;
     });
     body = parts.join('\n');
   }
 
+  // int8: the row's scale, applied once to the finished sum.
+  const rowScaled = fmt.dtype === 'int8';
   let fin: string;
   const outIdx = `b * ${s.outStride}u + ${s.outOffset ?? 0}u + row`;
   const rsb = s.norm
@@ -147,8 +202,8 @@ export function gemvSource(s: GemvSpec): string {
     fin = `
     let r = t / ${B}u; let b = t % ${B}u; let row = row0 + r;
     ${rsb}
-    var gt = red[((r * 2u) * ${B}u + b) * ${T}u] * rs;
-    var up = red[((r * 2u + 1u) * ${B}u + b) * ${T}u] * rs;
+    var gt = red[((r * 2u) * ${B}u + b) * ${T}u] * rs${rowScaled ? ' * s0[row]' : ''};
+    var up = red[((r * 2u + 1u) * ${B}u + b) * ${T}u] * rs${rowScaled ? ' * s1[row]' : ''};
     ${s.bias ? `gt = gt + bias[row]; up = up + bias[${m}u + row];` : ''}
     out[${outIdx}] = geluT(gt) * up;`;
   } else {
@@ -162,16 +217,30 @@ export function gemvSource(s: GemvSpec): string {
       });
       if (conds.length > 0) post = `if (${conds.join(' || ')}) { v = geluT(v); }`;
     }
+    let scale = '';
+    if (rowScaled) {
+      let start = 0;
+      const picks = s.segments.map((n, k) => {
+        const cond = k === s.segments.length - 1 ? '' : `if (row < ${start + n}u) `;
+        const pick = `${k > 0 ? 'else ' : ''}${cond}{ v = v * s${k}[row - ${start}u]; }`;
+        start += n;
+        return pick;
+      });
+      scale = picks.join(' ');
+    }
     const write =
       mode === 'residual'
         ? `out[${outIdx}] = v + out[${outIdx}];`
-        : mode === 'softcap'
-          ? `out[${outIdx}] = tanhP(v / ${f32(s.cap!)}) * ${f32(s.cap!)};`
-          : `out[${outIdx}] = v;`;
+        : mode === 'mul'
+          ? `out[${outIdx}] = v * out[${outIdx}];`
+          : mode === 'softcap'
+            ? `out[${outIdx}] = tanhP(v / ${f32(s.cap!)}) * ${f32(s.cap!)};`
+            : `out[${outIdx}] = v;`;
     fin = `
     let r = t / ${B}u; let b = t % ${B}u; let row = row0 + r;
     ${rsb}
     var v = red[(r * ${B}u + b) * ${T}u] * rs;
+    ${scale}
     ${s.bias ? 'v = v + bias[row];' : ''}
     ${post}
     ${write}`;

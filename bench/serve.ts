@@ -1,0 +1,209 @@
+/**
+ * `griffin serve` under load: N concurrent streaming clients against one server, for each N of
+ * --clients, next to a single stream. Per level: total completion tokens/s, time to first token
+ * (TTFT) and per-token latency (a request's (last chunk - first chunk) / (tokens - 1)), p50/p99,
+ * and the gaps between chunks (ITL). Prints JSON (--out FILE writes it too).
+ *   npx tsx bench/serve.ts --backend wasm --clients 1,2,4,8 --max-tokens 64 --out r.json
+ *   npx tsx bench/serve.ts --url http://127.0.0.1:8080 --clients 1,32   # a server already running
+ *
+ * Without --url it starts `griffin serve` (src/cli.ts through tsx) in a child process on --model
+ * (default: the shipped assets/griffin-small) with --max-batch the largest N, so that the clients
+ * (this process) do not share an event loop with the model. Each client sends --requests
+ * streaming /v1/completions one after another: a prompt from a fixed list, temperature 0.8 and
+ * top_p 0.95, a seed per request (the runs are repeatable), max_tokens --max-tokens.
+ */
+import {type ChildProcess, spawn} from 'child_process';
+import * as os from 'os';
+import * as path from 'path';
+import {emit, fail, intArg, intList, parseArgs} from '../src/bench/common';
+
+const ROOT = path.join(__dirname, '..');
+
+const PROMPTS = [
+  'The history of the city begins with',
+  'In the morning the farmers went down to the river and',
+  'The committee said that the new law would',
+  'She opened the letter and read',
+  'Scientists have long believed that the',
+  'The old man looked at the sea and',
+  'After the war, the government decided to',
+  'The first thing you notice about the house is',
+];
+
+interface RequestResult {
+  ttftMs: number;
+  tokens: number;
+  /** (last chunk - first chunk) / (tokens - 1), or null for a one-token answer. */
+  perTokenMs: number | null;
+  gapsMs: number[];
+  totalMs: number;
+}
+
+function quantile(xs: number[], q: number): number | null {
+  if (xs.length === 0) return null;
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor(q * s.length))];
+}
+
+const round = (x: number | null) => (x == null ? null : Math.round(x * 100) / 100);
+
+/** One streaming completion; times from the request to each content chunk. */
+async function oneRequest(
+  url: string,
+  prompt: string,
+  maxTokens: number,
+  seed: number,
+  key?: string,
+): Promise<RequestResult> {
+  const t0 = performance.now();
+  const res = await fetch(`${url}/v1/completions`, {
+    method: 'POST',
+    headers: {'Content-Type': 'application/json', ...(key ? {Authorization: `Bearer ${key}`} : {})},
+    body: JSON.stringify({
+      prompt,
+      max_tokens: maxTokens,
+      temperature: 0.8,
+      top_p: 0.95,
+      seed,
+      stream: true,
+      stream_options: {include_usage: true},
+    }),
+  });
+  if (res.status !== 200 || res.body == null) throw new Error(`HTTP ${res.status}: ${await res.text()}`);
+  const times: number[] = [];
+  let tokens = 0,
+    buf = '';
+  const decoder = new TextDecoder();
+  for await (const part of res.body as unknown as AsyncIterable<Uint8Array>) {
+    const now = performance.now();
+    buf += decoder.decode(part, {stream: true});
+    let i: number;
+    while ((i = buf.indexOf('\n\n')) >= 0) {
+      const line = buf.slice(0, i).replace(/^data: /, '');
+      buf = buf.slice(i + 2);
+      if (line === '[DONE]') continue;
+      const obj = JSON.parse(line);
+      if (obj.error) throw new Error(obj.error.message);
+      if (obj.usage) tokens = obj.usage.completion_tokens;
+      if (obj.choices?.length) times.push(now);
+    }
+  }
+  const end = performance.now();
+  const first = times[0] ?? end;
+  const last = times[times.length - 1] ?? end;
+  return {
+    ttftMs: first - t0,
+    tokens,
+    perTokenMs: tokens > 1 ? (last - first) / (tokens - 1) : null,
+    gapsMs: times.slice(1).map((t, k) => t - times[k]),
+    totalMs: end - t0,
+  };
+}
+
+async function level(url: string, clients: number, requests: number, maxTokens: number, key?: string) {
+  const t0 = performance.now();
+  const results: RequestResult[] = [];
+  await Promise.all(
+    Array.from({length: clients}, async (_, c) => {
+      for (let r = 0; r < requests; r++) {
+        const k = c * requests + r;
+        results.push(await oneRequest(url, PROMPTS[k % PROMPTS.length], maxTokens, 1000 + k, key));
+      }
+    }),
+  );
+  const wall = (performance.now() - t0) / 1000;
+  const tokens = results.reduce((n, r) => n + r.tokens, 0);
+  const ttft = results.map((r) => r.ttftMs);
+  const perTok = results.flatMap((r) => (r.perTokenMs == null ? [] : [r.perTokenMs]));
+  const gaps = results.flatMap((r) => r.gapsMs);
+  return {
+    clients,
+    requests: results.length,
+    completionTokens: tokens,
+    wallSeconds: round(wall),
+    totalTokensPerSec: round(tokens / wall),
+    perStreamTokensPerSec: round(perTok.length ? 1000 / quantile(perTok, 0.5)! : null),
+    ttftMs: {p50: round(quantile(ttft, 0.5)), p99: round(quantile(ttft, 0.99))},
+    perTokenMs: {p50: round(quantile(perTok, 0.5)), p99: round(quantile(perTok, 0.99))},
+    interChunkMs: {p50: round(quantile(gaps, 0.5)), p99: round(quantile(gaps, 0.99))},
+  };
+}
+
+/** Starts `griffin serve` and resolves with its URL once it prints it. */
+function startChild(args: string[]): Promise<{url: string; child: ChildProcess}> {
+  const child = spawn(path.join(ROOT, 'node_modules/.bin/tsx'), [path.join(ROOT, 'src/cli.ts'), 'serve', ...args], {
+    cwd: ROOT,
+    stdio: ['ignore', 'inherit', 'pipe'],
+  });
+  let err = '';
+  return new Promise((resolve, reject) => {
+    child.stderr!.on('data', (d: Buffer) => {
+      err += d.toString();
+      process.stderr.write(d);
+      const m = /on (http:\/\/\S+) /.exec(err);
+      if (m) resolve({url: m[1], child});
+    });
+    child.on('exit', (code) => reject(new Error(`griffin serve exited (${code}): ${err.trim().split('\n').pop()}`)));
+  });
+}
+
+async function main(): Promise<void> {
+  const args = parseArgs(process.argv.slice(2));
+  const levels = intList(args.clients, [1, 2, 4, 8], 'clients');
+  const requests = intArg(args, 'requests', 3);
+  const maxTokens = intArg(args, 'max-tokens', 64);
+  const maxBatch = intArg(args, 'max-batch', Math.max(...levels));
+  const model = args.model ?? path.join(ROOT, 'assets/griffin-small');
+  let url = args.url;
+  let child: ChildProcess | null = null;
+  if (url == null) {
+    const serveArgs = ['--model', model, '--port', '0', '--max-batch', String(maxBatch), '--max-queue', '1000'];
+    if (args.backend) serveArgs.push('--backend', args.backend);
+    if (args.dtype) serveArgs.push('--dtype', args.dtype);
+    ({url, child} = await startChild(serveArgs));
+  }
+  try {
+    // One warm-up request: first-call costs (kernels, pipelines) stay out of the figures.
+    await oneRequest(url, PROMPTS[0], 4, 1, args['api-key']);
+    const out = [];
+    for (const n of levels) {
+      const r = await level(url, n, requests, maxTokens, args['api-key']);
+      console.error(
+        `${n} clients: ${r.totalTokensPerSec} tok/s total, TTFT p50 ${r.ttftMs.p50} ms p99 ${r.ttftMs.p99} ms, ` +
+          `per token p50 ${r.perTokenMs.p50} ms p99 ${r.perTokenMs.p99} ms`,
+      );
+      out.push(r);
+    }
+    const single = out.find((r) => r.clients === 1);
+    emit(
+      {
+        script: 'bench/serve.ts',
+        date: new Date().toISOString(),
+        machine: {cpus: os.cpus().length, cpu: os.cpus()[0]?.model, node: process.version, loadavg: os.loadavg()},
+        options: {
+          url: args.url ?? null,
+          model: args.url ? null : model,
+          backend: args.backend ?? null,
+          dtype: args.dtype ?? null,
+          maxBatch,
+          requests,
+          maxTokens,
+          sampling: {temperature: 0.8, top_p: 0.95},
+        },
+        levels: out,
+        vsSingleStream: single
+          ? out.map((r) => ({
+              clients: r.clients,
+              throughputX: round(r.totalTokensPerSec! / single.totalTokensPerSec!),
+              perTokenLatencyX: round((r.perTokenMs.p50 ?? NaN) / (single.perTokenMs.p50 ?? NaN)),
+            }))
+          : null,
+      },
+      args.out,
+    );
+  } finally {
+    child?.kill('SIGTERM');
+  }
+}
+
+main().catch((e) => fail('bench/serve.ts', e));

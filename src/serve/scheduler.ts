@@ -1,0 +1,338 @@
+/**
+ * Continuous batching over the constant-size decoding state: a fixed number of slots, each one row
+ * of a running GenerationState. A request is prefilled alone and joins the batch at the next step
+ * boundary; a finished or cancelled sequence leaves it at the step it ends; a full batch queues the
+ * rest, and a full queue refuses (ApiError 429 with Retry-After).
+ *   const sched = new Scheduler(model, tok, {maxBatch: 4, maxQueue: 16});
+ *   await sched.submit({promptIds: [2, 651], n: 1, maxTokens: 8, temperature: 0, seed: 1, stop: [], logprobs: null, onEvent: (ev) => console.log(ev.text)});
+ *
+ * Each sequence has its own Sampler (choice i of a request draws from seed + i, as row i of
+ * model.generate does) and its own stop-string matcher, so a request's tokens do not depend on
+ * what else runs beside it: they are those of the same request run alone. Log-probabilities are
+ * the model's (log-softmax of the raw logits, before temperature or top-p).
+ *
+ * Shape letters: b running rows, V vocab_size.
+ */
+import {rowArgmax, rowArgmaxAvailable} from '../../ops/row_argmax';
+import type {CausalLMCore} from '../core/model';
+import {Sampler, StopStringMatcher} from '../generation/sampling';
+import {decodeStep, GenerationState, prefill} from '../generation/state';
+import type {GemmaTokenizer, StreamDecoder} from '../tokenizer';
+import {ApiError} from './api_error';
+
+export type FinishReason = 'stop' | 'length';
+
+export interface TokenLogprob {
+  logprob: number;
+  /** The most likely tokens at this step, most likely first (as many as the request asked). */
+  top: {id: number; logprob: number}[];
+}
+
+export interface SequenceEvent {
+  /** Which of the request's n choices. */
+  choice: number;
+  tokenId: number;
+  /** The text this token made printable (held back while it may still become a stop string). */
+  text: string;
+  logprob?: TokenLogprob;
+  /** On a choice's last token. */
+  finishReason?: FinishReason;
+}
+
+export interface Job {
+  promptIds: number[];
+  n: number;
+  maxTokens: number;
+  temperature: number;
+  topP?: number;
+  topK?: number;
+  seed: number;
+  stop: string[];
+  /** null: none; k >= 0: each token's log-probability and the k most likely tokens. */
+  logprobs: number | null;
+  /** Aborting drops the job's sequences at the next step (or from the queue). */
+  signal?: AbortSignal;
+  onEvent: (ev: SequenceEvent) => void;
+}
+
+export interface SchedulerOptions {
+  /** Slots: rows decoded together at most. */
+  maxBatch: number;
+  /** Requests waiting for slots at most; past it, submit refuses with 429. */
+  maxQueue: number;
+  /** Ids that end a sequence (default: the config's eos and the tokenizer's <end_of_turn>). */
+  eosIds?: number[];
+}
+
+export interface SchedulerStats {
+  slots: number;
+  busy: number;
+  queued: number;
+  /** Decode steps run so far. */
+  steps: number;
+  /** Tokens handed out so far. */
+  tokens: number;
+}
+
+export const MAX_BATCH_LIMIT = 256;
+export const MAX_QUEUE_LIMIT = 100_000;
+
+interface Pending {
+  job: Job;
+  resolve: () => void;
+  reject: (e: unknown) => void;
+  /** Choices still running. */
+  left: number;
+}
+
+/** One choice of one request: one row of the running state. */
+interface Sequence {
+  pending: Pending;
+  choice: number;
+  sampler: Sampler;
+  seen: number[];
+  generated: number;
+  decoder: StreamDecoder;
+  matcher: StopStringMatcher | null;
+}
+
+/** Lets I/O (new requests, disconnects) run between steps. */
+const breathe = () => new Promise<void>((r) => setImmediate(r));
+
+/** Log-softmax of one row: the chosen id's value and the k largest, most likely first (ties: lower id first). */
+function logprobsOf(row: Float32Array, id: number, k: number): TokenLogprob {
+  let max = -Infinity;
+  for (let i = 0; i < row.length; i++) if (row[i] > max) max = row[i];
+  let sum = 0;
+  for (let i = 0; i < row.length; i++) sum += Math.exp(row[i] - max);
+  const lse = max + Math.log(sum);
+  const top: {id: number; logprob: number}[] = [];
+  if (k > 0) {
+    for (let i = 0; i < row.length; i++) {
+      const v = row[i];
+      if (top.length === k && !(v > top[k - 1].logprob)) continue;
+      let j = top.length < k ? top.length : k - 1;
+      while (j > 0 && v > top[j - 1].logprob) j--;
+      top.splice(j, 0, {id: i, logprob: v});
+      if (top.length > k) top.pop();
+    }
+  }
+  return {logprob: row[id] - lse, top: top.map((t) => ({id: t.id, logprob: t.logprob - lse}))};
+}
+
+export class Scheduler {
+  private readonly queue: Pending[] = [];
+  /** Row k of `work` is rows[k]. */
+  private rows: Sequence[] = [];
+  private work: GenerationState | null = null;
+  private running: Promise<void> | null = null;
+  private closed = false;
+  private readonly eos: Set<number>;
+  private steps = 0;
+  private tokens = 0;
+
+  constructor(
+    readonly model: CausalLMCore,
+    readonly tok: GemmaTokenizer,
+    readonly opts: SchedulerOptions,
+  ) {
+    const {maxBatch, maxQueue} = opts;
+    if (!Number.isInteger(maxBatch) || maxBatch < 1 || maxBatch > MAX_BATCH_LIMIT)
+      throw new Error(`maxBatch must be an integer in [1, ${MAX_BATCH_LIMIT}], got ${maxBatch}`);
+    if (!Number.isInteger(maxQueue) || maxQueue < 0 || maxQueue > MAX_QUEUE_LIMIT)
+      throw new Error(`maxQueue must be an integer in [0, ${MAX_QUEUE_LIMIT}], got ${maxQueue}`);
+    this.eos = new Set(
+      opts.eosIds ?? [...model.config.eos_token_ids, ...(tok.endOfTurnId >= 0 ? [tok.endOfTurnId] : [])],
+    );
+  }
+
+  get stats(): SchedulerStats {
+    return {
+      slots: this.opts.maxBatch,
+      busy: this.rows.length,
+      queued: this.queue.length,
+      steps: this.steps,
+      tokens: this.tokens,
+    };
+  }
+
+  /**
+   * Runs a job; resolves when its choices have all finished (or it was cancelled), rejects when the
+   * model fails. Throws ApiError 429 at once when the queue is full.
+   */
+  submit(job: Job): Promise<void> {
+    if (this.closed) throw new ApiError(503, 'the server is shutting down');
+    if (!Number.isInteger(job.n) || job.n < 1 || job.n > this.opts.maxBatch)
+      throw new ApiError(400, `n must be an integer in [1, ${this.opts.maxBatch}]`, {param: 'n'});
+    // Queued jobs that the free slots take at the next step do not wait; from the first that does
+    // not fit on, they wait (admission is in order).
+    let free = this.opts.maxBatch - this.rows.length,
+      waiting = 0;
+    for (const p of this.queue) {
+      if (waiting === 0 && p.job.n <= free) free -= p.job.n;
+      else waiting++;
+    }
+    if ((waiting > 0 || job.n > free) && waiting >= this.opts.maxQueue) {
+      throw new ApiError(429, `the server is busy (${waiting} requests waiting); retry shortly`, {
+        code: 'rate_limit_exceeded',
+        headers: {'Retry-After': '1'},
+      });
+    }
+    return new Promise<void>((resolve, reject) => {
+      this.queue.push({job, resolve, reject, left: job.n});
+      this.running ??= this.loop().finally(() => {
+        this.running = null;
+      });
+    });
+  }
+
+  /** Stops taking jobs, cancels the running and queued ones, and waits for the loop to end. */
+  async close(): Promise<void> {
+    this.closed = true;
+    for (const p of this.queue.splice(0)) p.resolve();
+    for (const s of this.rows) s.pending.resolve();
+    await this.running;
+    this.work?.dispose();
+    this.work = null;
+    this.rows = [];
+  }
+
+  private async loop(): Promise<void> {
+    while (!this.closed && (this.rows.length > 0 || this.queue.length > 0)) {
+      this.admit();
+      if (this.rows.length > 0) {
+        try {
+          await this.step();
+        } catch (e) {
+          this.fail(e);
+        }
+      }
+      await breathe();
+    }
+  }
+
+  /** Prefills queued jobs (each alone, as it would run alone) into the free slots, in order. */
+  private admit(): void {
+    const joining: GenerationState[] = [];
+    const seqs: Sequence[] = [];
+    while (this.queue.length > 0) {
+      const p = this.queue[0];
+      if (p.job.signal?.aborted) {
+        this.queue.shift();
+        p.resolve();
+        continue;
+      }
+      if (this.rows.length + seqs.length + p.job.n > this.opts.maxBatch) break;
+      this.queue.shift();
+      try {
+        const st = prefill(this.model, [p.job.promptIds]);
+        if (p.job.n > 1) {
+          joining.push(st.select(Array(p.job.n).fill(0)));
+          st.dispose();
+        } else {
+          joining.push(st);
+        }
+      } catch (e) {
+        p.reject(e);
+        continue;
+      }
+      for (let c = 0; c < p.job.n; c++) seqs.push(this.sequence(p, c));
+    }
+    if (joining.length === 0) return;
+    const parts = this.work != null ? [this.work, ...joining] : joining;
+    this.work = parts.length === 1 ? parts[0] : GenerationState.concat(parts);
+    if (parts.length > 1) parts.forEach((s) => s.dispose());
+    this.rows = [...this.rows, ...seqs];
+  }
+
+  private sequence(pending: Pending, choice: number): Sequence {
+    const {job} = pending;
+    return {
+      pending,
+      choice,
+      sampler: new Sampler({temperature: job.temperature, topP: job.topP, topK: job.topK, seed: job.seed + choice}),
+      seen: [...job.promptIds],
+      generated: 0,
+      decoder: this.tok.createStreamDecoder({skipSpecial: true}),
+      matcher: job.stop.length > 0 ? new StopStringMatcher(job.stop) : null,
+    };
+  }
+
+  /** One step: a token for every row from the state's logits, then the rows that go on advance by it. */
+  private async step(): Promise<void> {
+    const work = this.work!;
+    const V = this.model.config.vocab_size;
+    const hostLogits = this.rows.some((s) => !s.sampler.picksArgmax || s.pending.job.logprobs != null);
+    let picks: Int32Array | null = null;
+    if (!hostLogits && rowArgmaxAvailable()) {
+      const t = rowArgmax(work.logits)!;
+      try {
+        picks = (await t.data()) as Int32Array;
+      } finally {
+        t.dispose();
+      }
+      if (!picks.every((id) => id >= 0)) picks = null; // a row of NaN: the host path says so
+    }
+    const logits = picks == null ? ((await work.logits.data()) as Float32Array) : null;
+    const keep: number[] = [],
+      tokens: number[] = [],
+      events: [Sequence, SequenceEvent][] = [];
+    this.rows.forEach((s, k) => {
+      const job = s.pending.job;
+      if (job.signal?.aborted || this.closed) return; // leaves the batch now
+      const row = logits?.subarray(k * V, (k + 1) * V);
+      const id = picks != null ? picks[k] : s.sampler.next(row!, s.seen);
+      s.seen.push(id);
+      s.generated++;
+      const piece = s.decoder.push(id);
+      const r = s.matcher ? s.matcher.push(piece) : {emit: piece, stopped: false};
+      let text = r.emit;
+      let reason: FinishReason | undefined = this.eos.has(id) || r.stopped ? 'stop' : undefined;
+      if (reason == null && s.generated >= job.maxTokens) reason = 'length';
+      if (reason != null && !r.stopped) {
+        const rest = s.decoder.flush();
+        text += s.matcher ? s.matcher.push(rest).emit + s.matcher.flush() : rest;
+      }
+      const ev: SequenceEvent = {choice: s.choice, tokenId: id, text};
+      if (job.logprobs != null) ev.logprob = logprobsOf(row!, id, job.logprobs);
+      if (reason != null) ev.finishReason = reason;
+      events.push([s, ev]);
+      if (reason == null) {
+        keep.push(k);
+        tokens.push(id);
+      }
+    });
+    this.steps++;
+    this.tokens += events.length;
+    const leaving = this.rows.filter((_, k) => !keep.includes(k));
+    // The next step is submitted before the events go out, so that sending overlaps the model's work.
+    if (keep.length === 0) {
+      work.dispose();
+      this.work = null;
+    } else {
+      if (keep.length < this.rows.length) {
+        this.work = work.select(keep);
+        work.dispose();
+      }
+      decodeStep(this.model, this.work!, tokens).logits.dispose();
+    }
+    this.rows = keep.map((k) => this.rows[k]);
+    for (const [s, ev] of events) {
+      try {
+        s.pending.job.onEvent(ev);
+      } catch {
+        /* a consumer's failure is its own: the others go on */
+      }
+    }
+    for (const s of leaving) if (--s.pending.left === 0) s.pending.resolve();
+  }
+
+  /** The model failed mid-step: every running job fails with it, the queue goes on. */
+  private fail(e: unknown): void {
+    const jobs = new Set(this.rows.map((s) => s.pending));
+    this.work?.dispose();
+    this.work = null;
+    this.rows = [];
+    for (const p of jobs) p.reject(e);
+  }
+}

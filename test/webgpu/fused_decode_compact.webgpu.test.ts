@@ -1,0 +1,288 @@
+/**
+ * The fused WebGPU decode engine on compact weights (bfloat16, float16, int8, int4 with and
+ * without zero points): the GEMV and the embedding gather reading packed words, each against
+ * the float reference on the unpacked values (ops/compact/format.ts `dequantize`) on random
+ * inputs, for every load width; then whole decode steps of compact models through the engine
+ * against decodeStep on the cpu backend with the same packed weights (tiny-a, and a random
+ * model with vocabulary pieces, an untied head and biases, batch 3).
+ *
+ * Tolerances: float32 arithmetic on both sides over the same unpacked values, sums in other
+ * orders: 1e-5 relative, as for float32 weights.
+ */
+
+import * as path from 'path';
+import {vocabSplit} from '../../layers/vocab_split';
+import {geluTanh, softCap} from '../../ops/activations';
+import {type CompactSpec, dequantize, perWord, quantize} from '../../ops/compact/format';
+import {linear} from '../../ops/linear';
+import {rmsNorm} from '../../ops/norm';
+import {fusedDecodeConfig, fusedDecoderFor} from '../../src/engines/webgpu_decode';
+import {
+  embedSource,
+  GemvSpec,
+  gemvBindings,
+  gemvRows,
+  gemvSource,
+  stepLayout,
+} from '../../src/engines/webgpu_decode/shaders';
+import {weightFormat} from '../../src/engines/webgpu_decode/shaders/weights';
+import {type PretrainedOptions, RecurrentGemmaForCausalLM} from '../../src/model';
+import {tf} from '../../src/tf';
+import {initNodeWebGPU} from '../../src/webgpu_node';
+import {relError} from '../helpers';
+import {describeWebGPU} from '../webgpu_env'; // first: sets the SwiftShader env before Dawn loads
+import {onCpu, runKernel, uniform} from './kernel_helpers';
+
+const KERNEL_TOL = 1e-5;
+const DECODE_TOL = 1e-5;
+
+const SPECS: [string, CompactSpec][] = [
+  ['bfloat16', {dtype: 'bfloat16'}],
+  ['float16', {dtype: 'float16'}],
+  ['int8', {dtype: 'int8'}],
+  ['int4 g32', {dtype: 'int4', groupSize: 32}],
+  ['int4 g64 zero points', {dtype: 'int4', groupSize: 64, zeroPoints: true}],
+];
+
+/** A packed matrix's buffers as the kernels bind them: words, then scales and zero points. */
+function packed(w: Float32Array, rows: number, cols: number, spec: CompactSpec) {
+  const p = quantize(w, rows, cols, spec);
+  return {
+    words: new Uint32Array(p.data.buffer, p.data.byteOffset, p.data.length),
+    scales: p.scales,
+    zeros: p.zeros,
+    values: dequantize(p),
+  };
+}
+
+describeWebGPU('fused WebGPU decode engine on compact weights', () => {
+  beforeAll(async () => {
+    await initNodeWebGPU();
+    tf.env().set('WEBGPU_MATMUL_PROGRAM_TYPE', 3);
+    fusedDecodeConfig.enabled = true;
+  });
+  afterAll(() => {
+    tf.env().set('WEBGPU_MATMUL_PROGRAM_TYPE', -1);
+    fusedDecodeConfig.enabled = null;
+  });
+
+  // ---- kernels ------------------------------------------------------------------------------
+
+  const cases: [string, number, number, number[], GemvSpec['mode'], boolean, number][] = [
+    ['norm, two segments (second with gelu), 3 rows', 3, 128, [8, 4], 'store', true, 1],
+    ['residual, 2 rows', 2, 128, [6], 'residual', false, 2],
+    ['norm, GeGLU, 1 row', 1, 256, [4, 4], 'geglu', true, 2],
+    ['norm, soft cap into a column offset, 4 rows', 4, 128, [6], 'softcap', true, 1],
+    ['norm, unrolled loop + tail, 2 rows', 2, 2048, [4], 'store', true, 2],
+    ['multiplied in place (the up projection of a split GeGLU), 2 rows', 2, 128, [6], 'mul', false, 1],
+  ];
+  /** Bindings per stage WebGPU guarantees: the plan splits larger GEMVs (tested with whole models below). */
+  const MAX_BINDINGS = 8;
+  for (const [dtypeName, cspec] of SPECS) {
+    for (const words of [1, 2, 4]) {
+      if ((words * perWord(cspec.dtype)) % 4 !== 0) continue; // a load must hold whole vec4s
+      test.each(cases)(`GEMV ${dtypeName}, ${words} words per load: %s`, async (_n, B, IN, segments, mode, norm, U) => {
+        const rows = gemvRows({mode, segments} as GemvSpec);
+        const outStride = mode === 'softcap' ? rows + 5 : rows;
+        const R = 2;
+        const spec: GemvSpec = {
+          B,
+          IN,
+          segments,
+          gelu: mode === 'store' && segments.length > 1 ? [false, true] : undefined,
+          mode,
+          norm,
+          eps: 1e-6,
+          bias: mode !== 'softcap',
+          outStride,
+          outOffset: mode === 'softcap' ? 3 : 0,
+          cap: 5,
+          R,
+          T: 32,
+          U,
+          weights: weightFormat(cspec),
+          words,
+        };
+        const x = uniform(1, B * IN, -2, 2),
+          g = uniform(2, IN, -0.5, 0.5);
+        const mats = segments.map((n, i) => packed(uniform(10 + i, n * IN), n, IN, cspec));
+        const bias = uniform(3, mode === 'geglu' ? 2 * rows : rows);
+        const out0 = uniform(4, B * outStride);
+        const inputs: Record<string, Float32Array | Uint32Array> = {x, g, bias, out: out0};
+        mats.forEach((m, i) => {
+          inputs[`w${i}`] = m.words;
+          if (m.scales) inputs[`s${i}`] = m.scales;
+          if (m.zeros) inputs[`z${i}`] = m.zeros;
+        });
+        const names = gemvBindings(spec);
+        expect(names.every((k) => inputs[k] != null)).toBe(true);
+        if (names.length > MAX_BINDINGS) return; // e.g. int4 zero points over two segments: split by the plan
+        const got = await runKernel(
+          gemvSource(spec),
+          names.map((k) => inputs[k]),
+          [rows / R, 1, 1],
+        );
+        const gotOut = got[got.length - 1];
+        const [want] = await onCpu(() => {
+          const xt = tf.tensor2d(x, [B, IN]);
+          const xn = norm ? rmsNorm(xt, tf.tensor1d(g), 1e-6) : xt;
+          const lin = (i: number, b: Float32Array | null) =>
+            linear(xn, tf.tensor2d(mats[i].values, [segments[i], IN]), b ? tf.tensor1d(b) : null);
+          let y: tf.Tensor;
+          if (mode === 'geglu') {
+            y = tf.mul(geluTanh(lin(0, bias.slice(0, rows))), lin(1, bias.slice(rows)));
+          } else if (mode === 'softcap') {
+            const o = tf.tensor2d(out0, [B, outStride]);
+            const yc = softCap(lin(0, null), 5);
+            return tf.concat(
+              [tf.slice(o, [0, 0], [B, 3]), yc, tf.slice(o, [0, 3 + rows], [B, outStride - 3 - rows])],
+              1,
+            );
+          } else {
+            let off = 0;
+            const parts = segments.map((n, i) => {
+              const p = lin(i, bias.slice(off, off + n));
+              off += n;
+              return spec.gelu?.[i] ? geluTanh(p) : p;
+            });
+            y = parts.length > 1 ? tf.concat(parts, 1) : parts[0];
+            if (mode === 'residual') y = tf.add(y, tf.tensor2d(out0, [B, outStride]));
+            if (mode === 'mul') y = tf.mul(y, tf.tensor2d(out0, [B, outStride]));
+          }
+          return y;
+        });
+        expect(relError(gotOut, want)).toBeLessThan(KERNEL_TOL);
+      });
+    }
+  }
+
+  test.each(SPECS)('embedding lookup from a %s piece, scaled', async (_n, cspec) => {
+    const B = 3,
+      D = 64,
+      start = 10,
+      rows = 5;
+    const step = stepLayout(B, 1);
+    const m = packed(uniform(50, rows * D), rows, D, cspec);
+    const stepData = new Uint32Array(step.words);
+    [12, 3, 14].forEach((id, b) => {
+      stepData[step.ids + b] = id;
+    });
+    const x0 = uniform(51, B * D);
+    const inputs = [m.words, ...(m.scales ? [m.scales] : []), ...(m.zeros ? [m.zeros] : []), stepData, x0];
+    const got = await runKernel(
+      embedSource({B, D, start, rows, scale: 50.5, step, weights: weightFormat(cspec)}),
+      inputs,
+      [1, 1, 1],
+    );
+    const x = got[got.length - 1];
+    for (let j = 0; j < D; j++) {
+      expect(x[0 * D + j]).toBeCloseTo(Math.fround(m.values[2 * D + j] * 50.5), 4);
+      expect(x[1 * D + j]).toBe(x0[1 * D + j]); // id 3 lies in another piece
+      expect(x[2 * D + j]).toBeCloseTo(Math.fround(m.values[4 * D + j] * 50.5), 4);
+    }
+  });
+
+  // ---- whole decode steps ---------------------------------------------------------------------
+
+  /** Logits of `steps` decode steps after a prefill, on the current backend; and whether the engine ran them. */
+  async function decodeRun(
+    load: () => Promise<RecurrentGemmaForCausalLM>,
+    prompts: number[][],
+    steps: number,
+  ): Promise<{out: Float32Array[]; used: boolean}> {
+    const model = await load();
+    const V = model.config.vocab_size;
+    const state = model.prefill(prompts);
+    const out: Float32Array[] = [];
+    let used = true;
+    for (let i = 0; i < steps; i++) {
+      const eng = tf.getBackend() === 'webgpu' ? fusedDecoderFor(model, prompts.length) : null;
+      const {logits} = model.decodeStep(
+        state,
+        prompts.map((_, r) => (3 + i * 37 + r * 11) % V),
+      );
+      if (tf.getBackend() === 'webgpu') used = used && eng != null && eng.owner === (state as unknown);
+      out.push(Float32Array.from((await logits.data()) as Float32Array));
+      logits.dispose();
+    }
+    state.dispose();
+    model.dispose();
+    return {out, used};
+  }
+
+  const TINY = path.join(__dirname, '../fixtures/tiny-a');
+  // tiny-a's MLP is 96 wide: int4 groups of 32.
+  const TINY_SPECS = SPECS.map(([n, s]): [string, CompactSpec] =>
+    s.zeroPoints ? ['int4 g32 zero points', {...s, groupSize: 32}] : [n, s],
+  );
+  test.each(TINY_SPECS)(
+    `tiny-a held %s: 40 decode steps through the engine equal decodeStep on cpu (${DECODE_TOL})`,
+    async (_n, cspec) => {
+      const opts: PretrainedOptions = {dtype: cspec.dtype, groupSize: cspec.groupSize, zeroPoints: cspec.zeroPoints};
+      const load = () => RecurrentGemmaForCausalLM.fromPretrained(TINY, opts);
+      const prompt = [[2, 17, 300, 45, 99, 8]];
+      await tf.setBackend('cpu');
+      const cpu = await decodeRun(load, prompt, 40);
+      await tf.setBackend('webgpu');
+      const gpu = await decodeRun(load, prompt, 40);
+      expect(gpu.used).toBe(true);
+      let worst = 0;
+      gpu.out.forEach((g, i) => {
+        worst = Math.max(worst, relError(g, cpu.out[i]));
+      });
+      expect(worst).toBeLessThan(DECODE_TOL);
+    },
+  );
+
+  test(`random int4 model with zero points, batch 3: vocabulary pieces, untied head, biases (${DECODE_TOL})`, async () => {
+    const cfg = {
+      vocab_size: 200,
+      hidden_size: 64,
+      lru_width: 64,
+      intermediate_size: 128,
+      num_attention_heads: 4,
+      num_key_value_heads: 1,
+      num_hidden_layers: 3,
+      attention_window_size: 8,
+      block_types: ['recurrent', 'attention'] as ('recurrent' | 'attention')[],
+      attention_bias: true,
+      tie_word_embeddings: false,
+      logits_soft_cap: 10,
+    };
+    const spec: CompactSpec = {dtype: 'int4', groupSize: 32, zeroPoints: true};
+    // Random float weights, then the same values packed into both models.
+    const make = async () => {
+      const model = new RecurrentGemmaForCausalLM(cfg, {compact: spec});
+      let k = 0;
+      for (const [, v] of model.namedParameters()) {
+        const shape = v.shape as number[];
+        const n = shape.reduce((a, b) => a * b, 1);
+        const lim = shape.length === 1 ? 0.5 : Math.sqrt(3 / shape[shape.length - 1]);
+        const t = tf.tensor(uniform(900 + k++, n, -lim, lim), shape);
+        v.write(t);
+        t.dispose();
+      }
+      return model;
+    };
+    vocabSplit.maxPieceBytes = 70 * 64 * 4; // rows in pieces, sized by packed bytes
+    try {
+      const prompts = [
+        [2, 5, 9, 11],
+        [2, 7, 8, 1],
+        [2, 100, 101, 102],
+      ];
+      await tf.setBackend('cpu');
+      const cpu = await decodeRun(make, prompts, 14);
+      await tf.setBackend('webgpu');
+      const gpu = await decodeRun(make, prompts, 14);
+      expect(gpu.used).toBe(true);
+      let worst = 0;
+      gpu.out.forEach((g, i) => {
+        worst = Math.max(worst, relError(g, cpu.out[i]));
+      });
+      expect(worst).toBeLessThan(DECODE_TOL);
+    } finally {
+      vocabSplit.maxPieceBytes = 0;
+    }
+  });
+});
