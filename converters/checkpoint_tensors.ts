@@ -10,6 +10,7 @@
 import type {LayerVariable} from '../layers/base';
 import {CompactParameter} from '../layers/compact';
 import {PIECE_SUFFIX} from '../layers/vocab_split';
+import type {WeightDtype} from '../ops/compact/format';
 import type {RecurrentGemmaConfig} from '../src/config';
 import type {CausalLMCore} from '../src/core/model';
 import {tf} from '../src/tf';
@@ -27,7 +28,10 @@ export interface CheckpointReader {
   where: string;
   config: RecurrentGemmaConfig;
   /** The dtype its matrices are stored in: what fromPretrained's dtype 'auto' keeps. */
-  storedDtype: 'float32' | 'bfloat16' | 'float16';
+  storedDtype: WeightDtype;
+  /** int4 storage (a compact tfjs export): its group size and whether it has zero points. */
+  storedGroupSize?: number;
+  storedZeroPoints?: boolean;
   /** Bytes its tensors would take as float32 (a tied LM head's copy not counted), from the header alone. */
   float32Bytes: number;
   /** Checks every name and shape against the model, then writes the weights (nothing else is created). */

@@ -5,24 +5,32 @@
  *   const ckpt = openTfjs('out/');   await ckpt.loadInto(new CausalLMCore(ckpt.config, {init: 'zeros'}));
  *
  * Weights are written and read one tensor at a time (a 2B model is ~10 GB in float32, more than
- * one ArrayBuffer may hold). Optional quantization uses tfjs's own manifest encoding: float16,
- * or uint8 affine per tensor (value = q * scale + min), which every tfjs loader decodes.
+ * one ArrayBuffer may hold). saveTfjs's optional quantization uses tfjs's own manifest encoding:
+ * float16, or uint8 affine per tensor (value = q * scale + min), which every tfjs loader decodes.
+ * The loader also reads `griffin convert`'s compact exports (converters/tfjs_export.ts; the
+ * manifest's checks and reading: converters/tfjs_weights.ts; docs/compact-format.md).
  */
 import * as fs from 'fs';
 import * as path from 'path';
-import {f16ToF32, f32ToF16} from '../ops/compact/half';
+import {f32ToF16} from '../ops/compact/half';
 import {RecurrentGemmaConfig} from '../src/config';
 import type {CausalLMCore} from '../src/core/model';
 import {tf} from '../src/tf';
 import type {OnProgress} from '../src/util/progress';
-import {
-  CheckpointReader,
-  checkpointTensors,
-  ModelParameters,
-  readTensorData,
-  writeTensorData,
-} from './checkpoint_tensors';
+import {CheckpointReader, checkpointTensors, ModelParameters, readTensorData} from './checkpoint_tensors';
 import {CheckpointError} from './safetensors';
+import {
+  float32BytesOf,
+  type GriffinMetadata,
+  modelTensors,
+  planWeights,
+  readStored,
+  storedSpecOf,
+  type WeightSpec,
+  writeStored,
+} from './tfjs_weights';
+
+export type {WeightSpec};
 
 export type WeightDtype = 'float32' | 'float16' | 'uint8';
 
@@ -31,13 +39,6 @@ export interface TfjsSaveOptions {
   dtype?: WeightDtype;
   /** Shard size in bytes; default 4 MiB, as tfjs's own converter (good for browser caches). */
   shardBytes?: number;
-}
-
-export interface WeightSpec {
-  name: string;
-  shape: number[];
-  dtype: 'float32';
-  quantization?: {dtype: 'float16'} | {dtype: 'uint8'; min: number; scale: number};
 }
 
 export const MODEL_JSON = 'model.json';
@@ -67,20 +68,6 @@ function encode(
   for (let i = 0; i < data.length; i++) q[i] = Math.round((data[i] - min) / scale);
   return {bytes: q, quantization: {dtype: 'uint8', min, scale}};
 }
-
-export function decode(bytes: Uint8Array, spec: WeightSpec): Float32Array {
-  const q = spec.quantization;
-  if (q == null) return new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength));
-  if (q.dtype === 'float16') {
-    return f16ToF32(new Uint16Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength)));
-  }
-  const out = new Float32Array(bytes.length);
-  for (let i = 0; i < bytes.length; i++) out[i] = bytes[i] * q.scale + q.min;
-  return out;
-}
-
-export const bytesPer = (spec: WeightSpec) =>
-  spec.quantization?.dtype === 'float16' ? 2 : spec.quantization?.dtype === 'uint8' ? 1 : 4;
 
 /** Writes model.json and group1-shard{i}of{n}.bin into dir. */
 export function saveTfjs(
@@ -138,10 +125,10 @@ export function saveTfjs(
   fs.renameSync(tmp, path.join(dir, MODEL_JSON));
 }
 
-interface ModelJson {
+export interface ModelJson {
   modelTopology?: unknown;
   weightsManifest?: {paths: string[]; weights: WeightSpec[]}[];
-  userDefinedMetadata?: {griffin?: {config?: Record<string, unknown>}};
+  userDefinedMetadata?: {griffin?: GriffinMetadata};
 }
 
 /** Reads a model.json written by saveTfjs (or a converter) and checks what loading needs. */
@@ -165,27 +152,65 @@ export function readModelJson(dir: string): {json: ModelJson; config: RecurrentG
   }
 }
 
-/** Opens a tfjs-format directory; loadInto checks every name, shape and shard size before writing any weight. */
+/** Opens a tfjs-format directory; loadInto checks every name, shape, encoding and shard size before writing any weight. */
 export function openTfjs(dir: string): CheckpointReader {
   const {json, config} = readModelJson(dir);
-  const specs = json.weightsManifest!.flatMap((g) => g.weights);
+  const file = path.join(dir, MODEL_JSON);
+  // The manifest checked on its own now (encodings, compact entries); against the model in loadInto.
+  const plan = planWeights(file, json.weightsManifest!, json.userDefinedMetadata, null);
+  const stored = storedSpecOf(file, plan, json.userDefinedMetadata);
   return {
     where: dir,
     config,
-    storedDtype: storedDtypeOf(specs),
-    float32Bytes: float32BytesOf(specs),
+    storedDtype: stored.dtype,
+    storedGroupSize: stored.groupSize,
+    storedZeroPoints: stored.zeroPoints,
+    float32Bytes: float32BytesOf(plan),
     loadInto: (model, onProgress) => loadTfjsInto(model, dir, json, onProgress),
   };
 }
 
-export function float32BytesOf(specs: WeightSpec[]): number {
-  return specs.reduce((n, w) => n + 4 * w.shape.reduce((a, b) => a * b, 1), 0);
-}
+/** Positional reads over one manifest group's shards, as if they were one file. */
+class ShardReader {
+  private readonly starts: number[] = [];
+  private readonly fds: number[] = [];
 
-/** float16 when every matrix of a tfjs manifest is stored as float16, else float32. */
-export function storedDtypeOf(specs: WeightSpec[]): 'float32' | 'float16' {
-  const matrices = specs.filter((w) => w.shape.length === 2);
-  return matrices.length > 0 && matrices.every((w) => w.quantization?.dtype === 'float16') ? 'float16' : 'float32';
+  constructor(
+    private readonly files: string[],
+    sizes: number[],
+  ) {
+    let off = 0;
+    for (const n of sizes) {
+      this.starts.push(off);
+      off += n;
+    }
+    this.starts.push(off);
+  }
+
+  read(offset: number, length: number): Uint8Array {
+    const out = new Uint8Array(length);
+    let got = 0;
+    while (got < length) {
+      const at = offset + got;
+      let i = 0;
+      while (this.starts[i + 1] <= at) i++;
+      this.fds[i] ??= fs.openSync(this.files[i], 'r');
+      const n = fs.readSync(
+        this.fds[i],
+        out,
+        got,
+        Math.min(length - got, this.starts[i + 1] - at),
+        at - this.starts[i],
+      );
+      if (n <= 0) throw new CheckpointError(`${this.files[i]}: shorter than when it was checked`);
+      got += n;
+    }
+    return out;
+  }
+
+  close(): void {
+    for (const fd of this.fds) if (fd != null) fs.closeSync(fd);
+  }
 }
 
 async function loadTfjsInto(
@@ -195,63 +220,31 @@ async function loadTfjsInto(
   onProgress?: OnProgress,
 ): Promise<void> {
   const file = path.join(dir, MODEL_JSON);
-  const byName = new Map([...checkpointTensors(model).values()].map((t) => [t.tfjsName, t]));
-  const seen = new Set<string>();
-  for (const group of json.weightsManifest!) {
-    let total = 0;
-    for (const p of group.paths) {
-      const f = path.join(dir, p);
+  const {byName, shapes} = modelTensors(model);
+  const plan = planWeights(file, json.weightsManifest!, json.userDefinedMetadata, shapes);
+  const readers = json.weightsManifest!.map((group, g) => {
+    const files = group.paths.map((p) => path.join(dir, p));
+    const sizes = files.map((f) => {
       if (!fs.existsSync(f)) throw new CheckpointError(`${f}: weight shard listed in ${file} not found`);
-      total += fs.statSync(f).size;
-    }
-    let need = 0;
-    for (const spec of group.weights) {
-      const v = byName.get(spec.name);
-      if (v == null) throw new CheckpointError(`${file}: unexpected weight ${JSON.stringify(spec.name)}`);
-      if (spec.shape.length !== v.shape.length || spec.shape.some((d, i) => d !== v.shape[i])) {
-        throw new CheckpointError(
-          `${file}: weight ${JSON.stringify(spec.name)} has shape [${spec.shape}], the config needs [${v.shape}]`,
-        );
-      }
-      need += spec.shape.reduce((a, b) => a * b, 1) * bytesPer(spec);
-      seen.add(spec.name);
-    }
-    if (need !== total)
+      return fs.statSync(f).size;
+    });
+    const total = sizes.reduce((a, b) => a + b, 0);
+    if (total !== plan.groupBytes[g])
       throw new CheckpointError(
-        `${file}: the shards hold ${total} bytes, the manifest needs ${need} (truncated or corrupt)`,
+        `${file}: the shards hold ${total} bytes, the manifest needs ${plan.groupBytes[g]} (truncated or corrupt)`,
       );
-  }
-  const missing = [...byName.keys()].filter((n) => !seen.has(n));
-  if (missing.length > 0) throw new CheckpointError(`${file}: missing weight ${JSON.stringify(missing[0])}`);
-
-  let loaded = 0;
-  for (const group of json.weightsManifest!) {
-    // Walk the shards as one byte stream, reading each weight's bytes as it comes.
-    let shard = 0,
-      fd = fs.openSync(path.join(dir, group.paths[0]), 'r'),
-      pos = 0;
-    let shardSize = fs.fstatSync(fd).size;
-    try {
-      for (const spec of group.weights) {
-        const n = spec.shape.reduce((a, b) => a * b, 1) * bytesPer(spec);
-        const bytes = new Uint8Array(n);
-        let got = 0;
-        while (got < n) {
-          if (pos >= shardSize) {
-            fs.closeSync(fd);
-            fd = fs.openSync(path.join(dir, group.paths[++shard]), 'r');
-            shardSize = fs.fstatSync(fd).size;
-            pos = 0;
-          }
-          const k = fs.readSync(fd, bytes, got, Math.min(n - got, shardSize - pos), pos);
-          got += k;
-          pos += k;
-        }
-        writeTensorData(byName.get(spec.name)!, decode(bytes, spec));
-        onProgress?.({loaded: ++loaded, total: byName.size, unit: 'tensors', name: spec.name});
-      }
-    } finally {
-      fs.closeSync(fd);
+    return new ShardReader(files, sizes);
+  });
+  try {
+    let loaded = 0;
+    for (const t of plan.tensors) {
+      writeStored(
+        byName.get(t.name)!,
+        readStored(t, (ref) => readers[ref.group].read(ref.offset, ref.length)),
+      );
+      onProgress?.({loaded: ++loaded, total: plan.tensors.length, unit: 'tensors', name: t.name});
     }
+  } finally {
+    for (const r of readers) r.close();
   }
 }

@@ -13,9 +13,19 @@
 import {RecurrentGemmaConfig} from '../src/config';
 import {tf} from '../src/tf';
 import type {OnProgress} from '../src/util/progress';
-import {CheckpointReader, checkpointTensors, ModelParameters, writeTensorData} from './checkpoint_tensors';
+import type {CheckpointReader, ModelParameters} from './checkpoint_tensors';
 import {CheckpointError} from './safetensors';
-import {bytesPer, decode, float32BytesOf, MODEL_JSON, storedDtypeOf, WeightSpec} from './tfjs_format';
+import {MODEL_JSON} from './tfjs_format';
+import {
+  float32BytesOf,
+  modelTensors,
+  planWeights,
+  readStored,
+  storedSpecOf,
+  type WeightPlan,
+  type WeightSpec,
+  writeStored,
+} from './tfjs_weights';
 
 const STORE = /^(indexeddb|localstorage):\/\//i;
 
@@ -85,10 +95,11 @@ export async function fetchBytes(
 
 interface Artifacts {
   where: string;
-  specs: WeightSpec[];
+  groups: {weights: WeightSpec[]}[];
+  metadata: unknown;
   config: RecurrentGemmaConfig;
-  /** Fetches (or hands over) the weight bytes, laid out as the specs say. */
-  weights(onProgress?: OnProgress): Promise<Uint8Array>;
+  /** Fetches (or hands over) the weight bytes of every group, one after the other; `need` bytes in all. */
+  weights(need: number, onProgress?: OnProgress): Promise<Uint8Array>;
 }
 
 function configOf(where: string, metadata: unknown): RecurrentGemmaConfig {
@@ -117,11 +128,9 @@ async function httpArtifacts(url: string, fetchFn: typeof fetch): Promise<Artifa
   return {
     where,
     config,
-    specs: groups.flatMap((g) => g.weights),
-    async weights(onProgress) {
-      const need = groups
-        .flatMap((g) => g.weights)
-        .reduce((s, w) => s + w.shape.reduce((a, b) => a * b, 1) * bytesPer(w), 0);
+    groups,
+    metadata: json.userDefinedMetadata,
+    async weights(need, onProgress) {
       const all = new Uint8Array(need);
       let off = 0;
       for (const g of groups) {
@@ -168,8 +177,11 @@ async function storeArtifacts(url: string): Promise<Artifacts> {
   return {
     where: url,
     config,
-    specs: a.weightSpecs as WeightSpec[],
-    async weights(onProgress) {
+    groups: [{weights: a.weightSpecs as WeightSpec[]}],
+    metadata: a.userDefinedMetadata,
+    async weights(need, onProgress) {
+      if (data.length !== need)
+        throw new CheckpointError(`${url}: holds ${data.length} bytes of weights, the manifest needs ${need}`);
       onProgress?.({loaded: data.length, total: data.length, unit: 'bytes', name: url});
       return data;
     },
@@ -182,41 +194,31 @@ async function storeArtifacts(url: string): Promise<Artifacts> {
  */
 export async function openTfjsUrl(url: string, fetchFn: typeof fetch = fetch): Promise<CheckpointReader> {
   const a = STORE.test(url) ? await storeArtifacts(url) : await httpArtifacts(url, fetchFn);
+  const plan = planWeights(a.where, a.groups, a.metadata, null);
+  const stored = storedSpecOf(a.where, plan, a.metadata);
   return {
     where: a.where,
     config: a.config,
-    storedDtype: storedDtypeOf(a.specs),
-    float32Bytes: float32BytesOf(a.specs),
+    storedDtype: stored.dtype,
+    storedGroupSize: stored.groupSize,
+    storedZeroPoints: stored.zeroPoints,
+    float32Bytes: float32BytesOf(plan),
     loadInto: (model, onProgress) => loadInto(a, model, onProgress),
   };
 }
 
 async function loadInto(a: Artifacts, model: ModelParameters, onProgress?: OnProgress): Promise<void> {
-  const byName = new Map([...checkpointTensors(model).values()].map((t) => [t.tfjsName, t]));
-  const seen = new Set<string>();
-  for (const spec of a.specs) {
-    const v = byName.get(spec.name);
-    if (v == null) throw new CheckpointError(`${a.where}: unexpected weight ${JSON.stringify(spec.name)}`);
-    if (spec.shape.length !== v.shape.length || spec.shape.some((d, i) => d !== v.shape[i])) {
-      throw new CheckpointError(
-        `${a.where}: weight ${JSON.stringify(spec.name)} has shape [${spec.shape}], the config needs [${v.shape}]`,
-      );
-    }
-    if (spec.dtype !== 'float32')
-      throw new CheckpointError(
-        `${a.where}: weight ${JSON.stringify(spec.name)} has dtype ${spec.dtype}, expected float32`,
-      );
-    seen.add(spec.name);
-  }
-  const missing = [...byName.keys()].filter((n) => !seen.has(n));
-  if (missing.length > 0) throw new CheckpointError(`${a.where}: missing weight ${JSON.stringify(missing[0])}`);
-  const bytes = await a.weights(onProgress);
-  let off = 0;
-  for (const spec of a.specs) {
-    const n = spec.shape.reduce((x, y) => x * y, 1) * bytesPer(spec);
-    if (off + n > bytes.length)
-      throw new CheckpointError(`${a.where}: the weights hold ${bytes.length} bytes, fewer than the manifest needs`);
-    writeTensorData(byName.get(spec.name)!, decode(bytes.subarray(off, off + n), spec));
-    off += n;
+  const {byName, shapes} = modelTensors(model);
+  const plan: WeightPlan = planWeights(a.where, a.groups, a.metadata, shapes);
+  const starts = plan.groupBytes.map((_, g) => plan.groupBytes.slice(0, g).reduce((x, y) => x + y, 0));
+  const bytes = await a.weights(
+    plan.groupBytes.reduce((x, y) => x + y, 0),
+    onProgress,
+  );
+  for (const t of plan.tensors) {
+    const stored = readStored(t, (ref) =>
+      bytes.subarray(starts[ref.group] + ref.offset, starts[ref.group] + ref.offset + ref.length),
+    );
+    writeStored(byName.get(t.name)!, stored);
   }
 }

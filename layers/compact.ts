@@ -31,7 +31,9 @@ export class CompactParameter extends LayerVariable {
 
   /** A matrix of zeros (packed words of zero with zero scales), nothing allocated on the host. */
   constructor(name: string, shape: readonly number[], spec: CompactSpec) {
-    super(tf.zeros([1]), 'float32', name, false);
+    const placeholder = tf.zeros([1]);
+    super(placeholder, 'float32', name, false);
+    placeholder.dispose(); // the variable keeps its own handle on the data
     const [R, C] = shape;
     if (shape.length !== 2) throw new Error(`${name}: compact weights are matrices, got shape [${shape}]`);
     const groupSize = checkSpec(spec, R, C, name);

@@ -36,7 +36,9 @@ export interface PretrainedOptions extends LoadOptions, HubOptions {
   /**
    * How the weight matrices (linears, embedding, LM head) are held: 'float32' (the default for
    * now), 'bfloat16', 'float16', 'int8' (one scale per output channel), 'int4' (groupwise), or
-   * 'auto': the checkpoint's own (a bfloat16 checkpoint stays bfloat16, with no rounding).
+   * 'auto': the checkpoint's own (a bfloat16 checkpoint stays bfloat16, with no rounding; a
+   * compact tfjs export from `griffin convert` keeps its encoding, group size included, its packed
+   * words loaded as they are).
    * Arithmetic stays float32. Formats: ops/compact/format.ts.
    */
   dtype?: 'auto' | WeightDtype;
@@ -56,6 +58,13 @@ export interface PretrainedOptions extends LoadOptions, HubOptions {
 function resolveSpec(ckpt: CheckpointReader, opts: PretrainedOptions): CompactSpec | null {
   const dtype = opts.dtype ?? 'float32';
   const {groupSize, zeroPoints} = opts;
+  if (dtype === 'auto' && ckpt.storedDtype === 'int4') {
+    // An int4 export keeps its own groups unless asked otherwise.
+    return weightSpec('int4', {
+      groupSize: groupSize ?? ckpt.storedGroupSize,
+      zeroPoints: zeroPoints ?? ckpt.storedZeroPoints,
+    });
+  }
   return weightSpec(dtype === 'auto' ? ckpt.storedDtype : dtype, {groupSize, zeroPoints});
 }
 

@@ -40,6 +40,7 @@ const app = {
   generating: null,
   tune: {model: null, tokenizer: null, losses: [], trainer: null, stop: false},
   isolation: null,
+  weights: null,
   ready: null,
 };
 window.griffinApp = app;
@@ -57,14 +58,36 @@ const tokenizerUrlFor = (modelUrl) =>
     ? null
     : new URL('tokenizer.model', new URL(folderOf(modelUrl), location.href)).href);
 
-async function loadModel(url, onProgress) {
+/** `dtype`: how the weight matrices are held ('auto' keeps an export's own: int4 stays int4). */
+async function loadModel(url, onProgress, dtype = 'float32') {
   const tokUrl = tokenizerUrlFor(url);
   if (tokUrl == null) throw new Error('an indexeddb:// model needs &tokenizer=URL');
   const [model, tokenizer] = await Promise.all([
-    RecurrentGemmaForCausalLM.fromPretrained(url, {onProgress}),
+    RecurrentGemmaForCausalLM.fromPretrained(url, {onProgress, dtype}),
     GemmaTokenizer.load(tokUrl),
   ]);
   return {model, tokenizer};
+}
+
+/** "154.9 kB", "1.23 GB". */
+function formatBytes(n) {
+  const [unit, div] = n >= 1e9 ? ['GB', 1e9] : n >= 1e6 ? ['MB', 1e6] : ['kB', 1e3];
+  return `${(n / div).toFixed(n >= 1e9 ? 2 : 1)} ${unit}`;
+}
+
+/** What the loaded weights hold and take on the backend: shown next to the status, and in app.weights. */
+function showWeights(model) {
+  const spec = model.compact;
+  const dtype =
+    spec == null
+      ? 'float32'
+      : spec.dtype === 'int4'
+        ? `int4 (group ${spec.groupSize}${spec.zeroPoints ? ', zero points' : ''})`
+        : spec.dtype;
+  app.weights = {dtype: model.weightDtype, spec, bytes: model.weightBytes()};
+  $('weights').textContent = `${dtype} weights: ${formatBytes(app.weights.bytes)}`;
+  $('weights').title =
+    `${app.weights.bytes} bytes on the ${app.backend} backend (packed matrices at their packed size)`;
 }
 
 // ---- backend and chat model ----
@@ -111,12 +134,17 @@ async function loadChatModel(url) {
   app.model = null;
   resetChat();
   const t0 = performance.now();
-  const {model, tokenizer} = await loadModel(url, (p) => {
-    $('progress').value = p.total ? p.loaded / p.total : 0;
-  });
+  const {model, tokenizer} = await loadModel(
+    url,
+    (p) => {
+      $('progress').value = p.total ? p.loaded / p.total : 0;
+    },
+    $('dtype').value || 'auto',
+  );
   app.model = model;
   app.tokenizer = tokenizer;
   $('progress').value = 1;
+  showWeights(model);
   const params_ = model.countParams();
   setStatus(
     `ready: ${(params_ / 1e6).toFixed(2)}M parameters, loaded in ${((performance.now() - t0) / 1000).toFixed(1)} s`,
@@ -352,6 +380,7 @@ async function defaults() {
   $('ft-model-url').value = params.get('tuneModel') ?? (shipped ? SHIPPED : $('model-url').value);
 }
 $('backend-choice').value = params.get('backend') ?? '';
+$('dtype').value = params.get('dtype') ?? 'auto';
 $('load').onclick = guard(start);
 $('send').onclick = guard(send);
 $('prompt').addEventListener('keydown', (e) => {

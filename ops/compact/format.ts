@@ -297,6 +297,31 @@ export function dequantizeRows(p: PackedMatrix, r0: number, r1: number, out = ne
   return out;
 }
 
+/** The spec a packed matrix was made with (what a CompactParameter holding it must have). */
+export function specOf(p: PackedMatrix): CompactSpec {
+  return p.dtype === 'int4' ? {dtype: 'int4', groupSize: p.groupSize, zeroPoints: p.zeros != null} : {dtype: p.dtype};
+}
+
+/** Whether two specs pack the same words (defaults filled in: int4 group 64, no zero points). */
+export function sameSpec(a: CompactSpec, b: CompactSpec): boolean {
+  if (a.dtype !== b.dtype) return false;
+  if (a.dtype !== 'int4') return true;
+  return (a.groupSize ?? 64) === (b.groupSize ?? 64) && (a.zeroPoints === true) === (b.zeroPoints === true);
+}
+
+/** Rows [r0, r1) of a packed matrix, sharing its buffers: rows are packed on their own, so this is a view. */
+export function packedRows(p: PackedMatrix, r0: number, r1: number): PackedMatrix {
+  const wordsPerRow = p.cols / perWord(p.dtype);
+  const G = p.dtype === 'int4' ? p.cols / p.groupSize : p.dtype === 'int8' ? 1 : 0;
+  return {
+    ...p,
+    rows: r1 - r0,
+    data: p.data.subarray(r0 * wordsPerRow, r1 * wordsPerRow),
+    scales: p.scales?.subarray(r0 * G, r1 * G) ?? null,
+    zeros: p.zeros?.subarray(r0 * G, r1 * G) ?? null,
+  };
+}
+
 /** The whole matrix as float32 [rows, cols]. */
 export function dequantize(p: PackedMatrix): Float32Array {
   return dequantizeRows(p, 0, p.rows);

@@ -1,45 +1,116 @@
 /**
  * `griffin convert`: any checkpoint the package reads (HF or tfjs layout) to the tfjs browser
- * format or to HF, optionally quantized; the tokenizer goes along.
- *   griffin convert --from hf-ckpt/ --out web/ --dtype float16
+ * format, its weight matrices as float32, float16, bfloat16, int8 or int4 (converted tensor by
+ * tensor: converters/tfjs_export.ts; the formats: docs/compact-format.md), or to HF; the
+ * tokenizer goes along. `--dtype uint8` (tfjs's own per-tensor affine bytes) and `--format hf`
+ * load the whole model first.
+ *   griffin convert --from hf-ckpt/ --out web/ --dtype int4 --group-size 64
  *   griffin convert --from owner/name --revision main --out web/   # a Hub id (downloaded into the cache)
  */
 
-import {Command} from 'commander';
+import {Command, InvalidArgumentError} from 'commander';
 import * as fs from 'fs';
 import * as path from 'path';
+import {
+  CARRIED_FILES,
+  type ExportDtype,
+  exportTfjs,
+  openTensorSource,
+  writeDirAtomically,
+} from '../../converters/tfjs_export';
+import {INT4_GROUP_SIZES} from '../../ops/compact/format';
 import {useBackend} from '../backend';
 import {RecurrentGemmaForCausalLM} from '../model';
 import {addHubOptions, cliSource, type HubFlags} from './hub';
 import {progressBar} from './progress';
+import {UsageError} from './usage';
+
+const DTYPES = ['float32', 'float16', 'bfloat16', 'int8', 'int4', 'uint8'] as const;
+
+interface ConvertFlags extends HubFlags {
+  from: string;
+  out: string;
+  format: string;
+  dtype: string;
+  groupSize?: number;
+  zeroPoints?: boolean;
+}
+
+/** The same directory, links resolved (for the refusal to convert onto the input). */
+function sameDir(a: string, b: string): boolean {
+  try {
+    return fs.realpathSync(a) === fs.realpathSync(b);
+  } catch {
+    return path.resolve(a) === path.resolve(b);
+  }
+}
+
+function checkFlags(o: ConvertFlags): void {
+  if (!['tfjs', 'hf'].includes(o.format)) throw new UsageError(`--format must be tfjs or hf, got ${o.format}`);
+  if (!(DTYPES as readonly string[]).includes(o.dtype))
+    throw new UsageError(`--dtype must be one of ${DTYPES.join(', ')}, got ${o.dtype}`);
+  if (o.format === 'hf' && o.dtype !== 'float32')
+    throw new UsageError(`--format hf is written in float32; --dtype ${o.dtype} is for --format tfjs`);
+  if (o.groupSize != null && o.dtype !== 'int4') throw new UsageError('--group-size is for --dtype int4');
+  if (o.zeroPoints && o.dtype !== 'int4') throw new UsageError('--zero-points is for --dtype int4');
+  if (sameDir(o.from, o.out)) throw new UsageError(`--out ${o.out} is the input directory; convert into another one`);
+}
+
+/** uint8 and HF: the whole model loaded, then saved (into a sibling directory renamed into place). */
+async function convertWhole(o: ConvertFlags): Promise<void> {
+  const bar = progressBar('loading');
+  const model = await RecurrentGemmaForCausalLM.fromPretrained(o.from, {
+    onProgress: (p) => bar.update(p.loaded, p.total),
+  });
+  bar.done();
+  await writeDirAtomically(o.out, async (tmp) => {
+    await model.save(tmp, {format: o.format as 'tfjs' | 'hf', dtype: o.dtype as 'float32'});
+    for (const f of CARRIED_FILES)
+      if (fs.existsSync(path.join(o.from, f))) fs.copyFileSync(path.join(o.from, f), path.join(tmp, f));
+  });
+  model.dispose();
+}
 
 export function registerConvert(program: Command): void {
   addHubOptions(program.command('convert'))
     .description('convert a checkpoint (HF or tfjs layout) to tfjs (browser) or HF format')
     .requiredOption('--from <dir>', 'checkpoint directory to read, or a Hub id owner/name')
-    .requiredOption('--out <dir>', 'directory to write')
+    .requiredOption('--out <dir>', 'directory to write (a new one, an empty one, or an earlier export, replaced whole)')
     .option('--format <format>', 'tfjs or hf', 'tfjs')
-    .option('--dtype <dtype>', 'tfjs weights: float32, float16 or uint8', 'float32')
-    .action(async (o: HubFlags & {from: string; out: string; format: string; dtype: string}) => {
-      if (!['tfjs', 'hf'].includes(o.format)) throw new Error(`--format must be tfjs or hf, got ${o.format}`);
-      if (!['float32', 'float16', 'uint8'].includes(o.dtype))
-        throw new Error(`--dtype must be float32, float16 or uint8, got ${o.dtype}`);
-      if (path.resolve(o.from) === path.resolve(o.out)) throw new Error('--out must differ from --from');
+    .option('--dtype <dtype>', `tfjs weight matrices: ${DTYPES.join(', ')}`, 'float32')
+    .option('--group-size <n>', `int4: values per scale (${INT4_GROUP_SIZES.join(', ')}; default 64)`, (s: string) => {
+      const n = Number(s);
+      if (!(INT4_GROUP_SIZES as readonly number[]).includes(n))
+        throw new InvalidArgumentError(`--group-size must be one of ${INT4_GROUP_SIZES.join(', ')}.`);
+      return n;
+    })
+    .option('--zero-points', 'int4: a zero point per group (asymmetric ranges)')
+    .action(async (o: ConvertFlags) => {
+      checkFlags(o);
       await useBackend('cpu');
-      const from = await cliSource(o.from, {weights: true, tokenizer: true}, o);
-      const bar = progressBar('loading');
-      const model = await RecurrentGemmaForCausalLM.fromPretrained(from, {
-        onProgress: (p) => bar.update(p.loaded, p.total),
-      });
-      bar.done();
-      await model.save(o.out, {format: o.format as 'tfjs' | 'hf', dtype: o.dtype as 'float32'});
-      for (const f of ['tokenizer.model', 'tokenizer.json', 'tokenizer_config.json']) {
-        const tok = path.join(from, f);
-        if (fs.existsSync(tok)) fs.copyFileSync(tok, path.join(o.out, f));
+      o.from = await cliSource(o.from, {weights: true, tokenizer: true}, o);
+      if (o.format === 'hf' || o.dtype === 'uint8') {
+        await convertWhole(o);
+      } else {
+        const src = openTensorSource(o.from);
+        const bar = progressBar('converting', process.stderr, {unit: 'bytes'});
+        let n = 0;
+        await exportTfjs(src, o.out, {
+          dtype: o.dtype as ExportDtype,
+          groupSize: o.groupSize,
+          zeroPoints: o.zeroPoints,
+          onProgress: (p) => bar.update(p.loaded, p.total, `${++n}/${src.list.length} tensors`),
+        });
+        bar.done();
       }
-      const bytes = fs.readdirSync(o.out).reduce((s, f) => s + fs.statSync(path.join(o.out, f)).size, 0);
-      process.stderr.write(
-        `wrote ${o.out} (${o.format}${o.format === 'tfjs' ? `, ${o.dtype}` : ''}, ${(bytes / 1e6).toFixed(1)} MB)\n`,
-      );
+      const bytes = fs
+        .readdirSync(o.out)
+        .filter((f) => f.endsWith('.bin') || f.endsWith('.safetensors'))
+        .reduce((s, f) => s + fs.statSync(path.join(o.out, f)).size, 0);
+      const what =
+        o.format === 'tfjs'
+          ? `, ${o.dtype}${o.dtype === 'int4' ? ` group ${o.groupSize ?? 64}${o.zeroPoints ? ' with zero points' : ''}` : ''}`
+          : '';
+      process.stderr.write(`wrote ${o.out} (${o.format}${what}, weights ${(bytes / 1e6).toFixed(1)} MB)\n`);
     });
 }

@@ -1,8 +1,8 @@
 /**
- * A progress bar on stderr for long work (loading, training, downloading); silent when stderr is
- * not a TTY except for the final line.
+ * A progress bar on stderr for long work (loading, training); silent when stderr is not a TTY
+ * except for the final line.
  *   const bar = progressBar('loading'); bar.update(3, 10, 'loss 2.1'); bar.done();
- *   const dl = progressBar('downloading', process.stderr, {unit: 'bytes'});   // 12.5/500.1 MB
+ *   const bytes = progressBar('converting', process.stderr, {unit: 'bytes'});   // 1.2/4.0 GB
  */
 export interface ProgressBar {
   update(done: number, total: number, note?: string): void;
@@ -16,16 +16,16 @@ function fmtTime(s: number): string {
   return m > 0 ? `${m}m${String(r).padStart(2, '0')}s` : `${r}s`;
 }
 
-/** Counts as shown: plain, or bytes in MB (both numbers in one unit). */
-function amount(done: number, total: number, unit?: 'bytes'): string {
-  if (unit !== 'bytes') return `${done}/${total}`;
-  return `${(done / 1e6).toFixed(1)}/${(total / 1e6).toFixed(1)} MB`;
+/** done/total as sizes (kB, MB, GB in the unit of the total). */
+function fmtBytes(done: number, total: number): string {
+  const [unit, div] = total >= 1e9 ? ['GB', 1e9] : total >= 1e6 ? ['MB', 1e6] : ['kB', 1e3];
+  return `${(done / div).toFixed(1)}/${(total / div).toFixed(1)} ${unit}`;
 }
 
 export function progressBar(
   label: string,
   stream: NodeJS.WriteStream = process.stderr,
-  opts: {unit?: 'bytes'} = {},
+  opts: {unit?: 'count' | 'bytes'} = {},
 ): ProgressBar {
   const start = Date.now();
   let last = 0,
@@ -37,7 +37,7 @@ export function progressBar(
     const elapsed = (Date.now() - start) / 1000;
     const left = frac > 0 ? (elapsed * (1 - frac)) / frac : Infinity;
     return (
-      `${label} [${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${amount(done, total, opts.unit)}` +
+      `${label} [${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${opts.unit === 'bytes' ? fmtBytes(done, total) : `${done}/${total}`}` +
       `${note ? ` ${note}` : ''} ${fmtTime(elapsed)} elapsed, ${fmtTime(left)} left`
     );
   };

@@ -1,0 +1,216 @@
+/**
+ * Compact exports in a real headless Chromium (playwright-core driving /usr/bin/chromium; WebGPU
+ * through SwiftShader), served by scripts/serve.js: the example page loads an int4 export (and an
+ * int8 one) of tiny-a with the page's default dtype 'auto', holds it compact on wasm and webgpu,
+ * shows the bytes its weights take, and its logits equal Node's on the same weights (the export
+ * loaded on Node's cpu backend) within the tolerance stated below.
+ */
+
+import {spawnSync} from 'child_process';
+import * as fs from 'fs';
+import {existsSync} from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import type {Browser} from 'playwright-core';
+import {exportTfjs, openTensorSource} from '../../converters/tfjs_export';
+import {RecurrentGemmaForCausalLM} from '../../src/model';
+import {tf} from '../../src/tf';
+import {GemmaTokenizer} from '../../src/tokenizer';
+import {maxAbsDiff, relError} from '../helpers';
+import {SWIFTSHADER_ICD, underCI} from '../webgpu_env';
+
+const CHROMIUM = process.env.GRIFFIN_CHROMIUM ?? '/usr/bin/chromium';
+const ROOT = path.join(__dirname, '../..');
+const FIX = path.join(__dirname, '../fixtures');
+const PROMPT = 'The quick brown fox jumps';
+
+/**
+ * Relative error ||page - node|| / ||node|| of the logits and their max absolute difference
+ * allowed per backend. The page and Node unpack the same words into the same float32 values;
+ * what differs is the order of the sums and the transcendental functions: wasm runs the compact
+ * products as the same host kernels as Node's cpu backend (ops/compact/host.ts) but XNNPACK for
+ * the rest, webgpu runs WGSL (ops/compact/webgpu.ts) on SwiftShader. Measured (Chromium 156,
+ * SwiftShader): wasm int4 1.4e-7 (max abs 1.9e-6), int8 1.2e-7 (2.9e-6); webgpu int4 7.5e-7
+ * (3.8e-6), int8 7.7e-7 (5.7e-6). The float32 model's tolerance in browser.test.ts is the same.
+ */
+const TOL: Record<string, {rel: number; abs: number}> = {
+  wasm: {rel: 1e-5, abs: 1e-4},
+  webgpu: {rel: 1e-5, abs: 1e-4},
+};
+
+const EXPORTS = {
+  int4: {dtype: 'int4', groupSize: 32},
+  int8: {dtype: 'int8'},
+} as const;
+
+function describeBrowser(name: string, body: () => void): void {
+  if (existsSync(CHROMIUM)) {
+    describe(name, body);
+    return;
+  }
+  const why = `no chromium at ${CHROMIUM} (apt-get install chromium libvulkan1, or set GRIFFIN_CHROMIUM)`;
+  if (underCI()) {
+    test(`${name}: chromium is available (required under CI)`, () => {
+      throw new Error(why);
+    });
+  } else {
+    console.warn(`browser tests skipped: ${why}`);
+  }
+  describe.skip(name, body);
+}
+
+describeBrowser('compact exports in the browser page', () => {
+  let tmp: string;
+  let server: {url: string; close(): Promise<void>};
+  let browser: Browser;
+  const ref: Record<string, {ids: number[]; logits: Float32Array; bytes: number; shards: number}> = {};
+  const pageErrors: string[] = [];
+
+  beforeAll(async () => {
+    tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'griffin-browser-compact-'));
+    const build = spawnSync(
+      process.execPath,
+      [path.join(ROOT, 'scripts/build_browser.mjs'), '--out', path.join(tmp, 'bundle')],
+      {cwd: ROOT, encoding: 'utf8', timeout: 120_000},
+    );
+    if (build.status !== 0) throw new Error(`bundle build failed: ${build.stderr || build.error?.message}`);
+
+    const hf = path.join(tmp, 'hf');
+    fs.mkdirSync(hf);
+    for (const f of ['config.json', 'model.safetensors'])
+      fs.copyFileSync(path.join(FIX, 'tiny-a', f), path.join(hf, f));
+    fs.copyFileSync(path.join(FIX, 'tokenizer/tiny.model'), path.join(hf, 'tokenizer.model'));
+
+    // Node's reference: each export loaded as it is stored, on the cpu backend.
+    await tf.setBackend('cpu');
+    const tok = await GemmaTokenizer.load(path.join(FIX, 'tokenizer/tiny.model'));
+    const ids = tok.encode(PROMPT);
+    for (const [name, opts] of Object.entries(EXPORTS)) {
+      const dir = path.join(tmp, 'models', name);
+      await exportTfjs(openTensorSource(hf), dir, opts);
+      const model = await RecurrentGemmaForCausalLM.fromPretrained(dir, {dtype: 'auto'});
+      expect(model.weightDtype).toBe(opts.dtype);
+      const out = model.forward({inputIds: [ids]});
+      const shards = fs
+        .readdirSync(dir)
+        .filter((f) => f.endsWith('.bin'))
+        .reduce((s, f) => s + fs.statSync(path.join(dir, f)).size, 0);
+      ref[name] = {ids, logits: out.logits.dataSync() as Float32Array, bytes: model.weightBytes(), shards};
+      out.logits.dispose();
+      model.dispose();
+    }
+
+    const {startServer} = require('../../scripts/serve.js');
+    server = await startServer({
+      root: ROOT,
+      mounts: {'/models/': path.join(tmp, 'models'), '/bundle/': path.join(tmp, 'bundle')},
+    });
+    const {chromium} = await import('playwright-core');
+    const env: Record<string, string> = {
+      ...(process.env as Record<string, string>),
+      XDG_RUNTIME_DIR: process.env.XDG_RUNTIME_DIR ?? '/tmp',
+    };
+    if (existsSync(SWIFTSHADER_ICD)) env.VK_ICD_FILENAMES ??= SWIFTSHADER_ICD;
+    browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      headless: true,
+      env,
+      args: [
+        '--no-sandbox',
+        '--disable-dev-shm-usage',
+        '--enable-unsafe-webgpu',
+        '--use-webgpu-adapter=swiftshader',
+        '--ignore-gpu-blocklist',
+      ],
+    });
+  }, 300_000);
+
+  afterAll(async () => {
+    await browser?.close();
+    await server?.close();
+    if (tmp) fs.rmSync(tmp, {recursive: true, force: true});
+  });
+
+  afterEach(() => {
+    expect(pageErrors.splice(0)).toEqual([]);
+  });
+
+  /** Whether the headless browser offers a WebGPU adapter (skipped without one, except under CI). */
+  async function hasWebGPU(): Promise<boolean> {
+    const page = await browser.newPage();
+    await page.goto(`${server.url}/examples/browser/index.html?autoload=0&bundle=/bundle/griffin.esm.js`);
+    const ok = await page.evaluate(async () => {
+      const gpu = (navigator as any).gpu;
+      return gpu != null && (await gpu.requestAdapter()) != null;
+    });
+    await page.close();
+    if (!ok) {
+      const why = 'the headless browser offers no WebGPU adapter (SwiftShader needs libvulkan1)';
+      if (underCI()) throw new Error(why);
+      console.warn(`${why}: webgpu not tested`);
+    }
+    return ok;
+  }
+
+  test("int4 and int8 exports on wasm and webgpu: held compact, their bytes shown, logits equal Node's", async () => {
+    const backends = ['wasm', ...((await hasWebGPU()) ? ['webgpu'] : [])];
+    const lines: string[] = [];
+    for (const backend of backends) {
+      for (const name of Object.keys(EXPORTS)) {
+        const page = await browser.newPage();
+        page.on('pageerror', (e) => pageErrors.push(`${backend} ${name}: ${e.message}`));
+        try {
+          await page.goto(
+            `${server.url}/examples/browser/?backend=${backend}&model=/models/${name}/&bundle=/bundle/griffin.esm.js`,
+          );
+          await page.waitForFunction(
+            () => ['ready', 'error'].includes(document.getElementById('status')!.dataset.state ?? ''),
+            null,
+            {timeout: 90_000},
+          );
+          const status = await page.textContent('#status');
+          expect([await page.getAttribute('#status', 'data-state'), status]).toEqual(['ready', expect.any(String)]);
+          const got = await page.evaluate(async (text) => {
+            const app = (window as any).griffinApp;
+            const r = await app.logits(text);
+            // Compact parameters hold packed words (class names are minified in the bundle).
+            const packed = [...app.model.namedParameters().values()].filter((v: any) => v.packed?.data != null);
+            return {
+              ...r,
+              tfBackend: app.tf.getBackend(),
+              weights: app.weights,
+              shown: document.getElementById('weights')!.textContent,
+              dtypeChoice: (document.getElementById('dtype') as HTMLSelectElement).value,
+              compactParams: packed.length,
+              packedDtypes: [...new Set(packed.map((v: any) => `${v.packed.dtype} ${v.packed.data.dtype}`))],
+            };
+          }, PROMPT);
+          const want = ref[name];
+          expect(got.tfBackend).toBe(backend);
+          expect(got.dtypeChoice).toBe('auto');
+          expect(got.weights.dtype).toBe(EXPORTS[name as keyof typeof EXPORTS].dtype);
+          expect(got.compactParams).toBe(1 + 3 * 6 + 7); // the embedding and every linear of tiny-a
+          expect(got.packedDtypes).toEqual([`${EXPORTS[name as keyof typeof EXPORTS].dtype} int32`]);
+          expect(got.weights.bytes).toBe(want.bytes);
+          expect(got.shown).toBe(
+            name === 'int4'
+              ? `int4 (group 32) weights: ${(want.bytes / 1e3).toFixed(1)} kB`
+              : `int8 weights: ${(want.bytes / 1e3).toFixed(1)} kB`,
+          );
+          expect(got.ids).toEqual(want.ids);
+          const rel = relError(got.logits, want.logits),
+            abs = maxAbsDiff(got.logits, want.logits);
+          lines.push(
+            `${backend} ${name}: weights ${got.weights.bytes} bytes (shards ${want.shards}); ` +
+              `logits relative error ${rel.toExponential(2)}, max abs ${abs.toExponential(2)}`,
+          );
+          expect(rel).toBeLessThan(TOL[backend].rel);
+          expect(abs).toBeLessThan(TOL[backend].abs);
+        } finally {
+          await page.close();
+        }
+      }
+    }
+    console.log(`compact exports in the browser vs Node cpu:\n  ${lines.join('\n  ')}`);
+  }, 300_000);
+});
