@@ -74,7 +74,7 @@ test("generate --model owner/name: the local folder's text, a byte bar, then the
   expect(want.code).toBe(0);
   expect(want.stdout.trim().length).toBeGreaterThan(0);
   const got = await griffin(['generate', '--model', REPO, ...GENERATE]);
-  expect(got.stderr).toMatch(/^test-org\/tiny-a \[#{24}\] 0\.7\/0\.7 MB /m);
+  expect(got.stderr).toMatch(/^test-org\/tiny-a \[#{24}\] 671\.1\/671\.1 kB /m);
   expect(got.code).toBe(0);
   expect(got.stdout).toBe(want.stdout);
   const offline = await griffin(['generate', '--model', REPO, ...GENERATE], {HF_HUB_OFFLINE: '1'});
