@@ -71,9 +71,10 @@ async function main(): Promise<void> {
       groupSize: args['group-size'] != null ? int(args, 'group-size', 64) : undefined,
       zeroPoints: args['zero-points'] != null,
     });
-    model = new RecurrentGemmaForCausalLM(cfg, {compact});
     // Weights from a GPU hash under webgpu (tfjs's random initialisers are slow for 2.7B parameters).
-    if (args.fused != null || args.batches != null) randomizeWeights(model);
+    const randomize = args.fused != null || args.batches != null;
+    model = new RecurrentGemmaForCausalLM(cfg, {compact, init: randomize ? 'zeros' : 'random'});
+    if (randomize) randomizeWeights(model);
   }
   if (args.fused != null || args.batches != null) {
     await compareFused(model, name, backend, args);

@@ -95,7 +95,10 @@ export abstract class GriffinLayer extends tf.layers.Layer {
   private compactParam(leaf: string, shape: number[], std: number): LayerVariable {
     const v = new CompactParameter(this.prefix + leaf, shape, this.compact!);
     if (this.init !== 'zeros' && std > 0) {
-      const values = tf.tidy(() => tf.randomNormal(shape, 0, std).dataSync() as Float32Array);
+      // Not through tidy: it would walk the returned array (2.6 GB for a 2B embedding) for tensors.
+      const t = tf.randomNormal(shape, 0, std);
+      const values = t.dataSync() as Float32Array;
+      t.dispose();
       v.writeValues(values);
     }
     this.params_.set(this.prefix + leaf, v);
