@@ -38,9 +38,16 @@ async function main(): Promise<void> {
   const rows = heldOutRows(ids, windows, 256);
   const runs: Record<string, unknown>[] = [];
   let base = 0;
-  // --only int4,int8: those dtypes (float32, the baseline, always runs).
+  // --only int4,int8 or int4:64 (int4:64:zp with zero points): those dtypes, or one int4 case (float32, the baseline, always runs).
   const only = args.only?.split(',');
-  for (const opts of CASES.filter((c) => only == null || c.dtype === 'float32' || only.includes(c.dtype!))) {
+  const wanted = (c: PretrainedOptions) =>
+    only == null ||
+    c.dtype === 'float32' ||
+    only.some((o) => {
+      const [d, g, zp] = o.split(':');
+      return c.dtype === d && (g == null || (c.groupSize === Number(g) && !c.zeroPoints === (zp == null)));
+    });
+  for (const opts of CASES.filter(wanted)) {
     const model = await RecurrentGemmaForCausalLM.fromPretrained(dir, opts);
     const t0 = performance.now();
     const loss = await meanLoss(model, rows, 8);

@@ -120,8 +120,17 @@ export function checkSpec(spec: CompactSpec, rows: number, cols: number, what = 
 
 const roundF16 = (x: number) => f16ToF32(f32ToF16(Float32Array.of(x)))[0];
 
-/** Packs row-major float32 values [rows, cols]. */
-export function quantize(values: Float32Array, rows: number, cols: number, spec: CompactSpec): PackedMatrix {
+/**
+ * Packs row-major float32 values [rows, cols]. `plain`: int4 groups by plain max-range rounding
+ * instead of the least-squares fit (for random benchmark weights, where only speed matters).
+ */
+export function quantize(
+  values: Float32Array,
+  rows: number,
+  cols: number,
+  spec: CompactSpec,
+  opts: {plain?: boolean} = {},
+): PackedMatrix {
   const groupSize = checkSpec(spec, rows, cols);
   if (values.length !== rows * cols)
     throw new Error(`quantize: ${values.length} values for a [${rows}, ${cols}] matrix`);
@@ -155,7 +164,11 @@ export function quantize(values: Float32Array, rows: number, cols: number, spec:
     for (let g = 0; g < G; g++) {
       const c0 = r * cols + g * groupSize;
       const x = values.subarray(c0, c0 + groupSize);
-      const {s, z} = zeros != null ? fitAsymmetric(x, q) : fitSymmetric(x, q);
+      const {s, z} = opts.plain
+        ? plainFit(x, q, zeros != null)
+        : zeros != null
+          ? fitAsymmetric(x, q)
+          : fitSymmetric(x, q);
       scales[r * G + g] = s;
       if (zeros != null) zeros[r * G + g] = z;
       for (let c = 0; c < groupSize; c++) {
@@ -176,6 +189,20 @@ function codes(x: Float32Array, s: number, z: number, q: Uint8Array): number {
     err += (x[c] - (k - z) * s) ** 2;
   }
   return err;
+}
+
+/** int4 by plain rounding: s = max|x| / 7 (zero points: range / 15, z = round(-min / s)). */
+function plainFit(x: Float32Array, q: Uint8Array, zeroPoints: boolean): {s: number; z: number} {
+  let lo = 0,
+    hi = 0;
+  for (let c = 0; c < x.length; c++) {
+    lo = Math.min(lo, x[c]);
+    hi = Math.max(hi, x[c]);
+  }
+  const s = roundF16(zeroPoints ? (hi - lo) / 15 : Math.max(-lo, hi) / 7);
+  const z = zeroPoints ? (s > 0 ? Math.max(0, Math.min(15, Math.round(-lo / s))) : 0) : 8;
+  codes(x, s, z, q);
+  return {s, z};
 }
 
 /**
@@ -227,7 +254,7 @@ function fitSymmetric(x: Float32Array, q: Uint8Array): {s: number; z: number} {
 /**
  * int4 with zero points: w = (q - z) s. Candidate ranges shrink [min(x, 0), max(x, 0)] from
  * either end (7 x 7 fractions); each gives s = range / 15 rounded to float16 and z = round(-lo / s)
- * in [0, 15]; the one of least squared error wins.
+ * in [0, 15], and its codes the least-squares scale for that z; the one of least squared error wins.
  */
 function fitAsymmetric(x: Float32Array, q: Uint8Array): {s: number; z: number} {
   let lo = 0,
@@ -243,18 +270,32 @@ function fitAsymmetric(x: Float32Array, q: Uint8Array): {s: number; z: number} {
   let best = {s: 0, z: 0},
     bestErr = Infinity;
   const trial = new Uint8Array(x.length);
+  const consider = (s: number, z: number) => {
+    if (!(s > 0)) return;
+    const err = codes(x, s, z, trial);
+    if (err < bestErr) {
+      bestErr = err;
+      best = {s, z};
+    }
+  };
   for (let a = 0; a < 7; a++) {
     for (let b = 0; b < 7; b++) {
       const l = lo * (1 - 0.05 * a),
         h = hi * (1 - 0.05 * b);
-      const s = roundF16((h - l) / 15);
-      if (!(s > 0)) continue;
-      const z = Math.max(0, Math.min(15, Math.round(-l / s)));
-      const err = codes(x, s, z, trial);
-      if (err < bestErr) {
-        bestErr = err;
-        best = {s, z};
+      const s0 = roundF16((h - l) / 15);
+      if (!(s0 > 0)) continue;
+      const z = Math.max(0, Math.min(15, Math.round(-l / s0)));
+      consider(s0, z);
+      // The least-squares scale for these codes and this zero point.
+      codes(x, s0, z, trial);
+      let num = 0,
+        den = 0;
+      for (let c = 0; c < x.length; c++) {
+        const k = trial[c] - z;
+        num += x[c] * k;
+        den += k * k;
       }
+      if (den > 0) consider(roundF16(num / den), z);
     }
   }
   codes(x, best.s, best.z, q);

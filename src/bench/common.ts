@@ -164,7 +164,7 @@ export function randomizeWeights(
       if (p == null) {
         const rng = new Rng(i + 1);
         const values = Float32Array.from({length: shape[0] * shape[1]}, () => (rng.next() * 2 - 1) * scale);
-        p = quantize(values, shape[0], shape[1], v.spec);
+        p = quantize(values, shape[0], shape[1], v.spec, {plain: true});
         packed.set(key, p);
       }
       v.writePacked(p);
