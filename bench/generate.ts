@@ -17,7 +17,8 @@
  * for the engine one profiled step (GPU timestamps per dispatch, summed per kernel kind, with the
  * bytes of weights each must read: GB/s). --sweep 64x8,128x4,256x2 repeats the engine's runs with
  * GEMV workgroups of T threads and at most R rows each (env GRIFFIN_FUSED_THREADS / _ROWS);
- * TxRxUxW also sets the strides per loop trip and compact weights' words per load (_UNROLL, _WORDS).
+ * TxRxUxWxC also sets the strides per loop trip, compact weights' words per load and the RG-LRU
+ * kernel's channels per workgroup (_UNROLL, _WORDS, _LRU_CHANNELS).
  * --dtype bfloat16|float16|int8|int4 [--group-size 64] [--zero-points] holds a --config model's
  * matrices compact (random values packed on the host); the report gives the bytes the weights
  * take and the GPU memory tfjs holds after the runs (numBytesInGPU: live tensors, the weights).
@@ -206,7 +207,14 @@ async function compareFused(
       fused: engine != null,
       dispatchesPerStep: engine?.dispatchCount ?? null,
     };
-    if (tuning != null) run.tuning = {threads: tuning[0], maxRows: tuning[1], unroll: tuning[2], words: tuning[3]};
+    if (tuning != null)
+      run.tuning = {
+        threads: tuning[0],
+        maxRows: tuning[1],
+        unroll: tuning[2],
+        words: tuning[3],
+        lruChannels: tuning[4],
+      };
     let t0: number;
     if (tuning == null) {
       // Through the public generation path, as a user runs it: prefill of the prompt, then a token
@@ -315,6 +323,7 @@ async function compareFused(
       fusedTuning.maxRows = t![1];
       fusedTuning.unroll = t![2] ?? 0;
       fusedTuning.words = t![3] ?? 0;
+      fusedTuning.lruChannels = t![4] ?? 0;
       disposeFusedDecoders(model);
       for (const batch of batches) await measure(batch, true, t);
     }
@@ -322,6 +331,7 @@ async function compareFused(
     fusedTuning.maxRows = 0;
     fusedTuning.unroll = 0;
     fusedTuning.words = 0;
+    fusedTuning.lruChannels = 0;
   }
   fusedDecodeConfig.enabled = null;
   const weightBytes = model.weightBytes();

@@ -5,7 +5,7 @@
  *   fusedTuning.threads = 64;   disposeFusedDecoders(model);   // engines made after this use 64 threads
  *
  * Each knob: fusedTuning's value if set (non-zero), else its env variable (GRIFFIN_FUSED_THREADS,
- * _ROWS, _UNROLL, _CHUNK, _LRU_SLICES, _WORDS), else the default below. Read when an engine is built.
+ * _ROWS, _UNROLL, _CHUNK, _LRU_SLICES, _LRU_CHANNELS, _WORDS), else the default below. Read when an engine is built.
  * The sweeps that chose the defaults: see bench/results/NOTES.md.
  *
  * Shape letters: B batch rows, E lru_width, H heads, W conv1d_width.
@@ -14,7 +14,7 @@ import {RgLruSpec, rgLruSharedBytes, StepLayout} from './shaders';
 import {valuesPerWord, type WeightFormat} from './shaders/weights';
 
 /** 0 = default (or the env variable). */
-export const fusedTuning = {threads: 0, maxRows: 0, unroll: 0, chunk: 0, lruSlices: 0, words: 0};
+export const fusedTuning = {threads: 0, maxRows: 0, unroll: 0, chunk: 0, lruSlices: 0, lruChannels: 0, words: 0};
 
 function envInt(name: string): number {
   const v = typeof process !== 'undefined' ? process.env?.[name] : undefined;
@@ -60,8 +60,9 @@ export function attnChunkSlots(): number {
 }
 
 /**
- * The RG-LRU kernel's shape: 32 channels per workgroup (64 for wide heads) and as many input
- * slices (default 8, then 4, 2, 1) as fit in 256 invocations and in workgroup memory.
+ * The RG-LRU kernel's shape: 32 channels per workgroup (64 for wide heads; GRIFFIN_FUSED_LRU_CHANNELS
+ * sets it) and as many input slices (default 8, then 4, 2, 1) as fit in 256 invocations and in
+ * workgroup memory.
  */
 export function rgLruPlan(
   B: number,
@@ -72,7 +73,10 @@ export function rgLruPlan(
   sharedLimit: number,
 ): RgLruSpec {
   const bw = E / H;
-  const CC = Math.min(64, Math.max(32, Math.ceil(bw / 32) * 32));
+  const CC =
+    fusedTuning.lruChannels ||
+    envInt('GRIFFIN_FUSED_LRU_CHANNELS') ||
+    Math.min(64, Math.max(32, Math.ceil(bw / 32) * 32));
   const want = fusedTuning.lruSlices || envInt('GRIFFIN_FUSED_LRU_SLICES') || 8;
   for (let JS = want; JS >= 1; JS = Math.floor(JS / 2)) {
     const spec = {B, E, H, W, CC, JS, step};
