@@ -13,6 +13,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import {RecurrentGemmaConfig} from '../src/config';
+import {writeDirAtomicSync} from './atomic_dir';
 import {
   CheckpointReader,
   checkpointTensors,
@@ -20,7 +21,15 @@ import {
   readTensorData,
   writeTensorData,
 } from './checkpoint_tensors';
-import {CheckpointError, iterateCheckpoint, listCheckpoint, WriteTensor, writeCheckpoint} from './safetensors';
+import {
+  CheckpointError,
+  INDEX_FILE_NAME,
+  iterateCheckpoint,
+  listCheckpoint,
+  SINGLE_FILE_NAME,
+  WriteTensor,
+  writeCheckpoint,
+} from './safetensors';
 
 export {CheckpointError};
 
@@ -109,8 +118,27 @@ export function openHF(dir: string): CheckpointReader {
   };
 }
 
-/** Writes config.json and float32 safetensors (sharded past maxShardBytes) that transformers loads. */
+/** HF-format files: config.json and the safetensors weights (single, sharded, index). */
+export const isHFFile = (name: string) =>
+  name === 'config.json' ||
+  name === SINGLE_FILE_NAME ||
+  name === INDEX_FILE_NAME ||
+  /^model-\d+-of-\d+\.safetensors$/.test(name);
+
+/**
+ * Writes config.json and float32 safetensors (sharded past maxShardBytes) that transformers
+ * loads, all or nothing (converters/atomic_dir.ts): the HF files of an earlier save go, other entries stay.
+ */
 export function saveHF(
+  model: ModelParameters,
+  dir: string,
+  opts: {maxShardBytes?: number; values?: Map<string, Float32Array>} = {},
+): void {
+  writeDirAtomicSync(dir, (tmp) => writeHFFiles(model, tmp, opts), {keep: (name) => !isHFFile(name)});
+}
+
+/** saveHF's files, written straight into dir (a fresh directory: an atomic save's temporary one). */
+export function writeHFFiles(
   model: ModelParameters,
   dir: string,
   opts: {maxShardBytes?: number; values?: Map<string, Float32Array>} = {},
@@ -121,7 +149,5 @@ export function saveHF(
     for (const [name, t] of params) yield {name, shape: t.shape, data: opts.values?.get(name) ?? readTensorData(t)};
   };
   writeCheckpoint(dir, source, {maxShardBytes: opts.maxShardBytes, metadata: {format: 'pt'}});
-  const tmp = path.join(dir, 'config.json.tmp');
-  fs.writeFileSync(tmp, `${JSON.stringify(model.config.toJSON(), null, 2)}\n`);
-  fs.renameSync(tmp, path.join(dir, 'config.json'));
+  fs.writeFileSync(path.join(dir, 'config.json'), `${JSON.stringify(model.config.toJSON(), null, 2)}\n`);
 }

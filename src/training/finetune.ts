@@ -10,7 +10,11 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
-import {saveLoraAdapter} from '../../converters/lora_adapter';
+import {writeDirAtomic} from '../../converters/atomic_dir';
+import {isHFFile} from '../../converters/hf';
+import {pretrainedWriter} from '../../converters/index';
+import {adapterWriter, isAdapterFile} from '../../converters/lora_adapter';
+import {isTfjsFile} from '../../converters/tfjs_format';
 import {LoraConfig, mergeLora} from '../../layers/lora';
 import {type PretrainedOptions, RecurrentGemmaForCausalLM} from '../model';
 import {GemmaTokenizer} from '../tokenizer';
@@ -166,16 +170,6 @@ export async function finetune(o: FinetuneOptions): Promise<FinetuneResult> {
       trainer.dispose();
     }
     if (!train.stopped) {
-      if (o.lora != null) {
-        await saveLoraAdapter(model, o.out, {baseModel: path.resolve(o.model)});
-        if (o.merge) {
-          mergeLora(model);
-          await model.save(o.out, {format: o.format ?? 'hf'});
-        }
-      } else {
-        await model.save(o.out, {format: o.format ?? 'hf'});
-      }
-      fs.copyFileSync(tokFile, path.join(o.out, TOKENIZER_FILE));
       const summary = {
         base_model: path.resolve(o.model),
         data: path.resolve(o.data),
@@ -188,7 +182,20 @@ export async function finetune(o: FinetuneOptions): Promise<FinetuneResult> {
         eval_after: train.evalAfter,
         history: train.history,
       };
-      fs.writeFileSync(path.join(o.out, 'training_summary.json'), `${JSON.stringify(summary, null, 1)}\n`);
+      // Everything is read first, then written in one atomic save (converters/atomic_dir.ts).
+      const adapter = o.lora != null ? await adapterWriter(model, {baseModel: path.resolve(o.model)}) : null;
+      if (o.lora != null && o.merge) mergeLora(model);
+      const weights = o.lora == null || o.merge ? await pretrainedWriter(model, {format: o.format ?? 'hf'}) : null;
+      await writeDirAtomic(
+        o.out,
+        (tmp) => {
+          adapter?.(tmp);
+          weights?.(tmp);
+          fs.copyFileSync(tokFile, path.join(tmp, TOKENIZER_FILE));
+          fs.writeFileSync(path.join(tmp, 'training_summary.json'), `${JSON.stringify(summary, null, 1)}\n`);
+        },
+        {keep: (name) => !isHFFile(name) && !isTfjsFile(name) && !isAdapterFile(name)},
+      );
     }
     return {out: o.out, train, trainData, evalData, resumedFrom, model, tokenizer};
   } catch (e) {

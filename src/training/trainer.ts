@@ -19,8 +19,8 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import {checkpointTensors, readAllTensorData, writeTensorData} from '../../converters/checkpoint_tensors';
-import {saveHF} from '../../converters/hf';
-import {ADAPTER_WEIGHTS, saveLoraAdapter} from '../../converters/lora_adapter';
+import {writeHFFiles} from '../../converters/hf';
+import {ADAPTER_WEIGHTS, adapterWriter} from '../../converters/lora_adapter';
 import {listCheckpoint, readHeader, readTensor, TensorMeta, writeSafetensors} from '../../converters/safetensors';
 import {addLora, LoraConfig, loraAdapters, loraParameters, setLoraTraining} from '../../layers/lora';
 import type {CausalLMCore} from '../core/model';
@@ -498,9 +498,10 @@ export class Trainer {
         data: (await t.data()) as Float32Array,
       })),
     );
+    const adapter = this.isLora ? await adapterWriter(this.model) : null;
     const out = await writeDirAtomically(dir, async (tmp) => {
-      if (this.isLora) await saveLoraAdapter(this.model, tmp);
-      else saveHF(this.model, tmp, {values});
+      if (adapter != null) adapter(tmp);
+      else writeHFFiles(this.model, tmp, {values});
       writeSafetensors(path.join(tmp, OPTIMIZER_STATE), moments, {format: 'pt'});
       const json = {
         format: 'griffin-tfjs-trainer',
