@@ -38,18 +38,22 @@ function stage(s: KillStage): void {
   if (process.env.GRIFFIN_ATOMIC_KILL_AT === s) process.kill(process.pid, 'SIGKILL');
 }
 
-/** The directory a save of `dir` writes: a symlink resolved, a new path made absolute. */
-function resolveTarget(dir: string): string {
-  const abs = path.resolve(dir);
-  try {
-    return fs.realpathSync(abs);
-  } catch {
-    // Not there (yet): resolve the parent, which may itself be reached through a link.
-    const parent = path.dirname(abs);
+/**
+ * The absolute path of p with every symlink resolved, also when p (or some of its parents) does
+ * not exist yet: the longest existing prefix is resolved, the rest appended.
+ */
+export function realPath(p: string): string {
+  const abs = path.resolve(p);
+  const rest: string[] = [];
+  let head = abs;
+  for (;;) {
     try {
-      return path.join(fs.realpathSync(parent), path.basename(abs));
+      return path.join(fs.realpathSync(head), ...rest);
     } catch {
-      return abs;
+      const up = path.dirname(head);
+      if (up === head) return abs;
+      rest.unshift(path.basename(head));
+      head = up;
     }
   }
 }
@@ -116,7 +120,7 @@ function linkTree(src: string, dst: string): void {
  * leftovers of dead processes are deleted. Cheap when there is nothing to do (one readdir).
  */
 export function recoverDir(dir: string): void {
-  const target = resolveTarget(dir);
+  const target = realPath(dir);
   const parent = path.dirname(target);
   const prefix = prefixOf(target);
   let names: string[];
@@ -166,7 +170,7 @@ export function recoverAll(parent: string): void {
 }
 
 function prepare(dir: string): {target: string; fresh: string; aside: string} {
-  const target = resolveTarget(dir);
+  const target = realPath(dir);
   recoverDir(target);
   const st = fs.statSync(target, {throwIfNoEntry: false});
   if (st != null && !st.isDirectory()) throw new Error(`${dir}: exists and is not a directory`);

@@ -21,15 +21,8 @@ import {
   readTensorData,
   writeTensorData,
 } from './checkpoint_tensors';
-import {
-  CheckpointError,
-  INDEX_FILE_NAME,
-  iterateCheckpoint,
-  listCheckpoint,
-  SINGLE_FILE_NAME,
-  WriteTensor,
-  writeCheckpoint,
-} from './safetensors';
+import {keepBeside} from './model_dir';
+import {CheckpointError, iterateCheckpoint, listCheckpoint, WriteTensor, writeCheckpoint} from './safetensors';
 
 export {CheckpointError};
 
@@ -118,23 +111,17 @@ export function openHF(dir: string): CheckpointReader {
   };
 }
 
-/** HF-format files: config.json and the safetensors weights (single, sharded, index). */
-export const isHFFile = (name: string) =>
-  name === 'config.json' ||
-  name === SINGLE_FILE_NAME ||
-  name === INDEX_FILE_NAME ||
-  /^model-\d+-of-\d+\.safetensors$/.test(name);
-
 /**
  * Writes config.json and float32 safetensors (sharded past maxShardBytes) that transformers
- * loads, all or nothing (converters/atomic_dir.ts): the HF files of an earlier save go, other entries stay.
+ * loads, all or nothing (converters/atomic_dir.ts), replacing the model that was there in any
+ * format (converters/model_dir.ts).
  */
 export function saveHF(
   model: ModelParameters,
   dir: string,
   opts: {maxShardBytes?: number; values?: Map<string, Float32Array>} = {},
 ): void {
-  writeDirAtomicSync(dir, (tmp) => writeHFFiles(model, tmp, opts), {keep: (name) => !isHFFile(name)});
+  writeDirAtomicSync(dir, (tmp) => writeHFFiles(model, tmp, opts), {keep: keepBeside({tokenizer: false})});
 }
 
 /** saveHF's files, written straight into dir (a fresh directory: an atomic save's temporary one). */

@@ -15,8 +15,9 @@ import {tf} from '../src/tf';
 import type {OnProgress} from '../src/util/progress';
 import {recoverDir, writeDirAtomic} from './atomic_dir';
 import {CheckpointReader, readAllTensorData} from './checkpoint_tensors';
-import {CheckpointError, isHFFile, openHF, readHFConfig, writeHFFiles} from './hf';
-import {isTfjsFile, MODEL_JSON, openTfjs, readModelJson, WeightDtype, writeTfjsFiles} from './tfjs_format';
+import {CheckpointError, openHF, readHFConfig, writeHFFiles} from './hf';
+import {keepBeside} from './model_dir';
+import {MODEL_JSON, openTfjs, readModelJson, WeightDtype, writeTfjsFiles} from './tfjs_format';
 import {isUrlSource, openTfjsUrl} from './tfjs_url';
 
 export type {CheckpointReader};
@@ -56,11 +57,13 @@ export async function openCheckpoint(source: string): Promise<CheckpointReader> 
   return detectFormat(source) === 'tfjs' ? openTfjs(source) : openHF(source);
 }
 
-/** Saves the model to dir in one of the formats, all or nothing (converters/atomic_dir.ts). */
+/**
+ * Saves the model to dir in one of the formats, all or nothing (converters/atomic_dir.ts); the
+ * model that was there, in any format, is replaced, other files (a tokenizer) stay (converters/model_dir.ts).
+ */
 export async function savePretrained(model: CausalLMCore, dir: string, opts: SaveOptions = {}): Promise<void> {
   const write = await pretrainedWriter(model, opts);
-  const mine = (opts.format ?? 'hf') === 'hf' ? isHFFile : isTfjsFile;
-  await writeDirAtomic(dir, write, {keep: (name) => !mine(name)});
+  await writeDirAtomic(dir, write, {keep: keepBeside({tokenizer: false})});
 }
 
 /**

@@ -24,17 +24,15 @@ import {
   removeLora,
 } from '../layers/lora';
 import {recoverDir, writeDirAtomic} from './atomic_dir';
+import {keepBeside} from './model_dir';
 import {readHeader, readTensor, writeSafetensors} from './safetensors';
 
 export const ADAPTER_WEIGHTS = 'adapter_model.safetensors';
 export const ADAPTER_CONFIG = 'adapter_config.json';
 
-/** An adapter's files. */
-export const isAdapterFile = (name: string) => name === ADAPTER_WEIGHTS || name === ADAPTER_CONFIG;
-
 /**
  * Writes adapter_model.safetensors and adapter_config.json into dir, all or nothing
- * (converters/atomic_dir.ts): the adapter files of an earlier save go, other entries stay.
+ * (converters/atomic_dir.ts), replacing the model or adapter that was there (converters/model_dir.ts).
  */
 export async function saveLoraAdapter(
   model: LoraHost,
@@ -43,7 +41,7 @@ export async function saveLoraAdapter(
 ): Promise<void> {
   // Values are read before the swap begins (webgpu in Node has no synchronous read).
   const write = await adapterWriter(model, opts);
-  await writeDirAtomic(dir, write, {keep: (name) => !isAdapterFile(name)});
+  await writeDirAtomic(dir, write, {keep: keepBeside({tokenizer: false})});
 }
 
 /**

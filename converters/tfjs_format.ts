@@ -23,6 +23,7 @@ import {
   readTensorData,
   writeTensorData,
 } from './checkpoint_tensors';
+import {keepBeside} from './model_dir';
 import {CheckpointError} from './safetensors';
 
 export type WeightDtype = 'float32' | 'float16' | 'uint8';
@@ -83,12 +84,9 @@ export function decode(bytes: Uint8Array, spec: WeightSpec): Float32Array {
 export const bytesPer = (spec: WeightSpec) =>
   spec.quantization?.dtype === 'float16' ? 2 : spec.quantization?.dtype === 'uint8' ? 1 : 4;
 
-/** tfjs-format files: the manifest and its weight shards. */
-export const isTfjsFile = (name: string) => name === MODEL_JSON || /^group\d+-shard\d+of\d+\.bin$/.test(name);
-
 /**
- * Writes model.json and group1-shard{i}of{n}.bin into dir, all or nothing (converters/atomic_dir.ts):
- * the tfjs files of an earlier save go, other entries stay.
+ * Writes model.json and group1-shard{i}of{n}.bin into dir, all or nothing (converters/atomic_dir.ts),
+ * replacing the model that was there in any format (converters/model_dir.ts).
  */
 export function saveTfjs(
   model: CausalLMCore,
@@ -96,7 +94,7 @@ export function saveTfjs(
   opts: TfjsSaveOptions & {values?: Map<string, Float32Array>} = {},
 ): void {
   checkDtype(opts.dtype ?? 'float32');
-  writeDirAtomicSync(dir, (tmp) => writeTfjsFiles(model, tmp, opts), {keep: (name) => !isTfjsFile(name)});
+  writeDirAtomicSync(dir, (tmp) => writeTfjsFiles(model, tmp, opts), {keep: keepBeside({tokenizer: false})});
 }
 
 function checkDtype(dtype: string): void {

@@ -7,9 +7,13 @@
 import {Command} from 'commander';
 import * as fs from 'fs';
 import * as path from 'path';
+import {writeDirAtomic} from '../../converters/atomic_dir';
+import {pretrainedWriter} from '../../converters/index';
+import {copyTokenizerFiles, keepBeside, sameDir} from '../../converters/model_dir';
 import {useBackend} from '../backend';
 import {RecurrentGemmaForCausalLM} from '../model';
 import {progressBar} from './progress';
+import {UsageError} from './usage';
 
 export function registerConvert(program: Command): void {
   program
@@ -20,19 +24,26 @@ export function registerConvert(program: Command): void {
     .option('--format <format>', 'tfjs or hf', 'tfjs')
     .option('--dtype <dtype>', 'tfjs weights: float32, float16 or uint8', 'float32')
     .action(async (o: {from: string; out: string; format: string; dtype: string}) => {
-      if (!['tfjs', 'hf'].includes(o.format)) throw new Error(`--format must be tfjs or hf, got ${o.format}`);
+      if (!['tfjs', 'hf'].includes(o.format)) throw new UsageError(`--format must be tfjs or hf, got ${o.format}`);
       if (!['float32', 'float16', 'uint8'].includes(o.dtype))
-        throw new Error(`--dtype must be float32, float16 or uint8, got ${o.dtype}`);
-      if (path.resolve(o.from) === path.resolve(o.out)) throw new Error('--out must differ from --from');
+        throw new UsageError(`--dtype must be float32, float16 or uint8, got ${o.dtype}`);
+      if (sameDir(o.from, o.out)) throw new UsageError(`--out ${o.out} is the --from directory (symlinks resolved)`);
       await useBackend('cpu');
       const bar = progressBar('loading');
       const model = await RecurrentGemmaForCausalLM.fromPretrained(o.from, {
         onProgress: (p) => bar.update(p.loaded, p.total),
       });
       bar.done();
-      await model.save(o.out, {format: o.format as 'tfjs' | 'hf', dtype: o.dtype as 'float32'});
-      const tok = path.join(o.from, 'tokenizer.model');
-      if (fs.existsSync(tok)) fs.copyFileSync(tok, path.join(o.out, 'tokenizer.model'));
+      // The model and the tokenizer it came with, in one atomic save that replaces whatever model was there.
+      const weights = await pretrainedWriter(model, {format: o.format as 'tfjs' | 'hf', dtype: o.dtype as 'float32'});
+      await writeDirAtomic(
+        o.out,
+        (tmp) => {
+          weights(tmp);
+          copyTokenizerFiles(o.from, tmp);
+        },
+        {keep: keepBeside({tokenizer: true})},
+      );
       const bytes = fs.readdirSync(o.out).reduce((s, f) => s + fs.statSync(path.join(o.out, f)).size, 0);
       process.stderr.write(
         `wrote ${o.out} (${o.format}${o.format === 'tfjs' ? `, ${o.dtype}` : ''}, ${(bytes / 1e6).toFixed(1)} MB)\n`,

@@ -8,6 +8,7 @@
  * rerun the same command with --resume to continue. Progress goes to stderr.
  */
 import {Command, InvalidArgumentError} from 'commander';
+import {sameDir} from '../../converters/model_dir';
 import {LORA_TARGETS} from '../../layers/lora';
 import {useBackend} from '../backend';
 import {finetune} from '../training/finetune';
@@ -124,6 +125,7 @@ async function run(f: Flags): Promise<void> {
     throw usage('--lora-alpha, --lora-dropout, --lora-targets and --merge need --lora-rank');
   }
   if (!['hf', 'tfjs'].includes(f.format)) throw usage(`--format must be hf or tfjs, got ${f.format}`);
+  if (sameDir(f.out, f.model)) throw usage(`--out ${f.out} is the --model directory (symlinks resolved)`);
   const load = loadOptions(f);
   if (load.dtype !== 'float32' && load.dtype !== 'auto' && f.loraRank == null) {
     throw usage(`--dtype ${load.dtype} holds the base weights frozen: fine-tune them with --lora-rank`);

@@ -11,13 +11,12 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import {writeDirAtomic} from '../../converters/atomic_dir';
-import {isHFFile} from '../../converters/hf';
 import {pretrainedWriter} from '../../converters/index';
-import {adapterWriter, isAdapterFile} from '../../converters/lora_adapter';
-import {isTfjsFile} from '../../converters/tfjs_format';
+import {adapterWriter} from '../../converters/lora_adapter';
+import {keepBeside, sameDir} from '../../converters/model_dir';
 import {LoraConfig, mergeLora} from '../../layers/lora';
 import {type PretrainedOptions, RecurrentGemmaForCausalLM} from '../model';
-import {GemmaTokenizer} from '../tokenizer';
+import {GemmaTokenizer, TOKENIZER_CONFIG, TOKENIZER_JSON, TOKENIZER_MODEL} from '../tokenizer';
 import {latestCheckpoint} from './checkpoint';
 import {Dataset, loadJsonl} from './data';
 import {EvalResult, StepInfo, Trainer, TrainResult} from './trainer';
@@ -80,8 +79,6 @@ export interface FinetuneResult {
   tokenizer: GemmaTokenizer;
 }
 
-const TOKENIZER_FILE = 'tokenizer.model';
-
 function describe(d: Dataset): string {
   const extra = [
     d.truncated && `${d.truncated} truncated`,
@@ -92,8 +89,10 @@ function describe(d: Dataset): string {
 
 export async function finetune(o: FinetuneOptions): Promise<FinetuneResult> {
   const log = o.log ?? (() => {});
-  if (path.resolve(o.out) === path.resolve(o.model))
-    throw new Error('the output directory must differ from the model directory');
+  if (sameDir(o.out, o.model))
+    throw new Error(
+      `the output directory ${o.out} is the model directory ${o.model} (symlinks resolved): choose another`,
+    );
   if (!fs.existsSync(o.model) || !fs.statSync(o.model).isDirectory())
     throw new Error(`model directory not found: ${o.model}`);
   if (o.merge && o.lora == null) throw new Error('merge applies to LoRA training only');
@@ -103,7 +102,7 @@ export async function finetune(o: FinetuneOptions): Promise<FinetuneResult> {
       `${o.out} already holds checkpoints of a run: pass --resume to continue it, or choose another output directory`,
     );
   }
-  const tokFile = o.tokenizer ?? path.join(o.model, TOKENIZER_FILE);
+  const tokFile = o.tokenizer ?? path.join(o.model, TOKENIZER_MODEL);
   if (!fs.existsSync(tokFile))
     throw new Error(`tokenizer not found: ${tokFile}${o.tokenizer ? '' : ' (pass --tokenizer)'}`);
   const tokenizer = await GemmaTokenizer.load(tokFile);
@@ -191,10 +190,13 @@ export async function finetune(o: FinetuneOptions): Promise<FinetuneResult> {
         (tmp) => {
           adapter?.(tmp);
           weights?.(tmp);
-          fs.copyFileSync(tokFile, path.join(tmp, TOKENIZER_FILE));
+          // The tokenizer trained with, and only it: a stale tokenizer.json would be preferred to it.
+          fs.copyFileSync(tokFile, path.join(tmp, tokFile.endsWith('.json') ? TOKENIZER_JSON : TOKENIZER_MODEL));
+          const tokConfig = path.join(path.dirname(tokFile), TOKENIZER_CONFIG);
+          if (fs.existsSync(tokConfig)) fs.copyFileSync(tokConfig, path.join(tmp, TOKENIZER_CONFIG));
           fs.writeFileSync(path.join(tmp, 'training_summary.json'), `${JSON.stringify(summary, null, 1)}\n`);
         },
-        {keep: (name) => !isHFFile(name) && !isTfjsFile(name) && !isAdapterFile(name)},
+        {keep: keepBeside({tokenizer: true})},
       );
     }
     return {out: o.out, train, trainData, evalData, resumedFrom, model, tokenizer};
