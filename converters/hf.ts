@@ -21,6 +21,7 @@ import {
   readTensorData,
   writeTensorData,
 } from './checkpoint_tensors';
+import {checkTensorList} from './config_tensors';
 import {keepBeside} from './model_dir';
 import {CheckpointError, iterateCheckpoint, listCheckpoint, WriteTensor, writeCheckpoint} from './safetensors';
 
@@ -52,6 +53,8 @@ export function readHFConfig(dir: string): RecurrentGemmaConfig {
 export function openHF(dir: string): CheckpointReader {
   const config = readHFConfig(dir);
   const metas = listCheckpoint(dir);
+  // The tensor list against the config, before the caller builds a model of the config's size.
+  checkTensorList(config, path.join(dir, 'config.json'), metas);
   const float32Bytes = [...metas.values()]
     .filter((m) => !(m.name === LM_HEAD && config.tie_word_embeddings))
     .reduce((n, m) => n + 4 * m.shape.reduce((a, b) => a * b, 1), 0);

@@ -23,6 +23,7 @@ import {
   readTensorData,
   writeTensorData,
 } from './checkpoint_tensors';
+import {checkTensorList} from './config_tensors';
 import {keepBeside} from './model_dir';
 import {CheckpointError} from './safetensors';
 
@@ -189,6 +190,10 @@ export function readModelJson(dir: string): {json: ModelJson; config: RecurrentG
 export function openTfjs(dir: string): CheckpointReader {
   const {json, config} = readModelJson(dir);
   const specs = json.weightsManifest!.flatMap((g) => g.weights);
+  // The manifest against the config, before the caller builds a model of the config's size. A
+  // manifest name is the HF name with a '/' after the layer's name.
+  const file = path.join(dir, MODEL_JSON);
+  checkTensorList(config, file, new Map(specs.map((w) => [String(w.name).replace('/', '.'), {shape: w.shape, file}])));
   return {
     where: dir,
     config,

@@ -22,7 +22,7 @@ import type {GenerateOptions} from '../generation/generate';
 import {GenerationState} from '../generation/state';
 import {RecurrentGemmaForCausalLM} from '../model';
 import {encodeChat, GemmaTokenizer, TOKENIZER_JSON, TOKENIZER_MODEL} from '../tokenizer';
-import {WASM_MAX_WEIGHT_BYTES} from '../util/limits';
+import {OPTION_LIMITS, WASM_MAX_WEIGHT_BYTES} from '../util/limits';
 import {addDtypeOptions, type DtypeFlags, loadOptions} from './dtype';
 import {UsageError} from './usage';
 
@@ -52,7 +52,8 @@ const number =
     if (!ok(x)) throw new InvalidArgumentError(`${what} must be ${rule}.`);
     return x;
   };
-const positiveInt = (what: string) => number(what, (x) => Number.isInteger(x) && x >= 1, 'an integer >= 1');
+const positiveInt = (what: string, max: number) =>
+  number(what, (x) => Number.isInteger(x) && x >= 1 && x <= max, `an integer from 1 to ${max}`);
 
 interface SamplingFlags extends DtypeFlags {
   model?: string;
@@ -74,14 +75,19 @@ function addSamplingOptions(cmd: Command, defaultMax: number): Command {
       'checkpoint directory (HF or tfjs layout) with tokenizer.model, or a LoRA adapter directory (default: the bundled model)',
     )
     .option('--adapter <dir>', "a LoRA adapter directory (PEFT's layout) to apply to --model")
-    .option('--max-new-tokens <n>', 'new tokens at most', positiveInt('--max-new-tokens'), defaultMax)
+    .option(
+      '--max-new-tokens <n>',
+      'new tokens at most',
+      positiveInt('--max-new-tokens', OPTION_LIMITS.maxNewTokens),
+      defaultMax,
+    )
     .option(
       '--temperature <t>',
       '0 = greedy',
       number('--temperature', (x) => Number.isFinite(x) && x >= 0, 'a number >= 0'),
       0.8,
     )
-    .option('--top-k <k>', 'sample among the k most likely tokens', positiveInt('--top-k'))
+    .option('--top-k <k>', 'sample among the k most likely tokens', positiveInt('--top-k', OPTION_LIMITS.topK))
     .option(
       '--top-p <p>',
       'nucleus sampling',

@@ -11,14 +11,17 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import {writeDirAtomic} from '../../converters/atomic_dir';
-import {pretrainedWriter} from '../../converters/index';
+import {checkpointConfig, pretrainedWriter} from '../../converters/index';
 import {adapterWriter} from '../../converters/lora_adapter';
 import {keepBeside, sameDir} from '../../converters/model_dir';
 import {LoraConfig, mergeLora} from '../../layers/lora';
+import {parameterCount} from '../config';
 import {type PretrainedOptions, RecurrentGemmaForCausalLM} from '../model';
+import {tf} from '../tf';
 import {GemmaTokenizer, TOKENIZER_CONFIG, TOKENIZER_JSON, TOKENIZER_MODEL} from '../tokenizer';
 import {latestCheckpoint} from './checkpoint';
 import {Dataset, loadJsonl} from './data';
+import {checkTrainingFits} from './memory';
 import {EvalResult, StepInfo, Trainer, TrainResult} from './trainer';
 
 export interface FinetuneOptions {
@@ -114,6 +117,15 @@ export async function finetune(o: FinetuneOptions): Promise<FinetuneResult> {
   const evalData = o.eval ? loadJsonl(o.eval, tokenizer, {seqLen}) : null;
   if (evalData) log(describe(evalData));
 
+  // The LoRA rank and a floor on the memory, from the config alone, before the model is built.
+  const dtype = o.load?.dtype ?? 'float32';
+  const bits = {auto: 4, float32: 32, bfloat16: 16, float16: 16, int8: 8, int4: 4}[dtype];
+  const config = checkpointConfig(o.model);
+  checkTrainingFits(
+    config,
+    {batchSize: o.batchSize ?? 4, seqLen, lora: o.lora, weightBytes: (bits / 8) * parameterCount(config)},
+    tf.getBackend(),
+  );
   const model = await RecurrentGemmaForCausalLM.fromPretrained(o.model, o.load);
   try {
     if (model.weightDtype !== 'float32' && o.lora == null) {
