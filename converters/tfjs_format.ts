@@ -165,6 +165,35 @@ interface ModelJson {
   userDefinedMetadata?: {griffin?: {config?: Record<string, unknown>}};
 }
 
+/**
+ * Refuses a manifest whose shard paths could leave the model's directory: every path is a relative
+ * one made of plain names (no '..', no absolute path, no URL, no drive letter).
+ */
+export function checkManifestPaths(
+  where: string,
+  manifest: unknown,
+): asserts manifest is {paths: string[]; weights: WeightSpec[]}[] {
+  if (!Array.isArray(manifest)) throw new CheckpointError(`${where}: no weightsManifest`);
+  for (const group of manifest) {
+    const paths = (group as {paths?: unknown})?.paths;
+    const weights = (group as {weights?: unknown})?.weights;
+    if (!Array.isArray(paths) || paths.length === 0 || !Array.isArray(weights))
+      throw new CheckpointError(`${where}: a weightsManifest group lacks its paths or weights`);
+    for (const p of paths) {
+      const parts = typeof p === 'string' ? p.split(/[\\/]/) : [];
+      if (
+        typeof p !== 'string' ||
+        /^[\\/]|^[A-Za-z][A-Za-z0-9+.-]*:|\0/.test(p) ||
+        parts.some((s) => s === '' || s === '.' || s === '..')
+      ) {
+        throw new CheckpointError(
+          `${where}: weight shard path ${JSON.stringify(p)} leaves the model's directory (only relative paths of plain names are read)`,
+        );
+      }
+    }
+  }
+}
+
 /** Reads a model.json written by saveTfjs (or a converter) and checks what loading needs. */
 export function readModelJson(dir: string): {json: ModelJson; config: RecurrentGemmaConfig} {
   const file = path.join(dir, MODEL_JSON);
@@ -178,7 +207,7 @@ export function readModelJson(dir: string): {json: ModelJson; config: RecurrentG
   const cfg = json.userDefinedMetadata?.griffin?.config;
   if (cfg == null)
     throw new CheckpointError(`${file}: no userDefinedMetadata.griffin.config (not written by griffin-tfjs)`);
-  if (!Array.isArray(json.weightsManifest)) throw new CheckpointError(`${file}: no weightsManifest`);
+  checkManifestPaths(file, json.weightsManifest);
   try {
     return {json, config: RecurrentGemmaConfig.fromJSON(cfg)};
   } catch (e) {

@@ -15,7 +15,15 @@ import {tf} from '../src/tf';
 import type {OnProgress} from '../src/util/progress';
 import {CheckpointReader, checkpointTensors, ModelParameters, writeTensorData} from './checkpoint_tensors';
 import {CheckpointError} from './safetensors';
-import {bytesPer, decode, float32BytesOf, MODEL_JSON, storedDtypeOf, WeightSpec} from './tfjs_format';
+import {
+  bytesPer,
+  checkManifestPaths,
+  decode,
+  float32BytesOf,
+  MODEL_JSON,
+  storedDtypeOf,
+  WeightSpec,
+} from './tfjs_format';
 
 const STORE = /^(indexeddb|localstorage):\/\//i;
 
@@ -110,7 +118,7 @@ async function httpArtifacts(url: string): Promise<Artifacts> {
   } catch (e) {
     throw new CheckpointError(`${where}: not valid JSON (${(e as Error).message})`);
   }
-  if (!Array.isArray(json.weightsManifest)) throw new CheckpointError(`${where}: no weightsManifest`);
+  checkManifestPaths(where, json.weightsManifest);
   const config = configOf(where, json.userDefinedMetadata);
   const groups = json.weightsManifest;
   return {

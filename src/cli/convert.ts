@@ -13,7 +13,7 @@ import {copyTokenizerFiles, keepBeside, sameDir} from '../../converters/model_di
 import {useBackend} from '../backend';
 import {RecurrentGemmaForCausalLM} from '../model';
 import {progressBar} from './progress';
-import {UsageError} from './usage';
+import {requirePath, UsageError} from './usage';
 
 export function registerConvert(program: Command): void {
   program
@@ -23,10 +23,18 @@ export function registerConvert(program: Command): void {
     .requiredOption('--out <dir>', 'directory to write')
     .option('--format <format>', 'tfjs or hf', 'tfjs')
     .option('--dtype <dtype>', 'tfjs weights: float32, float16 or uint8', 'float32')
-    .action(async (o: {from: string; out: string; format: string; dtype: string}) => {
+    .option('--no-tokenizer', 'convert a checkpoint that has no tokenizer (the output then has none either)')
+    .action(async (o: {from: string; out: string; format: string; dtype: string; tokenizer: boolean}) => {
       if (!['tfjs', 'hf'].includes(o.format)) throw new UsageError(`--format must be tfjs or hf, got ${o.format}`);
       if (!['float32', 'float16', 'uint8'].includes(o.dtype))
         throw new UsageError(`--dtype must be float32, float16 or uint8, got ${o.dtype}`);
+      requirePath('--from', o.from, 'dir');
+      // Without its tokenizer the output could not generate: refused unless asked for.
+      if (o.tokenizer && !['tokenizer.json', 'tokenizer.model'].some((f) => fs.existsSync(path.join(o.from, f)))) {
+        throw new UsageError(
+          `--from ${o.from} has no tokenizer.json or tokenizer.model: pass --no-tokenizer to convert the weights alone`,
+        );
+      }
       if (sameDir(o.from, o.out)) throw new UsageError(`--out ${o.out} is the --from directory (symlinks resolved)`);
       await useBackend('cpu');
       const bar = progressBar('loading');
@@ -40,7 +48,7 @@ export function registerConvert(program: Command): void {
         o.out,
         (tmp) => {
           weights(tmp);
-          copyTokenizerFiles(o.from, tmp);
+          if (o.tokenizer) copyTokenizerFiles(o.from, tmp);
         },
         {keep: keepBeside({tokenizer: true})},
       );

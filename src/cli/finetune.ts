@@ -8,14 +8,16 @@
  * rerun the same command with --resume to continue. Progress goes to stderr.
  */
 import {Command, InvalidArgumentError} from 'commander';
+import * as path from 'path';
 import {sameDir} from '../../converters/model_dir';
 import {LORA_TARGETS} from '../../layers/lora';
 import {useBackend} from '../backend';
+import {latestCheckpoint} from '../training/checkpoint';
 import {finetune} from '../training/finetune';
 import {OPTION_LIMITS} from '../util/limits';
 import {addDtypeOptions, type DtypeFlags, loadOptions} from './dtype';
 import {progressBar} from './progress';
-import {UsageError} from './usage';
+import {backendOption, requirePath, UsageError} from './usage';
 
 const number =
   (what: string, ok: (x: number) => boolean, rule: string) =>
@@ -124,7 +126,7 @@ export function register(program: Command): void {
       'recompute activations in the backward pass (memory of one block, one extra forward)',
     )
     .option('--format <format>', 'layout of the written model: hf or tfjs', 'hf')
-    .option('--backend <name>', 'cpu, wasm, webgpu or tensorflow (default: the fastest installed)')
+    .option('--backend <name>', 'cpu, wasm, webgpu or tensorflow (default: the fastest installed)', backendOption)
     .action(async (f: Flags) => run(f));
 }
 
@@ -136,6 +138,12 @@ async function run(f: Flags): Promise<void> {
     throw usage('--lora-alpha, --lora-dropout, --lora-targets and --merge need --lora-rank');
   }
   if (!['hf', 'tfjs'].includes(f.format)) throw usage(`--format must be hf or tfjs, got ${f.format}`);
+  requirePath('--model', f.model, 'dir');
+  requirePath('--data', f.data, 'file');
+  if (f.eval != null) requirePath('--eval', f.eval, 'file');
+  if (f.tokenizer != null) requirePath('--tokenizer', f.tokenizer, 'file');
+  if (!f.resume && latestCheckpoint(path.join(f.out, 'checkpoints')) != null)
+    throw usage(`${f.out} already holds checkpoints of a run: pass --resume to continue it, or choose another --out`);
   if (sameDir(f.out, f.model)) throw usage(`--out ${f.out} is the --model directory (symlinks resolved)`);
   const load = loadOptions(f);
   if (load.dtype !== 'float32' && load.dtype !== 'auto' && f.loraRank == null) {

@@ -24,7 +24,7 @@ import {RecurrentGemmaForCausalLM} from '../model';
 import {encodeChat, GemmaTokenizer, TOKENIZER_JSON, TOKENIZER_MODEL} from '../tokenizer';
 import {OPTION_LIMITS, WASM_MAX_WEIGHT_BYTES} from '../util/limits';
 import {addDtypeOptions, type DtypeFlags, loadOptions} from './dtype';
-import {UsageError} from './usage';
+import {backendOption, requirePath, UsageError} from './usage';
 
 /** The package root (the folder with our package.json), from src/cli or dist/src/cli alike. */
 function packageRoot(): string {
@@ -107,7 +107,7 @@ function addSamplingOptions(cmd: Command, defaultMax: number): Command {
       ...prev,
       s,
     ])
-    .option('--backend <name>', 'cpu, wasm, webgpu or tensorflow (default: the fastest installed)');
+    .option('--backend <name>', 'cpu, wasm, webgpu or tensorflow (default: the fastest installed)', backendOption);
 }
 
 /** Checks the directory before any heavy loading, so that mistakes fail fast and in one line. */
@@ -121,8 +121,8 @@ async function loadModelDir(
     const ckpt = ['config.json', 'model.json'].some((f) => fs.existsSync(path.join(dir!, f)));
     if (!ckpt) throw new Error(`the bundled model is not installed (no checkpoint in ${dir}); pass --model DIR`);
   }
-  if (!fs.existsSync(dir)) throw new Error(`model directory not found: ${dir}`);
-  if (!fs.statSync(dir).isDirectory()) throw new Error(`--model must be a directory: ${dir}`);
+  requirePath('--model', dir, 'dir');
+  if (flags.adapter != null) requirePath('--adapter', flags.adapter, 'dir');
   // An adapter directory (as --model or --adapter) brings its base; both are checked before loading.
   const {base, adapter} = adapterSource(dir, flags.adapter);
   // finetune copies the tokenizer next to the adapter; a PEFT adapter has it (if at all) there too.

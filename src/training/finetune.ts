@@ -161,6 +161,7 @@ export async function finetune(o: FinetuneOptions): Promise<FinetuneResult> {
       onStep: o.onStep,
       onEval: o.onEval,
       onCheckpoint: o.onCheckpoint,
+      log,
     });
     let resumedFrom: string | null = null;
     if (o.resume) {
