@@ -13,6 +13,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import {RecurrentGemmaConfig} from '../src/config';
+import {writeDirAtomicSync} from './atomic_dir';
 import {
   CheckpointReader,
   checkpointTensors,
@@ -20,6 +21,8 @@ import {
   readTensorData,
   writeTensorData,
 } from './checkpoint_tensors';
+import {checkTensorList} from './config_tensors';
+import {keepBeside} from './model_dir';
 import {CheckpointError, iterateCheckpoint, listCheckpoint, WriteTensor, writeCheckpoint} from './safetensors';
 
 export {CheckpointError};
@@ -50,6 +53,8 @@ export function readHFConfig(dir: string): RecurrentGemmaConfig {
 export function openHF(dir: string): CheckpointReader {
   const config = readHFConfig(dir);
   const metas = listCheckpoint(dir);
+  // The tensor list against the config, before the caller builds a model of the config's size.
+  checkTensorList(config, path.join(dir, 'config.json'), metas);
   const float32Bytes = [...metas.values()]
     .filter((m) => !(m.name === LM_HEAD && config.tie_word_embeddings))
     .reduce((n, m) => n + 4 * m.shape.reduce((a, b) => a * b, 1), 0);
@@ -109,8 +114,21 @@ export function openHF(dir: string): CheckpointReader {
   };
 }
 
-/** Writes config.json and float32 safetensors (sharded past maxShardBytes) that transformers loads. */
+/**
+ * Writes config.json and float32 safetensors (sharded past maxShardBytes) that transformers
+ * loads, all or nothing (converters/atomic_dir.ts), replacing the model that was there in any
+ * format (converters/model_dir.ts).
+ */
 export function saveHF(
+  model: ModelParameters,
+  dir: string,
+  opts: {maxShardBytes?: number; values?: Map<string, Float32Array>} = {},
+): void {
+  writeDirAtomicSync(dir, (tmp) => writeHFFiles(model, tmp, opts), {keep: keepBeside({tokenizer: false})});
+}
+
+/** saveHF's files, written straight into dir (a fresh directory: an atomic save's temporary one). */
+export function writeHFFiles(
   model: ModelParameters,
   dir: string,
   opts: {maxShardBytes?: number; values?: Map<string, Float32Array>} = {},
@@ -121,7 +139,5 @@ export function saveHF(
     for (const [name, t] of params) yield {name, shape: t.shape, data: opts.values?.get(name) ?? readTensorData(t)};
   };
   writeCheckpoint(dir, source, {maxShardBytes: opts.maxShardBytes, metadata: {format: 'pt'}});
-  const tmp = path.join(dir, 'config.json.tmp');
-  fs.writeFileSync(tmp, `${JSON.stringify(model.config.toJSON(), null, 2)}\n`);
-  fs.renameSync(tmp, path.join(dir, 'config.json'));
+  fs.writeFileSync(path.join(dir, 'config.json'), `${JSON.stringify(model.config.toJSON(), null, 2)}\n`);
 }

@@ -13,9 +13,11 @@ import type {RecurrentGemmaConfig} from '../src/config';
 import type {CausalLMCore} from '../src/core/model';
 import {tf} from '../src/tf';
 import type {OnProgress} from '../src/util/progress';
+import {recoverDir, writeDirAtomic} from './atomic_dir';
 import {CheckpointReader, readAllTensorData} from './checkpoint_tensors';
-import {CheckpointError, openHF, readHFConfig, saveHF} from './hf';
-import {MODEL_JSON, openTfjs, readModelJson, saveTfjs, WeightDtype} from './tfjs_format';
+import {CheckpointError, openHF, readHFConfig, writeHFFiles} from './hf';
+import {keepBeside} from './model_dir';
+import {MODEL_JSON, openTfjs, readModelJson, WeightDtype, writeTfjsFiles} from './tfjs_format';
 import {isUrlSource, openTfjsUrl} from './tfjs_url';
 
 export type {CheckpointReader};
@@ -52,25 +54,38 @@ export function detectFormat(dir: string): CheckpointFormat {
  */
 export async function openCheckpoint(source: string, opts: {fetch?: typeof fetch} = {}): Promise<CheckpointReader> {
   if (isUrlSource(source)) return openTfjsUrl(source, opts.fetch);
+  recoverDir(source);
   return detectFormat(source) === 'tfjs' ? openTfjs(source) : openHF(source);
 }
 
+/**
+ * Saves the model to dir in one of the formats, all or nothing (converters/atomic_dir.ts); the
+ * model that was there, in any format, is replaced, other files (a tokenizer) stay (converters/model_dir.ts).
+ */
 export async function savePretrained(model: CausalLMCore, dir: string, opts: SaveOptions = {}): Promise<void> {
+  const write = await pretrainedWriter(model, opts);
+  await writeDirAtomic(dir, write, {keep: keepBeside({tokenizer: false})});
+}
+
+/**
+ * Checks the options and reads the weights (a GPU backend's asynchronously), then returns a
+ * function writing savePretrained's files straight into a directory (an atomic save's temporary one).
+ */
+export async function pretrainedWriter(model: CausalLMCore, opts: SaveOptions = {}): Promise<(dir: string) => void> {
   const format = opts.format ?? 'hf';
+  if (format !== 'hf' && format !== 'tfjs')
+    throw new Error(`format must be 'hf' or 'tfjs', got ${JSON.stringify(format)}`);
+  if (format === 'hf' && opts.dtype != null && opts.dtype !== 'float32')
+    throw new Error(`the hf format is written in float32; dtype ${opts.dtype} is for the tfjs format`);
   // Host backends read synchronously; a GPU backend's weights are fetched first, asynchronously.
   const values = ['cpu', 'wasm', 'tensorflow'].includes(tf.getBackend()) ? undefined : await readAllTensorData(model);
-  if (format === 'hf') {
-    if (opts.dtype != null && opts.dtype !== 'float32')
-      throw new Error(`the hf format is written in float32; dtype ${opts.dtype} is for the tfjs format`);
-    saveHF(model, dir, {maxShardBytes: opts.shardBytes, values});
-  } else if (format === 'tfjs') {
-    saveTfjs(model, dir, {dtype: opts.dtype, shardBytes: opts.shardBytes, values});
-  } else {
-    throw new Error(`format must be 'hf' or 'tfjs', got ${JSON.stringify(format)}`);
-  }
+  return format === 'hf'
+    ? (dir) => writeHFFiles(model, dir, {maxShardBytes: opts.shardBytes, values})
+    : (dir) => writeTfjsFiles(model, dir, {dtype: opts.dtype, shardBytes: opts.shardBytes, values});
 }
 
 /** The config of the checkpoint in `dir` (either layout), read without loading any weight. */
 export function checkpointConfig(dir: string): RecurrentGemmaConfig {
+  recoverDir(dir);
   return detectFormat(dir) === 'tfjs' ? readModelJson(dir).config : readHFConfig(dir);
 }

@@ -23,20 +23,35 @@ import {
   PEFT_PREFIX,
   removeLora,
 } from '../layers/lora';
+import {recoverDir, writeDirAtomic} from './atomic_dir';
+import {keepBeside} from './model_dir';
 import {readHeader, readTensor, writeSafetensors} from './safetensors';
 
 export const ADAPTER_WEIGHTS = 'adapter_model.safetensors';
 export const ADAPTER_CONFIG = 'adapter_config.json';
 
 /**
- * Writes adapter_model.safetensors and adapter_config.json into dir (each via a temp file and a
- * rename). Values are read asynchronously: webgpu in Node has no synchronous read.
+ * Writes adapter_model.safetensors and adapter_config.json into dir, all or nothing
+ * (converters/atomic_dir.ts), replacing the model or adapter that was there (converters/model_dir.ts).
  */
 export async function saveLoraAdapter(
   model: LoraHost,
   dir: string,
   opts: {baseModel?: string | null} = {},
 ): Promise<void> {
+  // Values are read before the swap begins (webgpu in Node has no synchronous read).
+  const write = await adapterWriter(model, opts);
+  await writeDirAtomic(dir, write, {keep: keepBeside({tokenizer: false})});
+}
+
+/**
+ * Reads the adapter's values (asynchronously: webgpu in Node has no synchronous read) and returns
+ * a function writing saveLoraAdapter's files straight into a directory (an atomic save's temporary one).
+ */
+export async function adapterWriter(
+  model: LoraHost,
+  opts: {baseModel?: string | null} = {},
+): Promise<(dir: string) => void> {
   const config = adapterConfig(model, opts.baseModel ?? null);
   const tensors = await Promise.all(
     [...loraParameters(model)].map(async ([name, v]) => ({
@@ -45,10 +60,11 @@ export async function saveLoraAdapter(
       data: (await v.data()) as Float32Array,
     })),
   );
-  fs.mkdirSync(dir, {recursive: true});
-  writeSafetensors(path.join(dir, ADAPTER_WEIGHTS), tensors, {format: 'pt'}); // itself via .tmp + rename
-  fs.writeFileSync(path.join(dir, `${ADAPTER_CONFIG}.tmp`), `${JSON.stringify(config, null, 2)}\n`);
-  fs.renameSync(path.join(dir, `${ADAPTER_CONFIG}.tmp`), path.join(dir, ADAPTER_CONFIG));
+  return (dir) => {
+    fs.mkdirSync(dir, {recursive: true});
+    writeSafetensors(path.join(dir, ADAPTER_WEIGHTS), tensors, {format: 'pt'});
+    fs.writeFileSync(path.join(dir, ADAPTER_CONFIG), `${JSON.stringify(config, null, 2)}\n`);
+  };
 }
 
 function readAdapterJson(dir: string): Partial<AdapterConfigJson> {
@@ -138,6 +154,7 @@ export function adapterBase(dir: string): {path: string} | {hubId: string; revis
  * Every tensor is checked against the model before any is used.
  */
 export function loadLoraAdapter(model: LoraHost, dir: string): Map<string, LoraAdapter> {
+  recoverDir(dir);
   const cfg = readAdapterConfig(dir);
   const file = path.join(dir, ADAPTER_WEIGHTS);
   const {tensors} = readHeader(file);
@@ -175,6 +192,7 @@ export function adapterSource(
   adapter?: string | null,
 ): {base: string; adapter: string | null; baseRevision?: string} {
   let baseRevision: string | undefined;
+  for (const d of [source, adapter]) if (d != null && !/^[a-z][a-z0-9+.-]*:\/\//i.test(d)) recoverDir(d);
   if (adapter == null) {
     if (!fs.existsSync(source) || !isAdapterDir(source)) return {base: source, adapter: null};
     adapter = source;

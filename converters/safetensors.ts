@@ -232,7 +232,21 @@ function parseHeader(file: string, text: string, dataStart: number, dataBytes: n
     }
     list.push({name, dtype, shape: [...shape], file, begin: dataStart + begin, end: dataStart + end});
   }
-  list.sort((a, b) => a.begin - b.begin);
+  list.sort((a, b) => a.begin - b.begin || a.end - b.end);
+  // The reference implementation lays tensors end to end from byte 0: an overlap would alias two
+  // tensors' bytes, a gap hide bytes no tensor accounts for.
+  let at = dataStart;
+  for (const m of list) {
+    if (m.begin !== at) {
+      const prev = list[list.indexOf(m) - 1];
+      throw new CheckpointError(
+        m.begin < at
+          ? `${file}: tensor ${q(m.name)}: data_offsets [${m.begin - dataStart}, ${m.end - dataStart}] overlap those of ${q(prev.name)} (which end at ${at - dataStart})`
+          : `${file}: tensor ${q(m.name)}: data_offsets begin at ${m.begin - dataStart}, leaving bytes ${at - dataStart}..${m.begin - dataStart} unaccounted for (a gap)`,
+      );
+    }
+    at = m.end;
+  }
   return {tensors: new Map(list.map((m) => [m.name, m])), metadata};
 }
 

@@ -2,7 +2,8 @@
  * `griffin convert`'s writer: a checkpoint (HF or tfjs layout) to the tfjs layout, tensor by
  * tensor, the weight matrices stored as float32, float16, bfloat16, int8 or int4
  * (docs/compact-format.md). One tensor is held at a time: read, packed on the host, appended to
- * the shards, dropped. The directory appears whole or not at all (written beside it, then renamed).
+ * the shards, dropped. The directory appears whole or not at all (converters/atomic_dir.ts), the
+ * model that was there replaced (converters/model_dir.ts).
  *   const src = openTensorSource('hf-ckpt/');
  *   const r = await exportTfjs(src, 'web-int4/', {dtype: 'int4', groupSize: 64});   // r.weightBytes
  *
@@ -18,7 +19,9 @@ import {f32ToF16} from '../ops/compact/half';
 import {parameterCount, type RecurrentGemmaConfig} from '../src/config';
 import {tf} from '../src/tf';
 import type {OnProgress} from '../src/util/progress';
+import {writeDirAtomic} from './atomic_dir';
 import {CheckpointError, readHFConfig} from './hf';
+import {checkOutputDir, copyTokenizerFiles, keepBeside} from './model_dir';
 import {modelSkeleton} from './model_skeleton';
 import {iterateCheckpoint, listCheckpoint} from './safetensors';
 import {FORMAT_TAG, MODEL_JSON, readModelJson} from './tfjs_format';
@@ -44,6 +47,8 @@ export interface ExportOptions {
   shardBytes?: number;
   /** Bytes of the source read so far, of all it holds. */
   onProgress?: OnProgress;
+  /** Carry the input's tokenizer files along (default true; the output's old ones go either way). */
+  tokenizer?: boolean;
 }
 
 /** A tensor of a source: float32 values, usable until the next one is asked for. */
@@ -68,14 +73,22 @@ export interface TensorSource {
   tensors(): AsyncIterable<SourceTensor & {sourceBytes: number}>;
 }
 
-/** Files beside the weights that an export carries along (the tokenizer and generation settings). */
-export const CARRIED_FILES = [
-  'tokenizer.model',
-  'tokenizer.json',
-  'tokenizer_config.json',
-  'special_tokens_map.json',
-  'generation_config.json',
-];
+/** Files beside the weights that belong to the model and go along with it (its generation settings). */
+const MODEL_EXTRAS = ['generation_config.json'];
+
+/**
+ * Copies into `out` what a convert carries along from the input directory: the tokenizer's files
+ * (converters/model_dir.ts) unless `tokenizer` is false, and the generation settings; returns their names.
+ */
+export function carryFiles(dir: string, out: string, opts: {tokenizer: boolean}): string[] {
+  const names = opts.tokenizer ? copyTokenizerFiles(dir, out) : [];
+  for (const f of MODEL_EXTRAS) {
+    if (!fs.statSync(path.join(dir, f), {throwIfNoEntry: false})?.isFile()) continue;
+    fs.copyFileSync(path.join(dir, f), path.join(out, f));
+    names.push(f);
+  }
+  return names;
+}
 
 const q = JSON.stringify;
 const numel = (shape: number[]) => shape.reduce((a, b) => a * b, 1);
@@ -308,40 +321,6 @@ function packedEntries(
   return {entries, entry};
 }
 
-/**
- * Writes `dir` whole or not at all: `fill` writes into a fresh sibling directory, which then
- * takes dir's place (an earlier checkpoint there, with a model.json or config.json, is replaced
- * whole; any other non-empty directory is refused).
- */
-export async function writeDirAtomically(dir: string, fill: (tmp: string) => Promise<void>): Promise<void> {
-  const abs = path.resolve(dir);
-  if (fs.existsSync(abs)) {
-    if (!fs.statSync(abs).isDirectory()) throw new CheckpointError(`${dir}: exists and is not a directory`);
-    const files = fs.readdirSync(abs);
-    if (files.length > 0 && !files.includes(MODEL_JSON) && !files.includes('config.json'))
-      throw new CheckpointError(`${dir}: exists and holds files but no checkpoint; give a new or empty directory`);
-  }
-  fs.mkdirSync(path.dirname(abs), {recursive: true});
-  const tag = `${process.pid}-${Date.now().toString(36)}`;
-  const tmp = path.join(path.dirname(abs), `.${path.basename(abs)}.tmp-${tag}`);
-  const old = path.join(path.dirname(abs), `.${path.basename(abs)}.old-${tag}`);
-  fs.mkdirSync(tmp);
-  try {
-    await fill(tmp);
-    if (fs.existsSync(abs)) {
-      fs.renameSync(abs, old);
-      fs.renameSync(tmp, abs);
-      fs.rmSync(old, {recursive: true, force: true});
-    } else {
-      fs.renameSync(tmp, abs);
-    }
-  } catch (e) {
-    fs.rmSync(tmp, {recursive: true, force: true});
-    if (fs.existsSync(old) && !fs.existsSync(abs)) fs.renameSync(old, abs);
-    throw e;
-  }
-}
-
 /** Whether `inner` is `outer` or lies inside it (both resolved through links where they exist). */
 function within(inner: string, outer: string): boolean {
   const real = (p: string) => {
@@ -379,60 +358,62 @@ export async function exportTfjs(src: TensorSource, out: string, opts: ExportOpt
   if (!Number.isInteger(shardBytes) || shardBytes < 1024)
     throw new Error(`shardBytes must be an integer >= 1024, got ${shardBytes}`);
 
+  checkOutputDir(out);
   const result: ExportResult = {weightBytes: 0, tensors: 0, carried: []};
-  await writeDirAtomically(out, async (tmp) => {
-    const writer = new ShardWriter(tmp, shardBytes);
-    const specs: WeightSpec[] = [];
-    const compact: Record<string, CompactEntry> = {};
-    let read = 0;
-    try {
-      for await (const t of src.tensors()) {
-        if (matrices.has(t.name) && spec != null) {
-          const {entries, entry} = packedEntries(t.name, quantize(t.data, t.shape[0], t.shape[1], spec));
-          for (const e of entries) {
-            specs.push(e.spec);
-            writer.write(e.bytes);
+  // One model per directory: the old one (any format) and its tokenizer go, other files stay.
+  await writeDirAtomic(
+    out,
+    async (tmp) => {
+      const writer = new ShardWriter(tmp, shardBytes);
+      const specs: WeightSpec[] = [];
+      const compact: Record<string, CompactEntry> = {};
+      let read = 0;
+      try {
+        for await (const t of src.tensors()) {
+          if (matrices.has(t.name) && spec != null) {
+            const {entries, entry} = packedEntries(t.name, quantize(t.data, t.shape[0], t.shape[1], spec));
+            for (const e of entries) {
+              specs.push(e.spec);
+              writer.write(e.bytes);
+            }
+            compact[t.name] = entry;
+          } else if (matrices.has(t.name) && opts.dtype === 'float16') {
+            specs.push({name: t.name, shape: t.shape, dtype: 'float32', quantization: {dtype: 'float16'}});
+            writer.write(view(f32ToF16(t.data)));
+          } else {
+            specs.push({name: t.name, shape: t.shape, dtype: 'float32'});
+            writer.write(view(t.data));
           }
-          compact[t.name] = entry;
-        } else if (matrices.has(t.name) && opts.dtype === 'float16') {
-          specs.push({name: t.name, shape: t.shape, dtype: 'float32', quantization: {dtype: 'float16'}});
-          writer.write(view(f32ToF16(t.data)));
-        } else {
-          specs.push({name: t.name, shape: t.shape, dtype: 'float32'});
-          writer.write(view(t.data));
+          read += t.sourceBytes;
+          result.tensors++;
+          opts.onProgress?.({loaded: read, total: src.bytes, unit: 'bytes', name: t.name});
         }
-        read += t.sourceBytes;
-        result.tensors++;
-        opts.onProgress?.({loaded: read, total: src.bytes, unit: 'bytes', name: t.name});
+      } finally {
+        writer.close();
       }
-    } finally {
-      writer.close();
-    }
-    const paths = writer.finish();
-    result.weightBytes = writer.written;
-    const weights: StoredSpec =
-      spec?.dtype === 'int4'
-        ? {dtype: 'int4', groupSize: spec.groupSize, zeroPoints: spec.zeroPoints === true}
-        : {dtype: opts.dtype};
-    const griffin: GriffinMetadata = {
-      config: src.config.toJSON(),
-      weights,
-      ...(Object.keys(compact).length > 0 ? {compact} : {}),
-    };
-    const modelJson = {
-      format: 'layers-model',
-      generatedBy: `TensorFlow.js tfjs-layers v${tf.version_layers}`,
-      convertedBy: FORMAT_TAG,
-      modelTopology: skeleton.topology,
-      weightsManifest: [{paths, weights: specs}],
-      userDefinedMetadata: {griffin},
-    };
-    fs.writeFileSync(path.join(tmp, MODEL_JSON), JSON.stringify(modelJson));
-    for (const f of CARRIED_FILES) {
-      if (!fs.existsSync(path.join(src.dir, f))) continue;
-      fs.copyFileSync(path.join(src.dir, f), path.join(tmp, f));
-      result.carried.push(f);
-    }
-  });
+      const paths = writer.finish();
+      result.weightBytes = writer.written;
+      const weights: StoredSpec =
+        spec?.dtype === 'int4'
+          ? {dtype: 'int4', groupSize: spec.groupSize, zeroPoints: spec.zeroPoints === true}
+          : {dtype: opts.dtype};
+      const griffin: GriffinMetadata = {
+        config: src.config.toJSON(),
+        weights,
+        ...(Object.keys(compact).length > 0 ? {compact} : {}),
+      };
+      const modelJson = {
+        format: 'layers-model',
+        generatedBy: `TensorFlow.js tfjs-layers v${tf.version_layers}`,
+        convertedBy: FORMAT_TAG,
+        modelTopology: skeleton.topology,
+        weightsManifest: [{paths, weights: specs}],
+        userDefinedMetadata: {griffin},
+      };
+      fs.writeFileSync(path.join(tmp, MODEL_JSON), JSON.stringify(modelJson));
+      result.carried = carryFiles(src.dir, tmp, {tokenizer: opts.tokenizer ?? true});
+    },
+    {keep: keepBeside({tokenizer: true})},
+  );
   return result;
 }

@@ -17,9 +17,13 @@ import {RecurrentGemmaConfig} from '../src/config';
 import type {CausalLMCore} from '../src/core/model';
 import {tf} from '../src/tf';
 import type {OnProgress} from '../src/util/progress';
+import {writeDirAtomicSync} from './atomic_dir';
 import {CheckpointReader, checkpointTensors, ModelParameters, readTensorData} from './checkpoint_tensors';
+import {checkTensorList} from './config_tensors';
+import {keepBeside} from './model_dir';
 import {CheckpointError} from './safetensors';
 import {
+  checkManifestPaths,
   float32BytesOf,
   type GriffinMetadata,
   modelTensors,
@@ -69,20 +73,36 @@ function encode(
   return {bytes: q, quantization: {dtype: 'uint8', min, scale}};
 }
 
-/** Writes model.json and group1-shard{i}of{n}.bin into dir. */
+/**
+ * Writes model.json and group1-shard{i}of{n}.bin into dir, all or nothing (converters/atomic_dir.ts),
+ * replacing the model that was there in any format (converters/model_dir.ts).
+ */
 export function saveTfjs(
   model: CausalLMCore,
   dir: string,
   opts: TfjsSaveOptions & {values?: Map<string, Float32Array>} = {},
 ): void {
-  const dtype = opts.dtype ?? 'float32';
+  checkDtype(opts.dtype ?? 'float32');
+  writeDirAtomicSync(dir, (tmp) => writeTfjsFiles(model, tmp, opts), {keep: keepBeside({tokenizer: false})});
+}
+
+function checkDtype(dtype: string): void {
   if (!['float32', 'float16', 'uint8'].includes(dtype))
     throw new Error(`dtype must be float32, float16 or uint8, got ${dtype}`);
+}
+
+/** saveTfjs's files, written straight into dir (a fresh directory: an atomic save's temporary one). */
+export function writeTfjsFiles(
+  model: CausalLMCore,
+  dir: string,
+  opts: TfjsSaveOptions & {values?: Map<string, Float32Array>} = {},
+): void {
+  const dtype = opts.dtype ?? 'float32';
+  checkDtype(dtype);
   const shardBytes = opts.shardBytes ?? 4 * 1024 * 1024;
   fs.mkdirSync(dir, {recursive: true});
-  for (const f of fs.readdirSync(dir)) if (/^group1-shard\d+of\d+\.bin$/.test(f)) fs.unlinkSync(path.join(dir, f));
   const specs: WeightSpec[] = [];
-  const tmpShards: string[] = [];
+  const paths: string[] = [];
   let fd = -1,
     inShard = shardBytes;
   const write = (bytes: Uint8Array) => {
@@ -90,9 +110,9 @@ export function saveTfjs(
     while (off < bytes.length) {
       if (inShard >= shardBytes) {
         if (fd >= 0) fs.closeSync(fd);
-        const name = path.join(dir, `.shard${tmpShards.length + 1}.tmp`);
-        tmpShards.push(name);
-        fd = fs.openSync(name, 'w');
+        const name = `.shard${paths.length + 1}`;
+        paths.push(name);
+        fd = fs.openSync(path.join(dir, name), 'w');
         inShard = 0;
       }
       const n = Math.min(bytes.length - off, shardBytes - inShard);
@@ -101,28 +121,30 @@ export function saveTfjs(
       inShard += n;
     }
   };
-  // The manifest uses tfjs's own weight names (LayerVariable.originalName), which is what
-  // tf.loadLayersModel matches on; a matrix held in pieces is one weight, named as unsplit.
-  for (const [name, t] of checkpointTensors(model)) {
-    const {bytes, quantization} = encode(opts.values?.get(name) ?? readTensorData(t), dtype);
-    specs.push({name: t.tfjsName, shape: t.shape, dtype: 'float32', ...(quantization ? {quantization} : {})});
-    write(bytes);
+  try {
+    // The manifest uses tfjs's own weight names (LayerVariable.originalName), which is what
+    // tf.loadLayersModel matches on; a matrix held in pieces is one weight, named as unsplit.
+    for (const [name, t] of checkpointTensors(model)) {
+      const {bytes, quantization} = encode(opts.values?.get(name) ?? readTensorData(t), dtype);
+      specs.push({name: t.tfjsName, shape: t.shape, dtype: 'float32', ...(quantization ? {quantization} : {})});
+      write(bytes);
+    }
+  } finally {
+    if (fd >= 0) fs.closeSync(fd);
   }
-  if (fd >= 0) fs.closeSync(fd);
-  const n = tmpShards.length;
-  const paths = tmpShards.map((_, i) => `group1-shard${i + 1}of${n}.bin`);
-  tmpShards.forEach((tmp, i) => fs.renameSync(tmp, path.join(dir, paths[i])));
+  // Shards are named once their count is known.
+  const n = paths.length;
+  const names = paths.map((_, i) => `group1-shard${i + 1}of${n}.bin`);
+  paths.forEach((p, i) => fs.renameSync(path.join(dir, p), path.join(dir, names[i])));
   const modelJson = {
     format: 'layers-model',
     generatedBy: `TensorFlow.js tfjs-layers v${tf.version_layers}`,
     convertedBy: FORMAT_TAG,
     modelTopology: model.toJSON(null, false),
-    weightsManifest: [{paths, weights: specs}],
+    weightsManifest: [{paths: names, weights: specs}],
     userDefinedMetadata: {griffin: {config: model.config.toJSON()}},
   };
-  const tmp = path.join(dir, `${MODEL_JSON}.tmp`);
-  fs.writeFileSync(tmp, JSON.stringify(modelJson));
-  fs.renameSync(tmp, path.join(dir, MODEL_JSON));
+  fs.writeFileSync(path.join(dir, MODEL_JSON), JSON.stringify(modelJson));
 }
 
 export interface ModelJson {
@@ -144,7 +166,7 @@ export function readModelJson(dir: string): {json: ModelJson; config: RecurrentG
   const cfg = json.userDefinedMetadata?.griffin?.config;
   if (cfg == null)
     throw new CheckpointError(`${file}: no userDefinedMetadata.griffin.config (not written by griffin-tfjs)`);
-  if (!Array.isArray(json.weightsManifest)) throw new CheckpointError(`${file}: no weightsManifest`);
+  checkManifestPaths(file, json.weightsManifest);
   try {
     return {json, config: RecurrentGemmaConfig.fromJSON(cfg)};
   } catch (e) {
@@ -156,8 +178,11 @@ export function readModelJson(dir: string): {json: ModelJson; config: RecurrentG
 export function openTfjs(dir: string): CheckpointReader {
   const {json, config} = readModelJson(dir);
   const file = path.join(dir, MODEL_JSON);
-  // The manifest checked on its own now (encodings, compact entries); against the model in loadInto.
+  // The manifest checked on its own now (encodings, compact entries), then its tensors against the
+  // config before the caller builds a model of the config's size (a manifest name is the HF name
+  // with a '/' after the layer's name; a compact matrix counts with its own shape, not its words').
   const plan = planWeights(file, json.weightsManifest!, json.userDefinedMetadata, null);
+  checkTensorList(config, file, new Map(plan.tensors.map((t) => [t.name.replace('/', '.'), {shape: t.shape, file}])));
   const stored = storedSpecOf(file, plan, json.userDefinedMetadata);
   return {
     where: dir,

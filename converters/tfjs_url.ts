@@ -14,9 +14,11 @@ import {RecurrentGemmaConfig} from '../src/config';
 import {tf} from '../src/tf';
 import type {OnProgress} from '../src/util/progress';
 import type {CheckpointReader, ModelParameters} from './checkpoint_tensors';
+import {checkTensorList} from './config_tensors';
 import {CheckpointError} from './safetensors';
 import {MODEL_JSON} from './tfjs_format';
 import {
+  checkManifestPaths,
   float32BytesOf,
   modelTensors,
   planWeights,
@@ -122,7 +124,7 @@ async function httpArtifacts(url: string, fetchFn: typeof fetch): Promise<Artifa
   } catch (e) {
     throw new CheckpointError(`${where}: not valid JSON (${(e as Error).message})`);
   }
-  if (!Array.isArray(json.weightsManifest)) throw new CheckpointError(`${where}: no weightsManifest`);
+  checkManifestPaths(where, json.weightsManifest);
   const config = configOf(where, json.userDefinedMetadata);
   const groups = json.weightsManifest;
   return {
@@ -195,6 +197,11 @@ async function storeArtifacts(url: string): Promise<Artifacts> {
 export async function openTfjsUrl(url: string, fetchFn: typeof fetch = fetch): Promise<CheckpointReader> {
   const a = STORE.test(url) ? await storeArtifacts(url) : await httpArtifacts(url, fetchFn);
   const plan = planWeights(a.where, a.groups, a.metadata, null);
+  checkTensorList(
+    a.config,
+    a.where,
+    new Map(plan.tensors.map((t) => [t.name.replace('/', '.'), {shape: t.shape, file: a.where}])),
+  );
   const stored = storedSpecOf(a.where, plan, a.metadata);
   return {
     where: a.where,

@@ -3,8 +3,9 @@
  * and griffin's compact matrices (bfloat16, int8, int4 as packed 32-bit words with their scales
  * and zero points, described in `userDefinedMetadata.griffin.compact`; docs/compact-format.md).
  * Both loaders (the file one, converters/tfjs_format.ts, and the URL one, converters/tfjs_url.ts)
- * check a manifest whole with planWeights before any byte is read, then read each tensor's bytes
- * where the plan says and write it into the model as it is stored when the model holds it so.
+ * check a manifest's shard paths with checkManifestPaths and the manifest whole with planWeights
+ * before any byte is read, then read each tensor's bytes where the plan says and write it into
+ * the model as it is stored when the model holds it so.
  *   const json = JSON.parse(fs.readFileSync('web/model.json', 'utf8'));
  *   const {byName, shapes} = modelTensors(model);
  *   const plan = planWeights('web/model.json', json.weightsManifest, json.userDefinedMetadata, shapes);
@@ -139,6 +140,35 @@ function checkStandard(where: string, s: WeightSpec): void {
     throw new CheckpointError(
       `${where}: weight ${q(s.name)} has an unknown encoding (dtype ${q(s.dtype)}${qd ? `, quantization ${q(qd)}` : ''})`,
     );
+  }
+}
+
+/**
+ * Refuses a manifest whose shard paths could leave the model's directory: every path is a relative
+ * one made of plain names (no '..', no absolute path, no URL, no drive letter).
+ */
+export function checkManifestPaths(
+  where: string,
+  manifest: unknown,
+): asserts manifest is {paths: string[]; weights: WeightSpec[]}[] {
+  if (!Array.isArray(manifest)) throw new CheckpointError(`${where}: no weightsManifest`);
+  for (const group of manifest) {
+    const paths = (group as {paths?: unknown})?.paths;
+    const weights = (group as {weights?: unknown})?.weights;
+    if (!Array.isArray(paths) || paths.length === 0 || !Array.isArray(weights))
+      throw new CheckpointError(`${where}: a weightsManifest group lacks its paths or weights`);
+    for (const p of paths) {
+      const parts = typeof p === 'string' ? p.split(/[\\/]/) : [];
+      if (
+        typeof p !== 'string' ||
+        /^[\\/]|^[A-Za-z][A-Za-z0-9+.-]*:|\0/.test(p) ||
+        parts.some((s) => s === '' || s === '.' || s === '..')
+      ) {
+        throw new CheckpointError(
+          `${where}: weight shard path ${JSON.stringify(p)} leaves the model's directory (only relative paths of plain names are read)`,
+        );
+      }
+    }
   }
 }
 

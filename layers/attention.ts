@@ -7,7 +7,7 @@
  * W attention_window_size.
  */
 import * as tf from '@tensorflow/tfjs';
-import {applyRope, attend, attentionBias} from '../ops/attention';
+import {applyRope, attendLocal} from '../ops/attention';
 import {SequenceInfo} from '../ops/sequence';
 import {GriffinLayer, GriffinLayerArgs, Kwargs, withInfo} from './base';
 import {Linear} from './basic';
@@ -89,8 +89,7 @@ export class LocalAttentionBlock extends GriffinLayer {
         keySeg = info.segment != null ? tf.concat([tf.zeros([b, W], 'int32'), info.segment], 1) : null;
       }
       const s = keys.shape[1]!;
-      const bias = attentionBias(b, t, s, W, keyValid, info.segment, keySeg);
-      const y = this.o_proj.call(attend(q, keys, values, bias));
+      const y = this.o_proj.call(attendLocal(q, keys, values, W, keyValid, info.segment, keySeg));
       if (state == null && !keepState) return {y};
       // The new state: the last W keys, valid only if real and of each row's last document.
       let valid = keyValid ?? tf.ones([b, s]);

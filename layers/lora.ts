@@ -172,6 +172,16 @@ function resolveConfig(cfg: LoraConfig): Required<LoraConfig> {
 export function addLora(model: LoraHost, config: LoraConfig): Map<string, LoraAdapter> {
   const cfg = resolveConfig(config);
   if (loraAdapters(model).size > 0) throw new Error('the model already has LoRA adapters (merge or remove them first)');
+  // A rank past a layer's smaller dimension adds parameters and no expressiveness: refused before any is made.
+  for (const [name, l] of linearModules(model)) {
+    if (!cfg.targets.includes(name.slice(name.lastIndexOf('.') + 1))) continue;
+    const most = Math.min(l.inFeatures, l.outFeatures);
+    if (cfg.rank > most) {
+      throw new Error(
+        `LoRA rank ${cfg.rank} is above ${most}, the smaller dimension of ${name} [${l.outFeatures} x ${l.inFeatures}]: use a rank <= ${most}, or leave it out of the targets`,
+      );
+    }
+  }
   const out = new Map<string, LoraAdapter>();
   for (const [name, l] of linearModules(model)) {
     if (!cfg.targets.includes(name.slice(name.lastIndexOf('.') + 1))) continue;

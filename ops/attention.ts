@@ -3,10 +3,15 @@
  *   const qr = applyRope(q, info.positions, config.rotary_dim, config.rope_theta);   // k alike
  *   const bias = attentionBias(b, t, t, windowSize, null, info.segment, info.segment);   // [b, 1, t, s]
  *   const out = attend(qr, k, v, bias);   // [b, t, H * hd], before o_proj
+ *   const same = attendLocal(qr, k, v, windowSize, null, info.segment, info.segment);   // in blocks past 2 windows
  *
  * q: [b, t, H, hd]; k, v: [b, s, K, hd] (s = t, or cache + t when decoding); query head h uses
  * key/value head floor(h / (H/K)). A query at i sees keys j with i - W <= j <= i, in the same
  * document, not padding.
+ *
+ * attendLocal computes long sequences in blocks of queries, each against only the keys its
+ * window reaches, so that the scores (and what the backward pass keeps of them) grow with
+ * t * (block + W) instead of t * s.
  */
 import * as tf from '@tensorflow/tfjs-core';
 
@@ -77,5 +82,57 @@ export function attend(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, bias: tf.Tensor
     const probs = tf.softmax(scores, -1);
     const out = tf.matMul(tf.reshape(probs, [b, K, G * t, s]), vt); // [b, K, G*t, hd]
     return tf.reshape(tf.transpose(tf.reshape(out, [b, H, t, hd]), [0, 2, 1, 3]), [b, t, H * hd]);
+  });
+}
+
+/** Queries per block of attendLocal: a window's worth, at least 128 (fewer, larger matmuls). */
+export function queryBlock(windowSize: number): number {
+  return Math.max(windowSize, 128);
+}
+
+/**
+ * attend(q, k, v, attentionBias(...)) with the same masks, computed in blocks of queries when the
+ * sequence spans more than two blocks: block [q0, q0 + B) attends keys [q0 + off - W, q0 + off + B)
+ * (off = s - t) only. keyValid: [b, s]; querySeg / keySeg: [b, t] / [b, s]. -> [b, t, H*hd].
+ */
+export function attendLocal(
+  q: tf.Tensor,
+  k: tf.Tensor,
+  v: tf.Tensor,
+  windowSize: number,
+  keyValid: tf.Tensor | null,
+  querySeg: tf.Tensor | null,
+  keySeg: tf.Tensor | null,
+): tf.Tensor {
+  const [b, t] = q.shape;
+  const s = k.shape[1]!;
+  const B = queryBlock(windowSize);
+  if (t < 2 * B || s <= B + windowSize) {
+    return tf.tidy(() => attend(q, k, v, attentionBias(b, t, s, windowSize, keyValid, querySeg, keySeg)));
+  }
+  const off = s - t;
+  // An outer tidy, not dispose(): a tape recording gradients keeps the blocks concat saved.
+  return tf.tidy(() => {
+    const blocks: tf.Tensor[] = [];
+    for (let q0 = 0; q0 < t; q0 += B) {
+      const n = Math.min(B, t - q0);
+      // Keys this block's queries can reach: from the first query's window start to the last query.
+      const k0 = Math.max(0, q0 + off - windowSize),
+        k1 = q0 + off + n;
+      const m = k1 - k0;
+      blocks.push(
+        tf.tidy(() => {
+          const qb = tf.slice(q, [0, q0], [b, n]);
+          const kb = tf.slice(k, [0, k0], [b, m]);
+          const vb = tf.slice(v, [0, k0], [b, m]);
+          const valid = keyValid != null ? tf.slice(keyValid, [0, k0], [b, m]) : null;
+          const qs = querySeg != null ? tf.slice(querySeg, [0, q0], [b, n]) : null;
+          const ks = keySeg != null ? tf.slice(keySeg, [0, k0], [b, m]) : null;
+          // attentionBias takes the block's last query to sit at its last key (m - n = its offset).
+          return attend(qb, kb, vb, attentionBias(b, n, m, windowSize, valid, qs, ks));
+        }),
+      );
+    }
+    return tf.concat(blocks, 1);
   });
 }

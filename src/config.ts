@@ -5,6 +5,8 @@
  *
  * Field names are Hugging Face's, so a config.json maps onto this class one to one.
  */
+import {CONFIG_LIMITS, MAX_TENSOR_ELEMENTS} from './util/limits';
+
 export type BlockType = 'recurrent' | 'attention';
 
 export interface RecurrentGemmaConfigArgs {
@@ -121,6 +123,18 @@ export class RecurrentGemmaConfig {
       const v = this[f];
       if (!Number.isInteger(v) || v <= 0)
         throw new ConfigError(`config: ${f} must be a positive integer, got ${JSON.stringify(v)}`);
+      if (v > CONFIG_LIMITS[f])
+        throw new ConfigError(`config: ${f} ${v} is above the limit ${CONFIG_LIMITS[f]} (src/util/limits.ts)`);
+    }
+    // The largest matrices, which must fit one tensor.
+    const big: [string, number][] = [
+      ['vocab_size x hidden_size', this.vocab_size * this.hidden_size],
+      ['intermediate_size / 2 x hidden_size', (this.intermediate_size / 2) * this.hidden_size],
+      ['lru_width x hidden_size', this.lru_width * this.hidden_size],
+    ];
+    for (const [what, n] of big) {
+      if (n > MAX_TENSOR_ELEMENTS)
+        throw new ConfigError(`config: ${what} = ${n} values, more than one tensor holds (${MAX_TENSOR_ELEMENTS})`);
     }
     const num = ['logits_soft_cap', 'rms_norm_eps', 'partial_rotary_factor', 'rope_theta'] as const;
     for (const f of num) {

@@ -223,7 +223,13 @@ export class GemmaTokenizer {
       throw new Error(`tokenizer: cannot read ${modelPath} (${code ?? String(e)})`);
     }
     // Parse first: sentencepiece-js ignores Load()'s status, so a bad file would otherwise fail later and obscurely.
-    const info = modelInfo(bytes);
+    let info: ReturnType<typeof modelInfo>;
+    try {
+      info = modelInfo(bytes);
+    } catch (e) {
+      const msg = (e as Error).message;
+      throw new Error(msg.includes(modelPath) ? msg : `${modelPath}: ${msg}`);
+    }
     const sp = new spjs.SentencePieceProcessor();
     // The emscripten runtime installs process-wide uncaughtException/unhandledRejection handlers on every
     // load; drop them so loading several tokenizers neither leaks listeners nor hijacks the app's error handling.

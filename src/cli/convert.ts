@@ -2,8 +2,9 @@
  * `griffin convert`: any checkpoint the package reads (HF or tfjs layout) to the tfjs browser
  * format, its weight matrices as float32, float16, bfloat16, int8 or int4 (converted tensor by
  * tensor: converters/tfjs_export.ts; the formats: docs/compact-format.md), or to HF; the
- * tokenizer goes along. `--dtype uint8` (tfjs's own per-tensor affine bytes) and `--format hf`
- * load the whole model first.
+ * tokenizer goes along (a checkpoint without one is refused unless --no-tokenizer). `--dtype uint8`
+ * (tfjs's own per-tensor affine bytes) and `--format hf` load the whole model first. Either way the
+ * output is written all or nothing and replaces the model there (converters/model_dir.ts).
  *   griffin convert --from hf-ckpt/ --out web/ --dtype int4 --group-size 64
  *   griffin convert --from owner/name --revision main --out web/   # a Hub id (downloaded into the cache)
  */
@@ -11,19 +12,16 @@
 import {Command, InvalidArgumentError} from 'commander';
 import * as fs from 'fs';
 import * as path from 'path';
-import {
-  CARRIED_FILES,
-  type ExportDtype,
-  exportTfjs,
-  openTensorSource,
-  writeDirAtomically,
-} from '../../converters/tfjs_export';
+import {writeDirAtomic} from '../../converters/atomic_dir';
+import {pretrainedWriter} from '../../converters/index';
+import {checkOutputDir, keepBeside, sameDir} from '../../converters/model_dir';
+import {carryFiles, type ExportDtype, exportTfjs, openTensorSource} from '../../converters/tfjs_export';
 import {INT4_GROUP_SIZES} from '../../ops/compact/format';
 import {useBackend} from '../backend';
 import {RecurrentGemmaForCausalLM} from '../model';
 import {addHubOptions, cliSource, type HubFlags} from './hub';
 import {progressBar} from './progress';
-import {UsageError} from './usage';
+import {requirePath, UsageError} from './usage';
 
 const DTYPES = ['float32', 'float16', 'bfloat16', 'int8', 'int4', 'uint8'] as const;
 
@@ -34,15 +32,8 @@ interface ConvertFlags extends HubFlags {
   dtype: string;
   groupSize?: number;
   zeroPoints?: boolean;
-}
-
-/** The same directory, links resolved (for the refusal to convert onto the input). */
-function sameDir(a: string, b: string): boolean {
-  try {
-    return fs.realpathSync(a) === fs.realpathSync(b);
-  } catch {
-    return path.resolve(a) === path.resolve(b);
-  }
+  /** false with --no-tokenizer. */
+  tokenizer: boolean;
 }
 
 function checkFlags(o: ConvertFlags): void {
@@ -53,29 +44,51 @@ function checkFlags(o: ConvertFlags): void {
     throw new UsageError(`--format hf is written in float32; --dtype ${o.dtype} is for --format tfjs`);
   if (o.groupSize != null && o.dtype !== 'int4') throw new UsageError('--group-size is for --dtype int4');
   if (o.zeroPoints && o.dtype !== 'int4') throw new UsageError('--zero-points is for --dtype int4');
-  if (sameDir(o.from, o.out)) throw new UsageError(`--out ${o.out} is the input directory; convert into another one`);
+  if (sameDir(o.from, o.out)) throw new UsageError(`--out ${o.out} is the --from directory (symlinks resolved)`);
 }
 
-/** uint8 and HF: the whole model loaded, then saved (into a sibling directory renamed into place). */
+/** The input (a local directory by now) exists and has a tokenizer, unless --no-tokenizer. */
+function checkInput(o: ConvertFlags): void {
+  requirePath('--from', o.from, 'dir');
+  // Without its tokenizer the output could not generate: refused unless asked for.
+  if (o.tokenizer && !['tokenizer.json', 'tokenizer.model'].some((f) => fs.existsSync(path.join(o.from, f)))) {
+    throw new UsageError(
+      `--from ${o.from} has no tokenizer.json or tokenizer.model: pass --no-tokenizer to convert the weights alone`,
+    );
+  }
+}
+
+/** uint8 and HF: the whole model loaded, then saved with the input's tokenizer in one atomic save. */
 async function convertWhole(o: ConvertFlags): Promise<void> {
+  checkOutputDir(o.out);
   const bar = progressBar('loading');
   const model = await RecurrentGemmaForCausalLM.fromPretrained(o.from, {
     onProgress: (p) => bar.update(p.loaded, p.total),
   });
   bar.done();
-  await writeDirAtomically(o.out, async (tmp) => {
-    await model.save(tmp, {format: o.format as 'tfjs' | 'hf', dtype: o.dtype as 'float32'});
-    for (const f of CARRIED_FILES)
-      if (fs.existsSync(path.join(o.from, f))) fs.copyFileSync(path.join(o.from, f), path.join(tmp, f));
-  });
-  model.dispose();
+  try {
+    const weights = await pretrainedWriter(model, {format: o.format as 'tfjs' | 'hf', dtype: o.dtype as 'float32'});
+    await writeDirAtomic(
+      o.out,
+      (tmp) => {
+        weights(tmp);
+        carryFiles(o.from, tmp, {tokenizer: o.tokenizer});
+      },
+      {keep: keepBeside({tokenizer: true})},
+    );
+  } finally {
+    model.dispose();
+  }
 }
 
 export function registerConvert(program: Command): void {
   addHubOptions(program.command('convert'))
     .description('convert a checkpoint (HF or tfjs layout) to tfjs (browser) or HF format')
     .requiredOption('--from <dir>', 'checkpoint directory to read, or a Hub id owner/name')
-    .requiredOption('--out <dir>', 'directory to write (a new one, an empty one, or an earlier export, replaced whole)')
+    .requiredOption(
+      '--out <dir>',
+      'directory to write (a new one, an empty one, or a model directory: its model and tokenizer are replaced)',
+    )
     .option('--format <format>', 'tfjs or hf', 'tfjs')
     .option('--dtype <dtype>', `tfjs weight matrices: ${DTYPES.join(', ')}`, 'float32')
     .option('--group-size <n>', `int4: values per scale (${INT4_GROUP_SIZES.join(', ')}; default 64)`, (s: string) => {
@@ -85,10 +98,12 @@ export function registerConvert(program: Command): void {
       return n;
     })
     .option('--zero-points', 'int4: a zero point per group (asymmetric ranges)')
+    .option('--no-tokenizer', 'convert a checkpoint that has no tokenizer (the output then has none either)')
     .action(async (o: ConvertFlags) => {
       checkFlags(o);
       await useBackend('cpu');
-      o.from = await cliSource(o.from, {weights: true, tokenizer: true}, o);
+      o.from = await cliSource(o.from, {weights: true, tokenizer: o.tokenizer}, o);
+      checkInput(o);
       if (o.format === 'hf' || o.dtype === 'uint8') {
         await convertWhole(o);
       } else {
@@ -99,6 +114,7 @@ export function registerConvert(program: Command): void {
           dtype: o.dtype as ExportDtype,
           groupSize: o.groupSize,
           zeroPoints: o.zeroPoints,
+          tokenizer: o.tokenizer,
           onProgress: (p) => bar.update(p.loaded, p.total, `${++n}/${src.list.length} tensors`),
         });
         bar.done();

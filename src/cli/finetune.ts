@@ -9,13 +9,18 @@
  * rerun the same command with --resume to continue. Progress goes to stderr.
  */
 import {Command, InvalidArgumentError} from 'commander';
+import * as path from 'path';
+import {isHubId} from '../../converters/hub';
+import {sameDir} from '../../converters/model_dir';
 import {LORA_TARGETS} from '../../layers/lora';
 import {useBackend} from '../backend';
+import {latestCheckpoint} from '../training/checkpoint';
 import {finetune} from '../training/finetune';
+import {OPTION_LIMITS} from '../util/limits';
 import {addDtypeOptions, type DtypeFlags, loadOptions} from './dtype';
 import {addHubOptions, cliSource, type HubFlags} from './hub';
 import {progressBar} from './progress';
-import {UsageError} from './usage';
+import {backendOption, requirePath, UsageError} from './usage';
 
 const number =
   (what: string, ok: (x: number) => boolean, rule: string) =>
@@ -24,7 +29,8 @@ const number =
     if (!ok(x)) throw new InvalidArgumentError(`${what} must be ${rule}.`);
     return x;
   };
-const int = (what: string, min: number) => number(what, (x) => Number.isInteger(x) && x >= min, `an integer >= ${min}`);
+const int = (what: string, min: number, max: number) =>
+  number(what, (x) => Number.isInteger(x) && x >= min && x <= max, `an integer from ${min} to ${max}`);
 const positive = (what: string) => number(what, (x) => Number.isFinite(x) && x > 0, 'a number > 0');
 const nonNegative = (what: string) => number(what, (x) => Number.isFinite(x) && x >= 0, 'a number >= 0');
 const targets = (s: string): string[] => {
@@ -81,7 +87,11 @@ export function register(program: Command): void {
     .option('--eval <file>', 'held-out data, JSONL: loss and perplexity before, during (--eval-every) and after')
     .requiredOption('--out <dir>', 'where the result and checkpoints/ go')
     .option('--tokenizer <file>', 'tokenizer.model to use (default: the one in --model)')
-    .option('--lora-rank <r>', 'train LoRA adapters of this rank instead of every weight', int('--lora-rank', 1))
+    .option(
+      '--lora-rank <r>',
+      'train LoRA adapters of this rank instead of every weight',
+      int('--lora-rank', 1, OPTION_LIMITS.loraRank),
+    )
     .option('--lora-alpha <a>', 'LoRA scale numerator (update = alpha/r B A; default 2r)', positive('--lora-alpha'))
     .option(
       '--lora-dropout <p>',
@@ -90,26 +100,31 @@ export function register(program: Command): void {
     )
     .option('--lora-targets <list>', `layers to adapt (default all): ${LORA_TARGETS.join(',')}`, targets)
     .option('--merge', 'with LoRA: also write the merged model (loadable with fromPretrained)')
-    .option('--epochs <n>', 'passes over the data (default 1)', int('--epochs', 1))
-    .option('--steps <n>', 'optimizer steps instead of epochs', int('--steps', 1))
+    .option('--epochs <n>', 'passes over the data (default 1)', int('--epochs', 1, OPTION_LIMITS.epochs))
+    .option('--steps <n>', 'optimizer steps instead of epochs', int('--steps', 1, OPTION_LIMITS.steps))
     .option('--lr <x>', 'peak learning rate (default 2e-4 with LoRA, 2e-5 without)', positive('--lr'))
-    .option('--batch-size <n>', 'rows per micro-batch', int('--batch-size', 1), 4)
-    .option('--seq-len <n>', 'longest row in tokens (longer text is split, longer chats cut)', int('--seq-len', 2), 512)
-    .option('--grad-accum <n>', 'micro-batches per optimizer step', int('--grad-accum', 1), 1)
+    .option('--batch-size <n>', 'rows per micro-batch', int('--batch-size', 1, OPTION_LIMITS.batchSize), 4)
+    .option(
+      '--seq-len <n>',
+      'longest row in tokens (longer text is split, longer chats cut)',
+      int('--seq-len', 2, OPTION_LIMITS.seqLen),
+      512,
+    )
+    .option('--grad-accum <n>', 'micro-batches per optimizer step', int('--grad-accum', 1, OPTION_LIMITS.gradAccum), 1)
     .option('--pack', 'pack several examples into each row (they do not see each other)')
     .option(
       '--warmup-steps <n>',
       'linear warmup before the cosine decay (default 5% of the steps)',
-      int('--warmup-steps', 0),
+      int('--warmup-steps', 0, OPTION_LIMITS.interval),
     )
     .option('--weight-decay <x>', 'AdamW decoupled weight decay (default 0.01)', nonNegative('--weight-decay'))
     .option('--max-grad-norm <x>', 'clip the global gradient norm (0 = off; default 1)', nonNegative('--max-grad-norm'))
-    .option('--seed <n>', 'seed of the data order, LoRA init and dropout', int('--seed', 0), 0)
-    .option('--eval-every <n>', 'also evaluate every n steps', int('--eval-every', 1))
+    .option('--seed <n>', 'seed of the data order, LoRA init and dropout', int('--seed', 0, OPTION_LIMITS.seed), 0)
+    .option('--eval-every <n>', 'also evaluate every n steps', int('--eval-every', 1, OPTION_LIMITS.interval))
     .option(
       '--checkpoint-every <n>',
       'write a checkpoint every n steps (always one at the end)',
-      int('--checkpoint-every', 1),
+      int('--checkpoint-every', 1, OPTION_LIMITS.interval),
     )
     .option('--resume', 'continue from the newest checkpoint in --out')
     .option(
@@ -117,7 +132,7 @@ export function register(program: Command): void {
       'recompute activations in the backward pass (memory of one block, one extra forward)',
     )
     .option('--format <format>', 'layout of the written model: hf or tfjs', 'hf')
-    .option('--backend <name>', 'cpu, wasm, webgpu or tensorflow (default: the fastest installed)')
+    .option('--backend <name>', 'cpu, wasm, webgpu or tensorflow (default: the fastest installed)', backendOption)
     .action(async (f: Flags) => run(f));
 }
 
@@ -129,6 +144,14 @@ async function run(f: Flags): Promise<void> {
     throw usage('--lora-alpha, --lora-dropout, --lora-targets and --merge need --lora-rank');
   }
   if (!['hf', 'tfjs'].includes(f.format)) throw usage(`--format must be hf or tfjs, got ${f.format}`);
+  // A Hub id (owner/name, no such local path) is downloaded below, once the options are checked.
+  if (!isHubId(f.model)) requirePath('--model', f.model, 'dir');
+  requirePath('--data', f.data, 'file');
+  if (f.eval != null) requirePath('--eval', f.eval, 'file');
+  if (f.tokenizer != null) requirePath('--tokenizer', f.tokenizer, 'file');
+  if (!f.resume && latestCheckpoint(path.join(f.out, 'checkpoints')) != null)
+    throw usage(`${f.out} already holds checkpoints of a run: pass --resume to continue it, or choose another --out`);
+  if (sameDir(f.out, f.model)) throw usage(`--out ${f.out} is the --model directory (symlinks resolved)`);
   const load = loadOptions(f);
   if (load.dtype !== 'float32' && load.dtype !== 'auto' && f.loraRank == null) {
     throw usage(`--dtype ${load.dtype} holds the base weights frozen: fine-tune them with --lora-rank`);

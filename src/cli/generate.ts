@@ -23,10 +23,10 @@ import type {GenerateOptions} from '../generation/generate';
 import {GenerationState} from '../generation/state';
 import {RecurrentGemmaForCausalLM} from '../model';
 import {encodeChat, GemmaTokenizer, TOKENIZER_JSON, TOKENIZER_MODEL} from '../tokenizer';
-import {WASM_MAX_WEIGHT_BYTES} from '../util/limits';
+import {OPTION_LIMITS, WASM_MAX_WEIGHT_BYTES} from '../util/limits';
 import {addDtypeOptions, type DtypeFlags, loadOptions} from './dtype';
 import {addHubOptions, cliSource, type HubFlags} from './hub';
-import {UsageError} from './usage';
+import {backendOption, requirePath, UsageError} from './usage';
 
 /** The package root (the folder with our package.json), from src/cli or dist/src/cli alike. */
 function packageRoot(): string {
@@ -54,7 +54,8 @@ const number =
     if (!ok(x)) throw new InvalidArgumentError(`${what} must be ${rule}.`);
     return x;
   };
-const positiveInt = (what: string) => number(what, (x) => Number.isInteger(x) && x >= 1, 'an integer >= 1');
+const positiveInt = (what: string, max: number) =>
+  number(what, (x) => Number.isInteger(x) && x >= 1 && x <= max, `an integer from 1 to ${max}`);
 
 interface SamplingFlags extends DtypeFlags, HubFlags {
   model?: string;
@@ -76,14 +77,19 @@ function addSamplingOptions(cmd: Command, defaultMax: number): Command {
       'checkpoint directory (HF or tfjs layout) with its tokenizer, a LoRA adapter directory, or a Hub id owner/name (default: the bundled model)',
     )
     .option('--adapter <dir>', "a LoRA adapter directory (PEFT's layout) or Hub id to apply to --model")
-    .option('--max-new-tokens <n>', 'new tokens at most', positiveInt('--max-new-tokens'), defaultMax)
+    .option(
+      '--max-new-tokens <n>',
+      'new tokens at most',
+      positiveInt('--max-new-tokens', OPTION_LIMITS.maxNewTokens),
+      defaultMax,
+    )
     .option(
       '--temperature <t>',
       '0 = greedy',
       number('--temperature', (x) => Number.isFinite(x) && x >= 0, 'a number >= 0'),
       0.8,
     )
-    .option('--top-k <k>', 'sample among the k most likely tokens', positiveInt('--top-k'))
+    .option('--top-k <k>', 'sample among the k most likely tokens', positiveInt('--top-k', OPTION_LIMITS.topK))
     .option(
       '--top-p <p>',
       'nucleus sampling',
@@ -103,7 +109,7 @@ function addSamplingOptions(cmd: Command, defaultMax: number): Command {
       ...prev,
       s,
     ])
-    .option('--backend <name>', 'cpu, wasm, webgpu or tensorflow (default: the fastest installed)');
+    .option('--backend <name>', 'cpu, wasm, webgpu or tensorflow (default: the fastest installed)', backendOption);
 }
 
 /** Checks the directory before any heavy loading, so that mistakes fail fast and in one line. */
@@ -120,9 +126,9 @@ export async function loadModelDir(
   // A Hub id (owner/name, no such local path) is downloaded first: weights and tokenizer.
   const want = {weights: true, tokenizer: true};
   dir = await cliSource(dir, want, flags);
-  if (!fs.existsSync(dir)) throw new Error(`model directory not found: ${dir}`);
-  if (!fs.statSync(dir).isDirectory()) throw new Error(`--model must be a directory: ${dir}`);
+  requirePath('--model', dir, 'dir');
   const adapterDir = flags.adapter == null ? undefined : await cliSource(flags.adapter, want);
+  if (adapterDir != null) requirePath('--adapter', adapterDir, 'dir');
   // An adapter directory (as --model or --adapter) brings its base; both are checked before loading.
   const picked = adapterSource(dir, adapterDir);
   const base = picked.base === dir ? dir : await cliSource(picked.base, want, {revision: picked.baseRevision});

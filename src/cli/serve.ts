@@ -20,6 +20,7 @@ import {
 import {addDtypeOptions, type DtypeFlags} from './dtype';
 import {defaultModelDir, loadModelDir} from './generate';
 import {addHubOptions, type HubFlags} from './hub';
+import {backendOption} from './usage';
 
 const intIn =
   (what: string, min: number, max: number) =>
@@ -62,7 +63,7 @@ export function register(program: Command): void {
       'checkpoint directory with its tokenizer, a LoRA adapter directory, or a Hub id owner/name (default: the bundled model)',
     )
     .option('--adapter <dir>', "a LoRA adapter directory (PEFT's layout) or Hub id to apply to --model")
-    .option('--backend <name>', 'cpu, wasm, webgpu or tensorflow (default: the fastest installed)')
+    .option('--backend <name>', 'cpu, wasm, webgpu or tensorflow (default: the fastest installed)', backendOption)
     .option('--host <addr>', 'address to listen on (0.0.0.0: every interface)', DEFAULT_HOST)
     .option('--port <n>', 'port to listen on (0: any free one)', intIn('--port', 0, 65535), DEFAULT_PORT)
     .option(

@@ -7,6 +7,7 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
+import {recoverAll, writeDirAtomic} from '../../converters/atomic_dir';
 
 export const TRAINER_STATE = 'trainer_state.json';
 export const OPTIMIZER_STATE = 'optimizer.safetensors';
@@ -17,30 +18,12 @@ export function stepDirName(step: number): string {
 }
 
 /**
- * Runs write(tmpDir), then renames tmpDir to `dir` (replacing an older `dir`). The state file
- * is what marks a checkpoint complete, so writers put it last.
+ * Runs write(tmpDir), then swaps tmpDir in as `dir` (replacing an older `dir` whole), fsynced and
+ * recoverable after a kill (converters/atomic_dir.ts). The state file is what marks a checkpoint
+ * complete, so writers put it last.
  */
 export async function writeDirAtomically(dir: string, write: (tmp: string) => void | Promise<void>): Promise<string> {
-  const parent = path.dirname(dir),
-    base = path.basename(dir);
-  fs.mkdirSync(parent, {recursive: true});
-  const tmp = path.join(parent, `.tmp-${base}-${process.pid}-${Date.now()}`);
-  fs.mkdirSync(tmp);
-  try {
-    await write(tmp);
-  } catch (e) {
-    fs.rmSync(tmp, {recursive: true, force: true});
-    throw e;
-  }
-  if (fs.existsSync(dir)) {
-    // A rename cannot replace a non-empty directory: move the old one aside first.
-    const old = path.join(parent, `.old-${base}-${process.pid}-${Date.now()}`);
-    fs.renameSync(dir, old);
-    fs.renameSync(tmp, dir);
-    fs.rmSync(old, {recursive: true, force: true});
-  } else {
-    fs.renameSync(tmp, dir);
-  }
+  await writeDirAtomic(dir, write);
   return dir;
 }
 
@@ -74,6 +57,8 @@ export function pruneCheckpoints(root: string, keep: number): void {
  */
 export function removeLeftovers(root: string): void {
   if (!fs.existsSync(root)) return;
+  recoverAll(root);
+  // And the leftovers of the swap this module did itself before converters/atomic_dir.ts.
   for (const name of fs.readdirSync(root)) {
     const old = /^\.old-(step-\d+)-\d+-\d+$/.exec(name);
     if (old != null && !fs.existsSync(path.join(root, old[1])))

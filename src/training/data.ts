@@ -67,9 +67,9 @@ const ROLES = new Set(['user', 'model', 'system']);
 
 /** Parses and validates every line; the first bad line throws `file:line: why`. */
 export function parseJsonl(file: string): DataRecord[] {
-  let text: string;
+  let bytes: Buffer;
   try {
-    text = fs.readFileSync(file, 'utf8');
+    bytes = fs.readFileSync(file);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     throw new DataError(
@@ -77,6 +77,7 @@ export function parseJsonl(file: string): DataRecord[] {
       file,
     );
   }
+  let text = decodeUtf8(bytes, file);
   if (text.charCodeAt(0) === 0xfeff) text = text.slice(1);
   const out: DataRecord[] = [];
   const lines = text.split(/\r?\n/);
@@ -86,6 +87,26 @@ export function parseJsonl(file: string): DataRecord[] {
   });
   if (out.length === 0) throw new DataError(`${file}: no examples (the file is empty)`, file);
   return out;
+}
+
+/** The text of a UTF-8 file; invalid UTF-8 (which a lenient read would turn into U+FFFD) fails naming its line. */
+function decodeUtf8(bytes: Buffer, file: string): string {
+  try {
+    return new TextDecoder('utf-8', {fatal: true, ignoreBOM: true}).decode(bytes);
+  } catch {
+    const strict = new TextDecoder('utf-8', {fatal: true});
+    for (let start = 0, line = 1; start <= bytes.length; line++) {
+      const nl = bytes.indexOf(0x0a, start);
+      const end = nl < 0 ? bytes.length : nl;
+      try {
+        strict.decode(bytes.subarray(start, end));
+      } catch {
+        throw new DataError(`${file}:${line}: not valid UTF-8 (the file must be UTF-8 text)`, file, line);
+      }
+      start = end + 1;
+    }
+    throw new DataError(`${file}: not valid UTF-8 (the file must be UTF-8 text)`, file);
+  }
 }
 
 function parseLine(raw: string, file: string, line: number): DataRecord {

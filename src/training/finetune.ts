@@ -10,12 +10,18 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
-import {saveLoraAdapter} from '../../converters/lora_adapter';
+import {writeDirAtomic} from '../../converters/atomic_dir';
+import {checkpointConfig, pretrainedWriter} from '../../converters/index';
+import {adapterWriter} from '../../converters/lora_adapter';
+import {keepBeside, sameDir} from '../../converters/model_dir';
 import {LoraConfig, mergeLora} from '../../layers/lora';
+import {parameterCount} from '../config';
 import {type PretrainedOptions, RecurrentGemmaForCausalLM} from '../model';
-import {GemmaTokenizer} from '../tokenizer';
+import {tf} from '../tf';
+import {GemmaTokenizer, TOKENIZER_CONFIG, TOKENIZER_JSON, TOKENIZER_MODEL} from '../tokenizer';
 import {latestCheckpoint} from './checkpoint';
 import {Dataset, loadJsonl} from './data';
+import {checkTrainingFits} from './memory';
 import {EvalResult, StepInfo, Trainer, TrainResult} from './trainer';
 
 export interface FinetuneOptions {
@@ -78,8 +84,6 @@ export interface FinetuneResult {
   tokenizer: GemmaTokenizer;
 }
 
-const TOKENIZER_FILE = 'tokenizer.model';
-
 function describe(d: Dataset): string {
   const extra = [
     d.truncated && `${d.truncated} truncated`,
@@ -90,8 +94,10 @@ function describe(d: Dataset): string {
 
 export async function finetune(o: FinetuneOptions): Promise<FinetuneResult> {
   const log = o.log ?? (() => {});
-  if (path.resolve(o.out) === path.resolve(o.model))
-    throw new Error('the output directory must differ from the model directory');
+  if (sameDir(o.out, o.model))
+    throw new Error(
+      `the output directory ${o.out} is the model directory ${o.model} (symlinks resolved): choose another`,
+    );
   if (!fs.existsSync(o.model) || !fs.statSync(o.model).isDirectory())
     throw new Error(`model directory not found: ${o.model}`);
   if (o.merge && o.lora == null) throw new Error('merge applies to LoRA training only');
@@ -101,7 +107,7 @@ export async function finetune(o: FinetuneOptions): Promise<FinetuneResult> {
       `${o.out} already holds checkpoints of a run: pass --resume to continue it, or choose another output directory`,
     );
   }
-  const tokFile = o.tokenizer ?? path.join(o.model, TOKENIZER_FILE);
+  const tokFile = o.tokenizer ?? path.join(o.model, TOKENIZER_MODEL);
   if (!fs.existsSync(tokFile))
     throw new Error(`tokenizer not found: ${tokFile}${o.tokenizer ? '' : ' (pass --tokenizer)'}`);
   const tokenizer = await GemmaTokenizer.load(tokFile);
@@ -113,6 +119,15 @@ export async function finetune(o: FinetuneOptions): Promise<FinetuneResult> {
   const evalData = o.eval ? loadJsonl(o.eval, tokenizer, {seqLen}) : null;
   if (evalData) log(describe(evalData));
 
+  // The LoRA rank and a floor on the memory, from the config alone, before the model is built.
+  const dtype = o.load?.dtype ?? 'float32';
+  const bits = {auto: 4, float32: 32, bfloat16: 16, float16: 16, int8: 8, int4: 4}[dtype];
+  const config = checkpointConfig(o.model);
+  checkTrainingFits(
+    config,
+    {batchSize: o.batchSize ?? 4, seqLen, lora: o.lora, weightBytes: (bits / 8) * parameterCount(config)},
+    tf.getBackend(),
+  );
   const model = await RecurrentGemmaForCausalLM.fromPretrained(o.model, o.load);
   try {
     if (model.weightDtype !== 'float32' && o.lora == null) {
@@ -148,6 +163,7 @@ export async function finetune(o: FinetuneOptions): Promise<FinetuneResult> {
       onStep: o.onStep,
       onEval: o.onEval,
       onCheckpoint: o.onCheckpoint,
+      log,
     });
     let resumedFrom: string | null = null;
     if (o.resume) {
@@ -168,16 +184,6 @@ export async function finetune(o: FinetuneOptions): Promise<FinetuneResult> {
       trainer.dispose();
     }
     if (!train.stopped) {
-      if (o.lora != null) {
-        await saveLoraAdapter(model, o.out, {baseModel: o.baseModel ?? path.resolve(o.model)});
-        if (o.merge) {
-          mergeLora(model);
-          await model.save(o.out, {format: o.format ?? 'hf'});
-        }
-      } else {
-        await model.save(o.out, {format: o.format ?? 'hf'});
-      }
-      fs.copyFileSync(tokFile, path.join(o.out, TOKENIZER_FILE));
       const summary = {
         base_model: path.resolve(o.model),
         data: path.resolve(o.data),
@@ -190,7 +196,24 @@ export async function finetune(o: FinetuneOptions): Promise<FinetuneResult> {
         eval_after: train.evalAfter,
         history: train.history,
       };
-      fs.writeFileSync(path.join(o.out, 'training_summary.json'), `${JSON.stringify(summary, null, 1)}\n`);
+      // Everything is read first, then written in one atomic save (converters/atomic_dir.ts).
+      const adapter =
+        o.lora != null ? await adapterWriter(model, {baseModel: o.baseModel ?? path.resolve(o.model)}) : null;
+      if (o.lora != null && o.merge) mergeLora(model);
+      const weights = o.lora == null || o.merge ? await pretrainedWriter(model, {format: o.format ?? 'hf'}) : null;
+      await writeDirAtomic(
+        o.out,
+        (tmp) => {
+          adapter?.(tmp);
+          weights?.(tmp);
+          // The tokenizer trained with, and only it: a stale tokenizer.json would be preferred to it.
+          fs.copyFileSync(tokFile, path.join(tmp, tokFile.endsWith('.json') ? TOKENIZER_JSON : TOKENIZER_MODEL));
+          const tokConfig = path.join(path.dirname(tokFile), TOKENIZER_CONFIG);
+          if (fs.existsSync(tokConfig)) fs.copyFileSync(tokConfig, path.join(tmp, TOKENIZER_CONFIG));
+          fs.writeFileSync(path.join(tmp, 'training_summary.json'), `${JSON.stringify(summary, null, 1)}\n`);
+        },
+        {keep: keepBeside({tokenizer: true})},
+      );
     }
     return {out: o.out, train, trainData, evalData, resumedFrom, model, tokenizer};
   } catch (e) {

@@ -19,15 +19,15 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import {checkpointTensors, readAllTensorData, writeTensorData} from '../../converters/checkpoint_tensors';
-import {saveHF} from '../../converters/hf';
-import {ADAPTER_WEIGHTS, saveLoraAdapter} from '../../converters/lora_adapter';
+import {writeHFFiles} from '../../converters/hf';
+import {ADAPTER_WEIGHTS, adapterWriter} from '../../converters/lora_adapter';
 import {listCheckpoint, readHeader, readTensor, TensorMeta, writeSafetensors} from '../../converters/safetensors';
 import {addLora, LoraConfig, loraAdapters, loraParameters, setLoraTraining} from '../../layers/lora';
 import type {CausalLMCore} from '../core/model';
 import {tf} from '../tf';
 import {deriveSeed, hashNumbers, Rng} from '../util/rng';
 import {
-  latestCheckpoint,
+  listCheckpoints,
   OPTIMIZER_STATE,
   pruneCheckpoints,
   removeLeftovers,
@@ -88,6 +88,8 @@ export interface TrainerOptions {
   onStep?: (s: StepInfo) => void;
   onEval?: (e: EvalResult) => void;
   onCheckpoint?: (dir: string, step: number) => void;
+  /** One-line notes, e.g. a damaged checkpoint that resume() passed over. */
+  log?: (line: string) => void;
 }
 
 export interface StepInfo {
@@ -163,6 +165,9 @@ interface Settings {
   lora: {rank: number; alpha: number; dropout: number; targets: string[]} | null;
   data: number;
 }
+
+/** A checkpoint of another run (other settings or data): resume() does not pass over it. */
+class SettingsMismatch extends Error {}
 
 const examplesOf = (d: Dataset | Example[]) => (Array.isArray(d) ? d : d.examples);
 
@@ -498,9 +503,10 @@ export class Trainer {
         data: (await t.data()) as Float32Array,
       })),
     );
+    const adapter = this.isLora ? await adapterWriter(this.model) : null;
     const out = await writeDirAtomically(dir, async (tmp) => {
-      if (this.isLora) await saveLoraAdapter(this.model, tmp);
-      else saveHF(this.model, tmp, {values});
+      if (adapter != null) adapter(tmp);
+      else writeHFFiles(this.model, tmp, {values});
       writeSafetensors(path.join(tmp, OPTIMIZER_STATE), moments, {format: 'pt'});
       const json = {
         format: 'griffin-tfjs-trainer',
@@ -524,14 +530,29 @@ export class Trainer {
    * settings or data is refused (it could not continue the same run).
    */
   resume(dir?: string): string | null {
-    if (dir == null) {
-      if (this.opts.outDir == null) throw new Error('resume: no directory and no outDir');
-      const root = path.join(this.opts.outDir, 'checkpoints');
-      removeLeftovers(root);
-      const latest = latestCheckpoint(root);
-      if (latest == null) return null;
-      dir = latest;
+    if (dir != null) {
+      this.resumeFrom(dir);
+      return dir;
     }
+    if (this.opts.outDir == null) throw new Error('resume: no directory and no outDir');
+    const root = path.join(this.opts.outDir, 'checkpoints');
+    removeLeftovers(root);
+    // Newest first; a damaged one (unreadable, truncated, corrupt) gives way to the one before it.
+    // Other settings or data are the caller's mistake, not damage: those stop the resume.
+    const all = listCheckpoints(root).reverse();
+    for (const [i, {dir: d}] of all.entries()) {
+      try {
+        this.resumeFrom(d);
+        return d;
+      } catch (e) {
+        if (e instanceof SettingsMismatch || i === all.length - 1) throw e;
+        this.opts.log?.(`${d} is damaged (${(e as Error).message}); resuming from the checkpoint before it`);
+      }
+    }
+    return null;
+  }
+
+  private resumeFrom(dir: string): void {
     const stateFile = path.join(dir, TRAINER_STATE);
     let json: State & {format?: string; optimizerStep: number; settings: Settings};
     try {
@@ -546,7 +567,7 @@ export class Trainer {
       const was = JSON.stringify(json.settings?.[key]),
         now = JSON.stringify(this.settings[key]);
       if (was !== now) {
-        throw new Error(
+        throw new SettingsMismatch(
           `${dir}: written with ${key === 'data' ? 'other training data' : `${key} ${was}`}, this run has ${key === 'data' ? 'different data' : now}; resume with the same settings`,
         );
       }
@@ -577,7 +598,6 @@ export class Trainer {
     };
     this.rng.state = json.rng;
     this.planCache = null;
-    return dir;
   }
 
   private loadInto(dir: string, meta: (name: string) => TensorMeta | undefined): void {

@@ -180,8 +180,8 @@ test('griffin generate --adapter DIR, or --model ADAPTER_DIR: the adapted model 
     expect(r.stdout).toBe(text);
   }
   const bad = griffin(['generate', '--model', base, '--adapter', path.join(tmp, 'nope'), ...common]);
-  expect(bad.code).toBe(1);
-  expect(bad.stderr.trim().split('\n')).toEqual([`griffin: adapter ${path.join(tmp, 'nope')}: no such directory`]);
+  expect(bad.code).toBe(2);
+  expect(bad.stderr.trim().split('\n')).toEqual([`griffin: --adapter: directory not found: ${path.join(tmp, 'nope')}`]);
 });
 
 const peftGolden = path.join(GOLDENS, 'golden_peft.json');

@@ -8,6 +8,7 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
+import {configTensors} from '../../converters/config_tensors';
 import {
   bf16ToF32,
   CheckpointError,
@@ -21,6 +22,7 @@ import {
   writeCheckpoint,
   writeSafetensors,
 } from '../../converters/safetensors';
+import {RecurrentGemmaConfig} from '../../src/config';
 import {RecurrentGemmaForCausalLM} from '../../src/model';
 import {tf} from '../../src/tf';
 import {relError} from '../helpers';
@@ -124,14 +126,21 @@ test('a bf16 tiny-a sharded like the released checkpoint loads to exactly the bf
 });
 
 test('wasm refuses, in one line, a checkpoint past its 4 GiB heap before allocating anything', async () => {
-  // A header-only checkpoint that claims 1.1e9 float parameters (4.4 GB float32): loadHF must
-  // stop on the header, reading no data.
+  // A header-only checkpoint of a model with a 2.1M x 512 vocabulary (1.08e9 parameters, 4.0 GiB in
+  // float32), every tensor its config implies present: loadHF must stop on the header, reading no data.
   const dir = path.join(tmp, 'huge');
   fs.mkdirSync(dir);
   const cfg = JSON.parse(fs.readFileSync(path.join(TINY_A, 'config.json'), 'utf8'));
+  Object.assign(cfg, {vocab_size: 2_097_152, hidden_size: 512, lru_width: 512, head_dim: 128});
   fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(cfg));
-  const n = 1.1e9;
-  const header = Buffer.from(JSON.stringify({big: {dtype: 'BF16', shape: [n], data_offsets: [0, 2 * n]}}));
+  const entries: Record<string, unknown> = {};
+  let n = 0;
+  for (const [name, shape] of configTensors(RecurrentGemmaConfig.fromJSON(cfg))) {
+    const k = shape.reduce((a, b) => a * b, 1);
+    entries[name] = {dtype: 'BF16', shape, data_offsets: [2 * n, 2 * (n + k)]};
+    n += k;
+  }
+  const header = Buffer.from(JSON.stringify(entries));
   const len = Buffer.alloc(8);
   len.writeBigUInt64LE(BigInt(header.length));
   const fd = fs.openSync(path.join(dir, 'model.safetensors'), 'w');
@@ -142,7 +151,7 @@ test('wasm refuses, in one line, a checkpoint past its 4 GiB heap before allocat
   await useBackend('wasm');
   try {
     await expect(RecurrentGemmaForCausalLM.fromPretrained(dir)).rejects.toThrow(
-      /4\.1 GiB in float32, more than the wasm backend's 4 GiB memory.*--backend cpu/,
+      /4\.0 GiB in float32, more than the wasm backend's 4 GiB memory.*--backend cpu/,
     );
   } finally {
     await tf.setBackend('cpu');

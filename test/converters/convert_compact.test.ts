@@ -352,7 +352,7 @@ describe('griffin convert: refusals in one line, nothing half-written', () => {
       for (const s of spies) s.mockRestore();
     }
   }
-  const leftovers = (dir: string) => fs.readdirSync(dir).filter((f) => /\.(tmp|old)-/.test(f));
+  const leftovers = (dir: string) => fs.readdirSync(dir).filter((f) => /\.atomic-|\.(tmp|old)-/.test(f));
 
   test('usage errors exit 2 in one line', async () => {
     const out = path.join(tmp, 'cli', 'never');
@@ -374,7 +374,7 @@ describe('griffin convert: refusals in one line, nothing half-written', () => {
       const r = await run(['--from', TINY_A, '--out', onto, '--dtype', 'int8']);
       expect(r.code).toBe(2);
       expect(r.stderr.trim().split('\n')).toHaveLength(1);
-      expect(r.stderr).toMatch(/is the input directory; convert into another one/);
+      expect(r.stderr).toMatch(/is the --from directory \(symlinks resolved\)/);
     }
     expect(fs.existsSync(out)).toBe(false);
     expect(leftovers(path.join(tmp, 'cli'))).toEqual([]);
@@ -382,7 +382,7 @@ describe('griffin convert: refusals in one line, nothing half-written', () => {
 
   test('a group size the widths do not take, and a directory of other files: exit 1, one line, nothing written', async () => {
     const out = path.join(tmp, 'cli', 'g64');
-    let r = await run(['--from', TINY_A, '--out', out, '--dtype', 'int4']);
+    let r = await run(['--from', TINY_A, '--out', out, '--no-tokenizer', '--dtype', 'int4']);
     expect(r.code).toBe(1);
     expect(r.stderr.trim().split('\n')).toEqual([
       `griffin: ${TINY_A}: tensor "model.layers.0/mlp_block.down_proj.weight": group size 64 does not divide the width 96`,
@@ -391,7 +391,7 @@ describe('griffin convert: refusals in one line, nothing half-written', () => {
     const other = path.join(tmp, 'cli', 'other');
     fs.mkdirSync(other);
     fs.writeFileSync(path.join(other, 'notes.txt'), 'mine');
-    r = await run(['--from', TINY_A, '--out', other, '--dtype', 'int8']);
+    r = await run(['--from', TINY_A, '--out', other, '--no-tokenizer', '--dtype', 'int8']);
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/other: exists and holds files but no checkpoint; give a new or empty directory/);
     expect(fs.readdirSync(other)).toEqual(['notes.txt']);
@@ -417,7 +417,7 @@ describe('griffin convert: refusals in one line, nothing half-written', () => {
     await expect(exportTfjs(failing(40), out, {dtype: 'int8'})).rejects.toThrow('disk on fire');
     expect(fs.readdirSync(path.dirname(out))).toEqual([]);
 
-    const r = await run(['--from', TINY_A, '--out', out, '--dtype', 'int8']);
+    const r = await run(['--from', TINY_A, '--out', out, '--no-tokenizer', '--dtype', 'int8']);
     expect(r.code).toBe(0);
     expect(r.stderr).toMatch(/converting \[#+\] 654\.1\/654\.1 kB 78\/78 tensors/);
     expect(r.stderr).toMatch(/wrote .*web \(tfjs, int8, weights 0\.2 MB\)/);
@@ -426,9 +426,13 @@ describe('griffin convert: refusals in one line, nothing half-written', () => {
     expect(fs.readFileSync(path.join(out, 'model.json'), 'utf8')).toBe(before);
     expect(fs.readdirSync(path.dirname(out))).toEqual(['web']);
 
-    fs.writeFileSync(path.join(out, 'stale.bin'), 'x');
+    // The old model's files go (a stale shard, an old tokenizer); files that are no model's stay.
+    fs.writeFileSync(path.join(out, 'group1-shard2of2.bin'), 'x');
+    fs.writeFileSync(path.join(out, 'tokenizer.model'), 'old');
+    fs.writeFileSync(path.join(out, 'notes.txt'), 'mine');
     await exportTfjs(openTensorSource(TINY_A), out, {dtype: 'float16'});
-    expect(fs.readdirSync(out).sort()).toEqual(['group1-shard1of1.bin', 'model.json']);
+    expect(fs.readdirSync(out).sort()).toEqual(['group1-shard1of1.bin', 'model.json', 'notes.txt']);
+    expect(fs.readFileSync(path.join(out, 'notes.txt'), 'utf8')).toBe('mine');
     expect(fs.readdirSync(path.dirname(out))).toEqual(['web']);
   });
 

@@ -205,7 +205,7 @@ describe('mistakes end in one line and a non-zero exit', () => {
     [
       'no such directory',
       () => ['generate', '--model', path.join(dir, 'nope'), '--prompt', 'x'],
-      /model directory not found/,
+      /--model: directory not found/,
     ],
     [
       'no tokenizer',

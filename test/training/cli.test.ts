@@ -194,8 +194,8 @@ test('errors are one line with exit code 1 (bad data: file:line) or 2 (usage)', 
   const v = cli(['--model', modelDir, '--data', TEXT_TRAIN, '--out', path.join(work, 'v'), '--lora-rank', '0']);
   expect(v.status).toBe(2);
   expect(v.stderr.trim().split('\n')).toHaveLength(1);
-  expect(v.stderr).toMatch(/--lora-rank must be an integer >= 1/);
+  expect(v.stderr).toMatch(/--lora-rank must be an integer from 1 to 32768/);
   const w = cli(['--model', path.join(work, 'missing'), '--data', TEXT_TRAIN, '--out', path.join(work, 'w')]);
-  expect(w.status).toBe(1);
-  expect(w.stderr).toMatch(/^griffin: model directory not found: .*missing\n$/);
+  expect(w.status).toBe(2);
+  expect(w.stderr).toMatch(/^griffin: --model: directory not found: .*missing\n$/);
 });
