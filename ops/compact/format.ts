@@ -254,7 +254,8 @@ function fitSymmetric(x: Float32Array, q: Uint8Array): {s: number; z: number} {
 /**
  * int4 with zero points: w = (q - z) s. Candidate ranges shrink [min(x, 0), max(x, 0)] from
  * either end (7 x 7 fractions); each gives s = range / 15 rounded to float16 and z = round(-lo / s)
- * in [0, 15], and its codes the least-squares scale for that z; the one of least squared error wins.
+ * in [0, 15]; the one of least squared error wins. (Refitting each candidate's scale by least
+ * squares lowered the squared error but not the perplexity: bench/results/NOTES.md.)
  */
 function fitAsymmetric(x: Float32Array, q: Uint8Array): {s: number; z: number} {
   let lo = 0,
@@ -286,16 +287,6 @@ function fitAsymmetric(x: Float32Array, q: Uint8Array): {s: number; z: number} {
       if (!(s0 > 0)) continue;
       const z = Math.max(0, Math.min(15, Math.round(-l / s0)));
       consider(s0, z);
-      // The least-squares scale for these codes and this zero point.
-      codes(x, s0, z, trial);
-      let num = 0,
-        den = 0;
-      for (let c = 0; c < x.length; c++) {
-        const k = trial[c] - z;
-        num += x[c] * k;
-        den += k * k;
-      }
-      if (den > 0) consider(roundF16(num / den), z);
     }
   }
   codes(x, best.s, best.z, q);
