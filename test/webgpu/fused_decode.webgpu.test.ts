@@ -555,6 +555,33 @@ describeWebGPU('fused WebGPU decode engine', () => {
     expect(worst).toBeLessThan(DECODE_TOL);
   });
 
+  test(`random model, batch 20: GeGLU split in gate and up dispatches, 64-thread GEMVs (${DECODE_TOL})`, async () => {
+    const prompts = Array.from({length: 20}, (_, r) => [2, 5 + r, 9, 11 + 2 * r]);
+    const worst = await compareScenario(
+      {
+        cfg: {
+          vocab_size: 96,
+          hidden_size: 16,
+          lru_width: 16,
+          intermediate_size: 32,
+          num_attention_heads: 2,
+          num_key_value_heads: 1,
+          num_hidden_layers: 2,
+          attention_window_size: 4,
+          block_types: ['recurrent', 'attention'],
+        },
+        pieceBytes: 0,
+        prompts,
+        mask: null,
+        steps: 6,
+        forkAt: 2,
+        selectRows: [19, 3, 0],
+      },
+      13,
+    );
+    expect(worst).toBeLessThan(DECODE_TOL);
+  });
+
   test(`random model, batch 1: scalar GEMV path (widths not multiples of 4), K = H heads, window 5 (${DECODE_TOL})`, async () => {
     const worst = await compareScenario(
       {
@@ -613,7 +640,7 @@ describeWebGPU('fused WebGPU decode engine', () => {
       fusedDecodeConfig.enabled = false;
       expect(fusedDecoderFor(model, 1)).toBeNull();
       fusedDecodeConfig.enabled = true;
-      expect(fusedDecoderFor(model, 17)).toBeNull(); // more rows than the kernels take
+      expect(fusedDecoderFor(model, 33)).toBeNull(); // more rows than the kernels take
       addLora(model, {rank: 2, targets: ['linear_x']});
       expect(fusedDecoderFor(model, 1)).toBeNull(); // the engine knows nothing of adapters
       removeLora(model);

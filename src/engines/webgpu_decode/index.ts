@@ -4,7 +4,7 @@
  *   fusedDecodeConfig.enabled = false;        // or env GRIFFIN_FUSED_DECODE=0: tfjs ops instead (on by default)
  *   const eng = fusedDecoderFor(model, b);    // null when it does not apply
  *
- * It applies on the webgpu backend to models without LoRA adapters (float32 or compact weights), for 1..16 rows.
+ * It applies on the webgpu backend to models without LoRA adapters (float32 or compact weights), for 1..32 rows.
  *
  * Shape letters: b batch rows.
  */
@@ -27,7 +27,7 @@ export {fusedTuning} from './tuning';
  * On by default: the engine, tfjs ops and the cpu backend agree on a real GPU (bench/diagnose_decode.ts;
  * figures: see bench/results/NOTES.md) and on SwiftShader (CI).
  */
-export const fusedDecodeConfig: {enabled: boolean | null; maxBatch: number} = {enabled: null, maxBatch: 16};
+export const fusedDecodeConfig: {enabled: boolean | null; maxBatch: number} = {enabled: null, maxBatch: 32};
 
 export function fusedDecodeEnabled(): boolean {
   if (fusedDecodeConfig.enabled != null) return fusedDecodeConfig.enabled;

@@ -193,8 +193,9 @@ function matrix(ctx: Ctx, v: LayerVariable): BoundMatrix {
  * The GEMV dispatches of one projection over the matrices of its segments (one format for all)
  * and their biases (geglu: gate, up), with the largest rows per workgroup (from maxR, halving)
  * whose tile fits. One dispatch, unless its buffers exceed the device's storage bindings per
- * stage (compact segments bring scales and zero points): then one per segment (store), or the
- * gate with GeLU then the up projection multiplied in (geglu).
+ * stage (compact segments bring scales and zero points) or a GeGLU tile would hold more than 32
+ * accumulators (over 16 rows): then one per segment (store), or the gate with GeLU then the up
+ * projection multiplied in (geglu).
  */
 function gemv(
   ctx: Ctx,
@@ -207,7 +208,9 @@ function gemv(
   const fmt = mats[0].fmt;
   if (mats.some((m) => !sameFormat(m.fmt, fmt))) throw new Error(`fused decode: ${name} mixes weight formats`);
   const whole = {...spec, bias: biases != null, weights: fmt};
-  if (gemvBindings(whole as GemvSpec).length <= ctx.host.limits.maxStorageBuffersPerShaderStage) {
+  // A GeGLU tile holds 2 x rows accumulators: past 16 rows it is split like a large binding list.
+  const tooManyRows = spec.mode === 'geglu' && 2 * spec.B > 32;
+  if (!tooManyRows && gemvBindings(whole as GemvSpec).length <= ctx.host.limits.maxStorageBuffersPerShaderStage) {
     const bias =
       biases == null ? undefined : biases.length === 1 ? ctx.host.weight(() => biases[0]) : pack(ctx, biases);
     return [gemvDispatch(ctx, name, whole, mats, {...io, ...(bias ? {bias} : {})})];

@@ -1,5 +1,5 @@
 /**
- * The GEMV kernel: y = [rmsnorm](x) W^T (+ bias) for 1..16 rows, W in PyTorch's [out, in] layout,
+ * The GEMV kernel: y = [rmsnorm](x) W^T (+ bias) for 1..32 rows, W in PyTorch's [out, in] layout,
  * float32 or packed (bfloat16, float16, int8, int4: shaders/weights.ts, unpacked as loaded), with
  * the epilogues store (optionally GeLU per segment), residual add in place, multiply in place
  * (GeGLU's up in a dispatch of its own), GeGLU (gate, up) and soft cap. All of the engine's matrix work.
