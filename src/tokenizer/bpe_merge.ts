@@ -101,7 +101,11 @@ export class BpeMerger {
       }
       return k;
     };
-    for (const p of tokOf.keys()) sym(p);
+    const toks: number[] = [];
+    for (const [p, id] of tokOf) {
+      sym(p);
+      toks.push(id);
+    }
     let bits = 4;
     while (1 << bits < merges.length * 2) bits++;
     const cap = 1 << bits;
@@ -117,16 +121,15 @@ export class BpeMerger {
       if (parts.length !== 2) continue;
       const a = sym(parts[0]);
       const b = sym(parts[1]);
-      const out = sym(parts[0] + parts[1]);
       let h = m.hash(a, b);
       while (m.pairA[h] !== EMPTY && (m.pairA[h] !== a || m.pairB[h] !== b)) h = (h + 1) & (cap - 1);
       m.pairA[h] = a;
       m.pairB[h] = b;
       m.pairRank[h] = r; // a duplicate line overrides, as in the library's Map
-      m.pairOut[h] = out;
+      m.pairOut[h] = -1; // the merged symbol, looked up on first use (it saves a third of the load)
     }
     m.symTok = new Int32Array(m.symStr.length);
-    for (let k = 0; k < m.symStr.length; k++) m.symTok[k] = tokOf.get(m.symStr[k]) ?? -1;
+    m.symTok.fill(-1).set(toks); // the tokens are the first symbols
     return m;
   }
 
@@ -144,6 +147,23 @@ export class BpeMerger {
       if (x === a && this.pairB[h] === b) return h;
       h = (h + 1) & mask;
     }
+  }
+
+  /** The symbol of a+b, which merges: a piece, a merge part, or a new symbol that merges no further. */
+  private merged(a: number, b: number): number {
+    const slot = this.find(a, b);
+    let out = this.pairOut[slot];
+    if (out < 0) {
+      const s = this.symStr[a] + this.symStr[b];
+      out = this.symOf.get(s) ?? -1;
+      if (out < 0) {
+        out = this.symStr.length;
+        this.symOf.set(s, out);
+        this.symStr.push(s);
+      }
+      this.pairOut[slot] = out;
+    }
+    return out;
   }
 
   /** Room for a word of n code units: its nodes, and a heap of at most 2n pairs. */
@@ -259,7 +279,7 @@ export class BpeMerger {
       this.popTop();
       const i = key % POS_SCALE;
       if (sym[i] !== a || next[i] !== j || sym[j] !== b) continue; // stale
-      sym[i] = this.pairOut[this.find(a, b)];
+      sym[i] = this.merged(a, b);
       const k = next[j];
       next[i] = k;
       sym[j] = DEAD;
@@ -270,7 +290,7 @@ export class BpeMerger {
     const start = out.length;
     for (let i = 0; i >= 0; i = next[i]) {
       const s = sym[i];
-      const id = s >= 0 ? this.symTok[s] : -1;
+      const id = s >= 0 && s < this.symTok.length ? this.symTok[s] : -1;
       if (id >= 0) out.push(id);
       else this.byteFallback(s >= 0 ? this.symStr[s] : chars[i], out);
     }
