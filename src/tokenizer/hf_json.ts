@@ -10,6 +10,7 @@
  * byte-level BPE) fails in one line instead of giving ids that mean nothing to the model.
  */
 import {Tokenizer} from '@huggingface/tokenizers';
+import {BpeMerger, BpeModelJson} from './bpe_merge';
 import {PieceType} from './model_proto';
 
 /** What GemmaTokenizer needs of an encoder: text to ids, no BOS. */
@@ -52,10 +53,11 @@ interface AddedTokenJson {
   id: number;
   content: string;
   special: boolean;
+  normalized?: boolean;
 }
 
 interface TokenizerJson {
-  model?: {type?: string; vocab?: Record<string, number>; byte_fallback?: boolean; unk_token?: string | null};
+  model?: BpeModelJson;
   normalizer?: {type?: string; normalizers?: unknown[]; pattern?: {String?: string}; content?: string} | null;
   pre_tokenizer?: {type?: string} | null;
   added_tokens?: AddedTokenJson[];
@@ -132,22 +134,31 @@ export function hfTokenizer(
     escapeWhitespaces: true,
     byteRuns: 'hf',
   };
-  let tok: Tokenizer;
-  try {
-    tok = new Tokenizer(json as object, config as object);
-  } catch (e) {
-    throw new Error(`${where}: ${(e as Error).message.split('\n')[0]}`);
-  }
-  const whole = (text: string) => tok.encode(text, {add_special_tokens: false}).ids;
+  let tok: Tokenizer | undefined;
+  const library = (): Tokenizer => {
+    if (tok == null)
+      try {
+        tok = new Tokenizer(json as object, config as object);
+      } catch (e) {
+        throw new Error(`${where}: ${(e as Error).message.split('\n')[0]}`);
+      }
+    return tok;
+  };
+  const whole = (text: string) => library().encode(text, {add_special_tokens: false}).ids;
   const byWord = wordSplitIsExact(model.vocab, added, norms, j.pre_tokenizer);
-  return {codec: {encodeIds: byWord ? wordCachedEncoder(whole) : whole}, info, config};
+  // Gemma's kind: our own exact merge (bpe_merge.ts) per word, the library built only if needed.
+  const fast = byWord ? fastWordEncoder(model, added, norms) : null;
+  if (fast == null) library();
+  return {codec: {encodeIds: byWord ? wordCachedEncoder(fast ?? whole) : whole}, info, config};
 }
 
 /**
  * Whether encoding word by word (a word: a run of spaces, then what follows up to the next space)
  * gives the ids of encoding the whole text. True when no merge can cross the start of a word: no
- * piece has '▁' after another character, no added token holds a space or strips one, and nothing
- * adds a '▁' per call (Prepend) or re-splits (a pre-tokenizer). Gemma's tokenizer.json is so.
+ * piece has '▁' after another character, no added token strips a space or mixes spaces ('▁' or ' ')
+ * with other characters (Gemma's '▁▁'... tokens lie inside a run of spaces, which a word keeps
+ * whole), and nothing adds a '▁' per call (Prepend) or re-splits (a pre-tokenizer). Gemma's
+ * tokenizer.json is so.
  */
 function wordSplitIsExact(
   vocab: Record<string, number>,
@@ -156,7 +167,8 @@ function wordSplitIsExact(
   pre: TokenizerJson['pre_tokenizer'],
 ): boolean {
   if (pre != null || norms.some((n) => n.type !== 'Replace')) return false;
-  if (added.some((a) => /[ ▁]/.test(a.content) || a.lstrip || a.rstrip || a.single_word)) return false;
+  const mixed = (c: string) => /[ ▁]/.test(c) && !/^[ ▁]+$/.test(c);
+  if (added.some((a) => mixed(a.content) || a.lstrip || a.rstrip || a.single_word)) return false;
   for (const p of Object.keys(vocab)) if (/[^▁]▁/.test(p)) return false;
   return true;
 }
@@ -180,5 +192,110 @@ function wordCachedEncoder(encode: (text: string) => number[]): (text: string) =
       for (const id of ids) out.push(id);
     }
     return out;
+  };
+}
+
+/**
+ * What the library does to one word with no pre-tokenizer, reproduced: split out added tokens
+ * (the longest match at each position, on the raw text, then normalized contents on the
+ * normalized text), apply the normalizers (string Replace only), and BPE-merge the rest with
+ * BpeMerger. Null when the file needs something this does not reproduce.
+ */
+function fastWordEncoder(
+  model: BpeModelJson,
+  added: AddedTokenJson[],
+  norms: {type?: string; pattern?: {String?: string; Regex?: string}; content?: string}[],
+): ((word: string) => number[]) | null {
+  const replaces: [string, string][] = [];
+  for (const n of norms) {
+    const from = n.pattern?.String;
+    // (the library matches a string pattern as a /gu regex: by code point, so no lone surrogates here)
+    if (n.type !== 'Replace' || typeof from !== 'string' || from === '' || /[\uD800-\uDFFF]/.test(from)) return null;
+    // (its replacement string's $ patterns are not reproduced: such a file keeps the library)
+    if ((n.content ?? '').includes('$')) return null;
+    replaces.push([from, n.content ?? '']);
+  }
+  const normalize = (t: string): string => {
+    for (const [from, to] of replaces) t = t.split(from).join(to);
+    return t;
+  };
+  const bpe = BpeMerger.build(model, added);
+  if (bpe == null) return null;
+  const addedId = new Map<string, number>();
+  const raw: string[] = [];
+  const normed: string[] = [];
+  for (const a of added) {
+    addedId.set(a.content, a.id);
+    // AddedToken's default: normalized unless special.
+    if (a.normalized ?? !a.special) {
+      const c = normalize(a.content);
+      addedId.set(c, a.id);
+      normed.push(c);
+    } else raw.push(a.content);
+  }
+  const splitRaw = dictionarySplitter(raw);
+  const splitNormed = dictionarySplitter(normed);
+  return (word) => {
+    const out: number[] = [];
+    for (const section of splitRaw(word)) {
+      const id = addedId.get(section);
+      if (id !== undefined) {
+        out.push(id);
+        continue;
+      }
+      for (const sub of splitNormed(normalize(section))) {
+        const sid = addedId.get(sub);
+        if (sid !== undefined) out.push(sid);
+        else bpe.encodeWord(sub, out);
+      }
+    }
+    return out;
+  };
+}
+
+/**
+ * Splits text around dictionary words: at each position the longest word that starts there (by
+ * UTF-16 units), else the position moves on by one unit; the library's DictionarySplitter rule.
+ * Empty pieces are left out.
+ */
+function dictionarySplitter(words: string[]): (text: string) => string[] {
+  type Node = Map<string, Node> & {end?: string};
+  const root: Node = new Map();
+  for (const w of words) {
+    let node = root;
+    for (let i = 0; i < w.length; i++) {
+      // by UTF-16 unit, as the library walks its trie
+      let child = node.get(w[i]);
+      if (child == null) {
+        child = new Map();
+        node.set(w[i], child);
+      }
+      node = child;
+    }
+    node.end = w;
+  }
+  if (root.size === 0) return (text) => (text.length === 0 ? [] : [text]);
+  return (text) => {
+    const result: string[] = [];
+    const n = text.length;
+    let start = 0;
+    let i = 0;
+    while (i < n) {
+      let node: Node | undefined = root;
+      let match: string | undefined;
+      for (let j = i; j < n; j++) {
+        node = node.get(text[j]);
+        if (node == null) break;
+        if (node.end) match = node.end;
+      }
+      if (match) {
+        if (i > start) result.push(text.slice(start, i));
+        result.push(match);
+        i += match.length;
+        start = i;
+      } else i++;
+    }
+    if (start < n) result.push(text.slice(start));
+    return result;
   };
 }
