@@ -175,16 +175,16 @@ describe('malformed models are refused', () => {
     expect(() => decodeModelProto(notUtf8)).toThrow('piece 0 is not UTF-8');
   });
 
-  test('by GemmaTokenizer.load: one line that says why', async () => {
+  test('by GemmaTokenizer.load: one line that names the file and says why', async () => {
     const empty = path.join(tmpDir, 'empty.model');
     fs.writeFileSync(empty, new PbWriter().bytesField(3, new PbWriter().stringField(1, 'identity').finish()).finish());
     await expect(GemmaTokenizer.load(empty)).rejects.toThrow(
-      new Error('tokenizer: not a sentencepiece model (no pieces)'),
+      new Error(`${empty}: tokenizer: not a sentencepiece model (no pieces)`),
     );
     const noText = path.join(tmpDir, 'notext.model');
     fs.writeFileSync(noText, new PbWriter().bytesField(1, new PbWriter().floatField(2, 0).finish()).finish());
     await expect(GemmaTokenizer.load(noText)).rejects.toThrow(
-      /^tokenizer: not a sentencepiece model \(piece 0 has no text\)$/,
+      new Error(`${noText}: tokenizer: not a sentencepiece model (piece 0 has no text)`),
     );
   });
 });
