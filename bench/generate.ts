@@ -12,8 +12,10 @@
  * --fused on|off|both (default: as GRIFFIN_FUSED_DECODE says), --batches 1,8 (default --batch).
  * Each run reports generation through the public path (model.stream from the prompt, per
  * --sampling greedy,0.8: the first token's time, which includes the prefill, then decode tokens/s
- * over the following steps; greedy takes the argmax on the GPU, a temperature reads the logits
- * back), a bare decodeStep loop waited on once at the end (`rawTokensPerSec`: the GPU's pace), and
+ * over the following steps; greedy takes the argmax on the GPU, other options draw on the GPU too
+ * (src/generation/gpu_sampling.ts); an entry is T[/kK][/pP][/mM][/rR]: temperature, top-k, top-p,
+ * min-p, repetition penalty, e.g. greedy,0.8,0.8/p0.95,0.8/k50/p0.95/r1.2; --gpu-sampling
+ * on|off|both: off samples on the host, reading the logits back; both runs each way), a bare decodeStep loop waited on once at the end (`rawTokensPerSec`: the GPU's pace), and
  * for the engine one profiled step (GPU timestamps per dispatch, summed per kernel kind, with the
  * bytes of weights each must read: GB/s). --sweep 64x8,128x4,256x2 repeats the engine's runs with
  * GEMV workgroups of T threads and at most R rows each (env GRIFFIN_FUSED_THREADS / _ROWS);
@@ -44,6 +46,8 @@ import {
   fusedDecoderFor,
   fusedTuning,
 } from '../src/engines/webgpu_decode';
+import {gpuSamplingConfig} from '../src/generation/gpu_sampling';
+import {type SamplingOptions, validateSamplingOptions} from '../src/generation/sampling';
 import {RecurrentGemmaForCausalLM} from '../src/model';
 import {tf} from '../src/tf';
 
@@ -188,9 +192,8 @@ async function compareFused(
   const promptLen = Math.max(1, int(args, 'prompt-len', 128));
   const newTokens = Math.max(1, int(args, 'new-tokens', 64));
   const rawSteps = Math.max(1, int(args, 'raw-steps', newTokens));
-  const temperatures = (args.sampling ?? 'greedy,0.8').split(',').map((x) => (x === 'greedy' ? 0 : Number(x)));
-  if (temperatures.some((t) => !(t >= 0)))
-    throw new Error(`--sampling takes greedy and temperatures, e.g. greedy,0.8; got ${args.sampling}`);
+  const samplings = (args.sampling ?? 'greedy,0.8').split(',').map(parseSampling);
+  const gpuModes = args['gpu-sampling'] === 'both' ? [true, false] : args['gpu-sampling'] === 'off' ? [false] : [null];
   const runs: Record<string, unknown>[] = [];
   const sweep = args.sweep != null ? args.sweep.split(',').map((x) => x.split('x').map(Number)) : [null];
   const measure = async (batch: number, fused: boolean | null, tuning: number[] | null) => {
@@ -218,31 +221,34 @@ async function compareFused(
     let t0: number;
     if (tuning == null) {
       // Through the public generation path, as a user runs it: prefill of the prompt, then a token
-      // sampled every step (greedy: the argmax taken on the GPU where it can be; temperature 0.8:
-      // the logits read back and sampled on the host). The first token's time includes the prefill.
-      for (const temperature of temperatures) {
-        for await (const _ of model.stream(
-          prompt.map((r) => r.slice(0, 8)),
-          {maxNewTokens: 3, temperature, seed: 1, eosTokenId: []},
-        )) {
-          /* warm-up */
+      // sampled every step (greedy: the argmax taken on the GPU where it can be; other options: the
+      // GPU sampler, or with --gpu-sampling off the logits read back and sampled on the host). The
+      // first token's time includes the prefill.
+      for (const [key, sampling] of samplings)
+        for (const gpu of sampling.temperature === 0 ? [null] : gpuModes) {
+          gpuSamplingConfig.enabled = gpu;
+          for await (const _ of model.stream(
+            prompt.map((r) => r.slice(0, 8)),
+            {...sampling, maxNewTokens: 3, seed: 1, eosTokenId: []},
+          )) {
+            /* warm-up */
+          }
+          const stamps: number[] = [];
+          let n = 0;
+          t0 = performance.now();
+          for await (const _ of model.stream(prompt, {...sampling, maxNewTokens: newTokens, seed: 1, eosTokenId: []})) {
+            if (++n % batch === 0) stamps.push(performance.now()); // a step's rows arrive together
+          }
+          gpuSamplingConfig.enabled = null;
+          const steps = stamps.length,
+            decodeMs = stamps[steps - 1] - stamps[0];
+          run[gpu === false ? `${key}_host` : key] = {
+            firstTokenMs: +(stamps[0] - t0).toFixed(1),
+            steps,
+            msPerStep: steps > 1 ? +(decodeMs / (steps - 1)).toFixed(3) : null,
+            decodeTokensPerSec: steps > 1 ? +((((steps - 1) * batch) / decodeMs) * 1000).toFixed(1) : null,
+          };
         }
-        const stamps: number[] = [];
-        let n = 0;
-        t0 = performance.now();
-        for await (const _ of model.stream(prompt, {maxNewTokens: newTokens, temperature, seed: 1, eosTokenId: []})) {
-          if (++n % batch === 0) stamps.push(performance.now()); // a step's rows arrive together
-        }
-        const steps = stamps.length,
-          decodeMs = stamps[steps - 1] - stamps[0];
-        const key = temperature === 0 ? 'greedy' : `t${temperature}`;
-        run[key] = {
-          firstTokenMs: +(stamps[0] - t0).toFixed(1),
-          steps,
-          msPerStep: steps > 1 ? +(decodeMs / (steps - 1)).toFixed(3) : null,
-          decodeTokensPerSec: steps > 1 ? +((((steps - 1) * batch) / decodeMs) * 1000).toFixed(1) : null,
-        };
-      }
     }
     t0 = performance.now();
     const state = model.prefill(prompt);
@@ -360,6 +366,27 @@ async function compareFused(
 }
 
 /** Per kernel kind (the part of the dispatch name after the layer): GPU ms per step and GB/s of what it must read. */
+/** One --sampling entry: greedy, or T[/kK][/pP][/mM][/rR]; its report key ('greedy', 't0.8/p0.95'). */
+function parseSampling(entry: string): [string, SamplingOptions] {
+  if (entry === 'greedy') return ['greedy', {temperature: 0}];
+  const [t, ...rest] = entry.split('/');
+  const o: SamplingOptions = {temperature: Number(t)};
+  const names: Record<string, keyof SamplingOptions> = {k: 'topK', p: 'topP', m: 'minP', r: 'repetitionPenalty'};
+  for (const part of rest) {
+    const name = names[part[0]];
+    if (name == null) throw new Error(`--sampling: unknown part ${JSON.stringify(part)} in ${entry} (k, p, m, r)`);
+    o[name] = Number(part.slice(1));
+  }
+  try {
+    validateSamplingOptions(o);
+  } catch (e) {
+    throw new Error(`--sampling ${entry}: ${(e as Error).message}`);
+  }
+  if (!(o.temperature! > 0))
+    throw new Error(`--sampling takes greedy or T > 0 with options, e.g. 0.8/p0.95; got ${entry}`);
+  return [`t${entry}`, o];
+}
+
 function summarize(timings: DispatchTiming[]) {
   const kinds = new Map<string, {count: number; ms: number; bytes: number}>();
   for (const t of timings) {

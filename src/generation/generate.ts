@@ -5,12 +5,18 @@
  *
  * A batch may mix prompt lengths: left-pad and pass attentionMask; each row then gets what its prompt
  * gets alone. A row that stops leaves the batch (its state rows are dropped), the others go on.
+ *
+ * On webgpu the token is picked on the GPU and only the ids come back: greedy through ops/row_argmax,
+ * anything else through the GPU sampler (gpu_sampling.ts: the same rules, its own Philox stream, so a
+ * seed gives other tokens than on cpu or wasm, and the same ones on every webgpu run). EOS, stop ids
+ * and stop strings are judged on the host from the ids.
  */
 import * as tf from '@tensorflow/tfjs';
 import {rowArgmax, rowArgmaxAvailable} from '../../ops/row_argmax';
 import type {CausalLMCore} from '../core/model';
 import type {GemmaTokenizer, StreamDecoder} from '../tokenizer';
 import {checkIdRange, IdsLike, idRows} from '../util/ids';
+import {GenerationGpuSampler} from './gpu_sampling';
 import {Sampler, SamplingOptions, StopStringMatcher, validateSamplingOptions} from './sampling';
 import {decodeStep, GenerationState, prefill} from './state';
 
@@ -189,9 +195,27 @@ async function* run(
     }
   };
 
+  // Other options on a GPU: the whole draw happens there (ops/sample_webgpu), ids come back.
+  const gpuSampler =
+    argmaxOnDevice || maxNew === 0
+      ? null
+      : GenerationGpuSampler.create(
+          V,
+          trackers.map((t) => ({seed: t.sampler.seed, prompt: t.prompt})),
+          opts,
+        );
+
   try {
     while (maxNew > 0 && active.length > 0 && !opts.signal?.aborted) {
-      const picks = argmaxOnDevice ? await picksOnDevice() : null;
+      const picks = argmaxOnDevice
+        ? await picksOnDevice()
+        : gpuSampler != null
+          ? await gpuSampler.pick(
+              work.logits,
+              active,
+              active.map((row) => trackers[row].generated.length),
+            )
+          : null;
       const logits = picks == null ? ((await work.logits.data()) as Float32Array) : null;
       const tokens: number[] = [],
         finished: boolean[] = [],
@@ -245,6 +269,7 @@ async function* run(
     } finally {
       work.dispose();
       saved.forEach((s) => s.dispose());
+      gpuSampler?.dispose();
     }
   }
 }

@@ -156,11 +156,32 @@ export class TopPProcessor implements LogitsProcessor {
   }
 }
 
+/**
+ * Min-p: keeps the tokens whose probability is at least minP times the most probable one's (on the
+ * row as filtered so far; the ratio does not depend on renormalising). The most probable always stays.
+ */
+export class MinPProcessor implements LogitsProcessor {
+  constructor(readonly minP: number) {
+    validateSamplingOptions({minP});
+  }
+
+  apply(logits: Float32Array): Float32Array {
+    const probs = softmax(logits);
+    let max = 0;
+    for (let i = 0; i < probs.length; i++) if (probs[i] > max) max = probs[i];
+    const floor = this.minP * max;
+    for (let i = 0; i < logits.length; i++) if (!(probs[i] >= floor)) logits[i] = -Infinity;
+    return logits;
+  }
+}
+
 export interface SamplingOptions {
   /** 0 or undefined: greedy. */
   temperature?: number;
   topK?: number;
   topP?: number;
+  /** In [0, 1]; 0 or undefined: off. Applied after top-p. */
+  minP?: number;
   /** 1 or undefined: off. */
   repetitionPenalty?: number;
   /** Seed of the draw PRNG; random when undefined (read it back from Sampler.seed to reproduce a run). */
@@ -168,11 +189,12 @@ export interface SamplingOptions {
 }
 
 export function validateSamplingOptions(opts: SamplingOptions): void {
-  const {temperature: t, topK: k, topP: p, repetitionPenalty: r, seed} = opts;
+  const {temperature: t, topK: k, topP: p, minP: m, repetitionPenalty: r, seed} = opts;
   // Written as !(x ok) so that NaN fails too.
   if (t !== undefined && !(t >= 0 && Number.isFinite(t))) throw new Error(`temperature must be >= 0, got ${t}`);
   if (k !== undefined && !(Number.isInteger(k) && k >= 1)) throw new Error(`topK must be an integer >= 1, got ${k}`);
   if (p !== undefined && !(p > 0 && p <= 1)) throw new Error(`topP must be in (0, 1], got ${p}`);
+  if (m !== undefined && !(m >= 0 && m <= 1)) throw new Error(`minP must be in [0, 1], got ${m}`);
   if (r !== undefined && !(r > 0 && Number.isFinite(r))) throw new Error(`repetitionPenalty must be > 0, got ${r}`);
   if (seed !== undefined && !Number.isInteger(seed)) throw new Error(`seed must be an integer, got ${seed}`);
 }
@@ -230,6 +252,7 @@ export class Sampler {
       this.processors.push(new TemperatureProcessor(opts.temperature as number));
       if (opts.topK !== undefined) this.processors.push(new TopKProcessor(opts.topK));
       if (opts.topP !== undefined && opts.topP < 1) this.processors.push(new TopPProcessor(opts.topP));
+      if (opts.minP) this.processors.push(new MinPProcessor(opts.minP));
     }
   }
 

@@ -1,4 +1,5 @@
 import {
+  MinPProcessor,
   RepetitionPenaltyProcessor,
   Sampler,
   StopStringMatcher,
@@ -146,6 +147,29 @@ describe('processors', () => {
     const out = new TopPProcessor(0.6).apply(row);
     expect(Array.from(out).map((l) => l !== -Infinity)).toEqual([true, true, false]);
   });
+
+  test('min-p keeps the tokens at least minP times as probable as the most probable', () => {
+    // probabilities by id: 0.125, 0.5, 0.0625, 0.25, 0.0625; min-p 0.2: >= 0.1 stays (no value on a boundary)
+    const logits = [0.125, 0.5, 0.0625, 0.25, 0.0625].map(Math.log);
+    const kept = (m: number): boolean[] =>
+      Array.from(new MinPProcessor(m).apply(f32(logits))).map((l) => l !== -Infinity);
+    expect(kept(0.2)).toEqual([true, true, false, true, false]);
+    expect(kept(0.4)).toEqual([false, true, false, true, false]);
+    expect(kept(0.9)).toEqual([false, true, false, false, false]);
+    expect(kept(0)).toEqual([true, true, true, true, true]);
+    // After top-p the ratio is the same: min-p 0.4 on what top-p 0.8 left (ids 0, 1, 3).
+    const row = new TopPProcessor(0.8).apply(f32(logits));
+    expect(Array.from(new MinPProcessor(0.4).apply(row)).map((l) => l !== -Infinity)).toEqual([
+      false,
+      true,
+      false,
+      true,
+      false,
+    ]);
+    // The sampler applies it after top-p: with min-p 0.9 only the most probable is ever drawn.
+    const s = new Sampler({temperature: 1, topP: 0.9, minP: 0.9, seed: 3});
+    for (let i = 0; i < 20; i++) expect(s.next(f32(logits), [])).toBe(1);
+  });
 });
 
 describe('validateSamplingOptions', () => {
@@ -163,6 +187,8 @@ describe('validateSamplingOptions', () => {
     [{topK: 2.5}, 'topK must be an integer >= 1, got 2.5'],
     [{topP: 0}, 'topP must be in (0, 1], got 0'],
     [{topP: 1.5}, 'topP must be in (0, 1], got 1.5'],
+    [{minP: -0.1}, 'minP must be in [0, 1], got -0.1'],
+    [{minP: 1.5}, 'minP must be in [0, 1], got 1.5'],
     [{repetitionPenalty: 0}, 'repetitionPenalty must be > 0, got 0'],
     [{repetitionPenalty: -1}, 'repetitionPenalty must be > 0, got -1'],
     [{seed: 1.5}, 'seed must be an integer, got 1.5'],

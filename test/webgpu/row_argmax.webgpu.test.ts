@@ -128,13 +128,18 @@ describeWebGPU('greedy generation takes the argmax on the GPU', () => {
     expect(gpu.out).toEqual(cpu.out);
   });
 
-  test('a repetition penalty or a temperature keeps the host sampler (the logits are read back)', async () => {
+  test('a repetition penalty or a temperature: no rowArgmax, the GPU sampler picks each step', async () => {
     await tf.setBackend('webgpu');
+    // eslint-disable-next-line @typescript-eslint/no-var-requires
+    const gpuSampling =
+      require('../../src/generation/gpu_sampling') as typeof import('../../src/generation/gpu_sampling');
     const model = await RecurrentGemmaForCausalLM.fromPretrained(DIR);
     const spy = jest.spyOn(argmaxModule, 'rowArgmax');
-    await model.generate([[2, 5, 9]], {maxNewTokens: 3, temperature: 0, repetitionPenalty: 1.3});
-    await model.generate([[2, 5, 9]], {maxNewTokens: 3, temperature: 0.7, seed: 1});
+    const pick = jest.spyOn(gpuSampling.GenerationGpuSampler.prototype, 'pick');
+    await model.generate([[2, 5, 9]], {maxNewTokens: 3, temperature: 0, repetitionPenalty: 1.3, eosTokenId: []});
+    await model.generate([[2, 5, 9]], {maxNewTokens: 3, temperature: 0.7, seed: 1, eosTokenId: []});
     expect(spy).not.toHaveBeenCalled();
+    expect(pick).toHaveBeenCalledTimes(6);
     model.dispose();
   });
 });
