@@ -15,6 +15,7 @@ import {checkpointConfig, pretrainedWriter} from '../../converters/index';
 import {adapterWriter} from '../../converters/lora_adapter';
 import {keepBeside, sameDir} from '../../converters/model_dir';
 import {LoraConfig, mergeLora} from '../../layers/lora';
+import {gpuBufferLimits} from '../../ops/gpu_limits';
 import {parameterCount} from '../config';
 import {type PretrainedOptions, RecurrentGemmaForCausalLM} from '../model';
 import {tf} from '../tf';
@@ -127,6 +128,7 @@ export async function finetune(o: FinetuneOptions): Promise<FinetuneResult> {
     config,
     {batchSize: o.batchSize ?? 4, seqLen, lora: o.lora, weightBytes: (bits / 8) * parameterCount(config)},
     tf.getBackend(),
+    gpuBufferLimits(),
   );
   const model = await RecurrentGemmaForCausalLM.fromPretrained(o.model, o.load);
   try {
