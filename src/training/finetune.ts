@@ -56,6 +56,8 @@ export interface FinetuneOptions {
   seqLen?: number;
   gradAccum?: number;
   pack?: boolean;
+  /** Leave out lines of invalid UTF-8 in the data (counted, with a warning) instead of failing. */
+  skipBadLines?: boolean;
   warmupSteps?: number;
   weightDecay?: number;
   maxGradNorm?: number;
@@ -89,6 +91,7 @@ function describe(d: Dataset): string {
   const extra = [
     d.truncated && `${d.truncated} truncated`,
     d.dropped && `${d.dropped} dropped (nothing to train after truncation)`,
+    d.skipped && `warning: ${d.skipped} line${d.skipped > 1 ? 's' : ''} of invalid UTF-8 skipped`,
   ].filter(Boolean);
   return `${d.file}: ${d.records} records, ${d.examples.length} rows, ${d.targets} target tokens${extra.length ? ` (${extra.join(', ')})` : ''}`;
 }
@@ -115,9 +118,9 @@ export async function finetune(o: FinetuneOptions): Promise<FinetuneResult> {
 
   // All data is read and checked before the (slow) model load, so a bad line fails fast.
   const seqLen = o.seqLen ?? 512;
-  const trainData = loadJsonl(o.data, tokenizer, {seqLen});
+  const trainData = loadJsonl(o.data, tokenizer, {seqLen, skipBadLines: o.skipBadLines});
   log(describe(trainData));
-  const evalData = o.eval ? loadJsonl(o.eval, tokenizer, {seqLen}) : null;
+  const evalData = o.eval ? loadJsonl(o.eval, tokenizer, {seqLen, skipBadLines: o.skipBadLines}) : null;
   if (evalData) log(describe(evalData));
 
   // The LoRA rank and a floor on the memory, from the config alone, before the model is built.
