@@ -9,6 +9,7 @@
  * a lower bound (the score matrices it must hold) instead.
  *   npx tsx bench/windowed_memory.ts --t 2000,5000            # tiny-a, before and after, a table on stdout
  *   npx tsx bench/windowed_memory.ts --models tiny,small --t 1024,4096,16384 --max-gb 6 --json out.json
+ *   npx tsx bench/windowed_memory.ts --models small --modes step --variants after --t 1024   # one case
  * Internal: `one MODEL before|after forward|step T` runs one measured child and prints its JSON line.
  */
 import {spawnSync} from 'child_process';
@@ -39,6 +40,8 @@ interface Row {
   seconds: number | null;
   /** Only on cases not run: the estimated peak tensor bytes and the score matrices' bytes alone. */
   skipped?: {estimatedPeakMB: number; lowerBoundMB: number; reason: string};
+  /** A case that ran and failed: its last line of stderr. */
+  error?: string;
 }
 
 function tokens(t: number): number[][] {
@@ -98,6 +101,7 @@ async function main(): Promise<void> {
   const lengths = (arg('--t') ?? '2000,5000').split(',').map(Number);
   const models = (arg('--models') ?? 'tiny').split(',');
   const variants = (arg('--variants') ?? 'before,after').split(',') as Variant[];
+  const modes = (arg('--modes') ?? 'forward,step').split(',') as Mode[];
   const maxGB = Number(arg('--max-gb') ?? '6');
   const json = arg('--json');
   for (const m of models) if (MODELS[m] == null) throw new Error(`unknown model ${m} (tiny, small)`);
@@ -120,7 +124,7 @@ async function main(): Promise<void> {
   };
   for (const m of models) {
     const {heads, attnLayers} = await shape(m);
-    for (const mode of ['forward', 'step'] as const) {
+    for (const mode of modes) {
       for (const t of lengths) {
         for (const variant of variants) {
           const scoresMB = (heads * t * t * 4) / 1e6;
@@ -140,13 +144,17 @@ async function main(): Promise<void> {
               encoding: 'utf8',
               maxBuffer: 1 << 20,
             });
-            if (r.status !== 0)
-              throw new Error(`${m} ${variant} ${mode} t=${t} failed: ${r.stderr.trim().split('\n').pop()}`);
-            row = JSON.parse(r.stdout.trim().split('\n').pop()!) as Row;
+            if (r.status === 0) row = JSON.parse(r.stdout.trim().split('\n').pop()!) as Row;
+            else {
+              // Recorded, not fatal: the other cases still run (tf.profile itself fails on very long runs).
+              const error = r.stderr.trim().split('\n').pop() ?? `exit ${r.status}`;
+              row = {model: m, variant, mode, t, peakTensorMB: null, maxRssMB: null, seconds: null, error};
+            }
           }
           rows.push(row);
           const what = `${m.padEnd(5)} ${variant.padEnd(6)} ${mode.padEnd(7)} t=${String(t).padStart(5)}`;
-          if (row.skipped) {
+          if (row.error != null) console.log(`${what}  failed: ${row.error}`);
+          else if (row.skipped) {
             const s = row.skipped;
             console.log(`${what}  not run: estimated ${s.estimatedPeakMB} MB (scores alone ${s.lowerBoundMB} MB)`);
           } else {
