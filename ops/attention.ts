@@ -4,6 +4,7 @@
  *   const bias = attentionBias(b, t, t, windowSize, null, info.segment, info.segment);   // [b, 1, t, s]
  *   const out = attend(qr, k, v, bias);   // [b, t, H * hd], before o_proj
  *   const same = attendLocal(qr, k, v, windowSize, null, info.segment, info.segment);   // in blocks past 2 windows
+ *   setAttentionBlocks(false);   // benchmarks only: attendLocal falls back to the [t, s] scores
  *
  * q: [b, t, H, hd]; k, v: [b, s, K, hd] (s = t, or cache + t when decoding); query head h uses
  * key/value head floor(h / (H/K)). A query at i sees keys j with i - W <= j <= i, in the same
@@ -85,6 +86,16 @@ export function attend(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, bias: tf.Tensor
   });
 }
 
+let blocksOn = true;
+
+/**
+ * Turns the blocks of attendLocal off (or back on), so that a benchmark can measure the memory of
+ * the plain [t, s] scores it replaces; the results are the same either way.
+ */
+export function setAttentionBlocks(on: boolean): void {
+  blocksOn = on;
+}
+
 /** Queries per block of attendLocal: a window's worth, at least 128 (fewer, larger matmuls). */
 export function queryBlock(windowSize: number): number {
   return Math.max(windowSize, 128);
@@ -107,7 +118,7 @@ export function attendLocal(
   const [b, t] = q.shape;
   const s = k.shape[1]!;
   const B = queryBlock(windowSize);
-  if (t < 2 * B || s <= B + windowSize) {
+  if (!blocksOn || t < 2 * B || s <= B + windowSize) {
     return tf.tidy(() => attend(q, k, v, attentionBias(b, t, s, windowSize, keyValid, querySeg, keySeg)));
   }
   const off = s - t;

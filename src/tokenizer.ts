@@ -13,7 +13,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import {type HubOptions, isHubId, resolveSource} from '../converters/hub';
-import {renderChatTemplate} from './tokenizer/chat_template';
+import {parseChatTemplate, renderChatTemplate} from './tokenizer/chat_template';
 import {Codec, hfTokenizer, PieceInfo, TokenizerConfigJson} from './tokenizer/hf_json';
 import {
   decodeModelProto,
@@ -386,6 +386,30 @@ function readTokenizerConfig(dir: string): TokenizerConfigJson {
   if (!fs.existsSync(file)) return {};
   const j = readJson(file, 'tokenizer config');
   if (j == null || typeof j !== 'object' || Array.isArray(j)) throw new Error(`${file}: not a JSON object`);
+  const c = j as Record<string, unknown>;
+  const bad = (key: string, want: string) =>
+    new Error(`${file}: ${key} is ${JSON.stringify(c[key])?.slice(0, 40)}, not ${want}`);
+  if (c.add_bos_token != null && typeof c.add_bos_token !== 'boolean') throw bad('add_bos_token', 'true or false');
+  for (const k of ['bos_token', 'eos_token', 'pad_token', 'unk_token', 'mask_token']) {
+    const v = c[k] as {content?: unknown} | null | undefined;
+    if (v != null && typeof v !== 'string' && typeof v?.content !== 'string') throw bad(k, 'a string or {content}');
+  }
+  const ct = c.chat_template;
+  const templates =
+    typeof ct === 'string'
+      ? [ct]
+      : Array.isArray(ct) && ct.every((t) => typeof t?.template === 'string')
+        ? ct.map((t) => t.template as string)
+        : null;
+  if (ct != null && templates == null) throw bad('chat_template', 'a string or a list of {name, template}');
+  // A template that does not parse is found now, naming the file, not at the first chat.
+  for (const t of templates ?? []) {
+    try {
+      parseChatTemplate(t);
+    } catch (e) {
+      throw new Error(`${file}: ${(e as Error).message}`);
+    }
+  }
   return j as TokenizerConfigJson;
 }
 

@@ -62,6 +62,7 @@ interface Flags extends DtypeFlags, HubFlags {
   seqLen: number;
   gradAccum: number;
   pack?: boolean;
+  skipBadLines?: boolean;
   warmupSteps?: number;
   weightDecay?: number;
   maxGradNorm?: number;
@@ -112,6 +113,7 @@ export function register(program: Command): void {
     )
     .option('--grad-accum <n>', 'micro-batches per optimizer step', int('--grad-accum', 1, OPTION_LIMITS.gradAccum), 1)
     .option('--pack', 'pack several examples into each row (they do not see each other)')
+    .option('--skip-bad-lines', 'leave out data lines of invalid UTF-8 (counted, with a warning) instead of failing')
     .option(
       '--warmup-steps <n>',
       'linear warmup before the cosine decay (default 5% of the steps)',
@@ -196,6 +198,7 @@ async function run(f: Flags): Promise<void> {
       seqLen: f.seqLen,
       gradAccum: f.gradAccum,
       pack: f.pack,
+      skipBadLines: f.skipBadLines,
       warmupSteps: f.warmupSteps,
       weightDecay: f.weightDecay,
       maxGradNorm: f.maxGradNorm,

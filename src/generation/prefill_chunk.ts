@@ -2,6 +2,7 @@
  * How many prompt steps prefill runs in one parallel pass when the caller does not say.
  *   const chunk = defaultPrefillChunk(config, b);                    // for tf.getBackend()
  *   defaultPrefillChunk(config, 1, 'wasm') === DEFAULT_PREFILL_CHUNK;   // 512 on host backends
+ *   const biggest = prefillTensors(config, 1, 4096);   // [what, bytes] of one pass's largest tensors
  *
  * On the cpu and wasm backends 512 (DEFAULT_PREFILL_CHUNK): the attention scores of a chunk cost
  * t * (t + W) per head, and longer chunks buy little on a host backend. On webgpu every chunk
@@ -32,4 +33,19 @@ export function defaultPrefillChunk(
     if (scores <= GPU_TRANSIENT_BYTES && mlp <= GPU_TRANSIENT_BYTES) return c;
   }
   return DEFAULT_PREFILL_CHUNK;
+}
+
+/**
+ * The largest single tensors of one prefill pass of c steps over b rows (float32): the attention
+ * scores of the chunk against its window, the MLP's activations and the logits of the last step
+ * (the weights are already on the device). [what, bytes], for checkGpuBuffers (src/util/limits.ts).
+ */
+export function prefillTensors(config: RecurrentGemmaConfig, b: number, c: number): Array<[string, number]> {
+  const H = config.num_attention_heads,
+    W = config.attention_window_size;
+  return [
+    [`the attention scores of a prefill chunk of ${c} steps x ${b} rows`, 4 * b * H * c * (c + W)],
+    [`the MLP activations of a prefill chunk of ${c} steps x ${b} rows`, 4 * b * c * config.intermediate_size],
+    [`the logits of ${b} rows`, 4 * b * config.vocab_size],
+  ];
 }

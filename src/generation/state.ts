@@ -14,10 +14,12 @@
 import * as tf from '@tensorflow/tfjs';
 import {readHeader, readTensor, writeSafetensors} from '../../converters/safetensors';
 import type {LayerState} from '../../layers/model_layers';
+import {gpuBufferLimits} from '../../ops/gpu_limits';
 import type {CausalLMCore} from '../core/model';
 import {FusedDecoder, fusedDecoderFor} from '../engines/webgpu_decode';
 import {checkIdRange, IdsLike, idRows} from '../util/ids';
-import {DEFAULT_PREFILL_CHUNK, defaultPrefillChunk} from './prefill_chunk';
+import {checkGpuBuffers, type GpuBufferLimits} from '../util/limits';
+import {DEFAULT_PREFILL_CHUNK, defaultPrefillChunk, prefillTensors} from './prefill_chunk';
 
 const FORMAT = 'griffin-generation-state';
 const FORMAT_VERSION = '1';
@@ -31,6 +33,8 @@ export interface PrefillOptions {
   state?: GenerationState | null;
   /** Longest piece of the prompt run at once (default: 512 on host backends, longer on webgpu: prefill_chunk.ts). */
   chunkSize?: number;
+  /** The WebGPU adapter's buffer limits the chunk is checked against (default: the running device's; null: none). */
+  gpuLimits?: GpuBufferLimits | null;
 }
 
 type Tensors = Record<string, tf.Tensor>;
@@ -373,6 +377,9 @@ export function prefill(model: CausalLMCore, inputIds: IdsLike, opts: PrefillOpt
     throw new Error(`prefill: the state has ${prev.batchSize} rows, inputIds ${b}`);
   const chunk = opts.chunkSize ?? defaultPrefillChunk(model.config, b);
   if (!Number.isInteger(chunk) || chunk < 1) throw new Error(`chunkSize must be an integer >= 1, got ${chunk}`);
+  const gpu = opts.gpuLimits !== undefined ? opts.gpuLimits : gpuBufferLimits();
+  if (gpu != null)
+    checkGpuBuffers(prefillTensors(model.config, b, Math.min(chunk, t)), gpu, 'lower chunkSize or the batch');
   const mask = opts.attentionMask != null ? idRows(opts.attentionMask, 'attentionMask', true) : null;
   const start = prev?.positions ?? Array(b).fill(0);
   if (mask != null) {

@@ -29,7 +29,8 @@ export interface RenderOptions {
 const oneLine = (s: string) => s.split('\n')[0];
 const parsed = new Map<string, Template>();
 
-export function renderChatTemplate(template: string, messages: TemplateMessage[], opts: RenderOptions = {}): string {
+/** Parses a template once (cached), throwing ChatTemplateError when it does not parse. */
+export function parseChatTemplate(template: string): Template {
   let t = parsed.get(template);
   if (t == null) {
     try {
@@ -39,6 +40,11 @@ export function renderChatTemplate(template: string, messages: TemplateMessage[]
     }
     parsed.set(template, t);
   }
+  return t;
+}
+
+export function renderChatTemplate(template: string, messages: TemplateMessage[], opts: RenderOptions = {}): string {
+  const t = parseChatTemplate(template);
   try {
     return t.render({
       ...opts.extra,

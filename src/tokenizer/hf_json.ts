@@ -86,6 +86,21 @@ export function hfTokenizer(
   config: TokenizerConfigJson,
   where = 'tokenizer.json',
 ): {codec: Codec; info: PieceInfo; config: TokenizerConfigJson} {
+  try {
+    return readHfTokenizer(json, config, where);
+  } catch (e) {
+    // A malformed field fails somewhere inside (a vocabulary that is no object, ids that are no
+    // integers): the message names the file either way.
+    const msg = (e as Error).message.split('\n')[0];
+    throw new Error(msg.startsWith(`${where}:`) ? msg : `${where}: ${msg}`);
+  }
+}
+
+function readHfTokenizer(
+  json: unknown,
+  config: TokenizerConfigJson,
+  where: string,
+): {codec: Codec; info: PieceInfo; config: TokenizerConfigJson} {
   const j = json as TokenizerJson;
   const model = j?.model;
   if (model == null || typeof model !== 'object' || model.vocab == null)
@@ -102,8 +117,17 @@ export function hfTokenizer(
     );
   const added = j.added_tokens ?? [];
   let size = 0;
-  for (const id of Object.values(model.vocab)) size = Math.max(size, id + 1);
-  for (const a of added) size = Math.max(size, a.id + 1);
+  const isId = (id: unknown) => Number.isInteger(id) && (id as number) >= 0 && (id as number) < 2 ** 24;
+  if (!Array.isArray(added)) throw new Error(`${where}: added_tokens is not a list`);
+  for (const [p, id] of Object.entries(model.vocab)) {
+    if (!isId(id)) throw new Error(`${where}: model.vocab['${p}'] is ${JSON.stringify(id)}, not a token id`);
+    size = Math.max(size, id + 1);
+  }
+  for (const a of added) {
+    if (a == null || !isId(a.id) || typeof a.content !== 'string')
+      throw new Error(`${where}: an added_tokens entry without an integer id and a content string`);
+    size = Math.max(size, a.id + 1);
+  }
   const pieces: string[] = new Array(size).fill('');
   const types: PieceType[] = new Array(size).fill(PieceType.UNUSED);
   for (const [p, id] of Object.entries(model.vocab)) {

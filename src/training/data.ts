@@ -52,6 +52,8 @@ export interface Dataset {
   dropped: number;
   /** Target tokens over all examples. */
   targets: number;
+  /** Lines of invalid UTF-8 left out (DataOptions.skipBadLines); 0 otherwise. */
+  skipped: number;
 }
 
 export interface DataOptions {
@@ -61,12 +63,17 @@ export interface DataOptions {
   addEos?: boolean;
   /** The model's vocabulary: a token id at or above it is an error naming the line. */
   vocabSize?: number;
+  /** Leave out lines of invalid UTF-8 (counted in Dataset.skipped) instead of failing on the first. */
+  skipBadLines?: boolean;
 }
 
 const ROLES = new Set(['user', 'model', 'system']);
 
-/** Parses and validates every line; the first bad line throws `file:line: why`. */
-export function parseJsonl(file: string): DataRecord[] {
+/**
+ * Parses and validates every line; the first bad line throws `file:line: why`. With skipBadLines,
+ * lines of invalid UTF-8 are left out instead, their line numbers pushed to `skipped`.
+ */
+export function parseJsonl(file: string, opts: {skipBadLines?: boolean; skipped?: number[]} = {}): DataRecord[] {
   let bytes: Buffer;
   try {
     bytes = fs.readFileSync(file);
@@ -77,7 +84,7 @@ export function parseJsonl(file: string): DataRecord[] {
       file,
     );
   }
-  let text = decodeUtf8(bytes, file);
+  let text = decodeUtf8(bytes, file, opts.skipBadLines ? (opts.skipped ?? []) : null);
   if (text.charCodeAt(0) === 0xfeff) text = text.slice(1);
   const out: DataRecord[] = [];
   const lines = text.split(/\r?\n/);
@@ -89,23 +96,35 @@ export function parseJsonl(file: string): DataRecord[] {
   return out;
 }
 
-/** The text of a UTF-8 file; invalid UTF-8 (which a lenient read would turn into U+FFFD) fails naming its line. */
-function decodeUtf8(bytes: Buffer, file: string): string {
+/**
+ * The text of a UTF-8 file; invalid UTF-8 (which a lenient read would turn into U+FFFD) fails
+ * naming its line, or with `skipped` given, such lines become empty (numbers kept) and are listed there.
+ */
+function decodeUtf8(bytes: Buffer, file: string, skipped: number[] | null): string {
   try {
     return new TextDecoder('utf-8', {fatal: true, ignoreBOM: true}).decode(bytes);
   } catch {
-    const strict = new TextDecoder('utf-8', {fatal: true});
+    const strict = new TextDecoder('utf-8', {fatal: true, ignoreBOM: true});
+    const lines: string[] = [];
     for (let start = 0, line = 1; start <= bytes.length; line++) {
       const nl = bytes.indexOf(0x0a, start);
       const end = nl < 0 ? bytes.length : nl;
       try {
-        strict.decode(bytes.subarray(start, end));
+        lines.push(strict.decode(bytes.subarray(start, end)));
       } catch {
-        throw new DataError(`${file}:${line}: not valid UTF-8 (the file must be UTF-8 text)`, file, line);
+        if (skipped == null)
+          throw new DataError(
+            `${file}:${line}: not valid UTF-8 (the file must be UTF-8 text; --skip-bad-lines leaves such lines out)`,
+            file,
+            line,
+          );
+        skipped.push(line);
+        lines.push('');
       }
       start = end + 1;
     }
-    throw new DataError(`${file}: not valid UTF-8 (the file must be UTF-8 text)`, file);
+    if (skipped == null) throw new DataError(`${file}: not valid UTF-8 (the file must be UTF-8 text)`, file);
+    return lines.join('\n');
   }
 }
 
@@ -215,12 +234,15 @@ export function tokenizeRecords(records: DataRecord[], tok: GemmaTokenizer, file
     truncated,
     dropped,
     targets: examples.reduce((s, e) => s + countTargets([e.labels]), 0),
+    skipped: 0,
   };
 }
 
 /** parseJsonl + tokenizeRecords: the whole file is checked before anything is returned. */
 export function loadJsonl(file: string, tok: GemmaTokenizer, opts: DataOptions): Dataset {
-  return tokenizeRecords(parseJsonl(file), tok, file, opts);
+  const skipped: number[] = [];
+  const data = tokenizeRecords(parseJsonl(file, {skipBadLines: opts.skipBadLines, skipped}), tok, file, opts);
+  return {...data, skipped: skipped.length};
 }
 
 export interface Batch {

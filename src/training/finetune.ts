@@ -15,6 +15,7 @@ import {checkpointConfig, pretrainedWriter} from '../../converters/index';
 import {adapterWriter} from '../../converters/lora_adapter';
 import {keepBeside, sameDir} from '../../converters/model_dir';
 import {LoraConfig, mergeLora} from '../../layers/lora';
+import {gpuBufferLimits} from '../../ops/gpu_limits';
 import {parameterCount} from '../config';
 import {type PretrainedOptions, RecurrentGemmaForCausalLM} from '../model';
 import {tf} from '../tf';
@@ -55,6 +56,8 @@ export interface FinetuneOptions {
   seqLen?: number;
   gradAccum?: number;
   pack?: boolean;
+  /** Leave out lines of invalid UTF-8 in the data (counted, with a warning) instead of failing. */
+  skipBadLines?: boolean;
   warmupSteps?: number;
   weightDecay?: number;
   maxGradNorm?: number;
@@ -88,6 +91,7 @@ function describe(d: Dataset): string {
   const extra = [
     d.truncated && `${d.truncated} truncated`,
     d.dropped && `${d.dropped} dropped (nothing to train after truncation)`,
+    d.skipped && `warning: ${d.skipped} line${d.skipped > 1 ? 's' : ''} of invalid UTF-8 skipped`,
   ].filter(Boolean);
   return `${d.file}: ${d.records} records, ${d.examples.length} rows, ${d.targets} target tokens${extra.length ? ` (${extra.join(', ')})` : ''}`;
 }
@@ -114,9 +118,9 @@ export async function finetune(o: FinetuneOptions): Promise<FinetuneResult> {
 
   // All data is read and checked before the (slow) model load, so a bad line fails fast.
   const seqLen = o.seqLen ?? 512;
-  const trainData = loadJsonl(o.data, tokenizer, {seqLen});
+  const trainData = loadJsonl(o.data, tokenizer, {seqLen, skipBadLines: o.skipBadLines});
   log(describe(trainData));
-  const evalData = o.eval ? loadJsonl(o.eval, tokenizer, {seqLen}) : null;
+  const evalData = o.eval ? loadJsonl(o.eval, tokenizer, {seqLen, skipBadLines: o.skipBadLines}) : null;
   if (evalData) log(describe(evalData));
 
   // The LoRA rank and a floor on the memory, from the config alone, before the model is built.
@@ -127,6 +131,7 @@ export async function finetune(o: FinetuneOptions): Promise<FinetuneResult> {
     config,
     {batchSize: o.batchSize ?? 4, seqLen, lora: o.lora, weightBytes: (bits / 8) * parameterCount(config)},
     tf.getBackend(),
+    gpuBufferLimits(),
   );
   const model = await RecurrentGemmaForCausalLM.fromPretrained(o.model, o.load);
   try {

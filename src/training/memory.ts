@@ -2,17 +2,20 @@
  * What a fine-tuning job needs before it is started: the LoRA rank the targeted layers allow and
  * a floor on the memory it will hold, checked against the backend's limit up front.
  *   checkTrainingFits(config, {batchSize: 4, seqLen: 512, lora: {rank: 8}}, 'cpu');   // throws with the numbers
+ *   checkTrainingFits(config, {batchSize: 4, seqLen: 512}, 'webgpu', {maxBufferSize: 2 ** 28, maxStorageBufferBindingSize: 2 ** 27});
  *
  * The estimate counts only what cannot be avoided: the weights, the gradient and AdamW's two
  * moments of every trainable value, and the logits of a micro-batch with their gradient. The
  * layers' activations come on top, so a job refused here could never run; one let through may
- * still be too big.
+ * still be too big. On webgpu the largest single tensors of a step (the logits, the MLP's
+ * activations, a block of attention scores) must each also fit the adapter's largest buffer.
  */
 import * as os from 'os';
 import {configTensors} from '../../converters/config_tensors';
 import {LORA_TARGETS, type LoraConfig} from '../../layers/lora';
+import {queryBlock} from '../../ops/attention';
 import {parameterCount, type RecurrentGemmaConfig} from '../config';
-import {WASM_HEAP_BYTES} from '../util/limits';
+import {checkGpuBuffers, type GpuBufferLimits, WASM_HEAP_BYTES} from '../util/limits';
 
 /** The targeted Linear layers: name -> [out, in]. */
 function targetedLinears(config: RecurrentGemmaConfig, targets: readonly string[]): Map<string, number[]> {
@@ -75,11 +78,26 @@ function machineMemory(): number {
 
 const gib = (n: number) => `${(n / 2 ** 30).toFixed(1)} GiB`;
 
-/** Refuses a job whose floor exceeds the backend's memory (wasm's 4 GiB heap, else the machine's), naming the numbers. */
+/** The largest single float32 tensors of a training step over [b, t] tokens: [what, bytes]. */
+export function largestStepTensors(config: RecurrentGemmaConfig, b: number, t: number): Array<[string, number]> {
+  const W = config.attention_window_size,
+    B = Math.min(queryBlock(W), t);
+  return [
+    [`the logits of --batch-size ${b} x --seq-len ${t}`, 4 * b * t * config.vocab_size],
+    [`the MLP activations of --batch-size ${b} x --seq-len ${t}`, 4 * b * t * config.intermediate_size],
+    ['a block of attention scores', 4 * b * config.num_attention_heads * B * Math.min(B + W, t)],
+  ];
+}
+
+/**
+ * Refuses a job whose floor exceeds the backend's memory (wasm's 4 GiB heap, else the machine's),
+ * or on webgpu (given the adapter's limits) one whose largest tensor exceeds a GPU buffer, naming the numbers.
+ */
 export function checkTrainingFits(
   config: RecurrentGemmaConfig,
   o: {batchSize: number; seqLen: number; lora?: LoraConfig | null; weightBytes?: number},
   backend: string,
+  gpu: GpuBufferLimits | null = null,
 ): TrainingBytes {
   if (o.lora != null) checkLoraRank(config, o.lora);
   const b = trainingBytes(config, o);
@@ -90,6 +108,13 @@ export function checkTrainingFits(
       `this fine-tuning needs at least ${gib(b.total)} (weights ${gib(b.weights)}, gradients and optimizer ${gib(b.optimizer)}, ` +
         `logits of --batch-size ${o.batchSize} x --seq-len ${o.seqLen} ${gib(b.logits)}), more than ${what} (${gib(limit)}): ` +
         'lower --batch-size or --seq-len (--grad-accum keeps the batch), or use --lora-rank',
+    );
+  }
+  if (backend === 'webgpu' && gpu != null) {
+    checkGpuBuffers(
+      largestStepTensors(config, o.batchSize, o.seqLen),
+      gpu,
+      'lower --batch-size or --seq-len (--grad-accum keeps the batch)',
     );
   }
   return b;

@@ -1,8 +1,9 @@
 /**
- * Limits checked before anything is allocated: the backends' (wasm's heap), a config's sizes, and
- * the bounds of every command-line option that sizes work.
+ * Limits checked before anything is allocated: the backends' (wasm's heap, a WebGPU adapter's
+ * largest buffer), a config's sizes, and the bounds of every command-line option that sizes work.
  *   const fits = model.weightBytes() <= WASM_MAX_WEIGHT_BYTES;
  *   if (config.num_hidden_layers > CONFIG_LIMITS.num_hidden_layers) throw new Error('too deep');
+ *   checkGpuBuffers([['the logits', 3e9]], {maxBufferSize: 2 ** 31, maxStorageBufferBindingSize: 2 ** 31}, 'lower --seq-len');   // throws
  */
 
 /**
@@ -50,3 +51,26 @@ export const OPTION_LIMITS = {
   loraRank: 2 ** 15,
   seed: 2 ** 32 - 1,
 } as const;
+
+/** A WebGPU adapter's limits on one buffer (GPUSupportedLimits' two fields). */
+export interface GpuBufferLimits {
+  maxBufferSize: number;
+  maxStorageBufferBindingSize: number;
+}
+
+/**
+ * Refuses, naming the numbers, when one of the named buffers would exceed what the WebGPU
+ * adapter allows for one buffer (the smaller of its two limits: every tensor is bound as storage).
+ * buffers: [what it is, bytes]; advice: what the user can change, appended to the message.
+ */
+export function checkGpuBuffers(buffers: Array<[string, number]>, limits: GpuBufferLimits, advice: string): void {
+  const most = Math.min(limits.maxBufferSize, limits.maxStorageBufferBindingSize);
+  const [name, bytes] = buffers.reduce((a, c) => (c[1] > a[1] ? c : a));
+  if (bytes > most) {
+    const mib = (n: number) => `${(n / 2 ** 20).toFixed(1)} MiB`;
+    throw new Error(
+      `${name} needs one GPU buffer of ${mib(bytes)}, more than the WebGPU adapter allows ` +
+        `(maxBufferSize ${mib(limits.maxBufferSize)}, maxStorageBufferBindingSize ${mib(limits.maxStorageBufferBindingSize)}): ${advice}`,
+    );
+  }
+}
