@@ -257,7 +257,8 @@ function gemvDispatch(
     (r * P * spec.B + (spec.norm ? spec.B : 0)) * T * 4 <= limit.maxComputeWorkgroupStorageSize;
   while (R > 1 && !fits(R)) R = R >> 1;
   if (!fits(R)) throw new Error(`fused decode: no GEMV tiling for ${name}`);
-  const full: GemvSpec = {...spec, R, T, U: gemvUnroll(spec.B), words: gemvWords(fmt, spec.IN, T)};
+  const compact = fmt.dtype !== 'float32';
+  const full: GemvSpec = {...spec, R, T, U: gemvUnroll(spec.B, compact), words: gemvWords(fmt, spec.IN, T, spec.B)};
   const nwg = gemvRows(full) / R;
   const gx = Math.min(nwg, limit.maxComputeWorkgroupsPerDimension);
   const bytes = spec.segments.reduce((a, n) => a + matrixBytes(fmt, n, spec.IN), 0) * P;

@@ -35,8 +35,11 @@ export function gemvMaxRows(): number {
  * GEMV strides per loop trip (loads in flight): 2 up to 4 rows, 4 up to 8 (see
  * bench/results/NOTES.md); above 8 rows the accumulators would crowd the registers: 1.
  */
-export function gemvUnroll(B: number): number {
-  return fusedTuning.unroll || envInt('GRIFFIN_FUSED_UNROLL') || (B <= 4 ? 2 : B <= 8 ? 4 : 1);
+export function gemvUnroll(B: number, compact = false): number {
+  const set = fusedTuning.unroll || envInt('GRIFFIN_FUSED_UNROLL');
+  if (set) return set;
+  // Compact weights past 4 rows: 2 (their loads are wider; see bench/results/NOTES.md).
+  return B <= 4 || compact ? (B <= 16 ? 2 : 1) : B <= 8 ? 4 : 1;
 }
 
 /**
@@ -44,14 +47,16 @@ export function gemvUnroll(B: number): number {
  * values and divide the input width; by default the widest such load that still leaves every
  * one of T threads a load per row, else the narrowest. Throws when no load fits the width.
  */
-export function gemvWords(fmt: WeightFormat, IN: number, T: number): number {
+export function gemvWords(fmt: WeightFormat, IN: number, T: number, B = 1): number {
   if (fmt.dtype === 'float32') return 1;
   const k = valuesPerWord(fmt);
   const ok = [4, 2, 1].filter((w) => (w * k) % 4 === 0 && IN % (w * k) === 0);
   if (ok.length === 0) throw new Error(`fused decode: width ${IN} does not split into ${fmt.dtype} loads`);
   const want = fusedTuning.words || envInt('GRIFFIN_FUSED_WORDS');
   if (want && ok.includes(want)) return want;
-  return ok.find((w) => IN / (w * k) >= T) ?? ok[ok.length - 1];
+  // Past 4 rows, at most 2 words: the rows' accumulators and x loads crowd the registers.
+  const fits = B > 4 ? ok.filter((w) => w <= 2) : ok;
+  return fits.find((w) => IN / (w * k) >= T) ?? fits[fits.length - 1] ?? ok[ok.length - 1];
 }
 
 /** Ring slots per attention workgroup (default 16): short chunks spread a short context over more of the GPU. */
@@ -60,8 +65,8 @@ export function attnChunkSlots(): number {
 }
 
 /**
- * The RG-LRU kernel's shape: 32 channels per workgroup (64 for wide heads; GRIFFIN_FUSED_LRU_CHANNELS
- * sets it) and as many input slices (default 8, then 4, 2, 1) as fit in 256 invocations and in
+ * The RG-LRU kernel's shape: 32 channels per workgroup (16 for heads of 128+ channels;
+ * GRIFFIN_FUSED_LRU_CHANNELS sets it) and as many input slices (default 8, then 4, 2, 1) as fit in 256 invocations and in
  * workgroup memory.
  */
 export function rgLruPlan(
@@ -73,10 +78,11 @@ export function rgLruPlan(
   sharedLimit: number,
 ): RgLruSpec {
   const bw = E / H;
+  // Wide heads: 16 channels per workgroup (more workgroups; 64 left the 2B shape at 40 per layer).
   const CC =
     fusedTuning.lruChannels ||
     envInt('GRIFFIN_FUSED_LRU_CHANNELS') ||
-    Math.min(64, Math.max(32, Math.ceil(bw / 32) * 32));
+    (bw >= 128 ? 16 : Math.min(64, Math.max(32, Math.ceil(bw / 32) * 32)));
   const want = fusedTuning.lruSlices || envInt('GRIFFIN_FUSED_LRU_SLICES') || 8;
   for (let JS = want; JS >= 1; JS = Math.floor(JS / 2)) {
     const spec = {B, E, H, W, CC, JS, step};
