@@ -54,7 +54,9 @@ test('invalid UTF-8 in JSONL: refused naming file:line (a lenient read would tra
     file,
     Buffer.concat([ok, Buffer.from('{"text": "caf'), Buffer.from([0xc3, 0x28]), Buffer.from('"}\n')]),
   );
-  expect(() => parseJsonl(file)).toThrow(`${file}:3: not valid UTF-8 (the file must be UTF-8 text)`);
+  expect(() => parseJsonl(file)).toThrow(
+    `${file}:3: not valid UTF-8 (the file must be UTF-8 text; --skip-bad-lines leaves such lines out)`,
+  );
   // Valid multi-byte text (and a BOM) still reads.
   fs.writeFileSync(file, Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from('{"text": "café – ü"}\n')]));
   expect(parseJsonl(file)).toEqual([{kind: 'text', text: 'café – ü', line: 1}]);
