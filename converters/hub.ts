@@ -19,37 +19,13 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import type {OnProgress} from '../src/util/progress';
+import {HubError, type HubOptions, type HubWant, looksLikeHubId} from './hub_ids';
 
-export interface HubOptions {
-  /** A branch, tag or commit hash (default 'main'). */
-  revision?: string;
-  /** An access token (hf_...); default HF_TOKEN, else the token file `huggingface-cli login` wrote. */
-  token?: string;
-  /** The Hub's address (default HF_ENDPOINT, else https://huggingface.co). */
-  hubUrl?: string;
-  /** The cache folder (default HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub). */
-  cacheDir?: string;
-  /** Use the cache only, no network (default: HF_HUB_OFFLINE is 1/true/yes/on). */
-  offline?: boolean;
-  /** Bytes downloaded of the bytes to download ({unit: 'bytes', name: file}). */
-  onProgress?: OnProgress;
-}
-
-/** Which files a load needs: the model's (config, weights, adapter files) and/or the tokenizer's. */
-export interface HubWant {
-  weights?: boolean;
-  tokenizer?: boolean;
-}
-
-/** A Hub failure a user can act on (one line). */
-export class HubError extends Error {}
-
-/** A Hub model id of the form owner/name (the form this package takes; names as the Hub allows them). */
-export const HUB_REPO_ID = /^[A-Za-z0-9][\w.-]*\/[A-Za-z0-9][\w.-]*$/;
+export {HUB_REPO_ID, HubError, type HubOptions, type HubWant} from './hub_ids';
 
 /** Whether `source` names a Hub repo rather than a local path: owner/name, and no such path exists. */
 export function isHubId(source: string): boolean {
-  return HUB_REPO_ID.test(source) && !source.includes('..') && !source.endsWith('.') && !fs.existsSync(source);
+  return looksLikeHubId(source) && !fs.existsSync(source);
 }
 
 const COMMIT = /^[0-9a-f]{40}$/;

@@ -12,34 +12,12 @@
  * their commit URL, which never changes; a revision's own URL is kept too, so that a page loads
  * the last commit it saw when the network is down. No HF_* variables here: pass the options.
  */
-import type {OnProgress} from '../util/progress';
+import {HubError, type HubOptions, type HubWant, looksLikeHubId} from '../../converters/hub_ids';
 
-export interface HubOptions {
-  /** A branch, tag or commit hash (default 'main'). */
-  revision?: string;
-  /** An access token (hf_...) for a gated or private repo. */
-  token?: string;
-  /** The Hub's address (HF_ENDPOINT's counterpart; default https://huggingface.co). */
-  hubUrl?: string;
-  /** Not used in a page (the Cache API is the cache). */
-  cacheDir?: string;
-  /** The Cache API only, no network. */
-  offline?: boolean;
-  /** Bytes fetched of the shards ({unit: 'bytes'}). */
-  onProgress?: OnProgress;
-}
-
-export interface HubWant {
-  weights?: boolean;
-  tokenizer?: boolean;
-}
-
-export class HubError extends Error {}
-
-export const HUB_REPO_ID = /^[A-Za-z0-9][\w.-]*\/[A-Za-z0-9][\w.-]*$/;
+export {HUB_REPO_ID, HubError, type HubOptions, type HubWant} from '../../converters/hub_ids';
 
 export function isHubId(source: string): boolean {
-  return HUB_REPO_ID.test(source) && !source.includes('..') && !source.endsWith('.');
+  return looksLikeHubId(source);
 }
 
 const CACHE = 'griffin-hub';
