@@ -2,7 +2,8 @@
  * `griffin serve` under load: N concurrent streaming clients against one server, for each N of
  * --clients, next to a single stream. Per level: total completion tokens/s, time to first token
  * (TTFT) and per-token latency (a request's (last chunk - first chunk) / (tokens - 1)), p50/p99,
- * and the gaps between chunks (ITL). Prints JSON (--out FILE writes it too).
+ * the gaps between chunks (ITL), the batch's decode pace (clients / per-token p50: total tok/s
+ * also counts the prefills) and, from the server's /health, the rows per decode step. Prints JSON (--out FILE writes it too).
  *   npx tsx bench/serve.ts --backend wasm --clients 1,2,4,8 --max-tokens 64 --out r.json
  *   npx tsx bench/serve.ts --url http://127.0.0.1:8080 --clients 1,32   # a server already running
  *
@@ -134,6 +135,7 @@ async function level(
   prompt: (k: number) => string | number[],
   key?: string,
 ) {
+  const before = await health(url);
   const t0 = performance.now();
   const results: RequestResult[] = [];
   await Promise.all(
@@ -145,6 +147,7 @@ async function level(
     }),
   );
   const wall = (performance.now() - t0) / 1000;
+  const after = await health(url);
   const tokens = results.reduce((n, r) => n + r.tokens, 0);
   const ttft = results.map((r) => r.ttftMs);
   const perTok = results.flatMap((r) => (r.perTokenMs == null ? [] : [r.perTokenMs]));
@@ -156,6 +159,15 @@ async function level(
     wallSeconds: round(wall),
     totalTokensPerSec: round(tokens / wall),
     perStreamTokensPerSec: round(perTok.length ? 1000 / quantile(perTok, 0.5)! : null),
+    // The batch's pace while its streams decode (prefills of joining requests excluded where they
+    // fall between a stream's first and last token): clients x one stream's tokens/s.
+    decodeTokensPerSec: round(perTok.length ? (clients * 1000) / quantile(perTok, 0.5)! : null),
+    // From the server's /health: tokens per decode step (rows that took part) and its engine's rows.
+    rowsPerStep:
+      before && after && after.steps > before.steps
+        ? round((after.tokens - before.tokens) / (after.steps - before.steps))
+        : null,
+    engineRows: after?.engineRows ?? null,
     ttftMs: {p50: round(quantile(ttft, 0.5)), p99: round(quantile(ttft, 0.99))},
     perTokenMs: {p50: round(quantile(perTok, 0.5)), p99: round(quantile(perTok, 0.99))},
     interChunkMs: {p50: round(quantile(gaps, 0.5)), p99: round(quantile(gaps, 0.99))},
@@ -219,6 +231,16 @@ async function serveRandom(args: Args): Promise<void> {
   model.dispose();
 }
 
+/** The server's scheduler counters (GET /health), or null when it does not answer. */
+async function health(url: string): Promise<{steps: number; tokens: number; engineRows?: number} | null> {
+  try {
+    const r = await fetch(`${url}/health`);
+    return r.ok ? ((await r.json()) as {steps: number; tokens: number; engineRows?: number}) : null;
+  } catch {
+    return null;
+  }
+}
+
 /** Starts the server (`griffin serve`, or this script with --child) and resolves with its URL once it prints it. */
 function startChild(args: string[], config: boolean): Promise<{url: string; child: ChildProcess}> {
   const entry = config ? [path.join(ROOT, 'bench/serve.ts'), '--child'] : [path.join(ROOT, 'src/cli.ts'), 'serve'];
@@ -274,8 +296,9 @@ async function main(): Promise<void> {
       console.error(`${n} clients: running ${n * requests} requests of ${maxTokens} tokens ...`);
       const r = await level(url, n, requests, maxTokens, prompt, args['api-key']);
       console.error(
-        `${n} clients: ${r.totalTokensPerSec} tok/s total, TTFT p50 ${r.ttftMs.p50} ms p99 ${r.ttftMs.p99} ms, ` +
-          `per token p50 ${r.perTokenMs.p50} ms p99 ${r.perTokenMs.p99} ms`,
+        `${n} clients: ${r.totalTokensPerSec} tok/s total (${r.decodeTokensPerSec} while decoding), ` +
+          `TTFT p50 ${r.ttftMs.p50} ms p99 ${r.ttftMs.p99} ms, per token p50 ${r.perTokenMs.p50} ms p99 ${r.perTokenMs.p99} ms, ` +
+          `${r.rowsPerStep} rows per step (engine rows ${r.engineRows})`,
       );
       out.push(r);
     }

@@ -11,6 +11,7 @@ import {FusedDecoder, fusedDecoderFor} from '../../src/engines/webgpu_decode';
 import {decodeStep, prefill} from '../../src/generation/state';
 import {RecurrentGemmaForCausalLM} from '../../src/model';
 import {type Job, Scheduler, type SequenceEvent} from '../../src/serve/scheduler';
+import {checkMaxBatch, slotBuckets} from '../../src/serve/slots';
 import {tf} from '../../src/tf';
 import {GemmaTokenizer} from '../../src/tokenizer';
 import {initNodeWebGPU} from '../../src/webgpu_node';
@@ -87,6 +88,16 @@ describeWebGPU('serve scheduler on webgpu (engine slots)', () => {
       st.dispose();
       one.dispose();
     }
+  }, 900_000);
+
+  test('--max-batch: past the engine rows (32) refused in one line; 4 rows fit', async () => {
+    await expect(checkMaxBatch(model, 33)).rejects.toThrow(
+      /^--max-batch 33: the webgpu decode engine holds at most 32 sequences$/,
+    );
+    await expect(checkMaxBatch(model, 4)).resolves.toBeUndefined();
+    expect(slotBuckets(32)).toEqual([1, 2, 4, 8, 16, 32]);
+    expect(slotBuckets(12)).toEqual([1, 2, 4, 8, 12]);
+    expect(slotBuckets(1)).toEqual([1]);
   }, 900_000);
 
   test('jobs joining and leaving at different steps each get their tokens alone (greedy, seeded, n = 2)', async () => {
