@@ -296,7 +296,12 @@ export class Scheduler {
       demand += p.job.n;
     }
     if (taken.length === 0) return;
-    slots.reserve(demand);
+    try {
+      slots.reserve(demand);
+    } catch (e) {
+      for (const p of taken) p.reject(e); // the engine could not be made: these jobs fail, the running ones go on
+      return;
+    }
     const groups: Pending[][] = [];
     const open = new Map<number, Pending[]>();
     for (const p of taken) {

@@ -242,6 +242,10 @@ export class SlotBatch {
       const layers = old.exportLayers();
       try {
         for (let s = 0; s < C; s++) if (this.live[s]) eng.importRow(s, layers, s);
+      } catch (e) {
+        eng.dispose(); // the old engine still holds every row
+        logits.tensor.dispose();
+        throw e;
       } finally {
         tf.dispose(layers.flatMap((l) => Object.values(l as unknown as Record<string, tf.Tensor>)));
       }
