@@ -17,10 +17,11 @@ import {
   type RunningServer,
   startServer,
 } from '../serve/server';
+import {checkMaxBatch} from '../serve/slots';
 import {addDtypeOptions, type DtypeFlags} from './dtype';
 import {defaultModelDir, loadModelDir} from './generate';
 import {addHubOptions, type HubFlags} from './hub';
-import {backendOption} from './usage';
+import {backendOption, UsageError} from './usage';
 
 const intIn =
   (what: string, min: number, max: number) =>
@@ -102,6 +103,12 @@ export function register(program: Command): void {
       const apiKey = o.apiKey ?? process.env.GRIFFIN_API_KEY ?? null;
       const {model, tok, dir} = await loadModelDir(o);
       const modelId = o.modelName ?? path.basename(path.resolve(dir ?? defaultModelDir()));
+      try {
+        await checkMaxBatch(model, o.maxBatch);
+      } catch (e) {
+        model.dispose();
+        throw new UsageError((e as Error).message);
+      }
       let srv: RunningServer;
       try {
         srv = await startServer({

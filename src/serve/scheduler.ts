@@ -6,19 +6,28 @@
  *   const sched = new Scheduler(model, tok, {maxBatch: 4, maxQueue: 16});
  *   await sched.submit({promptIds: [2, 651], n: 1, maxTokens: 8, temperature: 0, seed: 1, stop: [], logprobs: null, onEvent: (ev) => console.log(ev.text)});
  *
- * Each sequence has its own Sampler (choice i of a request draws from seed + i, as row i of
- * model.generate does) and its own stop-string matcher, so a request's tokens do not depend on
+ * Each sequence has its own sampling stream (choice i of a request draws from seed + i, as row i
+ * of model.generate does) and its own stop-string matcher, so a request's tokens do not depend on
  * what else runs beside it: they are those of the same request run alone. Log-probabilities are
  * the model's (log-softmax of the raw logits, before temperature or top-p).
+ *
+ * Two ways to hold the batch. On webgpu with the fused decode engine (slots.ts): each sequence
+ * keeps one row of a fixed-capacity engine from join to leave, tokens are drawn on the GPU by
+ * model.generate's rules and stream (Philox keyed by (seed, step)), and only the ids come back,
+ * plus the logits rows of sequences that asked for logprobs. Elsewhere (cpu, wasm, tfjs ops): the
+ * rows of one GenerationState, concatenated on join and selected on leave, sampled on the host
+ * (greedy batches by the row argmax where the backend has one).
  *
  * Shape letters: b running rows, V vocab_size.
  */
 import {rowArgmax, rowArgmaxAvailable} from '../../ops/row_argmax';
 import type {CausalLMCore} from '../core/model';
+import {defaultPrefillChunk} from '../generation/prefill_chunk';
 import {Sampler, StopStringMatcher} from '../generation/sampling';
 import {decodeStep, GenerationState, prefill} from '../generation/state';
 import type {GemmaTokenizer, StreamDecoder} from '../tokenizer';
 import {ApiError} from './api_error';
+import {SlotBatch, type SlotSampling, slotsApply} from './slots';
 
 export type FinishReason = 'stop' | 'length';
 
@@ -62,6 +71,8 @@ export interface SchedulerOptions {
   maxQueue: number;
   /** Ids that end a sequence (default: the config's eos and the tokenizer's <end_of_turn>). */
   eosIds?: number[];
+  /** Hold the batch in engine slots where they apply (default true; false: GenerationState rows always). */
+  slots?: boolean;
 }
 
 export interface SchedulerStats {
@@ -72,9 +83,13 @@ export interface SchedulerStats {
   steps: number;
   /** Tokens handed out so far. */
   tokens: number;
+  /** Rows of the decode engine holding the slots now (engine slots only; 0 before the first join). */
+  engineRows?: number;
 }
 
 export const MAX_BATCH_LIMIT = 256;
+/** Engine slots: most prompt tokens prefilled in one batch (rows of one length). */
+export const PREFILL_BATCH_TOKENS = 4096;
 export const MAX_QUEUE_LIMIT = 100_000;
 
 interface Pending {
@@ -94,6 +109,8 @@ interface Sequence {
   generated: number;
   decoder: StreamDecoder;
   matcher: StopStringMatcher | null;
+  /** The engine slot it holds (engine slots only; -1 otherwise). */
+  slot: number;
 }
 
 /** Lets I/O (new requests, disconnects) run between steps. */
@@ -126,6 +143,8 @@ export class Scheduler {
   private rows: Sequence[] = [];
   private work: GenerationState | null = null;
   private running: Promise<void> | null = null;
+  /** Engine slots (webgpu), or null: the batch is `work`'s rows. */
+  private readonly slots: SlotBatch | null;
   private closed = false;
   private readonly eos: Set<number>;
   private steps = 0;
@@ -144,6 +163,12 @@ export class Scheduler {
     this.eos = new Set(
       opts.eosIds ?? [...model.config.eos_token_ids, ...(tok.endOfTurnId >= 0 ? [tok.endOfTurnId] : [])],
     );
+    this.slots = opts.slots !== false && slotsApply(model, maxBatch) ? new SlotBatch(model, maxBatch) : null;
+  }
+
+  /** Whether the batch lives in engine slots (webgpu) rather than in a GenerationState. */
+  get usesSlots(): boolean {
+    return this.slots != null;
   }
 
   get stats(): SchedulerStats {
@@ -153,6 +178,7 @@ export class Scheduler {
       queued: this.queue.length,
       steps: this.steps,
       tokens: this.tokens,
+      ...(this.slots != null ? {engineRows: this.slots.capacity} : {}),
     };
   }
 
@@ -194,15 +220,17 @@ export class Scheduler {
     await this.running;
     this.work?.dispose();
     this.work = null;
+    this.slots?.dispose();
     this.rows = [];
   }
 
   private async loop(): Promise<void> {
     while (!this.closed && (this.rows.length > 0 || this.queue.length > 0)) {
-      this.admit();
+      if (this.slots != null) this.admitSlots(this.slots);
+      else this.admit();
       if (this.rows.length > 0) {
         try {
-          await this.step();
+          await (this.slots != null ? this.stepSlots(this.slots) : this.step());
         } catch (e) {
           this.fail(e);
         }
@@ -245,9 +273,152 @@ export class Scheduler {
     this.rows = [...this.rows, ...seqs];
   }
 
+  /**
+   * Engine slots: takes queued jobs that fit, in order, prefills them and places them in free
+   * slots; the engine grows once to the rows all of them need. Prompts of one length are prefilled
+   * together (up to PREFILL_BATCH_TOKENS, one row each, no padding) when the prefill runs them in one
+   * chunk as it does a prompt alone: so many requests arriving together cost about one prefill's
+   * time, not one each (the tests check that their tokens are those alone).
+   */
+  private admitSlots(slots: SlotBatch): void {
+    const taken: Pending[] = [];
+    let demand = this.rows.length;
+    while (this.queue.length > 0) {
+      const p = this.queue[0];
+      if (p.job.signal?.aborted) {
+        this.queue.shift();
+        p.resolve();
+        continue;
+      }
+      if (demand + p.job.n > this.opts.maxBatch) break;
+      this.queue.shift();
+      taken.push(p);
+      demand += p.job.n;
+    }
+    if (taken.length === 0) return;
+    try {
+      slots.reserve(demand);
+    } catch (e) {
+      for (const p of taken) p.reject(e); // the engine could not be made: these jobs fail, the running ones go on
+      return;
+    }
+    const groups: Pending[][] = [];
+    const open = new Map<number, Pending[]>();
+    for (const p of taken) {
+      const t = p.job.promptIds.length;
+      let g = open.get(t);
+      const fits = (rows: number) =>
+        rows * t <= PREFILL_BATCH_TOKENS && t <= defaultPrefillChunk(this.model.config, rows);
+      if (g == null || !fits(g.length + 1)) {
+        g = [];
+        groups.push(g);
+        open.set(t, g);
+      }
+      g.push(p);
+    }
+    for (const g of groups) {
+      let st: GenerationState;
+      try {
+        st = prefill(
+          this.model,
+          g.map((p) => p.job.promptIds),
+        );
+      } catch (e) {
+        for (const p of g) p.reject(e);
+        continue;
+      }
+      try {
+        g.forEach((p, row) => {
+          const got = slots.join(st, row, p.job.promptIds, p.job.n);
+          got.forEach((slot, c) => {
+            this.rows.push({...this.sequence(p, c), slot});
+          });
+        });
+      } catch (e) {
+        for (const p of g) if (!this.rows.some((s) => s.pending === p)) p.reject(e);
+      } finally {
+        st.dispose();
+      }
+    }
+  }
+
+  /** Engine slots: one step, drawn on the GPU; the rows that go on are fed their token in their slots. */
+  private async stepSlots(slots: SlotBatch): Promise<void> {
+    const V = this.model.config.vocab_size;
+    const sampling = new Map<number, SlotSampling>();
+    for (const s of this.rows) {
+      const j = s.pending.job;
+      sampling.set(s.slot, {
+        seed: j.seed + s.choice,
+        step: s.generated,
+        temperature: j.temperature,
+        topK: j.topK,
+        topP: j.topP,
+      });
+    }
+    const picks = await slots.pick(sampling);
+    // Logits on the host only for the rows that report logprobs (or all, where a row had nothing to
+    // draw: the host sampler then decides, as model.generate does).
+    const hostRows = picks == null ? this.rows : this.rows.filter((s) => s.pending.job.logprobs != null);
+    const host = hostRows.length > 0 ? await slots.logitsRows(hostRows.map((s) => s.slot)) : null;
+    const rowOf = new Map(hostRows.map((s, k) => [s, host!.subarray(k * V, (k + 1) * V)]));
+    const keep: Sequence[] = [],
+      events: [Sequence, SequenceEvent][] = [];
+    for (const s of this.rows) {
+      const job = s.pending.job;
+      if (job.signal?.aborted || this.closed) continue; // leaves the batch now
+      const row = rowOf.get(s);
+      const id = picks != null ? picks[s.slot] : s.sampler.next(row!, s.seen);
+      const ev = this.advanceSequence(s, id, row);
+      events.push([s, ev]);
+      if (ev.finishReason == null) keep.push(s);
+    }
+    this.steps++;
+    this.tokens += events.length;
+    const leaving = this.rows.filter((s) => !keep.includes(s));
+    for (const s of leaving) slots.leave(s.slot);
+    // The next step is submitted before the events go out, so that sending overlaps the model's work.
+    if (keep.length > 0) slots.advance(new Map(keep.map((s) => [s.slot, s.seen[s.seen.length - 1]])));
+    this.rows = keep;
+    this.deliver(events, leaving);
+  }
+
+  /** A sequence's new token: its text, stop checks and logprobs; the event it makes. */
+  private advanceSequence(s: Sequence, id: number, row: Float32Array | undefined): SequenceEvent {
+    const job = s.pending.job;
+    s.seen.push(id);
+    s.generated++;
+    const piece = s.decoder.push(id);
+    const r = s.matcher ? s.matcher.push(piece) : {emit: piece, stopped: false};
+    let text = r.emit;
+    let reason: FinishReason | undefined = this.eos.has(id) || r.stopped ? 'stop' : undefined;
+    if (reason == null && s.generated >= job.maxTokens) reason = 'length';
+    if (reason != null && !r.stopped) {
+      const rest = s.decoder.flush();
+      text += s.matcher ? s.matcher.push(rest).emit + s.matcher.flush() : rest;
+    }
+    const ev: SequenceEvent = {choice: s.choice, tokenId: id, text};
+    if (job.logprobs != null) ev.logprob = logprobsOf(row!, id, job.logprobs);
+    if (reason != null) ev.finishReason = reason;
+    return ev;
+  }
+
+  /** Hands out a step's events, then resolves the jobs whose last choice left. */
+  private deliver(events: [Sequence, SequenceEvent][], leaving: Sequence[]): void {
+    for (const [s, ev] of events) {
+      try {
+        s.pending.job.onEvent(ev);
+      } catch {
+        /* a consumer's failure is its own: the others go on */
+      }
+    }
+    for (const s of leaving) if (--s.pending.left === 0) s.pending.resolve();
+  }
+
   private sequence(pending: Pending, choice: number): Sequence {
     const {job} = pending;
     return {
+      slot: -1,
       pending,
       choice,
       sampler: new Sampler({temperature: job.temperature, topP: job.topP, topK: job.topK, seed: job.seed + choice}),
@@ -282,22 +453,9 @@ export class Scheduler {
       if (job.signal?.aborted || this.closed) return; // leaves the batch now
       const row = logits?.subarray(k * V, (k + 1) * V);
       const id = picks != null ? picks[k] : s.sampler.next(row!, s.seen);
-      s.seen.push(id);
-      s.generated++;
-      const piece = s.decoder.push(id);
-      const r = s.matcher ? s.matcher.push(piece) : {emit: piece, stopped: false};
-      let text = r.emit;
-      let reason: FinishReason | undefined = this.eos.has(id) || r.stopped ? 'stop' : undefined;
-      if (reason == null && s.generated >= job.maxTokens) reason = 'length';
-      if (reason != null && !r.stopped) {
-        const rest = s.decoder.flush();
-        text += s.matcher ? s.matcher.push(rest).emit + s.matcher.flush() : rest;
-      }
-      const ev: SequenceEvent = {choice: s.choice, tokenId: id, text};
-      if (job.logprobs != null) ev.logprob = logprobsOf(row!, id, job.logprobs);
-      if (reason != null) ev.finishReason = reason;
+      const ev = this.advanceSequence(s, id, row);
       events.push([s, ev]);
-      if (reason == null) {
+      if (ev.finishReason == null) {
         keep.push(k);
         tokens.push(id);
       }
@@ -317,14 +475,7 @@ export class Scheduler {
       decodeStep(this.model, this.work!, tokens).logits.dispose();
     }
     this.rows = keep.map((k) => this.rows[k]);
-    for (const [s, ev] of events) {
-      try {
-        s.pending.job.onEvent(ev);
-      } catch {
-        /* a consumer's failure is its own: the others go on */
-      }
-    }
-    for (const s of leaving) if (--s.pending.left === 0) s.pending.resolve();
+    this.deliver(events, leaving);
   }
 
   /** The model failed mid-step: every running job fails with it, the queue goes on. */
@@ -332,6 +483,7 @@ export class Scheduler {
     const jobs = new Set(this.rows.map((s) => s.pending));
     this.work?.dispose();
     this.work = null;
+    for (const s of this.rows) if (s.slot >= 0) this.slots?.leave(s.slot);
     this.rows = [];
     for (const p of jobs) p.reject(e);
   }

@@ -38,6 +38,8 @@ export interface ServerOptions {
   limits?: Partial<RequestLimits>;
   maxBodyBytes?: number;
   apiKey?: string | null;
+  /** Ids that end a sequence (default: the config's eos and <end_of_turn>; benchmarks pass []). */
+  eosIds?: number[];
 }
 
 export interface RunningServer {
@@ -123,7 +125,11 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   const maxBatch = opts.maxBatch ?? DEFAULT_MAX_BATCH;
   limits.maxN = Math.min(limits.maxN, maxBatch);
   const maxBody = opts.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
-  const scheduler = new Scheduler(model, tok, {maxBatch, maxQueue: opts.maxQueue ?? DEFAULT_MAX_QUEUE});
+  const scheduler = new Scheduler(model, tok, {
+    maxBatch,
+    maxQueue: opts.maxQueue ?? DEFAULT_MAX_QUEUE,
+    eosIds: opts.eosIds,
+  });
   const created = Math.floor(Date.now() / 1000);
 
   async function complete(req: http.IncomingMessage, res: http.ServerResponse, chat: boolean): Promise<void> {

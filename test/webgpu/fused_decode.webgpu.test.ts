@@ -387,7 +387,7 @@ describeWebGPU('fused WebGPU decode engine', () => {
       const NC = attnChunks(spec);
       const [, , , , part] = await runKernel(
         attnPartialSource(spec),
-        [qr, kr2, vr2, valid2, new Float32Array(B * H * NC * (HD + 2))],
+        [qr, kr2, vr2, valid2, new Float32Array(B * H * NC * (HD + 2)), stepData],
         [NC, K, B],
       );
       const [, attn] = await runKernel(attnCombineSource(spec), [part, new Float32Array(B * H * HD)], [H, B, 1]);

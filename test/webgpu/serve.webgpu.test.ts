@@ -1,15 +1,17 @@
 /**
- * The serve scheduler on webgpu, where decodeStep runs the fused decode engine: rows join and
- * leave the running batch (the state goes out of the engine and back at each change), and each
- * request still gets the tokens that model.generate gives it alone on the same backend (greedy and
- * seeded). tiny-a with the tiny tokenizer; at most 3 rows, so every batch size uses the same
- * engine tuning (src/engines/webgpu_decode/tuning.ts) as one row.
+ * The serve scheduler on webgpu, where the batch lives in the slots of one fused decode engine
+ * (src/serve/slots.ts): rows join (FusedDecoder.importRow) and leave (the slot is freed) at any
+ * step, tokens are drawn on the GPU, and each request still gets the tokens that model.generate
+ * gives it alone on the same backend (greedy and seeded, n > 1), its logprobs are those of its own
+ * logits, and a cancelled stream frees its slot. tiny-a with the tiny tokenizer; at most 4 rows,
+ * so every engine uses the same tuning (src/engines/webgpu_decode/tuning.ts) as one row.
  */
 import * as path from 'path';
-import {fusedDecoderFor} from '../../src/engines/webgpu_decode';
-import {gpuSamplingConfig} from '../../src/generation/gpu_sampling';
+import {FusedDecoder, fusedDecoderFor} from '../../src/engines/webgpu_decode';
+import {decodeStep, prefill} from '../../src/generation/state';
 import {RecurrentGemmaForCausalLM} from '../../src/model';
-import {type Job, Scheduler} from '../../src/serve/scheduler';
+import {type Job, Scheduler, type SequenceEvent} from '../../src/serve/scheduler';
+import {checkMaxBatch, slotBuckets} from '../../src/serve/slots';
 import {tf} from '../../src/tf';
 import {GemmaTokenizer} from '../../src/tokenizer';
 import {initNodeWebGPU} from '../../src/webgpu_node';
@@ -17,7 +19,15 @@ import {describeWebGPU} from '../webgpu_env'; // first: sets the SwiftShader env
 
 const FIX = path.join(__dirname, '../fixtures');
 
-describeWebGPU('serve scheduler on webgpu (fused decode engine)', () => {
+/** Prompts of one length: each prefill shape costs SwiftShader seconds of pipeline compiling. */
+const promptOf = (bos: number, i: number) => [
+  bos,
+  ...Array.from({length: 7}, (_, k) => 10 + ((i * 37 + k * 11) % 400)),
+];
+
+type JobSpec = Omit<Job, 'onEvent' | 'signal'>;
+
+describeWebGPU('serve scheduler on webgpu (engine slots)', () => {
   let model: RecurrentGemmaForCausalLM;
   let tok: GemmaTokenizer;
   beforeAll(async () => {
@@ -27,37 +37,191 @@ describeWebGPU('serve scheduler on webgpu (fused decode engine)', () => {
   });
   afterAll(() => model?.dispose());
 
-  test('4 jobs on 3 slots: each gets its tokens alone', async () => {
+  /** The request's tokens from model.generate alone (choice i: row i, seed + i). */
+  async function alone(j: JobSpec): Promise<number[][]> {
+    const out = await model.generate(Array(j.n).fill(j.promptIds), {
+      maxNewTokens: j.maxTokens,
+      temperature: j.temperature,
+      topP: j.topP,
+      seed: j.seed,
+      tokenizer: tok,
+    });
+    return out.map((r) => r.slice(j.promptIds.length));
+  }
+
+  test('importRow places a row as importLayers does, whatever the ring position', async () => {
     expect(tf.getBackend()).toBe('webgpu');
-    expect(fusedDecoderFor(model, 3)).not.toBeNull();
-    // Prompts of one length: each prefill shape costs SwiftShader seconds of pipeline compiling.
-    const jobs = [0, 1, 2, 3].map((i) => ({
-      promptIds: [tok.bosId, ...Array.from({length: 7}, (_, k) => 10 + ((i * 37 + k * 11) % 400))],
-      n: 1,
+    const prompts = [0, 1, 2].map((i) => promptOf(tok.bosId, i));
+    const st = prefill(model, prompts);
+    const one = st.select([1]); // row 1 alone, the same values
+    const a = new FusedDecoder(model, 3),
+      b = new FusedDecoder(model, 3);
+    try {
+      a.importLayers(st.layers);
+      // b has run 5 steps of other tokens first: its ring head and conv slot are elsewhere.
+      for (let k = 0; k < 5; k++) b.step([3, 4, 5], [k, k, k]).dispose();
+      b.importRow(0, st.layers, 0);
+      b.importRow(2, st.layers, 2);
+      b.importRow(1, one.layers); // row 1 from a state of its own
+      const pos = st.positions;
+      for (let k = 0; k < 3; k++) {
+        const ids = [20 + k, 30 + k, 40 + k],
+          p = pos.map((x) => x + k);
+        const la = a.step(ids, p),
+          lb = b.step(ids, p);
+        expect(Array.from(await lb.data())).toEqual(Array.from(await la.data()));
+        tf.dispose([la, lb]);
+      }
+      const ea = a.exportLayers(),
+        eb = b.exportLayers();
+      for (let i = 0; i < ea.length; i++) {
+        for (const key of Object.keys(ea[i])) {
+          const ta = (ea[i] as unknown as Record<string, tf.Tensor>)[key],
+            tb = (eb[i] as unknown as Record<string, tf.Tensor>)[key];
+          expect(Array.from(await tb.data())).toEqual(Array.from(await ta.data()));
+        }
+      }
+      tf.dispose([...ea, ...eb].flatMap((l) => Object.values(l as unknown as Record<string, tf.Tensor>)));
+    } finally {
+      a.dispose();
+      b.dispose();
+      st.dispose();
+      one.dispose();
+    }
+  }, 900_000);
+
+  test('--max-batch: past the engine rows (32) refused in one line; 4 rows fit', async () => {
+    await expect(checkMaxBatch(model, 33)).rejects.toThrow(
+      /^--max-batch 33: the webgpu decode engine holds at most 32 sequences$/,
+    );
+    await expect(checkMaxBatch(model, 4)).resolves.toBeUndefined();
+    expect(slotBuckets(32)).toEqual([1, 2, 4, 8, 16, 32]);
+    expect(slotBuckets(12)).toEqual([1, 2, 4, 8, 12]);
+    expect(slotBuckets(1)).toEqual([1]);
+  }, 900_000);
+
+  test('jobs joining and leaving at different steps each get their tokens alone (greedy, seeded, n = 2)', async () => {
+    const jobs: JobSpec[] = [0, 1, 2, 3, 4].map((i) => ({
+      promptIds: promptOf(tok.bosId, i),
+      n: i === 3 ? 2 : 1,
       maxTokens: 3 + 2 * i,
       temperature: i % 2 === 0 ? 0 : 0.9,
+      topP: i === 1 ? 0.8 : undefined,
       seed: 40 + i,
       stop: [],
       logprobs: null,
     }));
-    const sched = new Scheduler(model, tok, {maxBatch: 3, maxQueue: 8});
-    const got: number[][] = jobs.map(() => []);
-    await Promise.all(jobs.map((j, i) => sched.submit({...j, onEvent: (ev) => got[i].push(ev.tokenId)} as Job)));
-    expect(sched.stats.steps).toBeLessThan(got.flat().length);
-    // The scheduler samples on the host; generate alone is compared with its host sampler too
-    // (on webgpu it would otherwise draw on the GPU: the same rules, another random stream).
-    gpuSamplingConfig.enabled = false;
-    for (let i = 0; i < jobs.length; i++) {
-      const j = jobs[i];
-      const [out] = await model.generate([j.promptIds], {
-        maxNewTokens: j.maxTokens,
-        temperature: j.temperature,
-        seed: j.seed,
-        tokenizer: tok,
+    const sched = new Scheduler(model, tok, {maxBatch: 4, maxQueue: 8, eosIds: []});
+    expect(sched.usesSlots).toBe(true);
+    const got: number[][][] = jobs.map((j) => Array.from({length: j.n}, () => []));
+    const run = (i: number, onEvent?: (ev: SequenceEvent) => void) =>
+      sched.submit({
+        ...jobs[i],
+        onEvent: (ev) => {
+          got[i][ev.choice].push(ev.tokenId);
+          onEvent?.(ev);
+        },
       });
-      expect(got[i]).toEqual(out.slice(j.promptIds.length));
-    }
-    gpuSamplingConfig.enabled = null;
+    // Job 0 alone first; 1 and 2 join after its second token, 3 (two rows) after job 1's first;
+    // 4 waits for a free slot.
+    const later: Promise<void>[] = [];
+    let joined = false;
+    const first = run(0, () => {
+      if (got[0][0].length === 2) {
+        later.push(
+          run(1, () => {
+            if (!joined) {
+              joined = true;
+              later.push(run(3), run(4));
+            }
+          }),
+          run(2),
+        );
+      }
+    });
+    await first;
+    while (later.length < 4) await new Promise((r) => setTimeout(r, 10));
+    await Promise.all(later);
+    expect(sched.stats.busy).toBe(0);
+    expect(sched.stats.engineRows).toBe(4);
+    expect(sched.stats.steps).toBeLessThan(got.flat(2).length);
+    for (let i = 0; i < jobs.length; i++) expect(got[i]).toEqual(await alone(jobs[i]));
     await sched.close();
+  }, 900_000);
+
+  test('a cancelled stream frees its slot at the next step; a queued job takes it', async () => {
+    const sched = new Scheduler(model, tok, {maxBatch: 1, maxQueue: 4, eosIds: []});
+    const long: JobSpec = {
+      promptIds: promptOf(tok.bosId, 5),
+      n: 1,
+      maxTokens: 500,
+      temperature: 0,
+      seed: 1,
+      stop: [],
+      logprobs: null,
+    };
+    const next: JobSpec = {...long, promptIds: promptOf(tok.bosId, 6), maxTokens: 4, temperature: 0.7, seed: 9};
+    const ac = new AbortController();
+    const a: number[] = [],
+      b: number[] = [];
+    let busyAtCancel = -1;
+    const pa = sched.submit({
+      ...long,
+      signal: ac.signal,
+      onEvent: (ev) => {
+        a.push(ev.tokenId);
+        if (a.length === 3) {
+          busyAtCancel = sched.stats.busy;
+          ac.abort();
+        }
+      },
+    });
+    const pb = sched.submit({...next, onEvent: (ev) => b.push(ev.tokenId)});
+    expect(sched.stats.queued).toBe(1); // the first was admitted at once
+    await pa;
+    await pb;
+    expect(busyAtCancel).toBe(1);
+    expect(a).toHaveLength(3); // nothing after the step that saw the abort
+    expect([b]).toEqual(await alone(next));
+    expect(sched.stats.busy).toBe(0);
+    await sched.close();
+  }, 900_000);
+
+  test('logprobs are the log-softmax of the request’s own logits', async () => {
+    const j: JobSpec = {
+      promptIds: promptOf(tok.bosId, 7),
+      n: 1,
+      maxTokens: 3,
+      temperature: 0,
+      seed: 3,
+      stop: [],
+      logprobs: 2,
+    };
+    const other: JobSpec = {...j, promptIds: promptOf(tok.bosId, 8), logprobs: null, temperature: 0.8, maxTokens: 5};
+    const sched = new Scheduler(model, tok, {maxBatch: 2, maxQueue: 4, eosIds: []});
+    const evs: SequenceEvent[] = [];
+    await Promise.all([
+      sched.submit({...j, onEvent: (ev) => evs.push(ev)}),
+      sched.submit({...other, onEvent: () => {}}),
+    ]);
+    await sched.close();
+    // The reference: the same prompt alone through prefill and decodeStep, log-softmax in float64 here.
+    const st = prefill(model, [j.promptIds]);
+    const V = model.config.vocab_size;
+    for (const ev of evs) {
+      const row = Array.from(await st.logits.data());
+      const max = Math.max(...row);
+      const lse = max + Math.log(row.reduce((s, x) => s + Math.exp(x - max), 0));
+      const order = row.map((x, id) => ({id, x})).sort((p, q) => q.x - p.x || p.id - q.id);
+      expect(ev.tokenId).toBe(order[0].id); // greedy
+      expect(ev.logprob!.logprob).toBeCloseTo(row[ev.tokenId] - lse, 5);
+      expect(ev.logprob!.top.map((t) => t.id)).toEqual([order[0].id, order[1].id]);
+      expect(ev.logprob!.top[1].logprob).toBeCloseTo(order[1].x - lse, 5);
+      expect(row).toHaveLength(V);
+      decodeStep(model, st, [ev.tokenId]).logits.dispose();
+    }
+    expect(evs).toHaveLength(3);
+    st.dispose();
+    expect(fusedDecoderFor(model, 1)).not.toBeNull();
   }, 900_000);
 });

@@ -7,6 +7,7 @@
  *   eng.importLayers(state.layers);              // GenerationState layout -> engine buffers
  *   const next = eng.step([651], [7]);           // ids, positions per row -> logits [b, V] (the caller owns it)
  *   const layers = eng.exportLayers();           // engine buffers -> new GenerationState tensors
+ *   eng.importRow(0, state.layers);              // one row of a state into row 0, the other rows untouched
  *
  * It binds the model's weight tensors' own GPU buffers (tfjs-backend-webgpu's tensorMap resource;
  * nothing copied but the few small vectors packed per layer), and owns the decoding state: per
@@ -190,6 +191,70 @@ export class FusedDecoder {
     });
     this.head = W;
     this.convNext = w - 1;
+    flushTf(this.backend);
+    this.device.queue.submit([enc.finish()]);
+  }
+
+  /**
+   * Copies row `fromRow` of a GenerationState's layers (tensors of any row count) into row `slot`
+   * of the engine, leaving the other rows as they are: a sequence joins a running batch. Its
+   * window goes into the ring in the order the engine's other rows use now (oldest first from
+   * head + 1, conv history from the next conv slot + 1), so that the next step treats it as
+   * exportLayers / importLayers would. The tensors stay the caller's.
+   */
+  importRow(slot: number, layers: LayerState[], fromRow = 0): void {
+    this.check();
+    const c = this.model.config,
+      W = c.attention_window_size,
+      S = this.S,
+      e = c.lru_width,
+      w = c.conv1d_width;
+    if (!Number.isInteger(slot) || slot < 0 || slot >= this.B)
+      throw new RangeError(`fused decode: slot ${slot} outside [0, ${this.B})`);
+    if (layers.length !== this.layerBufs.length)
+      throw new Error(`fused decode: ${layers.length} layers of state, the engine has ${this.layerBufs.length}`);
+    const enc = this.device.createCommandEncoder();
+    // Window entry j (oldest first) goes to ring slot (head + 1 + j) mod S: at most two runs.
+    const first = (this.head + 1) % S;
+    const n1 = Math.min(W, S - first);
+    const runs: [number, number, number][] = [[0, first, n1]]; // [from index, to slot, count]
+    if (n1 < W) runs.push([n1, 0, W - n1]);
+    layers.forEach((s, i) => {
+      const lb = this.layerBufs[i];
+      if (lb.kind === 'recurrent') {
+        if (!('rnn' in s)) throw new Error(`fused decode: layer ${i} is recurrent, its state is not`);
+        const rows = s.rnn.shape[0];
+        if (!Number.isInteger(fromRow) || fromRow < 0 || fromRow >= rows)
+          throw new RangeError(`fused decode: row ${fromRow} outside a state of ${rows} rows`);
+        if (w > 1) {
+          const conv = gpuBufferOf(this.backend, s.conv);
+          // History entry k (oldest first) into ring slot convNext + 1 + k; convNext takes the next input.
+          for (let k = 0; k < w - 1; k++) {
+            const to = (this.convNext + 1 + k) % w;
+            enc.copyBufferToBuffer(conv, (fromRow * (w - 1) + k) * e * 4, lb.st, (slot * w + to) * e * 4, e * 4);
+          }
+        }
+        const rnn = gpuBufferOf(this.backend, s.rnn);
+        enc.copyBufferToBuffer(rnn, fromRow * e * 4, lb.st, (this.B * w + slot) * e * 4, e * 4);
+      } else {
+        if (!('k' in s)) throw new Error(`fused decode: layer ${i} is an attention layer, its state is not`);
+        const rows = s.k.shape[0];
+        if (!Number.isInteger(fromRow) || fromRow < 0 || fromRow >= rows)
+          throw new RangeError(`fused decode: row ${fromRow} outside a state of ${rows} rows`);
+        const per = s.k.size / rows / W; // K * hd: one ring slot
+        const k = gpuBufferOf(this.backend, s.k),
+          v = gpuBufferOf(this.backend, s.v),
+          valid = gpuBufferOf(this.backend, s.valid);
+        for (const [from, to, n] of runs) {
+          if (n === 0) continue;
+          const src = (fromRow * W + from) * per * 4,
+            dst = (slot * S + to) * per * 4;
+          enc.copyBufferToBuffer(k, src, lb.k, dst, n * per * 4);
+          enc.copyBufferToBuffer(v, src, lb.v, dst, n * per * 4);
+          enc.copyBufferToBuffer(valid, (fromRow * W + from) * 4, lb.valid, (slot * S + to) * 4, n * 4);
+        }
+      }
+    });
     flushTf(this.backend);
     this.device.queue.submit([enc.finish()]);
   }

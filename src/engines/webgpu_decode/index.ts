@@ -62,6 +62,14 @@ function supported(model: DecodeModelView, b: number): boolean {
   return !model.blocks.some((blk) => blockLinears(blk).some((l) => l.adapter != null));
 }
 
+/**
+ * Whether an engine of b rows would be used for this model now (backend, switch, shape, no LoRA,
+ * not rejected by the device), without making one: for callers that build their own (src/serve).
+ */
+export function fusedDecodeApplies(model: DecodeModelView, b: number): boolean {
+  return fusedDecodeEnabled() && tf.getBackend() === 'webgpu' && supported(model, b) && !failedModels.has(model);
+}
+
 /** The engine for this model and batch size (made on first use), or null when decodeStep must use tfjs ops. */
 export function fusedDecoderFor(model: DecodeModelView, b: number): FusedDecoder | null {
   if (!fusedDecodeEnabled() || tf.getBackend() !== 'webgpu' || !supported(model, b)) return null;

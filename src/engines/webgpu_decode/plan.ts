@@ -401,7 +401,7 @@ function attentionDispatches(
   const partial = dispatch<AttnPartialBinding>(
     `L${li}.attn`,
     attnPartialSource(aspec),
-    {qr: buf.qr, kr: kb, vr: vb, valid, part: buf.part},
+    {qr: buf.qr, kr: kb, vr: vb, valid, part: buf.part, step: buf.step},
     [attnChunks(aspec), K, B],
     2 * B * S * K * hd * 4,
   );

@@ -1,7 +1,10 @@
 /**
  * The partial attention kernel: single-query attention of each row's query heads over one chunk
  * of CS ring slots: scores, the chunk's max and sum, and its P V (split-K, "flash decoding");
- * attention_combine.ts merges the chunks.
+ * attention_combine.ts merges the chunks. Chunks are counted from the oldest slot (head + 1, the
+ * step's ring slot + 1), not from slot 0, so that a row's sums run in the order of its tokens
+ * whatever slot the ring has reached: the same window gives the same bits at any ring position
+ * (a row joining a running engine, src/serve/slots.ts, computes what it computes alone).
  *   import {attnChunks, stepLayout} from './common';
  *   const {num_attention_heads: H, num_key_value_heads: K, head_dim: HD, rotary_dim: ROT} = config;
  *   const spec = {B: 1, H, K, HD, ROT, S: config.attention_window_size + 1, step: stepLayout(1, ROT / 2), CS: 16,
@@ -13,9 +16,9 @@
  */
 import {AttnSpec, attnChunks, f32, NEG_WGSL} from './common';
 
-export type AttnPartialBinding = 'qr' | 'kr' | 'vr' | 'valid' | 'part';
+export type AttnPartialBinding = 'qr' | 'kr' | 'vr' | 'valid' | 'part' | 'step';
 
-/** Bindings: qr, kr, vr, valid, part [B, H, NC, HD + 2] (o, max, sum). Grid (NC, K, B). */
+/** Bindings: qr, kr, vr, valid, part [B, H, NC, HD + 2] (o, max, sum), step. Grid (NC, K, B). */
 export function attnPartialSource(s: AttnSpec): string {
   const {H, K, HD, S, CS, T} = s;
   const G = H / K,
@@ -33,6 +36,7 @@ export function attnPartialSource(s: AttnSpec): string {
 @group(0) @binding(2) var<storage, read> vr : array<f32>;
 @group(0) @binding(3) var<storage, read> valid : array<f32>;
 @group(0) @binding(4) var<storage, read_write> part : array<f32>;
+@group(0) @binding(5) var<storage, read> step : array<u32>;
 var<workgroup> sc : array<f32, ${G * CS}>;
 var<workgroup> mx : array<f32, ${G}>;
 var<workgroup> sm : array<f32, ${G}>;
@@ -43,11 +47,14 @@ fn main(@builtin(workgroup_id) wid : vec3<u32>, @builtin(local_invocation_index)
   let kh = wid.y;
   let b = wid.z;
   let s0 = c * ${CS}u;
+  // Relative slot r (0 = oldest) is ring slot (head + 1 + r) mod S.
+  let first = step[${s.step.slot}u] + 1u;
   for (var p = t; p < ${G * CS}u; p = p + ${T}u) {
     let g = p / ${CS}u;
-    let sl = s0 + p % ${CS}u;
+    let r = s0 + p % ${CS}u;
+    let sl = (first + r) % ${S}u;
     var v = ${NEG_WGSL};
-    if (sl < ${S}u) {
+    if (r < ${S}u) {
       if (valid[b * ${S}u + sl] > 0.0) {
         let qb = (b * ${H}u + kh * ${G}u + g) * ${HD}u;
         let kb = ((b * ${S}u + sl) * ${K}u + kh) * ${HD}u;
@@ -79,8 +86,9 @@ fn main(@builtin(workgroup_id) wid : vec3<u32>, @builtin(local_invocation_index)
     var acc : array<f32, ${G}>;
     for (var g = 0u; g < ${G}u; g = g + 1u) { acc[g] = 0.0; }
     for (var i = 0u; i < ${CS}u; i = i + 1u) {
-      let sl = s0 + i;
-      if (sl < ${S}u) {
+      let r = s0 + i;
+      let sl = (first + r) % ${S}u;
+      if (r < ${S}u) {
         if (valid[b * ${S}u + sl] > 0.0) {
           let v = vr[((b * ${S}u + sl) * ${K}u + kh) * ${HD}u + j];
           for (var g = 0u; g < ${G}u; g = g + 1u) { acc[g] = acc[g] + sc[g * ${CS}u + i] * v; }
