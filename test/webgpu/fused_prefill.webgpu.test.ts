@@ -7,20 +7,46 @@
  * ~1e-7 relative on SwiftShader; the bound is 1e-5 (relative, ||a - b|| / ||b||).
  */
 
+import type {LayerState} from '../../layers/model_layers';
 import {causalConv1d} from '../../ops/conv1d';
 import {blockDiagonal, rgLru} from '../../ops/rg_lru';
 import {disposeSequenceInfo, sequenceInfo} from '../../ops/sequence';
+import {fusedDecodeConfig, fusedDecoderFor} from '../../src/engines/webgpu_decode';
+import {fusedPrefillConfig, fusedPrefillFor} from '../../src/engines/webgpu_prefill';
 import {prefillConvGrid, prefillConvSource} from '../../src/engines/webgpu_prefill/shaders/conv';
 import {DIMS, DIMS_WORDS} from '../../src/engines/webgpu_prefill/shaders/dims';
 import {prefillEmbedGrid, prefillEmbedSource} from '../../src/engines/webgpu_prefill/shaders/embed';
 import {prefillScanGrid, prefillScanSource} from '../../src/engines/webgpu_prefill/shaders/scan';
+import type {GenerationState} from '../../src/generation/state';
+import {RecurrentGemmaForCausalLM} from '../../src/model';
 import {tf} from '../../src/tf';
 import {initNodeWebGPU} from '../../src/webgpu_node';
-import {relError} from '../helpers';
+import {loadTinyAGolden, relError, TINY_A_DIR} from '../helpers';
 import {describeWebGPU} from '../webgpu_env'; // first: sets the SwiftShader env before Dawn loads
 import {onCpu, runKernel, uniform} from './kernel_helpers';
 
 const KERNEL_TOL = 1e-5;
+/** Relative error allowed between the engine's prefill (logits, state) and the cpu backend's. */
+const PREFILL_TOL = 1e-5;
+/** Against HF's float64 logits (the tfjs paths' own parity bound, test/model/parity.test.ts). */
+const GOLDEN_TOL = 1e-4;
+
+/** A state's layers and logits as arrays (the layers exported from the engine if it lives there). */
+async function stateArrays(s: GenerationState): Promise<Float32Array[]> {
+  const out: Float32Array[] = [];
+  for (const l of s.layers as LayerState[]) {
+    for (const t of Object.values(l as unknown as Record<string, tf.Tensor>)) {
+      out.push(Float32Array.from((await t.data()) as Float32Array));
+    }
+  }
+  out.push(Float32Array.from((await s.logits.data()) as Float32Array));
+  return out;
+}
+
+function worstOf(a: Float32Array[], b: Float32Array[]): number {
+  expect(a.length).toBe(b.length);
+  return Math.max(...a.map((x, i) => (x.every((v) => v === 0) && b[i].every((v) => v === 0) ? 0 : relError(x, b[i]))));
+}
 
 function dimsWords(M: number, t: number, head: number, conv: number): Uint32Array {
   const d = new Uint32Array(DIMS_WORDS);
@@ -34,6 +60,15 @@ function dimsWords(M: number, t: number, head: number, conv: number): Uint32Arra
 describeWebGPU('fused WebGPU prefill engine', () => {
   beforeAll(async () => {
     await initNodeWebGPU();
+    // tfjs's prefill on SwiftShader: the packed matMul program (see decode.webgpu.test.ts).
+    tf.env().set('WEBGPU_MATMUL_PROGRAM_TYPE', 3);
+    fusedDecodeConfig.enabled = true; // whatever the env says: these tests are about the engines
+    fusedPrefillConfig.enabled = true;
+  });
+  afterAll(() => {
+    tf.env().set('WEBGPU_MATMUL_PROGRAM_TYPE', -1);
+    fusedDecodeConfig.enabled = null;
+    fusedPrefillConfig.enabled = null;
   });
 
   test('embedding gather of a chunk from one piece of the vocabulary matrix, scaled; rows past M untouched', async () => {
@@ -148,4 +183,54 @@ describeWebGPU('fused WebGPU prefill engine', () => {
       }
     },
   );
+
+  // ---- whole prefills ---------------------------------------------------------------------------
+
+  test(`tiny-a: prefill through the engine (one chunk, chunks of 7) equals the golden (${GOLDEN_TOL}) and cpu (${PREFILL_TOL}), state and decoding after it too`, async () => {
+    const {golden, tensor} = loadTinyAGolden();
+    const ids = golden.input_ids;
+    const [b, t] = [ids.length, ids[0].length];
+    const V = 512;
+    const G = tensor('logits') as Float32Array;
+    const last = new Float32Array(b * V);
+    for (let r = 0; r < b; r++) last.set(G.subarray((r * t + t - 1) * V, (r * t + t) * V), r * V);
+    const run = async (chunkSize?: number) => {
+      const model = await RecurrentGemmaForCausalLM.fromPretrained(TINY_A_DIR);
+      const pre = tf.getBackend() === 'webgpu' ? fusedPrefillFor(model, b, chunkSize ?? t) : null;
+      const state = model.prefill(ids, {chunkSize});
+      const used = pre != null && fusedDecoderFor(model, b)?.owner === (state as unknown);
+      const logits = Float32Array.from((await state.logits.data()) as Float32Array);
+      const decoded: Float32Array[] = [];
+      for (let i = 0; i < 4; i++) {
+        const {logits: l} = model.decodeStep(state, [3 + i, 40 + i]);
+        decoded.push(Float32Array.from((await l.data()) as Float32Array));
+        l.dispose();
+      }
+      // The state after prefill: a second prefill of the same prompt, exported (layers read back).
+      const again = model.prefill(ids, {chunkSize});
+      const arrays = await stateArrays(again);
+      again.dispose();
+      state.dispose();
+      model.dispose();
+      return {logits, decoded, arrays, used};
+    };
+    await tf.setBackend('cpu');
+    const cpu = await run();
+    await tf.setBackend('webgpu');
+    for (const chunk of [undefined, 7]) {
+      const gpu = await run(chunk);
+      expect(gpu.used).toBe(true);
+      const vsGolden = relError(gpu.logits, last);
+      const vsCpu = relError(gpu.logits, cpu.logits);
+      const state = worstOf(gpu.arrays, cpu.arrays);
+      const dec = worstOf(gpu.decoded, cpu.decoded);
+      console.log(
+        `tiny-a fused prefill (chunk ${chunk ?? t}): vs golden ${vsGolden.toExponential(2)}, vs cpu ${vsCpu.toExponential(2)}, state ${state.toExponential(2)}, decode after ${dec.toExponential(2)}`,
+      );
+      expect(vsGolden).toBeLessThan(GOLDEN_TOL);
+      expect(vsCpu).toBeLessThan(PREFILL_TOL);
+      expect(state).toBeLessThan(PREFILL_TOL);
+      expect(dec).toBeLessThan(PREFILL_TOL);
+    }
+  });
 });
