@@ -10,7 +10,7 @@
  * Shape letters: M token rows, H query heads, K key/value heads, hd head_dim, W window.
  */
 import type {AttentionBuffers} from '../webgpu_decode';
-import type {PrefillCtx, PrefillDispatch} from './plan';
+import type {PrefillCtx, PrefillDispatch} from './context';
 import {
   type SimpleAttnSpec,
   simpleAttnGrid,

@@ -21,7 +21,8 @@ import type * as tf from '@tensorflow/tfjs';
 import type {Dispatch, DispatchTiming, FusedDecoder} from '../webgpu_decode';
 import {wgslBindings} from '../webgpu_decode/shaders';
 import {flushTf, gpuBufferOf, type WebGPUBackendLike, webgpuBackend} from '../webgpu_decode/tfjs_webgpu';
-import {buildPrefillPlan, type GridFn, type PrefillDispatch, type PrefillPlan} from './plan';
+import type {GridFn, PrefillDispatch} from './context';
+import {buildPrefillPlan, type PrefillPlan} from './plan';
 import {DIMS, DIMS_WORDS} from './shaders/dims';
 
 interface Encoded {

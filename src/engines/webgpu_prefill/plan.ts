@@ -32,38 +32,13 @@ import {RecurrentBlock} from '../../../layers/recurrent';
 import type {AttentionBuffers, DecodeModelView, PrefillTarget, RecurrentBuffers} from '../webgpu_decode';
 import {FLOAT32_WEIGHTS, sameFormat, type WeightFormat, weightFormat} from '../webgpu_decode/shaders/weights';
 import {attentionDispatches, attentionScratch} from './attention_plan';
+import type {PrefillCtx, PrefillDispatch, PrefillHost, PrefillShared} from './context';
 import {prefillConvGrid, prefillConvSource} from './shaders/conv';
 import {DIMS_WORDS} from './shaders/dims';
 import {prefillEmbedGrid, prefillEmbedSource} from './shaders/embed';
 import {type MatmulSpec, matmulBindings, matmulGrid, matmulSource} from './shaders/matmul_simple';
 import {prefillMulGrid, prefillMulSource} from './shaders/mul';
 import {prefillScanGrid, prefillScanSource} from './shaders/scan';
-
-/** Workgroups of a dispatch for a chunk of M token rows, t steps per row. */
-export type GridFn = (M: number, t: number) => [number, number, number];
-
-/** One dispatch of a chunk. */
-export interface PrefillDispatch {
-  /** 'embed', 'L3.scan', ...: pipeline label and profiling name (the kind after the dot). */
-  readonly name: string;
-  readonly code: string;
-  /** Buffers by the WGSL variable names of the source's bindings (every one bound, none extra). */
-  readonly bindings: Readonly<Partial<Record<string, GPUBuffer>>>;
-  readonly grid: GridFn;
-  /** Bytes of weights it must read (profiling); 0 when small. */
-  readonly bytes: number;
-}
-
-/** What the plan allocates and binds through (the engine's). */
-export interface PrefillHost {
-  readonly limits: GPUSupportedLimits;
-  /** A new buffer the engine owns, for `floats` float32 (at least 16 bytes, a multiple of 16). */
-  own(floats: number): GPUBuffer;
-  /** A weight tensor's buffer. */
-  weight(get: () => tf.Tensor): GPUBuffer;
-  /** Receives the copies that pack small vectors; submitted once the plan is built. */
-  readonly encoder: GPUCommandEncoder;
-}
 
 export interface PrefillPlan {
   readonly dispatches: PrefillDispatch[];
@@ -74,37 +49,6 @@ export interface PrefillPlan {
   readonly rope: GPUBuffer;
   /** The residual stream [M, d]: its last row per batch row goes to the head. */
   readonly x: GPUBuffer;
-}
-
-/** The buffers every layer's dispatches share. */
-export interface PrefillShared {
-  dims: GPUBuffer;
-  ids: GPUBuffer;
-  pos: GPUBuffer;
-  rope: GPUBuffer;
-  x: GPUBuffer;
-  uy: GPUBuffer;
-  cv: GPUBuffer;
-  gates: GPUBuffer;
-  o: GPUBuffer;
-  qkv: GPUBuffer;
-  attn: GPUBuffer;
-  hid: GPUBuffer;
-  /** GeGLU's up projection when it is split (compact weights past the binding limit), else null. */
-  up: GPUBuffer | null;
-  /** Scratch of the attention kernels (attention_plan.ts), by binding name. */
-  scratch: Record<string, GPUBuffer>;
-}
-
-/** What the per-part functions work from. */
-export interface PrefillCtx {
-  readonly view: DecodeModelView;
-  readonly host: PrefillHost;
-  readonly B: number;
-  /** Most steps per row in a chunk. */
-  readonly capacity: number;
-  readonly buf: PrefillShared;
-  readonly target: PrefillTarget;
 }
 
 /** A Linear's bias, or null. */
