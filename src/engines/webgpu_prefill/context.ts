@@ -52,8 +52,6 @@ export interface PrefillShared {
   qkv: GPUBuffer;
   attn: GPUBuffer;
   hid: GPUBuffer;
-  /** GeGLU's up projection when it is split (compact weights past the binding limit), else null. */
-  up: GPUBuffer | null;
   /** Scratch of the attention kernels (attention_plan.ts), by binding name. */
   scratch: Record<string, GPUBuffer>;
 }

@@ -14,7 +14,7 @@
  * Buffers shared by the layers, sized for M = b x capacity rows: x [M, d] (the residual stream,
  * updated in place), uy [M, 2e] (linear_x | gelu(linear_y)), cv [M, e] (conv outputs), gates [M,
  * 2e] (the RG-LRU gates' pre-activations), o [M, e], qkv [M, (H + 2K) hd], attn [M, H hd], hid
- * [M, m] (and up [M, m] when GeGLU is split); written by the host per chunk: dims (shaders/dims.ts),
+ * [M, m]; written by the host per chunk: dims (shaders/dims.ts),
  * ids [M] and pos [M] (u32), rope [M, rot] (C's table). The state is the decode engine's
  * (PrefillTarget): conv ring + h per recurrent layer, k / v rings + valid per attention layer.
  *
@@ -32,12 +32,12 @@ import {RecurrentBlock} from '../../../layers/recurrent';
 import type {AttentionBuffers, DecodeModelView, PrefillTarget, RecurrentBuffers} from '../webgpu_decode';
 import {FLOAT32_WEIGHTS, sameFormat, type WeightFormat, weightFormat} from '../webgpu_decode/shaders/weights';
 import {attentionDispatches, attentionScratch} from './attention_plan';
-import type {PrefillCtx, PrefillDispatch, PrefillHost, PrefillShared} from './context';
+import type {GridFn, PrefillCtx, PrefillDispatch, PrefillHost, PrefillShared} from './context';
 import {prefillConvGrid, prefillConvSource} from './shaders/conv';
 import {DIMS_WORDS} from './shaders/dims';
 import {prefillEmbedGrid, prefillEmbedSource} from './shaders/embed';
-import {type MatmulSpec, matmulBindings, matmulGrid, matmulSource} from './shaders/matmul_simple';
-import {prefillMulGrid, prefillMulSource} from './shaders/mul';
+import {type MatmulSpec, matmulBindings, matmulGrid, matmulSharedBytes, matmulSource} from './shaders/matmul';
+import {simpleMatmulGrid, simpleMatmulSource} from './shaders/matmul_simple';
 import {prefillScanGrid, prefillScanSource} from './shaders/scan';
 
 export interface PrefillPlan {
@@ -105,9 +105,10 @@ export function matrix(ctx: PrefillCtx, v: LayerVariable): BoundMatrix {
 }
 
 /**
- * The matmul dispatches of one projection (B's kernel, shaders/matmul.ts). GeGLU whose buffers
- * exceed the device's storage bindings per stage (compact weights bring scales and zero points)
- * is split: the gate with GeLU into `out`, the up projection into buf.up, then out *= up.
+ * The matmul dispatches of one projection (shaders/matmul.ts, tiled; shaders/matmul_simple.ts for
+ * the shapes it does not take). GeGLU whose buffers exceed the device's storage bindings per stage
+ * (compact weights bring scales and zero points) is split: the gate with GeLU into `out`, then the
+ * up projection multiplied in (epilogue mul).
  */
 export function matmul(
   ctx: PrefillCtx,
@@ -123,26 +124,12 @@ export function matmul(
   const whole: MatmulSpec = {...spec, weight: fmt, bias: bias != null};
   const limit = ctx.host.limits.maxStorageBuffersPerShaderStage;
   if (spec.epilogue === 'geglu' && matmulBindings(whole).length > limit) {
-    const up = ctx.buf.up;
-    if (up == null) throw new Error(`fused prefill: ${name}: no buffer for a split GeGLU`);
-    const one = (k: number, epilogue: MatmulSpec['epilogue'], out: GPUBuffer, suffix: string) =>
+    const one = (k: number, epilogue: MatmulSpec['epilogue'], suffix: string) =>
       matmulDispatch(ctx, `${name}.${suffix}`, {...whole, epilogue, bias: biases != null}, [mats[k]], {
         ...io,
-        out,
         ...(biases ? {bias: ctx.host.weight(() => biases[k])} : {}),
       });
-    const N = spec.N;
-    return [
-      one(0, 'gelu', io.out, 'gate'),
-      one(1, 'store', up, 'up'),
-      {
-        name: `${name}.mul`,
-        code: prefillMulSource({N}),
-        bindings: {dims: ctx.buf.dims, a: up, out: io.out},
-        grid: (M) => prefillMulGrid(N, M, ctx.host.limits.maxComputeWorkgroupsPerDimension),
-        bytes: 0,
-      },
-    ];
+    return [one(0, 'gelu', 'gate'), one(1, 'mul', 'up')];
   }
   return [matmulDispatch(ctx, name, whole, mats, {...io, ...(bias ? {bias} : {})})];
 }
@@ -163,12 +150,24 @@ function matmulDispatch(
   const names = matmulBindings(spec);
   const bindings = Object.fromEntries(names.map((n) => [n, all[n]]));
   const maxX = ctx.host.limits.maxComputeWorkgroupsPerDimension;
+  const shared = ctx.host.limits.maxComputeWorkgroupStorageSize;
+  let code: string;
+  let grid: GridFn;
+  try {
+    if (matmulSharedBytes(spec) > shared) throw new Error('workgroup memory');
+    code = matmulSource(spec);
+    grid = (M) => matmulGrid(spec, M);
+  } catch {
+    // Widths or strides that are not multiples of 4 (small test models): one invocation per value.
+    code = simpleMatmulSource(spec);
+    grid = (M) => simpleMatmulGrid(spec, M);
+  }
   return {
     name,
-    code: matmulSource(spec),
+    code,
     bindings,
-    grid: (M) => {
-      const g = matmulGrid(spec, M);
+    grid: (M, t) => {
+      const g = grid(M, t);
       if (g.some((n) => n > maxX)) throw new Error(`fused prefill: ${name}: grid [${g}] past the device's limit`);
       return g;
     },
@@ -409,14 +408,10 @@ export function buildPrefillPlan(
     qkv: own(hasAttn ? M * (H + 2 * K) * hd : 4),
     attn: own(hasAttn ? M * H * hd : 4),
     hid: own(M * m),
-    up: null,
     scratch: {},
   };
   const ctx: PrefillCtx = {view, host, B, capacity, buf, target};
   if (hasAttn) buf.scratch = attentionScratch(ctx);
-  // GeGLU split when its bindings exceed the limit: compact weights with scales (and zero points).
-  const mlp0 = view.blocks[0]?.mlp_block.gate_proj.weight;
-  if (mlp0 instanceof CompactParameter && weightFormat(mlp0.spec).dtype.startsWith('int')) buf.up = own(M * m);
 
   const dispatches = embeddingDispatches(ctx, view.embed);
   view.blocks.forEach((blk, li) => {

@@ -1,60 +1,30 @@
 /**
- * A plain matmul kernel with the tiled matmul's interface (the shared design's MatmulSpec): one
- * invocation per output value, no tiles. It stands in until the tiled kernel (shaders/matmul.ts)
- * is merged, and stays as a second implementation the tests can compare against.
+ * A plain matmul kernel with the tiled matmul's interface (matmul.ts's MatmulSpec and binding
+ * names): one invocation per output value, no tiles, any widths. The prefill plan uses it for
+ * the shapes the tiled kernel does not take (widths and strides not multiples of 4).
  *   import {FLOAT32_WEIGHTS} from '../../webgpu_decode/shaders/weights';
- *   const spec: MatmulSpec = {N: 2560, K: 2560, weight: FLOAT32_WEIGHTS, norm: {eps: 1e-6}, bias: true, epilogue: 'store'};
- *   const code = matmulSource(spec);   const grid = matmulGrid(spec, 2048);   // bindings: matmulBindings(spec)
+ *   const spec: MatmulSpec = {N: 30, K: 30, weight: FLOAT32_WEIGHTS, norm: {eps: 1e-6}, bias: true, epilogue: 'store'};
+ *   const code = simpleMatmulSource(spec);   const grid = simpleMatmulGrid(spec, 2048);   // bindings: matmulBindings(spec)
  *
  * y = x W^T (W [N, K], compact formats unpacked per value), the RMSNorm of each x row fused
  * (x rsqrt(mean x^2 + eps) (1 + g)), bias, then the epilogue: store, gelu, residual (out += y),
- * geglu (gelu(x W0^T + b0) * (x W1^T + b1)), softcap. blocks: block-diagonal, W [blocks, K, N].
+ * mul (out *= y), geglu (gelu(x W0^T + b0) * (x W1^T + b1)), softcap. blocks: block-diagonal,
+ * W [blocks, K, N].
  *
  * Shape letters: M token rows (dims[0]), N outputs, K inputs.
  */
 import {COMMON_WGSL, f32} from '../../webgpu_decode/shaders/common';
 import {valueFn, valuesPerWord, type WeightFormat} from '../../webgpu_decode/shaders/weights';
 import {DIMS} from './dims';
-
-export interface MatmulSpec {
-  N: number;
-  K: number;
-  weight: WeightFormat;
-  norm?: {eps: number};
-  bias?: boolean;
-  epilogue: 'store' | 'gelu' | 'residual' | 'geglu' | 'softcap';
-  cap?: number;
-  xStride?: number;
-  xOffset?: number;
-  outStride?: number;
-  outOffset?: number;
-  blocks?: number;
-}
+import {type MatmulSpec, matmulBindings} from './matmul';
 
 const WG = 64;
 
-/** Binding names in order: dims, x, [g], w0, [w1], [s0, s1], [z0, z1], [bias], out. */
-export function matmulBindings(s: MatmulSpec): string[] {
-  const two = s.epilogue === 'geglu';
-  const ws = two ? ['0', '1'] : ['0'];
-  const scaled = s.weight.dtype === 'int8' || s.weight.dtype === 'int4';
-  return [
-    'dims',
-    'x',
-    ...(s.norm ? ['g'] : []),
-    ...ws.map((k) => `w${k}`),
-    ...(scaled ? ws.map((k) => `s${k}`) : []),
-    ...(s.weight.zeroPoints ? ws.map((k) => `z${k}`) : []),
-    ...(s.bias ? ['bias'] : []),
-    'out',
-  ];
-}
-
-export function matmulGrid(s: MatmulSpec, M: number): [number, number, number] {
+export function simpleMatmulGrid(s: MatmulSpec, M: number): [number, number, number] {
   return [Math.ceil(s.N / WG), M, s.blocks ?? 1];
 }
 
-export function matmulSource(s: MatmulSpec): string {
+export function simpleMatmulSource(s: MatmulSpec): string {
   const {N, K} = s;
   const fmt = s.weight;
   const blocks = s.blocks ?? 1;
@@ -94,6 +64,9 @@ export function matmulSource(s: MatmulSpec): string {
       break;
     case 'residual':
       fin = `out[o] = out[o] + (${v0});`;
+      break;
+    case 'mul':
+      fin = `out[o] = out[o] * (${v0});`;
       break;
     case 'geglu':
       fin = `out[o] = geluT(${v0}) * (${rowScale('acc1', 's1')}${b1});`;
