@@ -14,7 +14,7 @@
  * Shape letters: M token rows (dims[0]), N outputs, K inputs.
  */
 import {COMMON_WGSL, f32} from '../../webgpu_decode/shaders/common';
-import {valueFn, valuesPerWord, type WeightFormat} from '../../webgpu_decode/shaders/weights';
+import {valueFn, valuesPerWord} from '../../webgpu_decode/shaders/weights';
 import {DIMS} from './dims';
 import {type MatmulSpec, matmulBindings} from './matmul';
 
