@@ -18,6 +18,8 @@ import {valueFn, valuesPerWord} from '../../webgpu_decode/shaders/weights';
 import {DIMS} from './dims';
 import {type MatmulSpec, matmulBindings} from './matmul';
 
+export type {MatmulSpec};
+
 const WG = 64;
 
 export function simpleMatmulGrid(s: MatmulSpec, M: number): [number, number, number] {
