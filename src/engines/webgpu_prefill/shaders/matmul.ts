@@ -10,7 +10,8 @@
  * A workgroup computes a BM x BN tile of out with (BM / TM) x (BN / TN) threads, each holding
  * TM x TN accumulators (register blocking). Per K-step of BK it loads the x tile [BM, BK] and the
  * weight tile [BN, BK] (vec4 loads; compact words unpacked, scaled, once per tile element, so the
- * unpacking is shared by the tile's BM rows) into workgroup memory, transposed to k-major, then
+ * unpacking is shared by the tile's BM rows) into workgroup memory, transposed to k-major (consecutive
+ * threads take consecutive rows of a tile, so that those stores fall in distinct banks), then
  * each thread multiplies TM / 4 + TN / 4 vec4s of it per k. With `prefetch` the next K-step's
  * global loads are issued before the current step's arithmetic (held in registers); with
  * `buffers` 2 the tiles are double buffered (one barrier per K-step instead of two).
@@ -124,6 +125,25 @@ export function matmulTuning(spec: MatmulSpec, tuning: Partial<MatmulTuning> = {
   if (![0, 1, 2, 4].includes(t.words)) throw bad('words must be 0, 1, 2 or 4');
   if (spec.weight.dtype !== 'float32' && spec.blocks == null) compactLoad(spec, t);
   return t;
+}
+
+/** Smaller tiles for few rows, largest first (matmulTuningFor). */
+const SMALLER: Partial<MatmulTuning>[] = [
+  {bm: 64, bn: 64, bk: 16, tm: 4, tn: 4},
+  {bm: 32, bn: 64, bk: 16, tm: 4, tn: 4},
+  {bm: 32, bn: 32, bk: 16, tm: 4, tn: 4},
+];
+
+/**
+ * A tuning for chunks of about M rows: the defaults, or where they leave fewer than `minWorkgroups`
+ * workgroups (default 264: two per SM of an H200) the first smaller tile that gives that many (else
+ * the smallest). GRIFFIN_PREFILL_MM set: {} (the env variable decides).
+ */
+export function matmulTuningFor(spec: MatmulSpec, M: number, minWorkgroups = 264): Partial<MatmulTuning> {
+  if (Object.keys(envTuning()).length > 0) return {};
+  const count = (t: Partial<MatmulTuning>) => matmulGrid(spec, M, t).reduce((a, b) => a * b, 1);
+  if (count({}) >= minWorkgroups) return {};
+  return SMALLER.find((t) => count(t) >= minWorkgroups) ?? SMALLER[SMALLER.length - 1];
 }
 
 /** Compact weights: the load of `words` words (L values) the tile uses. */
@@ -249,7 +269,7 @@ export function matmulSource(spec: MatmulSpec, tuning?: Partial<MatmulTuning>): 
   const loadX = (k0: string) => {
     const L2: string[] = [];
     for (let l = 0; l < nLX; l++) {
-      L2.push(`{ let idx = t + ${l * T}u; let r = idx / ${XV}u; let k = ${k0} + (idx % ${XV}u) * 4u; let m = m0 + r;`);
+      L2.push(`{ let idx = t + ${l * T}u; let r = idx % ${BM}u; let k = ${k0} + (idx / ${BM}u) * 4u; let m = m0 + r;`);
       const c = conds(guardIdx(nLX, LX, l), 'm < M', guardK ? `k < ${K}u` : '');
       L2.push(`  px${l} = vec4<f32>(0.0);`);
       L2.push(`  if (${c}) { px${l} = x[(m * ${xStride}u + xcol + k) / 4u]; } }`);
@@ -260,7 +280,7 @@ export function matmulSource(spec: MatmulSpec, tuning?: Partial<MatmulTuning>): 
     const L2: string[] = [];
     for (let l = 0; l < nLX; l++) {
       const inner: string[] = [];
-      inner.push(`let idx = t + ${l * T}u; let r = idx / ${XV}u; let kl = (idx % ${XV}u) * 4u;`);
+      inner.push(`let idx = t + ${l * T}u; let r = idx % ${BM}u; let kl = (idx / ${BM}u) * 4u;`);
       let v = `px${l}`;
       if (spec.norm) {
         inner.push(`sq${l} = sq${l} + dot(px${l}, px${l});`);
@@ -291,9 +311,7 @@ export function matmulSource(spec: MatmulSpec, tuning?: Partial<MatmulTuning>): 
           L2.push(`  ${pw} = vec4<f32>(0.0);`);
           L2.push(`  if (${c}) { ${pw} = w${p}[(blk * ${K * N}u + k * ${N}u + n) / 4u]; } }`);
         } else {
-          L2.push(
-            `{ let idx = t + ${l * T}u; let n = n0 + idx / ${LWrow}u; let k = ${k0} + (idx % ${LWrow}u) * ${L}u;`,
-          );
+          L2.push(`{ let idx = t + ${l * T}u; let n = n0 + idx % ${BN}u; let k = ${k0} + (idx / ${BN}u) * ${L}u;`);
           const c = conds(guardIdx(nLW, LW, l), guardN ? `n < ${N}u` : '', guardK ? `k < ${K}u` : '');
           if (load == null) {
             L2.push(`  ${pw} = vec4<f32>(0.0);`);
@@ -324,12 +342,12 @@ export function matmulSource(spec: MatmulSpec, tuning?: Partial<MatmulTuning>): 
         if (kn) {
           inner.push(`ws${p}[${buf} + idx] = ${pw};`);
         } else if (load == null) {
-          inner.push(`{ let nl = idx / ${LWrow}u; let kl = (idx % ${LWrow}u) * 4u;`);
+          inner.push(`{ let nl = idx % ${BN}u; let kl = (idx / ${BN}u) * 4u;`);
           for (let c = 0; c < 4; c++)
             inner.push(`ws${p}[${buf} + (kl + ${c}u) * ${BN / 4}u + nl / 4u][nl % 4u] = ${pw}[${c}];`);
           inner.push('}');
         } else {
-          inner.push(`{ let nl = idx / ${LWrow}u; let kl = (idx % ${LWrow}u) * ${L}u;`);
+          inner.push(`{ let nl = idx % ${BN}u; let kl = (idx / ${BN}u) * ${L}u;`);
           const vecs = load.unpack(pw, `zp${p}_${l}`);
           const scale = fmt.dtype === 'int8' || fmt.dtype === 'int4' ? ` * sc${p}_${l}` : '';
           vecs.forEach((e, j) => {
@@ -411,7 +429,7 @@ export function matmulSource(spec: MatmulSpec, tuning?: Partial<MatmulTuning>): 
     norm.push('workgroupBarrier();');
     norm.push(`for (var r = t; r < ${BM}u; r = r + ${T}u) {`);
     norm.push(
-      `  var s = 0.0; for (var c = 0u; c < ${XV}u; c = c + 1u) { let i = r * ${XV}u + c; s = s + xs[i / 4u][i % 4u]; }`,
+      `  var s = 0.0; for (var c = 0u; c < ${XV}u; c = c + 1u) { let i = c * ${BM}u + r; s = s + xs[i / 4u][i % 4u]; }`,
     );
     norm.push(`  let j = ${LX}u + r; xs[j / 4u][j % 4u] = 1.0 / sqrt(s / ${f32(K)} + ${f32(spec.norm.eps)});`);
     norm.push('}', 'workgroupBarrier();');
