@@ -20,6 +20,12 @@ import {prefillConvGrid, prefillConvSource} from '../../src/engines/webgpu_prefi
 import {DIMS, DIMS_WORDS} from '../../src/engines/webgpu_prefill/shaders/dims';
 import {prefillEmbedGrid, prefillEmbedSource} from '../../src/engines/webgpu_prefill/shaders/embed';
 import {prefillScanGrid, prefillScanSource} from '../../src/engines/webgpu_prefill/shaders/scan';
+import {
+  scanChunkedGrid,
+  scanFinishSource,
+  scanPartSource,
+  scanScratchFloats,
+} from '../../src/engines/webgpu_prefill/shaders/scan_chunked';
 import type {GenerationState} from '../../src/generation/state';
 import {RecurrentGemmaForCausalLM} from '../../src/model';
 import {tf} from '../../src/tf';
@@ -156,9 +162,6 @@ async function compareScenario(sc: PrefillScenario, seed: number): Promise<{logi
 
 describeWebGPU('fused WebGPU prefill engine', () => {
   beforeAll(async () => {
-    // Tiles of 32 x 32: SwiftShader compiles them ~3x faster than the default 128 x 64 (the tiled
-    // kernel at its default tiles: test/webgpu/prefill_matmul.webgpu.test.ts).
-    process.env.GRIFFIN_PREFILL_MM = 'bm=32,bn=32,tm=4,tn=4';
     await initNodeWebGPU();
     // tfjs's prefill on SwiftShader: the packed matMul program (see decode.webgpu.test.ts).
     tf.env().set('WEBGPU_MATMUL_PROGRAM_TYPE', 3);
@@ -166,7 +169,6 @@ describeWebGPU('fused WebGPU prefill engine', () => {
     fusedPrefillConfig.enabled = true;
   });
   afterAll(() => {
-    delete process.env.GRIFFIN_PREFILL_MM;
     tf.env().set('WEBGPU_MATMUL_PROGRAM_TYPE', -1);
     fusedDecodeConfig.enabled = null;
     fusedPrefillConfig.enabled = null;
@@ -269,6 +271,21 @@ describeWebGPU('fused WebGPU prefill engine', () => {
       const [gotSt, o] = [got[6], got[7]];
       expect(relError(o, want[2])).toBeLessThan(KERNEL_TOL);
       expect(relError(gotSt.subarray(b * W * E), want[4])).toBeLessThan(KERNEL_TOL);
+      // The chunked scan (chunks of 3 steps: several per row, the last one short).
+      const cs = {E, W, L: 3};
+      const [, , , , , , sc] = await runKernel(
+        scanPartSource(cs),
+        [dims, pos, want[0], want[1], rp, st, new Float32Array(scanScratchFloats(cs, b, t))],
+        scanChunkedGrid(cs, b, t),
+      );
+      const chunked = await runKernel(
+        scanFinishSource(cs),
+        [dims, pos, uy, want[0], want[1], sc, st, new Float32Array(M * E)],
+        scanChunkedGrid(cs, b, t),
+      );
+      expect(relError(chunked[7], want[2])).toBeLessThan(KERNEL_TOL);
+      expect(relError(chunked[6].subarray(b * W * E), want[4])).toBeLessThan(KERNEL_TOL);
+      expect(Array.from(chunked[6].subarray(0, b * W * E))).toEqual(Array.from(gotSt.subarray(0, b * W * E)));
       // The ring after the chunk, read as the decode engine reads it: the next input goes to
       // slot (conv + t) % W, the history is the W-1 slots after it, oldest first.
       if (W > 1) {

@@ -25,6 +25,11 @@ export interface PrefillDispatch {
   readonly grid: GridFn;
   /** Bytes of weights it must read (profiling); 0 when small. */
   readonly bytes: number;
+  /**
+   * Another source for chunks of M rows (a matmul's smaller tiles when few rows would leave the GPU
+   * idle), or null for this one; same bindings. The engine makes its pipeline on first use.
+   */
+  readonly variant?: (M: number) => {key: string; code: string; grid: GridFn} | null;
 }
 
 /** What the plan allocates and binds through (the engine's). */

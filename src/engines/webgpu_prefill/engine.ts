@@ -4,7 +4,8 @@
  * few custom WGSL dispatches per layer (plan.ts), encoded into one command encoder and submitted
  * once, writing the decoding state straight into the decode engine's buffers (FusedDecoder), so
  * decoding goes on from there with no copies. Pipelines are cached per device and source, bind
- * groups made once per (model, b, chunk capacity); the chunk's length is a word of the dims buffer.
+ * groups made once per (model, b, chunk capacity), both on first use (a matmul has a variant with
+ * smaller tiles for short chunks); the chunk's length is a word of the dims buffer.
  *   import {fusedDecoderFor} from '../webgpu_decode';
  *   const pre = new FusedPrefill(fusedDecoderFor(model, 1)!, 512);   // chunks of up to 512 steps
  *   const logits = pre.run([[2, 651, 6037]], [[0, 1, 2]], true);     // [b, V] after the last step (the caller owns it)
@@ -26,11 +27,11 @@ import {buildPrefillPlan, type PrefillPlan} from './plan';
 import {DIMS, DIMS_WORDS} from './shaders/dims';
 
 interface Encoded {
-  pipeline: GPUComputePipeline;
-  bind: GPUBindGroup;
-  grid: GridFn;
   name: string;
   bytes: number;
+  planned: PrefillDispatch;
+  /** Pipelines and bind groups of the planned source ('') and its variants, by key (made on first use). */
+  made: Map<string, {pipeline: GPUComputePipeline; bind: GPUBindGroup; grid: GridFn}>;
 }
 
 const pipelineCache = new WeakMap<GPUDevice, Map<string, GPUComputePipeline>>();
@@ -200,7 +201,10 @@ export class FusedPrefill {
     }
     flushTf(this.backend);
     const enc = this.device.createCommandEncoder();
-    const list: Dispatch[] = this.dispatches.map((x) => ({...x, grid: x.grid(M, t)}));
+    const list: Dispatch[] = this.dispatches.map((x) => {
+      const v = this.variantOf(x, M);
+      return {pipeline: v.pipeline, bind: v.bind, grid: v.grid(M, t), name: x.name, bytes: x.bytes};
+    });
     const head = wantLogits ? this.decoder.headDispatches : [];
     const passOf = (i: number) =>
       enc.beginComputePass(
@@ -285,21 +289,41 @@ export class FusedPrefill {
     if (this.disposed) throw new Error('fused prefill: the engine has been disposed');
   }
 
-  /** The pipeline (cached per device and source) and bind group of a planned dispatch. */
-  private add(d: PrefillDispatch): void {
+  /**
+   * The pipeline and bind group for a chunk of M rows: the planned source, or its variant for M;
+   * made on first use (a short prompt never compiles the large tiles, nor a long one the small).
+   */
+  private variantOf(x: Encoded, M: number): {pipeline: GPUComputePipeline; bind: GPUBindGroup; grid: GridFn} {
+    const v = x.planned.variant?.(M) ?? {key: '', code: x.planned.code, grid: x.planned.grid};
+    let made = x.made.get(v.key);
+    if (made == null) {
+      this.device.pushErrorScope('validation');
+      made = {...this.pipelineAndBind(v.code, x.planned), grid: v.grid};
+      void this.device.popErrorScope().then((err) => {
+        if (err == null) return;
+        this.failed = err.message;
+        console.error(`fused WebGPU prefill disabled: ${err.message}`);
+      });
+      x.made.set(v.key, made);
+    }
+    return made;
+  }
+
+  /** The pipeline (cached per device and source) of `code` and a bind group of d's buffers for it. */
+  private pipelineAndBind(code: string, d: PrefillDispatch): {pipeline: GPUComputePipeline; bind: GPUBindGroup} {
     let cache = pipelineCache.get(this.device);
     if (cache == null) pipelineCache.set(this.device, (cache = new Map()));
-    let pipeline = cache.get(d.code);
+    let pipeline = cache.get(code);
     if (pipeline == null) {
-      const module = this.device.createShaderModule({code: d.code, label: d.name});
+      const module = this.device.createShaderModule({code, label: d.name});
       pipeline = this.device.createComputePipeline({
         layout: 'auto',
         compute: {module, entryPoint: 'main'},
         label: d.name,
       });
-      cache.set(d.code, pipeline);
+      cache.set(code, pipeline);
     }
-    const names = wgslBindings(d.code);
+    const names = wgslBindings(code);
     const extra = Object.keys(d.bindings).filter((k) => !names.includes(k));
     if (extra.length > 0) throw new Error(`fused prefill: ${d.name}: no binding named ${extra.join(', ')}`);
     const entries = names.map((name, i) => {
@@ -308,7 +332,17 @@ export class FusedPrefill {
       return {binding: i, resource: {buffer}};
     });
     const bind = this.device.createBindGroup({layout: pipeline.getBindGroupLayout(0), entries, label: d.name});
-    this.dispatches.push({pipeline, bind, grid: d.grid, name: d.name, bytes: d.bytes});
+    return {pipeline, bind};
+  }
+
+  /** A planned dispatch (its bindings checked against its source now, its pipeline made on first use). */
+  private add(d: PrefillDispatch): void {
+    const names = wgslBindings(d.code);
+    const extra = Object.keys(d.bindings).filter((k) => !names.includes(k));
+    if (extra.length > 0) throw new Error(`fused prefill: ${d.name}: no binding named ${extra.join(', ')}`);
+    const missing = names.filter((k) => d.bindings[k] == null);
+    if (missing.length > 0) throw new Error(`fused prefill: ${d.name}: binding ${missing.join(', ')} missing`);
+    this.dispatches.push({name: d.name, bytes: d.bytes, planned: d, made: new Map()});
   }
 }
 

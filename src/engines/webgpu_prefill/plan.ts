@@ -36,7 +36,14 @@ import type {GridFn, PrefillCtx, PrefillDispatch, PrefillHost, PrefillShared} fr
 import {prefillConvGrid, prefillConvSource} from './shaders/conv';
 import {DIMS_WORDS} from './shaders/dims';
 import {prefillEmbedGrid, prefillEmbedSource} from './shaders/embed';
-import {type MatmulSpec, matmulBindings, matmulGrid, matmulSharedBytes, matmulSource} from './shaders/matmul';
+import {
+  type MatmulSpec,
+  matmulBindings,
+  matmulGrid,
+  matmulSharedBytes,
+  matmulSource,
+  matmulTuningFor,
+} from './shaders/matmul';
 import {simpleMatmulGrid, simpleMatmulSource} from './shaders/matmul_simple';
 import {prefillScanGrid, prefillScanSource} from './shaders/scan';
 
@@ -151,27 +158,34 @@ function matmulDispatch(
   const bindings = Object.fromEntries(names.map((n) => [n, all[n]]));
   const maxX = ctx.host.limits.maxComputeWorkgroupsPerDimension;
   const shared = ctx.host.limits.maxComputeWorkgroupStorageSize;
+  const checked =
+    (grid: GridFn): GridFn =>
+    (M, t) => {
+      const g = grid(M, t);
+      if (g.some((n) => n > maxX)) throw new Error(`fused prefill: ${name}: grid [${g}] past the device's limit`);
+      return g;
+    };
+  const bytes = mats.reduce((a, m) => a + m.bytes, 0);
   let code: string;
-  let grid: GridFn;
   try {
     if (matmulSharedBytes(spec) > shared) throw new Error('workgroup memory');
     code = matmulSource(spec);
-    grid = (M) => matmulGrid(spec, M);
   } catch {
     // Widths or strides that are not multiples of 4 (small test models): one invocation per value.
-    code = simpleMatmulSource(spec);
-    grid = (M) => simpleMatmulGrid(spec, M);
+    return {name, code: simpleMatmulSource(spec), bindings, grid: checked((M) => simpleMatmulGrid(spec, M)), bytes};
   }
   return {
     name,
     code,
     bindings,
-    grid: (M, t) => {
-      const g = grid(M, t);
-      if (g.some((n) => n > maxX)) throw new Error(`fused prefill: ${name}: grid [${g}] past the device's limit`);
-      return g;
+    grid: checked((M) => matmulGrid(spec, M)),
+    bytes,
+    // Few rows (a short prompt): smaller tiles, so that the chunk fills the GPU.
+    variant: (M) => {
+      const tu = matmulTuningFor(spec, M);
+      if (Object.keys(tu).length === 0 || matmulSharedBytes(spec, tu) > shared) return null;
+      return {key: JSON.stringify(tu), code: matmulSource(spec, tu), grid: checked((m) => matmulGrid(spec, m, tu))};
     },
-    bytes: mats.reduce((a, m) => a + m.bytes, 0),
   };
 }
 
