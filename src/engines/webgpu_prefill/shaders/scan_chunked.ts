@@ -1,14 +1,15 @@
 /**
  * The prefill RG-LRU scan in chunks of L steps, parallel over them: the same results as the
  * serial scan (scan.ts) but with b x ceil(t / L) x E invocations instead of b x E, so that a long
- * chunk of the prompt keeps the GPU busy. Two dispatches:
- *   part: per (row, chunk of L steps, channel), from h = 0: the chunk's end state and the
- *     product of its decays a (a document start inside makes it 0);
- *   finish: per (row, chunk, channel), h at the chunk's start from the state's h and the earlier
- *     chunks' (product, end state) pairs, then the chunk's steps again from it, writing o = h *
- *     gelu(y); the last chunk's invocations write h and the conv ring (as scan.ts does).
+ * chunk of the prompt keeps the GPU busy.
  *   const spec = {E: config.lru_width, W: config.conv1d_width, L: 32};
  *   const [part, finish] = [scanPartSource(spec), scanFinishSource(spec)];   // both over scanChunkedGrid(spec, b, t)
+ *
+ * Two dispatches. part, per (row, chunk of L steps, channel), from h = 0: the chunk's end state
+ * and the product of its decays a (a document start inside makes it 0). finish, per (row, chunk,
+ * channel): h at the chunk's start from the state's h and the earlier chunks' (product, end
+ * state) pairs, then the chunk's steps again from it, writing o = h * gelu(y); the last chunk's
+ * invocations write h and the conv ring (as scan.ts does).
  *
  * Bindings: part: dims, pos, cv, gates, rp, st, sc (out: softplus(rp) [E], the state's h [b, E],
  * then [b, chunks, 2, E] product | end state); finish: dims, pos, uy, cv, gates, sc, st, o (see
