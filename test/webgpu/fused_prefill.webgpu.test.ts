@@ -167,11 +167,14 @@ describeWebGPU('fused WebGPU prefill engine', () => {
     tf.env().set('WEBGPU_MATMUL_PROGRAM_TYPE', 3);
     fusedDecodeConfig.enabled = true; // whatever the env says: these tests are about the engines
     fusedPrefillConfig.enabled = true;
+    // Scan chunks of 4 steps: several per prefill chunk here (32 by default).
+    fusedPrefillConfig.scanSteps = 4;
   });
   afterAll(() => {
     tf.env().set('WEBGPU_MATMUL_PROGRAM_TYPE', -1);
     fusedDecodeConfig.enabled = null;
     fusedPrefillConfig.enabled = null;
+    fusedPrefillConfig.scanSteps = 32;
   });
 
   test('embedding gather of a chunk from one piece of the vocabulary matrix, scaled; rows past M untouched', async () => {

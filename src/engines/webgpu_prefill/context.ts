@@ -57,6 +57,8 @@ export interface PrefillShared {
   qkv: GPUBuffer;
   attn: GPUBuffer;
   hid: GPUBuffer;
+  /** The chunked scan's scratch (shaders/scan_chunked.ts). */
+  sc: GPUBuffer;
   /** Scratch of the attention kernels (attention_plan.ts), by binding name. */
   scratch: Record<string, GPUBuffer>;
 }

@@ -11,28 +11,13 @@
  * Shape letters: b batch rows, t steps per row in a chunk.
  */
 import {type DecodeModelView, fusedDecoderFor} from '../webgpu_decode';
+import {fusedPrefillConfig, fusedPrefillEnabled} from './config';
 import {FusedPrefill} from './engine';
 import {rowFloats} from './plan';
 
+export {fusedPrefillConfig, fusedPrefillEnabled} from './config';
 export type {DispatchTiming} from './engine';
 export {FusedPrefill} from './engine';
-
-/**
- * enabled: null = env GRIFFIN_FUSED_PREFILL (0/false/off: off; unset or anything else: on).
- * maxChunk: most steps per row in one chunk; maxRows: most token rows (b x steps) in one chunk
- * (the engine's activation buffers grow with it).
- */
-export const fusedPrefillConfig: {enabled: boolean | null; maxChunk: number; maxRows: number} = {
-  enabled: null,
-  maxChunk: 4096,
-  maxRows: 16384,
-};
-
-export function fusedPrefillEnabled(): boolean {
-  if (fusedPrefillConfig.enabled != null) return fusedPrefillConfig.enabled;
-  const v = typeof process !== 'undefined' ? process.env?.GRIFFIN_FUSED_PREFILL : undefined;
-  return v == null || !['0', 'false', 'off'].includes(v.toLowerCase());
-}
 
 const engines = new WeakMap<object, FusedPrefill>();
 const warned = new WeakSet<DecodeModelView>();

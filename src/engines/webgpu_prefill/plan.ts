@@ -32,6 +32,7 @@ import {RecurrentBlock} from '../../../layers/recurrent';
 import type {AttentionBuffers, DecodeModelView, PrefillTarget, RecurrentBuffers} from '../webgpu_decode';
 import {FLOAT32_WEIGHTS, sameFormat, type WeightFormat, weightFormat} from '../webgpu_decode/shaders/weights';
 import {attentionDispatches, attentionScratch} from './attention_plan';
+import {fusedPrefillConfig} from './config';
 import type {GridFn, PrefillCtx, PrefillDispatch, PrefillHost, PrefillShared} from './context';
 import {prefillConvGrid, prefillConvSource} from './shaders/conv';
 import {DIMS_WORDS} from './shaders/dims';
@@ -45,7 +46,7 @@ import {
   matmulTuningFor,
 } from './shaders/matmul';
 import {simpleMatmulGrid, simpleMatmulSource} from './shaders/matmul_simple';
-import {prefillScanGrid, prefillScanSource} from './shaders/scan';
+import {scanChunkedGrid, scanFinishSource, scanPartSource, scanScratchFloats} from './shaders/scan_chunked';
 
 export interface PrefillPlan {
   readonly dispatches: PrefillDispatch[];
@@ -265,22 +266,35 @@ function recurrentDispatches(
       host.weight(() => bv.read()),
       {x: buf.cv, out: buf.gates},
     );
-  const scan: PrefillDispatch = {
-    name: `L${li}.scan`,
-    code: prefillScanSource({E: e, W: w}),
-    bindings: {
-      dims: buf.dims,
-      pos: buf.pos,
-      uy: buf.uy,
-      cv: buf.cv,
-      gates: buf.gates,
-      rp: host.weight(() => rg.recurrent_param.read()),
-      st: state.st,
-      o: buf.o,
+  // The scan in chunks of fusedPrefillConfig.scanSteps steps, parallel over them (part), then each chunk from its
+  // start state (finish): h and the conv ring end in the state.
+  const sspec = {E: e, W: w, L: fusedPrefillConfig.scanSteps};
+  const rp = host.weight(() => rg.recurrent_param.read());
+  const scan: PrefillDispatch[] = [
+    {
+      name: `L${li}.scan`,
+      code: scanPartSource(sspec),
+      bindings: {dims: buf.dims, pos: buf.pos, cv: buf.cv, gates: buf.gates, rp, st: state.st, sc: buf.sc},
+      grid: (M, t) => scanChunkedGrid(sspec, M / t, t),
+      bytes: 0,
     },
-    grid: (M, t) => prefillScanGrid(e, M / t),
-    bytes: 0,
-  };
+    {
+      name: `L${li}.scan2`,
+      code: scanFinishSource(sspec),
+      bindings: {
+        dims: buf.dims,
+        pos: buf.pos,
+        uy: buf.uy,
+        cv: buf.cv,
+        gates: buf.gates,
+        sc: buf.sc,
+        st: state.st,
+        o: buf.o,
+      },
+      grid: (M, t) => scanChunkedGrid(sspec, M / t, t),
+      bytes: 0,
+    },
+  ];
   const lo = tb.linear_out,
     loBias = biasOf(lo);
   const out = matmul(
@@ -297,7 +311,7 @@ function recurrentDispatches(
     conv,
     ...gate(rg.input_gate_weight, rg.input_gate_bias, 0, 'gx'),
     ...gate(rg.recurrent_gate_weight, rg.recurrent_gate_bias, e, 'ga'),
-    scan,
+    ...scan,
     ...out,
   ];
 }
@@ -422,6 +436,7 @@ export function buildPrefillPlan(
     qkv: own(hasAttn ? M * (H + 2 * K) * hd : 4),
     attn: own(hasAttn ? M * H * hd : 4),
     hid: own(M * m),
+    sc: own(hasRec ? scanScratchFloats({E: e, W: c.conv1d_width, L: fusedPrefillConfig.scanSteps}, B, capacity) : 4),
     scratch: {},
   };
   const ctx: PrefillCtx = {view, host, B, capacity, buf, target};
