@@ -41,6 +41,7 @@ import {Rng} from '../src/util/rng';
 const SWEEP: Partial<MatmulTuning>[] = [
   {},
   {prefetch: false},
+  {group: 0},
   {buffers: 2},
   {bm: 128, bn: 64, bk: 8, tm: 8, tn: 4, buffers: 2},
   {bm: 128, bn: 64, bk: 32, tm: 8, tn: 4},

@@ -21,8 +21,10 @@
  *
  * Bindings (matmulBindings, in order): dims (array<u32>: dims[0] = M; no other word is read),
  * x, [g], w0, [w1 (geglu's up)], [s0, [s1]: int8 row / int4 group scales], [z0, [z1]: int4 zero
- * points], [bias], out. Epilogues: store, gelu, residual (out += v), mul (out *= v: GeGLU split in
- * two dispatches where the bindings would pass the device's limit), geglu, softcap.
+ * points], [bias], out. Epilogues: store, gelu, residual (out += v), mul (out *= v), geglu, softcap.
+ * WebGPU's default is 8 storage buffers per stage (tfjs opens the device with it): a GeGLU with
+ * int8 / int4 weights, the norm and a bias needs 9 (with zero points 11), so it runs as two
+ * dispatches, gelu (w0, bias[:N]) then mul (w1, bias[N:]) on the same out: check matmulBindings.
  * N and K must be multiples of 4, and so must xStride, xOffset (vec4 loads of x); M is any >= 0.
  *
  * Tuning (MatmulTuning; each knob: the argument's value if given, else GRIFFIN_PREFILL_MM, else
