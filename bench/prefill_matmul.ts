@@ -12,9 +12,11 @@
  * norm fused; 7680 x 2560 GeGLU, gate and up, norm and bias; 2560 x 7680 residual with bias;
  * 256 x 2560 with the norm), --formats float32,bfloat16,int4 (also float16, int8, int4 is group
  * 64), --sweep (the tunings in SWEEP below, those the device can run) or --tunings
- * 'bm=64,bn=64;bm=128,tm=8' (each as GRIFFIN_PREFILL_MM takes it), --reps 5, --min-ms 20 (GPU
+ * 'bm=64,bn=64;bm=128,tm=8;auto' (each as GRIFFIN_PREFILL_MM takes it; auto: matmulTuningFor's pick
+ * for each M; default: the defaults and auto), --reps 5, --min-ms 20 (GPU
  * work per timed sample), --quick (M 16,100; N, K a tenth; 2 reps: a smoke run), --out FILE.
- * FLOPs counted: 2 M N K per weight matrix (GeGLU: two).
+ * FLOPs counted: 2 M N K per weight matrix (GeGLU: two). A GeGLU whose bindings pass the device's
+ * limit (compact weights with scales, norm and bias: 9 > 8) runs as gelu + mul, timed together ('split').
  */
 
 import type {WebGPUBackend} from '@tensorflow/tfjs-backend-webgpu';
@@ -29,6 +31,7 @@ import {
   matmulSharedBytes,
   matmulSource,
   matmulTuning,
+  matmulTuningFor,
   parseMatmulTuning,
 } from '../src/engines/webgpu_prefill/shaders/matmul';
 import {tf} from '../src/tf';
@@ -38,6 +41,7 @@ import {Rng} from '../src/util/rng';
 const SWEEP: Partial<MatmulTuning>[] = [
   {},
   {prefetch: false},
+  {group: 0},
   {buffers: 2},
   {bm: 128, bn: 64, bk: 8, tm: 8, tn: 4, buffers: 2},
   {bm: 128, bn: 64, bk: 32, tm: 8, tn: 4},
@@ -112,12 +116,12 @@ async function main(args: Args): Promise<void> {
   for (const s of shapeNames) if (!SHAPES.some((x) => x.name === s)) throw new Error(`unknown shape ${s}`);
   for (const f of formatNames) if (FORMATS[f] == null) throw new Error(`unknown format ${f}`);
   if (Math.max(...Ms) > 16384) throw new Error('--m: at most 16384 rows');
-  const tunings: Partial<MatmulTuning>[] =
+  const tunings: (Partial<MatmulTuning> | 'auto')[] =
     args.tunings != null && args.tunings !== 'true'
-      ? args.tunings.split(';').map(parseMatmulTuning)
+      ? args.tunings.split(';').map((t) => (t === 'auto' ? 'auto' : parseMatmulTuning(t)))
       : args.sweep === 'true'
-        ? SWEEP
-        : [{}];
+        ? [...SWEEP, 'auto']
+        : [{}, 'auto'];
   const stamps = dev.features.has('timestamp-query');
   console.error(
     `prefill matmul: ${describe(env)}; timing: ${stamps ? 'GPU timestamps' : 'wall (onSubmittedWorkDone)'}`,
@@ -178,41 +182,67 @@ async function main(args: Args): Promise<void> {
       }
       const gHost = new Float32Array(await readRows(dev, g, 0, K));
       const biasHost = await readRows(dev, bias, 0, P * N);
-      const names = matmulBindings(spec);
       const limits = dev.limits;
-      if (names.length > limits.maxStorageBuffersPerShaderStage) {
-        console.error(
-          `  ${shapeName} ${formatName}: ${names.length} bindings > the device's ${limits.maxStorageBuffersPerShaderStage}, skipped`,
-        );
-        continue;
+      // GeGLU past the device's binding limit: gate with gelu, then up with mul (as the engine does then).
+      const split = matmulBindings(spec).length > limits.maxStorageBuffersPerShaderStage;
+      if (split) {
+        bufs.bias0 = upload(dev, biasHost.subarray(0, N));
+        bufs.bias1 = upload(dev, biasHost.subarray(N));
       }
+      const parts: {spec: MatmulSpec; buf: (name: string) => GPUBuffer}[] = split
+        ? [
+            {spec: {...spec, epilogue: 'gelu'}, buf: (n) => bufs[n === 'bias' ? 'bias0' : n]},
+            {
+              spec: {...spec, epilogue: 'mul'},
+              buf: (n) => bufs[n === 'bias' ? 'bias1' : n.replace(/^([wsz])0$/, '$11')],
+            },
+          ]
+        : [{spec, buf: (n) => bufs[n]}];
+      if (split) console.error(`  ${shapeName} ${formatName}: over the device's storage bindings, as gelu + mul`);
+      const made = new Map<string, {pipeline: GPUComputePipeline; bind: GPUBindGroup}[] | null>();
+      const compileMs = new Map<string, number>();
       for (const tuningIn of tunings) {
-        let tuning: MatmulTuning;
-        try {
-          tuning = matmulTuning(spec, tuningIn);
-        } catch (e) {
-          console.error(`  skipped ${JSON.stringify(tuningIn)}: ${(e as Error).message}`);
-          continue;
-        }
-        const T = (tuning.bm / tuning.tm) * (tuning.bn / tuning.tn);
-        if (
-          matmulSharedBytes(spec, tuning) > limits.maxComputeWorkgroupStorageSize ||
-          T > limits.maxComputeInvocationsPerWorkgroup
-        ) {
-          console.error(`  skipped ${tuningText(tuning)}: over the device's workgroup limits`);
-          continue;
-        }
-        const t0 = performance.now();
-        const pipeline = await dev.createComputePipelineAsync({
-          layout: 'auto',
-          compute: {module: dev.createShaderModule({code: matmulSource(spec, tuning)}), entryPoint: 'main'},
-        });
-        const compileMs = performance.now() - t0;
-        const bind = dev.createBindGroup({
-          layout: pipeline.getBindGroupLayout(0),
-          entries: names.map((n, i) => ({binding: i, resource: {buffer: bufs[n]}})),
-        });
         for (const M of Ms) {
+          let tuning: MatmulTuning;
+          try {
+            tuning = matmulTuning(spec, tuningIn === 'auto' ? matmulTuningFor(spec, M) : tuningIn);
+          } catch (e) {
+            console.error(`  skipped ${JSON.stringify(tuningIn)}: ${(e as Error).message}`);
+            continue;
+          }
+          const key = JSON.stringify(tuning);
+          if (
+            tuningIn === 'auto' &&
+            tunings.some((t) => t !== 'auto' && JSON.stringify(matmulTuning(spec, t)) === key)
+          ) {
+            continue; // timed already
+          }
+          const T = (tuning.bm / tuning.tm) * (tuning.bn / tuning.tn);
+          if (
+            matmulSharedBytes(spec, tuning) > limits.maxComputeWorkgroupStorageSize ||
+            T > limits.maxComputeInvocationsPerWorkgroup
+          ) {
+            console.error(`  skipped ${tuningText(tuning)}: over the device's workgroup limits`);
+            continue;
+          }
+          if (!made.has(key)) {
+            const t0 = performance.now();
+            const list = [];
+            for (const part of parts) {
+              const pipeline = await dev.createComputePipelineAsync({
+                layout: 'auto',
+                compute: {module: dev.createShaderModule({code: matmulSource(part.spec, tuning)}), entryPoint: 'main'},
+              });
+              const bind = dev.createBindGroup({
+                layout: pipeline.getBindGroupLayout(0),
+                entries: matmulBindings(part.spec).map((n, i) => ({binding: i, resource: {buffer: part.buf(n)}})),
+              });
+              list.push({pipeline, bind});
+            }
+            made.set(key, list);
+            compileMs.set(key, Math.round(performance.now() - t0));
+          }
+          const kernels = made.get(key)!;
           dev.queue.writeBuffer(dims, 0, Uint32Array.of(M, M, 0, 0));
           const grid = matmulGrid(spec, M, tuning);
           const sample = async (inner: number): Promise<number> => {
@@ -221,9 +251,13 @@ async function main(args: Args): Promise<void> {
             const pass = enc.beginComputePass(
               qs ? {timestampWrites: {querySet: qs, beginningOfPassWriteIndex: 0, endOfPassWriteIndex: 1}} : {},
             );
-            pass.setPipeline(pipeline);
-            pass.setBindGroup(0, bind);
-            for (let i = 0; i < inner; i++) pass.dispatchWorkgroups(...grid);
+            for (let i = 0; i < inner; i++) {
+              for (const k of kernels) {
+                pass.setPipeline(k.pipeline);
+                pass.setBindGroup(0, k.bind);
+                pass.dispatchWorkgroups(...grid);
+              }
+            }
             pass.end();
             let resolve: GPUBuffer | null = null,
               read: GPUBuffer | null = null;
@@ -285,12 +319,12 @@ async function main(args: Args): Promise<void> {
             K,
             epilogue: sh.epilogue,
             format: formatName,
-            tuning: tuningText(tuning),
+            tuning: `${tuningText(tuning)}${tuningIn === 'auto' ? ' (auto)' : ''}${split ? ' split' : ''}`,
             ms: +ms.toFixed(4),
             minMs: +times[0].toFixed(4),
-            TFLOPs: +(flop / ms / 1e9).toFixed(2),
+            TFLOPs: +(flop / ms / 1e9).toPrecision(3),
             relErr: +relErr.toExponential(2),
-            compileMs: Math.round(compileMs),
+            compileMs: compileMs.get(key),
             inner,
             grid: grid.join('x'),
             tuningFull: tuning,
@@ -301,7 +335,7 @@ async function main(args: Args): Promise<void> {
           );
         }
       }
-      for (const k of Object.keys(bufs)) if (/^[wsz]\d$/.test(k)) bufs[k].destroy();
+      for (const k of Object.keys(bufs)) if (/^([wsz]|bias)\d$/.test(k)) bufs[k].destroy();
     }
     [x, g, bias, out, dims].forEach((b) => b.destroy());
   }

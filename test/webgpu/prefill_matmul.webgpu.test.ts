@@ -2,7 +2,7 @@
  * The prefill engine's tiled matmul (src/engines/webgpu_prefill/shaders/matmul.ts) on SwiftShader
  * against a plain float64 reference computed from the unpacked weights (ops/compact/format.ts
  * dequantize): every weight format x epilogue x fused norm, ragged M (1, tile +- 1, 16384), the
- * tunings' code paths (prefetch, double buffering, register blocks, compact load widths), strides
+ * tunings' code paths (prefetch, double buffering, register blocks, compact load widths, tile order), strides
  * and offsets, block-diagonal weights. Tolerance: ||got - want|| / ||want|| < 1e-5 (float32
  * accumulation over K <= 128 against float64).
  */
@@ -15,6 +15,8 @@ import {
   matmulBindings,
   matmulGrid,
   matmulSource,
+  matmulTuningFor,
+  parseMatmulTuning,
 } from '../../src/engines/webgpu_prefill/shaders/matmul';
 import {tf} from '../../src/tf';
 import {initNodeWebGPU} from '../../src/webgpu_node';
@@ -213,6 +215,8 @@ describeWebGPU('prefill matmul on webgpu', () => {
     ['double buffers', {buffers: 2}],
     ['8x8 per thread', {bm: 64, bn: 64, bk: 8, tm: 8, tn: 8, buffers: 2}],
     ['bk 32, 2 words per load', {bm: 32, bn: 32, bk: 32, words: 2}],
+    ['M tiles in runs of 3 (the last short)', {...SMALL, group: 3}],
+    ['tiles row by row', {...SMALL, group: 0}],
   ];
   const tuned = tunings.map(([tname, tuning]) => ({tname, tuning, fname: 'float32', weight: fmt('float32')}));
   tuned.push({tname: 'the defaults', tuning: {}, fname: 'bfloat16', weight: fmt('bfloat16')});
@@ -277,7 +281,7 @@ describe('prefill matmul: specs it refuses', () => {
     [{N: 8, K: 8, epilogue: 'softcap' as const}, /cap/],
     [{N: 8, K: 32, weight: weightFormat({dtype: 'int4', groupSize: 64})}, /group size 64/],
     [{N: 8, K: 8, blocks: 2, weight: weightFormat({dtype: 'int8'})}, /float32 only/],
-  ])('%o', (partial, why) => {
+  ])('%j is refused: %s', (partial, why) => {
     const spec = {weight: f32w, epilogue: 'store' as const, ...partial} as MatmulSpec;
     expect(() => matmulSource(spec)).toThrow(why);
   });
@@ -285,5 +289,21 @@ describe('prefill matmul: specs it refuses', () => {
     const spec: MatmulSpec = {N: 8, K: 8, weight: f32w, epilogue: 'store'};
     expect(() => matmulSource(spec, {bm: 48})).toThrow(/powers of two/);
     expect(() => matmulSource(spec, {bm: 256, bn: 256, tm: 4, tn: 4})).toThrow(/threads per workgroup/);
+  });
+});
+
+describe('prefill matmul tunings', () => {
+  const spec: MatmulSpec = {N: 2560, K: 2560, weight: fmt('float32'), epilogue: 'store'};
+  test('the env form parses, and a bad knob is refused in one line', () => {
+    expect(parseMatmulTuning('bm=64, bn=32,prefetch=0,group=4')).toEqual({bm: 64, bn: 32, prefetch: false, group: 4});
+    expect(() => parseMatmulTuning('bm=64,tile=3')).toThrow(/bad knob "tile=3"/);
+    expect(() => parseMatmulTuning('bm=-1')).toThrow(/bad knob/);
+  });
+  test('matmulTuningFor: the defaults for many rows, smaller tiles where they would leave workgroups idle', () => {
+    expect(matmulTuningFor(spec, 2048)).toEqual({}); // 16 x 40 = 640 workgroups of 128 x 64
+    // 128 rows: 128 x 64 tiles give 40 workgroups, 64 x 64: 80, 32 x 64: 160, 32 x 32: 320 (>= 264).
+    expect(matmulTuningFor(spec, 128)).toMatchObject({bm: 32, bn: 32});
+    expect(matmulGrid(spec, 128, matmulTuningFor(spec, 128))).toEqual([80, 4, 1]);
+    expect(matmulTuningFor(spec, 512)).toMatchObject({bm: 64, bn: 64}); // 8 x 40 = 320
   });
 });

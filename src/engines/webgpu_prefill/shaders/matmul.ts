@@ -21,12 +21,14 @@
  *
  * Bindings (matmulBindings, in order): dims (array<u32>: dims[0] = M; no other word is read),
  * x, [g], w0, [w1 (geglu's up)], [s0, [s1]: int8 row / int4 group scales], [z0, [z1]: int4 zero
- * points], [bias], out. Epilogues: store, gelu, residual (out += v), mul (out *= v: GeGLU split in
- * two dispatches where the bindings would pass the device's limit), geglu, softcap.
+ * points], [bias], out. Epilogues: store, gelu, residual (out += v), mul (out *= v), geglu, softcap.
+ * WebGPU's default is 8 storage buffers per stage (tfjs opens the device with it): a GeGLU with
+ * int8 / int4 weights, the norm and a bias needs 9 (with zero points 11), so it runs as two
+ * dispatches, gelu (w0, bias[:N]) then mul (w1, bias[N:]) on the same out: check matmulBindings.
  * N and K must be multiples of 4, and so must xStride, xOffset (vec4 loads of x); M is any >= 0.
  *
  * Tuning (MatmulTuning; each knob: the argument's value if given, else GRIFFIN_PREFILL_MM, else
- * the default): GRIFFIN_PREFILL_MM=bm=128,bn=64,bk=16,tm=8,tn=4,prefetch=1,buffers=1,words=0.
+ * the default): GRIFFIN_PREFILL_MM=bm=128,bn=64,bk=16,tm=8,tn=4,prefetch=1,buffers=1,words=0,group=8.
  * The benchmark that chose the defaults: bench/prefill_matmul.ts (figures in bench/results/NOTES.md).
  *
  * Shape letters: M token rows, N output columns, K inner size, BM/BN/BK the tile, TM/TN each
@@ -74,6 +76,11 @@ export interface MatmulTuning {
   buffers: 1 | 2;
   /** Compact weights: 32-bit words per load (1, 2 or 4; 0 = the widest that fits BK). */
   words: number;
+  /**
+   * Workgroup order: runs of `group` M tiles sweep the N tiles together, so that a weight tile is
+   * read by that many M tiles while it is in L2 (0 or 1: row by row).
+   */
+  group: number;
 }
 
 /** The defaults (see the header; 12 KB of workgroup memory, 16 KB for geglu: within WebGPU's minimum limit). */
@@ -86,6 +93,7 @@ export const MATMUL_DEFAULTS: Readonly<MatmulTuning> = {
   prefetch: true,
   buffers: 1,
   words: 0,
+  group: 8,
 };
 
 const KNOBS = Object.keys(MATMUL_DEFAULTS) as (keyof MatmulTuning)[];
@@ -123,6 +131,7 @@ export function matmulTuning(spec: MatmulSpec, tuning: Partial<MatmulTuning> = {
   const T = (t.bm / t.tm) * (t.bn / t.tn);
   if (T < 16 || T > 256) throw bad(`${T} threads per workgroup (16..256)`);
   if (![0, 1, 2, 4].includes(t.words)) throw bad('words must be 0, 1, 2 or 4');
+  if (!Number.isInteger(t.group) || t.group < 0 || t.group > 64) throw bad('group must be 0..64');
   if (spec.weight.dtype !== 'float32' && spec.blocks == null) compactLoad(spec, t);
   return t;
 }
@@ -481,6 +490,20 @@ export function matmulSource(spec: MatmulSpec, tuning?: Partial<MatmulTuning>): 
     epi.push('  } }');
   }
 
+  const NTN = Math.ceil(N / BN);
+  const GM = tu.group;
+  const tileOrder =
+    GM <= 1
+      ? `  let m0 = wid.y * ${BM}u;\n  let n0 = wid.x * ${BN}u;`
+      : `  let id = wid.x + wid.y * ${NTN}u;
+  let mTiles = (M + ${BM - 1}u) / ${BM}u;
+  let first = (id / ${GM * NTN}u) * ${GM}u;
+  if (first >= mTiles) { return; }
+  let run = min(mTiles - first, ${GM}u);
+  let m0 = (first + (id % ${GM * NTN}u) % run) * ${BM}u;
+  let nt = (id % ${GM * NTN}u) / run;
+  if (nt >= ${NTN}u) { return; }
+  let n0 = nt * ${BN}u;`;
   const regs: string[] = [];
   for (let l = 0; l < nLX; l++) regs.push(`var px${l} : vec4<f32>;`);
   if (spec.norm) for (let l = 0; l < nLX; l++) regs.push(`var sq${l} = 0.0;`);
@@ -507,9 +530,8 @@ ${wsDecl}
 @compute @workgroup_size(${T})
 fn main(@builtin(workgroup_id) wid : vec3<u32>, @builtin(local_invocation_index) t : u32) {
   let M = dims[0];
-  let m0 = wid.y * ${BM}u;
+${tileOrder}
   if (m0 >= M) { return; }
-  let n0 = wid.x * ${BN}u;
   let blk = wid.z;
   let xcol = ${xOffset}u + blk * ${K}u;
   let tx = t % ${TX}u;
