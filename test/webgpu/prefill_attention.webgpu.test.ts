@@ -215,6 +215,16 @@ const CASES: Case[] = [
     scale: 2,
   },
   {
+    name: 'one step per row (t 1), b 2, row 1 starting a document, W 4',
+    spec: {H: 2, K: 1, HD: 8, ROT: 4, W: 4},
+    b: 2,
+    t: 1,
+    pos: [[9], [0]],
+    head: 2,
+    valid: (r, s) => (r === 0 && s === 0 ? 0 : 1),
+    scale: 1,
+  },
+  {
     name: 'the 2B head shape (H 10, K 1, hd 256, rot 128), W 16, t 40, full ring',
     spec: {H: 10, K: 1, HD: 256, ROT: 128, W: 16},
     b: 1,

@@ -203,7 +203,71 @@ export function attnSource(spec: ChunkAttnSpec, tuning: AttnTuning = attnTuning(
   const ragged = HD4 % TC !== 0;
   const each = <X>(xs: X[], f: (x: X) => string, sep = '\n') => xs.map(f).join(sep);
   const both = (f: (r: number, c: number) => string, cols = cs) => each(rs, (r) => each(cols, (c) => f(r, c)));
-  // The vec4 base of key j's head kh: in qkv (j >= 0) or in the ring (j < 0), `part` 0 keys, 1 values.
+  // Loads of a slice into registers (pq, pk, pv: e = tid + n T of the slice), and their stores into sh.
+  const NQ = Math.ceil((RP * DC4) / T),
+    NK = Math.ceil((KT * DC4) / T),
+    NL = Math.ceil((KV * HD4) / T);
+  const ns = (n: number) => [...Array(n).keys()];
+  const guard = (n: number, total: number) => ((n + 1) * T > total ? `if (tid + ${n * T}u < ${total}u) ` : '');
+  const loadQ = (dc: string) =>
+    each(
+      ns(NQ),
+      (n) => `      {
+        let e = tid + ${n * T}u;
+        let row = e / ${DC4}u;
+        let i = i0 + i32(row / ${G}u);
+        pq${n} = vec4<f32>(0.0);
+        if ((row < ${R}u) & (i < t)) {
+          pq${n} = qkv[u32(rowBase + i) * ${QKV4}u + (kh * ${G}u + row % ${G}u) * ${HD4}u + ${dc} + e % ${DC4}u]
+            * ${f32(1 / Math.sqrt(HD))};
+        }
+      }`,
+    );
+  const loadK = (dc: string) =>
+    each(
+      ns(NK),
+      (n) => `      {
+        let e = tid + ${n * T}u;
+        let j = j0 + i32(e / ${DC4}u);
+        let d4 = ${dc} + e % ${DC4}u;
+        pk${n} = vec4<f32>(0.0);
+        if ((j < qEnd) & (e < ${KT * DC4}u)) {
+          if (j >= 0) {
+            pk${n} = qkv[u32(rowBase + j) * ${QKV4}u + (${H}u + kh) * ${HD4}u + d4];
+          } else {
+            pk${n} = kr[((r * ${S}u + ringSlot(head, j)) * ${K}u + kh) * ${HD4}u + d4];
+          }
+        }
+      }`,
+    );
+  const storeQK = [
+    ...ns(NQ).map(
+      (n) =>
+        `      ${guard(n, RP * DC4)}{ sh[((tid + ${n * T}u) / ${DC4}u) * ${QS}u + (tid + ${n * T}u) % ${DC4}u] = pq${n}; }`,
+    ),
+    ...ns(NK).map(
+      (n) =>
+        `      ${guard(n, KT * DC4)}{ sh[${KOFF}u + ((tid + ${n * T}u) / ${DC4}u) * ${QS}u + (tid + ${n * T}u) % ${DC4}u] = pk${n}; }`,
+    ),
+  ].join('\n');
+  const loadV = (kc: string) =>
+    each(
+      ns(NL),
+      (n) => `      {
+        let e = tid + ${n * T}u;
+        let j = j0 + i32(${kc} + e / ${HD4}u);
+        let d4 = e % ${HD4}u;
+        pv${n} = vec4<f32>(0.0);
+        if ((j < qEnd) & (e < ${KV * HD4}u)) {
+          if (j >= 0) {
+            pv${n} = qkv[u32(rowBase + j) * ${QKV4}u + (${H + K}u + kh) * ${HD4}u + d4];
+          } else {
+            pv${n} = vr[((r * ${S}u + ringSlot(head, j)) * ${K}u + kh) * ${HD4}u + d4];
+          }
+        }
+      }`,
+    );
+  const storeV = each(ns(NL), (n) => `      ${guard(n, KV * HD4)}{ sh[tid + ${n * T}u] = pv${n}; }`);
   return `
 @group(0) @binding(0) var<storage, read> dims : array<u32>;
 @group(0) @binding(1) var<storage, read> qkv : array<vec4<f32>>;
@@ -279,6 +343,9 @@ ${each(
 )}
 ${each(vs, (c) => `  let cv${c} = ${ragged ? `min(tc + ${TC * c}u, ${HD4 - 1}u)` : `tc + ${TC * c}u`};`)}
 ${both((r, c) => `  var o${r}_${c} = vec4<f32>(0.0);`, vs)}
+${each(ns(NQ), (n) => `  var pq${n} : vec4<f32>;`)}
+${each(ns(NK), (n) => `  var pk${n} : vec4<f32>;`)}
+${each(ns(NL), (n) => `  var pv${n} : vec4<f32>;`)}
   for (var j0 = lo; j0 < qEnd; j0 = j0 + ${KT}) {
     if (tid < ${KT}u) {
       let j = j0 + i32(tid);
@@ -290,33 +357,16 @@ ${both((r, c) => `  var o${r}_${c} = vec4<f32>(0.0);`, vs)}
     }
     // Scores of RM rows x CM keys (keys tc, tc + TC, ...), over slices of DC head dims.
 ${both((r, c) => `    var s${r}_${c} = 0.0;`)}
+${loadQ('0u')}
+${loadK('0u')}
     for (var dc = 0u; dc < ${HD4}u; dc = dc + ${DC4}u) {
-      for (var e = tid; e < ${RP * DC4}u; e = e + ${T}u) {
-        let row = e / ${DC4}u;
-        let q = row / ${G}u;
-        let i = i0 + i32(q);
-        var val = vec4<f32>(0.0);
-        if ((row < ${R}u) & (i < t)) {
-          val = qkv[u32(rowBase + i) * ${QKV4}u + (kh * ${G}u + row % ${G}u) * ${HD4}u + dc + e % ${DC4}u]
-            * ${f32(1 / Math.sqrt(HD))};
-        }
-        sh[row * ${QS}u + e % ${DC4}u] = val;
-      }
-      for (var e = tid; e < ${KT * DC4}u; e = e + ${T}u) {
-        let c = e / ${DC4}u;
-        let j = j0 + i32(c);
-        let d4 = dc + e % ${DC4}u;
-        var val = vec4<f32>(0.0);
-        if (j < qEnd) {
-          if (j >= 0) {
-            val = qkv[u32(rowBase + j) * ${QKV4}u + (${H}u + kh) * ${HD4}u + d4];
-          } else {
-            val = kr[((r * ${S}u + ringSlot(head, j)) * ${K}u + kh) * ${HD4}u + d4];
-          }
-        }
-        sh[${KOFF}u + c * ${QS}u + e % ${DC4}u] = val;
-      }
+${storeQK}
       workgroupBarrier();
+      // The next slice's loads, in flight while this one is summed.
+      if (dc + ${DC4}u < ${HD4}u) {
+${loadQ(`dc + ${DC4}u`)}
+${loadK(`dc + ${DC4}u`)}
+      }
       for (var d4 = 0u; d4 < ${DC4}u; d4 = d4 + 1u) {
 ${each(rs, (r) => `        let q${r} = sh[rr${r} * ${QS}u + d4];`)}
 ${each(cs, (c) => `        let k${c} = sh[${KOFF}u + (tc + ${TC * c}u) * ${QS}u + d4];`)}
@@ -324,6 +374,7 @@ ${both((r, c) => `        s${r}_${c} = s${r}_${c} + dot(q${r}, k${c});`)}
       }
       workgroupBarrier();
     }
+${loadV('0u')}
     // Masked scores into ps; then per row (one invocation each) the online softmax: the new
     // maximum, the probabilities in place, the rescale of what came before and the new sum.
 ${both(
@@ -351,23 +402,14 @@ ${both(
     // P V over slices of KV keys.
     for (var kc = 0u; kc < ${KT}u; kc = kc + ${KV}u) {
       if (j0 + i32(kc) >= qEnd) { break; }
-      for (var e = tid; e < ${KV * HD4}u; e = e + ${T}u) {
-        let j = j0 + i32(kc + e / ${HD4}u);
-        let d4 = e % ${HD4}u;
-        var val = vec4<f32>(0.0);
-        if (j < qEnd) {
-          if (j >= 0) {
-            val = qkv[u32(rowBase + j) * ${QKV4}u + (${H + K}u + kh) * ${HD4}u + d4];
-          } else {
-            val = vr[((r * ${S}u + ringSlot(head, j)) * ${K}u + kh) * ${HD4}u + d4];
-          }
-        }
-        sh[e] = val;
-      }
+${storeV}
       workgroupBarrier();
       if (kc == 0u) {
 ${each(rs, (r) => `        let a${r} = rowA[rr${r}];`)}
 ${both((r, c) => `        o${r}_${c} = o${r}_${c} * a${r};`, vs)}
+      }
+      if (kc + ${KV}u < ${KT}u) {
+${loadV(`kc + ${KV}u`)}
       }
       for (var k = 0u; k < ${KV}u; k = k + 1u) {
 ${each(rs, (r) => `        let p${r} = ps[(kc + k) * ${PS}u + rr${r}];`)}
