@@ -25,6 +25,15 @@
  * matrices compact (random values packed on the host); the report gives the bytes the weights
  * take and the GPU memory tfjs holds after the runs (numBytesInGPU: live tensors, the weights).
  * With --fused both, `fusedVsTfjsRelError` compares the two paths' logits over --check-steps (4).
+ *
+ * Prefill (the fused prefill engine, src/engines/webgpu_prefill, against tfjs ops):
+ *   npx tsx bench/generate.ts --config 2b --backend webgpu --fused-prefill both --prefill-lens 128,2048,8192 --out p.json
+ * --fused-prefill on|off|both, --prefill-lens (default 128,2048,8192), --batch, --reps (default 3:
+ * the median is reported), --prefill-chunk (the engine's steps per chunk; default: the whole
+ * prompt up to 4096), --first-token-len (default 512: the first token through model.stream,
+ * greedy, prefill included). With the engine, one profiled chunk per length (GPU timestamps per
+ * dispatch, summed per kernel kind); with both, `fusedVsTfjsRelError` compares the logits after
+ * a 64-step prompt.
  */
 
 import {weightSpec} from '../ops/compact/format';
@@ -46,6 +55,7 @@ import {
   fusedDecoderFor,
   fusedTuning,
 } from '../src/engines/webgpu_decode';
+import {fusedPrefillConfig, fusedPrefillFor} from '../src/engines/webgpu_prefill';
 import {gpuSamplingConfig} from '../src/generation/gpu_sampling';
 import {type SamplingOptions, validateSamplingOptions} from '../src/generation/sampling';
 import {RecurrentGemmaForCausalLM} from '../src/model';
@@ -77,9 +87,14 @@ async function main(): Promise<void> {
       zeroPoints: args['zero-points'] != null,
     });
     // Weights from a GPU hash under webgpu (tfjs's random initialisers are slow for 2.7B parameters).
-    const randomize = args.fused != null || args.batches != null;
+    const randomize = args.fused != null || args.batches != null || args['fused-prefill'] != null;
     model = new RecurrentGemmaForCausalLM(cfg, {compact, init: randomize ? 'zeros' : 'random'});
     if (randomize) randomizeWeights(model);
+  }
+  if (args['fused-prefill'] != null || args['prefill-lens'] != null) {
+    await benchPrefill(model, name, backend, args);
+    model.dispose();
+    return;
   }
   if (args.fused != null || args.batches != null) {
     await compareFused(model, name, backend, args);
@@ -365,7 +380,119 @@ async function compareFused(
   );
 }
 
-/** Per kernel kind (the part of the dispatch name after the layer): GPU ms per step and GB/s of what it must read. */
+/** Prefill ms per prompt length and first-token ms through generate, with and without the fused prefill engine. */
+async function benchPrefill(
+  model: RecurrentGemmaForCausalLM,
+  name: string,
+  backend: string,
+  args: Record<string, string>,
+): Promise<void> {
+  const c = model.config;
+  const batch = Math.max(1, int(args, 'batch', 1));
+  const lens = intList(args['prefill-lens'], [128, 2048, 8192], 'prefill-lens');
+  const reps = Math.max(1, int(args, 'reps', 3));
+  const firstLen = Math.max(1, int(args, 'first-token-len', 512));
+  const chunkSize = args['prefill-chunk'] != null ? Math.max(1, int(args, 'prefill-chunk', 4096)) : undefined;
+  const mode = args['fused-prefill'] ?? 'both';
+  if (!['on', 'off', 'both'].includes(mode)) throw new Error(`--fused-prefill must be on, off or both, got ${mode}`);
+  const modes = mode === 'both' ? [true, false] : [mode === 'on'];
+  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+  const runs: Record<string, unknown>[] = [];
+  for (const fused of modes) {
+    fusedPrefillConfig.enabled = fused;
+    for (const len of lens) {
+      const prompt = randomIds(batch, len, c.vocab_size, 3);
+      const once = async () => {
+        const t0 = performance.now();
+        const state = model.prefill(prompt, {chunkSize: fused ? chunkSize : undefined});
+        await state.logits.data();
+        const ms = performance.now() - t0;
+        state.dispose();
+        return ms;
+      };
+      const warmMs = await once(); // compiles, allocates
+      const times: number[] = [];
+      for (let i = 0; i < reps; i++) times.push(await once());
+      const run: Record<string, unknown> = {
+        fusedPrefill: fused,
+        batch,
+        promptLen: len,
+        warmupMs: +warmMs.toFixed(1),
+        prefillMs: +median(times).toFixed(1),
+        prefillMsAll: times.map((x) => +x.toFixed(1)),
+        prefillTokensPerSec: +(((len * batch) / median(times)) * 1000).toFixed(1),
+      };
+      const engine = fused && backend === 'webgpu' ? fusedPrefillFor(model, batch, chunkSize ?? len) : null;
+      if (engine != null) {
+        run.dispatchesPerChunk = engine.dispatchCount;
+        run.chunk = Math.min(chunkSize ?? len, engine.capacity);
+        // One chunk from position 0 (a fresh document: whatever state the engine holds is reset).
+        const t = run.chunk as number;
+        const {logits, timings} = await engine.profileChunk(
+          prompt.map((r) => r.slice(0, t)),
+          prompt.map(() => Array.from({length: t}, (_, j) => j)),
+        );
+        logits.dispose();
+        if (timings != null) run.profile = summarize(timings);
+      }
+      process.stderr.write(`${JSON.stringify(run)}\n`);
+      runs.push(run);
+    }
+    // The first token through the public path (greedy), prefill included.
+    const prompt = randomIds(batch, firstLen, c.vocab_size, 4);
+    const first = async () => {
+      const t0 = performance.now();
+      let ms = 0;
+      for await (const _ of model.stream(prompt, {temperature: 0, maxNewTokens: 2, eosTokenId: []})) {
+        if (ms === 0) ms = performance.now() - t0;
+      }
+      return ms;
+    };
+    await first();
+    const times: number[] = [];
+    for (let i = 0; i < reps; i++) times.push(await first());
+    const run = {fusedPrefill: fused, batch, firstTokenPromptLen: firstLen, firstTokenMs: +median(times).toFixed(1)};
+    process.stderr.write(`${JSON.stringify(run)}\n`);
+    runs.push(run);
+  }
+  let check: number | null = null;
+  if (modes.length === 2 && backend === 'webgpu') {
+    const prompt = randomIds(batch, 64, c.vocab_size, 5);
+    const logits = async (fused: boolean) => {
+      fusedPrefillConfig.enabled = fused;
+      const state = model.prefill(prompt);
+      const out = Float32Array.from((await state.logits.data()) as Float32Array);
+      state.dispose();
+      return out;
+    };
+    const a = await logits(true),
+      b = await logits(false);
+    let num = 0,
+      den = 0;
+    a.forEach((x, j) => {
+      num += (x - b[j]) ** 2;
+      den += b[j] ** 2;
+    });
+    check = +Math.sqrt(num / Math.max(den, 1e-30)).toExponential(2);
+  }
+  fusedPrefillConfig.enabled = null;
+  emit(
+    {
+      model: name,
+      backend,
+      layers: c.num_hidden_layers,
+      hidden: c.hidden_size,
+      vocab: c.vocab_size,
+      window: c.attention_window_size,
+      params: model.countParams(),
+      weightDtype: model.weightDtype,
+      runs,
+      fusedVsTfjsRelError: check,
+    },
+    args.out,
+  );
+}
+
 /** One --sampling entry: greedy, or T[/kK][/pP][/mM][/rR]; its report key ('greedy', 't0.8/p0.95'). */
 function parseSampling(entry: string): [string, SamplingOptions] {
   if (entry === 'greedy') return ['greedy', {temperature: 0}];
@@ -387,6 +514,7 @@ function parseSampling(entry: string): [string, SamplingOptions] {
   return [`t${entry}`, o];
 }
 
+/** Per kernel kind (the part of the dispatch name after the layer): GPU ms and GB/s of what it must read. */
 function summarize(timings: DispatchTiming[]) {
   const kinds = new Map<string, {count: number; ms: number; bytes: number}>();
   for (const t of timings) {

@@ -17,6 +17,7 @@ import type {LayerState} from '../../layers/model_layers';
 import {gpuBufferLimits} from '../../ops/gpu_limits';
 import type {CausalLMCore} from '../core/model';
 import {FusedDecoder, fusedDecoderFor} from '../engines/webgpu_decode';
+import {fusedPrefillFor} from '../engines/webgpu_prefill';
 import {checkIdRange, IdsLike, idRows} from '../util/ids';
 import {checkGpuBuffers, type GpuBufferLimits} from '../util/limits';
 import {DEFAULT_PREFILL_CHUNK, defaultPrefillChunk, prefillTensors} from './prefill_chunk';
@@ -116,16 +117,30 @@ export class GenerationState {
    * while decoding goes on); returns the logits [b, V]. Internal: decodeStep calls it.
    */
   fusedStep(eng: FusedDecoder, ids: number[]): tf.Tensor {
-    if (this.fused !== eng) {
-      const layers = this.layers; // from another engine, if any
-      if (eng.owner != null && eng.owner !== this) eng.owner.detachFused();
-      eng.importLayers(layers);
-      tf.dispose(layers.flatMap(layerTensors));
-      this.layers_ = null;
-      this.fused = eng;
-      eng.owner = this;
-    }
+    this.enterFused(eng);
     return eng.step(ids, this.positions);
+  }
+
+  /** Moves the layers into the fused decoder's buffers, unless they are there already. Internal. */
+  enterFused(eng: FusedDecoder): void {
+    if (this.fused === eng) return;
+    const layers = this.layers; // from another engine, if any
+    if (eng.owner != null && eng.owner !== this) eng.owner.detachFused();
+    eng.importLayers(layers);
+    tf.dispose(layers.flatMap(layerTensors));
+    this.layers_ = null;
+    this.fused = eng;
+    eng.owner = this;
+  }
+
+  /** A state whose layers live in the fused decoder already (a fused prefill wrote them there). Internal. */
+  static inFused(model: CausalLMCore, eng: FusedDecoder, positions: number[], logits: tf.Tensor): GenerationState {
+    const s = new GenerationState(model, [], positions, logits);
+    if (eng.owner != null && eng.owner !== s) eng.owner.detachFused();
+    s.layers_ = null;
+    s.fused = eng;
+    eng.owner = s;
+    return s;
   }
 
   get batchSize(): number {
@@ -377,9 +392,6 @@ export function prefill(model: CausalLMCore, inputIds: IdsLike, opts: PrefillOpt
     throw new Error(`prefill: the state has ${prev.batchSize} rows, inputIds ${b}`);
   const chunk = opts.chunkSize ?? defaultPrefillChunk(model.config, b);
   if (!Number.isInteger(chunk) || chunk < 1) throw new Error(`chunkSize must be an integer >= 1, got ${chunk}`);
-  const gpu = opts.gpuLimits !== undefined ? opts.gpuLimits : gpuBufferLimits();
-  if (gpu != null)
-    checkGpuBuffers(prefillTensors(model.config, b, Math.min(chunk, t)), gpu, 'lower chunkSize or the batch');
   const mask = opts.attentionMask != null ? idRows(opts.attentionMask, 'attentionMask', true) : null;
   const start = prev?.positions ?? Array(b).fill(0);
   if (mask != null) {
@@ -401,6 +413,13 @@ export function prefill(model: CausalLMCore, inputIds: IdsLike, opts: PrefillOpt
   const empty = ends.indexOf(0);
   if (empty >= 0) throw new Error(`row ${empty} has no tokens (all padding)`);
   if (t === 0) return prev!;
+  if (mask == null || mask.every((m) => !m.includes(0))) {
+    const fused = fusedPrefill(model, rows, start, opts.chunkSize ?? t, prev);
+    if (fused != null) return fused;
+  }
+  const gpu = opts.gpuLimits !== undefined ? opts.gpuLimits : gpuBufferLimits();
+  if (gpu != null)
+    checkGpuBuffers(prefillTensors(model.config, b, Math.min(chunk, t)), gpu, 'lower chunkSize or the batch');
 
   let layers: LayerState[] | null = prev?.layers ?? null;
   let logits: tf.Tensor | null = null;
@@ -429,6 +448,49 @@ export function prefill(model: CausalLMCore, inputIds: IdsLike, opts: PrefillOpt
   const next = new GenerationState(model, layers!, ends, logits!);
   if (prev == null) return next;
   prev.replaceWith(next);
+  return prev;
+}
+
+/**
+ * prefill on the fused WebGPU prefill engine (src/engines/webgpu_prefill), or null when it does
+ * not apply: the state is written into the fused decoder's buffers (prev's layers moved there
+ * first), chunk by chunk, and the returned state lives there.
+ */
+function fusedPrefill(
+  model: CausalLMCore,
+  rows: number[][],
+  start: number[],
+  chunk: number,
+  prev: GenerationState | null,
+): GenerationState | null {
+  const b = rows.length,
+    t = rows[0].length;
+  const pre = fusedPrefillFor(model, b, Math.min(chunk, t));
+  if (pre == null) return null;
+  for (const r of rows) checkIdRange(r, model.config.vocab_size);
+  const dec = pre.decoder;
+  if (prev != null) {
+    prev.enterFused(dec);
+  } else {
+    // A fresh state: the engine's buffers zeroed (a state living there is exported first).
+    if (dec.owner != null) dec.owner.detachFused();
+    const enc = dec.device.createCommandEncoder();
+    dec.clearState(enc);
+    dec.device.queue.submit([enc.finish()]);
+  }
+  const step = Math.min(chunk, pre.capacity);
+  let logits: tf.Tensor | null = null;
+  for (let c0 = 0; c0 < t; c0 += step) {
+    const c1 = Math.min(t, c0 + step);
+    const idsC = rows.map((r) => r.slice(c0, c1));
+    const posC = start.map((p) => Array.from({length: c1 - c0}, (_, j) => p + c0 + j));
+    logits = pre.run(idsC, posC, c1 === t);
+  }
+  const ends = start.map((p) => p + t);
+  if (prev == null) return GenerationState.inFused(model, dec, ends, logits!);
+  prev.logits.dispose();
+  prev.logits = logits!;
+  prev.positions = ends;
   return prev;
 }
 

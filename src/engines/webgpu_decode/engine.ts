@@ -28,12 +28,26 @@ import {flushTf, gpuBufferOf, newGpuTensor, resourceOf, WebGPUBackendLike, webgp
 
 export type {WebGPUBackendLike} from './tfjs_webgpu';
 
-interface Dispatch {
+/** A dispatch ready to encode: pipeline, bind group, grid. */
+export interface Dispatch {
   pipeline: GPUComputePipeline;
   bind: GPUBindGroup;
   grid: [number, number, number];
   name: string;
   bytes: number;
+}
+
+/**
+ * What the fused prefill engine (src/engines/webgpu_prefill) writes into: the state's buffers,
+ * the x [b, d] the head reads, the ring pointers (the slots the next token goes to).
+ */
+export interface PrefillTarget {
+  readonly layers: readonly LayerBuffers[];
+  readonly x: GPUBuffer;
+  /** Attention ring slots (W + 1). */
+  readonly slots: number;
+  readonly head: number;
+  readonly convNext: number;
 }
 
 /** One dispatch's GPU time in a profiled step, and the bytes of weights / cache it must read. */
@@ -60,6 +74,8 @@ export class FusedDecoder {
   private readonly layerBufs: LayerBuffers[] = [];
   private readonly stepBuf: GPUBuffer;
   private readonly logitsBuf: GPUBuffer;
+  private readonly xBuf: GPUBuffer;
+  private readonly disposers: (() => void)[] = [];
   /** The next step's dispatches, encoded ahead (run()). */
   private nextDispatches: GPUCommandBuffer | null = null;
   private readonly step_: StepLayout;
@@ -106,6 +122,7 @@ export class FusedDecoder {
       this.step_ = plan.stepLayout;
       this.stepBuf = plan.stepBuf;
       this.logitsBuf = plan.logitsBuf;
+      this.xBuf = plan.xBuf;
       this.layerBufs.push(...plan.layers);
       for (const d of plan.dispatches) this.add(d);
       flushTf(this.backend);
@@ -316,6 +333,47 @@ export class FusedDecoder {
     return layers;
   }
 
+  /** The buffers and ring pointers the prefill engine writes the state into (see adoptPrefill). */
+  prefillTarget(): PrefillTarget {
+    this.check();
+    return {layers: this.layerBufs, x: this.xBuf, slots: this.S, head: this.head, convNext: this.convNext};
+  }
+
+  /** Zeroes the state (the state before any token), in `enc`. */
+  clearState(enc: GPUCommandEncoder): void {
+    this.check();
+    for (const lb of this.layerBufs) {
+      for (const b of lb.kind === 'recurrent' ? [lb.st] : [lb.k, lb.v, lb.valid]) enc.clearBuffer(b);
+    }
+  }
+
+  /** The final norm + head dispatches: x [b, d] -> logits (read by newLogits). */
+  get headDispatches(): readonly Dispatch[] {
+    return this.dispatches.filter((d) => d.name === 'head' || d.name.startsWith('head.'));
+  }
+
+  /** A new tensor [b, V] that `enc` fills with the logits buffer (after the head dispatches). */
+  newLogits(enc: GPUCommandEncoder): tf.Tensor {
+    this.check();
+    const B = this.B,
+      V = this.model.config.vocab_size;
+    const out = newGpuTensor(this.backend, [B, V]);
+    enc.copyBufferToBuffer(this.logitsBuf, 0, out.buffer, 0, B * V * 4);
+    return out.tensor;
+  }
+
+  /** After a prefill chunk wrote n tokens into the state: the ring pointers move on by n. */
+  adoptPrefill(n: number): void {
+    this.check();
+    this.head = (this.head + n) % this.S;
+    this.convNext = (this.convNext + n) % this.model.config.conv1d_width;
+  }
+
+  /** Runs f when the engine is disposed (an engine built on this one frees its buffers). */
+  onDispose(f: () => void): void {
+    this.disposers.push(f);
+  }
+
   /** One token per row at the given positions: runs every layer, returns the logits [b, V] (a new tensor). */
   step(ids: number[], positions: number[]): tf.Tensor {
     return this.run(ids, positions, null);
@@ -432,6 +490,7 @@ export class FusedDecoder {
     if (this.disposed) return;
     this.nextDispatches = null;
     this.disposed = true;
+    for (const f of this.disposers.splice(0)) f();
     for (const b of this.owned) b.destroy();
   }
 

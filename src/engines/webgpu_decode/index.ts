@@ -16,9 +16,10 @@ import {FusedDecoder} from './engine';
 import type {DecodeModelView} from './model_view';
 import {webgpuBackend} from './tfjs_webgpu';
 
-export type {DispatchTiming} from './engine';
+export type {Dispatch, DispatchTiming, PrefillTarget} from './engine';
 export {FusedDecoder} from './engine';
 export type {DecodeModelView} from './model_view';
+export type {AttentionBuffers, LayerBuffers, RecurrentBuffers} from './plan';
 export {fusedTuning} from './tuning';
 
 /**

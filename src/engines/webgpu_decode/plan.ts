@@ -99,6 +99,8 @@ export interface DecodePlan {
   readonly stepLayout: StepLayout;
   readonly stepBuf: GPUBuffer;
   readonly logitsBuf: GPUBuffer;
+  /** The residual stream x [b, d] (the head's input: the prefill engine writes its last rows there). */
+  readonly xBuf: GPUBuffer;
   /** Attention ring slots (W + 1). */
   readonly slots: number;
 }
@@ -523,5 +525,5 @@ export function buildPlan(view: DecodeModelView, B: number, host: PlanHost): Dec
     dispatches.push(...temporal.dispatches, ...mlpDispatches(ctx, li, blk));
   });
   dispatches.push(...headDispatches(ctx));
-  return {dispatches, layers, stepLayout: step, stepBuf: buf.step, logitsBuf: buf.logits, slots: S};
+  return {dispatches, layers, stepLayout: step, stepBuf: buf.step, logitsBuf: buf.logits, xBuf: buf.x, slots: S};
 }

@@ -1,0 +1,24 @@
+/**
+ * The fused prefill engine's switches: whether prefill uses it, and the bounds of its chunks.
+ *   import {fusedPrefillConfig} from './config';
+ *   fusedPrefillConfig.enabled = false;   // or env GRIFFIN_FUSED_PREFILL=0: tfjs ops instead (on by default)
+ */
+
+/**
+ * enabled: null = env GRIFFIN_FUSED_PREFILL (0/false/off: off; unset or anything else: on).
+ * maxChunk: most steps per row in one chunk; maxRows: most token rows (b x steps) in one chunk
+ * (the engine's activation buffers grow with it); scanSteps: steps per chunk of the RG-LRU scan
+ * (read when an engine is built).
+ */
+export const fusedPrefillConfig: {enabled: boolean | null; maxChunk: number; maxRows: number; scanSteps: number} = {
+  enabled: null,
+  maxChunk: 4096,
+  maxRows: 16384,
+  scanSteps: 32,
+};
+
+export function fusedPrefillEnabled(): boolean {
+  if (fusedPrefillConfig.enabled != null) return fusedPrefillConfig.enabled;
+  const v = typeof process !== 'undefined' ? process.env?.GRIFFIN_FUSED_PREFILL : undefined;
+  return v == null || !['0', 'false', 'off'].includes(v.toLowerCase());
+}

@@ -1,0 +1,349 @@
+/// <reference types="@webgpu/types" />
+/**
+ * The fused WebGPU prefill engine: a chunk of b rows x t prompt steps of the whole model as a
+ * few custom WGSL dispatches per layer (plan.ts), encoded into one command encoder and submitted
+ * once, writing the decoding state straight into the decode engine's buffers (FusedDecoder), so
+ * decoding goes on from there with no copies. Pipelines are cached per device and source, bind
+ * groups made once per (model, b, chunk capacity), both on first use (a matmul has a variant with
+ * smaller tiles for short chunks); the chunk's length is a word of the dims buffer.
+ *   import {fusedDecoderFor} from '../webgpu_decode';
+ *   const pre = new FusedPrefill(fusedDecoderFor(model, 1)!, 512);   // chunks of up to 512 steps
+ *   const logits = pre.run([[2, 651, 6037]], [[0, 1, 2]], true);     // [b, V] after the last step (the caller owns it)
+ *
+ * The state a chunk starts from is whatever the decode engine holds (import a GenerationState's
+ * layers first, or clearState for a fresh one); after it, the engine's ring pointers have moved on
+ * by t (FusedDecoder.adoptPrefill). Positions must count up by one per step in each row (no
+ * padding; a 0 starts a document).
+ *
+ * Shape letters: b batch rows, t steps per row in a chunk, M = b t token rows, V vocab_size,
+ * d hidden_size, rot rotary dims.
+ */
+import type * as tf from '@tensorflow/tfjs';
+import type {Dispatch, DispatchTiming, FusedDecoder} from '../webgpu_decode';
+import {wgslBindings} from '../webgpu_decode/shaders';
+import {flushTf, gpuBufferOf, type WebGPUBackendLike, webgpuBackend} from '../webgpu_decode/tfjs_webgpu';
+import type {GridFn, PrefillDispatch} from './context';
+import {buildPrefillPlan, type PrefillPlan} from './plan';
+import {DIMS, DIMS_WORDS} from './shaders/dims';
+
+interface Encoded {
+  name: string;
+  bytes: number;
+  planned: PrefillDispatch;
+  /** Pipelines and bind groups of the planned source ('') and its variants, by key (made on first use). */
+  made: Map<string, {pipeline: GPUComputePipeline; bind: GPUBindGroup; grid: GridFn}>;
+}
+
+const pipelineCache = new WeakMap<GPUDevice, Map<string, GPUComputePipeline>>();
+
+/** Positions whose RoPE cos / sin the engine keeps computed (a longer prompt computes the rest per chunk). */
+const ROPE_CACHE_POSITIONS = 32768;
+
+export class FusedPrefill {
+  readonly B: number;
+  readonly device: GPUDevice;
+  private readonly backend: WebGPUBackendLike;
+  private readonly dispatches: Encoded[] = [];
+  private readonly owned: GPUBuffer[] = [];
+  private readonly plan: PrefillPlan;
+  private readonly half: number;
+  private readonly invFreq: Float32Array;
+  /** cos then sin of each position in [0, ropeCached), half values each. */
+  private ropeTable = new Float32Array(0);
+  private ropeCached = 0;
+  private disposed = false;
+  /** Set when the device reported an error about this engine's pipelines or bindings. */
+  failed: string | null = null;
+
+  constructor(
+    readonly decoder: FusedDecoder,
+    /** Most steps per row in a chunk. */
+    readonly capacity: number,
+  ) {
+    this.B = decoder.B;
+    this.backend = webgpuBackend();
+    this.device = decoder.device;
+    const c = decoder.model.config;
+    const rot = c.rotary_dim;
+    this.half = rot / 2;
+    this.invFreq = Float32Array.from({length: this.half}, (_, j) => 1 / c.rope_theta ** ((2 * j) / rot));
+    this.device.pushErrorScope('validation');
+    let built = false;
+    try {
+      const encoder = this.device.createCommandEncoder();
+      const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
+      this.plan = buildPrefillPlan(decoder.model, this.B, capacity, decoder.prefillTarget(), {
+        limits: this.device.limits,
+        encoder,
+        own: (floats) => {
+          const b = this.device.createBuffer({size: Math.max(16, Math.ceil((floats * 4) / 16) * 16), usage});
+          this.owned.push(b);
+          return b;
+        },
+        weight: (get) => gpuBufferOf(this.backend, get()),
+      });
+      for (const d of this.plan.dispatches) this.add(d);
+      flushTf(this.backend);
+      this.device.queue.submit([encoder.finish()]);
+      built = true;
+    } finally {
+      const errors = this.device.popErrorScope();
+      if (built) {
+        void errors.then((err) => {
+          if (err == null) return;
+          this.failed = err.message;
+          console.error(`fused WebGPU prefill disabled: ${err.message}`);
+        });
+      } else {
+        void errors.catch(() => undefined);
+        this.dispose();
+      }
+    }
+    decoder.onDispose(() => this.dispose());
+  }
+
+  /** GPU dispatches per chunk (without the head). */
+  get dispatchCount(): number {
+    return this.dispatches.length;
+  }
+
+  /** Names of the dispatches, in order (diagnostics). */
+  get dispatchNames(): string[] {
+    return this.dispatches.map((d) => d.name);
+  }
+
+  get isDisposed(): boolean {
+    return this.disposed;
+  }
+
+  /**
+   * One chunk: ids and positions [b, t] (t <= capacity). Advances the decode engine's state;
+   * with `logits`, returns the logits [b, V] after each row's last step (a new tensor), else null.
+   */
+  run(ids: number[][], positions: number[][], logits: boolean): tf.Tensor | null {
+    return this.encode(ids, positions, logits, null);
+  }
+
+  /**
+   * A chunk (it advances the state like run()) with every dispatch in a compute pass of its own
+   * and GPU timestamps around it: per-dispatch times (the head's named 'head'), or null without
+   * 'timestamp-query'. The pass boundaries add their own cost, so the sum exceeds a plain chunk's.
+   */
+  async profileChunk(
+    ids: number[][],
+    positions: number[][],
+  ): Promise<{logits: tf.Tensor; timings: DispatchTiming[] | null}> {
+    if (!this.device.features.has('timestamp-query')) {
+      return {logits: this.run(ids, positions, true)!, timings: null};
+    }
+    const names = [...this.dispatches.map((d) => d.name), ...this.decoder.headDispatches.map(() => 'head')];
+    const bytes = [...this.dispatches.map((d) => d.bytes), ...this.decoder.headDispatches.map((d) => d.bytes)];
+    const n = names.length;
+    const querySet = this.device.createQuerySet({type: 'timestamp', count: 2 * n});
+    const resolve = this.device.createBuffer({
+      size: 16 * n,
+      usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
+    });
+    const read = this.device.createBuffer({size: 16 * n, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST});
+    const logits = this.encode(ids, positions, true, {querySet, resolve, read, n})!;
+    await read.mapAsync(GPUMapMode.READ);
+    const t = new BigUint64Array(read.getMappedRange().slice(0));
+    read.unmap();
+    [read, resolve].forEach((b) => b.destroy());
+    querySet.destroy();
+    const timings = names.map((name, i) => ({name, ms: Number(t[2 * i + 1] - t[2 * i]) / 1e6, bytes: bytes[i]}));
+    return {logits, timings};
+  }
+
+  private encode(
+    ids: number[][],
+    positions: number[][],
+    wantLogits: boolean,
+    prof: {querySet: GPUQuerySet; resolve: GPUBuffer; read: GPUBuffer; n: number} | null,
+  ): tf.Tensor | null {
+    this.check();
+    const B = this.B,
+      V = this.decoder.model.config.vocab_size,
+      d = this.decoder.model.config.hidden_size;
+    if (ids.length !== B || positions.length !== B) throw new Error(`fused prefill: ${ids.length} rows for ${B}`);
+    const t = ids[0].length;
+    if (t < 1 || t > this.capacity) throw new Error(`fused prefill: a chunk of ${t} steps (1..${this.capacity})`);
+    const M = B * t;
+    const idw = new Uint32Array(M),
+      posw = new Uint32Array(M);
+    for (let r = 0; r < B; r++) {
+      if (ids[r].length !== t || positions[r].length !== t) throw new Error('fused prefill: ragged chunk');
+      for (let j = 0; j < t; j++) {
+        const id = ids[r][j];
+        if (!Number.isInteger(id) || id < 0 || id >= V) {
+          throw new RangeError(`token id ${id} is outside the vocabulary [0, ${V})`);
+        }
+        const p = positions[r][j];
+        if (j > 0 && p !== 0 && p !== positions[r][j - 1] + 1) {
+          throw new Error(`fused prefill: row ${r}: positions must count up by one (or restart at 0)`);
+        }
+        idw[r * t + j] = id;
+        posw[r * t + j] = p;
+      }
+    }
+    const target = this.decoder.prefillTarget();
+    const dims = new Uint32Array(DIMS_WORDS);
+    dims[DIMS.M] = M;
+    dims[DIMS.T] = t;
+    dims[DIMS.HEAD] = target.head;
+    dims[DIMS.CONV] = target.convNext;
+    const q = this.device.queue;
+    q.writeBuffer(this.plan.dims, 0, dims);
+    q.writeBuffer(this.plan.ids, 0, idw);
+    q.writeBuffer(this.plan.pos, 0, posw);
+    if (this.half > 0 && this.decoder.model.config.layers_block_type.includes('attention')) {
+      q.writeBuffer(this.plan.rope, 0, this.ropeRows(posw));
+    }
+    flushTf(this.backend);
+    const enc = this.device.createCommandEncoder();
+    const list: Dispatch[] = this.dispatches.map((x) => {
+      const v = this.variantOf(x, M);
+      return {pipeline: v.pipeline, bind: v.bind, grid: v.grid(M, t), name: x.name, bytes: x.bytes};
+    });
+    const head = wantLogits ? this.decoder.headDispatches : [];
+    const passOf = (i: number) =>
+      enc.beginComputePass(
+        prof
+          ? {
+              timestampWrites: {
+                querySet: prof.querySet,
+                beginningOfPassWriteIndex: 2 * i,
+                endOfPassWriteIndex: 2 * i + 1,
+              },
+            }
+          : undefined,
+      );
+    const encodeAll = (ds: readonly Dispatch[], first: number) => {
+      let pass = prof ? null : passOf(0);
+      ds.forEach((x, k) => {
+        if (prof) pass = passOf(first + k);
+        pass!.setPipeline(x.pipeline);
+        pass!.setBindGroup(0, x.bind);
+        pass!.dispatchWorkgroups(x.grid[0], x.grid[1], x.grid[2]);
+        if (prof) pass!.end();
+      });
+      if (!prof) pass!.end();
+    };
+    encodeAll(list, 0);
+    let out: tf.Tensor | null = null;
+    if (wantLogits) {
+      // Each row's last step into the decode engine's x, then its final norm + head.
+      for (let r = 0; r < B; r++) {
+        enc.copyBufferToBuffer(this.plan.x, (r * t + t - 1) * d * 4, target.x, r * d * 4, d * 4);
+      }
+      encodeAll(head, list.length);
+      out = this.decoder.newLogits(enc);
+    }
+    if (prof) {
+      enc.resolveQuerySet(prof.querySet, 0, 2 * prof.n, prof.resolve, 0);
+      enc.copyBufferToBuffer(prof.resolve, 0, prof.read, 0, 16 * prof.n);
+    }
+    q.submit([enc.finish()]);
+    this.decoder.adoptPrefill(t);
+    return out;
+  }
+
+  /** RoPE's table for the chunk's positions: per token row half cos then half sin. */
+  private ropeRows(pos: Uint32Array): Float32Array<ArrayBuffer> {
+    const h = this.half;
+    const out = new Float32Array(pos.length * 2 * h);
+    let most = 0;
+    for (const p of pos) most = Math.max(most, p);
+    if (most >= this.ropeCached && this.ropeCached < ROPE_CACHE_POSITIONS) {
+      const n = Math.min(ROPE_CACHE_POSITIONS, Math.max(most + 1, 2 * this.ropeCached, 1024));
+      const table = new Float32Array(n * 2 * h);
+      table.set(this.ropeTable);
+      for (let p = this.ropeCached; p < n; p++) this.angles(p, table, p * 2 * h);
+      this.ropeTable = table;
+      this.ropeCached = n;
+    }
+    pos.forEach((p, i) => {
+      if (p < this.ropeCached) out.set(this.ropeTable.subarray(p * 2 * h, (p + 1) * 2 * h), i * 2 * h);
+      else this.angles(p, out, i * 2 * h);
+    });
+    return out;
+  }
+
+  /** cos and sin of one position's angles as the tfjs path computes them: float32 position * float32 frequency. */
+  private angles(p: number, into: Float32Array, at: number): void {
+    const h = this.half;
+    for (let j = 0; j < h; j++) {
+      const angle = Math.fround(Math.fround(p) * this.invFreq[j]);
+      into[at + j] = Math.cos(angle);
+      into[at + h + j] = Math.sin(angle);
+    }
+  }
+
+  dispose(): void {
+    if (this.disposed) return;
+    this.disposed = true;
+    for (const b of this.owned) b.destroy();
+  }
+
+  private check(): void {
+    if (this.disposed) throw new Error('fused prefill: the engine has been disposed');
+  }
+
+  /**
+   * The pipeline and bind group for a chunk of M rows: the planned source, or its variant for M;
+   * made on first use (a short prompt never compiles the large tiles, nor a long one the small).
+   */
+  private variantOf(x: Encoded, M: number): {pipeline: GPUComputePipeline; bind: GPUBindGroup; grid: GridFn} {
+    const v = x.planned.variant?.(M) ?? {key: '', code: x.planned.code, grid: x.planned.grid};
+    let made = x.made.get(v.key);
+    if (made == null) {
+      this.device.pushErrorScope('validation');
+      made = {...this.pipelineAndBind(v.code, x.planned), grid: v.grid};
+      void this.device.popErrorScope().then((err) => {
+        if (err == null) return;
+        this.failed = err.message;
+        console.error(`fused WebGPU prefill disabled: ${err.message}`);
+      });
+      x.made.set(v.key, made);
+    }
+    return made;
+  }
+
+  /** The pipeline (cached per device and source) of `code` and a bind group of d's buffers for it. */
+  private pipelineAndBind(code: string, d: PrefillDispatch): {pipeline: GPUComputePipeline; bind: GPUBindGroup} {
+    let cache = pipelineCache.get(this.device);
+    if (cache == null) pipelineCache.set(this.device, (cache = new Map()));
+    let pipeline = cache.get(code);
+    if (pipeline == null) {
+      const module = this.device.createShaderModule({code, label: d.name});
+      pipeline = this.device.createComputePipeline({
+        layout: 'auto',
+        compute: {module, entryPoint: 'main'},
+        label: d.name,
+      });
+      cache.set(code, pipeline);
+    }
+    const names = wgslBindings(code);
+    const extra = Object.keys(d.bindings).filter((k) => !names.includes(k));
+    if (extra.length > 0) throw new Error(`fused prefill: ${d.name}: no binding named ${extra.join(', ')}`);
+    const entries = names.map((name, i) => {
+      const buffer = d.bindings[name];
+      if (buffer == null) throw new Error(`fused prefill: ${d.name}: binding ${i} (${name}) missing`);
+      return {binding: i, resource: {buffer}};
+    });
+    const bind = this.device.createBindGroup({layout: pipeline.getBindGroupLayout(0), entries, label: d.name});
+    return {pipeline, bind};
+  }
+
+  /** A planned dispatch (its bindings checked against its source now, its pipeline made on first use). */
+  private add(d: PrefillDispatch): void {
+    const names = wgslBindings(d.code);
+    const extra = Object.keys(d.bindings).filter((k) => !names.includes(k));
+    if (extra.length > 0) throw new Error(`fused prefill: ${d.name}: no binding named ${extra.join(', ')}`);
+    const missing = names.filter((k) => d.bindings[k] == null);
+    if (missing.length > 0) throw new Error(`fused prefill: ${d.name}: binding ${missing.join(', ')} missing`);
+    this.dispatches.push({name: d.name, bytes: d.bytes, planned: d, made: new Map()});
+  }
+}
+
+export type {DispatchTiming};

@@ -1,0 +1,309 @@
+/**
+ * The prefill engine's tiled matmul (src/engines/webgpu_prefill/shaders/matmul.ts) on SwiftShader
+ * against a plain float64 reference computed from the unpacked weights (ops/compact/format.ts
+ * dequantize): every weight format x epilogue x fused norm, ragged M (1, tile +- 1, 16384), the
+ * tunings' code paths (prefetch, double buffering, register blocks, compact load widths, tile order), strides
+ * and offsets, block-diagonal weights. Tolerance: ||got - want|| / ||want|| < 1e-5 (float32
+ * accumulation over K <= 128 against float64).
+ */
+
+import {dequantize, quantize} from '../../ops/compact/format';
+import {type WeightFormat, weightFormat} from '../../src/engines/webgpu_decode/shaders/weights';
+import {
+  type MatmulSpec,
+  type MatmulTuning,
+  matmulBindings,
+  matmulGrid,
+  matmulSource,
+  matmulTuningFor,
+  parseMatmulTuning,
+} from '../../src/engines/webgpu_prefill/shaders/matmul';
+import {tf} from '../../src/tf';
+import {initNodeWebGPU} from '../../src/webgpu_node';
+import {relError} from '../helpers';
+import {describeWebGPU} from '../webgpu_env'; // first: sets the SwiftShader env before Dawn loads
+import {runKernel, uniform} from './kernel_helpers';
+
+const TOL = 1e-5;
+
+function gelu(x: number): number {
+  return 0.5 * x * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (x + 0.044715 * x ** 3)));
+}
+
+interface Case {
+  spec: MatmulSpec;
+  M: number;
+  tuning?: Partial<MatmulTuning>;
+  seed: number;
+}
+
+/** Runs one case on the GPU and in float64; returns [got, want] over the whole out buffer. */
+async function runCase({spec, M, tuning, seed}: Case): Promise<[Float32Array, Float64Array]> {
+  const {N, K} = spec;
+  const NB = spec.blocks ?? 1;
+  const xStride = spec.xStride ?? NB * K,
+    xOffset = spec.xOffset ?? 0;
+  const outStride = spec.outStride ?? NB * N,
+    outOffset = spec.outOffset ?? 0;
+  const P = spec.epilogue === 'geglu' ? 2 : 1;
+  const x = uniform(seed, Math.max(1, M) * xStride, -2, 2);
+  const g = uniform(seed + 1, K, -0.5, 0.5);
+  const bias = uniform(seed + 2, P * NB * N);
+  const out0 = uniform(seed + 3, Math.max(1, M) * outStride);
+  // Weights: [N, K] per matrix (blocks: [blocks, K, N] float32), and their unpacked values.
+  const fmt = spec.weight;
+  const mats: {words: Float32Array | Uint32Array; s?: Float32Array; z?: Float32Array; vals: Float32Array}[] = [];
+  for (let p = 0; p < P; p++) {
+    const w = uniform(seed + 10 + p, NB * N * K, -0.3, 0.3);
+    if (fmt.dtype === 'float32') {
+      mats.push({words: w, vals: w});
+    } else {
+      const q = quantize(w, N, K, {
+        dtype: fmt.dtype,
+        ...(fmt.dtype === 'int4' ? {groupSize: fmt.groupSize, zeroPoints: fmt.zeroPoints} : {}),
+      });
+      mats.push({
+        words: new Uint32Array(q.data.buffer),
+        s: q.scales ?? undefined,
+        z: q.zeros ?? undefined,
+        vals: dequantize(q),
+      });
+    }
+  }
+  // The reference.
+  const want = Float64Array.from(out0);
+  for (let m = 0; m < M; m++) {
+    for (let b = 0; b < NB; b++) {
+      const xr = (k: number) => x[m * xStride + xOffset + b * K + k];
+      let rs = 1;
+      if (spec.norm) {
+        let s = 0;
+        for (let k = 0; k < K; k++) s += xr(k) ** 2;
+        rs = 1 / Math.sqrt(s / K + spec.norm.eps);
+      }
+      const xn = Float64Array.from({length: K}, (_, k) => (spec.norm ? xr(k) * rs * (1 + g[k]) : xr(k)));
+      for (let n = 0; n < N; n++) {
+        const v = [0, 0];
+        for (let p = 0; p < P; p++) {
+          const w = mats[p].vals;
+          let s = 0;
+          for (let k = 0; k < K; k++) s += xn[k] * (spec.blocks != null ? w[(b * K + k) * N + n] : w[n * K + k]);
+          v[p] = s + (spec.bias ? bias[p * N + b * N + n] : 0);
+        }
+        const o = m * outStride + outOffset + b * N + n;
+        const cap = spec.cap ?? 1;
+        switch (spec.epilogue) {
+          case 'store':
+            want[o] = v[0];
+            break;
+          case 'gelu':
+            want[o] = gelu(v[0]);
+            break;
+          case 'residual':
+            want[o] = out0[o] + v[0];
+            break;
+          case 'mul':
+            want[o] = out0[o] * v[0];
+            break;
+          case 'geglu':
+            want[o] = gelu(v[0]) * v[1];
+            break;
+          case 'softcap':
+            want[o] = cap * Math.tanh(v[0] / cap);
+            break;
+        }
+      }
+    }
+  }
+  // Buffers in binding order.
+  const byName: Record<string, Float32Array | Uint32Array> = {
+    dims: Uint32Array.of(M, M, 0, 0),
+    x,
+    g,
+    bias,
+    out: out0,
+  };
+  mats.forEach((mt, p) => {
+    byName[`w${p}`] = mt.words;
+    if (mt.s) byName[`s${p}`] = mt.s;
+    if (mt.z) byName[`z${p}`] = mt.z;
+  });
+  const limit = (tf.backend() as unknown as {device: GPUDevice}).device.limits.maxStorageBuffersPerShaderStage;
+  if (matmulBindings(spec).length <= limit) return [await dispatch(spec, M, tuning, byName), want];
+  // GeGLU past the device's binding limit: gate with gelu, then up with mul (what the engine does then).
+  expect(spec.epilogue).toBe('geglu');
+  const half = (p: number) => bias.subarray(p * N, (p + 1) * N);
+  const gate = await dispatch({...spec, epilogue: 'gelu'}, M, tuning, {...byName, bias: half(0)});
+  const up = {...byName, w0: byName.w1, s0: byName.s1, z0: byName.z1, bias: half(1), out: gate};
+  return [await dispatch({...spec, epilogue: 'mul'}, M, tuning, up), want];
+}
+
+/** One dispatch of the kernel on buffers by binding name; returns out. */
+async function dispatch(
+  spec: MatmulSpec,
+  M: number,
+  tuning: Partial<MatmulTuning> | undefined,
+  byName: Record<string, Float32Array | Uint32Array>,
+): Promise<Float32Array> {
+  const names = matmulBindings(spec);
+  const res = await runKernel(
+    matmulSource(spec, tuning),
+    names.map((n) => byName[n]),
+    matmulGrid(spec, M, tuning),
+  );
+  return res[res.length - 1];
+}
+
+const fmt = (dtype: WeightFormat['dtype'], groupSize?: number, zeroPoints?: boolean) =>
+  weightFormat({dtype, groupSize, zeroPoints});
+/** Every format x epilogue x norm. */
+const FORMATS: [string, WeightFormat][] = [
+  ['float32', fmt('float32')],
+  ['bfloat16', fmt('bfloat16')],
+  ['float16', fmt('float16')],
+  ['int8', fmt('int8')],
+  ['int4 g64', fmt('int4', 64)],
+  ['int4 g64 zp', fmt('int4', 64, true)],
+];
+/** The other int4 group sizes, on two epilogues. */
+const GROUPS: [string, WeightFormat][] = [
+  ['int4 g32', fmt('int4', 32)],
+  ['int4 g32 zp', fmt('int4', 32, true)],
+  ['int4 g128', fmt('int4', 128)],
+  ['int4 g128 zp', fmt('int4', 128, true)],
+];
+const EPILOGUES = ['store', 'gelu', 'residual', 'mul', 'geglu', 'softcap'] as const;
+/** A small tile, so that the shapes below cover several tiles and ragged edges. */
+const SMALL: Partial<MatmulTuning> = {bm: 16, bn: 16, bk: 8, tm: 4, tn: 4};
+
+describeWebGPU('prefill matmul on webgpu', () => {
+  beforeAll(async () => {
+    await initNodeWebGPU();
+  }, 120000);
+
+  const combos = FORMATS.flatMap(([name, weight], f) =>
+    EPILOGUES.flatMap((epilogue, e) => [false, true].map((norm) => ({name, weight, epilogue, norm, f, e}))),
+  );
+  test.each(combos)('$name $epilogue norm=$norm', async ({weight, epilogue, norm, f, e}) => {
+    const spec: MatmulSpec = {
+      N: 40, // not a multiple of the tile
+      K: 128,
+      weight,
+      epilogue,
+      ...(norm ? {norm: {eps: 1e-6}} : {}),
+      bias: (f + e + (norm ? 1 : 0)) % 2 === 0,
+      ...(epilogue === 'softcap' ? {cap: 3} : {}),
+    };
+    const [got, want] = await runCase({spec, M: 21, tuning: SMALL, seed: 100 * f + 10 * e + (norm ? 1 : 0)});
+    expect(relError(got, want)).toBeLessThan(TOL);
+  });
+
+  test.each(
+    GROUPS.flatMap(([name, weight]) => [
+      {name, weight, epilogue: 'residual' as const, norm: true},
+      {name, weight, epilogue: 'geglu' as const, norm: false},
+    ]),
+  )('$name $epilogue norm=$norm', async ({weight, epilogue, norm}) => {
+    const spec: MatmulSpec = {N: 40, K: 128, weight, epilogue, ...(norm ? {norm: {eps: 1e-6}} : {}), bias: norm};
+    const [got, want] = await runCase({spec, M: 21, tuning: SMALL, seed: 77});
+    expect(relError(got, want)).toBeLessThan(TOL);
+  });
+
+  const tunings: [string, Partial<MatmulTuning>][] = [
+    ['the defaults', {}],
+    ['no prefetch', {prefetch: false}],
+    ['double buffers', {buffers: 2}],
+    ['8x8 per thread', {bm: 64, bn: 64, bk: 8, tm: 8, tn: 8, buffers: 2}],
+    ['bk 32, 2 words per load', {bm: 32, bn: 32, bk: 32, words: 2}],
+    ['M tiles in runs of 3 (the last short)', {...SMALL, group: 3}],
+    ['tiles row by row', {...SMALL, group: 0}],
+  ];
+  const tuned = tunings.map(([tname, tuning]) => ({tname, tuning, fname: 'float32', weight: fmt('float32')}));
+  tuned.push({tname: 'the defaults', tuning: {}, fname: 'bfloat16', weight: fmt('bfloat16')});
+  tuned.push({tname: 'the defaults', tuning: {}, fname: 'int4 g32', weight: fmt('int4', 32)});
+  tuned.push({tname: '8x8 per thread', tuning: tunings[3][1], fname: 'int8', weight: fmt('int8')});
+  test.each(tuned)('tuning $tname, $fname, geglu with norm and bias, ragged M and N', async ({tuning, weight}) => {
+    const spec: MatmulSpec = {N: 72, K: 96, weight, epilogue: 'geglu', norm: {eps: 1e-5}, bias: true};
+    const [got, want] = await runCase({spec, M: 130, tuning, seed: 130});
+    expect(relError(got, want)).toBeLessThan(TOL);
+  });
+
+  test('K not a multiple of the K-step, M = 1 .. tile + 1', async () => {
+    const spec: MatmulSpec = {
+      N: 36,
+      K: 36,
+      weight: fmt('float32'),
+      epilogue: 'store',
+      norm: {eps: 1e-6},
+    };
+    for (const M of [1, 17]) {
+      const [got, want] = await runCase({spec, M, tuning: SMALL, seed: 7 + M});
+      expect(relError(got, want)).toBeLessThan(TOL);
+    }
+  });
+
+  test('M = 16384 rows', async () => {
+    const spec: MatmulSpec = {N: 8, K: 16, weight: fmt('bfloat16'), epilogue: 'residual', bias: true};
+    const [got, want] = await runCase({spec, M: 16384, seed: 5});
+    expect(relError(got, want)).toBeLessThan(TOL);
+  });
+
+  test('M = 0 writes nothing', async () => {
+    const spec: MatmulSpec = {N: 8, K: 16, weight: fmt('float32'), epilogue: 'store'};
+    const [got, want] = await runCase({spec, M: 0, seed: 6});
+    expect(Array.from(got)).toEqual(Array.from(want, (v) => Math.fround(v)));
+  });
+
+  test.each([
+    ['vec4 out', {xStride: 136, xOffset: 4, outStride: 52, outOffset: 8}],
+    ['scalar out', {xStride: 132, xOffset: 0, outStride: 47, outOffset: 3}],
+  ])('strides and offsets: %s', async (_, strides) => {
+    for (const [, weight] of [FORMATS[0], FORMATS[5]]) {
+      const spec: MatmulSpec = {N: 40, K: 128, weight, epilogue: 'residual', norm: {eps: 1e-6}, bias: true, ...strides};
+      const [got, want] = await runCase({spec, M: 19, tuning: SMALL, seed: 3});
+      expect(relError(got, want)).toBeLessThan(TOL);
+    }
+  });
+
+  test.each(['store', 'residual', 'gelu'] as const)('block-diagonal weights, %s', async (epilogue) => {
+    const spec: MatmulSpec = {N: 24, K: 40, weight: fmt('float32'), epilogue, bias: true, blocks: 3};
+    const [got, want] = await runCase({spec, M: 33, tuning: epilogue === 'store' ? {} : SMALL, seed: 9});
+    expect(relError(got, want)).toBeLessThan(TOL);
+  });
+});
+
+describe('prefill matmul: specs it refuses', () => {
+  const f32w = fmt('float32');
+  test.each([
+    [{N: 6, K: 8}, /multiples of 4/],
+    [{N: 8, K: 10}, /multiples of 4/],
+    [{N: 8, K: 8, xOffset: 2}, /xStride and xOffset/],
+    [{N: 8, K: 8, epilogue: 'softcap' as const}, /cap/],
+    [{N: 8, K: 32, weight: weightFormat({dtype: 'int4', groupSize: 64})}, /group size 64/],
+    [{N: 8, K: 8, blocks: 2, weight: weightFormat({dtype: 'int8'})}, /float32 only/],
+  ])('%j is refused: %s', (partial, why) => {
+    const spec = {weight: f32w, epilogue: 'store' as const, ...partial} as MatmulSpec;
+    expect(() => matmulSource(spec)).toThrow(why);
+  });
+  test('a bad tuning', () => {
+    const spec: MatmulSpec = {N: 8, K: 8, weight: f32w, epilogue: 'store'};
+    expect(() => matmulSource(spec, {bm: 48})).toThrow(/powers of two/);
+    expect(() => matmulSource(spec, {bm: 256, bn: 256, tm: 4, tn: 4})).toThrow(/threads per workgroup/);
+  });
+});
+
+describe('prefill matmul tunings', () => {
+  const spec: MatmulSpec = {N: 2560, K: 2560, weight: fmt('float32'), epilogue: 'store'};
+  test('the env form parses, and a bad knob is refused in one line', () => {
+    expect(parseMatmulTuning('bm=64, bn=32,prefetch=0,group=4')).toEqual({bm: 64, bn: 32, prefetch: false, group: 4});
+    expect(() => parseMatmulTuning('bm=64,tile=3')).toThrow(/bad knob "tile=3"/);
+    expect(() => parseMatmulTuning('bm=-1')).toThrow(/bad knob/);
+  });
+  test('matmulTuningFor: the defaults for many rows, smaller tiles where they would leave workgroups idle', () => {
+    expect(matmulTuningFor(spec, 2048)).toEqual({}); // 16 x 40 = 640 workgroups of 128 x 64
+    // 128 rows: 128 x 64 tiles give 40 workgroups, 64 x 64: 80, 32 x 64: 160, 32 x 32: 320 (>= 264).
+    expect(matmulTuningFor(spec, 128)).toMatchObject({bm: 32, bn: 32});
+    expect(matmulGrid(spec, 128, matmulTuningFor(spec, 128))).toEqual([80, 4, 1]);
+    expect(matmulTuningFor(spec, 512)).toMatchObject({bm: 64, bn: 64}); // 8 x 40 = 320
+  });
+});
