@@ -9,7 +9,9 @@
  * On webgpu the token is picked on the GPU and only the ids come back: greedy through ops/row_argmax,
  * anything else through the GPU sampler (gpu_sampling.ts: the same rules, its own Philox stream, so a
  * seed gives other tokens than on cpu or wasm, and the same ones on every webgpu run). EOS, stop ids
- * and stop strings are judged on the host from the ids.
+ * and stop strings are judged on the host from the ids. With the fused engine, the ids also feed
+ * the next step on the GPU, submitted before they are read back (step_queue.ts): steps queue
+ * ahead of the host; the tokens are the same either way.
  */
 import * as tf from '@tensorflow/tfjs';
 import {rowArgmax, rowArgmaxAvailable} from '../../ops/row_argmax';
