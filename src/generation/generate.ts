@@ -232,15 +232,15 @@ async function* run(
     return ev;
   };
 
-  // On webgpu with the fused engine, steps queue ahead of the host (step_queue.ts).
-  const queue =
-    maxNew > 0 && !opts.signal?.aborted && (argmaxOnDevice || gpuSampler != null)
-      ? await StepQueue.create(model, rows.length, gpuSampler)
-      : null;
+  let queue: StepQueue | null = null;
   let pending: Promise<{ids: Int32Array; fed: boolean}> | null = null;
 
   try {
+    // On webgpu with the fused engine, steps queue ahead of the host (step_queue.ts).
+    if (maxNew > 0 && !opts.signal?.aborted && (argmaxOnDevice || gpuSampler != null))
+      queue = await StepQueue.create(model, rows.length, gpuSampler);
     if (queue != null) {
+      const q = queue;
       // Depth 1: the pick of token n and the step feeding it are queued together (the first one
       // straight after the prefill), and token n's ids are read back and judged while that step
       // runs; the pick of n + 1 is queued only after that. So the state never runs past the
@@ -252,7 +252,7 @@ async function* run(
       const feeds = () => keepFinal || active.some((row) => trackers[row].generated.length + 1 < maxNew);
       const submitNext = () => {
         if (active.length > 0 && !opts.signal?.aborted)
-          pending = queue.submit(
+          pending = q.submit(
             work,
             active,
             active.map((row) => trackers[row].generated.length),
@@ -337,7 +337,7 @@ async function* run(
       (pending as Promise<unknown> | null)?.catch(() => undefined);
       work.dispose();
       saved.forEach((s) => s.dispose());
-      queue?.dispose();
+      (queue as StepQueue | null)?.dispose();
       gpuSampler?.dispose();
     }
   }
