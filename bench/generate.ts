@@ -15,7 +15,10 @@
  * over the following steps; greedy takes the argmax on the GPU, other options draw on the GPU too
  * (src/generation/gpu_sampling.ts); an entry is T[/kK][/pP][/mM][/rR]: temperature, top-k, top-p,
  * min-p, repetition penalty, e.g. greedy,0.8,0.8/p0.95,0.8/k50/p0.95/r1.2; --gpu-sampling
- * on|off|both: off samples on the host, reading the logits back; both runs each way), a bare decodeStep loop waited on once at the end (`rawTokensPerSec`: the GPU's pace), and
+ * on|off|both: off samples on the host, reading the logits back; both runs each way; --queued
+ * on|off|both: steps queued ahead of the host, fed by the ids on the GPU (src/generation/step_queue.ts,
+ * on by default where the engine applies), or off: each step's ids read back before the next step
+ * is submitted; `queuedSteps` counts the steps queued), a bare decodeStep loop waited on once at the end (`rawTokensPerSec`: the GPU's pace), and
  * for the engine one profiled step (GPU timestamps per dispatch, summed per kernel kind, with the
  * bytes of weights each must read: GB/s). --sweep 64x8,128x4,256x2 repeats the engine's runs with
  * GEMV workgroups of T threads and at most R rows each (env GRIFFIN_FUSED_THREADS / _ROWS);
@@ -58,6 +61,7 @@ import {
 import {fusedPrefillConfig, fusedPrefillFor} from '../src/engines/webgpu_prefill';
 import {gpuSamplingConfig} from '../src/generation/gpu_sampling';
 import {type SamplingOptions, validateSamplingOptions} from '../src/generation/sampling';
+import {queuedDecodeConfig, stepQueueStats} from '../src/generation/step_queue';
 import {RecurrentGemmaForCausalLM} from '../src/model';
 import {tf} from '../src/tf';
 
@@ -209,6 +213,10 @@ async function compareFused(
   const rawSteps = Math.max(1, int(args, 'raw-steps', newTokens));
   const samplings = (args.sampling ?? 'greedy,0.8').split(',').map(parseSampling);
   const gpuModes = args['gpu-sampling'] === 'both' ? [true, false] : args['gpu-sampling'] === 'off' ? [false] : [null];
+  if (args.queued != null && !['on', 'off', 'both'].includes(args.queued))
+    throw new Error(`--queued must be on, off or both, got ${JSON.stringify(args.queued)}`);
+  const queuedModes =
+    args.queued === 'both' ? [true, false] : args.queued === 'off' ? [false] : args.queued === 'on' ? [true] : [null];
   const runs: Record<string, unknown>[] = [];
   const sweep = args.sweep != null ? args.sweep.split(',').map((x) => x.split('x').map(Number)) : [null];
   const measure = async (batch: number, fused: boolean | null, tuning: number[] | null) => {
@@ -240,30 +248,40 @@ async function compareFused(
       // GPU sampler, or with --gpu-sampling off the logits read back and sampled on the host). The
       // first token's time includes the prefill.
       for (const [key, sampling] of samplings)
-        for (const gpu of sampling.temperature === 0 ? [null] : gpuModes) {
-          gpuSamplingConfig.enabled = gpu;
-          for await (const _ of model.stream(
-            prompt.map((r) => r.slice(0, 8)),
-            {...sampling, maxNewTokens: 3, seed: 1, eosTokenId: []},
-          )) {
-            /* warm-up */
+        for (const gpu of sampling.temperature === 0 ? [null] : gpuModes)
+          for (const queued of queuedModes) {
+            gpuSamplingConfig.enabled = gpu;
+            queuedDecodeConfig.enabled = queued;
+            for await (const _ of model.stream(
+              prompt.map((r) => r.slice(0, 8)),
+              {...sampling, maxNewTokens: 3, seed: 1, eosTokenId: []},
+            )) {
+              /* warm-up */
+            }
+            const stamps: number[] = [];
+            let n = 0;
+            const queued0 = stepQueueStats.queuedSteps;
+            t0 = performance.now();
+            for await (const _ of model.stream(prompt, {
+              ...sampling,
+              maxNewTokens: newTokens,
+              seed: 1,
+              eosTokenId: [],
+            })) {
+              if (++n % batch === 0) stamps.push(performance.now()); // a step's rows arrive together
+            }
+            gpuSamplingConfig.enabled = null;
+            queuedDecodeConfig.enabled = null;
+            const steps = stamps.length,
+              decodeMs = stamps[steps - 1] - stamps[0];
+            run[`${key}${gpu === false ? '_host' : ''}${queued === false ? '_unqueued' : ''}`] = {
+              firstTokenMs: +(stamps[0] - t0).toFixed(1),
+              steps,
+              queuedSteps: stepQueueStats.queuedSteps - queued0,
+              msPerStep: steps > 1 ? +(decodeMs / (steps - 1)).toFixed(3) : null,
+              decodeTokensPerSec: steps > 1 ? +((((steps - 1) * batch) / decodeMs) * 1000).toFixed(1) : null,
+            };
           }
-          const stamps: number[] = [];
-          let n = 0;
-          t0 = performance.now();
-          for await (const _ of model.stream(prompt, {...sampling, maxNewTokens: newTokens, seed: 1, eosTokenId: []})) {
-            if (++n % batch === 0) stamps.push(performance.now()); // a step's rows arrive together
-          }
-          gpuSamplingConfig.enabled = null;
-          const steps = stamps.length,
-            decodeMs = stamps[steps - 1] - stamps[0];
-          run[gpu === false ? `${key}_host` : key] = {
-            firstTokenMs: +(stamps[0] - t0).toFixed(1),
-            steps,
-            msPerStep: steps > 1 ? +(decodeMs / (steps - 1)).toFixed(3) : null,
-            decodeTokensPerSec: steps > 1 ? +((((steps - 1) * batch) / decodeMs) * 1000).toFixed(1) : null,
-          };
-        }
     }
     t0 = performance.now();
     const state = model.prefill(prompt);

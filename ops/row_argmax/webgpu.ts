@@ -1,8 +1,6 @@
 /**
- * GriffinRowArgmax for tfjs-backend-webgpu: one workgroup of 256 invocations per row. Each
- * invocation scans a strided share of the row (coalesced reads) keeping its first maximum, then
- * the workgroup reduces the 256 candidates in shared memory. NaN is recognised from its bits
- * (drivers may assume no NaN in float comparisons) and never wins; a row of NaN gives -1.
+ * GriffinRowArgmax for tfjs-backend-webgpu: one workgroup of 256 invocations per row, the WGSL
+ * of wgsl.ts (first maximum, NaN never wins, -1 for a row of NaN).
  *   for (const k of rowArgmaxKernelConfigs) tf.registerKernel(k);   // ops/register/webgpu.ts
  *   // then rowArgmax(logits) (ops/row_argmax) runs it on webgpu: [b] int32
  *
@@ -14,8 +12,7 @@ import type {WebGPUBackend} from '@tensorflow/tfjs-backend-webgpu';
 import type {KernelConfig, KernelFunc, TensorInfo} from '@tensorflow/tfjs-core';
 import {WebGPUProgramBase} from '../webgpu_program';
 import {ROW_ARGMAX} from './index';
-
-const THREADS = 256;
+import {rowArgmaxWgsl, ARGMAX_THREADS as THREADS} from './wgsl';
 
 /** One workgroup per row of x [b, n]; uniforms.n is n. */
 class RowArgmaxProgram extends WebGPUProgramBase {
@@ -31,45 +28,10 @@ class RowArgmaxProgram extends WebGPUProgramBase {
   }
 
   getUserCode(): string {
-    return `
-      var<workgroup> bestV : array<f32, ${THREADS}>;
-      var<workgroup> bestI : array<i32, ${THREADS}>;
+    const {decls, body} = rowArgmaxWgsl('x', 'result', 'uniforms.n', 'i32(workgroupId.x)', 'i32(localId.x)');
+    return `${decls}
 
-      fn isNan(v : f32) -> bool {
-        let u = bitcast<u32>(v);
-        return (u & 0x7f800000u) == 0x7f800000u && (u & 0x007fffffu) != 0u;
-      }
-
-      // Candidate (v, i) beats (bv, bi): i = -1 is "none"; larger value, or equal value at a smaller index.
-      fn beats(v : f32, i : i32, bv : f32, bi : i32) -> bool {
-        if (i < 0) { return false; }
-        if (bi < 0) { return true; }
-        return v > bv || (v == bv && i < bi);
-      }
-
-      fn main(index : i32) {
-        let row = i32(workgroupId.x);
-        let t = i32(localId.x);
-        let n = uniforms.n;
-        let base = row * n;
-        var bv = 0.0;
-        var bi = -1;
-        for (var i = t; i < n; i = i + ${THREADS}) {
-          let v = f32(x[base + i]);
-          // Within one invocation the indices only grow, so a tie never replaces.
-          if (!isNan(v) && (bi < 0 || v > bv)) { bv = v; bi = i; }
-        }
-        bestV[t] = bv;
-        bestI[t] = bi;
-        workgroupBarrier();
-        for (var s = ${THREADS / 2}; s > 0; s = s / 2) {
-          if (t < s && beats(bestV[t + s], bestI[t + s], bestV[t], bestI[t])) {
-            bestV[t] = bestV[t + s];
-            bestI[t] = bestI[t + s];
-          }
-          workgroupBarrier();
-        }
-        if (t == 0) { result[row] = bestI[0]; }
+      fn main(index : i32) {${body}
       }`;
   }
 }

@@ -97,26 +97,45 @@ export class GpuSampler {
    * with nothing to draw (every logit NaN). Commands that write `logits` must be submitted first.
    */
   async sample(logits: GPUBuffer, rows: RowSampling[], offset = 0): Promise<Int32Array> {
-    this.check();
+    await this.prepare(rows);
     const b = rows.length;
-    if (b < 1 || b > this.maxRows) throw new RangeError(`GpuSampler: ${b} rows, made for 1..${this.maxRows}`);
-    const names = this.plan(rows);
-    const missing = names.filter((n) => !this.kernels.has(n));
-    if (missing.length > 0) {
-      this.device.pushErrorScope('validation');
-      for (const n of missing) this.build(n);
-      const err = (await this.device.popErrorScope()) ?? (await this.errors);
-      if (err != null) throw new Error(`GPU sampling kernels rejected: ${err.message}`);
-    }
-    this.device.queue.writeBuffer(this.bufs.params, 0, this.params(rows));
     const enc = this.device.createCommandEncoder();
-    this.encode(enc, logits, offset, b, names);
-    enc.copyBufferToBuffer(this.bufs.picks, 0, this.read, 0, Math.ceil((b * 4) / 16) * 16);
+    const picks = this.encode(enc, logits, rows, offset);
+    enc.copyBufferToBuffer(picks, 0, this.read, 0, Math.ceil((b * 4) / 16) * 16);
     this.device.queue.submit([enc.finish()]);
     await this.read.mapAsync(GPUMapMode.READ, 0, Math.ceil((b * 4) / 16) * 16);
     const ids = new Int32Array(this.read.getMappedRange(0, Math.ceil((b * 4) / 16) * 16).slice(0, b * 4));
     this.read.unmap();
     return ids;
+  }
+
+  /** Builds (and checks) the kernels that calls with rows like these run; encode() needs them. */
+  async prepare(rows: RowSampling[]): Promise<void> {
+    this.check();
+    const missing = this.plan(rows).filter((n) => !this.kernels.has(n));
+    if (missing.length === 0) return;
+    this.device.pushErrorScope('validation');
+    for (const n of missing) this.build(n);
+    const err = (await this.device.popErrorScope()) ?? (await this.errors);
+    if (err != null) throw new Error(`GPU sampling kernels rejected: ${err.message}`);
+  }
+
+  /**
+   * Encodes a draw (as sample() does) into `enc` and returns the buffer that then holds the ids
+   * (int32 [b] from byte 0), without reading them back: the caller may copy them on the GPU (into
+   * the next decode step) and read them later. The per-row parameters are written to the queue
+   * now, so `enc` must be submitted before the next call's. prepare() first.
+   */
+  encode(enc: GPUCommandEncoder, logits: GPUBuffer, rows: RowSampling[], offset = 0): GPUBuffer {
+    this.check();
+    const b = rows.length;
+    if (b < 1 || b > this.maxRows) throw new RangeError(`GpuSampler: ${b} rows, made for 1..${this.maxRows}`);
+    const names = this.plan(rows);
+    const missing = names.filter((n) => !this.kernels.has(n));
+    if (missing.length > 0) throw new Error(`GpuSampler: kernels ${missing.join(', ')} not prepared`);
+    this.device.queue.writeBuffer(this.bufs.params, 0, this.params(rows));
+    this.encodeKernels(enc, logits, offset, b, names);
+    return this.bufs.picks;
   }
 
   /** The per-row state words after the last call (tests: thresholds and cutoffs, see ST in shaders.ts). */
@@ -171,7 +190,7 @@ export class GpuSampler {
     this.kernels.set(name, {pipeline, bind});
   }
 
-  private encode(enc: GPUCommandEncoder, logits: GPUBuffer, offset: number, b: number, names: string[]): void {
+  private encodeKernels(enc: GPUCommandEncoder, logits: GPUBuffer, offset: number, b: number, names: string[]): void {
     const {V, G} = this.shape;
     enc.copyBufferToBuffer(logits, offset, this.bufs.logits, 0, b * V * 4);
     const pass = enc.beginComputePass();

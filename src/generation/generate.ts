@@ -9,7 +9,9 @@
  * On webgpu the token is picked on the GPU and only the ids come back: greedy through ops/row_argmax,
  * anything else through the GPU sampler (gpu_sampling.ts: the same rules, its own Philox stream, so a
  * seed gives other tokens than on cpu or wasm, and the same ones on every webgpu run). EOS, stop ids
- * and stop strings are judged on the host from the ids.
+ * and stop strings are judged on the host from the ids. With the fused engine, the ids also feed
+ * the next step on the GPU, submitted before they are read back (step_queue.ts): steps queue
+ * ahead of the host; the tokens are the same either way.
  */
 import * as tf from '@tensorflow/tfjs';
 import {rowArgmax, rowArgmaxAvailable} from '../../ops/row_argmax';
@@ -19,6 +21,7 @@ import {checkIdRange, IdsLike, idRows} from '../util/ids';
 import {GenerationGpuSampler} from './gpu_sampling';
 import {Sampler, SamplingOptions, StopStringMatcher, validateSamplingOptions} from './sampling';
 import {decodeStep, GenerationState, prefill} from './state';
+import {StepQueue} from './step_queue';
 
 export type FinishReason = 'eos' | 'stop_token' | 'stop_string' | 'length';
 
@@ -205,54 +208,117 @@ async function* run(
           opts,
         );
 
+  // A token of a row: its events, and whether the row stops (EOS, stop ids and strings, length).
+  const judge = (row: number, id: number): TokenEvent => {
+    const tr = trackers[row];
+    tr.seen.push(id);
+    tr.generated.push(id);
+    let reason: FinishReason | undefined = eos.has(id) ? 'eos' : stops.has(id) ? 'stop_token' : undefined;
+    let text: string | undefined;
+    if (tr.decoder != null) {
+      const piece = tr.decoder.push(id);
+      const r = tr.matcher ? tr.matcher.push(piece) : {emit: piece, stopped: false};
+      text = r.emit;
+      if (r.stopped) reason ??= 'stop_string';
+    }
+    if (reason == null && tr.generated.length >= maxNew) reason = 'length';
+    if (reason != null && reason !== 'stop_string' && tr.decoder != null) {
+      const rest = tr.decoder.flush();
+      text += tr.matcher ? tr.matcher.push(rest).emit + tr.matcher.flush() : rest;
+    }
+    const ev: TokenEvent = {row, tokenId: id};
+    if (text !== undefined) ev.text = text;
+    if (reason != null) ev.finishReason = reason;
+    return ev;
+  };
+
+  let queue: StepQueue | null = null;
+  let pending: Promise<{ids: Int32Array; fed: boolean}> | null = null;
+
   try {
-    while (maxNew > 0 && active.length > 0 && !opts.signal?.aborted) {
-      const picks = argmaxOnDevice
-        ? await picksOnDevice()
-        : gpuSampler != null
-          ? await gpuSampler.pick(
-              work.logits,
-              active,
-              active.map((row) => trackers[row].generated.length),
-            )
-          : null;
-      const logits = picks == null ? ((await work.logits.data()) as Float32Array) : null;
-      const tokens: number[] = [],
-        finished: boolean[] = [],
-        events: TokenEvent[] = [];
-      active.forEach((row, k) => {
-        const tr = trackers[row];
-        const id = picks != null ? picks[k] : tr.sampler.next(logits!.subarray(k * V, (k + 1) * V), tr.seen);
-        tr.seen.push(id);
-        tr.generated.push(id);
-        let reason: FinishReason | undefined = eos.has(id) ? 'eos' : stops.has(id) ? 'stop_token' : undefined;
-        let text: string | undefined;
-        if (tr.decoder != null) {
-          const piece = tr.decoder.push(id);
-          const r = tr.matcher ? tr.matcher.push(piece) : {emit: piece, stopped: false};
-          text = r.emit;
-          if (r.stopped) reason ??= 'stop_string';
+    // On webgpu with the fused engine, steps queue ahead of the host (step_queue.ts).
+    if (maxNew > 0 && !opts.signal?.aborted && (argmaxOnDevice || gpuSampler != null))
+      queue = await StepQueue.create(model, rows.length, gpuSampler);
+    if (queue != null) {
+      const q = queue;
+      // Depth 1: the pick of token n and the step feeding it are queued together (the first one
+      // straight after the prefill), and token n's ids are read back and judged while that step
+      // runs; the pick of n + 1 is queued only after that. So the state never runs past the
+      // tokens judged: when a row stops at token n, the step that fed token n is the last one it
+      // saw, which is what keepFinal saves. Rows that stop leave the batch at once (select: the
+      // engine's layers go out as tensors, the kept rows come back in): at most one such
+      // re-import per stopping step, and no dead rows whose state would have to be rewound.
+      // Without keepFinal the step feeding the last token is skipped when every row ends there.
+      const feeds = () => keepFinal || active.some((row) => trackers[row].generated.length + 1 < maxNew);
+      const submitNext = () => {
+        if (active.length > 0 && !opts.signal?.aborted)
+          pending = q.submit(
+            work,
+            active,
+            active.map((row) => trackers[row].generated.length),
+            feeds(),
+          );
+      };
+      submitNext();
+      while (pending != null && !opts.signal?.aborted) {
+        const feed = feeds();
+        const {ids, fed} = await (pending as Promise<{ids: Int32Array; fed: boolean}>);
+        pending = null;
+        if (ids.some((id) => id < 0)) throw new Error('sampling: logits are empty or all NaN');
+        // The engine did not apply to this batch size: the ids are fed from the host.
+        if (feed && !fed) decodeStep(model, work, Array.from(ids)).logits.dispose();
+        const events = active.map((row, k) => judge(row, ids[k]));
+        // `work` now holds token n of every row (the step that fed it is queued or done).
+        const keep = events.flatMap((ev, k) => (ev.finishReason != null ? [] : [k]));
+        if (keepFinal)
+          events.forEach((ev, k) => {
+            if (ev.finishReason != null) saved.set(ev.row, work.select([k]));
+          });
+        if (keep.length > 0 && keep.length < active.length) {
+          const next = work.select(keep);
+          work.dispose();
+          work = next;
         }
-        if (reason == null && tr.generated.length >= maxNew) reason = 'length';
-        if (reason != null && reason !== 'stop_string' && tr.decoder != null) {
-          const rest = tr.decoder.flush();
-          text += tr.matcher ? tr.matcher.push(rest).emit + tr.matcher.flush() : rest;
+        active = keep.map((k) => active[k]);
+        // Without a caller's state the next step is queued before the events go out, so that the
+        // consumer's work overlaps the GPU's; with one it waits for them, so that an abort or a
+        // break in the consumer leaves the state with exactly the tokens handed out.
+        if (!keepFinal) submitNext();
+        for (const ev of events) {
+          opts.onToken?.(ev);
+          yield ev;
         }
-        const ev: TokenEvent = {row, tokenId: id};
-        if (text !== undefined) ev.text = text;
-        if (reason != null) ev.finishReason = reason;
-        events.push(ev);
-        tokens.push(id);
-        finished.push(reason != null);
-      });
-      // The next step is submitted before the events go out, so that the consumer's work (and the
-      // host's event handling) overlaps the GPU's; the state already holds every token handed out.
-      advance(tokens, finished);
-      for (const ev of events) {
-        opts.onToken?.(ev);
-        yield ev;
+        if (keepFinal) submitNext();
+        if (active.length > 0) await breathe();
       }
-      if (active.length > 0) await breathe();
+    } else {
+      while (maxNew > 0 && active.length > 0 && !opts.signal?.aborted) {
+        const picks = argmaxOnDevice
+          ? await picksOnDevice()
+          : gpuSampler != null
+            ? await gpuSampler.pick(
+                work.logits,
+                active,
+                active.map((row) => trackers[row].generated.length),
+              )
+            : null;
+        const logits = picks == null ? ((await work.logits.data()) as Float32Array) : null;
+        const events = active.map((row, k) => {
+          const tr = trackers[row];
+          return judge(row, picks != null ? picks[k] : tr.sampler.next(logits!.subarray(k * V, (k + 1) * V), tr.seen));
+        });
+        // The next step is submitted before the events go out, so that the consumer's work (and the
+        // host's event handling) overlaps the GPU's; the state already holds every token handed out.
+        advance(
+          events.map((ev) => ev.tokenId),
+          events.map((ev) => ev.finishReason != null),
+        );
+        for (const ev of events) {
+          opts.onToken?.(ev);
+          yield ev;
+        }
+        if (active.length > 0) await breathe();
+      }
     }
   } catch (e) {
     failed = true;
@@ -267,8 +333,11 @@ async function* run(
         parts.forEach((s) => s.dispose());
       }
     } finally {
+      // A step queued ahead whose ids nobody waits for (a break or an abort): its read fails quietly.
+      (pending as Promise<unknown> | null)?.catch(() => undefined);
       work.dispose();
       saved.forEach((s) => s.dispose());
+      (queue as StepQueue | null)?.dispose();
       gpuSampler?.dispose();
     }
   }

@@ -10,7 +10,7 @@
  * reads the logits back, as on cpu and wasm. Shape letters: b rows of the logits, V vocabulary.
  */
 import * as tf from '@tensorflow/tfjs';
-import {GpuSampler} from '../../ops/sample_webgpu';
+import {GpuSampler, type RowSampling} from '../../ops/sample_webgpu';
 import {flushTf, gpuBufferOf, webgpuBackend} from '../engines/webgpu_decode/tfjs_webgpu';
 import type {SamplingOptions} from './sampling';
 
@@ -54,21 +54,43 @@ export class GenerationGpuSampler {
     const be = webgpuBackend();
     const buf = gpuBufferOf(be, logits);
     flushTf(be); // whatever tfjs encoded that writes the logits runs first
-    const o = this.opts;
     const ids = await this.sampler.sample(
       buf,
-      rows.map((row, k) => ({
-        seenRow: row,
-        seed: this.seeds[row],
-        step: steps[k],
-        temperature: o.temperature ?? 0,
-        topK: o.topK,
-        topP: o.topP,
-        minP: o.minP,
-        repetitionPenalty: o.repetitionPenalty,
-      })),
+      rows.map((row, k) => this.row(row, steps[k])),
     );
     return ids.every((id) => id >= 0) ? ids : null;
+  }
+
+  /** Builds the kernels the draws need, once: encode() then runs without waiting. */
+  async prepare(): Promise<void> {
+    await this.sampler.prepare([this.row(0, 0)]);
+  }
+
+  /**
+   * Encodes the draw from `logits` (a GPU buffer of [b, V], written by commands submitted before
+   * `enc`) for input rows `rows` at steps `steps`; returns the buffer that then holds the ids
+   * (int32 [b] from byte 0), which stay on the GPU. A row with nothing to draw gets -1.
+   */
+  encode(enc: GPUCommandEncoder, logits: GPUBuffer, rows: number[], steps: number[]): GPUBuffer {
+    return this.sampler.encode(
+      enc,
+      logits,
+      rows.map((row, k) => this.row(row, steps[k])),
+    );
+  }
+
+  private row(row: number, step: number): RowSampling {
+    const o = this.opts;
+    return {
+      seenRow: row,
+      seed: this.seeds[row],
+      step,
+      temperature: o.temperature ?? 0,
+      topK: o.topK,
+      topP: o.topP,
+      minP: o.minP,
+      repetitionPenalty: o.repetitionPenalty,
+    };
   }
 
   dispose(): void {

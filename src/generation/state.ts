@@ -17,6 +17,7 @@ import type {LayerState} from '../../layers/model_layers';
 import {gpuBufferLimits} from '../../ops/gpu_limits';
 import type {CausalLMCore} from '../core/model';
 import {FusedDecoder, fusedDecoderFor} from '../engines/webgpu_decode';
+import {gpuBufferOf, webgpuBackend} from '../engines/webgpu_decode/tfjs_webgpu';
 import {fusedPrefillFor} from '../engines/webgpu_prefill';
 import {checkIdRange, IdsLike, idRows} from '../util/ids';
 import {checkGpuBuffers, type GpuBufferLimits} from '../util/limits';
@@ -59,8 +60,11 @@ export class GenerationState {
   private fused: FusedDecoder | null = null;
   /** Per row: the position id the next real token gets (= real tokens seen so far). */
   positions: number[];
-  /** [b, V] float32: the logits after the last token, predicting the next one. */
-  logits: tf.Tensor;
+  /**
+   * The logits after the last token (null: still in the fused engine's logits buffer, after a
+   * step whose ids came from the GPU; `logits` copies them out when asked).
+   */
+  private logits_: tf.Tensor | null;
   private freed = false;
 
   constructor(
@@ -71,7 +75,25 @@ export class GenerationState {
   ) {
     this.layers_ = layers;
     this.positions = positions;
-    this.logits = logits;
+    this.logits_ = logits;
+  }
+
+  /** [b, V] float32: the logits after the last token, predicting the next one. */
+  get logits(): tf.Tensor {
+    if (this.logits_ == null) {
+      if (this.fused == null) throw new Error('this GenerationState has no logits');
+      this.logits_ = tf.keep(this.fused.logitsTensor());
+    }
+    return this.logits_;
+  }
+  set logits(t: tf.Tensor) {
+    this.logits_ = t;
+  }
+
+  /** Disposes the logits held (if any) and holds `t` instead. Internal: decodeStep calls it. */
+  replaceLogits(t: tf.Tensor): void {
+    this.logits_?.dispose();
+    this.logits_ = t;
   }
 
   /** A state before any token (b rows): prefill onto it as onto any state. */
@@ -100,6 +122,7 @@ export class GenerationState {
   detachFused(): void {
     const eng = this.fused;
     if (eng == null) return;
+    if (this.logits_ == null) this.logits_ = tf.keep(eng.logitsTensor());
     this.layers_ = eng.exportLayers();
     // The state owns them whatever tidy scope asked for them (as runChunk keeps its layers).
     this.layers_.flatMap(layerTensors).forEach((t) => tf.keep(t));
@@ -119,6 +142,35 @@ export class GenerationState {
   fusedStep(eng: FusedDecoder, ids: number[]): tf.Tensor {
     this.enterFused(eng);
     return eng.step(ids, this.positions);
+  }
+
+  /**
+   * One fused decode step whose ids are written on the GPU (FusedDecoder.stepAhead: `encodeIds`
+   * computes them, typically from this state's logits, and copies them into the step buffer);
+   * advances the positions. The logits stay in the engine until someone reads `logits`.
+   * Internal: the queued generation loop (src/generation/step_queue.ts) calls it.
+   */
+  fusedStepAhead(
+    eng: FusedDecoder,
+    encodeIds: (enc: GPUCommandEncoder, stepBuf: GPUBuffer, idsOffset: number) => void,
+  ): void {
+    this.check();
+    this.enterFused(eng);
+    eng.stepAhead(this.positions, encodeIds);
+    this.logits_?.dispose();
+    this.logits_ = null;
+    this.positions = this.positions.map((p) => p + 1);
+  }
+
+  /**
+   * Where the logits are on the GPU (webgpu backend): the engine's buffer (`engine`: it lives on
+   * and is overwritten by the next step) or the logits tensor's. Tfjs work still encoded is not
+   * yet submitted: the caller flushes it before using the buffer.
+   */
+  gpuLogits(): {buffer: GPUBuffer; engine: boolean} {
+    this.check();
+    if (this.logits_ == null && this.fused != null) return {buffer: this.fused.logitsBuffer, engine: true};
+    return {buffer: gpuBufferOf(webgpuBackend(), this.logits), engine: false};
   }
 
   /** Moves the layers into the fused decoder's buffers, unless they are there already. Internal. */
@@ -240,7 +292,7 @@ export class GenerationState {
     if (this.freed) return;
     if (this.fused != null) {
       this.releaseFused();
-      this.logits.dispose();
+      this.logits_?.dispose();
     } else {
       tf.dispose(this.tensors());
     }
@@ -521,8 +573,7 @@ export function decodeStep(
   const fused = fusedDecoderFor(model, b);
   if (fused != null) {
     const logits = state.fusedStep(fused, ids);
-    state.logits.dispose();
-    state.logits = logits;
+    state.replaceLogits(logits);
     state.positions = state.positions.map((p) => p + 1);
     return {logits: tf.clone(logits), state};
   }

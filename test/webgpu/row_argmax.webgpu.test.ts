@@ -9,6 +9,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import {rowArgmax, rowArgmaxAvailable, rowArgmaxReference} from '../../ops/row_argmax';
 import {Sampler} from '../../src/generation/sampling';
+import {queuedDecodeConfig, stepQueueStats} from '../../src/generation/step_queue';
 import {RecurrentGemmaForCausalLM} from '../../src/model';
 import {tf} from '../../src/tf';
 import {initNodeWebGPU} from '../../src/webgpu_node';
@@ -105,10 +106,14 @@ describeWebGPU('greedy generation takes the argmax on the GPU', () => {
     // Three rows, left-padded to one length: the golden prompt and two of its suffixes.
     const prompts = [p, [0, 0, ...p.slice(2)], [0, 0, 0, 0, 0, ...p.slice(5)]];
     const mask = prompts.map((r, i) => r.map((_, j) => (j < [0, 2, 5][i] ? 0 : 1)));
-    const run = async (backend: string) => {
+    // queued: steps queued ahead of the host (src/generation/step_queue.ts), whose argmax is the
+    // plain-WebGPU runner of the same WGSL; off: the ids of each step read back through rowArgmax.
+    const run = async (backend: string, queued = false) => {
       await tf.setBackend(backend);
+      queuedDecodeConfig.enabled = queued;
       const model = await RecurrentGemmaForCausalLM.fromPretrained(DIR);
       const spy = jest.spyOn(argmaxModule, 'rowArgmax');
+      const picks0 = stepQueueStats.picks;
       const out = await model.generate(prompts, {
         attentionMask: mask,
         maxNewTokens: steps,
@@ -118,14 +123,18 @@ describeWebGPU('greedy generation takes the argmax on the GPU', () => {
       const calls = spy.mock.calls.length;
       spy.mockRestore();
       model.dispose();
-      return {out, calls};
+      queuedDecodeConfig.enabled = null;
+      return {out, calls, queuedPicks: stepQueueStats.picks - picks0};
     };
     const gpu = await run('webgpu');
+    const queued = await run('webgpu', true);
     const cpu = await run('cpu');
     await tf.setBackend('webgpu');
     expect(gpu.calls).toBe(steps); // every step, on the device
     expect(gpu.out[0]).toEqual(golden.sequence[0]);
     expect(gpu.out).toEqual(cpu.out);
+    expect([queued.calls, queued.queuedPicks]).toEqual([0, steps]);
+    expect(queued.out).toEqual(cpu.out);
   });
 
   test('a repetition penalty or a temperature: no rowArgmax, the GPU sampler picks each step', async () => {
@@ -136,10 +145,18 @@ describeWebGPU('greedy generation takes the argmax on the GPU', () => {
     const model = await RecurrentGemmaForCausalLM.fromPretrained(DIR);
     const spy = jest.spyOn(argmaxModule, 'rowArgmax');
     const pick = jest.spyOn(gpuSampling.GenerationGpuSampler.prototype, 'pick');
+    const encode = jest.spyOn(gpuSampling.GenerationGpuSampler.prototype, 'encode');
+    queuedDecodeConfig.enabled = false; // each step's ids read back (pick); queued: encode, below
     await model.generate([[2, 5, 9]], {maxNewTokens: 3, temperature: 0, repetitionPenalty: 1.3, eosTokenId: []});
     await model.generate([[2, 5, 9]], {maxNewTokens: 3, temperature: 0.7, seed: 1, eosTokenId: []});
     expect(spy).not.toHaveBeenCalled();
     expect(pick).toHaveBeenCalledTimes(6);
+    queuedDecodeConfig.enabled = true;
+    await model.generate([[2, 5, 9]], {maxNewTokens: 3, temperature: 0.7, seed: 1, eosTokenId: []});
+    queuedDecodeConfig.enabled = null;
+    expect(pick).toHaveBeenCalledTimes(6);
+    expect(encode).toHaveBeenCalledTimes(3);
+    expect(spy).not.toHaveBeenCalled();
     model.dispose();
   });
 });

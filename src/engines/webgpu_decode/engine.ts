@@ -6,6 +6,7 @@
  *   const eng = new FusedDecoder(model, 1);
  *   eng.importLayers(state.layers);              // GenerationState layout -> engine buffers
  *   const next = eng.step([651], [7]);           // ids, positions per row -> logits [b, V] (the caller owns it)
+ *   eng.stepAhead([8], (enc, stepBuf, at) => enc.clearBuffer(stepBuf, at, 4));   // ids written on the GPU (here: token 0)
  *   const layers = eng.exportLayers();           // engine buffers -> new GenerationState tensors
  *   eng.importRow(0, state.layers);              // one row of a state into row 0, the other rows untouched
  *
@@ -410,24 +411,66 @@ export class FusedDecoder {
     return {logits, timings};
   }
 
-  private run(
-    ids: number[],
+  /**
+   * A step whose ids never come to the host: `encodeIds` encodes, into the command buffer that
+   * runs first, whatever computes them (a pick from the previous step's logits, which are
+   * logitsBuffer's contents then) and copies them as u32 into `stepBuf` at byte `idsOffset` (b
+   * words); the host writes the rest of the step buffer (positions, ring slots, RoPE tables),
+   * which it knows ahead. The two are submitted separately, so that a read-back copied there
+   * resolves as soon as the ids exist, while this step still runs. No logits tensor is made: the
+   * logits stay in logitsBuffer until the next step (logitsTensor() copies them out). Ids are
+   * not checked here: the caller writes ids in [0, V) (WGSL's bounds rules keep others in the buffers).
+   */
+  stepAhead(
     positions: number[],
-    prof: {querySet: GPUQuerySet; resolve: GPUBuffer; read: GPUBuffer} | null,
-  ): tf.Tensor {
+    encodeIds: (enc: GPUCommandEncoder, stepBuf: GPUBuffer, idsOffset: number) => void,
+  ): void {
     this.check();
+    if (positions.length !== this.B) throw new Error(`fused decode: ${positions.length} positions for ${this.B} rows`);
+    this.writeStep(null, positions);
+    flushTf(this.backend);
+    const enc = this.device.createCommandEncoder();
+    encodeIds(enc, this.stepBuf, this.step_.ids * 4);
+    this.device.queue.submit([enc.finish()]);
+    this.device.queue.submit([this.nextDispatches ?? this.encodeDispatches()]);
+    this.nextDispatches = this.encodeDispatches();
+    this.advance();
+  }
+
+  /** The buffer the last step wrote its logits to (float32 [b, V]); the next step overwrites it. */
+  get logitsBuffer(): GPUBuffer {
+    this.check();
+    return this.logitsBuf;
+  }
+
+  /** A new tensor [b, V] holding logitsBuffer's contents now (the caller owns it). */
+  logitsTensor(): tf.Tensor {
+    this.check();
+    const B = this.B,
+      V = this.model.config.vocab_size;
+    const out = newGpuTensor(this.backend, [B, V]);
+    const enc = this.device.createCommandEncoder();
+    enc.copyBufferToBuffer(this.logitsBuf, 0, out.buffer, 0, B * V * 4);
+    flushTf(this.backend);
+    this.device.queue.submit([enc.finish()]);
+    return out.tensor;
+  }
+
+  /** Writes the step buffer: ids (null: zeros, to be overwritten on the GPU), positions, ring slots, RoPE tables. */
+  private writeStep(ids: number[] | null, positions: number[]): void {
     const B = this.B,
       V = this.model.config.vocab_size,
       L = this.step_;
-    if (ids.length !== B || positions.length !== B) throw new Error(`fused decode: ${ids.length} ids for ${B} rows`);
     const words = new Uint32Array(L.words);
     const f = new Float32Array(words.buffer);
     for (let b = 0; b < B; b++) {
-      const id = ids[b];
-      if (!Number.isInteger(id) || id < 0 || id >= V) {
-        throw new RangeError(`token id ${id} is outside the vocabulary [0, ${V})`);
+      if (ids != null) {
+        const id = ids[b];
+        if (!Number.isInteger(id) || id < 0 || id >= V) {
+          throw new RangeError(`token id ${id} is outside the vocabulary [0, ${V})`);
+        }
+        words[L.ids + b] = id;
       }
-      words[L.ids + b] = id;
       words[L.pos + b] = positions[b];
       // RoPE angles as the tfjs path computes them: float32 position * float32 inverse frequency.
       for (let j = 0; j < this.invFreq.length; j++) {
@@ -439,6 +482,24 @@ export class FusedDecoder {
     words[L.slot] = this.head;
     words[L.slot + 1] = this.convNext;
     this.device.queue.writeBuffer(this.stepBuf, 0, words);
+  }
+
+  /** The ring slots after a step. */
+  private advance(): void {
+    this.head = (this.head + 1) % this.S;
+    this.convNext = (this.convNext + 1) % this.model.config.conv1d_width;
+  }
+
+  private run(
+    ids: number[],
+    positions: number[],
+    prof: {querySet: GPUQuerySet; resolve: GPUBuffer; read: GPUBuffer} | null,
+  ): tf.Tensor {
+    this.check();
+    const B = this.B,
+      V = this.model.config.vocab_size;
+    if (ids.length !== B || positions.length !== B) throw new Error(`fused decode: ${ids.length} ids for ${B} rows`);
+    this.writeStep(ids, positions);
     flushTf(this.backend);
     const cmds: GPUCommandBuffer[] = [];
     if (prof == null) {
@@ -468,8 +529,7 @@ export class FusedDecoder {
     // Encoding the dispatches costs the host time (see bench/results/NOTES.md): done now, it
     // overlaps this step's GPU time.
     if (prof == null) this.nextDispatches = this.encodeDispatches();
-    this.head = (this.head + 1) % this.S;
-    this.convNext = (this.convNext + 1) % this.model.config.conv1d_width;
+    this.advance();
     return out.tensor;
   }
 

@@ -1,0 +1,127 @@
+/// <reference types="@webgpu/types" />
+/**
+ * Decoding steps that queue ahead of the host (webgpu, fused decode engine): a step's token is
+ * picked on the GPU from the logits (greedy argmax, or the GPU sampler), copied on the GPU into
+ * the engine's step buffer, and the step that feeds it is submitted at once; the picks come back
+ * through a small ring of MAP_READ buffers while that step runs, so the GPU does not wait for the
+ * host's read-back and judging. generate.ts drives it (depth 1: see there).
+ *   const q = await StepQueue.create(model, 2, null);                    // greedy; null where it does not apply
+ *   const next = q!.submit(state, [0, 1], [0, 0], true);                 // pick from state.logits, queue the step feeding it
+ *   const {ids, fed} = await next;                                       // ids [b]; fed: state advanced by them on the GPU
+ *
+ * Off with GRIFFIN_QUEUED_DECODE=0 (or queuedDecodeConfig.enabled = false): the picks then come
+ * back before the host submits the next step (the path of cpu and wasm, which have no engine).
+ *
+ * Shape letters: b rows of the state, V vocabulary.
+ */
+import * as tf from '@tensorflow/tfjs';
+import {RowArgmaxRunner} from '../../ops/row_argmax/runner';
+import type {CausalLMCore} from '../core/model';
+import {fusedDecoderFor} from '../engines/webgpu_decode';
+import {flushTf, webgpuBackend} from '../engines/webgpu_decode/tfjs_webgpu';
+import type {GenerationGpuSampler} from './gpu_sampling';
+import type {GenerationState} from './state';
+
+/** enabled: null = env GRIFFIN_QUEUED_DECODE (0/false/off: off; unset or anything else: on). */
+export const queuedDecodeConfig: {enabled: boolean | null} = {enabled: null};
+
+export function queuedDecodeEnabled(): boolean {
+  if (queuedDecodeConfig.enabled != null) return queuedDecodeConfig.enabled;
+  const v = typeof process !== 'undefined' ? process.env?.GRIFFIN_QUEUED_DECODE : undefined;
+  return v == null || !['0', 'false', 'off'].includes(v.toLowerCase());
+}
+
+/** Diagnostics (tests, bench): picks submitted through a queue, and steps queued on the GPU with them. */
+export const stepQueueStats = {picks: 0, queuedSteps: 0};
+
+/** Read-back buffers in the ring: one in flight while the previous one is read (depth 1 needs 2). */
+const RING = 2;
+
+export class StepQueue {
+  private readonly ring: GPUBuffer[];
+  private next = 0;
+  private disposed = false;
+
+  private constructor(
+    private readonly model: CausalLMCore,
+    private readonly device: GPUDevice,
+    private readonly argmax: RowArgmaxRunner | null,
+    private readonly sampler: GenerationGpuSampler | null,
+    b: number,
+  ) {
+    this.ring = Array.from({length: RING}, (_, i) =>
+      device.createBuffer({
+        size: Math.ceil((b * 4) / 16) * 16,
+        usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+        label: `step queue read ${i}`,
+      }),
+    );
+  }
+
+  /**
+   * A queue for up to b rows, picking greedily (sampler null) or with the GPU sampler (whose
+   * kernels are built here); null unless on webgpu with the fused engine for b rows, and enabled.
+   */
+  static async create(model: CausalLMCore, b: number, sampler: GenerationGpuSampler | null): Promise<StepQueue | null> {
+    if (tf.getBackend() !== 'webgpu' || !queuedDecodeEnabled() || fusedDecoderFor(model, b) == null) return null;
+    const device = webgpuBackend().device;
+    await sampler?.prepare();
+    const argmax = sampler == null ? new RowArgmaxRunner(device, model.config.vocab_size, b) : null;
+    return new StepQueue(model, device, argmax, sampler, b);
+  }
+
+  /**
+   * Picks one token per row of `state` from its logits (row k is input row rows[k] at step
+   * steps[k]: the sampler's seen-id bitmap and Philox counter) and, with `feed`, queues the
+   * fused step that feeds them to `state` (positions advanced now). Resolves to the ids (-1: a
+   * row of NaN logits) and whether the step was queued: fed false with feed true means the
+   * engine did not apply to this batch and the caller feeds the ids itself.
+   */
+  submit(
+    state: GenerationState,
+    rows: number[],
+    steps: number[],
+    feed: boolean,
+  ): Promise<{ids: Int32Array; fed: boolean}> {
+    if (this.disposed) throw new Error('StepQueue: disposed');
+    const b = state.batchSize;
+    // The engine first: making it may retire another, whose logits a state then takes back.
+    const eng = feed ? fusedDecoderFor(this.model, b) : null;
+    const src = state.gpuLogits();
+    const read = this.ring[this.next];
+    this.next = (this.next + 1) % RING;
+    const pick = (enc: GPUCommandEncoder): GPUBuffer => {
+      const out =
+        this.sampler != null
+          ? this.sampler.encode(enc, src.buffer, rows, steps)
+          : this.argmax!.encode(enc, src.buffer, b, src.engine);
+      enc.copyBufferToBuffer(out, 0, read, 0, b * 4);
+      return out;
+    };
+    stepQueueStats.picks++;
+    if (eng != null) {
+      stepQueueStats.queuedSteps++;
+      state.fusedStepAhead(eng, (enc, stepBuf, at) => {
+        enc.copyBufferToBuffer(pick(enc), 0, stepBuf, at, b * 4);
+      });
+    } else {
+      flushTf(webgpuBackend()); // the tfjs work that wrote the logits runs first
+      const enc = this.device.createCommandEncoder();
+      pick(enc);
+      this.device.queue.submit([enc.finish()]);
+    }
+    return (async () => {
+      await read.mapAsync(GPUMapMode.READ);
+      const ids = new Int32Array(read.getMappedRange(0, b * 4).slice(0));
+      read.unmap();
+      return {ids, fed: eng != null};
+    })();
+  }
+
+  dispose(): void {
+    if (this.disposed) return;
+    this.disposed = true;
+    this.argmax?.dispose();
+    for (const b of this.ring) b.destroy();
+  }
+}
