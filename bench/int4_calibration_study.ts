@@ -5,10 +5,10 @@
  * windows. Used to choose a method before the one held-out measurement (bench/compact_quality.ts).
  *   npx tsx bench/int4_calibration_study.ts --backend wasm --calib 128 --dev 32 --methods fit:64,gptq:64
  *
- * A method is KIND:GROUP[:zp][:embed=fit|gptq|gptqA] with KIND fit (the data-free least-squares
+ * A method is KIND:GROUP[:zp][:act][:embed=fit|gptq|gptqA][:only=TEXT] with KIND fit (the data-free least-squares
  * group fit) or gptq (ops/compact/gptq.ts); embed says how the tied embedding is fitted
  * (gptqA: H of the head's input plus A times its mean diagonal on the diagonal, for the lookups);
- * only=TEXT rounds only the matrices whose name holds TEXT (the others stay float32).
+ * act rounds GPTQ's columns in act-order; only=TEXT rounds only the matrices whose name holds TEXT (the others stay float32).
  */
 
 import * as tf from '@tensorflow/tfjs';
@@ -69,7 +69,7 @@ async function main(): Promise<void> {
           h = Float64Array.from(h);
           for (let i = 0; i < C; i++) h[i * C + i] += a * mean;
         }
-        p = quantizeGptq(w, R, C, h, spec);
+        p = quantizeGptq(w, R, C, h, spec, {actOrder: rest.includes('act')});
       } else p = quantize(w, R, C, spec);
       const dq = dequantize(p);
       outErr += outputError(w, dq, R, C, hs.get(n)!);

@@ -18,6 +18,11 @@ import {type CompactSpec, checkSpec, fitGroup, type PackedMatrix} from './format
 export interface GptqOptions {
   /** Added to H's diagonal as a fraction of its mean, for a stable inverse (default 0.01, bounds [0, 1]). */
   damp?: number;
+  /**
+   * Round the inputs of largest second moment first (GPTQ's act-order); each group's scale is then
+   * fitted before any rounding, on its stored columns. Default false.
+   */
+  actOrder?: boolean;
 }
 
 /** Lower Cholesky factor L of a symmetric positive-definite [n, n] matrix (A = L L^T), in place of a copy. */
@@ -100,34 +105,47 @@ export function quantizeGptq(
   const damp = opts.damp ?? 0.01;
   if (!(damp >= 0 && damp <= 1)) throw new Error(`gptq: damp must be in [0, 1], got ${damp}`);
   const zp = spec.zeroPoints === true;
-  const u = inverseFactor(hessian, cols, damp);
-  const w = Float64Array.from(values);
+  // Column order: as stored, or (actOrder) the inputs of largest second moment first.
+  const perm = Array.from({length: cols}, (_, i) => i);
+  if (opts.actOrder) perm.sort((a, b) => hessian[b * cols + b] - hessian[a * cols + a] || a - b);
+  const hp = new Float64Array(cols * cols);
+  for (let i = 0; i < cols; i++) for (let j = 0; j < cols; j++) hp[i * cols + j] = hessian[perm[i] * cols + perm[j]];
+  const u = inverseFactor(hp, cols, damp);
+  const w = new Float64Array(rows * cols);
+  for (let r = 0; r < rows; r++) for (let i = 0; i < cols; i++) w[r * cols + i] = values[r * cols + perm[i]];
   const G = cols / g;
   const data = new Int32Array((rows * cols) / 8);
   const scales = new Float32Array(rows * G);
   const zeros = zp ? new Float32Array(rows * G) : null;
-  const s = new Float64Array(rows),
-    z = new Float64Array(rows);
   const group = new Float32Array(g),
     q = new Uint8Array(g);
+  const fitInto = (r: number, gi: number, x: (c: number) => number) => {
+    for (let c = 0; c < g; c++) group[c] = x(c);
+    const fit = fitGroup(group, q, zp);
+    scales[r * G + gi] = fit.s;
+    if (zeros != null) zeros[r * G + gi] = fit.z;
+  };
+  // actOrder: groups keep their stored columns, so their scales are fitted up front on the
+  // unrounded values; otherwise each group's when its first column comes up.
+  if (opts.actOrder) {
+    for (let r = 0; r < rows; r++) for (let gi = 0; gi < G; gi++) fitInto(r, gi, (c) => values[r * cols + gi * g + c]);
+  }
   for (let i = 0; i < cols; i++) {
-    if (i % g === 0) {
-      for (let r = 0; r < rows; r++) {
-        for (let c = 0; c < g; c++) group[c] = w[r * cols + i + c];
-        const fit = fitGroup(group, q, zp);
-        s[r] = fit.s;
-        z[r] = fit.z;
-        scales[r * G + i / g] = fit.s;
-        if (zeros != null) zeros[r * G + i / g] = fit.z;
-      }
+    const col = perm[i],
+      gi = Math.floor(col / g);
+    if (!opts.actOrder && i % g === 0) {
+      for (let r = 0; r < rows; r++) fitInto(r, gi, (c) => w[r * cols + i + c]);
     }
     const d = u[i * cols + i];
     for (let r = 0; r < rows; r++) {
-      const at = r * cols + i;
-      const k = s[r] > 0 ? Math.max(0, Math.min(15, Math.round(w[at] / s[r]) + z[r])) : z[r];
-      data[at >> 3] |= k << (4 * (at & 7));
+      const s = scales[r * G + gi],
+        z = zeros != null ? zeros[r * G + gi] : 8;
+      const at = r * cols + i,
+        to = r * cols + col;
+      const k = s > 0 ? Math.max(0, Math.min(15, Math.round(w[at] / s) + z)) : z;
+      data[to >> 3] |= k << (4 * (to & 7));
       // The rounded value as the kernels compute it (float32 scale, float32 product).
-      const e = (w[at] - Math.fround((k - z[r]) * s[r])) / d;
+      const e = (w[at] - Math.fround((k - z) * s)) / d;
       for (let j = i + 1; j < cols; j++) w[r * cols + j] -= e * u[i * cols + j];
     }
   }
