@@ -3,13 +3,17 @@
  * every Linear's input and of the tied (or untied) LM head's input, the final norm's output, from
  * a float32 forward pass. GPTQ (ops/compact/gptq.ts) fits int4 weights to them.
  *   const h = secondMoments(model, [{ids: [2, 17, 9], pos: [0, 1, 2]}], 8);   // Map weight name -> Float64Array [C * C]
+ *   calibrateInto(other, model, [{ids: [2, 17, 9], pos: [0, 1, 2]}]);          // other: int4, fitted to model's inputs
  *
  * Keys are the weights' Hugging Face names (`model.layers.0.mlp_block.up_proj.weight`,
  * `model.embed_tokens.weight` for the tied head). Shape letters: n tokens, C a matrix's input width.
  */
 import * as tf from '@tensorflow/tfjs';
 import type {LinearAdapter} from '../../layers/basic';
+import {CompactParameter} from '../../layers/compact';
 import {linearModules} from '../../layers/lora';
+import {type CompactSpec, type PackedMatrix, quantize} from '../../ops/compact/format';
+import {quantizeGptq} from '../../ops/compact/gptq';
 import type {CausalLMCore} from './model';
 
 /** One calibration row: token ids and their positions (restarting at each BOS). */
@@ -81,4 +85,53 @@ export function secondMoments(model: CausalLMCore, rows: CalibrationRow[], batch
     out.set(name, acc);
   }
   return out;
+}
+
+/**
+ * A matrix packed for `spec`: int4 with second moments `h` [C * C] by GPTQ (stored column order), else the
+ * data-free fit. `lookups`: the matrix is also the tied embedding, whose looked-up rows count
+ * every value alike, so H gets its mean diagonal added (the identity's share of the objective).
+ */
+export function fitCalibrated(
+  values: Float32Array,
+  rows: number,
+  cols: number,
+  spec: CompactSpec,
+  h: Float64Array | undefined,
+  lookups = false,
+): PackedMatrix {
+  if (spec.dtype !== 'int4' || h == null) return quantize(values, rows, cols, spec);
+  let target = h;
+  if (lookups) {
+    let mean = 0;
+    for (let i = 0; i < cols; i++) mean += h[i * cols + i] / cols;
+    target = Float64Array.from(h);
+    for (let i = 0; i < cols; i++) target[i * cols + i] += mean;
+  }
+  return quantizeGptq(values, rows, cols, target, spec);
+}
+
+/**
+ * Fills `compact` (a model holding compact matrices, built with zeros) from the float32 `source`
+ * of the same config: int4 matrices fitted to the source's second moments on `rows`, every other
+ * weight copied. Returns the calibration tokens used.
+ */
+export function calibrateInto(compact: CausalLMCore, source: CausalLMCore, rows: CalibrationRow[], batch = 8): number {
+  const hs = secondMoments(source, rows, batch);
+  const from = source.namedParameters();
+  const tied = source.lmHead == null ? `${source.embed.name}.weight` : null;
+  for (const [name, v] of compact.namedParameters()) {
+    const src = from.get(name);
+    if (src == null) throw new Error(`calibration: the float32 model has no ${name}`);
+    if (v instanceof CompactParameter) {
+      const [R, C] = v.shape as number[];
+      const values = src.read().dataSync() as Float32Array;
+      v.writePacked(fitCalibrated(values, R, C, v.spec, hs.get(name), name === tied));
+    } else {
+      tf.tidy(() => {
+        v.write(src.read());
+      });
+    }
+  }
+  return rows.length * rows[0].ids.length;
 }

@@ -122,6 +122,26 @@ describe('GPTQ int4', () => {
     },
   );
 
+  test('act-order with a diagonal H: groups fitted up front on the stored values, so the data-free fit again', () => {
+    const spec = {dtype: 'int4' as const, groupSize: 32, zeroPoints: true};
+    const diag = new Float64Array(C * C);
+    for (let i = 0; i < C; i++) diag[i * C + i] = 1 + ((i * 7) % 11);
+    const a = quantizeGptq(w, R, C, diag, spec, {actOrder: true});
+    const b = quantize(w, R, C, spec);
+    expect(Array.from(a.data)).toEqual(Array.from(b.data));
+    expect(Array.from(a.scales!)).toEqual(Array.from(b.scales!));
+  });
+
+  test('act-order on correlated inputs: a lower output error than the data-free fit', () => {
+    const x = correlatedInputs(70, n, C);
+    const h = secondMoments(x, n, C);
+    const spec = {dtype: 'int4' as const, groupSize: 32};
+    const gq = dequantize(quantizeGptq(w, R, C, h, spec, {actOrder: true}));
+    expect(directError(x, n, w, gq, R, C)).toBeLessThan(
+      directError(x, n, w, dequantize(quantize(w, R, C, spec)), R, C),
+    );
+  });
+
   test.each([false, true])('correlated inputs: the codes of the step-by-step reference (zero points %s)', (zp) => {
     const x = correlatedInputs(40, n, C);
     const h = secondMoments(x, n, C);
