@@ -3,10 +3,12 @@
  * per weight dtype against its float32 run, and the bytes its weights take. Prints JSON.
  *   npx tsx bench/compact_quality.ts --backend wasm --windows 64 --out bench/results/DATE-vm-compact-quality.json
  *   npx tsx bench/compact_quality.ts --only int4      # float32 and the int4 cases only
+ *   npx tsx bench/compact_quality.ts --only int4:64:cal,int4:64:zp:cal   # int4 fitted on calibration text (GPTQ)
  *
  * The windows are the first --windows windows of 256 tokens of the Brown held-out split,
  * tokenized as the model's pretraining did (src/pretrain/small.ts), the ones its training reported
  * on. The shipped weights are float16, so bfloat16 rounds them and float16 keeps them exactly.
+ * Calibrated cases fit on the default calibration text, the Brown TRAINING split (src/data/calibration.ts).
  */
 import * as path from 'path';
 import {emit, intArg, parseArgs, setup} from '../src/bench/common';
@@ -25,6 +27,8 @@ const CASES: PretrainedOptions[] = [
   {dtype: 'int4', groupSize: 64},
   {dtype: 'int4', groupSize: 128},
   {dtype: 'int4', groupSize: 64, zeroPoints: true},
+  {dtype: 'int4', groupSize: 64, calibration: 'default'},
+  {dtype: 'int4', groupSize: 64, zeroPoints: true, calibration: 'default'},
 ];
 
 async function main(): Promise<void> {
@@ -38,18 +42,22 @@ async function main(): Promise<void> {
   const rows = heldOutRows(ids, windows, 256);
   const runs: Record<string, unknown>[] = [];
   let base = 0;
-  // --only int4,int8 or int4:64 (int4:64:zp with zero points): those dtypes, or one int4 case (float32, the baseline, always runs).
+  // --only int4,int8 or int4:64 (int4:64:zp with zero points, int4:64:cal / int4:64:zp:cal fitted on the
+  // default calibration text): those dtypes, or one int4 case (float32, the baseline, always runs).
   const only = args.only?.split(',');
   const wanted = (c: PretrainedOptions) =>
     only == null ||
     c.dtype === 'float32' ||
     only.some((o) => {
-      const [d, g, zp] = o.split(':');
-      return c.dtype === d && (g == null || (c.groupSize === Number(g) && !c.zeroPoints === (zp == null)));
+      const [d, g, ...flags] = o.split(':');
+      const same = !c.zeroPoints === !flags.includes('zp') && (c.calibration == null) === !flags.includes('cal');
+      return c.dtype === d && (g == null || (c.groupSize === Number(g) && same));
     });
   for (const opts of CASES.filter(wanted)) {
-    const model = await RecurrentGemmaForCausalLM.fromPretrained(dir, opts);
     const t0 = performance.now();
+    const model = await RecurrentGemmaForCausalLM.fromPretrained(dir, opts);
+    const loadSeconds = (performance.now() - t0) / 1000;
+    const t1 = performance.now();
     const loss = await meanLoss(model, rows, 8);
     if (opts.dtype === 'float32') base = loss;
     const run = {
@@ -58,7 +66,8 @@ async function main(): Promise<void> {
       perplexity: +Math.exp(loss).toFixed(3),
       perplexityVsFloat32: `${((Math.exp(loss - base) - 1) * 100).toFixed(2)}%`,
       weightMB: +(model.weightBytes() / 1e6).toFixed(2),
-      evalSeconds: +((performance.now() - t0) / 1000).toFixed(1),
+      loadSeconds: +loadSeconds.toFixed(1),
+      evalSeconds: +((performance.now() - t1) / 1000).toFixed(1),
     };
     console.error(JSON.stringify(run));
     runs.push(run);

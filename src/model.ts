@@ -22,10 +22,13 @@ import {
 import {adapterSource, loadLoraAdapter} from '../converters/lora_adapter';
 import {CheckpointError} from '../converters/safetensors';
 import {type CompactSpec, packedBytes, type WeightDtype, weightSpec} from '../ops/compact/format';
+import {calibrateInto} from './core/calibrate';
 import {CausalLMCore} from './core/model';
+import {calibrationRows} from './data/calibration';
 import {GenerateOptions, generate, streamTokens, TokenEvent} from './generation/generate';
 import {decodeStep, GenerationState, PrefillOptions, prefill} from './generation/state';
 import {tf} from './tf';
+import {GemmaTokenizer} from './tokenizer';
 import type {IdsLike} from './util/ids';
 import {WASM_MAX_WEIGHT_BYTES} from './util/limits';
 
@@ -46,6 +49,15 @@ export interface PretrainedOptions extends LoadOptions, HubOptions {
   groupSize?: number;
   /** int4: a zero point per group (asymmetric ranges). */
   zeroPoints?: boolean;
+  /**
+   * int4: fit the weights to what each matrix sees on calibration text (GPTQ, ops/compact/gptq.ts)
+   * instead of the data-free group fit: 'default' (the Brown corpus's training split) or a UTF-8
+   * text file. Needs a float checkpoint with its tokenizer, and holds the float32 model once
+   * while fitting (docs/compact-format.md). The packed format is the same.
+   */
+  calibration?: string;
+  /** Calibration tokens at most (whole rows of 256; default 32768, bounds [256, 4194304]). */
+  calibrationTokens?: number;
   /**
    * A LoRA adapter directory (PEFT's layout) or Hub id (its default branch) to attach after
    * loading: the model then runs base + adapter, as PEFT's PeftModel does (mergeLora folds it in,
@@ -111,10 +123,26 @@ export class RecurrentGemmaForCausalLM extends CausalLMCore {
     const adapter = picked.adapter;
     const ckpt = await openCheckpoint(base, {fetch: hubFetch(opts)});
     const compact = resolveSpec(ckpt, opts);
-    checkWasmHeap(ckpt, compact);
+    const calibrate = opts.calibration != null || opts.calibrationTokens != null;
+    if (calibrate && compact?.dtype !== 'int4')
+      throw new Error('calibration fits int4 weights: use it with dtype int4');
+    if (calibrate && ckpt.storedDtype === 'int4')
+      throw new CheckpointError(`${ckpt.where}: is already int4; calibration needs a float checkpoint`);
+    checkWasmHeap(ckpt, calibrate ? null : compact);
     const model = new RecurrentGemmaForCausalLM(ckpt.config, {init: 'zeros', compact});
     try {
-      await ckpt.loadInto(model, opts.onProgress);
+      if (calibrate) {
+        const rows = calibrationRows(opts.calibration ?? 'default', await GemmaTokenizer.load(base), {
+          maxTokens: opts.calibrationTokens,
+        });
+        const source = new RecurrentGemmaForCausalLM(ckpt.config, {init: 'zeros'});
+        try {
+          await ckpt.loadInto(source, opts.onProgress);
+          calibrateInto(model, source, rows);
+        } finally {
+          source.dispose();
+        }
+      } else await ckpt.loadInto(model, opts.onProgress);
       if (adapter != null) loadLoraAdapter(model, adapter);
       return model;
     } catch (e) {

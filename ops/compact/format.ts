@@ -164,11 +164,7 @@ export function quantize(
     for (let g = 0; g < G; g++) {
       const c0 = r * cols + g * groupSize;
       const x = values.subarray(c0, c0 + groupSize);
-      const {s, z} = opts.plain
-        ? plainFit(x, q, zeros != null)
-        : zeros != null
-          ? fitAsymmetric(x, q)
-          : fitSymmetric(x, q);
+      const {s, z} = opts.plain ? plainFit(x, q, zeros != null) : fitGroup(x, q, zeros != null);
       scales[r * G + g] = s;
       if (zeros != null) zeros[r * G + g] = z;
       for (let c = 0; c < groupSize; c++) {
@@ -178,6 +174,14 @@ export function quantize(
     }
   }
   return {dtype: 'int4', rows, cols, groupSize, data, scales, zeros};
+}
+
+/**
+ * The scale and zero of one int4 group x, its codes [0, 15] written into q: the least-squares
+ * fit quantize uses (zero is 8 without zero points).
+ */
+export function fitGroup(x: Float32Array, q: Uint8Array, zeroPoints: boolean): {s: number; z: number} {
+  return zeroPoints ? fitAsymmetric(x, q) : fitSymmetric(x, q);
 }
 
 /** Codes of x for scale s and zero z, clamped to [0, 15], into q; returns the squared error. */
