@@ -45,6 +45,8 @@ import {checkMaxBatch} from '../src/serve/slots';
 import {GemmaTokenizer} from '../src/tokenizer';
 
 const ROOT = path.join(__dirname, '..');
+/** The checkout: ROOT, or its parent when this runs built (tsc --outDir .devdist). */
+const REPO = __filename.endsWith('.js') ? path.join(ROOT, '..') : ROOT;
 
 const PROMPTS = [
   'The history of the city begins with',
@@ -212,7 +214,7 @@ async function serveRandom(args: Args): Promise<void> {
   const maxBatch = intArg(args, 'max-batch', 8);
   await checkMaxBatch(model, maxBatch);
   const tok = widenTokenizer(
-    await GemmaTokenizer.load(path.join(ROOT, 'assets/griffin-small/tokenizer.model')),
+    await GemmaTokenizer.load(path.join(REPO, 'assets/griffin-small/tokenizer.model')),
     model.config.vocab_size,
   );
   const srv = await startServer({
@@ -243,9 +245,15 @@ async function health(url: string): Promise<{steps: number; tokens: number; engi
 
 /** Starts the server (`griffin serve`, or this script with --child) and resolves with its URL once it prints it. */
 function startChild(args: string[], config: boolean): Promise<{url: string; child: ChildProcess}> {
-  const entry = config ? [path.join(ROOT, 'bench/serve.ts'), '--child'] : [path.join(ROOT, 'src/cli.ts'), 'serve'];
-  const child = spawn(path.join(ROOT, 'node_modules/.bin/tsx'), [...entry, ...args], {
-    cwd: ROOT,
+  // Built (node .devdist/bench/serve.js): the child is this file's built sibling run by node; else tsx on the sources.
+  const built = __filename.endsWith('.js');
+  const ext = built ? 'js' : 'ts';
+  const entry = config
+    ? [path.join(ROOT, `bench/serve.${ext}`), '--child']
+    : [path.join(ROOT, `src/cli.${ext}`), 'serve'];
+  const runner = built ? process.execPath : path.join(ROOT, 'node_modules/.bin/tsx');
+  const child = spawn(runner, [...entry, ...args], {
+    cwd: REPO,
     stdio: ['ignore', 'inherit', 'pipe'],
   });
   let err = '';
@@ -269,7 +277,7 @@ async function main(): Promise<void> {
   const maxBatch = intArg(args, 'max-batch', Math.max(...levels));
   const config = args.config ?? null;
   const promptLen = intArg(args, 'prompt-len', 128);
-  const model = config != null ? null : (args.model ?? path.join(ROOT, 'assets/griffin-small'));
+  const model = config != null ? null : (args.model ?? path.join(REPO, 'assets/griffin-small'));
   // A random model's prompts: random ids of its vocabulary, a seed per request.
   const vocab = args.vocab ? intArg(args, 'vocab', 0) : undefined;
   const V = config != null ? new RecurrentGemmaConfig(benchConfig(config, {vocab})).vocab_size : 0;
