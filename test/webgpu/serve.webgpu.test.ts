@@ -90,6 +90,66 @@ describeWebGPU('serve scheduler on webgpu (engine slots)', () => {
     }
   }, 900_000);
 
+  test('tuningRows: a row of an 8-row engine has the bits of the same row alone (the default tuning differs)', async () => {
+    // Wide enough that the GEMV threads matter: 768 inputs are 192 vec4 slots, which 128 threads
+    // sum as (s + s+128) + s+64 and 64 threads as (s + s+64) + s+128. Weights: the model's random init.
+    const wide = new RecurrentGemmaForCausalLM({
+      vocab_size: 300,
+      hidden_size: 768,
+      lru_width: 256,
+      intermediate_size: 512,
+      num_attention_heads: 4,
+      num_key_value_heads: 1,
+      num_hidden_layers: 2,
+      attention_window_size: 8,
+      block_types: ['recurrent', 'attention'],
+    });
+    const B = 8,
+      steps = 3;
+    const ids = (r: number, k: number) => (r * 37 + k * 11 + 5) % 300;
+    /** Logits per step of rows [0, B) run in one engine made by make(B), and each row in its own make(1). */
+    const run = async (make: (b: number) => FusedDecoder) => {
+      const together: Float32Array[] = [];
+      const eng = make(B);
+      for (let k = 0; k < steps; k++) {
+        const l = eng.step(
+          Array.from({length: B}, (_, r) => ids(r, k)),
+          Array(B).fill(k),
+        );
+        together.push((await l.data()) as Float32Array);
+        l.dispose();
+      }
+      eng.dispose();
+      const alone: Float32Array[][] = [];
+      for (let r = 0; r < B; r++) {
+        const one = make(1);
+        alone.push([]);
+        for (let k = 0; k < steps; k++) {
+          const l = one.step([ids(r, k)], [k]);
+          alone[r].push((await l.data()) as Float32Array);
+          l.dispose();
+        }
+        one.dispose();
+      }
+      const V = 300;
+      let same = true;
+      for (let r = 0; r < B; r++)
+        for (let k = 0; k < steps; k++) {
+          const a = together[k].subarray(r * V, (r + 1) * V);
+          if (!a.every((x, i) => Object.is(x, alone[r][k][i]))) same = false;
+        }
+      return same;
+    };
+    try {
+      expect(await run((b) => new FusedDecoder(wide, b, {tuningRows: B}))).toBe(true);
+      // Without the option a 1-row engine takes 128 GEMV threads and an 8-row one 64: other sums.
+      expect(await run((b) => new FusedDecoder(wide, b))).toBe(false);
+      expect(() => new FusedDecoder(wide, 4, {tuningRows: 2})).toThrow(/tuningRows must be an integer in \[4, 1024\]/);
+    } finally {
+      wide.dispose();
+    }
+  }, 900_000);
+
   test('--max-batch: past the engine rows (32) refused in one line; 4 rows fit', async () => {
     await expect(checkMaxBatch(model, 33)).rejects.toThrow(
       /^--max-batch 33: the webgpu decode engine holds at most 32 sequences$/,

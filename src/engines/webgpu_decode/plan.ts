@@ -130,6 +130,17 @@ interface Ctx {
   /** GEMV threads per workgroup and most rows per workgroup. */
   readonly T: number;
   readonly maxR: number;
+  /** The rows whose tuning (GEMV threads and load width, RG-LRU slices) the plan takes (default B). */
+  readonly tuneB: number;
+}
+
+/** Options of a plan. */
+export interface PlanOptions {
+  /**
+   * Tune every kernel as for an engine of this many rows (>= B): a row's sums then run in the same
+   * order for every B planned with the same value (see FusedDecoderOptions.tuningRows).
+   */
+  tuningRows?: number;
 }
 
 type Bindings<N extends string> = Record<N, GPUBuffer>;
@@ -260,7 +271,7 @@ function gemvDispatch(
   while (R > 1 && !fits(R)) R = R >> 1;
   if (!fits(R)) throw new Error(`fused decode: no GEMV tiling for ${name}`);
   const compact = fmt.dtype !== 'float32';
-  const full: GemvSpec = {...spec, R, T, U: gemvUnroll(spec.B, compact), words: gemvWords(fmt, spec.IN, T, spec.B)};
+  const full: GemvSpec = {...spec, R, T, U: gemvUnroll(spec.B, compact), words: gemvWords(fmt, spec.IN, T, ctx.tuneB)};
   const nwg = gemvRows(full) / R;
   const gx = Math.min(nwg, limit.maxComputeWorkgroupsPerDimension);
   const bytes = spec.segments.reduce((a, n) => a + matrixBytes(fmt, n, spec.IN), 0) * P;
@@ -329,7 +340,8 @@ function recurrentDispatches(
     rg.recurrent_gate_bias.read(),
     rg.recurrent_param.read(),
   ]);
-  const rspec = rgLruPlan(B, e, H, w, ctx.step, host.limits.maxComputeWorkgroupStorageSize);
+  // The input slices that fit tuneB rows (they fit B <= tuneB rows too).
+  const rspec = {...rgLruPlan(ctx.tuneB, e, H, w, ctx.step, host.limits.maxComputeWorkgroupStorageSize), B};
   const lru = dispatch<RgLruBinding>(
     `L${li}.rglru`,
     rgLruSource(rspec),
@@ -478,8 +490,11 @@ function headDispatches(ctx: Ctx): PlannedDispatch[] {
 }
 
 /** The whole step for b rows; throws (before allocating) when a shape does not fit the device's limits. */
-export function buildPlan(view: DecodeModelView, B: number, host: PlanHost): DecodePlan {
+export function buildPlan(view: DecodeModelView, B: number, host: PlanHost, opts: PlanOptions = {}): DecodePlan {
   const c = view.config;
+  const tuneB = opts.tuningRows ?? B;
+  if (!Number.isInteger(tuneB) || tuneB < B || tuneB > 1024)
+    throw new Error(`fused decode: tuningRows must be an integer in [${B}, 1024] (the rows), got ${tuneB}`);
   const d = c.hidden_size,
     e = c.lru_width,
     m = c.intermediate_size / 2,
@@ -513,7 +528,7 @@ export function buildPlan(view: DecodeModelView, B: number, host: PlanHost): Dec
     step: own(step.words),
     logits: own(B * V),
   };
-  const ctx: Ctx = {view, host, B, buf, step, attn, T: gemvThreads(B), maxR: gemvMaxRows()};
+  const ctx: Ctx = {view, host, B, buf, step, attn, T: gemvThreads(tuneB), maxR: gemvMaxRows(), tuneB};
 
   const dispatches = embeddingDispatches(ctx, view.embed);
   const layers: LayerBuffers[] = [];
