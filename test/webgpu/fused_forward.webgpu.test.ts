@@ -196,18 +196,20 @@ describeWebGPU('forward / predict on the fused WebGPU prefill engine', () => {
       undefined,
       48,
       1400 * 32 * 4,
+      70,
     ],
     [
-      'int4 g32 zero points (widths of 32s), chunks of 16',
+      'int4 g32 zero points (widths of 32s), 30 steps in chunks of 16',
       {dtype: 'int4', groupSize: 32, zeroPoints: true} as CompactSpec,
       16,
       0,
+      30,
     ],
-    ['bfloat16, one chunk', {dtype: 'bfloat16'} as CompactSpec, 4096, 0],
+    ['bfloat16, 30 steps in one chunk', {dtype: 'bfloat16'} as CompactSpec, 4096, 0, 30],
   ])(
-    `random model, b = 2, 70 steps past the window of 8, untied head, soft cap 10, %s: forward = cpu (${TOL}), state in and out`,
-    async (_n, compact, maxChunk, pieceBytes) => {
-      const ids = idsOf(2, 70, WIDE.vocab_size!, 5);
+    `random model, b = 2, past the window of 8, untied head, soft cap 10, %s: forward = cpu (${TOL}), state in and out`,
+    async (_n, compact, maxChunk, pieceBytes, t) => {
+      const ids = idsOf(2, t, WIDE.vocab_size!, 5);
       // int4 groups of 32 must divide every matrix's width.
       const cfg = compact?.dtype === 'int4' ? {...WIDE, lru_width: 64, intermediate_size: 128} : WIDE;
       vocabSplit.maxPieceBytes = pieceBytes;
@@ -216,13 +218,13 @@ describeWebGPU('forward / predict on the fused WebGPU prefill engine', () => {
       try {
         await tf.setBackend('cpu');
         const cpuModel = randomModel(cfg, 3, compact);
-        const cpu = await wideRun(cpuModel, ids, 50);
+        const cpu = await wideRun(cpuModel, ids, t - 20);
         cpuModel.dispose();
         await tf.setBackend('webgpu');
         const model = randomModel(cfg, 3, compact);
         if (pieceBytes > 0) expect(model.lmHead!.matrix.pieces.length).toBe(3);
         const before = tf.memory().numTensors;
-        const {value: gpu, fused} = await fusedCalls(() => wideRun(model, ids, 50));
+        const {value: gpu, fused} = await fusedCalls(() => wideRun(model, ids, t - 20));
         expect(fused).toBe(4);
         expect(tf.memory().numTensors).toBe(before);
         model.dispose();
