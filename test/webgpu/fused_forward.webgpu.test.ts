@@ -16,7 +16,7 @@ import type {CompactSpec} from '../../ops/compact/format';
 import type {RecurrentGemmaConfigArgs} from '../../src/config';
 import type {ForwardInputs} from '../../src/core/model';
 import {fusedDecodeConfig, fusedDecoderFor} from '../../src/engines/webgpu_decode';
-import {fusedForwardConfig, fusedPrefillConfig} from '../../src/engines/webgpu_prefill';
+import {fusedForwardConfig, fusedForwardEnabled, fusedPrefillConfig} from '../../src/engines/webgpu_prefill';
 import * as fwd from '../../src/engines/webgpu_prefill/forward';
 import {RecurrentGemmaForCausalLM} from '../../src/model';
 import {tf} from '../../src/tf';
@@ -324,6 +324,36 @@ describeWebGPU('forward / predict on the fused WebGPU prefill engine', () => {
     const gpu = await run(true);
     // The webgpu backend's own ops: the tfjs paths' tolerance against cpu (loose: different kernels).
     cpu.forEach((c, i) => expect([i, relError(gpu[i], c) < 1e-4]).toEqual([i, true]));
+  });
+
+  test('GRIFFIN_FUSED_FORWARD=0 (or GRIFFIN_FUSED_PREFILL=0) turns it off when the config leaves it to the env', () => {
+    const saved = {f: process.env.GRIFFIN_FUSED_FORWARD, p: process.env.GRIFFIN_FUSED_PREFILL};
+    const restore = (k: string, v: string | undefined) => {
+      if (v == null) delete process.env[k];
+      else process.env[k] = v;
+    };
+    fusedForwardConfig.enabled = null;
+    fusedPrefillConfig.enabled = null;
+    try {
+      const seen: boolean[] = [];
+      for (const [f, p] of [
+        [undefined, undefined],
+        ['0', undefined],
+        ['off', undefined],
+        ['1', undefined],
+        [undefined, '0'],
+      ]) {
+        restore('GRIFFIN_FUSED_FORWARD', f);
+        restore('GRIFFIN_FUSED_PREFILL', p);
+        seen.push(fusedForwardEnabled());
+      }
+      expect(seen).toEqual([true, false, false, true, false]);
+    } finally {
+      restore('GRIFFIN_FUSED_FORWARD', saved.f);
+      restore('GRIFFIN_FUSED_PREFILL', saved.p);
+      fusedForwardConfig.enabled = true;
+      fusedPrefillConfig.enabled = true;
+    }
   });
 
   test('logits past the largest buffer are refused with a one-line error', async () => {
