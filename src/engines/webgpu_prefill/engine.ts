@@ -9,6 +9,8 @@
  *   import {fusedDecoderFor} from '../webgpu_decode';
  *   const pre = new FusedPrefill(fusedDecoderFor(model, 1)!, 512);   // chunks of up to 512 steps
  *   const logits = pre.run([[2, 651, 6037]], [[0, 1, 2]], true);     // [b, V] after the last step (the caller owns it)
+ *   const all = pre.device.createBuffer({size: 3 * model.config.vocab_size * 4, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST});
+ *   pre.runAll([[2, 651, 6037]], [[0, 1, 2]], {out: all, total: 3, start: 0});   // every step's logits into [b, total, V]
  *
  * The state a chunk starts from is whatever the decode engine holds (import a GenerationState's
  * layers first, or clearState for a fresh one); after it, the engine's ring pointers have moved on
@@ -22,17 +24,35 @@ import type * as tf from '@tensorflow/tfjs';
 import type {Dispatch, DispatchTiming, FusedDecoder} from '../webgpu_decode';
 import {wgslBindings} from '../webgpu_decode/shaders';
 import {flushTf, gpuBufferOf, type WebGPUBackendLike, webgpuBackend} from '../webgpu_decode/tfjs_webgpu';
+import {fusedForwardConfig} from './config';
 import type {GridFn, PrefillDispatch} from './context';
+import {buildFullHead, type FullHead, fullHeadRows, HEAD_DIMS_STRIDE} from './head_plan';
 import {buildPrefillPlan, type PrefillPlan} from './plan';
 import {DIMS, DIMS_WORDS} from './shaders/dims';
+
+interface Made {
+  pipeline: GPUComputePipeline;
+  bind: GPUBindGroup;
+  grid: GridFn;
+}
 
 interface Encoded {
   name: string;
   bytes: number;
   planned: PrefillDispatch;
   /** Pipelines and bind groups of the planned source ('') and its variants, by key (made on first use). */
-  made: Map<string, {pipeline: GPUComputePipeline; bind: GPUBindGroup; grid: GridFn}>;
+  made: Map<string, Made>;
 }
+
+/** Where runAll writes: logits [b, total, V] in `out`, this chunk's steps from step `start` of each row. */
+export interface AllLogits {
+  out: GPUBuffer;
+  total: number;
+  start: number;
+}
+
+/** A binding's byte range (the rest are bound whole). */
+type Ranges = Partial<Record<string, {offset: number; size: number}>>;
 
 const pipelineCache = new WeakMap<GPUDevice, Map<string, GPUComputePipeline>>();
 
@@ -51,6 +71,8 @@ export class FusedPrefill {
   /** cos then sin of each position in [0, ropeCached), half values each. */
   private ropeTable = new Float32Array(0);
   private ropeCached = 0;
+  /** The all-rows head (runAll), planned on first use; its pipelines and bind groups per dispatch. */
+  private full: {head: FullHead; made: Map<string, Made>[]} | null = null;
   private disposed = false;
   /** Set when the device reported an error about this engine's pipelines or bindings. */
   failed: string | null = null;
@@ -121,7 +143,22 @@ export class FusedPrefill {
    * with `logits`, returns the logits [b, V] after each row's last step (a new tensor), else null.
    */
   run(ids: number[][], positions: number[][], logits: boolean): tf.Tensor | null {
-    return this.encode(ids, positions, logits, null);
+    return this.encode(ids, positions, logits, null, null);
+  }
+
+  /**
+   * One chunk (advancing the state like run()) with every step's logits: final norm + head + soft
+   * cap over all b t rows (head_plan.ts), in slices of fusedForwardConfig.headBytes of logits,
+   * each slice's rows copied to row (r total + start + j) of `into.out` [b, total, V].
+   */
+  runAll(ids: number[][], positions: number[][], into: AllLogits): void {
+    const V = this.decoder.model.config.vocab_size;
+    const t = ids[0]?.length ?? 0;
+    if (!(Number.isInteger(into.start) && into.start >= 0 && into.start + t <= into.total)) {
+      throw new Error(`fused prefill: steps ${into.start}..${into.start + t} outside the output's ${into.total}`);
+    }
+    if (into.out.size < this.B * into.total * V * 4) throw new Error('fused prefill: the logits buffer is too small');
+    this.encode(ids, positions, false, null, into);
   }
 
   /**
@@ -145,7 +182,7 @@ export class FusedPrefill {
       usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
     });
     const read = this.device.createBuffer({size: 16 * n, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST});
-    const logits = this.encode(ids, positions, true, {querySet, resolve, read, n})!;
+    const logits = this.encode(ids, positions, true, {querySet, resolve, read, n}, null)!;
     await read.mapAsync(GPUMapMode.READ);
     const t = new BigUint64Array(read.getMappedRange().slice(0));
     read.unmap();
@@ -160,6 +197,7 @@ export class FusedPrefill {
     positions: number[][],
     wantLogits: boolean,
     prof: {querySet: GPUQuerySet; resolve: GPUBuffer; read: GPUBuffer; n: number} | null,
+    all: AllLogits | null,
   ): tf.Tensor | null {
     this.check();
     const B = this.B,
@@ -230,6 +268,7 @@ export class FusedPrefill {
       if (!prof) pass!.end();
     };
     encodeAll(list, 0);
+    if (all != null) this.encodeAllRows(enc, M, t, all);
     let out: tf.Tensor | null = null;
     if (wantLogits) {
       // Each row's last step into the decode engine's x, then its final norm + head.
@@ -246,6 +285,84 @@ export class FusedPrefill {
     q.submit([enc.finish()]);
     this.decoder.adoptPrefill(t);
     return out;
+  }
+
+  /**
+   * The all-rows head after a chunk of M rows (t per batch row): per slice of S rows its
+   * dispatches (x and dims bound at the slice), then the slice's rows copied into `all.out`.
+   */
+  private encodeAllRows(enc: GPUCommandEncoder, M: number, t: number, all: AllLogits): void {
+    const c = this.decoder.model.config;
+    const V = c.vocab_size,
+      d = c.hidden_size;
+    if (this.full == null) {
+      const hb = fusedForwardConfig.headBytes;
+      if (!(Number.isFinite(hb) && hb >= 2 ** 20 && hb <= 2 ** 31)) {
+        throw new Error(`fusedForwardConfig.headBytes must be in [1 MiB, 2 GiB], got ${hb}`);
+      }
+      const lim = this.device.limits;
+      const most = Math.min(hb, lim.maxStorageBufferBindingSize, lim.maxBufferSize);
+      const S = fullHeadRows(V, most, this.B * this.capacity);
+      this.device.pushErrorScope('validation');
+      let head: FullHead;
+      try {
+        head = buildFullHead(this.plan.ctx, S);
+      } finally {
+        this.watch(this.device.popErrorScope());
+      }
+      this.full = {head, made: head.dispatches.map(() => new Map())};
+    }
+    const {head, made} = this.full;
+    const S = head.rows,
+      slices = Math.ceil(M / S);
+    const words = new Uint32Array((slices * HEAD_DIMS_STRIDE) / 4);
+    for (let k = 0; k < slices; k++) words[(k * HEAD_DIMS_STRIDE) / 4] = Math.min(S, M - k * S);
+    this.device.queue.writeBuffer(head.dims, 0, words);
+    const xBytes = this.plan.x.size;
+    for (let k = 0; k < slices; k++) {
+      const a = k * S,
+        n = Math.min(S, M - a);
+      const ranges: Ranges = {
+        x: {offset: a * d * 4, size: Math.min(S * d * 4, xBytes - a * d * 4)},
+        dims: {offset: k * HEAD_DIMS_STRIDE, size: 16},
+      };
+      const pass = enc.beginComputePass();
+      head.dispatches.forEach((x, i) => {
+        const v = x.variant?.(n) ?? {key: '', code: x.code, grid: x.grid};
+        const key = `${v.key}|${k}`;
+        let m = made[i].get(key);
+        if (m == null) {
+          this.device.pushErrorScope('validation');
+          try {
+            m = {...this.pipelineAndBind(v.code, x, ranges), grid: v.grid};
+          } finally {
+            this.watch(this.device.popErrorScope());
+          }
+          made[i].set(key, m);
+        }
+        const g = m.grid(n, t);
+        pass.setPipeline(m.pipeline);
+        pass.setBindGroup(0, m.bind);
+        pass.dispatchWorkgroups(g[0], g[1], g[2]);
+      });
+      pass.end();
+      // The slice's rows, batch row by batch row, to their places in [b, total, V].
+      for (let r = Math.floor(a / t); r * t < a + n; r++) {
+        const j0 = Math.max(a - r * t, 0),
+          j1 = Math.min(a + n - r * t, t);
+        const dst = (r * all.total + all.start + j0) * V * 4;
+        enc.copyBufferToBuffer(head.out, (r * t + j0 - a) * V * 4, all.out, dst, (j1 - j0) * V * 4);
+      }
+    }
+  }
+
+  /** Marks the engine failed if the device reported an error in this scope. */
+  private watch(scope: Promise<GPUError | null>): void {
+    void scope.then((err) => {
+      if (err == null) return;
+      this.failed = err.message;
+      console.error(`fused WebGPU prefill disabled: ${err.message}`);
+    });
   }
 
   /** RoPE's table for the chunk's positions: per token row half cos then half sin. */
@@ -310,7 +427,11 @@ export class FusedPrefill {
   }
 
   /** The pipeline (cached per device and source) of `code` and a bind group of d's buffers for it. */
-  private pipelineAndBind(code: string, d: PrefillDispatch): {pipeline: GPUComputePipeline; bind: GPUBindGroup} {
+  private pipelineAndBind(
+    code: string,
+    d: PrefillDispatch,
+    ranges: Ranges = {},
+  ): {pipeline: GPUComputePipeline; bind: GPUBindGroup} {
     let cache = pipelineCache.get(this.device);
     if (cache == null) pipelineCache.set(this.device, (cache = new Map()));
     let pipeline = cache.get(code);
@@ -329,7 +450,7 @@ export class FusedPrefill {
     const entries = names.map((name, i) => {
       const buffer = d.bindings[name];
       if (buffer == null) throw new Error(`fused prefill: ${d.name}: binding ${i} (${name}) missing`);
-      return {binding: i, resource: {buffer}};
+      return {binding: i, resource: {buffer, ...ranges[name]}};
     });
     const bind = this.device.createBindGroup({layout: pipeline.getBindGroupLayout(0), entries, label: d.name});
     return {pipeline, bind};

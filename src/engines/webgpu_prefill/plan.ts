@@ -57,6 +57,8 @@ export interface PrefillPlan {
   readonly rope: GPUBuffer;
   /** The residual stream [M, d]: its last row per batch row goes to the head. */
   readonly x: GPUBuffer;
+  /** What the parts were planned from (head_plan.ts plans the all-rows head from it when first asked). */
+  readonly ctx: PrefillCtx;
 }
 
 /** A Linear's bias, or null. */
@@ -455,5 +457,5 @@ export function buildPrefillPlan(
     }
     dispatches.push(...mlpDispatches(ctx, li, blk));
   });
-  return {dispatches, dims: buf.dims, ids: buf.ids, pos: buf.pos, rope: buf.rope, x: buf.x};
+  return {dispatches, dims: buf.dims, ids: buf.ids, pos: buf.pos, rope: buf.rope, x: buf.x, ctx};
 }
