@@ -13,16 +13,12 @@ import {calibrationMemory, exportCalibrated} from '../../converters/calibrated_e
 import {listCheckpoint} from '../../converters/safetensors';
 import {openTensorSource} from '../../converters/tfjs_export';
 import {CompactParameter} from '../../layers/compact';
-import {main as griffin} from '../../src/cli';
 import {type PretrainedOptions, RecurrentGemmaForCausalLM} from '../../src/model';
 import {tf} from '../../src/tf';
+import {runGriffin} from '../cli_run';
 
 const TINY_A = path.join(__dirname, '../fixtures/tiny-a');
 const TOKENIZER = path.join(__dirname, '../fixtures/tokenizer/tiny.model');
-const IDS = [
-  [2, 342, 48, 451, 411, 374, 280, 400, 354, 313],
-  [2, 151, 472, 279, 89, 208, 152, 327, 8, 504],
-];
 let tmp: string, ckpt: string, text: string;
 
 beforeAll(async () => {
@@ -43,24 +39,12 @@ beforeAll(async () => {
 });
 afterAll(() => fs.rmSync(tmp, {recursive: true, force: true}));
 
-/** Runs the CLI in this process; its exit code and what it wrote on stderr. */
-async function run(args: string[]): Promise<{code: number; stderr: string}> {
-  let stderr = '';
-  const spies = [
-    jest.spyOn(process.stderr, 'write').mockImplementation((s: string | Uint8Array) => {
-      stderr += String(s);
-      return true;
-    }),
-    jest.spyOn(console, 'error').mockImplementation((...a: unknown[]) => {
-      stderr += `${a.join(' ')}\n`;
-    }),
-  ];
-  try {
-    return {code: await griffin(['convert', ...args]), stderr};
-  } finally {
-    for (const s of spies) s.mockRestore();
-  }
-}
+const run = (args: string[]) => runGriffin(['convert', ...args]);
+
+const IDS = [
+  [2, 342, 48, 451, 411, 374, 280, 400, 354, 313],
+  [2, 151, 472, 279, 89, 208, 152, 327, 8, 504],
+];
 
 function logits(m: RecurrentGemmaForCausalLM): Float32Array {
   const out = m.forward({inputIds: IDS}).logits;
