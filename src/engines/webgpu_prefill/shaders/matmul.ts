@@ -142,8 +142,8 @@ export const MATMUL_VARIANTS: Readonly<Record<string, Partial<MatmulTuning>>> = 
   big: {bm: 128, bn: 128, bk: 8, tm: 8, tn: 8, buffers: 2, spread: true, unroll: true},
   /** The same with K-step 16, one buffer with prefetch. */
   big16: {bm: 128, bn: 128, bk: 16, tm: 8, tn: 8, spread: true, unroll: true},
-  /** 64 x 128, 8 x 8 per thread (128 threads). */
-  wide: {bm: 64, bn: 128, bk: 16, tm: 8, tn: 8, buffers: 2, spread: true, unroll: true},
+  /** 64 x 128, 8 x 8 per thread (128 threads), K-step 8, double buffered. */
+  wide: {bm: 64, bn: 128, bk: 8, tm: 8, tn: 8, buffers: 2, spread: true, unroll: true},
   /** 128 x 64, 8 x 8 per thread (128 threads). */
   tall: {bm: 128, bn: 64, bk: 16, tm: 8, tn: 8, buffers: 2, spread: true, unroll: true},
   /** 64 x 64, 4 x 4 per thread: many workgroups for short chunks. */
