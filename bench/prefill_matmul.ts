@@ -240,7 +240,10 @@ async function main(args: Args): Promise<void> {
         for (const M of Ms) {
           let tuning: MatmulTuning;
           try {
-            tuning = matmulTuning(spec, tuningIn === 'auto' ? matmulTuningFor(spec, M) : tuningIn);
+            tuning = matmulTuning(
+              spec,
+              tuningIn === 'auto' ? matmulTuningFor(spec, M, {subgroupSize: sgSize}) : tuningIn,
+            );
           } catch (e) {
             console.error(`  skipped ${JSON.stringify(tuningIn)}: ${(e as Error).message}`);
             continue;

@@ -25,13 +25,20 @@ import {flushTf, gpuBufferOf, type WebGPUBackendLike, webgpuBackend} from '../we
 import type {GridFn, PrefillDispatch} from './context';
 import {buildPrefillPlan, type PrefillPlan} from './plan';
 import {DIMS, DIMS_WORDS} from './shaders/dims';
+import {matmulSubgroupSize} from './shaders/matmul';
 
 interface Encoded {
   name: string;
   bytes: number;
   planned: PrefillDispatch;
-  /** Pipelines and bind groups of the planned source ('') and its variants, by key (made on first use). */
-  made: Map<string, {pipeline: GPUComputePipeline; bind: GPUBindGroup; grid: GridFn}>;
+  /** Pipelines and bind groups of the planned source ('') and its variants (one or two dispatches), by key (made on first use). */
+  made: Map<string, Made[]>;
+}
+
+interface Made {
+  pipeline: GPUComputePipeline;
+  bind: GPUBindGroup;
+  grid: GridFn;
 }
 
 const pipelineCache = new WeakMap<GPUDevice, Map<string, GPUComputePipeline>>();
@@ -75,6 +82,7 @@ export class FusedPrefill {
       this.plan = buildPrefillPlan(decoder.model, this.B, capacity, decoder.prefillTarget(), {
         limits: this.device.limits,
         encoder,
+        subgroupSize: matmulSubgroupSize(this.device),
         own: (floats) => {
           const b = this.device.createBuffer({size: Math.max(16, Math.ceil((floats * 4) / 16) * 16), usage});
           this.owned.push(b);
@@ -136,8 +144,9 @@ export class FusedPrefill {
     if (!this.device.features.has('timestamp-query')) {
       return {logits: this.run(ids, positions, true)!, timings: null};
     }
-    const names = [...this.dispatches.map((d) => d.name), ...this.decoder.headDispatches.map(() => 'head')];
-    const bytes = [...this.dispatches.map((d) => d.bytes), ...this.decoder.headDispatches.map((d) => d.bytes)];
+    const list = this.dispatchList(this.B * ids[0].length, ids[0].length);
+    const names = [...list.map((d) => d.name), ...this.decoder.headDispatches.map(() => 'head')];
+    const bytes = [...list.map((d) => d.bytes), ...this.decoder.headDispatches.map((d) => d.bytes)];
     const n = names.length;
     const querySet = this.device.createQuerySet({type: 'timestamp', count: 2 * n});
     const resolve = this.device.createBuffer({
@@ -201,10 +210,7 @@ export class FusedPrefill {
     }
     flushTf(this.backend);
     const enc = this.device.createCommandEncoder();
-    const list: Dispatch[] = this.dispatches.map((x) => {
-      const v = this.variantOf(x, M);
-      return {pipeline: v.pipeline, bind: v.bind, grid: v.grid(M, t), name: x.name, bytes: x.bytes};
-    });
+    const list = this.dispatchList(M, t);
     const head = wantLogits ? this.decoder.headDispatches : [];
     const passOf = (i: number) =>
       enc.beginComputePass(
@@ -289,16 +295,33 @@ export class FusedPrefill {
     if (this.disposed) throw new Error('fused prefill: the engine has been disposed');
   }
 
+  /** The chunk's dispatches for M token rows, t steps per row (variants resolved; split-K's sums after their matmul). */
+  private dispatchList(M: number, t: number): Dispatch[] {
+    return this.dispatches.flatMap((x) =>
+      this.variantOf(x, M).map((v) => ({
+        pipeline: v.pipeline,
+        bind: v.bind,
+        grid: v.grid(M, t),
+        name: x.name,
+        bytes: x.bytes,
+      })),
+    );
+  }
+
   /**
-   * The pipeline and bind group for a chunk of M rows: the planned source, or its variant for M;
-   * made on first use (a short prompt never compiles the large tiles, nor a long one the small).
+   * The pipelines and bind groups for a chunk of M rows: the planned source, or its variant for M
+   * (one dispatch, or two: split-K's); made on first use (a short prompt never compiles the large
+   * tiles, nor a long one the small).
    */
-  private variantOf(x: Encoded, M: number): {pipeline: GPUComputePipeline; bind: GPUBindGroup; grid: GridFn} {
+  private variantOf(x: Encoded, M: number): Made[] {
     const v = x.planned.variant?.(M) ?? {key: '', code: x.planned.code, grid: x.planned.grid};
     let made = x.made.get(v.key);
     if (made == null) {
       this.device.pushErrorScope('validation');
-      made = {...this.pipelineAndBind(v.code, x.planned), grid: v.grid};
+      made = [v, ...(v.after ? [v.after] : [])].map((p) => ({
+        ...this.pipelineAndBind(p.code, x.planned, p.bindings),
+        grid: p.grid,
+      }));
       void this.device.popErrorScope().then((err) => {
         if (err == null) return;
         this.failed = err.message;
@@ -309,8 +332,13 @@ export class FusedPrefill {
     return made;
   }
 
-  /** The pipeline (cached per device and source) of `code` and a bind group of d's buffers for it. */
-  private pipelineAndBind(code: string, d: PrefillDispatch): {pipeline: GPUComputePipeline; bind: GPUBindGroup} {
+  /** The pipeline (cached per device and source) of `code` and a bind group of d's buffers (or `own`) for it. */
+  private pipelineAndBind(
+    code: string,
+    d: PrefillDispatch,
+    own?: PrefillDispatch['bindings'],
+  ): {pipeline: GPUComputePipeline; bind: GPUBindGroup} {
+    const bindings = own ?? d.bindings;
     let cache = pipelineCache.get(this.device);
     if (cache == null) pipelineCache.set(this.device, (cache = new Map()));
     let pipeline = cache.get(code);
@@ -324,10 +352,10 @@ export class FusedPrefill {
       cache.set(code, pipeline);
     }
     const names = wgslBindings(code);
-    const extra = Object.keys(d.bindings).filter((k) => !names.includes(k));
+    const extra = Object.keys(bindings).filter((k) => !names.includes(k));
     if (extra.length > 0) throw new Error(`fused prefill: ${d.name}: no binding named ${extra.join(', ')}`);
     const entries = names.map((name, i) => {
-      const buffer = d.bindings[name];
+      const buffer = bindings[name];
       if (buffer == null) throw new Error(`fused prefill: ${d.name}: binding ${i} (${name}) missing`);
       return {binding: i, resource: {buffer}};
     });

@@ -220,13 +220,37 @@ const SMALLER: Partial<MatmulTuning>[] = [
 /**
  * A tuning for chunks of about M rows: the defaults, or where they leave fewer than `minWorkgroups`
  * workgroups (default 264: two per SM of an H200) the first smaller tile that gives that many (else
- * the smallest). GRIFFIN_PREFILL_MM set: {} (the env variable decides).
+ * the smallest). GRIFFIN_PREFILL_MM set: {} (the env variable decides). `subgroupSize`: the
+ * device's (matmulSubgroupSize), for variants with sg.
  */
-export function matmulTuningFor(spec: MatmulSpec, M: number, minWorkgroups = 264): Partial<MatmulTuning> {
+export function matmulTuningFor(
+  spec: MatmulSpec,
+  M: number,
+  opts: {minWorkgroups?: number; subgroupSize?: number} = {},
+): Partial<MatmulTuning> {
   if (Object.keys(envTuning()).length > 0) return {};
+  const minWorkgroups = opts.minWorkgroups ?? 264;
   const count = (t: Partial<MatmulTuning>) => matmulGrid(spec, M, t).reduce((a, b) => a * b, 1);
   if (count({}) >= minWorkgroups) return {};
   return SMALLER.find((t) => count(t) >= minWorkgroups) ?? SMALLER[SMALLER.length - 1];
+}
+
+/**
+ * `tuning` (over GRIFFIN_PREFILL_MM and the defaults) made runnable for this spec on a device with
+ * subgroups of `subgroupSize` (0: none): sg dropped unless it is that size, splitk at most the
+ * K-steps. Other knobs are left for matmulTuning to judge.
+ */
+export function matmulFit(
+  spec: MatmulSpec,
+  tuning: Partial<MatmulTuning>,
+  subgroupSize: number,
+): Partial<MatmulTuning> {
+  const t = {...MATMUL_DEFAULTS, ...envTuning(), ...tuning};
+  const out = {...tuning};
+  if (t.sg > 0 && t.sg !== subgroupSize) out.sg = 0;
+  const nK = Math.ceil(spec.K / Math.max(1, t.bk));
+  if (t.splitk > nK) out.splitk = Math.max(1, nK);
+  return out;
 }
 
 /**
