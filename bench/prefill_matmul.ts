@@ -24,6 +24,7 @@ import {dequantize, quantize} from '../ops/compact/format';
 import {Args, describe, emit, fail, intArg, intList, parseArgs, printTable, setup} from '../src/bench/common';
 import {weightFormat} from '../src/engines/webgpu_decode/shaders/weights';
 import {
+  DEVICE_SUBGROUP,
   MATMUL_VARIANTS,
   type MatmulSpec,
   type MatmulTuning,
@@ -44,10 +45,7 @@ import {
 import {tf} from '../src/tf';
 import {Rng} from '../src/util/rng';
 
-/** sg: this value in SWEEP stands for the device's subgroup size (matmulSubgroupSize; skipped where 0). */
-const DEVICE_SG = -1;
-
-/** The tunings --sweep tries (the defaults first). */
+/** The tunings --sweep tries (the defaults first); sg: DEVICE_SUBGROUP is the device's size (skipped without one). */
 const SWEEP: Partial<MatmulTuning>[] = [
   {},
   {prefetch: false},
@@ -75,12 +73,12 @@ const SWEEP: Partial<MatmulTuning>[] = [
   {...MATMUL_VARIANTS.big, splitk: 4},
   {...MATMUL_VARIANTS.small, splitk: 2},
   {...MATMUL_VARIANTS.small, splitk: 4},
-  {sg: DEVICE_SG},
-  {...MATMUL_VARIANTS.base, sg: DEVICE_SG},
-  {...MATMUL_VARIANTS.base, buffers: 2, sg: DEVICE_SG},
-  {...MATMUL_VARIANTS.big, sg: DEVICE_SG},
-  {...MATMUL_VARIANTS.tall, sg: DEVICE_SG},
-  {...MATMUL_VARIANTS.split4, sg: DEVICE_SG},
+  {sg: DEVICE_SUBGROUP},
+  {...MATMUL_VARIANTS.base, sg: DEVICE_SUBGROUP},
+  {...MATMUL_VARIANTS.base, buffers: 2, sg: DEVICE_SUBGROUP},
+  {...MATMUL_VARIANTS.big, sg: DEVICE_SUBGROUP},
+  {...MATMUL_VARIANTS.tall, sg: DEVICE_SUBGROUP},
+  {...MATMUL_VARIANTS.split4, sg: DEVICE_SUBGROUP},
 ];
 
 interface Shape {
@@ -146,8 +144,8 @@ async function main(args: Args): Promise<void> {
   for (const f of formatNames) if (FORMATS[f] == null) throw new Error(`unknown format ${f}`);
   if (Math.max(...Ms) > 16384) throw new Error('--m: at most 16384 rows');
   const sgSize = matmulSubgroupSize(dev);
-  const sweep = SWEEP.filter((t) => t.sg !== DEVICE_SG || sgSize > 0).map((t) =>
-    t.sg === DEVICE_SG ? {...t, sg: sgSize} : t,
+  const sweep = SWEEP.filter((t) => t.sg !== DEVICE_SUBGROUP || sgSize > 0).map((t) =>
+    t.sg === DEVICE_SUBGROUP ? {...t, sg: sgSize} : t,
   );
   const tunings: (Partial<MatmulTuning> | 'auto')[] =
     args.tunings != null && args.tunings !== 'true'

@@ -10,6 +10,8 @@
 import {dequantize, quantize} from '../../ops/compact/format';
 import {type WeightFormat, weightFormat} from '../../src/engines/webgpu_decode/shaders/weights';
 import {
+  DEVICE_SUBGROUP,
+  MATMUL_ORDER,
   MATMUL_VARIANTS,
   type MatmulSpec,
   type MatmulTuning,
@@ -400,5 +402,22 @@ describe('prefill matmul tunings', () => {
     expect(matmulTuningFor(spec, 128)).toMatchObject({bm: 32, bn: 32});
     expect(matmulGrid(spec, 128, matmulTuningFor(spec, 128))).toEqual([80, 4, 1]);
     expect(matmulTuningFor(spec, 512)).toMatchObject({bm: 64, bn: 64}); // 8 x 40 = 320
+  });
+  test('matmulTuningFor follows MATMUL_ORDER: split-K counts its slices, sg entries only with subgroups', () => {
+    const saved = MATMUL_ORDER.splice(0, MATMUL_ORDER.length, {}, {splitk: 4}, {splitk: 8}, {sg: DEVICE_SUBGROUP});
+    try {
+      // 128 rows: 40 workgroups of 128 x 64, 160 split in 4, 320 split in 8 (>= 264).
+      expect(matmulTuningFor(spec, 128)).toEqual({splitk: 8});
+      expect(matmulTuningFor(spec, 128, {minWorkgroups: 100})).toEqual({splitk: 4});
+      expect(matmulTuningFor(spec, 2048)).toEqual({});
+      // None gives 2000 workgroups: the last that runs (sg only where the device has subgroups).
+      expect(matmulTuningFor(spec, 128, {minWorkgroups: 2000})).toEqual({splitk: 8});
+      expect(matmulTuningFor(spec, 128, {minWorkgroups: 2000, subgroupSize: 32})).toEqual({sg: 32});
+      // Split in 8 is more than a K of 64 has K-steps (4): skipped.
+      const narrow: MatmulSpec = {...spec, K: 64};
+      expect(matmulTuningFor(narrow, 128, {minWorkgroups: 150})).toEqual({splitk: 4});
+    } finally {
+      MATMUL_ORDER.splice(0, MATMUL_ORDER.length, ...saved);
+    }
   });
 });

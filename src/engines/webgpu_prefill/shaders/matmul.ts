@@ -210,18 +210,26 @@ export function matmulTuning(spec: MatmulSpec, tuning: Partial<MatmulTuning> = {
   return t;
 }
 
-/** Smaller tiles for few rows, largest first (matmulTuningFor). */
-const SMALLER: Partial<MatmulTuning>[] = [
+/** In a MATMUL_ORDER entry, sg: this stands for the device's subgroup size (skipped without one). */
+export const DEVICE_SUBGROUP = -1;
+
+/**
+ * The tunings matmulTuningFor tries, in order of preference: the first that gives a chunk enough
+ * workgroups (and that the spec and device can run) is taken, else the last. The defaults first,
+ * then smaller tiles for few rows. Set from bench/prefill_matmul.ts --sweep (bench/results/NOTES.md).
+ */
+export const MATMUL_ORDER: Partial<MatmulTuning>[] = [
+  {},
   {bm: 64, bn: 64, bk: 16, tm: 4, tn: 4},
   {bm: 32, bn: 64, bk: 16, tm: 4, tn: 4},
   {bm: 32, bn: 32, bk: 16, tm: 4, tn: 4},
 ];
 
 /**
- * A tuning for chunks of about M rows: the defaults, or where they leave fewer than `minWorkgroups`
- * workgroups (default 264: two per SM of an H200) the first smaller tile that gives that many (else
- * the smallest). GRIFFIN_PREFILL_MM set: {} (the env variable decides). `subgroupSize`: the
- * device's (matmulSubgroupSize), for variants with sg.
+ * A tuning for chunks of about M rows: the first of MATMUL_ORDER that gives at least
+ * `minWorkgroups` workgroups (default 264: two per SM of an H200), else the last that runs; {}
+ * for the defaults. GRIFFIN_PREFILL_MM set: {} (the env variable decides). `subgroupSize`: the
+ * device's (matmulSubgroupSize), for entries with sg.
  */
 export function matmulTuningFor(
   spec: MatmulSpec,
@@ -230,9 +238,20 @@ export function matmulTuningFor(
 ): Partial<MatmulTuning> {
   if (Object.keys(envTuning()).length > 0) return {};
   const minWorkgroups = opts.minWorkgroups ?? 264;
-  const count = (t: Partial<MatmulTuning>) => matmulGrid(spec, M, t).reduce((a, b) => a * b, 1);
-  if (count({}) >= minWorkgroups) return {};
-  return SMALLER.find((t) => count(t) >= minWorkgroups) ?? SMALLER[SMALLER.length - 1];
+  const sg = opts.subgroupSize ?? 0;
+  const runs = MATMUL_ORDER.filter((t) => t.sg !== DEVICE_SUBGROUP || sg > 0)
+    .map((t) => (t.sg === DEVICE_SUBGROUP ? {...t, sg} : t))
+    .filter((t) => {
+      try {
+        matmulTuning(spec, t);
+        return true;
+      } catch {
+        return false;
+      }
+    });
+  if (runs.length === 0) return {};
+  const count = (t: Partial<MatmulTuning>) => matmulGrid(spec, M, t).reduce((x, y) => x * y, 1);
+  return runs.find((t) => count(t) >= minWorkgroups) ?? runs[runs.length - 1];
 }
 
 /**
