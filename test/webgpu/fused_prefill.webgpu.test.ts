@@ -394,6 +394,49 @@ describeWebGPU('fused WebGPU prefill engine', () => {
     },
   );
 
+  // The matmul variants through the engine (GRIFFIN_PREFILL_MM read per chunk): split-K runs every
+  // projection as two dispatches over the plan's shared partial-sum buffer; sg=4 takes x from
+  // SwiftShader's subgroups of 4 (dropped by the plan on a device without them).
+  test.each([
+    ['split-K in 3', 'bm=16,bn=16,bk=8,tm=4,tn=4,splitk=3,spread=1'],
+    ['subgroup x fragments, double buffers', 'bm=16,bn=16,bk=8,tm=4,tn=4,sg=4,buffers=2'],
+  ])(`random model held bfloat16 through the engine with matmul variant %s (${PREFILL_TOL})`, async (_n, env) => {
+    const before = process.env.GRIFFIN_PREFILL_MM;
+    process.env.GRIFFIN_PREFILL_MM = env;
+    try {
+      const worst = await compareScenario(
+        {
+          cfg: {
+            vocab_size: 128,
+            hidden_size: 64,
+            lru_width: 64,
+            intermediate_size: 128,
+            num_attention_heads: 2,
+            num_key_value_heads: 2,
+            num_hidden_layers: 2,
+            attention_window_size: 6,
+            block_types: ['attention', 'recurrent'],
+          },
+          compact: {dtype: 'bfloat16'},
+          pieceBytes: 0,
+          prompts: prompts2.map((r) => r.slice(0, 15)),
+          chunkSize: 8,
+          more: [
+            [60, 61, 62],
+            [70, 71, 72],
+          ],
+          moreChunk: 3,
+        },
+        13,
+      );
+      expect(worst.logits).toBeLessThan(PREFILL_TOL);
+      expect(worst.state).toBeLessThan(PREFILL_TOL);
+    } finally {
+      if (before == null) delete process.env.GRIFFIN_PREFILL_MM;
+      else process.env.GRIFFIN_PREFILL_MM = before;
+    }
+  });
+
   test('generate through the fused prefill reproduces the HF greedy golden exactly', async () => {
     const {golden} = loadTinyAGolden();
     const g = golden.greedy as {prompt: number[][]; sequence: number[][]};
