@@ -24,6 +24,11 @@
  * GEMV workgroups of T threads and at most R rows each (env GRIFFIN_FUSED_THREADS / _ROWS);
  * TxRxUxWxC also sets the strides per loop trip, compact weights' words per load and the RG-LRU
  * kernel's channels per workgroup (_UNROLL, _WORDS, _LRU_CHANNELS).
+ * Many rows (src/engines/webgpu_decode/batched_matmul.ts): --matmul-rows 16,0 repeats every batch
+ * with the step's weight products as tiled matmuls from that many rows (0: GEMVs only; env
+ * GRIFFIN_DECODE_MATMUL_ROWS); --mm-sweep 'bm=32,bn=128/bm=16,bn=256,tm=4' repeats the engine's
+ * runs (bare steps and the profile) with each matmul tiling (env GRIFFIN_DECODE_MM), e.g.
+ *   npx tsx bench/generate.ts --config 2b --dtype bfloat16 --backend webgpu --batches 8,16,32 --raw-steps 64 --matmul-rows 16,0
  * --dtype bfloat16|float16|int8|int4 [--group-size 64] [--zero-points] holds a --config model's
  * matrices compact (random values packed on the host); the report gives the bytes the weights
  * take and the GPU memory tfjs holds after the runs (numBytesInGPU: live tensors, the weights).
@@ -58,7 +63,9 @@ import {
   fusedDecoderFor,
   fusedTuning,
 } from '../src/engines/webgpu_decode';
+import {decodeMatmulConfig, decodeMatmulRows} from '../src/engines/webgpu_decode/tuning';
 import {fusedPrefillConfig, fusedPrefillFor} from '../src/engines/webgpu_prefill';
+import {parseMatmulTuning} from '../src/engines/webgpu_prefill/shaders/matmul';
 import {gpuSamplingConfig} from '../src/generation/gpu_sampling';
 import {type SamplingOptions, validateSamplingOptions} from '../src/generation/sampling';
 import {queuedDecodeConfig, stepQueueStats} from '../src/generation/step_queue';
@@ -219,7 +226,20 @@ async function compareFused(
     args.queued === 'both' ? [true, false] : args.queued === 'off' ? [false] : args.queued === 'on' ? [true] : [null];
   const runs: Record<string, unknown>[] = [];
   const sweep = args.sweep != null ? args.sweep.split(',').map((x) => x.split('x').map(Number)) : [null];
-  const measure = async (batch: number, fused: boolean | null, tuning: number[] | null) => {
+  const matmulRows =
+    args['matmul-rows'] != null
+      ? args['matmul-rows'].split(',').map((v) => {
+          const n = Number(v);
+          if (!Number.isInteger(n) || n < 0 || n > 1024)
+            throw new Error(
+              `--matmul-rows must be integers in [0, 1024] separated by commas, got ${args['matmul-rows']}`,
+            );
+          return n;
+        })
+      : [null];
+  const mmSweep = args['mm-sweep'] != null ? args['mm-sweep'].split('/') : [];
+  for (const m of mmSweep) parseMatmulTuning(m); // a bad knob: refused before any run
+  const measure = async (batch: number, fused: boolean | null, tuning: number[] | null, mm: string | null = null) => {
     const prompt = randomIds(batch, promptLen, c.vocab_size, 1);
     fusedDecodeConfig.enabled = fused;
     // Warm-up: compiles the kernels (tfjs's or the engine's) for this batch size.
@@ -232,7 +252,10 @@ async function compareFused(
       batch,
       fused: engine != null,
       dispatchesPerStep: engine?.dispatchCount ?? null,
+      matmul: engine?.dispatchNames.some((n) => n.includes('@mm')) ?? false,
+      matmulRows: decodeMatmulRows(),
     };
+    if (mm != null) run.mm = mm;
     if (tuning != null)
       run.tuning = {
         threads: tuning[0],
@@ -242,7 +265,7 @@ async function compareFused(
         lruChannels: tuning[4],
       };
     let t0: number;
-    if (tuning == null) {
+    if (tuning == null && mm == null) {
       // Through the public generation path, as a user runs it: prefill of the prompt, then a token
       // sampled every step (greedy: the argmax taken on the GPU where it can be; other options: the
       // GPU sampler, or with --gpu-sampling off the logits read back and sampled on the host). The
@@ -347,14 +370,31 @@ async function compareFused(
     return +worst.toExponential(2);
   };
   const checks: Record<string, number> = {};
-  for (const batch of batches) {
-    for (const fused of modes) await measure(batch, fused, null);
-    if (args.fused === 'both' && backend === 'webgpu') {
-      checks[`batch${batch}`] = await check(batch, Math.max(1, int(args, 'check-steps', 4)));
-      process.stderr.write(
-        `fused vs tfjs logits, batch ${batch}: worst relative difference ${checks[`batch${batch}`]}\n`,
-      );
+  for (const rows of matmulRows) {
+    if (rows != null) {
+      decodeMatmulConfig.rows = rows === 0 ? -1 : rows;
+      disposeFusedDecoders(model);
     }
+    for (const batch of batches) {
+      for (const fused of modes) await measure(batch, fused, null);
+      if (args.fused === 'both' && backend === 'webgpu') {
+        const key = `batch${batch}${rows != null ? `_matmulRows${rows}` : ''}`;
+        checks[key] = await check(batch, Math.max(1, int(args, 'check-steps', 4)));
+        process.stderr.write(`fused vs tfjs logits, ${key}: worst relative difference ${checks[key]}\n`);
+      }
+    }
+  }
+  decodeMatmulConfig.rows = 0;
+  if (mmSweep.length > 0) {
+    const old = process.env.GRIFFIN_DECODE_MM;
+    for (const m of mmSweep) {
+      process.env.GRIFFIN_DECODE_MM = m;
+      disposeFusedDecoders(model);
+      for (const batch of batches) await measure(batch, true, null, m);
+    }
+    if (old == null) delete process.env.GRIFFIN_DECODE_MM;
+    else process.env.GRIFFIN_DECODE_MM = old;
+    disposeFusedDecoders(model);
   }
   if (args.sweep != null) {
     for (const t of sweep) {
