@@ -15,9 +15,19 @@
  * logits of a 64-step forward.
  */
 
-import {weightSpec} from '../ops/compact/format';
 import {useBackend} from '../src/backend';
-import {CONFIGS, emit, intArg, intList, parseArgs, randomIds, randomizeWeights, syncOn} from '../src/bench/common';
+import {
+  compactArg,
+  configArg,
+  emit,
+  intArg,
+  intList,
+  parseArgs,
+  randomIds,
+  randomizeWeights,
+  relativeError,
+  syncOn,
+} from '../src/bench/common';
 import {fusedForwardConfig} from '../src/engines/webgpu_prefill';
 import {RecurrentGemmaForCausalLM} from '../src/model';
 import {tf} from '../src/tf';
@@ -40,16 +50,7 @@ async function main(): Promise<void> {
     name = args.model;
   } else {
     name = args.config ?? 'tiny';
-    const base = CONFIGS[name];
-    if (base == null) throw new Error(`--config must be one of ${Object.keys(CONFIGS).join(', ')}`);
-    const cfg = {...base};
-    if (args.layers) cfg.num_hidden_layers = intArg(args, 'layers', 0);
-    if (args.vocab) cfg.vocab_size = intArg(args, 'vocab', 0);
-    const compact = weightSpec(args.dtype ?? 'float32', {
-      groupSize: args['group-size'] != null ? intArg(args, 'group-size', 64) : undefined,
-      zeroPoints: args['zero-points'] != null,
-    });
-    model = new RecurrentGemmaForCausalLM(cfg, {compact, init: 'zeros'});
+    model = new RecurrentGemmaForCausalLM(configArg(args, name), {compact: compactArg(args), init: 'zeros'});
     randomizeWeights(model);
   }
   const c = model.config;
@@ -99,15 +100,7 @@ async function main(): Promise<void> {
       l.dispose();
       return out;
     };
-    const a = await logits(true),
-      b = await logits(false);
-    let num = 0,
-      den = 0;
-    a.forEach((x, j) => {
-      num += (x - b[j]) ** 2;
-      den += b[j] ** 2;
-    });
-    check = +Math.sqrt(num / Math.max(den, 1e-30)).toExponential(2);
+    check = +relativeError(await logits(true), await logits(false)).toExponential(2);
   }
   fusedForwardConfig.enabled = null;
   emit(

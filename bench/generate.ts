@@ -39,16 +39,17 @@
  * a 64-step prompt.
  */
 
-import {weightSpec} from '../ops/compact/format';
 import {useBackend} from '../src/backend';
 import {
+  compactArg,
+  configArg,
   emit,
   intArg,
   intList,
   parseArgs,
   randomIds,
   randomizeWeights,
-  CONFIGS as SHARED_CONFIGS,
+  relativeError,
   syncOn,
 } from '../src/bench/common';
 import {
@@ -65,8 +66,6 @@ import {queuedDecodeConfig, stepQueueStats} from '../src/generation/step_queue';
 import {RecurrentGemmaForCausalLM} from '../src/model';
 import {tf} from '../src/tf';
 
-// Shared with bench/model.ts and griffin bench (common.ts); '2b-shaped' is this script's old name for 2b.
-const CONFIGS: typeof SHARED_CONFIGS = {...SHARED_CONFIGS, '2b-shaped': SHARED_CONFIGS['2b']};
 const int = intArg;
 
 const rss = () => process.memoryUsage().rss / 2 ** 20;
@@ -81,15 +80,9 @@ async function main(): Promise<void> {
     name = args.model;
   } else {
     name = args.config ?? 'tiny';
-    const base = CONFIGS[name];
-    if (base == null) throw new Error(`--config must be one of ${Object.keys(CONFIGS).join(', ')}`);
-    const cfg = {...base};
-    if (args.layers) cfg.num_hidden_layers = int(args, 'layers', 0);
-    if (args.vocab) cfg.vocab_size = int(args, 'vocab', 0);
-    const compact = weightSpec(args.dtype ?? 'float32', {
-      groupSize: args['group-size'] != null ? int(args, 'group-size', 64) : undefined,
-      zeroPoints: args['zero-points'] != null,
-    });
+    // '2b-shaped': this script's old name for 2b.
+    const cfg = configArg({...args, config: name === '2b-shaped' ? '2b' : name}, name);
+    const compact = compactArg(args);
     // Weights from a GPU hash under webgpu (tfjs's random initialisers are slow for 2.7B parameters).
     const randomize = args.fused != null || args.batches != null || args['fused-prefill'] != null;
     model = new RecurrentGemmaForCausalLM(cfg, {compact, init: randomize ? 'zeros' : 'random'});
@@ -334,17 +327,7 @@ async function compareFused(
     };
     const a = await logits(true),
       b = await logits(false);
-    let worst = 0;
-    a.forEach((x, i) => {
-      let num = 0,
-        den = 0;
-      for (let j = 0; j < x.length; j++) {
-        num += (x[j] - b[i][j]) ** 2;
-        den += b[i][j] ** 2;
-      }
-      worst = Math.max(worst, Math.sqrt(num / Math.max(den, 1e-30)));
-    });
-    return +worst.toExponential(2);
+    return +a.reduce((worst, x, i) => Math.max(worst, relativeError(x, b[i])), 0).toExponential(2);
   };
   const checks: Record<string, number> = {};
   for (const batch of batches) {
@@ -483,15 +466,7 @@ async function benchPrefill(
       state.dispose();
       return out;
     };
-    const a = await logits(true),
-      b = await logits(false);
-    let num = 0,
-      den = 0;
-    a.forEach((x, j) => {
-      num += (x - b[j]) ** 2;
-      den += b[j] ** 2;
-    });
-    check = +Math.sqrt(num / Math.max(den, 1e-30)).toExponential(2);
+    check = +relativeError(await logits(true), await logits(false)).toExponential(2);
   }
   fusedPrefillConfig.enabled = null;
   emit(

@@ -12,7 +12,7 @@ import * as os from 'os';
 import * as path from 'path';
 import type {LayerVariable} from '../../layers/base';
 import {CompactParameter} from '../../layers/compact';
-import {type PackedMatrix, quantize} from '../../ops/compact/format';
+import {type CompactSpec, type PackedMatrix, quantize, weightSpec} from '../../ops/compact/format';
 import {useBackend} from '../backend';
 import {parameterCount, RecurrentGemmaConfig, RecurrentGemmaConfigArgs} from '../config';
 import type {RecurrentGemmaForCausalLM} from '../model';
@@ -145,6 +145,22 @@ export function benchConfig(name: string, opts: {layers?: number; vocab?: number
   return cfg;
 }
 
+/** --config NAME (default `dflt`), shrunk by --layers N / --vocab N: benchConfig from the options. */
+export function configArg(args: Args, dflt: string): RecurrentGemmaConfigArgs {
+  return benchConfig(args.config ?? dflt, {
+    layers: args.layers != null ? intArg(args, 'layers', 1) : undefined,
+    vocab: args.vocab != null ? intArg(args, 'vocab', 1) : undefined,
+  });
+}
+
+/** --dtype bfloat16|float16|int8|int4 [--group-size G] [--zero-points] as a compact spec (float32: null). */
+export function compactArg(args: Args): CompactSpec | null {
+  return weightSpec(args.dtype ?? 'float32', {
+    groupSize: args['group-size'] != null ? intArg(args, 'group-size', 64) : undefined,
+    zeroPoints: args['zero-points'] != null,
+  });
+}
+
 /** Uniform noise of std 1/sqrt(fan-in) for matrices, small noise for vectors (norms, biases). */
 export function randomizeWeights(
   model: RecurrentGemmaForCausalLM,
@@ -186,6 +202,17 @@ export function randomIds(b: number, t: number, vocab: number, seed: number): nu
     return s;
   };
   return Array.from({length: b}, () => Array.from({length: t}, () => 3 + (next() % (vocab - 3))));
+}
+
+/** ||a - b|| / ||b|| (the norm of b floored at 1e-15): how far a fused path's output is from the tfjs one. */
+export function relativeError(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let num = 0,
+    den = 0;
+  for (let j = 0; j < b.length; j++) {
+    num += (a[j] - b[j]) ** 2;
+    den += b[j] ** 2;
+  }
+  return Math.sqrt(num / Math.max(den, 1e-30));
 }
 
 /** RgLruScan's inputs for a bandwidth run, made on the backend (no host copy under webgpu). */
