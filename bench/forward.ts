@@ -22,6 +22,7 @@ import {
   emit,
   intArg,
   intList,
+  modelShape,
   parseArgs,
   randomIds,
   randomizeWeights,
@@ -107,9 +108,7 @@ async function main(): Promise<void> {
     {
       model: name,
       backend,
-      layers: c.num_hidden_layers,
-      hidden: c.hidden_size,
-      vocab: c.vocab_size,
+      ...modelShape(model),
       weightDtype: model.weightDtype,
       headMb,
       numBytesInGPU: (tf.memory() as {numBytesInGPU?: number}).numBytesInGPU ?? null,

@@ -46,6 +46,7 @@ import {
   emit,
   intArg,
   intList,
+  modelShape,
   parseArgs,
   randomIds,
   randomizeWeights,
@@ -116,11 +117,7 @@ async function main(): Promise<void> {
     model: name,
     backend,
     batch,
-    layers: c.num_hidden_layers,
-    hidden: c.hidden_size,
-    vocab: c.vocab_size,
-    window: c.attention_window_size,
-    params: model.countParams(),
+    ...modelShape(model),
   };
 
   let t0 = performance.now();
@@ -362,11 +359,7 @@ async function compareFused(
     {
       model: name,
       backend,
-      layers: c.num_hidden_layers,
-      hidden: c.hidden_size,
-      vocab: c.vocab_size,
-      window: c.attention_window_size,
-      params: model.countParams(),
+      ...modelShape(model),
       weightDtype: model.weightDtype,
       weightGB: +(weightBytes / 1e9).toFixed(2),
       weightMB: +(weightBytes / 1e6).toFixed(1),
@@ -473,11 +466,7 @@ async function benchPrefill(
     {
       model: name,
       backend,
-      layers: c.num_hidden_layers,
-      hidden: c.hidden_size,
-      vocab: c.vocab_size,
-      window: c.attention_window_size,
-      params: model.countParams(),
+      ...modelShape(model),
       weightDtype: model.weightDtype,
       runs,
       fusedVsTfjsRelError: check,
