@@ -17,20 +17,17 @@
 
 import {useBackend} from '../src/backend';
 import {
-  compactArg,
-  configArg,
+  benchModel,
   emit,
   intArg,
   intList,
   modelShape,
   parseArgs,
   randomIds,
-  randomizeWeights,
   relativeError,
   syncOn,
 } from '../src/bench/common';
 import {fusedForwardConfig} from '../src/engines/webgpu_prefill';
-import {RecurrentGemmaForCausalLM} from '../src/model';
 import {tf} from '../src/tf';
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
@@ -44,16 +41,7 @@ function modes(args: Record<string, string>, name: string): boolean[] {
 async function main(): Promise<void> {
   const args = parseArgs(process.argv.slice(2));
   const backend = await useBackend(args.backend ?? 'webgpu');
-  let model: RecurrentGemmaForCausalLM;
-  let name: string;
-  if (args.model) {
-    model = await RecurrentGemmaForCausalLM.fromPretrained(args.model);
-    name = args.model;
-  } else {
-    name = args.config ?? 'tiny';
-    model = new RecurrentGemmaForCausalLM(configArg(args, name), {compact: compactArg(args), init: 'zeros'});
-    randomizeWeights(model);
-  }
+  const {model, name} = await benchModel(args);
   const c = model.config;
   const batch = Math.max(1, intArg(args, 'batch', 1));
   const lens = intList(args.lens, [128, 2048], 'lens');

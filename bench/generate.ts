@@ -41,15 +41,13 @@
 
 import {useBackend} from '../src/backend';
 import {
-  compactArg,
-  configArg,
+  benchModel,
   emit,
   intArg,
   intList,
   modelShape,
   parseArgs,
   randomIds,
-  randomizeWeights,
   relativeError,
   syncOn,
 } from '../src/bench/common';
@@ -74,21 +72,11 @@ const rss = () => process.memoryUsage().rss / 2 ** 20;
 async function main(): Promise<void> {
   const args = parseArgs(process.argv.slice(2));
   const backend = await useBackend(args.backend);
-  let model: RecurrentGemmaForCausalLM;
-  let name: string;
-  if (args.model) {
-    model = await RecurrentGemmaForCausalLM.fromPretrained(args.model);
-    name = args.model;
-  } else {
-    name = args.config ?? 'tiny';
-    // '2b-shaped': this script's old name for 2b.
-    const cfg = configArg({...args, config: name === '2b-shaped' ? '2b' : name}, name);
-    const compact = compactArg(args);
-    // Weights from a GPU hash under webgpu (tfjs's random initialisers are slow for 2.7B parameters).
-    const randomize = args.fused != null || args.batches != null || args['fused-prefill'] != null;
-    model = new RecurrentGemmaForCausalLM(cfg, {compact, init: randomize ? 'zeros' : 'random'});
-    if (randomize) randomizeWeights(model);
-  }
+  // '2b-shaped': this script's old name for 2b. The engine runs take randomizeWeights (fast for 2.7B parameters).
+  const {model, name} = await benchModel(args, {
+    config: args.config === '2b-shaped' ? '2b' : undefined,
+    tfjsInit: args.fused == null && args.batches == null && args['fused-prefill'] == null,
+  });
   if (args['fused-prefill'] != null || args['prefill-lens'] != null) {
     await benchPrefill(model, name, backend, args);
     model.dispose();

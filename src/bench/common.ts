@@ -15,7 +15,7 @@ import {CompactParameter} from '../../layers/compact';
 import {type CompactSpec, type PackedMatrix, quantize, weightSpec} from '../../ops/compact/format';
 import {useBackend} from '../backend';
 import {parameterCount, RecurrentGemmaConfig, RecurrentGemmaConfigArgs} from '../config';
-import type {RecurrentGemmaForCausalLM} from '../model';
+import {RecurrentGemmaForCausalLM} from '../model';
 import {SMALL_CONFIG} from '../pretrain/small';
 import {tf} from '../tf';
 import {Rng} from '../util/rng';
@@ -192,6 +192,25 @@ export function randomizeWeights(
     t.dispose();
     onProgress?.(i + 1, vars.length);
   });
+}
+
+/**
+ * The model a bench script runs: --model DIR loaded, or a random --config model (configArg,
+ * compactArg) named `config` (default 'tiny') with randomizeWeights, or with tfjs's own random
+ * initialisers where `tfjsInit` (slow for billions of parameters).
+ */
+export async function benchModel(
+  args: Args,
+  opts: {config?: string; tfjsInit?: boolean} = {},
+): Promise<{model: RecurrentGemmaForCausalLM; name: string}> {
+  if (args.model) return {model: await RecurrentGemmaForCausalLM.fromPretrained(args.model), name: args.model};
+  const cfg = configArg({...args, config: opts.config ?? args.config}, 'tiny');
+  const model = new RecurrentGemmaForCausalLM(cfg, {
+    compact: compactArg(args),
+    init: opts.tfjsInit ? 'random' : 'zeros',
+  });
+  if (!opts.tfjsInit) randomizeWeights(model);
+  return {model, name: args.config ?? 'tiny'};
 }
 
 /** Token ids in [3, vocab) from a small LCG (reproducible, no special tokens). */
