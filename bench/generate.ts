@@ -44,16 +44,16 @@
  * a 64-step prompt.
  */
 
-import {weightSpec} from '../ops/compact/format';
 import {useBackend} from '../src/backend';
 import {
+  benchModel,
   emit,
   intArg,
   intList,
+  modelShape,
   parseArgs,
   randomIds,
-  randomizeWeights,
-  CONFIGS as SHARED_CONFIGS,
+  relativeError,
   syncOn,
 } from '../src/bench/common';
 import {
@@ -72,8 +72,6 @@ import {queuedDecodeConfig, stepQueueStats} from '../src/generation/step_queue';
 import {RecurrentGemmaForCausalLM} from '../src/model';
 import {tf} from '../src/tf';
 
-// Shared with bench/model.ts and griffin bench (common.ts); '2b-shaped' is this script's old name for 2b.
-const CONFIGS: typeof SHARED_CONFIGS = {...SHARED_CONFIGS, '2b-shaped': SHARED_CONFIGS['2b']};
 const int = intArg;
 
 const rss = () => process.memoryUsage().rss / 2 ** 20;
@@ -81,27 +79,11 @@ const rss = () => process.memoryUsage().rss / 2 ** 20;
 async function main(): Promise<void> {
   const args = parseArgs(process.argv.slice(2));
   const backend = await useBackend(args.backend);
-  let model: RecurrentGemmaForCausalLM;
-  let name: string;
-  if (args.model) {
-    model = await RecurrentGemmaForCausalLM.fromPretrained(args.model);
-    name = args.model;
-  } else {
-    name = args.config ?? 'tiny';
-    const base = CONFIGS[name];
-    if (base == null) throw new Error(`--config must be one of ${Object.keys(CONFIGS).join(', ')}`);
-    const cfg = {...base};
-    if (args.layers) cfg.num_hidden_layers = int(args, 'layers', 0);
-    if (args.vocab) cfg.vocab_size = int(args, 'vocab', 0);
-    const compact = weightSpec(args.dtype ?? 'float32', {
-      groupSize: args['group-size'] != null ? int(args, 'group-size', 64) : undefined,
-      zeroPoints: args['zero-points'] != null,
-    });
-    // Weights from a GPU hash under webgpu (tfjs's random initialisers are slow for 2.7B parameters).
-    const randomize = args.fused != null || args.batches != null || args['fused-prefill'] != null;
-    model = new RecurrentGemmaForCausalLM(cfg, {compact, init: randomize ? 'zeros' : 'random'});
-    if (randomize) randomizeWeights(model);
-  }
+  // '2b-shaped': this script's old name for 2b. The engine runs take randomizeWeights (fast for 2.7B parameters).
+  const {model, name} = await benchModel(args, {
+    config: args.config === '2b-shaped' ? '2b' : undefined,
+    tfjsInit: args.fused == null && args.batches == null && args['fused-prefill'] == null,
+  });
   if (args['fused-prefill'] != null || args['prefill-lens'] != null) {
     await benchPrefill(model, name, backend, args);
     model.dispose();
@@ -130,11 +112,7 @@ async function main(): Promise<void> {
     model: name,
     backend,
     batch,
-    layers: c.num_hidden_layers,
-    hidden: c.hidden_size,
-    vocab: c.vocab_size,
-    window: c.attention_window_size,
-    params: model.countParams(),
+    ...modelShape(model),
   };
 
   let t0 = performance.now();
@@ -357,17 +335,7 @@ async function compareFused(
     };
     const a = await logits(true),
       b = await logits(false);
-    let worst = 0;
-    a.forEach((x, i) => {
-      let num = 0,
-        den = 0;
-      for (let j = 0; j < x.length; j++) {
-        num += (x[j] - b[i][j]) ** 2;
-        den += b[i][j] ** 2;
-      }
-      worst = Math.max(worst, Math.sqrt(num / Math.max(den, 1e-30)));
-    });
-    return +worst.toExponential(2);
+    return +a.reduce((worst, x, i) => Math.max(worst, relativeError(x, b[i])), 0).toExponential(2);
   };
   const checks: Record<string, number> = {};
   for (const rows of matmulRows) {
@@ -419,11 +387,7 @@ async function compareFused(
     {
       model: name,
       backend,
-      layers: c.num_hidden_layers,
-      hidden: c.hidden_size,
-      vocab: c.vocab_size,
-      window: c.attention_window_size,
-      params: model.countParams(),
+      ...modelShape(model),
       weightDtype: model.weightDtype,
       weightGB: +(weightBytes / 1e9).toFixed(2),
       weightMB: +(weightBytes / 1e6).toFixed(1),
@@ -523,26 +487,14 @@ async function benchPrefill(
       state.dispose();
       return out;
     };
-    const a = await logits(true),
-      b = await logits(false);
-    let num = 0,
-      den = 0;
-    a.forEach((x, j) => {
-      num += (x - b[j]) ** 2;
-      den += b[j] ** 2;
-    });
-    check = +Math.sqrt(num / Math.max(den, 1e-30)).toExponential(2);
+    check = +relativeError(await logits(true), await logits(false)).toExponential(2);
   }
   fusedPrefillConfig.enabled = null;
   emit(
     {
       model: name,
       backend,
-      layers: c.num_hidden_layers,
-      hidden: c.hidden_size,
-      vocab: c.vocab_size,
-      window: c.attention_window_size,
-      params: model.countParams(),
+      ...modelShape(model),
       weightDtype: model.weightDtype,
       runs,
       fusedVsTfjsRelError: check,

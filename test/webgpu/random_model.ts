@@ -1,5 +1,5 @@
 /**
- * Random-weight models for the fused engine tests (fused decode and prefill, queued generate):
+ * Random-weight models for the fused engine tests (fused decode, prefill and forward, queued generate):
  * every parameter from a seeded host PRNG, so a cpu and a webgpu model of one seed hold the same
  * values, and the small config they share (an untied head, q/k/v biases, multi-query, window 8).
  *   const model = randomModel(SMALL_CFG, 7);                                   // float32
