@@ -29,9 +29,14 @@ import type {Embedding, ResidualBlock} from '../../../layers/model_layers';
 import {RecurrentBlock} from '../../../layers/recurrent';
 import type {DecodeModelView} from './model_view';
 import {
+  ArgmaxFinalBinding,
+  ArgmaxPartBinding,
   AttnCombineBinding,
   AttnPartialBinding,
   AttnSpec,
+  argmaxCandWords,
+  argmaxFinalSource,
+  argmaxPartSource,
   attnChunks,
   attnCombineSource,
   attnPartialSource,
@@ -52,7 +57,7 @@ import {
   stepLayout,
 } from './shaders';
 import {FLOAT32_WEIGHTS, matrixBytes, sameFormat, type WeightFormat, weightFormat} from './shaders/weights';
-import {attnChunkSlots, gemvMaxRows, gemvThreads, gemvUnroll, gemvWords, rgLruPlan} from './tuning';
+import {argmaxSlices, attnChunkSlots, gemvMaxRows, gemvThreads, gemvUnroll, gemvWords, rgLruPlan} from './tuning';
 
 /** One dispatch of the step. */
 export interface PlannedDispatch {
@@ -103,6 +108,12 @@ export interface DecodePlan {
   readonly xBuf: GPUBuffer;
   /** Attention ring slots (W + 1). */
   readonly slots: number;
+  /**
+   * The greedy pick (shaders/argmax.ts), run after the head when asked: each row's argmax into
+   * the step buffer's ids and into idsBuf (int32 [b]).
+   */
+  readonly argmax: PlannedDispatch[];
+  readonly idsBuf: GPUBuffer;
 }
 
 /** The buffers every layer's dispatches share. */
@@ -477,6 +488,32 @@ function headDispatches(ctx: Ctx): PlannedDispatch[] {
   );
 }
 
+/** The greedy pick after the head: per-slice candidates, then each row's id (shaders/argmax.ts). */
+function argmaxDispatches(ctx: Ctx): {argmax: PlannedDispatch[]; idsBuf: GPUBuffer} {
+  const {B, buf, host} = ctx,
+    V = ctx.view.config.vocab_size;
+  const spec = {B, V, G: argmaxSlices(V), T: 256, step: ctx.step};
+  const cand = host.own(argmaxCandWords(spec));
+  const idsBuf = host.own(B);
+  return {
+    argmax: [
+      dispatch<ArgmaxPartBinding>(
+        'argmax',
+        argmaxPartSource(spec),
+        {logits: buf.logits, cand},
+        [spec.G, B, 1],
+        B * V * 4,
+      ),
+      dispatch<ArgmaxFinalBinding>('argmax.final', argmaxFinalSource(spec), {cand, step: buf.step, ids: idsBuf}, [
+        B,
+        1,
+        1,
+      ]),
+    ],
+    idsBuf,
+  };
+}
+
 /** The whole step for b rows; throws (before allocating) when a shape does not fit the device's limits. */
 export function buildPlan(view: DecodeModelView, B: number, host: PlanHost): DecodePlan {
   const c = view.config;
@@ -525,5 +562,16 @@ export function buildPlan(view: DecodeModelView, B: number, host: PlanHost): Dec
     dispatches.push(...temporal.dispatches, ...mlpDispatches(ctx, li, blk));
   });
   dispatches.push(...headDispatches(ctx));
-  return {dispatches, layers, stepLayout: step, stepBuf: buf.step, logitsBuf: buf.logits, xBuf: buf.x, slots: S};
+  const {argmax, idsBuf} = argmaxDispatches(ctx);
+  return {
+    dispatches,
+    layers,
+    stepLayout: step,
+    stepBuf: buf.step,
+    logitsBuf: buf.logits,
+    xBuf: buf.x,
+    slots: S,
+    argmax,
+    idsBuf,
+  };
 }

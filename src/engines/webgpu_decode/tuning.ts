@@ -5,16 +5,28 @@
  *   fusedTuning.threads = 64;   disposeFusedDecoders(model);   // engines made after this use 64 threads
  *
  * Each knob: fusedTuning's value if set (non-zero), else its env variable (GRIFFIN_FUSED_THREADS,
- * _ROWS, _UNROLL, _CHUNK, _LRU_SLICES, _LRU_CHANNELS, _WORDS), else the default below. Read when an engine is built.
+ * _ROWS, _UNROLL, _CHUNK, _LRU_SLICES, _LRU_CHANNELS, _WORDS, _ARGMAX_SLICES; _ARGMAX on/off), else the default
+ * below. Read when an engine is built (GRIFFIN_FUSED_ARGMAX: when a generation starts).
  * The sweeps that chose the defaults: see bench/results/NOTES.md.
  *
  * Shape letters: B batch rows, E lru_width, H heads, W conv1d_width.
  */
-import {RgLruSpec, rgLruSharedBytes, StepLayout} from './shaders';
+import {argmaxGroups, RgLruSpec, rgLruSharedBytes, StepLayout} from './shaders';
 import {valuesPerWord, type WeightFormat} from './shaders/weights';
 
 /** 0 = default (or the env variable). */
-export const fusedTuning = {threads: 0, maxRows: 0, unroll: 0, chunk: 0, lruSlices: 0, lruChannels: 0, words: 0};
+export const fusedTuning = {
+  threads: 0,
+  maxRows: 0,
+  unroll: 0,
+  chunk: 0,
+  lruSlices: 0,
+  lruChannels: 0,
+  words: 0,
+  argmaxSlices: 0,
+  /** 1: greedy picks inside the step's plan; -1: a pick of its own before each step (ops/row_argmax). */
+  argmax: 0,
+};
 
 function envInt(name: string): number {
   const v = typeof process !== 'undefined' ? process.env?.[name] : undefined;
@@ -89,4 +101,20 @@ export function rgLruPlan(
     if (CC * JS <= 256 && rgLruSharedBytes(spec) <= sharedLimit) return spec;
   }
   return {B, E, H, W, CC, JS: 1, step};
+}
+
+/** The in-plan greedy pick's slices per row (default ~2048 values each, at most 256; GRIFFIN_FUSED_ARGMAX_SLICES). */
+export function argmaxSlices(V: number): number {
+  const want = fusedTuning.argmaxSlices || envInt('GRIFFIN_FUSED_ARGMAX_SLICES');
+  return want ? Math.max(1, Math.min(256, want)) : argmaxGroups(V);
+}
+
+/**
+ * Whether greedy decoding picks inside the step's own plan (default on; GRIFFIN_FUSED_ARGMAX=0
+ * or fusedTuning.argmax = -1: a separate pick, ops/row_argmax, before each step).
+ */
+export function inPlanArgmax(): boolean {
+  if (fusedTuning.argmax) return fusedTuning.argmax > 0;
+  const v = typeof process !== 'undefined' ? process.env?.GRIFFIN_FUSED_ARGMAX : undefined;
+  return v == null || !['0', 'false', 'off'].includes(v.toLowerCase());
 }
