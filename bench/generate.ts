@@ -23,7 +23,10 @@
  * bytes of weights each must read: GB/s). --sweep 64x8,128x4,256x2 repeats the engine's runs with
  * GEMV workgroups of T threads and at most R rows each (env GRIFFIN_FUSED_THREADS / _ROWS);
  * TxRxUxWxC also sets the strides per loop trip, compact weights' words per load and the RG-LRU
- * kernel's channels per workgroup (_UNROLL, _WORDS, _LRU_CHANNELS).
+ * kernel's channels per workgroup (_UNROLL, _WORDS, _LRU_CHANNELS); TxRxUxWxCxDxXxK then the GEMV
+ * reduction D (1 tree, 2 split: _REDUCE), its x loads X (1 ahead, 2 lazy: _XLOAD) and int8 / int4
+ * unpacking K (1 convert, 2 the 2^23 trick: _UNPACK); 0 anywhere: the default. Greedy picks run
+ * inside the step's plan (`inPlanPicks`; GRIFFIN_FUSED_ARGMAX=0: a separate pick before each step).
  * --dtype bfloat16|float16|int8|int4 [--group-size 64] [--zero-points] holds a --config model's
  * matrices compact (random values packed on the host); the report gives the bytes the weights
  * take and the GPU memory tfjs holds after the runs (numBytesInGPU: live tensors, the weights).
@@ -240,6 +243,9 @@ async function compareFused(
         unroll: tuning[2],
         words: tuning[3],
         lruChannels: tuning[4],
+        reduce: tuning[5] ?? 0,
+        xload: tuning[6] ?? 0,
+        unpack: tuning[7] ?? 0,
       };
     let t0: number;
     if (tuning == null) {
@@ -260,7 +266,8 @@ async function compareFused(
             }
             const stamps: number[] = [];
             let n = 0;
-            const queued0 = stepQueueStats.queuedSteps;
+            const queued0 = stepQueueStats.queuedSteps,
+              inPlan0 = stepQueueStats.inPlanPicks;
             t0 = performance.now();
             for await (const _ of model.stream(prompt, {
               ...sampling,
@@ -278,6 +285,7 @@ async function compareFused(
               firstTokenMs: +(stamps[0] - t0).toFixed(1),
               steps,
               queuedSteps: stepQueueStats.queuedSteps - queued0,
+              inPlanPicks: stepQueueStats.inPlanPicks - inPlan0,
               msPerStep: steps > 1 ? +(decodeMs / (steps - 1)).toFixed(3) : null,
               decodeTokensPerSec: steps > 1 ? +((((steps - 1) * batch) / decodeMs) * 1000).toFixed(1) : null,
             };
@@ -363,6 +371,9 @@ async function compareFused(
       fusedTuning.unroll = t![2] ?? 0;
       fusedTuning.words = t![3] ?? 0;
       fusedTuning.lruChannels = t![4] ?? 0;
+      fusedTuning.reduce = t![5] ?? 0;
+      fusedTuning.xload = t![6] ?? 0;
+      fusedTuning.unpack = t![7] ?? 0;
       disposeFusedDecoders(model);
       for (const batch of batches) await measure(batch, true, t);
     }
@@ -371,6 +382,9 @@ async function compareFused(
     fusedTuning.unroll = 0;
     fusedTuning.words = 0;
     fusedTuning.lruChannels = 0;
+    fusedTuning.reduce = 0;
+    fusedTuning.xload = 0;
+    fusedTuning.unpack = 0;
   }
   fusedDecodeConfig.enabled = null;
   const weightBytes = model.weightBytes();

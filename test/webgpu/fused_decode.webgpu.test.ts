@@ -27,8 +27,10 @@ import {fusedDecodeConfig, fusedDecoderFor} from '../../src/engines/webgpu_decod
 import {
   AttnSpec,
   attnChunks,
+  attnCombineGrid,
   attnCombineSource,
   attnPartialSource,
+  combineSplit,
   embedSource,
   GemvSpec,
   gemvBindings,
@@ -436,6 +438,15 @@ describeWebGPU('fused WebGPU decode engine', () => {
         }
       }
       expect(relError(attn, wantAttn)).toBeLessThan(KERNEL_TOL);
+      // The split combine: the default shape, and chunk groups that take more than one chunk each.
+      for (const split of [combineSplit(spec), {JT: 2, CG: 2}]) {
+        const [, got] = await runKernel(
+          attnCombineSource(spec, split),
+          [part, new Float32Array(B * H * HD)],
+          attnCombineGrid(spec, split),
+        );
+        expect(relError(got, wantAttn)).toBeLessThan(KERNEL_TOL);
+      }
     },
   );
 

@@ -38,14 +38,17 @@ import {
   argmaxFinalSource,
   argmaxPartSource,
   attnChunks,
+  attnCombineGrid,
   attnCombineSource,
   attnPartialSource,
   attnThreads,
+  combineSplit,
   EmbedBinding,
   embedSource,
   GemvBinding,
   GemvSpec,
   gemvBindings,
+  gemvReduceFloats,
   gemvRows,
   gemvSource,
   RgLruBinding,
@@ -56,8 +59,27 @@ import {
   StepLayout,
   stepLayout,
 } from './shaders';
-import {FLOAT32_WEIGHTS, matrixBytes, sameFormat, type WeightFormat, weightFormat} from './shaders/weights';
-import {argmaxSlices, attnChunkSlots, gemvMaxRows, gemvThreads, gemvUnroll, gemvWords, rgLruPlan} from './tuning';
+import {
+  FLOAT32_WEIGHTS,
+  matrixBytes,
+  sameFormat,
+  valuesPerWord,
+  type WeightFormat,
+  weightFormat,
+} from './shaders/weights';
+import {
+  argmaxSlices,
+  attnChunkSlots,
+  gemvLazyX,
+  gemvMagicUnpack,
+  gemvMaxRows,
+  gemvReduce,
+  gemvThreads,
+  gemvUnroll,
+  gemvWords,
+  rgLruPlan,
+  splitCombine,
+} from './tuning';
 
 /** One dispatch of the step. */
 export interface PlannedDispatch {
@@ -263,15 +285,28 @@ function gemvDispatch(
     if (m.z != null) all[`z${k}`] = m.z;
   });
   const P = spec.mode === 'geglu' ? 2 : 1;
+  const reduce = gemvReduce();
   let R = ctx.maxR;
   const fits = (r: number) =>
     r * P * spec.B <= 32 &&
     spec.segments.every((n) => n % r === 0) &&
-    (r * P * spec.B + (spec.norm ? spec.B : 0)) * T * 4 <= limit.maxComputeWorkgroupStorageSize;
+    gemvReduceFloats(r * P * spec.B + (spec.norm ? spec.B : 0), T, reduce) * 4 <= limit.maxComputeWorkgroupStorageSize;
   while (R > 1 && !fits(R)) R = R >> 1;
   if (!fits(R)) throw new Error(`fused decode: no GEMV tiling for ${name}`);
   const compact = fmt.dtype !== 'float32';
-  const full: GemvSpec = {...spec, R, T, U: gemvUnroll(spec.B, compact), words: gemvWords(fmt, spec.IN, T, spec.B)};
+  const U = gemvUnroll(spec.B, compact),
+    words = gemvWords(fmt, spec.IN, T, spec.B);
+  const KV = compact ? (words * valuesPerWord(fmt)) / 4 : 1;
+  const full: GemvSpec = {
+    ...spec,
+    R,
+    T,
+    U,
+    words,
+    reduce,
+    lazyX: gemvLazyX(spec.B, U, KV),
+    magic: gemvMagicUnpack(),
+  };
   const nwg = gemvRows(full) / R;
   const gx = Math.min(nwg, limit.maxComputeWorkgroupsPerDimension);
   const bytes = spec.segments.reduce((a, n) => a + matrixBytes(fmt, n, spec.IN), 0) * P;
@@ -418,11 +453,12 @@ function attentionDispatches(
     [attnChunks(aspec), K, B],
     2 * B * S * K * hd * 4,
   );
+  const split = splitCombine() ? combineSplit(aspec) : null;
   const combine = dispatch<AttnCombineBinding>(
     `L${li}.combine`,
-    attnCombineSource(aspec),
+    attnCombineSource(aspec, split),
     {part: buf.part, attn: buf.attn},
-    [H, B, 1],
+    attnCombineGrid(aspec, split),
   );
   const o = gemv(
     ctx,

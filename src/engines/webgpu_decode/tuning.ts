@@ -5,8 +5,8 @@
  *   fusedTuning.threads = 64;   disposeFusedDecoders(model);   // engines made after this use 64 threads
  *
  * Each knob: fusedTuning's value if set (non-zero), else its env variable (GRIFFIN_FUSED_THREADS,
- * _ROWS, _UNROLL, _CHUNK, _LRU_SLICES, _LRU_CHANNELS, _WORDS, _ARGMAX_SLICES; _ARGMAX on/off), else the default
- * below. Read when an engine is built (GRIFFIN_FUSED_ARGMAX: when a generation starts).
+ * _ROWS, _UNROLL, _CHUNK, _LRU_SLICES, _LRU_CHANNELS, _WORDS, _ARGMAX_SLICES; _ARGMAX on/off; _REDUCE
+ * tree/split, _XLOAD ahead/lazy, _UNPACK convert/magic, _COMBINE serial/split), else the default below. Read when an engine is built (GRIFFIN_FUSED_ARGMAX: when a generation starts).
  * The sweeps that chose the defaults: see bench/results/NOTES.md.
  *
  * Shape letters: B batch rows, E lru_width, H heads, W conv1d_width.
@@ -24,8 +24,16 @@ export const fusedTuning = {
   lruChannels: 0,
   words: 0,
   argmaxSlices: 0,
+  /** GEMV reduction: 1 tree, 2 split (GRIFFIN_FUSED_REDUCE=tree|split). */
+  reduce: 0,
+  /** GEMV x loads: 1 with the weights, 2 lazy (GRIFFIN_FUSED_XLOAD=ahead|lazy). */
+  xload: 0,
+  /** int8 / int4 unpacking: 1 int-to-float conversion, 2 the 2^23 trick (GRIFFIN_FUSED_UNPACK=convert|magic). */
+  unpack: 0,
   /** 1: greedy picks inside the step's plan; -1: a pick of its own before each step (ops/row_argmax). */
   argmax: 0,
+  /** Attention combine: 1 serial, 2 split (GRIFFIN_FUSED_COMBINE=serial|split). */
+  combine: 0,
 };
 
 function envInt(name: string): number {
@@ -69,6 +77,38 @@ export function gemvWords(fmt: WeightFormat, IN: number, T: number, B = 1): numb
   // Past 4 rows, at most 2 words: the rows' accumulators and x loads crowd the registers.
   const fits = B > 4 ? ok.filter((w) => w <= 2) : ok;
   return fits.find((w) => IN / (w * k) >= T) ?? fits[fits.length - 1] ?? ok[ok.length - 1];
+}
+
+function envChoice(name: string, choices: string[]): number {
+  const v = typeof process !== 'undefined' ? process.env?.[name] : undefined;
+  const i = v == null ? -1 : choices.indexOf(v.toLowerCase());
+  return i + 1; // 0: unset or unknown
+}
+
+/** How a GEMV adds up its threads' partial sums (default 'split': two barriers, see shaders/gemv.ts). */
+export function gemvReduce(): 'tree' | 'split' {
+  const k = fusedTuning.reduce || envChoice('GRIFFIN_FUSED_REDUCE', ['tree', 'split']) || 2;
+  return k === 1 ? 'tree' : 'split';
+}
+
+/**
+ * Whether a GEMV loads x lazily, one batch row at a time (shaders/gemv.ts lazyX): by default
+ * when the x values a loop trip would otherwise hold (B rows x U strides x KV vec4s) reach 16 vec4s.
+ */
+export function gemvLazyX(B: number, U: number, KV: number): boolean {
+  const k = fusedTuning.xload || envChoice('GRIFFIN_FUSED_XLOAD', ['ahead', 'lazy']);
+  return k ? k === 2 : B * U * KV >= 16;
+}
+
+/** Whether int8 / int4 weights unpack by the 2^23 trick (default) rather than int-to-float conversions. */
+export function gemvMagicUnpack(): boolean {
+  const k = fusedTuning.unpack || envChoice('GRIFFIN_FUSED_UNPACK', ['convert', 'magic']) || 2;
+  return k === 2;
+}
+
+/** Whether the attention combine shares the chunks out among its invocations (default; shaders/attention_combine.ts). */
+export function splitCombine(): boolean {
+  return (fusedTuning.combine || envChoice('GRIFFIN_FUSED_COMBINE', ['serial', 'split']) || 2) === 2;
 }
 
 /** Ring slots per attention workgroup (default 16): short chunks spread a short context over more of the GPU. */
