@@ -25,7 +25,9 @@
  * TxRxUxWxC also sets the strides per loop trip, compact weights' words per load and the RG-LRU
  * kernel's channels per workgroup (_UNROLL, _WORDS, _LRU_CHANNELS); TxRxUxWxCxDxXxK then the GEMV
  * reduction D (1 tree, 2 split: _REDUCE), its x loads X (1 ahead, 2 lazy: _XLOAD) and int8 / int4
- * unpacking K (1 convert, 2 the 2^23 trick: _UNPACK); 0 anywhere: the default. Greedy picks run
+ * unpacking K (1 convert, 2 the 2^23 trick: _UNPACK), then M the attention combine (1 serial, 2 split:
+ * _COMBINE) and P RoPE (1 separate, 2 inside the partial attention kernel: _ROPE) (TxRxUxWxCxDxXxKxMxP);
+ * 0 anywhere: the default. Greedy picks run
  * inside the step's plan (`inPlanPicks`; GRIFFIN_FUSED_ARGMAX=0: a separate pick before each step).
  * --dtype bfloat16|float16|int8|int4 [--group-size 64] [--zero-points] holds a --config model's
  * matrices compact (random values packed on the host); the report gives the bytes the weights
@@ -246,6 +248,8 @@ async function compareFused(
         reduce: tuning[5] ?? 0,
         xload: tuning[6] ?? 0,
         unpack: tuning[7] ?? 0,
+        combine: tuning[8] ?? 0,
+        rope: tuning[9] ?? 0,
       };
     let t0: number;
     if (tuning == null) {
@@ -374,6 +378,8 @@ async function compareFused(
       fusedTuning.reduce = t![5] ?? 0;
       fusedTuning.xload = t![6] ?? 0;
       fusedTuning.unpack = t![7] ?? 0;
+      fusedTuning.combine = t![8] ?? 0;
+      fusedTuning.rope = t![9] ?? 0;
       disposeFusedDecoders(model);
       for (const batch of batches) await measure(batch, true, t);
     }
@@ -385,6 +391,8 @@ async function compareFused(
     fusedTuning.reduce = 0;
     fusedTuning.xload = 0;
     fusedTuning.unpack = 0;
+    fusedTuning.combine = 0;
+    fusedTuning.rope = 0;
   }
   fusedDecodeConfig.enabled = null;
   const weightBytes = model.weightBytes();

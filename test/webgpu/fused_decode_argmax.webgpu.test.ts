@@ -3,12 +3,13 @@
  * argmax) on SwiftShader: the two kernels against a plain host argmax on random rows (b = 1, 3,
  * 8; ties across and within slices, NaN, a row of NaN, slice counts that do not divide the row),
  * the ids written into the step buffer and nothing else of it; then an engine's steps whose ids
- * never leave the GPU against the argmax of its own logits; and greedy generation with the picks
- * inside the plan against the separate pick (GRIFFIN_FUSED_ARGMAX=0 path) and the host path.
+ * never leave the GPU against the argmax of its own logits; greedy generation with the picks
+ * inside the plan against the separate pick (GRIFFIN_FUSED_ARGMAX=0 path) and the host path;
+ * and the dispatches per step, counted by hand from the model's layers.
  */
 
 import type {RecurrentGemmaConfigArgs} from '../../src/config';
-import {fusedDecoderFor} from '../../src/engines/webgpu_decode';
+import {disposeFusedDecoders, fusedDecoderFor} from '../../src/engines/webgpu_decode';
 import {
   argmaxCandWords,
   argmaxFinalSource,
@@ -116,6 +117,30 @@ describeWebGPU('greedy pick inside the fused decode step', () => {
     expect(Array.from(s.slice(B))).toEqual(Array.from(stepWords.slice(B)));
     expect(want[0]).toBe(5);
     if (B > 1) expect(want.slice(1, 3)).toEqual([V - 1, -1]);
+  });
+
+  test('dispatches per step: 5 per recurrent layer, 6 per attention layer with RoPE folded in (7 without), 2 for the greedy pick', () => {
+    const model = randomModel(4);
+    // 3 layers: recurrent, attention, recurrent; one embedding piece, one head piece.
+    const names = (rope: number) => {
+      fusedTuning.rope = rope;
+      disposeFusedDecoders(model);
+      try {
+        const eng = fusedDecoderFor(model, 2)!;
+        return {names: eng.dispatchNames, count: eng.dispatchCount, argmax: eng.argmaxDispatchCount};
+      } finally {
+        fusedTuning.rope = 0;
+        disposeFusedDecoders(model);
+      }
+    };
+    const fused = names(2),
+      separate = names(1);
+    expect(fused.count).toBe(1 + 5 + 6 + 5 + 1);
+    expect(separate.count).toBe(1 + 5 + 7 + 5 + 1);
+    expect(fused.names.some((n) => n.endsWith('.rope'))).toBe(false);
+    expect(separate.names.filter((n) => n.endsWith('.rope'))).toEqual(['L1.rope']);
+    expect(fused.argmax).toBe(2);
+    model.dispose();
   });
 
   test('engine: steps fed by their own picks equal steps fed the argmax of the logits read back (b = 1, 3)', async () => {

@@ -33,6 +33,7 @@ import {
   ArgmaxPartBinding,
   AttnCombineBinding,
   AttnPartialBinding,
+  AttnRopePartialBinding,
   AttnSpec,
   argmaxCandWords,
   argmaxFinalSource,
@@ -41,6 +42,8 @@ import {
   attnCombineGrid,
   attnCombineSource,
   attnPartialSource,
+  attnRopePartialSharedBytes,
+  attnRopePartialSource,
   attnThreads,
   combineSplit,
   EmbedBinding,
@@ -70,6 +73,7 @@ import {
 import {
   argmaxSlices,
   attnChunkSlots,
+  fusedRope,
   gemvLazyX,
   gemvMagicUnpack,
   gemvMaxRows,
@@ -440,19 +444,34 @@ function attentionDispatches(
     biased ? [biasOf(q), biasOf(k), biasOf(v)] : null,
     {x: buf.x, g: host.weight(() => blk.temporal_pre_norm.weight.read()), out: buf.qkv},
   );
-  const rope = dispatch<RopeBinding>(
-    `L${li}.rope`,
-    ropeSource(aspec),
-    {qkv: buf.qkv, step: buf.step, qr: buf.qr, kr: kb, vr: vb, valid},
-    [B, 1, 1],
-  );
-  const partial = dispatch<AttnPartialBinding>(
-    `L${li}.attn`,
-    attnPartialSource(aspec),
-    {qr: buf.qr, kr: kb, vr: vb, valid, part: buf.part, step: buf.step},
-    [attnChunks(aspec), K, B],
-    2 * B * S * K * hd * 4,
-  );
+  const attnBytes = 2 * B * S * K * hd * 4;
+  // RoPE folded into the partial kernel where its workgroup memory fits (shaders/attention_partial.ts).
+  const ropeInPartial = fusedRope() && attnRopePartialSharedBytes(aspec) <= host.limits.maxComputeWorkgroupStorageSize;
+  const ropeAttn = ropeInPartial
+    ? [
+        dispatch<AttnRopePartialBinding>(
+          `L${li}.attn`,
+          attnRopePartialSource(aspec),
+          {qkv: buf.qkv, kr: kb, vr: vb, valid, part: buf.part, step: buf.step},
+          [attnChunks(aspec), K, B],
+          attnBytes,
+        ),
+      ]
+    : [
+        dispatch<RopeBinding>(
+          `L${li}.rope`,
+          ropeSource(aspec),
+          {qkv: buf.qkv, step: buf.step, qr: buf.qr, kr: kb, vr: vb, valid},
+          [B, 1, 1],
+        ),
+        dispatch<AttnPartialBinding>(
+          `L${li}.attn`,
+          attnPartialSource(aspec),
+          {qr: buf.qr, kr: kb, vr: vb, valid, part: buf.part, step: buf.step},
+          [attnChunks(aspec), K, B],
+          attnBytes,
+        ),
+      ];
   const split = splitCombine() ? combineSplit(aspec) : null;
   const combine = dispatch<AttnCombineBinding>(
     `L${li}.combine`,
@@ -468,7 +487,7 @@ function attentionDispatches(
     [biasOf(op)],
     {x: buf.attn, out: buf.x},
   );
-  return {dispatches: [...qkv, rope, partial, combine, ...o], state: {kind: 'attention', k: kb, v: vb, valid}};
+  return {dispatches: [...qkv, ...ropeAttn, combine, ...o], state: {kind: 'attention', k: kb, v: vb, valid}};
 }
 
 /** [norm + gate | up + GeGLU] -> [down + residual]. */

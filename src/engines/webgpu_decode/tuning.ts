@@ -5,8 +5,9 @@
  *   fusedTuning.threads = 64;   disposeFusedDecoders(model);   // engines made after this use 64 threads
  *
  * Each knob: fusedTuning's value if set (non-zero), else its env variable (GRIFFIN_FUSED_THREADS,
- * _ROWS, _UNROLL, _CHUNK, _LRU_SLICES, _LRU_CHANNELS, _WORDS, _ARGMAX_SLICES; _ARGMAX on/off; _REDUCE
- * tree/split, _XLOAD ahead/lazy, _UNPACK convert/magic, _COMBINE serial/split), else the default below. Read when an engine is built (GRIFFIN_FUSED_ARGMAX: when a generation starts).
+ * _ROWS, _UNROLL, _CHUNK, _LRU_SLICES, _LRU_CHANNELS, _WORDS, _ARGMAX_SLICES; _ARGMAX on/off;
+ * _REDUCE tree/split, _XLOAD ahead/lazy, _UNPACK convert/magic, _COMBINE serial/split, _ROPE
+ * separate/fused), else the default below. Read when an engine is built (GRIFFIN_FUSED_ARGMAX: when a generation starts).
  * The sweeps that chose the defaults: see bench/results/NOTES.md.
  *
  * Shape letters: B batch rows, E lru_width, H heads, W conv1d_width.
@@ -34,6 +35,8 @@ export const fusedTuning = {
   argmax: 0,
   /** Attention combine: 1 serial, 2 split (GRIFFIN_FUSED_COMBINE=serial|split). */
   combine: 0,
+  /** RoPE: 1 a dispatch of its own, 2 folded into the partial attention kernel (GRIFFIN_FUSED_ROPE=separate|fused). */
+  rope: 0,
 };
 
 function envInt(name: string): number {
@@ -109,6 +112,11 @@ export function gemvMagicUnpack(): boolean {
 /** Whether the attention combine shares the chunks out among its invocations (default; shaders/attention_combine.ts). */
 export function splitCombine(): boolean {
   return (fusedTuning.combine || envChoice('GRIFFIN_FUSED_COMBINE', ['serial', 'split']) || 2) === 2;
+}
+
+/** Whether RoPE and the ring store run inside the partial attention kernel (default, where it fits). */
+export function fusedRope(): boolean {
+  return (fusedTuning.rope || envChoice('GRIFFIN_FUSED_ROPE', ['separate', 'fused']) || 2) === 2;
 }
 
 /** Ring slots per attention workgroup (default 16): short chunks spread a short context over more of the GPU. */
