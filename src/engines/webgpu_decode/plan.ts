@@ -62,14 +62,7 @@ import {
   StepLayout,
   stepLayout,
 } from './shaders';
-import {
-  FLOAT32_WEIGHTS,
-  matrixBytes,
-  sameFormat,
-  valuesPerWord,
-  type WeightFormat,
-  weightFormat,
-} from './shaders/weights';
+import {FLOAT32_WEIGHTS, matrixBytes, sameFormat, type WeightFormat, weightFormat} from './shaders/weights';
 import {
   argmaxSlices,
   attnChunkSlots,
@@ -300,7 +293,6 @@ function gemvDispatch(
   const compact = fmt.dtype !== 'float32';
   const U = gemvUnroll(spec.B, compact),
     words = gemvWords(fmt, spec.IN, T, spec.B);
-  const KV = compact ? (words * valuesPerWord(fmt)) / 4 : 1;
   const full: GemvSpec = {
     ...spec,
     R,
@@ -308,7 +300,7 @@ function gemvDispatch(
     U,
     words,
     reduce,
-    lazyX: gemvLazyX(spec.B, U, KV),
+    lazyX: gemvLazyX(spec.B, U, R * P),
     magic: gemvMagicUnpack(),
   };
   const nwg = gemvRows(full) / R;

@@ -95,12 +95,13 @@ export function gemvReduce(): 'tree' | 'split' {
 }
 
 /**
- * Whether a GEMV loads x lazily, one batch row at a time (shaders/gemv.ts lazyX): by default
- * when the x values a loop trip would otherwise hold (B rows x U strides x KV vec4s) reach 16 vec4s.
+ * Whether a GEMV loads x lazily, one batch row at a time (shaders/gemv.ts lazyX). Ahead, a loop
+ * trip holds the x of B rows x U strides; lazily, the unpacked weights of its RP = R x P rows:
+ * by default lazy when the first is more than twice the second.
  */
-export function gemvLazyX(B: number, U: number, KV: number): boolean {
+export function gemvLazyX(B: number, U: number, RP: number): boolean {
   const k = fusedTuning.xload || envChoice('GRIFFIN_FUSED_XLOAD', ['ahead', 'lazy']);
-  return k ? k === 2 : B * U * KV >= 16;
+  return k ? k === 2 : B * U > 2 * RP;
 }
 
 /** Whether int8 / int4 weights unpack by the 2^23 trick (default) rather than int-to-float conversions. */
