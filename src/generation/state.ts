@@ -147,19 +147,29 @@ export class GenerationState {
   /**
    * One fused decode step whose ids are written on the GPU (FusedDecoder.stepAhead: `encodeIds`
    * computes them, typically from this state's logits, and copies them into the step buffer);
-   * advances the positions. The logits stay in the engine until someone reads `logits`.
+   * advances the positions. The logits stay in the engine until someone reads `logits`. opts:
+   * see FusedDecoder.stepAhead (argmax: the step also picks the next ids greedily on the GPU).
    * Internal: the queued generation loop (src/generation/step_queue.ts) calls it.
    */
   fusedStepAhead(
     eng: FusedDecoder,
     encodeIds: (enc: GPUCommandEncoder, stepBuf: GPUBuffer, idsOffset: number) => void,
+    opts: {argmax?: boolean; afterIds?: () => void} = {},
   ): void {
     this.check();
     this.enterFused(eng);
-    eng.stepAhead(this.positions, encodeIds);
+    eng.stepAhead(this.positions, encodeIds, opts);
     this.logits_?.dispose();
     this.logits_ = null;
     this.positions = this.positions.map((p) => p + 1);
+  }
+
+  /**
+   * The ids (GPU int32 [b]) the fused engine's last step picked greedily from this state's
+   * logits (FusedDecoder.greedyIds), or null. Internal: step_queue.ts reads them back.
+   */
+  fusedGreedyIds(): GPUBuffer | null {
+    return this.fused != null && this.fused.owner === this ? this.fused.greedyIds : null;
   }
 
   /**

@@ -1,7 +1,8 @@
 /// <reference types="@webgpu/types" />
 /**
  * Decoding steps that queue ahead of the host (webgpu, fused decode engine): a step's token is
- * picked on the GPU from the logits (greedy argmax, or the GPU sampler), copied on the GPU into
+ * picked on the GPU from the logits (greedy: by the step that made them, inside its own plan,
+ * GRIFFIN_FUSED_ARGMAX=0 for a pick of its own; or the GPU sampler), copied on the GPU into
  * the engine's step buffer, and the step that feeds it is submitted at once; the picks come back
  * through a small ring of MAP_READ buffers while that step runs, so the GPU does not wait for the
  * host's read-back and judging. generate.ts drives it (depth 1: see there).
@@ -19,6 +20,7 @@ import {RowArgmaxRunner} from '../../ops/row_argmax/runner';
 import type {CausalLMCore} from '../core/model';
 import {fusedDecoderFor} from '../engines/webgpu_decode';
 import {flushTf, webgpuBackend} from '../engines/webgpu_decode/tfjs_webgpu';
+import {inPlanArgmax} from '../engines/webgpu_decode/tuning';
 import type {GenerationGpuSampler} from './gpu_sampling';
 import type {GenerationState} from './state';
 
@@ -31,8 +33,11 @@ export function queuedDecodeEnabled(): boolean {
   return v == null || !['0', 'false', 'off'].includes(v.toLowerCase());
 }
 
-/** Diagnostics (tests, bench): picks submitted through a queue, and steps queued on the GPU with them. */
-export const stepQueueStats = {picks: 0, queuedSteps: 0};
+/**
+ * Diagnostics (tests, bench): picks submitted through a queue, steps queued on the GPU with them,
+ * and picks the previous step took inside its own plan (greedy).
+ */
+export const stepQueueStats = {picks: 0, queuedSteps: 0, inPlanPicks: 0};
 
 /** Read-back buffers in the ring: one in flight while the previous one is read (depth 1 needs 2). */
 const RING = 2;
@@ -99,19 +104,36 @@ export class StepQueue {
       return out;
     };
     stepQueueStats.picks++;
+    let mapped: Promise<void> | null = null;
     if (eng != null) {
       stepQueueStats.queuedSteps++;
-      state.fusedStepAhead(eng, (enc, stepBuf, at) => {
-        enc.copyBufferToBuffer(pick(enc), 0, stepBuf, at, b * 4);
-      });
+      // Greedy: the step picks its successor's ids itself (in its own plan), unless switched off.
+      const argmax = this.sampler == null && inPlanArgmax();
+      state.fusedStepAhead(
+        eng,
+        (enc, stepBuf, at) => {
+          // The engine's own pick from these logits, when the step that made them took it.
+          const ready = argmax ? state.fusedGreedyIds() : null;
+          if (ready != null) {
+            stepQueueStats.inPlanPicks++;
+            enc.copyBufferToBuffer(ready, 0, read, 0, b * 4);
+          } else enc.copyBufferToBuffer(pick(enc), 0, stepBuf, at, b * 4);
+        },
+        {argmax, afterIds: () => (mapped = read.mapAsync(GPUMapMode.READ))},
+      );
     } else {
       flushTf(webgpuBackend()); // the tfjs work that wrote the logits runs first
       const enc = this.device.createCommandEncoder();
-      pick(enc);
+      const ready = this.sampler == null && inPlanArgmax() ? state.fusedGreedyIds() : null;
+      if (ready != null) {
+        stepQueueStats.inPlanPicks++;
+        enc.copyBufferToBuffer(ready, 0, read, 0, b * 4);
+      } else pick(enc);
       this.device.queue.submit([enc.finish()]);
     }
+    const mapping = mapped ?? read.mapAsync(GPUMapMode.READ);
     return (async () => {
-      await read.mapAsync(GPUMapMode.READ);
+      await mapping;
       const ids = new Int32Array(read.getMappedRange(0, b * 4).slice(0));
       read.unmap();
       return {ids, fed: eng != null};
