@@ -3,7 +3,9 @@
  * --clients, next to a single stream. Per level: total completion tokens/s, time to first token
  * (TTFT) and per-token latency (a request's (last chunk - first chunk) / (tokens - 1)), p50/p99,
  * the gaps between chunks (ITL), the batch's decode pace (clients / per-token p50: total tok/s
- * also counts the prefills) and, from the server's /health, the rows per decode step. Prints JSON (--out FILE writes it too).
+ * also counts the prefills) and, from the server's /health, the rows per decode step, the dead
+ * engine rows per step and the engines built (grows and shrinks); for --config 2b --dtype bfloat16
+ * the issue's goal at 32 clients (met or not). Prints JSON (--out FILE writes it too).
  *   npx tsx bench/serve.ts --backend wasm --clients 1,2,4,8 --max-tokens 64 --out r.json
  *   npx tsx bench/serve.ts --url http://127.0.0.1:8080 --clients 1,32   # a server already running
  *
@@ -170,6 +172,12 @@ async function level(
         ? round((after.tokens - before.tokens) / (after.steps - before.steps))
         : null,
     engineRows: after?.engineRows ?? null,
+    // Engine rows computed with no sequence per step, and engines built (grows, shrinks) in the level.
+    deadRowsPerStep:
+      before?.deadRows != null && after?.deadRows != null && after.steps > before.steps
+        ? round((after.deadRows - before.deadRows) / (after.steps - before.steps))
+        : null,
+    enginesBuilt: before?.engines != null && after?.engines != null ? after.engines - before.engines : null,
     ttftMs: {p50: round(quantile(ttft, 0.5)), p99: round(quantile(ttft, 0.99))},
     perTokenMs: {p50: round(quantile(perTok, 0.5)), p99: round(quantile(perTok, 0.99))},
     interChunkMs: {p50: round(quantile(gaps, 0.5)), p99: round(quantile(gaps, 0.99))},
@@ -234,10 +242,18 @@ async function serveRandom(args: Args): Promise<void> {
 }
 
 /** The server's scheduler counters (GET /health), or null when it does not answer. */
-async function health(url: string): Promise<{steps: number; tokens: number; engineRows?: number} | null> {
+interface Health {
+  steps: number;
+  tokens: number;
+  engineRows?: number;
+  deadRows?: number;
+  engines?: number;
+}
+
+async function health(url: string): Promise<Health | null> {
   try {
     const r = await fetch(`${url}/health`);
-    return r.ok ? ((await r.json()) as {steps: number; tokens: number; engineRows?: number}) : null;
+    return r.ok ? ((await r.json()) as Health) : null;
   } catch {
     return null;
   }
@@ -306,11 +322,26 @@ async function main(): Promise<void> {
       console.error(
         `${n} clients: ${r.totalTokensPerSec} tok/s total (${r.decodeTokensPerSec} while decoding), ` +
           `TTFT p50 ${r.ttftMs.p50} ms p99 ${r.ttftMs.p99} ms, per token p50 ${r.perTokenMs.p50} ms p99 ${r.perTokenMs.p99} ms, ` +
-          `${r.rowsPerStep} rows per step (engine rows ${r.engineRows})`,
+          `${r.rowsPerStep} rows per step (engine rows ${r.engineRows}, ${r.deadRowsPerStep} dead per step, ${r.enginesBuilt} engines built)`,
       );
       out.push(r);
     }
     const single = out.find((r) => r.clients === 1);
+    // Issue 16's goal, for the run it names: the 2B shape in bfloat16, 32 streams, >= 2500 tok/s in total.
+    const at32 = out.find((r) => r.clients === 32);
+    const goal =
+      config === '2b' && args.dtype === 'bfloat16' && at32 != null
+        ? {
+            clients: 32,
+            wantTokensPerSec: 2500,
+            totalTokensPerSec: at32.totalTokensPerSec,
+            met: at32.totalTokensPerSec! >= 2500,
+          }
+        : null;
+    if (goal != null)
+      console.error(
+        `goal (2B bf16, 32 streams >= 2500 tok/s): ${goal.totalTokensPerSec} tok/s, ${goal.met ? 'met' : 'not met'}`,
+      );
     emit(
       {
         script: 'bench/serve.ts',
@@ -331,6 +362,7 @@ async function main(): Promise<void> {
           sampling: {temperature: 0.8, top_p: 0.95},
         },
         levels: out,
+        goal,
         vsSingleStream: single
           ? out.map((r) => ({
               clients: r.clients,

@@ -5,7 +5,12 @@
  *   const tuned = await RecurrentGemmaForCausalLM.fromPretrained('base/', {adapter: 'lora/'});  // or ('lora/')
  *   const hub = await RecurrentGemmaForCausalLM.fromPretrained('owner/name', {revision: 'main'});  // Hugging Face Hub
  *   const {logits, loss} = model.forward({inputIds: [[2, 651, 3]], labels: [[2, 651, 3]]});
+ *   const all = model.predict(tf.tensor2d([[2, 651, 3]], undefined, 'int32')) as tf.Tensor;   // [1, 3, V]
  *   const ids = await model.generate([[2, 651]], {maxNewTokens: 16, temperature: 0});
+ *
+ * On webgpu, forward and predict run on the fused prefill engine where it applies
+ * (src/engines/webgpu_prefill/forward.ts; env GRIFFIN_FUSED_FORWARD=0: tfjs ops), else the core's
+ * tfjs ops.
  *
  * This file sits above checkpoint I/O (converters/) and generation (src/generation/), which
  * work on the core and never import this class.
@@ -23,8 +28,9 @@ import {adapterSource, loadLoraAdapter} from '../converters/lora_adapter';
 import {CheckpointError} from '../converters/safetensors';
 import {type CompactSpec, packedBytes, type WeightDtype, weightSpec} from '../ops/compact/format';
 import {calibrateInto} from './core/calibrate';
-import {CausalLMCore} from './core/model';
+import {CausalLMCore, type ForwardInputs, type ForwardOutputs} from './core/model';
 import {calibrationRows} from './data/calibration';
+import {fusedForward} from './engines/webgpu_prefill/forward';
 import {GenerateOptions, generate, streamTokens, TokenEvent} from './generation/generate';
 import {decodeStep, GenerationState, PrefillOptions, prefill} from './generation/state';
 import {tf} from './tf';
@@ -166,6 +172,31 @@ export class RecurrentGemmaForCausalLM extends CausalLMCore {
     }
     await savePretrained(this, dirOrHandler, opts);
     return {modelArtifactsInfo: {dateSaved: new Date(), modelTopologyType: 'JSON'}};
+  }
+
+  /**
+   * The forward pass (see CausalLMCore.forward): on webgpu through the fused prefill engine when
+   * it can honour the inputs (no padding, no gradients being recorded, ...; see
+   * engines/webgpu_prefill/forward.ts), else on tfjs ops. The same outputs either way.
+   */
+  override forward(inputs: ForwardInputs): ForwardOutputs {
+    return fusedForward(this, inputs) ?? super.forward(inputs);
+  }
+
+  /**
+   * LayersModel.predict: for ids [b, t] on webgpu, every position's logits [b, t, V] through the
+   * fused prefill engine where it applies (as forward); otherwise tfjs's graph.
+   */
+  override predict(
+    x: tf.Tensor | tf.Tensor[],
+    args?: Parameters<tf.LayersModel['predict']>[1],
+  ): tf.Tensor | tf.Tensor[] {
+    const one = Array.isArray(x) ? (x.length === 1 ? x[0] : null) : x;
+    if (one != null && one.rank === 2 && (args?.batchSize == null || args.batchSize >= one.shape[0])) {
+      const out = fusedForward(this, {inputIds: one});
+      if (out != null) return out.logits;
+    }
+    return super.predict(x, args);
   }
 
   /**

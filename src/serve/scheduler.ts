@@ -12,9 +12,10 @@
  * the model's (log-softmax of the raw logits, before temperature or top-p).
  *
  * Two ways to hold the batch. On webgpu with the fused decode engine (slots.ts): each sequence
- * keeps one row of a fixed-capacity engine from join to leave, tokens are drawn on the GPU by
- * model.generate's rules and stream (Philox keyed by (seed, step)), and only the ids come back,
- * plus the logits rows of sequences that asked for logprobs. Elsewhere (cpu, wasm, tfjs ops): the
+ * keeps one row of an engine of a few fixed sizes from join to leave, tokens are drawn on the GPU
+ * by model.generate's rules and stream (Philox keyed by (seed, step)), the step that feeds them
+ * is queued before they come back (one step ahead), and only the ids come back, plus the logits
+ * rows of sequences that asked for logprobs. Elsewhere (cpu, wasm, tfjs ops): the
  * rows of one GenerationState, concatenated on join and selected on leave, sampled on the host
  * (greedy batches by the row argmax where the backend has one).
  *
@@ -22,6 +23,7 @@
  */
 import {rowArgmax, rowArgmaxAvailable} from '../../ops/row_argmax';
 import type {CausalLMCore} from '../core/model';
+import {tunedAsOneRow} from '../engines/webgpu_decode';
 import {defaultPrefillChunk} from '../generation/prefill_chunk';
 import {Sampler, StopStringMatcher} from '../generation/sampling';
 import {decodeStep, GenerationState, prefill} from '../generation/state';
@@ -85,6 +87,10 @@ export interface SchedulerStats {
   tokens: number;
   /** Rows of the decode engine holding the slots now (engine slots only; 0 before the first join). */
   engineRows?: number;
+  /** Engine slots: engine rows computed with no sequence, summed over the steps. */
+  deadRows?: number;
+  /** Engine slots: engines built (the first, then each grow or shrink). */
+  engines?: number;
 }
 
 export const MAX_BATCH_LIMIT = 256;
@@ -178,7 +184,13 @@ export class Scheduler {
       queued: this.queue.length,
       steps: this.steps,
       tokens: this.tokens,
-      ...(this.slots != null ? {engineRows: this.slots.capacity} : {}),
+      ...(this.slots != null
+        ? {
+            engineRows: this.slots.capacity,
+            deadRows: this.slots.counters.deadRows,
+            engines: this.slots.counters.engines,
+          }
+        : {}),
     };
   }
 
@@ -226,6 +238,7 @@ export class Scheduler {
 
   private async loop(): Promise<void> {
     while (!this.closed && (this.rows.length > 0 || this.queue.length > 0)) {
+      if (this.slots != null) this.dropCancelled(this.slots);
       if (this.slots != null) this.admitSlots(this.slots);
       else this.admit();
       if (this.rows.length > 0) {
@@ -307,8 +320,10 @@ export class Scheduler {
     for (const p of taken) {
       const t = p.job.promptIds.length;
       let g = open.get(t);
+      // At most the rows whose logits head sums a row as it does alone (tunedAsOneRow): the first
+      // token is then the one the prompt gets alone.
       const fits = (rows: number) =>
-        rows * t <= PREFILL_BATCH_TOKENS && t <= defaultPrefillChunk(this.model.config, rows);
+        rows * t <= PREFILL_BATCH_TOKENS && t <= defaultPrefillChunk(this.model.config, rows) && tunedAsOneRow(rows);
       if (g == null || !fits(g.length + 1)) {
         g = [];
         groups.push(g);
@@ -342,9 +357,13 @@ export class Scheduler {
     }
   }
 
-  /** Engine slots: one step, drawn on the GPU; the rows that go on are fed their token in their slots. */
+  /**
+   * Engine slots: one step, queued ahead (slots.ts): the tokens of this step are drawn on the GPU
+   * and the step that feeds them is submitted before they come back, so the host judges them
+   * (text, stop, events) while the GPU runs it. A sequence that ends here, or whose request was
+   * cancelled, has been fed by that step as a dead row: it leaves now and emits nothing more.
+   */
   private async stepSlots(slots: SlotBatch): Promise<void> {
-    const V = this.model.config.vocab_size;
     const sampling = new Map<number, SlotSampling>();
     for (const s of this.rows) {
       const j = s.pending.job;
@@ -356,20 +375,22 @@ export class Scheduler {
         topP: j.topP,
       });
     }
-    const picks = await slots.pick(sampling);
-    // Logits on the host only for the rows that report logprobs (or all, where a row had nothing to
-    // draw: the host sampler then decides, as model.generate does).
-    const hostRows = picks == null ? this.rows : this.rows.filter((s) => s.pending.job.logprobs != null);
-    const host = hostRows.length > 0 ? await slots.logitsRows(hostRows.map((s) => s.slot)) : null;
-    const rowOf = new Map(hostRows.map((s, k) => [s, host!.subarray(k * V, (k + 1) * V)]));
+    const got = await slots.step(
+      sampling,
+      this.rows.filter((s) => s.pending.job.logprobs != null).map((s) => s.slot),
+    );
     const keep: Sequence[] = [],
       events: [Sequence, SequenceEvent][] = [];
+    const failed = new Set<Pending>();
     for (const s of this.rows) {
       const job = s.pending.job;
       if (job.signal?.aborted || this.closed) continue; // leaves the batch now
-      const row = rowOf.get(s);
-      const id = picks != null ? picks[s.slot] : s.sampler.next(row!, s.seen);
-      const ev = this.advanceSequence(s, id, row);
+      const id = got.ids.get(s.slot)!;
+      if (id < 0) {
+        failed.add(s.pending); // NaN logits: nothing to draw
+        continue;
+      }
+      const ev = this.advanceSequence(s, id, got.logits.get(s.slot));
       events.push([s, ev]);
       if (ev.finishReason == null) keep.push(s);
     }
@@ -377,10 +398,23 @@ export class Scheduler {
     this.tokens += events.length;
     const leaving = this.rows.filter((s) => !keep.includes(s));
     for (const s of leaving) slots.leave(s.slot);
-    // The next step is submitted before the events go out, so that sending overlaps the model's work.
-    if (keep.length > 0) slots.advance(new Map(keep.map((s) => [s.slot, s.seen[s.seen.length - 1]])));
-    this.rows = keep;
-    this.deliver(events, leaving);
+    this.rows = keep.filter((s) => !failed.has(s.pending));
+    for (const s of keep) if (failed.has(s.pending)) slots.leave(s.slot);
+    this.deliver(
+      events.filter(([s]) => !failed.has(s.pending)),
+      leaving.filter((s) => !failed.has(s.pending)),
+    );
+    for (const p of failed) p.reject(new Error('sampling: logits are empty or all NaN'));
+    slots.settle();
+  }
+
+  /** Engine slots: the sequences whose request was cancelled leave at this boundary, before the next step (no event). */
+  private dropCancelled(slots: SlotBatch): void {
+    const gone = this.rows.filter((s) => s.pending.job.signal?.aborted);
+    if (gone.length === 0) return;
+    for (const s of gone) slots.leave(s.slot);
+    this.rows = this.rows.filter((s) => !gone.includes(s));
+    this.deliver([], gone);
   }
 
   /** A sequence's new token: its text, stop checks and logprobs; the event it makes. */

@@ -11,6 +11,7 @@
  */
 
 import {maxPieceBytes, vocabSplit} from '../../layers/vocab_split';
+import {fusedForwardConfig} from '../../src/engines/webgpu_prefill';
 import {RecurrentGemmaForCausalLM} from '../../src/model';
 import {tf} from '../../src/tf';
 import {initNodeWebGPU} from '../../src/webgpu_node';
@@ -27,9 +28,14 @@ describeWebGPU('golden parity on webgpu (tiny-a)', () => {
   beforeAll(async () => {
     await initNodeWebGPU();
     expect(tf.getBackend()).toBe('webgpu');
+    // The tfjs ops on webgpu (forward's fused engine: fused_forward.webgpu.test.ts).
+    fusedForwardConfig.enabled = false;
     model = await RecurrentGemmaForCausalLM.fromPretrained(DIR);
   });
-  afterAll(() => model?.dispose());
+  afterAll(() => {
+    fusedForwardConfig.enabled = null;
+    model?.dispose();
+  });
 
   // Reads are async: webgpu in Node cannot read device data synchronously.
   test(`logits within ${TOL.logits.toExponential()} and every hidden state within ${TOL.hidden.toExponential()} relative error`, async () => {

@@ -3,15 +3,19 @@
  * (src/serve/slots.ts): rows join (FusedDecoder.importRow) and leave (the slot is freed) at any
  * step, tokens are drawn on the GPU, and each request still gets the tokens that model.generate
  * gives it alone on the same backend (greedy and seeded, n > 1), its logprobs are those of its own
- * logits, and a cancelled stream frees its slot. tiny-a with the tiny tokenizer; at most 4 rows,
- * so every engine uses the same tuning (src/engines/webgpu_decode/tuning.ts) as one row.
+ * logits, and a cancelled stream frees its slot. tiny-a with the tiny tokenizer. Up to 4 rows
+ * the slots' engines sum a row as generate's one-row engine does (src/engines/webgpu_decode/
+ * tuning.ts), so the reference is model.generate; at 8 rows they are tuned as for 8 rows
+ * (FusedDecoderOptions.tuningRows), and the reference is each request alone on such a scheduler,
+ * through grows 1 -> 8 and a shrink.
  */
 import * as path from 'path';
 import {FusedDecoder, fusedDecoderFor} from '../../src/engines/webgpu_decode';
 import {decodeStep, prefill} from '../../src/generation/state';
 import {RecurrentGemmaForCausalLM} from '../../src/model';
 import {type Job, Scheduler, type SequenceEvent} from '../../src/serve/scheduler';
-import {checkMaxBatch, slotBuckets} from '../../src/serve/slots';
+import {startServer} from '../../src/serve/server';
+import {checkMaxBatch, SHRINK_AFTER, slotBuckets} from '../../src/serve/slots';
 import {tf} from '../../src/tf';
 import {GemmaTokenizer} from '../../src/tokenizer';
 import {initNodeWebGPU} from '../../src/webgpu_node';
@@ -90,6 +94,66 @@ describeWebGPU('serve scheduler on webgpu (engine slots)', () => {
     }
   }, 900_000);
 
+  test('tuningRows: a row of an 8-row engine has the bits of the same row alone (the default tuning differs)', async () => {
+    // Wide enough that the GEMV threads matter: 768 inputs are 192 vec4 slots, which 128 threads
+    // sum as (s + s+128) + s+64 and 64 threads as (s + s+64) + s+128. Weights: the model's random init.
+    const wide = new RecurrentGemmaForCausalLM({
+      vocab_size: 300,
+      hidden_size: 768,
+      lru_width: 256,
+      intermediate_size: 512,
+      num_attention_heads: 4,
+      num_key_value_heads: 1,
+      num_hidden_layers: 2,
+      attention_window_size: 8,
+      block_types: ['recurrent', 'attention'],
+    });
+    const B = 8,
+      steps = 3;
+    const ids = (r: number, k: number) => (r * 37 + k * 11 + 5) % 300;
+    /** Logits per step of rows [0, B) run in one engine made by make(B), and each row in its own make(1). */
+    const run = async (make: (b: number) => FusedDecoder) => {
+      const together: Float32Array[] = [];
+      const eng = make(B);
+      for (let k = 0; k < steps; k++) {
+        const l = eng.step(
+          Array.from({length: B}, (_, r) => ids(r, k)),
+          Array(B).fill(k),
+        );
+        together.push((await l.data()) as Float32Array);
+        l.dispose();
+      }
+      eng.dispose();
+      const alone: Float32Array[][] = [];
+      for (let r = 0; r < B; r++) {
+        const one = make(1);
+        alone.push([]);
+        for (let k = 0; k < steps; k++) {
+          const l = one.step([ids(r, k)], [k]);
+          alone[r].push((await l.data()) as Float32Array);
+          l.dispose();
+        }
+        one.dispose();
+      }
+      const V = 300;
+      let same = true;
+      for (let r = 0; r < B; r++)
+        for (let k = 0; k < steps; k++) {
+          const a = together[k].subarray(r * V, (r + 1) * V);
+          if (!a.every((x, i) => Object.is(x, alone[r][k][i]))) same = false;
+        }
+      return same;
+    };
+    try {
+      expect(await run((b) => new FusedDecoder(wide, b, {tuningRows: B}))).toBe(true);
+      // Without the option a 1-row engine takes 128 GEMV threads and an 8-row one 64: other sums.
+      expect(await run((b) => new FusedDecoder(wide, b))).toBe(false);
+      expect(() => new FusedDecoder(wide, 4, {tuningRows: 2})).toThrow(/tuningRows must be an integer in \[4, 1024\]/);
+    } finally {
+      wide.dispose();
+    }
+  }, 900_000);
+
   test('--max-batch: past the engine rows (32) refused in one line; 4 rows fit', async () => {
     await expect(checkMaxBatch(model, 33)).rejects.toThrow(
       /^--max-batch 33: the webgpu decode engine holds at most 32 sequences$/,
@@ -147,6 +211,117 @@ describeWebGPU('serve scheduler on webgpu (engine slots)', () => {
     expect(sched.stats.steps).toBeLessThan(got.flat(2).length);
     for (let i = 0; i < jobs.length; i++) expect(got[i]).toEqual(await alone(jobs[i]));
     await sched.close();
+  }, 900_000);
+
+  /** The request's tokens run alone on a scheduler of `maxBatch` slots (choice by choice). */
+  async function aloneOn(maxBatch: number, j: JobSpec): Promise<number[][]> {
+    const sched = new Scheduler(model, tok, {maxBatch, maxQueue: 1, eosIds: []});
+    const out: number[][] = Array.from({length: j.n}, () => []);
+    await sched.submit({...j, onEvent: (ev) => out[ev.choice].push(ev.tokenId)});
+    expect(sched.stats.engineRows).toBe(j.n);
+    await sched.close();
+    return out;
+  }
+
+  test('8 rows: joins and leaves at different steps, a queued job, grows and a shrink: each request as alone', async () => {
+    // Rows: 0 first; 1, 2 after its second token; 3 (n = 2), 4, 5 (n = 2) after 1's first token
+    // (8 rows); 6 queued until a row frees; the short ones end, 0 and 6 go on in 2 rows.
+    const spec = [
+      {n: 1, maxTokens: 40, temperature: 0},
+      {n: 1, maxTokens: 4, temperature: 0.9, topP: 0.8},
+      {n: 1, maxTokens: 5, temperature: 0},
+      {n: 2, maxTokens: 6, temperature: 0.9, topP: 0.8},
+      {n: 1, maxTokens: 3, temperature: 0.7},
+      {n: 2, maxTokens: 7, temperature: 0},
+      {n: 1, maxTokens: 25, temperature: 0.8, topP: 0.9},
+    ];
+    const jobs: JobSpec[] = spec.map((x, i) => ({
+      ...x,
+      promptIds: promptOf(tok.bosId, 10 + i),
+      seed: 70 + i,
+      stop: [],
+      logprobs: null,
+    }));
+    const sched = new Scheduler(model, tok, {maxBatch: 8, maxQueue: 8, eosIds: []});
+    const got: number[][][] = jobs.map((j) => Array.from({length: j.n}, () => []));
+    let most = 0;
+    const run = (i: number, onEvent?: () => void) =>
+      sched.submit({
+        ...jobs[i],
+        onEvent: (ev) => {
+          got[i][ev.choice].push(ev.tokenId);
+          most = Math.max(most, sched.stats.engineRows ?? 0);
+          onEvent?.();
+        },
+      });
+    const later: Promise<void>[] = [];
+    let second = false;
+    const first = run(0, () => {
+      if (got[0][0].length === 2)
+        later.push(
+          run(1, () => {
+            if (!second) {
+              second = true;
+              later.push(run(3), run(4), run(5), run(6));
+            }
+          }),
+          run(2),
+        );
+    });
+    await first;
+    await Promise.all(later);
+    expect(later).toHaveLength(6);
+    expect(most).toBe(8);
+    const st = sched.stats;
+    expect(st.busy).toBe(0);
+    // Grown to 8 rows, then shrunk once 0 and 6 fitted in 2 rows for SHRINK_AFTER steps.
+    expect(st.engineRows).toBeLessThanOrEqual(2);
+    expect(st.engines).toBeGreaterThanOrEqual(3);
+    expect(st.deadRows).toBeGreaterThan(0);
+    expect(SHRINK_AFTER).toBeLessThan(25);
+    await sched.close();
+    for (let i = 0; i < jobs.length; i++) {
+      expect(got[i].map((c) => c.length)).toEqual(Array(jobs[i].n).fill(jobs[i].maxTokens));
+      expect(got[i]).toEqual(await aloneOn(8, jobs[i]));
+    }
+  }, 1_800_000);
+
+  test('8 rows through the server: streaming = non-streaming = alone, concurrently', async () => {
+    const srv = await startServer({model, tok, modelId: 'tiny', port: 0, maxBatch: 8, maxQueue: 16});
+    try {
+      const ask = async (i: number, stream: boolean) => {
+        const body = {
+          model: 'tiny',
+          prompt: promptOf(tok.bosId, 20 + (i % 4)),
+          max_tokens: 6 + (i % 4),
+          temperature: i % 2 === 0 ? 0 : 0.8,
+          top_p: 0.9,
+          seed: 5 + (i % 4),
+          stream,
+        };
+        const res = await fetch(`${srv.url}/v1/completions`, {
+          method: 'POST',
+          headers: {'Content-Type': 'application/json'},
+          body: JSON.stringify(body),
+        });
+        expect(res.status).toBe(200);
+        if (!stream) return ((await res.json()) as {choices: {text: string}[]}).choices[0].text;
+        let text = '';
+        for (const line of (await res.text()).split('\n\n')) {
+          const data = line.replace(/^data: /, '');
+          if (data === '' || data === '[DONE]') continue;
+          text += (JSON.parse(data) as {choices: {text: string}[]}).choices[0]?.text ?? '';
+        }
+        return text;
+      };
+      // 8 at once: prompts 0..3 streamed and not.
+      const texts = await Promise.all(Array.from({length: 8}, (_, i) => ask(i, i >= 4)));
+      for (let i = 0; i < 4; i++) expect(texts[i + 4]).toBe(texts[i]);
+      // Alone, one after the other.
+      for (let i = 0; i < 4; i++) expect(await ask(i, false)).toBe(texts[i]);
+    } finally {
+      await srv.close();
+    }
   }, 900_000);
 
   test('a cancelled stream frees its slot at the next step; a queued job takes it', async () => {

@@ -9,6 +9,7 @@
  *   eng.stepAhead([8], (enc, stepBuf, at) => enc.clearBuffer(stepBuf, at, 4));   // ids written on the GPU (here: token 0)
  *   const layers = eng.exportLayers();           // engine buffers -> new GenerationState tensors
  *   eng.importRow(0, state.layers);              // one row of a state into row 0, the other rows untouched
+ *   const wide = new FusedDecoder(model, 2, {tuningRows: 8});   // rows summed as in an 8-row engine
  *
  * It binds the model's weight tensors' own GPU buffers (tfjs-backend-webgpu's tensorMap resource;
  * nothing copied but the few small vectors packed per layer), and owns the decoding state: per
@@ -58,6 +59,17 @@ export interface DispatchTiming {
   bytes: number;
 }
 
+/** Options of an engine. */
+export interface FusedDecoderOptions {
+  /**
+   * Build the kernels as for an engine of this many rows (>= B; default B): the GEMV threads and
+   * load width and the RG-LRU input slices are those of tuningRows rows, so that each row's sums
+   * run in the same order whatever B. Engines of 1..tuningRows rows made with the same value then
+   * give a row bit for bit the same logits and state (src/serve holds its batch in such engines).
+   */
+  tuningRows?: number;
+}
+
 const pipelineCache = new WeakMap<GPUDevice, Map<string, GPUComputePipeline>>();
 
 export class FusedDecoder {
@@ -96,11 +108,16 @@ export class FusedDecoder {
   /** The GenerationState whose layers live in this engine now (see src/generation/state.ts). */
   owner: {detachFused(): void} | null = null;
 
+  /** The rows the kernels were tuned for (see FusedDecoderOptions). */
+  readonly tuningRows: number;
+
   constructor(
     readonly model: DecodeModelView,
     B: number,
+    opts: FusedDecoderOptions = {},
   ) {
     this.B = B;
+    this.tuningRows = opts.tuningRows ?? B;
     this.backend = webgpuBackend();
     this.device = this.backend.device;
     const c = model.config;
@@ -116,16 +133,21 @@ export class FusedDecoder {
       // Pre-encoded copies that pack small per-layer vectors (biases, conv taps).
       const encoder = this.device.createCommandEncoder();
       const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
-      const plan = buildPlan(model, B, {
-        limits: this.device.limits,
-        encoder,
-        own: (floats) => {
-          const b = this.device.createBuffer({size: Math.max(16, Math.ceil((floats * 4) / 16) * 16), usage});
-          this.owned.push(b);
-          return b;
+      const plan = buildPlan(
+        model,
+        B,
+        {
+          limits: this.device.limits,
+          encoder,
+          own: (floats) => {
+            const b = this.device.createBuffer({size: Math.max(16, Math.ceil((floats * 4) / 16) * 16), usage});
+            this.owned.push(b);
+            return b;
+          },
+          weight: (get) => this.buf(get),
         },
-        weight: (get) => this.buf(get),
-      });
+        {tuningRows: this.tuningRows},
+      );
       this.step_ = plan.stepLayout;
       this.stepBuf = plan.stepBuf;
       this.logitsBuf = plan.logitsBuf;

@@ -16,11 +16,11 @@ import {FusedDecoder} from './engine';
 import type {DecodeModelView} from './model_view';
 import {webgpuBackend} from './tfjs_webgpu';
 
-export type {Dispatch, DispatchTiming, PrefillTarget} from './engine';
+export type {Dispatch, DispatchTiming, FusedDecoderOptions, PrefillTarget} from './engine';
 export {FusedDecoder} from './engine';
 export type {DecodeModelView} from './model_view';
 export type {AttentionBuffers, LayerBuffers, RecurrentBuffers} from './plan';
-export {fusedTuning} from './tuning';
+export {fusedTuning, tunedAsOneRow} from './tuning';
 
 /**
  * enabled: null = env GRIFFIN_FUSED_DECODE (0/false/off: off; unset or anything else: on).

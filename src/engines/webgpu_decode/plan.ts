@@ -54,6 +54,7 @@ import {
   gemvReduceFloats,
   gemvRows,
   gemvSource,
+  gemvSplitGroup,
   RgLruBinding,
   RopeBinding,
   rgLruGrid,
@@ -160,6 +161,17 @@ interface Ctx {
   /** GEMV threads per workgroup and most rows per workgroup. */
   readonly T: number;
   readonly maxR: number;
+  /** The rows whose tuning (GEMV threads and load width, RG-LRU slices) the plan takes (default B). */
+  readonly tuneB: number;
+}
+
+/** Options of a plan. */
+export interface PlanOptions {
+  /**
+   * Tune every kernel as for an engine of this many rows (>= B): a row's sums then run in the same
+   * order for every B planned with the same value (see FusedDecoderOptions.tuningRows).
+   */
+  tuningRows?: number;
 }
 
 type Bindings<N extends string> = Record<N, GPUBuffer>;
@@ -284,15 +296,20 @@ function gemvDispatch(
   const P = spec.mode === 'geglu' ? 2 : 1;
   const reduce = gemvReduce();
   let R = ctx.maxR;
-  const fits = (r: number) =>
-    r * P * spec.B <= 32 &&
+  const fitsRows = (r: number, rows: number) =>
+    r * P * rows <= 32 &&
     spec.segments.every((n) => n % r === 0) &&
-    gemvReduceFloats(r * P * spec.B + (spec.norm ? spec.B : 0), T, reduce) * 4 <= limit.maxComputeWorkgroupStorageSize;
+    gemvReduceFloats(r * P * rows + (spec.norm ? rows : 0), T, reduce) * 4 <= limit.maxComputeWorkgroupStorageSize;
+  const fits = (r: number) => fitsRows(r, spec.B);
   while (R > 1 && !fits(R)) R = R >> 1;
   if (!fits(R)) throw new Error(`fused decode: no GEMV tiling for ${name}`);
   const compact = fmt.dtype !== 'float32';
   const U = gemvUnroll(spec.B, compact),
-    words = gemvWords(fmt, spec.IN, T, spec.B);
+    words = gemvWords(fmt, spec.IN, T, ctx.tuneB);
+  // The split reduction's threads per value as for tuneB rows: a row's sums then run in one order
+  // whatever B (see tunedAsOneRow).
+  let Rt = ctx.maxR;
+  while (Rt > 1 && !fitsRows(Rt, ctx.tuneB)) Rt = Rt >> 1;
   const full: GemvSpec = {
     ...spec,
     R,
@@ -300,6 +317,7 @@ function gemvDispatch(
     U,
     words,
     reduce,
+    splitGroup: gemvSplitGroup(Rt * P * ctx.tuneB + (spec.norm ? ctx.tuneB : 0), T),
     lazyX: gemvLazyX(spec.B, U, R * P),
     magic: gemvMagicUnpack(),
   };
@@ -371,7 +389,8 @@ function recurrentDispatches(
     rg.recurrent_gate_bias.read(),
     rg.recurrent_param.read(),
   ]);
-  const rspec = rgLruPlan(B, e, H, w, ctx.step, host.limits.maxComputeWorkgroupStorageSize);
+  // The input slices that fit tuneB rows (they fit B <= tuneB rows too).
+  const rspec = {...rgLruPlan(ctx.tuneB, e, H, w, ctx.step, host.limits.maxComputeWorkgroupStorageSize), B};
   const lru = dispatch<RgLruBinding>(
     `L${li}.rglru`,
     rgLruSource(rspec),
@@ -562,8 +581,11 @@ function argmaxDispatches(ctx: Ctx): {argmax: PlannedDispatch[]; idsBuf: GPUBuff
 }
 
 /** The whole step for b rows; throws (before allocating) when a shape does not fit the device's limits. */
-export function buildPlan(view: DecodeModelView, B: number, host: PlanHost): DecodePlan {
+export function buildPlan(view: DecodeModelView, B: number, host: PlanHost, opts: PlanOptions = {}): DecodePlan {
   const c = view.config;
+  const tuneB = opts.tuningRows ?? B;
+  if (!Number.isInteger(tuneB) || tuneB < B || tuneB > 1024)
+    throw new Error(`fused decode: tuningRows must be an integer in [${B}, 1024] (the rows), got ${tuneB}`);
   const d = c.hidden_size,
     e = c.lru_width,
     m = c.intermediate_size / 2,
@@ -597,7 +619,7 @@ export function buildPlan(view: DecodeModelView, B: number, host: PlanHost): Dec
     step: own(step.words),
     logits: own(B * V),
   };
-  const ctx: Ctx = {view, host, B, buf, step, attn, T: gemvThreads(B), maxR: gemvMaxRows()};
+  const ctx: Ctx = {view, host, B, buf, step, attn, T: gemvThreads(tuneB), maxR: gemvMaxRows(), tuneB};
 
   const dispatches = embeddingDispatches(ctx, view.embed);
   const layers: LayerBuffers[] = [];

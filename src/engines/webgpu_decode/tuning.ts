@@ -120,6 +120,16 @@ export function fusedRope(): boolean {
   return (fusedTuning.rope || envChoice('GRIFFIN_FUSED_ROPE', ['separate', 'fused']) || 2) === 2;
 }
 
+/**
+ * Whether an engine of B rows sums each row as a one-row engine does: the same GEMV threads and
+ * load width (the only choices of the head that depend on B; its other choices only change which
+ * workgroup computes a row). Strides per trip do not change a row's order (each thread adds its
+ * slots in order whatever the unroll).
+ */
+export function tunedAsOneRow(B: number): boolean {
+  return gemvThreads(B) === gemvThreads(1) && B > 4 === 1 > 4;
+}
+
 /** Ring slots per attention workgroup (default 16): short chunks spread a short context over more of the GPU. */
 export function attnChunkSlots(): number {
   return fusedTuning.chunk || envInt('GRIFFIN_FUSED_CHUNK') || 16;

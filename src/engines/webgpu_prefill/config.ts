@@ -1,7 +1,9 @@
 /**
- * The fused prefill engine's switches: whether prefill uses it, and the bounds of its chunks.
- *   import {fusedPrefillConfig} from './config';
+ * The fused prefill engine's switches: whether prefill uses it, and the bounds of its chunks;
+ * whether forward / predict use it on webgpu, and the bound of its all-rows head's scratch.
+ *   import {fusedForwardConfig, fusedPrefillConfig} from './config';
  *   fusedPrefillConfig.enabled = false;   // or env GRIFFIN_FUSED_PREFILL=0: tfjs ops instead (on by default)
+ *   fusedForwardConfig.enabled = false;   // or env GRIFFIN_FUSED_FORWARD=0: forward on tfjs ops (on by default)
  */
 
 /**
@@ -20,5 +22,23 @@ export const fusedPrefillConfig: {enabled: boolean | null; maxChunk: number; max
 export function fusedPrefillEnabled(): boolean {
   if (fusedPrefillConfig.enabled != null) return fusedPrefillConfig.enabled;
   const v = typeof process !== 'undefined' ? process.env?.GRIFFIN_FUSED_PREFILL : undefined;
+  return v == null || !['0', 'false', 'off'].includes(v.toLowerCase());
+}
+
+/**
+ * enabled: null = env GRIFFIN_FUSED_FORWARD (0/false/off: off; unset or anything else: on); forward
+ * also needs the prefill engine on (fusedPrefillEnabled). headBytes: the most bytes of logits one
+ * slice of the all-rows head computes before they are copied out (its scratch; at least 64 rows'
+ * worth whatever it says); bounds [1 MiB, 2 GiB].
+ */
+export const fusedForwardConfig: {enabled: boolean | null; headBytes: number} = {
+  enabled: null,
+  headBytes: 256 * 2 ** 20,
+};
+
+export function fusedForwardEnabled(): boolean {
+  if (!fusedPrefillEnabled()) return false;
+  if (fusedForwardConfig.enabled != null) return fusedForwardConfig.enabled;
+  const v = typeof process !== 'undefined' ? process.env?.GRIFFIN_FUSED_FORWARD : undefined;
   return v == null || !['0', 'false', 'off'].includes(v.toLowerCase());
 }

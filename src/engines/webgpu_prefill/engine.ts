@@ -9,6 +9,8 @@
  *   import {fusedDecoderFor} from '../webgpu_decode';
  *   const pre = new FusedPrefill(fusedDecoderFor(model, 1)!, 512);   // chunks of up to 512 steps
  *   const logits = pre.run([[2, 651, 6037]], [[0, 1, 2]], true);     // [b, V] after the last step (the caller owns it)
+ *   const all = pre.device.createBuffer({size: 3 * model.config.vocab_size * 4, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST});
+ *   pre.runAll([[2, 651, 6037]], [[0, 1, 2]], {out: all, total: 3, start: 0});   // every step's logits into [b, total, V]
  *
  * The state a chunk starts from is whatever the decode engine holds (import a GenerationState's
  * layers first, or clearState for a fresh one); after it, the engine's ring pointers have moved on
@@ -22,17 +24,36 @@ import type * as tf from '@tensorflow/tfjs';
 import type {Dispatch, DispatchTiming, FusedDecoder} from '../webgpu_decode';
 import {wgslBindings} from '../webgpu_decode/shaders';
 import {flushTf, gpuBufferOf, type WebGPUBackendLike, webgpuBackend} from '../webgpu_decode/tfjs_webgpu';
+import {fusedForwardConfig} from './config';
 import type {GridFn, PrefillDispatch} from './context';
+import {buildFullHead, type FullHead, fullHeadRows, HEAD_DIMS_STRIDE} from './head_plan';
 import {buildPrefillPlan, type PrefillPlan} from './plan';
 import {DIMS, DIMS_WORDS} from './shaders/dims';
+import {matmulSubgroupSize} from './shaders/matmul';
+
+interface Made {
+  pipeline: GPUComputePipeline;
+  bind: GPUBindGroup;
+  grid: GridFn;
+}
 
 interface Encoded {
   name: string;
   bytes: number;
   planned: PrefillDispatch;
-  /** Pipelines and bind groups of the planned source ('') and its variants, by key (made on first use). */
-  made: Map<string, {pipeline: GPUComputePipeline; bind: GPUBindGroup; grid: GridFn}>;
+  /** Pipelines and bind groups of the planned source ('') and its variants (one or two dispatches), by key (made on first use). */
+  made: Map<string, Made[]>;
 }
+
+/** Where runAll writes: logits [b, total, V] in `out`, this chunk's steps from step `start` of each row. */
+export interface AllLogits {
+  out: GPUBuffer;
+  total: number;
+  start: number;
+}
+
+/** A binding's byte range (the rest are bound whole). */
+type Ranges = Partial<Record<string, {offset: number; size: number}>>;
 
 const pipelineCache = new WeakMap<GPUDevice, Map<string, GPUComputePipeline>>();
 
@@ -51,6 +72,8 @@ export class FusedPrefill {
   /** cos then sin of each position in [0, ropeCached), half values each. */
   private ropeTable = new Float32Array(0);
   private ropeCached = 0;
+  /** The all-rows head (runAll), planned on first use; its pipelines and bind groups per dispatch. */
+  private full: {head: FullHead; made: Map<string, Made[]>[]} | null = null;
   private disposed = false;
   /** Set when the device reported an error about this engine's pipelines or bindings. */
   failed: string | null = null;
@@ -75,6 +98,7 @@ export class FusedPrefill {
       this.plan = buildPrefillPlan(decoder.model, this.B, capacity, decoder.prefillTarget(), {
         limits: this.device.limits,
         encoder,
+        subgroupSize: matmulSubgroupSize(this.device),
         own: (floats) => {
           const b = this.device.createBuffer({size: Math.max(16, Math.ceil((floats * 4) / 16) * 16), usage});
           this.owned.push(b);
@@ -121,7 +145,22 @@ export class FusedPrefill {
    * with `logits`, returns the logits [b, V] after each row's last step (a new tensor), else null.
    */
   run(ids: number[][], positions: number[][], logits: boolean): tf.Tensor | null {
-    return this.encode(ids, positions, logits, null);
+    return this.encode(ids, positions, logits, null, null);
+  }
+
+  /**
+   * One chunk (advancing the state like run()) with every step's logits: final norm + head + soft
+   * cap over all b t rows (head_plan.ts), in slices of fusedForwardConfig.headBytes of logits,
+   * each slice's rows copied to row (r total + start + j) of `into.out` [b, total, V].
+   */
+  runAll(ids: number[][], positions: number[][], into: AllLogits): void {
+    const V = this.decoder.model.config.vocab_size;
+    const t = ids[0]?.length ?? 0;
+    if (!(Number.isInteger(into.start) && into.start >= 0 && into.start + t <= into.total)) {
+      throw new Error(`fused prefill: steps ${into.start}..${into.start + t} outside the output's ${into.total}`);
+    }
+    if (into.out.size < this.B * into.total * V * 4) throw new Error('fused prefill: the logits buffer is too small');
+    this.encode(ids, positions, false, null, into);
   }
 
   /**
@@ -136,8 +175,9 @@ export class FusedPrefill {
     if (!this.device.features.has('timestamp-query')) {
       return {logits: this.run(ids, positions, true)!, timings: null};
     }
-    const names = [...this.dispatches.map((d) => d.name), ...this.decoder.headDispatches.map(() => 'head')];
-    const bytes = [...this.dispatches.map((d) => d.bytes), ...this.decoder.headDispatches.map((d) => d.bytes)];
+    const list = this.dispatchList(this.B * ids[0].length, ids[0].length);
+    const names = [...list.map((d) => d.name), ...this.decoder.headDispatches.map(() => 'head')];
+    const bytes = [...list.map((d) => d.bytes), ...this.decoder.headDispatches.map((d) => d.bytes)];
     const n = names.length;
     const querySet = this.device.createQuerySet({type: 'timestamp', count: 2 * n});
     const resolve = this.device.createBuffer({
@@ -145,7 +185,7 @@ export class FusedPrefill {
       usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
     });
     const read = this.device.createBuffer({size: 16 * n, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST});
-    const logits = this.encode(ids, positions, true, {querySet, resolve, read, n})!;
+    const logits = this.encode(ids, positions, true, {querySet, resolve, read, n}, null)!;
     await read.mapAsync(GPUMapMode.READ);
     const t = new BigUint64Array(read.getMappedRange().slice(0));
     read.unmap();
@@ -160,6 +200,7 @@ export class FusedPrefill {
     positions: number[][],
     wantLogits: boolean,
     prof: {querySet: GPUQuerySet; resolve: GPUBuffer; read: GPUBuffer; n: number} | null,
+    all: AllLogits | null,
   ): tf.Tensor | null {
     this.check();
     const B = this.B,
@@ -201,10 +242,7 @@ export class FusedPrefill {
     }
     flushTf(this.backend);
     const enc = this.device.createCommandEncoder();
-    const list: Dispatch[] = this.dispatches.map((x) => {
-      const v = this.variantOf(x, M);
-      return {pipeline: v.pipeline, bind: v.bind, grid: v.grid(M, t), name: x.name, bytes: x.bytes};
-    });
+    const list = this.dispatchList(M, t);
     const head = wantLogits ? this.decoder.headDispatches : [];
     const passOf = (i: number) =>
       enc.beginComputePass(
@@ -230,6 +268,7 @@ export class FusedPrefill {
       if (!prof) pass!.end();
     };
     encodeAll(list, 0);
+    if (all != null) this.encodeAllRows(enc, M, t, all);
     let out: tf.Tensor | null = null;
     if (wantLogits) {
       // Each row's last step into the decode engine's x, then its final norm + head.
@@ -246,6 +285,90 @@ export class FusedPrefill {
     q.submit([enc.finish()]);
     this.decoder.adoptPrefill(t);
     return out;
+  }
+
+  /**
+   * The all-rows head after a chunk of M rows (t per batch row): per slice of S rows its
+   * dispatches (x and dims bound at the slice), then the slice's rows copied into `all.out`.
+   */
+  private encodeAllRows(enc: GPUCommandEncoder, M: number, t: number, all: AllLogits): void {
+    const c = this.decoder.model.config;
+    const V = c.vocab_size,
+      d = c.hidden_size;
+    if (this.full == null) {
+      const hb = fusedForwardConfig.headBytes;
+      if (!(Number.isFinite(hb) && hb >= 2 ** 20 && hb <= 2 ** 31)) {
+        throw new Error(`fusedForwardConfig.headBytes must be in [1 MiB, 2 GiB], got ${hb}`);
+      }
+      const lim = this.device.limits;
+      const most = Math.min(hb, lim.maxStorageBufferBindingSize, lim.maxBufferSize);
+      const S = fullHeadRows(V, most, this.B * this.capacity);
+      this.device.pushErrorScope('validation');
+      let head: FullHead;
+      try {
+        head = buildFullHead(this.plan.ctx, S);
+      } finally {
+        this.watch(this.device.popErrorScope());
+      }
+      this.full = {head, made: head.dispatches.map(() => new Map())};
+    }
+    const {head, made} = this.full;
+    const S = head.rows,
+      slices = Math.ceil(M / S);
+    const words = new Uint32Array((slices * HEAD_DIMS_STRIDE) / 4);
+    for (let k = 0; k < slices; k++) words[(k * HEAD_DIMS_STRIDE) / 4] = Math.min(S, M - k * S);
+    this.device.queue.writeBuffer(head.dims, 0, words);
+    const xBytes = this.plan.x.size;
+    for (let k = 0; k < slices; k++) {
+      const a = k * S,
+        n = Math.min(S, M - a);
+      const ranges: Ranges = {
+        x: {offset: a * d * 4, size: Math.min(S * d * 4, xBytes - a * d * 4)},
+        dims: {offset: k * HEAD_DIMS_STRIDE, size: 16},
+      };
+      const pass = enc.beginComputePass();
+      head.dispatches.forEach((x, i) => {
+        const v = x.variant?.(n) ?? {key: '', code: x.code, grid: x.grid};
+        const key = `${v.key}|${k}`;
+        let ms = made[i].get(key);
+        if (ms == null) {
+          this.device.pushErrorScope('validation');
+          try {
+            // One dispatch, or two for a split-K variant (its own bindings: the partial sums).
+            ms = [v, ...(v.after ? [v.after] : [])].map((p) => ({
+              ...this.pipelineAndBind(p.code, x, p.bindings, ranges),
+              grid: p.grid,
+            }));
+          } finally {
+            this.watch(this.device.popErrorScope());
+          }
+          made[i].set(key, ms);
+        }
+        for (const m of ms) {
+          const g = m.grid(n, t);
+          pass.setPipeline(m.pipeline);
+          pass.setBindGroup(0, m.bind);
+          pass.dispatchWorkgroups(g[0], g[1], g[2]);
+        }
+      });
+      pass.end();
+      // The slice's rows, batch row by batch row, to their places in [b, total, V].
+      for (let r = Math.floor(a / t); r * t < a + n; r++) {
+        const j0 = Math.max(a - r * t, 0),
+          j1 = Math.min(a + n - r * t, t);
+        const dst = (r * all.total + all.start + j0) * V * 4;
+        enc.copyBufferToBuffer(head.out, (r * t + j0 - a) * V * 4, all.out, dst, (j1 - j0) * V * 4);
+      }
+    }
+  }
+
+  /** Marks the engine failed if the device reported an error in this scope. */
+  private watch(scope: Promise<GPUError | null>): void {
+    void scope.then((err) => {
+      if (err == null) return;
+      this.failed = err.message;
+      console.error(`fused WebGPU prefill disabled: ${err.message}`);
+    });
   }
 
   /** RoPE's table for the chunk's positions: per token row half cos then half sin. */
@@ -289,16 +412,33 @@ export class FusedPrefill {
     if (this.disposed) throw new Error('fused prefill: the engine has been disposed');
   }
 
+  /** The chunk's dispatches for M token rows, t steps per row (variants resolved; split-K's sums after their matmul). */
+  private dispatchList(M: number, t: number): Dispatch[] {
+    return this.dispatches.flatMap((x) =>
+      this.variantOf(x, M).map((v) => ({
+        pipeline: v.pipeline,
+        bind: v.bind,
+        grid: v.grid(M, t),
+        name: x.name,
+        bytes: x.bytes,
+      })),
+    );
+  }
+
   /**
-   * The pipeline and bind group for a chunk of M rows: the planned source, or its variant for M;
-   * made on first use (a short prompt never compiles the large tiles, nor a long one the small).
+   * The pipelines and bind groups for a chunk of M rows: the planned source, or its variant for M
+   * (one dispatch, or two: split-K's); made on first use (a short prompt never compiles the large
+   * tiles, nor a long one the small).
    */
-  private variantOf(x: Encoded, M: number): {pipeline: GPUComputePipeline; bind: GPUBindGroup; grid: GridFn} {
+  private variantOf(x: Encoded, M: number): Made[] {
     const v = x.planned.variant?.(M) ?? {key: '', code: x.planned.code, grid: x.planned.grid};
     let made = x.made.get(v.key);
     if (made == null) {
       this.device.pushErrorScope('validation');
-      made = {...this.pipelineAndBind(v.code, x.planned), grid: v.grid};
+      made = [v, ...(v.after ? [v.after] : [])].map((p) => ({
+        ...this.pipelineAndBind(p.code, x.planned, p.bindings),
+        grid: p.grid,
+      }));
       void this.device.popErrorScope().then((err) => {
         if (err == null) return;
         this.failed = err.message;
@@ -309,8 +449,14 @@ export class FusedPrefill {
     return made;
   }
 
-  /** The pipeline (cached per device and source) of `code` and a bind group of d's buffers for it. */
-  private pipelineAndBind(code: string, d: PrefillDispatch): {pipeline: GPUComputePipeline; bind: GPUBindGroup} {
+  /** The pipeline (cached per device and source) of `code` and a bind group of d's buffers (or `own`) for it. */
+  private pipelineAndBind(
+    code: string,
+    d: PrefillDispatch,
+    own?: PrefillDispatch['bindings'],
+    ranges: Ranges = {},
+  ): {pipeline: GPUComputePipeline; bind: GPUBindGroup} {
+    const bindings = own ?? d.bindings;
     let cache = pipelineCache.get(this.device);
     if (cache == null) pipelineCache.set(this.device, (cache = new Map()));
     let pipeline = cache.get(code);
@@ -324,12 +470,12 @@ export class FusedPrefill {
       cache.set(code, pipeline);
     }
     const names = wgslBindings(code);
-    const extra = Object.keys(d.bindings).filter((k) => !names.includes(k));
+    const extra = Object.keys(bindings).filter((k) => !names.includes(k));
     if (extra.length > 0) throw new Error(`fused prefill: ${d.name}: no binding named ${extra.join(', ')}`);
     const entries = names.map((name, i) => {
-      const buffer = d.bindings[name];
+      const buffer = bindings[name];
       if (buffer == null) throw new Error(`fused prefill: ${d.name}: binding ${i} (${name}) missing`);
-      return {binding: i, resource: {buffer}};
+      return {binding: i, resource: {buffer, ...ranges[name]}};
     });
     const bind = this.device.createBindGroup({layout: pipeline.getBindGroupLayout(0), entries, label: d.name});
     return {pipeline, bind};

@@ -15,7 +15,7 @@ import {fusedPrefillConfig, fusedPrefillEnabled} from './config';
 import {FusedPrefill} from './engine';
 import {rowFloats} from './plan';
 
-export {fusedPrefillConfig, fusedPrefillEnabled} from './config';
+export {fusedForwardConfig, fusedForwardEnabled, fusedPrefillConfig, fusedPrefillEnabled} from './config';
 export type {DispatchTiming} from './engine';
 export {FusedPrefill} from './engine';
 
