@@ -55,6 +55,7 @@ import {
   gemvReduceFloats,
   gemvRows,
   gemvSource,
+  gemvSplitGroup,
   RgLruBinding,
   RopeBinding,
   rgLruGrid,
@@ -301,15 +302,20 @@ function gemvDispatch(
   const P = spec.mode === 'geglu' ? 2 : 1;
   const reduce = gemvReduce();
   let R = ctx.maxR;
-  const fits = (r: number) =>
-    r * P * spec.B <= 32 &&
+  const fitsRows = (r: number, rows: number) =>
+    r * P * rows <= 32 &&
     spec.segments.every((n) => n % r === 0) &&
-    gemvReduceFloats(r * P * spec.B + (spec.norm ? spec.B : 0), T, reduce) * 4 <= limit.maxComputeWorkgroupStorageSize;
+    gemvReduceFloats(r * P * rows + (spec.norm ? rows : 0), T, reduce) * 4 <= limit.maxComputeWorkgroupStorageSize;
+  const fits = (r: number) => fitsRows(r, spec.B);
   while (R > 1 && !fits(R)) R = R >> 1;
   if (!fits(R)) throw new Error(`fused decode: no GEMV tiling for ${name}`);
   const compact = fmt.dtype !== 'float32';
   const U = gemvUnroll(spec.B, compact),
     words = gemvWords(fmt, spec.IN, T, ctx.tuneB);
+  // The split reduction's threads per value as for tuneB rows: a row's sums then run in one order
+  // whatever B (see tunedAsOneRow).
+  let Rt = ctx.maxR;
+  while (Rt > 1 && !fitsRows(Rt, ctx.tuneB)) Rt = Rt >> 1;
   const full: GemvSpec = {
     ...spec,
     R,
@@ -317,6 +323,7 @@ function gemvDispatch(
     U,
     words,
     reduce,
+    splitGroup: gemvSplitGroup(Rt * P * ctx.tuneB + (spec.norm ? ctx.tuneB : 0), T),
     lazyX: gemvLazyX(spec.B, U, R * P),
     magic: gemvMagicUnpack(),
   };

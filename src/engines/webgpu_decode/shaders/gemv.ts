@@ -56,6 +56,18 @@ export interface GemvSpec {
   lazyX?: boolean;
   /** int8 / int4: unpacked by the 2^23 trick (weights.ts slotLoad) instead of int-to-float conversions. */
   magic?: boolean;
+  /**
+   * 'split': threads per value (a power of 2 dividing T; default gemvSplitGroup of this spec's
+   * values). It alone sets the order of a value's sums: an engine fixes it for all batch sizes.
+   */
+  splitGroup?: number;
+}
+
+/** The split reduction's threads per value for NV values over T threads: the largest power of 2 with NV x it <= T (at least 1). */
+export function gemvSplitGroup(NV: number, T: number): number {
+  let GS = 1;
+  while (NV * GS * 2 <= T) GS *= 2;
+  return GS;
 }
 
 /** Workgroup floats of the reduction: NV values of T partials each (padded rows with 'split'). */
@@ -304,9 +316,9 @@ export function gemvSource(s: GemvSpec): string {
 
   const split = s.reduce === 'split';
   const TP = split ? T + 1 : T; // a value's row of partials in red
-  // split: GS threads per value (a power of 2, NV * G <= T where it can), each adding T / GS partials.
-  let GS = 1;
-  while (NV * GS * 2 <= T) GS *= 2;
+  // split: GS threads per value (a power of 2; by default NV * GS <= T where it can), each adding T / GS partials.
+  const GS = s.splitGroup ?? gemvSplitGroup(NV, T);
+  if (!(GS >= 1 && T % GS === 0 && (GS & (GS - 1)) === 0)) throw new Error(`gemv: ${GS} threads per value for ${T}`);
   const store = (v: number) => `red[${v * TP}u + t] = `;
   const reduce = split
     ? `
