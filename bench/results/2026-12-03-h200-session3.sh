@@ -23,5 +23,9 @@ for s in $steps; do case $s in
            [ -n "$W" ] && GRIFFIN_PREFILL_MM="$W" run prefill-f32-win 80 node $G --fused-prefill on --prefill-lens 2048,8192 --first-token-len 0 --reps 3 --out "$OUT/prefill-f32-win.json" ;;
   decode) run decode-bf16 70 node $G --batches 1,8 --fused on --prompt-len 128 --new-tokens 64 --raw-steps 64 --sampling greedy,0.8 --dtype bfloat16 --queued on --out "$OUT/decode-bf16.json" ;;
   big) run big-bf16 80 node $G --batches 16,32 --fused on --prompt-len 128 --new-tokens 32 --raw-steps 32 --sampling greedy --dtype bfloat16 --queued on --matmul-rows 16,0 --out "$OUT/big-bf16.json" ;;
+  # Run 3: decode after the GEMV changes' final defaults (bf16 b 1, 8; int8 and int4 b 1), prefill 8192 + first token.
+  decode3) run decode3-bf16 70 node $G --batches 1,8 --fused on --prompt-len 128 --new-tokens 64 --raw-steps 64 --sampling greedy,0.8 --dtype bfloat16 --queued on --out "$OUT/decode3-bf16.json"
+           for d in int8 int4; do run decode3-$d 110 node $G --batches 1 --fused on --prompt-len 128 --new-tokens 64 --raw-steps 64 --sampling greedy --dtype $d --queued on --out "$OUT/decode3-$d.json"; done ;;
+  prefill3) run prefill3-f32 90 node $G --fused-prefill on --prefill-lens 128,8192 --first-token-len 512 --reps 3 --out "$OUT/prefill3-f32.json" ;;
 esac; done
 echo "total $(( $(date +%s) - t0 )) s"
