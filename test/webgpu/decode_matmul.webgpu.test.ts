@@ -117,6 +117,10 @@ describeWebGPU('fused decode: weight products as tiled matmuls past 16 tuning ro
     fusedDecodeConfig.enabled = null;
     decodeMatmulConfig.rows = 0;
   });
+  // The threshold these cases test (the default is 32): 16 and 20 rows take the matmul path.
+  beforeEach(() => {
+    decodeMatmulConfig.rows = 16;
+  });
   afterEach(() => {
     decodeMatmulConfig.rows = 0;
   });
