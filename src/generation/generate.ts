@@ -17,6 +17,7 @@ import * as tf from '@tensorflow/tfjs';
 import {rowArgmax, rowArgmaxAvailable} from '../../ops/row_argmax';
 import type {CausalLMCore} from '../core/model';
 import type {GemmaTokenizer, StreamDecoder} from '../tokenizer';
+import {countGpuCalls, countTfReads, type HostTrace, traceBegin, traceEnd, tracePhase} from '../util/host_trace';
 import {checkIdRange, IdsLike, idRows} from '../util/ids';
 import {GenerationGpuSampler} from './gpu_sampling';
 import {Sampler, SamplingOptions, StopStringMatcher, validateSamplingOptions} from './sampling';
@@ -125,8 +126,21 @@ export async function* streamTokens(
   inputIds: IdsLike,
   opts: GenerateOptions = {},
 ): AsyncGenerator<TokenEvent, void, undefined> {
+  const trace = beginTrace('stream');
   [inputIds, opts] = await onHost(inputIds, opts);
-  yield* run(model, opts, prepare(model, inputIds, opts));
+  tracePhase('ids');
+  yield* run(model, opts, prepare(model, inputIds, opts), trace);
+}
+
+/** A host trace of the call up to its first token (GRIFFIN_TRACE=1), counting GPU calls on webgpu. */
+function beginTrace(label: string): HostTrace | null {
+  const trace = traceBegin(label);
+  if (trace != null && tf.getBackend() === 'webgpu') {
+    const be = tf.backend() as unknown as {device: GPUDevice};
+    countGpuCalls(be.device);
+    countTfReads(be);
+  }
+  return trace;
 }
 
 /** Prompt (without padding) + new tokens, per row. */
@@ -135,9 +149,11 @@ export async function generate(
   inputIds: IdsLike,
   opts: GenerateOptions = {},
 ): Promise<number[][]> {
+  const trace = beginTrace('generate');
   [inputIds, opts] = await onHost(inputIds, opts);
+  tracePhase('ids');
   const p = prepare(model, inputIds, opts);
-  for await (const _ of run(model, opts, p)) {
+  for await (const _ of run(model, opts, p, trace)) {
     /* events reach opts.onToken */
   }
   return p.trackers.map((t) => [...t.prompt, ...t.generated]);
@@ -147,7 +163,9 @@ async function* run(
   model: CausalLMCore,
   opts: GenerateOptions,
   p: ReturnType<typeof prepare>,
+  trace: HostTrace | null = null,
 ): AsyncGenerator<TokenEvent, void, undefined> {
+  tracePhase('prepare');
   const {rows, mask, maxNew, eos, stops, trackers} = p;
   const V = model.config.vocab_size;
   const userState = opts.state ?? null;
@@ -155,6 +173,7 @@ async function* run(
   // With a caller's state, each row's final token is fed too, so that the state covers everything.
   const keepFinal = userState != null;
   const prefilled = prefill(model, rows, {attentionMask: mask, state: userState, chunkSize: opts.prefillChunkSize});
+  tracePhase('prefill');
   let work = keepFinal ? prefilled.clone() : prefilled;
   let active = rows.map((_, i) => i); // input row of each row of `work`
   const saved = new Map<number, GenerationState>(); // keepFinal: finished rows' final states
@@ -239,6 +258,7 @@ async function* run(
     // On webgpu with the fused engine, steps queue ahead of the host (step_queue.ts).
     if (maxNew > 0 && !opts.signal?.aborted && (argmaxOnDevice || gpuSampler != null))
       queue = await StepQueue.create(model, rows.length, gpuSampler);
+    tracePhase('queue.create');
     if (queue != null) {
       const q = queue;
       // Depth 1: the pick of token n and the step feeding it are queued together (the first one
@@ -263,11 +283,15 @@ async function* run(
       while (pending != null && !opts.signal?.aborted) {
         const feed = feeds();
         const {ids, fed} = await (pending as Promise<{ids: Int32Array; fed: boolean}>);
+        tracePhase('wait.ids');
         pending = null;
         if (ids.some((id) => id < 0)) throw new Error('sampling: logits are empty or all NaN');
         // The engine did not apply to this batch size: the ids are fed from the host.
         if (feed && !fed) decodeStep(model, work, Array.from(ids)).logits.dispose();
         const events = active.map((row, k) => judge(row, ids[k]));
+        tracePhase('judge');
+        traceEnd(trace);
+        trace = null;
         // `work` now holds token n of every row (the step that fed it is queued or done).
         const keep = events.flatMap((ev, k) => (ev.finishReason != null ? [] : [k]));
         if (keepFinal)
@@ -303,6 +327,7 @@ async function* run(
               )
             : null;
         const logits = picks == null ? ((await work.logits.data()) as Float32Array) : null;
+        tracePhase('wait.ids');
         const events = active.map((row, k) => {
           const tr = trackers[row];
           return judge(row, picks != null ? picks[k] : tr.sampler.next(logits!.subarray(k * V, (k + 1) * V), tr.seen));
@@ -313,6 +338,9 @@ async function* run(
           events.map((ev) => ev.tokenId),
           events.map((ev) => ev.finishReason != null),
         );
+        tracePhase('judge');
+        traceEnd(trace);
+        trace = null;
         for (const ev of events) {
           opts.onToken?.(ev);
           yield ev;
@@ -324,6 +352,7 @@ async function* run(
     failed = true;
     throw e;
   } finally {
+    traceEnd(trace); // no token came (maxNewTokens 0, an abort, an error)
     try {
       // A consumer that stopped mid-step still leaves the caller's state with every token it was
       // given: each step's tokens were fed before its events were handed out.

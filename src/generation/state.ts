@@ -19,6 +19,7 @@ import type {CausalLMCore} from '../core/model';
 import {FusedDecoder, fusedDecoderFor} from '../engines/webgpu_decode';
 import {gpuBufferOf, webgpuBackend} from '../engines/webgpu_decode/tfjs_webgpu';
 import {fusedPrefillFor} from '../engines/webgpu_prefill';
+import {tracePhase} from '../util/host_trace';
 import {checkIdRange, IdsLike, idRows} from '../util/ids';
 import {checkGpuBuffers, type GpuBufferLimits} from '../util/limits';
 import {DEFAULT_PREFILL_CHUNK, defaultPrefillChunk, prefillTensors} from './prefill_chunk';
@@ -518,6 +519,7 @@ function fusedPrefill(
   const b = rows.length,
     t = rows[0].length;
   const pre = fusedPrefillFor(model, b, Math.min(chunk, t));
+  tracePhase('prefill.engine');
   if (pre == null) return null;
   for (const r of rows) checkIdRange(r, model.config.vocab_size);
   const dec = pre.decoder;
@@ -530,6 +532,7 @@ function fusedPrefill(
     dec.clearState(enc);
     dec.device.queue.submit([enc.finish()]);
   }
+  tracePhase('prefill.clear');
   const step = Math.min(chunk, pre.capacity);
   let logits: tf.Tensor | null = null;
   for (let c0 = 0; c0 < t; c0 += step) {

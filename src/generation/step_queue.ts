@@ -19,6 +19,7 @@ import {RowArgmaxRunner} from '../../ops/row_argmax/runner';
 import type {CausalLMCore} from '../core/model';
 import {fusedDecoderFor} from '../engines/webgpu_decode';
 import {flushTf, webgpuBackend} from '../engines/webgpu_decode/tfjs_webgpu';
+import {tracePhase} from '../util/host_trace';
 import type {GenerationGpuSampler} from './gpu_sampling';
 import type {GenerationState} from './state';
 
@@ -110,6 +111,7 @@ export class StepQueue {
       pick(enc);
       this.device.queue.submit([enc.finish()]);
     }
+    tracePhase('pick.submit');
     return (async () => {
       await read.mapAsync(GPUMapMode.READ);
       const ids = new Int32Array(read.getMappedRange(0, b * 4).slice(0));

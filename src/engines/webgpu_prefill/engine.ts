@@ -21,6 +21,7 @@
  * d hidden_size, rot rotary dims.
  */
 import type * as tf from '@tensorflow/tfjs';
+import {tracePhase} from '../../util/host_trace';
 import type {Dispatch, DispatchTiming, FusedDecoder} from '../webgpu_decode';
 import {wgslBindings} from '../webgpu_decode/shaders';
 import {flushTf, gpuBufferOf, type WebGPUBackendLike, webgpuBackend} from '../webgpu_decode/tfjs_webgpu';
@@ -224,6 +225,7 @@ export class FusedPrefill {
         posw[r * t + j] = p;
       }
     }
+    tracePhase('prefill.check');
     const target = this.decoder.prefillTarget();
     const dims = new Uint32Array(DIMS_WORDS);
     dims[DIMS.M] = M;
@@ -238,6 +240,7 @@ export class FusedPrefill {
       q.writeBuffer(this.plan.rope, 0, this.ropeRows(posw));
     }
     flushTf(this.backend);
+    tracePhase('prefill.write');
     const enc = this.device.createCommandEncoder();
     const list: Dispatch[] = this.dispatches.map((x) => {
       const v = this.variantOf(x, M);
@@ -267,6 +270,7 @@ export class FusedPrefill {
       });
       if (!prof) pass!.end();
     };
+    tracePhase('prefill.plan');
     encodeAll(list, 0);
     if (all != null) this.encodeAllRows(enc, M, t, all);
     let out: tf.Tensor | null = null;
@@ -282,8 +286,10 @@ export class FusedPrefill {
       enc.resolveQuerySet(prof.querySet, 0, 2 * prof.n, prof.resolve, 0);
       enc.copyBufferToBuffer(prof.resolve, 0, prof.read, 0, 16 * prof.n);
     }
+    tracePhase('prefill.encode');
     q.submit([enc.finish()]);
     this.decoder.adoptPrefill(t);
+    tracePhase('prefill.submit');
     return out;
   }
 
