@@ -21,7 +21,7 @@ import {countGpuCalls, countTfReads, type HostTrace, traceBegin, traceEnd, trace
 import {checkIdRange, IdsLike, idRows} from '../util/ids';
 import {GenerationGpuSampler} from './gpu_sampling';
 import {Sampler, SamplingOptions, StopStringMatcher, validateSamplingOptions} from './sampling';
-import {decodeStep, GenerationState, prefill} from './state';
+import {decodeStep, GenerationState, prefillReady, prefillThen} from './state';
 import {StepQueue} from './step_queue';
 
 export type FinishReason = 'eos' | 'stop_token' | 'stop_string' | 'length';
@@ -66,6 +66,8 @@ export interface GenerateOptions extends SamplingOptions {
 }
 
 const DEFAULT_MAX_NEW_TOKENS = 64;
+/** Thrown (and caught) inside run when the signal aborts before the prefill. */
+const ABORTED = Symbol('aborted');
 
 /** Lets timers, I/O and abort signals run between steps, which a chain of resolved promises would starve. */
 const breathe: () => Promise<void> =
@@ -172,7 +174,44 @@ async function* run(
   if (opts.signal?.aborted) return;
   // With a caller's state, each row's final token is fed too, so that the state covers everything.
   const keepFinal = userState != null;
-  const prefilled = prefill(model, rows, {attentionMask: mask, state: userState, chunkSize: opts.prefillChunkSize});
+
+  // Greedy rows on a GPU: the argmax is taken there and 4 bytes per row come back, not the logits.
+  const argmaxOnDevice = rowArgmaxAvailable() && trackers.every((t) => t.sampler.picksArgmax);
+  // Other options on a GPU: the whole draw happens there (ops/sample_webgpu), ids come back.
+  const gpuSampler =
+    argmaxOnDevice || maxNew === 0
+      ? null
+      : GenerationGpuSampler.create(
+          V,
+          trackers.map((t) => ({seed: t.sampler.seed, prompt: t.prompt})),
+          opts,
+        );
+  // On webgpu with the fused engine, steps queue ahead of the host (step_queue.ts). The queue is
+  // made before the prefill, so that the first pick goes into the fused prefill's last submit.
+  let queue: StepQueue | null = null;
+  let prefilled: GenerationState;
+  try {
+    if (maxNew > 0 && (argmaxOnDevice || gpuSampler != null))
+      queue = await StepQueue.create(model, rows.length, gpuSampler);
+    tracePhase('queue.create');
+    const popts = {attentionMask: mask, state: userState, chunkSize: opts.prefillChunkSize};
+    await prefillReady(model, rows, popts);
+    tracePhase('prefill.ready');
+    if (opts.signal?.aborted) throw ABORTED;
+    const q = queue;
+    prefilled = prefillThen(
+      model,
+      rows,
+      popts,
+      q == null ? null : (enc, logits) => q.encodeFirst(enc, logits, rows.length),
+    );
+  } catch (e) {
+    (queue as StepQueue | null)?.dispose();
+    gpuSampler?.dispose();
+    traceEnd(trace);
+    if (e === ABORTED) return; // aborted while the pipelines compiled: nothing generated
+    throw e;
+  }
   tracePhase('prefill');
   let work = keepFinal ? prefilled.clone() : prefilled;
   let active = rows.map((_, i) => i); // input row of each row of `work`
@@ -205,8 +244,6 @@ async function* run(
       ).logits.dispose();
   };
 
-  // Greedy rows on a GPU: the argmax is taken there and 4 bytes per row come back, not the logits.
-  const argmaxOnDevice = rowArgmaxAvailable() && trackers.every((t) => t.sampler.picksArgmax);
   const picksOnDevice = async (): Promise<Int32Array | null> => {
     const t = rowArgmax(work.logits)!;
     try {
@@ -216,16 +253,6 @@ async function* run(
       t.dispose();
     }
   };
-
-  // Other options on a GPU: the whole draw happens there (ops/sample_webgpu), ids come back.
-  const gpuSampler =
-    argmaxOnDevice || maxNew === 0
-      ? null
-      : GenerationGpuSampler.create(
-          V,
-          trackers.map((t) => ({seed: t.sampler.seed, prompt: t.prompt})),
-          opts,
-        );
 
   // A token of a row: its events, and whether the row stops (EOS, stop ids and strings, length).
   const judge = (row: number, id: number): TokenEvent => {
@@ -251,14 +278,9 @@ async function* run(
     return ev;
   };
 
-  let queue: StepQueue | null = null;
   let pending: Promise<{ids: Int32Array; fed: boolean}> | null = null;
 
   try {
-    // On webgpu with the fused engine, steps queue ahead of the host (step_queue.ts).
-    if (maxNew > 0 && !opts.signal?.aborted && (argmaxOnDevice || gpuSampler != null))
-      queue = await StepQueue.create(model, rows.length, gpuSampler);
-    tracePhase('queue.create');
     if (queue != null) {
       const q = queue;
       // Depth 1: the pick of token n and the step feeding it are queued together (the first one
@@ -271,13 +293,16 @@ async function* run(
       // Without keepFinal the step feeding the last token is skipped when every row ends there.
       const feeds = () => keepFinal || active.some((row) => trackers[row].generated.length + 1 < maxNew);
       const submitNext = () => {
-        if (active.length > 0 && !opts.signal?.aborted)
-          pending = q.submit(
-            work,
-            active,
-            active.map((row) => trackers[row].generated.length),
-            feeds(),
-          );
+        if (active.length === 0 || opts.signal?.aborted) return;
+        // The first pick went with the prefill (fused engine): only its step is queued now.
+        pending = q.firstPicked
+          ? q.submitFirst(work, feeds())
+          : q.submit(
+              work,
+              active,
+              active.map((row) => trackers[row].generated.length),
+              feeds(),
+            );
       };
       submitNext();
       while (pending != null && !opts.signal?.aborted) {

@@ -17,7 +17,7 @@
 import * as tf from '@tensorflow/tfjs';
 import {RowArgmaxRunner} from '../../ops/row_argmax/runner';
 import type {CausalLMCore} from '../core/model';
-import {fusedDecoderFor} from '../engines/webgpu_decode';
+import {type FusedDecoder, fusedDecoderFor} from '../engines/webgpu_decode';
 import {flushTf, webgpuBackend} from '../engines/webgpu_decode/tfjs_webgpu';
 import {tracePhase} from '../util/host_trace';
 import type {GenerationGpuSampler} from './gpu_sampling';
@@ -32,8 +32,30 @@ export function queuedDecodeEnabled(): boolean {
   return v == null || !['0', 'false', 'off'].includes(v.toLowerCase());
 }
 
-/** Diagnostics (tests, bench): picks submitted through a queue, and steps queued on the GPU with them. */
-export const stepQueueStats = {picks: 0, queuedSteps: 0};
+/**
+ * Diagnostics (tests, bench): picks submitted through a queue, steps queued on the GPU with them,
+ * and first picks that went in a fused prefill's submit (encodeFirst).
+ */
+export const stepQueueStats = {picks: 0, queuedSteps: 0, firstWithPrefill: 0};
+
+/**
+ * One argmax runner per decode engine (made with it, freed with it), so that a generation makes
+ * no pipeline, buffer or bind group for its picks (the engine's logits buffer stays bound).
+ * Queues on one engine share it: each pick is copied out of it within the submit that made it,
+ * or (the first pick) in the step submitted right after, with no await in between.
+ */
+const argmaxRunners = new WeakMap<FusedDecoder, RowArgmaxRunner>();
+
+function argmaxFor(dec: FusedDecoder, V: number): RowArgmaxRunner {
+  let r = argmaxRunners.get(dec);
+  if (r == null) {
+    const made = new RowArgmaxRunner(dec.device, V, dec.B);
+    argmaxRunners.set(dec, made);
+    dec.onDispose(() => made.dispose());
+    r = made;
+  }
+  return r;
+}
 
 /** Read-back buffers in the ring: one in flight while the previous one is read (depth 1 needs 2). */
 const RING = 2;
@@ -42,6 +64,8 @@ export class StepQueue {
   private readonly ring: GPUBuffer[];
   private next = 0;
   private disposed = false;
+  /** The first pick, encoded into a fused prefill's submit (encodeFirst), not yet fed (submitFirst). */
+  private first: {out: GPUBuffer; read: GPUBuffer; b: number} | null = null;
 
   private constructor(
     private readonly model: CausalLMCore,
@@ -64,10 +88,12 @@ export class StepQueue {
    * kernels are built here); null unless on webgpu with the fused engine for b rows, and enabled.
    */
   static async create(model: CausalLMCore, b: number, sampler: GenerationGpuSampler | null): Promise<StepQueue | null> {
-    if (tf.getBackend() !== 'webgpu' || !queuedDecodeEnabled() || fusedDecoderFor(model, b) == null) return null;
+    if (tf.getBackend() !== 'webgpu' || !queuedDecodeEnabled()) return null;
+    const dec = fusedDecoderFor(model, b);
+    if (dec == null) return null;
     const device = webgpuBackend().device;
     await sampler?.prepare();
-    const argmax = sampler == null ? new RowArgmaxRunner(device, model.config.vocab_size, b) : null;
+    const argmax = sampler == null ? argmaxFor(dec, model.config.vocab_size) : null;
     return new StepQueue(model, device, argmax, sampler, b);
   }
 
@@ -112,18 +138,71 @@ export class StepQueue {
       this.device.queue.submit([enc.finish()]);
     }
     tracePhase('pick.submit');
-    return (async () => {
-      await read.mapAsync(GPUMapMode.READ);
-      const ids = new Int32Array(read.getMappedRange(0, b * 4).slice(0));
-      read.unmap();
-      return {ids, fed: eng != null};
-    })();
+    return this.readBack(read, b, eng != null);
+  }
+
+  /**
+   * Encodes the first pick (rows 0..b-1 at step 0) from `logits` (the decode engine's logits
+   * buffer, which a fused prefill's head has just written) into `enc`, the prefill's last
+   * encoder, with the copy that reads it back: prefill, head and pick are one submit. Then
+   * submitFirst queues the step that feeds it.
+   */
+  encodeFirst(enc: GPUCommandEncoder, logits: GPUBuffer, b: number): void {
+    if (this.disposed) throw new Error('StepQueue: disposed');
+    const rows = Array.from({length: b}, (_, i) => i);
+    const read = this.ring[this.next];
+    this.next = (this.next + 1) % RING;
+    const out =
+      this.sampler != null
+        ? this.sampler.encode(
+            enc,
+            logits,
+            rows,
+            rows.map(() => 0),
+          )
+        : this.argmax!.encode(enc, logits, b, true);
+    enc.copyBufferToBuffer(out, 0, read, 0, b * 4);
+    this.first = {out, read, b};
+    stepQueueStats.picks++;
+    stepQueueStats.firstWithPrefill++;
+  }
+
+  /** Whether encodeFirst ran and submitFirst has not yet. */
+  get firstPicked(): boolean {
+    return this.first != null;
+  }
+
+  /**
+   * After encodeFirst's submit: with `feed`, queues the step feeding the first picks to `state`
+   * (the ids copied on the GPU from the pick's output, in the step's own single submit); resolves
+   * like submit(). Nothing waits for that step to read the picks back.
+   */
+  submitFirst(state: GenerationState, feed: boolean): Promise<{ids: Int32Array; fed: boolean}> {
+    if (this.disposed) throw new Error('StepQueue: disposed');
+    const first = this.first;
+    if (first == null) throw new Error('StepQueue: no first pick encoded');
+    this.first = null;
+    const {out, read, b} = first;
+    if (state.batchSize !== b) throw new Error(`StepQueue: a state of ${state.batchSize} rows for ${b} picks`);
+    const eng = feed ? fusedDecoderFor(this.model, b) : null;
+    if (eng != null) {
+      stepQueueStats.queuedSteps++;
+      state.fusedStepAhead(eng, (enc, stepBuf, at) => enc.copyBufferToBuffer(out, 0, stepBuf, at, b * 4), true);
+    }
+    tracePhase('pick.submit');
+    return this.readBack(read, b, eng != null);
+  }
+
+  private async readBack(read: GPUBuffer, b: number, fed: boolean): Promise<{ids: Int32Array; fed: boolean}> {
+    await read.mapAsync(GPUMapMode.READ);
+    const ids = new Int32Array(read.getMappedRange(0, b * 4).slice(0));
+    read.unmap();
+    return {ids, fed};
   }
 
   dispose(): void {
     if (this.disposed) return;
     this.disposed = true;
-    this.argmax?.dispose();
     for (const b of this.ring) b.destroy();
   }
 }

@@ -459,6 +459,26 @@ export class FusedDecoder {
     this.advance();
   }
 
+  /**
+   * stepAhead in one submit (the ids' copy and the step's dispatches together): for ids that work
+   * submitted earlier has computed (and copied to where they are read back from), such as a pick
+   * in a fused prefill's submit, so that nothing waits for this step to read them.
+   */
+  stepAheadJoined(
+    positions: number[],
+    encodeIds: (enc: GPUCommandEncoder, stepBuf: GPUBuffer, idsOffset: number) => void,
+  ): void {
+    this.check();
+    if (positions.length !== this.B) throw new Error(`fused decode: ${positions.length} positions for ${this.B} rows`);
+    this.writeStep(null, positions);
+    flushTf(this.backend);
+    const enc = this.device.createCommandEncoder();
+    encodeIds(enc, this.stepBuf, this.step_.ids * 4);
+    this.device.queue.submit([enc.finish(), this.nextDispatches ?? this.encodeDispatches()]);
+    this.nextDispatches = this.encodeDispatches();
+    this.advance();
+  }
+
   /** The buffer the last step wrote its logits to (float32 [b, V]); the next step overwrites it. */
   get logitsBuffer(): GPUBuffer {
     this.check();
