@@ -13,8 +13,22 @@
  * `countTfReads` wraps a tfjs backend's read / readSync (dataSync, data()).
  */
 
-/** enabled: null = env GRIFFIN_TRACE (1/true/on: on; unset or anything else: off). */
-export const hostTraceConfig: {enabled: boolean | null} = {enabled: null};
+/** A closed trace: ms per phase (repeated names summed), in order; the total; the GPU calls meanwhile. */
+export interface HostTraceSummary {
+  label: string;
+  phases: Record<string, number>;
+  totalMs: number;
+  calls: GpuCallCounts;
+}
+
+/**
+ * enabled: null = env GRIFFIN_TRACE (1/true/on: on; unset or anything else: off). onTrace: gets
+ * each closed trace (a benchmark collects them) instead of the line on stderr.
+ */
+export const hostTraceConfig: {enabled: boolean | null; onTrace: ((t: HostTraceSummary) => void) | null} = {
+  enabled: null,
+  onTrace: null,
+};
 
 export function hostTraceEnabled(): boolean {
   if (hostTraceConfig.enabled != null) return hostTraceConfig.enabled;
@@ -125,21 +139,30 @@ export function tracePhase(name: string): void {
   current.last = now;
 }
 
-/** The trace as one line: each phase's ms (repeated names summed), the total, the GPU calls meanwhile. */
-export function formatTrace(trace: HostTrace): string {
-  const sums = new Map<string, number>();
-  for (const [name, ms] of trace.phases) sums.set(name, (sums.get(name) ?? 0) + ms);
-  const parts = [...sums].map(([name, ms]) => `${name} ${ms.toFixed(2)}`);
-  const calls = gpuCallsSince(trace.calls);
-  const counts = (Object.keys(calls) as (keyof GpuCallCounts)[]).map((k) => `${k} ${calls[k]}`).join(', ');
-  return `trace ${trace.label}: ${parts.join(' | ')} | total ${(trace.last - trace.t0).toFixed(2)} ms; ${counts}`;
+/** The trace's phases summed by name, its total and the GPU calls since it began. */
+export function summarizeTrace(trace: HostTrace): HostTraceSummary {
+  const phases: Record<string, number> = {};
+  for (const [name, ms] of trace.phases) phases[name] = (phases[name] ?? 0) + ms;
+  return {label: trace.label, phases, totalMs: trace.last - trace.t0, calls: gpuCallsSince(trace.calls)};
 }
 
-/** Closes the trace (if it is still the open one) and writes its line to stderr. */
+/** A summary as one line: each phase's ms, the total, the GPU calls meanwhile. */
+export function formatTrace(t: HostTraceSummary): string {
+  const parts = Object.entries(t.phases).map(([name, ms]) => `${name} ${ms.toFixed(2)}`);
+  const counts = (Object.keys(t.calls) as (keyof GpuCallCounts)[]).map((k) => `${k} ${t.calls[k]}`).join(', ');
+  return `trace ${t.label}: ${parts.join(' | ')} | total ${t.totalMs.toFixed(2)} ms; ${counts}`;
+}
+
+/** Closes the trace (if it is still the open one): to hostTraceConfig.onTrace, else one line on stderr. */
 export function traceEnd(trace: HostTrace | null): void {
   if (trace == null) return;
   if (current === trace) current = null;
-  const line = formatTrace(trace);
+  const summary = summarizeTrace(trace);
+  if (hostTraceConfig.onTrace != null) {
+    hostTraceConfig.onTrace(summary);
+    return;
+  }
+  const line = formatTrace(summary);
   if (typeof process !== 'undefined' && process.stderr?.write != null) process.stderr.write(`${line}\n`);
   else console.error(line);
 }
