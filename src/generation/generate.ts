@@ -11,7 +11,10 @@
  * seed gives other tokens than on cpu or wasm, and the same ones on every webgpu run). EOS, stop ids
  * and stop strings are judged on the host from the ids. With the fused engine, the ids also feed
  * the next step on the GPU, submitted before they are read back (step_queue.ts): steps queue
- * ahead of the host; the tokens are the same either way.
+ * ahead of the host; the tokens are the same either way. With the fused prefill engine, its
+ * pipelines are compiled (in parallel) before the prompt runs, and the first token's pick goes
+ * into the prefill's last submit, right after the head (prefillThen). GRIFFIN_TRACE=1 prints the
+ * host phases of each call up to its first token (src/util/host_trace.ts).
  */
 import * as tf from '@tensorflow/tfjs';
 import {rowArgmax, rowArgmaxAvailable} from '../../ops/row_argmax';

@@ -8,6 +8,8 @@
  *   const q = await StepQueue.create(model, 2, null);                    // greedy; null where it does not apply
  *   const next = q!.submit(state, [0, 1], [0, 0], true);                 // pick from state.logits, queue the step feeding it
  *   const {ids, fed} = await next;                                       // ids [b]; fed: state advanced by them on the GPU
+ * After a fused prefill, the first pick is encoded into the prefill's last submit (encodeFirst, from
+ * prefillThen's hook) and submitFirst queues only the step that feeds it.
  *
  * Off with GRIFFIN_QUEUED_DECODE=0 (or queuedDecodeConfig.enabled = false): the picks then come
  * back before the host submits the next step (the path of cpu and wasm, which have no engine).

@@ -5,10 +5,13 @@
  * once, writing the decoding state straight into the decode engine's buffers (FusedDecoder), so
  * decoding goes on from there with no copies. Pipelines are cached per device and source, bind
  * groups made once per (model, b, chunk capacity), both on first use (a matmul has a variant with
- * smaller tiles for short chunks); the chunk's length is a word of the dims buffer.
+ * smaller tiles for short chunks) or ahead (prepare: compiled in parallel, without blocking); the
+ * chunk's length is a word of the dims buffer, and each chunk size's dispatch list is kept ready.
  *   import {fusedDecoderFor} from '../webgpu_decode';
  *   const pre = new FusedPrefill(fusedDecoderFor(model, 1)!, 512);   // chunks of up to 512 steps
+ *   void pre.prepare(3).then(() => console.log('a chunk of 3 rows compiles nothing now'));
  *   const logits = pre.run([[2, 651, 6037]], [[0, 1, 2]], true);     // [b, V] after the last step (the caller owns it)
+ *   pre.run([[9]], [[3]], true, {logitsInEngine: true, after: (enc) => enc.clearBuffer(pre.decoder.logitsBuffer, 0, 4)});   // head into the engine's buffer, more work in the same submit
  *   const all = pre.device.createBuffer({size: 3 * model.config.vocab_size * 4, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST});
  *   pre.runAll([[2, 651, 6037]], [[0, 1, 2]], {out: all, total: 3, start: 0});   // every step's logits into [b, total, V]
  *
