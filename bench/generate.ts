@@ -24,6 +24,11 @@
  * GEMV workgroups of T threads and at most R rows each (env GRIFFIN_FUSED_THREADS / _ROWS);
  * TxRxUxWxC also sets the strides per loop trip, compact weights' words per load and the RG-LRU
  * kernel's channels per workgroup (_UNROLL, _WORDS, _LRU_CHANNELS).
+ * Many rows (src/engines/webgpu_decode/batched_matmul.ts): --matmul-rows 16,0 repeats every batch
+ * with the step's weight products as tiled matmuls from that many rows (0: GEMVs only; env
+ * GRIFFIN_DECODE_MATMUL_ROWS); --mm-sweep 'bm=32,bn=128/bm=16,bn=256,tm=4' repeats the engine's
+ * runs (bare steps and the profile) with each matmul tiling (env GRIFFIN_DECODE_MM), e.g.
+ *   npx tsx bench/generate.ts --config 2b --dtype bfloat16 --backend webgpu --batches 8,16,32 --raw-steps 64 --matmul-rows 16,0
  * --dtype bfloat16|float16|int8|int4 [--group-size 64] [--zero-points] holds a --config model's
  * matrices compact (random values packed on the host); the report gives the bytes the weights
  * take and the GPU memory tfjs holds after the runs (numBytesInGPU: live tensors, the weights).
@@ -42,16 +47,16 @@
  * GRIFFIN_TRACE=1 prints them) and GPU calls.
  */
 
-import {weightSpec} from '../ops/compact/format';
 import {useBackend} from '../src/backend';
 import {
+  benchModel,
   emit,
   intArg,
   intList,
+  modelShape,
   parseArgs,
   randomIds,
-  randomizeWeights,
-  CONFIGS as SHARED_CONFIGS,
+  relativeError,
   syncOn,
 } from '../src/bench/common';
 import {
@@ -62,7 +67,9 @@ import {
   fusedTuning,
 } from '../src/engines/webgpu_decode';
 import {webgpuBackend} from '../src/engines/webgpu_decode/tfjs_webgpu';
+import {decodeMatmulConfig, decodeMatmulRows} from '../src/engines/webgpu_decode/tuning';
 import {fusedPrefillConfig, fusedPrefillFor} from '../src/engines/webgpu_prefill';
+import {parseMatmulTuning} from '../src/engines/webgpu_prefill/shaders/matmul';
 import {gpuSamplingConfig} from '../src/generation/gpu_sampling';
 import {type SamplingOptions, validateSamplingOptions} from '../src/generation/sampling';
 import {queuedDecodeConfig, stepQueueStats} from '../src/generation/step_queue';
@@ -78,8 +85,6 @@ import {
   hostTraceConfig,
 } from '../src/util/host_trace';
 
-// Shared with bench/model.ts and griffin bench (common.ts); '2b-shaped' is this script's old name for 2b.
-const CONFIGS: typeof SHARED_CONFIGS = {...SHARED_CONFIGS, '2b-shaped': SHARED_CONFIGS['2b']};
 const int = intArg;
 
 const rss = () => process.memoryUsage().rss / 2 ** 20;
@@ -87,27 +92,11 @@ const rss = () => process.memoryUsage().rss / 2 ** 20;
 async function main(): Promise<void> {
   const args = parseArgs(process.argv.slice(2));
   const backend = await useBackend(args.backend);
-  let model: RecurrentGemmaForCausalLM;
-  let name: string;
-  if (args.model) {
-    model = await RecurrentGemmaForCausalLM.fromPretrained(args.model);
-    name = args.model;
-  } else {
-    name = args.config ?? 'tiny';
-    const base = CONFIGS[name];
-    if (base == null) throw new Error(`--config must be one of ${Object.keys(CONFIGS).join(', ')}`);
-    const cfg = {...base};
-    if (args.layers) cfg.num_hidden_layers = int(args, 'layers', 0);
-    if (args.vocab) cfg.vocab_size = int(args, 'vocab', 0);
-    const compact = weightSpec(args.dtype ?? 'float32', {
-      groupSize: args['group-size'] != null ? int(args, 'group-size', 64) : undefined,
-      zeroPoints: args['zero-points'] != null,
-    });
-    // Weights from a GPU hash under webgpu (tfjs's random initialisers are slow for 2.7B parameters).
-    const randomize = args.fused != null || args.batches != null || args['fused-prefill'] != null;
-    model = new RecurrentGemmaForCausalLM(cfg, {compact, init: randomize ? 'zeros' : 'random'});
-    if (randomize) randomizeWeights(model);
-  }
+  // '2b-shaped': this script's old name for 2b. The engine runs take randomizeWeights (fast for 2.7B parameters).
+  const {model, name} = await benchModel(args, {
+    config: args.config === '2b-shaped' ? '2b' : undefined,
+    tfjsInit: args.fused == null && args.batches == null && args['fused-prefill'] == null,
+  });
   if (args['fused-prefill'] != null || args['prefill-lens'] != null) {
     await benchPrefill(model, name, backend, args);
     model.dispose();
@@ -136,11 +125,7 @@ async function main(): Promise<void> {
     model: name,
     backend,
     batch,
-    layers: c.num_hidden_layers,
-    hidden: c.hidden_size,
-    vocab: c.vocab_size,
-    window: c.attention_window_size,
-    params: model.countParams(),
+    ...modelShape(model),
   };
 
   let t0 = performance.now();
@@ -232,7 +217,20 @@ async function compareFused(
     args.queued === 'both' ? [true, false] : args.queued === 'off' ? [false] : args.queued === 'on' ? [true] : [null];
   const runs: Record<string, unknown>[] = [];
   const sweep = args.sweep != null ? args.sweep.split(',').map((x) => x.split('x').map(Number)) : [null];
-  const measure = async (batch: number, fused: boolean | null, tuning: number[] | null) => {
+  const matmulRows =
+    args['matmul-rows'] != null
+      ? args['matmul-rows'].split(',').map((v) => {
+          const n = Number(v);
+          if (!Number.isInteger(n) || n < 0 || n > 1024)
+            throw new Error(
+              `--matmul-rows must be integers in [0, 1024] separated by commas, got ${args['matmul-rows']}`,
+            );
+          return n;
+        })
+      : [null];
+  const mmSweep = args['mm-sweep'] != null ? args['mm-sweep'].split('/') : [];
+  for (const m of mmSweep) parseMatmulTuning(m); // a bad knob: refused before any run
+  const measure = async (batch: number, fused: boolean | null, tuning: number[] | null, mm: string | null = null) => {
     const prompt = randomIds(batch, promptLen, c.vocab_size, 1);
     fusedDecodeConfig.enabled = fused;
     // Warm-up: compiles the kernels (tfjs's or the engine's) for this batch size.
@@ -245,7 +243,10 @@ async function compareFused(
       batch,
       fused: engine != null,
       dispatchesPerStep: engine?.dispatchCount ?? null,
+      matmul: engine?.dispatchNames.some((n) => n.includes('@mm')) ?? false,
+      matmulRows: decodeMatmulRows(),
     };
+    if (mm != null) run.mm = mm;
     if (tuning != null)
       run.tuning = {
         threads: tuning[0],
@@ -255,7 +256,7 @@ async function compareFused(
         lruChannels: tuning[4],
       };
     let t0: number;
-    if (tuning == null) {
+    if (tuning == null && mm == null) {
       // Through the public generation path, as a user runs it: prefill of the prompt, then a token
       // sampled every step (greedy: the argmax taken on the GPU where it can be; other options: the
       // GPU sampler, or with --gpu-sampling off the logits read back and sampled on the host). The
@@ -347,27 +348,34 @@ async function compareFused(
     };
     const a = await logits(true),
       b = await logits(false);
-    let worst = 0;
-    a.forEach((x, i) => {
-      let num = 0,
-        den = 0;
-      for (let j = 0; j < x.length; j++) {
-        num += (x[j] - b[i][j]) ** 2;
-        den += b[i][j] ** 2;
-      }
-      worst = Math.max(worst, Math.sqrt(num / Math.max(den, 1e-30)));
-    });
-    return +worst.toExponential(2);
+    return +a.reduce((worst, x, i) => Math.max(worst, relativeError(x, b[i])), 0).toExponential(2);
   };
   const checks: Record<string, number> = {};
-  for (const batch of batches) {
-    for (const fused of modes) await measure(batch, fused, null);
-    if (args.fused === 'both' && backend === 'webgpu') {
-      checks[`batch${batch}`] = await check(batch, Math.max(1, int(args, 'check-steps', 4)));
-      process.stderr.write(
-        `fused vs tfjs logits, batch ${batch}: worst relative difference ${checks[`batch${batch}`]}\n`,
-      );
+  for (const rows of matmulRows) {
+    if (rows != null) {
+      decodeMatmulConfig.rows = rows === 0 ? -1 : rows;
+      disposeFusedDecoders(model);
     }
+    for (const batch of batches) {
+      for (const fused of modes) await measure(batch, fused, null);
+      if (args.fused === 'both' && backend === 'webgpu') {
+        const key = `batch${batch}${rows != null ? `_matmulRows${rows}` : ''}`;
+        checks[key] = await check(batch, Math.max(1, int(args, 'check-steps', 4)));
+        process.stderr.write(`fused vs tfjs logits, ${key}: worst relative difference ${checks[key]}\n`);
+      }
+    }
+  }
+  decodeMatmulConfig.rows = 0;
+  if (mmSweep.length > 0) {
+    const old = process.env.GRIFFIN_DECODE_MM;
+    for (const m of mmSweep) {
+      process.env.GRIFFIN_DECODE_MM = m;
+      disposeFusedDecoders(model);
+      for (const batch of batches) await measure(batch, true, null, m);
+    }
+    if (old == null) delete process.env.GRIFFIN_DECODE_MM;
+    else process.env.GRIFFIN_DECODE_MM = old;
+    disposeFusedDecoders(model);
   }
   if (args.sweep != null) {
     for (const t of sweep) {
@@ -392,11 +400,7 @@ async function compareFused(
     {
       model: name,
       backend,
-      layers: c.num_hidden_layers,
-      hidden: c.hidden_size,
-      vocab: c.vocab_size,
-      window: c.attention_window_size,
-      params: model.countParams(),
+      ...modelShape(model),
       weightDtype: model.weightDtype,
       weightGB: +(weightBytes / 1e9).toFixed(2),
       weightMB: +(weightBytes / 1e6).toFixed(1),
@@ -524,26 +528,14 @@ async function benchPrefill(
       state.dispose();
       return out;
     };
-    const a = await logits(true),
-      b = await logits(false);
-    let num = 0,
-      den = 0;
-    a.forEach((x, j) => {
-      num += (x - b[j]) ** 2;
-      den += b[j] ** 2;
-    });
-    check = +Math.sqrt(num / Math.max(den, 1e-30)).toExponential(2);
+    check = +relativeError(await logits(true), await logits(false)).toExponential(2);
   }
   fusedPrefillConfig.enabled = null;
   emit(
     {
       model: name,
       backend,
-      layers: c.num_hidden_layers,
-      hidden: c.hidden_size,
-      vocab: c.vocab_size,
-      window: c.attention_window_size,
-      params: model.countParams(),
+      ...modelShape(model),
       weightDtype: model.weightDtype,
       runs,
       fusedVsTfjsRelError: check,

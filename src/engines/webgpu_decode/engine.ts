@@ -139,6 +139,12 @@ export class FusedDecoder {
             return b;
           },
           weight: (get) => this.buf(get),
+          constant: (words) => {
+            const b = this.device.createBuffer({size: Math.max(16, Math.ceil(words.byteLength / 16) * 16), usage});
+            this.owned.push(b);
+            this.device.queue.writeBuffer(b, 0, new Uint32Array(words));
+            return b;
+          },
         },
         {tuningRows: this.tuningRows},
       );

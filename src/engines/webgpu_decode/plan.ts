@@ -27,6 +27,7 @@ import type {Linear} from '../../../layers/basic';
 import {CompactParameter} from '../../../layers/compact';
 import type {Embedding, ResidualBlock} from '../../../layers/model_layers';
 import {RecurrentBlock} from '../../../layers/recurrent';
+import {matmulProjection} from './batched_matmul';
 import type {DecodeModelView} from './model_view';
 import {
   AttnCombineBinding,
@@ -89,6 +90,8 @@ export interface PlanHost {
   weight(get: () => tf.Tensor): GPUBuffer;
   /** Receives the copies that pack small vectors; submitted once the plan is built. */
   readonly encoder: GPUCommandEncoder;
+  /** A new buffer holding these words (the matmul products' row count; without it: GEMVs only). */
+  constant?(words: Uint32Array): GPUBuffer;
 }
 
 export interface DecodePlan {
@@ -220,6 +223,9 @@ function gemv(
 ): PlannedDispatch[] {
   const fmt = mats[0].fmt;
   if (mats.some((m) => !sameFormat(m.fmt, fmt))) throw new Error(`fused decode: ${name} mixes weight formats`);
+  // Many tuning rows: tiled matmuls instead (batched_matmul.ts), where they apply.
+  const mm = matmulProjection(ctx, name, spec, mats, biases, io);
+  if (mm != null) return mm;
   const whole = {...spec, bias: biases != null, weights: fmt};
   // A GeGLU tile holds 2 x rows accumulators: past 16 rows it is split like a large binding list.
   const tooManyRows = spec.mode === 'geglu' && 2 * spec.B > 32;

@@ -66,7 +66,7 @@ export function gemvWords(fmt: WeightFormat, IN: number, T: number, B = 1): numb
  * slots in order whatever the unroll).
  */
 export function tunedAsOneRow(B: number): boolean {
-  return gemvThreads(B) === gemvThreads(1) && B > 4 === 1 > 4;
+  return gemvThreads(B) === gemvThreads(1) && B > 4 === 1 > 4 && decodeMatmulApplies(B) === decodeMatmulApplies(1);
 }
 
 /** Ring slots per attention workgroup (default 16): short chunks spread a short context over more of the GPU. */
@@ -99,4 +99,28 @@ export function rgLruPlan(
     if (CC * JS <= 256 && rgLruSharedBytes(spec) <= sharedLimit) return spec;
   }
   return {B, E, H, W, CC, JS: 1, step};
+}
+
+/**
+ * Tuning rows from which the step's weight products run as tiled matmuls instead of GEMVs
+ * (batched_matmul.ts): decodeMatmulConfig.rows if set (non-zero; -1: never), else
+ * GRIFFIN_DECODE_MATMUL_ROWS (0: never), else 16.
+ */
+export const decodeMatmulConfig = {rows: 0};
+
+export function decodeMatmulRows(): number {
+  if (decodeMatmulConfig.rows !== 0) return Math.max(0, decodeMatmulConfig.rows);
+  const v = typeof process !== 'undefined' ? process.env?.GRIFFIN_DECODE_MATMUL_ROWS : undefined;
+  if (v == null || v === '') return 16;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0 || n > 1024) {
+    throw new Error(`GRIFFIN_DECODE_MATMUL_ROWS must be an integer in [0, 1024], got "${v}"`);
+  }
+  return n;
+}
+
+/** Whether an engine tuned for R rows runs its weight products as matmuls. */
+export function decodeMatmulApplies(R: number): boolean {
+  const t = decodeMatmulRows();
+  return t > 0 && R >= t;
 }

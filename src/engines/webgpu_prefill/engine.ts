@@ -33,6 +33,7 @@ import type {GridFn, PrefillDispatch} from './context';
 import {buildFullHead, type FullHead, fullHeadRows, HEAD_DIMS_STRIDE} from './head_plan';
 import {buildPrefillPlan, type PrefillPlan} from './plan';
 import {DIMS, DIMS_WORDS} from './shaders/dims';
+import {matmulSubgroupSize} from './shaders/matmul';
 
 interface Made {
   pipeline: GPUComputePipeline;
@@ -44,8 +45,8 @@ interface Encoded {
   name: string;
   bytes: number;
   planned: PrefillDispatch;
-  /** Pipelines and bind groups of the planned source ('') and its variants, by key (made on first use). */
-  made: Map<string, Made>;
+  /** Pipelines and bind groups of the planned source ('') and its variants (one or two dispatches), by key (made on first use). */
+  made: Map<string, Made[]>;
 }
 
 /** Where runAll writes: logits [b, total, V] in `out`, this chunk's steps from step `start` of each row. */
@@ -94,7 +95,7 @@ export class FusedPrefill {
   private ropeTable = new Float32Array(0);
   private ropeCached = 0;
   /** The all-rows head (runAll), planned on first use; its pipelines and bind groups per dispatch. */
-  private full: {head: FullHead; made: Map<string, Made>[]} | null = null;
+  private full: {head: FullHead; made: Map<string, Made[]>[]} | null = null;
   /** Per chunk size M: the dispatches ready to encode (variant, pipeline, bind group and grid resolved). */
   private readonly ready = new Map<number, Dispatch[]>();
   private disposed = false;
@@ -121,6 +122,7 @@ export class FusedPrefill {
       this.plan = buildPrefillPlan(decoder.model, this.B, capacity, decoder.prefillTarget(), {
         limits: this.device.limits,
         encoder,
+        subgroupSize: matmulSubgroupSize(this.device),
         own: (floats) => {
           const b = this.device.createBuffer({size: Math.max(16, Math.ceil((floats * 4) / 16) * 16), usage});
           this.owned.push(b);
@@ -183,11 +185,11 @@ export class FusedPrefill {
     const codes = new Map<string, string>();
     for (const x of this.dispatches) {
       const v = x.planned.variant?.(M) ?? null;
-      const code = x.made.get(v?.key ?? '')?.pipeline != null ? null : (v?.code ?? x.planned.code);
-      if (code != null) codes.set(code, x.name);
+      if (x.made.has(v?.key ?? '')) continue;
+      for (const p of v == null ? [x.planned] : [v, ...(v.after ? [v.after] : [])]) codes.set(p.code, x.name);
     }
     await Promise.all([...codes].map(([code, name]) => this.compile(code, name)));
-    if (!this.disposed && this.failed == null) this.chunkDispatches(M, M / this.B);
+    if (!this.disposed && this.failed == null) this.dispatchList(M, M / this.B);
   }
 
   /**
@@ -217,8 +219,9 @@ export class FusedPrefill {
     if (!this.device.features.has('timestamp-query')) {
       return {logits: this.run(ids, positions, true)!, timings: null};
     }
-    const names = [...this.dispatches.map((d) => d.name), ...this.decoder.headDispatches.map(() => 'head')];
-    const bytes = [...this.dispatches.map((d) => d.bytes), ...this.decoder.headDispatches.map((d) => d.bytes)];
+    const list = this.dispatchList(this.B * ids[0].length, ids[0].length);
+    const names = [...list.map((d) => d.name), ...this.decoder.headDispatches.map(() => 'head')];
+    const bytes = [...list.map((d) => d.bytes), ...this.decoder.headDispatches.map((d) => d.bytes)];
     const n = names.length;
     const querySet = this.device.createQuerySet({type: 'timestamp', count: 2 * n});
     const resolve = this.device.createBuffer({
@@ -287,7 +290,7 @@ export class FusedPrefill {
     tracePhase('prefill.write');
     const enc = this.device.createCommandEncoder();
     if (opts.clear) this.decoder.clearState(enc);
-    const list = this.chunkDispatches(M, t);
+    const list = this.dispatchList(M, t);
     const head = wantLogits ? this.decoder.headDispatches : [];
     const passOf = (i: number) =>
       enc.beginComputePass(
@@ -379,20 +382,26 @@ export class FusedPrefill {
       head.dispatches.forEach((x, i) => {
         const v = x.variant?.(n) ?? {key: '', code: x.code, grid: x.grid};
         const key = `${v.key}|${k}`;
-        let m = made[i].get(key);
-        if (m == null) {
+        let ms = made[i].get(key);
+        if (ms == null) {
           this.device.pushErrorScope('validation');
           try {
-            m = {...this.pipelineAndBind(v.code, x, ranges), grid: v.grid};
+            // One dispatch, or two for a split-K variant (its own bindings: the partial sums).
+            ms = [v, ...(v.after ? [v.after] : [])].map((p) => ({
+              ...this.pipelineAndBind(p.code, x, p.bindings, ranges),
+              grid: p.grid,
+            }));
           } finally {
             this.watch(this.device.popErrorScope());
           }
-          made[i].set(key, m);
+          made[i].set(key, ms);
         }
-        const g = m.grid(n, t);
-        pass.setPipeline(m.pipeline);
-        pass.setBindGroup(0, m.bind);
-        pass.dispatchWorkgroups(g[0], g[1], g[2]);
+        for (const m of ms) {
+          const g = m.grid(n, t);
+          pass.setPipeline(m.pipeline);
+          pass.setBindGroup(0, m.bind);
+          pass.dispatchWorkgroups(g[0], g[1], g[2]);
+        }
       });
       pass.end();
       // The slice's rows, batch row by batch row, to their places in [b, total, V].
@@ -457,20 +466,26 @@ export class FusedPrefill {
 
   /**
    * The dispatches of a chunk of M rows (t per batch row), ready to encode: resolved once per M
-   * (a variant's source is generated, its pipeline and bind group made, the grid computed) and
-   * kept for the READY_SIZES sizes used last, so that a chunk of a size seen before only encodes.
+   * (a variant's source is generated, its pipelines and bind groups made, split-K's sums after
+   * their matmul, the grids computed) and kept for the READY_SIZES sizes used last, so that a
+   * chunk of a size seen before only encodes.
    */
-  private chunkDispatches(M: number, t: number): Dispatch[] {
+  private dispatchList(M: number, t: number): Dispatch[] {
     let list = this.ready.get(M);
     if (list != null) {
       this.ready.delete(M); // most recently used last
       this.ready.set(M, list);
       return list;
     }
-    list = this.dispatches.map((x) => {
-      const v = this.variantOf(x, M);
-      return {pipeline: v.pipeline, bind: v.bind, grid: v.grid(M, t), name: x.name, bytes: x.bytes};
-    });
+    list = this.dispatches.flatMap((x) =>
+      this.variantOf(x, M).map((v) => ({
+        pipeline: v.pipeline,
+        bind: v.bind,
+        grid: v.grid(M, t),
+        name: x.name,
+        bytes: x.bytes,
+      })),
+    );
     this.ready.set(M, list);
     if (this.ready.size > READY_SIZES) this.ready.delete(this.ready.keys().next().value as number);
     return list;
@@ -507,15 +522,19 @@ export class FusedPrefill {
   }
 
   /**
-   * The pipeline and bind group for a chunk of M rows: the planned source, or its variant for M;
-   * made on first use (a short prompt never compiles the large tiles, nor a long one the small).
+   * The pipelines and bind groups for a chunk of M rows: the planned source, or its variant for M
+   * (one dispatch, or two: split-K's); made on first use (a short prompt never compiles the large
+   * tiles, nor a long one the small).
    */
-  private variantOf(x: Encoded, M: number): {pipeline: GPUComputePipeline; bind: GPUBindGroup; grid: GridFn} {
+  private variantOf(x: Encoded, M: number): Made[] {
     const v = x.planned.variant?.(M) ?? {key: '', code: x.planned.code, grid: x.planned.grid};
     let made = x.made.get(v.key);
     if (made == null) {
       this.device.pushErrorScope('validation');
-      made = {...this.pipelineAndBind(v.code, x.planned), grid: v.grid};
+      made = [v, ...(v.after ? [v.after] : [])].map((p) => ({
+        ...this.pipelineAndBind(p.code, x.planned, p.bindings),
+        grid: p.grid,
+      }));
       void this.device.popErrorScope().then((err) => {
         if (err == null) return;
         this.failed = err.message;
@@ -526,12 +545,14 @@ export class FusedPrefill {
     return made;
   }
 
-  /** The pipeline (cached per device and source) of `code` and a bind group of d's buffers for it. */
+  /** The pipeline (cached per device and source) of `code` and a bind group of d's buffers (or `own`) for it. */
   private pipelineAndBind(
     code: string,
     d: PrefillDispatch,
+    own?: PrefillDispatch['bindings'],
     ranges: Ranges = {},
   ): {pipeline: GPUComputePipeline; bind: GPUBindGroup} {
+    const bindings = own ?? d.bindings;
     let cache = pipelineCache.get(this.device);
     if (cache == null) pipelineCache.set(this.device, (cache = new Map()));
     let pipeline = cache.get(code);
@@ -545,10 +566,10 @@ export class FusedPrefill {
       cache.set(code, pipeline);
     }
     const names = wgslBindings(code);
-    const extra = Object.keys(d.bindings).filter((k) => !names.includes(k));
+    const extra = Object.keys(bindings).filter((k) => !names.includes(k));
     if (extra.length > 0) throw new Error(`fused prefill: ${d.name}: no binding named ${extra.join(', ')}`);
     const entries = names.map((name, i) => {
-      const buffer = d.bindings[name];
+      const buffer = bindings[name];
       if (buffer == null) throw new Error(`fused prefill: ${d.name}: binding ${i} (${name}) missing`);
       return {binding: i, resource: {buffer, ...ranges[name]}};
     });
