@@ -23,7 +23,12 @@
  * bytes of weights each must read: GB/s). --sweep 64x8,128x4,256x2 repeats the engine's runs with
  * GEMV workgroups of T threads and at most R rows each (env GRIFFIN_FUSED_THREADS / _ROWS);
  * TxRxUxWxC also sets the strides per loop trip, compact weights' words per load and the RG-LRU
- * kernel's channels per workgroup (_UNROLL, _WORDS, _LRU_CHANNELS).
+ * kernel's channels per workgroup (_UNROLL, _WORDS, _LRU_CHANNELS); TxRxUxWxCxDxXxK then the GEMV
+ * reduction D (1 tree, 2 split: _REDUCE), its x loads X (1 ahead, 2 lazy: _XLOAD) and int8 / int4
+ * unpacking K (1 convert, 2 the 2^23 trick: _UNPACK), then M the attention combine (1 serial, 2 split:
+ * _COMBINE) and P RoPE (1 separate, 2 inside the partial attention kernel: _ROPE) (TxRxUxWxCxDxXxKxMxP);
+ * 0 anywhere: the default. Greedy picks run
+ * inside the step's plan (`inPlanPicks`; GRIFFIN_FUSED_ARGMAX=0: a separate pick before each step).
  * Many rows (src/engines/webgpu_decode/batched_matmul.ts): --matmul-rows 16,0 repeats every batch
  * with the step's weight products as tiled matmuls from that many rows (0: GEMVs only; env
  * GRIFFIN_DECODE_MATMUL_ROWS); --mm-sweep 'bm=32,bn=128/bm=16,bn=256,tm=4' repeats the engine's
@@ -254,6 +259,11 @@ async function compareFused(
         unroll: tuning[2],
         words: tuning[3],
         lruChannels: tuning[4],
+        reduce: tuning[5] ?? 0,
+        xload: tuning[6] ?? 0,
+        unpack: tuning[7] ?? 0,
+        combine: tuning[8] ?? 0,
+        rope: tuning[9] ?? 0,
       };
     let t0: number;
     if (tuning == null && mm == null) {
@@ -274,7 +284,8 @@ async function compareFused(
             }
             const stamps: number[] = [];
             let n = 0;
-            const queued0 = stepQueueStats.queuedSteps;
+            const queued0 = stepQueueStats.queuedSteps,
+              inPlan0 = stepQueueStats.inPlanPicks;
             t0 = performance.now();
             for await (const _ of model.stream(prompt, {
               ...sampling,
@@ -292,6 +303,7 @@ async function compareFused(
               firstTokenMs: +(stamps[0] - t0).toFixed(1),
               steps,
               queuedSteps: stepQueueStats.queuedSteps - queued0,
+              inPlanPicks: stepQueueStats.inPlanPicks - inPlan0,
               msPerStep: steps > 1 ? +(decodeMs / (steps - 1)).toFixed(3) : null,
               decodeTokensPerSec: steps > 1 ? +((((steps - 1) * batch) / decodeMs) * 1000).toFixed(1) : null,
             };
@@ -384,6 +396,11 @@ async function compareFused(
       fusedTuning.unroll = t![2] ?? 0;
       fusedTuning.words = t![3] ?? 0;
       fusedTuning.lruChannels = t![4] ?? 0;
+      fusedTuning.reduce = t![5] ?? 0;
+      fusedTuning.xload = t![6] ?? 0;
+      fusedTuning.unpack = t![7] ?? 0;
+      fusedTuning.combine = t![8] ?? 0;
+      fusedTuning.rope = t![9] ?? 0;
       disposeFusedDecoders(model);
       for (const batch of batches) await measure(batch, true, t);
     }
@@ -392,6 +409,11 @@ async function compareFused(
     fusedTuning.unroll = 0;
     fusedTuning.words = 0;
     fusedTuning.lruChannels = 0;
+    fusedTuning.reduce = 0;
+    fusedTuning.xload = 0;
+    fusedTuning.unpack = 0;
+    fusedTuning.combine = 0;
+    fusedTuning.rope = 0;
   }
   fusedDecodeConfig.enabled = null;
   const weightBytes = model.weightBytes();

@@ -148,22 +148,35 @@ export class GenerationState {
   /**
    * One fused decode step whose ids are written on the GPU (FusedDecoder.stepAhead: `encodeIds`
    * computes them, typically from this state's logits, and copies them into the step buffer);
-   * advances the positions. The logits stay in the engine until someone reads `logits`.
+   * advances the positions. The logits stay in the engine until someone reads `logits`. opts:
+   * see FusedDecoder.stepAhead (argmax: the step also picks the next ids greedily on the GPU).
    * Internal: the queued generation loop (src/generation/step_queue.ts) calls it.
    */
   fusedStepAhead(
     eng: FusedDecoder,
     encodeIds: (enc: GPUCommandEncoder, stepBuf: GPUBuffer, idsOffset: number) => void,
-    /** The ids were computed by work already submitted (FusedDecoder.stepAheadJoined: one submit). */
-    idsReady = false,
+    opts: {
+      argmax?: boolean;
+      afterIds?: () => void;
+      /** The ids were computed by work already submitted (FusedDecoder.stepAheadJoined: one submit; no afterIds). */
+      idsReady?: boolean;
+    } = {},
   ): void {
     this.check();
     this.enterFused(eng);
-    if (idsReady) eng.stepAheadJoined(this.positions, encodeIds);
-    else eng.stepAhead(this.positions, encodeIds);
+    if (opts.idsReady === true) eng.stepAheadJoined(this.positions, encodeIds, {argmax: opts.argmax});
+    else eng.stepAhead(this.positions, encodeIds, opts);
     this.logits_?.dispose();
     this.logits_ = null;
     this.positions = this.positions.map((p) => p + 1);
+  }
+
+  /**
+   * The ids (GPU int32 [b]) the fused engine's last step picked greedily from this state's
+   * logits (FusedDecoder.greedyIds), or null. Internal: step_queue.ts reads them back.
+   */
+  fusedGreedyIds(): GPUBuffer | null {
+    return this.fused != null && this.fused.owner === this ? this.fused.greedyIds : null;
   }
 
   /**

@@ -1,7 +1,8 @@
 /// <reference types="@webgpu/types" />
 /**
  * Decoding steps that queue ahead of the host (webgpu, fused decode engine): a step's token is
- * picked on the GPU from the logits (greedy argmax, or the GPU sampler), copied on the GPU into
+ * picked on the GPU from the logits (greedy: by the step that made them, inside its own plan,
+ * GRIFFIN_FUSED_ARGMAX=0 for a pick of its own; or the GPU sampler), copied on the GPU into
  * the engine's step buffer, and the step that feeds it is submitted at once; the picks come back
  * through a small ring of MAP_READ buffers while that step runs, so the GPU does not wait for the
  * host's read-back and judging. generate.ts drives it (depth 1: see there).
@@ -9,7 +10,8 @@
  *   const next = q!.submit(state, [0, 1], [0, 0], true);                 // pick from state.logits, queue the step feeding it
  *   const {ids, fed} = await next;                                       // ids [b]; fed: state advanced by them on the GPU
  * After a fused prefill, the first pick is encoded into the prefill's last submit (encodeFirst, from
- * prefillThen's hook) and submitFirst queues only the step that feeds it.
+ * prefillThen's hook) and submitFirst queues only the step that feeds it (greedy: that step takes
+ * the next pick inside its own plan, as submit's steps do).
  *
  * Off with GRIFFIN_QUEUED_DECODE=0 (or queuedDecodeConfig.enabled = false): the picks then come
  * back before the host submits the next step (the path of cpu and wasm, which have no engine).
@@ -21,6 +23,7 @@ import {RowArgmaxRunner} from '../../ops/row_argmax/runner';
 import type {CausalLMCore} from '../core/model';
 import {type FusedDecoder, fusedDecoderFor} from '../engines/webgpu_decode';
 import {flushTf, webgpuBackend} from '../engines/webgpu_decode/tfjs_webgpu';
+import {inPlanArgmax} from '../engines/webgpu_decode/tuning';
 import {tracePhase} from '../util/host_trace';
 import type {GenerationGpuSampler} from './gpu_sampling';
 import type {GenerationState} from './state';
@@ -36,9 +39,10 @@ export function queuedDecodeEnabled(): boolean {
 
 /**
  * Diagnostics (tests, bench): picks submitted through a queue, steps queued on the GPU with them,
- * and first picks that went in a fused prefill's submit (encodeFirst).
+ * picks the previous step took inside its own plan (greedy), and first picks that went in a fused
+ * prefill's submit (encodeFirst).
  */
-export const stepQueueStats = {picks: 0, queuedSteps: 0, firstWithPrefill: 0};
+export const stepQueueStats = {picks: 0, queuedSteps: 0, inPlanPicks: 0, firstWithPrefill: 0};
 
 /**
  * One argmax runner per decode engine (made with it, freed with it), so that a generation makes
@@ -128,19 +132,35 @@ export class StepQueue {
       return out;
     };
     stepQueueStats.picks++;
+    let mapped: Promise<void> | null = null;
     if (eng != null) {
       stepQueueStats.queuedSteps++;
-      state.fusedStepAhead(eng, (enc, stepBuf, at) => {
-        enc.copyBufferToBuffer(pick(enc), 0, stepBuf, at, b * 4);
-      });
+      // Greedy: the step picks its successor's ids itself (in its own plan), unless switched off.
+      const argmax = this.sampler == null && inPlanArgmax();
+      state.fusedStepAhead(
+        eng,
+        (enc, stepBuf, at) => {
+          // The engine's own pick from these logits, when the step that made them took it.
+          const ready = argmax ? state.fusedGreedyIds() : null;
+          if (ready != null) {
+            stepQueueStats.inPlanPicks++;
+            enc.copyBufferToBuffer(ready, 0, read, 0, b * 4);
+          } else enc.copyBufferToBuffer(pick(enc), 0, stepBuf, at, b * 4);
+        },
+        {argmax, afterIds: () => (mapped = read.mapAsync(GPUMapMode.READ))},
+      );
     } else {
       flushTf(webgpuBackend()); // the tfjs work that wrote the logits runs first
       const enc = this.device.createCommandEncoder();
-      pick(enc);
+      const ready = this.sampler == null && inPlanArgmax() ? state.fusedGreedyIds() : null;
+      if (ready != null) {
+        stepQueueStats.inPlanPicks++;
+        enc.copyBufferToBuffer(ready, 0, read, 0, b * 4);
+      } else pick(enc);
       this.device.queue.submit([enc.finish()]);
     }
     tracePhase('pick.submit');
-    return this.readBack(read, b, eng != null);
+    return this.readBack(mapped ?? read.mapAsync(GPUMapMode.READ), read, b, eng != null);
   }
 
   /**
@@ -176,8 +196,9 @@ export class StepQueue {
 
   /**
    * After encodeFirst's submit: with `feed`, queues the step feeding the first picks to `state`
-   * (the ids copied on the GPU from the pick's output, in the step's own single submit); resolves
-   * like submit(). Nothing waits for that step to read the picks back.
+   * (the ids copied on the GPU from the pick's output, in the step's own single submit; greedy:
+   * that step picks its successor in its own plan, as submit's steps do); resolves like submit().
+   * The read-back is mapped before that step is submitted: nothing waits for it to read the picks.
    */
   submitFirst(state: GenerationState, feed: boolean): Promise<{ids: Int32Array; fed: boolean}> {
     if (this.disposed) throw new Error('StepQueue: disposed');
@@ -187,16 +208,25 @@ export class StepQueue {
     const {out, read, b} = first;
     if (state.batchSize !== b) throw new Error(`StepQueue: a state of ${state.batchSize} rows for ${b} picks`);
     const eng = feed ? fusedDecoderFor(this.model, b) : null;
+    const mapping = read.mapAsync(GPUMapMode.READ);
     if (eng != null) {
       stepQueueStats.queuedSteps++;
-      state.fusedStepAhead(eng, (enc, stepBuf, at) => enc.copyBufferToBuffer(out, 0, stepBuf, at, b * 4), true);
+      state.fusedStepAhead(eng, (enc, stepBuf, at) => enc.copyBufferToBuffer(out, 0, stepBuf, at, b * 4), {
+        idsReady: true,
+        argmax: this.sampler == null && inPlanArgmax(),
+      });
     }
     tracePhase('pick.submit');
-    return this.readBack(read, b, eng != null);
+    return this.readBack(mapping, read, b, eng != null);
   }
 
-  private async readBack(read: GPUBuffer, b: number, fed: boolean): Promise<{ids: Int32Array; fed: boolean}> {
-    await read.mapAsync(GPUMapMode.READ);
+  private async readBack(
+    mapping: Promise<void>,
+    read: GPUBuffer,
+    b: number,
+    fed: boolean,
+  ): Promise<{ids: Int32Array; fed: boolean}> {
+    await mapping;
     const ids = new Int32Array(read.getMappedRange(0, b * 4).slice(0));
     read.unmap();
     return {ids, fed};

@@ -32,7 +32,7 @@ import {tf} from '../../src/tf';
 import {encodeChat, GemmaTokenizer} from '../../src/tokenizer';
 import {maxAbsDiff, relError} from '../helpers';
 import {underCI} from '../webgpu_env';
-import {buildBundle, describeBrowser, launchChromium, tinyHfCheckpoint} from './chromium';
+import {buildBundle, describeBrowser, launchChromium, serveRepo, tinyHfCheckpoint} from './chromium';
 
 const ROOT = path.join(__dirname, '../..');
 const FIX = path.join(__dirname, '../fixtures');
@@ -104,11 +104,7 @@ describeBrowser('the browser bundle and example in headless Chromium', () => {
     out.logits.dispose();
     model.dispose();
 
-    const {startServer} = require('../../scripts/serve.js');
-    server = await startServer({
-      root: ROOT,
-      mounts: {'/models/': path.join(tmp, 'models'), '/bundle/': path.join(tmp, 'bundle')},
-    });
+    server = await serveRepo(tmp, ['models', 'bundle']);
     browser = await launchChromium({webgpu: true});
   }, 300_000);
 

@@ -1,8 +1,8 @@
 /**
  * What the headless-browser suites share: where chromium is (GRIFFIN_CHROMIUM, else
  * /usr/bin/chromium), a describe that is skipped without it (and fails under CI), a fresh
- * bundle of the current sources, tiny-a as an HF checkpoint, and chromium launched with WebGPU on
- * SwiftShader where that is installed.
+ * bundle of the current sources, tiny-a as an HF checkpoint, the repository served with folders of a
+ * temporary directory mounted, and chromium launched with WebGPU on SwiftShader where that is installed.
  *   describeBrowser('the bundle', () => { beforeAll(async () => { buildBundle(dir); browser = await launchChromium(); }); });
  */
 import {spawnSync} from 'child_process';
@@ -47,6 +47,12 @@ export function tinyHfCheckpoint(dir: string): void {
   fs.mkdirSync(dir);
   for (const f of ['config.json', 'model.safetensors']) fs.copyFileSync(path.join(FIX, 'tiny-a', f), path.join(dir, f));
   fs.copyFileSync(path.join(FIX, 'tokenizer/tiny.model'), path.join(dir, 'tokenizer.model'));
+}
+
+/** A local server of the repository (scripts/serve.js) with each folder `tmp/d` of `dirs` at `/d/`. */
+export async function serveRepo(tmp: string, dirs: string[]): Promise<{url: string; close(): Promise<void>}> {
+  const {startServer} = require('../../scripts/serve.js');
+  return startServer({root: ROOT, mounts: Object.fromEntries(dirs.map((d) => [`/${d}/`, path.join(tmp, d)]))});
 }
 
 /** Headless chromium; webgpu: WebGPU unlocked on the SwiftShader adapter (its Vulkan driver where installed). */

@@ -16,9 +16,8 @@ import {tf} from '../../src/tf';
 import {GemmaTokenizer} from '../../src/tokenizer';
 import {maxAbsDiff, relError} from '../helpers';
 import {underCI} from '../webgpu_env';
-import {buildBundle, describeBrowser, launchChromium, tinyHfCheckpoint} from './chromium';
+import {buildBundle, describeBrowser, launchChromium, serveRepo, tinyHfCheckpoint} from './chromium';
 
-const ROOT = path.join(__dirname, '../..');
 const FIX = path.join(__dirname, '../fixtures');
 const PROMPT = 'The quick brown fox jumps';
 
@@ -74,11 +73,7 @@ describeBrowser('compact exports in the browser page', () => {
       model.dispose();
     }
 
-    const {startServer} = require('../../scripts/serve.js');
-    server = await startServer({
-      root: ROOT,
-      mounts: {'/models/': path.join(tmp, 'models'), '/bundle/': path.join(tmp, 'bundle')},
-    });
+    server = await serveRepo(tmp, ['models', 'bundle']);
     browser = await launchChromium({webgpu: true});
   }, 300_000);
 

@@ -17,11 +17,10 @@ import {tf} from '../../src/tf';
 import {GemmaTokenizer} from '../../src/tokenizer';
 import {type FakeHub, startFakeHub} from '../fake_hub';
 import {GEMMA_DIR, maxAbsDiff} from '../helpers';
-import {buildBundle, describeBrowser, launchChromium} from './chromium';
+import {buildBundle, describeBrowser, launchChromium, serveRepo} from './chromium';
 
 jest.setTimeout(300_000);
 
-const ROOT = path.join(__dirname, '../..');
 const FIX = path.join(__dirname, '../fixtures');
 const PROMPT = 'The quick brown fox jumps';
 const TEXT = 'Hello, world! 123  こんにちは 🙂';
@@ -77,8 +76,7 @@ describeBrowser('Hub ids in the browser bundle', () => {
     ref.gemmaIds = gemma.encode(TEXT);
     ref.chat = gemma.applyChatTemplate(MESSAGES as never, {addGenerationPrompt: true}) as string;
 
-    const {startServer} = require('../../scripts/serve.js');
-    server = await startServer({root: ROOT, mounts: {'/bundle/': path.join(tmp, 'bundle')}});
+    server = await serveRepo(tmp, ['bundle']);
     browser = await launchChromium({webgpu: false});
   }, 300_000);
 

@@ -24,8 +24,11 @@ import {fusedDecodeConfig, fusedDecoderFor} from '../../src/engines/webgpu_decod
 import {
   AttnSpec,
   attnChunks,
+  attnCombineGrid,
   attnCombineSource,
   attnPartialSource,
+  attnRopePartialSource,
+  combineSplit,
   embedSource,
   GemvSpec,
   gemvBindings,
@@ -380,6 +383,26 @@ describeWebGPU('fused WebGPU decode engine', () => {
         }
       }
       expect(relError(attn, wantAttn)).toBeLessThan(KERNEL_TOL);
+      // RoPE folded into the partial kernel: the same ring, validity and attention.
+      const [, kr3, vr3, valid3, part3] = await runKernel(
+        attnRopePartialSource(spec),
+        [qkv, kr, vr, valid, new Float32Array(B * H * NC * (HD + 2)), stepData],
+        [NC, K, B],
+      );
+      expect(relError(kr3, wantK)).toBeLessThan(KERNEL_TOL);
+      expect(Array.from(vr3)).toEqual(Array.from(vr2));
+      expect(Array.from(valid3)).toEqual(Array.from(valid2));
+      const [, attn3] = await runKernel(attnCombineSource(spec), [part3, new Float32Array(B * H * HD)], [H, B, 1]);
+      expect(relError(attn3, wantAttn)).toBeLessThan(KERNEL_TOL);
+      // The split combine: the default shape, and chunk groups that take more than one chunk each.
+      for (const split of [combineSplit(spec), {JT: 2, CG: 2}]) {
+        const [, got] = await runKernel(
+          attnCombineSource(spec, split),
+          [part, new Float32Array(B * H * HD)],
+          attnCombineGrid(spec, split),
+        );
+        expect(relError(got, wantAttn)).toBeLessThan(KERNEL_TOL);
+      }
     },
   );
 
