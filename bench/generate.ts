@@ -46,7 +46,10 @@
  * prompt up to 4096), --first-token-len (default 512: the first token through model.stream,
  * greedy, prefill included). With the engine, one profiled chunk per length (GPU timestamps per
  * dispatch, summed per kernel kind); with both, `fusedVsTfjsRelError` compares the logits after
- * a 64-step prompt.
+ * a 64-step prompt. Each length's `prefillCalls` counts one warm prefill's GPU calls (submits,
+ * buffer writes, reads, pipelines, bind groups; src/util/host_trace.ts), and the first token's
+ * run its host phases up to the first id (`firstTokenTrace`: median ms per phase, as
+ * GRIFFIN_TRACE=1 prints them) and GPU calls.
  */
 
 import {useBackend} from '../src/backend';
@@ -68,6 +71,7 @@ import {
   fusedDecoderFor,
   fusedTuning,
 } from '../src/engines/webgpu_decode';
+import {webgpuBackend} from '../src/engines/webgpu_decode/tfjs_webgpu';
 import {decodeMatmulConfig, decodeMatmulRows} from '../src/engines/webgpu_decode/tuning';
 import {fusedPrefillConfig, fusedPrefillFor} from '../src/engines/webgpu_prefill';
 import {parseMatmulTuning} from '../src/engines/webgpu_prefill/shaders/matmul';
@@ -76,6 +80,15 @@ import {type SamplingOptions, validateSamplingOptions} from '../src/generation/s
 import {queuedDecodeConfig, stepQueueStats} from '../src/generation/step_queue';
 import {RecurrentGemmaForCausalLM} from '../src/model';
 import {tf} from '../src/tf';
+import {
+  countGpuCalls,
+  countTfReads,
+  type GpuCallCounts,
+  gpuCalls,
+  gpuCallsSince,
+  type HostTraceSummary,
+  hostTraceConfig,
+} from '../src/util/host_trace';
 
 const int = intArg;
 
@@ -457,6 +470,14 @@ async function benchPrefill(
       const warmMs = await once(); // compiles, allocates
       const times: number[] = [];
       for (let i = 0; i < reps; i++) times.push(await once());
+      let prefillCalls: GpuCallCounts | null = null;
+      if (backend === 'webgpu') {
+        countGpuCalls(webgpuBackend().device);
+        countTfReads(webgpuBackend());
+        const c0 = {...gpuCalls};
+        model.prefill(prompt, {chunkSize: fused ? chunkSize : undefined}).dispose();
+        prefillCalls = gpuCallsSince(c0);
+      }
       const run: Record<string, unknown> = {
         fusedPrefill: fused,
         batch,
@@ -465,6 +486,7 @@ async function benchPrefill(
         prefillMs: +median(times).toFixed(1),
         prefillMsAll: times.map((x) => +x.toFixed(1)),
         prefillTokensPerSec: +(((len * batch) / median(times)) * 1000).toFixed(1),
+        prefillCalls,
       };
       const engine = fused && backend === 'webgpu' ? fusedPrefillFor(model, batch, chunkSize ?? len) : null;
       if (engine != null) {
@@ -494,8 +516,27 @@ async function benchPrefill(
     };
     await first();
     const times: number[] = [];
-    for (let i = 0; i < reps; i++) times.push(await first());
-    const run = {fusedPrefill: fused, batch, firstTokenPromptLen: firstLen, firstTokenMs: +median(times).toFixed(1)};
+    const traces: HostTraceSummary[] = [];
+    if (backend === 'webgpu') countGpuCalls(webgpuBackend().device);
+    hostTraceConfig.enabled = true;
+    hostTraceConfig.onTrace = (t) => traces.push(t);
+    try {
+      for (let i = 0; i < reps; i++) times.push(await first());
+    } finally {
+      hostTraceConfig.enabled = null;
+      hostTraceConfig.onTrace = null;
+    }
+    const phases = Object.fromEntries(
+      Object.keys(traces[0]?.phases ?? {}).map((k) => [k, +median(traces.map((t) => t.phases[k] ?? 0)).toFixed(2)]),
+    );
+    const run = {
+      fusedPrefill: fused,
+      batch,
+      firstTokenPromptLen: firstLen,
+      firstTokenMs: +median(times).toFixed(1),
+      firstTokenTrace: phases,
+      firstTokenCalls: traces[0]?.calls ?? null,
+    };
     process.stderr.write(`${JSON.stringify(run)}\n`);
     runs.push(run);
   }

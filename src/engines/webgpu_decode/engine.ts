@@ -492,6 +492,33 @@ export class FusedDecoder {
   }
 
   /**
+   * stepAhead in one submit (the ids' copy and the step's dispatches together): for ids that work
+   * submitted earlier has computed (and copied to where they are read back from), such as a pick
+   * in a fused prefill's submit, so that nothing waits for this step to read them. opts.argmax:
+   * as for stepAhead (the step also picks its successor's ids greedily, into greedyIds).
+   */
+  stepAheadJoined(
+    positions: number[],
+    encodeIds: (enc: GPUCommandEncoder, stepBuf: GPUBuffer, idsOffset: number) => void,
+    opts: {argmax?: boolean} = {},
+  ): void {
+    this.check();
+    if (positions.length !== this.B) throw new Error(`fused decode: ${positions.length} positions for ${this.B} rows`);
+    const argmax = opts.argmax === true;
+    this.writeStep(null, positions);
+    flushTf(this.backend);
+    const enc = this.device.createCommandEncoder();
+    encodeIds(enc, this.stepBuf, this.step_.ids * 4);
+    const cmd =
+      this.nextDispatches != null && this.nextArgmax === argmax ? this.nextDispatches : this.encodeDispatches(argmax);
+    this.device.queue.submit([enc.finish(), cmd]);
+    this.nextDispatches = this.encodeDispatches(argmax);
+    this.nextArgmax = argmax;
+    this.greedyReady = argmax;
+    this.advance();
+  }
+
+  /**
    * The ids (int32 [b]) the last step picked greedily (stepAhead with argmax), also in the step
    * buffer for the next step; null when the last step did not pick, or anything since
    * (another step, an import, a prefill) made them stale.
