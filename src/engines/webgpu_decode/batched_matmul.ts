@@ -7,17 +7,22 @@
  * soft cap; fused RMSNorm and bias alike. The tile is picked from the tuning rows (never the
  * engine's own rows), so that every engine made with the same tuning rows sums a row in the same
  * order (the serve guarantee: FusedDecoderOptions.tuningRows).
- *   const t = decodeMatmulTiling(32, 2560, 2560, {dtype: 'bfloat16', groupSize: 0, zeroPoints: false}, 1, 32768);
- *   console.log(t.bm, t.bn, t.tm, t.tn);   // 32 rows x 128 columns per workgroup, 8 x 4 per thread
+ *   const p = decodeMatmulPlan(32, 2560, 2560, {dtype: 'bfloat16', groupSize: 0, zeroPoints: false}, 1, 32768);
+ *   console.log(p.tuning.bm, p.tuning.bn, p.split);   // 32 rows x 128 columns per workgroup, K in 8 slices
  *
  * Tiles (bm x bn, thread tm x tn): bm = the tuning rows rounded up to 16, 32 or 64 (larger: the
- * prefill defaults), tm = bm / 4 (4 rows of threads), tn 4, bn 128 (64 past 32 rows). bn is
- * halved while the tiles overflow workgroup memory; while the product has fewer than
- * GRIFFIN_DECODE_MM_WG workgroups (default 132, one per SM of an H200; 0: never), tm is halved
- * (more threads per tile, 256 at most), then bn (to 16 columns and 16 threads at least).
- * Dispatch names end in '@mm' (profiles tell them from the GEMVs').
- * GRIFFIN_DECODE_MM (the syntax of GRIFFIN_PREFILL_MM: 'bm=32,bn=128,bk=16,tm=8,tn=4,...')
- * overrides any knob of that pick for every product.
+ * prefill defaults), tm = bm / 4 (4 rows of threads), tn 4, bn 128 (64 past 32 rows); bn is
+ * halved while the tiles overflow workgroup memory. GRIFFIN_DECODE_MM (the syntax of
+ * GRIFFIN_PREFILL_MM: 'bm=32,bn=128,bk=16,tm=8,tn=4,...') then overrides any knob of that pick
+ * for every product. While a product has fewer than GRIFFIN_DECODE_MM_WG workgroups (default
+ * 132, one per SM of an H200; 0: never): split-K, K in 2, 4, ... slices (at most
+ * GRIFFIN_DECODE_MM_SPLIT, default 16; 4 K steps each at least; not for a GeGLU pair, which then
+ * runs as two products); past that (no override set) tm halved (more threads per tile, 256 at
+ * most), then bn (to 16 columns and 16 threads at least).
+ * Split-K: the input rows normed into a scratch buffer first (shaders/split_k.ts rowNormSource,
+ * one dispatch per projection), the slices' partial sums into another, then one dispatch sums the
+ * slices in order and applies bias and epilogue (splitReduceSource).
+ * Dispatch names end in '@mm', '@mm-sum', '@norm' ... (profiles tell them from the GEMVs').
  *
  * Shape letters: B the engine's rows (M), R its tuning rows, IN the input width (K), N a
  * segment's output columns, P 1 or 2 (GeGLU's gate and up).
@@ -36,6 +41,7 @@ import {
   parseMatmulTuning,
 } from '../webgpu_prefill/shaders/matmul';
 import type {GemvSpec} from './shaders';
+import {rowNormSource, splitReduceGrid, splitReduceSource} from './shaders/split_k';
 import {matrixBytes, type WeightFormat} from './shaders/weights';
 import {decodeMatmulApplies} from './tuning';
 
@@ -86,18 +92,35 @@ function minWorkgroups(): number {
   return n;
 }
 
+/** Most K slices per product (GRIFFIN_DECODE_MM_SPLIT; default 16; 1: no split-K). */
+function maxSplit(): number {
+  const v = envText('GRIFFIN_DECODE_MM_SPLIT');
+  if (v === '') return 16;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1 || n > 64)
+    throw new Error(`GRIFFIN_DECODE_MM_SPLIT must be an integer in [1, 64], got "${v}"`);
+  return n;
+}
+
+/** A product's tiling: the matmul's tuning and its K slices (1: no split). */
+export interface DecodeMatmulPlan {
+  tuning: MatmulTuning;
+  split: number;
+}
+
 /**
- * The tile for products of R tuning rows into N columns (see the header); a full tuning, so that
- * GRIFFIN_PREFILL_MM does not reach the decode products. Throws a one-line error on a bad override.
+ * The tiling for products of R tuning rows into N columns over K (see the header); a full
+ * tuning, so that GRIFFIN_PREFILL_MM does not reach the decode products. Throws a one-line error
+ * on a bad override.
  */
-export function decodeMatmulTiling(
+export function decodeMatmulPlan(
   R: number,
   N: number,
   K: number,
   weight: WeightFormat,
   P: 1 | 2,
   sharedLimit: number,
-): MatmulTuning {
+): DecodeMatmulPlan {
   let t: MatmulTuning;
   if (R > 64) {
     t = {...MATMUL_DEFAULTS};
@@ -106,25 +129,24 @@ export function decodeMatmulTiling(
     t = {...MATMUL_DEFAULTS, bm, tm: bm / 4, tn: 4, bn: bm <= 32 ? 128 : 64, bk: 16};
   }
   const spec: MatmulSpec = {N, K, weight, epilogue: P === 2 ? 'geglu' : 'store'};
-  const want = minWorkgroups();
-  const tiles = (x: MatmulTuning) => Math.ceil(N / x.bn) * Math.ceil(R / x.bm);
-  const threads = (x: MatmulTuning) => (x.bm / x.tm) * (x.bn / x.tn);
-  for (;;) {
-    if (matmulSharedBytes(spec, t) > sharedLimit && t.bn > 16) {
-      t = {...t, bn: t.bn / 2};
-    } else if (tiles(t) >= want) {
-      break;
-    } else if (t.tm > 4 && threads({...t, tm: t.tm / 2}) <= 256) {
-      t = {...t, tm: t.tm / 2}; // more threads on the same tile first
-    } else if (t.bn > 16 && threads({...t, bn: t.bn / 2}) >= 16) {
-      t = {...t, bn: t.bn / 2};
-    } else {
-      break;
-    }
-  }
+  while (matmulSharedBytes(spec, t) > sharedLimit && t.bn > 16) t = {...t, bn: t.bn / 2};
   const env = envText('GRIFFIN_DECODE_MM');
   if (env !== '') t = {...t, ...parseMatmulTuning(env)};
-  return matmulTuning(spec, t);
+  const want = minWorkgroups();
+  const tiles = (x: MatmulTuning) => Math.ceil(N / x.bn) * Math.ceil(R / x.bm);
+  // Split-K (GeGLU's pair runs as two single products when split): slices of 4 K steps at least.
+  const nK = Math.ceil(K / t.bk);
+  let split = 1;
+  const most = P === 1 ? maxSplit() : 1;
+  while (tiles(t) * split < want && split * 2 <= most && nK % (split * 2) === 0 && nK / (split * 2) >= 4) split *= 2;
+  // Still too few (and no tile set by hand): more threads per tile, then narrower tiles.
+  const threads = (x: MatmulTuning) => (x.bm / x.tm) * (x.bn / x.tn);
+  while (env === '' && tiles(t) * split < want) {
+    if (t.tm > 4 && threads({...t, tm: t.tm / 2}) <= 256) t = {...t, tm: t.tm / 2};
+    else if (t.bn > 16 && threads({...t, bn: t.bn / 2}) >= 16) t = {...t, bn: t.bn / 2};
+    else break;
+  }
+  return {tuning: matmulTuning(spec, t), split};
 }
 
 /** Whether an engine tuned for R rows runs its products as matmuls (and its host can make `dims`). */
@@ -147,10 +169,28 @@ function dims(ctx: MatmulCtx): GPUBuffer {
 /** GEMV options minus the plan's tuning (plan.ts gemv()'s spec). */
 export type ProjectionSpec = Omit<GemvSpec, 'R' | 'T' | 'weights' | 'words' | 'bias'>;
 
+/** Scratch buffers per plan host (split-K's normed inputs and partial sums), grown as needed. */
+const scratchOf = new WeakMap<object, Map<string, {buf: GPUBuffer; floats: number}>>();
+
+function scratch(ctx: MatmulCtx, key: string, floats: number): GPUBuffer {
+  let m = scratchOf.get(ctx.host);
+  if (m == null) {
+    m = new Map();
+    scratchOf.set(ctx.host, m);
+  }
+  const have = m.get(key);
+  if (have != null && have.floats >= floats) return have.buf;
+  const buf = ctx.host.own(floats);
+  m.set(key, {buf, floats});
+  return buf;
+}
+
 /**
  * The matmul dispatches replacing one projection's GEMVs (plan.ts gemv(): same arguments), or
  * null where they do not apply (rows below the threshold, a width not a multiple of 4, a compact
- * load that does not fit the tile): the GEMVs then stay.
+ * load that does not fit the tile): the GEMVs then stay. A product with too few tiles for the GPU
+ * runs split-K: its input rows normed first (one dispatch per projection), its K slices in one
+ * dispatch (GeGLU: one per matrix), then a dispatch that sums them and applies the epilogue.
  */
 export function matmulProjection(
   ctx: MatmulCtx,
@@ -163,92 +203,177 @@ export function matmulProjection(
   if (!usesDecodeMatmul(ctx)) return null;
   const fmt = mats[0].fmt;
   const limits = ctx.host.limits;
+  const shared = limits.maxComputeWorkgroupStorageSize;
+  const R = ctx.tuneB,
+    K = spec.IN;
   const norm = spec.norm ? {eps: spec.eps ?? 1e-6} : undefined;
   const base = spec.outOffset ?? 0;
-  /** One product: its spec, tuning and bindings. */
+  /** One product (GeGLU: a pair) with its epilogue, and how it is tiled. */
   interface Part {
     label: string;
-    spec: MatmulSpec;
+    N: number;
+    epilogue: MatmulEpilogue;
+    outOffset: number;
     mats: MatmulMatrix[];
     bias?: () => GPUBuffer;
+    plan: DecodeMatmulPlan;
   }
   const parts: Part[] = [];
-  const biasOf = (k: number) => (biases == null ? undefined : () => ctx.host.weight(() => biases[k]));
-  const one = (k: number, label: string, epilogue: MatmulEpilogue, N: number, outOffset: number): Part => ({
-    label,
-    spec: {
+  try {
+    const biasOf = (k: number) => (biases == null ? undefined : () => ctx.host.weight(() => biases[k]));
+    const one = (k: number, label: string, epilogue: MatmulEpilogue, N: number, outOffset: number): Part => ({
+      label,
       N,
-      K: spec.IN,
-      weight: fmt,
-      norm,
-      bias: biases != null,
       epilogue,
-      cap: spec.cap,
-      outStride: spec.outStride,
       outOffset,
-    },
-    mats: [mats[k]],
-    bias: biasOf(k),
-  });
-  if (spec.mode === 'geglu') {
-    const m = spec.segments[0];
-    const whole: MatmulSpec = {
-      N: m,
-      K: spec.IN,
-      weight: fmt,
-      norm,
-      bias: biases != null,
-      epilogue: 'geglu',
-      outStride: spec.outStride,
-      outOffset: base,
-    };
-    if (matmulBindings(whole).length <= limits.maxStorageBuffersPerShaderStage) {
-      parts.push({
-        label: `${name}@mm`,
-        spec: whole,
-        mats,
-        bias: biases == null ? undefined : () => packBiases(ctx, biases),
-      });
+      mats: [mats[k]],
+      bias: biasOf(k),
+      plan: decodeMatmulPlan(R, N, K, fmt, 1, shared),
+    });
+    if (spec.mode === 'geglu') {
+      const m = spec.segments[0];
+      const pair = {label: `${name}@mm`, N: m, epilogue: 'geglu' as const, outOffset: base, mats};
+      const bias = biases == null ? undefined : () => packBiases(ctx, biases);
+      const split = decodeMatmulPlan(R, m, K, fmt, 1, shared);
+      const whole = {N: m, K, weight: fmt, norm, bias: biases != null, epilogue: 'geglu' as const};
+      if (split.split > 1) {
+        parts.push({...pair, bias, plan: split});
+      } else if (matmulBindings(whole).length <= limits.maxStorageBuffersPerShaderStage) {
+        parts.push({...pair, bias, plan: decodeMatmulPlan(R, m, K, fmt, 2, shared)});
+      } else {
+        parts.push(one(0, `${name}@mm-gate`, 'gelu', m, base), one(1, `${name}@mm-up`, 'mul', m, base));
+      }
     } else {
-      parts.push(one(0, `${name}@mm-gate`, 'gelu', m, base), one(1, `${name}@mm-up`, 'mul', m, base));
+      let start = base;
+      spec.segments.forEach((n, k) => {
+        const ep = spec.mode === 'store' && spec.gelu?.[k] ? 'gelu' : (spec.mode as MatmulEpilogue);
+        parts.push(one(k, spec.segments.length > 1 ? `${name}@mm${k}` : `${name}@mm`, ep, n, start));
+        start += n;
+      });
     }
-  } else {
-    const epilogue: MatmulEpilogue = spec.mode;
-    let start = base;
-    spec.segments.forEach((n, k) => {
-      const ep = epilogue === 'store' && spec.gelu?.[k] ? 'gelu' : epilogue;
-      parts.push(one(k, spec.segments.length > 1 ? `${name}@mm${k}` : `${name}@mm`, ep, n, start));
-      start += n;
-    });
+  } catch (e) {
+    if (e instanceof Error && /GRIFFIN_DECODE_MM|tuning/.test(e.message)) throw e; // a bad override: say so
+    return null;
   }
-  // Every part must build (else the GEMVs stay, whole): checked before anything is allocated.
-  const built: {part: Part; code: string; grid: [number, number, number]}[] = [];
-  for (const part of parts) {
-    try {
-      const P = part.spec.epilogue === 'geglu' ? 2 : 1;
-      const t = decodeMatmulTiling(ctx.tuneB, part.spec.N, part.spec.K, fmt, P, limits.maxComputeWorkgroupStorageSize);
-      if (matmulSharedBytes(part.spec, t) > limits.maxComputeWorkgroupStorageSize) return null;
-      const grid = matmulGrid(part.spec, ctx.B, t);
-      if (grid[0] > limits.maxComputeWorkgroupsPerDimension) return null;
-      built.push({part, code: matmulSource(part.spec, t), grid});
-    } catch (e) {
-      if (e instanceof Error && /GRIFFIN_DECODE_MM|tuning/.test(e.message)) throw e; // a bad override: say so
-      return null;
+
+  // Every dispatch must build (else the GEMVs stay, whole): checked before anything is allocated.
+  type Built = {
+    label: string;
+    code: string;
+    grid: [number, number, number];
+    bind: () => Record<string, GPUBuffer>;
+    bytes: number;
+  };
+  const built: Built[] = [];
+  const splitNorm = norm != null && parts.some((p) => p.plan.split > 1);
+  try {
+    if (splitNorm) {
+      built.push({
+        label: `${name}@norm`,
+        code: rowNormSource({K, eps: norm.eps}),
+        grid: [ctx.B, 1, 1],
+        bind: () => ({x: io.x, g: io.g!, xn: scratch(ctx, 'xn', ctx.B * K)}),
+        bytes: 0,
+      });
     }
+    for (const part of parts) {
+      const {tuning, split: S} = part.plan;
+      const P = part.mats.length;
+      const weights = (k: number) => {
+        const b: Record<string, GPUBuffer> = {};
+        const m = part.mats[k];
+        b.w0 = m.w;
+        if (m.s != null) b.s0 = m.s;
+        if (m.z != null) b.z0 = m.z;
+        return b;
+      };
+      if (S === 1) {
+        const mspec: MatmulSpec = {
+          N: part.N,
+          K,
+          weight: fmt,
+          norm,
+          bias: part.bias != null,
+          epilogue: part.epilogue,
+          cap: spec.cap,
+          outStride: spec.outStride,
+          outOffset: part.outOffset,
+        };
+        const grid = matmulGrid(mspec, ctx.B, tuning);
+        if (grid[0] > limits.maxComputeWorkgroupsPerDimension || matmulSharedBytes(mspec, tuning) > shared) return null;
+        built.push({
+          label: part.label,
+          code: matmulSource(mspec, tuning),
+          grid,
+          bind: () => {
+            const b: Record<string, GPUBuffer> = {dims: dims(ctx), x: io.x, out: io.out};
+            if (norm != null) b.g = io.g!;
+            part.mats.forEach((m, k) => {
+              b[`w${k}`] = m.w;
+              if (m.s != null) b[`s${k}`] = m.s;
+              if (m.z != null) b[`z${k}`] = m.z;
+            });
+            if (part.bias != null) b.bias = part.bias();
+            return b;
+          },
+          bytes: matrixBytes(fmt, part.N, K) * P,
+        });
+        continue;
+      }
+      // Split-K: part [B, P, S, N].
+      const floats = ctx.B * P * S * part.N;
+      for (let p = 0; p < P; p++) {
+        const mspec: MatmulSpec = {
+          N: part.N,
+          K,
+          weight: fmt,
+          epilogue: 'store',
+          kSplit: S,
+          outStride: P * S * part.N,
+          outOffset: p * S * part.N,
+        };
+        const grid = matmulGrid(mspec, ctx.B, tuning);
+        if (grid[0] > limits.maxComputeWorkgroupsPerDimension || matmulSharedBytes(mspec, tuning) > shared) return null;
+        built.push({
+          label: P === 2 ? `${part.label}-${p === 0 ? 'gate' : 'up'}` : part.label,
+          code: matmulSource(mspec, tuning),
+          grid,
+          bind: () => ({
+            dims: dims(ctx),
+            x: norm != null ? scratch(ctx, 'xn', ctx.B * K) : io.x,
+            ...weights(p),
+            out: scratch(ctx, 'part', floats),
+          }),
+          bytes: matrixBytes(fmt, part.N, K),
+        });
+      }
+      const rspec = {
+        N: part.N,
+        S,
+        P: P as 1 | 2,
+        epilogue: part.epilogue,
+        bias: part.bias != null,
+        cap: spec.cap,
+        outStride: spec.outStride,
+        outOffset: part.outOffset,
+      };
+      built.push({
+        label: `${part.label}-sum`,
+        code: splitReduceSource(rspec),
+        grid: splitReduceGrid(rspec, ctx.B),
+        bind: () => {
+          const b: Record<string, GPUBuffer> = {part: scratch(ctx, 'part', floats), out: io.out};
+          if (part.bias != null) b.bias = part.bias();
+          return b;
+        },
+        bytes: 0,
+      });
+    }
+  } catch (e) {
+    if (e instanceof Error && /GRIFFIN_DECODE_MM|tuning/.test(e.message)) throw e;
+    return null;
   }
-  return built.map(({part, code, grid}) => {
-    const b: Record<string, GPUBuffer> = {dims: dims(ctx), x: io.x, out: io.out};
-    if (io.g != null && part.spec.norm) b.g = io.g;
-    part.mats.forEach((m, k) => {
-      b[`w${k}`] = m.w;
-      if (m.s != null) b[`s${k}`] = m.s;
-      if (m.z != null) b[`z${k}`] = m.z;
-    });
-    if (part.bias != null) b.bias = part.bias();
-    const P = part.spec.epilogue === 'geglu' ? 2 : 1;
-    const bytes = matrixBytes(fmt, part.spec.N, part.spec.K) * P;
-    return {name: part.label, code, bindings: b, grid, bytes};
-  });
+  return built.map((d) => ({name: d.label, code: d.code, bindings: d.bind(), grid: d.grid, bytes: d.bytes}));
 }
 
 /** GeGLU's biases, gate's then up's, in one new buffer. */

@@ -2,7 +2,9 @@
  * The prefill engine's tiled matmul: out = epilogue([rmsnorm](x) W^T + bias) for M token rows
  * (read from the `dims` buffer, so one pipeline serves every chunk length), W in PyTorch's
  * [out, in] layout, float32 or compact (bfloat16, float16, int8, int4; unpacked with the decode
- * engine's helpers, webgpu_decode/shaders/weights.ts), or block-diagonal float32 [blocks, K, N].
+ * engine's helpers, webgpu_decode/shaders/weights.ts), or block-diagonal float32 [blocks, K, N];
+ * or split-K (kSplit: each grid z a slice of K, raw partial sums side by side; the decode engine's
+ * large-batch products, webgpu_decode/batched_matmul.ts).
  *   const weight = {dtype: 'float32', groupSize: 0, zeroPoints: false} as const;
  *   const spec: MatmulSpec = {N: 7680, K: 2560, weight, norm: {eps: 1e-6}, bias: true, epilogue: 'geglu'};
  *   const code = matmulSource(spec);   const names = matmulBindings(spec);   const grid = matmulGrid(spec, 2048);
@@ -60,6 +62,12 @@ export interface MatmulSpec {
   outOffset?: number;
   /** Block-diagonal: x [M, blocks*K], w [blocks, K, N] float32 ('kn'), out [M, blocks*N]; grid z = block. */
   blocks?: number;
+  /**
+   * Split-K: the K steps in kSplit equal slices (ceil(K / bk) a multiple of kSplit), grid z = slice;
+   * slice z stores its partial product at out column z * N (out [M, kSplit * N] by default): epilogue
+   * 'store', no norm, no bias (the caller sums the slices and finishes). Not with blocks.
+   */
+  kSplit?: number;
 }
 
 export interface MatmulTuning {
@@ -185,7 +193,7 @@ export function matmulBindings(spec: MatmulSpec): string[] {
 /** Workgroups for M rows: [N tiles, M tiles, blocks]. */
 export function matmulGrid(spec: MatmulSpec, M: number, tuning?: Partial<MatmulTuning>): [number, number, number] {
   const t = matmulTuning(spec, tuning);
-  return [Math.ceil(spec.N / t.bn), Math.max(1, Math.ceil(M / t.bm)), spec.blocks ?? 1];
+  return [Math.ceil(spec.N / t.bn), Math.max(1, Math.ceil(M / t.bm)), spec.blocks ?? spec.kSplit ?? 1];
 }
 
 /** Bytes of workgroup memory the kernel declares. */
@@ -202,6 +210,13 @@ function checkSpec(spec: MatmulSpec): void {
   const mult4 = (x: number) => Number.isInteger(x) && x > 0 && x % 4 === 0;
   if (!mult4(N) || !mult4(K)) throw bad(`N and K must be positive multiples of 4, got N=${N}, K=${K}`);
   const B = spec.blocks ?? 1;
+  if (spec.kSplit != null) {
+    const S = spec.kSplit;
+    if (!Number.isInteger(S) || S < 1 || S > 64) throw bad(`kSplit must be an integer in [1, 64], got ${S}`);
+    if (spec.blocks != null || spec.norm || spec.bias || spec.epilogue !== 'store') {
+      throw bad('split-K products store raw partial sums: no blocks, norm, bias or epilogue');
+    }
+  }
   if (spec.blocks != null) {
     if (!Number.isInteger(B) || B < 1) throw bad(`blocks must be a positive integer, got ${B}`);
     if (fmt.dtype !== 'float32') throw bad('block-diagonal weights are float32 only');
@@ -214,10 +229,11 @@ function checkSpec(spec: MatmulSpec): void {
     throw bad(`xStride and xOffset must be multiples of 4, got ${xs}, ${xo}`);
   }
   if (xo + B * K > xs) throw bad(`x rows of stride ${xs} cannot hold ${B * K} values from column ${xo}`);
-  const os = spec.outStride ?? B * N,
+  const Z = spec.blocks ?? spec.kSplit ?? 1;
+  const os = spec.outStride ?? Z * N,
     oo = spec.outOffset ?? 0;
   if (!Number.isInteger(os) || !Number.isInteger(oo) || oo < 0) throw bad(`bad outStride/outOffset ${os}, ${oo}`);
-  if (oo + B * N > os) throw bad(`out rows of stride ${os} cannot hold ${B * N} values from column ${oo}`);
+  if (oo + Z * N > os) throw bad(`out rows of stride ${os} cannot hold ${Z * N} values from column ${oo}`);
   if (spec.epilogue === 'softcap' && !(spec.cap != null && spec.cap > 0)) throw bad('softcap needs a cap > 0');
   if (fmt.dtype !== 'float32' && K % valuesPerWord(fmt) !== 0) throw bad(`${fmt.dtype} rows of ${K} values`);
   if (fmt.dtype === 'int4' && K % fmt.groupSize !== 0) throw bad(`group size ${fmt.groupSize} does not divide K=${K}`);
@@ -241,10 +257,14 @@ export function matmulSource(spec: MatmulSpec, tuning?: Partial<MatmulTuning>): 
   const XV = BK / 4; // vec4s of x per tile row
   const xStride = spec.xStride ?? NB * K,
     xOffset = spec.xOffset ?? 0;
-  const outStride = spec.outStride ?? NB * N,
+  const SK = spec.kSplit ?? 1;
+  const outStride = spec.outStride ?? NB * SK * N,
     outOffset = spec.outOffset ?? 0;
   const outVec = outStride % 4 === 0 && outOffset % 4 === 0;
-  const nK = Math.ceil(K / BK);
+  // K steps per workgroup (split-K: its slice's, from k = kb).
+  const nK = Math.ceil(K / BK) / SK;
+  if (!Number.isInteger(nK)) throw new Error(`prefill matmul: ${Math.ceil(K / BK)} K steps do not split in ${SK}`);
+  const KB = SK > 1 ? 'kb' : '0u';
   const guardN = N % BN !== 0;
   const guardK = K % BK !== 0;
   const bufs = tu.buffers;
@@ -401,19 +421,19 @@ export function matmulSource(spec: MatmulSpec, tuning?: Partial<MatmulTuning>): 
   const xBuf = (b: string) => (bufs === 2 ? `${b} * ${XT}u` : '0u');
   const wBuf = (b: string) => (bufs === 2 ? `${b} * ${WT}u` : '0u');
   if (!prefetch) {
-    body.push(`for (var kt = 0u; kt < ${nK}u; kt = kt + 1u) {`, `  let k0 = kt * ${BK}u;`);
+    body.push(`for (var kt = 0u; kt < ${nK}u; kt = kt + 1u) {`, `  let k0 = ${KB} + kt * ${BK}u;`);
     body.push(...loadX('k0'), ...loadW('k0'), ...storeX('k0', '0u'), ...storeW('0u'));
     body.push('  workgroupBarrier();', ...compute('0u', '0u'), '  workgroupBarrier();', '}');
   } else if (bufs === 1) {
-    body.push(...loadX('0u'), ...loadW('0u'));
-    body.push(`for (var kt = 0u; kt < ${nK}u; kt = kt + 1u) {`, `  let k0 = kt * ${BK}u;`);
+    body.push(...loadX(KB), ...loadW(KB));
+    body.push(`for (var kt = 0u; kt < ${nK}u; kt = kt + 1u) {`, `  let k0 = ${KB} + kt * ${BK}u;`);
     body.push(...storeX('k0', '0u'), ...storeW('0u'), '  workgroupBarrier();');
     body.push(`  if (kt + 1u < ${nK}u) {`, `  let k1 = k0 + ${BK}u;`, ...loadX('k1'), ...loadW('k1'), '  }');
     body.push(...compute('0u', '0u'), '  workgroupBarrier();', '}');
   } else {
-    body.push(...loadX('0u'), ...loadW('0u'), ...storeX('0u', '0u'), ...storeW('0u'), 'workgroupBarrier();');
+    body.push(...loadX(KB), ...loadW(KB), ...storeX(KB, '0u'), ...storeW('0u'), 'workgroupBarrier();');
     body.push(`for (var kt = 0u; kt < ${nK}u; kt = kt + 1u) {`, '  let cur = kt & 1u; let nxt = 1u - cur;');
-    body.push(`  let more = kt + 1u < ${nK}u; let k1 = (kt + 1u) * ${BK}u;`);
+    body.push(`  let more = kt + 1u < ${nK}u; let k1 = ${KB} + (kt + 1u) * ${BK}u;`);
     body.push('  if (more) {', ...loadX('k1'), ...loadW('k1'), '  }');
     body.push(...compute(xBuf('cur'), wBuf('cur')));
     body.push(
@@ -470,7 +490,7 @@ export function matmulSource(spec: MatmulSpec, tuning?: Partial<MatmulTuning>): 
           `  v = vec4<f32>(tanhP(v.x / ${cap}), tanhP(v.y / ${cap}), tanhP(v.z / ${cap}), tanhP(v.w / ${cap})) * ${cap};`,
         );
       }
-      const col = `m * ${outStride}u + ${outOffset}u + ${kn ? `blk * ${N}u + ` : ''}n`;
+      const col = `m * ${outStride}u + ${outOffset}u + ${kn || SK > 1 ? `blk * ${N}u + ` : ''}n`;
       if (outVec) {
         const o = `out[(${col}) / 4u]`;
         epi.push(ep === 'residual' ? `  ${o} = ${o} + v;` : ep === 'mul' ? `  ${o} = ${o} * v;` : `  ${o} = v;`);
@@ -533,7 +553,12 @@ fn main(@builtin(workgroup_id) wid : vec3<u32>, @builtin(local_invocation_index)
 ${tileOrder}
   if (m0 >= M) { return; }
   let blk = wid.z;
-  let xcol = ${xOffset}u + blk * ${K}u;
+  let xcol = ${xOffset}u + ${SK > 1 ? '0u' : `blk * ${K}u`};${
+    SK > 1
+      ? `
+  let kb = blk * ${nK * BK}u;`
+      : ''
+  }
   let tx = t % ${TX}u;
   let ty = t / ${TX}u;
   ${regs.join('\n  ')}
