@@ -79,7 +79,8 @@ async function decodeRun(
 ): Promise<{logits: Float32Array[]; state: Float32Array[]; engine: FusedDecoder | null; used: boolean}> {
   const model = makeModel(spec);
   const state = model.prefill(prompts(b));
-  const logits: Float32Array[] = [];
+  // The prefill's logits too: the fused prefill hands its last rows to the engine's head dispatches.
+  const logits: Float32Array[] = [Float32Array.from((await state.logits.data()) as Float32Array)];
   let used = true,
     engine: FusedDecoder | null = null;
   for (let i = 0; i < steps; i++) {

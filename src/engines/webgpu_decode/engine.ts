@@ -378,7 +378,8 @@ export class FusedDecoder {
 
   /** The final norm + head dispatches: x [b, d] -> logits (read by newLogits). */
   get headDispatches(): readonly Dispatch[] {
-    return this.dispatches.filter((d) => d.name === 'head' || d.name.startsWith('head.'));
+    // 'head', its pieces 'head.1', its matmuls 'head@mm', 'head@norm', 'head@mm-sum' (batched_matmul.ts).
+    return this.dispatches.filter((d) => /^head($|[.@])/.test(d.name));
   }
 
   /** A new tensor [b, V] that `enc` fills with the logits buffer (after the head dispatches). */
