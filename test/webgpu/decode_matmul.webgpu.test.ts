@@ -2,9 +2,10 @@
  * The fused decode engine's large-batch path (src/engines/webgpu_decode/batched_matmul.ts): with
  * 16 or more tuning rows the step's weight products run as tiled matmuls. Random models (float32,
  * compact bfloat16 and int4 with zero points; biases, an untied head, a soft cap) decoding 16 and
- * 20 rows: logits per step and the final state against decodeStep on the cpu backend, and against
- * the GEMV path (the threshold off); and a row's logits and state bit for bit the same in engines
- * of 20, 3 and 1 rows made with the same tuning rows (what src/serve relies on).
+ * 20 rows: the prefill's and each step's logits and the final state against decodeStep on the cpu
+ * backend, and (float32, bfloat16) against the GEMV path (the threshold off); split-K and whole
+ * tiles; and a row's logits and state bit for bit the same in engines of 20, 3 and 1 rows made
+ * with the same tuning rows (what src/serve relies on).
  *
  * Tolerances: float32 arithmetic on both sides over the same (unpacked) weight values, sums in
  * other orders and the norm's scale applied after the product: 1e-5 relative, as for the GEMVs.
@@ -178,9 +179,10 @@ describeWebGPU('fused decode: weight products as tiled matmuls past 16 tuning ro
         const cpu = await decodeRun(spec, b, steps);
         await tf.setBackend('webgpu');
         const mm = await decodeRun(spec, b, steps);
+        // The GEMV path too (int4's GEMVs of 16+ rows are slow on SwiftShader: cpu only).
         decodeMatmulConfig.rows = -1;
-        const gemv = await decodeRun(spec, b, steps);
-        expect(mm.used && gemv.used).toBe(true);
+        const gemv = spec?.dtype === 'int4' ? null : await decodeRun(spec, b, steps);
+        expect(mm.used && (gemv?.used ?? true)).toBe(true);
         // Every GEMV replaced (the recurrent block's x | y as two products), split-K (the model is
         // narrow: one tile per product), and none without the threshold.
         const names = mm.engine!.dispatchNames;
@@ -188,11 +190,13 @@ describeWebGPU('fused decode: weight products as tiled matmuls past 16 tuning ro
         for (const k of ['L0.xy@norm', 'L0.out@mm-sum', 'L1.qkv@mm2', 'L1.o@mm', 'L2.down@mm-sum', 'head@mm-sum'])
           expect(names).toContain(k);
         for (const k of ['L0.gateup@mm-gate', 'L1.gateup@mm-up', 'L2.gateup@mm-sum']) expect(names).toContain(k);
-        expect(gemv.engine!.dispatchNames.some((n) => n.includes('@mm'))).toBe(false);
+        if (gemv != null) expect(gemv.engine!.dispatchNames.some((n) => n.includes('@mm'))).toBe(false);
         expect(worst(mm.logits, cpu.logits)).toBeLessThan(TOL);
         expect(worst(mm.state, cpu.state)).toBeLessThan(TOL);
-        expect(worst(mm.logits, gemv.logits)).toBeLessThan(TOL);
-        expect(worst(mm.state, gemv.state)).toBeLessThan(TOL);
+        if (gemv != null) {
+          expect(worst(mm.logits, gemv.logits)).toBeLessThan(TOL);
+          expect(worst(mm.state, gemv.state)).toBeLessThan(TOL);
+        }
       },
       900_000,
     );
