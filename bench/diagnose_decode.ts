@@ -6,20 +6,10 @@
 
 import {checkpointTensors, readAllTensorData, writeTensorData} from '../converters/checkpoint_tensors';
 import {useBackend} from '../src/backend';
-import {benchConfig, intArg, parseArgs, randomizeWeights} from '../src/bench/common';
+import {configArg, intArg, parseArgs, randomizeWeights, relativeError} from '../src/bench/common';
 import {RecurrentGemmaConfig} from '../src/config';
 import {fusedDecodeConfig} from '../src/engines/webgpu_decode';
 import {RecurrentGemmaForCausalLM} from '../src/model';
-
-const rel = (a: Float32Array, b: Float32Array) => {
-  let n = 0,
-    d = 0;
-  for (let i = 0; i < a.length; i++) {
-    n += (a[i] - b[i]) ** 2;
-    d += b[i] ** 2;
-  }
-  return Math.sqrt(n / Math.max(d, 1e-30));
-};
 
 async function run(model: RecurrentGemmaForCausalLM, steps: number, batch: number): Promise<Float32Array[]> {
   const prompt = Array.from({length: batch}, (_, r) => [
@@ -44,12 +34,7 @@ async function run(model: RecurrentGemmaForCausalLM, steps: number, batch: numbe
 
 (async () => {
   const args = parseArgs(process.argv.slice(2));
-  const cfg = new RecurrentGemmaConfig(
-    benchConfig(args.config ?? '2b', {
-      layers: args.layers ? Number(args.layers) : undefined,
-      vocab: args.vocab ? Number(args.vocab) : undefined,
-    }),
-  );
+  const cfg = new RecurrentGemmaConfig(configArg(args, '2b'));
   const steps = intArg(args, 'steps', 2),
     batch = intArg(args, 'batch', 1);
   await useBackend('webgpu');
@@ -72,9 +57,9 @@ async function run(model: RecurrentGemmaForCausalLM, steps: number, batch: numbe
         vocab: cfg.vocab_size,
         batch,
         step: i,
-        fusedVsCpu: +rel(fused[i], r).toExponential(2),
-        tfjsWebgpuVsCpu: +rel(tfjs[i], r).toExponential(2),
-        fusedVsTfjs: +rel(fused[i], tfjs[i]).toExponential(2),
+        fusedVsCpu: +relativeError(fused[i], r).toExponential(2),
+        tfjsWebgpuVsCpu: +relativeError(tfjs[i], r).toExponential(2),
+        fusedVsTfjs: +relativeError(fused[i], tfjs[i]).toExponential(2),
       }),
     ),
   );

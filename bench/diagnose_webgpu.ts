@@ -6,18 +6,9 @@
 import * as fs from 'fs';
 import {rgLruScan} from '../ops/rg_lru_scan';
 import {useBackend} from '../src/backend';
+import {relativeError} from '../src/bench/common';
 import {RecurrentGemmaForCausalLM} from '../src/model';
 import {tf} from '../src/tf';
-
-const rel = (a: Float32Array, b: Float32Array) => {
-  let n = 0,
-    d = 0;
-  for (let i = 0; i < a.length; i++) {
-    n += (a[i] - b[i]) ** 2;
-    d += b[i] ** 2;
-  }
-  return Math.sqrt(n) / Math.sqrt(d);
-};
 
 async function run(backend: string, dir: string, rows: number[][]) {
   await useBackend(backend);
@@ -70,8 +61,9 @@ async function run(backend: string, dir: string, rows: number[][]) {
   const cpu = await run('cpu', dir, rows);
   const gpu = await run('webgpu', dir, rows);
   console.log(`loss cpu ${cpu.loss.toFixed(4)} webgpu ${gpu.loss.toFixed(4)}`);
-  cpu.hs.forEach((h, i) => console.log(`hidden_states.${i} rel ${rel(gpu.hs[i], h).toExponential(2)}`));
-  for (const k of Object.keys(cpu.ops)) console.log(`${k} rel ${rel(gpu.ops[k], cpu.ops[k]).toExponential(2)}`);
+  cpu.hs.forEach((h, i) => console.log(`hidden_states.${i} rel ${relativeError(gpu.hs[i], h).toExponential(2)}`));
+  for (const k of Object.keys(cpu.ops))
+    console.log(`${k} rel ${relativeError(gpu.ops[k], cpu.ops[k]).toExponential(2)}`);
 })().catch((e) => {
   console.error(e);
   process.exitCode = 1;

@@ -15,11 +15,19 @@
  * logits of a 64-step forward.
  */
 
-import {weightSpec} from '../ops/compact/format';
 import {useBackend} from '../src/backend';
-import {CONFIGS, emit, intArg, intList, parseArgs, randomIds, randomizeWeights, syncOn} from '../src/bench/common';
+import {
+  benchModel,
+  emit,
+  intArg,
+  intList,
+  modelShape,
+  parseArgs,
+  randomIds,
+  relativeError,
+  syncOn,
+} from '../src/bench/common';
 import {fusedForwardConfig} from '../src/engines/webgpu_prefill';
-import {RecurrentGemmaForCausalLM} from '../src/model';
 import {tf} from '../src/tf';
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
@@ -33,25 +41,7 @@ function modes(args: Record<string, string>, name: string): boolean[] {
 async function main(): Promise<void> {
   const args = parseArgs(process.argv.slice(2));
   const backend = await useBackend(args.backend ?? 'webgpu');
-  let model: RecurrentGemmaForCausalLM;
-  let name: string;
-  if (args.model) {
-    model = await RecurrentGemmaForCausalLM.fromPretrained(args.model);
-    name = args.model;
-  } else {
-    name = args.config ?? 'tiny';
-    const base = CONFIGS[name];
-    if (base == null) throw new Error(`--config must be one of ${Object.keys(CONFIGS).join(', ')}`);
-    const cfg = {...base};
-    if (args.layers) cfg.num_hidden_layers = intArg(args, 'layers', 0);
-    if (args.vocab) cfg.vocab_size = intArg(args, 'vocab', 0);
-    const compact = weightSpec(args.dtype ?? 'float32', {
-      groupSize: args['group-size'] != null ? intArg(args, 'group-size', 64) : undefined,
-      zeroPoints: args['zero-points'] != null,
-    });
-    model = new RecurrentGemmaForCausalLM(cfg, {compact, init: 'zeros'});
-    randomizeWeights(model);
-  }
+  const {model, name} = await benchModel(args);
   const c = model.config;
   const batch = Math.max(1, intArg(args, 'batch', 1));
   const lens = intList(args.lens, [128, 2048], 'lens');
@@ -99,24 +89,14 @@ async function main(): Promise<void> {
       l.dispose();
       return out;
     };
-    const a = await logits(true),
-      b = await logits(false);
-    let num = 0,
-      den = 0;
-    a.forEach((x, j) => {
-      num += (x - b[j]) ** 2;
-      den += b[j] ** 2;
-    });
-    check = +Math.sqrt(num / Math.max(den, 1e-30)).toExponential(2);
+    check = +relativeError(await logits(true), await logits(false)).toExponential(2);
   }
   fusedForwardConfig.enabled = null;
   emit(
     {
       model: name,
       backend,
-      layers: c.num_hidden_layers,
-      hidden: c.hidden_size,
-      vocab: c.vocab_size,
+      ...modelShape(model),
       weightDtype: model.weightDtype,
       headMb,
       numBytesInGPU: (tf.memory() as {numBytesInGPU?: number}).numBytesInGPU ?? null,

@@ -23,7 +23,12 @@
  * bytes of weights each must read: GB/s). --sweep 64x8,128x4,256x2 repeats the engine's runs with
  * GEMV workgroups of T threads and at most R rows each (env GRIFFIN_FUSED_THREADS / _ROWS);
  * TxRxUxWxC also sets the strides per loop trip, compact weights' words per load and the RG-LRU
- * kernel's channels per workgroup (_UNROLL, _WORDS, _LRU_CHANNELS).
+ * kernel's channels per workgroup (_UNROLL, _WORDS, _LRU_CHANNELS); TxRxUxWxCxDxXxK then the GEMV
+ * reduction D (1 tree, 2 split: _REDUCE), its x loads X (1 ahead, 2 lazy: _XLOAD) and int8 / int4
+ * unpacking K (1 convert, 2 the 2^23 trick: _UNPACK), then M the attention combine (1 serial, 2 split:
+ * _COMBINE) and P RoPE (1 separate, 2 inside the partial attention kernel: _ROPE) (TxRxUxWxCxDxXxKxMxP);
+ * 0 anywhere: the default. Greedy picks run
+ * inside the step's plan (`inPlanPicks`; GRIFFIN_FUSED_ARGMAX=0: a separate pick before each step).
  * Many rows (src/engines/webgpu_decode/batched_matmul.ts): --matmul-rows 16,0 repeats every batch
  * with the step's weight products as tiled matmuls from that many rows (0: GEMVs only; env
  * GRIFFIN_DECODE_MATMUL_ROWS); --mm-sweep 'bm=32,bn=128/bm=16,bn=256,tm=4' repeats the engine's
@@ -41,19 +46,22 @@
  * prompt up to 4096), --first-token-len (default 512: the first token through model.stream,
  * greedy, prefill included). With the engine, one profiled chunk per length (GPU timestamps per
  * dispatch, summed per kernel kind); with both, `fusedVsTfjsRelError` compares the logits after
- * a 64-step prompt.
+ * a 64-step prompt. Each length's `prefillCalls` counts one warm prefill's GPU calls (submits,
+ * buffer writes, reads, pipelines, bind groups; src/util/host_trace.ts), and the first token's
+ * run its host phases up to the first id (`firstTokenTrace`: median ms per phase, as
+ * GRIFFIN_TRACE=1 prints them) and GPU calls.
  */
 
-import {weightSpec} from '../ops/compact/format';
 import {useBackend} from '../src/backend';
 import {
+  benchModel,
   emit,
   intArg,
   intList,
+  modelShape,
   parseArgs,
   randomIds,
-  randomizeWeights,
-  CONFIGS as SHARED_CONFIGS,
+  relativeError,
   syncOn,
 } from '../src/bench/common';
 import {
@@ -63,6 +71,7 @@ import {
   fusedDecoderFor,
   fusedTuning,
 } from '../src/engines/webgpu_decode';
+import {webgpuBackend} from '../src/engines/webgpu_decode/tfjs_webgpu';
 import {decodeMatmulConfig, decodeMatmulRows} from '../src/engines/webgpu_decode/tuning';
 import {fusedPrefillConfig, fusedPrefillFor} from '../src/engines/webgpu_prefill';
 import {parseMatmulTuning} from '../src/engines/webgpu_prefill/shaders/matmul';
@@ -71,9 +80,16 @@ import {type SamplingOptions, validateSamplingOptions} from '../src/generation/s
 import {queuedDecodeConfig, stepQueueStats} from '../src/generation/step_queue';
 import {RecurrentGemmaForCausalLM} from '../src/model';
 import {tf} from '../src/tf';
+import {
+  countGpuCalls,
+  countTfReads,
+  type GpuCallCounts,
+  gpuCalls,
+  gpuCallsSince,
+  type HostTraceSummary,
+  hostTraceConfig,
+} from '../src/util/host_trace';
 
-// Shared with bench/model.ts and griffin bench (common.ts); '2b-shaped' is this script's old name for 2b.
-const CONFIGS: typeof SHARED_CONFIGS = {...SHARED_CONFIGS, '2b-shaped': SHARED_CONFIGS['2b']};
 const int = intArg;
 
 const rss = () => process.memoryUsage().rss / 2 ** 20;
@@ -81,27 +97,11 @@ const rss = () => process.memoryUsage().rss / 2 ** 20;
 async function main(): Promise<void> {
   const args = parseArgs(process.argv.slice(2));
   const backend = await useBackend(args.backend);
-  let model: RecurrentGemmaForCausalLM;
-  let name: string;
-  if (args.model) {
-    model = await RecurrentGemmaForCausalLM.fromPretrained(args.model);
-    name = args.model;
-  } else {
-    name = args.config ?? 'tiny';
-    const base = CONFIGS[name];
-    if (base == null) throw new Error(`--config must be one of ${Object.keys(CONFIGS).join(', ')}`);
-    const cfg = {...base};
-    if (args.layers) cfg.num_hidden_layers = int(args, 'layers', 0);
-    if (args.vocab) cfg.vocab_size = int(args, 'vocab', 0);
-    const compact = weightSpec(args.dtype ?? 'float32', {
-      groupSize: args['group-size'] != null ? int(args, 'group-size', 64) : undefined,
-      zeroPoints: args['zero-points'] != null,
-    });
-    // Weights from a GPU hash under webgpu (tfjs's random initialisers are slow for 2.7B parameters).
-    const randomize = args.fused != null || args.batches != null || args['fused-prefill'] != null;
-    model = new RecurrentGemmaForCausalLM(cfg, {compact, init: randomize ? 'zeros' : 'random'});
-    if (randomize) randomizeWeights(model);
-  }
+  // '2b-shaped': this script's old name for 2b. The engine runs take randomizeWeights (fast for 2.7B parameters).
+  const {model, name} = await benchModel(args, {
+    config: args.config === '2b-shaped' ? '2b' : undefined,
+    tfjsInit: args.fused == null && args.batches == null && args['fused-prefill'] == null,
+  });
   if (args['fused-prefill'] != null || args['prefill-lens'] != null) {
     await benchPrefill(model, name, backend, args);
     model.dispose();
@@ -130,11 +130,7 @@ async function main(): Promise<void> {
     model: name,
     backend,
     batch,
-    layers: c.num_hidden_layers,
-    hidden: c.hidden_size,
-    vocab: c.vocab_size,
-    window: c.attention_window_size,
-    params: model.countParams(),
+    ...modelShape(model),
   };
 
   let t0 = performance.now();
@@ -263,6 +259,11 @@ async function compareFused(
         unroll: tuning[2],
         words: tuning[3],
         lruChannels: tuning[4],
+        reduce: tuning[5] ?? 0,
+        xload: tuning[6] ?? 0,
+        unpack: tuning[7] ?? 0,
+        combine: tuning[8] ?? 0,
+        rope: tuning[9] ?? 0,
       };
     let t0: number;
     if (tuning == null && mm == null) {
@@ -283,7 +284,8 @@ async function compareFused(
             }
             const stamps: number[] = [];
             let n = 0;
-            const queued0 = stepQueueStats.queuedSteps;
+            const queued0 = stepQueueStats.queuedSteps,
+              inPlan0 = stepQueueStats.inPlanPicks;
             t0 = performance.now();
             for await (const _ of model.stream(prompt, {
               ...sampling,
@@ -301,6 +303,7 @@ async function compareFused(
               firstTokenMs: +(stamps[0] - t0).toFixed(1),
               steps,
               queuedSteps: stepQueueStats.queuedSteps - queued0,
+              inPlanPicks: stepQueueStats.inPlanPicks - inPlan0,
               msPerStep: steps > 1 ? +(decodeMs / (steps - 1)).toFixed(3) : null,
               decodeTokensPerSec: steps > 1 ? +((((steps - 1) * batch) / decodeMs) * 1000).toFixed(1) : null,
             };
@@ -357,17 +360,7 @@ async function compareFused(
     };
     const a = await logits(true),
       b = await logits(false);
-    let worst = 0;
-    a.forEach((x, i) => {
-      let num = 0,
-        den = 0;
-      for (let j = 0; j < x.length; j++) {
-        num += (x[j] - b[i][j]) ** 2;
-        den += b[i][j] ** 2;
-      }
-      worst = Math.max(worst, Math.sqrt(num / Math.max(den, 1e-30)));
-    });
-    return +worst.toExponential(2);
+    return +a.reduce((worst, x, i) => Math.max(worst, relativeError(x, b[i])), 0).toExponential(2);
   };
   const checks: Record<string, number> = {};
   for (const rows of matmulRows) {
@@ -403,6 +396,11 @@ async function compareFused(
       fusedTuning.unroll = t![2] ?? 0;
       fusedTuning.words = t![3] ?? 0;
       fusedTuning.lruChannels = t![4] ?? 0;
+      fusedTuning.reduce = t![5] ?? 0;
+      fusedTuning.xload = t![6] ?? 0;
+      fusedTuning.unpack = t![7] ?? 0;
+      fusedTuning.combine = t![8] ?? 0;
+      fusedTuning.rope = t![9] ?? 0;
       disposeFusedDecoders(model);
       for (const batch of batches) await measure(batch, true, t);
     }
@@ -411,6 +409,11 @@ async function compareFused(
     fusedTuning.unroll = 0;
     fusedTuning.words = 0;
     fusedTuning.lruChannels = 0;
+    fusedTuning.reduce = 0;
+    fusedTuning.xload = 0;
+    fusedTuning.unpack = 0;
+    fusedTuning.combine = 0;
+    fusedTuning.rope = 0;
   }
   fusedDecodeConfig.enabled = null;
   const weightBytes = model.weightBytes();
@@ -419,11 +422,7 @@ async function compareFused(
     {
       model: name,
       backend,
-      layers: c.num_hidden_layers,
-      hidden: c.hidden_size,
-      vocab: c.vocab_size,
-      window: c.attention_window_size,
-      params: model.countParams(),
+      ...modelShape(model),
       weightDtype: model.weightDtype,
       weightGB: +(weightBytes / 1e9).toFixed(2),
       weightMB: +(weightBytes / 1e6).toFixed(1),
@@ -471,6 +470,14 @@ async function benchPrefill(
       const warmMs = await once(); // compiles, allocates
       const times: number[] = [];
       for (let i = 0; i < reps; i++) times.push(await once());
+      let prefillCalls: GpuCallCounts | null = null;
+      if (backend === 'webgpu') {
+        countGpuCalls(webgpuBackend().device);
+        countTfReads(webgpuBackend());
+        const c0 = {...gpuCalls};
+        model.prefill(prompt, {chunkSize: fused ? chunkSize : undefined}).dispose();
+        prefillCalls = gpuCallsSince(c0);
+      }
       const run: Record<string, unknown> = {
         fusedPrefill: fused,
         batch,
@@ -479,6 +486,7 @@ async function benchPrefill(
         prefillMs: +median(times).toFixed(1),
         prefillMsAll: times.map((x) => +x.toFixed(1)),
         prefillTokensPerSec: +(((len * batch) / median(times)) * 1000).toFixed(1),
+        prefillCalls,
       };
       const engine = fused && backend === 'webgpu' ? fusedPrefillFor(model, batch, chunkSize ?? len) : null;
       if (engine != null) {
@@ -508,8 +516,27 @@ async function benchPrefill(
     };
     await first();
     const times: number[] = [];
-    for (let i = 0; i < reps; i++) times.push(await first());
-    const run = {fusedPrefill: fused, batch, firstTokenPromptLen: firstLen, firstTokenMs: +median(times).toFixed(1)};
+    const traces: HostTraceSummary[] = [];
+    if (backend === 'webgpu') countGpuCalls(webgpuBackend().device);
+    hostTraceConfig.enabled = true;
+    hostTraceConfig.onTrace = (t) => traces.push(t);
+    try {
+      for (let i = 0; i < reps; i++) times.push(await first());
+    } finally {
+      hostTraceConfig.enabled = null;
+      hostTraceConfig.onTrace = null;
+    }
+    const phases = Object.fromEntries(
+      Object.keys(traces[0]?.phases ?? {}).map((k) => [k, +median(traces.map((t) => t.phases[k] ?? 0)).toFixed(2)]),
+    );
+    const run = {
+      fusedPrefill: fused,
+      batch,
+      firstTokenPromptLen: firstLen,
+      firstTokenMs: +median(times).toFixed(1),
+      firstTokenTrace: phases,
+      firstTokenCalls: traces[0]?.calls ?? null,
+    };
     process.stderr.write(`${JSON.stringify(run)}\n`);
     runs.push(run);
   }
@@ -523,26 +550,14 @@ async function benchPrefill(
       state.dispose();
       return out;
     };
-    const a = await logits(true),
-      b = await logits(false);
-    let num = 0,
-      den = 0;
-    a.forEach((x, j) => {
-      num += (x - b[j]) ** 2;
-      den += b[j] ** 2;
-    });
-    check = +Math.sqrt(num / Math.max(den, 1e-30)).toExponential(2);
+    check = +relativeError(await logits(true), await logits(false)).toExponential(2);
   }
   fusedPrefillConfig.enabled = null;
   emit(
     {
       model: name,
       backend,
-      layers: c.num_hidden_layers,
-      hidden: c.hidden_size,
-      vocab: c.vocab_size,
-      window: c.attention_window_size,
-      params: model.countParams(),
+      ...modelShape(model),
       weightDtype: model.weightDtype,
       runs,
       fusedVsTfjsRelError: check,

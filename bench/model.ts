@@ -19,7 +19,7 @@ import {maxPieceBytes} from '../layers/vocab_split';
 import {causalConv1dConfig} from '../ops/causal_conv1d';
 import {
   Args,
-  benchConfig,
+  configArg,
   DispatchCounter,
   describe,
   emit,
@@ -43,10 +43,7 @@ const round = (x: number, d = 3) => +x.toFixed(d);
 async function main(args: Args): Promise<void> {
   const env = await setup(args.backend);
   const name = args.config ?? '2b';
-  const cfg = benchConfig(name, {
-    layers: args.layers ? intArg(args, 'layers', 1) : undefined,
-    vocab: args.vocab ? intArg(args, 'vocab', 1) : undefined,
-  });
+  const cfg = configArg(args, name);
   const small = name === 'tiny';
   const seqs = intList(args.seq, small ? [16, 128] : [128, 2048], 'seq');
   const forwardBatch = intArg(args, 'forward-batch', 1);

@@ -24,12 +24,20 @@ import {dequantize, quantize} from '../ops/compact/format';
 import {Args, describe, emit, fail, intArg, intList, parseArgs, printTable, setup} from '../src/bench/common';
 import {weightFormat} from '../src/engines/webgpu_decode/shaders/weights';
 import {
+  DEVICE_SUBGROUP,
+  MATMUL_VARIANTS,
   type MatmulSpec,
   type MatmulTuning,
   matmulBindings,
   matmulGrid,
+  matmulPartFloats,
+  matmulReduceBindings,
+  matmulReduceGrid,
+  matmulReduceSource,
   matmulSharedBytes,
   matmulSource,
+  matmulSplits,
+  matmulSubgroupSize,
   matmulTuning,
   matmulTuningFor,
   parseMatmulTuning,
@@ -37,22 +45,40 @@ import {
 import {tf} from '../src/tf';
 import {Rng} from '../src/util/rng';
 
-/** The tunings --sweep tries (the defaults first). */
+/** The tunings --sweep tries (the defaults first); sg: DEVICE_SUBGROUP is the device's size (skipped without one). */
 const SWEEP: Partial<MatmulTuning>[] = [
   {},
   {prefetch: false},
   {group: 0},
   {buffers: 2},
-  {bm: 128, bn: 64, bk: 8, tm: 8, tn: 4, buffers: 2},
-  {bm: 128, bn: 64, bk: 32, tm: 8, tn: 4},
+  {spread: true},
+  {unroll: true},
+  MATMUL_VARIANTS.base,
+  {...MATMUL_VARIANTS.base, buffers: 2},
+  {bm: 128, bn: 64, bk: 32, tm: 8, tn: 4, spread: true, unroll: true},
+  {bm: 128, bn: 64, bk: 8, tm: 8, tn: 4, buffers: 2, spread: true, unroll: true},
   {bm: 128, bn: 128, bk: 8, tm: 8, tn: 8, buffers: 2},
-  {bm: 128, bn: 128, bk: 16, tm: 8, tn: 8},
-  {bm: 64, bn: 128, bk: 16, tm: 8, tn: 8},
-  {bm: 64, bn: 64, bk: 16, tm: 4, tn: 4},
-  {bm: 64, bn: 64, bk: 32, tm: 4, tn: 4, buffers: 2},
-  {bm: 64, bn: 64, bk: 16, tm: 8, tn: 8},
-  {bm: 64, bn: 128, bk: 16, tm: 4, tn: 8},
-  {bm: 32, bn: 64, bk: 16, tm: 4, tn: 4},
+  MATMUL_VARIANTS.big,
+  {...MATMUL_VARIANTS.big, bk: 16},
+  MATMUL_VARIANTS.big16,
+  {...MATMUL_VARIANTS.big16, group: 0},
+  MATMUL_VARIANTS.wide,
+  MATMUL_VARIANTS.tall,
+  {bm: 64, bn: 64, bk: 16, tm: 8, tn: 8, spread: true, unroll: true},
+  MATMUL_VARIANTS.small,
+  {bm: 32, bn: 64, bk: 16, tm: 4, tn: 4, spread: true, unroll: true},
+  {splitk: 2, spread: true, unroll: true},
+  MATMUL_VARIANTS.split4,
+  MATMUL_VARIANTS.split8,
+  {...MATMUL_VARIANTS.big, splitk: 4},
+  {...MATMUL_VARIANTS.small, splitk: 2},
+  {...MATMUL_VARIANTS.small, splitk: 4},
+  {sg: DEVICE_SUBGROUP},
+  {...MATMUL_VARIANTS.base, sg: DEVICE_SUBGROUP},
+  {...MATMUL_VARIANTS.base, buffers: 2, sg: DEVICE_SUBGROUP},
+  {...MATMUL_VARIANTS.big, sg: DEVICE_SUBGROUP},
+  {...MATMUL_VARIANTS.tall, sg: DEVICE_SUBGROUP},
+  {...MATMUL_VARIANTS.split4, sg: DEVICE_SUBGROUP},
 ];
 
 interface Shape {
@@ -80,7 +106,8 @@ const FORMATS: Record<string, ReturnType<typeof weightFormat>> = {
 };
 
 const tuningText = (t: MatmulTuning) =>
-  `${t.bm}x${t.bn}x${t.bk} ${t.tm}x${t.tn}${t.buffers === 2 ? ' db' : t.prefetch ? ' pf' : ''}${t.words ? ` w${t.words}` : ''}`;
+  `${t.bm}x${t.bn}x${t.bk} ${t.tm}x${t.tn}${t.buffers === 2 ? ' db' : t.prefetch ? ' pf' : ''}${t.words ? ` w${t.words}` : ''}` +
+  `${t.spread ? ' sp' : ''}${t.unroll ? ' un' : ''}${t.group !== 8 ? ` g${t.group}` : ''}${t.splitk > 1 ? ` k/${t.splitk}` : ''}${t.sg ? ` sg${t.sg}` : ''}`;
 
 /** A GPU buffer holding `data`. */
 function upload(dev: GPUDevice, data: Float32Array | Uint32Array, extra = 0): GPUBuffer {
@@ -116,15 +143,19 @@ async function main(args: Args): Promise<void> {
   for (const s of shapeNames) if (!SHAPES.some((x) => x.name === s)) throw new Error(`unknown shape ${s}`);
   for (const f of formatNames) if (FORMATS[f] == null) throw new Error(`unknown format ${f}`);
   if (Math.max(...Ms) > 16384) throw new Error('--m: at most 16384 rows');
+  const sgSize = matmulSubgroupSize(dev);
+  const sweep = SWEEP.filter((t) => t.sg !== DEVICE_SUBGROUP || sgSize > 0).map((t) =>
+    t.sg === DEVICE_SUBGROUP ? {...t, sg: sgSize} : t,
+  );
   const tunings: (Partial<MatmulTuning> | 'auto')[] =
     args.tunings != null && args.tunings !== 'true'
       ? args.tunings.split(';').map((t) => (t === 'auto' ? 'auto' : parseMatmulTuning(t)))
       : args.sweep === 'true'
-        ? [...SWEEP, 'auto']
+        ? [...sweep, 'auto']
         : [{}, 'auto'];
   const stamps = dev.features.has('timestamp-query');
   console.error(
-    `prefill matmul: ${describe(env)}; timing: ${stamps ? 'GPU timestamps' : 'wall (onSubmittedWorkDone)'}`,
+    `prefill matmul: ${describe(env)}; timing: ${stamps ? 'GPU timestamps' : 'wall (onSubmittedWorkDone)'}; subgroup size for sg: ${sgSize || 'none'}`,
   );
 
   const rng = new Rng(1234);
@@ -199,13 +230,18 @@ async function main(args: Args): Promise<void> {
           ]
         : [{spec, buf: (n) => bufs[n]}];
       if (split) console.error(`  ${shapeName} ${formatName}: over the device's storage bindings, as gelu + mul`);
-      const made = new Map<string, {pipeline: GPUComputePipeline; bind: GPUBindGroup}[] | null>();
+      type Made = {pipeline: GPUComputePipeline; bind: GPUBindGroup; gridOf: (M: number) => [number, number, number]};
+      const made = new Map<string, Made[] | null>();
+      const partBufs: GPUBuffer[] = [];
       const compileMs = new Map<string, number>();
       for (const tuningIn of tunings) {
         for (const M of Ms) {
           let tuning: MatmulTuning;
           try {
-            tuning = matmulTuning(spec, tuningIn === 'auto' ? matmulTuningFor(spec, M) : tuningIn);
+            tuning = matmulTuning(
+              spec,
+              tuningIn === 'auto' ? matmulTuningFor(spec, M, {subgroupSize: sgSize}) : tuningIn,
+            );
           } catch (e) {
             console.error(`  skipped ${JSON.stringify(tuningIn)}: ${(e as Error).message}`);
             continue;
@@ -225,19 +261,50 @@ async function main(args: Args): Promise<void> {
             console.error(`  skipped ${tuningText(tuning)}: over the device's workgroup limits`);
             continue;
           }
+          if (tuning.sg > 0 && tuning.sg !== sgSize) {
+            console.error(`  skipped ${tuningText(tuning)}: the device's subgroups are not of ${tuning.sg}`);
+            continue;
+          }
+          const splits = matmulSplits(spec, tuning);
+          const partBytes = 4 * matmulPartFloats(spec, maxM, tuning);
+          if (splits && partBytes > Math.min(limits.maxStorageBufferBindingSize, 2 ** 30)) {
+            console.error(`  skipped ${tuningText(tuning)}: its partial sums need ${partBytes} bytes`);
+            continue;
+          }
           if (!made.has(key)) {
             const t0 = performance.now();
             const list = [];
+            if (splits) {
+              bufs.part = upload(dev, new Float32Array(partBytes / 4));
+              partBufs.push(bufs.part);
+            }
             for (const part of parts) {
-              const pipeline = await dev.createComputePipelineAsync({
-                layout: 'auto',
-                compute: {module: dev.createShaderModule({code: matmulSource(part.spec, tuning)}), entryPoint: 'main'},
-              });
-              const bind = dev.createBindGroup({
-                layout: pipeline.getBindGroupLayout(0),
-                entries: matmulBindings(part.spec).map((n, i) => ({binding: i, resource: {buffer: part.buf(n)}})),
-              });
-              list.push({pipeline, bind});
+              const passes: [string, string[], (M: number) => [number, number, number]][] = [
+                [
+                  matmulSource(part.spec, tuning),
+                  matmulBindings(part.spec, tuning),
+                  (m) => matmulGrid(spec, m, tuning),
+                ],
+              ];
+              if (splits) {
+                const maxX = limits.maxComputeWorkgroupsPerDimension;
+                passes.push([
+                  matmulReduceSource(part.spec, tuning),
+                  matmulReduceBindings(part.spec),
+                  (m) => matmulReduceGrid(part.spec, m, maxX),
+                ]);
+              }
+              for (const [code, names, gridOf] of passes) {
+                const pipeline = await dev.createComputePipelineAsync({
+                  layout: 'auto',
+                  compute: {module: dev.createShaderModule({code}), entryPoint: 'main'},
+                });
+                const bind = dev.createBindGroup({
+                  layout: pipeline.getBindGroupLayout(0),
+                  entries: names.map((n, i) => ({binding: i, resource: {buffer: part.buf(n)}})),
+                });
+                list.push({pipeline, bind, gridOf});
+              }
             }
             made.set(key, list);
             compileMs.set(key, Math.round(performance.now() - t0));
@@ -245,6 +312,7 @@ async function main(args: Args): Promise<void> {
           const kernels = made.get(key)!;
           dev.queue.writeBuffer(dims, 0, Uint32Array.of(M, M, 0, 0));
           const grid = matmulGrid(spec, M, tuning);
+          const grids = kernels.map((k) => k.gridOf(M));
           const sample = async (inner: number): Promise<number> => {
             const qs = stamps ? dev.createQuerySet({type: 'timestamp', count: 2}) : null;
             const enc = dev.createCommandEncoder();
@@ -252,11 +320,11 @@ async function main(args: Args): Promise<void> {
               qs ? {timestampWrites: {querySet: qs, beginningOfPassWriteIndex: 0, endOfPassWriteIndex: 1}} : {},
             );
             for (let i = 0; i < inner; i++) {
-              for (const k of kernels) {
+              kernels.forEach((k, j) => {
                 pass.setPipeline(k.pipeline);
                 pass.setBindGroup(0, k.bind);
-                pass.dispatchWorkgroups(...grid);
-              }
+                pass.dispatchWorkgroups(...grids[j]);
+              });
             }
             pass.end();
             let resolve: GPUBuffer | null = null,
@@ -336,6 +404,7 @@ async function main(args: Args): Promise<void> {
         }
       }
       for (const k of Object.keys(bufs)) if (/^([wsz]|bias)\d$/.test(k)) bufs[k].destroy();
+      for (const b of partBufs) b.destroy();
     }
     [x, g, bias, out, dims].forEach((b) => b.destroy());
   }

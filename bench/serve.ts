@@ -27,11 +27,12 @@
 import {type ChildProcess, spawn} from 'child_process';
 import * as os from 'os';
 import * as path from 'path';
-import {weightSpec} from '../ops/compact/format';
 import {useBackend} from '../src/backend';
 import {
   type Args,
   benchConfig,
+  compactArg,
+  configArg,
   emit,
   fail,
   intArg,
@@ -202,13 +203,8 @@ function widenTokenizer(tok: GemmaTokenizer, V: number): GemmaTokenizer {
 /** --child: builds the random --config model and serves it until SIGTERM; prints its URL like griffin serve. */
 async function serveRandom(args: Args): Promise<void> {
   const backend = await useBackend(args.backend);
-  const cfg = benchConfig(args.config, {
-    layers: args.layers != null ? intArg(args, 'layers', 0) : undefined,
-    vocab: args.vocab != null ? intArg(args, 'vocab', 0) : undefined,
-  });
-  const compact = weightSpec(args.dtype ?? 'float32', {
-    groupSize: args['group-size'] != null ? intArg(args, 'group-size', 64) : undefined,
-  });
+  const cfg = configArg(args, 'tiny');
+  const compact = compactArg(args);
   const t0 = performance.now();
   process.stderr.write(`building ${args.config} (${args.dtype ?? 'float32'}) on ${backend}\n`);
   const model = new RecurrentGemmaForCausalLM(cfg, {compact, init: 'zeros'});

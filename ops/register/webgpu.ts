@@ -1,7 +1,7 @@
 /**
  * This package's WGSL kernels for tfjs's `webgpu` backend, registered when this module is
- * imported: the RG-LRU scan, precise Sin / Cos (WGSL's builtins are low-precision), the causal
- * conv1d, the row argmax, the compact-weight products, and a guard around tfjs's BatchMatMul / _FusedMatMul (its split-K
+ * imported (and the backend's factory again, ./webgpu_backend: its device gets 'subgroups'): the
+ * RG-LRU scan, precise Sin / Cos (WGSL's builtins are low-precision), the causal conv1d, the row argmax, the compact-weight products, and a guard around tfjs's BatchMatMul / _FusedMatMul (its split-K
  * program is wrong with transposeB: ops/matmul_webgpu).
  *   require('./register/webgpu');   // src/webgpu_node.ts once Dawn is up; the browser entry at load
  *
@@ -16,6 +16,10 @@ import {matMulGuardKernelConfigs} from '../matmul_webgpu';
 import {preciseTrigKernelConfigs} from '../precise_trig/webgpu';
 import {webgpuKernelConfigs} from '../rg_lru_scan/webgpu';
 import {rowArgmaxKernelConfigs} from '../row_argmax/webgpu';
+import {reregisterWebGPUBackend} from './webgpu_backend';
+
+// Its device, with 'subgroups' where the adapter offers them.
+reregisterWebGPUBackend();
 
 const configs = [
   ...webgpuKernelConfigs,

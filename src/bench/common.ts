@@ -12,10 +12,10 @@ import * as os from 'os';
 import * as path from 'path';
 import type {LayerVariable} from '../../layers/base';
 import {CompactParameter} from '../../layers/compact';
-import {type PackedMatrix, quantize} from '../../ops/compact/format';
+import {type CompactSpec, type PackedMatrix, quantize, weightSpec} from '../../ops/compact/format';
 import {useBackend} from '../backend';
 import {parameterCount, RecurrentGemmaConfig, RecurrentGemmaConfigArgs} from '../config';
-import type {RecurrentGemmaForCausalLM} from '../model';
+import {RecurrentGemmaForCausalLM} from '../model';
 import {SMALL_CONFIG} from '../pretrain/small';
 import {tf} from '../tf';
 import {Rng} from '../util/rng';
@@ -145,6 +145,22 @@ export function benchConfig(name: string, opts: {layers?: number; vocab?: number
   return cfg;
 }
 
+/** --config NAME (default `dflt`), shrunk by --layers N / --vocab N: benchConfig from the options. */
+export function configArg(args: Args, dflt: string): RecurrentGemmaConfigArgs {
+  return benchConfig(args.config ?? dflt, {
+    layers: args.layers != null ? intArg(args, 'layers', 1) : undefined,
+    vocab: args.vocab != null ? intArg(args, 'vocab', 1) : undefined,
+  });
+}
+
+/** --dtype bfloat16|float16|int8|int4 [--group-size G] [--zero-points] as a compact spec (float32: null). */
+export function compactArg(args: Args): CompactSpec | null {
+  return weightSpec(args.dtype ?? 'float32', {
+    groupSize: args['group-size'] != null ? intArg(args, 'group-size', 64) : undefined,
+    zeroPoints: args['zero-points'] != null,
+  });
+}
+
 /** Uniform noise of std 1/sqrt(fan-in) for matrices, small noise for vectors (norms, biases). */
 export function randomizeWeights(
   model: RecurrentGemmaForCausalLM,
@@ -178,6 +194,25 @@ export function randomizeWeights(
   });
 }
 
+/**
+ * The model a bench script runs: --model DIR loaded, or a random --config model (configArg,
+ * compactArg) named `config` (default 'tiny') with randomizeWeights, or with tfjs's own random
+ * initialisers where `tfjsInit` (slow for billions of parameters).
+ */
+export async function benchModel(
+  args: Args,
+  opts: {config?: string; tfjsInit?: boolean} = {},
+): Promise<{model: RecurrentGemmaForCausalLM; name: string}> {
+  if (args.model) return {model: await RecurrentGemmaForCausalLM.fromPretrained(args.model), name: args.model};
+  const cfg = configArg({...args, config: opts.config ?? args.config}, 'tiny');
+  const model = new RecurrentGemmaForCausalLM(cfg, {
+    compact: compactArg(args),
+    init: opts.tfjsInit ? 'random' : 'zeros',
+  });
+  if (!opts.tfjsInit) randomizeWeights(model);
+  return {model, name: args.config ?? 'tiny'};
+}
+
 /** Token ids in [3, vocab) from a small LCG (reproducible, no special tokens). */
 export function randomIds(b: number, t: number, vocab: number, seed: number): number[][] {
   let s = seed;
@@ -186,6 +221,17 @@ export function randomIds(b: number, t: number, vocab: number, seed: number): nu
     return s;
   };
   return Array.from({length: b}, () => Array.from({length: t}, () => 3 + (next() % (vocab - 3))));
+}
+
+/** ||a - b|| / ||b|| (the norm of b floored at 1e-15): how far a fused path's output is from the tfjs one. */
+export function relativeError(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let num = 0,
+    den = 0;
+  for (let j = 0; j < b.length; j++) {
+    num += (a[j] - b[j]) ** 2;
+    den += b[j] ** 2;
+  }
+  return Math.sqrt(num / Math.max(den, 1e-30));
 }
 
 /** RgLruScan's inputs for a bandwidth run, made on the backend (no host copy under webgpu). */

@@ -5,7 +5,10 @@
  * tokenizer goes along (a checkpoint without one is refused unless --no-tokenizer). `--dtype uint8`
  * (tfjs's own per-tensor affine bytes) and `--format hf` load the whole model first. Either way the
  * output is written all or nothing and replaces the model there (converters/model_dir.ts).
+ * `--calibration` fits int4 by GPTQ (converters/calibrated_export.ts): that needs activations, so
+ * the float32 model is loaded whole first; its peak memory is refused past the machine's up front, and told.
  *   griffin convert --from hf-ckpt/ --out web/ --dtype int4 --group-size 64
+ *   griffin convert --from hf-ckpt/ --out web/ --dtype int4 --calibration default --calibration-tokens 65536
  *   griffin convert --from owner/name --revision main --out web/   # a Hub id (downloaded into the cache)
  */
 
@@ -13,14 +16,16 @@ import {Command, InvalidArgumentError} from 'commander';
 import * as fs from 'fs';
 import * as path from 'path';
 import {writeDirAtomic} from '../../converters/atomic_dir';
+import {calibrationMemory, exportCalibrated, sizeText} from '../../converters/calibrated_export';
 import {pretrainedWriter} from '../../converters/index';
 import {checkOutputDir, keepBeside, sameDir} from '../../converters/model_dir';
 import {carryFiles, type ExportDtype, exportTfjs, openTensorSource} from '../../converters/tfjs_export';
 import {INT4_GROUP_SIZES} from '../../ops/compact/format';
 import {useBackend} from '../backend';
+import {CALIBRATION_TOKENS} from '../data/calibration';
 import {RecurrentGemmaForCausalLM} from '../model';
 import {addHubOptions, cliSource, type HubFlags} from './hub';
-import {progressBar} from './progress';
+import {type ProgressBar, progressBar} from './progress';
 import {requirePath, UsageError} from './usage';
 
 const DTYPES = ['float32', 'float16', 'bfloat16', 'int8', 'int4', 'uint8'] as const;
@@ -32,6 +37,9 @@ interface ConvertFlags extends HubFlags {
   dtype: string;
   groupSize?: number;
   zeroPoints?: boolean;
+  /** 'default' or a text file: GPTQ's calibration text. */
+  calibration?: string;
+  calibrationTokens?: number;
   /** false with --no-tokenizer. */
   tokenizer: boolean;
 }
@@ -44,6 +52,11 @@ function checkFlags(o: ConvertFlags): void {
     throw new UsageError(`--format hf is written in float32; --dtype ${o.dtype} is for --format tfjs`);
   if (o.groupSize != null && o.dtype !== 'int4') throw new UsageError('--group-size is for --dtype int4');
   if (o.zeroPoints && o.dtype !== 'int4') throw new UsageError('--zero-points is for --dtype int4');
+  if (o.calibration != null && o.dtype !== 'int4')
+    throw new UsageError('--calibration fits int4 weights: use it with --dtype int4');
+  if (o.calibrationTokens != null && o.calibration == null)
+    throw new UsageError('--calibration-tokens is for --calibration');
+  if (o.calibration != null && o.calibration !== 'default') requirePath('--calibration', o.calibration, 'file');
   if (sameDir(o.from, o.out)) throw new UsageError(`--out ${o.out} is the --from directory (symlinks resolved)`);
 }
 
@@ -56,6 +69,52 @@ function checkInput(o: ConvertFlags): void {
       `--from ${o.from} has no tokenizer.json or tokenizer.model: pass --no-tokenizer to convert the weights alone`,
     );
   }
+}
+
+/**
+ * int4 fitted by GPTQ: not tensor by tensor, since GPTQ needs the activations of a float32 forward
+ * pass of the whole model. The peak memory is told, and refused past the machine's, before any read.
+ */
+async function convertCalibrated(o: ConvertFlags): Promise<void> {
+  const src = openTensorSource(o.from);
+  const need = calibrationMemory(src);
+  const bars: {load?: ProgressBar; rows?: ProgressBar; fit?: ProgressBar} = {};
+  // Told once the input, output and text are checked (a refusal stays one line): loading, the forward passes,
+  // then the fit and write (its bar starts with the first tensor written).
+  const start = () => {
+    process.stderr.write(
+      `calibrating: GPTQ needs activations, so the float32 model is loaded whole, not tensor by tensor: ` +
+        `about ${sizeText(need.total)} at the peak (model ${sizeText(need.model)}, second moments ${sizeText(need.moments)}, ` +
+        `forward pass ${sizeText(need.activations)}, fit ${sizeText(need.fit)})\n`,
+    );
+    bars.load = progressBar('loading');
+  };
+  let n = 0;
+  await exportCalibrated(src, o.out, {
+    dtype: 'int4',
+    groupSize: o.groupSize,
+    zeroPoints: o.zeroPoints,
+    tokenizer: o.tokenizer,
+    calibration: o.calibration!,
+    calibrationTokens: o.calibrationTokens,
+    onStart: start,
+    onLoad: (p) => bars.load?.update(p.loaded, p.total),
+    onCalibrate: (done, total) => {
+      if (bars.rows == null) {
+        bars.load?.done();
+        bars.rows = progressBar('calibrating');
+      }
+      bars.rows.update(done, total, 'rows');
+    },
+    onProgress: (p) => {
+      if (bars.fit == null) {
+        bars.rows?.done();
+        bars.fit = progressBar('fitting', process.stderr, {unit: 'bytes'});
+      }
+      bars.fit.update(p.loaded, p.total, `${++n}/${src.list.length} tensors`);
+    },
+  });
+  bars.fit?.done();
 }
 
 /** uint8 and HF: the whole model loaded, then saved with the input's tokenizer in one atomic save. */
@@ -98,6 +157,23 @@ export function registerConvert(program: Command): void {
       return n;
     })
     .option('--zero-points', 'int4: a zero point per group (asymmetric ranges)')
+    .option(
+      '--calibration <text>',
+      "int4: fit the weights by GPTQ to activations on calibration text: 'default' (the Brown corpus's training " +
+        'split) or a UTF-8 text file; loads the float32 model whole (not tensor by tensor)',
+    )
+    .option(
+      '--calibration-tokens <n>',
+      `calibration tokens at most (whole rows of 256; default ${CALIBRATION_TOKENS.default})`,
+      (s: string) => {
+        const n = Number(s);
+        if (!Number.isInteger(n) || n < CALIBRATION_TOKENS.min || n > CALIBRATION_TOKENS.max)
+          throw new InvalidArgumentError(
+            `--calibration-tokens must be an integer in [${CALIBRATION_TOKENS.min}, ${CALIBRATION_TOKENS.max}].`,
+          );
+        return n;
+      },
+    )
     .option('--no-tokenizer', 'convert a checkpoint that has no tokenizer (the output then has none either)')
     .action(async (o: ConvertFlags) => {
       checkFlags(o);
@@ -106,6 +182,8 @@ export function registerConvert(program: Command): void {
       checkInput(o);
       if (o.format === 'hf' || o.dtype === 'uint8') {
         await convertWhole(o);
+      } else if (o.calibration != null) {
+        await convertCalibrated(o);
       } else {
         const src = openTensorSource(o.from);
         const bar = progressBar('converting', process.stderr, {unit: 'bytes'});
@@ -125,7 +203,8 @@ export function registerConvert(program: Command): void {
         .reduce((s, f) => s + fs.statSync(path.join(o.out, f)).size, 0);
       const what =
         o.format === 'tfjs'
-          ? `, ${o.dtype}${o.dtype === 'int4' ? ` group ${o.groupSize ?? 64}${o.zeroPoints ? ' with zero points' : ''}` : ''}`
+          ? `, ${o.dtype}${o.dtype === 'int4' ? ` group ${o.groupSize ?? 64}${o.zeroPoints ? ' with zero points' : ''}` : ''}` +
+            (o.calibration != null ? `, GPTQ on ${o.calibration}` : '')
           : '';
       process.stderr.write(`wrote ${o.out} (${o.format}${what}, weights ${(bytes / 1e6).toFixed(1)} MB)\n`);
     });

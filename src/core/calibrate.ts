@@ -16,6 +16,9 @@ import {type CompactSpec, type PackedMatrix, quantize} from '../../ops/compact/f
 import {quantizeGptq} from '../../ops/compact/gptq';
 import type {CausalLMCore} from './model';
 
+/** Rows per forward pass of the calibration (fromPretrained's and convert's alike, so both sum the same way). */
+export const CALIBRATION_BATCH = 8;
+
 /** One calibration row: token ids and their positions (restarting at each BOS). */
 export interface CalibrationRow {
   ids: number[];
@@ -38,8 +41,14 @@ function accumulate(acc: Float64Array, x: tf.Tensor): number {
 /**
  * Runs the rows through the model, `batch` at a time, and returns mean x x^T per weight matrix.
  * The model must hold float32 weights (what the calibration measures is the unrounded model).
+ * `onRows` hears the rows done after each pass.
  */
-export function secondMoments(model: CausalLMCore, rows: CalibrationRow[], batch: number): Map<string, Float64Array> {
+export function secondMoments(
+  model: CausalLMCore,
+  rows: CalibrationRow[],
+  batch: number,
+  onRows?: (done: number, total: number) => void,
+): Map<string, Float64Array> {
   if (model.compact != null) throw new Error('calibration needs the float32 model');
   if (rows.length === 0) throw new Error('calibration needs at least one row of tokens');
   const sums = new Map<string, {acc: Float64Array; n: number}>();
@@ -64,7 +73,7 @@ export function secondMoments(model: CausalLMCore, rows: CalibrationRow[], batch
         },
       };
     }
-    const head = model.lmHead != null ? `${model.lmHead.name}.weight` : `${model.embed.name}.weight`;
+    const head = tiedLookup(model) ?? `${model.lmHead!.name}.weight`;
     for (let i = 0; i < rows.length; i += batch) {
       const part = rows.slice(i, i + batch);
       const out = model.forward({
@@ -75,6 +84,7 @@ export function secondMoments(model: CausalLMCore, rows: CalibrationRow[], batch
       const hidden = out.hiddenStates!;
       add(head, hidden[hidden.length - 1]);
       tf.dispose([out.logits, ...hidden]);
+      onRows?.(i + part.length, rows.length);
     }
   } finally {
     for (const [name, l] of linears) l.adapter = saved.get(name) ?? null;
@@ -111,15 +121,25 @@ export function fitCalibrated(
   return quantizeGptq(values, rows, cols, target, spec);
 }
 
+/** The weight that serves the embedding's lookups besides the logits (a tied head's), or null when untied. */
+export function tiedLookup(model: CausalLMCore): string | null {
+  return model.lmHead == null ? `${model.embed.name}.weight` : null;
+}
+
 /**
  * Fills `compact` (a model holding compact matrices, built with zeros) from the float32 `source`
  * of the same config: int4 matrices fitted to the source's second moments on `rows`, every other
  * weight copied. Returns the calibration tokens used.
  */
-export function calibrateInto(compact: CausalLMCore, source: CausalLMCore, rows: CalibrationRow[], batch = 8): number {
+export function calibrateInto(
+  compact: CausalLMCore,
+  source: CausalLMCore,
+  rows: CalibrationRow[],
+  batch = CALIBRATION_BATCH,
+): number {
   const hs = secondMoments(source, rows, batch);
   const from = source.namedParameters();
-  const tied = source.lmHead == null ? `${source.embed.name}.weight` : null;
+  const tied = tiedLookup(source);
   for (const [name, v] of compact.namedParameters()) {
     const src = from.get(name);
     if (src == null) throw new Error(`calibration: the float32 model has no ${name}`);

@@ -11,16 +11,20 @@
  * seed gives other tokens than on cpu or wasm, and the same ones on every webgpu run). EOS, stop ids
  * and stop strings are judged on the host from the ids. With the fused engine, the ids also feed
  * the next step on the GPU, submitted before they are read back (step_queue.ts): steps queue
- * ahead of the host; the tokens are the same either way.
+ * ahead of the host; the tokens are the same either way. With the fused prefill engine, its
+ * pipelines are compiled (in parallel) before the prompt runs, and the first token's pick goes
+ * into the prefill's last submit, right after the head (prefillThen). GRIFFIN_TRACE=1 prints the
+ * host phases of each call up to its first token (src/util/host_trace.ts).
  */
 import * as tf from '@tensorflow/tfjs';
 import {rowArgmax, rowArgmaxAvailable} from '../../ops/row_argmax';
 import type {CausalLMCore} from '../core/model';
 import type {GemmaTokenizer, StreamDecoder} from '../tokenizer';
+import {countGpuCalls, countTfReads, type HostTrace, traceBegin, traceEnd, tracePhase} from '../util/host_trace';
 import {checkIdRange, IdsLike, idRows} from '../util/ids';
 import {GenerationGpuSampler} from './gpu_sampling';
 import {Sampler, SamplingOptions, StopStringMatcher, validateSamplingOptions} from './sampling';
-import {decodeStep, GenerationState, prefill} from './state';
+import {decodeStep, GenerationState, prefillReady, prefillThen} from './state';
 import {StepQueue} from './step_queue';
 
 export type FinishReason = 'eos' | 'stop_token' | 'stop_string' | 'length';
@@ -65,6 +69,8 @@ export interface GenerateOptions extends SamplingOptions {
 }
 
 const DEFAULT_MAX_NEW_TOKENS = 64;
+/** Thrown (and caught) inside run when the signal aborts before the prefill. */
+const ABORTED = Symbol('aborted');
 
 /** Lets timers, I/O and abort signals run between steps, which a chain of resolved promises would starve. */
 const breathe: () => Promise<void> =
@@ -125,8 +131,21 @@ export async function* streamTokens(
   inputIds: IdsLike,
   opts: GenerateOptions = {},
 ): AsyncGenerator<TokenEvent, void, undefined> {
+  const trace = beginTrace('stream');
   [inputIds, opts] = await onHost(inputIds, opts);
-  yield* run(model, opts, prepare(model, inputIds, opts));
+  tracePhase('ids');
+  yield* run(model, opts, prepare(model, inputIds, opts), trace);
+}
+
+/** A host trace of the call up to its first token (GRIFFIN_TRACE=1), counting GPU calls on webgpu. */
+function beginTrace(label: string): HostTrace | null {
+  const trace = traceBegin(label);
+  if (trace != null && tf.getBackend() === 'webgpu') {
+    const be = tf.backend() as unknown as {device: GPUDevice};
+    countGpuCalls(be.device);
+    countTfReads(be);
+  }
+  return trace;
 }
 
 /** Prompt (without padding) + new tokens, per row. */
@@ -135,9 +154,11 @@ export async function generate(
   inputIds: IdsLike,
   opts: GenerateOptions = {},
 ): Promise<number[][]> {
+  const trace = beginTrace('generate');
   [inputIds, opts] = await onHost(inputIds, opts);
+  tracePhase('ids');
   const p = prepare(model, inputIds, opts);
-  for await (const _ of run(model, opts, p)) {
+  for await (const _ of run(model, opts, p, trace)) {
     /* events reach opts.onToken */
   }
   return p.trackers.map((t) => [...t.prompt, ...t.generated]);
@@ -147,14 +168,54 @@ async function* run(
   model: CausalLMCore,
   opts: GenerateOptions,
   p: ReturnType<typeof prepare>,
+  trace: HostTrace | null = null,
 ): AsyncGenerator<TokenEvent, void, undefined> {
+  tracePhase('prepare');
   const {rows, mask, maxNew, eos, stops, trackers} = p;
   const V = model.config.vocab_size;
   const userState = opts.state ?? null;
   if (opts.signal?.aborted) return;
   // With a caller's state, each row's final token is fed too, so that the state covers everything.
   const keepFinal = userState != null;
-  const prefilled = prefill(model, rows, {attentionMask: mask, state: userState, chunkSize: opts.prefillChunkSize});
+
+  // Greedy rows on a GPU: the argmax is taken there and 4 bytes per row come back, not the logits.
+  const argmaxOnDevice = rowArgmaxAvailable() && trackers.every((t) => t.sampler.picksArgmax);
+  // Other options on a GPU: the whole draw happens there (ops/sample_webgpu), ids come back.
+  const gpuSampler =
+    argmaxOnDevice || maxNew === 0
+      ? null
+      : GenerationGpuSampler.create(
+          V,
+          trackers.map((t) => ({seed: t.sampler.seed, prompt: t.prompt})),
+          opts,
+        );
+  // On webgpu with the fused engine, steps queue ahead of the host (step_queue.ts). The queue is
+  // made before the prefill, so that the first pick goes into the fused prefill's last submit.
+  let queue: StepQueue | null = null;
+  let prefilled: GenerationState;
+  try {
+    if (maxNew > 0 && (argmaxOnDevice || gpuSampler != null))
+      queue = await StepQueue.create(model, rows.length, gpuSampler);
+    tracePhase('queue.create');
+    const popts = {attentionMask: mask, state: userState, chunkSize: opts.prefillChunkSize};
+    await prefillReady(model, rows, popts);
+    tracePhase('prefill.ready');
+    if (opts.signal?.aborted) throw ABORTED;
+    const q = queue;
+    prefilled = prefillThen(
+      model,
+      rows,
+      popts,
+      q == null ? null : (enc, logits) => q.encodeFirst(enc, logits, rows.length),
+    );
+  } catch (e) {
+    (queue as StepQueue | null)?.dispose();
+    gpuSampler?.dispose();
+    traceEnd(trace);
+    if (e === ABORTED) return; // aborted while the pipelines compiled: nothing generated
+    throw e;
+  }
+  tracePhase('prefill');
   let work = keepFinal ? prefilled.clone() : prefilled;
   let active = rows.map((_, i) => i); // input row of each row of `work`
   const saved = new Map<number, GenerationState>(); // keepFinal: finished rows' final states
@@ -186,8 +247,6 @@ async function* run(
       ).logits.dispose();
   };
 
-  // Greedy rows on a GPU: the argmax is taken there and 4 bytes per row come back, not the logits.
-  const argmaxOnDevice = rowArgmaxAvailable() && trackers.every((t) => t.sampler.picksArgmax);
   const picksOnDevice = async (): Promise<Int32Array | null> => {
     const t = rowArgmax(work.logits)!;
     try {
@@ -197,16 +256,6 @@ async function* run(
       t.dispose();
     }
   };
-
-  // Other options on a GPU: the whole draw happens there (ops/sample_webgpu), ids come back.
-  const gpuSampler =
-    argmaxOnDevice || maxNew === 0
-      ? null
-      : GenerationGpuSampler.create(
-          V,
-          trackers.map((t) => ({seed: t.sampler.seed, prompt: t.prompt})),
-          opts,
-        );
 
   // A token of a row: its events, and whether the row stops (EOS, stop ids and strings, length).
   const judge = (row: number, id: number): TokenEvent => {
@@ -232,13 +281,9 @@ async function* run(
     return ev;
   };
 
-  let queue: StepQueue | null = null;
   let pending: Promise<{ids: Int32Array; fed: boolean}> | null = null;
 
   try {
-    // On webgpu with the fused engine, steps queue ahead of the host (step_queue.ts).
-    if (maxNew > 0 && !opts.signal?.aborted && (argmaxOnDevice || gpuSampler != null))
-      queue = await StepQueue.create(model, rows.length, gpuSampler);
     if (queue != null) {
       const q = queue;
       // Depth 1: the pick of token n and the step feeding it are queued together (the first one
@@ -251,23 +296,30 @@ async function* run(
       // Without keepFinal the step feeding the last token is skipped when every row ends there.
       const feeds = () => keepFinal || active.some((row) => trackers[row].generated.length + 1 < maxNew);
       const submitNext = () => {
-        if (active.length > 0 && !opts.signal?.aborted)
-          pending = q.submit(
-            work,
-            active,
-            active.map((row) => trackers[row].generated.length),
-            feeds(),
-          );
+        if (active.length === 0 || opts.signal?.aborted) return;
+        // The first pick went with the prefill (fused engine): only its step is queued now.
+        pending = q.firstPicked
+          ? q.submitFirst(work, feeds())
+          : q.submit(
+              work,
+              active,
+              active.map((row) => trackers[row].generated.length),
+              feeds(),
+            );
       };
       submitNext();
       while (pending != null && !opts.signal?.aborted) {
         const feed = feeds();
         const {ids, fed} = await (pending as Promise<{ids: Int32Array; fed: boolean}>);
+        tracePhase('wait.ids');
         pending = null;
         if (ids.some((id) => id < 0)) throw new Error('sampling: logits are empty or all NaN');
         // The engine did not apply to this batch size: the ids are fed from the host.
         if (feed && !fed) decodeStep(model, work, Array.from(ids)).logits.dispose();
         const events = active.map((row, k) => judge(row, ids[k]));
+        tracePhase('judge');
+        traceEnd(trace);
+        trace = null;
         // `work` now holds token n of every row (the step that fed it is queued or done).
         const keep = events.flatMap((ev, k) => (ev.finishReason != null ? [] : [k]));
         if (keepFinal)
@@ -303,6 +355,7 @@ async function* run(
               )
             : null;
         const logits = picks == null ? ((await work.logits.data()) as Float32Array) : null;
+        tracePhase('wait.ids');
         const events = active.map((row, k) => {
           const tr = trackers[row];
           return judge(row, picks != null ? picks[k] : tr.sampler.next(logits!.subarray(k * V, (k + 1) * V), tr.seen));
@@ -313,6 +366,9 @@ async function* run(
           events.map((ev) => ev.tokenId),
           events.map((ev) => ev.finishReason != null),
         );
+        tracePhase('judge');
+        traceEnd(trace);
+        trace = null;
         for (const ev of events) {
           opts.onToken?.(ev);
           yield ev;
@@ -324,6 +380,7 @@ async function* run(
     failed = true;
     throw e;
   } finally {
+    traceEnd(trace); // no token came (maxNewTokens 0, an abort, an error)
     try {
       // A consumer that stopped mid-step still leaves the caller's state with every token it was
       // given: each step's tokens were fed before its events were handed out.

@@ -19,6 +19,7 @@ import type {CausalLMCore} from '../core/model';
 import {FusedDecoder, fusedDecoderFor} from '../engines/webgpu_decode';
 import {gpuBufferOf, webgpuBackend} from '../engines/webgpu_decode/tfjs_webgpu';
 import {fusedPrefillFor} from '../engines/webgpu_prefill';
+import {tracePhase} from '../util/host_trace';
 import {checkIdRange, IdsLike, idRows} from '../util/ids';
 import {checkGpuBuffers, type GpuBufferLimits} from '../util/limits';
 import {DEFAULT_PREFILL_CHUNK, defaultPrefillChunk, prefillTensors} from './prefill_chunk';
@@ -147,19 +148,35 @@ export class GenerationState {
   /**
    * One fused decode step whose ids are written on the GPU (FusedDecoder.stepAhead: `encodeIds`
    * computes them, typically from this state's logits, and copies them into the step buffer);
-   * advances the positions. The logits stay in the engine until someone reads `logits`.
+   * advances the positions. The logits stay in the engine until someone reads `logits`. opts:
+   * see FusedDecoder.stepAhead (argmax: the step also picks the next ids greedily on the GPU).
    * Internal: the queued generation loop (src/generation/step_queue.ts) calls it.
    */
   fusedStepAhead(
     eng: FusedDecoder,
     encodeIds: (enc: GPUCommandEncoder, stepBuf: GPUBuffer, idsOffset: number) => void,
+    opts: {
+      argmax?: boolean;
+      afterIds?: () => void;
+      /** The ids were computed by work already submitted (FusedDecoder.stepAheadJoined: one submit; no afterIds). */
+      idsReady?: boolean;
+    } = {},
   ): void {
     this.check();
     this.enterFused(eng);
-    eng.stepAhead(this.positions, encodeIds);
+    if (opts.idsReady === true) eng.stepAheadJoined(this.positions, encodeIds, {argmax: opts.argmax});
+    else eng.stepAhead(this.positions, encodeIds, opts);
     this.logits_?.dispose();
     this.logits_ = null;
     this.positions = this.positions.map((p) => p + 1);
+  }
+
+  /**
+   * The ids (GPU int32 [b]) the fused engine's last step picked greedily from this state's
+   * logits (FusedDecoder.greedyIds), or null. Internal: step_queue.ts reads them back.
+   */
+  fusedGreedyIds(): GPUBuffer | null {
+    return this.fused != null && this.fused.owner === this ? this.fused.greedyIds : null;
   }
 
   /**
@@ -171,6 +188,17 @@ export class GenerationState {
     this.check();
     if (this.logits_ == null && this.fused != null) return {buffer: this.fused.logitsBuffer, engine: true};
     return {buffer: gpuBufferOf(webgpuBackend(), this.logits), engine: false};
+  }
+
+  /**
+   * The logits are now the fused engine's (its logits buffer, which a fused prefill's head just
+   * wrote): the tensor held is dropped, `logits` copies them out when asked. Internal.
+   */
+  logitsInEngine(): void {
+    this.check();
+    if (this.fused == null) throw new Error('logitsInEngine: the state does not live in a fused engine');
+    this.logits_?.dispose();
+    this.logits_ = null;
   }
 
   /** Moves the layers into the fused decoder's buffers, unless they are there already. Internal. */
@@ -185,9 +213,18 @@ export class GenerationState {
     eng.owner = this;
   }
 
-  /** A state whose layers live in the fused decoder already (a fused prefill wrote them there). Internal. */
-  static inFused(model: CausalLMCore, eng: FusedDecoder, positions: number[], logits: tf.Tensor): GenerationState {
-    const s = new GenerationState(model, [], positions, logits);
+  /**
+   * A state whose layers live in the fused decoder already (a fused prefill wrote them there);
+   * logits null: they are in the engine's logits buffer, copied out when someone reads `logits`.
+   * Internal.
+   */
+  static inFused(
+    model: CausalLMCore,
+    eng: FusedDecoder,
+    positions: number[],
+    logits: tf.Tensor | null,
+  ): GenerationState {
+    const s = new GenerationState(model, [], positions, logits as tf.Tensor);
     if (eng.owner != null && eng.owner !== s) eng.owner.detachFused();
     s.layers_ = null;
     s.fused = eng;
@@ -432,6 +469,46 @@ function runChunk(
  * (with opts.state: that state, advanced in place).
  */
 export function prefill(model: CausalLMCore, inputIds: IdsLike, opts: PrefillOptions = {}): GenerationState {
+  return prefillThen(model, inputIds, opts, null);
+}
+
+/**
+ * Compiles (in parallel, without blocking: FusedPrefill.prepare) the fused engine's pipelines
+ * that prefill(model, inputIds, opts) will run, and makes the engine: generate and stream await
+ * it first, so that their prefill pays no compile. Does nothing where prefill runs on tfjs ops.
+ */
+export async function prefillReady(model: CausalLMCore, inputIds: number[][], opts: PrefillOptions): Promise<void> {
+  const b = inputIds.length,
+    t = inputIds[0]?.length ?? 0;
+  if (b === 0 || t === 0 || tf.getBackend() !== 'webgpu') return;
+  const mask = opts.attentionMask != null ? idRows(opts.attentionMask, 'attentionMask', true) : null;
+  if (mask?.some((m) => m.includes(0))) return;
+  const chunk = opts.chunkSize ?? t;
+  if (!Number.isInteger(chunk) || chunk < 1) return; // prefill reports it
+  const pre = fusedPrefillFor(model, b, Math.min(chunk, t));
+  if (pre == null) return;
+  const step = Math.min(chunk, pre.capacity);
+  const sizes = new Set([b * Math.min(step, t), b * (t % step || step)]);
+  await Promise.all([...sizes].map((M) => pre.prepare(M)));
+}
+
+/**
+ * Work encoded after a fused prefill's last chunk, into the same submit: `enc` and the decode
+ * engine's logits buffer [b, V] that the chunk's head has written (a pick of the first token).
+ */
+export type AfterPrefill = (enc: GPUCommandEncoder, logits: GPUBuffer) => void;
+
+/**
+ * prefill, with `after` encoded into the fused engine's last submit (generate's first pick, so
+ * that prefill, head and pick go to the GPU as one). `after` is not called when the prompt runs
+ * on tfjs ops (another backend, padding, ...): the caller then picks from `logits` itself. Internal.
+ */
+export function prefillThen(
+  model: CausalLMCore,
+  inputIds: IdsLike,
+  opts: PrefillOptions,
+  after: AfterPrefill | null,
+): GenerationState {
   const prev = opts.state ?? null;
   if (prev != null) {
     if (prev.isDisposed) throw new Error('prefill: the state has been disposed');
@@ -466,7 +543,7 @@ export function prefill(model: CausalLMCore, inputIds: IdsLike, opts: PrefillOpt
   if (empty >= 0) throw new Error(`row ${empty} has no tokens (all padding)`);
   if (t === 0) return prev!;
   if (mask == null || mask.every((m) => !m.includes(0))) {
-    const fused = fusedPrefill(model, rows, start, opts.chunkSize ?? t, prev);
+    const fused = fusedPrefill(model, rows, start, opts.chunkSize ?? t, prev, after);
     if (fused != null) return fused;
   }
   const gpu = opts.gpuLimits !== undefined ? opts.gpuLimits : gpuBufferLimits();
@@ -506,7 +583,8 @@ export function prefill(model: CausalLMCore, inputIds: IdsLike, opts: PrefillOpt
 /**
  * prefill on the fused WebGPU prefill engine (src/engines/webgpu_prefill), or null when it does
  * not apply: the state is written into the fused decoder's buffers (prev's layers moved there
- * first), chunk by chunk, and the returned state lives there.
+ * first; a fresh state's zeroed in the first chunk's submit), chunk by chunk, one submit each;
+ * `after` goes into the last chunk's submit.
  */
 function fusedPrefill(
   model: CausalLMCore,
@@ -514,34 +592,37 @@ function fusedPrefill(
   start: number[],
   chunk: number,
   prev: GenerationState | null,
+  after: AfterPrefill | null,
 ): GenerationState | null {
   const b = rows.length,
     t = rows[0].length;
   const pre = fusedPrefillFor(model, b, Math.min(chunk, t));
+  tracePhase('prefill.engine');
   if (pre == null) return null;
   for (const r of rows) checkIdRange(r, model.config.vocab_size);
   const dec = pre.decoder;
-  if (prev != null) {
-    prev.enterFused(dec);
-  } else {
-    // A fresh state: the engine's buffers zeroed (a state living there is exported first).
-    if (dec.owner != null) dec.owner.detachFused();
-    const enc = dec.device.createCommandEncoder();
-    dec.clearState(enc);
-    dec.device.queue.submit([enc.finish()]);
-  }
+  if (prev != null) prev.enterFused(dec);
+  else if (dec.owner != null) dec.owner.detachFused(); // a state living there is exported first
+  // With `after` (generate's first pick) the logits stay in the engine's buffer: nothing copies
+  // [b, V] that only a 4-byte pick reads; the state copies them out if someone asks.
+  const lazy = after != null;
   const step = Math.min(chunk, pre.capacity);
   let logits: tf.Tensor | null = null;
   for (let c0 = 0; c0 < t; c0 += step) {
     const c1 = Math.min(t, c0 + step);
     const idsC = rows.map((r) => r.slice(c0, c1));
     const posC = start.map((p) => Array.from({length: c1 - c0}, (_, j) => p + c0 + j));
-    logits = pre.run(idsC, posC, c1 === t);
+    const last = c1 === t;
+    logits = pre.run(idsC, posC, last, {
+      clear: prev == null && c0 === 0,
+      logitsInEngine: lazy,
+      after: last && after != null ? (enc) => after(enc, dec.logitsBuffer) : undefined,
+    });
   }
   const ends = start.map((p) => p + t);
-  if (prev == null) return GenerationState.inFused(model, dec, ends, logits!);
-  prev.logits.dispose();
-  prev.logits = logits!;
+  if (prev == null) return GenerationState.inFused(model, dec, ends, logits);
+  if (lazy) prev.logitsInEngine();
+  else prev.replaceLogits(logits!);
   prev.positions = ends;
   return prev;
 }

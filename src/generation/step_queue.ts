@@ -1,13 +1,17 @@
 /// <reference types="@webgpu/types" />
 /**
  * Decoding steps that queue ahead of the host (webgpu, fused decode engine): a step's token is
- * picked on the GPU from the logits (greedy argmax, or the GPU sampler), copied on the GPU into
+ * picked on the GPU from the logits (greedy: by the step that made them, inside its own plan,
+ * GRIFFIN_FUSED_ARGMAX=0 for a pick of its own; or the GPU sampler), copied on the GPU into
  * the engine's step buffer, and the step that feeds it is submitted at once; the picks come back
  * through a small ring of MAP_READ buffers while that step runs, so the GPU does not wait for the
  * host's read-back and judging. generate.ts drives it (depth 1: see there).
  *   const q = await StepQueue.create(model, 2, null);                    // greedy; null where it does not apply
  *   const next = q!.submit(state, [0, 1], [0, 0], true);                 // pick from state.logits, queue the step feeding it
  *   const {ids, fed} = await next;                                       // ids [b]; fed: state advanced by them on the GPU
+ * After a fused prefill, the first pick is encoded into the prefill's last submit (encodeFirst, from
+ * prefillThen's hook) and submitFirst queues only the step that feeds it (greedy: that step takes
+ * the next pick inside its own plan, as submit's steps do).
  *
  * Off with GRIFFIN_QUEUED_DECODE=0 (or queuedDecodeConfig.enabled = false): the picks then come
  * back before the host submits the next step (the path of cpu and wasm, which have no engine).
@@ -17,8 +21,10 @@
 import * as tf from '@tensorflow/tfjs';
 import {RowArgmaxRunner} from '../../ops/row_argmax/runner';
 import type {CausalLMCore} from '../core/model';
-import {fusedDecoderFor} from '../engines/webgpu_decode';
+import {type FusedDecoder, fusedDecoderFor} from '../engines/webgpu_decode';
 import {flushTf, webgpuBackend} from '../engines/webgpu_decode/tfjs_webgpu';
+import {inPlanArgmax} from '../engines/webgpu_decode/tuning';
+import {tracePhase} from '../util/host_trace';
 import type {GenerationGpuSampler} from './gpu_sampling';
 import type {GenerationState} from './state';
 
@@ -31,8 +37,31 @@ export function queuedDecodeEnabled(): boolean {
   return v == null || !['0', 'false', 'off'].includes(v.toLowerCase());
 }
 
-/** Diagnostics (tests, bench): picks submitted through a queue, and steps queued on the GPU with them. */
-export const stepQueueStats = {picks: 0, queuedSteps: 0};
+/**
+ * Diagnostics (tests, bench): picks submitted through a queue, steps queued on the GPU with them,
+ * picks the previous step took inside its own plan (greedy), and first picks that went in a fused
+ * prefill's submit (encodeFirst).
+ */
+export const stepQueueStats = {picks: 0, queuedSteps: 0, inPlanPicks: 0, firstWithPrefill: 0};
+
+/**
+ * One argmax runner per decode engine (made with it, freed with it), so that a generation makes
+ * no pipeline, buffer or bind group for its picks (the engine's logits buffer stays bound).
+ * Queues on one engine share it: each pick is copied out of it within the submit that made it,
+ * or (the first pick) in the step submitted right after, with no await in between.
+ */
+const argmaxRunners = new WeakMap<FusedDecoder, RowArgmaxRunner>();
+
+function argmaxFor(dec: FusedDecoder, V: number): RowArgmaxRunner {
+  let r = argmaxRunners.get(dec);
+  if (r == null) {
+    const made = new RowArgmaxRunner(dec.device, V, dec.B);
+    argmaxRunners.set(dec, made);
+    dec.onDispose(() => made.dispose());
+    r = made;
+  }
+  return r;
+}
 
 /** Read-back buffers in the ring: one in flight while the previous one is read (depth 1 needs 2). */
 const RING = 2;
@@ -41,6 +70,8 @@ export class StepQueue {
   private readonly ring: GPUBuffer[];
   private next = 0;
   private disposed = false;
+  /** The first pick, encoded into a fused prefill's submit (encodeFirst), not yet fed (submitFirst). */
+  private first: {out: GPUBuffer; read: GPUBuffer; b: number} | null = null;
 
   private constructor(
     private readonly model: CausalLMCore,
@@ -63,10 +94,12 @@ export class StepQueue {
    * kernels are built here); null unless on webgpu with the fused engine for b rows, and enabled.
    */
   static async create(model: CausalLMCore, b: number, sampler: GenerationGpuSampler | null): Promise<StepQueue | null> {
-    if (tf.getBackend() !== 'webgpu' || !queuedDecodeEnabled() || fusedDecoderFor(model, b) == null) return null;
+    if (tf.getBackend() !== 'webgpu' || !queuedDecodeEnabled()) return null;
+    const dec = fusedDecoderFor(model, b);
+    if (dec == null) return null;
     const device = webgpuBackend().device;
     await sampler?.prepare();
-    const argmax = sampler == null ? new RowArgmaxRunner(device, model.config.vocab_size, b) : null;
+    const argmax = sampler == null ? argmaxFor(dec, model.config.vocab_size) : null;
     return new StepQueue(model, device, argmax, sampler, b);
   }
 
@@ -99,29 +132,109 @@ export class StepQueue {
       return out;
     };
     stepQueueStats.picks++;
+    let mapped: Promise<void> | null = null;
     if (eng != null) {
       stepQueueStats.queuedSteps++;
-      state.fusedStepAhead(eng, (enc, stepBuf, at) => {
-        enc.copyBufferToBuffer(pick(enc), 0, stepBuf, at, b * 4);
-      });
+      // Greedy: the step picks its successor's ids itself (in its own plan), unless switched off.
+      const argmax = this.sampler == null && inPlanArgmax();
+      state.fusedStepAhead(
+        eng,
+        (enc, stepBuf, at) => {
+          // The engine's own pick from these logits, when the step that made them took it.
+          const ready = argmax ? state.fusedGreedyIds() : null;
+          if (ready != null) {
+            stepQueueStats.inPlanPicks++;
+            enc.copyBufferToBuffer(ready, 0, read, 0, b * 4);
+          } else enc.copyBufferToBuffer(pick(enc), 0, stepBuf, at, b * 4);
+        },
+        {argmax, afterIds: () => (mapped = read.mapAsync(GPUMapMode.READ))},
+      );
     } else {
       flushTf(webgpuBackend()); // the tfjs work that wrote the logits runs first
       const enc = this.device.createCommandEncoder();
-      pick(enc);
+      const ready = this.sampler == null && inPlanArgmax() ? state.fusedGreedyIds() : null;
+      if (ready != null) {
+        stepQueueStats.inPlanPicks++;
+        enc.copyBufferToBuffer(ready, 0, read, 0, b * 4);
+      } else pick(enc);
       this.device.queue.submit([enc.finish()]);
     }
-    return (async () => {
-      await read.mapAsync(GPUMapMode.READ);
-      const ids = new Int32Array(read.getMappedRange(0, b * 4).slice(0));
-      read.unmap();
-      return {ids, fed: eng != null};
-    })();
+    tracePhase('pick.submit');
+    return this.readBack(mapped ?? read.mapAsync(GPUMapMode.READ), read, b, eng != null);
+  }
+
+  /**
+   * Encodes the first pick (rows 0..b-1 at step 0) from `logits` (the decode engine's logits
+   * buffer, which a fused prefill's head has just written) into `enc`, the prefill's last
+   * encoder, with the copy that reads it back: prefill, head and pick are one submit. Then
+   * submitFirst queues the step that feeds it.
+   */
+  encodeFirst(enc: GPUCommandEncoder, logits: GPUBuffer, b: number): void {
+    if (this.disposed) throw new Error('StepQueue: disposed');
+    const rows = Array.from({length: b}, (_, i) => i);
+    const read = this.ring[this.next];
+    this.next = (this.next + 1) % RING;
+    const out =
+      this.sampler != null
+        ? this.sampler.encode(
+            enc,
+            logits,
+            rows,
+            rows.map(() => 0),
+          )
+        : this.argmax!.encode(enc, logits, b, true);
+    enc.copyBufferToBuffer(out, 0, read, 0, b * 4);
+    this.first = {out, read, b};
+    stepQueueStats.picks++;
+    stepQueueStats.firstWithPrefill++;
+  }
+
+  /** Whether encodeFirst ran and submitFirst has not yet. */
+  get firstPicked(): boolean {
+    return this.first != null;
+  }
+
+  /**
+   * After encodeFirst's submit: with `feed`, queues the step feeding the first picks to `state`
+   * (the ids copied on the GPU from the pick's output, in the step's own single submit; greedy:
+   * that step picks its successor in its own plan, as submit's steps do); resolves like submit().
+   * The read-back is mapped before that step is submitted: nothing waits for it to read the picks.
+   */
+  submitFirst(state: GenerationState, feed: boolean): Promise<{ids: Int32Array; fed: boolean}> {
+    if (this.disposed) throw new Error('StepQueue: disposed');
+    const first = this.first;
+    if (first == null) throw new Error('StepQueue: no first pick encoded');
+    this.first = null;
+    const {out, read, b} = first;
+    if (state.batchSize !== b) throw new Error(`StepQueue: a state of ${state.batchSize} rows for ${b} picks`);
+    const eng = feed ? fusedDecoderFor(this.model, b) : null;
+    const mapping = read.mapAsync(GPUMapMode.READ);
+    if (eng != null) {
+      stepQueueStats.queuedSteps++;
+      state.fusedStepAhead(eng, (enc, stepBuf, at) => enc.copyBufferToBuffer(out, 0, stepBuf, at, b * 4), {
+        idsReady: true,
+        argmax: this.sampler == null && inPlanArgmax(),
+      });
+    }
+    tracePhase('pick.submit');
+    return this.readBack(mapping, read, b, eng != null);
+  }
+
+  private async readBack(
+    mapping: Promise<void>,
+    read: GPUBuffer,
+    b: number,
+    fed: boolean,
+  ): Promise<{ids: Int32Array; fed: boolean}> {
+    await mapping;
+    const ids = new Int32Array(read.getMappedRange(0, b * 4).slice(0));
+    read.unmap();
+    return {ids, fed};
   }
 
   dispose(): void {
     if (this.disposed) return;
     this.disposed = true;
-    this.argmax?.dispose();
     for (const b of this.ring) b.destroy();
   }
 }

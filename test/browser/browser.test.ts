@@ -20,7 +20,6 @@
  * except under CI, where that is a failure.
  */
 
-import {spawnSync} from 'child_process';
 import * as fs from 'fs';
 import {existsSync} from 'fs';
 import * as os from 'os';
@@ -32,9 +31,9 @@ import {RecurrentGemmaForCausalLM} from '../../src/model';
 import {tf} from '../../src/tf';
 import {encodeChat, GemmaTokenizer} from '../../src/tokenizer';
 import {maxAbsDiff, relError} from '../helpers';
-import {SWIFTSHADER_ICD, underCI} from '../webgpu_env';
+import {underCI} from '../webgpu_env';
+import {buildBundle, describeBrowser, launchChromium, serveRepo, tinyHfCheckpoint} from './chromium';
 
-const CHROMIUM = process.env.GRIFFIN_CHROMIUM ?? '/usr/bin/chromium';
 const ROOT = path.join(__dirname, '../..');
 const FIX = path.join(__dirname, '../fixtures');
 const OUTPUT = path.join(__dirname, 'output');
@@ -68,22 +67,6 @@ interface PageLogits {
   tfBackend: string;
 }
 
-function describeBrowser(name: string, body: () => void): void {
-  if (existsSync(CHROMIUM)) {
-    describe(name, body);
-    return;
-  }
-  const why = `no chromium at ${CHROMIUM} (apt-get install chromium libvulkan1, or set GRIFFIN_CHROMIUM)`;
-  if (underCI()) {
-    test(`${name}: chromium is available (required under CI)`, () => {
-      throw new Error(why);
-    });
-  } else {
-    console.warn(`browser tests skipped: ${why}`);
-  }
-  describe.skip(name, body);
-}
-
 describeBrowser('the browser bundle and example in headless Chromium', () => {
   let tmp: string;
   let server: {url: string; close(): Promise<void>};
@@ -97,19 +80,11 @@ describeBrowser('the browser bundle and example in headless Chromium', () => {
     tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'griffin-browser-'));
     fs.mkdirSync(OUTPUT, {recursive: true});
     // A fresh bundle of the current sources, apart from dist/ (which others may be rebuilding).
-    const build = spawnSync(
-      process.execPath,
-      [path.join(ROOT, 'scripts/build_browser.mjs'), '--out', path.join(tmp, 'bundle')],
-      {cwd: ROOT, encoding: 'utf8', timeout: 120_000},
-    );
-    if (build.status !== 0) throw new Error(`bundle build failed: ${build.stderr || build.error?.message}`);
+    buildBundle(path.join(tmp, 'bundle'));
 
     // An HF checkpoint with its tokenizer, converted by the CLI to the three tfjs dtypes.
     const hf = path.join(tmp, 'hf');
-    fs.mkdirSync(hf);
-    for (const f of ['config.json', 'model.safetensors'])
-      fs.copyFileSync(path.join(FIX, 'tiny-a', f), path.join(hf, f));
-    fs.copyFileSync(path.join(FIX, 'tokenizer/tiny.model'), path.join(hf, 'tokenizer.model'));
+    tinyHfCheckpoint(hf);
     for (const dtype of ['float32', 'float16', 'uint8']) {
       const code = await griffin(['convert', '--from', hf, '--out', path.join(tmp, 'models', dtype), '--dtype', dtype]);
       if (code !== 0) throw new Error(`griffin convert --dtype ${dtype} exited with ${code}`);
@@ -129,29 +104,8 @@ describeBrowser('the browser bundle and example in headless Chromium', () => {
     out.logits.dispose();
     model.dispose();
 
-    const {startServer} = require('../../scripts/serve.js');
-    server = await startServer({
-      root: ROOT,
-      mounts: {'/models/': path.join(tmp, 'models'), '/bundle/': path.join(tmp, 'bundle')},
-    });
-    const {chromium} = await import('playwright-core');
-    const env: Record<string, string> = {
-      ...(process.env as Record<string, string>),
-      XDG_RUNTIME_DIR: process.env.XDG_RUNTIME_DIR ?? '/tmp',
-    };
-    if (existsSync(SWIFTSHADER_ICD)) env.VK_ICD_FILENAMES ??= SWIFTSHADER_ICD;
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      headless: true,
-      env,
-      args: [
-        '--no-sandbox',
-        '--disable-dev-shm-usage',
-        '--enable-unsafe-webgpu',
-        '--use-webgpu-adapter=swiftshader',
-        '--ignore-gpu-blocklist',
-      ],
-    });
+    server = await serveRepo(tmp, ['models', 'bundle']);
+    browser = await launchChromium({webgpu: true});
   }, 300_000);
 
   afterAll(async () => {

@@ -6,9 +6,7 @@
  * loaded on Node's cpu backend) within the tolerance stated below.
  */
 
-import {spawnSync} from 'child_process';
 import * as fs from 'fs';
-import {existsSync} from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import type {Browser} from 'playwright-core';
@@ -17,10 +15,9 @@ import {RecurrentGemmaForCausalLM} from '../../src/model';
 import {tf} from '../../src/tf';
 import {GemmaTokenizer} from '../../src/tokenizer';
 import {maxAbsDiff, relError} from '../helpers';
-import {SWIFTSHADER_ICD, underCI} from '../webgpu_env';
+import {underCI} from '../webgpu_env';
+import {buildBundle, describeBrowser, launchChromium, serveRepo, tinyHfCheckpoint} from './chromium';
 
-const CHROMIUM = process.env.GRIFFIN_CHROMIUM ?? '/usr/bin/chromium';
-const ROOT = path.join(__dirname, '../..');
 const FIX = path.join(__dirname, '../fixtures');
 const PROMPT = 'The quick brown fox jumps';
 
@@ -43,22 +40,6 @@ const EXPORTS = {
   int8: {dtype: 'int8'},
 } as const;
 
-function describeBrowser(name: string, body: () => void): void {
-  if (existsSync(CHROMIUM)) {
-    describe(name, body);
-    return;
-  }
-  const why = `no chromium at ${CHROMIUM} (apt-get install chromium libvulkan1, or set GRIFFIN_CHROMIUM)`;
-  if (underCI()) {
-    test(`${name}: chromium is available (required under CI)`, () => {
-      throw new Error(why);
-    });
-  } else {
-    console.warn(`browser tests skipped: ${why}`);
-  }
-  describe.skip(name, body);
-}
-
 describeBrowser('compact exports in the browser page', () => {
   let tmp: string;
   let server: {url: string; close(): Promise<void>};
@@ -68,18 +49,10 @@ describeBrowser('compact exports in the browser page', () => {
 
   beforeAll(async () => {
     tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'griffin-browser-compact-'));
-    const build = spawnSync(
-      process.execPath,
-      [path.join(ROOT, 'scripts/build_browser.mjs'), '--out', path.join(tmp, 'bundle')],
-      {cwd: ROOT, encoding: 'utf8', timeout: 120_000},
-    );
-    if (build.status !== 0) throw new Error(`bundle build failed: ${build.stderr || build.error?.message}`);
+    buildBundle(path.join(tmp, 'bundle'));
 
     const hf = path.join(tmp, 'hf');
-    fs.mkdirSync(hf);
-    for (const f of ['config.json', 'model.safetensors'])
-      fs.copyFileSync(path.join(FIX, 'tiny-a', f), path.join(hf, f));
-    fs.copyFileSync(path.join(FIX, 'tokenizer/tiny.model'), path.join(hf, 'tokenizer.model'));
+    tinyHfCheckpoint(hf);
 
     // Node's reference: each export loaded as it is stored, on the cpu backend.
     await tf.setBackend('cpu');
@@ -100,29 +73,8 @@ describeBrowser('compact exports in the browser page', () => {
       model.dispose();
     }
 
-    const {startServer} = require('../../scripts/serve.js');
-    server = await startServer({
-      root: ROOT,
-      mounts: {'/models/': path.join(tmp, 'models'), '/bundle/': path.join(tmp, 'bundle')},
-    });
-    const {chromium} = await import('playwright-core');
-    const env: Record<string, string> = {
-      ...(process.env as Record<string, string>),
-      XDG_RUNTIME_DIR: process.env.XDG_RUNTIME_DIR ?? '/tmp',
-    };
-    if (existsSync(SWIFTSHADER_ICD)) env.VK_ICD_FILENAMES ??= SWIFTSHADER_ICD;
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      headless: true,
-      env,
-      args: [
-        '--no-sandbox',
-        '--disable-dev-shm-usage',
-        '--enable-unsafe-webgpu',
-        '--use-webgpu-adapter=swiftshader',
-        '--ignore-gpu-blocklist',
-      ],
-    });
+    server = await serveRepo(tmp, ['models', 'bundle']);
+    browser = await launchChromium({webgpu: true});
   }, 300_000);
 
   afterAll(async () => {

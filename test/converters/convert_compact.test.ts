@@ -21,11 +21,11 @@ import * as vm from 'vm';
 import {listCheckpoint} from '../../converters/safetensors';
 import {exportTfjs, openTensorSource, type TensorSource} from '../../converters/tfjs_export';
 import {CompactParameter} from '../../layers/compact';
-import {main as griffin} from '../../src/cli';
 import {RecurrentGemmaConfig} from '../../src/config';
 import {CausalLMCore} from '../../src/core/model';
 import {type PretrainedOptions, RecurrentGemmaForCausalLM} from '../../src/model';
 import {tf} from '../../src/tf';
+import {runGriffin} from '../cli_run';
 import {maxAbsDiff, relError} from '../helpers';
 
 const TINY_A = path.join(__dirname, '../fixtures/tiny-a');
@@ -333,25 +333,7 @@ describe('bad compact exports: one line, on the file and the URL loader, nothing
 });
 
 describe('griffin convert: refusals in one line, nothing half-written', () => {
-  /** Runs the CLI in this process; its exit code and what it wrote on stderr. */
-  async function run(args: string[]): Promise<{code: number; stderr: string}> {
-    let stderr = '';
-    const spies = [
-      jest.spyOn(process.stderr, 'write').mockImplementation((s: string | Uint8Array) => {
-        stderr += String(s);
-        return true;
-      }),
-      // Failures are written by console.error (src/cli.ts).
-      jest.spyOn(console, 'error').mockImplementation((...a: unknown[]) => {
-        stderr += `${a.join(' ')}\n`;
-      }),
-    ];
-    try {
-      return {code: await griffin(['convert', ...args]), stderr};
-    } finally {
-      for (const s of spies) s.mockRestore();
-    }
-  }
+  const run = (args: string[]) => runGriffin(['convert', ...args]);
   const leftovers = (dir: string) => fs.readdirSync(dir).filter((f) => /\.atomic-|\.(tmp|old)-/.test(f));
 
   test('usage errors exit 2 in one line', async () => {

@@ -10,6 +10,7 @@ import * as path from 'path';
 import {RecurrentGemmaForCausalLM} from '../../src/model';
 import {tf} from '../../src/tf';
 import {encodeChat, GemmaTokenizer} from '../../src/tokenizer';
+import {TWO_B_CONFIG} from '../helpers';
 
 const ROOT = path.join(__dirname, '../..');
 const TSX = path.join(ROOT, 'node_modules/.bin/tsx');
@@ -175,21 +176,7 @@ test('without --backend, a model too big for the wasm heap runs on cpu (said on 
   // missing safetensors end the run in one line.
   const d = fs.mkdtempSync(path.join(os.tmpdir(), 'griffin-cli-2b-'));
   fs.copyFileSync(path.join(dir, 'tokenizer.model'), path.join(d, 'tokenizer.model'));
-  fs.writeFileSync(
-    path.join(d, 'config.json'),
-    JSON.stringify({
-      model_type: 'recurrent_gemma',
-      vocab_size: 256000,
-      hidden_size: 2560,
-      intermediate_size: 15360,
-      num_hidden_layers: 26,
-      num_attention_heads: 10,
-      num_key_value_heads: 1,
-      lru_width: 2560,
-      attention_window_size: 2048,
-      block_types: ['recurrent', 'recurrent', 'attention'],
-    }),
-  );
+  fs.writeFileSync(path.join(d, 'config.json'), JSON.stringify({model_type: 'recurrent_gemma', ...TWO_B_CONFIG}));
   const r = griffin(['generate', '--model', d, '--prompt', 'x']);
   fs.rmSync(d, {recursive: true, force: true});
   const lines = r.stderr.trim().split('\n');

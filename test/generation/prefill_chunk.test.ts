@@ -5,17 +5,10 @@
  */
 import {RecurrentGemmaConfig} from '../../src/config';
 import {DEFAULT_PREFILL_CHUNK, defaultPrefillChunk} from '../../src/generation/prefill_chunk';
+import {SMALL_CONFIG} from '../../src/pretrain/small';
+import {TWO_B_CONFIG} from '../helpers';
 
-const twoB = new RecurrentGemmaConfig({
-  vocab_size: 256000,
-  hidden_size: 2560,
-  intermediate_size: 15360,
-  num_hidden_layers: 26,
-  num_attention_heads: 10,
-  num_key_value_heads: 1,
-  lru_width: 2560,
-  attention_window_size: 2048,
-});
+const twoB = new RecurrentGemmaConfig(TWO_B_CONFIG);
 
 test('host backends keep 512', () => {
   expect(DEFAULT_PREFILL_CHUNK).toBe(512);
@@ -26,16 +19,7 @@ test('webgpu: 2048 for one 2B row (scores 10*2048*4096*4 = 320 MiB), 512 for 8 r
   expect(defaultPrefillChunk(twoB, 1, 'webgpu')).toBe(2048);
   expect(defaultPrefillChunk(twoB, 2, 'webgpu')).toBe(1024);
   expect(defaultPrefillChunk(twoB, 8, 'webgpu')).toBe(512);
-  // A small model takes the largest chunk.
-  const small = new RecurrentGemmaConfig({
-    vocab_size: 4096,
-    hidden_size: 256,
-    intermediate_size: 768,
-    num_hidden_layers: 6,
-    num_attention_heads: 4,
-    num_key_value_heads: 1,
-    lru_width: 256,
-    attention_window_size: 128,
-  });
+  // A small model (the shipped one: H 4, W 128, intermediate 768) takes the largest chunk.
+  const small = new RecurrentGemmaConfig(SMALL_CONFIG);
   expect(defaultPrefillChunk(small, 1, 'webgpu')).toBe(4096);
 });

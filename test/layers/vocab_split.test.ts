@@ -35,6 +35,21 @@ let whole: RecurrentGemmaForCausalLM;
 let split: RecurrentGemmaForCausalLM;
 let tmp: string;
 
+/**
+ * The model saved in dir, loaded whole and with pieces of `bytes` (`pieces` of them), gives for the
+ * golden ids logits equal to the whole fixture model's, bit for bit.
+ */
+async function expectLoadsAsWhole(dir: string, bytes: number, pieces: number): Promise<void> {
+  const ref = tf.tidy(() => whole.forward({inputIds: golden.input_ids}).logits.dataSync());
+  for (const b of [0, bytes]) {
+    const m = await withPieces(b, () => RecurrentGemmaForCausalLM.fromPretrained(dir));
+    expect(m.embed.matrix.pieces.length).toBe(b ? pieces : 1);
+    const logits = tf.tidy(() => m.forward({inputIds: golden.input_ids}).logits.dataSync());
+    expect(maxAbsDiff(logits, ref)).toBe(0);
+    m.dispose();
+  }
+}
+
 beforeAll(async () => {
   await tf.setBackend('cpu');
   whole = await RecurrentGemmaForCausalLM.fromPretrained(DIR);
@@ -137,18 +152,7 @@ test('hf save of the split model writes one embedding tensor; it loads split or 
   expect([...metas.keys()].sort()).toEqual([...listCheckpoint(DIR).keys()].sort());
   expect(metas.get(EMBED)!.shape).toEqual([512, 64]);
   expect(maxAbsDiff(readTensor(metas.get(EMBED)!), readTensor(listCheckpoint(DIR).get(EMBED)!))).toBe(0);
-  const ref = tf.tidy(() => whole.forward({inputIds: golden.input_ids}).logits.dataSync());
-  for (const bytes of [0, PIECE_BYTES * 2]) {
-    const m = await withPieces(bytes, () => RecurrentGemmaForCausalLM.fromPretrained(dir));
-    expect(m.embed.matrix.pieces.length).toBe(bytes ? 3 : 1);
-    expect(
-      maxAbsDiff(
-        tf.tidy(() => m.forward({inputIds: golden.input_ids}).logits.dataSync()),
-        ref,
-      ),
-    ).toBe(0);
-    m.dispose();
-  }
+  await expectLoadsAsWhole(dir, PIECE_BYTES * 2, 3);
 });
 
 test('tfjs format: the split model saves one embedding weight; it loads split or whole, identically', async () => {
@@ -157,18 +161,7 @@ test('tfjs format: the split model saves one embedding weight; it loads split or
   const json = JSON.parse(fs.readFileSync(path.join(dir, 'model.json'), 'utf8'));
   const names: string[] = json.weightsManifest[0].weights.map((w: {name: string}) => w.name);
   expect(names.filter((n) => n.includes('embed_tokens'))).toEqual([whole.embed.weight.originalName]);
-  const ref = tf.tidy(() => whole.forward({inputIds: golden.input_ids}).logits.dataSync());
-  for (const bytes of [0, PIECE_BYTES]) {
-    const m = await withPieces(bytes, () => RecurrentGemmaForCausalLM.fromPretrained(dir));
-    expect(m.embed.matrix.pieces.length).toBe(bytes ? 6 : 1);
-    expect(
-      maxAbsDiff(
-        tf.tidy(() => m.forward({inputIds: golden.input_ids}).logits.dataSync()),
-        ref,
-      ),
-    ).toBe(0);
-    m.dispose();
-  }
+  await expectLoadsAsWhole(dir, PIECE_BYTES, 6);
 });
 
 test('an untied LM head splits the same way, with identical logits', async () => {

@@ -6,6 +6,7 @@
 import {RecurrentGemmaForCausalLM} from '../../src/model';
 import {tf} from '../../src/tf';
 import {loadTinyAGolden, relError, TINY_A_DIR} from '../helpers';
+import {expectGoldenLossAndGrads} from './golden_grads';
 
 const DIR = TINY_A_DIR;
 const {golden, tensor: G} = loadTinyAGolden();
@@ -32,24 +33,5 @@ test('logits and every hidden state within 1e-5 relative error', () => {
 });
 
 test('loss within 1e-5 and every gradient within 1e-4 relative error', () => {
-  const params = model.namedParameters();
-  const vars = [...params.values()].map((v) => v.read() as tf.Variable);
-  const {value, grads} = tf.variableGrads(
-    () => model.forward({inputIds: golden.input_ids, labels: golden.labels}).loss!,
-    vars,
-  );
-  const loss = value.dataSync()[0];
-  console.log(`loss ${loss} vs golden ${golden.loss}`);
-  expect(Math.abs(loss - golden.loss)).toBeLessThan(1e-5);
-  const names = [...params.keys()];
-  expect(new Set(golden.grad_names)).toEqual(new Set(names.map((n) => `grad.${n}`)));
-  let worst = ['', 0] as [string, number];
-  for (const [name, v] of params) {
-    const g = grads[(v.read() as tf.Variable).name];
-    expect(g).toBeDefined();
-    const err = relError(g.dataSync(), G(`grad.${name}`));
-    if (err > worst[1]) worst = [name, err];
-    expect({name, ok: err < 1e-4}).toEqual({name, ok: true});
-  }
-  console.log(`worst gradient relative error ${worst[1].toExponential(2)} (${worst[0]})`);
+  expectGoldenLossAndGrads(model, 'cpu');
 });

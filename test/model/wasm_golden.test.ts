@@ -8,6 +8,7 @@ import {useBackend} from '../../src/backend';
 import {RecurrentGemmaForCausalLM} from '../../src/model';
 import {tf} from '../../src/tf';
 import {loadTinyAGolden, relError, TINY_A_DIR} from '../helpers';
+import {expectGoldenLossAndGrads} from './golden_grads';
 
 const DIR = TINY_A_DIR;
 const {golden, tensor: G} = loadTinyAGolden();
@@ -31,20 +32,5 @@ test('wasm: logits, loss within 1e-5 and every gradient within 1e-4 of the float
   const {logits} = model.forward({inputIds: golden.input_ids});
   expect(relError(logits.dataSync(), G('logits'))).toBeLessThan(1e-5);
   logits.dispose();
-  const params = model.namedParameters();
-  const vars = [...params.values()].map((v) => v.read() as tf.Variable);
-  const {value, grads} = tf.variableGrads(
-    () => model.forward({inputIds: golden.input_ids, labels: golden.labels}).loss!,
-    vars,
-  );
-  const loss = value.dataSync()[0];
-  console.log(`wasm loss ${loss} vs golden ${golden.loss}`);
-  expect(Math.abs(loss - golden.loss)).toBeLessThan(1e-5);
-  let worst = ['', 0] as [string, number];
-  for (const [name, v] of params) {
-    const err = relError(grads[(v.read() as tf.Variable).name].dataSync(), G(`grad.${name}`));
-    if (err > worst[1]) worst = [name, err];
-    expect({name, ok: err < 1e-4}).toEqual({name, ok: true});
-  }
-  console.log(`wasm: worst gradient relative error ${worst[1].toExponential(2)} (${worst[0]})`);
+  expectGoldenLossAndGrads(model, 'wasm');
 });

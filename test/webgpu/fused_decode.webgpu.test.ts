@@ -16,11 +16,8 @@ import * as fs from 'fs';
 import * as path from 'path';
 import {addLora, removeLora} from '../../layers/lora';
 import {vocabSplit} from '../../layers/vocab_split';
-import {geluTanh, softCap} from '../../ops/activations';
 import {applyRope, attend} from '../../ops/attention';
 import {causalConv1d} from '../../ops/conv1d';
-import {linear} from '../../ops/linear';
-import {rmsNorm} from '../../ops/norm';
 import {rgLru} from '../../ops/rg_lru';
 import {disposeSequenceInfo, sequenceInfo} from '../../ops/sequence';
 import {RecurrentGemmaConfigArgs} from '../../src/config';
@@ -28,8 +25,11 @@ import {fusedDecodeConfig, fusedDecoderFor} from '../../src/engines/webgpu_decod
 import {
   AttnSpec,
   attnChunks,
+  attnCombineGrid,
   attnCombineSource,
   attnPartialSource,
+  attnRopePartialSource,
+  combineSplit,
   embedSource,
   GemvSpec,
   gemvBindings,
@@ -47,41 +47,14 @@ import {tf} from '../../src/tf';
 import {initNodeWebGPU} from '../../src/webgpu_node';
 import {relError, seededUniform} from '../helpers';
 import {describeWebGPU} from '../webgpu_env'; // first: sets the SwiftShader env before Dawn loads
-import {onCpu, runKernel, uniform} from './kernel_helpers';
+import {gemvReference, onCpu, runKernel, uniform} from './kernel_helpers';
+import {randomizeWeights, SMALL_CFG} from './random_model';
 
 /** Relative error (||a - b|| / ||b||) allowed per kernel output and per decode step's logits. */
 const KERNEL_TOL = 1e-5;
 const DECODE_TOL = 1e-5;
 
 // ---- random-weight models -------------------------------------------------------------------
-
-/** Every parameter from a seeded host PRNG, so a cpu and a webgpu model get the same values. */
-function randomizeWeights(model: RecurrentGemmaForCausalLM, seed: number): void {
-  let k = 0;
-  for (const [name, v] of model.namedParameters()) {
-    const shape = v.shape as number[];
-    const n = shape.reduce((a, b) => a * b, 1);
-    const s = seed * 1000 + k++;
-    let data: Float32Array;
-    if (name.endsWith('recurrent_param')) {
-      // a = exp(-8 softplus(p)) in [0.8, 0.999] with the gate open.
-      data = uniform(s, n, 0.8, 0.999).map((a) => Math.log(Math.exp(-Math.log(a) / 8) - 1));
-    } else if (shape.length === 1) {
-      data = uniform(s, n, -0.5, 0.5); // norms and biases
-    } else {
-      const fanIn = shape[shape.length - 1];
-      const lim = name.includes('conv_1d')
-        ? 0.6
-        : name.includes('embed') || name.includes('lm_head')
-          ? 1
-          : Math.sqrt(3 / fanIn);
-      data = uniform(s, n, -lim, lim);
-    }
-    const t = tf.tensor(data, shape);
-    v.write(t);
-    t.dispose();
-  }
-}
 
 interface Scenario {
   cfg: RecurrentGemmaConfigArgs;
@@ -228,33 +201,7 @@ describeWebGPU('fused WebGPU decode engine', () => {
         [gemvRows(spec) / R, 1, 1],
       );
       const gotOut = got[got.length - 1];
-      const [want] = await onCpu(() => {
-        const xt = tf.tensor2d(x, [B, IN]);
-        const xn = norm ? rmsNorm(xt, tf.tensor1d(g), 1e-6) : xt;
-        const lin = (i: number, b: Float32Array | null) =>
-          linear(xn, tf.tensor2d(ws[i], [segments[i], IN]), b ? tf.tensor1d(b) : null);
-        let y: tf.Tensor;
-        if (mode === 'geglu') {
-          y = tf.mul(geluTanh(lin(0, bias.slice(0, rows))), lin(1, bias.slice(rows)));
-        } else if (mode === 'softcap') {
-          y = softCap(lin(0, null), 5);
-        } else {
-          let off = 0;
-          const parts = segments.map((n, i) => {
-            const p = lin(i, bias.slice(off, off + n));
-            off += n;
-            return spec.gelu?.[i] ? geluTanh(p) : p;
-          });
-          y = parts.length > 1 ? tf.concat(parts, 1) : parts[0];
-          if (mode === 'residual') y = tf.add(y, tf.tensor2d(out0, [B, outStride]));
-        }
-        if (mode === 'softcap') {
-          // Written into columns [3, 3 + rows) of each out row; the rest untouched.
-          const o = tf.tensor2d(out0, [B, outStride]);
-          return tf.concat([tf.slice(o, [0, 0], [B, 3]), y, tf.slice(o, [0, 3 + rows], [B, outStride - 3 - rows])], 1);
-        }
-        return y;
-      });
+      const want = await gemvReference(spec, {x, g, ws, bias, out0});
       expect(relError(gotOut, want)).toBeLessThan(KERNEL_TOL);
     },
   );
@@ -438,6 +385,26 @@ describeWebGPU('fused WebGPU decode engine', () => {
         }
       }
       expect(relError(attn, wantAttn)).toBeLessThan(KERNEL_TOL);
+      // RoPE folded into the partial kernel: the same ring, validity and attention.
+      const [, kr3, vr3, valid3, part3] = await runKernel(
+        attnRopePartialSource(spec),
+        [qkv, kr, vr, valid, new Float32Array(B * H * NC * (HD + 2)), stepData],
+        [NC, K, B],
+      );
+      expect(relError(kr3, wantK)).toBeLessThan(KERNEL_TOL);
+      expect(Array.from(vr3)).toEqual(Array.from(vr2));
+      expect(Array.from(valid3)).toEqual(Array.from(valid2));
+      const [, attn3] = await runKernel(attnCombineSource(spec), [part3, new Float32Array(B * H * HD)], [H, B, 1]);
+      expect(relError(attn3, wantAttn)).toBeLessThan(KERNEL_TOL);
+      // The split combine: the default shape, and chunk groups that take more than one chunk each.
+      for (const split of [combineSplit(spec), {JT: 2, CG: 2}]) {
+        const [, got] = await runKernel(
+          attnCombineSource(spec, split),
+          [part, new Float32Array(B * H * HD)],
+          attnCombineGrid(spec, split),
+        );
+        expect(relError(got, wantAttn)).toBeLessThan(KERNEL_TOL);
+      }
     },
   );
 
@@ -520,20 +487,7 @@ describeWebGPU('fused WebGPU decode engine', () => {
   test(`random model, batch 3: vocabulary pieces, untied head, q/k/v biases, multi-query, window 8, fork and select (${DECODE_TOL})`, async () => {
     const worst = await compareScenario(
       {
-        cfg: {
-          vocab_size: 203,
-          hidden_size: 32,
-          lru_width: 48,
-          intermediate_size: 80,
-          num_attention_heads: 4,
-          num_key_value_heads: 1,
-          num_hidden_layers: 3,
-          attention_window_size: 8,
-          block_types: ['recurrent', 'attention'],
-          attention_bias: true,
-          tie_word_embeddings: false,
-          logits_soft_cap: 10,
-        },
+        cfg: SMALL_CFG,
         pieceBytes: 70 * 32 * 4, // 203 rows in 3 pieces (68, 68, 67)
         prompts: [
           [2, 5, 9, 11, 40],
@@ -560,7 +514,7 @@ describeWebGPU('fused WebGPU decode engine', () => {
   // 20 rows: GEMVs (the matmul path off), and the weight products as tiled matmuls (batched_matmul.ts).
   test.each([
     ['GeGLU split in gate and up dispatches, 64-thread GEMVs', -1],
-    ['weight products as tiled matmuls', 0],
+    ['weight products as tiled matmuls', 16],
   ])(`random model, batch 20: %s (${DECODE_TOL})`, async (_n, rows) => {
     decodeMatmulConfig.rows = rows;
     const prompts = Array.from({length: 20}, (_, r) => [2, 5 + r, 9, 11 + 2 * r]);

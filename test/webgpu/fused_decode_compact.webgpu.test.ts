@@ -12,10 +12,7 @@
 
 import * as path from 'path';
 import {vocabSplit} from '../../layers/vocab_split';
-import {geluTanh, softCap} from '../../ops/activations';
 import {type CompactSpec, dequantize, perWord, quantize} from '../../ops/compact/format';
-import {linear} from '../../ops/linear';
-import {rmsNorm} from '../../ops/norm';
 import {fusedDecodeConfig, fusedDecoderFor} from '../../src/engines/webgpu_decode';
 import {
   embedSource,
@@ -31,7 +28,7 @@ import {tf} from '../../src/tf';
 import {initNodeWebGPU} from '../../src/webgpu_node';
 import {relError} from '../helpers';
 import {describeWebGPU} from '../webgpu_env'; // first: sets the SwiftShader env before Dawn loads
-import {onCpu, runKernel, uniform} from './kernel_helpers';
+import {gemvReference, runKernel, uniform} from './kernel_helpers';
 
 const KERNEL_TOL = 1e-5;
 const DECODE_TOL = 1e-5;
@@ -123,34 +120,8 @@ describeWebGPU('fused WebGPU decode engine on compact weights', () => {
           [rows / R, 1, 1],
         );
         const gotOut = got[got.length - 1];
-        const [want] = await onCpu(() => {
-          const xt = tf.tensor2d(x, [B, IN]);
-          const xn = norm ? rmsNorm(xt, tf.tensor1d(g), 1e-6) : xt;
-          const lin = (i: number, b: Float32Array | null) =>
-            linear(xn, tf.tensor2d(mats[i].values, [segments[i], IN]), b ? tf.tensor1d(b) : null);
-          let y: tf.Tensor;
-          if (mode === 'geglu') {
-            y = tf.mul(geluTanh(lin(0, bias.slice(0, rows))), lin(1, bias.slice(rows)));
-          } else if (mode === 'softcap') {
-            const o = tf.tensor2d(out0, [B, outStride]);
-            const yc = softCap(lin(0, null), 5);
-            return tf.concat(
-              [tf.slice(o, [0, 0], [B, 3]), yc, tf.slice(o, [0, 3 + rows], [B, outStride - 3 - rows])],
-              1,
-            );
-          } else {
-            let off = 0;
-            const parts = segments.map((n, i) => {
-              const p = lin(i, bias.slice(off, off + n));
-              off += n;
-              return spec.gelu?.[i] ? geluTanh(p) : p;
-            });
-            y = parts.length > 1 ? tf.concat(parts, 1) : parts[0];
-            if (mode === 'residual') y = tf.add(y, tf.tensor2d(out0, [B, outStride]));
-            if (mode === 'mul') y = tf.mul(y, tf.tensor2d(out0, [B, outStride]));
-          }
-          return y;
-        });
+        const ws = mats.map((m) => m.values);
+        const want = await gemvReference(spec, {x, g, ws, bias, out0});
         expect(relError(gotOut, want)).toBeLessThan(KERNEL_TOL);
       });
     }
@@ -210,6 +181,20 @@ describeWebGPU('fused WebGPU decode engine on compact weights', () => {
     return {out, used};
   }
 
+  /** decodeRun on cpu, then on webgpu (the engine used at every step): the worst relative error of the logits. */
+  async function worstVsCpu(
+    load: () => Promise<RecurrentGemmaForCausalLM>,
+    prompts: number[][],
+    steps: number,
+  ): Promise<number> {
+    await tf.setBackend('cpu');
+    const cpu = await decodeRun(load, prompts, steps);
+    await tf.setBackend('webgpu');
+    const gpu = await decodeRun(load, prompts, steps);
+    expect(gpu.used).toBe(true);
+    return Math.max(...gpu.out.map((g, i) => relError(g, cpu.out[i])));
+  }
+
   const TINY = path.join(__dirname, '../fixtures/tiny-a');
   // tiny-a's MLP is 96 wide: int4 groups of 32.
   const TINY_SPECS = SPECS.map(([n, s]): [string, CompactSpec] =>
@@ -220,17 +205,7 @@ describeWebGPU('fused WebGPU decode engine on compact weights', () => {
     async (_n, cspec) => {
       const opts: PretrainedOptions = {dtype: cspec.dtype, groupSize: cspec.groupSize, zeroPoints: cspec.zeroPoints};
       const load = () => RecurrentGemmaForCausalLM.fromPretrained(TINY, opts);
-      const prompt = [[2, 17, 300, 45, 99, 8]];
-      await tf.setBackend('cpu');
-      const cpu = await decodeRun(load, prompt, 40);
-      await tf.setBackend('webgpu');
-      const gpu = await decodeRun(load, prompt, 40);
-      expect(gpu.used).toBe(true);
-      let worst = 0;
-      gpu.out.forEach((g, i) => {
-        worst = Math.max(worst, relError(g, cpu.out[i]));
-      });
-      expect(worst).toBeLessThan(DECODE_TOL);
+      expect(await worstVsCpu(load, [[2, 17, 300, 45, 99, 8]], 40)).toBeLessThan(DECODE_TOL);
     },
   );
 
@@ -271,16 +246,7 @@ describeWebGPU('fused WebGPU decode engine on compact weights', () => {
         [2, 7, 8, 1],
         [2, 100, 101, 102],
       ];
-      await tf.setBackend('cpu');
-      const cpu = await decodeRun(make, prompts, 14);
-      await tf.setBackend('webgpu');
-      const gpu = await decodeRun(make, prompts, 14);
-      expect(gpu.used).toBe(true);
-      let worst = 0;
-      gpu.out.forEach((g, i) => {
-        worst = Math.max(worst, relError(g, cpu.out[i]));
-      });
-      expect(worst).toBeLessThan(DECODE_TOL);
+      expect(await worstVsCpu(make, prompts, 14)).toBeLessThan(DECODE_TOL);
     } finally {
       vocabSplit.maxPieceBytes = 0;
     }

@@ -24,37 +24,10 @@ import {initNodeWebGPU} from '../../src/webgpu_node';
 import {loadTinyAGolden, relError, TINY_A_DIR} from '../helpers';
 import {describeWebGPU} from '../webgpu_env'; // first: sets the SwiftShader env before Dawn loads
 import {uniform} from './kernel_helpers';
+import {randomModel, SMALL_CFG} from './random_model';
 
 const TOL = 1e-5;
 const GOLDEN_TOL = 1e-4;
-
-/** A model with every parameter from a seeded host PRNG (the same values on every backend; compact: quantized). */
-function randomModel(cfg: RecurrentGemmaConfigArgs, seed: number, compact?: CompactSpec): RecurrentGemmaForCausalLM {
-  const model = new RecurrentGemmaForCausalLM(cfg, compact ? {compact} : {});
-  let k = 0;
-  for (const [name, v] of model.namedParameters()) {
-    const shape = v.shape as number[];
-    const n = shape.reduce((a, b) => a * b, 1);
-    const s = seed * 1000 + k++;
-    let data: Float32Array;
-    if (name.endsWith('recurrent_param')) {
-      data = uniform(s, n, 0.8, 0.999).map((a) => Math.log(Math.exp(-Math.log(a) / 8) - 1));
-    } else if (shape.length === 1) {
-      data = uniform(s, n, -0.5, 0.5);
-    } else {
-      const lim = name.includes('conv_1d')
-        ? 0.6
-        : /embed|lm_head/.test(name)
-          ? 1
-          : Math.sqrt(3 / shape[shape.length - 1]);
-      data = uniform(s, n, -lim, lim);
-    }
-    const t = tf.tensor(data, shape);
-    v.write(t);
-    t.dispose();
-  }
-  return model;
-}
 
 const read = async (t: tf.Tensor) => Float32Array.from((await t.data()) as Float32Array);
 
@@ -82,21 +55,8 @@ async function fusedCalls<T>(f: () => Promise<T>): Promise<{value: T; fused: num
   }
 }
 
-/** A model config with 4096 tokens (several head slices of 64 rows at headBytes 1 MiB), 3 vocabulary pieces possible. */
-const WIDE: RecurrentGemmaConfigArgs = {
-  vocab_size: 4096,
-  hidden_size: 32,
-  lru_width: 48,
-  intermediate_size: 80,
-  num_attention_heads: 4,
-  num_key_value_heads: 1,
-  num_hidden_layers: 3,
-  attention_window_size: 8,
-  block_types: ['recurrent', 'attention'],
-  attention_bias: true,
-  tie_word_embeddings: false,
-  logits_soft_cap: 10,
-};
+/** SMALL_CFG with 4096 tokens (several head slices of 64 rows at headBytes 1 MiB), 3 vocabulary pieces possible. */
+const WIDE: RecurrentGemmaConfigArgs = {...SMALL_CFG, vocab_size: 4096};
 
 /** b rows of t ids, seeded. */
 function idsOf(b: number, t: number, V: number, seed: number): number[][] {

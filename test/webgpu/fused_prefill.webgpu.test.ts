@@ -33,6 +33,7 @@ import {initNodeWebGPU} from '../../src/webgpu_node';
 import {loadTinyAGolden, relError, TINY_A_DIR} from '../helpers';
 import {describeWebGPU} from '../webgpu_env'; // first: sets the SwiftShader env before Dawn loads
 import {onCpu, runKernel, uniform} from './kernel_helpers';
+import {randomModel, SMALL_CFG} from './random_model';
 
 const KERNEL_TOL = 1e-5;
 /** Relative error allowed between the engine's prefill (logits, state) and the cpu backend's. */
@@ -64,34 +65,6 @@ function dimsWords(M: number, t: number, head: number, conv: number): Uint32Arra
   d[DIMS.HEAD] = head;
   d[DIMS.CONV] = conv;
   return d;
-}
-
-/** A model with every parameter from a seeded host PRNG (the same values on every backend; compact: quantized). */
-function randomModel(cfg: RecurrentGemmaConfigArgs, seed: number, compact?: CompactSpec): RecurrentGemmaForCausalLM {
-  const model = new RecurrentGemmaForCausalLM(cfg, compact ? {compact} : {});
-  let k = 0;
-  for (const [name, v] of model.namedParameters()) {
-    const shape = v.shape as number[];
-    const n = shape.reduce((a, b) => a * b, 1);
-    const s = seed * 1000 + k++;
-    let data: Float32Array;
-    if (name.endsWith('recurrent_param')) {
-      data = uniform(s, n, 0.8, 0.999).map((a) => Math.log(Math.exp(-Math.log(a) / 8) - 1));
-    } else if (shape.length === 1) {
-      data = uniform(s, n, -0.5, 0.5);
-    } else {
-      const lim = name.includes('conv_1d')
-        ? 0.6
-        : /embed|lm_head/.test(name)
-          ? 1
-          : Math.sqrt(3 / shape[shape.length - 1]);
-      data = uniform(s, n, -lim, lim);
-    }
-    const t = tf.tensor(data, shape);
-    v.write(t);
-    t.dispose();
-  }
-  return model;
 }
 
 interface PrefillScenario {
@@ -355,20 +328,6 @@ describeWebGPU('fused WebGPU prefill engine', () => {
     }
   });
 
-  const SMALL: RecurrentGemmaConfigArgs = {
-    vocab_size: 203,
-    hidden_size: 32,
-    lru_width: 48,
-    intermediate_size: 80,
-    num_attention_heads: 4,
-    num_key_value_heads: 1,
-    num_hidden_layers: 3,
-    attention_window_size: 8,
-    block_types: ['recurrent', 'attention'],
-    attention_bias: true,
-    tie_word_embeddings: false,
-    logits_soft_cap: 10,
-  };
   const prompts2 = [
     [2, 5, 9, 11, 40, 41, 42, 43, 44, 45, 46, 47, 48, 49, 50, 51, 52, 53, 54, 55, 56],
     [2, 100, 101, 102, 103, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22],
@@ -377,7 +336,7 @@ describeWebGPU('fused WebGPU prefill engine', () => {
   test(`random model, batch 2, 21 steps past the window of 8 in chunks of 13 and 8, vocabulary in 3 pieces, untied head, biases, then a turn of 5 in chunks of 2 (${PREFILL_TOL})`, async () => {
     const worst = await compareScenario(
       {
-        cfg: SMALL,
+        cfg: SMALL_CFG,
         pieceBytes: 70 * 32 * 4,
         prompts: prompts2,
         chunkSize: 13,
@@ -434,6 +393,49 @@ describeWebGPU('fused WebGPU prefill engine', () => {
       expect(worst.state).toBeLessThan(PREFILL_TOL);
     },
   );
+
+  // The matmul variants through the engine (GRIFFIN_PREFILL_MM read per chunk): split-K runs every
+  // projection as two dispatches over the plan's shared partial-sum buffer; sg=4 takes x from
+  // SwiftShader's subgroups of 4 (dropped by the plan on a device without them).
+  test.each([
+    ['split-K in 3', 'bm=16,bn=16,bk=8,tm=4,tn=4,splitk=3,spread=1'],
+    ['subgroup x fragments, double buffers', 'bm=16,bn=16,bk=8,tm=4,tn=4,sg=4,buffers=2'],
+  ])(`random model held bfloat16 through the engine with matmul variant %s (${PREFILL_TOL})`, async (_n, env) => {
+    const before = process.env.GRIFFIN_PREFILL_MM;
+    process.env.GRIFFIN_PREFILL_MM = env;
+    try {
+      const worst = await compareScenario(
+        {
+          cfg: {
+            vocab_size: 128,
+            hidden_size: 64,
+            lru_width: 64,
+            intermediate_size: 128,
+            num_attention_heads: 2,
+            num_key_value_heads: 2,
+            num_hidden_layers: 2,
+            attention_window_size: 6,
+            block_types: ['attention', 'recurrent'],
+          },
+          compact: {dtype: 'bfloat16'},
+          pieceBytes: 0,
+          prompts: prompts2.map((r) => r.slice(0, 15)),
+          chunkSize: 8,
+          more: [
+            [60, 61, 62],
+            [70, 71, 72],
+          ],
+          moreChunk: 3,
+        },
+        13,
+      );
+      expect(worst.logits).toBeLessThan(PREFILL_TOL);
+      expect(worst.state).toBeLessThan(PREFILL_TOL);
+    } finally {
+      if (before == null) delete process.env.GRIFFIN_PREFILL_MM;
+      else process.env.GRIFFIN_PREFILL_MM = before;
+    }
+  });
 
   test('generate through the fused prefill reproduces the HF greedy golden exactly', async () => {
     const {golden} = loadTinyAGolden();

@@ -1,9 +1,15 @@
 /**
  * Helpers of the WGSL kernel tests: seeded uniform inputs, one kernel run on buffers made from
- * arrays (every buffer read back), and a computation on the cpu backend for the reference.
+ * arrays (every buffer read back), a computation on the cpu backend for the reference, and the
+ * fused decode GEMV's reference built from the project's ops.
  *   const [x, out] = await runKernel(code, [x0, out0], [groups, 1, 1]);
  *   const [want] = await onCpu(() => tf.add(a, b));
+ *   const want = await gemvReference(spec, {x, g, ws, bias, out0});
  */
+import {geluTanh, softCap} from '../../ops/activations';
+import {linear} from '../../ops/linear';
+import {rmsNorm} from '../../ops/norm';
+import {type GemvSpec, gemvRows} from '../../src/engines/webgpu_decode/shaders';
 import {tf} from '../../src/tf';
 import {seededUniform} from '../helpers';
 
@@ -77,4 +83,44 @@ export async function onCpu(f: () => tf.Tensor | tf.Tensor[]): Promise<Float32Ar
   } finally {
     await tf.setBackend(prev);
   }
+}
+
+/**
+ * What the GEMV kernel (src/engines/webgpu_decode/shaders/gemv.ts) leaves in its out buffer, on
+ * the cpu backend from the project's ops: x [B, IN], normed by g when spec.norm, times each
+ * segment's float matrix ws[i] [n_i, IN] with its slice of bias (none for softcap); then per mode:
+ * the segments side by side (gelu where spec.gelu says), added to or multiplied into out0
+ * [B, outStride] (residual, mul), gelu(gate) * up (geglu), or soft-capped into columns
+ * [outOffset, outOffset + rows) of out0 with the rest untouched (softcap).
+ */
+export async function gemvReference(
+  spec: GemvSpec,
+  a: {x: Float32Array; g: Float32Array; ws: Float32Array[]; bias: Float32Array; out0: Float32Array},
+): Promise<Float32Array> {
+  const {B, IN, segments, mode, outStride} = spec;
+  const rows = gemvRows(spec);
+  const [want] = await onCpu(() => {
+    const xt = tf.tensor2d(a.x, [B, IN]);
+    const xn = spec.norm ? rmsNorm(xt, tf.tensor1d(a.g), spec.eps ?? 1e-6) : xt;
+    const lin = (i: number, b: Float32Array | null) =>
+      linear(xn, tf.tensor2d(a.ws[i], [segments[i], IN]), b ? tf.tensor1d(b) : null);
+    if (mode === 'geglu') return tf.mul(geluTanh(lin(0, a.bias.slice(0, rows))), lin(1, a.bias.slice(rows)));
+    const o = tf.tensor2d(a.out0, [B, outStride]);
+    if (mode === 'softcap') {
+      const at = spec.outOffset ?? 0;
+      const y = softCap(lin(0, null), spec.cap as number);
+      return tf.concat([tf.slice(o, [0, 0], [B, at]), y, tf.slice(o, [0, at + rows], [B, outStride - at - rows])], 1);
+    }
+    let off = 0;
+    const parts = segments.map((n, i) => {
+      const p = lin(i, a.bias.slice(off, off + n));
+      off += n;
+      return spec.gelu?.[i] ? geluTanh(p) : p;
+    });
+    const y = parts.length > 1 ? tf.concat(parts, 1) : parts[0];
+    if (mode === 'residual') return tf.add(y, o);
+    if (mode === 'mul') return tf.mul(y, o);
+    return y;
+  });
+  return want;
 }

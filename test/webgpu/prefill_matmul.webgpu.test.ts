@@ -10,11 +10,20 @@
 import {dequantize, quantize} from '../../ops/compact/format';
 import {type WeightFormat, weightFormat} from '../../src/engines/webgpu_decode/shaders/weights';
 import {
+  DEVICE_SUBGROUP,
+  MATMUL_ORDER,
+  MATMUL_VARIANTS,
   type MatmulSpec,
   type MatmulTuning,
   matmulBindings,
   matmulGrid,
+  matmulPartFloats,
+  matmulReduceBindings,
+  matmulReduceGrid,
+  matmulReduceSource,
   matmulSource,
+  matmulSplits,
+  matmulSubgroupSize,
   matmulTuningFor,
   parseMatmulTuning,
 } from '../../src/engines/webgpu_prefill/shaders/matmul';
@@ -145,11 +154,28 @@ async function dispatch(
   tuning: Partial<MatmulTuning> | undefined,
   byName: Record<string, Float32Array | Uint32Array>,
 ): Promise<Float32Array> {
-  const names = matmulBindings(spec);
-  const res = await runKernel(
+  const names = matmulBindings(spec, tuning);
+  if (!matmulSplits(spec, tuning)) {
+    const res = await runKernel(
+      matmulSource(spec, tuning),
+      names.map((n) => byName[n]),
+      matmulGrid(spec, M, tuning),
+    );
+    return res[res.length - 1];
+  }
+  // Split-K: the partial sums (a buffer of NaN, so that a slot the first pass misses shows), then the reduce pass.
+  const part0 = new Float32Array(Math.max(4, matmulPartFloats(spec, M, tuning))).fill(Number.NaN);
+  const first = await runKernel(
     matmulSource(spec, tuning),
-    names.map((n) => byName[n]),
+    names.map((n) => (n === 'part' ? part0 : byName[n])),
     matmulGrid(spec, M, tuning),
+  );
+  const part = first[first.length - 1];
+  const reduce = {...byName, part};
+  const res = await runKernel(
+    matmulReduceSource(spec, tuning),
+    matmulReduceBindings(spec).map((n) => reduce[n]),
+    matmulReduceGrid(spec, M),
   );
   return res[res.length - 1];
 }
@@ -228,6 +254,66 @@ describeWebGPU('prefill matmul on webgpu', () => {
     expect(relError(got, want)).toBeLessThan(TOL);
   });
 
+  // The variants of the tuning knobs (spread, unroll, split-K, subgroups), each on formats x
+  // epilogues x norm, ragged M (0, 1, many), block-diagonal weights. sg: 4 is SwiftShader's subgroup
+  // size (those run only where the device has subgroups of that fixed size).
+  const sg = () => matmulSubgroupSize((tf.backend() as unknown as {device: GPUDevice}).device);
+  const VARIANTS: [string, Partial<MatmulTuning>][] = [
+    ...Object.entries(MATMUL_VARIANTS),
+    ['spread 8x8, small tile', {bm: 32, bn: 32, bk: 8, tm: 8, tn: 8, spread: true}],
+    [
+      'spread 4x16, unrolled, double buffers',
+      {bm: 16, bn: 64, bk: 8, tm: 4, tn: 16, spread: true, unroll: true, buffers: 2},
+    ],
+    ['split-K in 5 (uneven slices), small tile', {...SMALL, splitk: 5}],
+    [
+      'split-K in 3, no prefetch, 8x8 spread',
+      {bm: 32, bn: 32, bk: 8, tm: 8, tn: 8, spread: true, splitk: 3, prefetch: false},
+    ],
+    ['split-K double buffered', {...SMALL, splitk: 2, buffers: 2}],
+    ['sg 4, small tile', {...SMALL, sg: 4}],
+    ['sg 4, no prefetch', {...SMALL, sg: 4, prefetch: false}],
+    ['sg 4, 8x8 spread, double buffers', {bm: 32, bn: 32, bk: 8, tm: 8, tn: 8, spread: true, buffers: 2, sg: 4}],
+    ['sg 4, 2 columns of threads (shuffles)', {bm: 64, bn: 16, bk: 8, tm: 8, tn: 8, sg: 4}],
+    ['sg 4 with split-K in 3', {...SMALL, sg: 4, splitk: 3}],
+    ["sg 4, the defaults' tile", {sg: 4}],
+  ];
+  // Per variant: float32 GeGLU with norm and bias at M = 130, and one of the format x epilogue x
+  // norm combinations (rotating over the variants, so that together they cover them) at M = 0, 1, 300.
+  const variantCases = VARIANTS.flatMap(([vname, tuning], v) => {
+    const [fname, weight] = FORMATS[v % FORMATS.length];
+    const epilogue = EPILOGUES[(5 * v + 1) % EPILOGUES.length];
+    return [
+      {vname, tuning, fname: 'float32', weight: fmt('float32'), epilogue: 'geglu' as const, norm: true, Ms: [130], v},
+      {vname, tuning, fname, weight, epilogue, norm: v % 2 === 1, Ms: [0, 1, 300], v},
+    ];
+  });
+  test.each(variantCases)('variant $vname: $fname $epilogue norm=$norm, M = $Ms', async (c) => {
+    if (c.tuning.sg != null && c.tuning.sg !== sg()) return; // no subgroups of that size here
+    const spec: MatmulSpec = {
+      N: 72,
+      K: 192,
+      weight: c.weight,
+      epilogue: c.epilogue,
+      ...(c.norm ? {norm: {eps: 1e-5}} : {}),
+      bias: c.epilogue === 'geglu' || c.v % 3 !== 0,
+      ...(c.epilogue === 'softcap' ? {cap: 3} : {}),
+    };
+    for (const M of c.Ms) {
+      const [got, want] = await runCase({spec, M, tuning: c.tuning, seed: 500 + 10 * c.v + M});
+      expect(relError(got, want)).toBeLessThan(TOL);
+    }
+  });
+  test.each(VARIANTS)('variant %s: block-diagonal weights, K not a multiple of the K-step', async (_, tuning) => {
+    if (tuning.sg != null && tuning.sg !== sg()) return;
+    const spec: MatmulSpec = {N: 24, K: 136, weight: fmt('float32'), epilogue: 'residual', bias: true, blocks: 3};
+    const [got, want] = await runCase({spec, M: 33, tuning, seed: 19});
+    expect(relError(got, want)).toBeLessThan(TOL);
+  });
+  test('the device offers subgroups of a fixed size (SwiftShader: 4), so the sg variants ran', () => {
+    expect(sg()).toBe(4);
+  });
+
   test('K not a multiple of the K-step, M = 1 .. tile + 1', async () => {
     const spec: MatmulSpec = {
       N: 36,
@@ -289,6 +375,9 @@ describe('prefill matmul: specs it refuses', () => {
     const spec: MatmulSpec = {N: 8, K: 8, weight: f32w, epilogue: 'store'};
     expect(() => matmulSource(spec, {bm: 48})).toThrow(/powers of two/);
     expect(() => matmulSource(spec, {bm: 256, bn: 256, tm: 4, tn: 4})).toThrow(/threads per workgroup/);
+    expect(() => matmulSource(spec, {bk: 4, splitk: 3})).toThrow(/more than the 2 K-steps/);
+    expect(() => matmulSource(spec, {sg: 6})).toThrow(/sg must be/);
+    expect(() => matmulSource(spec, {bm: 16, bn: 32, bk: 4, tm: 4, tn: 4, sg: 8})).toThrow(/cannot share/);
   });
 });
 
@@ -298,6 +387,14 @@ describe('prefill matmul tunings', () => {
     expect(parseMatmulTuning('bm=64, bn=32,prefetch=0,group=4')).toEqual({bm: 64, bn: 32, prefetch: false, group: 4});
     expect(() => parseMatmulTuning('bm=64,tile=3')).toThrow(/bad knob "tile=3"/);
     expect(() => parseMatmulTuning('bm=-1')).toThrow(/bad knob/);
+    expect(parseMatmulTuning('spread=1,unroll=0,splitk=4,sg=32')).toEqual({
+      spread: true,
+      unroll: false,
+      splitk: 4,
+      sg: 32,
+    });
+    expect(parseMatmulTuning('big,bk=16')).toEqual({...MATMUL_VARIANTS.big, bk: 16});
+    expect(() => parseMatmulTuning('huge')).toThrow(/bad knob "huge"/);
   });
   test('matmulTuningFor: the defaults for many rows, smaller tiles where they would leave workgroups idle', () => {
     expect(matmulTuningFor(spec, 2048)).toEqual({}); // 16 x 40 = 640 workgroups of 128 x 64
@@ -305,5 +402,22 @@ describe('prefill matmul tunings', () => {
     expect(matmulTuningFor(spec, 128)).toMatchObject({bm: 32, bn: 32});
     expect(matmulGrid(spec, 128, matmulTuningFor(spec, 128))).toEqual([80, 4, 1]);
     expect(matmulTuningFor(spec, 512)).toMatchObject({bm: 64, bn: 64}); // 8 x 40 = 320
+  });
+  test('matmulTuningFor follows MATMUL_ORDER: split-K counts its slices, sg entries only with subgroups', () => {
+    const saved = MATMUL_ORDER.splice(0, MATMUL_ORDER.length, {}, {splitk: 4}, {splitk: 8}, {sg: DEVICE_SUBGROUP});
+    try {
+      // 128 rows: 40 workgroups of 128 x 64, 160 split in 4, 320 split in 8 (>= 264).
+      expect(matmulTuningFor(spec, 128)).toEqual({splitk: 8});
+      expect(matmulTuningFor(spec, 128, {minWorkgroups: 100})).toEqual({splitk: 4});
+      expect(matmulTuningFor(spec, 2048)).toEqual({});
+      // None gives 2000 workgroups: the last that runs (sg only where the device has subgroups).
+      expect(matmulTuningFor(spec, 128, {minWorkgroups: 2000})).toEqual({splitk: 8});
+      expect(matmulTuningFor(spec, 128, {minWorkgroups: 2000, subgroupSize: 32})).toEqual({sg: 32});
+      // Split in 8 is more than a K of 64 has K-steps (4): skipped.
+      const narrow: MatmulSpec = {...spec, K: 64};
+      expect(matmulTuningFor(narrow, 128, {minWorkgroups: 150})).toEqual({splitk: 4});
+    } finally {
+      MATMUL_ORDER.splice(0, MATMUL_ORDER.length, ...saved);
+    }
   });
 });

@@ -11,7 +11,6 @@ import * as fs from 'fs';
 import * as path from 'path';
 import {rowArgmaxReference} from '../../ops/row_argmax';
 import {RowArgmaxRunner} from '../../ops/row_argmax/runner';
-import type {RecurrentGemmaConfigArgs} from '../../src/config';
 import type {GenerateOptions, TokenEvent} from '../../src/generation/generate';
 import {GenerationState} from '../../src/generation/state';
 import {queuedDecodeConfig, stepQueueStats} from '../../src/generation/step_queue';
@@ -21,6 +20,7 @@ import {GemmaTokenizer} from '../../src/tokenizer';
 import {initNodeWebGPU} from '../../src/webgpu_node';
 import {describeWebGPU} from '../webgpu_env'; // first: sets the SwiftShader env before Dawn loads
 import {uniform} from './kernel_helpers';
+import {randomModel as randomModelOf, SMALL_CFG} from './random_model';
 
 const DIR = path.join(__dirname, '../fixtures/tiny-a');
 const golden = JSON.parse(fs.readFileSync(path.join(DIR, 'golden.json'), 'utf8')).greedy as {
@@ -29,43 +29,7 @@ const golden = JSON.parse(fs.readFileSync(path.join(DIR, 'golden.json'), 'utf8')
 };
 
 /** A seeded random model (the fused decode test's shape: untied head, biases, multi-query, window 8). */
-const RANDOM_CFG: RecurrentGemmaConfigArgs = {
-  vocab_size: 203,
-  hidden_size: 32,
-  lru_width: 48,
-  intermediate_size: 80,
-  num_attention_heads: 4,
-  num_key_value_heads: 1,
-  num_hidden_layers: 3,
-  attention_window_size: 8,
-  block_types: ['recurrent', 'attention'],
-  attention_bias: true,
-  tie_word_embeddings: false,
-  logits_soft_cap: 10,
-};
-
-function randomModel(seed: number): RecurrentGemmaForCausalLM {
-  const model = new RecurrentGemmaForCausalLM(RANDOM_CFG);
-  let k = 0;
-  for (const [name, v] of model.namedParameters()) {
-    const shape = v.shape as number[];
-    const n = shape.reduce((a, b) => a * b, 1);
-    const s = seed * 1000 + k++;
-    let data: Float32Array;
-    if (name.endsWith('recurrent_param')) {
-      data = uniform(s, n, 0.8, 0.999).map((a) => Math.log(Math.exp(-Math.log(a) / 8) - 1));
-    } else if (shape.length === 1) {
-      data = uniform(s, n, -0.5, 0.5);
-    } else {
-      const lim = name.includes('embed') || name.includes('lm_head') ? 1 : Math.sqrt(3 / shape[shape.length - 1]);
-      data = uniform(s, n, -lim, lim);
-    }
-    const t = tf.tensor(data, shape);
-    v.write(t);
-    t.dispose();
-  }
-  return model;
-}
+const randomModel = (seed: number) => randomModelOf(SMALL_CFG, seed);
 
 const PROMPTS = [
   [2, 5, 9, 11, 40],

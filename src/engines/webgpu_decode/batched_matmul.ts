@@ -15,14 +15,12 @@
  * halved while the tiles overflow workgroup memory. GRIFFIN_DECODE_MM (the syntax of
  * GRIFFIN_PREFILL_MM: 'bm=32,bn=128,bk=16,tm=8,tn=4,...') then overrides any knob of that pick
  * for every product. While a product has fewer than GRIFFIN_DECODE_MM_WG workgroups (default
- * 132, one per SM of an H200; 0: never): split-K, K in 2, 4, ... slices (at most
- * GRIFFIN_DECODE_MM_SPLIT, default 16; 4 K steps each at least; not for a GeGLU pair, which then
- * runs as two products); past that (no override set) tm halved (more threads per tile, 256 at
- * most), then bn (to 16 columns and 16 threads at least).
- * Split-K: the input rows normed into a scratch buffer first (shaders/split_k.ts rowNormSource,
- * one dispatch per projection), the slices' partial sums into another, then one dispatch sums the
- * slices in order and applies bias and epilogue (splitReduceSource).
- * Dispatch names end in '@mm', '@mm-sum', '@norm' ... (profiles tell them from the GEMVs').
+ * 132, one per SM of an H200; 0: never): split-K (the matmul's splitk, unless the override sets
+ * it), K in 2, 4, ... slices (at most GRIFFIN_DECODE_MM_SPLIT, default 16; 4 K steps each at
+ * least); past that (no override set) tm halved (more threads per tile, 256 at most), then bn (to
+ * 16 columns and 16 threads at least). Split-K's partial sums go to a scratch buffer per engine;
+ * a second dispatch (matmulReduceSource) adds them in order and finishes.
+ * Dispatch names end in '@mm', '@mm-sum', '@mm-gate' ... (profiles tell them from the GEMVs').
  *
  * Shape letters: B the engine's rows (M), R its tuning rows, IN the input width (K), N a
  * segment's output columns, P 1 or 2 (GeGLU's gate and up).
@@ -35,13 +33,15 @@ import {
   type MatmulTuning,
   matmulBindings,
   matmulGrid,
+  matmulPartFloats,
+  matmulReduceGrid,
+  matmulReduceSource,
   matmulSharedBytes,
   matmulSource,
   matmulTuning,
   parseMatmulTuning,
 } from '../webgpu_prefill/shaders/matmul';
 import type {GemvSpec} from './shaders';
-import {rowNormSource, splitReduceGrid, splitReduceSource} from './shaders/split_k';
 import {matrixBytes, type WeightFormat} from './shaders/weights';
 import {decodeMatmulApplies} from './tuning';
 
@@ -102,7 +102,7 @@ function maxSplit(): number {
   return n;
 }
 
-/** A product's tiling: the matmul's tuning and its K slices (1: no split). */
+/** A product's tiling: the matmul's tuning and its K slices (tuning.splitk; 1: no split). */
 export interface DecodeMatmulPlan {
   tuning: MatmulTuning;
   split: number;
@@ -134,11 +134,14 @@ export function decodeMatmulPlan(
   if (env !== '') t = {...t, ...parseMatmulTuning(env)};
   const want = minWorkgroups();
   const tiles = (x: MatmulTuning) => Math.ceil(N / x.bn) * Math.ceil(R / x.bm);
-  // Split-K (GeGLU's pair runs as two single products when split): slices of 4 K steps at least.
+  // Split-K (unless set by hand): slices of 4 K steps at least.
   const nK = Math.ceil(K / t.bk);
-  let split = 1;
-  const most = P === 1 ? maxSplit() : 1;
-  while (tiles(t) * split < want && split * 2 <= most && nK % (split * 2) === 0 && nK / (split * 2) >= 4) split *= 2;
+  let split = t.splitk;
+  if (split === 1) {
+    const most = maxSplit();
+    while (tiles(t) * split < want && split * 2 <= most && nK % (split * 2) === 0 && nK / (split * 2) >= 4) split *= 2;
+  }
+  t = {...t, splitk: split};
   // Still too few (and no tile set by hand): more threads per tile, then narrower tiles.
   const threads = (x: MatmulTuning) => (x.bm / x.tm) * (x.bn / x.tn);
   while (env === '' && tiles(t) * split < want) {
@@ -169,7 +172,7 @@ function dims(ctx: MatmulCtx): GPUBuffer {
 /** GEMV options minus the plan's tuning (plan.ts gemv()'s spec). */
 export type ProjectionSpec = Omit<GemvSpec, 'R' | 'T' | 'weights' | 'words' | 'bias'>;
 
-/** Scratch buffers per plan host (split-K's normed inputs and partial sums), grown as needed. */
+/** Scratch buffers per plan host (split-K's partial sums), grown as needed. */
 const scratchOf = new WeakMap<object, Map<string, {buf: GPUBuffer; floats: number}>>();
 
 function scratch(ctx: MatmulCtx, key: string, floats: number): GPUBuffer {
@@ -189,8 +192,8 @@ function scratch(ctx: MatmulCtx, key: string, floats: number): GPUBuffer {
  * The matmul dispatches replacing one projection's GEMVs (plan.ts gemv(): same arguments), or
  * null where they do not apply (rows below the threshold, a width not a multiple of 4, a compact
  * load that does not fit the tile): the GEMVs then stay. A product with too few tiles for the GPU
- * runs split-K: its input rows normed first (one dispatch per projection), its K slices in one
- * dispatch (GeGLU: one per matrix), then a dispatch that sums them and applies the epilogue.
+ * runs split-K (the matmul's splitk): its K slices in one dispatch into a scratch buffer, then
+ * one (`-sum`) that adds them in order and applies norm, bias and epilogue.
  */
 export function matmulProjection(
   ctx: MatmulCtx,
@@ -208,38 +211,41 @@ export function matmulProjection(
     K = spec.IN;
   const norm = spec.norm ? {eps: spec.eps ?? 1e-6} : undefined;
   const base = spec.outOffset ?? 0;
-  /** One product (GeGLU: a pair) with its epilogue, and how it is tiled. */
+  /** One product (GeGLU: the pair or one of its halves) and its tiling. */
   interface Part {
     label: string;
-    N: number;
-    epilogue: MatmulEpilogue;
-    outOffset: number;
+    spec: MatmulSpec;
     mats: MatmulMatrix[];
     bias?: () => GPUBuffer;
-    plan: DecodeMatmulPlan;
+    tuning: MatmulTuning;
   }
   const parts: Part[] = [];
+  const mspec = (N: number, epilogue: MatmulEpilogue, outOffset: number): MatmulSpec => ({
+    N,
+    K,
+    weight: fmt,
+    norm,
+    bias: biases != null,
+    epilogue,
+    cap: spec.cap,
+    outStride: spec.outStride,
+    outOffset,
+  });
   try {
-    const biasOf = (k: number) => (biases == null ? undefined : () => ctx.host.weight(() => biases[k]));
     const one = (k: number, label: string, epilogue: MatmulEpilogue, N: number, outOffset: number): Part => ({
       label,
-      N,
-      epilogue,
-      outOffset,
+      spec: mspec(N, epilogue, outOffset),
       mats: [mats[k]],
-      bias: biasOf(k),
-      plan: decodeMatmulPlan(R, N, K, fmt, 1, shared),
+      bias: biases == null ? undefined : () => ctx.host.weight(() => biases[k]),
+      tuning: decodeMatmulPlan(R, N, K, fmt, 1, shared).tuning,
     });
     if (spec.mode === 'geglu') {
       const m = spec.segments[0];
-      const pair = {label: `${name}@mm`, N: m, epilogue: 'geglu' as const, outOffset: base, mats};
-      const bias = biases == null ? undefined : () => packBiases(ctx, biases);
-      const split = decodeMatmulPlan(R, m, K, fmt, 1, shared);
-      const whole = {N: m, K, weight: fmt, norm, bias: biases != null, epilogue: 'geglu' as const};
-      if (split.split > 1) {
-        parts.push({...pair, bias, plan: split});
-      } else if (matmulBindings(whole).length <= limits.maxStorageBuffersPerShaderStage) {
-        parts.push({...pair, bias, plan: decodeMatmulPlan(R, m, K, fmt, 2, shared)});
+      const whole = mspec(m, 'geglu', base);
+      const tuning = decodeMatmulPlan(R, m, K, fmt, 2, shared).tuning;
+      if (matmulBindings(whole, tuning).length <= limits.maxStorageBuffersPerShaderStage) {
+        const bias = biases == null ? undefined : () => packBiases(ctx, biases);
+        parts.push({label: `${name}@mm`, spec: whole, mats, bias, tuning});
       } else {
         parts.push(one(0, `${name}@mm-gate`, 'gelu', m, base), one(1, `${name}@mm-up`, 'mul', m, base));
       }
@@ -265,109 +271,51 @@ export function matmulProjection(
     bytes: number;
   };
   const built: Built[] = [];
-  const splitNorm = norm != null && parts.some((p) => p.plan.split > 1);
   try {
-    if (splitNorm) {
-      built.push({
-        label: `${name}@norm`,
-        code: rowNormSource({K, eps: norm.eps}),
-        grid: [ctx.B, 1, 1],
-        bind: () => ({x: io.x, g: io.g!, xn: scratch(ctx, 'xn', ctx.B * K)}),
-        bytes: 0,
-      });
-    }
     for (const part of parts) {
-      const {tuning, split: S} = part.plan;
+      const {spec: ms, tuning} = part;
       const P = part.mats.length;
-      const weights = (k: number) => {
-        const b: Record<string, GPUBuffer> = {};
-        const m = part.mats[k];
-        b.w0 = m.w;
-        if (m.s != null) b.s0 = m.s;
-        if (m.z != null) b.z0 = m.z;
-        return b;
-      };
-      if (S === 1) {
-        const mspec: MatmulSpec = {
-          N: part.N,
-          K,
-          weight: fmt,
-          norm,
-          bias: part.bias != null,
-          epilogue: part.epilogue,
-          cap: spec.cap,
-          outStride: spec.outStride,
-          outOffset: part.outOffset,
-        };
-        const grid = matmulGrid(mspec, ctx.B, tuning);
-        if (grid[0] > limits.maxComputeWorkgroupsPerDimension || matmulSharedBytes(mspec, tuning) > shared) return null;
+      const grid = matmulGrid(ms, ctx.B, tuning);
+      if (grid[0] > limits.maxComputeWorkgroupsPerDimension || matmulSharedBytes(ms, tuning) > shared) return null;
+      const names = matmulBindings(ms, tuning);
+      if (names.length > limits.maxStorageBuffersPerShaderStage) return null;
+      const split = tuning.splitk > 1;
+      const floats = split ? matmulPartFloats(ms, ctx.B, tuning) : 0;
+      built.push({
+        label: part.label,
+        code: matmulSource(ms, tuning),
+        grid,
+        bind: () => {
+          const b: Record<string, GPUBuffer> = {dims: dims(ctx), x: io.x};
+          if (norm != null) b.g = io.g!;
+          part.mats.forEach((m, k) => {
+            b[`w${k}`] = m.w;
+            if (m.s != null) b[`s${k}`] = m.s;
+            if (m.z != null) b[`z${k}`] = m.z;
+          });
+          if (split) {
+            b.part = scratch(ctx, 'part', floats);
+          } else {
+            b.out = io.out;
+            if (part.bias != null) b.bias = part.bias();
+          }
+          return b;
+        },
+        bytes: matrixBytes(fmt, ms.N, K) * P,
+      });
+      if (split) {
         built.push({
-          label: part.label,
-          code: matmulSource(mspec, tuning),
-          grid,
+          label: `${part.label}-sum`,
+          code: matmulReduceSource(ms, tuning),
+          grid: matmulReduceGrid(ms, ctx.B, limits.maxComputeWorkgroupsPerDimension),
           bind: () => {
-            const b: Record<string, GPUBuffer> = {dims: dims(ctx), x: io.x, out: io.out};
-            if (norm != null) b.g = io.g!;
-            part.mats.forEach((m, k) => {
-              b[`w${k}`] = m.w;
-              if (m.s != null) b[`s${k}`] = m.s;
-              if (m.z != null) b[`z${k}`] = m.z;
-            });
+            const b: Record<string, GPUBuffer> = {dims: dims(ctx), part: scratch(ctx, 'part', floats), out: io.out};
             if (part.bias != null) b.bias = part.bias();
             return b;
           },
-          bytes: matrixBytes(fmt, part.N, K) * P,
-        });
-        continue;
-      }
-      // Split-K: part [B, P, S, N].
-      const floats = ctx.B * P * S * part.N;
-      for (let p = 0; p < P; p++) {
-        const mspec: MatmulSpec = {
-          N: part.N,
-          K,
-          weight: fmt,
-          epilogue: 'store',
-          kSplit: S,
-          outStride: P * S * part.N,
-          outOffset: p * S * part.N,
-        };
-        const grid = matmulGrid(mspec, ctx.B, tuning);
-        if (grid[0] > limits.maxComputeWorkgroupsPerDimension || matmulSharedBytes(mspec, tuning) > shared) return null;
-        built.push({
-          label: P === 2 ? `${part.label}-${p === 0 ? 'gate' : 'up'}` : part.label,
-          code: matmulSource(mspec, tuning),
-          grid,
-          bind: () => ({
-            dims: dims(ctx),
-            x: norm != null ? scratch(ctx, 'xn', ctx.B * K) : io.x,
-            ...weights(p),
-            out: scratch(ctx, 'part', floats),
-          }),
-          bytes: matrixBytes(fmt, part.N, K),
+          bytes: 0,
         });
       }
-      const rspec = {
-        N: part.N,
-        S,
-        P: P as 1 | 2,
-        epilogue: part.epilogue,
-        bias: part.bias != null,
-        cap: spec.cap,
-        outStride: spec.outStride,
-        outOffset: part.outOffset,
-      };
-      built.push({
-        label: `${part.label}-sum`,
-        code: splitReduceSource(rspec),
-        grid: splitReduceGrid(rspec, ctx.B),
-        bind: () => {
-          const b: Record<string, GPUBuffer> = {part: scratch(ctx, 'part', floats), out: io.out};
-          if (part.bias != null) b.bias = part.bias();
-          return b;
-        },
-        bytes: 0,
-      });
     }
   } catch (e) {
     if (e instanceof Error && /GRIFFIN_DECODE_MM|tuning/.test(e.message)) throw e;

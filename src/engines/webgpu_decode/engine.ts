@@ -89,8 +89,14 @@ export class FusedDecoder {
   private readonly logitsBuf: GPUBuffer;
   private readonly xBuf: GPUBuffer;
   private readonly disposers: (() => void)[] = [];
-  /** The next step's dispatches, encoded ahead (run()). */
+  /** The greedy pick's dispatches (after the head, when a step asks for them). */
+  private readonly argmaxDispatches: Dispatch[] = [];
+  private readonly idsBuf: GPUBuffer;
+  /** Whether the last step picked greedily (ids in stepBuf and idsBuf) and nothing has touched them since. */
+  private greedyReady = false;
+  /** The next step's dispatches, encoded ahead (run()), and whether they include the greedy pick. */
   private nextDispatches: GPUCommandBuffer | null = null;
+  private nextArgmax = false;
   private readonly step_: StepLayout;
   private readonly invFreq: Float32Array;
   private readonly S: number; // ring slots (W + 1)
@@ -152,8 +158,10 @@ export class FusedDecoder {
       this.stepBuf = plan.stepBuf;
       this.logitsBuf = plan.logitsBuf;
       this.xBuf = plan.xBuf;
+      this.idsBuf = plan.idsBuf;
       this.layerBufs.push(...plan.layers);
-      for (const d of plan.dispatches) this.add(d);
+      for (const d of plan.dispatches) this.dispatches.push(this.make(d));
+      for (const d of plan.argmax) this.argmaxDispatches.push(this.make(d));
       flushTf(this.backend);
       this.device.queue.submit([encoder.finish()]);
       built = true;
@@ -206,6 +214,7 @@ export class FusedDecoder {
       W = c.attention_window_size,
       e = c.lru_width,
       w = c.conv1d_width;
+    this.greedyReady = false;
     const enc = this.device.createCommandEncoder();
     layers.forEach((s, i) => {
       const lb = this.layerBufs[i];
@@ -259,6 +268,7 @@ export class FusedDecoder {
       throw new RangeError(`fused decode: slot ${slot} outside [0, ${this.B})`);
     if (layers.length !== this.layerBufs.length)
       throw new Error(`fused decode: ${layers.length} layers of state, the engine has ${this.layerBufs.length}`);
+    this.greedyReady = false;
     const enc = this.device.createCommandEncoder();
     // Window entry j (oldest first) goes to ring slot (head + 1 + j) mod S: at most two runs.
     const first = (this.head + 1) % S;
@@ -371,6 +381,7 @@ export class FusedDecoder {
   /** Zeroes the state (the state before any token), in `enc`. */
   clearState(enc: GPUCommandEncoder): void {
     this.check();
+    this.greedyReady = false;
     for (const lb of this.layerBufs) {
       for (const b of lb.kind === 'recurrent' ? [lb.st] : [lb.k, lb.v, lb.valid]) enc.clearBuffer(b);
     }
@@ -378,7 +389,8 @@ export class FusedDecoder {
 
   /** The final norm + head dispatches: x [b, d] -> logits (read by newLogits). */
   get headDispatches(): readonly Dispatch[] {
-    // 'head', its pieces 'head.1', its matmuls 'head@mm', 'head@norm', 'head@mm-sum' (batched_matmul.ts).
+    this.greedyReady = false; // whoever encodes them overwrites the logits
+    // 'head', its pieces 'head.1', its matmuls 'head@mm', 'head@mm-sum' (batched_matmul.ts).
     return this.dispatches.filter((d) => /^head($|[.@])/.test(d.name));
   }
 
@@ -395,6 +407,7 @@ export class FusedDecoder {
   /** After a prefill chunk wrote n tokens into the state: the ring pointers move on by n. */
   adoptPrefill(n: number): void {
     this.check();
+    this.greedyReady = false;
     this.head = (this.head + n) % this.S;
     this.convNext = (this.convNext + n) % this.model.config.conv1d_width;
   }
@@ -449,21 +462,75 @@ export class FusedDecoder {
    * resolves as soon as the ids exist, while this step still runs. No logits tensor is made: the
    * logits stay in logitsBuffer until the next step (logitsTensor() copies them out). Ids are
    * not checked here: the caller writes ids in [0, V) (WGSL's bounds rules keep others in the buffers).
+   *
+   * opts.argmax: the step also picks each row's next token greedily, on the GPU after the head
+   * (first index of the largest logit, -1 for a row of NaN), into the step buffer's ids, where
+   * the next stepAhead finds them (its encodeIds then writes nothing there), and into
+   * `greedyIds` for the host to copy out. opts.afterIds runs between the two submits (a
+   * read-back mapped there resolves when the ids' commands are done, not the step's).
    */
   stepAhead(
     positions: number[],
     encodeIds: (enc: GPUCommandEncoder, stepBuf: GPUBuffer, idsOffset: number) => void,
+    opts: {argmax?: boolean; afterIds?: () => void} = {},
   ): void {
     this.check();
     if (positions.length !== this.B) throw new Error(`fused decode: ${positions.length} positions for ${this.B} rows`);
+    const argmax = opts.argmax === true;
     this.writeStep(null, positions);
     flushTf(this.backend);
     const enc = this.device.createCommandEncoder();
     encodeIds(enc, this.stepBuf, this.step_.ids * 4);
     this.device.queue.submit([enc.finish()]);
-    this.device.queue.submit([this.nextDispatches ?? this.encodeDispatches()]);
-    this.nextDispatches = this.encodeDispatches();
+    opts.afterIds?.();
+    const cmd =
+      this.nextDispatches != null && this.nextArgmax === argmax ? this.nextDispatches : this.encodeDispatches(argmax);
+    this.device.queue.submit([cmd]);
+    this.nextDispatches = this.encodeDispatches(argmax);
+    this.nextArgmax = argmax;
+    this.greedyReady = argmax;
     this.advance();
+  }
+
+  /**
+   * stepAhead in one submit (the ids' copy and the step's dispatches together): for ids that work
+   * submitted earlier has computed (and copied to where they are read back from), such as a pick
+   * in a fused prefill's submit, so that nothing waits for this step to read them. opts.argmax:
+   * as for stepAhead (the step also picks its successor's ids greedily, into greedyIds).
+   */
+  stepAheadJoined(
+    positions: number[],
+    encodeIds: (enc: GPUCommandEncoder, stepBuf: GPUBuffer, idsOffset: number) => void,
+    opts: {argmax?: boolean} = {},
+  ): void {
+    this.check();
+    if (positions.length !== this.B) throw new Error(`fused decode: ${positions.length} positions for ${this.B} rows`);
+    const argmax = opts.argmax === true;
+    this.writeStep(null, positions);
+    flushTf(this.backend);
+    const enc = this.device.createCommandEncoder();
+    encodeIds(enc, this.stepBuf, this.step_.ids * 4);
+    const cmd =
+      this.nextDispatches != null && this.nextArgmax === argmax ? this.nextDispatches : this.encodeDispatches(argmax);
+    this.device.queue.submit([enc.finish(), cmd]);
+    this.nextDispatches = this.encodeDispatches(argmax);
+    this.nextArgmax = argmax;
+    this.greedyReady = argmax;
+    this.advance();
+  }
+
+  /**
+   * The ids (int32 [b]) the last step picked greedily (stepAhead with argmax), also in the step
+   * buffer for the next step; null when the last step did not pick, or anything since
+   * (another step, an import, a prefill) made them stale.
+   */
+  get greedyIds(): GPUBuffer | null {
+    return !this.disposed && this.greedyReady ? this.idsBuf : null;
+  }
+
+  /** Dispatches of the greedy pick a stepAhead with argmax adds after the head. */
+  get argmaxDispatchCount(): number {
+    return this.argmaxDispatches.length;
   }
 
   /** The buffer the last step wrote its logits to (float32 [b, V]); the next step overwrites it. */
@@ -492,6 +559,7 @@ export class FusedDecoder {
       L = this.step_;
     const words = new Uint32Array(L.words);
     const f = new Float32Array(words.buffer);
+    if (L.ids + B !== L.pos) throw new Error('fused decode: the step buffer must start with the ids');
     for (let b = 0; b < B; b++) {
       if (ids != null) {
         const id = ids[b];
@@ -510,7 +578,8 @@ export class FusedDecoder {
     }
     words[L.slot] = this.head;
     words[L.slot + 1] = this.convNext;
-    this.device.queue.writeBuffer(this.stepBuf, 0, words);
+    // Without ids the words before the positions are left as they are (written on the GPU).
+    this.device.queue.writeBuffer(this.stepBuf, ids == null ? L.pos * 4 : 0, words, ids == null ? L.pos : 0);
   }
 
   /** The ring slots after a step. */
@@ -529,12 +598,13 @@ export class FusedDecoder {
       V = this.model.config.vocab_size;
     if (ids.length !== B || positions.length !== B) throw new Error(`fused decode: ${ids.length} ids for ${B} rows`);
     this.writeStep(ids, positions);
+    this.greedyReady = false;
     flushTf(this.backend);
     const cmds: GPUCommandBuffer[] = [];
     if (prof == null) {
       // The dispatches do not depend on the step (its ids and slots are in stepBuf), so they were
       // encoded ahead, while the GPU ran the previous step.
-      cmds.push(this.nextDispatches ?? this.encodeDispatches());
+      cmds.push(this.nextDispatches != null && !this.nextArgmax ? this.nextDispatches : this.encodeDispatches(false));
       this.nextDispatches = null;
     }
     const enc = this.device.createCommandEncoder();
@@ -557,16 +627,19 @@ export class FusedDecoder {
     this.device.queue.submit(cmds);
     // Encoding the dispatches costs the host time (see bench/results/NOTES.md): done now, it
     // overlaps this step's GPU time.
-    if (prof == null) this.nextDispatches = this.encodeDispatches();
+    if (prof == null) {
+      this.nextDispatches = this.encodeDispatches(false);
+      this.nextArgmax = false;
+    }
     this.advance();
     return out.tensor;
   }
 
-  /** One step's dispatches, in one compute pass. */
-  private encodeDispatches(): GPUCommandBuffer {
+  /** One step's dispatches (and the greedy pick's, with argmax), in one compute pass. */
+  private encodeDispatches(argmax: boolean): GPUCommandBuffer {
     const enc = this.device.createCommandEncoder();
     const pass = enc.beginComputePass();
-    for (const d of this.dispatches) {
+    for (const d of argmax ? [...this.dispatches, ...this.argmaxDispatches] : this.dispatches) {
       pass.setPipeline(d.pipeline);
       pass.setBindGroup(0, d.bind);
       pass.dispatchWorkgroups(d.grid[0], d.grid[1], d.grid[2]);
@@ -600,7 +673,7 @@ export class FusedDecoder {
   }
 
   /** The pipeline (cached per device and source) and bind group of a planned dispatch. */
-  private add(d: PlannedDispatch): void {
+  private make(d: PlannedDispatch): Dispatch {
     let cache = pipelineCache.get(this.device);
     if (cache == null) pipelineCache.set(this.device, (cache = new Map()));
     let pipeline = cache.get(d.code);
@@ -622,6 +695,6 @@ export class FusedDecoder {
       return {binding: i, resource: {buffer}};
     });
     const bind = this.device.createBindGroup({layout: pipeline.getBindGroupLayout(0), entries, label: d.name});
-    this.dispatches.push({pipeline, bind, grid: d.grid, name: d.name, bytes: d.bytes});
+    return {pipeline, bind, grid: d.grid, name: d.name, bytes: d.bytes};
   }
 }

@@ -30,20 +30,32 @@ import {RecurrentBlock} from '../../../layers/recurrent';
 import {matmulProjection} from './batched_matmul';
 import type {DecodeModelView} from './model_view';
 import {
+  ArgmaxFinalBinding,
+  ArgmaxPartBinding,
   AttnCombineBinding,
   AttnPartialBinding,
+  AttnRopePartialBinding,
   AttnSpec,
+  argmaxCandWords,
+  argmaxFinalSource,
+  argmaxPartSource,
   attnChunks,
+  attnCombineGrid,
   attnCombineSource,
   attnPartialSource,
+  attnRopePartialSharedBytes,
+  attnRopePartialSource,
   attnThreads,
+  combineSplit,
   EmbedBinding,
   embedSource,
   GemvBinding,
   GemvSpec,
   gemvBindings,
+  gemvReduceFloats,
   gemvRows,
   gemvSource,
+  gemvSplitGroup,
   RgLruBinding,
   RopeBinding,
   rgLruGrid,
@@ -53,7 +65,20 @@ import {
   stepLayout,
 } from './shaders';
 import {FLOAT32_WEIGHTS, matrixBytes, sameFormat, type WeightFormat, weightFormat} from './shaders/weights';
-import {attnChunkSlots, gemvMaxRows, gemvThreads, gemvUnroll, gemvWords, rgLruPlan} from './tuning';
+import {
+  argmaxSlices,
+  attnChunkSlots,
+  fusedRope,
+  gemvLazyX,
+  gemvMagicUnpack,
+  gemvMaxRows,
+  gemvReduce,
+  gemvThreads,
+  gemvUnroll,
+  gemvWords,
+  rgLruPlan,
+  splitCombine,
+} from './tuning';
 
 /** One dispatch of the step. */
 export interface PlannedDispatch {
@@ -106,6 +131,12 @@ export interface DecodePlan {
   readonly xBuf: GPUBuffer;
   /** Attention ring slots (W + 1). */
   readonly slots: number;
+  /**
+   * The greedy pick (shaders/argmax.ts), run after the head when asked: each row's argmax into
+   * the step buffer's ids and into idsBuf (int32 [b]).
+   */
+  readonly argmax: PlannedDispatch[];
+  readonly idsBuf: GPUBuffer;
 }
 
 /** The buffers every layer's dispatches share. */
@@ -269,15 +300,33 @@ function gemvDispatch(
     if (m.z != null) all[`z${k}`] = m.z;
   });
   const P = spec.mode === 'geglu' ? 2 : 1;
+  const reduce = gemvReduce();
   let R = ctx.maxR;
-  const fits = (r: number) =>
-    r * P * spec.B <= 32 &&
+  const fitsRows = (r: number, rows: number) =>
+    r * P * rows <= 32 &&
     spec.segments.every((n) => n % r === 0) &&
-    (r * P * spec.B + (spec.norm ? spec.B : 0)) * T * 4 <= limit.maxComputeWorkgroupStorageSize;
+    gemvReduceFloats(r * P * rows + (spec.norm ? rows : 0), T, reduce) * 4 <= limit.maxComputeWorkgroupStorageSize;
+  const fits = (r: number) => fitsRows(r, spec.B);
   while (R > 1 && !fits(R)) R = R >> 1;
   if (!fits(R)) throw new Error(`fused decode: no GEMV tiling for ${name}`);
   const compact = fmt.dtype !== 'float32';
-  const full: GemvSpec = {...spec, R, T, U: gemvUnroll(spec.B, compact), words: gemvWords(fmt, spec.IN, T, ctx.tuneB)};
+  const U = gemvUnroll(spec.B, compact),
+    words = gemvWords(fmt, spec.IN, T, ctx.tuneB);
+  // The split reduction's threads per value as for tuneB rows: a row's sums then run in one order
+  // whatever B (see tunedAsOneRow).
+  let Rt = ctx.maxR;
+  while (Rt > 1 && !fitsRows(Rt, ctx.tuneB)) Rt = Rt >> 1;
+  const full: GemvSpec = {
+    ...spec,
+    R,
+    T,
+    U,
+    words,
+    reduce,
+    splitGroup: gemvSplitGroup(Rt * P * ctx.tuneB + (spec.norm ? ctx.tuneB : 0), T),
+    lazyX: gemvLazyX(spec.B, U, R * P),
+    magic: gemvMagicUnpack(),
+  };
   const nwg = gemvRows(full) / R;
   const gx = Math.min(nwg, limit.maxComputeWorkgroupsPerDimension);
   const bytes = spec.segments.reduce((a, n) => a + matrixBytes(fmt, n, spec.IN), 0) * P;
@@ -412,24 +461,40 @@ function attentionDispatches(
     biased ? [biasOf(q), biasOf(k), biasOf(v)] : null,
     {x: buf.x, g: host.weight(() => blk.temporal_pre_norm.weight.read()), out: buf.qkv},
   );
-  const rope = dispatch<RopeBinding>(
-    `L${li}.rope`,
-    ropeSource(aspec),
-    {qkv: buf.qkv, step: buf.step, qr: buf.qr, kr: kb, vr: vb, valid},
-    [B, 1, 1],
-  );
-  const partial = dispatch<AttnPartialBinding>(
-    `L${li}.attn`,
-    attnPartialSource(aspec),
-    {qr: buf.qr, kr: kb, vr: vb, valid, part: buf.part, step: buf.step},
-    [attnChunks(aspec), K, B],
-    2 * B * S * K * hd * 4,
-  );
+  const attnBytes = 2 * B * S * K * hd * 4;
+  // RoPE folded into the partial kernel where its workgroup memory fits (shaders/attention_partial.ts).
+  const ropeInPartial = fusedRope() && attnRopePartialSharedBytes(aspec) <= host.limits.maxComputeWorkgroupStorageSize;
+  const ropeAttn = ropeInPartial
+    ? [
+        dispatch<AttnRopePartialBinding>(
+          `L${li}.attn`,
+          attnRopePartialSource(aspec),
+          {qkv: buf.qkv, kr: kb, vr: vb, valid, part: buf.part, step: buf.step},
+          [attnChunks(aspec), K, B],
+          attnBytes,
+        ),
+      ]
+    : [
+        dispatch<RopeBinding>(
+          `L${li}.rope`,
+          ropeSource(aspec),
+          {qkv: buf.qkv, step: buf.step, qr: buf.qr, kr: kb, vr: vb, valid},
+          [B, 1, 1],
+        ),
+        dispatch<AttnPartialBinding>(
+          `L${li}.attn`,
+          attnPartialSource(aspec),
+          {qr: buf.qr, kr: kb, vr: vb, valid, part: buf.part, step: buf.step},
+          [attnChunks(aspec), K, B],
+          attnBytes,
+        ),
+      ];
+  const split = splitCombine() ? combineSplit(aspec) : null;
   const combine = dispatch<AttnCombineBinding>(
     `L${li}.combine`,
-    attnCombineSource(aspec),
+    attnCombineSource(aspec, split),
     {part: buf.part, attn: buf.attn},
-    [H, B, 1],
+    attnCombineGrid(aspec, split),
   );
   const o = gemv(
     ctx,
@@ -439,7 +504,7 @@ function attentionDispatches(
     [biasOf(op)],
     {x: buf.attn, out: buf.x},
   );
-  return {dispatches: [...qkv, rope, partial, combine, ...o], state: {kind: 'attention', k: kb, v: vb, valid}};
+  return {dispatches: [...qkv, ...ropeAttn, combine, ...o], state: {kind: 'attention', k: kb, v: vb, valid}};
 }
 
 /** [norm + gate | up + GeGLU] -> [down + residual]. */
@@ -495,6 +560,32 @@ function headDispatches(ctx: Ctx): PlannedDispatch[] {
   );
 }
 
+/** The greedy pick after the head: per-slice candidates, then each row's id (shaders/argmax.ts). */
+function argmaxDispatches(ctx: Ctx): {argmax: PlannedDispatch[]; idsBuf: GPUBuffer} {
+  const {B, buf, host} = ctx,
+    V = ctx.view.config.vocab_size;
+  const spec = {B, V, G: argmaxSlices(V), T: 256, step: ctx.step};
+  const cand = host.own(argmaxCandWords(spec));
+  const idsBuf = host.own(B);
+  return {
+    argmax: [
+      dispatch<ArgmaxPartBinding>(
+        'argmax',
+        argmaxPartSource(spec),
+        {logits: buf.logits, cand},
+        [spec.G, B, 1],
+        B * V * 4,
+      ),
+      dispatch<ArgmaxFinalBinding>('argmax.final', argmaxFinalSource(spec), {cand, step: buf.step, ids: idsBuf}, [
+        B,
+        1,
+        1,
+      ]),
+    ],
+    idsBuf,
+  };
+}
+
 /** The whole step for b rows; throws (before allocating) when a shape does not fit the device's limits. */
 export function buildPlan(view: DecodeModelView, B: number, host: PlanHost, opts: PlanOptions = {}): DecodePlan {
   const c = view.config;
@@ -546,5 +637,16 @@ export function buildPlan(view: DecodeModelView, B: number, host: PlanHost, opts
     dispatches.push(...temporal.dispatches, ...mlpDispatches(ctx, li, blk));
   });
   dispatches.push(...headDispatches(ctx));
-  return {dispatches, layers, stepLayout: step, stepBuf: buf.step, logitsBuf: buf.logits, xBuf: buf.x, slots: S};
+  const {argmax, idsBuf} = argmaxDispatches(ctx);
+  return {
+    dispatches,
+    layers,
+    stepLayout: step,
+    stepBuf: buf.step,
+    logitsBuf: buf.logits,
+    xBuf: buf.x,
+    slots: S,
+    argmax,
+    idsBuf,
+  };
 }

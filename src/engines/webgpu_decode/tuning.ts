@@ -5,16 +5,39 @@
  *   fusedTuning.threads = 64;   disposeFusedDecoders(model);   // engines made after this use 64 threads
  *
  * Each knob: fusedTuning's value if set (non-zero), else its env variable (GRIFFIN_FUSED_THREADS,
- * _ROWS, _UNROLL, _CHUNK, _LRU_SLICES, _LRU_CHANNELS, _WORDS), else the default below. Read when an engine is built.
+ * _ROWS, _UNROLL, _CHUNK, _LRU_SLICES, _LRU_CHANNELS, _WORDS, _ARGMAX_SLICES; _ARGMAX on/off;
+ * _REDUCE tree/split, _XLOAD ahead/lazy, _UNPACK convert/magic, _COMBINE serial/split, _ROPE
+ * separate/fused), else the default below. Read when an engine is built (GRIFFIN_FUSED_ARGMAX: when a generation starts).
  * The sweeps that chose the defaults: see bench/results/NOTES.md.
  *
  * Shape letters: B batch rows, E lru_width, H heads, W conv1d_width.
  */
-import {RgLruSpec, rgLruSharedBytes, StepLayout} from './shaders';
+import {argmaxGroups, RgLruSpec, rgLruSharedBytes, StepLayout} from './shaders';
 import {valuesPerWord, type WeightFormat} from './shaders/weights';
 
 /** 0 = default (or the env variable). */
-export const fusedTuning = {threads: 0, maxRows: 0, unroll: 0, chunk: 0, lruSlices: 0, lruChannels: 0, words: 0};
+export const fusedTuning = {
+  threads: 0,
+  maxRows: 0,
+  unroll: 0,
+  chunk: 0,
+  lruSlices: 0,
+  lruChannels: 0,
+  words: 0,
+  argmaxSlices: 0,
+  /** GEMV reduction: 1 tree, 2 split (GRIFFIN_FUSED_REDUCE=tree|split). */
+  reduce: 0,
+  /** GEMV x loads: 1 with the weights, 2 lazy (GRIFFIN_FUSED_XLOAD=ahead|lazy). */
+  xload: 0,
+  /** int8 / int4 unpacking: 1 int-to-float conversion, 2 the 2^23 trick (GRIFFIN_FUSED_UNPACK=convert|magic). */
+  unpack: 0,
+  /** 1: greedy picks inside the step's plan; -1: a pick of its own before each step (ops/row_argmax). */
+  argmax: 0,
+  /** Attention combine: 1 serial, 2 split (GRIFFIN_FUSED_COMBINE=serial|split). */
+  combine: 0,
+  /** RoPE: 1 a dispatch of its own, 2 folded into the partial attention kernel (GRIFFIN_FUSED_ROPE=separate|fused). */
+  rope: 0,
+};
 
 function envInt(name: string): number {
   const v = typeof process !== 'undefined' ? process.env?.[name] : undefined;
@@ -69,6 +92,44 @@ export function tunedAsOneRow(B: number): boolean {
   return gemvThreads(B) === gemvThreads(1) && B > 4 === 1 > 4 && decodeMatmulApplies(B) === decodeMatmulApplies(1);
 }
 
+function envChoice(name: string, choices: string[]): number {
+  const v = typeof process !== 'undefined' ? process.env?.[name] : undefined;
+  const i = v == null ? -1 : choices.indexOf(v.toLowerCase());
+  return i + 1; // 0: unset or unknown
+}
+
+/** How a GEMV adds up its threads' partial sums (default 'split': two barriers, see shaders/gemv.ts). */
+export function gemvReduce(): 'tree' | 'split' {
+  const k = fusedTuning.reduce || envChoice('GRIFFIN_FUSED_REDUCE', ['tree', 'split']) || 2;
+  return k === 1 ? 'tree' : 'split';
+}
+
+/**
+ * Whether a GEMV loads x lazily, one batch row at a time (shaders/gemv.ts lazyX). Ahead, a loop
+ * trip holds the x of B rows x U strides; lazily, the unpacked weights of its RP = R x P rows:
+ * by default lazy when the first is more than twice the second.
+ */
+export function gemvLazyX(B: number, U: number, RP: number): boolean {
+  const k = fusedTuning.xload || envChoice('GRIFFIN_FUSED_XLOAD', ['ahead', 'lazy']);
+  return k ? k === 2 : B * U > 2 * RP;
+}
+
+/** Whether int8 / int4 weights unpack by the 2^23 trick (default) rather than int-to-float conversions. */
+export function gemvMagicUnpack(): boolean {
+  const k = fusedTuning.unpack || envChoice('GRIFFIN_FUSED_UNPACK', ['convert', 'magic']) || 2;
+  return k === 2;
+}
+
+/** Whether the attention combine shares the chunks out among its invocations (default; shaders/attention_combine.ts). */
+export function splitCombine(): boolean {
+  return (fusedTuning.combine || envChoice('GRIFFIN_FUSED_COMBINE', ['serial', 'split']) || 2) === 2;
+}
+
+/** Whether RoPE and the ring store run inside the partial attention kernel (default, where it fits). */
+export function fusedRope(): boolean {
+  return (fusedTuning.rope || envChoice('GRIFFIN_FUSED_ROPE', ['separate', 'fused']) || 2) === 2;
+}
+
 /** Ring slots per attention workgroup (default 16): short chunks spread a short context over more of the GPU. */
 export function attnChunkSlots(): number {
   return fusedTuning.chunk || envInt('GRIFFIN_FUSED_CHUNK') || 16;
@@ -104,14 +165,15 @@ export function rgLruPlan(
 /**
  * Tuning rows from which the step's weight products run as tiled matmuls instead of GEMVs
  * (batched_matmul.ts): decodeMatmulConfig.rows if set (non-zero; -1: never), else
- * GRIFFIN_DECODE_MATMUL_ROWS (0: never), else 16.
+ * GRIFFIN_DECODE_MATMUL_ROWS (0: never), else 32 (at 16 rows the GEMVs are the faster, at 32 the matmuls:
+ * bench/results/NOTES.md, 2026-12-03 third session).
  */
 export const decodeMatmulConfig = {rows: 0};
 
 export function decodeMatmulRows(): number {
   if (decodeMatmulConfig.rows !== 0) return Math.max(0, decodeMatmulConfig.rows);
   const v = typeof process !== 'undefined' ? process.env?.GRIFFIN_DECODE_MATMUL_ROWS : undefined;
-  if (v == null || v === '') return 16;
+  if (v == null || v === '') return 32;
   const n = Number(v);
   if (!Number.isInteger(n) || n < 0 || n > 1024) {
     throw new Error(`GRIFFIN_DECODE_MATMUL_ROWS must be an integer in [0, 1024], got "${v}"`);
@@ -123,4 +185,20 @@ export function decodeMatmulRows(): number {
 export function decodeMatmulApplies(R: number): boolean {
   const t = decodeMatmulRows();
   return t > 0 && R >= t;
+}
+
+/** The in-plan greedy pick's slices per row (default ~2048 values each, at most 256; GRIFFIN_FUSED_ARGMAX_SLICES). */
+export function argmaxSlices(V: number): number {
+  const want = fusedTuning.argmaxSlices || envInt('GRIFFIN_FUSED_ARGMAX_SLICES');
+  return want ? Math.max(1, Math.min(256, want)) : argmaxGroups(V);
+}
+
+/**
+ * Whether greedy decoding picks inside the step's own plan (default on; GRIFFIN_FUSED_ARGMAX=0
+ * or fusedTuning.argmax = -1: a separate pick, ops/row_argmax, before each step).
+ */
+export function inPlanArgmax(): boolean {
+  if (fusedTuning.argmax) return fusedTuning.argmax > 0;
+  const v = typeof process !== 'undefined' ? process.env?.GRIFFIN_FUSED_ARGMAX : undefined;
+  return v == null || !['0', 'false', 'off'].includes(v.toLowerCase());
 }

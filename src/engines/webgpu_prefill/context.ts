@@ -27,9 +27,24 @@ export interface PrefillDispatch {
   readonly bytes: number;
   /**
    * Another source for chunks of M rows (a matmul's smaller tiles when few rows would leave the GPU
-   * idle), or null for this one; same bindings. The engine makes its pipeline on first use.
+   * idle, or its split-K), or null for this one; the same bindings unless it names its own, and
+   * possibly a second dispatch after it (split-K's sum). The engine makes its pipelines on first use.
    */
-  readonly variant?: (M: number) => {key: string; code: string; grid: GridFn} | null;
+  readonly variant?: (M: number) => PrefillVariant | null;
+}
+
+/** One dispatch of a variant: its source, grid, and bindings (default: the planned dispatch's). */
+export interface PrefillPass {
+  readonly code: string;
+  readonly grid: GridFn;
+  readonly bindings?: Readonly<Partial<Record<string, GPUBuffer>>>;
+}
+
+/** A dispatch's variant for some chunk lengths: `key` names it among the dispatch's variants. */
+export interface PrefillVariant extends PrefillPass {
+  readonly key: string;
+  /** A second dispatch right after it (split-K: the partial sums' sum and the epilogue). */
+  readonly after?: PrefillPass;
 }
 
 /** What the plan allocates and binds through (the engine's). */
@@ -41,6 +56,8 @@ export interface PrefillHost {
   weight(get: () => tf.Tensor): GPUBuffer;
   /** Receives the copies that pack small vectors; submitted once the plan is built. */
   readonly encoder: GPUCommandEncoder;
+  /** The subgroup size kernels may assume (shaders/matmul.ts matmulSubgroupSize), 0 or absent: none. */
+  readonly subgroupSize?: number;
 }
 
 /** The buffers every layer's dispatches share. */
@@ -61,6 +78,12 @@ export interface PrefillShared {
   sc: GPUBuffer;
   /** Scratch of the attention kernels (attention_plan.ts), by binding name. */
   scratch: Record<string, GPUBuffer>;
+  /**
+   * Split-K's partial sums (shaders/matmul.ts), shared by every matmul: made once the plan is
+   * built, `partFloats` floats (the most any matmul asked for while planning, within a budget).
+   */
+  part: GPUBuffer | null;
+  partFloats: number;
 }
 
 /** What the per-part functions work from. */

@@ -5,10 +5,13 @@
  * once, writing the decoding state straight into the decode engine's buffers (FusedDecoder), so
  * decoding goes on from there with no copies. Pipelines are cached per device and source, bind
  * groups made once per (model, b, chunk capacity), both on first use (a matmul has a variant with
- * smaller tiles for short chunks); the chunk's length is a word of the dims buffer.
+ * smaller tiles for short chunks) or ahead (prepare: compiled in parallel, without blocking); the
+ * chunk's length is a word of the dims buffer, and each chunk size's dispatch list is kept ready.
  *   import {fusedDecoderFor} from '../webgpu_decode';
  *   const pre = new FusedPrefill(fusedDecoderFor(model, 1)!, 512);   // chunks of up to 512 steps
+ *   void pre.prepare(3).then(() => console.log('a chunk of 3 rows compiles nothing now'));
  *   const logits = pre.run([[2, 651, 6037]], [[0, 1, 2]], true);     // [b, V] after the last step (the caller owns it)
+ *   pre.run([[9]], [[3]], true, {logitsInEngine: true, after: (enc) => enc.clearBuffer(pre.decoder.logitsBuffer, 0, 4)});   // head into the engine's buffer, more work in the same submit
  *   const all = pre.device.createBuffer({size: 3 * model.config.vocab_size * 4, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST});
  *   pre.runAll([[2, 651, 6037]], [[0, 1, 2]], {out: all, total: 3, start: 0});   // every step's logits into [b, total, V]
  *
@@ -21,6 +24,7 @@
  * d hidden_size, rot rotary dims.
  */
 import type * as tf from '@tensorflow/tfjs';
+import {tracePhase} from '../../util/host_trace';
 import type {Dispatch, DispatchTiming, FusedDecoder} from '../webgpu_decode';
 import {wgslBindings} from '../webgpu_decode/shaders';
 import {flushTf, gpuBufferOf, type WebGPUBackendLike, webgpuBackend} from '../webgpu_decode/tfjs_webgpu';
@@ -29,6 +33,7 @@ import type {GridFn, PrefillDispatch} from './context';
 import {buildFullHead, type FullHead, fullHeadRows, HEAD_DIMS_STRIDE} from './head_plan';
 import {buildPrefillPlan, type PrefillPlan} from './plan';
 import {DIMS, DIMS_WORDS} from './shaders/dims';
+import {matmulSubgroupSize} from './shaders/matmul';
 
 interface Made {
   pipeline: GPUComputePipeline;
@@ -40,8 +45,8 @@ interface Encoded {
   name: string;
   bytes: number;
   planned: PrefillDispatch;
-  /** Pipelines and bind groups of the planned source ('') and its variants, by key (made on first use). */
-  made: Map<string, Made>;
+  /** Pipelines and bind groups of the planned source ('') and its variants (one or two dispatches), by key (made on first use). */
+  made: Map<string, Made[]>;
 }
 
 /** Where runAll writes: logits [b, total, V] in `out`, this chunk's steps from step `start` of each row. */
@@ -51,10 +56,28 @@ export interface AllLogits {
   start: number;
 }
 
+/** How run() encodes a chunk besides its dispatches (all in the chunk's one submit). */
+export interface ChunkOptions {
+  /** Zero the decode engine's state first (a fresh prompt), instead of a submit of its own. */
+  clear?: boolean;
+  /**
+   * With logits: leave them in the decode engine's logits buffer (FusedDecoder.logitsBuffer) and
+   * make no tensor (run returns null): a 4-byte pick reads them there, nothing copies [b, V].
+   */
+  logitsInEngine?: boolean;
+  /** Encodes more work after the chunk and its head, before the one submit (a pick from the logits). */
+  after?: (enc: GPUCommandEncoder) => void;
+}
+
 /** A binding's byte range (the rest are bound whole). */
 type Ranges = Partial<Record<string, {offset: number; size: number}>>;
 
 const pipelineCache = new WeakMap<GPUDevice, Map<string, GPUComputePipeline>>();
+/** Pipelines being compiled asynchronously (prepare), per device and source. */
+const pending = new WeakMap<GPUDevice, Map<string, Promise<GPUComputePipeline | null>>>();
+
+/** Chunk sizes (token rows M) whose ready dispatch lists an engine keeps (least recently used dropped). */
+const READY_SIZES = 16;
 
 /** Positions whose RoPE cos / sin the engine keeps computed (a longer prompt computes the rest per chunk). */
 const ROPE_CACHE_POSITIONS = 32768;
@@ -72,7 +95,9 @@ export class FusedPrefill {
   private ropeTable = new Float32Array(0);
   private ropeCached = 0;
   /** The all-rows head (runAll), planned on first use; its pipelines and bind groups per dispatch. */
-  private full: {head: FullHead; made: Map<string, Made>[]} | null = null;
+  private full: {head: FullHead; made: Map<string, Made[]>[]} | null = null;
+  /** Per chunk size M: the dispatches ready to encode (variant, pipeline, bind group and grid resolved). */
+  private readonly ready = new Map<number, Dispatch[]>();
   private disposed = false;
   /** Set when the device reported an error about this engine's pipelines or bindings. */
   failed: string | null = null;
@@ -97,6 +122,7 @@ export class FusedPrefill {
       this.plan = buildPrefillPlan(decoder.model, this.B, capacity, decoder.prefillTarget(), {
         limits: this.device.limits,
         encoder,
+        subgroupSize: matmulSubgroupSize(this.device),
         own: (floats) => {
           const b = this.device.createBuffer({size: Math.max(16, Math.ceil((floats * 4) / 16) * 16), usage});
           this.owned.push(b);
@@ -142,8 +168,28 @@ export class FusedPrefill {
    * One chunk: ids and positions [b, t] (t <= capacity). Advances the decode engine's state;
    * with `logits`, returns the logits [b, V] after each row's last step (a new tensor), else null.
    */
-  run(ids: number[][], positions: number[][], logits: boolean): tf.Tensor | null {
-    return this.encode(ids, positions, logits, null, null);
+  run(ids: number[][], positions: number[][], logits: boolean, opts: ChunkOptions = {}): tf.Tensor | null {
+    return this.encode(ids, positions, logits, null, null, opts);
+  }
+
+  /**
+   * Compiles, in parallel and without blocking (createComputePipelineAsync), the pipelines a chunk
+   * of M token rows needs that are not made yet, then makes its bind groups: the next run() of
+   * that size pays no compile. A pipeline the device rejects is left to run(), which reports it.
+   */
+  async prepare(M: number): Promise<void> {
+    this.check();
+    if (!(Number.isInteger(M) && M >= this.B && M <= this.B * this.capacity && M % this.B === 0))
+      throw new Error(`fused prefill: prepare(${M}): token rows must be b x (1..${this.capacity})`);
+    if (this.ready.has(M)) return;
+    const codes = new Map<string, string>();
+    for (const x of this.dispatches) {
+      const v = x.planned.variant?.(M) ?? null;
+      if (x.made.has(v?.key ?? '')) continue;
+      for (const p of v == null ? [x.planned] : [v, ...(v.after ? [v.after] : [])]) codes.set(p.code, x.name);
+    }
+    await Promise.all([...codes].map(([code, name]) => this.compile(code, name)));
+    if (!this.disposed && this.failed == null) this.dispatchList(M, M / this.B);
   }
 
   /**
@@ -173,8 +219,9 @@ export class FusedPrefill {
     if (!this.device.features.has('timestamp-query')) {
       return {logits: this.run(ids, positions, true)!, timings: null};
     }
-    const names = [...this.dispatches.map((d) => d.name), ...this.decoder.headDispatches.map(() => 'head')];
-    const bytes = [...this.dispatches.map((d) => d.bytes), ...this.decoder.headDispatches.map((d) => d.bytes)];
+    const list = this.dispatchList(this.B * ids[0].length, ids[0].length);
+    const names = [...list.map((d) => d.name), ...this.decoder.headDispatches.map(() => 'head')];
+    const bytes = [...list.map((d) => d.bytes), ...this.decoder.headDispatches.map((d) => d.bytes)];
     const n = names.length;
     const querySet = this.device.createQuerySet({type: 'timestamp', count: 2 * n});
     const resolve = this.device.createBuffer({
@@ -198,6 +245,7 @@ export class FusedPrefill {
     wantLogits: boolean,
     prof: {querySet: GPUQuerySet; resolve: GPUBuffer; read: GPUBuffer; n: number} | null,
     all: AllLogits | null,
+    opts: ChunkOptions = {},
   ): tf.Tensor | null {
     this.check();
     const B = this.B,
@@ -224,6 +272,7 @@ export class FusedPrefill {
         posw[r * t + j] = p;
       }
     }
+    tracePhase('prefill.check');
     const target = this.decoder.prefillTarget();
     const dims = new Uint32Array(DIMS_WORDS);
     dims[DIMS.M] = M;
@@ -238,11 +287,10 @@ export class FusedPrefill {
       q.writeBuffer(this.plan.rope, 0, this.ropeRows(posw));
     }
     flushTf(this.backend);
+    tracePhase('prefill.write');
     const enc = this.device.createCommandEncoder();
-    const list: Dispatch[] = this.dispatches.map((x) => {
-      const v = this.variantOf(x, M);
-      return {pipeline: v.pipeline, bind: v.bind, grid: v.grid(M, t), name: x.name, bytes: x.bytes};
-    });
+    if (opts.clear) this.decoder.clearState(enc);
+    const list = this.dispatchList(M, t);
     const head = wantLogits ? this.decoder.headDispatches : [];
     const passOf = (i: number) =>
       enc.beginComputePass(
@@ -267,6 +315,7 @@ export class FusedPrefill {
       });
       if (!prof) pass!.end();
     };
+    tracePhase('prefill.plan');
     encodeAll(list, 0);
     if (all != null) this.encodeAllRows(enc, M, t, all);
     let out: tf.Tensor | null = null;
@@ -276,14 +325,17 @@ export class FusedPrefill {
         enc.copyBufferToBuffer(this.plan.x, (r * t + t - 1) * d * 4, target.x, r * d * 4, d * 4);
       }
       encodeAll(head, list.length);
-      out = this.decoder.newLogits(enc);
+      if (!opts.logitsInEngine) out = this.decoder.newLogits(enc);
     }
+    opts.after?.(enc);
     if (prof) {
       enc.resolveQuerySet(prof.querySet, 0, 2 * prof.n, prof.resolve, 0);
       enc.copyBufferToBuffer(prof.resolve, 0, prof.read, 0, 16 * prof.n);
     }
+    tracePhase('prefill.encode');
     q.submit([enc.finish()]);
     this.decoder.adoptPrefill(t);
+    tracePhase('prefill.submit');
     return out;
   }
 
@@ -330,20 +382,26 @@ export class FusedPrefill {
       head.dispatches.forEach((x, i) => {
         const v = x.variant?.(n) ?? {key: '', code: x.code, grid: x.grid};
         const key = `${v.key}|${k}`;
-        let m = made[i].get(key);
-        if (m == null) {
+        let ms = made[i].get(key);
+        if (ms == null) {
           this.device.pushErrorScope('validation');
           try {
-            m = {...this.pipelineAndBind(v.code, x, ranges), grid: v.grid};
+            // One dispatch, or two for a split-K variant (its own bindings: the partial sums).
+            ms = [v, ...(v.after ? [v.after] : [])].map((p) => ({
+              ...this.pipelineAndBind(p.code, x, p.bindings, ranges),
+              grid: p.grid,
+            }));
           } finally {
             this.watch(this.device.popErrorScope());
           }
-          made[i].set(key, m);
+          made[i].set(key, ms);
         }
-        const g = m.grid(n, t);
-        pass.setPipeline(m.pipeline);
-        pass.setBindGroup(0, m.bind);
-        pass.dispatchWorkgroups(g[0], g[1], g[2]);
+        for (const m of ms) {
+          const g = m.grid(n, t);
+          pass.setPipeline(m.pipeline);
+          pass.setBindGroup(0, m.bind);
+          pass.dispatchWorkgroups(g[0], g[1], g[2]);
+        }
       });
       pass.end();
       // The slice's rows, batch row by batch row, to their places in [b, total, V].
@@ -407,15 +465,76 @@ export class FusedPrefill {
   }
 
   /**
-   * The pipeline and bind group for a chunk of M rows: the planned source, or its variant for M;
-   * made on first use (a short prompt never compiles the large tiles, nor a long one the small).
+   * The dispatches of a chunk of M rows (t per batch row), ready to encode: resolved once per M
+   * (a variant's source is generated, its pipelines and bind groups made, split-K's sums after
+   * their matmul, the grids computed) and kept for the READY_SIZES sizes used last, so that a
+   * chunk of a size seen before only encodes.
    */
-  private variantOf(x: Encoded, M: number): {pipeline: GPUComputePipeline; bind: GPUBindGroup; grid: GridFn} {
+  private dispatchList(M: number, t: number): Dispatch[] {
+    let list = this.ready.get(M);
+    if (list != null) {
+      this.ready.delete(M); // most recently used last
+      this.ready.set(M, list);
+      return list;
+    }
+    list = this.dispatches.flatMap((x) =>
+      this.variantOf(x, M).map((v) => ({
+        pipeline: v.pipeline,
+        bind: v.bind,
+        grid: v.grid(M, t),
+        name: x.name,
+        bytes: x.bytes,
+      })),
+    );
+    this.ready.set(M, list);
+    if (this.ready.size > READY_SIZES) this.ready.delete(this.ready.keys().next().value as number);
+    return list;
+  }
+
+  /** Compiles `code` asynchronously into the pipeline cache (once per device and source, shared by callers). */
+  private compile(code: string, label: string): Promise<GPUComputePipeline | null> {
+    let cache = pipelineCache.get(this.device);
+    if (cache == null) pipelineCache.set(this.device, (cache = new Map()));
+    const made = cache.get(code);
+    if (made != null) return Promise.resolve(made);
+    let inFlight = pending.get(this.device);
+    if (inFlight == null) pending.set(this.device, (inFlight = new Map()));
+    let p = inFlight.get(code);
+    if (p == null) {
+      const c = cache;
+      // Errors are left to the synchronous path (run), which makes the pipeline inside an error scope.
+      this.device.pushErrorScope('validation');
+      const module = this.device.createShaderModule({code, label});
+      void this.device.popErrorScope().catch(() => undefined);
+      p = this.device
+        .createComputePipelineAsync({layout: 'auto', compute: {module, entryPoint: 'main'}, label})
+        .then(
+          (pipeline) => {
+            if (!c.has(code)) c.set(code, pipeline);
+            return c.get(code)!;
+          },
+          () => null, // rejected: the synchronous path (run) makes it inside an error scope and reports why
+        )
+        .finally(() => inFlight.delete(code));
+      inFlight.set(code, p);
+    }
+    return p;
+  }
+
+  /**
+   * The pipelines and bind groups for a chunk of M rows: the planned source, or its variant for M
+   * (one dispatch, or two: split-K's); made on first use (a short prompt never compiles the large
+   * tiles, nor a long one the small).
+   */
+  private variantOf(x: Encoded, M: number): Made[] {
     const v = x.planned.variant?.(M) ?? {key: '', code: x.planned.code, grid: x.planned.grid};
     let made = x.made.get(v.key);
     if (made == null) {
       this.device.pushErrorScope('validation');
-      made = {...this.pipelineAndBind(v.code, x.planned), grid: v.grid};
+      made = [v, ...(v.after ? [v.after] : [])].map((p) => ({
+        ...this.pipelineAndBind(p.code, x.planned, p.bindings),
+        grid: p.grid,
+      }));
       void this.device.popErrorScope().then((err) => {
         if (err == null) return;
         this.failed = err.message;
@@ -426,12 +545,14 @@ export class FusedPrefill {
     return made;
   }
 
-  /** The pipeline (cached per device and source) of `code` and a bind group of d's buffers for it. */
+  /** The pipeline (cached per device and source) of `code` and a bind group of d's buffers (or `own`) for it. */
   private pipelineAndBind(
     code: string,
     d: PrefillDispatch,
+    own?: PrefillDispatch['bindings'],
     ranges: Ranges = {},
   ): {pipeline: GPUComputePipeline; bind: GPUBindGroup} {
+    const bindings = own ?? d.bindings;
     let cache = pipelineCache.get(this.device);
     if (cache == null) pipelineCache.set(this.device, (cache = new Map()));
     let pipeline = cache.get(code);
@@ -445,10 +566,10 @@ export class FusedPrefill {
       cache.set(code, pipeline);
     }
     const names = wgslBindings(code);
-    const extra = Object.keys(d.bindings).filter((k) => !names.includes(k));
+    const extra = Object.keys(bindings).filter((k) => !names.includes(k));
     if (extra.length > 0) throw new Error(`fused prefill: ${d.name}: no binding named ${extra.join(', ')}`);
     const entries = names.map((name, i) => {
-      const buffer = d.bindings[name];
+      const buffer = bindings[name];
       if (buffer == null) throw new Error(`fused prefill: ${d.name}: binding ${i} (${name}) missing`);
       return {binding: i, resource: {buffer, ...ranges[name]}};
     });

@@ -40,9 +40,16 @@ import {prefillEmbedGrid, prefillEmbedSource} from './shaders/embed';
 import {
   type MatmulSpec,
   matmulBindings,
+  matmulFit,
   matmulGrid,
+  matmulPartFloats,
+  matmulReduceBindings,
+  matmulReduceGrid,
+  matmulReduceSource,
   matmulSharedBytes,
   matmulSource,
+  matmulSplits,
+  matmulTuning,
   matmulTuningFor,
 } from './shaders/matmul';
 import {simpleMatmulGrid, simpleMatmulSource} from './shaders/matmul_simple';
@@ -144,6 +151,16 @@ export function matmul(
   return [matmulDispatch(ctx, name, whole, mats, {...io, ...(bias ? {bias} : {})})];
 }
 
+/** Bytes split-K's partial sums may take (one buffer, shared by the plan's matmuls). */
+const PART_BUDGET = 256 * 2 ** 20;
+
+/** Chunk sizes (rows) whose tunings size split-K's buffer: powers of two and one less, up to M. */
+function sampleRows(M: number): number[] {
+  const out = [M];
+  for (let p = 1; p <= M; p *= 2) out.push(p, p - 1);
+  return out.filter((m) => m >= 1);
+}
+
 function matmulDispatch(
   ctx: PrefillCtx,
   name: string,
@@ -157,10 +174,11 @@ function matmulDispatch(
     if (m.s != null) all[`s${k}`] = m.s;
     if (m.z != null) all[`z${k}`] = m.z;
   });
-  const names = matmulBindings(spec);
-  const bindings = Object.fromEntries(names.map((n) => [n, all[n]]));
+  const bindingsOf = (names: string[]) => Object.fromEntries(names.map((n) => [n, all[n]]));
+  const bindings = bindingsOf(matmulBindings(spec, {splitk: 1}));
   const maxX = ctx.host.limits.maxComputeWorkgroupsPerDimension;
   const shared = ctx.host.limits.maxComputeWorkgroupStorageSize;
+  const sgSize = ctx.host.subgroupSize ?? 0;
   const checked =
     (grid: GridFn): GridFn =>
     (M, t) => {
@@ -169,25 +187,58 @@ function matmulDispatch(
       return g;
     };
   const bytes = mats.reduce((a, m) => a + m.bytes, 0);
+  // The planned source: GRIFFIN_PREFILL_MM's tiles or the defaults, never split (split-K runs as a variant).
+  const base = matmulFit(spec, {splitk: 1}, sgSize);
   let code: string;
   try {
-    if (matmulSharedBytes(spec) > shared) throw new Error('workgroup memory');
-    code = matmulSource(spec);
+    if (matmulSharedBytes(spec, base) > shared) throw new Error('workgroup memory');
+    code = matmulSource(spec, base);
   } catch {
     // Widths or strides that are not multiples of 4 (small test models): one invocation per value.
     return {name, code: simpleMatmulSource(spec), bindings, grid: checked((M) => simpleMatmulGrid(spec, M)), bytes};
+  }
+  const baseKey = JSON.stringify(matmulTuning(spec, base));
+  const tuningAt = (M: number) => matmulFit(spec, matmulTuningFor(spec, M, {subgroupSize: sgSize}), sgSize);
+  // Split-K's buffer: the most this matmul's split variants need (within the budget; a chunk that
+  // would need more runs unsplit).
+  const budget = Math.floor(Math.min(ctx.host.limits.maxStorageBufferBindingSize, PART_BUDGET) / 4);
+  for (const M of sampleRows(ctx.B * ctx.capacity)) {
+    let f = 0;
+    try {
+      f = matmulPartFloats(spec, M, tuningAt(M));
+    } catch {
+      // A tuning this spec cannot take: its variant reports it when a chunk needs it.
+    }
+    if (f <= budget) ctx.buf.partFloats = Math.max(ctx.buf.partFloats, f);
   }
   return {
     name,
     code,
     bindings,
-    grid: checked((M) => matmulGrid(spec, M)),
+    grid: checked((M) => matmulGrid(spec, M, base)),
     bytes,
-    // Few rows (a short prompt): smaller tiles, so that the chunk fills the GPU.
+    // Few rows (a short prompt): smaller tiles or split-K, so that the chunk fills the GPU.
     variant: (M) => {
-      const tu = matmulTuningFor(spec, M);
-      if (Object.keys(tu).length === 0 || matmulSharedBytes(spec, tu) > shared) return null;
-      return {key: JSON.stringify(tu), code: matmulSource(spec, tu), grid: checked((m) => matmulGrid(spec, m, tu))};
+      let tu = tuningAt(M);
+      if (matmulSplits(spec, tu) && matmulPartFloats(spec, M, tu) * 4 > (ctx.buf.part?.size ?? 0)) {
+        tu = {...tu, splitk: 1};
+      }
+      const key = JSON.stringify(matmulTuning(spec, tu));
+      if (key === baseKey || matmulSharedBytes(spec, tu) > shared) return null;
+      const grid = checked((m) => matmulGrid(spec, m, tu));
+      if (!matmulSplits(spec, tu)) return {key, code: matmulSource(spec, tu), grid};
+      all.part = ctx.buf.part!;
+      return {
+        key,
+        code: matmulSource(spec, tu),
+        grid,
+        bindings: bindingsOf(matmulBindings(spec, tu)),
+        after: {
+          code: matmulReduceSource(spec, tu),
+          grid: checked((m) => matmulReduceGrid(spec, m, maxX)),
+          bindings: bindingsOf(matmulReduceBindings(spec)),
+        },
+      };
     },
   };
 }
@@ -440,6 +491,8 @@ export function buildPrefillPlan(
     hid: own(M * m),
     sc: own(hasRec ? scanScratchFloats({E: e, W: c.conv1d_width, L: fusedPrefillConfig.scanSteps}, B, capacity) : 4),
     scratch: {},
+    part: null,
+    partFloats: 0,
   };
   const ctx: PrefillCtx = {view, host, B, capacity, buf, target};
   if (hasAttn) buf.scratch = attentionScratch(ctx);
@@ -457,5 +510,6 @@ export function buildPrefillPlan(
     }
     dispatches.push(...mlpDispatches(ctx, li, blk));
   });
+  if (buf.partFloats > 0) buf.part = own(buf.partFloats);
   return {dispatches, dims: buf.dims, ids: buf.ids, pos: buf.pos, rope: buf.rope, x: buf.x, ctx};
 }

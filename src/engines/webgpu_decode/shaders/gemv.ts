@@ -43,6 +43,36 @@ export interface GemvSpec {
   weights?: WeightFormat;
   /** Compact weights: 32-bit words per load (1, 2 or 4; default 4). */
   words?: number;
+  /**
+   * How the T partial sums of each accumulator are added up (default 'tree'): 'tree' halves all
+   * of them together, log2 T barriers; 'split' gives each accumulator a group of threads that
+   * add strided partials (rows padded against bank conflicts), two barriers.
+   */
+  reduce?: 'tree' | 'split';
+  /**
+   * x loaded just before use, one batch row at a time, after the weights of the stride are
+   * unpacked (fewer live registers at large B), instead of with the weight loads (default).
+   */
+  lazyX?: boolean;
+  /** int8 / int4: unpacked by the 2^23 trick (weights.ts slotLoad) instead of int-to-float conversions. */
+  magic?: boolean;
+  /**
+   * 'split': threads per value (a power of 2 dividing T; default gemvSplitGroup of this spec's
+   * values). It alone sets the order of a value's sums: an engine fixes it for all batch sizes.
+   */
+  splitGroup?: number;
+}
+
+/** The split reduction's threads per value for NV values over T threads: the largest power of 2 with NV x it <= T (at least 1). */
+export function gemvSplitGroup(NV: number, T: number): number {
+  let GS = 1;
+  while (NV * GS * 2 <= T) GS *= 2;
+  return GS;
+}
+
+/** Workgroup floats of the reduction: NV values of T partials each (padded rows with 'split'). */
+export function gemvReduceFloats(NV: number, T: number, reduce: 'tree' | 'split' = 'tree'): number {
+  return NV * (reduce === 'split' ? T + 1 : T);
 }
 
 /** The kernel's binding names (gemvBindings gives those of one spec, in order). */
@@ -75,7 +105,8 @@ export function gemvSource(s: GemvSpec): string {
   const {B, IN, R, T, mode} = s;
   const fmt = s.weights ?? FLOAT32_WEIGHTS;
   const compact = fmt.dtype !== 'float32';
-  const load = compact ? slotLoad(fmt, s.words ?? 4) : null;
+  const load = compact ? slotLoad(fmt, s.words ?? 4, s.magic === true) : null;
+  const lazy = s.lazyX === true;
   if (load != null && IN % load.K !== 0) throw new Error(`gemv: ${load.K} values per load do not divide ${IN}`);
   const vec = compact || IN % 4 === 0;
   // Slots per input row: what one thread takes per stride (a vec4 / f32, or one load of packed words).
@@ -111,14 +142,15 @@ export function gemvSource(s: GemvSpec): string {
   // slots per trip (all loads first, so that R * P * U weight loads are in flight), then a tail.
   const U = s.U ?? 1;
   const full = Math.floor(N / (T * U)) * T * U;
+  const xIndex = (i: string, k: number) => (KV === 1 ? i : `(${i}) * ${KV}u + ${k}u`);
   const loop = (seg: number[], rowBase: string) => {
     const lines: string[] = [];
     const trip = (u: number, i: string) => {
       const L: string[] = [];
       for (let k = 0; k < KV; k++) {
-        const xi = KV === 1 ? i : `(${i}) * ${KV}u + ${k}u`;
+        const xi = xIndex(i, k);
         if (s.norm) L.push(`  let gv${u}_${k} = ${V}(1.0) + g[${xi}];`);
-        for (let b = 0; b < B; b++) L.push(`  let xr${b}_${u}_${k} = x[${b * X4}u + ${xi}];`);
+        if (!lazy) for (let b = 0; b < B; b++) L.push(`  let xr${b}_${u}_${k} = x[${b * X4}u + ${xi}];`);
       }
       for (let r = 0; r < R; r++) {
         for (let p = 0; p < P; p++) {
@@ -133,18 +165,53 @@ export function gemvSource(s: GemvSpec): string {
       }
       return L;
     };
-    const math = (u: number) => {
+    // One batch row's x of stride u: its loads (lazy), its share of sum(x^2), and x (1 + g).
+    const xRow = (u: number, i: string, b: number) => {
       const L: string[] = [];
-      for (let b = 0; b < B; b++) {
-        for (let k = 0; k < KV; k++) {
-          if (s.norm) {
-            L.push(`  sq${b} = sq${b} + ${dotv}(xr${b}_${u}_${k}, xr${b}_${u}_${k});`);
-            L.push(`  let xv${b}_${u}_${k} = xr${b}_${u}_${k} * gv${u}_${k};`);
-          } else {
-            L.push(`  let xv${b}_${u}_${k} = xr${b}_${u}_${k};`);
+      for (let k = 0; k < KV; k++) {
+        if (lazy) L.push(`  let xr${b}_${u}_${k} = x[${b * X4}u + ${xIndex(i, k)}];`);
+        if (s.norm) {
+          L.push(`  sq${b} = sq${b} + ${dotv}(xr${b}_${u}_${k}, xr${b}_${u}_${k});`);
+          L.push(`  let xv${b}_${u}_${k} = xr${b}_${u}_${k} * gv${u}_${k};`);
+        } else {
+          L.push(`  let xv${b}_${u}_${k} = xr${b}_${u}_${k};`);
+        }
+      }
+      return L;
+    };
+    // Lazy: every weight of the stride unpacked first, then one batch row at a time.
+    const mathLazy = (u: number, i: string) => {
+      const L: string[] = [];
+      const terms: {v: number; b: number; sum: (b: number) => string; scale: string | null}[] = [];
+      for (let r = 0; r < R; r++) {
+        for (let p = 0; p < P; p++) {
+          const wv = `w${r}_${p}_${u}`;
+          const parts = load != null ? load.unpack(wv, `zp${r}_${p}_${u}`) : [wv];
+          if (load != null) parts.forEach((e, k) => L.push(`  let q${r}_${p}_${u}_${k} = ${e};`));
+          const wk = (k: number) => (load != null ? `q${r}_${p}_${u}_${k}` : wv);
+          for (let b = 0; b < B; b++) {
+            terms.push({
+              v: (r * P + p) * B + b,
+              b,
+              sum: (bb) => parts.map((_, k) => `${dotv}(${wk(k)}, xv${bb}_${u}_${k})`).join(' + '),
+              scale: fmt.dtype === 'int4' ? `sc${r}_${p}_${u}` : null,
+            });
           }
         }
       }
+      for (let b = 0; b < B; b++) {
+        L.push(...xRow(u, i, b));
+        for (const t of terms.filter((t) => t.b === b)) {
+          const term = t.scale != null ? `${t.scale} * (${t.sum(b)})` : t.sum(b);
+          L.push(`  acc${t.v} = acc${t.v} + ${term};`);
+        }
+      }
+      return L;
+    };
+    const math = (u: number, i: string) => {
+      if (lazy) return mathLazy(u, i);
+      const L: string[] = [];
+      for (let b = 0; b < B; b++) L.push(...xRow(u, i, b));
       for (let r = 0; r < R; r++) {
         for (let p = 0; p < P; p++) {
           const wv = `w${r}_${p}_${u}`;
@@ -161,15 +228,16 @@ export function gemvSource(s: GemvSpec): string {
       }
       return L;
     };
+    const at = (u: number) => (u === 0 ? 'i' : `i + ${u * T}u`);
     if (full > 0) {
       lines.push(`for (var i = t; i < ${full}u; i = i + ${T * U}u) {`);
-      for (let u = 0; u < U; u++) lines.push(...trip(u, u === 0 ? 'i' : `i + ${u * T}u`));
-      for (let u = 0; u < U; u++) lines.push(...math(u));
+      for (let u = 0; u < U; u++) lines.push(...trip(u, at(u)));
+      for (let u = 0; u < U; u++) lines.push(...math(u, at(u)));
       lines.push('}');
     }
     if (full < N) {
       lines.push(`for (var i = ${full}u + t; i < ${N}u; i = i + ${T}u) {`);
-      lines.push(...trip(0, 'i'), ...math(0));
+      lines.push(...trip(0, 'i'), ...math(0, 'i'));
       lines.push('}');
     }
     return lines.join('\n');
@@ -195,15 +263,15 @@ export function gemvSource(s: GemvSpec): string {
   let fin: string;
   const outIdx = `b * ${s.outStride}u + ${s.outOffset ?? 0}u + row`;
   const rsb = s.norm
-    ? `let rs = 1.0 / sqrt(red[(${NACC}u + b) * ${T}u] / ${f32(IN)} + ${f32(s.eps ?? 1e-6)});`
+    ? `let rs = 1.0 / sqrt(total(${NACC}u + b) / ${f32(IN)} + ${f32(s.eps ?? 1e-6)});`
     : 'let rs = 1.0;';
   if (mode === 'geglu') {
     const m = s.segments[0];
     fin = `
     let r = t / ${B}u; let b = t % ${B}u; let row = row0 + r;
     ${rsb}
-    var gt = red[((r * 2u) * ${B}u + b) * ${T}u] * rs${rowScaled ? ' * s0[row]' : ''};
-    var up = red[((r * 2u + 1u) * ${B}u + b) * ${T}u] * rs${rowScaled ? ' * s1[row]' : ''};
+    var gt = total((r * 2u) * ${B}u + b) * rs${rowScaled ? ' * s0[row]' : ''};
+    var up = total((r * 2u + 1u) * ${B}u + b) * rs${rowScaled ? ' * s1[row]' : ''};
     ${s.bias ? `gt = gt + bias[row]; up = up + bias[${m}u + row];` : ''}
     out[${outIdx}] = geluT(gt) * up;`;
   } else {
@@ -239,18 +307,51 @@ export function gemvSource(s: GemvSpec): string {
     fin = `
     let r = t / ${B}u; let b = t % ${B}u; let row = row0 + r;
     ${rsb}
-    var v = red[(r * ${B}u + b) * ${T}u] * rs;
+    var v = total(r * ${B}u + b) * rs;
     ${scale}
     ${s.bias ? 'v = v + bias[row];' : ''}
     ${post}
     ${write}`;
   }
 
+  const split = s.reduce === 'split';
+  const TP = split ? T + 1 : T; // a value's row of partials in red
+  // split: GS threads per value (a power of 2; by default NV * GS <= T where it can), each adding T / GS partials.
+  const GS = s.splitGroup ?? gemvSplitGroup(NV, T);
+  if (!(GS >= 1 && T % GS === 0 && (GS & (GS - 1)) === 0)) throw new Error(`gemv: ${GS} threads per value for ${T}`);
+  const store = (v: number) => `red[${v * TP}u + t] = `;
+  const reduce = split
+    ? `
+  workgroupBarrier();
+  for (var v = t / ${GS}u; v < ${NV}u; v = v + ${T / GS}u) {
+    let j = t % ${GS}u;
+    var sum = 0.0;
+    for (var i = j; i < ${T}u; i = i + ${GS}u) { sum = sum + red[v * ${TP}u + i]; }
+    red[v * ${TP}u + j] = sum;
+  }
+  workgroupBarrier();`
+    : `
+  workgroupBarrier();
+  for (var st = ${T / 2}u; st > 0u; st = st >> 1u) {
+    if (t < st) {
+      for (var v = 0u; v < ${NV}u; v = v + 1u) { red[v * ${T}u + t] = red[v * ${T}u + t] + red[v * ${T}u + t + st]; }
+    }
+    workgroupBarrier();
+  }`;
+  const totalFn = split
+    ? `fn total(v : u32) -> f32 {
+  var sum = 0.0;
+  for (var j = 0u; j < ${GS}u; j = j + 1u) { sum = sum + red[v * ${TP}u + j]; }
+  return sum;
+}`
+    : `fn total(v : u32) -> f32 { return red[v * ${T}u]; }`;
+
   return `
 ${COMMON_WGSL}
 fn mulf(a : f32, b : f32) -> f32 { return a * b; }
 ${decl}
-var<workgroup> red : array<f32, ${NV * T}>;
+var<workgroup> red : array<f32, ${gemvReduceFloats(NV, T, s.reduce)}>;
+${totalFn}
 
 @compute @workgroup_size(${T})
 fn main(@builtin(workgroup_id) wid : vec3<u32>, @builtin(num_workgroups) nw : vec3<u32>,
@@ -261,15 +362,8 @@ fn main(@builtin(workgroup_id) wid : vec3<u32>, @builtin(num_workgroups) nw : ve
   ${Array.from({length: NACC}, (_, v) => `var acc${v} = 0.0;`).join(' ')}
   ${Array.from({length: B}, (_, b) => `var sq${b} = 0.0;`).join(' ')}
 ${body}
-  ${Array.from({length: NACC}, (_, v) => `red[${v * T}u + t] = acc${v};`).join(' ')}
-  ${s.norm ? Array.from({length: B}, (_, b) => `red[${(NACC + b) * T}u + t] = sq${b};`).join(' ') : ''}
-  workgroupBarrier();
-  for (var st = ${T / 2}u; st > 0u; st = st >> 1u) {
-    if (t < st) {
-      for (var v = 0u; v < ${NV}u; v = v + 1u) { red[v * ${T}u + t] = red[v * ${T}u + t] + red[v * ${T}u + t + st]; }
-    }
-    workgroupBarrier();
-  }
+  ${Array.from({length: NACC}, (_, v) => `${store(v)}acc${v};`).join(' ')}
+  ${s.norm ? Array.from({length: B}, (_, b) => `${store(NACC + b)}sq${b};`).join(' ') : ''}${reduce}
   if (t < ${R * B}u) {${fin}
   }
 }`;

@@ -5,6 +5,7 @@
  * Shape letters: see each module (B batch rows throughout).
  */
 
+export * from './argmax';
 export * from './attention_combine';
 export * from './attention_partial';
 export * from './common';

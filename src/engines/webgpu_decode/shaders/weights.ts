@@ -61,8 +61,13 @@ export interface SlotLoad {
   unpack(v: string, zp: string): string[];
 }
 
-/** The load of W words (1, 2 or 4) of a compact format; K must come out a multiple of 4. */
-export function slotLoad(fmt: WeightFormat, W: number): SlotLoad {
+/**
+ * The load of W words (1, 2 or 4) of a compact format; K must come out a multiple of 4. magic:
+ * int8 / int4 become floats by OR-ing their (biased) bits into the mantissa of 2^23 and
+ * subtracting it (exact; integer and bit operations only) instead of an int-to-float conversion
+ * (a quarter-rate instruction on NVIDIA GPUs).
+ */
+export function slotLoad(fmt: WeightFormat, W: number, magic = false): SlotLoad {
   const k = valuesPerWord(fmt);
   if (fmt.dtype === 'float32') throw new Error('slotLoad: float32 weights load as vec4<f32>');
   if (![1, 2, 4].includes(W) || (W * k) % 4 !== 0) throw new Error(`slotLoad: ${W} words of ${fmt.dtype}`);
@@ -79,12 +84,28 @@ export function slotLoad(fmt: WeightFormat, W: number): SlotLoad {
             : `vec4<f32>(unpack2x16float(${a}), unpack2x16float(${b}))`,
         );
       }
+    } else if (fmt.dtype === 'int8' && magic) {
+      for (let j = 0; j < W; j++) {
+        // Byte q ^ 0x80 is q + 128 in [0, 255]: 2^23 + q + 128 as a float, minus 2^23 + 128.
+        const biased = `((vec4<u32>(${word(v, j)} ^ 0x80808080u) >> vec4<u32>(0u, 8u, 16u, 24u)) & vec4<u32>(255u))`;
+        out.push(`(bitcast<vec4<f32>>(${biased} | vec4<u32>(0x4b000000u)) - vec4<f32>(8388736.0))`);
+      }
     } else if (fmt.dtype === 'int8') {
       for (let j = 0; j < W; j++) {
         // Byte q of the word, sign-extended: shift it to the top, then arithmetic shift down.
         out.push(
           `vec4<f32>(bitcast<vec4<i32>>(vec4<u32>(${word(v, j)}) << vec4<u32>(24u, 16u, 8u, 0u)) >> vec4<u32>(24u))`,
         );
+      }
+    } else if (magic) {
+      for (let j = 0; j < W; j++) {
+        const w = `vec4<u32>(${word(v, j)})`;
+        // Nibble n: 2^23 + n as a float, minus 2^23 (exact), then the zero point.
+        for (const sh of ['0u, 4u, 8u, 12u', '16u, 20u, 24u, 28u']) {
+          out.push(
+            `((bitcast<vec4<f32>>(((${w} >> vec4<u32>(${sh})) & vec4<u32>(15u)) | vec4<u32>(0x4b000000u)) - vec4<f32>(8388608.0)) - ${zp})`,
+          );
+        }
       }
     } else {
       for (let j = 0; j < W; j++) {

@@ -2,7 +2,7 @@
  * The prefill RG-LRU scan kernel: from the gates' pre-activations of a chunk (the block-diagonal
  * matmuls, biases added, side by side in one buffer), a = exp(-8 sigmoid(ga) softplus(p)), mult = sqrt(1 - a^2), xn = conv *
  * sigmoid(gx) * mult, h_j = a_j h_{j-1} + xn_j (a = 0, mult = 1 at a document start: position 0),
- * then o = h * gelu(y); h starts from and ends in the decode engine's state, and the chunk's last
+ * then o = h * gelu(y) (the step: scan_step.ts); h starts from and ends in the decode engine's state, and the chunk's last
  * W-1 conv inputs go into its conv ring. One invocation per (batch row, channel), serial over the
  * chunk's steps.
  *   const code = prefillScanSource({E: config.lru_width, W: config.conv1d_width});
@@ -17,6 +17,7 @@
  */
 import {COMMON_WGSL} from '../../webgpu_decode/shaders/common';
 import {DIMS} from './dims';
+import {scanStepWgsl} from './scan_step';
 
 export interface PrefillScanSpec {
   E: number;
@@ -50,14 +51,7 @@ ${COMMON_WGSL}
 @group(0) @binding(5) var<storage, read> rp : array<f32>;
 @group(0) @binding(6) var<storage, read_write> st : array<f32>;
 @group(0) @binding(7) var<storage, read_write> o : array<f32>;
-
-fn softplusT(x : f32) -> f32 {
-  // tfjs's: exp(x) below log(eps) + 2, x above -(log(eps) + 2), log(1 + exp(x)) between.
-  let th = -13.942385152878742;
-  if (x > -th) { return x; }
-  if (x < th) { return exp(x); }
-  return log(1.0 + exp(x));
-}
+${scanStepWgsl(E)}
 
 @compute @workgroup_size(${WG})
 fn main(@builtin(global_invocation_id) gid : vec3<u32>) {
@@ -73,19 +67,10 @@ fn main(@builtin(global_invocation_id) gid : vec3<u32>) {
   var lastReset = -1;
   for (var j = 0u; j < t; j = j + 1u) {
     let i = r * t + j;
-    let k = i * ${E}u + c;
-    let g = i * ${2 * E}u + c;
-    let logA = (sigm(gates[g + ${E}u]) * sp) * -8.0;
-    var a = exp(logA);
-    var mult = sqrt(1.0 - exp(logA * 2.0));
-    if (pos[i] == 0u) {
-      a = 0.0;
-      mult = 1.0;
-      lastReset = i32(j);
-    }
-    let xn = (cv[k] * sigm(gates[g])) * mult;
-    h = a * h + xn;
-    o[k] = h * uy[i * ${2 * E}u + ${E}u + c];
+    if (pos[i] == 0u) { lastReset = i32(j); }
+    let ax = rgLruStep(i, c, sp);
+    h = ax.x * h + ax.y;
+    o[i * ${E}u + c] = h * uy[i * ${2 * E}u + ${E}u + c];
   }
   st[hi] = h;
   // The conv ring: history entries after the chunk are steps t-(W-1) .. t-1.

@@ -1,6 +1,6 @@
 /**
  * The prefill RG-LRU scan in chunks of L steps, parallel over them: the same results as the
- * serial scan (scan.ts) but with b x ceil(t / L) x E invocations instead of b x E, so that a long
+ * serial scan (scan.ts; the same step, scan_step.ts) but with b x ceil(t / L) x E invocations instead of b x E, so that a long
  * chunk of the prompt keeps the GPU busy.
  *   const spec = {E: config.lru_width, W: config.conv1d_width, L: 32};
  *   const [part, finish] = [scanPartSource(spec), scanFinishSource(spec)];   // both over scanChunkedGrid(spec, b, t)
@@ -20,6 +20,7 @@
  */
 import {COMMON_WGSL} from '../../webgpu_decode/shaders/common';
 import {DIMS} from './dims';
+import {scanStepWgsl} from './scan_step';
 
 export interface ScanChunkedSpec {
   E: number;
@@ -40,64 +41,44 @@ export function scanScratchFloats(s: ScanChunkedSpec, b: number, capacity: numbe
   return s.E + b * s.E + b * Math.ceil(capacity / s.L) * 2 * s.E;
 }
 
-const HELPERS = `
-fn softplusT(x : f32) -> f32 {
-  // tfjs's: exp(x) below log(eps) + 2, x above -(log(eps) + 2), log(1 + exp(x)) between.
-  let th = -13.942385152878742;
-  if (x > -th) { return x; }
-  if (x < th) { return exp(x); }
-  return log(1.0 + exp(x));
-}`;
-
-/** The decay a and the normalised input xn of step i (channel c), as scan.ts computes them. */
-function stepMath(E: number): string {
-  return `
-    let k = i * ${E}u + c;
-    let g = i * ${2 * E}u + c;
-    let logA = (sigm(gates[g + ${E}u]) * sp) * -8.0;
-    var a = exp(logA);
-    var mult = sqrt(1.0 - exp(logA * 2.0));
-    if (pos[i] == 0u) {
-      a = 0.0;
-      mult = 1.0;
-    }
-    let xn = (cv[k] * sigm(gates[g])) * mult;`;
-}
-
-const MAIN = `
-@compute @workgroup_size(${WG})
-fn main(@builtin(global_invocation_id) gid : vec3<u32>) {`;
-
-export function scanPartSource(s: ScanChunkedSpec): string {
-  const {E, W, L} = s;
+/**
+ * Both dispatches' opening: the step function, `bindings` (their declarations), then main's
+ * invocation (channel c, chunk q, row r) out of range returned, t, b and nq (the chunk count) at hand.
+ */
+function opening(s: ScanChunkedSpec, bindings: string[]): string {
+  const {E, L} = s;
   return `
 ${COMMON_WGSL}
-${HELPERS}
-@group(0) @binding(0) var<storage, read> dims : array<u32>;
-@group(0) @binding(1) var<storage, read> pos : array<u32>;
-@group(0) @binding(2) var<storage, read> cv : array<f32>;
-@group(0) @binding(3) var<storage, read> gates : array<f32>;
-@group(0) @binding(4) var<storage, read> rp : array<f32>;
-@group(0) @binding(5) var<storage, read> st : array<f32>;
-@group(0) @binding(6) var<storage, read_write> sc : array<f32>;
-${MAIN}
+${scanStepWgsl(E)}
+${bindings.map((d, i) => `@group(0) @binding(${i}) ${d}`).join('\n')}
+
+@compute @workgroup_size(${WG})
+fn main(@builtin(global_invocation_id) gid : vec3<u32>) {
   let c = gid.x;
   let q = gid.y;
   let r = gid.z;
   let t = dims[${DIMS.T}u];
   if (c >= ${E}u || q * ${L}u >= t) { return; }
-  let nq = (t + ${L - 1}u) / ${L}u;
+  let b = dims[${DIMS.M}u] / t;
+  let nq = (t + ${L - 1}u) / ${L}u;`;
+}
+
+const read = (name: string) => `var<storage, read> ${name} : array<f32>;`;
+const readWrite = (name: string) => `var<storage, read_write> ${name} : array<f32>;`;
+const DIMS_POS = ['var<storage, read> dims : array<u32>;', 'var<storage, read> pos : array<u32>;'];
+
+export function scanPartSource(s: ScanChunkedSpec): string {
+  const {E, W, L} = s;
+  return `${opening(s, [...DIMS_POS, read('cv'), read('gates'), read('rp'), read('st'), readWrite('sc')])}
   let sp = softplusT(rp[c]);
   var h = 0.0;
   var prod = 1.0;
   let j1 = min(t, (q + 1u) * ${L}u);
   for (var j = q * ${L}u; j < j1; j = j + 1u) {
-    let i = r * t + j;
-    ${stepMath(E)}
-    h = a * h + xn;
-    prod = prod * a;
+    let ax = rgLruStep(r * t + j, c, sp);
+    h = ax.x * h + ax.y;
+    prod = prod * ax.x;
   }
-  let b = dims[${DIMS.M}u] / t;
   let at = (1u + b + (r * nq + q) * 2u) * ${E}u + c;
   sc[at] = prod;
   sc[at + ${E}u] = h;
@@ -108,24 +89,8 @@ ${MAIN}
 
 export function scanFinishSource(s: ScanChunkedSpec): string {
   const {E, W, L} = s;
-  return `
-${COMMON_WGSL}
-@group(0) @binding(0) var<storage, read> dims : array<u32>;
-@group(0) @binding(1) var<storage, read> pos : array<u32>;
-@group(0) @binding(2) var<storage, read> uy : array<f32>;
-@group(0) @binding(3) var<storage, read> cv : array<f32>;
-@group(0) @binding(4) var<storage, read> gates : array<f32>;
-@group(0) @binding(5) var<storage, read> sc : array<f32>;
-@group(0) @binding(6) var<storage, read_write> st : array<f32>;
-@group(0) @binding(7) var<storage, read_write> o : array<f32>;
-${MAIN}
-  let c = gid.x;
-  let q = gid.y;
-  let r = gid.z;
-  let t = dims[${DIMS.T}u];
-  if (c >= ${E}u || q * ${L}u >= t) { return; }
-  let b = dims[${DIMS.M}u] / t;
-  let nq = (t + ${L - 1}u) / ${L}u;
+  const bindings = [...DIMS_POS, read('uy'), read('cv'), read('gates'), read('sc'), readWrite('st'), readWrite('o')];
+  return `${opening(s, bindings)}
   let sp = sc[c];
   let hi = b * ${W * E}u + r * ${E}u + c;
   // h at this chunk's start: the state's h carried through the earlier chunks.
@@ -137,9 +102,9 @@ ${MAIN}
   let j1 = min(t, (q + 1u) * ${L}u);
   for (var j = q * ${L}u; j < j1; j = j + 1u) {
     let i = r * t + j;
-    ${stepMath(E)}
-    h = a * h + xn;
-    o[k] = h * uy[i * ${2 * E}u + ${E}u + c];
+    let ax = rgLruStep(i, c, sp);
+    h = ax.x * h + ax.y;
+    o[i * ${E}u + c] = h * uy[i * ${2 * E}u + ${E}u + c];
   }
   if (q + 1u != nq) { return; }
   // The last chunk: h, and the conv ring's history after the chunk (steps t-(W-1) .. t-1).
