@@ -2,9 +2,10 @@
  * The fused decode engine's large-batch path (src/engines/webgpu_decode/batched_matmul.ts): with
  * 16 or more tuning rows the step's weight products run as tiled matmuls. Random models (float32,
  * compact bfloat16 and int4 with zero points; biases, an untied head, a soft cap) decoding 16 and
- * 20 rows: logits per step and the final state against decodeStep on the cpu backend, and against
- * the GEMV path (the threshold off); and a row's logits and state bit for bit the same in engines
- * of 20, 3 and 1 rows made with the same tuning rows (what src/serve relies on).
+ * 20 rows: the prefill's and each step's logits and the final state against decodeStep on the cpu
+ * backend, and (float32, bfloat16) against the GEMV path (the threshold off); split-K and whole
+ * tiles; and a row's logits and state bit for bit the same in engines of 20, 3 and 1 rows made
+ * with the same tuning rows (what src/serve relies on).
  *
  * Tolerances: float32 arithmetic on both sides over the same (unpacked) weight values, sums in
  * other orders and the norm's scale applied after the product: 1e-5 relative, as for the GEMVs.
@@ -13,7 +14,7 @@
 import type {CompactSpec} from '../../ops/compact/format';
 import {RecurrentGemmaConfigArgs} from '../../src/config';
 import {disposeFusedDecoders, FusedDecoder, fusedDecodeConfig, fusedDecoderFor} from '../../src/engines/webgpu_decode';
-import {decodeMatmulTiling} from '../../src/engines/webgpu_decode/batched_matmul';
+import {decodeMatmulPlan} from '../../src/engines/webgpu_decode/batched_matmul';
 import {decodeMatmulConfig} from '../../src/engines/webgpu_decode/tuning';
 import {RecurrentGemmaForCausalLM} from '../../src/model';
 import {tf} from '../../src/tf';
@@ -26,9 +27,9 @@ const TOL = 1e-5;
 
 const CFG: RecurrentGemmaConfigArgs = {
   vocab_size: 160,
-  hidden_size: 64,
-  lru_width: 64,
-  intermediate_size: 192,
+  hidden_size: 128,
+  lru_width: 128,
+  intermediate_size: 512,
   num_attention_heads: 4,
   num_key_value_heads: 1,
   num_hidden_layers: 3,
@@ -126,27 +127,50 @@ describeWebGPU('fused decode: weight products as tiled matmuls past 16 tuning ro
     decodeMatmulConfig.rows = 0;
   });
 
-  test('tiles follow the tuning rows: 16 x 128 and 32 x 128, narrowed for few columns', () => {
+  test('tiles follow the tuning rows (16 x 128, 32 x 128); split-K, then narrower tiles, for few columns', () => {
     const bf16 = {dtype: 'bfloat16', groupSize: 0, zeroPoints: false} as const;
-    const old = process.env.GRIFFIN_DECODE_MM_WG;
-    process.env.GRIFFIN_DECODE_MM_WG = '0';
+    const env = (name: string, v: string | null) => {
+      if (v == null) delete process.env[name];
+      else process.env[name] = v;
+    };
+    const keep = ['GRIFFIN_DECODE_MM_WG', 'GRIFFIN_DECODE_MM', 'GRIFFIN_DECODE_MM_SPLIT'].map(
+      (n) => [n, process.env[n] ?? null] as const,
+    );
+    const plan = (R: number, N: number, K: number, P: 1 | 2 = 1, shared = 32768) => {
+      const p = decodeMatmulPlan(R, N, K, bf16, P, shared);
+      return {...p.tuning, split: p.split};
+    };
     try {
-      expect(decodeMatmulTiling(16, 4096, 2560, bf16, 1, 32768)).toMatchObject({bm: 16, bn: 128, tm: 4, tn: 4});
-      expect(decodeMatmulTiling(20, 4096, 2560, bf16, 1, 32768)).toMatchObject({bm: 32, bn: 128, tm: 8, tn: 4});
+      env('GRIFFIN_DECODE_MM', null);
+      env('GRIFFIN_DECODE_MM_SPLIT', null);
+      env('GRIFFIN_DECODE_MM_WG', '0');
+      expect(plan(16, 4096, 2560)).toMatchObject({bm: 16, bn: 128, tm: 4, tn: 4, split: 1});
+      expect(plan(20, 4096, 2560)).toMatchObject({bm: 32, bn: 128, tm: 8, tn: 4, split: 1});
       // GeGLU at 32 x 128 needs 18 KB: narrowed to fit 16 KB.
-      expect(decodeMatmulTiling(32, 7680, 2560, bf16, 2, 16384)).toMatchObject({bm: 32, bn: 64});
-      expect(decodeMatmulTiling(200, 4096, 2560, bf16, 1, 32768)).toMatchObject({bm: 128, bn: 64, tm: 8, tn: 4});
-      process.env.GRIFFIN_DECODE_MM_WG = '132';
-      // 2560 columns: 20 tiles of 128; 4 x 4 per thread, then halved to 16 columns (160 workgroups).
-      expect(decodeMatmulTiling(32, 2560, 2560, bf16, 1, 32768)).toMatchObject({bm: 32, bn: 16, tm: 4});
-      process.env.GRIFFIN_DECODE_MM = 'bn=64,tm=4';
-      expect(decodeMatmulTiling(32, 2560, 2560, bf16, 1, 32768)).toMatchObject({bm: 32, bn: 64, tm: 4});
-      process.env.GRIFFIN_DECODE_MM = 'bn=zz';
-      expect(() => decodeMatmulTiling(32, 2560, 2560, bf16, 1, 32768)).toThrow(/bad knob "bn=zz"/);
+      expect(plan(32, 7680, 2560, 2, 16384)).toMatchObject({bm: 32, bn: 64, split: 1});
+      expect(plan(200, 4096, 2560)).toMatchObject({bm: 128, bn: 64, tm: 8, tn: 4, split: 1});
+      env('GRIFFIN_DECODE_MM_WG', '132');
+      // 2560 columns: 20 tiles of 128, x 8 slices of 320 (20 K steps).
+      expect(plan(32, 2560, 2560)).toMatchObject({bm: 32, bn: 128, tm: 8, split: 8});
+      // 4 K steps per slice at least: 128 inputs are split in 2 only.
+      expect(plan(32, 2560, 128)).toMatchObject({split: 2});
+      // The vocabulary: enough tiles.
+      expect(plan(32, 256000, 2560)).toMatchObject({bm: 32, bn: 128, split: 1});
+      env('GRIFFIN_DECODE_MM_SPLIT', '1');
+      // No split: 4 x 4 per thread, then halved to 16 columns (160 workgroups).
+      expect(plan(32, 2560, 2560)).toMatchObject({bm: 32, bn: 16, tm: 4, split: 1});
+      env('GRIFFIN_DECODE_MM_SPLIT', null);
+      env('GRIFFIN_DECODE_MM', 'bn=64,tm=4');
+      expect(plan(32, 2560, 2560)).toMatchObject({bm: 32, bn: 64, tm: 4, split: 4});
+      env('GRIFFIN_DECODE_MM', 'bn=zz');
+      expect(() => plan(32, 2560, 2560)).toThrow(/bad knob "bn=zz"/);
+      env('GRIFFIN_DECODE_MM', null);
+      env('GRIFFIN_DECODE_MM_SPLIT', '100');
+      expect(() => plan(32, 2560, 2560)).toThrow(
+        /^GRIFFIN_DECODE_MM_SPLIT must be an integer in \[1, 64\], got "100"$/,
+      );
     } finally {
-      if (old == null) delete process.env.GRIFFIN_DECODE_MM_WG;
-      else process.env.GRIFFIN_DECODE_MM_WG = old;
-      delete process.env.GRIFFIN_DECODE_MM;
+      for (const [n, v] of keep) env(n, v);
     }
   });
 
@@ -154,28 +178,57 @@ describeWebGPU('fused decode: weight products as tiled matmuls past 16 tuning ro
     test.each([16, 20])(
       `%i rows: logits and state equal decodeStep on cpu and the GEMV path (${TOL})`,
       async (b) => {
-        const steps = 5;
+        const steps = 4;
         await tf.setBackend('cpu');
         const cpu = await decodeRun(spec, b, steps);
         await tf.setBackend('webgpu');
         const mm = await decodeRun(spec, b, steps);
+        // The GEMV path too (int4's GEMVs of 16+ rows are slow on SwiftShader: cpu only).
         decodeMatmulConfig.rows = -1;
-        const gemv = await decodeRun(spec, b, steps);
-        expect(mm.used && gemv.used).toBe(true);
-        // Every GEMV replaced (the recurrent block's x | y as two products), and none without the threshold.
+        const gemv = spec?.dtype === 'int4' ? null : await decodeRun(spec, b, steps);
+        expect(mm.used && (gemv?.used ?? true)).toBe(true);
+        // Every GEMV replaced (the recurrent block's x | y as two products), split-K (the model is
+        // narrow: one tile per product), and none without the threshold.
         const names = mm.engine!.dispatchNames;
         expect(names).toContain('L0.xy@mm1');
-        for (const k of ['L0.out@mm', 'L1.qkv@mm2', 'L1.o@mm', 'L2.down@mm', 'head@mm']) expect(names).toContain(k);
-        expect(names.filter((n) => /gateup@mm/.test(n)).length).toBeGreaterThanOrEqual(3);
-        expect(gemv.engine!.dispatchNames.some((n) => n.includes('@mm'))).toBe(false);
+        for (const k of ['L0.out@mm-sum', 'L1.qkv@mm2', 'L1.o@mm', 'L2.down@mm-sum', 'head@mm-sum'])
+          expect(names).toContain(k);
+        // GeGLU: one product (int4 with zero points: gate and up, past the 8 bindings).
+        for (const li of [0, 1, 2])
+          expect(names.some((n) => n.startsWith(`L${li}.gateup@mm`) && n.endsWith('-sum'))).toBe(true);
+        if (gemv != null) expect(gemv.engine!.dispatchNames.some((n) => n.includes('@mm'))).toBe(false);
         expect(worst(mm.logits, cpu.logits)).toBeLessThan(TOL);
         expect(worst(mm.state, cpu.state)).toBeLessThan(TOL);
-        expect(worst(mm.logits, gemv.logits)).toBeLessThan(TOL);
-        expect(worst(mm.state, gemv.state)).toBeLessThan(TOL);
+        if (gemv != null) {
+          expect(worst(mm.logits, gemv.logits)).toBeLessThan(TOL);
+          expect(worst(mm.state, gemv.state)).toBeLessThan(TOL);
+        }
       },
       900_000,
     );
   });
+
+  test.each(DTYPES.filter(([n]) => n !== 'bfloat16'))(
+    `%s, 16 rows without split-K (whole tiles; int4: GeGLU as two products): equal decodeStep on cpu (${TOL})`,
+    async (_n, spec) => {
+      await tf.setBackend('cpu');
+      const cpu = await decodeRun(spec, 16, 3);
+      await tf.setBackend('webgpu');
+      process.env.GRIFFIN_DECODE_MM_SPLIT = '1';
+      try {
+        const mm = await decodeRun(spec, 16, 3);
+        expect(mm.used).toBe(true);
+        const names = mm.engine!.dispatchNames;
+        expect(names.some((n) => n.endsWith('-sum'))).toBe(false);
+        expect(names).toContain(spec == null ? 'L0.gateup@mm' : 'L0.gateup@mm-up');
+        expect(worst(mm.logits, cpu.logits)).toBeLessThan(TOL);
+        expect(worst(mm.state, cpu.state)).toBeLessThan(TOL);
+      } finally {
+        delete process.env.GRIFFIN_DECODE_MM_SPLIT;
+      }
+    },
+    900_000,
+  );
 
   test('a row has the same bits in engines of 20, 3 and 1 rows tuned for 20', async () => {
     await tf.setBackend('webgpu');
@@ -213,7 +266,7 @@ describeWebGPU('fused decode: weight products as tiled matmuls past 16 tuning ro
     const same = (a: Float32Array, b: Float32Array) => a.length === b.length && a.every((x, i) => Object.is(x, b[i]));
     try {
       const all = await run(Array.from({length: R}, (_, r) => r));
-      expect(all.names).toContain('L0.xy@mm1'); // the matmul path
+      expect(all.names).toContain('L0.xy@mm1-sum'); // the matmul path, split-K
       for (const rows of [[5, 6, 7], [19], [0]]) {
         const part = await run(rows);
         rows.forEach((r, j) => {

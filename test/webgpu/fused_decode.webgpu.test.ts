@@ -4,7 +4,8 @@
  * decodeStep on the cpu backend: tiny-a, and random-weight models (batch 1 and 3) with vocabulary
  * pieces, biases, multi-head and multi-query attention, vec4 and scalar GEMV paths, many steps
  * past the attention window, with the state forked (clone), narrowed (select), continued by a
- * prefill (a chat turn) and so handed between the engine and tfjs in between; and generate's
+ * prefill (a chat turn) and so handed between the engine and tfjs in between (20 rows: GEMVs, and
+ * the weight products as tiled matmuls); and generate's
  * greedy output against HF transformers' (golden.json).
  *
  * Tolerances: float32 on both sides, sums in other orders (tree reductions, split softmax) and
@@ -39,6 +40,7 @@ import {
   ropeSource,
   stepLayout,
 } from '../../src/engines/webgpu_decode/shaders';
+import {decodeMatmulConfig} from '../../src/engines/webgpu_decode/tuning';
 import {GenerationState} from '../../src/generation/state';
 import {RecurrentGemmaForCausalLM} from '../../src/model';
 import {tf} from '../../src/tf';
@@ -509,7 +511,12 @@ describeWebGPU('fused WebGPU decode engine', () => {
     expect(worst).toBeLessThan(DECODE_TOL);
   });
 
-  test(`random model, batch 20: GeGLU split in gate and up dispatches, 64-thread GEMVs (${DECODE_TOL})`, async () => {
+  // 20 rows: GEMVs (the matmul path off), and the weight products as tiled matmuls (batched_matmul.ts).
+  test.each([
+    ['GeGLU split in gate and up dispatches, 64-thread GEMVs', -1],
+    ['weight products as tiled matmuls', 16],
+  ])(`random model, batch 20: %s (${DECODE_TOL})`, async (_n, rows) => {
+    decodeMatmulConfig.rows = rows;
     const prompts = Array.from({length: 20}, (_, r) => [2, 5 + r, 9, 11 + 2 * r]);
     const worst = await compareScenario(
       {
@@ -532,7 +539,9 @@ describeWebGPU('fused WebGPU decode engine', () => {
         selectRows: [19, 3, 0],
       },
       13,
-    );
+    ).finally(() => {
+      decodeMatmulConfig.rows = 0;
+    });
     expect(worst).toBeLessThan(DECODE_TOL);
   });
 

@@ -7,17 +7,20 @@
  * soft cap; fused RMSNorm and bias alike. The tile is picked from the tuning rows (never the
  * engine's own rows), so that every engine made with the same tuning rows sums a row in the same
  * order (the serve guarantee: FusedDecoderOptions.tuningRows).
- *   const t = decodeMatmulTiling(32, 2560, 2560, {dtype: 'bfloat16', groupSize: 0, zeroPoints: false}, 1, 32768);
- *   console.log(t.bm, t.bn, t.tm, t.tn);   // 32 rows x 128 columns per workgroup, 8 x 4 per thread
+ *   const p = decodeMatmulPlan(32, 2560, 2560, {dtype: 'bfloat16', groupSize: 0, zeroPoints: false}, 1, 32768);
+ *   console.log(p.tuning.bm, p.tuning.bn, p.split);   // 32 rows x 128 columns per workgroup, K in 8 slices
  *
  * Tiles (bm x bn, thread tm x tn): bm = the tuning rows rounded up to 16, 32 or 64 (larger: the
- * prefill defaults), tm = bm / 4 (4 rows of threads), tn 4, bn 128 (64 past 32 rows). bn is
- * halved while the tiles overflow workgroup memory; while the product has fewer than
- * GRIFFIN_DECODE_MM_WG workgroups (default 132, one per SM of an H200; 0: never), tm is halved
- * (more threads per tile, 256 at most), then bn (to 16 columns and 16 threads at least).
- * Dispatch names end in '@mm' (profiles tell them from the GEMVs').
- * GRIFFIN_DECODE_MM (the syntax of GRIFFIN_PREFILL_MM: 'bm=32,bn=128,bk=16,tm=8,tn=4,...')
- * overrides any knob of that pick for every product.
+ * prefill defaults), tm = bm / 4 (4 rows of threads), tn 4, bn 128 (64 past 32 rows); bn is
+ * halved while the tiles overflow workgroup memory. GRIFFIN_DECODE_MM (the syntax of
+ * GRIFFIN_PREFILL_MM: 'bm=32,bn=128,bk=16,tm=8,tn=4,...') then overrides any knob of that pick
+ * for every product. While a product has fewer than GRIFFIN_DECODE_MM_WG workgroups (default
+ * 132, one per SM of an H200; 0: never): split-K (the matmul's splitk, unless the override sets
+ * it), K in 2, 4, ... slices (at most GRIFFIN_DECODE_MM_SPLIT, default 16; 4 K steps each at
+ * least); past that (no override set) tm halved (more threads per tile, 256 at most), then bn (to
+ * 16 columns and 16 threads at least). Split-K's partial sums go to a scratch buffer per engine;
+ * a second dispatch (matmulReduceSource) adds them in order and finishes.
+ * Dispatch names end in '@mm', '@mm-sum', '@mm-gate' ... (profiles tell them from the GEMVs').
  *
  * Shape letters: B the engine's rows (M), R its tuning rows, IN the input width (K), N a
  * segment's output columns, P 1 or 2 (GeGLU's gate and up).
@@ -30,6 +33,9 @@ import {
   type MatmulTuning,
   matmulBindings,
   matmulGrid,
+  matmulPartFloats,
+  matmulReduceGrid,
+  matmulReduceSource,
   matmulSharedBytes,
   matmulSource,
   matmulTuning,
@@ -86,18 +92,35 @@ function minWorkgroups(): number {
   return n;
 }
 
+/** Most K slices per product (GRIFFIN_DECODE_MM_SPLIT; default 16; 1: no split-K). */
+function maxSplit(): number {
+  const v = envText('GRIFFIN_DECODE_MM_SPLIT');
+  if (v === '') return 16;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1 || n > 64)
+    throw new Error(`GRIFFIN_DECODE_MM_SPLIT must be an integer in [1, 64], got "${v}"`);
+  return n;
+}
+
+/** A product's tiling: the matmul's tuning and its K slices (tuning.splitk; 1: no split). */
+export interface DecodeMatmulPlan {
+  tuning: MatmulTuning;
+  split: number;
+}
+
 /**
- * The tile for products of R tuning rows into N columns (see the header); a full tuning, so that
- * GRIFFIN_PREFILL_MM does not reach the decode products. Throws a one-line error on a bad override.
+ * The tiling for products of R tuning rows into N columns over K (see the header); a full
+ * tuning, so that GRIFFIN_PREFILL_MM does not reach the decode products. Throws a one-line error
+ * on a bad override.
  */
-export function decodeMatmulTiling(
+export function decodeMatmulPlan(
   R: number,
   N: number,
   K: number,
   weight: WeightFormat,
   P: 1 | 2,
   sharedLimit: number,
-): MatmulTuning {
+): DecodeMatmulPlan {
   let t: MatmulTuning;
   if (R > 64) {
     t = {...MATMUL_DEFAULTS};
@@ -106,25 +129,27 @@ export function decodeMatmulTiling(
     t = {...MATMUL_DEFAULTS, bm, tm: bm / 4, tn: 4, bn: bm <= 32 ? 128 : 64, bk: 16};
   }
   const spec: MatmulSpec = {N, K, weight, epilogue: P === 2 ? 'geglu' : 'store'};
-  const want = minWorkgroups();
-  const tiles = (x: MatmulTuning) => Math.ceil(N / x.bn) * Math.ceil(R / x.bm);
-  const threads = (x: MatmulTuning) => (x.bm / x.tm) * (x.bn / x.tn);
-  for (;;) {
-    if (matmulSharedBytes(spec, t) > sharedLimit && t.bn > 16) {
-      t = {...t, bn: t.bn / 2};
-    } else if (tiles(t) >= want) {
-      break;
-    } else if (t.tm > 4 && threads({...t, tm: t.tm / 2}) <= 256) {
-      t = {...t, tm: t.tm / 2}; // more threads on the same tile first
-    } else if (t.bn > 16 && threads({...t, bn: t.bn / 2}) >= 16) {
-      t = {...t, bn: t.bn / 2};
-    } else {
-      break;
-    }
-  }
+  while (matmulSharedBytes(spec, t) > sharedLimit && t.bn > 16) t = {...t, bn: t.bn / 2};
   const env = envText('GRIFFIN_DECODE_MM');
   if (env !== '') t = {...t, ...parseMatmulTuning(env)};
-  return matmulTuning(spec, t);
+  const want = minWorkgroups();
+  const tiles = (x: MatmulTuning) => Math.ceil(N / x.bn) * Math.ceil(R / x.bm);
+  // Split-K (unless set by hand): slices of 4 K steps at least.
+  const nK = Math.ceil(K / t.bk);
+  let split = t.splitk;
+  if (split === 1) {
+    const most = maxSplit();
+    while (tiles(t) * split < want && split * 2 <= most && nK % (split * 2) === 0 && nK / (split * 2) >= 4) split *= 2;
+  }
+  t = {...t, splitk: split};
+  // Still too few (and no tile set by hand): more threads per tile, then narrower tiles.
+  const threads = (x: MatmulTuning) => (x.bm / x.tm) * (x.bn / x.tn);
+  while (env === '' && tiles(t) * split < want) {
+    if (t.tm > 4 && threads({...t, tm: t.tm / 2}) <= 256) t = {...t, tm: t.tm / 2};
+    else if (t.bn > 16 && threads({...t, bn: t.bn / 2}) >= 16) t = {...t, bn: t.bn / 2};
+    else break;
+  }
+  return {tuning: matmulTuning(spec, t), split};
 }
 
 /** Whether an engine tuned for R rows runs its products as matmuls (and its host can make `dims`). */
@@ -147,10 +172,28 @@ function dims(ctx: MatmulCtx): GPUBuffer {
 /** GEMV options minus the plan's tuning (plan.ts gemv()'s spec). */
 export type ProjectionSpec = Omit<GemvSpec, 'R' | 'T' | 'weights' | 'words' | 'bias'>;
 
+/** Scratch buffers per plan host (split-K's partial sums), grown as needed. */
+const scratchOf = new WeakMap<object, Map<string, {buf: GPUBuffer; floats: number}>>();
+
+function scratch(ctx: MatmulCtx, key: string, floats: number): GPUBuffer {
+  let m = scratchOf.get(ctx.host);
+  if (m == null) {
+    m = new Map();
+    scratchOf.set(ctx.host, m);
+  }
+  const have = m.get(key);
+  if (have != null && have.floats >= floats) return have.buf;
+  const buf = ctx.host.own(floats);
+  m.set(key, {buf, floats});
+  return buf;
+}
+
 /**
  * The matmul dispatches replacing one projection's GEMVs (plan.ts gemv(): same arguments), or
  * null where they do not apply (rows below the threshold, a width not a multiple of 4, a compact
- * load that does not fit the tile): the GEMVs then stay.
+ * load that does not fit the tile): the GEMVs then stay. A product with too few tiles for the GPU
+ * runs split-K (the matmul's splitk): its K slices in one dispatch into a scratch buffer, then
+ * one (`-sum`) that adds them in order and applies norm, bias and epilogue.
  */
 export function matmulProjection(
   ctx: MatmulCtx,
@@ -163,92 +206,122 @@ export function matmulProjection(
   if (!usesDecodeMatmul(ctx)) return null;
   const fmt = mats[0].fmt;
   const limits = ctx.host.limits;
+  const shared = limits.maxComputeWorkgroupStorageSize;
+  const R = ctx.tuneB,
+    K = spec.IN;
   const norm = spec.norm ? {eps: spec.eps ?? 1e-6} : undefined;
   const base = spec.outOffset ?? 0;
-  /** One product: its spec, tuning and bindings. */
+  /** One product (GeGLU: the pair or one of its halves) and its tiling. */
   interface Part {
     label: string;
     spec: MatmulSpec;
     mats: MatmulMatrix[];
     bias?: () => GPUBuffer;
+    tuning: MatmulTuning;
   }
   const parts: Part[] = [];
-  const biasOf = (k: number) => (biases == null ? undefined : () => ctx.host.weight(() => biases[k]));
-  const one = (k: number, label: string, epilogue: MatmulEpilogue, N: number, outOffset: number): Part => ({
-    label,
-    spec: {
-      N,
-      K: spec.IN,
-      weight: fmt,
-      norm,
-      bias: biases != null,
-      epilogue,
-      cap: spec.cap,
-      outStride: spec.outStride,
-      outOffset,
-    },
-    mats: [mats[k]],
-    bias: biasOf(k),
+  const mspec = (N: number, epilogue: MatmulEpilogue, outOffset: number): MatmulSpec => ({
+    N,
+    K,
+    weight: fmt,
+    norm,
+    bias: biases != null,
+    epilogue,
+    cap: spec.cap,
+    outStride: spec.outStride,
+    outOffset,
   });
-  if (spec.mode === 'geglu') {
-    const m = spec.segments[0];
-    const whole: MatmulSpec = {
-      N: m,
-      K: spec.IN,
-      weight: fmt,
-      norm,
-      bias: biases != null,
-      epilogue: 'geglu',
-      outStride: spec.outStride,
-      outOffset: base,
-    };
-    if (matmulBindings(whole).length <= limits.maxStorageBuffersPerShaderStage) {
-      parts.push({
-        label: `${name}@mm`,
-        spec: whole,
-        mats,
-        bias: biases == null ? undefined : () => packBiases(ctx, biases),
-      });
+  try {
+    const one = (k: number, label: string, epilogue: MatmulEpilogue, N: number, outOffset: number): Part => ({
+      label,
+      spec: mspec(N, epilogue, outOffset),
+      mats: [mats[k]],
+      bias: biases == null ? undefined : () => ctx.host.weight(() => biases[k]),
+      tuning: decodeMatmulPlan(R, N, K, fmt, 1, shared).tuning,
+    });
+    if (spec.mode === 'geglu') {
+      const m = spec.segments[0];
+      const whole = mspec(m, 'geglu', base);
+      const tuning = decodeMatmulPlan(R, m, K, fmt, 2, shared).tuning;
+      if (matmulBindings(whole, tuning).length <= limits.maxStorageBuffersPerShaderStage) {
+        const bias = biases == null ? undefined : () => packBiases(ctx, biases);
+        parts.push({label: `${name}@mm`, spec: whole, mats, bias, tuning});
+      } else {
+        parts.push(one(0, `${name}@mm-gate`, 'gelu', m, base), one(1, `${name}@mm-up`, 'mul', m, base));
+      }
     } else {
-      parts.push(one(0, `${name}@mm-gate`, 'gelu', m, base), one(1, `${name}@mm-up`, 'mul', m, base));
+      let start = base;
+      spec.segments.forEach((n, k) => {
+        const ep = spec.mode === 'store' && spec.gelu?.[k] ? 'gelu' : (spec.mode as MatmulEpilogue);
+        parts.push(one(k, spec.segments.length > 1 ? `${name}@mm${k}` : `${name}@mm`, ep, n, start));
+        start += n;
+      });
     }
-  } else {
-    const epilogue: MatmulEpilogue = spec.mode;
-    let start = base;
-    spec.segments.forEach((n, k) => {
-      const ep = epilogue === 'store' && spec.gelu?.[k] ? 'gelu' : epilogue;
-      parts.push(one(k, spec.segments.length > 1 ? `${name}@mm${k}` : `${name}@mm`, ep, n, start));
-      start += n;
-    });
+  } catch (e) {
+    if (e instanceof Error && /GRIFFIN_DECODE_MM|tuning/.test(e.message)) throw e; // a bad override: say so
+    return null;
   }
-  // Every part must build (else the GEMVs stay, whole): checked before anything is allocated.
-  const built: {part: Part; code: string; grid: [number, number, number]}[] = [];
-  for (const part of parts) {
-    try {
-      const P = part.spec.epilogue === 'geglu' ? 2 : 1;
-      const t = decodeMatmulTiling(ctx.tuneB, part.spec.N, part.spec.K, fmt, P, limits.maxComputeWorkgroupStorageSize);
-      if (matmulSharedBytes(part.spec, t) > limits.maxComputeWorkgroupStorageSize) return null;
-      const grid = matmulGrid(part.spec, ctx.B, t);
-      if (grid[0] > limits.maxComputeWorkgroupsPerDimension) return null;
-      built.push({part, code: matmulSource(part.spec, t), grid});
-    } catch (e) {
-      if (e instanceof Error && /GRIFFIN_DECODE_MM|tuning/.test(e.message)) throw e; // a bad override: say so
-      return null;
+
+  // Every dispatch must build (else the GEMVs stay, whole): checked before anything is allocated.
+  type Built = {
+    label: string;
+    code: string;
+    grid: [number, number, number];
+    bind: () => Record<string, GPUBuffer>;
+    bytes: number;
+  };
+  const built: Built[] = [];
+  try {
+    for (const part of parts) {
+      const {spec: ms, tuning} = part;
+      const P = part.mats.length;
+      const grid = matmulGrid(ms, ctx.B, tuning);
+      if (grid[0] > limits.maxComputeWorkgroupsPerDimension || matmulSharedBytes(ms, tuning) > shared) return null;
+      const names = matmulBindings(ms, tuning);
+      if (names.length > limits.maxStorageBuffersPerShaderStage) return null;
+      const split = tuning.splitk > 1;
+      const floats = split ? matmulPartFloats(ms, ctx.B, tuning) : 0;
+      built.push({
+        label: part.label,
+        code: matmulSource(ms, tuning),
+        grid,
+        bind: () => {
+          const b: Record<string, GPUBuffer> = {dims: dims(ctx), x: io.x};
+          if (norm != null) b.g = io.g!;
+          part.mats.forEach((m, k) => {
+            b[`w${k}`] = m.w;
+            if (m.s != null) b[`s${k}`] = m.s;
+            if (m.z != null) b[`z${k}`] = m.z;
+          });
+          if (split) {
+            b.part = scratch(ctx, 'part', floats);
+          } else {
+            b.out = io.out;
+            if (part.bias != null) b.bias = part.bias();
+          }
+          return b;
+        },
+        bytes: matrixBytes(fmt, ms.N, K) * P,
+      });
+      if (split) {
+        built.push({
+          label: `${part.label}-sum`,
+          code: matmulReduceSource(ms, tuning),
+          grid: matmulReduceGrid(ms, ctx.B, limits.maxComputeWorkgroupsPerDimension),
+          bind: () => {
+            const b: Record<string, GPUBuffer> = {dims: dims(ctx), part: scratch(ctx, 'part', floats), out: io.out};
+            if (part.bias != null) b.bias = part.bias();
+            return b;
+          },
+          bytes: 0,
+        });
+      }
     }
+  } catch (e) {
+    if (e instanceof Error && /GRIFFIN_DECODE_MM|tuning/.test(e.message)) throw e;
+    return null;
   }
-  return built.map(({part, code, grid}) => {
-    const b: Record<string, GPUBuffer> = {dims: dims(ctx), x: io.x, out: io.out};
-    if (io.g != null && part.spec.norm) b.g = io.g;
-    part.mats.forEach((m, k) => {
-      b[`w${k}`] = m.w;
-      if (m.s != null) b[`s${k}`] = m.s;
-      if (m.z != null) b[`z${k}`] = m.z;
-    });
-    if (part.bias != null) b.bias = part.bias();
-    const P = part.spec.epilogue === 'geglu' ? 2 : 1;
-    const bytes = matrixBytes(fmt, part.spec.N, part.spec.K) * P;
-    return {name: part.label, code, bindings: b, grid, bytes};
-  });
+  return built.map((d) => ({name: d.label, code: d.code, bindings: d.bind(), grid: d.grid, bytes: d.bytes}));
 }
 
 /** GeGLU's biases, gate's then up's, in one new buffer. */

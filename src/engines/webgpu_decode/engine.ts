@@ -390,7 +390,7 @@ export class FusedDecoder {
   /** The final norm + head dispatches: x [b, d] -> logits (read by newLogits). */
   get headDispatches(): readonly Dispatch[] {
     this.greedyReady = false; // whoever encodes them overwrites the logits
-    // 'head', its pieces 'head.1', its matmuls 'head@mm', 'head@norm', 'head@mm-sum' (batched_matmul.ts).
+    // 'head', its pieces 'head.1', its matmuls 'head@mm', 'head@mm-sum' (batched_matmul.ts).
     return this.dispatches.filter((d) => /^head($|[.@])/.test(d.name));
   }
 
