@@ -165,15 +165,15 @@ export function rgLruPlan(
 /**
  * Tuning rows from which the step's weight products run as tiled matmuls instead of GEMVs
  * (batched_matmul.ts): decodeMatmulConfig.rows if set (non-zero; -1: never), else
- * GRIFFIN_DECODE_MATMUL_ROWS (0: never), else 32 (at 16 rows the GEMVs are the faster, at 32 the matmuls:
- * bench/results/NOTES.md, 2026-12-03 third session).
+ * GRIFFIN_DECODE_MATMUL_ROWS (0: never), else 16 (with split-K the matmuls win from 16 rows, the GEMVs
+ * at 8: bench/results/NOTES.md, 2026-12-03 fourth session).
  */
 export const decodeMatmulConfig = {rows: 0};
 
 export function decodeMatmulRows(): number {
   if (decodeMatmulConfig.rows !== 0) return Math.max(0, decodeMatmulConfig.rows);
   const v = typeof process !== 'undefined' ? process.env?.GRIFFIN_DECODE_MATMUL_ROWS : undefined;
-  if (v == null || v === '') return 32;
+  if (v == null || v === '') return 16;
   const n = Number(v);
   if (!Number.isInteger(n) || n < 0 || n > 1024) {
     throw new Error(`GRIFFIN_DECODE_MATMUL_ROWS must be an integer in [0, 1024], got "${v}"`);
