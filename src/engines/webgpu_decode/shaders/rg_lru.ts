@@ -87,26 +87,21 @@ export function rgLruSource(s: RgLruSpec): string {
     N = RB * BW;
   const ring = (b: string, slot: string) => `(${b} * ${W}u + ${slot}) * ${E}u + ch`;
 
-  // The conv of element i = r * BW + c of the row block (row r0 + r, clamped so that every load
-  // is in bounds; what a row past B gets is never stored). U elements per trip, loads first.
-  const convAt = (k: number) => {
-    const i = `i${k}`;
+  // The conv of channel c for the block's rows: its taps loaded once, then each row (clamped to a
+  // row below B so that every load is in bounds; what a row past B gets is never used).
+  const convRow = (r: number) => {
     const lines = [
-      `let ${i} = i0 + ${k * NT}u;`,
-      `{ let b = min(r0 + ${i} / ${BW}u, ${B - 1}u); let ch = h * ${BW}u + ${i} % ${BW}u;`,
+      `{ let b = min(r0 + ${r}u, ${B - 1}u);`,
       `  let reset = step[${s.step.pos}u + b] == 0u;`,
-      `  var y = pk[${CB}u + ch];`,
+      `  var y = cb;`,
     ];
     for (let t = 0; t < WM1; t++) {
-      lines.push(
-        `  y = select(y + pk[ch * ${W}u + ${t}u] * st[${ring('b', `((cs + ${1 + t}u) % ${W}u)`)}], y, reset);`,
-      );
+      lines.push(`  y = select(y + w${t} * st[${ring('b', `((cs + ${1 + t}u) % ${W}u)`)}], y, reset);`);
     }
-    lines.push(`  y = y + pk[ch * ${W}u + ${WM1}u] * uy[b * ${2 * E}u + ch];`, `  y${k} = y; }`);
-    return lines.join('\n    ');
+    lines.push(`  y = y + w${WM1} * uy[b * ${2 * E}u + ch];`, `  cv[${r * BW}u + c] = y; }`);
+    return lines.join('\n      ');
   };
-  const convStore = (k: number) => `if (i${k} < ${N}u) { cv[i${k}] = y${k}; }`;
-  const convVars = Array.from({length: U}, (_, k) => `var y${k} = 0.0;`).join(' ');
+  const taps = Array.from({length: W}, (_, t) => `let w${t} = pk[ch * ${W}u + ${t}u];`).join(' ');
 
   const acc = (u: number) =>
     Array.from(
@@ -118,17 +113,17 @@ export function rgLruSource(s: RgLruSpec): string {
     {length: U},
     (_, u) => `let wx${u} = wx[wi + ${u * JS * BW}u]; let wa${u} = wa[wi + ${u * JS * BW}u];`,
   ).join('\n      ');
-  const part: string[] = [],
-    sum: string[] = [],
-    fin: string[] = [];
-  for (let r = 0; r < RB; r++) {
-    // Partial sums: red[((js * CC + cl) * RB + r) * 2 + {0: x, 1: a}].
-    const pi = `((js * ${CC}u + cl) * ${RB}u + ${r}u) * 2u`,
-      qi = `((q * ${CC}u + cl) * ${RB}u + ${r}u) * 2u`;
-    part.push(`red[${pi}] = gx${r}; red[${pi} + 1u] = ga${r};`);
-    sum.push(`gx${r} = gx${r} + red[${qi}]; ga${r} = ga${r} + red[${qi} + 1u];`);
-    fin.push(`if (r0 + ${r}u < ${B}u) { update(r0 + ${r}u, ${r}u, ch, c, gx${r}, ga${r}, cs); }`);
-  }
+  // Slices' partial sums: red[(js * RB + r) * CC + cl] for x, the same + RED for a.
+  const RED = JS * RB * CC;
+  const part = Array.from(
+    {length: RB},
+    (_, r) =>
+      `red[(js * ${RB}u + ${r}u) * ${CC}u + cl] = gx${r}; red[${RED}u + (js * ${RB}u + ${r}u) * ${CC}u + cl] = ga${r};`,
+  );
+  const fin = Array.from(
+    {length: RB},
+    (_, r) => `if (r0 + ${r}u < ${B}u) { update(r0 + ${r}u, ${r}u, ch, c, gx${r}, ga${r}, cs); }`,
+  );
   return `
 ${COMMON_WGSL}
 @group(0) @binding(0) var<storage, read> uy : array<f32>;
@@ -139,7 +134,7 @@ ${COMMON_WGSL}
 @group(0) @binding(5) var<storage, read_write> o : array<f32>;
 @group(0) @binding(6) var<storage, read> step : array<u32>;
 var<workgroup> cv : array<f32, ${N}>;
-${JS > 1 ? `var<workgroup> red : array<f32, ${JS * CC * 2 * RB}>;` : ''}
+${JS > 1 ? `var<workgroup> red : array<f32, ${2 * RED}>;` : ''}
 
 fn softplusT(x : f32) -> f32 {
   // tfjs's: exp(x) below log(eps) + 2, x above -(log(eps) + 2), log(1 + exp(x)) between.
@@ -175,10 +170,11 @@ fn main(@builtin(workgroup_id) wid : vec3<u32>, @builtin(local_invocation_index)
   let h = wid.x;
   let r0 = wid.z * ${RB}u;
   let cs = step[${s.step.slot + 1}u];
-  ${convVars}
-  for (var i0 = t; i0 < ${N}u; i0 = i0 + ${U * NT}u) {
-    ${Array.from({length: U}, (_, k) => convAt(k)).join('\n    ')}
-    ${Array.from({length: U}, (_, k) => convStore(k)).join('\n    ')}
+  for (var c = t; c < ${BW}u; c = c + ${NT}u) {
+    let ch = h * ${BW}u + c;
+    ${taps}
+    let cb = pk[${CB}u + ch];
+    ${Array.from({length: RB}, (_, r) => convRow(r)).join('\n    ')}
   }
   workgroupBarrier();
   let cl = t % ${CC}u;
@@ -209,13 +205,23 @@ fn main(@builtin(workgroup_id) wid : vec3<u32>, @builtin(local_invocation_index)
       ? `
   ${part.join('\n  ')}
   workgroupBarrier();
-  if (js != 0u) { return; }
-  for (var q = 1u; q < ${JS}u; q = q + 1u) {
-    ${sum.join('\n    ')}
+  // The block's (row, channel) pairs shared out: each sums its slices 0, 1, ..., JS - 1 in order.
+  for (var p = t; p < ${RB * CC}u; p = p + ${NT}u) {
+    let r = p / ${CC}u;
+    let cp = wid.y * ${CC}u + p % ${CC}u;
+    if (cp < ${BW}u && r0 + r < ${B}u) {
+      var gx = red[r * ${CC}u + p % ${CC}u];
+      var ga = red[${RED}u + r * ${CC}u + p % ${CC}u];
+      for (var q = 1u; q < ${JS}u; q = q + 1u) {
+        gx = gx + red[(q * ${RB}u + r) * ${CC}u + p % ${CC}u];
+        ga = ga + red[${RED}u + (q * ${RB}u + r) * ${CC}u + p % ${CC}u];
+      }
+      update(r0 + r, r, h * ${BW}u + cp, cp, gx, ga, cs);
+    }
   }`
-      : ''
-  }
+      : `
   if (c >= ${BW}u) { return; }
-  ${fin.join('\n  ')}
+  ${fin.join('\n  ')}`
+  }
 }`;
 }
