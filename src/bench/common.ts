@@ -226,6 +226,26 @@ export function relativeError(a: ArrayLike<number>, b: ArrayLike<number>): numbe
   return Math.sqrt(num / Math.max(den, 1e-30));
 }
 
+/**
+ * The fused engine's logits against tfjs's (relativeError, 3 significant digits) on 64 random
+ * tokens per row: `pass(ids, fused)` runs one pass with the engine on or off and returns what
+ * holds its logits (a state, a forward's output), disposed once they are read.
+ */
+export async function fusedVsTfjs(
+  batch: number,
+  vocab: number,
+  pass: (ids: number[][], fused: boolean) => {logits: tf.Tensor; dispose(): void},
+): Promise<number> {
+  const ids = randomIds(batch, 64, vocab, 5);
+  const logits = async (fused: boolean) => {
+    const out = pass(ids, fused);
+    const data = Float32Array.from((await out.logits.data()) as Float32Array);
+    out.dispose();
+    return data;
+  };
+  return +relativeError(await logits(true), await logits(false)).toExponential(2);
+}
+
 /** RgLruScan's inputs for a bandwidth run, made on the backend (no host copy under webgpu). */
 export function scanInputs(b: number, t: number, e: number) {
   return {
