@@ -12,7 +12,7 @@
 
 import * as path from 'path';
 import {vocabSplit} from '../../layers/vocab_split';
-import {type CompactSpec, dequantize, perWord, quantize} from '../../ops/compact/format';
+import {type CompactSpec, perWord} from '../../ops/compact/format';
 import {fusedDecodeConfig, fusedDecoderFor} from '../../src/engines/webgpu_decode';
 import {
   embedSource,
@@ -28,7 +28,7 @@ import {tf} from '../../src/tf';
 import {initNodeWebGPU} from '../../src/webgpu_node';
 import {relError} from '../helpers';
 import {describeWebGPU} from '../webgpu_env'; // first: sets the SwiftShader env before Dawn loads
-import {gemvReference, runKernel, uniform} from './kernel_helpers';
+import {gemvInputs, gemvReference, packedMatrix, runKernel, uniform} from './kernel_helpers';
 
 const KERNEL_TOL = 1e-5;
 const DECODE_TOL = 1e-5;
@@ -40,17 +40,6 @@ const SPECS: [string, CompactSpec][] = [
   ['int4 g32', {dtype: 'int4', groupSize: 32}],
   ['int4 g64 zero points', {dtype: 'int4', groupSize: 64, zeroPoints: true}],
 ];
-
-/** A packed matrix's buffers as the kernels bind them: words, then scales and zero points. */
-function packed(w: Float32Array, rows: number, cols: number, spec: CompactSpec) {
-  const p = quantize(w, rows, cols, spec);
-  return {
-    words: new Uint32Array(p.data.buffer, p.data.byteOffset, p.data.length),
-    scales: p.scales,
-    zeros: p.zeros,
-    values: dequantize(p),
-  };
-}
 
 describeWebGPU('fused WebGPU decode engine on compact weights', () => {
   beforeAll(async () => {
@@ -102,15 +91,10 @@ describeWebGPU('fused WebGPU decode engine on compact weights', () => {
         };
         const x = uniform(1, B * IN, -2, 2),
           g = uniform(2, IN, -0.5, 0.5);
-        const mats = segments.map((n, i) => packed(uniform(10 + i, n * IN), n, IN, cspec));
+        const mats = segments.map((n, i) => packedMatrix(uniform(10 + i, n * IN), n, IN, cspec));
         const bias = uniform(3, mode === 'geglu' ? 2 * rows : rows);
         const out0 = uniform(4, B * outStride);
-        const inputs: Record<string, Float32Array | Uint32Array> = {x, g, bias, out: out0};
-        mats.forEach((m, i) => {
-          inputs[`w${i}`] = m.words;
-          if (m.scales) inputs[`s${i}`] = m.scales;
-          if (m.zeros) inputs[`z${i}`] = m.zeros;
-        });
+        const inputs = gemvInputs({x, g, bias, out: out0}, mats);
         const names = gemvBindings(spec);
         expect(names.every((k) => inputs[k] != null)).toBe(true);
         if (names.length > MAX_BINDINGS) return; // e.g. int4 zero points over two segments: split by the plan
@@ -133,7 +117,7 @@ describeWebGPU('fused WebGPU decode engine on compact weights', () => {
       start = 10,
       rows = 5;
     const step = stepLayout(B, 1);
-    const m = packed(uniform(50, rows * D), rows, D, cspec);
+    const m = packedMatrix(uniform(50, rows * D), rows, D, cspec);
     const stepData = new Uint32Array(step.words);
     [12, 3, 14].forEach((id, b) => {
       stepData[step.ids + b] = id;
