@@ -15,8 +15,16 @@ import {RecurrentGemmaForCausalLM} from '../../src/model';
 import {tf} from '../../src/tf';
 import {GemmaTokenizer} from '../../src/tokenizer';
 import {maxAbsDiff, relError} from '../helpers';
-import {underCI} from '../webgpu_env';
-import {buildBundle, describeBrowser, launchChromium, serveRepo, tinyHfCheckpoint} from './chromium';
+import {
+  buildBundle,
+  describeBrowser,
+  launchChromium,
+  offeredBackends,
+  openExample,
+  serveRepo,
+  shardBytes,
+  tinyHfCheckpoint,
+} from './chromium';
 
 const FIX = path.join(__dirname, '../fixtures');
 const PROMPT = 'The quick brown fox jumps';
@@ -64,11 +72,12 @@ describeBrowser('compact exports in the browser page', () => {
       const model = await RecurrentGemmaForCausalLM.fromPretrained(dir, {dtype: 'auto'});
       expect(model.weightDtype).toBe(opts.dtype);
       const out = model.forward({inputIds: [ids]});
-      const shards = fs
-        .readdirSync(dir)
-        .filter((f) => f.endsWith('.bin'))
-        .reduce((s, f) => s + fs.statSync(path.join(dir, f)).size, 0);
-      ref[name] = {ids, logits: out.logits.dataSync() as Float32Array, bytes: model.weightBytes(), shards};
+      ref[name] = {
+        ids,
+        logits: out.logits.dataSync() as Float32Array,
+        bytes: model.weightBytes(),
+        shards: shardBytes(dir),
+      };
       out.logits.dispose();
       model.dispose();
     }
@@ -87,41 +96,13 @@ describeBrowser('compact exports in the browser page', () => {
     expect(pageErrors.splice(0)).toEqual([]);
   });
 
-  /** Whether the headless browser offers a WebGPU adapter (skipped without one, except under CI). */
-  async function hasWebGPU(): Promise<boolean> {
-    const page = await browser.newPage();
-    await page.goto(`${server.url}/examples/browser/index.html?autoload=0&bundle=/bundle/griffin.esm.js`);
-    const ok = await page.evaluate(async () => {
-      const gpu = (navigator as any).gpu;
-      return gpu != null && (await gpu.requestAdapter()) != null;
-    });
-    await page.close();
-    if (!ok) {
-      const why = 'the headless browser offers no WebGPU adapter (SwiftShader needs libvulkan1)';
-      if (underCI()) throw new Error(why);
-      console.warn(`${why}: webgpu not tested`);
-    }
-    return ok;
-  }
-
   test("int4 and int8 exports on wasm and webgpu: held compact, their bytes shown, logits equal Node's", async () => {
-    const backends = ['wasm', ...((await hasWebGPU()) ? ['webgpu'] : [])];
+    const backends = (await offeredBackends(browser, server.url)).filter((b) => b === 'wasm' || b === 'webgpu');
     const lines: string[] = [];
     for (const backend of backends) {
       for (const name of Object.keys(EXPORTS)) {
-        const page = await browser.newPage();
-        page.on('pageerror', (e) => pageErrors.push(`${backend} ${name}: ${e.message}`));
+        const page = await openExample(browser, server.url, backend, name, pageErrors, `${backend} ${name}`);
         try {
-          await page.goto(
-            `${server.url}/examples/browser/?backend=${backend}&model=/models/${name}/&bundle=/bundle/griffin.esm.js`,
-          );
-          await page.waitForFunction(
-            () => ['ready', 'error'].includes(document.getElementById('status')!.dataset.state ?? ''),
-            null,
-            {timeout: 90_000},
-          );
-          const status = await page.textContent('#status');
-          expect([await page.getAttribute('#status', 'data-state'), status]).toEqual(['ready', expect.any(String)]);
           const got = await page.evaluate(async (text) => {
             const app = (window as any).griffinApp;
             const r = await app.logits(text);
