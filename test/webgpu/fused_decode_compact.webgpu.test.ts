@@ -29,6 +29,7 @@ import {initNodeWebGPU} from '../../src/webgpu_node';
 import {relError} from '../helpers';
 import {describeWebGPU} from '../webgpu_env'; // first: sets the SwiftShader env before Dawn loads
 import {gemvInputs, gemvReference, packedMatrix, runKernel, uniform} from './kernel_helpers';
+import {randomModel, SMALL_CFG} from './random_model';
 
 const KERNEL_TOL = 1e-5;
 const DECODE_TOL = 1e-5;
@@ -194,35 +195,9 @@ describeWebGPU('fused WebGPU decode engine on compact weights', () => {
   );
 
   test(`random int4 model with zero points, batch 3: vocabulary pieces, untied head, biases (${DECODE_TOL})`, async () => {
-    const cfg = {
-      vocab_size: 200,
-      hidden_size: 64,
-      lru_width: 64,
-      intermediate_size: 128,
-      num_attention_heads: 4,
-      num_key_value_heads: 1,
-      num_hidden_layers: 3,
-      attention_window_size: 8,
-      block_types: ['recurrent', 'attention'] as ('recurrent' | 'attention')[],
-      attention_bias: true,
-      tie_word_embeddings: false,
-      logits_soft_cap: 10,
-    };
-    const spec: CompactSpec = {dtype: 'int4', groupSize: 32, zeroPoints: true};
-    // Random float weights, then the same values packed into both models.
-    const make = async () => {
-      const model = new RecurrentGemmaForCausalLM(cfg, {compact: spec});
-      let k = 0;
-      for (const [, v] of model.namedParameters()) {
-        const shape = v.shape as number[];
-        const n = shape.reduce((a, b) => a * b, 1);
-        const lim = shape.length === 1 ? 0.5 : Math.sqrt(3 / shape[shape.length - 1]);
-        const t = tf.tensor(uniform(900 + k++, n, -lim, lim), shape);
-        v.write(t);
-        t.dispose();
-      }
-      return model;
-    };
+    const cfg = {...SMALL_CFG, vocab_size: 200, hidden_size: 64, lru_width: 64, intermediate_size: 128};
+    // The same packed values in both models.
+    const make = async () => randomModel(cfg, 9, {dtype: 'int4', groupSize: 32, zeroPoints: true});
     vocabSplit.maxPieceBytes = 70 * 64 * 4; // rows in pieces, sized by packed bytes
     try {
       const prompts = [
