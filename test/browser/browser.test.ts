@@ -22,25 +22,15 @@
 
 import * as fs from 'fs';
 import {existsSync} from 'fs';
-import * as os from 'os';
 import * as path from 'path';
-import type {Browser, Page} from 'playwright-core';
+import type {Page} from 'playwright-core';
 import {listCheckpoint} from '../../converters/safetensors';
 import {main as griffin} from '../../src/cli';
 import {RecurrentGemmaForCausalLM} from '../../src/model';
 import {tf} from '../../src/tf';
 import {encodeChat, GemmaTokenizer} from '../../src/tokenizer';
 import {maxAbsDiff, relError} from '../helpers';
-import {
-  buildBundle,
-  describeBrowser,
-  launchChromium,
-  offeredBackends,
-  openExample,
-  serveRepo,
-  shardBytes,
-  tinyHfCheckpoint,
-} from './chromium';
+import {browserSuite, describeBrowser, offeredBackends, openExample, shardBytes} from './chromium';
 
 const ROOT = path.join(__dirname, '../..');
 const FIX = path.join(__dirname, '../fixtures');
@@ -76,23 +66,13 @@ interface PageLogits {
 }
 
 describeBrowser('the browser bundle and example in headless Chromium', () => {
-  let tmp: string;
-  let server: {url: string; close(): Promise<void>};
-  let browser: Browser;
   let tok: GemmaTokenizer;
   let ref: {ids: number[]; logits: Float32Array};
   let shards: number;
-  const pageErrors: string[] = [];
 
-  beforeAll(async () => {
-    tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'griffin-browser-'));
+  const suite = browserSuite('griffin-browser-', async (tmp, hf) => {
     fs.mkdirSync(OUTPUT, {recursive: true});
-    // A fresh bundle of the current sources, apart from dist/ (which others may be rebuilding).
-    buildBundle(path.join(tmp, 'bundle'));
-
-    // An HF checkpoint with its tokenizer, converted by the CLI to the three tfjs dtypes.
-    const hf = path.join(tmp, 'hf');
-    tinyHfCheckpoint(hf);
+    // tiny-a's HF checkpoint with its tokenizer, converted by the CLI to the three tfjs dtypes.
     for (const dtype of ['float32', 'float16', 'uint8']) {
       const code = await griffin(['convert', '--from', hf, '--out', path.join(tmp, 'models', dtype), '--dtype', dtype]);
       if (code !== 0) throw new Error(`griffin convert --dtype ${dtype} exited with ${code}`);
@@ -108,25 +88,11 @@ describeBrowser('the browser bundle and example in headless Chromium', () => {
     ref = {ids, logits: out.logits.dataSync() as Float32Array};
     out.logits.dispose();
     model.dispose();
-
-    server = await serveRepo(tmp, ['models', 'bundle']);
-    browser = await launchChromium({webgpu: true});
-  }, 300_000);
-
-  afterAll(async () => {
-    await browser?.close();
-    await server?.close();
-    if (tmp) fs.rmSync(tmp, {recursive: true, force: true});
-  });
-
-  afterEach(() => {
-    const errors = pageErrors.splice(0);
-    expect(errors).toEqual([]);
   });
 
   /** The example page on one backend with the converted float32 model, loaded and ready. */
   const openPage = (backend: string, model = 'float32'): Promise<Page> =>
-    openExample(browser, server.url, backend, model, pageErrors);
+    openExample(suite.browser, suite.url, backend, model, suite.pageErrors);
 
   /**
    * The page's logits for `text` twice: one forward pass over all of it, and the incremental path
@@ -162,12 +128,12 @@ describeBrowser('the browser bundle and example in headless Chromium', () => {
   test('griffin convert carries tokenizer.model along with every dtype', () => {
     const want = fs.readFileSync(path.join(FIX, 'tokenizer/tiny.model'));
     for (const dtype of ['float32', 'float16', 'uint8']) {
-      expect(fs.readFileSync(path.join(tmp, 'models', dtype, 'tokenizer.model')).equals(want)).toBe(true);
+      expect(fs.readFileSync(path.join(suite.tmp, 'models', dtype, 'tokenizer.model')).equals(want)).toBe(true);
     }
   });
 
   test("the page's token ids and logits equal Node's on every backend the browser offers", async () => {
-    const backends = await offeredBackends(browser, server.url);
+    const backends = await offeredBackends(suite.browser, suite.url);
     expect(backends).toEqual(expect.arrayContaining(['cpu', 'wasm']));
     const lines: string[] = [];
     for (const backend of backends) {
@@ -194,7 +160,7 @@ describeBrowser('the browser bundle and example in headless Chromium', () => {
           expect(iso.app.wasmBuild).toBe('threaded-simd');
           expect(iso.app.wasmThreads).toBeGreaterThanOrEqual(1);
           expect(iso.shown).toMatch(/; threaded-simd build, \d+ threads?\)$/);
-          expect(iso.wasmFiles).toEqual([`${server.url}/bundle/tfjs-backend-wasm-threaded-simd.wasm`]);
+          expect(iso.wasmFiles).toEqual([`${suite.url}/bundle/tfjs-backend-wasm-threaded-simd.wasm`]);
         }
         lines.push(`${backend}: ${iso.shown}`);
         const rel = relError(got.logits, ref.logits),
@@ -231,11 +197,11 @@ describeBrowser('the browser bundle and example in headless Chromium', () => {
       const want = out.logits.dataSync() as Float32Array;
       out.logits.dispose();
       model.dispose();
-      const page = await browser.newPage();
-      page.on('pageerror', (e) => pageErrors.push(`shipped: ${e.message}`));
+      const page = await suite.browser.newPage();
+      page.on('pageerror', (e) => suite.pageErrors.push(`shipped: ${e.message}`));
       try {
         await page.goto(
-          `${server.url}/examples/browser/?backend=wasm&model=../../assets/griffin-small/&bundle=/bundle/griffin.esm.js`,
+          `${suite.url}/examples/browser/?backend=wasm&model=../../assets/griffin-small/&bundle=/bundle/griffin.esm.js`,
         );
         await page.waitForFunction(
           () => ['ready', 'error'].includes(document.getElementById('status')!.dataset.state ?? ''),

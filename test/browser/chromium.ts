@@ -3,12 +3,15 @@
  * /usr/bin/chromium), a describe that is skipped without it (and fails under CI), a fresh
  * bundle of the current sources, tiny-a as an HF checkpoint, the repository served with folders of a
  * temporary directory mounted, chromium launched with WebGPU on SwiftShader where that is installed,
- * the backends a page is offered, the example page opened and ready, and an export's shard bytes.
+ * the backends a page is offered, the example page opened and ready, an export's shard bytes, and the
+ * hooks of a suite that serves its own exports (browserSuite).
  *   describeBrowser('the bundle', () => { beforeAll(async () => { buildBundle(dir); browser = await launchChromium(); }); });
+ *   const suite = browserSuite('griffin-x-', async (tmp, hf) => { ... });   // exports of hf into tmp/models
  *   const page = await openExample(browser, server.url, 'wasm', 'int4', pageErrors);
  */
 import {spawnSync} from 'child_process';
 import * as fs from 'fs';
+import * as os from 'os';
 import * as path from 'path';
 import type {Browser, Page} from 'playwright-core';
 import {SWIFTSHADER_ICD, underCI} from '../webgpu_env';
@@ -143,4 +146,45 @@ export async function openExample(
   const status = await page.textContent('#status');
   if ((await page.getAttribute('#status', 'data-state')) !== 'ready') throw new Error(`page on ${label}: ${status}`);
   return page;
+}
+
+/** What a browserSuite's tests use, set once its beforeAll has run. */
+export interface BrowserSuite {
+  /** The suite's temporary folder: bundle/, hf/ (tiny-a's HF checkpoint) and what prepare writes (models/). */
+  tmp: string;
+  /** The server of the repository with tmp's bundle/ and models/ mounted. */
+  url: string;
+  browser: Browser;
+  /** Page errors (a test's pages push them); each test ends with none. */
+  pageErrors: string[];
+}
+
+/**
+ * Registers a browser suite's hooks (call it inside describeBrowser): before all, a temporary folder
+ * with a fresh bundle and tiny-a's HF checkpoint, then `prepare(tmp, hf)` (the exports into
+ * tmp/models, the Node references), the folder served and chromium launched with WebGPU; after each
+ * test, no page errors; after all, all closed and the folder removed.
+ */
+export function browserSuite(prefix: string, prepare: (tmp: string, hf: string) => Promise<void>): BrowserSuite {
+  const suite = {pageErrors: [] as string[]} as BrowserSuite;
+  let server: {url: string; close(): Promise<void>} | undefined;
+  beforeAll(async () => {
+    suite.tmp = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+    buildBundle(path.join(suite.tmp, 'bundle'));
+    const hf = path.join(suite.tmp, 'hf');
+    tinyHfCheckpoint(hf);
+    await prepare(suite.tmp, hf);
+    server = await serveRepo(suite.tmp, ['models', 'bundle']);
+    suite.url = server.url;
+    suite.browser = await launchChromium({webgpu: true});
+  }, 300_000);
+  afterAll(async () => {
+    await suite.browser?.close();
+    await server?.close();
+    if (suite.tmp) fs.rmSync(suite.tmp, {recursive: true, force: true});
+  });
+  afterEach(() => {
+    expect(suite.pageErrors.splice(0)).toEqual([]);
+  });
+  return suite;
 }

@@ -6,25 +6,13 @@
  * loaded on Node's cpu backend) within the tolerance stated below.
  */
 
-import * as fs from 'fs';
-import * as os from 'os';
 import * as path from 'path';
-import type {Browser} from 'playwright-core';
 import {exportTfjs, openTensorSource} from '../../converters/tfjs_export';
 import {RecurrentGemmaForCausalLM} from '../../src/model';
 import {tf} from '../../src/tf';
 import {GemmaTokenizer} from '../../src/tokenizer';
 import {maxAbsDiff, relError} from '../helpers';
-import {
-  buildBundle,
-  describeBrowser,
-  launchChromium,
-  offeredBackends,
-  openExample,
-  serveRepo,
-  shardBytes,
-  tinyHfCheckpoint,
-} from './chromium';
+import {browserSuite, describeBrowser, offeredBackends, openExample, shardBytes} from './chromium';
 
 const FIX = path.join(__dirname, '../fixtures');
 const PROMPT = 'The quick brown fox jumps';
@@ -49,19 +37,9 @@ const EXPORTS = {
 } as const;
 
 describeBrowser('compact exports in the browser page', () => {
-  let tmp: string;
-  let server: {url: string; close(): Promise<void>};
-  let browser: Browser;
   const ref: Record<string, {ids: number[]; logits: Float32Array; bytes: number; shards: number}> = {};
-  const pageErrors: string[] = [];
 
-  beforeAll(async () => {
-    tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'griffin-browser-compact-'));
-    buildBundle(path.join(tmp, 'bundle'));
-
-    const hf = path.join(tmp, 'hf');
-    tinyHfCheckpoint(hf);
-
+  const suite = browserSuite('griffin-browser-compact-', async (tmp, hf) => {
     // Node's reference: each export loaded as it is stored, on the cpu backend.
     await tf.setBackend('cpu');
     const tok = await GemmaTokenizer.load(path.join(FIX, 'tokenizer/tiny.model'));
@@ -81,27 +59,14 @@ describeBrowser('compact exports in the browser page', () => {
       out.logits.dispose();
       model.dispose();
     }
-
-    server = await serveRepo(tmp, ['models', 'bundle']);
-    browser = await launchChromium({webgpu: true});
-  }, 300_000);
-
-  afterAll(async () => {
-    await browser?.close();
-    await server?.close();
-    if (tmp) fs.rmSync(tmp, {recursive: true, force: true});
-  });
-
-  afterEach(() => {
-    expect(pageErrors.splice(0)).toEqual([]);
   });
 
   test("int4 and int8 exports on wasm and webgpu: held compact, their bytes shown, logits equal Node's", async () => {
-    const backends = (await offeredBackends(browser, server.url)).filter((b) => b === 'wasm' || b === 'webgpu');
+    const backends = (await offeredBackends(suite.browser, suite.url)).filter((b) => b === 'wasm' || b === 'webgpu');
     const lines: string[] = [];
     for (const backend of backends) {
       for (const name of Object.keys(EXPORTS)) {
-        const page = await openExample(browser, server.url, backend, name, pageErrors, `${backend} ${name}`);
+        const page = await openExample(suite.browser, suite.url, backend, name, suite.pageErrors, `${backend} ${name}`);
         try {
           const got = await page.evaluate(async (text) => {
             const app = (window as any).griffinApp;
