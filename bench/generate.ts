@@ -58,6 +58,7 @@ import {useBackend} from '../src/backend';
 import {
   benchModel,
   emit,
+  fusedVsTfjs,
   intArg,
   intList,
   modelShape,
@@ -553,15 +554,10 @@ async function benchPrefill(
   }
   let check: number | null = null;
   if (modes.length === 2 && backend === 'webgpu') {
-    const prompt = randomIds(batch, 64, c.vocab_size, 5);
-    const logits = async (fused: boolean) => {
+    check = await fusedVsTfjs(batch, c.vocab_size, (prompt, fused) => {
       fusedPrefillConfig.enabled = fused;
-      const state = model.prefill(prompt);
-      const out = Float32Array.from((await state.logits.data()) as Float32Array);
-      state.dispose();
-      return out;
-    };
-    check = +relativeError(await logits(true), await logits(false)).toExponential(2);
+      return model.prefill(prompt);
+    });
   }
   fusedPrefillConfig.enabled = null;
   emit(

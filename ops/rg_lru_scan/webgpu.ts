@@ -17,7 +17,7 @@ import type {WebGPUBackend} from '@tensorflow/tfjs-backend-webgpu';
 import type {KernelConfig, KernelFunc, TensorInfo} from '@tensorflow/tfjs-core';
 import {splitIndex, WebGPUProgramBase} from '../webgpu_program';
 import {RG_LRU_SCAN, RG_LRU_SCAN_GRAD, scanDims} from './kernel_names';
-import {runScan} from './webgpu_scan';
+import {perChannelWgsl, runScan} from './webgpu_scan';
 
 export {rgLruScanWebGPUConfig, scanPlan} from './webgpu_scan';
 
@@ -30,10 +30,7 @@ class LastStepProgram extends WebGPUProgramBase {
   getUserCode(): string {
     return `
       fn main(index : i32) {
-        let T = uniforms.hShape.y;
-        let E = uniforms.hShape.z;
-        if (index >= uniforms.hShape.x * E) { return; }
-        ${splitIndex('index', 'bi', 'c', 'E')}
+        ${perChannelWgsl('h')}
         result[index] = h[(bi * T + T - 1) * E + c];
       }`;
   }
@@ -69,10 +66,7 @@ class Dh0Program extends WebGPUProgramBase {
   getUserCode(): string {
     return `
       fn main(index : i32) {
-        let T = uniforms.aShape.y;
-        let E = uniforms.aShape.z;
-        if (index >= uniforms.aShape.x * E) { return; }
-        ${splitIndex('index', 'bi', 'c', 'E')}
+        ${perChannelWgsl('a')}
         let j = bi * T * E + c;
         result[index] = a[j] * g[j];
       }`;

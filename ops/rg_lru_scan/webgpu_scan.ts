@@ -62,6 +62,26 @@ function stepLoop(reverse: boolean, body: string): string {
       }`;
 }
 
+/** WGSL opening `main(index)` with one invocation per (bi, c) of input `x` [b, t, e]: T, E, the bound, bi and c. */
+export function perChannelWgsl(x: string): string {
+  return `let T = uniforms.${x}Shape.y;
+        let E = uniforms.${x}Shape.z;
+        if (index >= uniforms.${x}Shape.x * E) { return; }
+        ${splitIndex('index', 'bi', 'c', 'E')}`;
+}
+
+/** The same per (bi, k, c) of a [b, t, e] and N chunks (the expression `N`): [t0, t1) chunk k's steps. */
+function perChunkWgsl(N: string): string {
+  return `let T = uniforms.aShape.y;
+        let E = uniforms.aShape.z;
+        let N = ${N};
+        if (index >= uniforms.aShape.x * N * E) { return; }
+        ${splitIndex('index', 'row', 'c', 'E')}
+        ${splitIndex('row', 'bi', 'k', 'N')}
+        let t0 = k * uniforms.chunk;
+        let t1 = min(t0 + uniforms.chunk, T);`;
+}
+
 /** Serial path: one invocation per (b, c) walks all of time. Inputs a, x [b, t, e], s0 [b, e]. */
 class ScanSerialProgram extends WebGPUProgramBase {
   constructor(
@@ -82,10 +102,7 @@ class ScanSerialProgram extends WebGPUProgramBase {
   getUserCode(): string {
     return `
       fn main(index : i32) {
-        let T = uniforms.aShape.y;
-        let E = uniforms.aShape.z;
-        if (index >= uniforms.aShape.x * E) { return; }
-        ${splitIndex('index', 'bi', 'c', 'E')}
+        ${perChannelWgsl('a')}
         let t0 = 0;
         let t1 = T;
         var s = s0[index];
@@ -119,15 +136,8 @@ class ChunkSummaryProgram extends WebGPUProgramBase {
   getUserCode(): string {
     return `
       fn main(index : i32) {
-        let T = uniforms.aShape.y;
-        let E = uniforms.aShape.z;
-        let N = uniforms.outShape.z;
+        ${perChunkWgsl('uniforms.outShape.z')}
         let plane = uniforms.aShape.x * N * E;
-        if (index >= plane) { return; }
-        ${splitIndex('index', 'row', 'c', 'E')}
-        ${splitIndex('row', 'bi', 'k', 'N')}
-        let t0 = k * uniforms.chunk;
-        let t1 = min(t0 + uniforms.chunk, T);
         var s = 0.0;
         var p = 1.0;
         ${stepLoop(this.reverse, 's = coef * s + x[i]; p = p * coef;')}
@@ -202,14 +212,7 @@ class ChunkApplyProgram extends WebGPUProgramBase {
   getUserCode(): string {
     return `
       fn main(index : i32) {
-        let T = uniforms.aShape.y;
-        let E = uniforms.aShape.z;
-        let N = uniforms.carryShape.y;
-        if (index >= uniforms.aShape.x * N * E) { return; }
-        ${splitIndex('index', 'row', 'c', 'E')}
-        ${splitIndex('row', 'bi', 'k', 'N')}
-        let t0 = k * uniforms.chunk;
-        let t1 = min(t0 + uniforms.chunk, T);
+        ${perChunkWgsl('uniforms.carryShape.y')}
         var s = carry[index];
         ${stepLoop(this.reverse, 's = coef * s + x[i]; result[i] = s;')}
       }`;

@@ -48,6 +48,20 @@ export function intArg(args: Args, name: string, dflt: number): number {
   return v;
 }
 
+/** RecurrentGemma-2B's shape (CONFIGS 2b; mid keeps its widths). */
+const TWO_B: RecurrentGemmaConfigArgs = {
+  num_hidden_layers: 26,
+  vocab_size: 256000,
+  hidden_size: 2560,
+  lru_width: 2560,
+  intermediate_size: 15360,
+  num_attention_heads: 10,
+  num_key_value_heads: 1,
+  attention_window_size: 2048,
+  conv1d_width: 4,
+  block_types: ['recurrent', 'recurrent', 'attention'],
+};
+
 /**
  * Named model shapes for random-weight benchmarks.
  * - tiny: test/fixtures/tiny-a's shape.
@@ -72,18 +86,7 @@ export const CONFIGS: Record<string, RecurrentGemmaConfigArgs> = {
     block_types: ['recurrent', 'recurrent', 'attention'],
   },
   small: SMALL_CONFIG,
-  '2b': {
-    num_hidden_layers: 26,
-    vocab_size: 256000,
-    hidden_size: 2560,
-    lru_width: 2560,
-    intermediate_size: 15360,
-    num_attention_heads: 10,
-    num_key_value_heads: 1,
-    attention_window_size: 2048,
-    conv1d_width: 4,
-    block_types: ['recurrent', 'recurrent', 'attention'],
-  },
+  '2b': TWO_B,
   '9b': {
     num_hidden_layers: 38,
     vocab_size: 256000,
@@ -96,18 +99,7 @@ export const CONFIGS: Record<string, RecurrentGemmaConfigArgs> = {
     conv1d_width: 4,
     block_types: ['recurrent', 'recurrent', 'attention'],
   },
-  mid: {
-    num_hidden_layers: 6,
-    vocab_size: 32000,
-    hidden_size: 2560,
-    lru_width: 2560,
-    intermediate_size: 15360,
-    num_attention_heads: 10,
-    num_key_value_heads: 1,
-    attention_window_size: 2048,
-    conv1d_width: 4,
-    block_types: ['recurrent', 'recurrent', 'attention'],
-  },
+  mid: {...TWO_B, num_hidden_layers: 6, vocab_size: 32000},
 };
 
 /**
@@ -232,6 +224,26 @@ export function relativeError(a: ArrayLike<number>, b: ArrayLike<number>): numbe
     den += b[j] ** 2;
   }
   return Math.sqrt(num / Math.max(den, 1e-30));
+}
+
+/**
+ * The fused engine's logits against tfjs's (relativeError, 3 significant digits) on 64 random
+ * tokens per row: `pass(ids, fused)` runs one pass with the engine on or off and returns what
+ * holds its logits (a state, a forward's output), disposed once they are read.
+ */
+export async function fusedVsTfjs(
+  batch: number,
+  vocab: number,
+  pass: (ids: number[][], fused: boolean) => {logits: tf.Tensor; dispose(): void},
+): Promise<number> {
+  const ids = randomIds(batch, 64, vocab, 5);
+  const logits = async (fused: boolean) => {
+    const out = pass(ids, fused);
+    const data = Float32Array.from((await out.logits.data()) as Float32Array);
+    out.dispose();
+    return data;
+  };
+  return +relativeError(await logits(true), await logits(false)).toExponential(2);
 }
 
 /** RgLruScan's inputs for a bandwidth run, made on the backend (no host copy under webgpu). */

@@ -45,23 +45,9 @@ const intList =
     return xs;
   };
 
-export interface BenchFlags extends DtypeFlags {
-  config: string;
-  model?: string;
-  layers?: number;
-  vocab?: number;
-  backend?: string;
-  promptLengths: number[];
+/** The parsed flags: the suite's options under their flag names (--batch for batches, --skip-* for skip), and --json. */
+export interface BenchFlags extends DtypeFlags, Omit<SuiteOptions, 'load' | 'batches' | 'skip'> {
   batch: number[];
-  newTokens: number;
-  decodePrompt: number;
-  chunk?: number;
-  reps: number;
-  scanBatch: number;
-  scanLengths?: number[];
-  trainBatch: number;
-  trainSeq: number;
-  trainSteps: number;
   skipPrefill?: boolean;
   skipDecode?: boolean;
   skipScan?: boolean;

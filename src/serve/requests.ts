@@ -11,6 +11,7 @@
 import type {ChatMessage, GemmaTokenizer} from '../tokenizer';
 import {encodeChat} from '../tokenizer';
 import {ApiError} from './api_error';
+import type {JobSpec} from './scheduler';
 
 export interface RequestLimits {
   /** Longest prompt, in tokens. */
@@ -23,21 +24,11 @@ export interface RequestLimits {
 
 export const DEFAULT_REQUEST_LIMITS: RequestLimits = {maxPromptTokens: 4096, maxTokens: 1024, maxN: 8};
 
-export interface CompletionSpec {
+/** A parsed request: what the scheduler runs (JobSpec; a random seed when the request has none), and how to answer. */
+export interface CompletionSpec extends JobSpec {
   kind: 'chat' | 'completion';
   /** The request's `model` field (echoed back), or null. */
   model: string | null;
-  promptIds: number[];
-  n: number;
-  maxTokens: number;
-  temperature: number;
-  topP?: number;
-  topK?: number;
-  /** Choice i draws from seed + i (as row i of model.generate does); random when the request has none. */
-  seed: number;
-  stop: string[];
-  /** null: no logprobs; k >= 0: the chosen token's log-probability and the k most likely alternatives. */
-  logprobs: number | null;
   stream: boolean;
   /** stream_options.include_usage: a last chunk with the usage. */
   includeUsage: boolean;

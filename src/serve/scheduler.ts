@@ -50,17 +50,23 @@ export interface SequenceEvent {
   finishReason?: FinishReason;
 }
 
-export interface Job {
+/** What a job asks for (a request's sampling fields, src/serve/requests.ts CompletionSpec). */
+export interface JobSpec {
   promptIds: number[];
+  /** Choices, decoded side by side. */
   n: number;
   maxTokens: number;
   temperature: number;
   topP?: number;
   topK?: number;
+  /** Choice i draws from seed + i (as row i of model.generate does). */
   seed: number;
   stop: string[];
-  /** null: none; k >= 0: each token's log-probability and the k most likely tokens. */
+  /** null: no logprobs; k >= 0: the chosen token's log-probability and the k most likely alternatives. */
   logprobs: number | null;
+}
+
+export interface Job extends JobSpec {
   /** Aborting drops the job's sequences at the next step (or from the queue). */
   signal?: AbortSignal;
   onEvent: (ev: SequenceEvent) => void;
@@ -252,10 +258,11 @@ export class Scheduler {
     }
   }
 
-  /** Prefills queued jobs (each alone, as it would run alone) into the free slots, in order. */
-  private admit(): void {
-    const joining: GenerationState[] = [];
-    const seqs: Sequence[] = [];
+  /**
+   * Takes the first queued job off the queue if its n rows fit beside `used` rows in maxBatch,
+   * resolving (dropping) the aborted jobs before it; null when the queue is empty or it does not fit.
+   */
+  private takeFitting(used: number): Pending | null {
     while (this.queue.length > 0) {
       const p = this.queue[0];
       if (p.job.signal?.aborted) {
@@ -263,8 +270,21 @@ export class Scheduler {
         p.resolve();
         continue;
       }
-      if (this.rows.length + seqs.length + p.job.n > this.opts.maxBatch) break;
-      this.queue.shift();
+      if (used + p.job.n > this.opts.maxBatch) return null;
+      return this.queue.shift() ?? null;
+    }
+    return null;
+  }
+
+  /** Prefills queued jobs (each alone, as it would run alone) into the free slots, in order. */
+  private admit(): void {
+    const joining: GenerationState[] = [];
+    const seqs: Sequence[] = [];
+    for (
+      let p = this.takeFitting(this.rows.length + seqs.length);
+      p != null;
+      p = this.takeFitting(this.rows.length + seqs.length)
+    ) {
       try {
         const st = prefill(this.model, [p.job.promptIds]);
         if (p.job.n > 1) {
@@ -296,15 +316,7 @@ export class Scheduler {
   private admitSlots(slots: SlotBatch): void {
     const taken: Pending[] = [];
     let demand = this.rows.length;
-    while (this.queue.length > 0) {
-      const p = this.queue[0];
-      if (p.job.signal?.aborted) {
-        this.queue.shift();
-        p.resolve();
-        continue;
-      }
-      if (demand + p.job.n > this.opts.maxBatch) break;
-      this.queue.shift();
+    for (let p = this.takeFitting(demand); p != null; p = this.takeFitting(demand)) {
       taken.push(p);
       demand += p.job.n;
     }

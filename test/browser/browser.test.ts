@@ -22,17 +22,15 @@
 
 import * as fs from 'fs';
 import {existsSync} from 'fs';
-import * as os from 'os';
 import * as path from 'path';
-import type {Browser, Page} from 'playwright-core';
+import type {Page} from 'playwright-core';
 import {listCheckpoint} from '../../converters/safetensors';
 import {main as griffin} from '../../src/cli';
 import {RecurrentGemmaForCausalLM} from '../../src/model';
 import {tf} from '../../src/tf';
 import {encodeChat, GemmaTokenizer} from '../../src/tokenizer';
 import {maxAbsDiff, relError} from '../helpers';
-import {underCI} from '../webgpu_env';
-import {buildBundle, describeBrowser, launchChromium, serveRepo, tinyHfCheckpoint} from './chromium';
+import {browserSuite, describeBrowser, offeredBackends, openExample, shardBytes} from './chromium';
 
 const ROOT = path.join(__dirname, '../..');
 const FIX = path.join(__dirname, '../fixtures');
@@ -68,31 +66,18 @@ interface PageLogits {
 }
 
 describeBrowser('the browser bundle and example in headless Chromium', () => {
-  let tmp: string;
-  let server: {url: string; close(): Promise<void>};
-  let browser: Browser;
   let tok: GemmaTokenizer;
   let ref: {ids: number[]; logits: Float32Array};
-  let shardBytes: number;
-  const pageErrors: string[] = [];
+  let shards: number;
 
-  beforeAll(async () => {
-    tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'griffin-browser-'));
+  const suite = browserSuite('griffin-browser-', async (tmp, hf) => {
     fs.mkdirSync(OUTPUT, {recursive: true});
-    // A fresh bundle of the current sources, apart from dist/ (which others may be rebuilding).
-    buildBundle(path.join(tmp, 'bundle'));
-
-    // An HF checkpoint with its tokenizer, converted by the CLI to the three tfjs dtypes.
-    const hf = path.join(tmp, 'hf');
-    tinyHfCheckpoint(hf);
+    // tiny-a's HF checkpoint with its tokenizer, converted by the CLI to the three tfjs dtypes.
     for (const dtype of ['float32', 'float16', 'uint8']) {
       const code = await griffin(['convert', '--from', hf, '--out', path.join(tmp, 'models', dtype), '--dtype', dtype]);
       if (code !== 0) throw new Error(`griffin convert --dtype ${dtype} exited with ${code}`);
     }
-    shardBytes = fs
-      .readdirSync(path.join(tmp, 'models/float32'))
-      .filter((f) => f.endsWith('.bin'))
-      .reduce((s, f) => s + fs.statSync(path.join(tmp, 'models/float32', f)).size, 0);
+    shards = shardBytes(path.join(tmp, 'models/float32'));
 
     // The Node references: the HF fixture on the cpu backend.
     await tf.setBackend('cpu');
@@ -103,39 +88,11 @@ describeBrowser('the browser bundle and example in headless Chromium', () => {
     ref = {ids, logits: out.logits.dataSync() as Float32Array};
     out.logits.dispose();
     model.dispose();
-
-    server = await serveRepo(tmp, ['models', 'bundle']);
-    browser = await launchChromium({webgpu: true});
-  }, 300_000);
-
-  afterAll(async () => {
-    await browser?.close();
-    await server?.close();
-    if (tmp) fs.rmSync(tmp, {recursive: true, force: true});
-  });
-
-  afterEach(() => {
-    const errors = pageErrors.splice(0);
-    expect(errors).toEqual([]);
   });
 
   /** The example page on one backend with the converted float32 model, loaded and ready. */
-  async function openExample(backend: string, model = 'float32'): Promise<Page> {
-    const page = await browser.newPage({viewport: {width: 1200, height: 800}});
-    page.on('pageerror', (e) => pageErrors.push(`${backend}: ${e.message}`));
-    await page.goto(
-      `${server.url}/examples/browser/?backend=${backend}&model=/models/${model}/&bundle=/bundle/griffin.esm.js`,
-    );
-    await page.waitForFunction(
-      () => ['ready', 'error'].includes(document.getElementById('status')!.dataset.state ?? ''),
-      null,
-      {timeout: 90_000},
-    );
-    const status = await page.textContent('#status');
-    if ((await page.getAttribute('#status', 'data-state')) !== 'ready')
-      throw new Error(`page on ${backend}: ${status}`);
-    return page;
-  }
+  const openPage = (backend: string, model = 'float32'): Promise<Page> =>
+    openExample(suite.browser, suite.url, backend, model, suite.pageErrors);
 
   /**
    * The page's logits for `text` twice: one forward pass over all of it, and the incremental path
@@ -171,40 +128,16 @@ describeBrowser('the browser bundle and example in headless Chromium', () => {
   test('griffin convert carries tokenizer.model along with every dtype', () => {
     const want = fs.readFileSync(path.join(FIX, 'tokenizer/tiny.model'));
     for (const dtype of ['float32', 'float16', 'uint8']) {
-      expect(fs.readFileSync(path.join(tmp, 'models', dtype, 'tokenizer.model')).equals(want)).toBe(true);
+      expect(fs.readFileSync(path.join(suite.tmp, 'models', dtype, 'tokenizer.model')).equals(want)).toBe(true);
     }
   });
 
-  /** Which backends this headless browser offers: probed in a page of the served origin (a secure context). */
-  async function offered(): Promise<string[]> {
-    const page = await browser.newPage();
-    await page.goto(`${server.url}/examples/browser/index.html?autoload=0&bundle=/bundle/griffin.esm.js`);
-    const r = await page.evaluate(async () => {
-      const gpu = (navigator as any).gpu;
-      const adapter = gpu ? await gpu.requestAdapter() : null;
-      return {
-        webgpu: adapter != null,
-        webgl: document.createElement('canvas').getContext('webgl2') != null,
-        wasm: typeof WebAssembly === 'object',
-      };
-    });
-    await page.close();
-    const names = ['cpu', ...(r.wasm ? ['wasm'] : []), ...(r.webgl ? ['webgl'] : []), ...(r.webgpu ? ['webgpu'] : [])];
-    if (!r.webgpu) {
-      const why =
-        "the headless browser offers no WebGPU adapter (SwiftShader needs chromium's vk_swiftshader_icd.json and libvulkan1)";
-      if (underCI()) throw new Error(why);
-      console.warn(`${why}: webgpu not tested`);
-    }
-    return names;
-  }
-
   test("the page's token ids and logits equal Node's on every backend the browser offers", async () => {
-    const backends = await offered();
+    const backends = await offeredBackends(suite.browser, suite.url);
     expect(backends).toEqual(expect.arrayContaining(['cpu', 'wasm']));
     const lines: string[] = [];
     for (const backend of backends) {
-      const page = await openExample(backend);
+      const page = await openPage(backend);
       try {
         const got = await pageLogits(page, PROMPT);
         expect(got.backend).toBe(backend);
@@ -227,7 +160,7 @@ describeBrowser('the browser bundle and example in headless Chromium', () => {
           expect(iso.app.wasmBuild).toBe('threaded-simd');
           expect(iso.app.wasmThreads).toBeGreaterThanOrEqual(1);
           expect(iso.shown).toMatch(/; threaded-simd build, \d+ threads?\)$/);
-          expect(iso.wasmFiles).toEqual([`${server.url}/bundle/tfjs-backend-wasm-threaded-simd.wasm`]);
+          expect(iso.wasmFiles).toEqual([`${suite.url}/bundle/tfjs-backend-wasm-threaded-simd.wasm`]);
         }
         lines.push(`${backend}: ${iso.shown}`);
         const rel = relError(got.logits, ref.logits),
@@ -264,11 +197,11 @@ describeBrowser('the browser bundle and example in headless Chromium', () => {
       const want = out.logits.dataSync() as Float32Array;
       out.logits.dispose();
       model.dispose();
-      const page = await browser.newPage();
-      page.on('pageerror', (e) => pageErrors.push(`shipped: ${e.message}`));
+      const page = await suite.browser.newPage();
+      page.on('pageerror', (e) => suite.pageErrors.push(`shipped: ${e.message}`));
       try {
         await page.goto(
-          `${server.url}/examples/browser/?backend=wasm&model=../../assets/griffin-small/&bundle=/bundle/griffin.esm.js`,
+          `${suite.url}/examples/browser/?backend=wasm&model=../../assets/griffin-small/&bundle=/bundle/griffin.esm.js`,
         );
         await page.waitForFunction(
           () => ['ready', 'error'].includes(document.getElementById('status')!.dataset.state ?? ''),
@@ -289,7 +222,7 @@ describeBrowser('the browser bundle and example in headless Chromium', () => {
   );
 
   test('in the page: plain tf.loadLayersModel, quantized exports, an indexeddb:// round trip, download progress', async () => {
-    const page = await openExample('cpu');
+    const page = await openPage('cpu');
     try {
       const r = await page.evaluate(
         async ({ids}) => {
@@ -347,13 +280,13 @@ describeBrowser('the browser bundle and example in headless Chromium', () => {
       }
       // Progress counts bytes as they arrive and ends at the shards' size.
       const last = r.progress.float32[r.progress.float32.length - 1];
-      expect(last).toEqual({loaded: shardBytes, total: shardBytes});
+      expect(last).toEqual({loaded: shards, total: shards});
       // float16 exports hold the matrices (rank-2 `.weight`s) in 2 bytes a value, the rest in 4.
       const matrixValues = [...listCheckpoint(path.join(FIX, 'tiny-a')).values()]
         .filter((m) => m.shape.length === 2 && m.name.endsWith('.weight') && m.name !== 'lm_head.weight')
         .reduce((n, m) => n + m.shape[0] * m.shape[1], 0);
-      expect(r.progress.float16[r.progress.float16.length - 1].total).toBe(shardBytes - 2 * matrixValues);
-      expect(r.progress.uint8[r.progress.uint8.length - 1].total).toBe(shardBytes / 4);
+      expect(r.progress.float16[r.progress.float16.length - 1].total).toBe(shards - 2 * matrixValues);
+      expect(r.progress.uint8[r.progress.uint8.length - 1].total).toBe(shards / 4);
       expect(r.badUrl).toMatch(/nothing-here\/model\.json: HTTP 404/);
     } finally {
       await page.close();
@@ -375,7 +308,7 @@ describeBrowser('the browser bundle and example in headless Chromium', () => {
     model.dispose();
     expect(drawn.size).toBeGreaterThan(5); // a reply worth comparing (at lower temperatures this random model repeats one or two tokens)
 
-    const page = await openExample('cpu');
+    const page = await openPage('cpu');
     try {
       // The test's own record of what the page showed while generating.
       await page.evaluate(() => {
@@ -445,7 +378,7 @@ describeBrowser('the browser bundle and example in headless Chromium', () => {
 
     // On wasm: its kernels are this package's own where tfjs-wasm's fall short (gather's
     // gradient, OneHot's dtype), and training is where a missing one shows.
-    const page = await openExample('wasm');
+    const page = await openPage('wasm');
     try {
       await page.fill('#ft-model-url', '/models/float32/');
       await page.fill('#ft-text', TUNE_TEXT);

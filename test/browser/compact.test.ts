@@ -6,17 +6,13 @@
  * loaded on Node's cpu backend) within the tolerance stated below.
  */
 
-import * as fs from 'fs';
-import * as os from 'os';
 import * as path from 'path';
-import type {Browser} from 'playwright-core';
 import {exportTfjs, openTensorSource} from '../../converters/tfjs_export';
 import {RecurrentGemmaForCausalLM} from '../../src/model';
 import {tf} from '../../src/tf';
 import {GemmaTokenizer} from '../../src/tokenizer';
 import {maxAbsDiff, relError} from '../helpers';
-import {underCI} from '../webgpu_env';
-import {buildBundle, describeBrowser, launchChromium, serveRepo, tinyHfCheckpoint} from './chromium';
+import {browserSuite, describeBrowser, offeredBackends, openExample, shardBytes} from './chromium';
 
 const FIX = path.join(__dirname, '../fixtures');
 const PROMPT = 'The quick brown fox jumps';
@@ -41,19 +37,9 @@ const EXPORTS = {
 } as const;
 
 describeBrowser('compact exports in the browser page', () => {
-  let tmp: string;
-  let server: {url: string; close(): Promise<void>};
-  let browser: Browser;
   const ref: Record<string, {ids: number[]; logits: Float32Array; bytes: number; shards: number}> = {};
-  const pageErrors: string[] = [];
 
-  beforeAll(async () => {
-    tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'griffin-browser-compact-'));
-    buildBundle(path.join(tmp, 'bundle'));
-
-    const hf = path.join(tmp, 'hf');
-    tinyHfCheckpoint(hf);
-
+  const suite = browserSuite('griffin-browser-compact-', async (tmp, hf) => {
     // Node's reference: each export loaded as it is stored, on the cpu backend.
     await tf.setBackend('cpu');
     const tok = await GemmaTokenizer.load(path.join(FIX, 'tokenizer/tiny.model'));
@@ -64,64 +50,24 @@ describeBrowser('compact exports in the browser page', () => {
       const model = await RecurrentGemmaForCausalLM.fromPretrained(dir, {dtype: 'auto'});
       expect(model.weightDtype).toBe(opts.dtype);
       const out = model.forward({inputIds: [ids]});
-      const shards = fs
-        .readdirSync(dir)
-        .filter((f) => f.endsWith('.bin'))
-        .reduce((s, f) => s + fs.statSync(path.join(dir, f)).size, 0);
-      ref[name] = {ids, logits: out.logits.dataSync() as Float32Array, bytes: model.weightBytes(), shards};
+      ref[name] = {
+        ids,
+        logits: out.logits.dataSync() as Float32Array,
+        bytes: model.weightBytes(),
+        shards: shardBytes(dir),
+      };
       out.logits.dispose();
       model.dispose();
     }
-
-    server = await serveRepo(tmp, ['models', 'bundle']);
-    browser = await launchChromium({webgpu: true});
-  }, 300_000);
-
-  afterAll(async () => {
-    await browser?.close();
-    await server?.close();
-    if (tmp) fs.rmSync(tmp, {recursive: true, force: true});
   });
-
-  afterEach(() => {
-    expect(pageErrors.splice(0)).toEqual([]);
-  });
-
-  /** Whether the headless browser offers a WebGPU adapter (skipped without one, except under CI). */
-  async function hasWebGPU(): Promise<boolean> {
-    const page = await browser.newPage();
-    await page.goto(`${server.url}/examples/browser/index.html?autoload=0&bundle=/bundle/griffin.esm.js`);
-    const ok = await page.evaluate(async () => {
-      const gpu = (navigator as any).gpu;
-      return gpu != null && (await gpu.requestAdapter()) != null;
-    });
-    await page.close();
-    if (!ok) {
-      const why = 'the headless browser offers no WebGPU adapter (SwiftShader needs libvulkan1)';
-      if (underCI()) throw new Error(why);
-      console.warn(`${why}: webgpu not tested`);
-    }
-    return ok;
-  }
 
   test("int4 and int8 exports on wasm and webgpu: held compact, their bytes shown, logits equal Node's", async () => {
-    const backends = ['wasm', ...((await hasWebGPU()) ? ['webgpu'] : [])];
+    const backends = (await offeredBackends(suite.browser, suite.url)).filter((b) => b === 'wasm' || b === 'webgpu');
     const lines: string[] = [];
     for (const backend of backends) {
       for (const name of Object.keys(EXPORTS)) {
-        const page = await browser.newPage();
-        page.on('pageerror', (e) => pageErrors.push(`${backend} ${name}: ${e.message}`));
+        const page = await openExample(suite.browser, suite.url, backend, name, suite.pageErrors, `${backend} ${name}`);
         try {
-          await page.goto(
-            `${server.url}/examples/browser/?backend=${backend}&model=/models/${name}/&bundle=/bundle/griffin.esm.js`,
-          );
-          await page.waitForFunction(
-            () => ['ready', 'error'].includes(document.getElementById('status')!.dataset.state ?? ''),
-            null,
-            {timeout: 90_000},
-          );
-          const status = await page.textContent('#status');
-          expect([await page.getAttribute('#status', 'data-state'), status]).toEqual(['ready', expect.any(String)]);
           const got = await page.evaluate(async (text) => {
             const app = (window as any).griffinApp;
             const r = await app.logits(text);

@@ -10,7 +10,6 @@
  * Tolerance: float32 on both sides, as test/webgpu/fused_prefill.webgpu.test.ts (1e-5 relative).
  */
 
-import type {LayerState} from '../../layers/model_layers';
 import type {RecurrentGemmaConfigArgs} from '../../src/config';
 import {fusedPrefillFor} from '../../src/engines/webgpu_prefill';
 import type {GenerateOptions} from '../../src/generation/generate';
@@ -20,27 +19,11 @@ import {RecurrentGemmaForCausalLM} from '../../src/model';
 import {tf} from '../../src/tf';
 import {countGpuCalls, countTfReads, gpuCalls, gpuCallsSince} from '../../src/util/host_trace';
 import {initNodeWebGPU} from '../../src/webgpu_node';
-import {loadTinyAGolden, relError, TINY_A_DIR} from '../helpers';
+import {loadTinyAGolden, TINY_A_DIR} from '../helpers';
 import {describeWebGPU} from '../webgpu_env'; // first: sets the SwiftShader env before Dawn loads
+import {stateArrays, worstOf} from './state_compare';
 
 const TOL = 1e-5;
-
-/** A state's layers and logits as arrays (the layers exported from the engine if they live there). */
-async function stateArrays(s: GenerationState): Promise<Float32Array[]> {
-  const out: Float32Array[] = [];
-  for (const l of s.layers as LayerState[]) {
-    for (const t of Object.values(l as unknown as Record<string, tf.Tensor>)) {
-      out.push(Float32Array.from((await t.data()) as Float32Array));
-    }
-  }
-  out.push(Float32Array.from((await s.logits.data()) as Float32Array));
-  return out;
-}
-
-function worstOf(a: Float32Array[], b: Float32Array[]): number {
-  expect(a.length).toBe(b.length);
-  return Math.max(...a.map((x, i) => (x.every((v) => v === 0) && b[i].every((v) => v === 0) ? 0 : relError(x, b[i]))));
-}
 
 /** Each row's argmax (the first index of the maximum) of [b, V] logits. */
 function argmaxRows(logits: Float32Array, b: number): number[] {

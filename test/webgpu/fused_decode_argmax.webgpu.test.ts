@@ -8,7 +8,6 @@
  * and the dispatches per step, counted by hand from the model's layers.
  */
 
-import type {RecurrentGemmaConfigArgs} from '../../src/config';
 import {disposeFusedDecoders, fusedDecoderFor} from '../../src/engines/webgpu_decode';
 import {
   argmaxCandWords,
@@ -20,11 +19,11 @@ import {
 import {fusedTuning} from '../../src/engines/webgpu_decode/tuning';
 import {GenerationState} from '../../src/generation/state';
 import {queuedDecodeConfig, stepQueueStats} from '../../src/generation/step_queue';
-import {RecurrentGemmaForCausalLM} from '../../src/model';
 import {tf} from '../../src/tf';
 import {initNodeWebGPU} from '../../src/webgpu_node';
 import {describeWebGPU} from '../webgpu_env'; // first: sets the SwiftShader env before Dawn loads
 import {runKernel, uniform} from './kernel_helpers';
+import {SMALL_CFG as CFG, randomModel} from './random_model';
 
 /** First index of the largest non-NaN value per row, -1 for a row of NaN. */
 function hostArgmax(x: Float32Array, b: number, n: number): number[] {
@@ -36,44 +35,6 @@ function hostArgmax(x: Float32Array, b: number, n: number): number[] {
     }
     return best;
   });
-}
-
-const CFG: RecurrentGemmaConfigArgs = {
-  vocab_size: 203,
-  hidden_size: 32,
-  lru_width: 48,
-  intermediate_size: 80,
-  num_attention_heads: 4,
-  num_key_value_heads: 1,
-  num_hidden_layers: 3,
-  attention_window_size: 8,
-  block_types: ['recurrent', 'attention'],
-  attention_bias: true,
-  tie_word_embeddings: false,
-  logits_soft_cap: 10,
-};
-
-function randomModel(seed: number): RecurrentGemmaForCausalLM {
-  const model = new RecurrentGemmaForCausalLM(CFG);
-  let k = 0;
-  for (const [name, v] of model.namedParameters()) {
-    const shape = v.shape as number[];
-    const n = shape.reduce((a, b) => a * b, 1);
-    const s = seed * 1000 + k++;
-    let data: Float32Array;
-    if (name.endsWith('recurrent_param')) {
-      data = uniform(s, n, 0.8, 0.999).map((a) => Math.log(Math.exp(-Math.log(a) / 8) - 1));
-    } else if (shape.length === 1) {
-      data = uniform(s, n, -0.5, 0.5);
-    } else {
-      const lim = name.includes('embed') || name.includes('lm_head') ? 1 : Math.sqrt(3 / shape[shape.length - 1]);
-      data = uniform(s, n, -lim, lim);
-    }
-    const t = tf.tensor(data, shape);
-    v.write(t);
-    t.dispose();
-  }
-  return model;
 }
 
 describeWebGPU('greedy pick inside the fused decode step', () => {
@@ -120,7 +81,7 @@ describeWebGPU('greedy pick inside the fused decode step', () => {
   });
 
   test('dispatches per step: 5 per recurrent layer, 6 per attention layer with RoPE folded in (7 without), 2 for the greedy pick', () => {
-    const model = randomModel(4);
+    const model = randomModel(CFG, 4);
     // 3 layers: recurrent, attention, recurrent; one embedding piece, one head piece.
     const names = (rope: number) => {
       fusedTuning.rope = rope;
@@ -144,7 +105,7 @@ describeWebGPU('greedy pick inside the fused decode step', () => {
   });
 
   test('engine: steps fed by their own picks equal steps fed the argmax of the logits read back (b = 1, 3)', async () => {
-    const model = randomModel(5);
+    const model = randomModel(CFG, 5);
     for (const B of [1, 3]) {
       const prompts = Array.from({length: B}, (_, r) => [2, 7 + r, 11, 40 + r]);
       // Reference: decodeStep with the host's argmax of each step's logits.
@@ -200,7 +161,7 @@ describeWebGPU('greedy pick inside the fused decode step', () => {
   }, 300000);
 
   test('generate: greedy picks inside the plan give the tokens of the separate pick and of the host path (b = 1, 3)', async () => {
-    const model = randomModel(8);
+    const model = randomModel(CFG, 8);
     const prompts = [
       [2, 5, 9, 11, 40],
       [2, 7, 8, 12, 13],

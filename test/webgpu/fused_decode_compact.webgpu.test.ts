@@ -12,7 +12,7 @@
 
 import * as path from 'path';
 import {vocabSplit} from '../../layers/vocab_split';
-import {type CompactSpec, dequantize, perWord, quantize} from '../../ops/compact/format';
+import {type CompactSpec, perWord} from '../../ops/compact/format';
 import {fusedDecodeConfig, fusedDecoderFor} from '../../src/engines/webgpu_decode';
 import {
   embedSource,
@@ -28,7 +28,8 @@ import {tf} from '../../src/tf';
 import {initNodeWebGPU} from '../../src/webgpu_node';
 import {relError} from '../helpers';
 import {describeWebGPU} from '../webgpu_env'; // first: sets the SwiftShader env before Dawn loads
-import {gemvReference, runKernel, uniform} from './kernel_helpers';
+import {gemvInputs, gemvReference, packedMatrix, runKernel, uniform} from './kernel_helpers';
+import {randomModel, SMALL_CFG} from './random_model';
 
 const KERNEL_TOL = 1e-5;
 const DECODE_TOL = 1e-5;
@@ -40,17 +41,6 @@ const SPECS: [string, CompactSpec][] = [
   ['int4 g32', {dtype: 'int4', groupSize: 32}],
   ['int4 g64 zero points', {dtype: 'int4', groupSize: 64, zeroPoints: true}],
 ];
-
-/** A packed matrix's buffers as the kernels bind them: words, then scales and zero points. */
-function packed(w: Float32Array, rows: number, cols: number, spec: CompactSpec) {
-  const p = quantize(w, rows, cols, spec);
-  return {
-    words: new Uint32Array(p.data.buffer, p.data.byteOffset, p.data.length),
-    scales: p.scales,
-    zeros: p.zeros,
-    values: dequantize(p),
-  };
-}
 
 describeWebGPU('fused WebGPU decode engine on compact weights', () => {
   beforeAll(async () => {
@@ -102,15 +92,10 @@ describeWebGPU('fused WebGPU decode engine on compact weights', () => {
         };
         const x = uniform(1, B * IN, -2, 2),
           g = uniform(2, IN, -0.5, 0.5);
-        const mats = segments.map((n, i) => packed(uniform(10 + i, n * IN), n, IN, cspec));
+        const mats = segments.map((n, i) => packedMatrix(uniform(10 + i, n * IN), n, IN, cspec));
         const bias = uniform(3, mode === 'geglu' ? 2 * rows : rows);
         const out0 = uniform(4, B * outStride);
-        const inputs: Record<string, Float32Array | Uint32Array> = {x, g, bias, out: out0};
-        mats.forEach((m, i) => {
-          inputs[`w${i}`] = m.words;
-          if (m.scales) inputs[`s${i}`] = m.scales;
-          if (m.zeros) inputs[`z${i}`] = m.zeros;
-        });
+        const inputs = gemvInputs({x, g, bias, out: out0}, mats);
         const names = gemvBindings(spec);
         expect(names.every((k) => inputs[k] != null)).toBe(true);
         if (names.length > MAX_BINDINGS) return; // e.g. int4 zero points over two segments: split by the plan
@@ -133,7 +118,7 @@ describeWebGPU('fused WebGPU decode engine on compact weights', () => {
       start = 10,
       rows = 5;
     const step = stepLayout(B, 1);
-    const m = packed(uniform(50, rows * D), rows, D, cspec);
+    const m = packedMatrix(uniform(50, rows * D), rows, D, cspec);
     const stepData = new Uint32Array(step.words);
     [12, 3, 14].forEach((id, b) => {
       stepData[step.ids + b] = id;
@@ -210,35 +195,9 @@ describeWebGPU('fused WebGPU decode engine on compact weights', () => {
   );
 
   test(`random int4 model with zero points, batch 3: vocabulary pieces, untied head, biases (${DECODE_TOL})`, async () => {
-    const cfg = {
-      vocab_size: 200,
-      hidden_size: 64,
-      lru_width: 64,
-      intermediate_size: 128,
-      num_attention_heads: 4,
-      num_key_value_heads: 1,
-      num_hidden_layers: 3,
-      attention_window_size: 8,
-      block_types: ['recurrent', 'attention'] as ('recurrent' | 'attention')[],
-      attention_bias: true,
-      tie_word_embeddings: false,
-      logits_soft_cap: 10,
-    };
-    const spec: CompactSpec = {dtype: 'int4', groupSize: 32, zeroPoints: true};
-    // Random float weights, then the same values packed into both models.
-    const make = async () => {
-      const model = new RecurrentGemmaForCausalLM(cfg, {compact: spec});
-      let k = 0;
-      for (const [, v] of model.namedParameters()) {
-        const shape = v.shape as number[];
-        const n = shape.reduce((a, b) => a * b, 1);
-        const lim = shape.length === 1 ? 0.5 : Math.sqrt(3 / shape[shape.length - 1]);
-        const t = tf.tensor(uniform(900 + k++, n, -lim, lim), shape);
-        v.write(t);
-        t.dispose();
-      }
-      return model;
-    };
+    const cfg = {...SMALL_CFG, vocab_size: 200, hidden_size: 64, lru_width: 64, intermediate_size: 128};
+    // The same packed values in both models.
+    const make = async () => randomModel(cfg, 9, {dtype: 'int4', groupSize: 32, zeroPoints: true});
     vocabSplit.maxPieceBytes = 70 * 64 * 4; // rows in pieces, sized by packed bytes
     try {
       const prompts = [

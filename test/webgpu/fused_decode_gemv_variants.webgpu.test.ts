@@ -2,24 +2,21 @@
  * The fused decode GEMV's tuning variants (shaders/gemv.ts): the split reduction, x loaded lazily
  * one batch row at a time, and int8 / int4 unpacked by the 2^23 trick, alone and together, for
  * every weight format (float32, bfloat16, float16, int8, int4 with and without zero points) at
- * b = 1, 3 and 8, each against tfjs ops on the cpu backend over the unpacked values
- * (ops/compact/format.ts `dequantize`) on random inputs; and the 2^23 unpacking of every int8 and
+ * b = 1, 3 and 8, each against tfjs ops on the cpu backend (gemvReference) over the unpacked
+ * values (ops/compact/format.ts `dequantize`) on random inputs; and the 2^23 unpacking of every int8 and
  * int4 value (including the extremes) against the stored integers.
  *
  * Tolerance: float32 on both sides, sums in other orders: 1e-5 relative.
  */
 
-import {geluTanh} from '../../ops/activations';
-import {type CompactSpec, dequantize, quantize} from '../../ops/compact/format';
-import {linear} from '../../ops/linear';
-import {rmsNorm} from '../../ops/norm';
+import type {CompactSpec} from '../../ops/compact/format';
 import {GemvSpec, gemvBindings, gemvRows, gemvSource} from '../../src/engines/webgpu_decode/shaders';
 import {slotLoad, weightFormat} from '../../src/engines/webgpu_decode/shaders/weights';
 import {tf} from '../../src/tf';
 import {initNodeWebGPU} from '../../src/webgpu_node';
 import {relError} from '../helpers';
 import {describeWebGPU} from '../webgpu_env'; // first: sets the SwiftShader env before Dawn loads
-import {onCpu, runKernel, uniform} from './kernel_helpers';
+import {gemvInputs, gemvReference, packedMatrix, runKernel, uniform} from './kernel_helpers';
 
 const TOL = 1e-5;
 
@@ -86,25 +83,10 @@ describeWebGPU('fused decode GEMV variants', () => {
         };
         const x = uniform(B + 1, B * IN, -2, 2),
           g = uniform(2, IN, -0.5, 0.5);
-        const mats = segments.map((n, i) => {
-          const w = uniform(10 + i, n * IN);
-          if (cspec == null) return {words: w, scales: undefined, zeros: undefined, values: w};
-          const p = quantize(w, n, IN, cspec);
-          return {
-            words: new Uint32Array(p.data.buffer, p.data.byteOffset, p.data.length),
-            scales: p.scales,
-            zeros: p.zeros,
-            values: dequantize(p),
-          };
-        });
+        const mats = segments.map((n, i) => packedMatrix(uniform(10 + i, n * IN), n, IN, cspec));
         const bias = uniform(3, mode === 'geglu' ? 2 * rows : rows);
         const out0 = uniform(4, B * rows);
-        const inputs: Record<string, Float32Array | Uint32Array> = {x, g, bias, out: out0};
-        mats.forEach((m, i) => {
-          inputs[`w${i}`] = m.words;
-          if (m.scales) inputs[`s${i}`] = m.scales;
-          if (m.zeros) inputs[`z${i}`] = m.zeros;
-        });
+        const inputs = gemvInputs({x, g, bias, out: out0}, mats);
         const names = gemvBindings(spec);
         expect(names.length).toBeLessThanOrEqual(8);
         const got = await runKernel(
@@ -112,21 +94,7 @@ describeWebGPU('fused decode GEMV variants', () => {
           names.map((k) => inputs[k]),
           [rows / R, 1, 1],
         );
-        const [want] = await onCpu(() => {
-          const xt = tf.tensor2d(x, [B, IN]);
-          const xn = norm ? rmsNorm(xt, tf.tensor1d(g), 1e-6) : xt;
-          const lin = (i: number, b: Float32Array) =>
-            linear(xn, tf.tensor2d(mats[i].values, [segments[i], IN]), tf.tensor1d(b));
-          if (mode === 'geglu') return tf.mul(geluTanh(lin(0, bias.slice(0, rows))), lin(1, bias.slice(rows)));
-          let off = 0;
-          const parts = segments.map((n, i) => {
-            const p = lin(i, bias.slice(off, off + n));
-            off += n;
-            return spec.gelu?.[i] ? geluTanh(p) : p;
-          });
-          const y = parts.length > 1 ? tf.concat(parts, 1) : parts[0];
-          return mode === 'residual' ? tf.add(y, tf.tensor2d(out0, [B, rows])) : y;
-        });
+        const want = await gemvReference(spec, {x, g, ws: mats.map((m) => m.values), bias, out0});
         expect(relError(got[got.length - 1], want)).toBeLessThan(TOL);
       });
     }

@@ -10,7 +10,6 @@
  * both sides). A loss within 1e-5 of the golden, as test/model/parity.test.ts asks of tfjs.
  */
 
-import type {LayerState} from '../../layers/model_layers';
 import {vocabSplit} from '../../layers/vocab_split';
 import type {CompactSpec} from '../../ops/compact/format';
 import type {RecurrentGemmaConfigArgs} from '../../src/config';
@@ -25,24 +24,12 @@ import {loadTinyAGolden, relError, TINY_A_DIR} from '../helpers';
 import {describeWebGPU} from '../webgpu_env'; // first: sets the SwiftShader env before Dawn loads
 import {uniform} from './kernel_helpers';
 import {randomModel, SMALL_CFG} from './random_model';
+import {layerArrays, worstOf} from './state_compare';
 
 const TOL = 1e-5;
 const GOLDEN_TOL = 1e-4;
 
 const read = async (t: tf.Tensor) => Float32Array.from((await t.data()) as Float32Array);
-
-/** Every tensor of a state, in order, read back. */
-async function stateArrays(layers: LayerState[]): Promise<Float32Array[]> {
-  const out: Float32Array[] = [];
-  for (const l of layers)
-    for (const t of Object.values(l as unknown as Record<string, tf.Tensor>)) out.push(await read(t));
-  return out;
-}
-
-function worstOf(a: Float32Array[], b: Float32Array[]): number {
-  expect(a.length).toBe(b.length);
-  return Math.max(...a.map((x, i) => (x.every((v) => v === 0) && b[i].every((v) => v === 0) ? 0 : relError(x, b[i]))));
-}
 
 /** f's value, and how many calls of fusedForward (through model.forward / predict) ran on the engine (not null). */
 async function fusedCalls<T>(f: () => Promise<T>): Promise<{value: T; fused: number}> {
@@ -142,8 +129,8 @@ describeWebGPU('forward / predict on the fused WebGPU prefill engine', () => {
       rest: await read(c.logits),
       last: await read(last.logits),
       all: await read(all.logits),
-      stateA: await stateArrays(a.state!),
-      stateC: await stateArrays(c.state!),
+      stateA: await layerArrays(a.state!),
+      stateC: await layerArrays(c.state!),
     };
     tf.dispose([a.logits, c.logits, last.logits, all.logits]);
     tf.dispose([...a.state!, ...c.state!].flatMap((s) => Object.values(s as unknown as Record<string, tf.Tensor>)));

@@ -7,7 +7,6 @@
  * ~1e-7 relative on SwiftShader; the bound is 1e-5 (relative, ||a - b|| / ||b||).
  */
 
-import type {LayerState} from '../../layers/model_layers';
 import {vocabSplit} from '../../layers/vocab_split';
 import type {CompactSpec} from '../../ops/compact/format';
 import {causalConv1d} from '../../ops/conv1d';
@@ -34,29 +33,13 @@ import {loadTinyAGolden, relError, TINY_A_DIR} from '../helpers';
 import {describeWebGPU} from '../webgpu_env'; // first: sets the SwiftShader env before Dawn loads
 import {onCpu, runKernel, uniform} from './kernel_helpers';
 import {randomModel, SMALL_CFG} from './random_model';
+import {stateArrays, worstOf} from './state_compare';
 
 const KERNEL_TOL = 1e-5;
 /** Relative error allowed between the engine's prefill (logits, state) and the cpu backend's. */
 const PREFILL_TOL = 1e-5;
 /** Against HF's float64 logits (the tfjs paths' own parity bound, test/model/parity.test.ts). */
 const GOLDEN_TOL = 1e-4;
-
-/** A state's layers and logits as arrays (the layers exported from the engine if it lives there). */
-async function stateArrays(s: GenerationState): Promise<Float32Array[]> {
-  const out: Float32Array[] = [];
-  for (const l of s.layers as LayerState[]) {
-    for (const t of Object.values(l as unknown as Record<string, tf.Tensor>)) {
-      out.push(Float32Array.from((await t.data()) as Float32Array));
-    }
-  }
-  out.push(Float32Array.from((await s.logits.data()) as Float32Array));
-  return out;
-}
-
-function worstOf(a: Float32Array[], b: Float32Array[]): number {
-  expect(a.length).toBe(b.length);
-  return Math.max(...a.map((x, i) => (x.every((v) => v === 0) && b[i].every((v) => v === 0) ? 0 : relError(x, b[i]))));
-}
 
 function dimsWords(M: number, t: number, head: number, conv: number): Uint32Array {
   const d = new Uint32Array(DIMS_WORDS);
@@ -333,6 +316,30 @@ describeWebGPU('fused WebGPU prefill engine', () => {
     [2, 100, 101, 102, 103, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22],
   ];
 
+  /** A compact random model, batch 2, 2 heads of 2 kv heads, window 6: 15 tokens in chunks of 8, then 3 in chunks of 3. */
+  const multiHead = (compact: CompactSpec): PrefillScenario => ({
+    cfg: {
+      vocab_size: 128,
+      hidden_size: 64,
+      lru_width: 64,
+      intermediate_size: 128,
+      num_attention_heads: 2,
+      num_key_value_heads: 2,
+      num_hidden_layers: 2,
+      attention_window_size: 6,
+      block_types: ['attention', 'recurrent'],
+    },
+    compact,
+    pieceBytes: 0,
+    prompts: prompts2.map((r) => r.slice(0, 15)),
+    chunkSize: 8,
+    more: [
+      [60, 61, 62],
+      [70, 71, 72],
+    ],
+    moreChunk: 3,
+  });
+
   test(`random model, batch 2, 21 steps past the window of 8 in chunks of 13 and 8, vocabulary in 3 pieces, untied head, biases, then a turn of 5 in chunks of 2 (${PREFILL_TOL})`, async () => {
     const worst = await compareScenario(
       {
@@ -361,31 +368,7 @@ describeWebGPU('fused WebGPU prefill engine', () => {
   ] as [string, CompactSpec][])(
     `random model held %s, batch 2, multi-head attention, window 6 (${PREFILL_TOL})`,
     async (_n, compact) => {
-      const worst = await compareScenario(
-        {
-          cfg: {
-            vocab_size: 128,
-            hidden_size: 64,
-            lru_width: 64,
-            intermediate_size: 128,
-            num_attention_heads: 2,
-            num_key_value_heads: 2,
-            num_hidden_layers: 2,
-            attention_window_size: 6,
-            block_types: ['attention', 'recurrent'],
-          },
-          compact,
-          pieceBytes: 0,
-          prompts: prompts2.map((r) => r.slice(0, 15)),
-          chunkSize: 8,
-          more: [
-            [60, 61, 62],
-            [70, 71, 72],
-          ],
-          moreChunk: 3,
-        },
-        11,
-      );
+      const worst = await compareScenario(multiHead(compact), 11);
       console.log(
         `${_n}: fused prefill vs cpu: logits ${worst.logits.toExponential(2)}, state ${worst.state.toExponential(2)}`,
       );
@@ -404,31 +387,7 @@ describeWebGPU('fused WebGPU prefill engine', () => {
     const before = process.env.GRIFFIN_PREFILL_MM;
     process.env.GRIFFIN_PREFILL_MM = env;
     try {
-      const worst = await compareScenario(
-        {
-          cfg: {
-            vocab_size: 128,
-            hidden_size: 64,
-            lru_width: 64,
-            intermediate_size: 128,
-            num_attention_heads: 2,
-            num_key_value_heads: 2,
-            num_hidden_layers: 2,
-            attention_window_size: 6,
-            block_types: ['attention', 'recurrent'],
-          },
-          compact: {dtype: 'bfloat16'},
-          pieceBytes: 0,
-          prompts: prompts2.map((r) => r.slice(0, 15)),
-          chunkSize: 8,
-          more: [
-            [60, 61, 62],
-            [70, 71, 72],
-          ],
-          moreChunk: 3,
-        },
-        13,
-      );
+      const worst = await compareScenario(multiHead({dtype: 'bfloat16'}), 13);
       expect(worst.logits).toBeLessThan(PREFILL_TOL);
       expect(worst.state).toBeLessThan(PREFILL_TOL);
     } finally {

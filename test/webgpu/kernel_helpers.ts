@@ -5,8 +5,11 @@
  *   const [x, out] = await runKernel(code, [x0, out0], [groups, 1, 1]);
  *   const [want] = await onCpu(() => tf.add(a, b));
  *   const want = await gemvReference(spec, {x, g, ws, bias, out0});
+ *   const m = packedMatrix(w, rows, cols, {dtype: 'int8'});   // m.words, m.scales, m.zeros; m.values unpacked
+ *   const buffers = gemvBindings(spec).map((k) => gemvInputs({x, g, bias, out: out0}, [m])[k]);
  */
 import {geluTanh, softCap} from '../../ops/activations';
+import {type CompactSpec, dequantize, quantize} from '../../ops/compact/format';
 import {linear} from '../../ops/linear';
 import {rmsNorm} from '../../ops/norm';
 import {type GemvSpec, gemvRows} from '../../src/engines/webgpu_decode/shaders';
@@ -123,4 +126,30 @@ export async function gemvReference(
     return y;
   });
   return want;
+}
+
+/** A weight matrix as the kernels bind it (words, then scales and zero points) and the values it holds; spec null: float32. */
+export function packedMatrix(w: Float32Array, rows: number, cols: number, spec: CompactSpec | null) {
+  if (spec == null) return {words: w, scales: undefined, zeros: undefined, values: w};
+  const p = quantize(w, rows, cols, spec);
+  return {
+    words: new Uint32Array(p.data.buffer, p.data.byteOffset, p.data.length),
+    scales: p.scales,
+    zeros: p.zeros,
+    values: dequantize(p),
+  };
+}
+
+/** The GEMV's buffers by binding name: `base` (x, g, bias, out) and w{i}, s{i}, z{i} of each matrix. */
+export function gemvInputs(
+  base: Record<string, Float32Array>,
+  mats: ReturnType<typeof packedMatrix>[],
+): Record<string, Float32Array | Uint32Array> {
+  const inputs: Record<string, Float32Array | Uint32Array> = {...base};
+  mats.forEach((m, i) => {
+    inputs[`w${i}`] = m.words;
+    if (m.scales) inputs[`s${i}`] = m.scales;
+    if (m.zeros) inputs[`z${i}`] = m.zeros;
+  });
+  return inputs;
 }

@@ -11,6 +11,7 @@
  *
  * Shape letters: B batch rows, V vocabulary, G slices per row, T invocations per workgroup.
  */
+import {argmaxCompareWgsl} from '../../../../ops/row_argmax/wgsl';
 import type {StepLayout} from './common';
 
 export interface ArgmaxSpec {
@@ -35,21 +36,7 @@ export function argmaxCandWords(s: Pick<ArgmaxSpec, 'B' | 'G'>): number {
   return 2 * s.B * s.G;
 }
 
-const HELPERS = (T: number) => `
-var<workgroup> bestV : array<f32, ${T}>;
-var<workgroup> bestI : array<i32, ${T}>;
-
-fn isNan(v : f32) -> bool {
-  let u = bitcast<u32>(v);
-  return (u & 0x7f800000u) == 0x7f800000u && (u & 0x007fffffu) != 0u;
-}
-
-// (v, i) beats (bv, bi): i = -1 is none; a larger value, or an equal one at a smaller index.
-fn beats(v : f32, i : i32, bv : f32, bi : i32) -> bool {
-  if (i < 0) { return false; }
-  if (bi < 0) { return true; }
-  return v > bv || (v == bv && i < bi);
-}
+const HELPERS = (T: number) => `${argmaxCompareWgsl(T)}
 
 fn reduce(t : u32) {
   workgroupBarrier();

@@ -22,8 +22,7 @@ export type AttnRopePartialBinding = 'qkv' | 'kr' | 'vr' | 'valid' | 'part' | 's
 /** Bindings: qr, kr, vr, valid, part [B, H, NC, HD + 2] (o, max, sum), step. Grid (NC, K, B). */
 export function attnPartialSource(s: AttnSpec): string {
   const {H, K, HD, S, CS, T} = s;
-  const G = H / K,
-    NC = attnChunks(s);
+  const G = H / K;
   const vec = HD % 4 === 0;
   const scale = 1 / Math.sqrt(HD);
   // q and k as vec4 when the head dim allows (the same buffers the RoPE kernel writes as f32).
@@ -66,7 +65,29 @@ fn main(@builtin(workgroup_id) wid : vec3<u32>, @builtin(local_invocation_index)
     }
     sc[p] = v;
   }
-  workgroupBarrier();
+${chunkSoftmaxPV(
+  s,
+  (acc) => `        if (valid[b * ${S}u + sl] > 0.0) {
+          let v = vr[((b * ${S}u + sl) * ${K}u + kh) * ${HD}u + j];
+          ${acc}
+        }`,
+)}
+}`;
+}
+
+/**
+ * WGSL: the kernels' second half, after the scores of the chunk are in sc: per query head the
+ * chunk's softmax numerators (exp(score - max), zero for an empty slot), max and sum; then P V,
+ * where invocation j reads each slot's value once for the G query heads sharing it (`slotValue`
+ * adds slot sl's value v to acc with the `acc` statement it is given, or skips the slot); then
+ * acc, max and sum into part.
+ */
+function chunkSoftmaxPV(s: AttnSpec, slotValue: (acc: string) => string): string {
+  const {H, K, HD, S, CS, T} = s;
+  const G = H / K,
+    NC = attnChunks(s);
+  const acc = `for (var g = 0u; g < ${G}u; g = g + 1u) { acc[g] = acc[g] + sc[g * ${CS}u + i] * v; }`;
+  return `  workgroupBarrier();
   if (t < ${G}u) {
     var m = ${NEG_WGSL};
     for (var i = 0u; i < ${CS}u; i = i + 1u) { m = max(m, sc[t * ${CS}u + i]); }
@@ -90,10 +111,7 @@ fn main(@builtin(workgroup_id) wid : vec3<u32>, @builtin(local_invocation_index)
       let r = s0 + i;
       let sl = (first + r) % ${S}u;
       if (r < ${S}u) {
-        if (valid[b * ${S}u + sl] > 0.0) {
-          let v = vr[((b * ${S}u + sl) * ${K}u + kh) * ${HD}u + j];
-          for (var g = 0u; g < ${G}u; g = g + 1u) { acc[g] = acc[g] + sc[g * ${CS}u + i] * v; }
-        }
+${slotValue(acc)}
       }
     }
     for (var g = 0u; g < ${G}u; g = g + 1u) {
@@ -104,8 +122,7 @@ fn main(@builtin(workgroup_id) wid : vec3<u32>, @builtin(local_invocation_index)
     let pb = ((b * ${H}u + kh * ${G}u + t) * ${NC}u + c) * ${HD + 2}u;
     part[pb + ${HD}u] = mx[t];
     part[pb + ${HD + 1}u] = sm[t];
-  }
-}`;
+  }`;
 }
 
 /** Invocations of the partial attention kernel: enough for the scores of a chunk and for the head dim, at most 256. */
@@ -133,7 +150,6 @@ export function attnRopePartialSharedBytes(s: AttnSpec): number {
 export function attnRopePartialSource(s: AttnSpec): string {
   const {H, K, HD, ROT, S, CS, T} = s;
   const G = H / K,
-    NC = attnChunks(s),
     QKV = (H + 2 * K) * HD,
     half = ROT / 2;
   const vec = HD % 4 === 0;
@@ -217,31 +233,9 @@ fn main(@builtin(workgroup_id) wid : vec3<u32>, @builtin(local_invocation_index)
     }
     sc[p] = v;
   }
-  workgroupBarrier();
-  if (t < ${G}u) {
-    var m = ${NEG_WGSL};
-    for (var i = 0u; i < ${CS}u; i = i + 1u) { m = max(m, sc[t * ${CS}u + i]); }
-    var l = 0.0;
-    for (var i = 0u; i < ${CS}u; i = i + 1u) {
-      let sv = sc[t * ${CS}u + i];
-      var e = 0.0;
-      if (sv > -1.0e38) { e = exp(sv - m); }
-      sc[t * ${CS}u + i] = e;
-      l = l + e;
-    }
-    mx[t] = m;
-    sm[t] = l;
-  }
-  workgroupBarrier();
-  // P V: invocation j reads each valid slot's value once for the G query heads sharing it.
-  for (var j = t; j < ${HD}u; j = j + ${T}u) {
-    var acc : array<f32, ${G}>;
-    for (var g = 0u; g < ${G}u; g = g + 1u) { acc[g] = 0.0; }
-    for (var i = 0u; i < ${CS}u; i = i + 1u) {
-      let r = s0 + i;
-      let sl = (first + r) % ${S}u;
-      if (r < ${S}u) {
-        var v = 0.0;
+${chunkSoftmaxPV(
+  s,
+  (acc) => `        var v = 0.0;
         var seen = false;
         if (sl == head) {
           v = qkv[b * ${QKV}u + (${H + K}u + kh) * ${HD}u + j];
@@ -251,19 +245,9 @@ fn main(@builtin(workgroup_id) wid : vec3<u32>, @builtin(local_invocation_index)
           seen = true;
         }
         if (seen) {
-          for (var g = 0u; g < ${G}u; g = g + 1u) { acc[g] = acc[g] + sc[g * ${CS}u + i] * v; }
-        }
-      }
-    }
-    for (var g = 0u; g < ${G}u; g = g + 1u) {
-      part[((b * ${H}u + kh * ${G}u + g) * ${NC}u + c) * ${HD + 2}u + j] = acc[g];
-    }
-  }
-  if (t < ${G}u) {
-    let pb = ((b * ${H}u + kh * ${G}u + t) * ${NC}u + c) * ${HD + 2}u;
-    part[pb + ${HD}u] = mx[t];
-    part[pb + ${HD + 1}u] = sm[t];
-  }
+          ${acc}
+        }`,
+)}
   // The chunk's slot validity for the next steps (kv head 0 only: every head shares it).
   if (kh == 0u) {
     for (var i = t; i < ${CS}u; i = i + ${T}u) {
