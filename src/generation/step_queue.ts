@@ -109,13 +109,15 @@ export class StepQueue {
   private inFlight = 0;
   /** The first pick, encoded into a fused prefill's submit (encodeFirst), not yet fed (submitFirst). */
   private first: {out: GPUBuffer; read: GPUBuffer; b: number} | null = null;
+  /** Greedy: a runner of the queue's own, made when no engine's runner is left (argmaxRunner). */
+  private spare: RowArgmaxRunner | null = null;
 
   private constructor(
     private readonly model: CausalLMCore,
     private readonly device: GPUDevice,
     private readonly argmax: RowArgmaxRunner | null,
     private readonly sampler: GenerationGpuSampler | null,
-    b: number,
+    private readonly b: number,
   ) {
     this.ring = Array.from({length: RING}, (_, i) =>
       device.createBuffer({
@@ -160,7 +162,7 @@ export class StepQueue {
       const out =
         this.sampler != null
           ? this.sampler.encode(enc, src.buffer, rows, steps)
-          : this.argmax!.encode(enc, src.buffer, b, src.engine);
+          : this.argmaxRunner(eng).encode(enc, src.buffer, b, src.engine);
       enc.copyBufferToBuffer(out, 0, read, 0, b * 4);
       return out;
     };
@@ -215,7 +217,7 @@ export class StepQueue {
             rows,
             rows.map(() => 0),
           )
-        : this.argmax!.encode(enc, logits, b, true);
+        : this.argmaxRunner(null).encode(enc, logits, b, true);
     enc.copyBufferToBuffer(out, 0, read, 0, b * 4);
     this.first = {out, read, b};
     stepQueueStats.picks++;
@@ -253,6 +255,19 @@ export class StepQueue {
     return {ids: this.readBack(mapping, read, b), fed: eng != null};
   }
 
+  /**
+   * The argmax runner of a greedy pick: that of the engine the pick's step goes to (eng: made for
+   * the state's rows), else that of the engine the queue was made with while it lives (room for
+   * all its rows), else the queue's own: rows that leave the batch make engines for fewer rows,
+   * and an engine retired for them disposes its runner.
+   */
+  private argmaxRunner(eng: FusedDecoder | null): RowArgmaxRunner {
+    if (eng != null) return argmaxFor(eng, this.model.config.vocab_size);
+    if (!this.argmax!.isDisposed) return this.argmax!;
+    this.spare ??= new RowArgmaxRunner(this.device, this.model.config.vocab_size, this.b);
+    return this.spare;
+  }
+
   /** Counts a pick in flight until its ids are read (stats: ahead, maxInFlight). */
   private async readBack(mapping: Promise<void>, read: GPUBuffer, b: number): Promise<Int32Array> {
     if (this.inFlight > 0) stepQueueStats.ahead++;
@@ -272,5 +287,6 @@ export class StepQueue {
     if (this.disposed) return;
     this.disposed = true;
     for (const b of this.ring) b.destroy();
+    this.spare?.dispose();
   }
 }
