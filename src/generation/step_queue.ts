@@ -102,7 +102,8 @@ function argmaxFor(dec: FusedDecoder, V: number): RowArgmaxRunner {
 const RING = MAX_QUEUE_DEPTH + 1;
 
 export class StepQueue {
-  private readonly ring: GPUBuffer[];
+  /** Read-back buffers, made as first used (a generation of one token makes one). */
+  private readonly ring: GPUBuffer[] = [];
   private next = 0;
   private disposed = false;
   /** Picks submitted whose ids have not come back yet. */
@@ -118,15 +119,7 @@ export class StepQueue {
     private readonly argmax: RowArgmaxRunner | null,
     private readonly sampler: GenerationGpuSampler | null,
     private readonly b: number,
-  ) {
-    this.ring = Array.from({length: RING}, (_, i) =>
-      device.createBuffer({
-        size: Math.ceil((b * 4) / 16) * 16,
-        usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
-        label: `step queue read ${i}`,
-      }),
-    );
-  }
+  ) {}
 
   /**
    * A queue for up to b rows, picking greedily (sampler null) or with the GPU sampler (whose
@@ -156,8 +149,7 @@ export class StepQueue {
     // The engine first: making it may retire another, whose logits a state then takes back.
     const eng = feed ? fusedDecoderFor(this.model, b) : null;
     const src = state.gpuLogits();
-    const read = this.ring[this.next];
-    this.next = (this.next + 1) % RING;
+    const read = this.nextRead();
     const pick = (enc: GPUCommandEncoder): GPUBuffer => {
       const out =
         this.sampler != null
@@ -207,8 +199,7 @@ export class StepQueue {
   encodeFirst(enc: GPUCommandEncoder, logits: GPUBuffer, b: number): void {
     if (this.disposed) throw new Error('StepQueue: disposed');
     const rows = Array.from({length: b}, (_, i) => i);
-    const read = this.ring[this.next];
-    this.next = (this.next + 1) % RING;
+    const read = this.nextRead();
     const out =
       this.sampler != null
         ? this.sampler.encode(
@@ -266,6 +257,18 @@ export class StepQueue {
     if (!this.argmax!.isDisposed) return this.argmax!;
     this.spare ??= new RowArgmaxRunner(this.device, this.model.config.vocab_size, this.b);
     return this.spare;
+  }
+
+  /** The ring's next read-back buffer (made on its first use). */
+  private nextRead(): GPUBuffer {
+    const i = this.next;
+    this.next = (i + 1) % RING;
+    this.ring[i] ??= this.device.createBuffer({
+      size: Math.ceil((this.b * 4) / 16) * 16,
+      usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+      label: `step queue read ${i}`,
+    });
+    return this.ring[i];
   }
 
   /** Counts a pick in flight until its ids are read (stats: ahead, maxInFlight). */
