@@ -28,7 +28,9 @@
  * kernel's channels per workgroup (_UNROLL, _WORDS, _LRU_CHANNELS); TxRxUxWxCxDxXxK then the GEMV
  * reduction D (1 tree, 2 split: _REDUCE), its x loads X (1 ahead, 2 lazy: _XLOAD) and int8 / int4
  * unpacking K (1 convert, 2 the 2^23 trick: _UNPACK), then M the attention combine (1 serial, 2 split:
- * _COMBINE) and P RoPE (1 separate, 2 inside the partial attention kernel: _ROPE) (TxRxUxWxCxDxXxKxMxP);
+ * _COMBINE) and P RoPE (1 separate, 2 inside the partial attention kernel: _ROPE) (TxRxUxWxCxDxXxKxMxP),
+ * then the RG-LRU kernel's input slices S, rows per workgroup B and gate-loop unroll L (_LRU_SLICES,
+ * _LRU_ROWS, _LRU_UNROLL: TxRxUxWxCxDxXxKxMxPxSxBxL, e.g. 0x0x0x0x16x0x0x0x0x0x16x8x4);
  * 0 anywhere: the default. Greedy picks run
  * inside the step's plan (`inPlanPicks`; GRIFFIN_FUSED_ARGMAX=0: a separate pick before each step).
  * Many rows (src/engines/webgpu_decode/batched_matmul.ts): --matmul-rows 16,0 repeats every batch
@@ -271,6 +273,9 @@ async function compareFused(
         unpack: tuning[7] ?? 0,
         combine: tuning[8] ?? 0,
         rope: tuning[9] ?? 0,
+        lruSlices: tuning[10] ?? 0,
+        lruRows: tuning[11] ?? 0,
+        lruUnroll: tuning[12] ?? 0,
       };
     let t0: number;
     if (tuning == null && mm == null) {
@@ -415,6 +420,9 @@ async function compareFused(
       fusedTuning.unpack = t![7] ?? 0;
       fusedTuning.combine = t![8] ?? 0;
       fusedTuning.rope = t![9] ?? 0;
+      fusedTuning.lruSlices = t![10] ?? 0;
+      fusedTuning.lruRows = t![11] ?? 0;
+      fusedTuning.lruUnroll = t![12] ?? 0;
       disposeFusedDecoders(model);
       for (const batch of batches) await measure(batch, true, t);
     }
@@ -428,6 +436,9 @@ async function compareFused(
     fusedTuning.unpack = 0;
     fusedTuning.combine = 0;
     fusedTuning.rope = 0;
+    fusedTuning.lruSlices = 0;
+    fusedTuning.lruRows = 0;
+    fusedTuning.lruUnroll = 0;
   }
   fusedDecodeConfig.enabled = null;
   const weightBytes = model.weightBytes();

@@ -135,6 +135,36 @@ describeWebGPU('the first token picked in the fused prefill’s submit', () => {
     model.dispose();
   }, 600000);
 
+  test('early submit: a chunk split after its first dispatches gives the bits of one submit, in two submits', async () => {
+    const model = await RecurrentGemmaForCausalLM.fromPretrained(TINY_A_DIR);
+    const prompt = [[2, 342, 48, 451, 411, 374, 280, 400, 9, 77]];
+    const saved = process.env.GRIFFIN_PREFILL_EARLY_SUBMIT;
+    const run = async (early: string) => {
+      process.env.GRIFFIN_PREFILL_EARLY_SUBMIT = early;
+      model.prefill(prompt).dispose(); // warm
+      const c0 = {...gpuCalls};
+      const s = model.prefill(prompt);
+      const calls = gpuCallsSince(c0);
+      const arrays = await stateArrays(s); // every layer's state, then the logits
+      s.dispose();
+      return {calls, arrays};
+    };
+    try {
+      const one = await run('0');
+      const two = await run('3');
+      expect(one.calls.submits).toBe(1);
+      expect(two.calls.submits).toBe(2);
+      expect(two.arrays.length).toBe(one.arrays.length);
+      two.arrays.forEach((a, i) => expect(Array.from(a)).toEqual(Array.from(one.arrays[i])));
+      process.env.GRIFFIN_PREFILL_EARLY_SUBMIT = 'soon';
+      expect(() => model.prefill(prompt)).toThrow(/GRIFFIN_PREFILL_EARLY_SUBMIT must be an integer/);
+    } finally {
+      if (saved == null) delete process.env.GRIFFIN_PREFILL_EARLY_SUBMIT;
+      else process.env.GRIFFIN_PREFILL_EARLY_SUBMIT = saved;
+      model.dispose();
+    }
+  }, 600000);
+
   test('an engine prepared for a chunk size compiles its pipelines ahead: its run makes no pipeline or bind group', async () => {
     // A shape of its own, so that no other test has compiled its kernels.
     const cfg: RecurrentGemmaConfigArgs = {

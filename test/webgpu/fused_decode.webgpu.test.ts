@@ -206,33 +206,52 @@ describeWebGPU('fused WebGPU decode engine', () => {
     },
   );
 
+  /** The RG-LRU kernel's inputs for B rows; rows at position 0 (document starts) where pos says. */
+  const lruInputs = (B: number, E: number, H: number, W: number, cs: number, pos: number[]) => {
+    const BW = E / H;
+    const step = stepLayout(B, 1);
+    const uy = uniform(20, B * 2 * E, -2, 2);
+    const convW = uniform(21, E * W),
+      convB = uniform(22, E),
+      bx = uniform(23, E),
+      ba = uniform(24, E);
+    const rp = uniform(25, E, 0.8, 0.999).map((a) => Math.log(Math.exp(-Math.log(a) / 8) - 1));
+    const wx = uniform(26, H * BW * BW, -0.5, 0.5),
+      wa = uniform(27, H * BW * BW, -0.5, 0.5);
+    const ring = uniform(28, B * W * E),
+      h0 = uniform(29, B * E);
+    const stepData = new Uint32Array(step.words);
+    pos.forEach((p, b) => {
+      stepData[step.pos + b] = p;
+    });
+    stepData[step.slot + 1] = cs;
+    const pk = Float32Array.from([...convW, ...convB, ...bx, ...ba, ...rp]);
+    const st = Float32Array.from([...ring, ...h0]);
+    return {step, uy, convW, convB, bx, ba, rp, wx, wa, ring, h0, stepData, pk, st};
+  };
+  /** Positions of B rows: every third row (from the second) at a document start. */
+  const lruPositions = (B: number) => Array.from({length: B}, (_, b) => (b % 3 === 1 ? 0 : 5 + 3 * b));
+
   test.each([
-    ['3 rows (one at a document start), 2 workgroups per head', 3, 24, 3, 4, 2, 4, 1],
-    ['3 rows, 2 workgroups per head, 3 input slices (8 channels: uneven)', 3, 24, 3, 4, 1, 4, 3],
-    ['1 row, width 2, one workgroup per head', 1, 64, 2, 2, 1, 32, 1],
-    ['1 row, width 2, one workgroup per head, 8 input slices', 1, 64, 2, 2, 0, 32, 8],
-    ['2 rows, 40 channels per head in 2 workgroups of 32, 4 input slices', 2, 80, 2, 4, 3, 32, 4],
-  ] as [string, number, number, number, number, number, number, number][])(
+    ['3 rows (one at a document start), 2 workgroups per head', 3, 24, 3, 4, 2, 4, 1, 0, 1],
+    ['3 rows, 2 workgroups per head, 3 input slices (8 channels: uneven)', 3, 24, 3, 4, 1, 4, 3, 0, 1],
+    ['1 row, width 2, one workgroup per head', 1, 64, 2, 2, 1, 32, 1, 0, 1],
+    ['1 row, width 2, one workgroup per head, 8 input slices', 1, 64, 2, 2, 0, 32, 8, 0, 1],
+    ['2 rows, 40 channels per head in 2 workgroups of 32, 4 input slices', 2, 80, 2, 4, 3, 32, 4, 0, 1],
+    ['1 row, 4 slices, unroll 4 (8 trips: 2 unrolled)', 1, 64, 2, 4, 2, 8, 4, 1, 4],
+    ['1 row, 4 slices, unroll 3 (8 trips: 2 unrolled, 2 single)', 1, 64, 2, 4, 1, 8, 4, 1, 3],
+    ['3 rows in blocks of 2 (the last half empty), 3 slices, unroll 2', 3, 48, 2, 4, 3, 8, 3, 2, 2],
+    ['8 rows in blocks of 4, 8 slices, unroll 4', 8, 64, 2, 4, 0, 16, 8, 4, 4],
+    ['20 rows in blocks of 8 (the last of 4), 4 slices, unroll 2', 20, 64, 2, 4, 2, 16, 4, 8, 2],
+    ['20 rows in blocks of 6, 40 channels in chunks of 16 (uneven), 3 slices, unroll 3', 20, 80, 2, 4, 1, 16, 3, 6, 3],
+    ['33 rows in blocks of 8 (the last of 1), 8 slices, unroll 4', 33, 64, 2, 4, 3, 16, 8, 8, 4],
+    ['33 rows in one block, 2 slices', 33, 64, 2, 3, 2, 16, 2, 33, 1],
+  ] as [string, number, number, number, number, number, number, number, number, number][])(
     'conv1d + RG-LRU step, %s',
-    async (_n, B, E, H, W, cs, CC, JS) => {
+    async (_n, B, E, H, W, cs, CC, JS, RB, U) => {
       const BW = E / H;
-      const step = stepLayout(B, 1);
-      const pos = [5, 0, 17].slice(0, B);
-      const uy = uniform(20, B * 2 * E, -2, 2);
-      const convW = uniform(21, E * W),
-        convB = uniform(22, E),
-        bx = uniform(23, E),
-        ba = uniform(24, E);
-      const rp = uniform(25, E, 0.8, 0.999).map((a) => Math.log(Math.exp(-Math.log(a) / 8) - 1));
-      const wx = uniform(26, H * BW * BW, -0.5, 0.5),
-        wa = uniform(27, H * BW * BW, -0.5, 0.5);
-      const ring = uniform(28, B * W * E),
-        h0 = uniform(29, B * E);
-      const stepData = new Uint32Array(step.words);
-      pos.forEach((p, b) => {
-        stepData[step.pos + b] = p;
-      });
-      stepData[step.slot + 1] = cs;
+      const pos = B <= 3 ? [5, 0, 17].slice(0, B) : lruPositions(B);
+      const {step, uy, convW, convB, bx, ba, rp, wx, wa, ring, h0, stepData, pk, st} = lruInputs(B, E, H, W, cs, pos);
       // The history, oldest first, is ring slots cs + 1, cs + 2, ... (mod W).
       const hist = new Float32Array(B * (W - 1) * E);
       for (let b = 0; b < B; b++) {
@@ -242,9 +261,7 @@ describeWebGPU('fused WebGPU decode engine', () => {
             (b * (W - 1) + k) * E,
           );
       }
-      const pk = Float32Array.from([...convW, ...convB, ...bx, ...ba, ...rp]);
-      const st = Float32Array.from([...ring, ...h0]);
-      const spec = {B, E, H, W, CC, JS, step};
+      const spec = {B, E, H, W, CC, JS, step, ...(RB ? {RB} : {}), U};
       const got = await runKernel(
         rgLruSource(spec),
         [uy, pk, wx, wa, st, new Float32Array(B * E), stepData],
@@ -289,8 +306,54 @@ describeWebGPU('fused WebGPU decode engine', () => {
       expect(relError(got[5], want[0])).toBeLessThan(KERNEL_TOL);
       expect(relError(newHist, want[1])).toBeLessThan(KERNEL_TOL);
       expect(relError(gotSt.subarray(B * W * E), want[2])).toBeLessThan(KERNEL_TOL);
+      // A document start clears the row's history: every slot but this step's input is 0.
+      pos.forEach((p, b) => {
+        if (p !== 0) return;
+        for (let k = 0; k < W; k++)
+          if (k !== cs) expect(gotSt.subarray((b * W + k) * E, (b * W + k + 1) * E).every((v) => v === 0)).toBe(true);
+      });
     },
   );
+
+  test('RG-LRU step: a row has the same bits whatever the rows per workgroup, channels, unroll and live batch', async () => {
+    // The serve guarantee (FusedDecoderOptions.tuningRows): only the input slices order a row's sums.
+    const E = 80,
+      H = 2,
+      W = 4,
+      cs = 1,
+      JS = 4;
+    const run = async (B: number, CC: number, RB: number, U: number) => {
+      const pos = lruPositions(B);
+      const {step, uy, wx, wa, stepData, pk, st} = lruInputs(B, E, H, W, cs, pos);
+      const spec = {B, E, H, W, CC, JS, RB, U, step};
+      const got = await runKernel(
+        rgLruSource(spec),
+        [uy, pk, wx, wa, st, new Float32Array(B * E), stepData],
+        rgLruGrid(spec),
+      );
+      return {o: got[5], h: got[4].subarray(B * W * E)};
+    };
+    const base = await run(20, 16, 20, 1);
+    for (const [B, CC, RB, U] of [
+      [20, 16, 8, 4],
+      [20, 8, 3, 2],
+      [20, 40, 1, 3],
+    ]) {
+      const other = await run(B, CC, RB, U);
+      expect(other.o.every((v, i) => Object.is(v, base.o[i]))).toBe(true);
+      expect(other.h.every((v, i) => Object.is(v, base.h[i]))).toBe(true);
+    }
+    // Fewer live rows (an engine of 7 rows in a server tuned for 20): the inputs of 7 rows are the
+    // first rows of the 20 rows' (seeded sequences), and so are the outputs.
+    for (const [CC, RB, U] of [
+      [16, 8, 4],
+      [8, 7, 1],
+    ]) {
+      const few = await run(7, CC, RB, U);
+      expect(few.o.every((v, i) => Object.is(v, base.o[i]))).toBe(true);
+      expect(few.h.every((v, i) => Object.is(v, base.h[i]))).toBe(true);
+    }
+  });
 
   test.each([
     ['multi-query (K = 1), 2 rows, partial rotary, one row at a document start', 2, 4, 1, 8, 4, [9, 0]],

@@ -396,20 +396,34 @@ describe('prefill matmul tunings', () => {
     expect(parseMatmulTuning('big,bk=16')).toEqual({...MATMUL_VARIANTS.big, bk: 16});
     expect(() => parseMatmulTuning('huge')).toThrow(/bad knob "huge"/);
   });
-  test('matmulTuningFor: the defaults for many rows, smaller tiles where they would leave workgroups idle', () => {
-    expect(matmulTuningFor(spec, 2048)).toEqual({}); // 16 x 40 = 640 workgroups of 128 x 64
-    // 128 rows: 128 x 64 tiles give 40 workgroups, 64 x 64: 80, 32 x 64: 160, 32 x 32: 320 (>= 264).
-    expect(matmulTuningFor(spec, 128)).toMatchObject({bm: 32, bn: 32});
-    expect(matmulGrid(spec, 128, matmulTuningFor(spec, 128))).toEqual([80, 4, 1]);
-    expect(matmulTuningFor(spec, 512)).toMatchObject({bm: 64, bn: 64}); // 8 x 40 = 320
+  test('matmulTuningFor: the defaults for many rows, split over K where they would leave workgroups idle', () => {
+    // 2560 x 2560 in 128 x 64 tiles: 40 column tiles x ceil(M / 128) row tiles; unsplit from 640
+    // workgroups, else split until 1280.
+    expect(matmulTuningFor(spec, 4096)).toEqual({}); // 40 x 32 = 1280
+    expect(matmulTuningFor(spec, 2048)).toEqual({}); // 640
+    expect(matmulTuningFor(spec, 2048, {unsplitWorkgroups: 1000})).toMatchObject({splitk: 2}); // 640 x 2
+    expect(matmulTuningFor(spec, 1024)).toMatchObject({splitk: 4}); // 320 x 4 (x 2: 640, short of 1280)
+    expect(matmulTuningFor(spec, 512)).toMatchObject({splitk: 8, spread: true, unroll: true}); // 160 x 8
+    // 128 rows: 40 x 8 = 320, short of 1280 with the last entry: the last is taken.
+    expect(matmulTuningFor(spec, 128)).toMatchObject({splitk: 8});
+    expect(matmulGrid(spec, 128, matmulTuningFor(spec, 128))).toEqual([40, 1, 8]);
+    // Up to 16 slices: 128 rows take 16 (640, still short: the last), 256 rows 16 (80 x 16 = 1280).
+    expect(matmulTuningFor(spec, 128, {maxSplit: 16})).toMatchObject({splitk: 16});
+    expect(matmulTuningFor(spec, 256, {maxSplit: 16})).toMatchObject({splitk: 16});
+    expect(matmulTuningFor(spec, 512, {maxSplit: 16})).toMatchObject({splitk: 8}); // 160 x 8
+    expect(matmulTuningFor(spec, 512, {maxSplit: 1})).toEqual({}); // unsplit only: the defaults
+    // The old rule (264 workgroups): 2048 rows unsplit, 128 rows split in 8 (320).
+    expect(matmulTuningFor(spec, 2048, {minWorkgroups: 264})).toEqual({});
+    expect(matmulTuningFor(spec, 256, {minWorkgroups: 264})).toMatchObject({splitk: 4}); // 80 x 4
   });
   test('matmulTuningFor follows MATMUL_ORDER: split-K counts its slices, sg entries only with subgroups', () => {
     const saved = MATMUL_ORDER.splice(0, MATMUL_ORDER.length, {}, {splitk: 4}, {splitk: 8}, {sg: DEVICE_SUBGROUP});
     try {
       // 128 rows: 40 workgroups of 128 x 64, 160 split in 4, 320 split in 8 (>= 264).
-      expect(matmulTuningFor(spec, 128)).toEqual({splitk: 8});
+      expect(matmulTuningFor(spec, 128, {minWorkgroups: 264})).toEqual({splitk: 8});
       expect(matmulTuningFor(spec, 128, {minWorkgroups: 100})).toEqual({splitk: 4});
-      expect(matmulTuningFor(spec, 2048)).toEqual({});
+      expect(matmulTuningFor(spec, 2048, {minWorkgroups: 264})).toEqual({});
+      expect(matmulTuningFor(spec, 1024)).toEqual({splitk: 4}); // the defaults want 1280 split: 320 x 4
       // None gives 2000 workgroups: the last that runs (sg only where the device has subgroups).
       expect(matmulTuningFor(spec, 128, {minWorkgroups: 2000})).toEqual({splitk: 8});
       expect(matmulTuningFor(spec, 128, {minWorkgroups: 2000, subgroupSize: 32})).toEqual({sg: 32});

@@ -395,7 +395,8 @@ function recurrentDispatches(
     rg.recurrent_gate_bias.read(),
     rg.recurrent_param.read(),
   ]);
-  // The input slices that fit tuneB rows (they fit B <= tuneB rows too).
+  // The shape chosen for tuneB rows (it fits B <= tuneB rows too; its rows per workgroup are capped
+  // at B): the input slices, the one choice that orders a row's sums, are then those of tuneB.
   const rspec = {...rgLruPlan(ctx.tuneB, e, H, w, ctx.step, host.limits.maxComputeWorkgroupStorageSize), B};
   const lru = dispatch<RgLruBinding>(
     `L${li}.rglru`,

@@ -1,11 +1,11 @@
 /**
  * The fused decode engine's tuning knobs and their defaults: GEMV threads, rows per workgroup and
- * strides per loop trip, attention ring slots per workgroup, RG-LRU input slices.
+ * strides per loop trip, attention ring slots per workgroup, the RG-LRU kernel's slices, rows and unroll.
  *   import {disposeFusedDecoders} from './index';
  *   fusedTuning.threads = 64;   disposeFusedDecoders(model);   // engines made after this use 64 threads
  *
  * Each knob: fusedTuning's value if set (non-zero), else its env variable (GRIFFIN_FUSED_THREADS,
- * _ROWS, _UNROLL, _CHUNK, _LRU_SLICES, _LRU_CHANNELS, _WORDS, _ARGMAX_SLICES; _ARGMAX on/off;
+ * _ROWS, _UNROLL, _CHUNK, _LRU_SLICES, _LRU_CHANNELS, _LRU_ROWS, _LRU_UNROLL, _WORDS, _ARGMAX_SLICES; _ARGMAX on/off;
  * _REDUCE tree/split, _XLOAD ahead/lazy, _UNPACK convert/magic, _COMBINE serial/split, _ROPE
  * separate/fused), else the default below. Read when an engine is built (GRIFFIN_FUSED_ARGMAX: when a generation starts).
  * The sweeps that chose the defaults: see bench/results/NOTES.md.
@@ -23,6 +23,10 @@ export const fusedTuning = {
   chunk: 0,
   lruSlices: 0,
   lruChannels: 0,
+  /** RG-LRU rows per workgroup (GRIFFIN_FUSED_LRU_ROWS). */
+  lruRows: 0,
+  /** RG-LRU gate-loop trips unrolled (GRIFFIN_FUSED_LRU_UNROLL). */
+  lruUnroll: 0,
   words: 0,
   argmaxSlices: 0,
   /** GEMV reduction: 1 tree, 2 split (GRIFFIN_FUSED_REDUCE=tree|split). */
@@ -38,6 +42,11 @@ export const fusedTuning = {
   /** RoPE: 1 a dispatch of its own, 2 folded into the partial attention kernel (GRIFFIN_FUSED_ROPE=separate|fused). */
   rope: 0,
 };
+
+/** A knob's whole value clamped to [1, hi]; 0 (unset) for what is not a positive number. */
+function bounded(v: number, hi: number): number {
+  return Number.isFinite(v) && v >= 1 ? Math.min(hi, Math.floor(v)) : 0;
+}
 
 function envInt(name: string): number {
   const v = typeof process !== 'undefined' ? process.env?.[name] : undefined;
@@ -136,9 +145,12 @@ export function attnChunkSlots(): number {
 }
 
 /**
- * The RG-LRU kernel's shape: 32 channels per workgroup (16 for heads of 128+ channels;
- * GRIFFIN_FUSED_LRU_CHANNELS sets it) and as many input slices (default 8, then 4, 2, 1) as fit in 256 invocations and in
- * workgroup memory.
+ * The RG-LRU kernel's shape for B rows (the engine's tuning rows, so that a row's sums run in one
+ * order whatever the live batch): 32 channels per workgroup (16 for heads of 128+ channels;
+ * GRIFFIN_FUSED_LRU_CHANNELS), rows per workgroup (GRIFFIN_FUSED_LRU_ROWS; default up to 8, fewer
+ * while that leaves under 256 workgroups), input slices (GRIFFIN_FUSED_LRU_SLICES; default 16,
+ * then 8, 4, 2, 1 until it fits in 256 invocations and in workgroup memory) and gate-loop trips
+ * unrolled (GRIFFIN_FUSED_LRU_UNROLL; default 4).
  */
 export function rgLruPlan(
   B: number,
@@ -154,26 +166,34 @@ export function rgLruPlan(
     fusedTuning.lruChannels ||
     envInt('GRIFFIN_FUSED_LRU_CHANNELS') ||
     (bw >= 128 ? 16 : Math.min(64, Math.max(32, Math.ceil(bw / 32) * 32)));
-  const want = fusedTuning.lruSlices || envInt('GRIFFIN_FUSED_LRU_SLICES') || 8;
-  for (let JS = want; JS >= 1; JS = Math.floor(JS / 2)) {
-    const spec = {B, E, H, W, CC, JS, step};
-    if (CC * JS <= 256 && rgLruSharedBytes(spec) <= sharedLimit) return spec;
+  const chunks = Math.ceil(bw / CC);
+  const setRows = bounded(fusedTuning.lruRows || envInt('GRIFFIN_FUSED_LRU_ROWS'), 1024);
+  let RB = Math.min(B, setRows || 8);
+  if (!setRows) while (RB > 1 && H * chunks * Math.ceil(B / RB) < 256) RB = Math.ceil(RB / 2);
+  const U = bounded(fusedTuning.lruUnroll || envInt('GRIFFIN_FUSED_LRU_UNROLL'), 16) || 4;
+  const want = bounded(fusedTuning.lruSlices || envInt('GRIFFIN_FUSED_LRU_SLICES'), 256) || 16;
+  // Fewer slices until the workgroup fits; then fewer rows (the head's conv outputs alone may not).
+  for (; RB >= 1; RB = RB > 1 ? Math.ceil(RB / 2) : 0) {
+    for (let JS = want; JS >= 1; JS = Math.floor(JS / 2)) {
+      const spec = {B, E, H, W, CC, JS, RB, U, step};
+      if (CC * JS <= 256 && rgLruSharedBytes(spec) <= sharedLimit) return spec;
+    }
   }
-  return {B, E, H, W, CC, JS: 1, step};
+  return {B, E, H, W, CC, JS: 1, RB: 1, U, step};
 }
 
 /**
  * Tuning rows from which the step's weight products run as tiled matmuls instead of GEMVs
  * (batched_matmul.ts): decodeMatmulConfig.rows if set (non-zero; -1: never), else
- * GRIFFIN_DECODE_MATMUL_ROWS (0: never), else 32 (at 16 rows the GEMVs are the faster, at 32 the matmuls:
- * bench/results/NOTES.md, 2026-12-03 third session).
+ * GRIFFIN_DECODE_MATMUL_ROWS (0: never), else 16 (with split-K the matmuls win from 16 rows, the GEMVs
+ * at 8: bench/results/NOTES.md, 2026-12-03 fourth session).
  */
 export const decodeMatmulConfig = {rows: 0};
 
 export function decodeMatmulRows(): number {
   if (decodeMatmulConfig.rows !== 0) return Math.max(0, decodeMatmulConfig.rows);
   const v = typeof process !== 'undefined' ? process.env?.GRIFFIN_DECODE_MATMUL_ROWS : undefined;
-  if (v == null || v === '') return 32;
+  if (v == null || v === '') return 16;
   const n = Number(v);
   if (!Number.isInteger(n) || n < 0 || n > 1024) {
     throw new Error(`GRIFFIN_DECODE_MATMUL_ROWS must be an integer in [0, 1024], got "${v}"`);

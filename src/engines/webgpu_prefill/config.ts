@@ -19,6 +19,21 @@ export const fusedPrefillConfig: {enabled: boolean | null; maxChunk: number; max
   scanSteps: 32,
 };
 
+/**
+ * Dispatches of a chunk encoded and submitted on their own before the rest is encoded, so that the
+ * GPU starts while the host encodes the others: env GRIFFIN_PREFILL_EARLY_SUBMIT (0: one submit per
+ * chunk), default 32; an integer in [0, 100000], else refused in one line.
+ */
+export function prefillEarlySubmit(): number {
+  const v = typeof process !== 'undefined' ? process.env?.GRIFFIN_PREFILL_EARLY_SUBMIT : undefined;
+  if (v == null || v === '') return 32;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0 || n > 100000) {
+    throw new Error(`GRIFFIN_PREFILL_EARLY_SUBMIT must be an integer in [0, 100000], got "${v}"`);
+  }
+  return n;
+}
+
 export function fusedPrefillEnabled(): boolean {
   if (fusedPrefillConfig.enabled != null) return fusedPrefillConfig.enabled;
   const v = typeof process !== 'undefined' ? process.env?.GRIFFIN_FUSED_PREFILL : undefined;

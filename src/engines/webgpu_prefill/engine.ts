@@ -28,7 +28,7 @@ import {tracePhase} from '../../util/host_trace';
 import type {Dispatch, DispatchTiming, FusedDecoder} from '../webgpu_decode';
 import {wgslBindings} from '../webgpu_decode/shaders';
 import {flushTf, gpuBufferOf, type WebGPUBackendLike, webgpuBackend} from '../webgpu_decode/tfjs_webgpu';
-import {fusedForwardConfig} from './config';
+import {fusedForwardConfig, prefillEarlySubmit} from './config';
 import type {GridFn, PrefillDispatch} from './context';
 import {buildFullHead, type FullHead, fullHeadRows, HEAD_DIMS_STRIDE} from './head_plan';
 import {buildPrefillPlan, type PrefillPlan} from './plan';
@@ -288,7 +288,7 @@ export class FusedPrefill {
     }
     flushTf(this.backend);
     tracePhase('prefill.write');
-    const enc = this.device.createCommandEncoder();
+    let enc = this.device.createCommandEncoder();
     if (opts.clear) this.decoder.clearState(enc);
     const list = this.dispatchList(M, t);
     const head = wantLogits ? this.decoder.headDispatches : [];
@@ -316,7 +316,16 @@ export class FusedPrefill {
       if (!prof) pass!.end();
     };
     tracePhase('prefill.plan');
-    encodeAll(list, 0);
+    // The first dispatches go in a submit of their own: the GPU starts on them while the host encodes the rest.
+    const early = prof ? 0 : prefillEarlySubmit();
+    if (early > 0 && list.length > 2 * early) {
+      encodeAll(list.slice(0, early), 0);
+      q.submit([enc.finish()]);
+      enc = this.device.createCommandEncoder();
+      encodeAll(list.slice(early), early);
+    } else {
+      encodeAll(list, 0);
+    }
     if (all != null) this.encodeAllRows(enc, M, t, all);
     let out: tf.Tensor | null = null;
     if (wantLogits) {

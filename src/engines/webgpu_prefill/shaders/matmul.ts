@@ -216,30 +216,60 @@ export const DEVICE_SUBGROUP = -1;
 /**
  * The tunings matmulTuningFor tries, in order of preference: the first that gives a chunk enough
  * workgroups (and that the spec and device can run) is taken, else the last. The defaults first,
- * then smaller tiles for few rows. Set from bench/prefill_matmul.ts --sweep (bench/results/NOTES.md).
+ * then the defaults split over K in 2, 4, 8 for few rows (each slice a workgroup of its own). Set
+ * from bench/prefill_matmul.ts sweeps at 128-2048 rows (bench/results/NOTES.md): at short chunks
+ * split-K beat smaller tiles for every 2B product but the narrow k/v (small either way).
  */
 export const MATMUL_ORDER: Partial<MatmulTuning>[] = [
   {},
-  {bm: 64, bn: 64, bk: 16, tm: 4, tn: 4},
-  {bm: 32, bn: 64, bk: 16, tm: 4, tn: 4},
-  {bm: 32, bn: 32, bk: 16, tm: 4, tn: 4},
+  {splitk: 2, spread: true, unroll: true},
+  {splitk: 4, spread: true, unroll: true},
+  {splitk: 8, spread: true, unroll: true},
+  {splitk: 16, spread: true, unroll: true},
 ];
 
 /**
+ * The most K slices matmulTuningFor picks from MATMUL_ORDER: GRIFFIN_PREFILL_MM_SPLIT (1-64) if set, else 8;
+ * a bad value is refused in one line.
+ */
+export function matmulMaxSplit(): number {
+  const v = typeof process !== 'undefined' ? process.env?.GRIFFIN_PREFILL_MM_SPLIT : undefined;
+  if (v == null || v === '') return 8;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1 || n > 64)
+    throw new Error(`GRIFFIN_PREFILL_MM_SPLIT must be an integer in [1, 64], got "${v}"`);
+  return n;
+}
+
+/** matmulTuningFor's default minWorkgroups: about ten per SM of an H200 (where the sweeps put it). */
+export const MATMUL_MIN_WORKGROUPS = 1280;
+
+/**
+ * matmulTuningFor's default unsplitWorkgroups: an unsplit tuning is taken from this many workgroups
+ * (split-K adds a reduce pass and the partial sums' traffic: inside the 2B plan it lost at 2048 rows,
+ * 640 tiles, and won below).
+ */
+export const MATMUL_UNSPLIT_WORKGROUPS = 640;
+
+/**
  * A tuning for chunks of about M rows: the first of MATMUL_ORDER that gives at least
- * `minWorkgroups` workgroups (default 264: two per SM of an H200), else the last that runs; {}
- * for the defaults. GRIFFIN_PREFILL_MM set: {} (the env variable decides). `subgroupSize`: the
- * device's (matmulSubgroupSize), for entries with sg.
+ * `minWorkgroups` workgroups (default MATMUL_MIN_WORKGROUPS; an entry without split-K: at least
+ * min(minWorkgroups, unsplitWorkgroups), default MATMUL_UNSPLIT_WORKGROUPS), else the last that
+ * runs, among those split at most `maxSplit` times (default matmulMaxSplit()); {} for the defaults.
+ * GRIFFIN_PREFILL_MM set: {} (the env variable decides).
+ * `subgroupSize`: the device's (matmulSubgroupSize), for entries with sg.
  */
 export function matmulTuningFor(
   spec: MatmulSpec,
   M: number,
-  opts: {minWorkgroups?: number; subgroupSize?: number} = {},
+  opts: {minWorkgroups?: number; unsplitWorkgroups?: number; maxSplit?: number; subgroupSize?: number} = {},
 ): Partial<MatmulTuning> {
   if (Object.keys(envTuning()).length > 0) return {};
-  const minWorkgroups = opts.minWorkgroups ?? 264;
+  const minWorkgroups = opts.minWorkgroups ?? MATMUL_MIN_WORKGROUPS;
+  const unsplit = Math.min(minWorkgroups, opts.unsplitWorkgroups ?? MATMUL_UNSPLIT_WORKGROUPS);
   const sg = opts.subgroupSize ?? 0;
-  const runs = MATMUL_ORDER.filter((t) => t.sg !== DEVICE_SUBGROUP || sg > 0)
+  const maxSplit = opts.maxSplit ?? matmulMaxSplit();
+  const runs = MATMUL_ORDER.filter((t) => (t.sg !== DEVICE_SUBGROUP || sg > 0) && (t.splitk ?? 1) <= maxSplit)
     .map((t) => (t.sg === DEVICE_SUBGROUP ? {...t, sg} : t))
     .filter((t) => {
       try {
@@ -251,7 +281,8 @@ export function matmulTuningFor(
     });
   if (runs.length === 0) return {};
   const count = (t: Partial<MatmulTuning>) => matmulGrid(spec, M, t).reduce((x, y) => x * y, 1);
-  return runs.find((t) => count(t) >= minWorkgroups) ?? runs[runs.length - 1];
+  const enough = (t: Partial<MatmulTuning>) => count(t) >= ((t.splitk ?? 1) > 1 ? minWorkgroups : unsplit);
+  return runs.find(enough) ?? runs[runs.length - 1];
 }
 
 /**
