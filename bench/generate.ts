@@ -18,7 +18,9 @@
  * on|off|both: off samples on the host, reading the logits back; both runs each way; --queued
  * on|off|both: steps queued ahead of the host, fed by the ids on the GPU (src/generation/step_queue.ts,
  * on by default where the engine applies), or off: each step's ids read back before the next step
- * is submitted; `queuedSteps` counts the steps queued), a bare decodeStep loop waited on once at the end (`rawTokensPerSec`: the GPU's pace), and
+ * is submitted; `queuedSteps` counts the steps queued; --queue-depth 1,2 repeats the queued runs with
+ * one or two picks in flight, GRIFFIN_QUEUE_DEPTH, `aheadPicks` counting those submitted while
+ * another was in flight), a bare decodeStep loop waited on once at the end (`rawTokensPerSec`: the GPU's pace), and
  * for the engine one profiled step (GPU timestamps per dispatch, summed per kernel kind, with the
  * bytes of weights each must read: GB/s). --sweep 64x8,128x4,256x2 repeats the engine's runs with
  * GEMV workgroups of T threads and at most R rows each (env GRIFFIN_FUSED_THREADS / _ROWS);
@@ -223,6 +225,11 @@ async function compareFused(
     throw new Error(`--queued must be on, off or both, got ${JSON.stringify(args.queued)}`);
   const queuedModes =
     args.queued === 'both' ? [true, false] : args.queued === 'off' ? [false] : args.queued === 'on' ? [true] : [null];
+  // --queue-depth 1,2: picks in flight through the queue (queuedDecodeConfig.depth; default: GRIFFIN_QUEUE_DEPTH).
+  const depths: (number | null)[] =
+    args['queue-depth'] != null ? intList(args['queue-depth'], [], 'queue-depth') : [null];
+  if (depths.some((d) => d != null && d > 2))
+    throw new Error(`--queue-depth must be 1 or 2 (or both: 1,2), got ${args['queue-depth']}`);
   const runs: Record<string, unknown>[] = [];
   const sweep = args.sweep != null ? args.sweep.split(',').map((x) => x.split('x').map(Number)) : [null];
   const matmulRows =
@@ -279,41 +286,48 @@ async function compareFused(
       // first token's time includes the prefill.
       for (const [key, sampling] of samplings)
         for (const gpu of sampling.temperature === 0 ? [null] : gpuModes)
-          for (const queued of queuedModes) {
-            gpuSamplingConfig.enabled = gpu;
-            queuedDecodeConfig.enabled = queued;
-            for await (const _ of model.stream(
-              prompt.map((r) => r.slice(0, 8)),
-              {...sampling, maxNewTokens: 3, seed: 1, eosTokenId: []},
-            )) {
-              /* warm-up */
+          for (const queued of queuedModes)
+            for (const depth of queued === false ? [null] : depths) {
+              gpuSamplingConfig.enabled = gpu;
+              queuedDecodeConfig.enabled = queued;
+              queuedDecodeConfig.depth = depth;
+              for await (const _ of model.stream(
+                prompt.map((r) => r.slice(0, 8)),
+                {...sampling, maxNewTokens: 3, seed: 1, eosTokenId: []},
+              )) {
+                /* warm-up */
+              }
+              const stamps: number[] = [];
+              let n = 0;
+              const queued0 = stepQueueStats.queuedSteps,
+                inPlan0 = stepQueueStats.inPlanPicks,
+                ahead0 = stepQueueStats.ahead;
+              t0 = performance.now();
+              for await (const _ of model.stream(prompt, {
+                ...sampling,
+                maxNewTokens: newTokens,
+                seed: 1,
+                eosTokenId: [],
+              })) {
+                if (++n % batch === 0) stamps.push(performance.now()); // a step's rows arrive together
+              }
+              gpuSamplingConfig.enabled = null;
+              queuedDecodeConfig.enabled = null;
+              queuedDecodeConfig.depth = null;
+              const steps = stamps.length,
+                decodeMs = stamps[steps - 1] - stamps[0];
+              run[
+                `${key}${gpu === false ? '_host' : ''}${queued === false ? '_unqueued' : ''}${depth != null ? `_depth${depth}` : ''}`
+              ] = {
+                firstTokenMs: +(stamps[0] - t0).toFixed(1),
+                steps,
+                queuedSteps: stepQueueStats.queuedSteps - queued0,
+                inPlanPicks: stepQueueStats.inPlanPicks - inPlan0,
+                aheadPicks: stepQueueStats.ahead - ahead0,
+                msPerStep: steps > 1 ? +(decodeMs / (steps - 1)).toFixed(3) : null,
+                decodeTokensPerSec: steps > 1 ? +((((steps - 1) * batch) / decodeMs) * 1000).toFixed(1) : null,
+              };
             }
-            const stamps: number[] = [];
-            let n = 0;
-            const queued0 = stepQueueStats.queuedSteps,
-              inPlan0 = stepQueueStats.inPlanPicks;
-            t0 = performance.now();
-            for await (const _ of model.stream(prompt, {
-              ...sampling,
-              maxNewTokens: newTokens,
-              seed: 1,
-              eosTokenId: [],
-            })) {
-              if (++n % batch === 0) stamps.push(performance.now()); // a step's rows arrive together
-            }
-            gpuSamplingConfig.enabled = null;
-            queuedDecodeConfig.enabled = null;
-            const steps = stamps.length,
-              decodeMs = stamps[steps - 1] - stamps[0];
-            run[`${key}${gpu === false ? '_host' : ''}${queued === false ? '_unqueued' : ''}`] = {
-              firstTokenMs: +(stamps[0] - t0).toFixed(1),
-              steps,
-              queuedSteps: stepQueueStats.queuedSteps - queued0,
-              inPlanPicks: stepQueueStats.inPlanPicks - inPlan0,
-              msPerStep: steps > 1 ? +(decodeMs / (steps - 1)).toFixed(3) : null,
-              decodeTokensPerSec: steps > 1 ? +((((steps - 1) * batch) / decodeMs) * 1000).toFixed(1) : null,
-            };
-          }
     }
     t0 = performance.now();
     const state = model.prefill(prompt);

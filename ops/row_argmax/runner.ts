@@ -86,6 +86,10 @@ export class RowArgmaxRunner {
     return this.out;
   }
 
+  get isDisposed(): boolean {
+    return this.disposed;
+  }
+
   dispose(): void {
     if (this.disposed) return;
     this.disposed = true;

@@ -11,7 +11,9 @@
  * seed gives other tokens than on cpu or wasm, and the same ones on every webgpu run). EOS, stop ids
  * and stop strings are judged on the host from the ids. With the fused engine, the ids also feed
  * the next step on the GPU, submitted before they are read back (step_queue.ts): steps queue
- * ahead of the host; the tokens are the same either way. With the fused prefill engine, its
+ * ahead of the host, two picks with their steps in flight (GRIFFIN_QUEUE_DEPTH=1 or
+ * queuedDecodeConfig.depth = 1: one; with a caller's state always one); the tokens are the same
+ * either way. With the fused prefill engine, its
  * pipelines are compiled (in parallel) before the prompt runs, and the first token's pick goes
  * into the prefill's last submit, right after the head (prefillThen). GRIFFIN_TRACE=1 prints the
  * host phases of each call up to its first token (src/util/host_trace.ts).
@@ -25,7 +27,7 @@ import {checkIdRange, IdsLike, idRows} from '../util/ids';
 import {GenerationGpuSampler} from './gpu_sampling';
 import {Sampler, SamplingOptions, StopStringMatcher, validateSamplingOptions} from './sampling';
 import {decodeStep, GenerationState, prefillReady, prefillThen} from './state';
-import {StepQueue} from './step_queue';
+import {type QueuedPick, queueDepth, StepQueue} from './step_queue';
 
 export type FinishReason = 'eos' | 'stop_token' | 'stop_string' | 'length';
 
@@ -174,6 +176,7 @@ async function* run(
   const {rows, mask, maxNew, eos, stops, trackers} = p;
   const V = model.config.vocab_size;
   const userState = opts.state ?? null;
+  const queueDepthSet = queueDepth(); // refused here on any backend when set wrong
   if (opts.signal?.aborted) return;
   // With a caller's state, each row's final token is fed too, so that the state covers everything.
   const keepFinal = userState != null;
@@ -281,46 +284,64 @@ async function* run(
     return ev;
   };
 
-  let pending: Promise<{ids: Int32Array; fed: boolean}> | null = null;
+  // Picks submitted through the queue and not yet judged, oldest first: rows, the input rows of
+  // `work` when it was submitted (the order of its ids); feed, whether its step was asked for;
+  // done, whether its ids have come back.
+  const inFlight: {pick: QueuedPick; rows: number[]; feed: boolean; done: boolean}[] = [];
 
   try {
     if (queue != null) {
       const q = queue;
-      // Depth 1: the pick of token n and the step feeding it are queued together (the first one
-      // straight after the prefill), and token n's ids are read back and judged while that step
-      // runs; the pick of n + 1 is queued only after that. So the state never runs past the
-      // tokens judged: when a row stops at token n, the step that fed token n is the last one it
-      // saw, which is what keepFinal saves. Rows that stop leave the batch at once (select: the
-      // engine's layers go out as tensors, the kept rows come back in): at most one such
-      // re-import per stopping step, and no dead rows whose state would have to be rewound.
-      // Without keepFinal the step feeding the last token is skipped when every row ends there.
-      const feeds = () => keepFinal || active.some((row) => trackers[row].generated.length + 1 < maxNew);
-      const submitNext = () => {
-        if (active.length === 0 || opts.signal?.aborted) return;
+      // Up to `depth` picks are in flight, each queued with the step that feeds its ids (the
+      // first one straight after the prefill): while the host reads token n back and judges it,
+      // the GPU runs the step feeding n and, at depth 2, the pick of n + 1 and the step feeding
+      // that, so it never waits for the host. A step queued ahead runs the state one token past
+      // the tokens judged, and a row that stops at token n has had n + 1 picked and fed: that
+      // pick is dropped when its ids come back (each pick's ids are mapped to the rows still
+      // going by its `rows`), and the row leaves the batch at once (select: the engine's layers
+      // go out as tensors, the kept rows come back in; at most one re-import per stopping step,
+      // no dead rows whose state would have to be rewound). The picks are those of depth 1: the
+      // same logits, and the sampler's Philox counter is each row's token index (generated +
+      // picks in flight). With a caller's state, depth 1: the state never runs past the tokens
+      // judged, so that a row's final state (keepFinal's `saved`) holds exactly its tokens. A
+      // pick is made only for a token some row may still get (maxNewTokens), and its step only
+      // when some row may get one more: without keepFinal, the step feeding the last token is
+      // skipped when every row ends there.
+      const depth = keepFinal ? 1 : queueDepthSet;
+      const submitNext = (): boolean => {
+        const a = inFlight.length;
+        if (a >= depth || active.length === 0 || opts.signal?.aborted) return false;
+        // A pick whose ids the host feeds itself (no engine for this batch): nothing runs past it.
+        if (a > 0 && !inFlight[a - 1].pick.fed) return false;
+        const due = active.map((row) => trackers[row].generated.length + a); // the token index picked
+        if (!due.some((n) => n < maxNew)) return false;
+        const feed = keepFinal || due.some((n) => n + 1 < maxNew);
         // The first pick went with the prefill (fused engine): only its step is queued now.
-        pending = q.firstPicked
-          ? q.submitFirst(work, feeds())
-          : q.submit(
-              work,
-              active,
-              active.map((row) => trackers[row].generated.length),
-              feeds(),
-            );
+        const pick = q.firstPicked ? q.submitFirst(work, feed) : q.submit(work, active, due, feed);
+        const entry = {pick, rows: active, feed, done: false};
+        pick.ids.then(
+          () => (entry.done = true),
+          () => undefined, // awaited below, or dropped (an abort, a break, every row stopped)
+        );
+        inFlight.push(entry);
+        return true;
       };
-      submitNext();
-      while (pending != null && !opts.signal?.aborted) {
-        const feed = feeds();
-        const {ids, fed} = await (pending as Promise<{ids: Int32Array; fed: boolean}>);
+      while (submitNext());
+      while (inFlight.length > 0 && active.length > 0 && !opts.signal?.aborted) {
+        const {pick, rows: sent, feed, done} = inFlight[0];
+        const got = await pick.ids;
+        inFlight.shift();
         tracePhase('wait.ids');
-        pending = null;
+        // Row k of `got` is input row sent[k]; the picks of rows that stopped since are dropped.
+        const ids = sent === active ? got : Int32Array.from(active, (row) => got[sent.indexOf(row)]);
         if (ids.some((id) => id < 0)) throw new Error('sampling: logits are empty or all NaN');
         // The engine did not apply to this batch size: the ids are fed from the host.
-        if (feed && !fed) decodeStep(model, work, Array.from(ids)).logits.dispose();
+        if (feed && !pick.fed) decodeStep(model, work, Array.from(ids)).logits.dispose();
         const events = active.map((row, k) => judge(row, ids[k]));
         tracePhase('judge');
         traceEnd(trace);
         trace = null;
-        // `work` now holds token n of every row (the step that fed it is queued or done).
+        // `work` now holds token n of every row, and at depth 2 possibly token n + 1 (queued).
         const keep = events.flatMap((ev, k) => (ev.finishReason != null ? [] : [k]));
         if (keepFinal)
           events.forEach((ev, k) => {
@@ -331,17 +352,19 @@ async function* run(
           work.dispose();
           work = next;
         }
-        active = keep.map((k) => active[k]);
-        // Without a caller's state the next step is queued before the events go out, so that the
+        // A new array only when rows left: a pick submitted with this one needs no mapping.
+        if (keep.length < active.length) active = keep.map((k) => active[k]);
+        // Without a caller's state the next steps are queued before the events go out, so that the
         // consumer's work overlaps the GPU's; with one it waits for them, so that an abort or a
         // break in the consumer leaves the state with exactly the tokens handed out.
-        if (!keepFinal) submitNext();
+        if (!keepFinal) while (submitNext());
         for (const ev of events) {
           opts.onToken?.(ev);
           yield ev;
         }
         if (keepFinal) submitNext();
-        if (active.length > 0) await breathe();
+        // Waiting for ids that were not back yet let timers, I/O and abort signals run already.
+        if (active.length > 0 && done) await breathe();
       }
     } else {
       while (maxNew > 0 && active.length > 0 && !opts.signal?.aborted) {
@@ -390,8 +413,8 @@ async function* run(
         parts.forEach((s) => s.dispose());
       }
     } finally {
-      // A step queued ahead whose ids nobody waits for (a break or an abort): its read fails quietly.
-      (pending as Promise<unknown> | null)?.catch(() => undefined);
+      // Steps queued ahead whose ids nobody waits for (a break, an abort, every row stopped):
+      // their reads fail quietly when the queue is disposed (each has its catch since submitted).
       work.dispose();
       saved.forEach((s) => s.dispose());
       (queue as StepQueue | null)?.dispose();

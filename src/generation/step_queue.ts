@@ -5,16 +5,19 @@
  * GRIFFIN_FUSED_ARGMAX=0 for a pick of its own; or the GPU sampler), copied on the GPU into
  * the engine's step buffer, and the step that feeds it is submitted at once; the picks come back
  * through a small ring of MAP_READ buffers while that step runs, so the GPU does not wait for the
- * host's read-back and judging. generate.ts drives it (depth 1: see there).
+ * host's read-back and judging. generate.ts drives it, with up to queueDepth() picks (and their
+ * steps) in flight: 2 by default, 1 with a caller's state (see there).
  *   const q = await StepQueue.create(model, 2, null);                    // greedy; null where it does not apply
- *   const next = q!.submit(state, [0, 1], [0, 0], true);                 // pick from state.logits, queue the step feeding it
- *   const {ids, fed} = await next;                                       // ids [b]; fed: state advanced by them on the GPU
+ *   const {ids, fed} = q!.submit(state, [0, 1], [0, 0], true);           // pick from state.logits, queue the step feeding it
+ *   const picked = await ids;                                            // [b]; fed: state advanced by them on the GPU
  * After a fused prefill, the first pick is encoded into the prefill's last submit (encodeFirst, from
  * prefillThen's hook) and submitFirst queues only the step that feeds it (greedy: that step takes
  * the next pick inside its own plan, as submit's steps do).
  *
  * Off with GRIFFIN_QUEUED_DECODE=0 (or queuedDecodeConfig.enabled = false): the picks then come
  * back before the host submits the next step (the path of cpu and wasm, which have no engine).
+ * Depth: GRIFFIN_QUEUE_DEPTH=1|2 (or queuedDecodeConfig.depth; default 2; anything else is refused):
+ * how many picks generate keeps in flight when no caller's state is kept.
  *
  * Shape letters: b rows of the state, V vocabulary.
  */
@@ -28,8 +31,14 @@ import {tracePhase} from '../util/host_trace';
 import type {GenerationGpuSampler} from './gpu_sampling';
 import type {GenerationState} from './state';
 
-/** enabled: null = env GRIFFIN_QUEUED_DECODE (0/false/off: off; unset or anything else: on). */
-export const queuedDecodeConfig: {enabled: boolean | null} = {enabled: null};
+/**
+ * enabled: null = env GRIFFIN_QUEUED_DECODE (0/false/off: off; unset or anything else: on).
+ * depth: null = env GRIFFIN_QUEUE_DEPTH (1 or 2; unset: 2).
+ */
+export const queuedDecodeConfig: {enabled: boolean | null; depth: number | null} = {enabled: null, depth: null};
+
+/** The deepest queue this module serves (the read-back ring holds one buffer more). */
+export const MAX_QUEUE_DEPTH = 2;
 
 export function queuedDecodeEnabled(): boolean {
   if (queuedDecodeConfig.enabled != null) return queuedDecodeConfig.enabled;
@@ -38,11 +47,34 @@ export function queuedDecodeEnabled(): boolean {
 }
 
 /**
- * Diagnostics (tests, bench): picks submitted through a queue, steps queued on the GPU with them,
- * picks the previous step took inside its own plan (greedy), and first picks that went in a fused
- * prefill's submit (encodeFirst).
+ * How many picks (each with the step feeding it) generate keeps in flight without a caller's
+ * state: queuedDecodeConfig.depth, else GRIFFIN_QUEUE_DEPTH, else 2. Throws on anything but 1 or 2.
  */
-export const stepQueueStats = {picks: 0, queuedSteps: 0, inPlanPicks: 0, firstWithPrefill: 0};
+export function queueDepth(): number {
+  const set = queuedDecodeConfig.depth;
+  if (set != null) {
+    if (set !== 1 && set !== 2) throw new Error(`queuedDecodeConfig.depth must be 1 or 2, got ${set}`);
+    return set;
+  }
+  const v = typeof process !== 'undefined' ? process.env?.GRIFFIN_QUEUE_DEPTH : undefined;
+  if (v == null || v === '') return MAX_QUEUE_DEPTH;
+  if (v !== '1' && v !== '2') throw new Error(`GRIFFIN_QUEUE_DEPTH must be 1 or 2, got "${v}"`);
+  return Number(v);
+}
+
+/**
+ * Diagnostics (tests, bench): picks submitted through a queue, steps queued on the GPU with them,
+ * picks the previous step took inside its own plan (greedy), first picks that went in a fused
+ * prefill's submit (encodeFirst), picks submitted while an earlier pick of the same queue was
+ * still unread (its step still queued: two steps in flight), and the most picks in flight at once.
+ */
+export const stepQueueStats = {picks: 0, queuedSteps: 0, inPlanPicks: 0, firstWithPrefill: 0, ahead: 0, maxInFlight: 0};
+
+/** A submitted pick: its ids (resolved once read back) and whether its step was queued (fed). */
+export interface QueuedPick {
+  ids: Promise<Int32Array>;
+  fed: boolean;
+}
 
 /**
  * One argmax runner per decode engine (made with it, freed with it), so that a generation makes
@@ -63,31 +95,31 @@ function argmaxFor(dec: FusedDecoder, V: number): RowArgmaxRunner {
   return r;
 }
 
-/** Read-back buffers in the ring: one in flight while the previous one is read (depth 1 needs 2). */
-const RING = 2;
+/**
+ * Read-back buffers in the ring: one per pick in flight, and one more that the pick read last
+ * frees only when its reader resumes (a depth of d needs d + 1).
+ */
+const RING = MAX_QUEUE_DEPTH + 1;
 
 export class StepQueue {
-  private readonly ring: GPUBuffer[];
+  /** Read-back buffers, made as first used (a generation of one token makes one). */
+  private readonly ring: GPUBuffer[] = [];
   private next = 0;
   private disposed = false;
+  /** Picks submitted whose ids have not come back yet. */
+  private inFlight = 0;
   /** The first pick, encoded into a fused prefill's submit (encodeFirst), not yet fed (submitFirst). */
   private first: {out: GPUBuffer; read: GPUBuffer; b: number} | null = null;
+  /** Greedy: a runner of the queue's own, made when no engine's runner is left (argmaxRunner). */
+  private spare: RowArgmaxRunner | null = null;
 
   private constructor(
     private readonly model: CausalLMCore,
     private readonly device: GPUDevice,
     private readonly argmax: RowArgmaxRunner | null,
     private readonly sampler: GenerationGpuSampler | null,
-    b: number,
-  ) {
-    this.ring = Array.from({length: RING}, (_, i) =>
-      device.createBuffer({
-        size: Math.ceil((b * 4) / 16) * 16,
-        usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
-        label: `step queue read ${i}`,
-      }),
-    );
-  }
+    private readonly b: number,
+  ) {}
 
   /**
    * A queue for up to b rows, picking greedily (sampler null) or with the GPU sampler (whose
@@ -106,28 +138,23 @@ export class StepQueue {
   /**
    * Picks one token per row of `state` from its logits (row k is input row rows[k] at step
    * steps[k]: the sampler's seen-id bitmap and Philox counter) and, with `feed`, queues the
-   * fused step that feeds them to `state` (positions advanced now). Resolves to the ids (-1: a
-   * row of NaN logits) and whether the step was queued: fed false with feed true means the
-   * engine did not apply to this batch and the caller feeds the ids itself.
+   * fused step that feeds them to `state` (positions advanced now). ids resolves to the picks
+   * (-1: a row of NaN logits); fed says whether the step was queued: false with feed true means
+   * the engine did not apply to this batch and the caller feeds the ids itself (once read).
+   * May be called again before ids resolve (the next pick then reads this step's logits).
    */
-  submit(
-    state: GenerationState,
-    rows: number[],
-    steps: number[],
-    feed: boolean,
-  ): Promise<{ids: Int32Array; fed: boolean}> {
+  submit(state: GenerationState, rows: number[], steps: number[], feed: boolean): QueuedPick {
     if (this.disposed) throw new Error('StepQueue: disposed');
     const b = state.batchSize;
     // The engine first: making it may retire another, whose logits a state then takes back.
     const eng = feed ? fusedDecoderFor(this.model, b) : null;
     const src = state.gpuLogits();
-    const read = this.ring[this.next];
-    this.next = (this.next + 1) % RING;
+    const read = this.nextRead();
     const pick = (enc: GPUCommandEncoder): GPUBuffer => {
       const out =
         this.sampler != null
           ? this.sampler.encode(enc, src.buffer, rows, steps)
-          : this.argmax!.encode(enc, src.buffer, b, src.engine);
+          : this.argmaxRunner(eng).encode(enc, src.buffer, b, src.engine);
       enc.copyBufferToBuffer(out, 0, read, 0, b * 4);
       return out;
     };
@@ -160,7 +187,7 @@ export class StepQueue {
       this.device.queue.submit([enc.finish()]);
     }
     tracePhase('pick.submit');
-    return this.readBack(mapped ?? read.mapAsync(GPUMapMode.READ), read, b, eng != null);
+    return {ids: this.readBack(mapped ?? read.mapAsync(GPUMapMode.READ), read, b), fed: eng != null};
   }
 
   /**
@@ -172,8 +199,7 @@ export class StepQueue {
   encodeFirst(enc: GPUCommandEncoder, logits: GPUBuffer, b: number): void {
     if (this.disposed) throw new Error('StepQueue: disposed');
     const rows = Array.from({length: b}, (_, i) => i);
-    const read = this.ring[this.next];
-    this.next = (this.next + 1) % RING;
+    const read = this.nextRead();
     const out =
       this.sampler != null
         ? this.sampler.encode(
@@ -182,7 +208,7 @@ export class StepQueue {
             rows,
             rows.map(() => 0),
           )
-        : this.argmax!.encode(enc, logits, b, true);
+        : this.argmaxRunner(null).encode(enc, logits, b, true);
     enc.copyBufferToBuffer(out, 0, read, 0, b * 4);
     this.first = {out, read, b};
     stepQueueStats.picks++;
@@ -200,7 +226,7 @@ export class StepQueue {
    * that step picks its successor in its own plan, as submit's steps do); resolves like submit().
    * The read-back is mapped before that step is submitted: nothing waits for it to read the picks.
    */
-  submitFirst(state: GenerationState, feed: boolean): Promise<{ids: Int32Array; fed: boolean}> {
+  submitFirst(state: GenerationState, feed: boolean): QueuedPick {
     if (this.disposed) throw new Error('StepQueue: disposed');
     const first = this.first;
     if (first == null) throw new Error('StepQueue: no first pick encoded');
@@ -217,24 +243,53 @@ export class StepQueue {
       });
     }
     tracePhase('pick.submit');
-    return this.readBack(mapping, read, b, eng != null);
+    return {ids: this.readBack(mapping, read, b), fed: eng != null};
   }
 
-  private async readBack(
-    mapping: Promise<void>,
-    read: GPUBuffer,
-    b: number,
-    fed: boolean,
-  ): Promise<{ids: Int32Array; fed: boolean}> {
-    await mapping;
-    const ids = new Int32Array(read.getMappedRange(0, b * 4).slice(0));
-    read.unmap();
-    return {ids, fed};
+  /**
+   * The argmax runner of a greedy pick: that of the engine the pick's step goes to (eng: made for
+   * the state's rows), else that of the engine the queue was made with while it lives (room for
+   * all its rows), else the queue's own: rows that leave the batch make engines for fewer rows,
+   * and an engine retired for them disposes its runner.
+   */
+  private argmaxRunner(eng: FusedDecoder | null): RowArgmaxRunner {
+    if (eng != null) return argmaxFor(eng, this.model.config.vocab_size);
+    if (!this.argmax!.isDisposed) return this.argmax!;
+    this.spare ??= new RowArgmaxRunner(this.device, this.model.config.vocab_size, this.b);
+    return this.spare;
+  }
+
+  /** The ring's next read-back buffer (made on its first use). */
+  private nextRead(): GPUBuffer {
+    const i = this.next;
+    this.next = (i + 1) % RING;
+    this.ring[i] ??= this.device.createBuffer({
+      size: Math.ceil((this.b * 4) / 16) * 16,
+      usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+      label: `step queue read ${i}`,
+    });
+    return this.ring[i];
+  }
+
+  /** Counts a pick in flight until its ids are read (stats: ahead, maxInFlight). */
+  private async readBack(mapping: Promise<void>, read: GPUBuffer, b: number): Promise<Int32Array> {
+    if (this.inFlight > 0) stepQueueStats.ahead++;
+    this.inFlight++;
+    stepQueueStats.maxInFlight = Math.max(stepQueueStats.maxInFlight, this.inFlight);
+    try {
+      await mapping;
+      const ids = new Int32Array(read.getMappedRange(0, b * 4).slice(0));
+      read.unmap();
+      return ids;
+    } finally {
+      this.inFlight--;
+    }
   }
 
   dispose(): void {
     if (this.disposed) return;
     this.disposed = true;
     for (const b of this.ring) b.destroy();
+    this.spare?.dispose();
   }
 }

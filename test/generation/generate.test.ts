@@ -6,6 +6,7 @@
 import * as path from 'path';
 import type {TokenEvent} from '../../src/generation/generate';
 import {GenerationState} from '../../src/generation/state';
+import {queuedDecodeConfig} from '../../src/generation/step_queue';
 import {RecurrentGemmaForCausalLM} from '../../src/model';
 import {tf} from '../../src/tf';
 import {GemmaTokenizer} from '../../src/tokenizer';
@@ -124,6 +125,33 @@ describe('sampling', () => {
     await expect(model.generate([prompt], {maxNewTokens: 1.5})).rejects.toThrow(/maxNewTokens/);
     await expect(model.generate([prompt], {stopStrings: ['x']})).rejects.toThrow(/tokenizer/);
     await expect(model.generate([prompt], {stopTokenIds: [V]})).rejects.toThrow(/outside the vocabulary/);
+  });
+
+  test('a queue depth other than 1 or 2 (GRIFFIN_QUEUE_DEPTH, queuedDecodeConfig.depth) is refused in one line on any backend', async () => {
+    const saved = process.env.GRIFFIN_QUEUE_DEPTH;
+    try {
+      for (const v of ['0', '3', '1.5', 'deep']) {
+        process.env.GRIFFIN_QUEUE_DEPTH = v;
+        await expect(model.generate([prompt], {maxNewTokens: 1})).rejects.toThrow(
+          new RegExp(`^GRIFFIN_QUEUE_DEPTH must be 1 or 2, got "${v.replace('.', '\\.')}"$`),
+        );
+      }
+      delete process.env.GRIFFIN_QUEUE_DEPTH;
+      const want = await model.generate([prompt], {maxNewTokens: 2, temperature: 0});
+      for (const v of ['1', '2']) {
+        process.env.GRIFFIN_QUEUE_DEPTH = v;
+        expect(await model.generate([prompt], {maxNewTokens: 2, temperature: 0})).toEqual(want);
+      }
+      delete process.env.GRIFFIN_QUEUE_DEPTH;
+      queuedDecodeConfig.depth = 5;
+      await expect(model.generate([prompt], {maxNewTokens: 1})).rejects.toThrow(
+        /^queuedDecodeConfig.depth must be 1 or 2, got 5$/,
+      );
+    } finally {
+      queuedDecodeConfig.depth = null;
+      if (saved == null) delete process.env.GRIFFIN_QUEUE_DEPTH;
+      else process.env.GRIFFIN_QUEUE_DEPTH = saved;
+    }
   });
 });
 
