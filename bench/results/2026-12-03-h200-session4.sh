@@ -29,12 +29,12 @@ for s in "$@"; do case $s in
   mid) run mid 120 node $G --batches 8,16 --fused on --prompt-len 128 --new-tokens 32 --raw-steps 64 --sampling greedy --dtype bfloat16 --queued on --matmul-rows 8,0 --out "$OUT/mid.json" ;;
   # Run 3 (final): decode b 1 / 8 over 256 steps, 16 / 32 rows, int8 / int4 b 1, prefill with the split-K order (and
   # split up to 16), serve at 32 clients with the bench's default requests (3 x 64 tokens) and with 2 x 256 tokens.
-  final-decode) run f-decode 110 node $G --batches 1,8 --fused on --prompt-len 128 --new-tokens 256 --raw-steps 256 --sampling greedy,0.8 --dtype bfloat16 --queued on --out "$OUT/f-decode.json" ;;
-  final-big) run f-big 110 node $G --batches 16,32 --fused on --prompt-len 128 --new-tokens 64 --raw-steps 64 --sampling greedy --dtype bfloat16 --queued on --out "$OUT/f-big.json" ;;
+  final-decode) run f-decode 110 node $G --batches 1,8 --fused on --prompt-len 128 --new-tokens 256 --raw-steps 256 --sampling greedy,0.8 --dtype bfloat16 --queued on --queue-depth 1,2 --out "$OUT/f-decode.json" ;;
+  final-big) run f-big 80 node $G --batches 16,32 --fused on --prompt-len 128 --new-tokens 64 --raw-steps 64 --sampling greedy --dtype bfloat16 --queued on --out "$OUT/f-big.json" ;;
   final-prefill) run f-prefill 100 node $G --fused-prefill on --prefill-lens 2048,8192,512,128 --first-token-len 512 --reps 5 --out "$OUT/f-prefill.json"
                  GRIFFIN_PREFILL_MM_SPLIT=16 run f-prefill16 60 node $G --fused-prefill on --prefill-lens 512,128 --first-token-len 512 --reps 5 --out "$OUT/f-prefill16.json" ;;
-  final-serve) run f-serve 150 node .devdist/bench/serve.js --config 2b --dtype bfloat16 --backend webgpu --clients 1,32 --out "$OUT/f-serve.json"
-               run f-serve256 150 node .devdist/bench/serve.js --config 2b --dtype bfloat16 --backend webgpu --clients 32 --requests 2 --max-tokens 256 --out "$OUT/f-serve256.json" ;;
+  final-serve) run f-serve 110 node .devdist/bench/serve.js --config 2b --dtype bfloat16 --backend webgpu --clients 1,32 --out "$OUT/f-serve.json"
+               run f-serve256 110 node .devdist/bench/serve.js --config 2b --dtype bfloat16 --backend webgpu --clients 32 --requests 2 --max-tokens 256 --out "$OUT/f-serve256.json" ;;
   final-compact) for d in int8 int4; do run f-$d 110 node $G --batches 1 --fused on --prompt-len 128 --new-tokens 256 --raw-steps 256 --sampling greedy --dtype $d --queued on --out "$OUT/f-$d.json"; done ;;
   # Run 3: the RG-LRU kernel's row blocks (helper N): sweep S (slices) x B (rows per workgroup) x L (unroll), C channels.
   lru32) run lru32 150 node $G --batches 32 --fused on --prompt-len 16 --new-tokens 4 --raw-steps 64 --sampling greedy --dtype bfloat16 \
