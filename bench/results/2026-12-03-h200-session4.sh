@@ -35,6 +35,7 @@ for s in "$@"; do case $s in
                  GRIFFIN_PREFILL_MM_SPLIT=16 run f-prefill16 60 node $G --fused-prefill on --prefill-lens 512,128 --first-token-len 512 --reps 5 --out "$OUT/f-prefill16.json" ;;
   final-serve) run f-serve 110 node .devdist/bench/serve.js --config 2b --dtype bfloat16 --backend webgpu --clients 1,32 --out "$OUT/f-serve.json"
                run f-serve256 110 node .devdist/bench/serve.js --config 2b --dtype bfloat16 --backend webgpu --clients 32 --requests 2 --max-tokens 256 --out "$OUT/f-serve256.json" ;;
+  final-hf) run f-hf 80 python3 bench/peers/hf_recurrentgemma.py --config 2b --prefill 128,2048 --batches 1,8 --out "$OUT/f-hf.json" ;;
   final-compact) for d in int8 int4; do run f-$d 110 node $G --batches 1 --fused on --prompt-len 128 --new-tokens 256 --raw-steps 256 --sampling greedy --dtype $d --queued on --out "$OUT/f-$d.json"; done ;;
   # Run 3: the RG-LRU kernel's row blocks (helper N): sweep S (slices) x B (rows per workgroup) x L (unroll), C channels.
   lru32) run lru32 150 node $G --batches 32 --fused on --prompt-len 16 --new-tokens 4 --raw-steps 64 --sampling greedy --dtype bfloat16 \
