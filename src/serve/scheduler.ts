@@ -24,6 +24,7 @@
 import {rowArgmax, rowArgmaxAvailable} from '../../ops/row_argmax';
 import type {CausalLMCore} from '../core/model';
 import {tunedAsOneRow} from '../engines/webgpu_decode';
+import {holdUnsplitMatmuls} from '../engines/webgpu_prefill/shaders/matmul';
 import {defaultPrefillChunk} from '../generation/prefill_chunk';
 import {Sampler, StopStringMatcher} from '../generation/sampling';
 import {decodeStep, GenerationState, prefill} from '../generation/state';
@@ -161,6 +162,8 @@ export class Scheduler {
   private readonly eos: Set<number>;
   private steps = 0;
   private tokens = 0;
+  /** Engine slots: releases the hold that keeps the prefill matmuls unsplit (see the constructor). */
+  private readonly releaseUnsplit: (() => void) | null;
 
   constructor(
     readonly model: CausalLMCore,
@@ -176,6 +179,9 @@ export class Scheduler {
       opts.eosIds ?? [...model.config.eos_token_ids, ...(tok.endOfTurnId >= 0 ? [tok.endOfTurnId] : [])],
     );
     this.slots = opts.slots !== false && slotsApply(model, maxBatch) ? new SlotBatch(model, maxBatch) : null;
+    // Prompts are prefilled in groups (admitSlots): split-K would sum a row's products in slices
+    // chosen from the group's rows, so a row's bits would depend on its group; unsplit, they do not.
+    this.releaseUnsplit = this.slots != null ? holdUnsplitMatmuls() : null;
   }
 
   /** Whether the batch lives in engine slots (webgpu) rather than in a GenerationState. */
@@ -240,6 +246,7 @@ export class Scheduler {
     this.work = null;
     this.slots?.dispose();
     this.rows = [];
+    this.releaseUnsplit?.();
   }
 
   private async loop(): Promise<void> {

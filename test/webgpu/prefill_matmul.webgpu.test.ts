@@ -11,12 +11,15 @@ import {dequantize, quantize} from '../../ops/compact/format';
 import {type WeightFormat, weightFormat} from '../../src/engines/webgpu_decode/shaders/weights';
 import {
   DEVICE_SUBGROUP,
+  holdUnsplitMatmuls,
   MATMUL_ORDER,
+  MATMUL_ORDER_UNSPLIT,
   MATMUL_VARIANTS,
   type MatmulSpec,
   type MatmulTuning,
   matmulBindings,
   matmulGrid,
+  matmulMaxSplit,
   matmulPartFloats,
   matmulReduceBindings,
   matmulReduceGrid,
@@ -411,7 +414,37 @@ describe('prefill matmul tunings', () => {
     expect(matmulTuningFor(spec, 128, {maxSplit: 16})).toMatchObject({splitk: 16});
     expect(matmulTuningFor(spec, 256, {maxSplit: 16})).toMatchObject({splitk: 16});
     expect(matmulTuningFor(spec, 512, {maxSplit: 16})).toMatchObject({splitk: 8}); // 160 x 8
-    expect(matmulTuningFor(spec, 512, {maxSplit: 1})).toEqual({}); // unsplit only: the defaults
+    // Unsplit (maxSplit 1): smaller tiles until 264 workgroups (128 x 64: 40 per 128 rows; 64 x 64:
+    // 80 per 64 rows; 32 x 64: 40 per 32 rows; 32 x 32: 80 per 32 rows).
+    expect(matmulTuningFor(spec, 2048, {maxSplit: 1})).toEqual({}); // 640
+    expect(matmulTuningFor(spec, 512, {maxSplit: 1})).toMatchObject({bm: 64, bn: 64}); // 320
+    expect(matmulTuningFor(spec, 256, {maxSplit: 1})).toMatchObject({bm: 32, bn: 64}); // 320
+    expect(matmulTuningFor(spec, 128, {maxSplit: 1})).toMatchObject({bm: 32, bn: 32}); // 320
+    expect(matmulTuningFor(spec, 64, {maxSplit: 1})).toEqual(MATMUL_ORDER_UNSPLIT[3]); // 160: the last
+  });
+  test('holdUnsplitMatmuls: split-K off while any hold lasts (nested, release idempotent)', () => {
+    const saved = process.env.GRIFFIN_PREFILL_MM_SPLIT;
+    delete process.env.GRIFFIN_PREFILL_MM_SPLIT;
+    try {
+      expect(matmulMaxSplit()).toBe(8);
+      const a = holdUnsplitMatmuls();
+      const b = holdUnsplitMatmuls();
+      expect(matmulMaxSplit()).toBe(1);
+      expect(matmulTuningFor(spec, 128)).toMatchObject({bm: 32, bn: 32});
+      a();
+      a(); // a second release of the same hold does nothing
+      expect(matmulMaxSplit()).toBe(1);
+      b();
+      expect(matmulMaxSplit()).toBe(8);
+      expect(matmulTuningFor(spec, 128)).toMatchObject({splitk: 8});
+      process.env.GRIFFIN_PREFILL_MM_SPLIT = '4';
+      expect(matmulMaxSplit()).toBe(4);
+      process.env.GRIFFIN_PREFILL_MM_SPLIT = '0';
+      expect(() => matmulMaxSplit()).toThrow(/GRIFFIN_PREFILL_MM_SPLIT must be an integer in \[1, 64\], got "0"/);
+    } finally {
+      if (saved == null) delete process.env.GRIFFIN_PREFILL_MM_SPLIT;
+      else process.env.GRIFFIN_PREFILL_MM_SPLIT = saved;
+    }
     // The old rule (264 workgroups): 2048 rows unsplit, 128 rows split in 8 (320).
     expect(matmulTuningFor(spec, 2048, {minWorkgroups: 264})).toEqual({});
     expect(matmulTuningFor(spec, 256, {minWorkgroups: 264})).toMatchObject({splitk: 4}); // 80 x 4

@@ -11,6 +11,7 @@
  */
 import * as path from 'path';
 import {FusedDecoder, fusedDecoderFor} from '../../src/engines/webgpu_decode';
+import {matmulMaxSplit} from '../../src/engines/webgpu_prefill/shaders/matmul';
 import {decodeStep, prefill} from '../../src/generation/state';
 import {RecurrentGemmaForCausalLM} from '../../src/model';
 import {type Job, Scheduler, type SequenceEvent} from '../../src/serve/scheduler';
@@ -175,8 +176,12 @@ describeWebGPU('serve scheduler on webgpu (engine slots)', () => {
       stop: [],
       logprobs: null,
     }));
+    // Engine slots keep the prefill matmuls unsplit while the scheduler lives (group = alone bits).
+    const splitBefore = matmulMaxSplit();
+    expect(splitBefore).toBeGreaterThan(1);
     const sched = new Scheduler(model, tok, {maxBatch: 4, maxQueue: 8, eosIds: []});
     expect(sched.usesSlots).toBe(true);
+    expect(matmulMaxSplit()).toBe(1);
     const got: number[][][] = jobs.map((j) => Array.from({length: j.n}, () => []));
     const run = (i: number, onEvent?: (ev: SequenceEvent) => void) =>
       sched.submit({
@@ -211,6 +216,7 @@ describeWebGPU('serve scheduler on webgpu (engine slots)', () => {
     expect(sched.stats.steps).toBeLessThan(got.flat(2).length);
     for (let i = 0; i < jobs.length; i++) expect(got[i]).toEqual(await alone(jobs[i]));
     await sched.close();
+    expect(matmulMaxSplit()).toBe(splitBefore);
   }, 900_000);
 
   /** The request's tokens run alone on a scheduler of `maxBatch` slots (choice by choice). */

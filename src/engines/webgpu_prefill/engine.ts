@@ -33,7 +33,7 @@ import type {GridFn, PrefillDispatch} from './context';
 import {buildFullHead, type FullHead, fullHeadRows, HEAD_DIMS_STRIDE} from './head_plan';
 import {buildPrefillPlan, type PrefillPlan} from './plan';
 import {DIMS, DIMS_WORDS} from './shaders/dims';
-import {matmulSubgroupSize} from './shaders/matmul';
+import {matmulMaxSplit, matmulSubgroupSize} from './shaders/matmul';
 
 interface Made {
   pipeline: GPUComputePipeline;
@@ -76,6 +76,11 @@ const pipelineCache = new WeakMap<GPUDevice, Map<string, GPUComputePipeline>>();
 /** Pipelines being compiled asynchronously (prepare), per device and source. */
 const pending = new WeakMap<GPUDevice, Map<string, Promise<GPUComputePipeline | null>>>();
 
+/** A ready dispatch list's key: the chunk's token rows and the split-K bound its variants were picked under. */
+function readyKey(M: number): string {
+  return `${M}/${matmulMaxSplit()}`;
+}
+
 /** Chunk sizes (token rows M) whose ready dispatch lists an engine keeps (least recently used dropped). */
 const READY_SIZES = 16;
 
@@ -97,7 +102,7 @@ export class FusedPrefill {
   /** The all-rows head (runAll), planned on first use; its pipelines and bind groups per dispatch. */
   private full: {head: FullHead; made: Map<string, Made[]>[]} | null = null;
   /** Per chunk size M: the dispatches ready to encode (variant, pipeline, bind group and grid resolved). */
-  private readonly ready = new Map<number, Dispatch[]>();
+  private readonly ready = new Map<string, Dispatch[]>();
   private disposed = false;
   /** Set when the device reported an error about this engine's pipelines or bindings. */
   failed: string | null = null;
@@ -181,7 +186,7 @@ export class FusedPrefill {
     this.check();
     if (!(Number.isInteger(M) && M >= this.B && M <= this.B * this.capacity && M % this.B === 0))
       throw new Error(`fused prefill: prepare(${M}): token rows must be b x (1..${this.capacity})`);
-    if (this.ready.has(M)) return;
+    if (this.ready.has(readyKey(M))) return;
     const codes = new Map<string, string>();
     for (const x of this.dispatches) {
       const v = x.planned.variant?.(M) ?? null;
@@ -480,10 +485,11 @@ export class FusedPrefill {
    * chunk of a size seen before only encodes.
    */
   private dispatchList(M: number, t: number): Dispatch[] {
-    let list = this.ready.get(M);
+    const key = readyKey(M);
+    let list = this.ready.get(key);
     if (list != null) {
-      this.ready.delete(M); // most recently used last
-      this.ready.set(M, list);
+      this.ready.delete(key); // most recently used last
+      this.ready.set(key, list);
       return list;
     }
     list = this.dispatches.flatMap((x) =>
@@ -495,8 +501,8 @@ export class FusedPrefill {
         bytes: x.bytes,
       })),
     );
-    this.ready.set(M, list);
-    if (this.ready.size > READY_SIZES) this.ready.delete(this.ready.keys().next().value as number);
+    this.ready.set(key, list);
+    if (this.ready.size > READY_SIZES) this.ready.delete(this.ready.keys().next().value as string);
     return list;
   }
 

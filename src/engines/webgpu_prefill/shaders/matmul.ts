@@ -229,10 +229,40 @@ export const MATMUL_ORDER: Partial<MatmulTuning>[] = [
 ];
 
 /**
- * The most K slices matmulTuningFor picks from MATMUL_ORDER: GRIFFIN_PREFILL_MM_SPLIT (1-64) if set, else 8;
- * a bad value is refused in one line.
+ * Without split-K (maxSplit 1): smaller tiles for few rows, the first giving 264 workgroups. Tiles
+ * of any shape sum a value's K products in the same order, so a row's bits do not depend on the
+ * rows beside it in the chunk; split-K's slices (chosen from the chunk's rows) change that order.
+ */
+export const MATMUL_ORDER_UNSPLIT: Partial<MatmulTuning>[] = [
+  {},
+  {bm: 64, bn: 64, bk: 16, tm: 4, tn: 4},
+  {bm: 32, bn: 64, bk: 16, tm: 4, tn: 4},
+  {bm: 32, bn: 32, bk: 16, tm: 4, tn: 4},
+];
+
+/** Holders of holdUnsplitMatmuls (split-K is off while any holds). */
+const unsplitHolds = {count: 0};
+
+/**
+ * Turns split-K off for the prefill matmuls until the returned release is called (nested holds
+ * count): for callers that need a row's prefill to give the same bits whatever rows share its chunk
+ * (griffin serve prefills requests in groups and promises each the tokens it gets alone).
+ */
+export function holdUnsplitMatmuls(): () => void {
+  unsplitHolds.count++;
+  let held = true;
+  return () => {
+    if (held) unsplitHolds.count--;
+    held = false;
+  };
+}
+
+/**
+ * The most K slices matmulTuningFor picks from MATMUL_ORDER: 1 while holdUnsplitMatmuls holds, else
+ * GRIFFIN_PREFILL_MM_SPLIT (1-64) if set, else 8; a bad value is refused in one line.
  */
 export function matmulMaxSplit(): number {
+  if (unsplitHolds.count > 0) return 1;
   const v = typeof process !== 'undefined' ? process.env?.GRIFFIN_PREFILL_MM_SPLIT : undefined;
   if (v == null || v === '') return 8;
   const n = Number(v);
@@ -256,6 +286,7 @@ export const MATMUL_UNSPLIT_WORKGROUPS = 640;
  * `minWorkgroups` workgroups (default MATMUL_MIN_WORKGROUPS; an entry without split-K: at least
  * min(minWorkgroups, unsplitWorkgroups), default MATMUL_UNSPLIT_WORKGROUPS), else the last that
  * runs, among those split at most `maxSplit` times (default matmulMaxSplit()); {} for the defaults.
+ * maxSplit 1: MATMUL_ORDER_UNSPLIT instead, the first giving min(minWorkgroups, 264) workgroups.
  * GRIFFIN_PREFILL_MM set: {} (the env variable decides).
  * `subgroupSize`: the device's (matmulSubgroupSize), for entries with sg.
  */
@@ -265,11 +296,13 @@ export function matmulTuningFor(
   opts: {minWorkgroups?: number; unsplitWorkgroups?: number; maxSplit?: number; subgroupSize?: number} = {},
 ): Partial<MatmulTuning> {
   if (Object.keys(envTuning()).length > 0) return {};
-  const minWorkgroups = opts.minWorkgroups ?? MATMUL_MIN_WORKGROUPS;
+  const maxSplit = opts.maxSplit ?? matmulMaxSplit();
+  const minWorkgroups = opts.minWorkgroups ?? (maxSplit > 1 ? MATMUL_MIN_WORKGROUPS : 264);
   const unsplit = Math.min(minWorkgroups, opts.unsplitWorkgroups ?? MATMUL_UNSPLIT_WORKGROUPS);
   const sg = opts.subgroupSize ?? 0;
-  const maxSplit = opts.maxSplit ?? matmulMaxSplit();
-  const runs = MATMUL_ORDER.filter((t) => (t.sg !== DEVICE_SUBGROUP || sg > 0) && (t.splitk ?? 1) <= maxSplit)
+  const order = maxSplit > 1 ? MATMUL_ORDER : MATMUL_ORDER_UNSPLIT;
+  const runs = order
+    .filter((t) => (t.sg !== DEVICE_SUBGROUP || sg > 0) && (t.splitk ?? 1) <= maxSplit)
     .map((t) => (t.sg === DEVICE_SUBGROUP ? {...t, sg} : t))
     .filter((t) => {
       try {
