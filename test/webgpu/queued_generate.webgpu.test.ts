@@ -20,7 +20,7 @@ import {GemmaTokenizer} from '../../src/tokenizer';
 import {initNodeWebGPU} from '../../src/webgpu_node';
 import {describeWebGPU} from '../webgpu_env'; // first: sets the SwiftShader env before Dawn loads
 import {uniform} from './kernel_helpers';
-import {randomModel as randomModelOf, SMALL_CFG} from './random_model';
+import {MASK_3x5, PROMPTS_3x5, randomModel as randomModelOf, SMALL_CFG} from './random_model';
 
 const DIR = path.join(__dirname, '../fixtures/tiny-a');
 const golden = JSON.parse(fs.readFileSync(path.join(DIR, 'golden.json'), 'utf8')).greedy as {
@@ -31,16 +31,8 @@ const golden = JSON.parse(fs.readFileSync(path.join(DIR, 'golden.json'), 'utf8')
 /** A seeded random model (the fused decode test's shape: untied head, biases, multi-query, window 8). */
 const randomModel = (seed: number) => randomModelOf(SMALL_CFG, seed);
 
-const PROMPTS = [
-  [2, 5, 9, 11, 40],
-  [0, 0, 2, 7, 8],
-  [2, 100, 101, 102, 103],
-];
-const MASK = [
-  [1, 1, 1, 1, 1],
-  [0, 0, 1, 1, 1],
-  [1, 1, 1, 1, 1],
-];
+const PROMPTS = PROMPTS_3x5;
+const MASK = MASK_3x5;
 
 /** generate with the queue on or off; also the events and how many steps the queue ran. */
 async function gen(

@@ -18,21 +18,13 @@ import {tf} from '../../src/tf';
 import {GemmaTokenizer} from '../../src/tokenizer';
 import {initNodeWebGPU} from '../../src/webgpu_node';
 import {describeWebGPU} from '../webgpu_env'; // first: sets the SwiftShader env before Dawn loads
-import {randomModel as randomModelOf, SMALL_CFG} from './random_model';
+import {MASK_3x5, PROMPTS_3x5, randomModel as randomModelOf, SMALL_CFG} from './random_model';
 
 const DIR = path.join(__dirname, '../fixtures/tiny-a');
 const randomModel = (seed: number) => randomModelOf(SMALL_CFG, seed);
 
-const PROMPTS = [
-  [2, 5, 9, 11, 40],
-  [0, 0, 2, 7, 8],
-  [2, 100, 101, 102, 103],
-];
-const MASK = [
-  [1, 1, 1, 1, 1],
-  [0, 0, 1, 1, 1],
-  [1, 1, 1, 1, 1],
-];
+const PROMPTS = PROMPTS_3x5;
+const MASK = MASK_3x5;
 /** Prompt tokens per row without the padding (what generate's rows start with). */
 const REAL = MASK.map((m) => m.reduce((a, x) => a + x, 0));
 

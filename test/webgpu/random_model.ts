@@ -68,3 +68,15 @@ export function randomModel(
   randomizeWeights(model, seed);
   return model;
 }
+
+/** Three prompts of 5 for the queued-generate suites, row 1 left-padded by 2 (MASK_3x5 its attention mask). */
+export const PROMPTS_3x5 = [
+  [2, 5, 9, 11, 40],
+  [0, 0, 2, 7, 8],
+  [2, 100, 101, 102, 103],
+];
+export const MASK_3x5 = [
+  [1, 1, 1, 1, 1],
+  [0, 0, 1, 1, 1],
+  [1, 1, 1, 1, 1],
+];
