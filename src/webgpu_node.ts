@@ -3,6 +3,10 @@
  * package's WGSL kernels. With no GPU, Debian's chromium ships SwiftShader (see the error text).
  *   if (await webgpuAvailable()) await initNodeWebGPU();   // tf.getBackend() === 'webgpu' from here on
  *   // initNodeWebGPU({powerPreference: 'low-power'}): the integrated GPU (only the first call's options count)
+ * GRIFFIN_DAWN_TOGGLES=disable_robustness,skip_validation (comma-separated Dawn toggle names, read
+ * once, when navigator.gpu is first made): enabled on the adapter and device. Both named here trade
+ * safety nets for speed: the shaders' index clamps and the API's validation; leave them off unless
+ * the kernels that run are trusted (this package's and tfjs's). Figures: bench/results/NOTES.md.
  */
 import * as path from 'path';
 import {tf} from './tf';
@@ -31,6 +35,22 @@ function loadDawn(): Dawn {
   }
 }
 
+/**
+ * The flags Dawn's `create` gets for a GRIFFIN_DAWN_TOGGLES value (unset or empty: none); throws a
+ * one-line error for a malformed list.
+ */
+export function dawnFlags(toggles: string | undefined): string[] {
+  if (toggles == null || toggles.trim() === '') return [];
+  const names = toggles.split(',').map((t) => t.trim());
+  const bad = names.find((t) => !/^[a-z][a-z0-9_]{0,63}$/.test(t));
+  if (bad != null || names.length > 16) {
+    throw new Error(
+      `GRIFFIN_DAWN_TOGGLES must be up to 16 comma-separated Dawn toggle names (like disable_robustness), got "${toggles}"`,
+    );
+  }
+  return [`enable-dawn-features=${names.join(',')}`];
+}
+
 /** navigator.gpu, created from Dawn where the runtime has none (Node has none). */
 function ensureNavigatorGpu(): GpuLike {
   const g = globalThis as unknown as {navigator?: {gpu?: GpuLike}};
@@ -38,7 +58,7 @@ function ensureNavigatorGpu(): GpuLike {
   const dawn = loadDawn();
   // The GPUBufferUsage, GPUMapMode, ... constants that tfjs-backend-webgpu reads as globals.
   Object.assign(globalThis, dawn.globals);
-  const gpu = dawn.create([]);
+  const gpu = dawn.create(dawnFlags(process.env.GRIFFIN_DAWN_TOGGLES));
   if (g.navigator == null) g.navigator = {gpu};
   else Object.defineProperty(g.navigator, 'gpu', {value: gpu, configurable: true, writable: true});
   return gpu;
