@@ -366,9 +366,11 @@ export async function describeMachine(requested?: string): Promise<Environment> 
     memGiB: +(os.totalmem() / 2 ** 30).toFixed(1),
     tfjs: tf.version.tfjs,
     backend: tf.getBackend(),
+    // The Vulkan driver files and every GRIFFIN_ knob set (tunings, toggles: they change the figures).
     env: Object.fromEntries(
-      ['VK_ICD_FILENAMES', 'VK_DRIVER_FILES', 'GRIFFIN_MAX_PIECE_BYTES', 'GRIFFIN_WASM_MATMUL']
-        .filter((k) => process.env[k] != null)
+      Object.keys(process.env)
+        .filter((k) => k === 'VK_ICD_FILENAMES' || k === 'VK_DRIVER_FILES' || k.startsWith('GRIFFIN_'))
+        .sort()
         .map((k) => [k, process.env[k]!]),
     ),
   };

@@ -1,0 +1,21 @@
+#!/bin/bash
+# The H200 leases of the fifth session (2026-12-03): run from the repo root on the device machine with .device-bundle
+# and .devdist carried; results into $OUT (at most 8 files come back: one log, JSONs per step).
+# Usage: bash bench/results/2026-12-03-h200-session5.sh STEP...
+source .device-bundle/env.sh
+cd "$(dirname "$0")/../.." || exit 1
+t0=$(date +%s)
+LOG="$OUT/steps.log"
+run() { local name=$1 lim=$2; shift 2; echo "== $name ($(( $(date +%s) - t0 )) s)" | tee -a "$LOG"; timeout "$lim" "$@" > /tmp/$name.log 2>&1; echo "rc=$? ($(( $(date +%s) - t0 )) s)" | tee -a "$LOG"; cat /tmp/$name.log >> "$LOG"; tail -c 700 /tmp/$name.log; }
+G=".devdist/bench/generate.js --config 2b --backend webgpu"
+T="disable_robustness,skip_validation"
+for s in "$@"; do case $s in
+  # Run 1: what Dawn's shader index clamps and API validation cost (GRIFFIN_DAWN_TOGGLES), matmul / prefill / decode.
+  mmtog) run mm-plain 60 node .devdist/bench/prefill_matmul.js --m 2048 --shapes dd,geglu,down --formats float32 --reps 3 --min-ms 5 --tunings auto --out "$OUT/mm-plain.json"
+         GRIFFIN_DAWN_TOGGLES=disable_robustness run mm-rob 60 node .devdist/bench/prefill_matmul.js --m 2048 --shapes dd,geglu,down --formats float32 --reps 3 --min-ms 5 --tunings auto --out "$OUT/mm-rob.json" ;;
+  pretog) run pre-plain 80 node $G --fused-prefill on --prefill-lens 128,2048 --first-token-len 512 --reps 5 --out "$OUT/pre-plain.json"
+          GRIFFIN_DAWN_TOGGLES=$T run pre-tog 80 node $G --fused-prefill on --prefill-lens 128,2048 --first-token-len 512 --reps 5 --out "$OUT/pre-tog.json" ;;
+  dectog) run dec-plain 90 node $G --batches 1,8 --fused on --prompt-len 128 --new-tokens 128 --raw-steps 128 --sampling greedy --dtype bfloat16 --queued on --out "$OUT/dec-plain.json"
+          GRIFFIN_DAWN_TOGGLES=$T run dec-tog 90 node $G --batches 1,8 --fused on --prompt-len 128 --new-tokens 128 --raw-steps 128 --sampling greedy --dtype bfloat16 --queued on --out "$OUT/dec-tog.json" ;;
+esac; done
+echo "total $(( $(date +%s) - t0 )) s" | tee -a "$LOG"
