@@ -17,5 +17,14 @@ for s in "$@"; do case $s in
           GRIFFIN_DAWN_TOGGLES=$T run pre-tog 80 node $G --fused-prefill on --prefill-lens 128,2048 --first-token-len 512 --reps 5 --out "$OUT/pre-tog.json" ;;
   dectog) run dec-plain 90 node $G --batches 1,8 --fused on --prompt-len 128 --new-tokens 128 --raw-steps 128 --sampling greedy --dtype bfloat16 --queued on --out "$OUT/dec-plain.json"
           GRIFFIN_DAWN_TOGGLES=$T run dec-tog 90 node $G --batches 1,8 --fused on --prompt-len 128 --new-tokens 128 --raw-steps 128 --sampling greedy --dtype bfloat16 --queued on --out "$OUT/dec-tog.json" ;;
+  # Run 2: the FMA ceiling under Dawn; GEMV rows / threads / strides at b = 1 and 8 (per-kind GPU times in the
+  # profiles); prefill with bfloat16 weights; serve with short prompts and long answers (a chat's shape).
+  fma) run fma 60 node .devdist/bench/fma_peak.js --out "$OUT/fma.json" ;;
+  sweep1) run sweep1 150 node $G --batches 1 --fused on --prompt-len 16 --new-tokens 8 --raw-steps 128 --sampling greedy --dtype bfloat16 \
+            --sweep 0x0,128x2,128x1,256x1,64x1,256x2,128x2x4,128x1x4 --out "$OUT/sweep1.json" ;;
+  sweep8) run sweep8 150 node $G --batches 8 --fused on --prompt-len 16 --new-tokens 8 --raw-steps 64 --sampling greedy --dtype bfloat16 \
+            --sweep 0x0,64x2,128x2,64x4x1,128x4x1,64x2x4,64x1x4,128x1x2,64x4x2x2x0x0x2 --out "$OUT/sweep8.json" ;;
+  prebf) run pre-bf16 80 node $G --fused-prefill on --dtype bfloat16 --prefill-lens 128,2048 --first-token-len 512 --reps 5 --out "$OUT/pre-bf16.json" ;;
+  servechat) run serve-chat 150 node .devdist/bench/serve.js --config 2b --dtype bfloat16 --backend webgpu --clients 32 --requests 2 --max-tokens 256 --prompt-len 32 --out "$OUT/serve-chat.json" ;;
 esac; done
 echo "total $(( $(date +%s) - t0 )) s" | tee -a "$LOG"
