@@ -26,5 +26,12 @@ for s in "$@"; do case $s in
             --sweep 0x0,64x2,128x2,64x4x1,128x4x1,64x2x4,64x1x4,128x1x2,64x4x2x2x0x0x2 --out "$OUT/sweep8.json" ;;
   prebf) run pre-bf16 80 node $G --fused-prefill on --dtype bfloat16 --prefill-lens 128,2048 --first-token-len 512 --reps 5 --out "$OUT/pre-bf16.json" ;;
   servechat) run serve-chat 150 node .devdist/bench/serve.js --config 2b --dtype bfloat16 --backend webgpu --clients 32 --requests 2 --max-tokens 256 --prompt-len 32 --out "$OUT/serve-chat.json" ;;
+  # Run 3 (final): decode b 1 / 8 over 256 steps, prefill float32, the PyTorch/HF peer, serve (128-token prompts, 3 x 64).
+  fdecode) run f-decode 110 node $G --batches 1,8 --fused on --prompt-len 128 --new-tokens 256 --raw-steps 256 --sampling greedy,0.8 --dtype bfloat16 --queued on --out "$OUT/f-decode.json" ;;
+  fprefill) GRIFFIN_TRACE=1 run f-prefill 100 node $G --fused-prefill on --prefill-lens 2048,8192,512,128 --first-token-len 512 --reps 5 --out "$OUT/f-prefill.json" ;;
+  fhf) run f-hf 170 python3 bench/peers/hf_recurrentgemma.py --config 2b --prefill 128,2048,8192 --batches 1,8 --out "$OUT/f-hf.json" ;;
+  fserve) run f-serve 130 node .devdist/bench/serve.js --config 2b --dtype bfloat16 --backend webgpu --clients 1,32 --out "$OUT/f-serve.json" ;;
+  # Run 4: int8 / int4 at batch 1 (their random weights are packed on the host: ~60 s each).
+  fcompact) for d in int8 int4; do run f-$d 110 node $G --batches 1 --fused on --prompt-len 128 --new-tokens 256 --raw-steps 256 --sampling greedy --dtype $d --queued on --out "$OUT/f-$d.json"; done ;;
 esac; done
 echo "total $(( $(date +%s) - t0 )) s" | tee -a "$LOG"
