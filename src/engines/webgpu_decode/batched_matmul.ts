@@ -26,6 +26,7 @@
  * segment's output columns, P 1 or 2 (GeGLU's gate and up).
  */
 import type * as tf from '@tensorflow/tfjs';
+import {envIntInRange} from '../../util/env';
 import {
   MATMUL_DEFAULTS,
   type MatmulEpilogue,
@@ -83,23 +84,12 @@ function envText(name: string): string {
 
 /** Workgroups below which the pick narrows its tiles (GRIFFIN_DECODE_MM_WG; default 132). */
 function minWorkgroups(): number {
-  const v = envText('GRIFFIN_DECODE_MM_WG');
-  if (v === '') return 132;
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < 0 || n > 1_000_000) {
-    throw new Error(`GRIFFIN_DECODE_MM_WG must be an integer in [0, 1000000], got "${v}"`);
-  }
-  return n;
+  return envIntInRange('GRIFFIN_DECODE_MM_WG', 132, 0, 1_000_000);
 }
 
 /** Most K slices per product (GRIFFIN_DECODE_MM_SPLIT; default 16; 1: no split-K). */
 function maxSplit(): number {
-  const v = envText('GRIFFIN_DECODE_MM_SPLIT');
-  if (v === '') return 16;
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < 1 || n > 64)
-    throw new Error(`GRIFFIN_DECODE_MM_SPLIT must be an integer in [1, 64], got "${v}"`);
-  return n;
+  return envIntInRange('GRIFFIN_DECODE_MM_SPLIT', 16, 1, 64);
 }
 
 /** A product's tiling: the matmul's tuning and its K slices (tuning.splitk; 1: no split). */

@@ -12,6 +12,7 @@
  *
  * Shape letters: B batch rows, E lru_width, H heads, W conv1d_width.
  */
+import {envIntInRange} from '../../util/env';
 import {argmaxGroups, RgLruSpec, rgLruSharedBytes, StepLayout} from './shaders';
 import {valuesPerWord, type WeightFormat} from './shaders/weights';
 
@@ -192,13 +193,7 @@ export const decodeMatmulConfig = {rows: 0};
 
 export function decodeMatmulRows(): number {
   if (decodeMatmulConfig.rows !== 0) return Math.max(0, decodeMatmulConfig.rows);
-  const v = typeof process !== 'undefined' ? process.env?.GRIFFIN_DECODE_MATMUL_ROWS : undefined;
-  if (v == null || v === '') return 16;
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < 0 || n > 1024) {
-    throw new Error(`GRIFFIN_DECODE_MATMUL_ROWS must be an integer in [0, 1024], got "${v}"`);
-  }
-  return n;
+  return envIntInRange('GRIFFIN_DECODE_MATMUL_ROWS', 16, 0, 1024);
 }
 
 /** Whether an engine tuned for R rows runs its weight products as matmuls. */

@@ -5,6 +5,7 @@
  *   fusedPrefillConfig.enabled = false;   // or env GRIFFIN_FUSED_PREFILL=0: tfjs ops instead (on by default)
  *   fusedForwardConfig.enabled = false;   // or env GRIFFIN_FUSED_FORWARD=0: forward on tfjs ops (on by default)
  */
+import {envIntInRange} from '../../util/env';
 
 /**
  * enabled: null = env GRIFFIN_FUSED_PREFILL (0/false/off: off; unset or anything else: on).
@@ -25,13 +26,7 @@ export const fusedPrefillConfig: {enabled: boolean | null; maxChunk: number; max
  * chunk), default 32; an integer in [0, 100000], else refused in one line.
  */
 export function prefillEarlySubmit(): number {
-  const v = typeof process !== 'undefined' ? process.env?.GRIFFIN_PREFILL_EARLY_SUBMIT : undefined;
-  if (v == null || v === '') return 32;
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < 0 || n > 100000) {
-    throw new Error(`GRIFFIN_PREFILL_EARLY_SUBMIT must be an integer in [0, 100000], got "${v}"`);
-  }
-  return n;
+  return envIntInRange('GRIFFIN_PREFILL_EARLY_SUBMIT', 32, 0, 100000);
 }
 
 export function fusedPrefillEnabled(): boolean {

@@ -53,6 +53,7 @@
  * Shape letters: M token rows, N output columns, K inner size, BM/BN/BK the tile, TM/TN each
  * thread's outputs, T threads per workgroup, L weight values per compact load, G int4 groups per row.
  */
+import {envIntInRange} from '../../../util/env';
 import {COMMON_WGSL, f32} from '../../webgpu_decode/shaders/common';
 import {hasScales, slotLoad, valuesPerWord, type WeightFormat} from '../../webgpu_decode/shaders/weights';
 import {flatGrid, flatIndex} from './dims';
@@ -263,12 +264,7 @@ export function holdUnsplitMatmuls(): () => void {
  */
 export function matmulMaxSplit(): number {
   if (unsplitHolds.count > 0) return 1;
-  const v = typeof process !== 'undefined' ? process.env?.GRIFFIN_PREFILL_MM_SPLIT : undefined;
-  if (v == null || v === '') return 8;
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < 1 || n > 64)
-    throw new Error(`GRIFFIN_PREFILL_MM_SPLIT must be an integer in [1, 64], got "${v}"`);
-  return n;
+  return envIntInRange('GRIFFIN_PREFILL_MM_SPLIT', 8, 1, 64);
 }
 
 /** matmulTuningFor's default minWorkgroups: about ten per SM of an H200 (where the sweeps put it). */
