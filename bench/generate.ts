@@ -20,7 +20,9 @@
  * on by default where the engine applies), or off: each step's ids read back before the next step
  * is submitted; `queuedSteps` counts the steps queued; --queue-depth 1,2 repeats the queued runs with
  * one or two picks in flight, GRIFFIN_QUEUE_DEPTH, `aheadPicks` counting those submitted while
- * another was in flight), a bare decodeStep loop waited on once at the end (`rawTokensPerSec`: the GPU's pace), and
+ * another was in flight; --repeat N measures each stream N times in a row, keys _rep2.. for the later
+ * ones; --trace-runs adds each stream's host phases summed over its whole run, `hostPhasesMs`:
+ * wait.ids is the host waiting on the GPU, the rest its own work), a bare decodeStep loop waited on once at the end (`rawTokensPerSec`: the GPU's pace), and
  * for the engine one profiled step (GPU timestamps per dispatch, summed per kernel kind, with the
  * bytes of weights each must read: GB/s). --sweep 64x8,128x4,256x2 repeats the engine's runs with
  * GEMV workgroups of T threads and at most R rows each (env GRIFFIN_FUSED_THREADS / _ROWS);
@@ -226,6 +228,11 @@ async function compareFused(
   const queuedModes =
     args.queued === 'both' ? [true, false] : args.queued === 'off' ? [false] : args.queued === 'on' ? [true] : [null];
   // --queue-depth 1,2: picks in flight through the queue (queuedDecodeConfig.depth; default: GRIFFIN_QUEUE_DEPTH).
+  // --repeat N: each measured stream N times in a row (keys _rep2.. for the later ones: the order's effect).
+  const repeat = int(args, 'repeat', 1);
+  if (repeat < 1 || repeat > 10) throw new Error(`--repeat must be in [1, 10], got ${repeat}`);
+  // --trace-runs: each measured stream's host phases summed over the whole run (GRIFFIN_TRACE=run).
+  const traceRuns = args['trace-runs'] === 'true';
   const depths: (number | null)[] =
     args['queue-depth'] != null ? intList(args['queue-depth'], [], 'queue-depth') : [null];
   if (depths.some((d) => d != null && d > 2))
@@ -287,47 +294,60 @@ async function compareFused(
       for (const [key, sampling] of samplings)
         for (const gpu of sampling.temperature === 0 ? [null] : gpuModes)
           for (const queued of queuedModes)
-            for (const depth of queued === false ? [null] : depths) {
-              gpuSamplingConfig.enabled = gpu;
-              queuedDecodeConfig.enabled = queued;
-              queuedDecodeConfig.depth = depth;
-              for await (const _ of model.stream(
-                prompt.map((r) => r.slice(0, 8)),
-                {...sampling, maxNewTokens: 3, seed: 1, eosTokenId: []},
-              )) {
-                /* warm-up */
+            for (const depth of queued === false ? [null] : depths)
+              for (let rep = 1; rep <= repeat; rep++) {
+                gpuSamplingConfig.enabled = gpu;
+                queuedDecodeConfig.enabled = queued;
+                queuedDecodeConfig.depth = depth;
+                for await (const _ of model.stream(
+                  prompt.map((r) => r.slice(0, 8)),
+                  {...sampling, maxNewTokens: 3, seed: 1, eosTokenId: []},
+                )) {
+                  /* warm-up */
+                }
+                const stamps: number[] = [];
+                let n = 0;
+                const queued0 = stepQueueStats.queuedSteps,
+                  inPlan0 = stepQueueStats.inPlanPicks,
+                  ahead0 = stepQueueStats.ahead;
+                const traced: HostTraceSummary[] = [];
+                if (traceRuns) {
+                  hostTraceConfig.enabled = true;
+                  hostTraceConfig.wholeRun = true;
+                  hostTraceConfig.onTrace = (t) => traced.push(t);
+                }
+                t0 = performance.now();
+                for await (const _ of model.stream(prompt, {
+                  ...sampling,
+                  maxNewTokens: newTokens,
+                  seed: 1,
+                  eosTokenId: [],
+                })) {
+                  if (++n % batch === 0) stamps.push(performance.now()); // a step's rows arrive together
+                }
+                gpuSamplingConfig.enabled = null;
+                queuedDecodeConfig.enabled = null;
+                queuedDecodeConfig.depth = null;
+                if (traceRuns) {
+                  hostTraceConfig.enabled = null;
+                  hostTraceConfig.wholeRun = null;
+                  hostTraceConfig.onTrace = null;
+                }
+                const steps = stamps.length,
+                  decodeMs = stamps[steps - 1] - stamps[0];
+                run[
+                  `${key}${gpu === false ? '_host' : ''}${queued === false ? '_unqueued' : ''}${depth != null ? `_depth${depth}` : ''}${rep > 1 ? `_rep${rep}` : ''}`
+                ] = {
+                  firstTokenMs: +(stamps[0] - t0).toFixed(1),
+                  steps,
+                  queuedSteps: stepQueueStats.queuedSteps - queued0,
+                  inPlanPicks: stepQueueStats.inPlanPicks - inPlan0,
+                  aheadPicks: stepQueueStats.ahead - ahead0,
+                  msPerStep: steps > 1 ? +(decodeMs / (steps - 1)).toFixed(3) : null,
+                  decodeTokensPerSec: steps > 1 ? +((((steps - 1) * batch) / decodeMs) * 1000).toFixed(1) : null,
+                  ...(traced.length > 0 ? {hostPhasesMs: roundPhases(traced[traced.length - 1].phases)} : {}),
+                };
               }
-              const stamps: number[] = [];
-              let n = 0;
-              const queued0 = stepQueueStats.queuedSteps,
-                inPlan0 = stepQueueStats.inPlanPicks,
-                ahead0 = stepQueueStats.ahead;
-              t0 = performance.now();
-              for await (const _ of model.stream(prompt, {
-                ...sampling,
-                maxNewTokens: newTokens,
-                seed: 1,
-                eosTokenId: [],
-              })) {
-                if (++n % batch === 0) stamps.push(performance.now()); // a step's rows arrive together
-              }
-              gpuSamplingConfig.enabled = null;
-              queuedDecodeConfig.enabled = null;
-              queuedDecodeConfig.depth = null;
-              const steps = stamps.length,
-                decodeMs = stamps[steps - 1] - stamps[0];
-              run[
-                `${key}${gpu === false ? '_host' : ''}${queued === false ? '_unqueued' : ''}${depth != null ? `_depth${depth}` : ''}`
-              ] = {
-                firstTokenMs: +(stamps[0] - t0).toFixed(1),
-                steps,
-                queuedSteps: stepQueueStats.queuedSteps - queued0,
-                inPlanPicks: stepQueueStats.inPlanPicks - inPlan0,
-                aheadPicks: stepQueueStats.ahead - ahead0,
-                msPerStep: steps > 1 ? +(decodeMs / (steps - 1)).toFixed(3) : null,
-                decodeTokensPerSec: steps > 1 ? +((((steps - 1) * batch) / decodeMs) * 1000).toFixed(1) : null,
-              };
-            }
     }
     t0 = performance.now();
     const state = model.prefill(prompt);
@@ -588,6 +608,11 @@ async function benchPrefill(
 }
 
 /** One --sampling entry: greedy, or T[/kK][/pP][/mM][/rR]; its report key ('greedy', 't0.8/p0.95'). */
+/** A trace's phases (ms, summed over the run) rounded to 0.01. */
+function roundPhases(phases: Record<string, number>): Record<string, number> {
+  return Object.fromEntries(Object.entries(phases).map(([k, v]) => [k, +v.toFixed(2)]));
+}
+
 function parseSampling(entry: string): [string, SamplingOptions] {
   if (entry === 'greedy') return ['greedy', {temperature: 0}];
   const [t, ...rest] = entry.split('/');

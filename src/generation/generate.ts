@@ -16,13 +16,22 @@
  * either way. With the fused prefill engine, its
  * pipelines are compiled (in parallel) before the prompt runs, and the first token's pick goes
  * into the prefill's last submit, right after the head (prefillThen). GRIFFIN_TRACE=1 prints the
- * host phases of each call up to its first token (src/util/host_trace.ts).
+ * host phases of each call up to its first token (src/util/host_trace.ts); GRIFFIN_TRACE=run to
+ * its last (each step's phases summed: wait.ids is the time the host waited on the GPU).
  */
 import * as tf from '@tensorflow/tfjs';
 import {rowArgmax, rowArgmaxAvailable} from '../../ops/row_argmax';
 import type {CausalLMCore} from '../core/model';
 import type {GemmaTokenizer, StreamDecoder} from '../tokenizer';
-import {countGpuCalls, countTfReads, type HostTrace, traceBegin, traceEnd, tracePhase} from '../util/host_trace';
+import {
+  countGpuCalls,
+  countTfReads,
+  type HostTrace,
+  hostTraceWholeRun,
+  traceBegin,
+  traceEnd,
+  tracePhase,
+} from '../util/host_trace';
 import {checkIdRange, IdsLike, idRows} from '../util/ids';
 import {GenerationGpuSampler} from './gpu_sampling';
 import {Sampler, SamplingOptions, StopStringMatcher, validateSamplingOptions} from './sampling';
@@ -173,6 +182,7 @@ async function* run(
   trace: HostTrace | null = null,
 ): AsyncGenerator<TokenEvent, void, undefined> {
   tracePhase('prepare');
+  const wholeTrace = hostTraceWholeRun(); // the trace runs to the last token, not the first
   const {rows, mask, maxNew, eos, stops, trackers} = p;
   const V = model.config.vocab_size;
   const userState = opts.state ?? null;
@@ -339,8 +349,10 @@ async function* run(
         if (feed && !pick.fed) decodeStep(model, work, Array.from(ids)).logits.dispose();
         const events = active.map((row, k) => judge(row, ids[k]));
         tracePhase('judge');
-        traceEnd(trace);
-        trace = null;
+        if (!wholeTrace) {
+          traceEnd(trace);
+          trace = null;
+        }
         // `work` now holds token n of every row, and at depth 2 possibly token n + 1 (queued).
         const keep = events.flatMap((ev, k) => (ev.finishReason != null ? [] : [k]));
         if (keepFinal)
@@ -390,8 +402,10 @@ async function* run(
           events.map((ev) => ev.finishReason != null),
         );
         tracePhase('judge');
-        traceEnd(trace);
-        trace = null;
+        if (!wholeTrace) {
+          traceEnd(trace);
+          trace = null;
+        }
         for (const ev of events) {
           opts.onToken?.(ev);
           yield ev;

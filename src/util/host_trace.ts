@@ -17,23 +17,42 @@
 export interface HostTraceSummary {
   label: string;
   phases: Record<string, number>;
+  /** How many times each phase was marked (a whole run: once per step for the step's phases). */
+  marks: Record<string, number>;
   totalMs: number;
   calls: GpuCallCounts;
 }
 
 /**
- * enabled: null = env GRIFFIN_TRACE (1/true/on: on; unset or anything else: off). onTrace: gets
- * each closed trace (a benchmark collects them) instead of the line on stderr.
+ * enabled: null = env GRIFFIN_TRACE (1/true/on, or run: on; unset or anything else: off). wholeRun:
+ * null = GRIFFIN_TRACE=run: generate / stream keep their trace open to the last token (each
+ * step's phases summed: wait.ids is the time the host waited on the GPU) instead of closing it at
+ * the first. onTrace: gets each closed trace (a benchmark collects them) instead of the line on stderr.
  */
-export const hostTraceConfig: {enabled: boolean | null; onTrace: ((t: HostTraceSummary) => void) | null} = {
+export const hostTraceConfig: {
+  enabled: boolean | null;
+  wholeRun: boolean | null;
+  onTrace: ((t: HostTraceSummary) => void) | null;
+} = {
   enabled: null,
+  wholeRun: null,
   onTrace: null,
 };
 
+function traceEnv(): string {
+  const v = typeof process !== 'undefined' ? process.env?.GRIFFIN_TRACE : undefined;
+  return v?.toLowerCase() ?? '';
+}
+
 export function hostTraceEnabled(): boolean {
   if (hostTraceConfig.enabled != null) return hostTraceConfig.enabled;
-  const v = typeof process !== 'undefined' ? process.env?.GRIFFIN_TRACE : undefined;
-  return v != null && ['1', 'true', 'on'].includes(v.toLowerCase());
+  return ['1', 'true', 'on', 'run'].includes(traceEnv());
+}
+
+/** Whether a generation's trace runs to its last token (hostTraceConfig.wholeRun, else GRIFFIN_TRACE=run). */
+export function hostTraceWholeRun(): boolean {
+  if (hostTraceConfig.wholeRun != null) return hostTraceConfig.wholeRun;
+  return traceEnv() === 'run';
 }
 
 /** Running totals of the calls made on instrumented devices (and backends, for tfReads). */
@@ -142,8 +161,12 @@ export function tracePhase(name: string): void {
 /** The trace's phases summed by name, its total and the GPU calls since it began. */
 export function summarizeTrace(trace: HostTrace): HostTraceSummary {
   const phases: Record<string, number> = {};
-  for (const [name, ms] of trace.phases) phases[name] = (phases[name] ?? 0) + ms;
-  return {label: trace.label, phases, totalMs: trace.last - trace.t0, calls: gpuCallsSince(trace.calls)};
+  const marks: Record<string, number> = {};
+  for (const [name, ms] of trace.phases) {
+    phases[name] = (phases[name] ?? 0) + ms;
+    marks[name] = (marks[name] ?? 0) + 1;
+  }
+  return {label: trace.label, phases, marks, totalMs: trace.last - trace.t0, calls: gpuCallsSince(trace.calls)};
 }
 
 /** A summary as one line: each phase's ms, the total, the GPU calls meanwhile. */
