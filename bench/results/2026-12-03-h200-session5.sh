@@ -33,5 +33,8 @@ for s in "$@"; do case $s in
   fserve) run f-serve 130 node .devdist/bench/serve.js --config 2b --dtype bfloat16 --backend webgpu --clients 1,32 --out "$OUT/f-serve.json" ;;
   # Run 4: int8 / int4 at batch 1 (their random weights are packed on the host: ~60 s each).
   fcompact) for d in int8 int4; do run f-$d 110 node $G --batches 1 --fused on --prompt-len 128 --new-tokens 256 --raw-steps 256 --sampling greedy --dtype $d --queued on --out "$OUT/f-$d.json"; done ;;
+  # Run 4: the ordering effect: each greedy stream three times in a row, host phases over each whole run.
+  order) run order1 100 node $G --batches 1 --fused on --prompt-len 128 --new-tokens 256 --raw-steps 64 --sampling greedy --dtype bfloat16 --queued on --repeat 3 --trace-runs --out "$OUT/order1.json"
+         run order8 100 node $G --batches 8 --fused on --prompt-len 128 --new-tokens 256 --raw-steps 64 --sampling greedy --dtype bfloat16 --queued on --repeat 3 --trace-runs --out "$OUT/order8.json" ;;
 esac; done
 echo "total $(( $(date +%s) - t0 )) s" | tee -a "$LOG"
