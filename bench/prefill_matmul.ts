@@ -107,7 +107,7 @@ const FORMATS: Record<string, ReturnType<typeof weightFormat>> = {
 
 const tuningText = (t: MatmulTuning) =>
   `${t.bm}x${t.bn}x${t.bk} ${t.tm}x${t.tn}${t.buffers === 2 ? ' db' : t.prefetch ? ' pf' : ''}${t.words ? ` w${t.words}` : ''}` +
-  `${t.spread ? ' sp' : ''}${t.unroll ? ' un' : ''}${t.group !== 8 ? ` g${t.group}` : ''}${t.splitk > 1 ? ` k/${t.splitk}` : ''}${t.sg ? ` sg${t.sg}` : ''}`;
+  `${t.spread ? ' sp' : ''}${t.unroll ? ' un' : ''}${t.group !== 8 ? ` g${t.group}` : ''}${t.splitk > 1 ? ` k/${t.splitk}` : ''}${t.sg ? ` sg${t.sg}` : ''}${t.coalesce ? ' co' : ''}`;
 
 /** A GPU buffer holding `data`. */
 function upload(dev: GPUDevice, data: Float32Array | Uint32Array, extra = 0): GPUBuffer {

@@ -36,5 +36,10 @@ for s in "$@"; do case $s in
   # Run 4: the ordering effect: each greedy stream three times in a row, host phases over each whole run.
   order) run order1 100 node $G --batches 1 --fused on --prompt-len 128 --new-tokens 256 --raw-steps 64 --sampling greedy --dtype bfloat16 --queued on --repeat 3 --trace-runs --out "$OUT/order1.json"
          run order8 100 node $G --batches 8 --fused on --prompt-len 128 --new-tokens 256 --raw-steps 64 --sampling greedy --dtype bfloat16 --queued on --repeat 3 --trace-runs --out "$OUT/order8.json" ;;
+  # Run 5: coalesced tile loads (the matmul's coalesce knob) alone and inside the prefill.
+  coal) run mm-co 90 node .devdist/bench/prefill_matmul.js --m 2048,128 --shapes dd,geglu,down --formats float32 --reps 3 --min-ms 5 \
+          --tunings 'auto;coalesce=1;splitk=8,spread=1,unroll=1,coalesce=1' --out "$OUT/mm-co.json"
+        run pre-base 60 node $G --fused-prefill on --prefill-lens 2048 --first-token-len 8 --reps 5 --out "$OUT/pre-base.json"
+        GRIFFIN_PREFILL_MM=coalesce=1 run pre-co 60 node $G --fused-prefill on --prefill-lens 2048 --first-token-len 8 --reps 5 --out "$OUT/pre-co.json" ;;
 esac; done
 echo "total $(( $(date +%s) - t0 )) s" | tee -a "$LOG"

@@ -280,6 +280,15 @@ describeWebGPU('prefill matmul on webgpu', () => {
     ['sg 4, 2 columns of threads (shuffles)', {bm: 64, bn: 16, bk: 8, tm: 8, tn: 8, sg: 4}],
     ['sg 4 with split-K in 3', {...SMALL, sg: 4, splitk: 3}],
     ["sg 4, the defaults' tile", {sg: 4}],
+    ['coalesced loads, the defaults', {coalesce: true}],
+    [
+      'coalesced loads, 32 x 32 tiles, bk 8, double buffers',
+      {bm: 32, bn: 32, bk: 8, tm: 4, tn: 4, buffers: 2, coalesce: true},
+    ],
+    [
+      'coalesced loads, split-K in 3, spread, unrolled',
+      {bm: 32, bn: 32, bk: 8, tm: 4, tn: 4, splitk: 3, spread: true, unroll: true, coalesce: true},
+    ],
   ];
   // Per variant: float32 GeGLU with norm and bias at M = 130, and one of the format x epilogue x
   // norm combinations (rotating over the variants, so that together they cover them) at M = 0, 1, 300.
@@ -312,6 +321,18 @@ describeWebGPU('prefill matmul on webgpu', () => {
     const spec: MatmulSpec = {N: 24, K: 136, weight: fmt('float32'), epilogue: 'residual', bias: true, blocks: 3};
     const [got, want] = await runCase({spec, M: 33, tuning, seed: 19});
     expect(relError(got, want)).toBeLessThan(TOL);
+  });
+  // Coalesced loads change which thread loads what, not the order of a value's sums: bit-identical.
+  test.each([
+    ['float32 geglu with norm and bias', fmt('float32'), 'geglu' as const, true],
+    ['bfloat16 residual', fmt('bfloat16'), 'residual' as const, false],
+    ['int8 store with norm', fmt('int8'), 'store' as const, true],
+  ])('coalesced loads give the same bits as the defaults: %s', async (_, weight, epilogue, norm) => {
+    const spec: MatmulSpec = {N: 96, K: 160, weight, epilogue, ...(norm ? {norm: {eps: 1e-6}} : {}), bias: true};
+    const tile = {bm: 32, bn: 32, bk: 16, tm: 4, tn: 4};
+    const [plain] = await runCase({spec, M: 77, tuning: tile, seed: 9});
+    const [coalesced] = await runCase({spec, M: 77, tuning: {...tile, coalesce: true}, seed: 9});
+    expect(Array.from(coalesced)).toEqual(Array.from(plain));
   });
   test('the device offers subgroups of a fixed size (SwiftShader: 4), so the sg variants ran', () => {
     expect(sg()).toBe(4);

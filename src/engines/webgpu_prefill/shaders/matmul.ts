@@ -46,6 +46,10 @@
  *   hold its TM x BK x values in registers (loaded from global, H = TM BK / (4 min(S, TX)) vec4s
  *   each) and the compute loop takes each x value from its lane by subgroupBroadcast /
  *   subgroupShuffle. Only the weight tile goes through workgroup memory. Implies unroll.
+ * - coalesce=1: the tile loads of a warp (32 consecutive load slots) take 16 rows x 2 vec4s of k
+ *   (32 bytes of each row: one memory sector) instead of 32 rows x 1 vec4 (half a sector each), and
+ *   the k rows of the tiles in workgroup memory are padded by one vec4, so that the transposing
+ *   stores of those loads fall in distinct banks. Sums run in the same order (bit-identical output).
  * Named variants for GRIFFIN_PREFILL_MM and the sweep: MATMUL_VARIANTS (e.g. GRIFFIN_PREFILL_MM=big:
  * 128 x 128 tiles, 8 x 8 per thread, spread, double buffered).
  * The benchmark that chose the defaults: bench/prefill_matmul.ts (figures in bench/results/NOTES.md).
@@ -110,6 +114,8 @@ export interface MatmulTuning {
   splitk: number;
   /** Subgroup size the x fragments are shared over (0: workgroup memory; see the header). */
   sg: number;
+  /** Tile loads coalesced: a warp's 32 loads take 16 rows x 2 vec4s (see the header). */
+  coalesce: boolean;
 }
 
 /** The defaults (see the header; 12 KB of workgroup memory, 16 KB for geglu: within WebGPU's minimum limit). */
@@ -127,10 +133,11 @@ export const MATMUL_DEFAULTS: Readonly<MatmulTuning> = {
   unroll: false,
   splitk: 1,
   sg: 0,
+  coalesce: false,
 };
 
 const KNOBS = Object.keys(MATMUL_DEFAULTS) as (keyof MatmulTuning)[];
-const FLAGS: (keyof MatmulTuning)[] = ['prefetch', 'spread', 'unroll'];
+const FLAGS: (keyof MatmulTuning)[] = ['prefetch', 'spread', 'unroll', 'coalesce'];
 
 /**
  * Named tunings, usable as a word in GRIFFIN_PREFILL_MM (e.g. 'big' or 'big,sg=32') and swept by
@@ -208,6 +215,19 @@ export function matmulTuning(spec: MatmulSpec, tuning: Partial<MatmulTuning> = {
     if (T % t.sg !== 0) throw bad(`sg: ${T} threads are not whole subgroups of ${t.sg}`);
   }
   if (spec.weight.dtype !== 'float32' && spec.blocks == null) compactLoad(spec, t);
+  if (t.coalesce) {
+    if (t.sg !== 0) throw bad('coalesce takes no sg');
+    const XV = t.bk / 4;
+    const LWrow = spec.blocks != null ? 0 : t.bk / (spec.weight.dtype === 'float32' ? 4 : compactLoad(spec, t).K);
+    for (const [rows, per, what] of [
+      [t.bm, XV, 'x'],
+      [t.bn, LWrow, 'weight'],
+    ] as const) {
+      if (per === 0) continue;
+      const RP = 32 / Math.min(2, per);
+      if (rows % RP !== 0) throw bad(`coalesce: ${what} tiles of ${rows} rows are not whole runs of ${RP}`);
+    }
+  }
   return t;
 }
 
@@ -393,8 +413,9 @@ export function matmulGrid(spec: MatmulSpec, M: number, tuning?: Partial<MatmulT
 export function matmulSharedBytes(spec: MatmulSpec, tuning?: Partial<MatmulTuning>): number {
   const t = matmulTuning(spec, tuning);
   const P = spec.epilogue === 'geglu' ? 2 : 1;
-  const xs = t.sg > 0 ? (spec.norm ? 4 * Math.ceil((t.bm * (t.bk / 4 + 1)) / 4) : 0) : t.buffers * t.bk * t.bm;
-  return 4 * (xs + t.buffers * t.bk * P * t.bn);
+  const pad = t.coalesce && spec.blocks == null && t.sg === 0 ? 4 : 0; // a vec4 per k row (coalesce)
+  const xs = t.sg > 0 ? (spec.norm ? 4 * Math.ceil((t.bm * (t.bk / 4 + 1)) / 4) : 0) : t.buffers * t.bk * (t.bm + pad);
+  return 4 * (xs + t.buffers * t.bk * P * (t.bn + pad));
 }
 
 /** Throws a one-line error for a spec the kernel cannot run. */
@@ -453,8 +474,22 @@ export function matmulSource(spec: MatmulSpec, tuning?: Partial<MatmulTuning>): 
   const G = SG > 0 ? Math.min(SG, TX) : 0; // lanes sharing a ty's x fragment
   const H = SG > 0 ? (TM * BK) / (4 * G) : 0; // x vec4s each of them holds
   const unroll = tu.unroll || SG > 0;
-  const XT = (BK * BM) / 4,
-    WT = (BK * BN) / 4; // vec4s per tile
+  const CO = tu.coalesce && !kn && SG === 0;
+  const XSV = BM / 4 + (CO ? 1 : 0),
+    WSV = BN / 4 + (CO ? 1 : 0); // vec4s per k row of a tile in workgroup memory (padded: coalesce)
+  const XT = BK * XSV,
+    WT = BK * WSV; // vec4s per tile
+  /**
+   * WGSL: the tile row (r) and load along k (k, in loads) of load slot `idx` for tiles of `rows`
+   * rows of `per` loads each: slot-major over rows, or with coalesce 32-slot runs of RP rows x KP loads.
+   */
+  const slotOf = (idx: string, rows: number, per: number, r: string, k: string) => {
+    if (!CO) return `let ${r} = ${idx} % ${rows}u; let ${k} = ${idx} / ${rows}u;`;
+    const KP = Math.min(2, per),
+      RP = 32 / KP,
+      NB = rows / RP;
+    return `let ln_ = ${idx} % 32u; let ch_ = ${idx} / 32u; let ${r} = (ch_ % ${NB}u) * ${RP}u + ln_ % ${RP}u; let ${k} = (ch_ / ${NB}u) * ${KP}u + ln_ / ${RP}u;`;
+  };
   const G4 = fmt.dtype === 'int4' ? K / fmt.groupSize : 0;
   // A thread's x row-quad q / weight column-quad r: vec4 index within a tile row.
   const rowVec = (q: number) => (tu.spread ? `${q * TY}u + ty` : `ty * ${TM / 4}u + ${q}u`);
@@ -491,7 +526,7 @@ export function matmulSource(spec: MatmulSpec, tuning?: Partial<MatmulTuning>): 
   const xPos = (l: number, k0: string) =>
     SG > 0
       ? `let v = ${l * G}u + gl; let r = ${rowOfDyn(`(v / ${XV}u)`)}; let k = ${k0} + (v % ${XV}u) * 4u;`
-      : `let idx = t + ${l * T}u; let r = idx % ${BM}u; let k = ${k0} + (idx / ${BM}u) * 4u;`;
+      : `let idx = t + ${l * T}u; ${slotOf('idx', BM, XV, 'r', 'kv')} let k = ${k0} + kv * 4u;`;
   const loadX = (k0: string) => {
     const L2: string[] = [];
     for (let l = 0; l < nLX; l++) {
@@ -507,7 +542,7 @@ export function matmulSource(spec: MatmulSpec, tuning?: Partial<MatmulTuning>): 
     for (let l = 0; l < nLX; l++) {
       const inner: string[] = [];
       if (SG > 0) inner.push(`let v = ${l * G}u + gl; let kl = (v % ${XV}u) * 4u;`);
-      else inner.push(`let idx = t + ${l * T}u; let r = idx % ${BM}u; let kl = (idx / ${BM}u) * 4u;`);
+      else inner.push(`let idx = t + ${l * T}u; ${slotOf('idx', BM, XV, 'r', 'kv')} let kl = kv * 4u;`);
       let v = `px${l}`;
       if (spec.norm) {
         inner.push(`sq${l} = sq${l} + dot(px${l}, px${l});`);
@@ -519,7 +554,7 @@ export function matmulSource(spec: MatmulSpec, tuning?: Partial<MatmulTuning>): 
       }
       if (SG > 0) inner.push(`cx${l} = ${v};`);
       else {
-        for (let c = 0; c < 4; c++) inner.push(`xs[${buf} + (kl + ${c}u) * ${BM / 4}u + r / 4u][r % 4u] = ${v}[${c}];`);
+        for (let c = 0; c < 4; c++) inner.push(`xs[${buf} + (kl + ${c}u) * ${XSV}u + r / 4u][r % 4u] = ${v}[${c}];`);
       }
       const g = guardIdx(nLX, LX, l);
       L2.push(g ? `{ let idx0 = t + ${l * T}u; if (idx0 < ${LX}u) { ${inner.join(' ')} } }` : `{ ${inner.join(' ')} }`);
@@ -541,7 +576,9 @@ export function matmulSource(spec: MatmulSpec, tuning?: Partial<MatmulTuning>): 
           L2.push(`  ${pw} = vec4<f32>(0.0);`);
           L2.push(`  if (${c}) { ${pw} = w${p}[(blk * ${K * N}u + k * ${N}u + n) / 4u]; } }`);
         } else {
-          L2.push(`{ let idx = t + ${l * T}u; let n = n0 + idx % ${BN}u; let k = ${k0} + (idx / ${BN}u) * ${L}u;`);
+          L2.push(
+            `{ let idx = t + ${l * T}u; ${slotOf('idx', BN, LWrow, 'nl', 'kq')} let n = n0 + nl; let k = ${k0} + kq * ${L}u;`,
+          );
           const c = conds(guardIdxW(nLW, LW, l), guardN ? `n < ${N}u` : '', guardK ? `k < ${K}u` : '');
           if (load == null) {
             L2.push(`  ${pw} = vec4<f32>(0.0);`);
@@ -572,18 +609,18 @@ export function matmulSource(spec: MatmulSpec, tuning?: Partial<MatmulTuning>): 
         if (kn) {
           inner.push(`ws${p}[${buf} + idx] = ${pw};`);
         } else if (load == null) {
-          inner.push(`{ let nl = idx % ${BN}u; let kl = (idx / ${BN}u) * 4u;`);
+          inner.push(`{ ${slotOf('idx', BN, LWrow, 'nl', 'kq')} let kl = kq * 4u;`);
           for (let c = 0; c < 4; c++)
-            inner.push(`ws${p}[${buf} + (kl + ${c}u) * ${BN / 4}u + nl / 4u][nl % 4u] = ${pw}[${c}];`);
+            inner.push(`ws${p}[${buf} + (kl + ${c}u) * ${WSV}u + nl / 4u][nl % 4u] = ${pw}[${c}];`);
           inner.push('}');
         } else {
-          inner.push(`{ let nl = idx % ${BN}u; let kl = (idx / ${BN}u) * ${L}u;`);
+          inner.push(`{ ${slotOf('idx', BN, LWrow, 'nl', 'kq')} let kl = kq * ${L}u;`);
           const vecs = load.unpack(pw, `zp${p}_${l}`);
           const scale = fmt.dtype === 'int8' || fmt.dtype === 'int4' ? ` * sc${p}_${l}` : '';
           vecs.forEach((e, j) => {
             inner.push(`let u${j} = (${e})${scale};`);
             for (let c = 0; c < 4; c++) {
-              inner.push(`ws${p}[${buf} + (kl + ${j * 4 + c}u) * ${BN / 4}u + nl / 4u][nl % 4u] = u${j}[${c}];`);
+              inner.push(`ws${p}[${buf} + (kl + ${j * 4 + c}u) * ${WSV}u + nl / 4u][nl % 4u] = u${j}[${c}];`);
             }
           });
           inner.push('}');
@@ -610,11 +647,11 @@ export function matmulSource(spec: MatmulSpec, tuning?: Partial<MatmulTuning>): 
         aOf.push(`a${i}`);
       }
     } else {
-      for (let q = 0; q < TM / 4; q++) L2.push(`  let a${q} = xs[${xb} + ${kk} * ${BM / 4}u + ${rowVec(q)}];`);
+      for (let q = 0; q < TM / 4; q++) L2.push(`  let a${q} = xs[${xb} + ${kk} * ${XSV}u + ${rowVec(q)}];`);
       for (let i = 0; i < TM; i++) aOf.push(`a${i >> 2}[${i & 3}]`);
     }
     for (let p = 0; p < P; p++) {
-      for (let r = 0; r < TN / 4; r++) L2.push(`  let b${p}_${r} = ws${p}[${wb} + ${kk} * ${BN / 4}u + ${colVec(r)}];`);
+      for (let r = 0; r < TN / 4; r++) L2.push(`  let b${p}_${r} = ws${p}[${wb} + ${kk} * ${WSV}u + ${colVec(r)}];`);
     }
     for (let p = 0; p < P; p++) {
       for (let i = 0; i < TM; i++) {
@@ -679,7 +716,10 @@ export function matmulSource(spec: MatmulSpec, tuning?: Partial<MatmulTuning>): 
         norm.push(G < TX ? `if (tx < ${G}u) ${st}` : st);
       } else {
         const idx = `t + ${l * T}u`;
-        const st = `xs[(${idx}) / 4u][(${idx}) % 4u] = sq${l};`;
+        // At float kv BM + r, where the sums below read row r's partials.
+        const st = CO
+          ? `{ let idx = ${idx}; ${slotOf('idx', BM, XV, 'r', 'kv')} let i = kv * ${BM}u + r; xs[i / 4u][i % 4u] = sq${l}; }`
+          : `xs[(${idx}) / 4u][(${idx}) % 4u] = sq${l};`;
         norm.push(guardIdx(nLX, LX, l) ? `if (${idx} < ${LX}u) { ${st} }` : st);
       }
     }
