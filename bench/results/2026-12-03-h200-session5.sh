@@ -41,5 +41,7 @@ for s in "$@"; do case $s in
           --tunings 'auto;coalesce=1;splitk=8,spread=1,unroll=1,coalesce=1' --out "$OUT/mm-co.json"
         run pre-base 60 node $G --fused-prefill on --prefill-lens 2048 --first-token-len 8 --reps 5 --out "$OUT/pre-base.json"
         GRIFFIN_PREFILL_MM=coalesce=1 run pre-co 60 node $G --fused-prefill on --prefill-lens 2048 --first-token-len 8 --reps 5 --out "$OUT/pre-co.json" ;;
+  # Run 6: coalesced loads by default for the products without the fused norm (down, out, o, k, v).
+  coal2) run pre-co2 100 node $G --fused-prefill on --prefill-lens 2048,128 --first-token-len 512 --reps 5 --out "$OUT/pre-co2.json" ;;
 esac; done
 echo "total $(( $(date +%s) - t0 )) s" | tee -a "$LOG"

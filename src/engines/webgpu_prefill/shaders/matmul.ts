@@ -50,6 +50,7 @@
  *   (32 bytes of each row: one memory sector) instead of 32 rows x 1 vec4 (half a sector each), and
  *   the k rows of the tiles in workgroup memory are padded by one vec4, so that the transposing
  *   stores of those loads fall in distinct banks. Sums run in the same order (bit-identical output).
+ *   Unset, it is on for products without the fused norm where the tiles allow it.
  * Named variants for GRIFFIN_PREFILL_MM and the sweep: MATMUL_VARIANTS (e.g. GRIFFIN_PREFILL_MM=big:
  * 128 x 128 tiles, 8 x 8 per thread, spread, double buffered).
  * The benchmark that chose the defaults: bench/prefill_matmul.ts (figures in bench/results/NOTES.md).
@@ -192,7 +193,11 @@ function envTuning(): Partial<MatmulTuning> {
 
 /** The tuning a kernel is made with: defaults < GRIFFIN_PREFILL_MM < `tuning`; throws a one-line error if invalid. */
 export function matmulTuning(spec: MatmulSpec, tuning: Partial<MatmulTuning> = {}): MatmulTuning {
-  const t: MatmulTuning = {...MATMUL_DEFAULTS, ...envTuning(), ...tuning};
+  const set = {...envTuning(), ...tuning};
+  const t: MatmulTuning = {...MATMUL_DEFAULTS, ...set};
+  // Unset: coalesced loads for products without the fused norm, where the tiles allow them (see
+  // coalesceFits; with the norm they measured slower: bench/results/NOTES.md). Same bits either way.
+  if (set.coalesce == null) t.coalesce = spec.norm == null && coalesceFits(spec, t);
   if (t.buffers === 2) t.prefetch = true;
   const bad = (why: string) => new Error(`prefill matmul tuning ${JSON.stringify(t)}: ${why}`);
   const pow2 = (x: number) => Number.isInteger(x) && x > 0 && (x & (x - 1)) === 0;
@@ -217,18 +222,27 @@ export function matmulTuning(spec: MatmulSpec, tuning: Partial<MatmulTuning> = {
   if (spec.weight.dtype !== 'float32' && spec.blocks == null) compactLoad(spec, t);
   if (t.coalesce) {
     if (t.sg !== 0) throw bad('coalesce takes no sg');
-    const XV = t.bk / 4;
-    const LWrow = spec.blocks != null ? 0 : t.bk / (spec.weight.dtype === 'float32' ? 4 : compactLoad(spec, t).K);
-    for (const [rows, per, what] of [
-      [t.bm, XV, 'x'],
-      [t.bn, LWrow, 'weight'],
-    ] as const) {
-      if (per === 0) continue;
-      const RP = 32 / Math.min(2, per);
-      if (rows % RP !== 0) throw bad(`coalesce: ${what} tiles of ${rows} rows are not whole runs of ${RP}`);
-    }
+    if (!coalesceFits(spec, t))
+      throw bad('coalesce: the tiles are not whole runs of 32 loads (16 rows x 2, or 32 x 1)');
   }
   return t;
+}
+
+/** Whether the tiles' loads form whole 32-slot runs of RP rows (the coalesce knob); no sg. */
+function coalesceFits(spec: MatmulSpec, t: MatmulTuning): boolean {
+  if (t.sg !== 0) return false;
+  const runs = (rows: number, per: number) => rows % (32 / Math.min(2, per)) === 0;
+  if (!runs(t.bm, t.bk / 4)) return false;
+  if (spec.blocks != null) return true;
+  let L = 4;
+  if (spec.weight.dtype !== 'float32') {
+    try {
+      L = compactLoad(spec, t).K;
+    } catch {
+      return false;
+    }
+  }
+  return runs(t.bn, t.bk / L);
 }
 
 /** In a MATMUL_ORDER entry, sg: this stands for the device's subgroup size (skipped without one). */
