@@ -13,7 +13,7 @@
  */
 
 import type {WebGPUBackend} from '@tensorflow/tfjs-backend-webgpu';
-import {Args, describe, emit, fail, intArg, parseArgs, printTable, setup} from '../src/bench/common';
+import {Args, describe, emit, fail, intArg, parseArgs, printTable, setup, timedComputePass} from '../src/bench/common';
 import {tf} from '../src/tf';
 
 interface Kernel {
@@ -139,33 +139,11 @@ async function main(args: Args): Promise<void> {
     });
     const times: number[] = [];
     for (let r = 0; r < reps + 1; r++) {
-      const qs = stamps ? dev.createQuerySet({type: 'timestamp', count: 2}) : null;
-      const enc = dev.createCommandEncoder();
-      const pass = enc.beginComputePass(
-        qs ? {timestampWrites: {querySet: qs, beginningOfPassWriteIndex: 0, endOfPassWriteIndex: 1}} : {},
-      );
-      pass.setPipeline(pipeline);
-      pass.setBindGroup(0, bind);
-      pass.dispatchWorkgroups(WG);
-      pass.end();
-      const resolve = dev.createBuffer({size: 16, usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC});
-      const read = dev.createBuffer({size: 16, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST});
-      if (qs) {
-        enc.resolveQuerySet(qs, 0, 2, resolve, 0);
-        enc.copyBufferToBuffer(resolve, 0, read, 0, 16);
-      }
-      const w0 = performance.now();
-      dev.queue.submit([enc.finish()]);
-      await dev.queue.onSubmittedWorkDone();
-      let ms = performance.now() - w0;
-      if (qs) {
-        await read.mapAsync(GPUMapMode.READ);
-        const t = new BigUint64Array(read.getMappedRange().slice(0));
-        read.unmap();
-        ms = Number(t[1] - t[0]) / 1e6;
-        qs.destroy();
-      }
-      [read, resolve].forEach((b) => b.destroy());
+      const ms = await timedComputePass(dev, stamps, (pass) => {
+        pass.setPipeline(pipeline);
+        pass.setBindGroup(0, bind);
+        pass.dispatchWorkgroups(WG);
+      });
       if (r > 0) times.push(ms); // the first run warms the pipeline
     }
     times.sort((a, b) => a - b);

@@ -21,7 +21,18 @@
 
 import type {WebGPUBackend} from '@tensorflow/tfjs-backend-webgpu';
 import {dequantize, quantize} from '../ops/compact/format';
-import {Args, describe, emit, fail, intArg, intList, parseArgs, printTable, setup} from '../src/bench/common';
+import {
+  Args,
+  describe,
+  emit,
+  fail,
+  intArg,
+  intList,
+  parseArgs,
+  printTable,
+  setup,
+  timedComputePass,
+} from '../src/bench/common';
 import {weightFormat} from '../src/engines/webgpu_decode/shaders/weights';
 import {
   DEVICE_SUBGROUP,
@@ -313,40 +324,16 @@ async function main(args: Args): Promise<void> {
           dev.queue.writeBuffer(dims, 0, Uint32Array.of(M, M, 0, 0));
           const grid = matmulGrid(spec, M, tuning);
           const grids = kernels.map((k) => k.gridOf(M));
-          const sample = async (inner: number): Promise<number> => {
-            const qs = stamps ? dev.createQuerySet({type: 'timestamp', count: 2}) : null;
-            const enc = dev.createCommandEncoder();
-            const pass = enc.beginComputePass(
-              qs ? {timestampWrites: {querySet: qs, beginningOfPassWriteIndex: 0, endOfPassWriteIndex: 1}} : {},
-            );
-            for (let i = 0; i < inner; i++) {
-              kernels.forEach((k, j) => {
-                pass.setPipeline(k.pipeline);
-                pass.setBindGroup(0, k.bind);
-                pass.dispatchWorkgroups(...grids[j]);
-              });
-            }
-            pass.end();
-            let resolve: GPUBuffer | null = null,
-              read: GPUBuffer | null = null;
-            if (qs) {
-              resolve = dev.createBuffer({size: 16, usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC});
-              read = dev.createBuffer({size: 16, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST});
-              enc.resolveQuerySet(qs, 0, 2, resolve, 0);
-              enc.copyBufferToBuffer(resolve, 0, read, 0, 16);
-            }
-            const w0 = performance.now();
-            dev.queue.submit([enc.finish()]);
-            await dev.queue.onSubmittedWorkDone();
-            const wall = performance.now() - w0;
-            if (!qs || !read) return wall / inner;
-            await read.mapAsync(GPUMapMode.READ);
-            const t = new BigUint64Array(read.getMappedRange().slice(0));
-            read.unmap();
-            [read, resolve!].forEach((b) => b.destroy());
-            qs.destroy();
-            return Number(t[1] - t[0]) / 1e6 / inner;
-          };
+          const sample = async (inner: number): Promise<number> =>
+            (await timedComputePass(dev, stamps, (pass) => {
+              for (let i = 0; i < inner; i++) {
+                kernels.forEach((k, j) => {
+                  pass.setPipeline(k.pipeline);
+                  pass.setBindGroup(0, k.bind);
+                  pass.dispatchWorkgroups(...grids[j]);
+                });
+              }
+            })) / inner;
           // Spot check: rows 0 and M - 1 of a fresh output against float64.
           dev.queue.writeBuffer(out, 0, new Float32Array(maxM * N));
           await sample(1);

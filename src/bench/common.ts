@@ -624,6 +624,43 @@ export function emit(result: object, out: string | undefined): void {
   }
 }
 
+/**
+ * Runs one compute pass that `encode` fills and returns its time in ms: GPU timestamps around the
+ * pass where the device has 'timestamp-query' (`stamps`), else wall time to onSubmittedWorkDone.
+ */
+export async function timedComputePass(
+  dev: GPUDevice,
+  stamps: boolean,
+  encode: (pass: GPUComputePassEncoder) => void,
+): Promise<number> {
+  const qs = stamps ? dev.createQuerySet({type: 'timestamp', count: 2}) : null;
+  const enc = dev.createCommandEncoder();
+  const pass = enc.beginComputePass(
+    qs ? {timestampWrites: {querySet: qs, beginningOfPassWriteIndex: 0, endOfPassWriteIndex: 1}} : {},
+  );
+  encode(pass);
+  pass.end();
+  const resolve = qs
+    ? dev.createBuffer({size: 16, usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC})
+    : null;
+  const read = qs ? dev.createBuffer({size: 16, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST}) : null;
+  if (qs && resolve && read) {
+    enc.resolveQuerySet(qs, 0, 2, resolve, 0);
+    enc.copyBufferToBuffer(resolve, 0, read, 0, 16);
+  }
+  const w0 = performance.now();
+  dev.queue.submit([enc.finish()]);
+  await dev.queue.onSubmittedWorkDone();
+  const wall = performance.now() - w0;
+  if (!qs || !read || !resolve) return wall;
+  await read.mapAsync(GPUMapMode.READ);
+  const t = new BigUint64Array(read.getMappedRange().slice(0));
+  read.unmap();
+  [read, resolve].forEach((b) => b.destroy());
+  qs.destroy();
+  return Number(t[1] - t[0]) / 1e6;
+}
+
 /** Reports a failure as one line and sets the exit code. */
 export function fail(script: string, e: unknown): void {
   console.error(`${script}: ${(e as Error)?.stack ?? e}`);
