@@ -98,6 +98,54 @@ function unpackRow(w: Weight, r: number, out: Float32Array): void {
   }
 }
 
+/**
+ * Row r of an int8 / int4 W dotted with x[xo..xo+C), unpacked in the same pass (no row buffer;
+ * the row's int8 scale, an int4 group's scale and zero point applied once per row / group): one
+ * row of x (decode's GEMV) reads each packed word once and writes nothing. Null for other dtypes.
+ */
+function dotRow(w: Weight, r: number, x: Float32Array, xo: number): number | null {
+  const C = w.cols,
+    words = w.words;
+  if (w.dtype === 'int8') {
+    const base = r * (C / 4);
+    let a0 = 0,
+      a1 = 0,
+      a2 = 0,
+      a3 = 0;
+    for (let j = 0, c = xo; j < C / 4; j++, c += 4) {
+      const word = words[base + j];
+      a0 += x[c] * ((word << 24) >> 24);
+      a1 += x[c + 1] * ((word << 16) >> 24);
+      a2 += x[c + 2] * ((word << 8) >> 24);
+      a3 += x[c + 3] * (word >> 24);
+    }
+    return (a0 + a1 + a2 + a3) * w.scales[r];
+  }
+  if (w.dtype === 'int4') {
+    const g = w.groupSize,
+      G = C / g,
+      base = r * (C / 8);
+    let acc = 0;
+    for (let gi = 0; gi < G; gi++) {
+      // sum_c x (q - z) s = s (sum_c x q - z sum_c x)
+      let xq = 0,
+        xs = 0;
+      for (let j = (gi * g) / 8, c = xo + gi * g; j < ((gi + 1) * g) / 8; j++, c += 8) {
+        const word = words[base + j];
+        for (let q = 0; q < 8; q++) {
+          const xv = x[c + q];
+          xq += xv * ((word >>> (4 * q)) & 0xf);
+          xs += xv;
+        }
+      }
+      const z = w.zeroPoints ? w.zeros[r * G + gi] : 8;
+      acc += w.scales[r * G + gi] * (xq - z * xs);
+    }
+    return acc;
+  }
+  return null;
+}
+
 function readWeight(be: HostBackend, inputs: Record<string, TensorInfo>, attrs: CompactAttrs): Weight {
   return {
     ...attrs,
@@ -126,6 +174,11 @@ const matMul: KernelFunc = ({inputs, backend, attrs}) => {
   if (!a.transposed) {
     // y[i, r] = sum_c x[i, c] W[r, c]
     const y = new Float32Array(n * R);
+    // One row of x (decode): int8 / int4 rows unpacked inside the dot product.
+    if (n === 1 && (a.dtype === 'int8' || a.dtype === 'int4')) {
+      for (let r = 0; r < R; r++) y[r] = dotRow(w, r, x, 0)!;
+      return output(be, [n, R], y);
+    }
     for (let r = 0; r < R; r++) {
       unpackRow(w, r, row);
       for (let i = 0; i < n; i++) {

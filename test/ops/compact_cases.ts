@@ -61,16 +61,18 @@ export function compactKernelCases(tol: number): void {
       const p = quantize(randomArray(1, R * C, 0.5), R, C, spec);
       const w = compactTensors(p);
       const before = tf.memory().numTensors;
-      for (const transposed of [false, true]) {
-        const K = transposed ? R : C;
-        const x = randomArray(transposed ? 3 : 2, n * K);
-        const xt = tf.tensor2d(x, [n, K]);
-        const y = compactMatMul(xt, w, transposed);
-        expect(y.shape).toEqual([n, transposed ? C : R]);
-        const got = await y.data();
-        expect(relMax(got, reference(x, n, p, transposed))).toBeLessThan(tol);
-        tf.dispose([xt, y]);
-      }
+      // n rows of x, and one (decode's GEMV: int8 / int4 rows are unpacked inside the dot product).
+      for (const rows of [n, 1])
+        for (const transposed of [false, true]) {
+          const K = transposed ? R : C;
+          const x = randomArray(transposed ? 3 : 2 + rows, rows * K);
+          const xt = tf.tensor2d(x, [rows, K]);
+          const y = compactMatMul(xt, w, transposed);
+          expect(y.shape).toEqual([rows, transposed ? C : R]);
+          const got = await y.data();
+          expect(relMax(got, reference(x, rows, p, transposed))).toBeLessThan(tol);
+          tf.dispose([xt, y]);
+        }
       const ids = tf.tensor1d([3, 0, R - 1, R, -1, 3], 'int32');
       const rows = compactGatherRows(w, ids);
       const got = await rows.data();
