@@ -98,6 +98,9 @@ function unpackRow(w: Weight, r: number, out: Float32Array): void {
   }
 }
 
+/** fusedRow: one row of x dots int8 / int4 rows as they are unpacked (dotRow); false: unpack, then dot (the bench compares them). */
+export const compactHostConfig = {fusedRow: true};
+
 /**
  * Row r of an int8 / int4 W dotted with x[xo..xo+C), unpacked in the same pass (no row buffer;
  * the row's int8 scale, an int4 group's scale and zero point applied once per row / group): one
@@ -175,7 +178,7 @@ const matMul: KernelFunc = ({inputs, backend, attrs}) => {
     // y[i, r] = sum_c x[i, c] W[r, c]
     const y = new Float32Array(n * R);
     // One row of x (decode): int8 / int4 rows unpacked inside the dot product.
-    if (n === 1 && (a.dtype === 'int8' || a.dtype === 'int4')) {
+    if (n === 1 && compactHostConfig.fusedRow && (a.dtype === 'int8' || a.dtype === 'int4')) {
       for (let r = 0; r < R; r++) y[r] = dotRow(w, r, x, 0)!;
       return output(be, [n, R], y);
     }
