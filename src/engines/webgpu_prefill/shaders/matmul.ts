@@ -50,7 +50,8 @@
  *   (32 bytes of each row: one memory sector) instead of 32 rows x 1 vec4 (half a sector each), and
  *   the k rows of the tiles in workgroup memory are padded by one vec4, so that the transposing
  *   stores of those loads fall in distinct banks. Sums run in the same order (bit-identical output).
- *   Unset, it is on for products without the fused norm where the tiles allow it.
+ *   Unset, it is on for products without the fused norm where the tiles allow it (block-diagonal
+ *   weights ignore it).
  * Named variants for GRIFFIN_PREFILL_MM and the sweep: MATMUL_VARIANTS (e.g. GRIFFIN_PREFILL_MM=big:
  * 128 x 128 tiles, 8 x 8 per thread, spread, double buffered).
  * The benchmark that chose the defaults: bench/prefill_matmul.ts (figures in bench/results/NOTES.md).
@@ -226,6 +227,11 @@ export function matmulTuning(spec: MatmulSpec, tuning: Partial<MatmulTuning> = {
       throw bad('coalesce: the tiles are not whole runs of 32 loads (16 rows x 2, or 32 x 1)');
   }
   return t;
+}
+
+/** Whether the kernel lays its tiles out coalesced: the knob on, [out, in] weights (block-diagonal ones ignore it), no sg. */
+function coalescedTiles(spec: MatmulSpec, t: MatmulTuning): boolean {
+  return t.coalesce && spec.blocks == null && t.sg === 0;
 }
 
 /** Whether the tiles' loads form whole 32-slot runs of RP rows (the coalesce knob); no sg. */
@@ -427,7 +433,7 @@ export function matmulGrid(spec: MatmulSpec, M: number, tuning?: Partial<MatmulT
 export function matmulSharedBytes(spec: MatmulSpec, tuning?: Partial<MatmulTuning>): number {
   const t = matmulTuning(spec, tuning);
   const P = spec.epilogue === 'geglu' ? 2 : 1;
-  const pad = t.coalesce && spec.blocks == null && t.sg === 0 ? 4 : 0; // a vec4 per k row (coalesce)
+  const pad = coalescedTiles(spec, t) ? 4 : 0; // a vec4 per k row
   const xs = t.sg > 0 ? (spec.norm ? 4 * Math.ceil((t.bm * (t.bk / 4 + 1)) / 4) : 0) : t.buffers * t.bk * (t.bm + pad);
   return 4 * (xs + t.buffers * t.bk * P * (t.bn + pad));
 }
@@ -488,7 +494,7 @@ export function matmulSource(spec: MatmulSpec, tuning?: Partial<MatmulTuning>): 
   const G = SG > 0 ? Math.min(SG, TX) : 0; // lanes sharing a ty's x fragment
   const H = SG > 0 ? (TM * BK) / (4 * G) : 0; // x vec4s each of them holds
   const unroll = tu.unroll || SG > 0;
-  const CO = tu.coalesce && !kn && SG === 0;
+  const CO = coalescedTiles(spec, tu);
   const XSV = BM / 4 + (CO ? 1 : 0),
     WSV = BN / 4 + (CO ? 1 : 0); // vec4s per k row of a tile in workgroup memory (padded: coalesce)
   const XT = BK * XSV,
